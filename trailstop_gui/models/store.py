@@ -1,0 +1,604 @@
+"""The protection repository: durable transitions, write-behind stop updates, the journal.
+
+Two kinds of write, on purpose:
+- Transitions (PENDING -> OPEN -> TRIGGERED -> ...) commit before ``transition`` returns. An exit is only
+  sent after TRIGGERED is on disk, so a restart can never send a second one.
+- Stop moves are write-behind: the latest stop per protection is kept in memory and flushed in one
+  transaction within ``flush_interval`` (and on close). A tick path that waited on fsync would be slow;
+  losing the last fraction of a second of trail in a crash costs far less.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import peewee as pw
+
+from trailstop_gui.models import db
+from trailstop_gui.models.domain import (
+    Product,
+    Protection,
+    Side,
+    Status,
+    TrailRule,
+    require_positive,
+    require_positive_int,
+)
+from trailstop_gui.models.lifecycle import LIVE, TERMINAL, check_transition
+
+log = logging.getLogger("trailstop.store")
+
+MAX_TAG_LENGTH = 20  # Kite's limit; Upstox allows more
+
+
+class ConcurrentTransition(RuntimeError):
+    """Another thread moved the protection on first; the caller's view of it is stale."""
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    id: int
+    ts: datetime
+    protection_id: int | None
+    account_id: int | None
+    kind: str
+    old: str
+    new: str
+    price: float | None
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRecord:
+    id: int
+    broker: str
+    label: str
+    user_id: str
+    api_key: str
+    redirect_url: str
+    api_root: str
+
+
+# Fields a transition or an update may change; everything else is fixed at creation.
+_MUTABLE = frozenset(
+    {
+        "quantity",
+        "filled_quantity",
+        "entry_order_id",
+        "entry_price",
+        "rule",
+        "stop",
+        "peak",
+        "reason",
+        "paused",
+        "exit_order_id",
+        "exit_price",
+        "exit_quantity",
+    }
+)
+
+
+def _text(value: object) -> str:
+    return "" if value is None else str(value)
+
+
+class ProtectionStore:
+    """Durable protections and their journal in one SQLite file. Safe to call from any thread."""
+
+    def __init__(self, path: str | os.PathLike[str], *, flush_interval: float = 0.1) -> None:
+        if not 0 < flush_interval <= 0.25:
+            raise ValueError(f"flush interval: must be in (0, 0.25] seconds, got {flush_interval!r}")
+        self.path = os.fspath(path)
+        self._db = db.init_db(self.path)
+        self._salt = db.tag_salt()
+        self._lock = threading.Lock()
+        # protection id -> (stop before the first unflushed move, latest stop, latest peak)
+        self._pending: dict[int, tuple[float, float, float | None]] = {}
+        self._flush_interval = flush_interval
+        self._wake = threading.Event()
+        self._closing = threading.Event()
+        self._flusher = threading.Thread(target=self._flush_loop, name="store-flusher", daemon=True)
+        self._flusher.start()
+
+    # ----------------------------------------------------------------- lifecycle of the store itself
+
+    def close(self) -> None:
+        """Flush pending stop moves and close this thread's connection."""
+        if self._closing.is_set():
+            return
+        self._closing.set()
+        self._wake.set()
+        self._flusher.join(timeout=5)
+        self.flush()
+        self._db.close()
+
+    def __enter__(self) -> ProtectionStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------- accounts
+
+    def add_account(
+        self,
+        broker: str,
+        label: str,
+        *,
+        user_id: str = "",
+        api_key: str = "",
+        redirect_url: str = "",
+        api_root: str = "",
+    ) -> AccountRecord:
+        if not broker.strip():
+            raise ValueError("broker: must not be empty")
+        if not label.strip():
+            raise ValueError("label: must not be empty")
+        with self._db.atomic():
+            row = db.Account.create(
+                broker=broker.strip(),
+                label=label.strip(),
+                user_id=user_id,
+                api_key=api_key,
+                redirect_url=redirect_url,
+                api_root=api_root,
+            )
+        return self._account(row)
+
+    def accounts(self) -> list[AccountRecord]:
+        return [self._account(row) for row in db.Account.select().order_by(db.Account.id)]
+
+    def account(self, account_id: int) -> AccountRecord:
+        row = db.Account.get_or_none(db.Account.id == account_id)
+        if row is None:
+            raise KeyError(f"account {account_id} does not exist")
+        return self._account(row)
+
+    def update_account(self, account_id: int, **fields: str) -> AccountRecord:
+        allowed = {"label", "user_id", "api_key", "redirect_url", "api_root"}
+        unknown = set(fields) - allowed
+        if unknown:
+            raise ValueError(f"account: cannot change {', '.join(sorted(unknown))}")
+        with self._db.atomic():
+            db.Account.update(**fields).where(db.Account.id == account_id).execute()
+        return self.account(account_id)
+
+    @staticmethod
+    def _account(row: Any) -> AccountRecord:
+        return AccountRecord(
+            id=row.id,
+            broker=row.broker,
+            label=row.label,
+            user_id=row.user_id,
+            api_key=row.api_key,
+            redirect_url=row.redirect_url,
+            api_root=row.api_root,
+        )
+
+    # ----------------------------------------------------------------- protections
+
+    def create_protection(
+        self,
+        *,
+        account_id: int,
+        broker: str,
+        instrument: str | int,
+        symbol: str,
+        exchange: str,
+        side: Side | str,
+        product: Product | str,
+        quantity: int,
+        tick_size: float,
+        rule: TrailRule,
+        entry_price: float | None = None,
+        filled_quantity: int = 0,
+        status: Status = Status.PENDING,
+        stop: float | None = None,
+        entry_order_id: str | None = None,
+        reason: str = "",
+    ) -> Protection:
+        """Validate everything, then store a new protection. Nothing is written if any field is bad."""
+        side = Side.parse(side)
+        product = Product.parse(product)
+        quantity = require_positive_int(quantity, "quantity")
+        tick_size = require_positive(tick_size, "tick size")
+        if not isinstance(rule, TrailRule):
+            raise ValueError(f"rule: expected a trailing rule, got {rule!r}")
+        instrument_text = str(instrument).strip()
+        if not instrument_text:
+            raise ValueError("instrument: must not be empty")
+        if not str(symbol).strip():
+            raise ValueError("symbol: must not be empty")
+        if entry_price is not None:
+            entry_price = require_positive(entry_price, "entry price")
+        if stop is not None:
+            stop = require_positive(stop, "stop")
+        if not isinstance(filled_quantity, int) or not 0 <= filled_quantity <= quantity:
+            raise ValueError(f"filled quantity: must be between 0 and {quantity}, got {filled_quantity!r}")
+        status = Status(status)
+        if status not in (Status.PENDING, Status.OPEN):
+            raise ValueError(f"status: a new protection starts PENDING or OPEN, not {status.value}")
+        if status is Status.OPEN and (entry_price is None or filled_quantity == 0):
+            raise ValueError("entry price: an OPEN protection needs its entry price and a filled quantity")
+        if db.Account.get_or_none(db.Account.id == account_id) is None:
+            raise ValueError(f"account: no account with id {account_id}")
+        now = datetime.now()
+        with self._db.atomic():
+            row = db.ProtectionRow.create(
+                account=account_id,
+                broker=broker,
+                instrument=instrument_text,
+                symbol=str(symbol).strip(),
+                exchange=exchange,
+                side=side.value,
+                product=product.value,
+                quantity=quantity,
+                filled_quantity=filled_quantity,
+                entry_order_id=entry_order_id,
+                entry_price=entry_price,
+                tick_size=tick_size,
+                rule=json.dumps(rule.to_dict()),
+                stop=stop,
+                peak=entry_price,
+                status=status.value,
+                reason=reason,
+                created_at=now,
+                updated_at=now,
+            )
+            row.exit_tag = self.exit_tag_for(row.id)
+            row.save(only=[db.ProtectionRow.exit_tag])
+            self._journal(row.id, account_id, "created", "", status.value, entry_price, rule.describe())
+        return self._protection(row)
+
+    def exit_tag_for(self, protection_id: int) -> str:
+        """The one exit tag of a protection: alphanumeric, at most 20 characters, unique per database."""
+        tag = f"TS{self._salt}{_base36(protection_id)}"
+        assert len(tag) <= MAX_TAG_LENGTH and tag.isalnum()
+        return tag
+
+    def get(self, protection_id: int) -> Protection:
+        row = db.ProtectionRow.get_or_none(db.ProtectionRow.id == protection_id)
+        if row is None:
+            raise KeyError(f"protection {protection_id} does not exist")
+        return self._with_pending(self._protection(row))
+
+    def find_by_tag(self, tag: str) -> Protection | None:
+        row = db.ProtectionRow.get_or_none(db.ProtectionRow.exit_tag == tag)
+        return None if row is None else self._with_pending(self._protection(row))
+
+    def protections(
+        self, statuses: Iterable[Status] | None = None, account_id: int | None = None
+    ) -> list[Protection]:
+        query = db.ProtectionRow.select().order_by(db.ProtectionRow.id)
+        if statuses is not None:
+            query = query.where(db.ProtectionRow.status.in_([Status(s).value for s in statuses]))
+        if account_id is not None:
+            query = query.where(db.ProtectionRow.account == account_id)
+        return [self._with_pending(self._protection(row)) for row in query]
+
+    def live(self, account_id: int | None = None) -> list[Protection]:
+        """Protections that still need attention: what a restart resumes."""
+        return self.protections(LIVE, account_id)
+
+    def transition(
+        self,
+        protection_id: int,
+        target: Status,
+        *,
+        expected: Status | Sequence[Status] | None = None,
+        reason: str | None = None,
+        price: float | None = None,
+        **fields: Any,
+    ) -> Protection:
+        """Move a protection to ``target`` and commit before returning.
+
+        Raises IllegalTransition for a move the state machine forbids, and ConcurrentTransition when
+        ``expected`` is given and the stored state is another, or another thread got there first.
+        """
+        target = Status(target)
+        self._check_fields(fields)
+        with self._lock:
+            pending = self._pending.pop(protection_id, None)
+        with self._db.atomic():
+            row = db.ProtectionRow.get_or_none(db.ProtectionRow.id == protection_id)
+            if row is None:
+                raise KeyError(f"protection {protection_id} does not exist")
+            current = Status(row.status)
+            if expected is not None:
+                allowed = {Status(expected)} if isinstance(expected, str) else {Status(s) for s in expected}
+                if current not in allowed:
+                    raise ConcurrentTransition(
+                        f"protection {protection_id}: is {current.value}, expected "
+                        + " or ".join(sorted(s.value for s in allowed))
+                    )
+            check_transition(current, target, protection_id)
+            values = self._db_values(fields)
+            if pending is not None and "stop" not in fields:
+                values["stop"], values["peak"] = pending[1], pending[2]
+            values["status"] = target.value
+            values["updated_at"] = datetime.now()
+            if reason is not None:
+                values["reason"] = reason
+            if target in TERMINAL:
+                values["closed_at"] = values["updated_at"]
+            # Compare-and-set on the status: two threads racing OPEN -> TRIGGERED cannot both win.
+            changed = (
+                db.ProtectionRow.update(**values)
+                .where((db.ProtectionRow.id == protection_id) & (db.ProtectionRow.status == current.value))
+                .execute()
+            )
+            if changed != 1:
+                raise ConcurrentTransition(f"protection {protection_id}: changed by another thread")
+            if pending is not None and current is Status.OPEN:
+                old_stop = row.stop if math.isnan(pending[0]) else pending[0]
+                self._journal(protection_id, row.account_id, "stop_moved", old_stop, pending[1], pending[2])
+            self._journal(
+                protection_id,
+                row.account_id,
+                "transition",
+                current.value,
+                target.value,
+                price,
+                reason or "",
+            )
+        return self.get(protection_id)
+
+    def update(
+        self, protection_id: int, *, kind: str = "updated", message: str = "", **fields: Any
+    ) -> Protection:
+        """Change fields without a state change (a rule, pause, a quantity), durably and journalled."""
+        self._check_fields(fields)
+        if not fields:
+            raise ValueError("update: nothing to change")
+        with self._lock:
+            pending = self._pending.pop(protection_id, None)
+        with self._db.atomic():
+            row = db.ProtectionRow.get_or_none(db.ProtectionRow.id == protection_id)
+            if row is None:
+                raise KeyError(f"protection {protection_id} does not exist")
+            if Status(row.status) in TERMINAL:
+                raise ValueError(f"protection {protection_id}: is {row.status}; it cannot change any more")
+            values = self._db_values(fields)
+            if pending is not None and "stop" not in fields:
+                values["stop"], values["peak"] = pending[1], pending[2]
+            values["updated_at"] = datetime.now()
+            db.ProtectionRow.update(**values).where(db.ProtectionRow.id == protection_id).execute()
+            described = ", ".join(f"{k}={_describe(v)}" for k, v in sorted(fields.items()))
+            self._journal(protection_id, row.account_id, kind, "", described, None, message)
+        return self.get(protection_id)
+
+    def _check_fields(self, fields: dict[str, Any]) -> None:
+        unknown = set(fields) - _MUTABLE
+        if unknown:
+            raise ValueError(f"protection: cannot change {', '.join(sorted(unknown))}")
+        if "quantity" in fields:
+            require_positive_int(fields["quantity"], "quantity")
+        for name in ("entry_price", "stop", "exit_price"):
+            if fields.get(name) is not None:
+                require_positive(fields[name], name.replace("_", " "))
+        if "rule" in fields and not isinstance(fields["rule"], TrailRule):
+            raise ValueError(f"rule: expected a trailing rule, got {fields['rule']!r}")
+
+    @staticmethod
+    def _db_values(fields: dict[str, Any]) -> dict[str, Any]:
+        values = dict(fields)
+        if "rule" in values:
+            values["rule"] = json.dumps(values["rule"].to_dict())
+        return values
+
+    # ----------------------------------------------------------------- write-behind stop moves
+
+    def record_stop(self, protection_id: int, stop: float, peak: float | None = None) -> None:
+        """Remember a stop move; it reaches the disk within the flush interval. Never blocks on I/O."""
+        if not math.isfinite(stop) or stop <= 0:
+            raise ValueError(f"stop: must be a positive price, got {stop!r}")
+        with self._lock:
+            previous = self._pending.get(protection_id)
+            first_old = previous[0] if previous is not None else math.nan
+            self._pending[protection_id] = (first_old, stop, peak)
+        self._wake.set()
+
+    def flush(self) -> int:
+        """Write every pending stop move now. Returns how many protections were written."""
+        with self._lock:
+            batch, self._pending = self._pending, {}
+        if not batch:
+            return 0
+        written = 0
+        try:
+            with self._db.atomic():
+                rows = {
+                    row.id: row
+                    for row in db.ProtectionRow.select(
+                        db.ProtectionRow.id, db.ProtectionRow.stop, db.ProtectionRow.account
+                    ).where(db.ProtectionRow.id.in_(list(batch)))
+                }
+                now = datetime.now()
+                for pid, (first_old, stop, peak) in batch.items():
+                    row = rows.get(pid)
+                    if row is None:
+                        continue
+                    old = row.stop if math.isnan(first_old) else first_old
+                    # Only an armed protection trails: a stop move that loses the race with a transition
+                    # must not overwrite the stop the transition recorded.
+                    changed = (
+                        db.ProtectionRow.update(stop=stop, peak=peak, updated_at=now)
+                        .where((db.ProtectionRow.id == pid) & (db.ProtectionRow.status == Status.OPEN.value))
+                        .execute()
+                    )
+                    if changed:
+                        written += 1
+                        self._journal(pid, row.account_id, "stop_moved", old, stop, peak)
+        except pw.PeeweeException:
+            # Keep the moves for the next attempt rather than lose them; newer moves win.
+            with self._lock:
+                for pid, entry in batch.items():
+                    self._pending.setdefault(pid, entry)
+            raise
+        return written
+
+    def pending_stops(self) -> dict[int, float]:
+        with self._lock:
+            return {pid: entry[1] for pid, entry in self._pending.items()}
+
+    def _flush_loop(self) -> None:
+        while not self._closing.is_set():
+            self._wake.wait()
+            if self._closing.is_set():
+                break
+            # Coalesce: let a burst of ticks land before writing once.
+            self._closing.wait(self._flush_interval)
+            self._wake.clear()
+            try:
+                self.flush()
+            except Exception:
+                log.exception("flushing stop moves failed; will retry")
+        self._db.close()
+
+    def _with_pending(self, protection: Protection) -> Protection:
+        with self._lock:
+            pending = self._pending.get(protection.id)
+        if pending is None or protection.status is not Status.OPEN:
+            return protection
+        return protection.with_changes(stop=pending[1], peak=pending[2])
+
+    # ----------------------------------------------------------------- journal
+
+    def journal(
+        self,
+        kind: str,
+        *,
+        protection_id: int | None = None,
+        account_id: int | None = None,
+        old: object = None,
+        new: object = None,
+        price: float | None = None,
+        message: str = "",
+    ) -> None:
+        """Append an event that is not a transition or a stop move (an alert, an order sent, a login)."""
+        if protection_id is not None and account_id is None:
+            row = db.ProtectionRow.get_or_none(db.ProtectionRow.id == protection_id)
+            account_id = None if row is None else row.account_id
+        with self._db.atomic():
+            self._journal(protection_id, account_id, kind, old, new, price, message)
+
+    @staticmethod
+    def _journal(
+        protection_id: int | None,
+        account_id: int | None,
+        kind: str,
+        old: object,
+        new: object,
+        price: float | None,
+        message: str = "",
+    ) -> None:
+        db.JournalEvent.create(
+            protection=protection_id,
+            account_id=account_id,
+            kind=kind,
+            old=_describe(old),
+            new=_describe(new),
+            price=price,
+            message=message,
+        )
+
+    def events(
+        self,
+        *,
+        protection_id: int | None = None,
+        account_id: int | None = None,
+        kinds: Iterable[str] | None = None,
+        limit: int | None = None,
+    ) -> list[JournalEntry]:
+        query = db.JournalEvent.select().order_by(db.JournalEvent.id)
+        if protection_id is not None:
+            query = query.where(db.JournalEvent.protection == protection_id)
+        if account_id is not None:
+            query = query.where(db.JournalEvent.account_id == account_id)
+        if kinds is not None:
+            query = query.where(db.JournalEvent.kind.in_(list(kinds)))
+        if limit is not None:
+            query = query.limit(limit)
+        return [
+            JournalEntry(
+                id=row.id,
+                ts=row.ts,
+                protection_id=row.protection_id,
+                account_id=row.account_id,
+                kind=row.kind,
+                old=row.old,
+                new=row.new,
+                price=row.price,
+                message=row.message,
+            )
+            for row in query
+        ]
+
+    # ----------------------------------------------------------------- settings
+
+    def get_setting(self, key: str, default: Any = None) -> Any:
+        row = db.Setting.get_or_none(db.Setting.key == key)
+        return default if row is None else json.loads(row.value)
+
+    def set_setting(self, key: str, value: Any) -> None:
+        with self._db.atomic():
+            db.Setting.insert(key=key, value=json.dumps(value)).on_conflict_replace().execute()
+
+    # ----------------------------------------------------------------- conversions
+
+    @staticmethod
+    def _protection(row: Any) -> Protection:
+        return Protection(
+            id=row.id,
+            account_id=row.account_id,
+            broker=row.broker,
+            instrument=row.instrument,
+            symbol=row.symbol,
+            exchange=row.exchange,
+            side=Side(row.side),
+            product=Product(row.product),
+            quantity=row.quantity,
+            filled_quantity=row.filled_quantity,
+            entry_price=row.entry_price,
+            tick_size=row.tick_size,
+            rule=TrailRule.from_dict(json.loads(row.rule)),
+            stop=row.stop,
+            peak=row.peak,
+            status=Status(row.status),
+            exit_tag=row.exit_tag or "",
+            reason=row.reason,
+            paused=bool(row.paused),
+            entry_order_id=row.entry_order_id,
+            exit_order_id=row.exit_order_id,
+            exit_price=row.exit_price,
+            exit_quantity=row.exit_quantity,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            closed_at=row.closed_at,
+        )
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.10g}"
+    if isinstance(value, TrailRule):
+        return json.dumps(value.to_dict(), sort_keys=True)
+    return _text(value)
+
+
+def _base36(number: int) -> str:
+    digits = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    out = ""
+    while True:
+        number, rem = divmod(number, 36)
+        out = digits[rem] + out
+        if number == 0:
+            return out
