@@ -1,8 +1,42 @@
-"""Suite-wide set-up: Qt renders offscreen (there is no display in CI)."""
+"""Suite-wide set-up: Qt renders offscreen (no display in CI); an in-memory keyring for every test."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+
+import keyring
+import keyring.backend
+import pytest
 
 # Before any Qt import: pytest-qt creates the QApplication lazily, so this is early enough.
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+class MemoryKeyring(keyring.backend.KeyringBackend):
+    """Keeps passwords in a dict: tests never touch (or need) the OS keyring."""
+
+    priority = 1  # type: ignore[assignment]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.passwords: dict[tuple[str, str], str] = {}
+
+    def get_password(self, service: str, username: str) -> str | None:
+        return self.passwords.get((service, username))
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        self.passwords[(service, username)] = password
+
+    def delete_password(self, service: str, username: str) -> None:
+        if self.passwords.pop((service, username), None) is None:
+            raise keyring.errors.PasswordDeleteError(username)
+
+
+@pytest.fixture(autouse=True)
+def memory_keyring() -> Iterator[MemoryKeyring]:
+    previous = keyring.get_keyring()
+    backend = MemoryKeyring()
+    keyring.set_keyring(backend)
+    yield backend
+    keyring.set_keyring(previous)

@@ -166,6 +166,11 @@ class _Armed:
         return trail
 
 
+def initial_stop(side: Side, entry_price: float, tick_size: float, rule: TrailRule) -> float:
+    """The stop a protection starts with: entry minus the rule's distance (plus, for a short), on the grid."""
+    return _Armed("", 0, Side.parse(side), Product.CNC, entry_price, tick_size, rule).initial
+
+
 def _valid_price(value: float | None) -> bool:
     # NaN fails every comparison, so `value > 0` also rejects it; inf is not a price either.
     return value is not None and value > 0 and value != math.inf

@@ -1,0 +1,181 @@
+"""FeedWorker against the simulator: ticks reach the engine; drops, stalls and dead tokens are survived."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pytestqt.qtbot import QtBot
+
+from tests.services.conftest import control
+from trailstop_gui.models.domain import Product, Protection, Side, Status, TrailRule
+from trailstop_gui.models.engine import StopTriggered
+from trailstop_gui.models.store import ProtectionStore
+from trailstop_gui.services.brokers.feed_loop import Backoff, FeedState
+from trailstop_gui.services.feed_worker import FeedWorker
+from trailstop_gui.services.secrets import SecretStore
+from trailstop_gui.services.session import AccountSession, Endpoints
+from trailstop_gui.simulator.runner import SimulatorHandle
+
+INFY = 408065
+
+
+def wait_until(predicate, timeout: float = 10.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[ProtectionStore]:
+    s = ProtectionStore(tmp_path / "feed.db")
+    yield s
+    s.close()
+
+
+def kite_session(sim: SimulatorHandle, store: ProtectionStore, watchdog: float = 2.5) -> AccountSession:
+    kite = sim.info["kite"]
+    account = store.add_account(
+        "kite", "Zerodha", user_id=kite["user_id"], api_key=kite["api_key"], api_root=sim.url
+    )
+    secrets = SecretStore()
+    secrets.set(account.id, "api_secret", kite["api_secret"])
+    session = AccountSession(
+        account,
+        secrets,
+        Endpoints.for_simulator(sim.info, "kite"),
+        watchdog=watchdog,
+        backoff=lambda: Backoff(initial=0.1, maximum=0.5),
+    )
+    session.login_with_password(kite["user_id"], kite["password"])
+    return session
+
+
+def protect(store: ProtectionStore, account_id: int, product: Product = Product.MIS) -> Protection:
+    """A long at 1500.00 with a 2 % trail: its stop starts at 1470.00."""
+    return store.create_protection(
+        account_id=account_id,
+        broker="kite",
+        instrument=INFY,
+        symbol="INFY",
+        exchange="NSE",
+        side=Side.BUY,
+        product=product,
+        quantity=1,
+        filled_quantity=1,
+        tick_size=0.05,
+        rule=TrailRule.percent(2.0),
+        entry_price=1500.0,
+        status=Status.OPEN,
+    )
+
+
+def subscribed_modes(sim: SimulatorHandle) -> list[str]:
+    modes = []
+    for connection in control(sim, "feeds"):
+        for token, mode in (connection.get("subscriptions") or {}).items():
+            if int(token) == INFY:
+                modes.append(mode)
+    return modes
+
+
+def start(
+    session: AccountSession, store: ProtectionStore, triggers: list[tuple[int, StopTriggered]]
+) -> FeedWorker:
+    return session.start_feed(store, on_trigger=lambda pid, event: triggers.append((pid, event)))
+
+
+def test_ticks_reach_the_engine_and_fire(
+    qtbot: QtBot, simulator: SimulatorHandle, store: ProtectionStore
+) -> None:
+    simulator.set_price("NSE:INFY", 1500.0)
+    session = kite_session(simulator, store)
+    triggers: list[tuple[int, StopTriggered]] = []
+    feed = start(session, store, triggers)
+    try:
+        p = protect(store, session.account_id)
+        feed.arm([p])
+        # MIS trails on the bid, so the feed must ask for a mode that carries depth.
+        wait_until(lambda: subscribed_modes(simulator) == ["full"], what="a full-mode subscription")
+        simulator.set_price("NSE:INFY", 1520.0, bid=1519.90, ask=1520.10)
+        wait_until(lambda: feed.engine.stop(str(p.id)) == 1489.50, what="the stop to trail the bid")
+        store.flush()
+        assert store.get(p.id).stop == 1489.50
+        simulator.set_price("NSE:INFY", 1489.0, bid=1488.95, ask=1489.05)
+        wait_until(lambda: bool(triggers), what="the trigger")
+        assert triggers == [(p.id, StopTriggered(str(p.id), 1489.0, 1489.5))]
+        assert not feed.engine.is_armed(str(p.id))
+    finally:
+        session.stop_feed()
+
+
+def test_cnc_subscribes_without_depth(
+    qtbot: QtBot, simulator: SimulatorHandle, store: ProtectionStore
+) -> None:
+    simulator.set_price("NSE:INFY", 1500.0)
+    session = kite_session(simulator, store)
+    feed = start(session, store, [])
+    try:
+        feed.arm([protect(store, session.account_id, Product.CNC)])
+        wait_until(lambda: subscribed_modes(simulator) == ["ltp"], what="an ltp-mode subscription")
+    finally:
+        session.stop_feed()
+
+
+@pytest.mark.parametrize("fault", [{"fault": "drop_ws"}, {"fault": "stall_ws", "seconds": 3.5}])
+def test_recovers_and_resubscribes(
+    qtbot: QtBot, simulator: SimulatorHandle, store: ProtectionStore, fault: dict[str, object]
+) -> None:
+    simulator.set_price("NSE:INFY", 1500.0)
+    session = kite_session(simulator, store)
+    triggers: list[tuple[int, StopTriggered]] = []
+    feed = start(session, store, triggers)
+    reconnects: list[bool] = []
+    feed.reconnected.connect(lambda: reconnects.append(True))
+    try:
+        p = protect(store, session.account_id)
+        feed.arm([p])
+        wait_until(lambda: subscribed_modes(simulator) == ["full"], what="the first subscription")
+        connects_before = feed.loop.connects
+        control(simulator, "fault", fault)
+        started = time.monotonic()
+        wait_until(lambda: feed.loop.connects > connects_before, timeout=8, what="a reconnect")
+        wait_until(lambda: subscribed_modes(simulator) == ["full"], timeout=8, what="the resubscription")
+        recovered_in = time.monotonic() - started
+        assert recovered_in < 6.0
+        # Ticks sent into a stalled socket are lost, as on a real network: move the price once it flows.
+        wait_until(
+            lambda: not any(c["stalled"] for c in control(simulator, "feeds")), what="the stall to end"
+        )
+        # The stop still fires after recovery, exactly once.
+        simulator.set_price("NSE:INFY", 1400.0, bid=1399.95, ask=1400.05)
+        wait_until(lambda: bool(triggers), what="the trigger after recovery")
+        time.sleep(0.3)
+        assert len(triggers) == 1
+        qtbot.waitUntil(lambda: bool(reconnects), timeout=3000)
+    finally:
+        session.stop_feed()
+
+
+def test_expired_token_means_login_needed_without_a_storm(
+    qtbot: QtBot, simulator: SimulatorHandle, store: ProtectionStore
+) -> None:
+    session = kite_session(simulator, store)
+    feed = start(session, store, [])
+    try:
+        wait_until(lambda: feed.loop.state is FeedState.LIVE, what="live")
+        control(simulator, "fault", {"fault": "expire_tokens"})
+        control(simulator, "fault", {"fault": "drop_ws"})
+        wait_until(lambda: feed.loop.state is FeedState.LOGIN_NEEDED, what="login needed")
+        qtbot.waitUntil(lambda: session.state.value == "login needed", timeout=3000)
+        connects = feed.loop.connects
+        time.sleep(1.5)
+        assert feed.loop.connects == connects
+        assert control(simulator, "feeds") == []
+        assert not session.has_token()
+    finally:
+        session.stop_feed()

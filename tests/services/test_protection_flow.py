@@ -1,0 +1,246 @@
+"""Live protection end to end against the simulator: entry, trail, trigger, exactly one exit."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pytestqt.qtbot import QtBot
+
+from tests.services.conftest import control
+from trailstop_gui.models.domain import Product, Side, Status, TrailRule
+from trailstop_gui.models.store import ProtectionStore
+from trailstop_gui.services.brokers.base import OrderType
+from trailstop_gui.services.brokers.feed_loop import Backoff
+from trailstop_gui.services.exit_executor import RetryPolicy
+from trailstop_gui.services.notifier import AlertKind
+from trailstop_gui.services.protection_service import EntryRequest, ProtectionService
+from trailstop_gui.services.secrets import SecretStore
+from trailstop_gui.services.session import AccountSession, Endpoints
+from trailstop_gui.simulator.runner import SimulatorHandle
+
+BROKERS = ["kite"]
+
+
+def wait_until(predicate, timeout: float = 10.0, what: str = "condition", qtbot: QtBot | None = None) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        if qtbot is not None:
+            qtbot.wait(20)
+        else:
+            time.sleep(0.02)
+
+
+class Rig:
+    """A ProtectionService with one account logged in to the simulator."""
+
+    def __init__(self, sim: SimulatorHandle, store: ProtectionStore, broker: str, qtbot: QtBot) -> None:
+        self.sim, self.store, self.broker, self.qtbot = sim, store, broker, qtbot
+        section = sim.info[broker]
+        api_key = section["api_key"] if broker == "kite" else section["client_id"]
+        secret = section["api_secret"] if broker == "kite" else section["client_secret"]
+        redirect = section["redirect_url"] if broker == "kite" else section["redirect_uri"]
+        account = store.add_account(
+            broker,
+            broker,
+            user_id=section["user_id"],
+            api_key=api_key,
+            redirect_url=redirect,
+            api_root=sim.url,
+        )
+        self.secrets = SecretStore()
+        self.secrets.set(account.id, "api_secret", secret)
+        self.session = AccountSession(
+            account,
+            self.secrets,
+            Endpoints.for_simulator(sim.info, broker),
+            watchdog=2.5,
+            backoff=lambda: Backoff(initial=0.1, maximum=0.5),
+        )
+        self.session.login_with_password(section["user_id"], section["password"])
+        self.service = ProtectionService(
+            store, retry_policy=RetryPolicy(attempts=6, initial_delay=0.05, max_delay=0.2, poll_interval=0.05)
+        )
+        self.alerts: list[Any] = []
+        self.service.notifier.alerted.connect(self.alerts.append)
+        self.service.add_session(self.session)
+        self.service.start()
+
+    @property
+    def account_id(self) -> int:
+        return self.session.account_id
+
+    def instrument(self, symbol: str) -> tuple[Any, str]:
+        inst = next(i for i in control(self.sim, "instruments") if i["symbol"] == symbol)
+        return (inst["kite_token"] if self.broker == "kite" else inst["upstox_key"]), inst["tradingsymbol"]
+
+    def status(self, pid: int) -> Status:
+        return self.store.get(pid).status
+
+    def wait_status(self, pid: int, status: Status, timeout: float = 10.0) -> None:
+        wait_until(
+            lambda: self.status(pid) is status, timeout, f"protection {pid} to be {status}", self.qtbot
+        )
+
+    def sim_orders(self, tag: str | None = None) -> list[dict[str, Any]]:
+        orders = control(self.sim, "orders")
+        return [o for o in orders if tag is None or o.get("tag") == tag]
+
+    def close(self) -> None:
+        self.service.shutdown()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[ProtectionStore]:
+    s = ProtectionStore(tmp_path / "flow.db")
+    yield s
+    s.close()
+
+
+@pytest.fixture(params=BROKERS)
+def rig(
+    request: pytest.FixtureRequest, simulator: SimulatorHandle, store: ProtectionStore, qtbot: QtBot
+) -> Iterator[Rig]:
+    r = Rig(simulator, store, request.param, qtbot)
+    yield r
+    r.close()
+
+
+def enter(rig: Rig, side: Side, product: Product, rule: TrailRule, symbol: str = "NSE:INFY") -> int:
+    instrument, tradingsymbol = rig.instrument(symbol)
+    p = rig.service.place_entry(
+        EntryRequest(
+            account_id=rig.account_id,
+            instrument=instrument,
+            symbol=tradingsymbol,
+            exchange="NSE",
+            side=side,
+            quantity=3,
+            product=product,
+            tick_size=0.05,
+            rule=rule,
+        )
+    )
+    rig.wait_status(p.id, Status.OPEN)
+    return p.id
+
+
+@pytest.mark.parametrize(
+    ("side", "product", "rule"),
+    [
+        (Side.BUY, Product.MIS, TrailRule.percent(2.0)),
+        (Side.SELL, Product.MIS, TrailRule.points(20.0)),
+        (Side.BUY, Product.CNC, TrailRule.points(20.0)),
+        (Side.SELL, Product.CNC, TrailRule.percent(1.0)),
+    ],
+)
+def test_place_fill_trail_trigger_exit(rig: Rig, side: Side, product: Product, rule: TrailRule) -> None:
+    rig.sim.set_price("NSE:INFY", 1500.0, bid=1499.95, ask=1500.05)
+    pid = enter(rig, side, product, rule)
+    p = rig.store.get(pid)
+    entry = p.entry_price
+    assert entry is not None and p.filled_quantity == 3
+    long = side is Side.BUY
+    favourable = 1560.0 if long else 1440.0
+    rig.sim.set_price("NSE:INFY", favourable, bid=favourable - 0.05, ask=favourable + 0.05)
+    trail_price = (favourable - 0.05 if long else favourable + 0.05) if product is Product.MIS else favourable
+    expected = rule.distance(trail_price)
+    wait_until(
+        lambda: (
+            (rig.store.get(pid).stop or 0)
+            == pytest.approx(trail_price - expected if long else trail_price + expected, abs=0.051)
+        ),
+        what="the stop to trail",
+        qtbot=rig.qtbot,
+    )
+    stop = rig.store.get(pid).stop
+    assert stop is not None
+    through = stop - 1 if long else stop + 1
+    rig.sim.set_price("NSE:INFY", through, bid=through - 0.05, ask=through + 0.05)
+    rig.wait_status(pid, Status.CLOSED)
+    done = rig.store.get(pid)
+    exits = rig.sim_orders(done.exit_tag)
+    assert len(exits) == 1
+    assert exits[0]["transaction_type"] == side.exit_side.value and exits[0]["quantity"] == 3
+    assert exits[0]["status"] == "COMPLETE"
+    if rig.broker == "kite":
+        # A MARKET exit with automatic market protection, which Kite reports as a protected LIMIT.
+        assert exits[0]["market_protection"] == -1
+    assert done.exit_price == pytest.approx(exits[0]["average_price"])
+    kinds = {a.kind for a in rig.alerts}
+    assert {AlertKind.STOP_TRIGGERED, AlertKind.EXIT_FILLED} <= kinds
+    journal = [(e.old, e.new) for e in rig.store.events(protection_id=pid, kinds=["transition"])]
+    assert journal == [
+        ("PENDING", "OPEN"),
+        ("OPEN", "TRIGGERED"),
+        ("TRIGGERED", "EXITING"),
+        ("EXITING", "CLOSED"),
+    ]
+
+
+def test_rejected_exit_fails_alerts_and_retry_works(rig: Rig) -> None:
+    rig.sim.set_price("NSE:INFY", 1500.0, bid=1499.95, ask=1500.05)
+    pid = enter(rig, Side.BUY, Product.CNC, TrailRule.percent(2.0))
+    control(rig.sim, "fault", {"fault": "reject_orders", "count": 1, "reason": "RMS: blocked for the test"})
+    rig.sim.set_price("NSE:INFY", 1400.0)
+    rig.wait_status(pid, Status.EXIT_FAILED)
+    assert any(a.kind is AlertKind.EXIT_FAILED for a in rig.alerts)
+    rig.service.retry_exit(pid)
+    rig.wait_status(pid, Status.CLOSED)
+    tag = rig.store.get(pid).exit_tag
+    statuses = sorted(o["status"] for o in rig.sim_orders(tag))
+    assert statuses == ["COMPLETE", "REJECTED"]
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_exit_retried_through_errors_exactly_once(rig: Rig, status: int) -> None:
+    rig.sim.set_price("NSE:INFY", 1500.0)
+    pid = enter(rig, Side.BUY, Product.CNC, TrailRule.percent(2.0))
+    control(
+        rig.sim,
+        "fault",
+        {"fault": "http_error", "status": status, "count": 2, "path": "/orders", "method": "POST"},
+    )
+    rig.sim.set_price("NSE:INFY", 1400.0)
+    rig.wait_status(pid, Status.CLOSED)
+    assert len(rig.sim_orders(rig.store.get(pid).exit_tag)) == 1
+
+
+def test_exit_that_timed_out_but_was_placed_is_not_sent_twice(rig: Rig) -> None:
+    rig.sim.set_price("NSE:INFY", 1500.0)
+    pid = enter(rig, Side.BUY, Product.CNC, TrailRule.percent(2.0))
+    # The order is carried out, then the answer comes too late: the client times out (7 s) and must
+    # find the order by its tag instead of sending another.
+    control(
+        rig.sim, "fault", {"fault": "slow", "seconds": 8, "count": 1, "path": "/orders", "method": "POST"}
+    )
+    rig.sim.set_price("NSE:INFY", 1400.0)
+    rig.wait_status(pid, Status.CLOSED, timeout=20)
+    assert len(rig.sim_orders(rig.store.get(pid).exit_tag)) == 1
+
+
+def test_position_closed_outside_the_app(rig: Rig) -> None:
+    rig.sim.set_price("NSE:INFY", 1500.0)
+    pid = enter(rig, Side.BUY, Product.MIS, TrailRule.percent(2.0))
+    # The trader sells the position on the broker's own site.
+    p = rig.store.get(pid)
+    rig.session.broker.place_order(
+        __import__("trailstop_gui.services.brokers.base", fromlist=["OrderRequest"]).OrderRequest(
+            symbol=p.symbol,
+            exchange="NSE",
+            instrument=p.engine_instrument,
+            side=Side.SELL,
+            quantity=3,
+            product=Product.MIS,
+            order_type=OrderType.MARKET,
+        )
+    )
+    rig.service.reconcile(rig.account_id)
+    rig.wait_status(pid, Status.CLOSED)
+    assert rig.store.get(pid).reason == "external"
+    assert rig.sim_orders(p.exit_tag) == []

@@ -1,0 +1,159 @@
+"""Building the services from the command line: store, secrets, accounts, sessions, simulator, logging.
+
+Shared by the window and by ``--headless``, so both run exactly the same protection code.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.handlers
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trailstop_gui.models.domain import TrailRule
+from trailstop_gui.models.store import AccountRecord, ProtectionStore
+from trailstop_gui.services.brokers.errors import redact
+from trailstop_gui.services.notifier import Notifier
+from trailstop_gui.services.protection_service import ProtectionService
+from trailstop_gui.services.secrets import SecretStore
+from trailstop_gui.services.session import AccountSession, Endpoints
+from trailstop_gui.settings import data_dir, database_path, log_dir
+
+log = logging.getLogger("trailstop")
+
+
+class RedactingFilter(logging.Filter):
+    """Masks anything token-like in every log record, whatever logger it comes from."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+def configure_logging(directory: Path, *, to_stdout: bool) -> None:
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    logfile = log_dir(directory) / "trailstop.log"
+    file_handler = logging.handlers.RotatingFileHandler(logfile, maxBytes=5_000_000, backupCount=3)
+    logfile.chmod(0o600)
+    handlers: list[logging.Handler] = [file_handler]
+    if to_stdout:
+        import sys
+
+        handlers.append(logging.StreamHandler(sys.stdout))
+    for handler in handlers:
+        handler.setFormatter(fmt)
+        handler.addFilter(RedactingFilter())
+        root.addHandler(handler)
+
+
+def fetch_sim_info(url: str, timeout: float = 5.0) -> dict[str, Any]:
+    with urllib.request.urlopen(url.rstrip("/") + "/_sim/info", timeout=timeout) as response:
+        info: dict[str, Any] = json.loads(response.read())
+    return info
+
+
+@dataclass
+class Runtime:
+    directory: Path
+    store: ProtectionStore
+    secrets: SecretStore
+    notifier: Notifier
+    service: ProtectionService
+    simulator: Any = None  # SimulatorHandle in --demo
+    sim_logins: list[tuple[AccountSession, str, str]] = field(default_factory=list)
+
+    def login_simulator_accounts(self) -> None:
+        """Log the simulator's demo users in through the real login flow (form, then token exchange)."""
+        for session, user_id, password in self.sim_logins:
+            if session.has_token():
+                continue
+            try:
+                session.login_with_password(user_id, password)
+            except Exception as exc:
+                log.error("%s: simulator login failed: %s", session.account.label, exc)
+
+    def close(self) -> None:
+        self.service.shutdown()
+        self.store.close()
+        if self.simulator is not None:
+            self.simulator.stop()
+
+
+def _sim_account(store: ProtectionStore, info: dict[str, Any], broker: str) -> AccountRecord:
+    section = info[broker]
+    api_key = section["api_key"] if broker == "kite" else section["client_id"]
+    redirect = section["redirect_url"] if broker == "kite" else section["redirect_uri"]
+    for account in store.accounts():
+        if account.broker == broker and account.api_root == info["http"] and account.api_key == api_key:
+            return account
+    label = ("Zerodha" if broker == "kite" else "Upstox") + " (simulator)"
+    return store.add_account(
+        broker,
+        label,
+        user_id=section["user_id"],
+        api_key=api_key,
+        redirect_url=redirect,
+        api_root=info["http"],
+    )
+
+
+def build_runtime(
+    *,
+    data_directory: str | None,
+    sim_url: str | None = None,
+    brokers: tuple[str, ...] = ("kite",),
+    demo: bool = False,
+    auto_protect: TrailRule | None = None,
+    to_stdout: bool = False,
+    watchdog: float = 5.0,
+) -> Runtime:
+    directory = data_dir(data_directory)
+    configure_logging(directory, to_stdout=to_stdout)
+    store = ProtectionStore(database_path(directory))
+    secrets = SecretStore()
+    notifier = Notifier()
+    service = ProtectionService(store, notifier)
+    runtime = Runtime(directory, store, secrets, notifier, service)
+    info: dict[str, Any] | None = None
+    if demo:
+        from trailstop_gui.simulator.runner import start_simulator
+
+        runtime.simulator = start_simulator(seed=7)
+        info = runtime.simulator.info
+        log.info("demo: simulator running at %s", runtime.simulator.url)
+    elif sim_url:
+        info = fetch_sim_info(sim_url)
+    sim_accounts: dict[int, str] = {}
+    if info is not None:
+        for broker in brokers:
+            account = _sim_account(store, info, broker)
+            secret = info[broker]["api_secret"] if broker == "kite" else info[broker]["client_secret"]
+            secrets.set(account.id, "api_secret", secret)
+            sim_accounts[account.id] = broker
+    for account in store.accounts():
+        if account.api_root and account.id not in sim_accounts:
+            continue  # a simulator account from an earlier run: its simulator is gone
+        if account.id in sim_accounts:
+            assert info is not None
+            endpoints = Endpoints.for_simulator(info, account.broker)
+        else:
+            endpoints = Endpoints()
+        session = AccountSession(account, secrets, endpoints, watchdog=watchdog)
+        service.add_session(session)
+        if account.id in sim_accounts:
+            assert info is not None
+            section = info[account.broker]
+            runtime.sim_logins.append((session, section["user_id"], section["password"]))
+        if auto_protect is not None:
+            service.set_auto_protect(account.id, auto_protect)
+    return runtime

@@ -1,0 +1,519 @@
+"""The broker-neutral face of a broker: the ``Broker`` protocol, its inputs and outputs, and capabilities.
+
+Services talk to ``Broker`` only; ``kite.py`` and ``upstox.py`` translate. Everything here is plain
+immutable data so that it can cross threads. Products are the app's MIS/CNC/NRML everywhere; order
+statuses are normalised to ``OrderStatus`` with the broker's own spelling kept in ``raw_status``.
+The error classes live in ``errors.py`` and are re-exported here.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+from trailstop_gui.models.domain import InstrumentId, Product, Side, require_positive, require_positive_int
+from trailstop_gui.services.brokers.errors import (
+    AmbiguousError,
+    AuthError,
+    BrokerError,
+    BrokerInputError,
+    RateLimitedError,
+    RejectedError,
+    TemporaryError,
+)
+from trailstop_gui.services.brokers.rate_limit import (
+    KITE_ORDER_WINDOWS,
+    UPSTOX_ORDER_WINDOWS,
+    RateLimiter,
+    RateWindow,
+)
+
+__all__ = [
+    "IST",
+    "KITE_CAPABILITIES",
+    "UPSTOX_CAPABILITIES",
+    "AmbiguousError",
+    "AuthError",
+    "Broker",
+    "BrokerError",
+    "BrokerInputError",
+    "Capabilities",
+    "Holding",
+    "Instrument",
+    "Order",
+    "OrderRequest",
+    "OrderStatus",
+    "OrderType",
+    "Position",
+    "Profile",
+    "RateLimitedError",
+    "RejectedError",
+    "SessionInfo",
+    "TemporaryError",
+    "Validity",
+    "as_float",
+    "as_int",
+    "convert_all",
+    "latest_with_tag",
+    "normalize_order_status",
+    "opt_float",
+    "opt_str",
+    "order_type_or_none",
+    "parse_ist",
+    "product_or_none",
+    "rows",
+]
+
+IST = timezone(timedelta(hours=5, minutes=30), "IST")
+"""Both brokers report times in Indian Standard Time, without a zone."""
+
+
+class OrderType(enum.StrEnum):
+    MARKET = "MARKET"
+    LIMIT = "LIMIT"
+    SL = "SL"
+    SL_M = "SL-M"
+
+    @classmethod
+    def parse(cls, value: object) -> OrderType:
+        """Accepts the usual spellings: "SL-M", "SL_M", "SLM", any case."""
+        if isinstance(value, cls):
+            return value
+        text = str(value).strip().upper().replace("_", "-")
+        if text == "SLM":
+            text = "SL-M"
+        try:
+            return cls(text)
+        except ValueError:
+            raise ValueError(
+                f"order type: unknown value {value!r} (expected MARKET, LIMIT, SL or SL-M)"
+            ) from None
+
+    @property
+    def needs_price(self) -> bool:
+        return self in (OrderType.LIMIT, OrderType.SL)
+
+    @property
+    def needs_trigger(self) -> bool:
+        return self in (OrderType.SL, OrderType.SL_M)
+
+    @property
+    def is_market(self) -> bool:
+        """Fills at whatever price is there: the kind that takes ``market_protection``."""
+        return self in (OrderType.MARKET, OrderType.SL_M)
+
+
+class Validity(enum.StrEnum):
+    DAY = "DAY"
+    IOC = "IOC"
+
+
+class OrderStatus(enum.StrEnum):
+    """An order's state, the same for every broker. Only COMPLETE, CANCELLED and REJECTED are final."""
+
+    PENDING = "PENDING"  # on its way: received, validation pending, open pending, modify/cancel pending
+    OPEN = "OPEN"  # resting at the exchange (possibly partly filled)
+    TRIGGER_PENDING = "TRIGGER_PENDING"  # a stop order waiting for its trigger
+    COMPLETE = "COMPLETE"
+    CANCELLED = "CANCELLED"
+    REJECTED = "REJECTED"
+    UNKNOWN = "UNKNOWN"  # a status this code has never seen: treat as live
+
+    @property
+    def is_final(self) -> bool:
+        return self in (OrderStatus.COMPLETE, OrderStatus.CANCELLED, OrderStatus.REJECTED)
+
+
+_STATUS_WORDS = {
+    "COMPLETE": OrderStatus.COMPLETE,
+    "COMPLETED": OrderStatus.COMPLETE,
+    "FILLED": OrderStatus.COMPLETE,
+    "CANCELLED": OrderStatus.CANCELLED,
+    "CANCELED": OrderStatus.CANCELLED,
+    "CANCELLED AMO": OrderStatus.CANCELLED,
+    "CANCELLED AFTER MARKET ORDER": OrderStatus.CANCELLED,
+    "REJECTED": OrderStatus.REJECTED,
+    "OPEN": OrderStatus.OPEN,
+    "TRIGGER PENDING": OrderStatus.TRIGGER_PENDING,
+    "MODIFIED": OrderStatus.PENDING,  # a step in Kite's history between MODIFY PENDING and OPEN
+}
+_PENDING_WORDS = ("PENDING", "RECEIVED", "VALIDATION")
+
+
+def normalize_order_status(raw: str | None) -> OrderStatus:
+    """Kite's "TRIGGER PENDING", Upstox's "trigger pending" -> TRIGGER_PENDING, and so on."""
+    text = " ".join(str(raw or "").replace("_", " ").upper().split())
+    if text in _STATUS_WORDS:
+        return _STATUS_WORDS[text]
+    if any(word in text for word in _PENDING_WORDS):
+        return OrderStatus.PENDING
+    return OrderStatus.UNKNOWN
+
+
+def parse_ist(value: object) -> datetime | None:
+    """A broker timestamp ("2021-05-31 09:18:57", ISO, or a naive datetime in IST) as an aware datetime."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        return value if value.tzinfo is not None else value.replace(tzinfo=IST)
+    try:
+        parsed = datetime.fromisoformat(str(value).strip())
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=IST)
+
+
+# ----------------------------------------------------------------------------- inputs and outputs
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRequest:
+    """An order to send. ``symbol``/``exchange`` name it for Kite, ``instrument`` (the key) for Upstox.
+
+    ``urgent`` orders (exits) go ahead of waiting ordinary calls in the client-side rate limiter.
+    """
+
+    symbol: str
+    exchange: str
+    side: Side
+    quantity: int
+    product: Product
+    order_type: OrderType = OrderType.MARKET
+    price: float | None = None
+    trigger_price: float | None = None
+    instrument: InstrumentId | None = None
+    tag: str | None = None
+    validity: Validity = Validity.DAY
+    urgent: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "side", Side.parse(self.side))
+        object.__setattr__(self, "product", Product.parse(self.product))
+        object.__setattr__(self, "order_type", OrderType.parse(self.order_type))
+        object.__setattr__(self, "validity", Validity(str(self.validity).upper()))
+        object.__setattr__(self, "quantity", require_positive_int(self.quantity, "quantity"))
+        if self.order_type.needs_price:
+            object.__setattr__(self, "price", require_positive(self.price, "price"))
+        if self.order_type.needs_trigger:
+            object.__setattr__(self, "trigger_price", require_positive(self.trigger_price, "trigger price"))
+        if not self.symbol and self.instrument is None:
+            raise ValueError("order: give a symbol or an instrument")
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    """One order as the broker reports it (the latest state, or one state of its history)."""
+
+    order_id: str
+    status: OrderStatus
+    raw_status: str
+    side: Side
+    order_type: OrderType | None
+    product: Product | None
+    raw_product: str
+    symbol: str
+    exchange: str
+    instrument: InstrumentId | None
+    quantity: int
+    filled_quantity: int
+    pending_quantity: int
+    average_price: float
+    price: float
+    trigger_price: float
+    tag: str | None
+    status_message: str | None
+    placed_at: datetime | None
+    updated_at: datetime | None
+    exchange_order_id: str | None = None
+
+    @property
+    def is_final(self) -> bool:
+        return self.status.is_final
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """A net position. ``quantity`` is signed (negative = short); ``instrument`` is what ticks carry."""
+
+    symbol: str
+    exchange: str
+    instrument: InstrumentId
+    quote_key: str
+    quantity: int
+    average_price: float
+    product: Product | None
+    raw_product: str
+    last_price: float | None = None
+    pnl: float | None = None
+
+    @property
+    def side(self) -> Side | None:
+        """The entry side of the open quantity: BUY for a long, SELL for a short, None when flat."""
+        if self.quantity > 0:
+            return Side.BUY
+        if self.quantity < 0:
+            return Side.SELL
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Holding:
+    """Delivery holdings (CNC). ``t1_quantity`` is bought but not yet settled."""
+
+    symbol: str
+    exchange: str
+    instrument: InstrumentId
+    quote_key: str
+    isin: str | None
+    quantity: int
+    t1_quantity: int
+    average_price: float
+    last_price: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    user_id: str
+    user_name: str
+    email: str | None
+    broker: str
+    exchanges: tuple[str, ...] = ()
+    products: tuple[str, ...] = ()
+    order_types: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Instrument:
+    """One tradable (or index) instrument. ``tick_size`` is in rupees; 0 when the broker gives none."""
+
+    instrument: InstrumentId
+    symbol: str
+    exchange: str
+    segment: str
+    instrument_type: str
+    name: str
+    tick_size: float
+    lot_size: int
+    quote_key: str
+    expiry: date | None = None
+    strike: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """What a login gives back. The token is kept out of repr so that it cannot leak into a log line."""
+
+    access_token: str = field(repr=False)
+    user_id: str
+    user_name: str
+    broker: str
+    email: str | None = field(default=None, repr=False)
+
+
+# ----------------------------------------------------------------------------- capabilities
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a broker can do and its limits, as data: services read this instead of asking "which broker?"."""
+
+    broker: str
+    supports_gtt: bool
+    max_tag_length: int
+    tag_pattern: str  # a regular expression a whole tag must match
+    order_rate_limits: tuple[RateWindow, ...]
+    needs_market_protection: bool  # MARKET/SL-M orders are refused without it
+    supports_market_protection: bool
+    max_market_protection: float  # custom percentages go up to this; -1 asks for the broker's automatic value
+    depth_modes: tuple[str, ...]  # feed modes that carry best bid/ask, preferred first
+    ltp_mode: str  # the lightest feed mode that still carries the LTP
+    product_names: tuple[tuple[Product, str], ...]  # the app's product -> the broker's spelling
+    order_types: tuple[OrderType, ...] = tuple(OrderType)
+    max_modifications_per_order: int | None = None
+
+    def is_valid_tag(self, tag: str) -> bool:
+        return 0 < len(tag) <= self.max_tag_length and re.fullmatch(self.tag_pattern, tag) is not None
+
+    def broker_product(self, product: Product) -> str:
+        for app_product, name in self.product_names:
+            if app_product is product:
+                return name
+        raise ValueError(f"{self.broker}: product {product} is not supported")
+
+    def make_limiter(self, *, reserved: int = 1) -> RateLimiter:
+        """A limiter for this broker's order calls, keeping ``reserved`` slots per window for exits."""
+        return RateLimiter(self.order_rate_limits, reserved=reserved)
+
+
+KITE_CAPABILITIES = Capabilities(
+    broker="kite",
+    supports_gtt=True,
+    max_tag_length=20,
+    tag_pattern=r"[A-Za-z0-9]+",
+    order_rate_limits=KITE_ORDER_WINDOWS,
+    needs_market_protection=True,
+    supports_market_protection=True,
+    max_market_protection=100.0,
+    depth_modes=("full",),
+    ltp_mode="ltp",
+    product_names=((Product.MIS, "MIS"), (Product.CNC, "CNC"), (Product.NRML, "NRML")),
+    max_modifications_per_order=25,
+)
+
+UPSTOX_CAPABILITIES = Capabilities(
+    broker="upstox",
+    supports_gtt=True,
+    # Upstox documents no tag limit; the project's tags are built for Kite's 20 anyway.
+    max_tag_length=20,
+    tag_pattern=r"[A-Za-z0-9]+",
+    order_rate_limits=UPSTOX_ORDER_WINDOWS,
+    needs_market_protection=False,
+    supports_market_protection=True,
+    max_market_protection=25.0,
+    depth_modes=("full", "full_d30"),
+    ltp_mode="ltpc",
+    # Upstox has one "delivery" product for equity delivery and F&O carry-forward alike.
+    product_names=((Product.MIS, "I"), (Product.CNC, "D"), (Product.NRML, "D")),
+)
+
+
+# ----------------------------------------------------------------------------- the protocol
+
+
+@runtime_checkable
+class Broker(Protocol):
+    """The calls services make on a broker account. Every failure raises a ``BrokerError`` subclass."""
+
+    @property
+    def capabilities(self) -> Capabilities: ...
+
+    def place_order(self, request: OrderRequest) -> str:
+        """Send an order; returns the broker's order id."""
+        ...
+
+    def modify_order(
+        self,
+        order_id: str,
+        *,
+        quantity: int | None = None,
+        price: float | None = None,
+        trigger_price: float | None = None,
+        order_type: OrderType | None = None,
+        urgent: bool = False,
+    ) -> str:
+        """Change an open order; only the given fields change. Returns the order id."""
+        ...
+
+    def cancel_order(self, order_id: str, *, urgent: bool = False) -> str: ...
+
+    def order(self, order_id: str) -> Order:
+        """The latest state of one order."""
+        ...
+
+    def order_history(self, order_id: str) -> list[Order]:
+        """Every state one order went through, oldest first."""
+        ...
+
+    def orders(self) -> list[Order]:
+        """Today's order book, the latest state of each order."""
+        ...
+
+    def find_order_by_tag(self, tag: str) -> Order | None:
+        """The most recent order carrying ``tag``, or None."""
+        ...
+
+    def positions(self) -> list[Position]:
+        """Net positions, including flat ones closed today (quantity 0)."""
+        ...
+
+    def holdings(self) -> list[Holding]: ...
+
+    def ltp(self, keys: Sequence[str]) -> dict[str, float]:
+        """Last prices by quote key (``Position.quote_key``, ``Instrument.quote_key``)."""
+        ...
+
+    def instruments(self) -> list[Instrument]: ...
+
+    def profile(self) -> Profile: ...
+
+
+def latest_with_tag(orders: Iterable[Order], tag: str) -> Order | None:
+    """The most recently placed order with this tag (the later one in the book on a tie or no time)."""
+    best: Order | None = None
+    for order in orders:
+        if order.tag == tag and (best is None or not _placed_before(order, best)):
+            best = order
+    return best
+
+
+def _placed_before(a: Order, b: Order) -> bool:
+    return a.placed_at is not None and b.placed_at is not None and a.placed_at < b.placed_at
+
+
+# ----------------------------------------------------------------------------- reading broker replies
+# Replies are JSON-ish dicts whose numbers may come as numbers, strings or null: read them leniently,
+# so that one odd field cannot make a whole order book unreadable.
+
+
+T = TypeVar("T")
+
+
+def convert_all(
+    convert: Callable[[Mapping[str, Any]], T], items: Iterable[Mapping[str, Any]], what: str
+) -> list[T]:
+    """Every row converted, or a BrokerError for the whole reply.
+
+    Never drop an unreadable row instead: a missing exit order in the book would look like "not placed".
+    """
+    try:
+        return [convert(item) for item in items]
+    except (ValueError, TypeError, KeyError) as exc:
+        raise BrokerError(f"{what}: unreadable reply ({exc})") from exc
+
+
+def rows(value: object) -> list[Mapping[str, Any]]:
+    """The dict rows of a list reply (anything else gives [])."""
+    if not isinstance(value, list):
+        return []
+    return [row for row in value if isinstance(row, Mapping)]
+
+
+def as_int(value: object) -> int:
+    try:
+        return int(float(str(value)))
+    except (TypeError, ValueError, OverflowError):
+        return 0
+
+
+def as_float(value: object) -> float:
+    try:
+        return float(str(value))
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def opt_float(value: object) -> float | None:
+    return None if value is None or value == "" else as_float(value)
+
+
+def opt_str(value: object) -> str | None:
+    return None if value is None or value == "" else str(value)
+
+
+def product_or_none(raw: object) -> Product | None:
+    """The app's product for MIS/CNC/NRML; None for CO, BO, MTF and other products the app does not trade."""
+    try:
+        return Product.parse(raw)
+    except ValueError:
+        return None
+
+
+def order_type_or_none(raw: object) -> OrderType | None:
+    try:
+        return OrderType.parse(raw)
+    except ValueError:
+        return None

@@ -1,0 +1,397 @@
+"""Kite Connect REST through the official ``kiteconnect`` client, behind the ``Broker`` protocol.
+
+The client's root can point anywhere (the simulator in tests and demo mode). MARKET and SL-M orders
+carry ``market_protection``: Kite refuses API market orders without it. Every SDK or transport
+exception leaves this module as a ``BrokerError`` (see errors.py); tokens never reach a message or a log.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from datetime import date
+from typing import Any
+
+import requests
+from kiteconnect import KiteConnect
+
+from trailstop_gui.models.domain import Side
+from trailstop_gui.services.brokers.base import (
+    KITE_CAPABILITIES,
+    Capabilities,
+    Holding,
+    Instrument,
+    Order,
+    OrderRequest,
+    OrderType,
+    Position,
+    Profile,
+    SessionInfo,
+    as_float,
+    as_int,
+    convert_all,
+    latest_with_tag,
+    normalize_order_status,
+    opt_float,
+    opt_str,
+    order_type_or_none,
+    parse_ist,
+    product_or_none,
+    rows,
+)
+from trailstop_gui.services.brokers.errors import (
+    BrokerError,
+    BrokerInputError,
+    RateLimitedError,
+    login_error,
+    map_kite_exception,
+)
+from trailstop_gui.services.brokers.rate_limit import RateLimiter
+
+__all__ = ["MARKET_PROTECTION_AUTO", "KiteBroker"]
+
+log = logging.getLogger(__name__)
+
+MARKET_PROTECTION_AUTO = -1
+"""Kite picks the protection band itself."""
+
+
+class KiteBroker:
+    """One Kite Connect account. Safe to call from several threads."""
+
+    def __init__(
+        self,
+        api_key: str,
+        access_token: str | None = None,
+        root: str | None = None,
+        login_uri: str | None = None,
+        timeout: float = 7.0,
+        limiter: RateLimiter | None = None,
+        *,
+        market_protection: float = MARKET_PROTECTION_AUTO,
+        variety: str = "regular",
+        rate_limit_wait: float | None = 30.0,
+    ) -> None:
+        """``root``: the REST root (default api.kite.trade); ``login_uri``: the login page.
+
+        ``limiter`` paces order calls (default: Kite's 10/s and 200/min, one slot kept for exits);
+        ``rate_limit_wait`` is how long an order call may wait for it before RateLimitedError.
+        ``market_protection``: -1 (automatic) or a percentage in (0, 100].
+        """
+        if market_protection != MARKET_PROTECTION_AUTO and not 0 < market_protection <= 100:
+            raise ValueError(f"market_protection: -1 or a percentage in (0, 100], got {market_protection!r}")
+        self._kite: Any = KiteConnect(api_key, access_token=access_token, root=root, timeout=timeout)
+        if login_uri:
+            # The constructor has no parameter for it; login_url() reads this attribute.
+            self._kite._default_login_uri = login_uri
+        self._kite.reqsession.hooks["response"].append(_screen_response)
+        self._limiter = limiter if limiter is not None else KITE_CAPABILITIES.make_limiter()
+        # Sent as "-1", not "-1.0": the documented values are whole numbers.
+        self._market_protection = (
+            int(market_protection) if float(market_protection).is_integer() else market_protection
+        )
+        self._variety = variety
+        self._rate_limit_wait = rate_limit_wait
+
+    # ------------------------------------------------------------------------- session
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return KITE_CAPABILITIES
+
+    @property
+    def api_key(self) -> str:
+        return str(self._kite.api_key)
+
+    def login_url(self) -> str:
+        """The page where the user logs in; it redirects to the app with a request_token."""
+        return str(self._kite.login_url())
+
+    def exchange_token(self, request_token: str, api_secret: str) -> SessionInfo:
+        """Trade the request_token from the login redirect for an access token, and start using it."""
+        try:
+            data = self._kite.generate_session(request_token, api_secret=api_secret)
+        except Exception as exc:
+            error = login_error(
+                map_kite_exception(exc, order_call=False, secrets=(request_token, api_secret))
+            )
+            log.warning("kite login failed: %s", error)
+            # No chaining: the SDK's exception may carry the request token or the checksum.
+            raise error from None
+        if not isinstance(data, Mapping) or not data.get("access_token"):
+            raise BrokerError("kite login: the reply carried no access token")
+        log.info("kite session started for %s", data.get("user_id"))
+        return SessionInfo(
+            access_token=str(data["access_token"]),
+            user_id=str(data.get("user_id") or ""),
+            user_name=str(data.get("user_name") or ""),
+            broker="kite",
+            email=opt_str(data.get("email")),
+        )
+
+    def set_access_token(self, access_token: str | None) -> None:
+        self._kite.set_access_token(access_token)
+
+    # ------------------------------------------------------------------------- orders
+
+    def place_order(self, request: OrderRequest) -> str:
+        if not request.symbol or not request.exchange:
+            raise BrokerInputError("kite orders need the trading symbol and the exchange")
+        if request.tag is not None and not KITE_CAPABILITIES.is_valid_tag(request.tag):
+            raise BrokerInputError(f"kite tag must be 1-20 letters and digits, got {request.tag!r}")
+        params: dict[str, Any] = {
+            "variety": self._variety,
+            "exchange": request.exchange,
+            "tradingsymbol": request.symbol,
+            "transaction_type": request.side.value,
+            "quantity": request.quantity,
+            "product": KITE_CAPABILITIES.broker_product(request.product),
+            "order_type": request.order_type.value,
+            "validity": request.validity.value,
+        }
+        if request.order_type.needs_price:
+            params["price"] = request.price
+        if request.order_type.needs_trigger:
+            params["trigger_price"] = request.trigger_price
+        if request.order_type.is_market:
+            params["market_protection"] = self._market_protection
+        if request.tag:
+            params["tag"] = request.tag
+        self._pace(request.urgent)
+        order_id = str(self._call("place_order", self._kite.place_order, order_call=True, **params))
+        log.info(
+            "kite order %s: %s %s %s:%s x%d tag=%s",
+            order_id,
+            request.order_type.value,
+            request.side.value,
+            request.exchange,
+            request.symbol,
+            request.quantity,
+            request.tag,
+        )
+        return order_id
+
+    def modify_order(
+        self,
+        order_id: str,
+        *,
+        quantity: int | None = None,
+        price: float | None = None,
+        trigger_price: float | None = None,
+        order_type: OrderType | None = None,
+        urgent: bool = False,
+    ) -> str:
+        params: dict[str, Any] = {
+            "quantity": quantity,
+            "price": price,
+            "trigger_price": trigger_price,
+            "order_type": None if order_type is None else OrderType.parse(order_type).value,
+        }
+        if order_type is not None and OrderType.parse(order_type).is_market:
+            # Turning an order into a market one needs protection, as placing one does.
+            params["market_protection"] = self._market_protection
+        params = {key: value for key, value in params.items() if value is not None}
+        self._pace(urgent)
+        result = self._call(
+            "modify_order", self._kite.modify_order, self._variety, order_id, order_call=True, **params
+        )
+        return str(result)
+
+    def cancel_order(self, order_id: str, *, urgent: bool = False) -> str:
+        self._pace(urgent)
+        return str(
+            self._call("cancel_order", self._kite.cancel_order, self._variety, order_id, order_call=True)
+        )
+
+    def order(self, order_id: str) -> Order:
+        history = self.order_history(order_id)
+        if not history:
+            raise BrokerInputError(f"kite: no order {order_id}")
+        return history[-1]
+
+    def order_history(self, order_id: str) -> list[Order]:
+        reply = self._call("order_history", self._kite.order_history, order_id, order_call=False)
+        return convert_all(order_from_kite, rows(reply), "kite order_history")
+
+    def orders(self) -> list[Order]:
+        reply = self._call("orders", self._kite.orders, order_call=False)
+        return convert_all(order_from_kite, rows(reply), "kite orders")
+
+    def find_order_by_tag(self, tag: str) -> Order | None:
+        return latest_with_tag(self.orders(), tag)
+
+    # ------------------------------------------------------------------------- portfolio and market
+
+    def positions(self) -> list[Position]:
+        data = self._call("positions", self._kite.positions, order_call=False)
+        net = data.get("net") if isinstance(data, Mapping) else None
+        return convert_all(position_from_kite, rows(net), "kite positions")
+
+    def holdings(self) -> list[Holding]:
+        reply = self._call("holdings", self._kite.holdings, order_call=False)
+        return convert_all(holding_from_kite, rows(reply), "kite holdings")
+
+    def ltp(self, keys: Sequence[str]) -> dict[str, float]:
+        """Last prices by "EXCHANGE:TRADINGSYMBOL"."""
+        if not keys:
+            return {}
+        data = self._call("ltp", self._kite.ltp, list(keys), order_call=False)
+        if not isinstance(data, Mapping):
+            return {}
+        return {
+            str(key): float(quote["last_price"])
+            for key, quote in data.items()
+            if isinstance(quote, Mapping) and quote.get("last_price") is not None
+        }
+
+    def instruments(self, exchange: str | None = None) -> list[Instrument]:
+        """The instrument dump, all exchanges or one. Tick sizes are already in rupees."""
+        reply = self._call("instruments", self._kite.instruments, exchange, order_call=False)
+        return convert_all(instrument_from_kite, rows(reply), "kite instruments")
+
+    def profile(self) -> Profile:
+        data = self._call("profile", self._kite.profile, order_call=False)
+        if not isinstance(data, Mapping):
+            raise BrokerError("kite profile: unexpected reply")
+        return Profile(
+            user_id=str(data.get("user_id") or ""),
+            user_name=str(data.get("user_name") or ""),
+            email=opt_str(data.get("email")),
+            broker=str(data.get("broker") or "ZERODHA"),
+            exchanges=tuple(str(x) for x in data.get("exchanges") or ()),
+            products=tuple(str(x) for x in data.get("products") or ()),
+            order_types=tuple(str(x) for x in data.get("order_types") or ()),
+        )
+
+    # ------------------------------------------------------------------------- plumbing
+
+    def _pace(self, urgent: bool) -> None:
+        if not self._limiter.acquire(self._rate_limit_wait, priority=urgent):
+            raise RateLimitedError("kite: client-side order rate limit reached", status=None)
+
+    def _call(self, what: str, fn: Callable[..., Any], *args: Any, order_call: bool, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            error = map_kite_exception(exc, order_call=order_call, secrets=(self._kite.access_token,))
+            log.debug("kite %s failed: %s: %s", what, type(error).__name__, error)
+            raise error from exc
+
+
+def _screen_response(response: requests.Response, *args: object, **kwargs: object) -> None:
+    """Turn replies the SDK would misread into an HTTPError carrying the status.
+
+    The SDK raises KeyError on a missing Content-Type, DataException (status lost) on HTML from a
+    proxy, and KeyError on JSON without ``data``; errors.py maps an HTTPError by its status instead.
+    """
+    if response.is_redirect:
+        return
+    content_type = response.headers.get("content-type", "").lower()
+    if "csv" in content_type and response.ok:
+        return
+    if "json" in content_type:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if isinstance(body, dict) and (body.get("error_type") or (response.ok and "data" in body)):
+            return
+    snippet = response.text[:200] if response.text else ""
+    raise requests.HTTPError(f"HTTP {response.status_code} {response.reason}: {snippet}", response=response)
+
+
+# ----------------------------------------------------------------------------- conversions
+
+
+def order_from_kite(row: Mapping[str, Any]) -> Order:
+    """A Kite order-book or order-history row as an ``Order``."""
+    raw_status = str(row.get("status") or "")
+    raw_product = str(row.get("product") or "")
+    token = row.get("instrument_token")
+    return Order(
+        order_id=str(row.get("order_id") or ""),
+        status=normalize_order_status(raw_status),
+        raw_status=raw_status,
+        side=Side.parse(row.get("transaction_type")),
+        order_type=order_type_or_none(row.get("order_type")),
+        product=product_or_none(raw_product),
+        raw_product=raw_product,
+        symbol=str(row.get("tradingsymbol") or ""),
+        exchange=str(row.get("exchange") or ""),
+        instrument=as_int(token) if token not in (None, "") else None,
+        quantity=as_int(row.get("quantity")),
+        filled_quantity=as_int(row.get("filled_quantity")),
+        pending_quantity=as_int(row.get("pending_quantity")),
+        average_price=as_float(row.get("average_price")),
+        price=as_float(row.get("price")),
+        trigger_price=as_float(row.get("trigger_price")),
+        tag=_tag(row),
+        status_message=opt_str(row.get("status_message")),
+        placed_at=parse_ist(row.get("order_timestamp")),
+        updated_at=parse_ist(
+            row.get("exchange_update_timestamp")
+            or row.get("exchange_timestamp")
+            or row.get("order_timestamp")
+        ),
+        exchange_order_id=opt_str(row.get("exchange_order_id")),
+    )
+
+
+def position_from_kite(row: Mapping[str, Any]) -> Position:
+    raw_product = str(row.get("product") or "")
+    exchange = str(row.get("exchange") or "")
+    symbol = str(row.get("tradingsymbol") or "")
+    return Position(
+        symbol=symbol,
+        exchange=exchange,
+        instrument=as_int(row.get("instrument_token")),
+        quote_key=f"{exchange}:{symbol}",
+        quantity=as_int(row.get("quantity")),
+        average_price=as_float(row.get("average_price")),
+        product=product_or_none(raw_product),
+        raw_product=raw_product,
+        last_price=opt_float(row.get("last_price")),
+        pnl=opt_float(row.get("pnl")),
+    )
+
+
+def holding_from_kite(row: Mapping[str, Any]) -> Holding:
+    exchange = str(row.get("exchange") or "")
+    symbol = str(row.get("tradingsymbol") or "")
+    return Holding(
+        symbol=symbol,
+        exchange=exchange,
+        instrument=as_int(row.get("instrument_token")),
+        quote_key=f"{exchange}:{symbol}",
+        isin=opt_str(row.get("isin")),
+        quantity=as_int(row.get("quantity")),
+        t1_quantity=as_int(row.get("t1_quantity")),
+        average_price=as_float(row.get("average_price")),
+        last_price=opt_float(row.get("last_price")),
+    )
+
+
+def instrument_from_kite(row: Mapping[str, Any]) -> Instrument:
+    """A row of the instrument dump as parsed by the SDK (numbers converted, expiry a date or "")."""
+    exchange = str(row.get("exchange") or "")
+    symbol = str(row.get("tradingsymbol") or "")
+    expiry = row.get("expiry")
+    return Instrument(
+        instrument=as_int(row.get("instrument_token")),
+        symbol=symbol,
+        exchange=exchange,
+        segment=str(row.get("segment") or ""),
+        instrument_type=str(row.get("instrument_type") or ""),
+        name=str(row.get("name") or ""),
+        tick_size=as_float(row.get("tick_size")),
+        lot_size=as_int(row.get("lot_size")),
+        quote_key=f"{exchange}:{symbol}",
+        expiry=expiry if isinstance(expiry, date) else None,
+        strike=as_float(row.get("strike")),
+    )
+
+
+def _tag(row: Mapping[str, Any]) -> str | None:
+    # Only ``tag`` is ours: ``tags`` also lists tags Kite adds itself ("mktp", "autoslice:...").
+    tag = row.get("tag")
+    return str(tag) if tag else None

@@ -1,0 +1,584 @@
+"""Upstox REST through the official ``upstox_client`` SDK, behind the ``Broker`` protocol.
+
+The SDK builds the requests (URLs, the order host, auth, JSON bodies from its models); we read the
+replies as plain JSON (``_preload_content=False``) because the SDK's response models reject enum
+values they do not know, which would make a whole order book unreadable over one odd field.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import statistics
+from collections.abc import Callable, Mapping, Sequence
+from datetime import date, datetime
+from typing import Any, Literal
+from urllib.parse import urlencode
+
+import upstox_client
+import urllib3
+
+from trailstop_gui.models.domain import Product, Side
+from trailstop_gui.services.brokers.base import (
+    IST,
+    UPSTOX_CAPABILITIES,
+    Capabilities,
+    Holding,
+    Instrument,
+    Order,
+    OrderRequest,
+    OrderType,
+    Position,
+    Profile,
+    SessionInfo,
+    Validity,
+    as_float,
+    as_int,
+    convert_all,
+    latest_with_tag,
+    normalize_order_status,
+    opt_float,
+    opt_str,
+    order_type_or_none,
+    parse_ist,
+    rows,
+)
+from trailstop_gui.services.brokers.errors import (
+    AmbiguousError,
+    BrokerError,
+    BrokerInputError,
+    RateLimitedError,
+    TemporaryError,
+    error_for_status,
+    login_error,
+    map_upstox_exception,
+    redact,
+)
+from trailstop_gui.services.brokers.rate_limit import RateLimiter
+
+__all__ = [
+    "DEFAULT_API_ROOT",
+    "DEFAULT_INSTRUMENTS_URL",
+    "DEFAULT_ORDER_ROOT",
+    "UpstoxBroker",
+    "instruments_from_master",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_API_ROOT = "https://api.upstox.com"
+DEFAULT_ORDER_ROOT = "https://api-hft.upstox.com"
+DEFAULT_INSTRUMENTS_URL = "https://assets.upstox.com/market-quote/instruments/exchange/complete.json.gz"
+API_VERSION = "2.0"
+
+TickUnit = Literal["auto", "paise", "rupees"]
+
+
+class UpstoxBroker:
+    """One Upstox account, with its own SDK client: two accounts never share a token."""
+
+    def __init__(
+        self,
+        client_id: str,
+        access_token: str | None = None,
+        api_root: str | None = None,
+        order_root: str | None = None,
+        *,
+        dialog_url: str | None = None,
+        instruments_url: str = DEFAULT_INSTRUMENTS_URL,
+        timeout: float = 7.0,
+        limiter: RateLimiter | None = None,
+        market_protection: float | None = -1,
+        order_api: Literal["v2", "v3"] = "v3",
+        tick_size_unit: TickUnit = "auto",
+        rate_limit_wait: float | None = 30.0,
+    ) -> None:
+        """``api_root``/``order_root``: the two hosts (a custom ``api_root`` alone serves both, so that a
+        test or the simulator can never send an order to the real order host by accident).
+
+        ``market_protection`` (v3 only) goes with MARKET and SL-M orders: -1 for automatic, a percentage
+        up to 25, or None to leave it out. ``tick_size_unit``: the instrument master's unit ("auto" decides
+        per file). ``limiter`` and ``rate_limit_wait`` as for ``KiteBroker``.
+        """
+        if market_protection is not None and market_protection != -1 and not 0 <= market_protection <= 25:
+            raise ValueError(f"market_protection: -1, 0-25 or None, got {market_protection!r}")
+        root = (api_root or DEFAULT_API_ROOT).rstrip("/")
+        order_host = (order_root or (root if api_root else DEFAULT_ORDER_ROOT)).rstrip("/")
+        # Configuration() returns a copy of the first instance ever created and ignores its arguments:
+        # set every attribute we rely on explicitly, on this copy only.
+        config = upstox_client.Configuration()
+        config.sandbox = False
+        config.host = root
+        config.order_host = order_host
+        config.access_token = access_token or ""
+        config.refresh_api_key_hook = None
+        self._config = config
+        client = upstox_client.ApiClient(config)
+        # The SDK starts a worker pool per client for async_req, which we never use.
+        client.pool.close()
+        client.pool.join()
+        # One retry when the connection could not be made (nothing was sent) and one for a GET whose
+        # reply was lost; never resend an order: that is the caller's decision, after a tag lookup.
+        client.rest_client.pool_manager.connection_pool_kw["retries"] = urllib3.Retry(
+            total=2,
+            connect=1,
+            read=1,
+            status=0,
+            other=0,
+            redirect=0,
+            allowed_methods=frozenset({"GET"}),
+            raise_on_redirect=False,
+            raise_on_status=False,
+        )
+        self._client: Any = client
+        self._orders_v2: Any = upstox_client.OrderApi(client)
+        self._orders_v3: Any = upstox_client.OrderApiV3(client)
+        self._portfolio: Any = upstox_client.PortfolioApi(client)
+        self._quotes: Any = upstox_client.MarketQuoteApi(client)
+        self._user: Any = upstox_client.UserApi(client)
+        self._login: Any = upstox_client.LoginApi(client)
+        self._client_id = client_id
+        self._dialog_url = dialog_url or f"{root}/v2/login/authorization/dialog"
+        self._instruments_url = instruments_url
+        self._timeout = (timeout, timeout)  # a (connect, read) pair: the SDK ignores a float timeout
+        self._limiter = limiter if limiter is not None else UPSTOX_CAPABILITIES.make_limiter()
+        if market_protection is not None and float(market_protection).is_integer():
+            market_protection = int(market_protection)
+        self._market_protection = market_protection
+        self._order_api = order_api
+        self._tick_size_unit: TickUnit = tick_size_unit
+        self._rate_limit_wait = rate_limit_wait
+
+    # ------------------------------------------------------------------------- session
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return UPSTOX_CAPABILITIES
+
+    @property
+    def api_root(self) -> str:
+        return str(self._config.host)
+
+    @property
+    def order_root(self) -> str:
+        return str(self._config.order_host)
+
+    def authorization_url(self, redirect_uri: str, state: str | None = None) -> str:
+        """The login dialog; it redirects to ``redirect_uri?code=..&state=..``."""
+        query = {"response_type": "code", "client_id": self._client_id, "redirect_uri": redirect_uri}
+        if state is not None:
+            query["state"] = state
+        return f"{self._dialog_url}?{urlencode(query)}"
+
+    def exchange_code(self, code: str, client_secret: str, redirect_uri: str) -> SessionInfo:
+        """Trade the code from the login redirect for an access token, and start using it."""
+        try:
+            response = self._login.token(
+                API_VERSION,
+                code=code,
+                client_id=self._client_id,
+                client_secret=client_secret,
+                redirect_uri=redirect_uri,
+                grant_type="authorization_code",
+                _preload_content=False,
+                _request_timeout=self._timeout,
+            )
+            body = _read(response)
+        except Exception as exc:
+            error = login_error(map_upstox_exception(exc, order_call=False, secrets=(code, client_secret)))
+            log.warning("upstox login failed: %s", error)
+            # No chaining: the SDK's exception may echo the code.
+            raise error from None
+        data = _decode(body, "login", order_call=False, secrets=(code, client_secret))
+        token = data.get("access_token")
+        if not token:
+            raise BrokerError("upstox login: the reply carried no access token")
+        self.set_access_token(str(token))
+        log.info("upstox session started for %s", data.get("user_id"))
+        return SessionInfo(
+            access_token=str(token),
+            user_id=str(data.get("user_id") or ""),
+            user_name=str(data.get("user_name") or ""),
+            broker="upstox",
+            email=opt_str(data.get("email")),
+        )
+
+    def set_access_token(self, access_token: str | None) -> None:
+        self._config.access_token = access_token or ""
+
+    # ------------------------------------------------------------------------- orders
+
+    def place_order(self, request: OrderRequest) -> str:
+        key = request.instrument
+        if not isinstance(key, str) or "|" not in key:
+            raise BrokerInputError(f"upstox orders need the instrument key (like NSE_EQ|INE...), got {key!r}")
+        if request.tag is not None and not UPSTOX_CAPABILITIES.is_valid_tag(request.tag):
+            raise BrokerInputError(f"upstox tag must be 1-20 letters and digits, got {request.tag!r}")
+        fields: dict[str, Any] = {
+            "quantity": request.quantity,
+            "product": UPSTOX_CAPABILITIES.broker_product(request.product),
+            "validity": request.validity.value,
+            "price": float(request.price or 0.0) if request.order_type.needs_price else 0.0,
+            "tag": request.tag or None,
+            "instrument_token": key,
+            "order_type": request.order_type.value,
+            "transaction_type": request.side.value,
+            "disclosed_quantity": 0,
+            "trigger_price": float(request.trigger_price or 0.0) if request.order_type.needs_trigger else 0.0,
+            "is_amo": False,
+        }
+        if self._order_api == "v3":
+            fields["slice"] = False
+            if request.order_type.is_market and self._market_protection is not None:
+                fields["market_protection"] = self._market_protection
+            body = self._model(upstox_client.PlaceOrderV3Request, fields)
+            self._pace(request.urgent)
+            data = self._call("place_order", self._orders_v3.place_order, body, order_call=True)
+            ids = data.get("order_ids") if isinstance(data, Mapping) else None
+            order_id = str(ids[0]) if isinstance(ids, list) and ids else ""
+        else:
+            body = self._model(upstox_client.PlaceOrderRequest, fields)
+            self._pace(request.urgent)
+            data = self._call("place_order", self._orders_v2.place_order, body, API_VERSION, order_call=True)
+            order_id = str(data.get("order_id") or "") if isinstance(data, Mapping) else ""
+        if not order_id:
+            # Accepted, but we cannot tell which order it made: the caller must look the tag up.
+            raise AmbiguousError("upstox place_order: the reply carried no order id")
+        log.info(
+            "upstox order %s: %s %s %s x%d tag=%s",
+            order_id,
+            request.order_type.value,
+            request.side.value,
+            key,
+            request.quantity,
+            request.tag,
+        )
+        return order_id
+
+    def modify_order(
+        self,
+        order_id: str,
+        *,
+        quantity: int | None = None,
+        price: float | None = None,
+        trigger_price: float | None = None,
+        order_type: OrderType | None = None,
+        urgent: bool = False,
+    ) -> str:
+        new_type = None if order_type is None else OrderType.parse(order_type)
+        validity = Validity.DAY.value
+        if new_type is None or price is None or trigger_price is None:
+            # Upstox wants the whole order spec on a modify: fill the gaps from the order as it stands.
+            current = self.order(order_id)
+            new_type = new_type or current.order_type or OrderType.LIMIT
+            price = current.price if price is None else price
+            trigger_price = current.trigger_price if trigger_price is None else trigger_price
+        fields: dict[str, Any] = {
+            "order_id": order_id,
+            "quantity": quantity,
+            "validity": validity,
+            "price": float(price) if new_type.needs_price else 0.0,
+            "order_type": new_type.value,
+            "disclosed_quantity": 0,
+            "trigger_price": float(trigger_price) if new_type.needs_trigger else 0.0,
+        }
+        if new_type.is_market and self._market_protection is not None:
+            fields["market_protection"] = self._market_protection
+        body = self._model(upstox_client.ModifyOrderRequest, fields)
+        self._pace(urgent)
+        if self._order_api == "v3":
+            data = self._call("modify_order", self._orders_v3.modify_order, body, order_call=True)
+        else:
+            data = self._call(
+                "modify_order", self._orders_v2.modify_order, body, API_VERSION, order_call=True
+            )
+        return str(data.get("order_id") or order_id) if isinstance(data, Mapping) else order_id
+
+    def cancel_order(self, order_id: str, *, urgent: bool = False) -> str:
+        self._pace(urgent)
+        if self._order_api == "v3":
+            data = self._call("cancel_order", self._orders_v3.cancel_order, order_id, order_call=True)
+        else:
+            data = self._call(
+                "cancel_order", self._orders_v2.cancel_order, order_id, API_VERSION, order_call=True
+            )
+        return str(data.get("order_id") or order_id) if isinstance(data, Mapping) else order_id
+
+    def order(self, order_id: str) -> Order:
+        # The SDK's names are swapped: get_order_status is GET /v2/order/details (one order).
+        data = self._call("order", self._orders_v2.get_order_status, order_id=order_id, order_call=False)
+        if not isinstance(data, Mapping):
+            raise BrokerInputError(f"upstox: no order {order_id}")
+        return convert_all(order_from_upstox, [data], "upstox order")[0]
+
+    def order_history(self, order_id: str) -> list[Order]:
+        # ... and get_order_details is GET /v2/order/history (every state of one order).
+        data = self._call(
+            "order_history",
+            self._orders_v2.get_order_details,
+            API_VERSION,
+            order_id=order_id,
+            order_call=False,
+        )
+        return convert_all(order_from_upstox, rows(data), "upstox order_history")
+
+    def orders(self) -> list[Order]:
+        data = self._call("orders", self._orders_v2.get_order_book, API_VERSION, order_call=False)
+        return convert_all(order_from_upstox, rows(data), "upstox orders")
+
+    def find_order_by_tag(self, tag: str) -> Order | None:
+        return latest_with_tag(self.orders(), tag)
+
+    # ------------------------------------------------------------------------- portfolio and market
+
+    def positions(self) -> list[Position]:
+        data = self._call("positions", self._portfolio.get_positions, API_VERSION, order_call=False)
+        return convert_all(position_from_upstox, rows(data), "upstox positions")
+
+    def holdings(self) -> list[Holding]:
+        data = self._call("holdings", self._portfolio.get_holdings, API_VERSION, order_call=False)
+        return convert_all(holding_from_upstox, rows(data), "upstox holdings")
+
+    def ltp(self, keys: Sequence[str]) -> dict[str, float]:
+        """Last prices by instrument key ("NSE_EQ|INE009A01021")."""
+        if not keys:
+            return {}
+        data = self._call("ltp", self._quotes.ltp, ",".join(keys), API_VERSION, order_call=False)
+        if not isinstance(data, Mapping):
+            return {}
+        # Replies are keyed "NSE_EQ:INFY"; each carries its instrument key, which is what we asked with.
+        by_key: dict[str, float] = {}
+        for reply_key, quote in data.items():
+            if not isinstance(quote, Mapping) or quote.get("last_price") is None:
+                continue
+            price = as_float(quote["last_price"])
+            by_key[str(reply_key).replace(":", "|", 1)] = price
+            if quote.get("instrument_token"):
+                by_key[str(quote["instrument_token"])] = price
+        return {key: by_key[key] for key in keys if key in by_key}
+
+    def instruments(self) -> list[Instrument]:
+        """The instrument master (gzipped or plain JSON) from ``instruments_url``, tick sizes in rupees."""
+        timeout = urllib3.Timeout(connect=self._timeout[0], read=max(self._timeout[1], 60.0))
+        try:
+            response = self._client.rest_client.pool_manager.request(
+                "GET", self._instruments_url, timeout=timeout, preload_content=True
+            )
+        except Exception as exc:
+            raise map_upstox_exception(exc, order_call=False) from exc
+        if not 200 <= response.status < 300:
+            raise error_for_status(
+                response.status,
+                f"upstox instruments: HTTP {response.status} {response.reason}",
+                order_call=False,
+            )
+        raw = bytes(response.data)
+        try:
+            if raw[:2] == b"\x1f\x8b":
+                raw = gzip.decompress(raw)
+            master = json.loads(raw)
+        except (OSError, EOFError, ValueError) as exc:
+            raise TemporaryError(f"upstox instruments: unreadable file ({type(exc).__name__})") from exc
+        return instruments_from_master(rows(master), self._tick_size_unit)
+
+    def profile(self) -> Profile:
+        data = self._call("profile", self._user.get_profile, API_VERSION, order_call=False)
+        if not isinstance(data, Mapping):
+            raise BrokerError("upstox profile: unexpected reply")
+        return Profile(
+            user_id=str(data.get("user_id") or ""),
+            user_name=str(data.get("user_name") or ""),
+            email=opt_str(data.get("email")),
+            broker=str(data.get("broker") or "UPSTOX"),
+            exchanges=tuple(str(x) for x in data.get("exchanges") or ()),
+            products=tuple(str(x) for x in data.get("products") or ()),
+            order_types=tuple(str(x) for x in data.get("order_types") or ()),
+        )
+
+    # ------------------------------------------------------------------------- plumbing
+
+    def _pace(self, urgent: bool) -> None:
+        if not self._limiter.acquire(self._rate_limit_wait, priority=urgent):
+            raise RateLimitedError("upstox: client-side order rate limit reached", status=None)
+
+    def _model(self, model: Callable[..., Any], fields: Mapping[str, Any]) -> Any:
+        """Build an SDK request model; its setters check enums and required fields before sending."""
+        try:
+            return model(**fields)
+        except (TypeError, ValueError) as exc:
+            raise BrokerInputError(f"upstox request: {exc}") from exc
+
+    def _call(self, what: str, fn: Callable[..., Any], *args: Any, order_call: bool, **kwargs: Any) -> Any:
+        """Call the SDK and return the reply's ``data``, mapping every failure."""
+        secrets = (self._config.access_token,)
+        try:
+            response = fn(*args, _preload_content=False, _request_timeout=self._timeout, **kwargs)
+            body = _read(response)
+        except Exception as exc:
+            error = map_upstox_exception(exc, order_call=order_call, secrets=secrets)
+            log.debug("upstox %s failed: %s: %s", what, type(error).__name__, error)
+            raise error from exc
+        envelope = _decode(body, what, order_call=order_call, secrets=secrets)
+        if envelope.get("status") == "error":
+            raise error_for_status(
+                400, f"upstox {what}: {redact(json.dumps(envelope)[:300], secrets)}", order_call=order_call
+            )
+        return envelope.get("data")
+
+
+def _read(response: Any) -> bytes:
+    """The whole body of a raw urllib3 response, handing the connection back to the pool."""
+    try:
+        return bytes(response.data)
+    finally:
+        release = getattr(response, "release_conn", None)
+        if release is not None:
+            release()
+
+
+def _decode(body: bytes, what: str, *, order_call: bool, secrets: Sequence[str | None]) -> Mapping[str, Any]:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = None
+    if not isinstance(data, Mapping):
+        # 2xx but unreadable: for an order call the broker may well have acted on it.
+        kind = AmbiguousError if order_call else TemporaryError
+        raise kind(
+            f"upstox {what}: unreadable reply {redact(body[:200].decode('utf-8', 'replace'), secrets)!r}"
+        )
+    return data
+
+
+# ----------------------------------------------------------------------------- conversions
+
+
+def segment_of(instrument_key: object) -> str:
+    """ "NSE_EQ|INE009A01021" -> "NSE_EQ"."""
+    return str(instrument_key or "").partition("|")[0]
+
+
+def product_from_upstox(raw: str, instrument_key: object) -> Product | None:
+    """I is intraday; D is delivery for equity and carry-forward (NRML) for everything else."""
+    code = raw.strip().upper()
+    if code == "I":
+        return Product.MIS
+    if code == "D":
+        return Product.CNC if segment_of(instrument_key).endswith("_EQ") else Product.NRML
+    return None  # MTF, CO, OCO: products the app does not trade
+
+
+def order_from_upstox(row: Mapping[str, Any]) -> Order:
+    raw_status = str(row.get("status") or "")
+    raw_product = str(row.get("product") or "")
+    key = opt_str(row.get("instrument_token"))
+    return Order(
+        order_id=str(row.get("order_id") or ""),
+        status=normalize_order_status(raw_status),
+        raw_status=raw_status,
+        side=Side.parse(row.get("transaction_type")),
+        order_type=order_type_or_none(row.get("order_type")),
+        product=product_from_upstox(raw_product, key),
+        raw_product=raw_product,
+        symbol=str(row.get("trading_symbol") or row.get("tradingsymbol") or ""),
+        exchange=str(row.get("exchange") or ""),
+        instrument=key,
+        quantity=as_int(row.get("quantity")),
+        filled_quantity=as_int(row.get("filled_quantity")),
+        pending_quantity=as_int(row.get("pending_quantity")),
+        average_price=as_float(row.get("average_price")),
+        price=as_float(row.get("price")),
+        trigger_price=as_float(row.get("trigger_price")),
+        tag=opt_str(row.get("tag")),
+        status_message=opt_str(row.get("status_message")),
+        placed_at=parse_ist(row.get("order_timestamp")),
+        updated_at=parse_ist(row.get("exchange_timestamp") or row.get("order_timestamp")),
+        exchange_order_id=opt_str(row.get("exchange_order_id")),
+    )
+
+
+def position_from_upstox(row: Mapping[str, Any]) -> Position:
+    raw_product = str(row.get("product") or "")
+    key = str(row.get("instrument_token") or "")
+    return Position(
+        symbol=str(row.get("trading_symbol") or row.get("tradingsymbol") or ""),
+        exchange=str(row.get("exchange") or ""),
+        instrument=key,
+        quote_key=key,
+        quantity=as_int(row.get("quantity")),
+        average_price=as_float(row.get("average_price")),
+        product=product_from_upstox(raw_product, key),
+        raw_product=raw_product,
+        last_price=opt_float(row.get("last_price")),
+        pnl=opt_float(row.get("pnl")),
+    )
+
+
+def holding_from_upstox(row: Mapping[str, Any]) -> Holding:
+    key = str(row.get("instrument_token") or "")
+    return Holding(
+        symbol=str(row.get("trading_symbol") or row.get("tradingsymbol") or ""),
+        exchange=str(row.get("exchange") or ""),
+        instrument=key,
+        quote_key=key,
+        isin=opt_str(row.get("isin")),
+        quantity=as_int(row.get("quantity")),
+        t1_quantity=as_int(row.get("t1_quantity")),
+        average_price=as_float(row.get("average_price")),
+        last_price=opt_float(row.get("last_price")),
+    )
+
+
+def master_tick_unit(master: Sequence[Mapping[str, Any]]) -> Literal["paise", "rupees"]:
+    """Which unit a master file's tick sizes are in.
+
+    Upstox's files give 5.0 for a 0.05-rupee tick. Rupee ticks are mostly 0.05 or 0.01 and paise ticks
+    mostly 5 or 1, so the typical (median) tick of the file tells them apart.
+    """
+    ticks = [as_float(row.get("tick_size")) for row in master]
+    positive = [tick for tick in ticks if tick > 0]
+    if not positive:
+        return "rupees"
+    return "paise" if statistics.median(positive) >= 1.0 else "rupees"
+
+
+def instruments_from_master(
+    master: Sequence[Mapping[str, Any]], tick_size_unit: TickUnit = "auto"
+) -> list[Instrument]:
+    """Rows of the Upstox instrument master as ``Instrument``s, tick sizes in rupees."""
+    unit = master_tick_unit(master) if tick_size_unit == "auto" else tick_size_unit
+    divisor = 100.0 if unit == "paise" else 1.0
+    result = []
+    for row in master:
+        key = row.get("instrument_key")
+        if not key:
+            continue
+        result.append(
+            Instrument(
+                instrument=str(key),
+                symbol=str(row.get("trading_symbol") or row.get("tradingsymbol") or ""),
+                exchange=str(row.get("exchange") or ""),
+                segment=str(row.get("segment") or segment_of(key)),
+                instrument_type=str(row.get("instrument_type") or ""),
+                name=str(row.get("name") or ""),
+                tick_size=round(as_float(row.get("tick_size")) / divisor, 8),
+                lot_size=as_int(row.get("lot_size")),
+                quote_key=str(key),
+                expiry=_expiry(row.get("expiry")),
+                strike=as_float(row.get("strike_price")),
+            )
+        )
+    return result
+
+
+def _expiry(value: object) -> date | None:
+    """Expiry as epoch milliseconds (the master) or "YYYY-MM-DD"; the date in India."""
+    if value in (None, "", 0):
+        return None
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(float(value) / 1000.0, tz=IST).date()
+    try:
+        return date.fromisoformat(str(value)[:10])
+    except ValueError:
+        return None

@@ -1,0 +1,328 @@
+"""ExitExecutor: idempotent exit orders on a QThreadPool, with retry, tag look-up and fill confirmation.
+
+The path for one protection, already TRIGGERED and committed by whoever decided the exit:
+
+    (recovering? look the tag up first) -> live net quantity -> place MARKET exit with the protection's tag
+      -> EXITING (exit order id stored) -> fill seen (order update or polling) -> CLOSED with the exit price
+
+- Temporary errors and 429s are retried with backoff. After an ambiguous failure (timeout, reset) the order
+  may be at the broker, so the tag is looked up before anything is sent again.
+- The exit quantity is min(protected quantity, live open quantity): an exit never flips a position. A flat
+  position closes the protection (reason external) without sending anything.
+- A permanent rejection ends in EXIT_FAILED with an alert; ``retry`` sends it again on the trader's word.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
+
+from trailstop_gui.models.domain import Protection, Status
+from trailstop_gui.models.lifecycle import IllegalTransition
+from trailstop_gui.models.store import ConcurrentTransition, ProtectionStore
+from trailstop_gui.services.brokers.base import Broker, Order, OrderRequest, OrderStatus, OrderType
+from trailstop_gui.services.brokers.errors import (
+    AmbiguousError,
+    AuthError,
+    BrokerError,
+    RateLimitedError,
+    TemporaryError,
+)
+from trailstop_gui.services.brokers.feed_loop import OrderUpdate
+from trailstop_gui.services.positions import open_quantity
+
+log = logging.getLogger("trailstop.exit")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 8
+    initial_delay: float = 0.2
+    max_delay: float = 5.0
+    fill_timeout: float = 60.0  # how long to watch an accepted exit before handing it to the reconciler
+    poll_interval: float = 0.25
+
+
+class ExitSignals(QObject):
+    """A QRunnable is not a QObject: its reports travel through this one."""
+
+    exit_placed = Signal(int, str)  # protection id, order id
+    exit_filled = Signal(int, float)  # protection id, average price
+    exit_failed = Signal(int, str)  # protection id, why
+    closed_externally = Signal(int)  # protection id: the position was already flat
+    login_needed = Signal(int)  # account id: an exit waits for a new login
+    job_finished = Signal(int)  # protection id
+
+
+class _ExitJob(QRunnable):
+    def __init__(self, executor: ExitExecutor, protection_id: int, recover: bool) -> None:
+        super().__init__()
+        self.setAutoDelete(True)
+        self.executor = executor
+        self.protection_id = protection_id
+        self.recover = recover
+
+    def run(self) -> None:
+        # Runnables catch their own exceptions: nothing may die silently in a pool.
+        try:
+            self.executor._run_job(self.protection_id, self.recover)
+        except Exception as exc:
+            log.exception("protection %s: exit job crashed", self.protection_id)
+            self.executor.signals.exit_failed.emit(self.protection_id, f"internal error: {exc}")
+        finally:
+            self.executor._job_done(self.protection_id)
+
+
+class ExitExecutor:
+    """Sends exits for TRIGGERED protections, at most one job per protection at a time."""
+
+    def __init__(
+        self,
+        store: ProtectionStore,
+        broker_for: Callable[[int], Broker | None],
+        *,
+        policy: RetryPolicy | None = None,
+        max_threads: int = 4,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.store = store
+        self.broker_for = broker_for
+        self.policy = policy or RetryPolicy()
+        self.signals = ExitSignals()
+        self.pool = QThreadPool()
+        # Several exits may race a fast market; each is one protection's own job, so order does not matter.
+        self.pool.setMaxThreadCount(max_threads)
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._in_flight: set[int] = set()
+        self._fill_events: dict[str, threading.Event] = {}
+        self._updates: dict[str, OrderUpdate] = {}
+        # Set at shutdown: jobs stop waiting for fills (the reconciler finishes them at the next start).
+        self.stopping = threading.Event()
+
+    # ----------------------------------------------------------------- public, any thread
+
+    def submit(self, protection_id: int, *, recover: bool = False) -> bool:
+        """Start the exit job of a TRIGGERED (or, with ``recover``, EXITING) protection.
+
+        ``recover`` looks the tag up before placing anything: after a crash or a reconnect the exit may
+        already be at the broker. Returns False when a job for it is already running.
+        """
+        with self._lock:
+            if protection_id in self._in_flight:
+                return False
+            self._in_flight.add(protection_id)
+        self.pool.start(_ExitJob(self, protection_id, recover))
+        return True
+
+    def retry(self, protection_id: int) -> bool:
+        """The trader's retry of an EXIT_FAILED protection: back to TRIGGERED, then the usual path."""
+        self.store.transition(protection_id, Status.TRIGGERED, expected=Status.EXIT_FAILED, reason="retry")
+        return self.submit(protection_id, recover=True)
+
+    def on_order_update(self, update: OrderUpdate) -> None:
+        """Order updates from the feed wake a job waiting for its fill (any thread)."""
+        with self._lock:
+            self._updates[update.order_id] = update
+            event = self._fill_events.get(update.order_id)
+        if event is not None:
+            event.set()
+
+    def busy(self) -> bool:
+        with self._lock:
+            return bool(self._in_flight)
+
+    def wait_idle(self, timeout: float = 30.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.busy():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    def shutdown(self, timeout_ms: int = 10_000) -> None:
+        self.pool.waitForDone(timeout_ms)
+
+    # ----------------------------------------------------------------- the job (pool thread)
+
+    def _job_done(self, protection_id: int) -> None:
+        with self._lock:
+            self._in_flight.discard(protection_id)
+        self.signals.job_finished.emit(protection_id)
+
+    def _run_job(self, pid: int, recover: bool) -> None:
+        p = self.store.get(pid)
+        broker = self.broker_for(p.account_id)
+        if broker is None:
+            log.warning("protection %s: no connected broker for account %s", pid, p.account_id)
+            self.signals.login_needed.emit(p.account_id)
+            return
+        try:
+            if p.status is Status.EXITING and p.exit_order_id:
+                self._watch_fill(p, broker, p.exit_order_id)
+                return
+            if p.status is not Status.TRIGGERED:
+                log.info("protection %s: is %s, no exit to send", pid, p.status.value)
+                return
+            if recover and self._adopt_existing(p, broker):
+                return
+            self._place(p, broker)
+        except TemporaryError as exc:
+            self._fail(pid, f"the broker could not be reached: {exc}")
+        except AuthError as exc:
+            # The exit stays TRIGGERED: the reconciler finishes it after the next login.
+            log.warning("protection %s: exit waits for a new login (%s)", pid, exc)
+            self.store.journal("exit_waiting_login", protection_id=pid, message=str(exc))
+            self.signals.login_needed.emit(p.account_id)
+
+    def _adopt_existing(self, p: Protection, broker: Broker) -> bool:
+        """After a crash or an ambiguous failure: is an exit with our tag already at the broker?"""
+        existing = self._call(p, lambda: broker.find_order_by_tag(p.exit_tag), "look up the exit tag")
+        if existing is None or existing.status in (OrderStatus.REJECTED, OrderStatus.CANCELLED):
+            return False
+        log.info(
+            "protection %s: exit %s already at the broker (%s)", p.id, existing.order_id, existing.status
+        )
+        p = self._to_exiting(p, existing.order_id)
+        self._watch_fill(p, broker, existing.order_id, known=existing)
+        return True
+
+    def _place(self, p: Protection, broker: Broker) -> None:
+        positions = self._call(p, broker.positions, "read positions")
+        holdings = self._call(p, broker.holdings, "read holdings") if p.product.value == "CNC" else []
+        live = open_quantity(p, positions, holdings, broker.capabilities)
+        quantity = min(p.filled_quantity or p.quantity, live)
+        if quantity <= 0:
+            self.store.transition(p.id, Status.CLOSED, reason="external", price=None)
+            log.info("protection %s: position already flat; no exit sent", p.id)
+            self.signals.closed_externally.emit(p.id)
+            return
+        request = OrderRequest(
+            symbol=p.symbol,
+            exchange=p.exchange,
+            instrument=p.engine_instrument,
+            side=p.side.exit_side,
+            quantity=quantity,
+            product=p.product,
+            order_type=OrderType.MARKET,
+            tag=p.exit_tag,
+            urgent=True,
+        )
+        policy = self.policy
+        delay = policy.initial_delay
+        for attempt in range(1, policy.attempts + 1):
+            try:
+                order_id = broker.place_order(request)
+            except AmbiguousError as exc:
+                log.warning("protection %s: exit attempt %d ambiguous (%s)", p.id, attempt, exc)
+                if self._adopt_existing(p, broker):
+                    return
+            except TemporaryError as exc:
+                log.warning("protection %s: exit attempt %d failed (%s)", p.id, attempt, exc)
+                if isinstance(exc, RateLimitedError) and exc.retry_after:
+                    delay = max(delay, exc.retry_after)
+            except AuthError:
+                raise
+            except BrokerError as exc:
+                self._fail(p.id, f"the broker rejected the exit: {exc}")
+                return
+            else:
+                p = self._to_exiting(p, order_id, quantity)
+                self._watch_fill(p, broker, order_id)
+                return
+            if attempt < policy.attempts:
+                if self.stopping.is_set():
+                    log.info("protection %s: shutting down; the exit is retried at the next start", p.id)
+                    return
+                self._sleep(delay)
+                delay = min(policy.max_delay, delay * 2)
+        self._fail(p.id, f"the exit could not be sent after {policy.attempts} attempts")
+
+    def _to_exiting(self, p: Protection, order_id: str, quantity: int | None = None) -> Protection:
+        try:
+            p = self.store.transition(
+                p.id,
+                Status.EXITING,
+                expected=Status.TRIGGERED,
+                exit_order_id=order_id,
+                exit_quantity=quantity,
+            )
+        except (ConcurrentTransition, IllegalTransition):
+            p = self.store.get(p.id)
+        self.store.journal("exit_placed", protection_id=p.id, new=order_id, message=f"quantity {quantity}")
+        self.signals.exit_placed.emit(p.id, order_id)
+        return p
+
+    def _watch_fill(self, p: Protection, broker: Broker, order_id: str, known: Order | None = None) -> None:
+        """Wait for the exit to be final: an order update wakes us at once, polling covers a silent feed."""
+        event = threading.Event()
+        with self._lock:
+            self._fill_events[order_id] = event
+        try:
+            deadline = time.monotonic() + self.policy.fill_timeout
+            order = known
+            while order is None or not order.is_final:
+                if self.stopping.is_set():
+                    log.info(
+                        "protection %s: shutting down; exit %s is finished at the next start", p.id, order_id
+                    )
+                    return
+                if time.monotonic() > deadline:
+                    log.warning(
+                        "protection %s: exit %s not final yet; the reconciler takes over", p.id, order_id
+                    )
+                    return
+                event.wait(self.policy.poll_interval)
+                event.clear()
+                try:
+                    order = broker.order(order_id)
+                except TemporaryError as exc:
+                    log.info("protection %s: reading exit %s failed (%s)", p.id, order_id, exc)
+        finally:
+            with self._lock:
+                self._fill_events.pop(order_id, None)
+                self._updates.pop(order_id, None)
+        if order.status is OrderStatus.COMPLETE:
+            self.store.transition(
+                p.id,
+                Status.CLOSED,
+                reason=p.reason or "stop",
+                exit_price=order.average_price or None,
+                exit_quantity=order.filled_quantity or p.exit_quantity,
+                price=order.average_price,
+            )
+            log.info("protection %s: exit filled at %.2f", p.id, order.average_price)
+            self.signals.exit_filled.emit(p.id, order.average_price)
+        else:
+            why = order.status_message or order.raw_status
+            self._fail(p.id, f"the exit order was {order.status.value.lower()}: {why}")
+
+    def _fail(self, pid: int, why: str) -> None:
+        try:
+            self.store.transition(pid, Status.EXIT_FAILED, reason=why[:200])
+        except (ConcurrentTransition, IllegalTransition) as exc:
+            log.warning("protection %s: could not record the failure (%s)", pid, exc)
+        log.error("protection %s: %s", pid, why)
+        self.signals.exit_failed.emit(pid, why)
+
+    def _call(self, p: Protection, fn: Callable[[], T], what: str) -> T:
+        """A read with the same retry policy as the exit itself."""
+        delay = self.policy.initial_delay
+        for attempt in range(1, self.policy.attempts + 1):
+            try:
+                return fn()
+            except TemporaryError as exc:
+                if attempt == self.policy.attempts:
+                    raise
+                log.info("protection %s: %s failed (%s); retrying", p.id, what, exc)
+                self._sleep(delay)
+                delay = min(self.policy.max_delay, delay * 2)
+        raise AssertionError("unreachable")

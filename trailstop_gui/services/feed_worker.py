@@ -1,0 +1,218 @@
+"""FeedWorker: one QThread per account running an asyncio loop with that account's feed and engine.
+
+The tick path stays in this thread from socket to exit decision: decode -> engine -> store (write-behind for
+stop moves, a committed transition for a trigger) -> the exit callback. The GUI only ever receives
+coalesced snapshots, at most ``snapshot_hz`` times a second, through queued signals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from PySide6.QtCore import QThread, Signal
+
+from trailstop_gui.models.domain import InstrumentId, Protection, Tick
+from trailstop_gui.models.engine import StopMoved, StopTriggered, TrailingEngine
+from trailstop_gui.models.store import ProtectionStore
+from trailstop_gui.services.brokers.feed_loop import (
+    Backoff,
+    Depth,
+    FeedBatch,
+    FeedLoop,
+    FeedProtocol,
+    FeedState,
+    OrderUpdate,
+)
+
+log = logging.getLogger("trailstop.feed")
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    """The latest prices of one instrument, as the GUI shows them."""
+
+    instrument: InstrumentId
+    ltp: float
+    bid: float | None
+    ask: float | None
+    at: float
+
+
+# The feed thread calls this for a fired stop; it must record TRIGGERED durably and hand over the exit.
+TriggerHandler = Callable[[int, StopTriggered], None]
+
+
+class FeedWorker(QThread):
+    """Runs an account's feed and engine. Public methods may be called from any thread."""
+
+    state_changed = Signal(str, str)  # FeedState value, why
+    reconnected = Signal()  # after every reconnect (not the first connect): reconcile now
+    connected = Signal(bool)  # True when it was a reconnect
+    snapshot_ready = Signal(object)  # {"quotes": {instrument: Quote}, "stops": {protection id: stop}}
+    order_updated = Signal(object)  # OrderUpdate
+    stop_moved = Signal(int, float, float)  # protection id, old, new (coalesced like snapshots)
+    ticks_seen = Signal(int)  # total ticks processed, with each snapshot
+
+    def __init__(
+        self,
+        protocol: FeedProtocol,
+        store: ProtectionStore,
+        on_trigger: TriggerHandler,
+        *,
+        on_order_update: Callable[[OrderUpdate], None] | None = None,
+        watchdog: float = 5.0,
+        backoff: Backoff | None = None,
+        snapshot_hz: float = 10.0,
+        name: str = "feed",
+    ) -> None:
+        super().__init__()
+        self.setObjectName(name)
+        self.store = store
+        self.engine = TrailingEngine()
+        self._on_trigger = on_trigger
+        self._on_order_update = on_order_update
+        self._snapshot_interval = 1.0 / snapshot_hz
+        self._protections: dict[int, Protection] = {}
+        self._quotes: dict[InstrumentId, Quote] = {}
+        self._dirty_quotes: set[InstrumentId] = set()
+        self._dirty_stops: dict[int, tuple[float, float]] = {}
+        self._aloop: asyncio.AbstractEventLoop | None = None
+        self._ready = threading.Event()
+        self.ticks = 0
+        self.loop = FeedLoop(
+            protocol,
+            on_batch=self._on_batch,
+            on_state=lambda state, why: self.state_changed.emit(state.value, why),
+            on_connected=self._on_connected,
+            watchdog=watchdog,
+            backoff=backoff,
+        )
+
+    # ----------------------------------------------------------------- any thread
+
+    def arm(self, protections: Iterable[Protection]) -> None:
+        """Arm (or re-arm) protections in the engine and subscribe to their instruments."""
+        items = list(protections)
+        self._call(lambda: self._arm(items))
+
+    def disarm(self, protection_id: int) -> None:
+        self._call(lambda: self._disarm(protection_id))
+
+    def latest_quote(self, instrument: InstrumentId) -> Quote | None:
+        return self._quotes.get(instrument)
+
+    def stop_feed(self, timeout_ms: int = 5000) -> None:
+        """Close the socket, end the thread and wait for it."""
+        self.loop.stop()
+        self.wait(timeout_ms)
+
+    def wait_ready(self, timeout: float = 5.0) -> bool:
+        return self._ready.wait(timeout)
+
+    def _call(self, fn: Callable[[], None]) -> None:
+        loop = self._aloop
+        if loop is None:
+            fn()  # not started yet: nothing else touches the engine
+        else:
+            loop.call_soon_threadsafe(fn)
+
+    # ----------------------------------------------------------------- feed thread
+
+    def run(self) -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        self._aloop = loop
+        self._ready.set()
+        try:
+            loop.run_until_complete(self._main())
+        except Exception:
+            log.exception("%s: feed thread failed", self.objectName())
+        finally:
+            self._aloop = None
+            loop.close()
+            self.store.flush()
+
+    async def _main(self) -> None:
+        publisher = asyncio.ensure_future(self._publish_snapshots())
+        try:
+            await self.loop.run()
+        finally:
+            publisher.cancel()
+            self._publish()
+
+    def _on_connected(self, reconnect: bool) -> None:
+        self.connected.emit(reconnect)
+        if reconnect:
+            self.reconnected.emit()
+
+    def _arm(self, protections: list[Protection]) -> None:
+        for p in protections:
+            if p.entry_price is None:
+                continue
+            self.engine.arm_protection(p)
+            self._protections[p.id] = p
+        self._resubscribe()
+
+    def _disarm(self, protection_id: int) -> None:
+        self.engine.disarm(str(protection_id))
+        self._protections.pop(protection_id, None)
+        self._resubscribe()
+
+    def _resubscribe(self) -> None:
+        wanted: dict[InstrumentId, Depth] = {}
+        for p in self._protections.values():
+            depth = Depth.DEPTH if p.product.trails_on_quote else Depth.LTP
+            if wanted.get(p.engine_instrument) is not Depth.DEPTH:
+                wanted[p.engine_instrument] = depth
+        self.loop.set_instruments(wanted)
+
+    def _on_batch(self, batch: FeedBatch) -> None:
+        for tick in batch.ticks:
+            self._on_tick(tick)
+        for update in batch.orders:
+            if self._on_order_update is not None:
+                self._on_order_update(update)
+            self.order_updated.emit(update)
+
+    def _on_tick(self, tick: Tick) -> None:
+        self.ticks += 1
+        self._quotes[tick.instrument] = Quote(tick.instrument, tick.ltp, tick.bid, tick.ask, time.time())
+        self._dirty_quotes.add(tick.instrument)
+        for event in self.engine.on_tick(tick):
+            pid = int(event.key)
+            if isinstance(event, StopTriggered):
+                self._protections.pop(pid, None)
+                try:
+                    self._on_trigger(pid, event)
+                except Exception:
+                    # The trigger handler persists and submits; a failure there must not kill the feed.
+                    log.exception("protection %s: handling the trigger failed", pid)
+            elif isinstance(event, StopMoved):
+                self.store.record_stop(pid, event.new, self.engine.peak(event.key))
+                first_old = self._dirty_stops.get(pid, (event.old, event.new))[0]
+                self._dirty_stops[pid] = (first_old, event.new)
+
+    async def _publish_snapshots(self) -> None:
+        while True:
+            await asyncio.sleep(self._snapshot_interval)
+            self._publish()
+
+    def _publish(self) -> None:
+        if not self._dirty_quotes and not self._dirty_stops:
+            return
+        quotes = {i: self._quotes[i] for i in self._dirty_quotes}
+        stops = {pid: new for pid, (_, new) in self._dirty_stops.items()}
+        for pid, (old, new) in self._dirty_stops.items():
+            self.stop_moved.emit(pid, old, new)
+        self._dirty_quotes = set()
+        self._dirty_stops = {}
+        self.snapshot_ready.emit({"quotes": quotes, "stops": stops})
+        self.ticks_seen.emit(self.ticks)
+
+
+__all__ = ["FeedState", "FeedWorker", "Quote"]

@@ -1,0 +1,511 @@
+"""ProtectionService: the API the views and headless mode call; it wires sessions, feeds, exits, reconciles.
+
+Thread rules:
+- Trader actions return at once. Anything that talks to a broker runs on the ``actions`` pool; the GUI
+  learns the outcome from signals.
+- A fired stop is handled in the feed thread that saw it: TRIGGERED is committed there, then the exit job
+  is handed to the executor. The GUI thread is never on that path.
+- Reconciles run one at a time on their own pool: at start-up, after every (re)connect and every 30 s.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from PySide6.QtCore import QObject, QRunnable, QThreadPool, QTimer, Signal
+
+from trailstop_gui.models.domain import (
+    InstrumentId,
+    Product,
+    Protection,
+    Side,
+    Status,
+    TrailRule,
+    require_positive,
+    require_positive_int,
+)
+from trailstop_gui.models.engine import StopTriggered
+from trailstop_gui.models.lifecycle import IllegalTransition
+from trailstop_gui.models.store import ConcurrentTransition, ProtectionStore
+from trailstop_gui.services.brokers.base import (
+    Broker,
+    OrderRequest,
+    OrderType,
+    Position,
+    normalize_order_status,
+)
+from trailstop_gui.services.brokers.errors import AuthError, BrokerError
+from trailstop_gui.services.brokers.feed_loop import OrderUpdate
+from trailstop_gui.services.exit_executor import ExitExecutor, RetryPolicy
+from trailstop_gui.services.notifier import Alert, AlertKind, Notifier
+from trailstop_gui.services.positions import matching_position
+from trailstop_gui.services.reconciler import Hooks, Reconciler
+from trailstop_gui.services.session import AccountSession, SessionState
+
+log = logging.getLogger("trailstop.protection")
+
+RECONCILE_INTERVAL_MS = 30_000
+FEED_DOWN_ALERT_MS = 10_000
+
+
+@dataclass(frozen=True)
+class EntryRequest:
+    """An entry order with its trailing rule, as the order form builds it."""
+
+    account_id: int
+    instrument: InstrumentId
+    symbol: str
+    exchange: str
+    side: Side
+    quantity: int
+    product: Product
+    tick_size: float
+    rule: TrailRule
+    order_type: OrderType = OrderType.MARKET
+    price: float | None = None
+
+
+class _Task(QRunnable):
+    def __init__(self, fn: Callable[[], None], what: str) -> None:
+        super().__init__()
+        self.fn = fn
+        self.what = what
+
+    def run(self) -> None:
+        try:
+            self.fn()
+        except Exception:
+            log.exception("%s failed", self.what)
+
+
+class ProtectionService(QObject):
+    """Every trader action and every automatic reaction, for all accounts."""
+
+    protection_changed = Signal(int)  # protection id: re-read it from the store
+    action_failed = Signal(str, str)  # what, why (for a message box)
+    session_state_changed = Signal(int, str)
+
+    def __init__(
+        self,
+        store: ProtectionStore,
+        notifier: Notifier | None = None,
+        *,
+        retry_policy: RetryPolicy | None = None,
+        reconcile_interval_ms: int = RECONCILE_INTERVAL_MS,
+    ) -> None:
+        super().__init__()
+        self.store = store
+        self.notifier = notifier or Notifier()
+        self.sessions: dict[int, AccountSession] = {}
+        self.executor = ExitExecutor(store, self._broker_for, policy=retry_policy)
+        self.reconciler = Reconciler(
+            store,
+            Hooks(
+                arm=self._arm, disarm=self._disarm, resume_exit=self._resume_exit, tick_size=self._tick_size
+            ),
+        )
+        self.actions = QThreadPool()
+        self.actions.setMaxThreadCount(2)
+        self.reconciles = QThreadPool()
+        self.reconciles.setMaxThreadCount(1)  # reconciles never overlap
+        self._timer = QTimer(self)
+        self._timer.setInterval(reconcile_interval_ms)
+        self._timer.timeout.connect(self.reconcile_all)
+        self._feed_down: dict[int, QTimer] = {}
+        self._started = False
+        ex = self.executor.signals
+        ex.exit_placed.connect(self._on_exit_placed)
+        ex.exit_filled.connect(self._on_exit_filled)
+        ex.exit_failed.connect(self._on_exit_failed)
+        ex.closed_externally.connect(self._on_closed_externally)
+        ex.login_needed.connect(self._on_exit_login_needed)
+
+    # ----------------------------------------------------------------- accounts and start-up
+
+    def add_session(self, session: AccountSession) -> None:
+        self.sessions[session.account_id] = session
+        session.state_changed.connect(self._on_session_state)
+        session.logged_in.connect(self._on_logged_in)
+
+    def set_auto_protect(self, account_id: int, rule: TrailRule | None) -> None:
+        if rule is None:
+            self.reconciler.auto_protect.pop(account_id, None)
+        else:
+            self.reconciler.auto_protect[account_id] = rule
+
+    def start(self) -> None:
+        """Start every logged-in account's feed, arm its protections, reconcile, and keep reconciling."""
+        self._started = True
+        for session in self.sessions.values():
+            if session.has_token():
+                self._start_account(session)
+            else:
+                session.state_changed.emit(session.account_id, SessionState.LOGIN_NEEDED.value)
+        self._timer.start()
+
+    def shutdown(self) -> None:
+        """Stop feeds and pools; protections stay armed in the database for the next start."""
+        self._started = False
+        self._timer.stop()
+        self.executor.stopping.set()
+        for session in self.sessions.values():
+            session.stop_feed()
+        self.actions.waitForDone(10_000)
+        self.reconciles.waitForDone(10_000)
+        self.executor.shutdown()
+        self.store.flush()
+
+    def _start_account(self, session: AccountSession) -> None:
+        account_id = session.account_id
+        feed = session.start_feed(
+            self.store,
+            on_trigger=self._on_trigger,
+            on_order_update=lambda update: self._on_order_update(account_id, update),
+            on_connected=lambda _reconnect: self.reconcile(account_id),
+        )
+        feed.arm(
+            p for p in self.store.protections([Status.OPEN], account_id) if not p.paused and p.entry_price
+        )
+
+    def _on_logged_in(self, account_id: int) -> None:
+        session = self.sessions[account_id]
+        self.notifier.notify(Alert(AlertKind.INFO, "Logged in", session.label, account_id=account_id))
+        if self._started:
+            # A new login (after a token expiry, or a first login): the feed is rebuilt with the new token.
+            self._start_account(session)
+
+    # ----------------------------------------------------------------- reconciling
+
+    def reconcile_all(self) -> None:
+        for account_id in self.sessions:
+            self.reconcile(account_id)
+
+    def reconcile(self, account_id: int) -> None:
+        self.reconciles.start(_Task(lambda: self._reconcile_now(account_id), f"reconcile {account_id}"))
+
+    def _reconcile_now(self, account_id: int) -> None:
+        session = self.sessions.get(account_id)
+        broker = session.broker_if_ready() if session else None
+        if session is None or broker is None:
+            return
+        try:
+            report = self.reconciler.reconcile(account_id, broker)
+        except AuthError as exc:
+            session.mark_login_needed(str(exc))
+            return
+        except BrokerError as exc:
+            log.warning("reconcile of account %s failed: %s", account_id, exc)
+            return
+        for pid in report.closed_externally:
+            p = self.store.get(pid)
+            self.notifier.notify(
+                Alert(
+                    AlertKind.CLOSED_EXTERNALLY,
+                    "Position closed outside TrailStop",
+                    f"{p.symbol}: protection ended, no exit sent",
+                    pid,
+                    account_id,
+                )
+            )
+        for pid in [
+            *report.filled,
+            *report.ended,
+            *report.closed_externally,
+            *report.resized,
+            *report.adopted,
+        ]:
+            self.protection_changed.emit(pid)
+
+    # ----------------------------------------------------------------- the tick path (feed thread)
+
+    def _on_trigger(self, pid: int, event: StopTriggered) -> None:
+        try:
+            p = self.store.transition(
+                pid,
+                Status.TRIGGERED,
+                expected=Status.OPEN,
+                reason=event.reason,
+                price=event.ltp,
+                stop=event.stop,
+            )
+        except (ConcurrentTransition, IllegalTransition) as exc:
+            log.info("protection %s: trigger ignored (%s)", pid, exc)
+            return
+        self.executor.submit(pid)
+        what = "Target reached" if event.reason == "target" else "Stop triggered"
+        self.notifier.notify(
+            Alert(
+                AlertKind.STOP_TRIGGERED,
+                what,
+                f"{p.symbol}: LTP {event.ltp:.2f} crossed {event.stop:.2f}; exiting {p.filled_quantity}",
+                pid,
+                p.account_id,
+            )
+        )
+        self.protection_changed.emit(pid)
+
+    def _on_order_update(self, account_id: int, update: OrderUpdate) -> None:
+        self.executor.on_order_update(update)
+        if normalize_order_status(update.status).is_final and not self._is_ours(update.tag):
+            # A fill we did not send: a position opened or closed outside the app. Look now, not in 30 s.
+            self.reconcile(account_id)
+        if not update.tag:
+            return
+        # Entries carry the exit tag + "E": a pushed fill arms the stop without waiting for a reconcile.
+        if update.tag.endswith("E"):
+            p = self.store.find_by_tag(update.tag[:-1])
+            if p is not None and p.status in (Status.PENDING, Status.OPEN):
+                try:
+                    changed = self.reconciler.apply_entry_state(
+                        p, normalize_order_status(update.status), update.filled_quantity, update.average_price
+                    )
+                except (ConcurrentTransition, IllegalTransition):
+                    changed = None
+                if changed is not None:
+                    self.protection_changed.emit(p.id)
+
+    def _is_ours(self, tag: str) -> bool:
+        tag = tag[:-1] if tag.endswith("E") else tag
+        return bool(tag) and self.store.find_by_tag(tag) is not None
+
+    # ----------------------------------------------------------------- hooks for the reconciler
+
+    def _broker_for(self, account_id: int) -> Broker | None:
+        session = self.sessions.get(account_id)
+        return session.broker_if_ready() if session else None
+
+    def _arm(self, p: Protection) -> None:
+        session = self.sessions.get(p.account_id)
+        if session is not None and session.feed is not None and not p.paused:
+            session.feed.arm([p])
+
+    def _disarm(self, pid: int) -> None:
+        p = self.store.get(pid)
+        session = self.sessions.get(p.account_id)
+        if session is not None and session.feed is not None:
+            session.feed.disarm(pid)
+
+    def _resume_exit(self, pid: int) -> None:
+        self.executor.submit(pid, recover=True)
+
+    def _tick_size(self, account_id: int, pos: Position) -> float:
+        return 0.05  # NSE/NFO equities and derivatives; the instrument master refines this when loaded
+
+    # ----------------------------------------------------------------- trader actions (any thread)
+
+    def place_entry(self, request: EntryRequest) -> Protection:
+        """Persist a PENDING protection, then send its entry order in the background."""
+        require_positive_int(request.quantity, "quantity")
+        if request.order_type is OrderType.LIMIT:
+            require_positive(request.price, "price")
+        if request.account_id not in self.sessions:
+            raise ValueError(f"account: no connected account {request.account_id}")
+        p = self.store.create_protection(
+            account_id=request.account_id,
+            broker=self.sessions[request.account_id].account.broker,
+            instrument=request.instrument,
+            symbol=request.symbol,
+            exchange=request.exchange,
+            side=request.side,
+            product=request.product,
+            quantity=request.quantity,
+            tick_size=request.tick_size,
+            rule=request.rule,
+        )
+        self.actions.start(_Task(lambda: self._send_entry(p, request), f"entry for protection {p.id}"))
+        self.protection_changed.emit(p.id)
+        return p
+
+    def _send_entry(self, p: Protection, request: EntryRequest) -> None:
+        broker = self._broker_for(p.account_id)
+        if broker is None:
+            self.store.transition(p.id, Status.REJECTED, reason="not logged in")
+            self.action_failed.emit("Entry order", "The account needs a login first.")
+            self.protection_changed.emit(p.id)
+            return
+        order = OrderRequest(
+            symbol=p.symbol,
+            exchange=p.exchange,
+            instrument=p.engine_instrument,
+            side=p.side,
+            quantity=p.quantity,
+            product=p.product,
+            order_type=request.order_type,
+            price=request.price,
+            tag=p.exit_tag + "E",
+        )
+        try:
+            order_id = broker.place_order(order)
+        except BrokerError as exc:
+            self.store.transition(p.id, Status.REJECTED, reason=str(exc)[:200])
+            self.action_failed.emit("Entry order", str(exc))
+            self.protection_changed.emit(p.id)
+            if isinstance(exc, AuthError):
+                self.sessions[p.account_id].mark_login_needed(str(exc))
+            return
+        self.store.update(p.id, kind="entry_placed", entry_order_id=order_id)
+        self.protection_changed.emit(p.id)
+        self.reconcile(p.account_id)
+
+    def adopt(
+        self, account_id: int, position: Position, rule: TrailRule, tick_size: float = 0.05
+    ) -> Protection:
+        """Protect a position the trader already holds."""
+        if position.side is None or position.product is None:
+            raise ValueError("position: it is flat, or its product is unknown")
+        p = self.store.create_protection(
+            account_id=account_id,
+            broker=self.sessions[account_id].account.broker,
+            instrument=position.instrument,
+            symbol=position.symbol,
+            exchange=position.exchange,
+            side=position.side,
+            product=position.product,
+            quantity=abs(position.quantity),
+            filled_quantity=abs(position.quantity),
+            tick_size=tick_size,
+            rule=rule,
+            entry_price=position.average_price,
+            status=Status.OPEN,
+            reason="adopted",
+        )
+        self._arm(p)
+        self.protection_changed.emit(p.id)
+        return p
+
+    def unprotected_positions(self, account_id: int) -> list[Position]:
+        """Open broker positions with no live protection. Blocking: call it off the GUI thread."""
+        broker = self._broker_for(account_id)
+        if broker is None:
+            return []
+        live = self.store.live(account_id)
+        caps = broker.capabilities
+        return [
+            pos
+            for pos in broker.positions()
+            if pos.quantity != 0 and not any(matching_position(p, [pos], caps) for p in live)
+        ]
+
+    def modify_rule(self, pid: int, rule: TrailRule) -> Protection:
+        p = self.store.update(pid, kind="rule_changed", rule=rule)
+        if p.status is Status.OPEN and not p.paused:
+            # Re-arm from the current stop: a new rule never loosens a stop already reached.
+            self._arm(p.with_changes(peak=None))
+        self.protection_changed.emit(pid)
+        return p
+
+    def pause(self, pid: int) -> Protection:
+        p = self.store.update(pid, kind="paused", paused=True)
+        self._disarm(pid)
+        self.protection_changed.emit(pid)
+        return p
+
+    def resume(self, pid: int) -> Protection:
+        p = self.store.update(pid, kind="resumed", paused=False)
+        if p.status is Status.OPEN:
+            self._arm(p)
+        self.protection_changed.emit(pid)
+        return p
+
+    def exit_now(self, pid: int) -> Protection:
+        """The trader's manual exit: the same durable path as a fired stop."""
+        self._disarm(pid)
+        p = self.store.transition(pid, Status.TRIGGERED, expected=Status.OPEN, reason="manual")
+        self.executor.submit(pid)
+        self.protection_changed.emit(pid)
+        return p
+
+    def exit_all(self) -> list[int]:
+        done = []
+        for p in self.store.protections([Status.OPEN]):
+            try:
+                self.exit_now(p.id)
+                done.append(p.id)
+            except (ConcurrentTransition, IllegalTransition) as exc:
+                log.info("exit all: protection %s skipped (%s)", p.id, exc)
+        return done
+
+    def remove(self, pid: int) -> Protection:
+        """Stop protecting; the position stays open at the broker."""
+        self._disarm(pid)
+        p = self.store.get(pid)
+        target = Status.REMOVED
+        p = self.store.transition(pid, target, expected=(Status.OPEN, Status.PENDING, Status.EXIT_FAILED))
+        self.protection_changed.emit(pid)
+        return p
+
+    def retry_exit(self, pid: int) -> None:
+        self.executor.retry(pid)
+        self.protection_changed.emit(pid)
+
+    # ----------------------------------------------------------------- signals to alerts
+
+    def _on_exit_placed(self, pid: int, order_id: str) -> None:
+        p = self.store.get(pid)
+        self.notifier.notify(
+            Alert(AlertKind.EXIT_PLACED, "Exit placed", f"{p.symbol}: order {order_id}", pid, p.account_id)
+        )
+        self.protection_changed.emit(pid)
+
+    def _on_exit_filled(self, pid: int, price: float) -> None:
+        p = self.store.get(pid)
+        self.notifier.notify(
+            Alert(AlertKind.EXIT_FILLED, "Exit filled", f"{p.symbol} at {price:.2f}", pid, p.account_id)
+        )
+        self.protection_changed.emit(pid)
+
+    def _on_exit_failed(self, pid: int, why: str) -> None:
+        p = self.store.get(pid)
+        self.notifier.notify(
+            Alert(AlertKind.EXIT_FAILED, "Exit failed", f"{p.symbol}: {why}", pid, p.account_id)
+        )
+        self.protection_changed.emit(pid)
+
+    def _on_closed_externally(self, pid: int) -> None:
+        p = self.store.get(pid)
+        self.notifier.notify(
+            Alert(
+                AlertKind.CLOSED_EXTERNALLY, "Already flat", f"{p.symbol}: no exit needed", pid, p.account_id
+            )
+        )
+        self.protection_changed.emit(pid)
+
+    def _on_exit_login_needed(self, account_id: int) -> None:
+        session = self.sessions.get(account_id)
+        if session is not None:
+            session.mark_login_needed("an exit was refused for the token")
+
+    def _on_session_state(self, account_id: int, state: str) -> None:
+        self.session_state_changed.emit(account_id, state)
+        session = self.sessions[account_id]
+        if state == SessionState.LOGIN_NEEDED.value:
+            self.notifier.notify(
+                Alert(
+                    AlertKind.LOGIN_NEEDED, "Login needed", f"{session.label}: log in again", None, account_id
+                )
+            )
+        if state in (SessionState.RECONNECTING.value, SessionState.STALE.value):
+            if account_id not in self._feed_down:
+                timer = QTimer(self)
+                timer.setSingleShot(True)
+                timer.timeout.connect(lambda: self._feed_still_down(account_id))
+                timer.start(FEED_DOWN_ALERT_MS)
+                self._feed_down[account_id] = timer
+        elif state == SessionState.LIVE.value and account_id in self._feed_down:
+            self._feed_down.pop(account_id).stop()
+
+    def _feed_still_down(self, account_id: int) -> None:
+        self._feed_down.pop(account_id, None)
+        session = self.sessions[account_id]
+        if session.state in (SessionState.RECONNECTING, SessionState.STALE):
+            self.notifier.notify(
+                Alert(
+                    AlertKind.FEED_DOWN,
+                    "Feed down",
+                    f"{session.label}: no prices for over 10 s",
+                    None,
+                    account_id,
+                )
+            )

@@ -1,0 +1,208 @@
+"""Reconciler: aligns the local protections with what the broker says, for one account.
+
+Runs at start-up, after every reconnect and every 30 s, always off the GUI thread. For each live protection:
+
+- PENDING: the entry order filled (arm from its average price; a partial fill arms the filled quantity),
+  or ended unfilled (CANCELLED / REJECTED).
+- OPEN: the position was closed outside the app (CLOSED, reason external, no exit sent), or shrank
+  (the protected quantity follows it down).
+- TRIGGERED / EXITING: the exit is finished by the executor, which looks the tag up first (crash recovery).
+- With auto-protect on, every open position that has no protection gets one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from trailstop_gui.models.domain import Product, Protection, Status, TrailRule
+from trailstop_gui.models.engine import initial_stop
+from trailstop_gui.models.lifecycle import IllegalTransition
+from trailstop_gui.models.store import ConcurrentTransition, ProtectionStore
+from trailstop_gui.services.brokers.base import Broker, Holding, Order, OrderStatus, Position
+from trailstop_gui.services.positions import matching_position, open_quantity, same_instrument
+
+log = logging.getLogger("trailstop.reconciler")
+
+
+@dataclass
+class ReconcileReport:
+    account_id: int
+    filled: list[int] = field(default_factory=list)
+    ended: list[int] = field(default_factory=list)
+    closed_externally: list[int] = field(default_factory=list)
+    resized: list[int] = field(default_factory=list)
+    exits_resumed: list[int] = field(default_factory=list)
+    adopted: list[int] = field(default_factory=list)
+
+    def changed(self) -> bool:
+        return any((self.filled, self.ended, self.closed_externally, self.resized, self.adopted))
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """What the reconciler asks of the rest of the services."""
+
+    arm: Callable[[Protection], None]  # put an OPEN protection in its account's engine
+    disarm: Callable[[int], None]
+    resume_exit: Callable[[int], None]  # hand a TRIGGERED/EXITING protection to the executor (recover)
+    tick_size: Callable[[int, Position], float]  # the instrument's tick size, for adopted positions
+
+
+class Reconciler:
+    """One reconcile at a time per account; safe to call from any worker thread."""
+
+    def __init__(self, store: ProtectionStore, hooks: Hooks) -> None:
+        self.store = store
+        self.hooks = hooks
+        self._locks: dict[int, threading.Lock] = {}
+        self._guard = threading.Lock()
+        self.auto_protect: dict[int, TrailRule] = {}
+
+    def _lock_for(self, account_id: int) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(account_id, threading.Lock())
+
+    def reconcile(self, account_id: int, broker: Broker) -> ReconcileReport:
+        """Raises the broker's error (AuthError included) when it cannot read the account."""
+        report = ReconcileReport(account_id)
+        with self._lock_for(account_id):
+            live = self.store.live(account_id)
+            needs_orders = any(p.status is Status.PENDING for p in live)
+            orders = {o.order_id: o for o in broker.orders()} if needs_orders else {}
+            positions = broker.positions()
+            needs_holdings = any(p.product is Product.CNC for p in live) or account_id in self.auto_protect
+            holdings = broker.holdings() if needs_holdings else []
+            for p in live:
+                try:
+                    if p.status is Status.PENDING:
+                        self._pending(p, orders, report)
+                    elif p.status is Status.OPEN:
+                        self._open(p, broker, positions, holdings, report)
+                    elif p.status in (Status.TRIGGERED, Status.EXITING):
+                        report.exits_resumed.append(p.id)
+                        self.hooks.resume_exit(p.id)
+                except (ConcurrentTransition, IllegalTransition) as exc:
+                    # Another thread moved it on (a tick fired it, the executor closed it): not an error.
+                    log.info("protection %s: changed while reconciling (%s)", p.id, exc)
+            rule = self.auto_protect.get(account_id)
+            if rule is not None:
+                self._adopt_unprotected(account_id, broker, rule, positions, holdings, report)
+        if report.changed():
+            log.info("reconciled account %s: %s", account_id, report)
+        return report
+
+    def _pending(self, p: Protection, orders: dict[str, Order], report: ReconcileReport) -> None:
+        order = orders.get(p.entry_order_id or "")
+        if order is None:
+            return
+        self.apply_entry_state(p, order.status, order.filled_quantity, order.average_price, report)
+
+    def apply_entry_state(
+        self,
+        p: Protection,
+        status: OrderStatus,
+        filled: int,
+        average_price: float,
+        report: ReconcileReport | None = None,
+    ) -> Protection | None:
+        """An entry order's new state (from the order book or an order update) applied to its protection."""
+        if filled > 0 and average_price > 0:
+            if p.status is Status.PENDING:
+                p = self.store.transition(
+                    p.id,
+                    Status.OPEN,
+                    expected=Status.PENDING,
+                    entry_price=average_price,
+                    filled_quantity=filled,
+                    peak=average_price,
+                    stop=initial_stop(p.side, average_price, p.tick_size, p.rule),
+                    reason="entry filled" if filled >= p.quantity else "entry partly filled",
+                    price=average_price,
+                )
+            elif p.status is Status.OPEN and filled > p.filled_quantity:
+                p = self.store.update(
+                    p.id, kind="entry_fill", filled_quantity=filled, entry_price=average_price
+                )
+            else:
+                return None
+            self.hooks.arm(p)
+            if report is not None:
+                report.filled.append(p.id)
+            return p
+        if p.status is Status.PENDING and status in (OrderStatus.CANCELLED, OrderStatus.REJECTED):
+            target = Status.CANCELLED if status is OrderStatus.CANCELLED else Status.REJECTED
+            p = self.store.transition(
+                p.id, target, expected=Status.PENDING, reason=f"entry {status.value.lower()}"
+            )
+            if report is not None:
+                report.ended.append(p.id)
+            return p
+        return None
+
+    def _open(
+        self,
+        p: Protection,
+        broker: Broker,
+        positions: list[Position],
+        holdings: list[Holding],
+        report: ReconcileReport,
+    ) -> None:
+        live = open_quantity(p, positions, holdings, broker.capabilities)
+        protected = p.filled_quantity or p.quantity
+        if live <= 0:
+            self.hooks.disarm(p.id)
+            self.store.transition(p.id, Status.CLOSED, expected=Status.OPEN, reason="external")
+            report.closed_externally.append(p.id)
+        elif live < protected:
+            self.store.update(
+                p.id,
+                kind="quantity_changed",
+                message=f"position is {live}, was {protected}",
+                filled_quantity=live,
+            )
+            report.resized.append(p.id)
+
+    def _adopt_unprotected(
+        self,
+        account_id: int,
+        broker: Broker,
+        rule: TrailRule,
+        positions: list[Position],
+        holdings: list[Holding],
+        report: ReconcileReport,
+    ) -> None:
+        protected = self.store.live(account_id)
+        for pos in positions:
+            if pos.quantity == 0 or pos.product is None or pos.side is None or pos.average_price <= 0:
+                continue
+            if any(
+                same_instrument(p, pos.instrument, pos.symbol, pos.exchange)
+                and matching_position(p, [pos], broker.capabilities) is not None
+                for p in protected
+            ):
+                continue
+            p = self.store.create_protection(
+                account_id=account_id,
+                broker=broker.capabilities.broker,
+                instrument=pos.instrument,
+                symbol=pos.symbol,
+                exchange=pos.exchange,
+                side=pos.side,
+                product=pos.product,
+                quantity=abs(pos.quantity),
+                filled_quantity=abs(pos.quantity),
+                tick_size=self.hooks.tick_size(account_id, pos),
+                rule=rule,
+                entry_price=pos.average_price,
+                status=Status.OPEN,
+                reason="auto-protect",
+            )
+            log.info(
+                "auto-protected %s %s x%d (%s)", pos.exchange, pos.symbol, abs(pos.quantity), rule.describe()
+            )
+            self.hooks.arm(p)
+            report.adopted.append(p.id)
+            protected.append(p)

@@ -1,0 +1,194 @@
+"""The control API under /_sim/: prices, the random walk, faults, and what the simulator has seen."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from trailstop_gui.simulator import faults as fault_kinds
+from trailstop_gui.simulator import kite_format
+from trailstop_gui.simulator.core import Simulator
+from trailstop_gui.simulator.exchange import Order, format_ist
+from trailstop_gui.simulator.faults import FaultError, parse_fault
+from trailstop_gui.simulator.http_util import BrokerError, add_error_renderer
+from trailstop_gui.simulator.instruments import Instrument
+from trailstop_gui.simulator.market import PriceError, Quote
+
+PREFIX = "/_sim"
+
+
+def render_error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def bad_request(message: str) -> BrokerError:
+    return BrokerError(render_error(400, message))
+
+
+def instrument_dict(inst: Instrument) -> dict[str, Any]:
+    return {
+        "symbol": inst.symbol,
+        "kite_token": inst.kite_token,
+        "upstox_key": inst.upstox_key,
+        "tick_size": inst.tick_size,
+        "lot_size": inst.lot_size,
+        "name": inst.name,
+        "exchange": inst.exchange,
+        "tradingsymbol": inst.tradingsymbol,
+        "exchange_token": inst.exchange_token,
+        "isin": inst.isin,
+        "instrument_type": inst.instrument_type,
+        "expiry": inst.expiry.isoformat() if inst.expiry else None,
+        "strike": inst.strike,
+        "tradable": inst.tradable,
+    }
+
+
+def quote_dict(q: Quote) -> dict[str, Any]:
+    return {
+        "symbol": q.instrument.symbol,
+        "kite_token": q.instrument.kite_token,
+        "upstox_key": q.instrument.upstox_key,
+        "ltp": q.ltp,
+        "bid": q.bid,
+        "ask": q.ask,
+        "open": q.open,
+        "high": q.high,
+        "low": q.low,
+        "close": q.close,
+        "volume": q.volume,
+        "timestamp": q.timestamp,
+    }
+
+
+def order_log_entry(order: Order) -> dict[str, Any]:
+    """An order as the log shows it: Kite's field names whichever broker received it, plus `broker`."""
+    row = kite_format.order(order)
+    row["order_timestamp"] = format_ist(order.placed_at)
+    row["broker"] = order.broker
+    row["user_id"] = order.user_id
+    row["instrument_key"] = order.instrument.upstox_key
+    row["history"] = [state.status.value for state in order.history]
+    return row
+
+
+class Control:
+    def __init__(self, sim: Simulator) -> None:
+        self.sim = sim
+
+    async def _body(self, request: web.Request) -> dict[str, Any]:
+        try:
+            body = json.loads(await request.text() or "{}")
+        except ValueError:
+            raise bad_request("the body must be JSON") from None
+        if not isinstance(body, dict):
+            raise bad_request("the body must be a JSON object")
+        return body
+
+    def _instrument(self, ident: object) -> Instrument:
+        inst = self.sim.instruments.find(ident)
+        if inst is None:
+            raise bad_request(f"unknown instrument: {ident!r}")
+        return inst
+
+    async def info(self, request: web.Request) -> web.Response:
+        return web.json_response(self.sim.info())
+
+    async def instruments(self, request: web.Request) -> web.Response:
+        return web.json_response([instrument_dict(i) for i in self.sim.instruments])
+
+    async def quote(self, request: web.Request) -> web.Response:
+        inst = self._instrument(request.query.get("symbol"))
+        return web.json_response(quote_dict(self.sim.market.quote(inst)))
+
+    async def price(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        inst = self._instrument(body.get("symbol"))
+        if inst.is_index and (body.get("bid") is not None or body.get("ask") is not None):
+            raise bad_request("an index has no bid or ask")
+        try:
+            quote = self.sim.set_price(inst, body.get("ltp"), body.get("bid"), body.get("ask"))  # type: ignore[arg-type]
+        except PriceError as exc:
+            raise bad_request(str(exc)) from None
+        return web.json_response(quote_dict(quote))
+
+    async def auto(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        on = body.get("on")
+        if not isinstance(on, bool):
+            raise bad_request("`on` must be true or false")
+        interval = body.get("interval")
+        if interval is not None:
+            if (
+                isinstance(interval, bool)
+                or not isinstance(interval, int | float)
+                or not 0.01 <= interval <= 60
+            ):
+                raise bad_request("`interval` must be a number of seconds between 0.01 and 60")
+            self.sim.tick_interval = float(interval)
+        self.sim.auto = on
+        return web.json_response({"auto": self.sim.auto, "interval": self.sim.tick_interval})
+
+    async def fault(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        try:
+            spec = parse_fault(body)
+        except FaultError as exc:
+            raise bad_request(str(exc)) from None
+        result: dict[str, Any] = {"fault": spec}
+        kind = spec["fault"]
+        if kind == fault_kinds.DROP_WS:
+            result["dropped"] = self.sim.feeds.drop(spec["broker"], abort=spec["mode"] == "abort")
+        elif kind == fault_kinds.EXPIRE_TOKENS:
+            result["expired"] = self.sim.expire_tokens(spec["broker"])
+        elif kind == fault_kinds.PRICE_GAP:
+            quote = self.sim.gap(self._instrument(spec["symbol"]), spec["percent"])
+            result["quote"] = quote_dict(quote)
+        elif kind == fault_kinds.CLEAR:
+            self.sim.faults.clear(spec["kind"])
+        else:
+            self.sim.faults.add(spec)
+        result["active"] = self.sim.faults.describe()
+        return web.json_response(result)
+
+    async def faults(self, request: web.Request) -> web.Response:
+        return web.json_response(self.sim.faults.describe())
+
+    async def clear_faults(self, request: web.Request) -> web.Response:
+        self.sim.faults.clear()
+        return web.json_response(self.sim.faults.describe())
+
+    async def orders(self, request: web.Request) -> web.Response:
+        broker = request.query.get("broker")
+        orders = [o for o in self.sim.exchange.all_orders() if broker in (None, o.broker)]
+        return web.json_response([order_log_entry(o) for o in orders])
+
+    async def feeds(self, request: web.Request) -> web.Response:
+        return web.json_response([c.as_dict() for c in self.sim.feeds.connections()])
+
+    async def sessions(self, request: web.Request) -> web.Response:
+        return web.json_response([s.as_dict() for s in self.sim.sessions.all()])
+
+    async def reset(self, request: web.Request) -> web.Response:
+        self.sim.reset()
+        return web.json_response({"reset": True})
+
+
+def register(app: web.Application, sim: Simulator) -> None:
+    control = Control(sim)
+    add_error_renderer(app, PREFIX + "/", render_error)
+    r = app.router
+    r.add_get(f"{PREFIX}/info", control.info)
+    r.add_get(f"{PREFIX}/instruments", control.instruments)
+    r.add_get(f"{PREFIX}/quote", control.quote)
+    r.add_post(f"{PREFIX}/price", control.price)
+    r.add_post(f"{PREFIX}/auto", control.auto)
+    r.add_post(f"{PREFIX}/fault", control.fault)
+    r.add_get(f"{PREFIX}/fault", control.faults)
+    r.add_delete(f"{PREFIX}/fault", control.clear_faults)
+    r.add_get(f"{PREFIX}/orders", control.orders)
+    r.add_get(f"{PREFIX}/feeds", control.feeds)
+    r.add_get(f"{PREFIX}/sessions", control.sessions)
+    r.add_post(f"{PREFIX}/reset", control.reset)

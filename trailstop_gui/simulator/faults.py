@@ -1,0 +1,297 @@
+"""Injectable faults: HTTP errors, slow responses, rejections, partial fills, fill delays, stalled sockets.
+
+The state lives here; ``POST /_sim/fault`` parses a JSON spec with :func:`parse_fault` and the control API
+applies it. One-shot actions (drop sockets, expire tokens, price gaps) are carried out by the control API.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+HTTP_FAULT = "http_error"
+SLOW = "slow"
+REJECT_ORDERS = "reject_orders"
+PARTIAL_FILL = "partial_fill"
+FILL_DELAY = "fill_delay"
+STALL_WS = "stall_ws"
+DROP_WS = "drop_ws"
+EXPIRE_TOKENS = "expire_tokens"
+PRICE_GAP = "price_gap"
+CLEAR = "clear"
+KINDS = (
+    HTTP_FAULT,
+    SLOW,
+    REJECT_ORDERS,
+    PARTIAL_FILL,
+    FILL_DELAY,
+    STALL_WS,
+    DROP_WS,
+    EXPIRE_TOKENS,
+    PRICE_GAP,
+    CLEAR,
+)
+
+DEFAULT_REJECT_REASON = (
+    "RMS:Margin Exceeds,Required:0, Available:0 for entity account-DEMO across exchange across "
+    "segment across product"
+)
+
+
+class FaultError(ValueError):
+    """A fault spec the simulator cannot understand."""
+
+
+@dataclass(slots=True)
+class RequestFault:
+    """Matches HTTP requests by path prefix and method; fires ``count`` times or with ``probability``."""
+
+    kind: str  # http_error or slow
+    status: int = 0
+    seconds: float = 0.0
+    message: str | None = None
+    count: int | None = 1
+    probability: float | None = None
+    path: str | None = None
+    method: str | None = None
+    phase: str = "before"  # before: the request is not carried out; after: it is, then the fault
+
+    def matches(self, method: str, path: str) -> bool:
+        if self.path is not None and not path.startswith(self.path):
+            return False
+        return self.method is None or self.method == method.upper()
+
+
+@dataclass(slots=True)
+class OrderRejection:
+    reason: str
+    count: int
+    broker: str | None = None
+
+
+@dataclass(slots=True)
+class PartialFill:
+    ratio: float
+    count: int
+    rest_after: float | None = None  # seconds until the remainder fills; None: it rests until cancelled
+
+
+class Faults:
+    """The faults in force. Used on the simulator's loop thread only."""
+
+    def __init__(self, rng: random.Random, clock: Any = time.monotonic) -> None:
+        self._rng = rng
+        self._clock = clock
+        self.request_faults: list[RequestFault] = []
+        self.rejections: list[OrderRejection] = []
+        self.partials: list[PartialFill] = []
+        self.fill_delay: float | None = None
+        self._stall_until: float | None = None
+
+    # -- queries used by the server and the exchange ---------------------------------------------
+
+    def take_request_fault(self, kind: str, method: str, path: str) -> RequestFault | None:
+        for fault in self.request_faults:
+            if fault.kind != kind or not fault.matches(method, path):
+                continue
+            if fault.probability is not None and self._rng.random() >= fault.probability:
+                continue
+            if fault.count is not None:
+                fault.count -= 1
+                if fault.count <= 0:
+                    self.request_faults.remove(fault)
+            return fault
+        return None
+
+    def take_rejection(self, broker: str) -> str | None:
+        for rejection in self.rejections:
+            if rejection.broker in (None, broker):
+                rejection.count -= 1
+                if rejection.count <= 0:
+                    self.rejections.remove(rejection)
+                return rejection.reason
+        return None
+
+    def take_partial_fill(self) -> PartialFill | None:
+        if not self.partials:
+            return None
+        partial = self.partials[0]
+        partial.count -= 1
+        if partial.count <= 0:
+            self.partials.pop(0)
+        return partial
+
+    @property
+    def ws_stalled(self) -> bool:
+        return self._stall_until is not None and self._clock() < self._stall_until
+
+    def stall(self, seconds: float | None) -> None:
+        self._stall_until = math.inf if seconds is None else self._clock() + seconds
+
+    # -- administration --------------------------------------------------------------------------
+
+    def add(self, spec: dict[str, Any]) -> None:
+        """Record a stateful fault from a spec already checked by :func:`parse_fault`."""
+        kind = spec["fault"]
+        if kind in (HTTP_FAULT, SLOW):
+            self.request_faults.append(
+                RequestFault(
+                    kind=kind,
+                    status=spec.get("status", 0),
+                    seconds=spec.get("seconds", 0.0),
+                    message=spec.get("message"),
+                    count=spec.get("count"),
+                    probability=spec.get("probability"),
+                    path=spec.get("path"),
+                    method=spec.get("method"),
+                    phase=spec.get("phase", "before" if kind == HTTP_FAULT else "after"),
+                )
+            )
+        elif kind == REJECT_ORDERS:
+            self.rejections.append(OrderRejection(spec["reason"], spec["count"], spec.get("broker")))
+        elif kind == PARTIAL_FILL:
+            self.partials.append(PartialFill(spec["ratio"], spec["count"], spec.get("rest_after")))
+        elif kind == FILL_DELAY:
+            self.fill_delay = spec["seconds"]
+        elif kind == STALL_WS:
+            self.stall(spec.get("seconds"))
+        else:
+            raise FaultError(f"{kind} is an action, not a standing fault")
+
+    def clear(self, kind: str | None = None) -> None:
+        if kind in (None, HTTP_FAULT, SLOW):
+            self.request_faults = [f for f in self.request_faults if kind is not None and f.kind != kind]
+        if kind in (None, REJECT_ORDERS):
+            self.rejections.clear()
+        if kind in (None, PARTIAL_FILL):
+            self.partials.clear()
+        if kind in (None, FILL_DELAY):
+            self.fill_delay = None
+        if kind in (None, STALL_WS):
+            self._stall_until = None
+
+    def describe(self) -> dict[str, Any]:
+        remaining = None
+        if self._stall_until is not None:
+            remaining = None if math.isinf(self._stall_until) else max(0.0, self._stall_until - self._clock())
+        return {
+            "requests": [asdict(f) for f in self.request_faults],
+            "reject_orders": [asdict(r) for r in self.rejections],
+            "partial_fill": [asdict(p) for p in self.partials],
+            "fill_delay": self.fill_delay,
+            "ws_stalled": self.ws_stalled,
+            "ws_stall_remaining": remaining,
+        }
+
+
+# -- parsing -----------------------------------------------------------------------------------
+
+
+def parse_fault(body: object) -> dict[str, Any]:
+    """Check a ``POST /_sim/fault`` body and return it normalised; raise FaultError on anything odd."""
+    if not isinstance(body, dict):
+        raise FaultError("the body must be a JSON object")
+    kind = body.get("fault")
+    if kind not in KINDS:
+        raise FaultError(f"`fault` must be one of {', '.join(KINDS)}")
+    spec: dict[str, Any] = {"fault": kind}
+    if kind in (HTTP_FAULT, SLOW):
+        if kind == HTTP_FAULT:
+            spec["status"] = _int(body, "status", required=True, low=400, high=599)
+            spec["message"] = _str(body, "message")
+        else:
+            spec["seconds"] = _number(body, "seconds", required=True, low=0.0, high=600.0)
+        spec["probability"] = _number(body, "probability", low=0.0, high=1.0)
+        count = _int(body, "count", low=1)
+        # With a probability and no count the fault stays until cleared; otherwise it fires once by default.
+        spec["count"] = count if count is not None or spec["probability"] is not None else 1
+        spec["path"] = _str(body, "path")
+        method = _str(body, "method")
+        spec["method"] = method.upper() if method else None
+        phase = body.get("phase", "before" if kind == HTTP_FAULT else "after")
+        if phase not in ("before", "after"):
+            raise FaultError("`phase` must be before or after")
+        spec["phase"] = phase
+    elif kind == REJECT_ORDERS:
+        spec["count"] = _int(body, "count", low=1) or 1
+        spec["reason"] = _str(body, "reason") or DEFAULT_REJECT_REASON
+        spec["broker"] = _broker(body)
+    elif kind == PARTIAL_FILL:
+        ratio = _number(body, "ratio", low=0.0, high=1.0)
+        spec["ratio"] = 0.5 if ratio is None else ratio
+        if not 0 < spec["ratio"] < 1:
+            raise FaultError("`ratio` must be between 0 and 1 (exclusive)")
+        spec["count"] = _int(body, "count", low=1) or 1
+        spec["rest_after"] = _number(body, "rest_after", low=0.0, high=600.0)
+    elif kind == FILL_DELAY:
+        spec["seconds"] = _number(body, "seconds", required=True, low=0.0, high=600.0)
+    elif kind == STALL_WS:
+        spec["seconds"] = _number(body, "seconds", low=0.0, high=3600.0)
+    elif kind == DROP_WS:
+        mode = body.get("mode", "abort")
+        if mode not in ("abort", "close"):
+            raise FaultError("`mode` must be abort or close")
+        spec["mode"] = mode
+        spec["broker"] = _broker(body)
+    elif kind == EXPIRE_TOKENS:
+        spec["broker"] = _broker(body)
+    elif kind == PRICE_GAP:
+        spec["symbol"] = _str(body, "symbol", required=True)
+        spec["percent"] = _number(body, "percent", required=True, low=-99.0, high=1000.0)
+    elif kind == CLEAR:
+        what = body.get("kind")
+        if what is not None and what not in KINDS:
+            raise FaultError(f"`kind` must be one of {', '.join(KINDS)}")
+        spec["kind"] = what
+    return spec
+
+
+def _broker(body: dict[str, Any]) -> str | None:
+    broker = body.get("broker")
+    if broker not in (None, "kite", "upstox"):
+        raise FaultError("`broker` must be kite or upstox")
+    return broker
+
+
+def _str(body: dict[str, Any], name: str, required: bool = False) -> str | None:
+    value = body.get(name)
+    if value is None:
+        if required:
+            raise FaultError(f"`{name}` is required")
+        return None
+    if not isinstance(value, str) or not value:
+        raise FaultError(f"`{name}` must be a non-empty string")
+    return value
+
+
+def _number(
+    body: dict[str, Any], name: str, required: bool = False, low: float = -math.inf, high: float = math.inf
+) -> float | None:
+    value = body.get(name)
+    if value is None:
+        if required:
+            raise FaultError(f"`{name}` is required")
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise FaultError(f"`{name}` must be a number")
+    if not low <= value <= high:
+        raise FaultError(f"`{name}` must be between {low} and {high}")
+    return float(value)
+
+
+def _int(
+    body: dict[str, Any], name: str, required: bool = False, low: int = 0, high: int = 10**9
+) -> int | None:
+    value = body.get(name)
+    if value is None:
+        if required:
+            raise FaultError(f"`{name}` is required")
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise FaultError(f"`{name}` must be an integer")
+    if not low <= value <= high:
+        raise FaultError(f"`{name}` must be between {low} and {high}")
+    return value

@@ -1,0 +1,89 @@
+"""The one aiohttp application: every facade's routes, the fault middleware and error envelopes.
+
+A facade is a ``register(app, sim)`` function; add it to :data:`FACADES`. Paths do not collide: Kite is
+served at the root (``/orders``, ``/kite-ws``...), Upstox under ``/v2/`` and ``/v3/``, control at ``/_sim/``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from aiohttp import web
+
+from trailstop_gui.simulator import control, kite
+from trailstop_gui.simulator.core import Simulator
+from trailstop_gui.simulator.faults import HTTP_FAULT, SLOW, RequestFault
+from trailstop_gui.simulator.http_util import SIM_KEY, BrokerError, render_error
+
+log = logging.getLogger(__name__)
+
+Facade = Callable[[web.Application, Simulator], None]
+FACADES: list[Facade] = [control.register, kite.register]
+UNFAULTED_PREFIXES = ("/_sim/", "/redirect/")
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Callable[[web.Request], object]) -> web.StreamResponse:
+    """Every failure answers in the envelope of the API the path belongs to, never with a traceback."""
+    try:
+        response = await handler(request)  # type: ignore[misc]
+    except BrokerError as exc:
+        return exc.response
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return render_error(request.app, request.path, exc.status, exc.reason)
+    except (asyncio.CancelledError, ConnectionError):
+        raise
+    except Exception:
+        log.exception("simulator handler failed: %s %s", request.method, request.path)
+        return render_error(request.app, request.path, 500, "Something went wrong in the simulator.")
+    assert isinstance(response, web.StreamResponse)
+    return response
+
+
+def _fault_response(request: web.Request, fault: RequestFault) -> web.Response:
+    message = fault.message or f"Simulated HTTP {fault.status} error"
+    return render_error(request.app, request.path, fault.status, message)
+
+
+@web.middleware
+async def _faults(request: web.Request, handler: Callable[[web.Request], object]) -> web.StreamResponse:
+    """Injected HTTP errors and slow responses, before or after the request is carried out."""
+    if request.path.startswith(UNFAULTED_PREFIXES):
+        return await handler(request)  # type: ignore[no-any-return,misc]
+    faults = request.app[SIM_KEY].faults
+    slow = faults.take_request_fault(SLOW, request.method, request.path)
+    error = faults.take_request_fault(HTTP_FAULT, request.method, request.path)
+    if slow is not None and slow.phase == "before":
+        await asyncio.sleep(slow.seconds)
+    if error is not None and error.phase == "before":
+        return _fault_response(request, error)
+    response: web.StreamResponse = await handler(request)  # type: ignore[misc]
+    if isinstance(response, web.WebSocketResponse):
+        return response
+    if slow is not None and slow.phase == "after":
+        await asyncio.sleep(slow.seconds)
+    if error is not None and error.phase == "after":
+        return _fault_response(request, error)
+    return response
+
+
+def build_app(sim: Simulator) -> web.Application:
+    """The application serving ``sim`` through every facade in :data:`FACADES`."""
+    app = web.Application(middlewares=[_errors, _faults], client_max_size=1 << 20)
+    app[SIM_KEY] = sim
+    for register in FACADES:
+        register(app, sim)
+
+    async def start(app: web.Application) -> None:
+        await sim.start()
+
+    async def stop(app: web.Application) -> None:
+        await sim.stop()
+
+    app.on_startup.append(start)
+    app.on_shutdown.append(stop)
+    return app

@@ -1,0 +1,311 @@
+"""Upstox v2/v3 shapes of the simulator's objects: REST rows, the token reply and V3 feed messages.
+
+Enum-valued fields (``order_type``, ``validity``, ``transaction_type``) carry exactly the spellings the
+official SDK's models accept; statuses are Upstox's lower-case words.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Final
+
+from google.protobuf.message import Message
+from upstox_client.feeder.proto import MarketDataFeedV3_pb2
+
+from trailstop_gui.models.domain import Tick
+from trailstop_gui.services.brokers.upstox_codec import build_feed, encode_feeds, encode_market_info_frame
+from trailstop_gui.simulator.core import UpstoxDemo
+from trailstop_gui.simulator.exchange import Holding, Order, OrderState, OrderStatus, Position, Trade, format_ist
+from trailstop_gui.simulator.instruments import Instrument
+from trailstop_gui.simulator.market import Market, Quote
+
+_pb: Any = MarketDataFeedV3_pb2
+
+EXCHANGES: Final = ["NSE", "NFO", "BSE", "CDS", "BFO", "BCD"]
+PRODUCTS: Final = ["D", "I", "CO", "MTF"]
+ORDER_TYPES: Final = ["MARKET", "LIMIT", "SL", "SL-M"]
+FEED_MODES: Final = ("ltpc", "full", "option_greeks", "full_d30")
+SEGMENTS: Final = ("NSE_EQ", "NSE_FO", "NSE_INDEX", "BSE_EQ", "BSE_FO", "BSE_INDEX")
+
+# Upstox reports the exchange's states in lower case; only the after-market state has its own words.
+_STATUS_WORDS: Final = {
+    OrderStatus.AMO_REQ_RECEIVED: "after market order req received",
+}
+
+
+def status_text(status: OrderStatus) -> str:
+    """``TRIGGER PENDING`` -> ``trigger pending``, as Upstox spells its order statuses."""
+    return _STATUS_WORDS.get(status, status.value.lower())
+
+
+def product_code(product: str) -> str:
+    """The core's MIS/CNC/NRML as Upstox's I (intraday) or D (delivery, and carry-forward for F&O)."""
+    return "I" if product == "MIS" else "D"
+
+
+def _money(value: float) -> float:
+    return round(value, 4) + 0.0  # + 0.0 turns -0.0 into 0.0
+
+
+def quote_key(inst: Instrument) -> str:
+    """The key market-quote replies use: ``NSE_EQ:INFY``, ``NSE_INDEX:Nifty 50``."""
+    segment, _, rest = inst.upstox_key.partition("|")
+    return f"{segment}:{rest if inst.is_index else inst.tradingsymbol}"
+
+
+# -- REST rows ---------------------------------------------------------------------------------------
+
+
+def order(o: Order, state: OrderState | None = None, product: str | None = None) -> dict[str, Any]:
+    """One order-book row (or one order-history entry when ``state`` is an earlier state)."""
+    s = state or o.state
+    inst = o.instrument
+    exchange_time = s.exchange_timestamp or (s.updated_at if s.exchange_order_id else None)
+    pending = 0 if s.status.is_final else s.quantity - s.filled_quantity
+    return {
+        "exchange": inst.exchange,
+        "product": product or product_code(o.product),
+        "price": s.price,
+        "quantity": s.quantity,
+        "status": status_text(s.status),
+        "guid": None,
+        "tag": o.tag,
+        "instrument_token": inst.upstox_key,
+        "placed_by": o.user_id,
+        "tradingsymbol": inst.tradingsymbol,
+        "trading_symbol": inst.tradingsymbol,
+        "order_type": s.order_type,
+        "validity": s.validity,
+        "trigger_price": s.trigger_price,
+        "disclosed_quantity": s.disclosed_quantity,
+        "transaction_type": o.transaction_type,
+        "average_price": _money(s.average_price),
+        "filled_quantity": s.filled_quantity,
+        "pending_quantity": pending,
+        "status_message": s.status_message,
+        "status_message_raw": s.status_message,
+        "exchange_order_id": s.exchange_order_id,
+        "parent_order_id": None,
+        "order_id": o.order_id,
+        "variety": "AMO" if o.variety == "amo" else "SIMPLE",
+        "order_timestamp": format_ist(s.updated_at),
+        "exchange_timestamp": format_ist(exchange_time),
+        "is_amo": o.variety == "amo",
+        "order_request_id": "1",
+        "order_ref_id": None,
+    }
+
+
+def order_update(o: Order, product: str | None = None) -> dict[str, Any]:
+    """A portfolio-stream order update: the order-book row plus who and what it is about."""
+    row = order(o, product=product)
+    row.update({"update_type": "order", "user_id": o.user_id, "instrument_key": o.instrument.upstox_key})
+    return row
+
+
+def trade(t: Trade, order_type: str, product: str | None = None) -> dict[str, Any]:
+    inst = t.instrument
+    return {
+        "exchange": inst.exchange,
+        "product": product or product_code(t.product),
+        "tradingsymbol": inst.tradingsymbol,
+        "trading_symbol": inst.tradingsymbol,
+        "instrument_token": inst.upstox_key,
+        "order_type": order_type,
+        "transaction_type": t.transaction_type,
+        "quantity": t.quantity,
+        "exchange_order_id": t.exchange_order_id,
+        "order_id": t.order_id,
+        "exchange_timestamp": format_ist(t.filled_at),
+        "average_price": t.price,
+        "trade_id": t.trade_id,
+        "order_ref_id": None,
+        "order_timestamp": format_ist(t.order_placed_at),
+    }
+
+
+def position(p: Position, market: Market) -> dict[str, Any]:
+    quote = market.quote(p.instrument)
+    last = quote.ltp
+    pnl = p.pnl(last)
+    realised = p.realised()
+    inst = p.instrument
+    return {
+        "exchange": inst.exchange,
+        "multiplier": 1.0,
+        "value": _money(p.value),
+        "pnl": _money(pnl),
+        "product": product_code(p.product),
+        "instrument_token": inst.upstox_key,
+        "average_price": _money(p.average_price),
+        "buy_value": _money(p.buy_value),
+        "overnight_quantity": p.overnight_quantity,
+        "day_buy_value": _money(p.buy_value),
+        "day_buy_price": _money(p.buy_price),
+        "overnight_buy_amount": 0.0,
+        "overnight_buy_quantity": 0,
+        "day_buy_quantity": p.buy_quantity,
+        "day_sell_value": _money(p.sell_value),
+        "day_sell_price": _money(p.sell_price),
+        "overnight_sell_amount": 0.0,
+        "overnight_sell_quantity": 0,
+        "day_sell_quantity": p.sell_quantity,
+        "quantity": p.quantity,
+        "last_price": last,
+        "unrealised": _money(pnl - realised),
+        "realised": _money(realised),
+        "sell_value": _money(p.sell_value),
+        "tradingsymbol": inst.tradingsymbol,
+        "trading_symbol": inst.tradingsymbol,
+        "close_price": quote.close,
+        "buy_price": _money(p.buy_price),
+        "sell_price": _money(p.sell_price),
+    }
+
+
+def position_update(p: Position, market: Market, user_id: str) -> dict[str, Any]:
+    row = position(p, market)
+    row.update({"update_type": "position", "user_id": user_id, "instrument_key": p.instrument.upstox_key})
+    return row
+
+
+def holding(h: Holding, market: Market) -> dict[str, Any]:
+    quote = market.quote(h.instrument)
+    inst = h.instrument
+    return {
+        "isin": inst.isin,
+        "cnc_used_quantity": h.used_quantity,
+        "collateral_type": "WC",
+        "company_name": inst.name,
+        "haircut": 0.2,
+        "product": "D",
+        "quantity": h.quantity,
+        "tradingsymbol": inst.tradingsymbol,
+        "trading_symbol": inst.tradingsymbol,
+        "last_price": quote.ltp,
+        "close_price": quote.close,
+        "pnl": _money((quote.ltp - h.average_price) * h.quantity),
+        "day_change": _money(quote.ltp - quote.close),
+        "day_change_percentage": _money(quote.change_percent),
+        "instrument_token": inst.upstox_key,
+        "average_price": h.average_price,
+        "collateral_quantity": 0,
+        "collateral_update_quantity": 0,
+        "t1_quantity": h.t1_quantity,
+        "exchange": inst.exchange,
+    }
+
+
+def ltp(q: Quote) -> dict[str, Any]:
+    return {"last_price": q.ltp, "instrument_token": q.instrument.upstox_key}
+
+
+def ltp_v3(q: Quote) -> dict[str, Any]:
+    return {
+        "last_price": q.ltp,
+        "instrument_token": q.instrument.upstox_key,
+        "ltq": q.last_quantity,
+        "volume": q.volume,
+        "cp": q.close,
+    }
+
+
+def profile(demo: UpstoxDemo) -> dict[str, Any]:
+    return {
+        "email": demo.email,
+        "exchanges": list(EXCHANGES),
+        "products": list(PRODUCTS),
+        "broker": "UPSTOX",
+        "user_id": demo.user_id,
+        "user_name": demo.user_name,
+        "order_types": list(ORDER_TYPES),
+        "user_type": "individual",
+        "poa": False,
+        "is_active": True,
+    }
+
+
+def token_reply(demo: UpstoxDemo, access_token: str) -> dict[str, Any]:
+    """The token exchange's reply: the profile plus the tokens, NOT wrapped in status/data."""
+    return {**profile(demo), "access_token": access_token, "extended_token": None}
+
+
+# -- the V3 market-data feed -------------------------------------------------------------------------
+
+
+def _tick(q: Quote) -> Tick:
+    return Tick(q.instrument.upstox_key, q.ltp, q.bid, q.ask, q.volume, q.last_trade_time or None)
+
+
+def _day_ohlc(feed_ohlc: Any, q: Quote) -> None:
+    day = feed_ohlc.ohlc.add()
+    day.interval = "1d"
+    day.open, day.high, day.low, day.close = q.open, q.high, q.low, q.ltp
+    day.vol = q.volume
+    day.ts = q.timestamp * 1000
+
+
+def feed_message(q: Quote, mode: str) -> Message:
+    """The ``Feed`` for one instrument in a subscription ``mode`` (``ltpc``, ``full``, ...).
+
+    The codec builds the fields our decoder reads; the rest of the book (five depth levels, the day's
+    OHLC, average price, buy/sell totals, open interest) is added here, as the real feed carries it.
+    An index in any mode but ``ltpc`` gets an index full feed.
+    """
+    inst = q.instrument
+    if mode == "ltpc":
+        feed: Any = build_feed(_tick(q), "ltpc")
+        feed.ltpc.cp = q.close
+        feed.ltpc.ltq = q.last_quantity
+        return feed
+    if inst.is_index:
+        feed = build_feed(_tick(q), "index")
+        index = feed.fullFeed.indexFF
+        index.ltpc.cp = q.close
+        _day_ohlc(index.marketOHLC, q)
+        if mode == "full_d30":
+            feed.requestMode = _pb.full_d30
+        return feed
+    if mode == "option_greeks":
+        feed = build_feed(_tick(q), "option_greeks")
+        greeks = feed.firstLevelWithGreeks
+        greeks.ltpc.cp = q.close
+        greeks.ltpc.ltq = q.last_quantity
+        greeks.firstDepth.bidQ = q.bids[0].quantity if q.bids else 0
+        greeks.firstDepth.askQ = q.asks[0].quantity if q.asks else 0
+        greeks.oi = float(q.oi)
+        return feed
+    feed = build_feed(_tick(q), "full")
+    market = feed.fullFeed.marketFF
+    market.ltpc.cp = q.close
+    market.ltpc.ltq = q.last_quantity
+    levels = market.marketLevel.bidAskQuote
+    for i in range(max(len(q.bids), len(q.asks), 1)):
+        level = levels[i] if i < len(levels) else levels.add()
+        if i < len(q.bids):
+            level.bidP, level.bidQ = q.bids[i].price, q.bids[i].quantity
+        if i < len(q.asks):
+            level.askP, level.askQ = q.asks[i].price, q.asks[i].quantity
+    _day_ohlc(market.marketOHLC, q)
+    market.atp = q.average_price
+    market.tbq = float(q.buy_quantity)
+    market.tsq = float(q.sell_quantity)
+    market.oi = float(q.oi)
+    if mode == "full_d30":
+        feed.requestMode = _pb.full_d30
+    return feed
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def feed_frame(quotes: list[tuple[Quote, str]], *, initial: bool) -> bytes:
+    """One FeedResponse frame: a snapshot (``initial_feed``) or a ``live_feed`` of (quote, mode) pairs."""
+    feeds = {q.instrument.upstox_key: feed_message(q, mode) for q, mode in quotes}
+    return encode_feeds(feeds, feed_type="initial_feed" if initial else "live_feed", current_ts_ms=now_ms())
+
+
+def market_info_frame() -> bytes:
+    """The first frame on every feed connection: every segment open for trading."""
+    return encode_market_info_frame(dict.fromkeys(SEGMENTS, "NORMAL_OPEN"), current_ts_ms=now_ms())
