@@ -13,7 +13,7 @@ from pytestqt.qtbot import QtBot
 from tests.services.conftest import control
 from trailstop_gui.models.domain import Product, Side, Status, TrailRule
 from trailstop_gui.models.store import ProtectionStore
-from trailstop_gui.services.brokers.base import OrderType
+from trailstop_gui.services.brokers.base import OrderRequest, OrderType
 from trailstop_gui.services.brokers.feed_loop import Backoff
 from trailstop_gui.services.exit_executor import RetryPolicy
 from trailstop_gui.services.notifier import AlertKind
@@ -230,7 +230,7 @@ def test_position_closed_outside_the_app(rig: Rig) -> None:
     # The trader sells the position on the broker's own site.
     p = rig.store.get(pid)
     rig.session.broker.place_order(
-        __import__("trailstop_gui.services.brokers.base", fromlist=["OrderRequest"]).OrderRequest(
+        OrderRequest(
             symbol=p.symbol,
             exchange="NSE",
             instrument=p.engine_instrument,
@@ -244,3 +244,80 @@ def test_position_closed_outside_the_app(rig: Rig) -> None:
     rig.wait_status(pid, Status.CLOSED)
     assert rig.store.get(pid).reason == "external"
     assert rig.sim_orders(p.exit_tag) == []
+
+
+def test_token_expires_mid_session_then_new_login_resumes(rig: Rig) -> None:
+    rig.sim.set_price("NSE:INFY", 1500.0)
+    pid = enter(rig, Side.BUY, Product.CNC, TrailRule.percent(2.0))
+    control(rig.sim, "fault", {"fault": "expire_tokens", "broker": rig.broker})
+    wait_until(lambda: rig.session.state.value == "login needed", what="login needed", qtbot=rig.qtbot)
+    assert any(a.kind is AlertKind.LOGIN_NEEDED for a in rig.alerts)
+    assert rig.status(pid) is Status.OPEN  # kept, waiting for the new login
+    assert not rig.session.has_token()
+    # While logged out the price falls through the stop: nothing can be sent, nothing is lost.
+    rig.sim.set_price("NSE:INFY", 1450.0)
+    section = rig.sim.info[rig.broker]
+    rig.session.login_with_password(section["user_id"], section["password"])
+    # The feed is rebuilt with the new token; its snapshot tick fires the stop at once.
+    rig.wait_status(pid, Status.CLOSED, timeout=15)
+    assert len(rig.sim_orders(rig.store.get(pid).exit_tag)) == 1
+
+
+def test_pause_resume_modify_and_remove(rig: Rig) -> None:
+    rig.sim.set_price("NSE:INFY", 1500.0)
+    pid = enter(rig, Side.BUY, Product.CNC, TrailRule.percent(2.0))
+    feed = rig.session.feed
+    assert feed is not None
+    wait_until(lambda: feed.engine.is_armed(str(pid)), what="armed", qtbot=rig.qtbot)
+    rig.service.pause(pid)
+    wait_until(lambda: not feed.engine.is_armed(str(pid)), what="disarmed", qtbot=rig.qtbot)
+    rig.sim.set_price("NSE:INFY", 1400.0)  # through the stop while paused: no exit
+    rig.qtbot.wait(300)
+    assert rig.status(pid) is Status.OPEN and rig.sim_orders(rig.store.get(pid).exit_tag) == []
+    rig.sim.set_price("NSE:INFY", 1500.0)
+    rig.service.resume(pid)
+    wait_until(lambda: feed.engine.is_armed(str(pid)), what="re-armed", qtbot=rig.qtbot)
+    before = rig.store.get(pid).stop
+    rig.service.modify_rule(pid, TrailRule.points(5.0))
+    wait_until(lambda: feed.engine.stop(str(pid)) > (before or 0), what="a tighter stop", qtbot=rig.qtbot)
+    assert rig.store.get(pid).rule == TrailRule.points(5.0)
+    rig.service.remove(pid)
+    assert rig.status(pid) is Status.REMOVED
+    wait_until(lambda: not feed.engine.is_armed(str(pid)), what="removed from the engine", qtbot=rig.qtbot)
+
+
+def test_exit_now_and_exit_all(rig: Rig) -> None:
+    rig.sim.set_price("NSE:INFY", 1500.0)
+    rig.sim.set_price("NSE:TCS", 3500.0)
+    first = enter(rig, Side.BUY, Product.MIS, TrailRule.percent(2.0))
+    second = enter(rig, Side.SELL, Product.MIS, TrailRule.percent(2.0), symbol="NSE:TCS")
+    third = enter(rig, Side.BUY, Product.CNC, TrailRule.percent(2.0))
+    rig.service.exit_now(first)
+    rig.wait_status(first, Status.CLOSED)
+    assert rig.store.get(first).reason == "manual"
+    assert sorted(rig.service.exit_all()) == [second, third]
+    rig.wait_status(second, Status.CLOSED)
+    rig.wait_status(third, Status.CLOSED)
+    for pid in (first, second, third):
+        assert len(rig.sim_orders(rig.store.get(pid).exit_tag)) == 1
+
+
+def test_exit_never_flips_a_shrunk_position(rig: Rig) -> None:
+    rig.sim.set_price("NSE:INFY", 1500.0)
+    pid = enter(rig, Side.BUY, Product.MIS, TrailRule.percent(2.0))
+    p = rig.store.get(pid)
+    # The trader sells 2 of the 3 elsewhere; the exit must sell only the 1 left.
+    rig.session.broker.place_order(
+        OrderRequest(
+            symbol=p.symbol,
+            exchange="NSE",
+            instrument=p.engine_instrument,
+            side=Side.SELL,
+            quantity=2,
+            product=Product.MIS,
+        )
+    )
+    rig.sim.set_price("NSE:INFY", 1400.0)
+    rig.wait_status(pid, Status.CLOSED)
+    exits = rig.sim_orders(p.exit_tag)
+    assert [e["quantity"] for e in exits] == [1]

@@ -71,6 +71,8 @@ def order_log_entry(order: Order) -> dict[str, Any]:
     row["user_id"] = order.user_id
     row["instrument_key"] = order.instrument.upstox_key
     row["history"] = [state.status.value for state in order.history]
+    # Epoch seconds with microseconds: benchmarks time the path from a price push to the order's arrival.
+    row["received_at"] = order.placed_at.timestamp()
     return row
 
 

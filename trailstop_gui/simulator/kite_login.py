@@ -99,20 +99,9 @@ class KiteLogin:
         return ok(True)
 
 
-async def landing(request: web.Request) -> web.Response:
-    """Where the brokers redirect after a login: a page the user can close (the app reads the URL)."""
-    broker = html.escape(request.match_info["broker"])
-    body = (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Logged in</title></head>"
-        f"<body><p>{broker} login complete. You can close this window.</p></body></html>"
-    )
-    return web.Response(text=body, content_type="text/html")
-
-
 def register(app: web.Application, sim: Simulator) -> None:
     login = KiteLogin(sim)
     app.router.add_get(LOGIN_PATH, login.login_page)
     app.router.add_post(LOGIN_PATH, login.login_submit)
     app.router.add_post("/session/token", login.create_session)
     app.router.add_delete("/session/token", login.delete_session)
-    app.router.add_get("/redirect/{broker}", landing)

@@ -7,12 +7,13 @@ served at the root (``/orders``, ``/kite-ws``...), Upstox under ``/v2/`` and ``/
 from __future__ import annotations
 
 import asyncio
+import html
 import logging
 from collections.abc import Callable
 
 from aiohttp import web
 
-from trailstop_gui.simulator import control, kite
+from trailstop_gui.simulator import control, kite, upstox
 from trailstop_gui.simulator.core import Simulator
 from trailstop_gui.simulator.faults import HTTP_FAULT, SLOW, RequestFault
 from trailstop_gui.simulator.http_util import SIM_KEY, BrokerError, render_error
@@ -20,7 +21,7 @@ from trailstop_gui.simulator.http_util import SIM_KEY, BrokerError, render_error
 log = logging.getLogger(__name__)
 
 Facade = Callable[[web.Application, Simulator], None]
-FACADES: list[Facade] = [control.register, kite.register]
+FACADES: list[Facade] = [control.register, kite.register, upstox.register]
 UNFAULTED_PREFIXES = ("/_sim/", "/redirect/")
 
 
@@ -71,10 +72,21 @@ async def _faults(request: web.Request, handler: Callable[[web.Request], object]
     return response
 
 
+async def _landing(request: web.Request) -> web.Response:
+    """Where both brokers' logins redirect: a page the user can close (the app reads the URL itself)."""
+    broker = html.escape(request.match_info["broker"])
+    body = (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Logged in</title></head>"
+        f"<body><p>{broker} login complete. You can close this window.</p></body></html>"
+    )
+    return web.Response(text=body, content_type="text/html")
+
+
 def build_app(sim: Simulator) -> web.Application:
     """The application serving ``sim`` through every facade in :data:`FACADES`."""
     app = web.Application(middlewares=[_errors, _faults], client_max_size=1 << 20)
     app[SIM_KEY] = sim
+    app.router.add_get("/redirect/{broker}", _landing)
     for register in FACADES:
         register(app, sim)
 

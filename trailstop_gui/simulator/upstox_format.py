@@ -7,7 +7,9 @@ official SDK's models accept; statuses are Upstox's lower-case words.
 from __future__ import annotations
 
 import time
-from typing import Any, Final
+from datetime import datetime
+from datetime import time as dt_time
+from typing import Any, Final, cast
 
 from google.protobuf.message import Message
 from upstox_client.feeder.proto import MarketDataFeedV3_pb2
@@ -15,11 +17,21 @@ from upstox_client.feeder.proto import MarketDataFeedV3_pb2
 from trailstop_gui.models.domain import Tick
 from trailstop_gui.services.brokers.upstox_codec import build_feed, encode_feeds, encode_market_info_frame
 from trailstop_gui.simulator.core import UpstoxDemo
-from trailstop_gui.simulator.exchange import Holding, Order, OrderState, OrderStatus, Position, Trade, format_ist
+from trailstop_gui.simulator.exchange import (
+    IST,
+    Holding,
+    Order,
+    OrderState,
+    OrderStatus,
+    Position,
+    Trade,
+    format_ist,
+)
 from trailstop_gui.simulator.instruments import Instrument
 from trailstop_gui.simulator.market import Market, Quote
 
 _pb: Any = MarketDataFeedV3_pb2
+IST_OFFSET = 19800  # seconds east of UTC
 
 EXCHANGES: Final = ["NSE", "NFO", "BSE", "CDS", "BFO", "BCD"]
 PRODUCTS: Final = ["D", "I", "CO", "MTF"]
@@ -88,7 +100,7 @@ def order(o: Order, state: OrderState | None = None, product: str | None = None)
         "parent_order_id": None,
         "order_id": o.order_id,
         "variety": "AMO" if o.variety == "amo" else "SIMPLE",
-        "order_timestamp": format_ist(s.updated_at),
+        "order_timestamp": format_ist(o.placed_at),
         "exchange_timestamp": format_ist(exchange_time),
         "is_amo": o.variety == "amo",
         "order_request_id": "1",
@@ -196,6 +208,32 @@ def holding(h: Holding, market: Market) -> dict[str, Any]:
     }
 
 
+def master_row(inst: Instrument) -> dict[str, Any]:
+    """One row of the instrument master (``complete.json.gz``); tick sizes in paise, as Upstox gives them."""
+    expiry = None
+    if inst.expiry is not None:
+        # Upstox gives the expiry as epoch milliseconds of the expiry day's end in India.
+        day_end = datetime.combine(inst.expiry, dt_time(23, 59, 59), IST)
+        expiry = int(day_end.timestamp()) * 1000
+    row: dict[str, Any] = {
+        "segment": inst.upstox_segment,
+        "name": inst.name,
+        "exchange": "NSE",
+        "isin": inst.isin or None,
+        "instrument_type": "INDEX" if inst.is_index else inst.instrument_type,
+        "instrument_key": inst.upstox_key,
+        "lot_size": inst.lot_size,
+        "freeze_quantity": float(inst.freeze_quantity),
+        "exchange_token": str(inst.exchange_token),
+        "tick_size": round(inst.tick_size * 100, 4),
+        "trading_symbol": inst.upstox_key.split("|", 1)[1] if inst.is_index else inst.tradingsymbol,
+        "short_name": inst.name,
+        "expiry": expiry,
+        "strike_price": inst.strike if inst.instrument_type in ("CE", "PE") else None,
+    }
+    return {k: v for k, v in row.items() if v is not None}
+
+
 def ltp(q: Quote) -> dict[str, Any]:
     return {"last_price": q.ltp, "instrument_token": q.instrument.upstox_key}
 
@@ -242,7 +280,7 @@ def _day_ohlc(feed_ohlc: Any, q: Quote) -> None:
     day.interval = "1d"
     day.open, day.high, day.low, day.close = q.open, q.high, q.low, q.ltp
     day.vol = q.volume
-    day.ts = q.timestamp * 1000
+    day.ts = (q.timestamp - (q.timestamp + IST_OFFSET) % 86400) * 1000  # the candle's start: midnight IST
 
 
 def feed_message(q: Quote, mode: str) -> Message:
@@ -257,7 +295,7 @@ def feed_message(q: Quote, mode: str) -> Message:
         feed: Any = build_feed(_tick(q), "ltpc")
         feed.ltpc.cp = q.close
         feed.ltpc.ltq = q.last_quantity
-        return feed
+        return cast(Message, feed)
     if inst.is_index:
         feed = build_feed(_tick(q), "index")
         index = feed.fullFeed.indexFF
@@ -265,7 +303,7 @@ def feed_message(q: Quote, mode: str) -> Message:
         _day_ohlc(index.marketOHLC, q)
         if mode == "full_d30":
             feed.requestMode = _pb.full_d30
-        return feed
+        return cast(Message, feed)
     if mode == "option_greeks":
         feed = build_feed(_tick(q), "option_greeks")
         greeks = feed.firstLevelWithGreeks
@@ -274,7 +312,7 @@ def feed_message(q: Quote, mode: str) -> Message:
         greeks.firstDepth.bidQ = q.bids[0].quantity if q.bids else 0
         greeks.firstDepth.askQ = q.asks[0].quantity if q.asks else 0
         greeks.oi = float(q.oi)
-        return feed
+        return cast(Message, feed)
     feed = build_feed(_tick(q), "full")
     market = feed.fullFeed.marketFF
     market.ltpc.cp = q.close
@@ -293,7 +331,7 @@ def feed_message(q: Quote, mode: str) -> Message:
     market.oi = float(q.oi)
     if mode == "full_d30":
         feed.requestMode = _pb.full_d30
-    return feed
+    return cast(Message, feed)
 
 
 def now_ms() -> int:

@@ -1,0 +1,152 @@
+"""Tick-to-exit latency through the simulator on loopback, with every other instrument ticking meanwhile.
+
+From the moment a price through the stop is pushed to the simulator's control API until the simulator
+receives the exit order (its own receive timestamp). The simulator runs in another process, as a broker
+would; the app side is the real ProtectionService: feed thread, engine, durable TRIGGERED, executor,
+live-quantity check, and the order call.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+ROUNDS = 90
+SYMBOL = "NSE:INFY"
+
+
+def start_sim() -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.sim_server", "--tick-interval", "0.02"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    info: dict[str, Any] = json.loads(proc.stdout.readline())
+    return proc, info
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def main() -> None:
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from PySide6.QtCore import QCoreApplication
+
+    from trailstop_gui.models.domain import Product, Side, Status, TrailRule
+    from trailstop_gui.models.store import ProtectionStore
+    from trailstop_gui.services.brokers.base import OrderRequest
+    from trailstop_gui.services.brokers.kite import KiteBroker
+    from trailstop_gui.services.protection_service import ProtectionService
+    from trailstop_gui.services.secrets import SecretStore
+    from trailstop_gui.services.session import AccountSession, Endpoints
+
+    app = QCoreApplication.instance() or QCoreApplication([])
+    proc, info = start_sim()
+    folder = tempfile.TemporaryDirectory()
+    store = ProtectionStore(Path(folder.name) / "bench.db")
+    kite = info["kite"]
+    http = requests.Session()
+
+    def control(path: str, body: dict[str, Any] | None = None) -> Any:
+        url = f"{info['http']}/_sim/{path}"
+        r = http.post(url, json=body, timeout=5) if body is not None else http.get(url, timeout=5)
+        r.raise_for_status()
+        return r.json()
+
+    def pump(until: Any, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not until():
+            if time.monotonic() > deadline:
+                raise TimeoutError("benchmark step timed out")
+            app.processEvents()
+            time.sleep(0.002)
+
+    try:
+        account = store.add_account(
+            "kite", "bench", user_id=kite["user_id"], api_key=kite["api_key"], api_root=info["http"]
+        )
+        secrets = SecretStore()
+        secrets.set(account.id, "api_secret", kite["api_secret"])
+        session = AccountSession(account, secrets, Endpoints.for_simulator(info, "kite"))
+        session.login_with_password(kite["user_id"], kite["password"])
+        service = ProtectionService(store)
+        service.add_session(session)
+        service.start()
+        feed = session.feed
+        assert feed is not None
+        instruments = [i for i in control("instruments") if i.get("tradable") and i["symbol"] != SYMBOL]
+        # Every other instrument is watched too (a wide CNC protection each), so its ticks go through
+        # decode and the engine while we measure.
+        for inst in instruments:
+            tick = float(inst["tick_size"])
+            service.store.create_protection(
+                account_id=account.id,
+                broker="kite",
+                instrument=inst["kite_token"],
+                symbol=inst["tradingsymbol"],
+                exchange=inst["exchange"],
+                side=Side.BUY,
+                product=Product.CNC,
+                quantity=1,
+                filled_quantity=1,
+                tick_size=tick,
+                rule=TrailRule.percent(50.0),
+                entry_price=1.0,
+                status=Status.OPEN,
+            )
+        feed.arm(store.protections([Status.OPEN], account.id))
+        pump(lambda: len(feed.engine) >= len(instruments))
+        ticks_before = feed.ticks
+        samples: list[float] = []
+        # The trader's own entries go through a separate client (as from the broker's site), so the app's
+        # order limiter (200/min) is spent on the exits being measured only.
+        trader = KiteBroker(kite["api_key"], access_token=session.token(), root=info["http"])
+        for _ in range(ROUNDS):
+            time.sleep(0.6)  # two orders a round: stay under the broker's 10/s and 200/min per user
+            control("price", {"symbol": SYMBOL, "ltp": 1500.0, "bid": 1499.95, "ask": 1500.05})
+            trader.place_order(
+                OrderRequest(symbol="INFY", exchange="NSE", side=Side.BUY, quantity=1, product=Product.MIS)
+            )
+            position = next(p for p in trader.positions() if p.symbol == "INFY" and p.quantity > 0)
+            protection = service.adopt(account.id, position, TrailRule.percent(10.0))
+            key, tag, pid = str(protection.id), protection.exit_tag, protection.id
+            pump(lambda key=key: feed.engine.is_armed(key))
+            pushed_at = time.time()
+            control("price", {"symbol": SYMBOL, "ltp": 1300.0, "bid": 1299.95, "ask": 1300.05})
+            # Wait on our own database, not by polling the simulator, which would steal its CPU.
+            pump(lambda pid=pid: store.get(pid).status in (Status.EXITING, Status.CLOSED))
+            exit_order = next(o for o in control("orders") if o.get("tag") == tag)
+            samples.append((exit_order["received_at"] - pushed_at) * 1000)
+            pump(lambda pid=pid: store.get(pid).status is Status.CLOSED)
+        background = feed.ticks - ticks_before
+        service.shutdown()
+        print(
+            f"tick-to-exit: p50 {statistics.median(samples):.1f} ms, p99 {percentile(samples, 99):.1f} ms "
+            f"(max {max(samples):.1f} ms; {ROUNDS} exits; {len(instruments)} other instruments ticking, "
+            f"{background} background ticks processed)",
+            flush=True,
+        )
+    finally:
+        store.close()
+        proc.terminate()
+        proc.wait(10)
+        folder.cleanup()
+    # PySide6 can crash while the interpreter tears its objects down after threads have run; the figure is
+    # printed, so leave without the teardown.
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
