@@ -1,7 +1,8 @@
 """Tick-to-exit latency through the simulator on loopback, with every other instrument ticking meanwhile.
 
-From the moment a price through the stop is pushed to the simulator's control API until the simulator
-receives the exit order (its own receive timestamp). The simulator runs in another process, as a broker
+From the moment the simulator pushes a price through the stop to its feeds until it receives the exit order:
+both timestamps are the simulator's own clock (``pushed_at`` of ``POST /_sim/price``, ``received_at`` of
+the order log). The simulator runs in another process, as a broker
 would; the app side is the real ProtectionService: feed thread, engine, durable TRIGGERED, executor,
 live-quantity check, and the order call.
 """
@@ -26,7 +27,7 @@ SYMBOL = "NSE:INFY"
 
 def start_sim() -> tuple[subprocess.Popen[str], dict[str, Any]]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.sim_server", "--tick-interval", "0.02"],
+        [sys.executable, "-m", "bench.sim_server", "--tick-interval", "0.1"],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -123,8 +124,9 @@ def main() -> None:
             protection = service.adopt(account.id, position, TrailRule.percent(10.0))
             key, tag, pid = str(protection.id), protection.exit_tag, protection.id
             pump(lambda key=key: feed.engine.is_armed(key))
-            pushed_at = time.time()
-            control("price", {"symbol": SYMBOL, "ltp": 1300.0, "bid": 1299.95, "ask": 1300.05})
+            pushed_at = control("price", {"symbol": SYMBOL, "ltp": 1300.0, "bid": 1299.95, "ask": 1300.05})[
+                "pushed_at"
+            ]
             # Wait on our own database, not by polling the simulator, which would steal its CPU.
             pump(lambda pid=pid: store.get(pid).status in (Status.EXITING, Status.CLOSED))
             exit_order = next(o for o in control("orders") if o.get("tag") == tag)

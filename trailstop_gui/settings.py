@@ -55,6 +55,8 @@ class Settings:
     # Kite's market_protection for MARKET/SL-M exits: -1 lets the broker choose, 1-100 is a percent cap.
     market_protection: int = -1
     theme: str = "system"
+    notifications: bool = True  # desktop notifications for stops, exits, feed and login problems
+    sound: bool = True  # a sound with the notifications that need attention
 
     def __post_init__(self) -> None:
         TrailRule(
@@ -68,7 +70,7 @@ class Settings:
             raise ValueError(f"market protection: -1 (automatic) or 1 to 100, got {self.market_protection!r}")
         if self.theme not in ("system", "light", "dark"):
             raise ValueError(f"theme: system, light or dark, got {self.theme!r}")
-        for name in ("confirm_orders", "confirm_exit_all", "close_to_tray"):
+        for name in ("confirm_orders", "confirm_exit_all", "close_to_tray", "notifications", "sound"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name.replace('_', ' ')}: must be true or false")
 

@@ -34,7 +34,9 @@ def store(tmp_path: Path) -> Iterator[ProtectionStore]:
     s.close()
 
 
-def sim_session(sim: SimulatorHandle, store: ProtectionStore, broker: str, login: bool = True) -> AccountSession:
+def sim_session(
+    sim: SimulatorHandle, store: ProtectionStore, broker: str, login: bool = True
+) -> AccountSession:
     section = sim.info[broker]
     account = store.add_account(
         broker,
@@ -45,7 +47,9 @@ def sim_session(sim: SimulatorHandle, store: ProtectionStore, broker: str, login
         api_root=sim.url,
     )
     secrets = SecretStore()
-    secrets.set(account.id, "api_secret", section["api_secret"] if broker == "kite" else section["client_secret"])
+    secrets.set(
+        account.id, "api_secret", section["api_secret"] if broker == "kite" else section["client_secret"]
+    )
     session = AccountSession(account, secrets, Endpoints.for_simulator(sim.info, broker))
     if login:
         session.login_with_password(section["user_id"], section["password"])
@@ -133,7 +137,9 @@ def test_real_account_uses_the_broker_and_a_bad_download_keeps_the_old_master(
     assert store.instrument_count("kite") == 1
 
 
-def test_last_price_arrives_as_a_signal(qtbot: QtBot, simulator: SimulatorHandle, store: ProtectionStore) -> None:
+def test_last_price_arrives_as_a_signal(
+    qtbot: QtBot, simulator: SimulatorHandle, store: ProtectionStore
+) -> None:
     service = InstrumentService(store, today=Clock())
     session = sim_session(simulator, store, "kite")
     service.download(session)

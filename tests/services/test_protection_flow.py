@@ -22,7 +22,7 @@ from trailstop_gui.services.secrets import SecretStore
 from trailstop_gui.services.session import AccountSession, Endpoints
 from trailstop_gui.simulator.runner import SimulatorHandle
 
-BROKERS = ["kite"]
+BROKERS = ["kite", "upstox"]
 
 
 def wait_until(predicate, timeout: float = 10.0, what: str = "condition", qtbot: QtBot | None = None) -> None:  # type: ignore[no-untyped-def]
@@ -70,6 +70,11 @@ class Rig:
         self.service.notifier.alerted.connect(self.alerts.append)
         self.service.add_session(self.session)
         self.service.start()
+
+    @property
+    def order_path(self) -> str:
+        """Where this broker's order placement is served, for path-scoped faults."""
+        return "/orders" if self.broker == "kite" else "/v3/order/place"
 
     @property
     def account_id(self) -> int:
@@ -172,8 +177,11 @@ def test_place_fill_trail_trigger_exit(rig: Rig, side: Side, product: Product, r
         # A MARKET exit with automatic market protection, which Kite reports as a protected LIMIT.
         assert exits[0]["market_protection"] == -1
     assert done.exit_price == pytest.approx(exits[0]["average_price"])
-    kinds = {a.kind for a in rig.alerts}
-    assert {AlertKind.STOP_TRIGGERED, AlertKind.EXIT_FILLED} <= kinds
+    # Alerts reach the GUI thread through queued signals, just after the state is stored.
+    rig.qtbot.waitUntil(
+        lambda: {AlertKind.STOP_TRIGGERED, AlertKind.EXIT_FILLED} <= {a.kind for a in rig.alerts},
+        timeout=3000,
+    )
     journal = [(e.old, e.new) for e in rig.store.events(protection_id=pid, kinds=["transition"])]
     assert journal == [
         ("PENDING", "OPEN"),
@@ -189,7 +197,7 @@ def test_rejected_exit_fails_alerts_and_retry_works(rig: Rig) -> None:
     control(rig.sim, "fault", {"fault": "reject_orders", "count": 1, "reason": "RMS: blocked for the test"})
     rig.sim.set_price("NSE:INFY", 1400.0)
     rig.wait_status(pid, Status.EXIT_FAILED)
-    assert any(a.kind is AlertKind.EXIT_FAILED for a in rig.alerts)
+    rig.qtbot.waitUntil(lambda: any(a.kind is AlertKind.EXIT_FAILED for a in rig.alerts), timeout=3000)
     rig.service.retry_exit(pid)
     rig.wait_status(pid, Status.CLOSED)
     tag = rig.store.get(pid).exit_tag
@@ -204,7 +212,7 @@ def test_exit_retried_through_errors_exactly_once(rig: Rig, status: int) -> None
     control(
         rig.sim,
         "fault",
-        {"fault": "http_error", "status": status, "count": 2, "path": "/orders", "method": "POST"},
+        {"fault": "http_error", "status": status, "count": 2, "path": rig.order_path, "method": "POST"},
     )
     rig.sim.set_price("NSE:INFY", 1400.0)
     rig.wait_status(pid, Status.CLOSED)
@@ -217,7 +225,9 @@ def test_exit_that_timed_out_but_was_placed_is_not_sent_twice(rig: Rig) -> None:
     # The order is carried out, then the answer comes too late: the client times out (7 s) and must
     # find the order by its tag instead of sending another.
     control(
-        rig.sim, "fault", {"fault": "slow", "seconds": 8, "count": 1, "path": "/orders", "method": "POST"}
+        rig.sim,
+        "fault",
+        {"fault": "slow", "seconds": 8, "count": 1, "path": rig.order_path, "method": "POST"},
     )
     rig.sim.set_price("NSE:INFY", 1400.0)
     rig.wait_status(pid, Status.CLOSED, timeout=20)
@@ -251,7 +261,7 @@ def test_token_expires_mid_session_then_new_login_resumes(rig: Rig) -> None:
     pid = enter(rig, Side.BUY, Product.CNC, TrailRule.percent(2.0))
     control(rig.sim, "fault", {"fault": "expire_tokens", "broker": rig.broker})
     wait_until(lambda: rig.session.state.value == "login needed", what="login needed", qtbot=rig.qtbot)
-    assert any(a.kind is AlertKind.LOGIN_NEEDED for a in rig.alerts)
+    rig.qtbot.waitUntil(lambda: any(a.kind is AlertKind.LOGIN_NEEDED for a in rig.alerts), timeout=3000)
     assert rig.status(pid) is Status.OPEN  # kept, waiting for the new login
     assert not rig.session.has_token()
     # While logged out the price falls through the stop: nothing can be sent, nothing is lost.

@@ -62,18 +62,47 @@ class ExitSignals(QObject):
     job_finished = Signal(int)  # protection id
 
 
+class TriggerGate:
+    """Lets an exit job read the live position while the trigger is still being committed.
+
+    The job may fetch positions at once, but it places nothing until ``open()``: TRIGGERED must be on disk
+    first. ``close()`` (the commit failed: another thread got there first) ends the job without an order.
+    """
+
+    def __init__(self, protection: Protection) -> None:
+        self.protection = protection
+        self._event = threading.Event()
+        self.committed = False
+
+    def open(self) -> None:
+        self.committed = True
+        self._event.set()
+
+    def close(self) -> None:
+        self._event.set()
+
+    def wait(self, timeout: float = 10.0) -> bool:
+        return self._event.wait(timeout) and self.committed
+
+
 class _ExitJob(QRunnable):
-    def __init__(self, executor: ExitExecutor, protection_id: int, recover: bool) -> None:
+    def __init__(
+        self, executor: ExitExecutor, protection_id: int, recover: bool, gate: TriggerGate | None
+    ) -> None:
         super().__init__()
         self.setAutoDelete(True)
         self.executor = executor
         self.protection_id = protection_id
         self.recover = recover
+        self.gate = gate
 
     def run(self) -> None:
         # Runnables catch their own exceptions: nothing may die silently in a pool.
         try:
-            self.executor._run_job(self.protection_id, self.recover)
+            if self.gate is not None:
+                self.executor._run_gated_job(self.gate)
+            else:
+                self.executor._run_job(self.protection_id, self.recover)
         except Exception as exc:
             log.exception("protection %s: exit job crashed", self.protection_id)
             self.executor.signals.exit_failed.emit(self.protection_id, f"internal error: {exc}")
@@ -120,8 +149,22 @@ class ExitExecutor:
             if protection_id in self._in_flight:
                 return False
             self._in_flight.add(protection_id)
-        self.pool.start(_ExitJob(self, protection_id, recover))
+        self.pool.start(_ExitJob(self, protection_id, recover, None))
         return True
+
+    def submit_gated(self, protection: Protection) -> TriggerGate | None:
+        """Start the exit of a protection whose TRIGGERED is being committed right now (the tick path).
+
+        The job reads the live position while the caller commits; it places the order only after the
+        caller's ``gate.open()``. Returns None when a job for it is already running.
+        """
+        gate = TriggerGate(protection)
+        with self._lock:
+            if protection.id in self._in_flight:
+                return None
+            self._in_flight.add(protection.id)
+        self.pool.start(_ExitJob(self, protection.id, False, gate))
+        return gate
 
     def retry(self, protection_id: int) -> bool:
         """The trader's retry of an EXIT_FAILED protection: back to TRIGGERED, then the usual path."""
@@ -183,6 +226,35 @@ class ExitExecutor:
             self.store.journal("exit_waiting_login", protection_id=pid, message=str(exc))
             self.signals.login_needed.emit(p.account_id)
 
+    def _run_gated_job(self, gate: TriggerGate) -> None:
+        p = gate.protection
+        broker = self.broker_for(p.account_id)
+        try:
+            live = self._live_quantity(p, broker) if broker is not None else None
+            if not gate.wait():
+                return  # the trigger was not committed: someone else owns this exit
+            p = self.store.get(p.id)
+            if broker is None or live is None:
+                self.signals.login_needed.emit(p.account_id)
+                return
+            if p.status is not Status.TRIGGERED:
+                return
+            self._place(p, broker, live)
+        except TemporaryError as exc:
+            gate.wait()
+            if gate.committed:
+                self._fail(p.id, f"the broker could not be reached: {exc}")
+        except AuthError as exc:
+            log.warning("protection %s: exit waits for a new login (%s)", p.id, exc)
+            if gate.wait() and gate.committed:
+                self.store.journal("exit_waiting_login", protection_id=p.id, message=str(exc))
+            self.signals.login_needed.emit(p.account_id)
+
+    def _live_quantity(self, p: Protection, broker: Broker) -> int:
+        positions = self._call(p, broker.positions, "read positions")
+        holdings = self._call(p, broker.holdings, "read holdings") if p.product.value == "CNC" else []
+        return open_quantity(p, positions, holdings, broker.capabilities)
+
     def _adopt_existing(self, p: Protection, broker: Broker) -> bool:
         """After a crash or an ambiguous failure: is an exit with our tag already at the broker?"""
         existing = self._call(p, lambda: broker.find_order_by_tag(p.exit_tag), "look up the exit tag")
@@ -195,10 +267,9 @@ class ExitExecutor:
         self._watch_fill(p, broker, existing.order_id, known=existing)
         return True
 
-    def _place(self, p: Protection, broker: Broker) -> None:
-        positions = self._call(p, broker.positions, "read positions")
-        holdings = self._call(p, broker.holdings, "read holdings") if p.product.value == "CNC" else []
-        live = open_quantity(p, positions, holdings, broker.capabilities)
+    def _place(self, p: Protection, broker: Broker, live: int | None = None) -> None:
+        if live is None:
+            live = self._live_quantity(p, broker)
         quantity = min(p.filled_quantity or p.quantity, live)
         if quantity <= 0:
             self.store.transition(p.id, Status.CLOSED, reason="external", price=None)

@@ -84,6 +84,8 @@ class ProtectionService(QObject):
     """Every trader action and every automatic reaction, for all accounts."""
 
     protection_changed = Signal(int)  # protection id: re-read it from the store
+    # {"account_id": int, "quotes": {instrument: Quote}, "stops": {protection id: stop}}; <= 10 Hz a feed
+    snapshot_ready = Signal(object)
     action_failed = Signal(str, str)  # what, why (for a message box)
     session_state_changed = Signal(int, str)
 
@@ -165,6 +167,7 @@ class ProtectionService(QObject):
             on_order_update=lambda update: self._on_order_update(account_id, update),
             on_connected=lambda _reconnect: self.reconcile(account_id),
         )
+        feed.snapshot_ready.connect(lambda snap: self.snapshot_ready.emit(dict(snap, account_id=account_id)))
         feed.arm(
             p for p in self.store.protections([Status.OPEN], account_id) if not p.paused and p.entry_price
         )
@@ -221,6 +224,9 @@ class ProtectionService(QObject):
     # ----------------------------------------------------------------- the tick path (feed thread)
 
     def _on_trigger(self, pid: int, event: StopTriggered) -> None:
+        # The exit job starts reading the live position while TRIGGERED is committed here; it sends nothing
+        # until the commit is done (gate.open), so the durable-before-act rule holds at no latency cost.
+        gate = self.executor.submit_gated(self.store.get(pid))
         try:
             p = self.store.transition(
                 pid,
@@ -231,9 +237,18 @@ class ProtectionService(QObject):
                 stop=event.stop,
             )
         except (ConcurrentTransition, IllegalTransition) as exc:
+            if gate is not None:
+                gate.close()
             log.info("protection %s: trigger ignored (%s)", pid, exc)
             return
-        self.executor.submit(pid)
+        except Exception:
+            if gate is not None:
+                gate.close()
+            raise
+        if gate is not None:
+            gate.open()
+        else:
+            self.executor.submit(pid)
         what = "Target reached" if event.reason == "target" else "Stop triggered"
         self.notifier.notify(
             Alert(

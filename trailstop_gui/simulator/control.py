@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from aiohttp import web
@@ -110,11 +111,13 @@ class Control:
         inst = self._instrument(body.get("symbol"))
         if inst.is_index and (body.get("bid") is not None or body.get("ask") is not None):
             raise bad_request("an index has no bid or ask")
+        pushed_at = time.time()
         try:
             quote = self.sim.set_price(inst, body.get("ltp"), body.get("bid"), body.get("ask"))  # type: ignore[arg-type]
         except PriceError as exc:
             raise bad_request(str(exc)) from None
-        return web.json_response(quote_dict(quote))
+        # When the tick went out to the feeds (epoch seconds), for latency benchmarks; see received_at.
+        return web.json_response(dict(quote_dict(quote), pushed_at=pushed_at))
 
     async def auto(self, request: web.Request) -> web.Response:
         body = await self._body(request)

@@ -1,71 +1,573 @@
-"""The main window. For now it shows the stored protections; the full trading views come next."""
+"""The main window: accounts, order entry, live positions with their chart and journal, and the tray.
+
+The window only shows state and forwards the trader's decisions to the ProtectionService. It is never on
+the path from a tick to an exit: closing it, or keeping it busy, changes nothing about when a stop fires.
+"""
 
 from __future__ import annotations
 
-from PySide6.QtCore import QByteArray, QSettings, Qt
-from PySide6.QtGui import QCloseEvent
+import logging
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from PySide6.QtCore import QByteArray, QEvent, QSettings, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import (
-    QHeaderView,
+    QApplication,
+    QHBoxLayout,
     QLabel,
     QMainWindow,
-    QTableWidget,
-    QTableWidgetItem,
+    QMessageBox,
+    QPushButton,
+    QSplitter,
+    QToolBar,
     QVBoxLayout,
     QWidget,
 )
 
-from trailstop_gui.models.domain import Protection
+from trailstop_gui import __version__
+from trailstop_gui.models.domain import Status
+from trailstop_gui.models.store import ProtectionStore
+from trailstop_gui.services.notifier import Alert, AlertKind, Notifier
+from trailstop_gui.services.protection_service import ProtectionService
+from trailstop_gui.settings import load_settings
+from trailstop_gui.views import theme
+from trailstop_gui.views.account_bar import AccountBar
+from trailstop_gui.views.detail_pane import ChartHistory, DetailPane
+from trailstop_gui.views.journal_view import JournalView
+from trailstop_gui.views.positions_model import RowState
+from trailstop_gui.views.positions_view import PositionsView, ask_confirmation
+from trailstop_gui.views.tray import TrayController
 
-COLUMNS = ("Symbol", "Side", "Qty", "Product", "Entry", "Stop", "Rule", "Status")
+log = logging.getLogger("trailstop.views")
+
+STALE_TICK_S = 10.0
+SETTINGS_PREFIX = "main_window/"
+CLOSE_HINT_KEY = "tray/close_hint_shown"
+
+ConfirmFn = Callable[[str, str, str], bool]
 
 
 class MainWindow(QMainWindow):
-    """Top-level window: remembers its geometry, lists the protections it was given."""
+    """Top-level window; remembers its geometry and splitters, follows the system's colour scheme."""
 
-    def __init__(self, protections: list[Protection], data_location: str) -> None:
-        super().__init__()
+    accounts_requested = Signal()
+    login_requested = Signal(int)  # account id
+    settings_requested = Signal()
+    quit_requested = Signal()  # the trader confirmed Quit: the application should shut down
+
+    def __init__(
+        self,
+        service: ProtectionService,
+        store: ProtectionStore,
+        notifier: Notifier,
+        data_location: str,
+        *,
+        settings: QSettings | None = None,
+        tray: TrayController | None = None,
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.service = service
+        self.store = store
+        self.notifier = notifier
+        self.data_location = data_location
+        self.qsettings = settings if settings is not None else QSettings()
+        self.confirm: ConfirmFn = lambda title, text, accept: ask_confirmation(self, title, text, accept)
+        self._quitting = False
+        self._applied_dark: bool | None = None
+        self._journal: JournalView | None = None
+        self._banner_account: int | None = None
+        self.order_entry: QWidget | None = None
         self.setWindowTitle("TrailStop")
-        self.setMinimumSize(720, 420)
+        self.setWindowIcon(theme.app_icon())
+        self.setObjectName("mainWindow")
+        self.setMinimumSize(900, 560)
+
+        # ----------------------------------------------------------------- the parts
+        self.account_bar = AccountBar(self)
+        self.account_bar.login_requested.connect(self.login_requested)
+        self.account_bar.accounts_requested.connect(self.accounts_requested)
+        self.account_bar.set_sessions(list(service.sessions.values()))
+
+        self.banner = QWidget(self)
+        self.banner.setObjectName("alertBanner")
+        self.banner.setAutoFillBackground(True)
+        self.banner_text = QLabel(self.banner)
+        self.banner_text.setWordWrap(True)
+        self.banner_login = QPushButton("Log in…", self.banner)
+        self.banner_login.clicked.connect(self._on_banner_login)
+        self.banner_dismiss = QPushButton("Dismiss", self.banner)
+        self.banner_dismiss.clicked.connect(self.banner.hide)
+        banner_layout = QHBoxLayout(self.banner)
+        banner_layout.setContentsMargins(10, 6, 10, 6)
+        banner_layout.addWidget(self.banner_text, 1)
+        banner_layout.addWidget(self.banner_login)
+        banner_layout.addWidget(self.banner_dismiss)
+        self.banner.hide()
+
+        self.order_area = QWidget(self)
+        self.order_area.setObjectName("orderArea")
+        self.order_area.setMinimumWidth(260)
+        self._order_layout = QVBoxLayout(self.order_area)
+        self._order_layout.setContentsMargins(0, 0, 0, 0)
+        self.order_area.hide()  # until the order panel is set: no empty column
+
+        self.positions = PositionsView(service, store, self)
+        self.model = self.positions.model
+        self.history = ChartHistory()
+        self.detail = DetailPane(store, self.model, self.history, self)
+
+        self.right_splitter = QSplitter(Qt.Orientation.Vertical, self)
+        self.right_splitter.setObjectName("rightSplitter")
+        self.right_splitter.addWidget(self.positions)
+        self.right_splitter.addWidget(self.detail)
+        self.right_splitter.setStretchFactor(0, 3)
+        self.right_splitter.setStretchFactor(1, 2)
+        self.right_splitter.setChildrenCollapsible(False)
+        self.splitter = QSplitter(Qt.Orientation.Horizontal, self)
+        self.splitter.setObjectName("mainSplitter")
+        self.splitter.addWidget(self.order_area)
+        self.splitter.addWidget(self.right_splitter)
+        self.splitter.setStretchFactor(0, 0)
+        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setChildrenCollapsible(False)
+
         central = QWidget(self)
         layout = QVBoxLayout(central)
-        heading = QLabel("<b>Protected positions</b>", central)
-        layout.addWidget(heading)
-        # A snapshot table is enough until the live positions model lands; it never updates per tick.
-        self.table = QTableWidget(len(protections), len(COLUMNS), central)
-        self.table.setHorizontalHeaderLabels(COLUMNS)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
-        self.table.verticalHeader().setVisible(False)
-        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
-        for row, p in enumerate(protections):
-            values = (
-                p.symbol,
-                "Long" if p.side.is_long else "Short",
-                str(p.filled_quantity or p.quantity),
-                p.product.value,
-                "" if p.entry_price is None else f"{p.entry_price:.2f}",
-                "" if p.stop is None else f"{p.stop:.2f}",
-                p.rule.describe(),
-                p.status.value,
-            )
-            for column, text in enumerate(values):
-                item = QTableWidgetItem(text)
-                if column in (2, 4, 5):
-                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-                self.table.setItem(row, column, item)
-        layout.addWidget(self.table)
-        if not protections:
-            layout.addWidget(QLabel("No protections yet.", central))
+        layout.setContentsMargins(6, 0, 6, 4)
+        layout.setSpacing(4)
+        layout.addWidget(self.account_bar)
+        layout.addWidget(self.banner)
+        layout.addWidget(self.splitter, 1)
         self.setCentralWidget(central)
-        self.statusBar().showMessage(f"Data: {data_location}")
-        self._restore_geometry()
 
-    def _restore_geometry(self) -> None:
-        saved = QSettings().value("main_window/geometry")
-        if isinstance(saved, QByteArray) and not saved.isEmpty():
-            self.restoreGeometry(saved)
+        self.tray = tray if tray is not None else TrayController(notifier, self)
+        self.tray.show_requested.connect(self.show_and_raise)
+        self.tray.quit_requested.connect(self.request_quit)
+
+        self._build_actions()
+        self._build_status_bar()
+
+        # ----------------------------------------------------------------- wiring
+        service.snapshot_ready.connect(self._on_snapshot_ready)
+        service.protection_changed.connect(self._on_protection_changed)
+        service.session_state_changed.connect(self._on_session_state_changed)
+        service.action_failed.connect(self._on_action_failed)
+        notifier.alerted.connect(self._on_alerted)
+        self.positions.selection_changed.connect(self.detail.show_protection)
+        self.positions.message_posted.connect(lambda text: self.statusBar().showMessage(text, 8000))
+        self.positions.action_failed.connect(self._on_action_failed)
+        self.account_bar.states_changed.connect(self._update_attention)
+        hints = QGuiApplication.styleHints()
+        hints.colorSchemeChanged.connect(self._on_color_scheme_changed)
+
+        self.setTabOrder(self.positions.table, self.positions.unprotected_table)
+        self.setTabOrder(self.positions.unprotected_table, self.detail.journal)
+        self._apply_colors()
+        self._update_counts()
+        self._update_attention()
+        self._restore_state()
+
+    # ----------------------------------------------------------------- building
+
+    def _build_actions(self) -> None:
+        def action(
+            text: str,
+            shortcut: QKeySequence | QKeySequence.StandardKey | str | None,
+            tip: str,
+            slot: Callable[[], Any],
+        ) -> QAction:
+            act = QAction(text, self)
+            if shortcut is not None:
+                act.setShortcut(QKeySequence(shortcut))
+            act.setStatusTip(tip)
+            act.setToolTip(tip + (f" ({act.shortcut().toString()})" if shortcut is not None else ""))
+            act.triggered.connect(slot)
+            return act
+
+        self.act_exit_all = action(
+            "E&xit all…", "Ctrl+Shift+X", "Send market exits for every armed position", self.exit_all
+        )
+        self.act_journal = action("&Journal", "Ctrl+J", "Every event of every protection", self.open_journal)
+        self.act_accounts = action(
+            "&Accounts…",
+            "Ctrl+Shift+A",
+            "Add, edit or log in to broker accounts",
+            self.accounts_requested.emit,
+        )
+        self.act_settings = action(
+            "&Settings…",
+            QKeySequence.StandardKey.Preferences,
+            "Defaults, notifications",
+            self.settings_requested.emit,
+        )
+        if self.act_settings.shortcut().isEmpty():
+            self.act_settings.setShortcut(QKeySequence("Ctrl+,"))
+        self.act_close = action(
+            "&Close window", QKeySequence.StandardKey.Close, "Hide the window; protection goes on", self.close
+        )
+        self.act_quit = action("&Quit", QKeySequence.StandardKey.Quit, "Stop TrailStop", self.request_quit)
+        if self.act_quit.shortcut().isEmpty():
+            self.act_quit.setShortcut(QKeySequence("Ctrl+Q"))
+        self.act_focus_order = action("&Order entry", "Alt+1", "Go to the order form", self._focus_order)
+        self.act_focus_positions = action(
+            "&Positions", "Alt+2", "Go to the positions table", self.positions.table.setFocus
+        )
+        self.act_focus_detail = action(
+            "&Detail journal",
+            "Alt+3",
+            "Go to the selected protection's journal",
+            self.detail.journal.setFocus,
+        )
+        self.act_about = action("&About TrailStop", None, "Version and data folder", self.show_about)
+
+        menu = self.menuBar()
+        file_menu = menu.addMenu("&File")
+        file_menu.addAction(self.act_accounts)
+        file_menu.addAction(self.act_settings)
+        file_menu.addSeparator()
+        file_menu.addAction(self.act_close)
+        file_menu.addAction(self.act_quit)
+        positions_menu = menu.addMenu("&Positions")
+        for act in self.positions.row_actions:
+            positions_menu.addAction(act)
+        positions_menu.addSeparator()
+        positions_menu.addAction(self.act_exit_all)
+        positions_menu.addSeparator()
+        positions_menu.addAction(self.positions.act_protect)
+        positions_menu.addAction(self.positions.act_refresh)
+        positions_menu.addAction(self.positions.act_show_closed)
+        view_menu = menu.addMenu("&View")
+        view_menu.addAction(self.act_journal)
+        view_menu.addSeparator()
+        view_menu.addAction(self.act_focus_order)
+        view_menu.addAction(self.act_focus_positions)
+        view_menu.addAction(self.act_focus_detail)
+        help_menu = menu.addMenu("&Help")
+        help_menu.addAction(self.act_about)
+
+        self.toolbar = QToolBar("Main", self)
+        self.toolbar.setObjectName("mainToolbar")
+        self.toolbar.setMovable(False)
+        self.toolbar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
+        self.toolbar.addAction(self.act_exit_all)
+        self.toolbar.addSeparator()
+        self.toolbar.addAction(self.act_journal)
+        self.toolbar.addAction(self.act_accounts)
+        self.toolbar.addAction(self.act_settings)
+        self.toolbar.toggleViewAction().setVisible(False)
+        exit_button = self.toolbar.widgetForAction(self.act_exit_all)
+        if exit_button is not None:
+            exit_button.setObjectName("exitAllButton")
+        self.addToolBar(Qt.ToolBarArea.TopToolBarArea, self.toolbar)
+        for act in (
+            self.act_exit_all,
+            self.act_journal,
+            self.act_accounts,
+            self.act_settings,
+            self.act_quit,
+            self.act_close,
+            self.act_focus_order,
+            self.act_focus_positions,
+            self.act_focus_detail,
+        ):
+            self.addAction(act)
+
+    def _build_status_bar(self) -> None:
+        bar = self.statusBar()
+        self.counts_label = QLabel(self)
+        self.counts_label.setObjectName("countsLabel")
+        self.tick_label = QLabel("No prices yet", self)
+        self.tick_label.setObjectName("tickLabel")
+        self.tick_label.setToolTip("Time of the last price received from any feed")
+        bar.addPermanentWidget(self.counts_label)
+        bar.addPermanentWidget(self.tick_label)
+        self._tick_timer = QTimer(self)
+        self._tick_timer.setInterval(1000)
+        self._tick_timer.timeout.connect(self._update_tick_label)
+        self._tick_timer.start()
+
+    # ----------------------------------------------------------------- public
+
+    def set_order_entry(self, widget: QWidget) -> None:
+        """Put the order panel in the left area."""
+        if self.order_entry is not None:
+            self._order_layout.removeWidget(self.order_entry)
+            self.order_entry.setParent(None)
+        self.order_entry = widget
+        self._order_layout.addWidget(widget)
+        self.order_area.show()
+        self.setTabOrder(widget, self.positions.table)
+        sizes = self.splitter.sizes()
+        if sizes and sizes[0] == 0:
+            width = max(300, widget.sizeHint().width())
+            self.splitter.setSizes([width, max(400, sum(sizes) - width)])
+
+    def show_and_raise(self) -> None:
+        self.show()
+        if self.isMinimized():
+            self.showNormal()
+        self.raise_()
+        self.activateWindow()
+
+    def open_journal(self) -> JournalView:
+        if self._journal is None:
+            self._journal = JournalView(self.store, self, changed=self.service.protection_changed)
+            self._journal.set_colors(theme.colors(self.palette()))
         else:
-            self.resize(960, 600)
+            self._journal.reload()
+        self._journal.show()
+        self._journal.raise_()
+        self._journal.activateWindow()
+        return self._journal
+
+    @property
+    def journal_window(self) -> JournalView | None:
+        return self._journal
+
+    def exit_all(self) -> list[int]:
+        """Ask, naming how many positions, then exit every armed one at market."""
+        armed = self.store.protections([Status.OPEN])
+        if not armed:
+            self.statusBar().showMessage("No armed positions to exit.", 6000)
+            return []
+        n = len(armed)
+        names = ", ".join(sorted({p.symbol for p in armed}))
+        noun = "position" if n == 1 else "positions"
+        text = (
+            f"Exit all {n} protected {noun} now?\n\n{names}\n\n"
+            "TrailStop sends a MARKET exit order for each. Pending entries and exits already under way "
+            "are not touched."
+        )
+        if load_settings(self.store).confirm_exit_all and not self.confirm("Exit all", text, f"Exit all {n}"):
+            return []
+        try:
+            done = self.service.exit_all()
+        except Exception as exc:
+            self._on_action_failed("Exit all", str(exc))
+            return []
+        self.statusBar().showMessage(f"Exit sent for {len(done)} of {n} {noun}.", 10000)
+        return done
+
+    def active_protections(self) -> int:
+        return len(self.store.live())
+
+    def request_quit(self) -> bool:
+        """Quit, after asking when protections are active (they stop being watched until the next start)."""
+        active = self.active_protections()
+        if active:
+            noun = "protection is" if active == 1 else "protections are"
+            text = (
+                f"{active} {noun} active.\n\n"
+                "If you quit, TrailStop stops watching prices: no stop will trail or fire until you start "
+                "it again. Your positions stay open at the broker.\n\n"
+                "Close the window instead to keep protecting from the tray."
+            )
+            if not self.confirm("Quit TrailStop", text, "Quit anyway"):
+                return False
+        self._quitting = True
+        self.save_state()
+        self.quit_requested.emit()
+        return True
+
+    def stop(self) -> None:
+        """Stop timers and background fetches (before the services shut down)."""
+        self._tick_timer.stop()
+        self.positions.stop()
+
+    def show_about(self) -> None:
+        QMessageBox.about(
+            self,
+            "About TrailStop",
+            f"<b>TrailStop {__version__}</b><br>Trailing stop-losses for Zerodha and Upstox.<br><br>"
+            f"Data folder:<br><code>{self.data_location}</code>",
+        )
+
+    # ----------------------------------------------------------------- signals in
+
+    def _on_snapshot_ready(self, snapshot: Mapping[str, Any]) -> None:
+        touched = self.model.apply_snapshot(snapshot)
+        self.history.record_snapshot(snapshot)
+        self.detail.on_snapshot(touched)
+
+    def _on_protection_changed(self, pid: int) -> None:
+        self.detail.on_protection_changed(pid)
+        self._update_counts()
+        self._update_attention()
+
+    def _on_session_state_changed(self, account_id: int, state: str) -> None:
+        if self.account_bar.chip(account_id) is None and account_id in self.service.sessions:
+            self.account_bar.set_sessions(list(self.service.sessions.values()))
+        self.account_bar.set_state(account_id, state)
+        if state == "live" and self._banner_account == account_id:
+            self.banner.hide()
+
+    def _on_action_failed(self, what: str, why: str) -> None:
+        self.statusBar().showMessage(f"{what} failed: {why}", 15000)
+        self._show_banner(f"<b>{what} failed.</b> {why}", account_id=None)
+
+    def _on_alerted(self, alert: Alert) -> None:
+        self.statusBar().showMessage(f"{alert.title}: {alert.message}", 15000)
+        if alert.urgent:
+            login = alert.account_id if alert.kind is AlertKind.LOGIN_NEEDED else None
+            self._show_banner(f"<b>{alert.title}.</b> {alert.message}", account_id=login)
+        self._update_attention()
+
+    def _on_banner_login(self) -> None:
+        if self._banner_account is not None:
+            self.login_requested.emit(self._banner_account)
+
+    def _on_color_scheme_changed(self, _scheme: Qt.ColorScheme) -> None:
+        app = QApplication.instance()
+        if isinstance(app, QApplication) and load_settings(self.store).theme == "system":
+            theme.apply_theme(app, "system")
+        self._apply_colors()
+
+    def changeEvent(self, event: QEvent) -> None:
+        palette_changed = event.type() in (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange)
+        if palette_changed and hasattr(self, "toolbar"):  # not during construction
+            self._apply_colors()
+        super().changeEvent(event)
+
+    # ----------------------------------------------------------------- state shown
+
+    def _show_banner(self, html: str, *, account_id: int | None) -> None:
+        self._banner_account = account_id
+        self.banner_text.setText(html)
+        self.banner_login.setVisible(account_id is not None)
+        self.banner.show()
+
+    def _apply_colors(self) -> None:
+        colors = theme.colors(self.palette())
+        if self._applied_dark is colors.dark:
+            return
+        self._applied_dark = colors.dark
+        self.positions.set_colors(colors)
+        self.account_bar.set_colors(colors)
+        self.detail.set_colors(colors)
+        if self._journal is not None:
+            self._journal.set_colors(colors)
+        self.banner.setStyleSheet(
+            f"QWidget#alertBanner {{ background: {colors.failed_bg.name()}; border: 1px solid "
+            f"{colors.failed.name()}; border-radius: 4px; }}"
+        )
+        exit_button = self.toolbar.widgetForAction(self.act_exit_all)
+        if exit_button is not None:
+            exit_button.setStyleSheet(f"QToolButton {{ color: {colors.failed.name()}; font-weight: bold; }}")
+
+    def _update_counts(self) -> None:
+        counts = self.model.counts()
+        parts = []
+        for state, word in (
+            (RowState.ARMED, "armed"),
+            (RowState.PAUSED, "paused"),
+            (RowState.PENDING, "pending"),
+            (RowState.IN_PROGRESS, "exiting"),
+            (RowState.FAILED, "exit failed"),
+        ):
+            if counts[state]:
+                parts.append(f"{counts[state]} {word}")
+        self.counts_label.setText(" · ".join(parts) if parts else "No active protections")
+        failed = counts[RowState.FAILED]
+        self.counts_label.setStyleSheet(
+            f"color: {theme.colors(self.palette()).failed.name()}; font-weight: bold;" if failed else ""
+        )
+
+    def _update_tick_label(self) -> None:
+        at = self.model.last_tick_at
+        if at is None:
+            self.tick_label.setText("No prices yet")
+            self.tick_label.setStyleSheet("")
+            return
+        age = time.time() - at
+        text = f"Last tick {datetime.fromtimestamp(at):%H:%M:%S}"
+        if age > STALE_TICK_S:
+            text += f" ({int(age)} s ago)"
+            self.tick_label.setStyleSheet(f"color: {theme.colors(self.palette()).stale.name()};")
+        else:
+            self.tick_label.setStyleSheet("")
+        self.tick_label.setText(text)
+
+    def _update_attention(self) -> None:
+        reasons = self.account_bar.troubled()
+        failed = self.model.counts()[RowState.FAILED]
+        if failed:
+            reasons.insert(0, f"{failed} exit{'s' if failed > 1 else ''} failed")
+        self.tray.set_attention(bool(reasons), reasons)
+
+    def _focus_order(self) -> None:
+        if self.order_entry is not None:
+            self.order_entry.setFocus(Qt.FocusReason.ShortcutFocusReason)
+
+    # ----------------------------------------------------------------- geometry and closing
+
+    def _splitters(self) -> dict[str, QSplitter]:
+        return {
+            "splitter": self.splitter,
+            "right_splitter": self.right_splitter,
+            "positions_splitter": self.positions.splitter,
+            "detail_splitter": self.detail.splitter,
+        }
+
+    def save_state(self) -> None:
+        s = self.qsettings
+        s.setValue(SETTINGS_PREFIX + "geometry", self.saveGeometry())
+        s.setValue(SETTINGS_PREFIX + "state", self.saveState())
+        for name, splitter in self._splitters().items():
+            s.setValue(SETTINGS_PREFIX + name, splitter.saveState())
+        s.setValue(SETTINGS_PREFIX + "positions_header", self.positions.table.horizontalHeader().saveState())
+        s.setValue(SETTINGS_PREFIX + "show_closed", self.positions.act_show_closed.isChecked())
+        s.sync()
+
+    def _restore_state(self) -> None:
+        s = self.qsettings
+
+        def blob(key: str) -> QByteArray | None:
+            value = s.value(SETTINGS_PREFIX + key)
+            return value if isinstance(value, QByteArray) and not value.isEmpty() else None
+
+        geometry = blob("geometry")
+        if geometry is None or not self.restoreGeometry(geometry):
+            self.resize(1280, 800)
+        state = blob("state")
+        if state is not None:
+            self.restoreState(state)
+        restored = False
+        for name, splitter in self._splitters().items():
+            saved = blob(name)
+            if saved is not None:
+                restored = splitter.restoreState(saved) or restored
+        if not restored:
+            self.splitter.setSizes([320, 960])
+            self.right_splitter.setSizes([430, 320])
+            self.positions.splitter.setSizes([300, 130])
+            self.detail.splitter.setSizes([560, 400])
+        header = blob("positions_header")
+        if header is not None:
+            self.positions.table.horizontalHeader().restoreState(header)
+        show_closed = s.value(SETTINGS_PREFIX + "show_closed", False)
+        self.positions.act_show_closed.setChecked(show_closed in (True, "true", "1", 1))
 
     def closeEvent(self, event: QCloseEvent) -> None:
-        QSettings().setValue("main_window/geometry", self.saveGeometry())
-        super().closeEvent(event)
+        self.save_state()
+        if self._quitting:
+            event.accept()
+            return
+        if self.tray.available and load_settings(self.store).close_to_tray:
+            event.ignore()
+            self.hide()
+            if self.qsettings.value(CLOSE_HINT_KEY, False) not in (True, "true"):
+                self.tray.show_message(
+                    "TrailStop is still protecting",
+                    "Your stops keep trailing and firing with the window closed. "
+                    "Use Quit in the tray menu to stop TrailStop.",
+                )
+                self.qsettings.setValue(CLOSE_HINT_KEY, True)
+            return
+        if self.request_quit():
+            event.accept()
+        else:
+            event.ignore()

@@ -201,6 +201,29 @@ def test_sl_m_waits_for_its_trigger_then_fills_at_the_bid(
     assert sim_orders(simulator, "EXIT1")[0]["market_protection"] == -1
 
 
+def test_sl_triggers_into_a_limit(simulator: SimulatorHandle, kite: KiteBroker) -> None:
+    order_id = kite.place_order(order_request(Side.BUY, 1, OrderType.SL, price=1512.0, trigger=1510.0))
+    order = wait_for(kite, order_id, lambda o: o.status is OrderStatus.TRIGGER_PENDING)
+    assert (order.price, order.trigger_price, order.order_type) == (1512.0, 1510.0, OrderType.SL)
+    simulator.set_price("NSE:INFY", 1511.0, bid=1510.95, ask=1511.05)
+    order = final(kite, order_id)
+    assert (order.status, order.average_price) == (OrderStatus.COMPLETE, 1511.05)
+
+
+def test_a_partial_fill_is_reported_and_the_rest_can_be_cancelled(
+    simulator: SimulatorHandle, kite: KiteBroker
+) -> None:
+    fault(simulator, fault="partial_fill", ratio=0.5)
+    order_id = kite.place_order(order_request(Side.BUY, 4))
+    order = wait_for(kite, order_id, lambda o: o.filled_quantity > 0)
+    assert (order.status, order.filled_quantity, order.pending_quantity) == (OrderStatus.OPEN, 2, 2)
+    assert not order.is_final
+    kite.cancel_order(order_id)
+    order = final(kite, order_id)
+    assert (order.status, order.filled_quantity) == (OrderStatus.CANCELLED, 2)
+    assert [p.quantity for p in kite.positions()] == [2]
+
+
 def test_limit_order_modify_and_cancel(simulator: SimulatorHandle, kite: KiteBroker) -> None:
     order_id = kite.place_order(order_request(Side.BUY, 1, OrderType.LIMIT, price=1450.0))
     assert wait_for(kite, order_id, lambda o: o.status is OrderStatus.OPEN).price == 1450.0
@@ -266,6 +289,7 @@ def test_holdings(kite: KiteBroker) -> None:
 def test_ltp(simulator: SimulatorHandle, kite: KiteBroker) -> None:
     simulator.set_price("NSE:TCS", 3452.1)
     assert kite.ltp(["NSE:INFY", "NSE:TCS"]) == {"NSE:INFY": 1500.0, "NSE:TCS": 3452.1}
+    assert kite.ltp(["NSE:NOSUCHSTOCK", "NSE:INFY"]) == {"NSE:INFY": 1500.0}
     assert kite.ltp([]) == {}
 
 

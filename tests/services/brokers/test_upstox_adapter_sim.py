@@ -220,6 +220,28 @@ def test_sl_m_waits_for_its_trigger_then_fills_at_the_bid(
     assert (order.status, order.average_price) == (OrderStatus.COMPLETE, 1488.95)
 
 
+def test_sl_triggers_into_a_limit(simulator: SimulatorHandle, upstox: UpstoxBroker) -> None:
+    order_id = upstox.place_order(order_request(Side.BUY, 1, OrderType.SL, price=1512.0, trigger=1510.0))
+    order = wait_for(upstox, order_id, lambda o: o.status is OrderStatus.TRIGGER_PENDING)
+    assert (order.price, order.trigger_price, order.order_type) == (1512.0, 1510.0, OrderType.SL)
+    simulator.set_price("NSE:INFY", 1511.0, bid=1510.95, ask=1511.05)
+    order = final(upstox, order_id)
+    assert (order.status, order.average_price) == (OrderStatus.COMPLETE, 1511.05)
+
+
+def test_a_partial_fill_is_reported_and_the_rest_can_be_cancelled(
+    simulator: SimulatorHandle, upstox: UpstoxBroker
+) -> None:
+    fault(simulator, fault="partial_fill", ratio=0.5)
+    order_id = upstox.place_order(order_request(Side.BUY, 4))
+    order = wait_for(upstox, order_id, lambda o: o.filled_quantity > 0)
+    assert (order.status, order.filled_quantity, order.pending_quantity) == (OrderStatus.OPEN, 2, 2)
+    upstox.cancel_order(order_id)
+    order = final(upstox, order_id)
+    assert (order.status, order.filled_quantity) == (OrderStatus.CANCELLED, 2)
+    assert [p.quantity for p in upstox.positions()] == [2]
+
+
 @pytest.mark.parametrize("order_api", ["v3", "v2"])
 def test_limit_order_modify_and_cancel(simulator: SimulatorHandle, order_api: Literal["v2", "v3"]) -> None:
     simulator.set_price("NSE:INFY", 1500.0, bid=1499.95, ask=1500.05)
@@ -292,6 +314,7 @@ def test_holdings(upstox: UpstoxBroker) -> None:
 def test_ltp_by_instrument_key(simulator: SimulatorHandle, upstox: UpstoxBroker) -> None:
     simulator.set_price("NSE:TCS", 3452.1)
     assert upstox.ltp([INFY, TCS]) == {INFY: 1500.0, TCS: 3452.1}
+    assert upstox.ltp(["NSE_EQ|INE000000000", INFY]) == {INFY: 1500.0}  # unknown keys are left out
     assert upstox.ltp([]) == {}
 
 

@@ -46,14 +46,30 @@ from trailstop_gui.services.brokers.errors import (
     login_error,
     map_kite_exception,
 )
-from trailstop_gui.services.brokers.rate_limit import RateLimiter
+from trailstop_gui.services.brokers.rate_limit import RateLimiter, RateWindow
 
-__all__ = ["MARKET_PROTECTION_AUTO", "KiteBroker"]
+__all__ = ["MARKET_PROTECTION_AUTO", "ORDER_WINDOW_MARGIN", "KiteBroker", "default_order_limiter"]
 
 log = logging.getLogger(__name__)
 
 MARKET_PROTECTION_AUTO = -1
 """Kite picks the protection band itself."""
+
+ORDER_WINDOW_MARGIN = 0.1
+"""Seconds added to each of Kite's order windows in the default limiter.
+
+Our limiter counts a call when it is granted, the broker when the request arrives, a little later and
+not always by the same amount (the first call of a burst may open a connection). Without a margin,
+call 11 of a burst of exits can arrive within the second of call 1 and get HTTP 429.
+"""
+
+
+def default_order_limiter() -> RateLimiter:
+    """Kite's order limits with :data:`ORDER_WINDOW_MARGIN`, one slot per window kept for exits."""
+    windows = [
+        RateWindow(w.limit, w.period + ORDER_WINDOW_MARGIN) for w in KITE_CAPABILITIES.order_rate_limits
+    ]
+    return RateLimiter(windows, reserved=1)
 
 
 class KiteBroker:
@@ -74,7 +90,7 @@ class KiteBroker:
     ) -> None:
         """``root``: the REST root (default api.kite.trade); ``login_uri``: the login page.
 
-        ``limiter`` paces order calls (default: Kite's 10/s and 200/min, one slot kept for exits);
+        ``limiter`` paces order calls (default: :func:`default_order_limiter`);
         ``rate_limit_wait`` is how long an order call may wait for it before RateLimitedError.
         ``market_protection``: -1 (automatic) or a percentage in (0, 100].
         """
@@ -85,7 +101,7 @@ class KiteBroker:
             # The constructor has no parameter for it; login_url() reads this attribute.
             self._kite._default_login_uri = login_uri
         self._kite.reqsession.hooks["response"].append(_screen_response)
-        self._limiter = limiter if limiter is not None else KITE_CAPABILITIES.make_limiter()
+        self._limiter = limiter if limiter is not None else default_order_limiter()
         # Sent as "-1", not "-1.0": the documented values are whole numbers.
         self._market_protection = (
             int(market_protection) if float(market_protection).is_integer() else market_protection

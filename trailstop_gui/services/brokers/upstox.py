@@ -49,19 +49,22 @@ from trailstop_gui.services.brokers.errors import (
     BrokerError,
     BrokerInputError,
     RateLimitedError,
+    RejectedError,
     TemporaryError,
     error_for_status,
     login_error,
     map_upstox_exception,
     redact,
 )
-from trailstop_gui.services.brokers.rate_limit import RateLimiter
+from trailstop_gui.services.brokers.rate_limit import RateLimiter, RateWindow
 
 __all__ = [
     "DEFAULT_API_ROOT",
     "DEFAULT_INSTRUMENTS_URL",
     "DEFAULT_ORDER_ROOT",
+    "ORDER_WINDOW_MARGIN",
     "UpstoxBroker",
+    "default_order_limiter",
     "instruments_from_master",
 ]
 
@@ -73,6 +76,18 @@ DEFAULT_INSTRUMENTS_URL = "https://assets.upstox.com/market-quote/instruments/ex
 API_VERSION = "2.0"
 
 TickUnit = Literal["auto", "paise", "rupees"]
+
+ORDER_WINDOW_MARGIN = 0.1
+"""Seconds added to each of Upstox's order windows in the default limiter: we count a call when it is
+granted, the broker when it arrives, later by a varying amount (see kite.ORDER_WINDOW_MARGIN)."""
+
+
+def default_order_limiter() -> RateLimiter:
+    """Upstox's order limits with :data:`ORDER_WINDOW_MARGIN`, one slot per window kept for exits."""
+    windows = [
+        RateWindow(w.limit, w.period + ORDER_WINDOW_MARGIN) for w in UPSTOX_CAPABILITIES.order_rate_limits
+    ]
+    return RateLimiter(windows, reserved=1)
 
 
 class UpstoxBroker:
@@ -142,7 +157,7 @@ class UpstoxBroker:
         self._dialog_url = dialog_url or f"{root}/v2/login/authorization/dialog"
         self._instruments_url = instruments_url
         self._timeout = (timeout, timeout)  # a (connect, read) pair: the SDK ignores a float timeout
-        self._limiter = limiter if limiter is not None else UPSTOX_CAPABILITIES.make_limiter()
+        self._limiter = limiter if limiter is not None else default_order_limiter()
         if market_protection is not None and float(market_protection).is_integer():
             market_protection = int(market_protection)
         self._market_protection = market_protection
@@ -270,7 +285,12 @@ class UpstoxBroker:
         validity = Validity.DAY.value
         if new_type is None or price is None or trigger_price is None:
             # Upstox wants the whole order spec on a modify: fill the gaps from the order as it stands.
-            current = self.order(order_id)
+            try:
+                current = self.order(order_id)
+            except BrokerInputError as exc:
+                # An order that cannot be found cannot be modified: the refusal an order call gets
+                # (as Kite's, and as this modify's own reply would be), not a read's input error.
+                raise RejectedError(exc.message, status=exc.status, code=exc.code) from exc
             new_type = new_type or current.order_type or OrderType.LIMIT
             price = current.price if price is None else price
             trigger_price = current.trigger_price if trigger_price is None else trigger_price

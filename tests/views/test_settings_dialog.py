@@ -1,0 +1,115 @@
+"""The settings dialog: a round trip through the store, bad values named, the data folder shown."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pytestqt.qtbot import QtBot
+
+from trailstop_gui.models.store import ProtectionStore
+from trailstop_gui.settings import Settings, load_settings
+from trailstop_gui.views import settings_dialog
+from trailstop_gui.views.settings_dialog import SettingsDialog
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[ProtectionStore]:
+    s = ProtectionStore(tmp_path / "settings.db")
+    yield s
+    s.close()
+
+
+def make(
+    qtbot: QtBot, store: ProtectionStore, tmp_path: Path, settings: Settings | None = None
+) -> SettingsDialog:
+    dialog = SettingsDialog(store, settings or load_settings(store), tmp_path)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    return dialog
+
+
+def test_round_trip_through_the_store(qtbot: QtBot, store: ProtectionStore, tmp_path: Path) -> None:
+    dialog = make(qtbot, store, tmp_path)
+    assert dialog.values() == Settings()  # shows what is stored (the defaults)
+    dialog.rule_kind.setCurrentIndex(dialog.rule_kind.findData("points"))
+    dialog.rule_value.setValue(7.5)
+    dialog.product.setCurrentIndex(dialog.product.findData("CNC"))
+    dialog.quantity.setValue(25)
+    dialog.confirm_orders.setChecked(False)
+    dialog.confirm_exit_all.setChecked(False)
+    dialog.market_protection.setValue(5)
+    dialog.sound.setChecked(False)
+    dialog.close_to_tray.setChecked(False)
+    dialog.theme.setCurrentIndex(dialog.theme.findData("dark"))
+    assert dialog.rule_value.suffix() == " pts"
+    with qtbot.waitSignal(dialog.settings_saved, timeout=1000) as saved:
+        dialog.buttons.button(dialog.buttons.StandardButton.Save).click()
+    expected = Settings(
+        default_rule_kind="points",
+        default_rule_value=7.5,
+        default_product="CNC",
+        default_quantity=25,
+        confirm_orders=False,
+        confirm_exit_all=False,
+        market_protection=5,
+        sound=False,
+        close_to_tray=False,
+        theme="dark",
+    )
+    assert saved.args == [expected] and dialog.saved == expected
+    assert load_settings(store) == expected
+    assert not dialog.isVisible()
+    again = make(qtbot, store, tmp_path)
+    assert again.values() == expected
+    assert again.market_protection.value() == 5
+
+
+def test_bad_values_name_the_field_and_nothing_is_saved(
+    qtbot: QtBot, store: ProtectionStore, tmp_path: Path
+) -> None:
+    dialog = make(qtbot, store, tmp_path)
+    dialog.rule_value.setValue(100)  # percent
+    dialog.quantity.setValue(0)
+    dialog.accept()
+    assert dialog.isVisible() and dialog.saved is None
+    assert dialog.error_label.isVisible()
+    assert "Default trailing stop: a percentage must be below 100" in dialog.error_label.text()
+    assert dialog.errors()[1] == ("Default quantity", "must be at least 1")
+    assert load_settings(store) == Settings()
+    # Points have no 100 cap; fixing the quantity clears the errors as you type.
+    dialog.rule_kind.setCurrentIndex(dialog.rule_kind.findData("points"))
+    dialog.quantity.setValue(2)
+    assert not dialog.error_label.isVisible()
+    dialog.accept()
+    assert load_settings(store).default_rule_value == 100.0
+
+
+def test_sound_follows_notifications_and_automatic_market_protection(
+    qtbot: QtBot, store: ProtectionStore, tmp_path: Path
+) -> None:
+    dialog = make(qtbot, store, tmp_path, Settings(notifications=False, market_protection=-1))
+    assert not dialog.sound.isEnabled()
+    assert dialog.market_protection.text() == "Automatic (the broker decides)"
+    dialog.notifications.setChecked(True)
+    assert dialog.sound.isEnabled()
+    assert dialog.values().market_protection == -1
+
+
+def test_data_folder_is_shown_read_only_and_opens(
+    qtbot: QtBot, store: ProtectionStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened: list[Path] = []
+    monkeypatch.setattr(settings_dialog, "open_folder", lambda path: opened.append(path) or True)
+    dialog = make(qtbot, store, tmp_path)
+    assert dialog.folder.text() == str(tmp_path) and dialog.folder.isReadOnly()
+    dialog.open_button.click()
+    assert opened == [tmp_path]
+
+
+def test_cancel_keeps_the_stored_settings(qtbot: QtBot, store: ProtectionStore, tmp_path: Path) -> None:
+    dialog = make(qtbot, store, tmp_path)
+    dialog.quantity.setValue(99)
+    dialog.buttons.button(dialog.buttons.StandardButton.Cancel).click()
+    assert dialog.saved is None and load_settings(store) == Settings()

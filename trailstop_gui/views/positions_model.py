@@ -1,0 +1,544 @@
+"""The protected positions as a Qt table model: plain rows keyed by protection id, updates coalesced.
+
+Snapshots arrive up to ten times a second per feed and touch many rows at once. They only change plain
+Python fields and mark rows dirty; a single-shot QTimer then emits ONE dataChanged covering the dirty
+span, so the view repaints at most ``1000 / flush_interval_ms`` times a second however fast prices move.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from PySide6.QtCore import (
+    QAbstractTableModel,
+    QModelIndex,
+    QObject,
+    QPersistentModelIndex,
+    QSortFilterProxyModel,
+    Qt,
+    QTimer,
+)
+from PySide6.QtGui import QBrush, QFont
+
+from trailstop_gui.models.domain import (
+    InstrumentId,
+    Product,
+    Protection,
+    Side,
+    Status,
+    TrailRule,
+    round_down,
+    round_up,
+)
+from trailstop_gui.models.lifecycle import TERMINAL
+from trailstop_gui.views import theme
+
+AnyIndex = QModelIndex | QPersistentModelIndex
+
+
+class Column(enum.IntEnum):
+    SYMBOL = 0
+    SIDE = 1
+    QTY = 2
+    PRODUCT = 3
+    ENTRY = 4
+    LTP = 5
+    STOP = 6
+    DISTANCE = 7
+    PNL = 8
+    STATUS = 9
+
+
+HEADERS = {
+    Column.SYMBOL: "Symbol",
+    Column.SIDE: "Side",
+    Column.QTY: "Qty",
+    Column.PRODUCT: "Product",
+    Column.ENTRY: "Entry",
+    Column.LTP: "LTP",
+    Column.STOP: "Stop",
+    Column.DISTANCE: "To stop",
+    Column.PNL: f"P&L ({theme.RUPEE})",
+    Column.STATUS: "Status",
+}
+
+HEADER_TIPS = {
+    Column.DISTANCE: "How far the price is from the stop, in percent of the price",
+    Column.PNL: "Unrealised profit or loss at the last traded price (realised once closed)",
+    Column.STOP: "The trailing stop: it only ever moves in your favour",
+    Column.LTP: "Last traded price",
+}
+
+NUMERIC = frozenset({Column.QTY, Column.ENTRY, Column.LTP, Column.STOP, Column.DISTANCE, Column.PNL})
+
+# Custom roles: raw values for sorting, the protection id and its state for views and tests.
+SORT_ROLE = Qt.ItemDataRole.UserRole + 1
+PID_ROLE = Qt.ItemDataRole.UserRole + 2
+STATE_ROLE = Qt.ItemDataRole.UserRole + 3
+
+# Within this distance of the stop (percent) the distance is shown as a warning.
+NEAR_STOP_PERCENT = 0.5
+
+
+class RowState(enum.StrEnum):
+    """What a trader needs to know at a glance; drives the colour of a row."""
+
+    PENDING = "pending"
+    ARMED = "armed"
+    PAUSED = "paused"
+    IN_PROGRESS = "in progress"
+    FAILED = "failed"
+    CLOSED = "closed"
+
+
+STATUS_TEXT = {
+    Status.PENDING: "Pending entry",
+    Status.OPEN: "Armed",
+    Status.TRIGGERED: "Triggered",
+    Status.EXITING: "Exiting",
+    Status.EXIT_FAILED: "Exit failed",
+    Status.CLOSED: "Closed",
+    Status.CANCELLED: "Cancelled",
+    Status.REJECTED: "Rejected",
+    Status.REMOVED: "Removed",
+}
+
+
+@dataclass(slots=True)
+class PositionRow:
+    """One protection as the table shows it; LTP comes from snapshots, the rest from the store."""
+
+    pid: int
+    account_id: int
+    symbol: str
+    exchange: str
+    instrument: InstrumentId
+    side: Side
+    product: Product
+    quantity: int
+    entry: float | None
+    stop: float | None
+    status: Status
+    paused: bool
+    rule: TrailRule
+    tick_size: float
+    reason: str = ""
+    exit_price: float | None = None
+    exit_quantity: int | None = None
+    ltp: float | None = None
+
+    @classmethod
+    def from_protection(cls, p: Protection, ltp: float | None = None) -> PositionRow:
+        return cls(
+            pid=p.id,
+            account_id=p.account_id,
+            symbol=p.symbol,
+            exchange=p.exchange,
+            instrument=p.engine_instrument,
+            side=p.side,
+            product=p.product,
+            quantity=p.filled_quantity or p.quantity,
+            entry=p.entry_price,
+            stop=p.stop,
+            status=p.status,
+            paused=p.paused,
+            rule=p.rule,
+            tick_size=p.tick_size,
+            reason=p.reason,
+            exit_price=p.exit_price,
+            exit_quantity=p.exit_quantity,
+            ltp=ltp,
+        )
+
+    @property
+    def is_long(self) -> bool:
+        return self.side is Side.BUY
+
+    @property
+    def state(self) -> RowState:
+        if self.status is Status.OPEN:
+            return RowState.PAUSED if self.paused else RowState.ARMED
+        if self.status is Status.PENDING:
+            return RowState.PENDING
+        if self.status in (Status.TRIGGERED, Status.EXITING):
+            return RowState.IN_PROGRESS
+        if self.status is Status.EXIT_FAILED:
+            return RowState.FAILED
+        return RowState.CLOSED
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    @property
+    def status_text(self) -> str:
+        if self.status is Status.OPEN and self.paused:
+            return "Paused"
+        return STATUS_TEXT[self.status]
+
+    def distance_percent(self) -> float | None:
+        """How far the price must move against the trader before the stop fires, in percent."""
+        if self.status is not Status.OPEN or self.ltp is None or self.stop is None or self.ltp <= 0:
+            return None
+        gap = self.ltp - self.stop if self.is_long else self.stop - self.ltp
+        return gap / self.ltp * 100.0
+
+    def pnl(self) -> float | None:
+        """Unrealised P&L at the LTP while the position is held; realised at the exit price once closed."""
+        if self.entry is None:
+            return None
+        if self.status is Status.CLOSED and self.exit_price is not None:
+            price, qty = self.exit_price, self.exit_quantity or self.quantity
+        elif self.status in (Status.OPEN, Status.TRIGGERED, Status.EXITING, Status.EXIT_FAILED):
+            if self.ltp is None:
+                return None
+            price, qty = self.ltp, self.quantity
+        else:
+            return None
+        move = price - self.entry if self.is_long else self.entry - price
+        return move * qty
+
+    def target_price(self) -> float | None:
+        target = self.rule.target
+        if target is None or self.entry is None:
+            return None
+        sign = 1.0 if self.is_long else -1.0
+        raw = self.entry + sign * self.rule.amount(target, self.entry)
+        return round_up(raw, self.tick_size) if self.is_long else round_down(raw, self.tick_size)
+
+    def describe(self) -> str:
+        side = "Long" if self.is_long else "Short"
+        return f"{self.symbol} {side} {self.quantity} {self.product.value}"
+
+
+class PositionsModel(QAbstractTableModel):
+    """Protections keyed by id, one row each; LTP and stop refreshed from snapshots, coalesced."""
+
+    def __init__(self, parent: QObject | None = None, *, flush_interval_ms: int = 100) -> None:
+        super().__init__(parent)
+        self._rows: list[PositionRow] = []
+        self._index: dict[int, int] = {}  # protection id -> row
+        # (account id, instrument key) -> protection ids; a snapshot without an account matches any.
+        self._by_instrument: dict[tuple[int, InstrumentId], set[int]] = {}
+        self._by_bare_instrument: dict[InstrumentId, set[int]] = {}
+        self._dirty: set[int] = set()
+        self._colors = theme.colors()
+        self.last_tick_at: float | None = None
+        self._flush = QTimer(self)
+        self._flush.setSingleShot(True)
+        self._flush.setInterval(flush_interval_ms)
+        self._flush.timeout.connect(self.flush)
+
+    # ----------------------------------------------------------------- Qt model interface
+
+    def rowCount(self, parent: AnyIndex = QModelIndex()) -> int:  # noqa: B008 - Qt's signature
+        return 0 if parent.isValid() else len(self._rows)
+
+    def columnCount(self, parent: AnyIndex = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(Column)
+
+    def headerData(self, section: int, orientation: Qt.Orientation, role: int = 0) -> Any:
+        if orientation is not Qt.Orientation.Horizontal or not 0 <= section < len(Column):
+            return None
+        column = Column(section)
+        if role == Qt.ItemDataRole.DisplayRole:
+            return HEADERS[column]
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return HEADER_TIPS.get(column)
+        if role == Qt.ItemDataRole.TextAlignmentRole:
+            return _alignment(column)
+        return None
+
+    def flags(self, index: AnyIndex) -> Qt.ItemFlag:
+        if not index.isValid():
+            return Qt.ItemFlag.NoItemFlags
+        return Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
+
+    def data(self, index: AnyIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid() or not 0 <= index.row() < len(self._rows):
+            return None
+        row = self._rows[index.row()]
+        column = Column(index.column())
+        if role == Qt.ItemDataRole.DisplayRole:
+            return self._display(row, column)
+        if role == SORT_ROLE:
+            return self._sort_value(row, column)
+        if role == Qt.ItemDataRole.TextAlignmentRole:
+            return _alignment(column)
+        if role == Qt.ItemDataRole.ForegroundRole:
+            color = self._foreground(row, column)
+            return None if color is None else QBrush(color)
+        if role == Qt.ItemDataRole.BackgroundRole:
+            return QBrush(self._colors.failed_bg) if row.state is RowState.FAILED else None
+        if role == Qt.ItemDataRole.FontRole:
+            return self._font(row, column)
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return self._tooltip(row, column)
+        if role == PID_ROLE:
+            return row.pid
+        if role == STATE_ROLE:
+            return row.state.value
+        return None
+
+    # ----------------------------------------------------------------- cells
+
+    @staticmethod
+    def _display(row: PositionRow, column: Column) -> str:
+        if column is Column.SYMBOL:
+            return row.symbol
+        if column is Column.SIDE:
+            return "Long" if row.is_long else "Short"
+        if column is Column.QTY:
+            return theme.group_indian(row.quantity)
+        if column is Column.PRODUCT:
+            return row.product.value
+        if column is Column.ENTRY:
+            return theme.format_price(row.entry, row.tick_size)
+        if column is Column.LTP:
+            return theme.format_price(row.ltp, row.tick_size)
+        if column is Column.STOP:
+            return theme.format_price(row.stop, row.tick_size)
+        if column is Column.DISTANCE:
+            return theme.format_percent(row.distance_percent())
+        if column is Column.PNL:
+            return theme.format_inr(row.pnl())
+        return row.status_text
+
+    @staticmethod
+    def _sort_value(row: PositionRow, column: Column) -> Any:
+        def number(value: float | None) -> float:
+            return -math.inf if value is None else float(value)
+
+        values: dict[Column, Any] = {
+            Column.SYMBOL: row.symbol,
+            Column.SIDE: row.side.value,
+            Column.QTY: float(row.quantity),
+            Column.PRODUCT: row.product.value,
+            Column.ENTRY: number(row.entry),
+            Column.LTP: number(row.ltp),
+            Column.STOP: number(row.stop),
+            Column.DISTANCE: number(row.distance_percent()),
+            Column.PNL: number(row.pnl()),
+            Column.STATUS: row.status_text,
+        }
+        return values[column]
+
+    def _foreground(self, row: PositionRow, column: Column) -> Any:
+        c = self._colors
+        state = row.state
+        if state is RowState.CLOSED:
+            return c.closed
+        if column is Column.STATUS:
+            return {
+                RowState.ARMED: c.armed,
+                RowState.PAUSED: c.paused,
+                RowState.PENDING: c.pending,
+                RowState.IN_PROGRESS: c.progress,
+                RowState.FAILED: c.failed,
+            }[state]
+        if column is Column.PNL:
+            pnl = row.pnl()
+            if pnl is None or abs(pnl) < 0.005:
+                return None
+            return c.profit if pnl > 0 else c.loss
+        if column is Column.SIDE:
+            return c.profit if row.is_long else c.loss
+        if column is Column.DISTANCE:
+            distance = row.distance_percent()
+            if distance is not None and distance < NEAR_STOP_PERCENT:
+                return c.progress
+        if state is RowState.PAUSED and column is not Column.SYMBOL:
+            return c.muted
+        return None
+
+    @staticmethod
+    def _font(row: PositionRow, column: Column) -> QFont | None:
+        if column is Column.SYMBOL or (column is Column.STATUS and row.state is RowState.FAILED):
+            font = QFont()
+            font.setBold(True)
+            return font
+        if column is Column.STATUS and row.state is RowState.CLOSED:
+            font = QFont()
+            font.setItalic(True)
+            return font
+        return None
+
+    @staticmethod
+    def _tooltip(row: PositionRow, column: Column) -> str | None:
+        if column is Column.SYMBOL:
+            return f"{row.exchange}:{row.symbol} · trail {row.rule.describe()} · protection #{row.pid}"
+        if column is Column.STATUS:
+            explain = {
+                RowState.ARMED: "The stop is armed and trails the price.",
+                RowState.PAUSED: "Paused: the stop does not trail and will not fire until resumed.",
+                RowState.PENDING: "The entry order is working; the stop arms when it fills.",
+                RowState.IN_PROGRESS: "The stop fired; the exit order is being placed or filled.",
+                RowState.FAILED: "The exit order failed: retry it, or close the position at the broker.",
+                RowState.CLOSED: "This protection has ended.",
+            }[row.state]
+            reason = f" Reason: {row.reason}." if row.reason else ""
+            exit_text = ""
+            if row.exit_price is not None:
+                exit_text = f" Exit at {theme.format_price(row.exit_price, row.tick_size)}."
+            return explain + reason + exit_text
+        if column is Column.PNL:
+            return "Realised" if row.status is Status.CLOSED else "Unrealised, at the last traded price"
+        return None
+
+    # ----------------------------------------------------------------- rows
+
+    def rows(self) -> list[PositionRow]:
+        return list(self._rows)
+
+    def row_for(self, pid: int) -> PositionRow | None:
+        position = self._index.get(pid)
+        return None if position is None else self._rows[position]
+
+    def row_number(self, pid: int) -> int | None:
+        return self._index.get(pid)
+
+    def load(self, protections: Iterable[Protection]) -> None:
+        """Replace every row (at start-up)."""
+        self.beginResetModel()
+        self._rows = [PositionRow.from_protection(p) for p in protections]
+        self._reindex()
+        self._dirty.clear()
+        self.endResetModel()
+
+    def upsert(self, p: Protection) -> None:
+        """Add the protection's row, or refresh it from the stored protection (keeping the live LTP)."""
+        position = self._index.get(p.id)
+        if position is None:
+            at = len(self._rows)
+            self.beginInsertRows(QModelIndex(), at, at)
+            self._rows.append(PositionRow.from_protection(p))
+            self._index[p.id] = at
+            self._add_instrument(self._rows[at])
+            self.endInsertRows()
+            return
+        old = self._rows[position]
+        new = PositionRow.from_protection(p, ltp=old.ltp)
+        if (old.account_id, old.instrument) != (new.account_id, new.instrument):
+            self._reindex_instruments()
+        self._rows[position] = new
+        self._mark(position)
+
+    def apply_snapshot(self, snapshot: Mapping[str, Any]) -> list[int]:
+        """Take a feed snapshot's quotes and stops; returns the protection ids it touched."""
+        account_id = snapshot.get("account_id")
+        touched: list[int] = []
+        quotes: Mapping[InstrumentId, Any] = snapshot.get("quotes") or {}
+        latest = self.last_tick_at
+        for instrument, quote in quotes.items():
+            if account_id is None:
+                pids = self._by_bare_instrument.get(instrument, ())
+            else:
+                pids = self._by_instrument.get((account_id, instrument), ())
+            at = getattr(quote, "at", None)
+            if at is not None and (latest is None or at > latest):
+                latest = at
+            ltp = getattr(quote, "ltp", None)
+            if ltp is None or not ltp > 0:
+                continue
+            for pid in pids:
+                position = self._index[pid]
+                self._rows[position].ltp = ltp
+                self._dirty.add(position)
+                touched.append(pid)
+        self.last_tick_at = latest
+        stops: Mapping[int, float] = snapshot.get("stops") or {}
+        for pid, stop in stops.items():
+            found = self._index.get(pid)
+            if found is None:
+                continue
+            row = self._rows[found]
+            if row.status is Status.OPEN:
+                row.stop = stop
+                self._dirty.add(found)
+                touched.append(pid)
+        if self._dirty and not self._flush.isActive():
+            self._flush.start()
+        return touched
+
+    def flush(self) -> None:
+        """Emit one dataChanged spanning every dirty row (called by the timer; tests may call it)."""
+        self._flush.stop()
+        if not self._dirty:
+            return
+        top, bottom = min(self._dirty), max(self._dirty)
+        self._dirty.clear()
+        bottom = min(bottom, len(self._rows) - 1)
+        if top > bottom:
+            return
+        self.dataChanged.emit(self.index(top, 0), self.index(bottom, len(Column) - 1), [])
+
+    def set_colors(self, colors: theme.Colors) -> None:
+        self._colors = colors
+        if self._rows:
+            self.dataChanged.emit(self.index(0, 0), self.index(len(self._rows) - 1, len(Column) - 1), [])
+
+    def counts(self) -> dict[RowState, int]:
+        out = dict.fromkeys(RowState, 0)
+        for row in self._rows:
+            out[row.state] += 1
+        return out
+
+    def instruments(self) -> set[tuple[int, InstrumentId]]:
+        return set(self._by_instrument)
+
+    # ----------------------------------------------------------------- internals
+
+    def _mark(self, position: int) -> None:
+        self._dirty.add(position)
+        if not self._flush.isActive():
+            self._flush.start()
+
+    def _reindex(self) -> None:
+        self._index = {row.pid: n for n, row in enumerate(self._rows)}
+        self._reindex_instruments()
+
+    def _reindex_instruments(self) -> None:
+        self._by_instrument = {}
+        self._by_bare_instrument = {}
+        for row in self._rows:
+            self._add_instrument(row)
+
+    def _add_instrument(self, row: PositionRow) -> None:
+        self._by_instrument.setdefault((row.account_id, row.instrument), set()).add(row.pid)
+        self._by_bare_instrument.setdefault(row.instrument, set()).add(row.pid)
+
+
+def _alignment(column: Column) -> int:
+    horizontal = Qt.AlignmentFlag.AlignRight if column in NUMERIC else Qt.AlignmentFlag.AlignLeft
+    return int(horizontal | Qt.AlignmentFlag.AlignVCenter)
+
+
+class PositionsProxy(QSortFilterProxyModel):
+    """Sorts on raw values and hides ended protections unless asked to show them."""
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._show_closed = False
+        self.setSortRole(SORT_ROLE)
+        self.setDynamicSortFilter(True)
+
+    @property
+    def show_closed(self) -> bool:
+        return self._show_closed
+
+    def set_show_closed(self, show: bool) -> None:
+        if show != self._show_closed:
+            self.beginFilterChange()
+            self._show_closed = show
+            self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
+
+    def filterAcceptsRow(self, source_row: int, source_parent: AnyIndex) -> bool:
+        if self._show_closed:
+            return True
+        model = self.sourceModel()
+        state = model.data(model.index(source_row, 0, source_parent), STATE_ROLE)
+        return bool(state != RowState.CLOSED.value)

@@ -1,0 +1,907 @@
+"""The protected positions table with its actions, and the broker's positions that have no protection.
+
+Every action goes to the ProtectionService, which returns at once (broker calls run on its pools). The
+one blocking call, ``unprotected_positions``, runs on a QThreadPool and reports through a signal.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from PySide6.QtCore import (
+    QAbstractTableModel,
+    QItemSelection,
+    QModelIndex,
+    QObject,
+    QPersistentModelIndex,
+    QPoint,
+    QRunnable,
+    Qt,
+    QThreadPool,
+    QTimer,
+    Signal,
+)
+from PySide6.QtGui import QAction, QKeySequence, QPainter, QPaintEvent
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFormLayout,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QMenu,
+    QMessageBox,
+    QSplitter,
+    QTableView,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from trailstop_gui.models.domain import RuleKind, Side, Status, TrailRule
+from trailstop_gui.models.engine import initial_stop
+from trailstop_gui.models.lifecycle import TERMINAL
+from trailstop_gui.models.store import ProtectionStore
+from trailstop_gui.services.brokers.base import Position
+from trailstop_gui.services.protection_service import ProtectionService
+from trailstop_gui.settings import load_settings
+from trailstop_gui.views import theme
+from trailstop_gui.views.positions_model import (
+    PID_ROLE,
+    Column,
+    PositionRow,
+    PositionsModel,
+    PositionsProxy,
+    RowState,
+)
+
+log = logging.getLogger("trailstop.views")
+
+AnyIndex = QModelIndex | QPersistentModelIndex
+DEFAULT_TICK = 0.05
+UNPROTECTED_REFRESH_MS = 20_000
+
+
+# ----------------------------------------------------------------- shared small widgets
+
+
+class EmptyStateTableView(QTableView):
+    """A table that says what to do when it has no rows, instead of showing a blank grid."""
+
+    def __init__(self, placeholder: str = "", parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.placeholder = placeholder
+
+    def paintEvent(self, event: QPaintEvent) -> None:
+        super().paintEvent(event)
+        model = self.model()
+        if model is not None and model.rowCount() == 0 and self.placeholder:
+            painter = QPainter(self.viewport())
+            painter.setPen(self.palette().placeholderText().color())
+            rect = self.viewport().rect().adjusted(24, 12, -24, -12)
+            painter.drawText(
+                rect, int(Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap), self.placeholder
+            )
+            painter.end()
+
+
+def section_title(text: str, parent: QWidget | None = None) -> QLabel:
+    label = QLabel(text, parent)
+    font = label.font()
+    font.setBold(True)
+    font.setPointSizeF(font.pointSizeF() * 1.08)
+    label.setFont(font)
+    return label
+
+
+def ask_confirmation(parent: QWidget | None, title: str, text: str, accept_text: str) -> bool:
+    """A question whose safe answer is the default: Enter never sends an order by accident."""
+    box = QMessageBox(parent)
+    box.setIcon(QMessageBox.Icon.Warning)
+    box.setWindowTitle(title)
+    box.setText(text)
+    yes = box.addButton(accept_text, QMessageBox.ButtonRole.AcceptRole)
+    cancel = box.addButton(QMessageBox.StandardButton.Cancel)
+    box.setDefaultButton(cancel)
+    box.setEscapeButton(cancel)
+    box.exec()
+    return box.clickedButton() is yes
+
+
+# ----------------------------------------------------------------- the rule dialog
+
+
+def parse_rule(kind_text: str, value_text: str, target_text: str, base: TrailRule | None = None) -> TrailRule:
+    """Build a rule from the dialog's fields; ValueError names the field a trader sees.
+
+    The optional activation, ladder and breakeven of ``base`` are kept when the unit stays the same
+    (they are expressed in the rule's unit, so they would mean something else in the other one).
+    """
+    kind = RuleKind(kind_text)
+    value_text, target_text = value_text.strip(), target_text.strip()
+    if not value_text:
+        raise ValueError("Trail value: enter how far the stop trails the price")
+    try:
+        value = float(value_text.replace(",", ""))
+    except ValueError:
+        raise ValueError(f"Trail value: {value_text!r} is not a number") from None
+    if not value > 0:
+        raise ValueError("Trail value: must be greater than 0")
+    if kind is RuleKind.PERCENT and value >= 100:
+        raise ValueError("Trail value: a percent must be below 100")
+    target: float | None = None
+    if target_text:
+        try:
+            target = float(target_text.replace(",", ""))
+        except ValueError:
+            raise ValueError(f"Target: {target_text!r} is not a number") from None
+        if not target > 0:
+            raise ValueError("Target: must be greater than 0, or left empty for no target")
+    options: dict[str, float | None] = {"target": target}
+    if base is not None and base.kind is kind:
+        options.update(
+            activation=base.activation,
+            ladder_step=base.ladder_step,
+            ladder_raise=base.ladder_raise,
+            breakeven=base.breakeven,
+        )
+    try:
+        return TrailRule(kind, value, **options)
+    except ValueError as exc:
+        message = str(exc)
+        if message.startswith("target"):
+            raise ValueError("Target" + message[len("target") :]) from None
+        raise ValueError("Trail value: " + message.split(": ", 1)[-1]) from None
+
+
+class RuleDialog(QDialog):
+    """Percent or points, a value and an optional target, with a live preview of the stop it gives."""
+
+    def __init__(
+        self,
+        parent: QWidget | None,
+        *,
+        title: str,
+        subject: str,
+        side: Side,
+        quantity: int,
+        reference_price: float | None,
+        tick_size: float = DEFAULT_TICK,
+        rule: TrailRule | None = None,
+        current_stop: float | None = None,
+        accept_text: str = "Apply",
+    ) -> None:
+        super().__init__(parent)
+        self.setWindowTitle(title)
+        self.setModal(True)
+        self._side = side
+        self._quantity = quantity
+        self._reference = reference_price
+        self._tick = tick_size
+        self._base = rule
+        self._current_stop = current_stop
+        self._rule: TrailRule | None = None
+
+        heading = QLabel(subject, self)
+        heading.setWordWrap(True)
+        font = heading.font()
+        font.setBold(True)
+        heading.setFont(font)
+
+        self.kind = QComboBox(self)
+        self.kind.addItem("Percent of price (%)", RuleKind.PERCENT.value)
+        self.kind.addItem(f"Points ({theme.RUPEE})", RuleKind.POINTS.value)
+        self.value = QLineEdit(self)
+        self.value.setPlaceholderText("e.g. 2")
+        self.target = QLineEdit(self)
+        self.target.setPlaceholderText("optional, same unit")
+        self.target.setToolTip("Exit in profit once the price has moved this far in your favour")
+        self.preview = QLabel(self)
+        self.preview.setWordWrap(True)
+        self.error = QLabel(self)
+        self.error.setWordWrap(True)
+        self.error.setStyleSheet(f"color: {theme.colors().failed.name()};")
+        self.error.hide()
+
+        form = QFormLayout()
+        form.addRow("&Trail by", self.kind)
+        form.addRow("Trail &value", self.value)
+        form.addRow("T&arget", self.target)
+
+        self.buttons = QDialogButtonBox(self)
+        self.ok = self.buttons.addButton(accept_text, QDialogButtonBox.ButtonRole.AcceptRole)
+        self.buttons.addButton(QDialogButtonBox.StandardButton.Cancel)
+        self.buttons.accepted.connect(self.accept)
+        self.buttons.rejected.connect(self.reject)
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(heading)
+        layout.addLayout(form)
+        layout.addWidget(self.preview)
+        layout.addWidget(self.error)
+        layout.addWidget(self.buttons)
+
+        if rule is not None:
+            self.kind.setCurrentIndex(0 if rule.kind is RuleKind.PERCENT else 1)
+            self.value.setText(f"{rule.value:g}")
+            if rule.target is not None:
+                self.target.setText(f"{rule.target:g}")
+        self.kind.currentIndexChanged.connect(self._validate)
+        self.value.textChanged.connect(self._validate)
+        self.target.textChanged.connect(self._validate)
+        self.setMinimumWidth(380)
+        self._validate()
+
+    def rule(self) -> TrailRule | None:
+        return self._rule
+
+    def _validate(self) -> None:
+        try:
+            self._rule = parse_rule(
+                str(self.kind.currentData()), self.value.text(), self.target.text(), self._base
+            )
+        except ValueError as exc:
+            self._rule = None
+            self.error.setText(str(exc))
+            self.error.show()
+            self.preview.setText("")
+            self.ok.setEnabled(False)
+            return
+        self.error.hide()
+        self.ok.setEnabled(True)
+        self.preview.setText(self._describe_preview(self._rule))
+
+    def _describe_preview(self, rule: TrailRule) -> str:
+        price = self._reference
+        if price is None or price <= 0:
+            return f"Trails {rule.describe()} behind the price."
+        stop = initial_stop(self._side, price, self._tick, rule)
+        if self._current_stop is not None:
+            # A new rule never loosens a stop already reached.
+            stop = max(stop, self._current_stop) if self._side is Side.BUY else min(stop, self._current_stop)
+        risk = abs(price - stop) * self._quantity
+        return (
+            f"At {theme.format_price(price, self._tick)} the stop is "
+            f"<b>{theme.format_price(stop, self._tick)}</b>: "
+            f"{theme.format_inr(risk, signed=False)} at risk on {self._quantity}."
+        )
+
+    def accept(self) -> None:
+        if self._rule is None:
+            return
+        super().accept()
+
+
+def ask_rule(
+    parent: QWidget | None,
+    *,
+    title: str,
+    subject: str,
+    side: Side,
+    quantity: int,
+    reference_price: float | None,
+    tick_size: float = DEFAULT_TICK,
+    rule: TrailRule | None = None,
+    current_stop: float | None = None,
+    accept_text: str = "Apply",
+) -> TrailRule | None:
+    dialog = RuleDialog(
+        parent,
+        title=title,
+        subject=subject,
+        side=side,
+        quantity=quantity,
+        reference_price=reference_price,
+        tick_size=tick_size,
+        rule=rule,
+        current_stop=current_stop,
+        accept_text=accept_text,
+    )
+    return dialog.rule() if dialog.exec() == QDialog.DialogCode.Accepted else None
+
+
+# ----------------------------------------------------------------- the broker's unprotected positions
+
+
+class UnprotectedModel(QAbstractTableModel):
+    """Broker positions with no live protection, per account; refreshed as a whole, a few times a minute."""
+
+    HEADERS = ("Account", "Symbol", "Side", "Qty", "Product", "Avg price", "LTP", f"P&L ({theme.RUPEE})")
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._rows: list[tuple[int, str, Position]] = []
+        self._colors = theme.colors()
+
+    def rowCount(self, parent: AnyIndex = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self._rows)
+
+    def columnCount(self, parent: AnyIndex = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self.HEADERS)
+
+    def headerData(self, section: int, orientation: Qt.Orientation, role: int = 0) -> Any:
+        if orientation is Qt.Orientation.Horizontal and 0 <= section < len(self.HEADERS):
+            if role == Qt.ItemDataRole.DisplayRole:
+                return self.HEADERS[section]
+            if role == Qt.ItemDataRole.TextAlignmentRole:
+                return self._alignment(section)
+        return None
+
+    @staticmethod
+    def _alignment(column: int) -> int:
+        horizontal = (
+            Qt.AlignmentFlag.AlignRight if column >= 3 and column != 4 else Qt.AlignmentFlag.AlignLeft
+        )
+        return int(horizontal | Qt.AlignmentFlag.AlignVCenter)
+
+    def flags(self, index: AnyIndex) -> Qt.ItemFlag:
+        if not index.isValid():
+            return Qt.ItemFlag.NoItemFlags
+        return Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
+
+    def data(self, index: AnyIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid() or not 0 <= index.row() < len(self._rows):
+            return None
+        _account_id, label, pos = self._rows[index.row()]
+        column = index.column()
+        if role == Qt.ItemDataRole.DisplayRole:
+            values = (
+                label,
+                pos.symbol,
+                "Long" if pos.quantity > 0 else "Short",
+                theme.group_indian(abs(pos.quantity)),
+                pos.product.value if pos.product is not None else pos.raw_product,
+                theme.format_price(pos.average_price),
+                theme.format_price(pos.last_price),
+                theme.format_inr(pos.pnl),
+            )
+            return values[column]
+        if role == Qt.ItemDataRole.TextAlignmentRole:
+            return self._alignment(column)
+        if role == Qt.ItemDataRole.ForegroundRole and column == 7 and pos.pnl:
+            return self._colors.profit if pos.pnl > 0 else self._colors.loss
+        if role == Qt.ItemDataRole.ToolTipRole and column == 1:
+            return f"{pos.exchange}:{pos.symbol} has no trailing stop. Protect it to arm one."
+        return None
+
+    def set_positions(self, account_id: int, label: str, positions: list[Position]) -> None:
+        self.beginResetModel()
+        self._rows = [r for r in self._rows if r[0] != account_id]
+        self._rows.extend((account_id, label, p) for p in positions if p.quantity != 0)
+        self._rows.sort(key=lambda r: (r[0], r[2].symbol))
+        self.endResetModel()
+
+    def drop_accounts(self, keep: set[int]) -> None:
+        if any(r[0] not in keep for r in self._rows):
+            self.beginResetModel()
+            self._rows = [r for r in self._rows if r[0] in keep]
+            self.endResetModel()
+
+    def position_at(self, row: int) -> tuple[int, Position] | None:
+        if 0 <= row < len(self._rows):
+            account_id, _label, pos = self._rows[row]
+            return account_id, pos
+        return None
+
+    def set_colors(self, colors: theme.Colors) -> None:
+        self._colors = colors
+        if self._rows:
+            self.dataChanged.emit(self.index(0, 0), self.index(len(self._rows) - 1, len(self.HEADERS) - 1))
+
+
+class _FetchSignals(QObject):
+    fetched = Signal(int, object)  # account id, list[Position]
+    failed = Signal(int, str)
+
+
+class _FetchTask(QRunnable):
+    """Asks the broker for its positions off the GUI thread; reports through its own QObject."""
+
+    def __init__(self, service: ProtectionService, account_id: int, signals: _FetchSignals) -> None:
+        super().__init__()
+        self.service = service
+        self.account_id = account_id
+        self.signals = signals
+
+    def run(self) -> None:
+        try:
+            positions = self.service.unprotected_positions(self.account_id)
+        except Exception as exc:
+            log.warning("positions of account %s: %s", self.account_id, exc)
+            self.signals.failed.emit(self.account_id, str(exc))
+            return
+        self.signals.fetched.emit(self.account_id, positions)
+
+
+# ----------------------------------------------------------------- the view
+
+
+ConfirmFn = Callable[[str, str, str], bool]
+AskRuleFn = Callable[..., TrailRule | None]
+
+
+class PositionsView(QWidget):
+    """The positions table, its actions and the unprotected-positions section."""
+
+    selection_changed = Signal(int)  # protection id, or -1 when nothing is selected
+    message_posted = Signal(str)  # a short status line for the status bar
+    action_failed = Signal(str, str)  # what, why
+
+    def __init__(
+        self,
+        service: ProtectionService,
+        store: ProtectionStore,
+        parent: QWidget | None = None,
+        *,
+        model: PositionsModel | None = None,
+        refresh_interval_ms: int = UNPROTECTED_REFRESH_MS,
+    ) -> None:
+        super().__init__(parent)
+        self.service = service
+        self.store = store
+        self.model = model or PositionsModel(self)
+        self.proxy = PositionsProxy(self)
+        self.proxy.setSourceModel(self.model)
+        # Replaceable in tests: a question and a rule dialog, both modal in the real app.
+        self.confirm: ConfirmFn = lambda title, text, accept: ask_confirmation(self, title, text, accept)
+        self.ask_rule: AskRuleFn = lambda **kw: ask_rule(self, **kw)
+
+        self._build_actions()
+        self._build_ui()
+
+        self.pool = QThreadPool(self)
+        self.pool.setMaxThreadCount(1)  # one broker question at a time is plenty
+        self._fetch_signals = _FetchSignals(self)
+        self._fetch_signals.fetched.connect(self._on_fetched)
+        self._fetch_signals.failed.connect(self._on_fetch_failed)
+        self._in_flight: set[int] = set()
+        self._fetch_debounce = QTimer(self)
+        self._fetch_debounce.setSingleShot(True)
+        self._fetch_debounce.setInterval(400)
+        self._fetch_debounce.timeout.connect(self.fetch_unprotected_now)
+        self._fetch_timer = QTimer(self)
+        self._fetch_timer.setInterval(refresh_interval_ms)
+        self._fetch_timer.timeout.connect(self.refresh_unprotected)
+        self._fetch_timer.start()
+
+        service.protection_changed.connect(self._on_protection_changed)
+        service.session_state_changed.connect(self._on_session_state_changed)
+        self.reload_all()
+        self.refresh_unprotected()
+
+    # ----------------------------------------------------------------- building
+
+    def _build_actions(self) -> None:
+        def action(text: str, shortcut: str | None, tip: str, slot: Callable[[], None]) -> QAction:
+            act = QAction(text, self)
+            if shortcut:
+                act.setShortcut(QKeySequence(shortcut))
+                # Row actions answer only while the positions have focus: a key typed in the order
+                # form must never touch a position.
+                act.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+            act.setToolTip(tip + (f" ({shortcut})" if shortcut else ""))
+            act.setStatusTip(tip)
+            act.triggered.connect(slot)
+            return act
+
+        self.act_modify = action(
+            "&Modify rule…", "Ctrl+M", "Change how far the stop trails", self.modify_selected
+        )
+        self.act_pause = action("&Pause", "Ctrl+P", "Pause or resume trailing", self.toggle_pause_selected)
+        self.act_exit = action(
+            "E&xit now…", "Ctrl+Shift+E", "Send a market exit for this position", self.exit_selected
+        )
+        self.act_retry = action("&Retry exit", "Ctrl+R", "Send the failed exit again", self.retry_selected)
+        self.act_remove = action(
+            "Re&move protection…", "Del", "Stop protecting; the position stays open", self.remove_selected
+        )
+        self.act_protect = action(
+            "Pro&tect…", None, "Arm a trailing stop on this broker position", self.protect_selected
+        )
+        self.act_refresh = action(
+            "Re&fresh broker positions", "F5", "Ask the broker for its positions", self.refresh_unprotected
+        )
+        self.act_show_closed = QAction("Show &closed", self)
+        self.act_show_closed.setCheckable(True)
+        self.act_show_closed.setShortcut(QKeySequence("Ctrl+H"))
+        self.act_show_closed.setToolTip("Also list protections that have ended (Ctrl+H)")
+        self.act_show_closed.toggled.connect(self.proxy.set_show_closed)
+        self.row_actions = [self.act_modify, self.act_pause, self.act_exit, self.act_retry, self.act_remove]
+        for act in (self.act_refresh, self.act_show_closed):
+            act.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+        for act in [*self.row_actions, self.act_refresh, self.act_show_closed]:
+            self.addAction(act)
+
+    def _build_ui(self) -> None:
+        self.title = section_title("Protected positions", self)
+        self.show_closed = QCheckBox("Show closed", self)
+        self.show_closed.setToolTip(self.act_show_closed.toolTip())
+        self.show_closed.toggled.connect(self.act_show_closed.setChecked)
+        self.act_show_closed.toggled.connect(self.show_closed.setChecked)
+
+        buttons = QHBoxLayout()
+        buttons.setSpacing(4)
+        buttons.addWidget(self.title)
+        buttons.addStretch(1)
+        self._buttons: list[QToolButton] = []
+        for act in self.row_actions:
+            button = QToolButton(self)
+            button.setDefaultAction(act)
+            button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
+            button.setAutoRaise(False)
+            buttons.addWidget(button)
+            self._buttons.append(button)
+        buttons.addSpacing(8)
+        buttons.addWidget(self.show_closed)
+
+        self.table = EmptyStateTableView(
+            "No protections yet.\nPlace an order with a trailing stop, or protect a broker position below.",
+            self,
+        )
+        self.table.setObjectName("positionsTable")
+        self.table.setModel(self.proxy)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setAlternatingRowColors(True)
+        self.table.setShowGrid(False)
+        self.table.setWordWrap(False)
+        self.table.verticalHeader().setVisible(False)
+        self.table.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 10)
+        header = self.table.horizontalHeader()
+        header.setHighlightSections(False)
+        header.setStretchLastSection(True)
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        header.setMinimumSectionSize(48)
+        widths = {
+            Column.SYMBOL: 120,
+            Column.SIDE: 56,
+            Column.QTY: 60,
+            Column.PRODUCT: 70,
+            Column.ENTRY: 86,
+            Column.LTP: 86,
+            Column.STOP: 86,
+            Column.DISTANCE: 74,
+            Column.PNL: 104,
+        }
+        metrics = self.fontMetrics()
+        for column, width in widths.items():
+            text_width = metrics.horizontalAdvance(
+                self.model.headerData(column, Qt.Orientation.Horizontal, 0)
+            )
+            header.resizeSection(column, max(width, text_width + 28))
+        header.setSortIndicator(-1, Qt.SortOrder.AscendingOrder)
+        self.table.setSortingEnabled(True)
+        self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.table.customContextMenuRequested.connect(self._show_context_menu)
+        self.table.selectionModel().selectionChanged.connect(self._on_selection_changed)
+        self.table.doubleClicked.connect(lambda _index: self.modify_selected())
+
+        top = QWidget(self)
+        top_layout = QVBoxLayout(top)
+        top_layout.setContentsMargins(0, 0, 0, 0)
+        top_layout.addLayout(buttons)
+        top_layout.addWidget(self.table)
+
+        # The broker's positions that nothing protects.
+        self.unprotected_model = UnprotectedModel(self)
+        self.unprotected_title = section_title("Broker positions without protection", self)
+        self.protect_button = QToolButton(self)
+        self.protect_button.setDefaultAction(self.act_protect)
+        self.refresh_button = QToolButton(self)
+        self.refresh_button.setDefaultAction(self.act_refresh)
+        self.refresh_button.setText("Refresh")
+        self.unprotected_status = QLabel(self)
+        self.unprotected_status.setForegroundRole(self.unprotected_status.foregroundRole())
+        bar = QHBoxLayout()
+        bar.setSpacing(4)
+        bar.addWidget(self.unprotected_title)
+        bar.addSpacing(8)
+        bar.addWidget(self.unprotected_status)
+        bar.addStretch(1)
+        bar.addWidget(self.protect_button)
+        bar.addWidget(self.refresh_button)
+        self.unprotected_table = EmptyStateTableView("Every open broker position is protected.", self)
+        self.unprotected_table.setObjectName("unprotectedTable")
+        self.unprotected_table.setModel(self.unprotected_model)
+        self.unprotected_table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.unprotected_table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.unprotected_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.unprotected_table.setAlternatingRowColors(True)
+        self.unprotected_table.setShowGrid(False)
+        self.unprotected_table.verticalHeader().setVisible(False)
+        self.unprotected_table.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 10)
+        self.unprotected_table.horizontalHeader().setStretchLastSection(True)
+        self.unprotected_table.horizontalHeader().setHighlightSections(False)
+        for n, width in enumerate((150, 110, 56, 60, 70, 90, 90)):
+            self.unprotected_table.horizontalHeader().resizeSection(n, width)
+        self.unprotected_table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.unprotected_table.customContextMenuRequested.connect(self._show_unprotected_menu)
+        self.unprotected_table.doubleClicked.connect(lambda _index: self.protect_selected())
+        self.unprotected_table.selectionModel().selectionChanged.connect(lambda *_: self._update_actions())
+
+        bottom = QWidget(self)
+        bottom_layout = QVBoxLayout(bottom)
+        bottom_layout.setContentsMargins(0, 0, 0, 0)
+        bottom_layout.addLayout(bar)
+        bottom_layout.addWidget(self.unprotected_table)
+
+        self.splitter = QSplitter(Qt.Orientation.Vertical, self)
+        self.splitter.setObjectName("positionsSplitter")
+        self.splitter.addWidget(top)
+        self.splitter.addWidget(bottom)
+        self.splitter.setStretchFactor(0, 3)
+        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setChildrenCollapsible(False)
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.splitter)
+        self.setTabOrder(self.table, self.unprotected_table)
+        self._update_actions()
+
+    # ----------------------------------------------------------------- loading
+
+    def reload_all(self) -> None:
+        """Live protections, plus those that ended today (shown greyed when "Show closed" is on)."""
+        today = datetime.now().date()
+        protections = [
+            p
+            for p in self.store.protections()
+            if p.status not in TERMINAL or (p.closed_at is not None and p.closed_at.date() == today)
+        ]
+        self.model.load(protections)
+        self._update_counts()
+        self._update_actions()
+
+    def _on_protection_changed(self, pid: int) -> None:
+        before = self.model.row_for(pid)
+        try:
+            p = self.store.get(pid)
+        except KeyError:
+            return
+        self.model.upsert(p)
+        self._update_counts()
+        if pid == self.selected_pid():
+            self._update_actions()
+        # A protection that ended, or a position adopted, changes what is unprotected at the broker.
+        if before is None or (before.status is not p.status and (p.status in TERMINAL or before.is_terminal)):
+            self.refresh_unprotected()
+
+    def _on_session_state_changed(self, _account_id: int, state: str) -> None:
+        if state == "live":
+            self.refresh_unprotected()
+
+    def _update_counts(self) -> None:
+        counts = self.model.counts()
+        live = sum(n for state, n in counts.items() if state is not RowState.CLOSED)
+        self.title.setText(f"Protected positions ({live})" if live else "Protected positions")
+
+    # ----------------------------------------------------------------- selection
+
+    def selected_pid(self) -> int | None:
+        indexes = self.table.selectionModel().selectedRows()
+        if not indexes:
+            return None
+        pid = indexes[0].data(PID_ROLE)
+        return int(pid) if pid is not None else None
+
+    def selected_row(self) -> PositionRow | None:
+        pid = self.selected_pid()
+        return None if pid is None else self.model.row_for(pid)
+
+    def select_pid(self, pid: int) -> bool:
+        source_row = self.model.row_number(pid)
+        if source_row is None:
+            return False
+        index = self.proxy.mapFromSource(self.model.index(source_row, 0))
+        if not index.isValid():
+            return False
+        self.table.selectRow(index.row())
+        self.table.scrollTo(index)
+        return True
+
+    def _on_selection_changed(self, _selected: QItemSelection, _deselected: QItemSelection) -> None:
+        self._update_actions()
+        pid = self.selected_pid()
+        self.selection_changed.emit(-1 if pid is None else pid)
+
+    def _update_actions(self) -> None:
+        row = self.selected_row()
+        state = row.state if row is not None else None
+        self.act_modify.setEnabled(state in (RowState.ARMED, RowState.PAUSED, RowState.PENDING))
+        self.act_pause.setEnabled(state in (RowState.ARMED, RowState.PAUSED))
+        self.act_pause.setText("Res&ume" if state is RowState.PAUSED else "&Pause")
+        self.act_exit.setEnabled(state in (RowState.ARMED, RowState.PAUSED))
+        self.act_retry.setEnabled(state is RowState.FAILED)
+        self.act_remove.setEnabled(
+            state in (RowState.ARMED, RowState.PAUSED, RowState.PENDING, RowState.FAILED)
+        )
+        self.act_protect.setEnabled(bool(self.unprotected_table.selectionModel().selectedRows()))
+
+    def _show_context_menu(self, point: QPoint) -> None:
+        index = self.table.indexAt(point)
+        if index.isValid():
+            self.table.selectRow(index.row())
+        menu = QMenu(self)
+        for act in self.row_actions:
+            menu.addAction(act)
+        menu.addSeparator()
+        menu.addAction(self.act_show_closed)
+        menu.popup(self.table.viewport().mapToGlobal(point))
+
+    def _show_unprotected_menu(self, point: QPoint) -> None:
+        index = self.unprotected_table.indexAt(point)
+        if index.isValid():
+            self.unprotected_table.selectRow(index.row())
+        menu = QMenu(self)
+        menu.addAction(self.act_protect)
+        menu.addAction(self.act_refresh)
+        menu.popup(self.unprotected_table.viewport().mapToGlobal(point))
+
+    # ----------------------------------------------------------------- actions
+
+    def _act(self, what: str, fn: Callable[[], object]) -> bool:
+        try:
+            fn()
+        except Exception as exc:
+            log.warning("%s failed: %s", what, exc)
+            self.action_failed.emit(what, str(exc))
+            return False
+        return True
+
+    def modify_selected(self) -> None:
+        row = self.selected_row()
+        if row is None or not self.act_modify.isEnabled():
+            return
+        rule = self.ask_rule(
+            title="Modify trailing rule",
+            subject=f"{row.describe()} · now {row.rule.describe()}",
+            side=row.side,
+            quantity=row.quantity,
+            reference_price=row.ltp or row.entry,
+            tick_size=row.tick_size,
+            rule=row.rule,
+            current_stop=row.stop if row.status is Status.OPEN else None,
+            accept_text="Apply rule",
+        )
+        if rule is None:
+            return
+        if self._act("Modify rule", lambda: self.service.modify_rule(row.pid, rule)):
+            self.message_posted.emit(f"{row.symbol}: trailing {rule.describe()}")
+
+    def toggle_pause_selected(self) -> None:
+        row = self.selected_row()
+        if row is None or row.state not in (RowState.ARMED, RowState.PAUSED):
+            return
+        if row.paused:
+            if self._act("Resume", lambda: self.service.resume(row.pid)):
+                self.message_posted.emit(f"{row.symbol}: protection resumed; the stop is armed")
+        elif self._act("Pause", lambda: self.service.pause(row.pid)):
+            self.message_posted.emit(f"{row.symbol}: paused; no stop fires until you resume")
+
+    def exit_selected(self) -> None:
+        row = self.selected_row()
+        if row is None or row.state not in (RowState.ARMED, RowState.PAUSED):
+            return
+        ltp = f" (LTP {theme.format_price(row.ltp, row.tick_size)})" if row.ltp else ""
+        text = (
+            f"Exit {row.describe()} now{ltp}?\n\n"
+            "TrailStop sends a MARKET order to close the position; the protection ends when it fills."
+        )
+        if not self.confirm("Exit now", text, "Exit now"):
+            return
+        if self._act("Exit now", lambda: self.service.exit_now(row.pid)):
+            self.message_posted.emit(f"{row.symbol}: exit sent")
+
+    def retry_selected(self) -> None:
+        row = self.selected_row()
+        if row is None or row.state is not RowState.FAILED:
+            return
+        if self._act("Retry exit", lambda: self.service.retry_exit(row.pid)):
+            self.message_posted.emit(f"{row.symbol}: exit sent again")
+
+    def remove_selected(self) -> None:
+        row = self.selected_row()
+        if row is None or row.state in (RowState.CLOSED, RowState.IN_PROGRESS):
+            return
+        text = (
+            f"Stop protecting {row.describe()}?\n\n"
+            "The position stays open at the broker with NO stop-loss. TrailStop sends no order."
+        )
+        if not self.confirm("Remove protection", text, "Remove protection"):
+            return
+        if self._act("Remove protection", lambda: self.service.remove(row.pid)):
+            self.message_posted.emit(f"{row.symbol}: protection removed; the position is unprotected")
+
+    # ----------------------------------------------------------------- unprotected positions
+
+    def selected_unprotected(self) -> tuple[int, Position] | None:
+        rows = self.unprotected_table.selectionModel().selectedRows()
+        return self.unprotected_model.position_at(rows[0].row()) if rows else None
+
+    def protect_selected(self) -> None:
+        chosen = self.selected_unprotected()
+        if chosen is None:
+            return
+        account_id, pos = chosen
+        if pos.side is None or pos.product is None:
+            self.action_failed.emit(
+                "Protect", f"{pos.symbol}: the broker's product {pos.raw_product!r} is unknown"
+            )
+            return
+        default_rule = load_settings(self.store).default_rule
+        side_text = "Long" if pos.side is Side.BUY else "Short"
+        rule = self.ask_rule(
+            title="Protect position",
+            subject=(
+                f"{pos.symbol} {side_text} {abs(pos.quantity)} {pos.product.value} "
+                f"at {theme.format_price(pos.average_price)}"
+            ),
+            side=pos.side,
+            quantity=abs(pos.quantity),
+            reference_price=pos.average_price,
+            tick_size=DEFAULT_TICK,
+            rule=default_rule,
+            accept_text="Protect",
+        )
+        if rule is None:
+            return
+        if self._act("Protect", lambda: self.service.adopt(account_id, pos, rule, DEFAULT_TICK)):
+            self.message_posted.emit(f"{pos.symbol}: protected, trailing {rule.describe()}")
+            self.refresh_unprotected()
+
+    def refresh_unprotected(self) -> None:
+        """Ask again shortly (several reasons to refresh in a burst become one question)."""
+        self._fetch_debounce.start()
+
+    def fetch_unprotected_now(self) -> None:
+        sessions = self.service.sessions
+        self.unprotected_model.drop_accounts(set(sessions))
+        asked = 0
+        for account_id, session in sessions.items():
+            if account_id in self._in_flight or session.broker_if_ready() is None:
+                continue
+            self._in_flight.add(account_id)
+            self.pool.start(_FetchTask(self.service, account_id, self._fetch_signals))
+            asked += 1
+        if asked:
+            self.unprotected_status.setText("checking the broker…")
+
+    def wait_for_fetches(self, msecs: int = 5000) -> bool:
+        return bool(self.pool.waitForDone(msecs))
+
+    def stop(self) -> None:
+        self._fetch_timer.stop()
+        self._fetch_debounce.stop()
+        self.pool.clear()
+        self.pool.waitForDone(5000)
+
+    def _on_fetched(self, account_id: int, positions: list[Position]) -> None:
+        self._in_flight.discard(account_id)
+        session = self.service.sessions.get(account_id)
+        label = session.account.label if session is not None else str(account_id)
+        self.unprotected_model.set_positions(account_id, label, positions)
+        count = self.unprotected_model.rowCount()
+        self.unprotected_title.setText(
+            f"Broker positions without protection ({count})"
+            if count
+            else "Broker positions without protection"
+        )
+        self.unprotected_status.setText(f"checked {datetime.now():%H:%M:%S}")
+        self._update_actions()
+
+    def _on_fetch_failed(self, account_id: int, why: str) -> None:
+        self._in_flight.discard(account_id)
+        self.unprotected_status.setText(f"could not check the broker: {why[:80]}")
+
+    def set_colors(self, colors: theme.Colors) -> None:
+        self.model.set_colors(colors)
+        self.unprotected_model.set_colors(colors)

@@ -1,0 +1,247 @@
+"""The settings dialog: order defaults, confirmations, alerts, window behaviour and where the data lives."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+
+from PySide6.QtCore import Qt, QUrl, Signal
+from PySide6.QtGui import QDesktopServices
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from trailstop_gui.models.domain import Product, RuleKind
+from trailstop_gui.models.store import ProtectionStore
+from trailstop_gui.settings import Settings, save_settings
+
+ERROR_COLOUR = "#d32f2f"
+
+FIELD_RULE = "Default trailing stop"
+FIELD_QUANTITY = "Default quantity"
+FIELD_MARKET_PROTECTION = "Market protection"
+
+THEMES = (("system", "Follow the system"), ("light", "Light"), ("dark", "Dark"))
+
+
+def open_folder(path: str | os.PathLike[str]) -> bool:
+    """Show ``path`` in the system's file manager."""
+    return bool(QDesktopServices.openUrl(QUrl.fromLocalFile(os.fspath(path))))
+
+
+class SettingsDialog(QDialog):
+    """Edits ``Settings``; Save validates (naming the field), stores them and emits ``settings_saved``."""
+
+    settings_saved = Signal(object)  # the new Settings
+
+    def __init__(
+        self,
+        store: ProtectionStore,
+        settings: Settings,
+        data_folder: str | os.PathLike[str],
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("TrailStop settings")
+        self.store = store
+        self.original = settings
+        self.saved: Settings | None = None
+        self.data_folder = Path(data_folder)
+
+        # ---- new orders
+        self.rule_kind = QComboBox()
+        self.rule_kind.addItem("Percent (%)", RuleKind.PERCENT.value)
+        self.rule_kind.addItem("Points (₹)", RuleKind.POINTS.value)
+        self.rule_value = QDoubleSpinBox()
+        self.rule_value.setRange(0.0, 1_000_000.0)
+        self.rule_value.setDecimals(2)
+        self.rule_value.setSingleStep(0.25)
+        self.rule_value.setAlignment(Qt.AlignmentFlag.AlignRight)
+        self.product = QComboBox()
+        for product, text in (
+            (Product.MIS, "MIS (intraday)"),
+            (Product.CNC, "CNC (delivery)"),
+            (Product.NRML, "NRML (F&O overnight)"),
+        ):
+            self.product.addItem(text, product.value)
+        self.quantity = QSpinBox()
+        self.quantity.setRange(0, 10_000_000)
+        self.quantity.setAlignment(Qt.AlignmentFlag.AlignRight)
+        self.quantity.setToolTip("For F&O the form rounds this up to whole lots")
+        self.confirm_orders = QCheckBox("Ask me to confirm each order before it is sent")
+
+        # ---- protection
+        self.confirm_exit_all = QCheckBox('Ask me to confirm "Exit all"')
+        self.market_protection = QSpinBox()
+        self.market_protection.setRange(0, 100)
+        self.market_protection.setSpecialValueText("Automatic (the broker decides)")
+        self.market_protection.setSuffix(" %")
+        self.market_protection.setToolTip(
+            "How far from the last price a market exit may fill (Kite's market protection).\n"
+            "Automatic lets the broker choose; a percentage caps the slippage."
+        )
+
+        # ---- alerts and window
+        self.notifications = QCheckBox(
+            "Show desktop notifications (stop hit, exit filled or failed, feed down)"
+        )
+        self.sound = QCheckBox("Play a sound with them")
+        self.close_to_tray = QCheckBox("Closing the window keeps protecting from the system tray")
+        self.theme = QComboBox()
+        for value, text in THEMES:
+            self.theme.addItem(text, value)
+
+        # ---- data
+        self.folder = QLineEdit(str(self.data_folder))
+        self.folder.setReadOnly(True)
+        self.folder.setToolTip("The database and the logs live here. Start with --data-dir to use another.")
+        self.open_button = QPushButton("Open folder")
+        self.open_button.setAutoDefault(False)
+
+        self.error_label = QLabel("")
+        self.error_label.setStyleSheet(f"color: {ERROR_COLOUR};")
+        self.error_label.setWordWrap(True)
+        self.error_label.setVisible(False)
+
+        self.buttons = QDialogButtonBox(
+            QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel
+        )
+
+        orders = QGroupBox("New orders")
+        form = QFormLayout(orders)
+        rule_row = QHBoxLayout()
+        rule_row.addWidget(self.rule_kind, 1)
+        rule_row.addWidget(self.rule_value, 1)
+        form.addRow("Trailing stop", rule_row)
+        form.addRow("Product", self.product)
+        form.addRow("Quantity", self.quantity)
+        form.addRow(self.confirm_orders)
+
+        protection = QGroupBox("Protection")
+        form = QFormLayout(protection)
+        form.addRow(self.confirm_exit_all)
+        form.addRow("Market exits", self.market_protection)
+
+        alerts = QGroupBox("Alerts and window")
+        form = QFormLayout(alerts)
+        form.addRow(self.notifications)
+        sound_row = QHBoxLayout()
+        sound_row.setContentsMargins(20, 0, 0, 0)
+        sound_row.addWidget(self.sound)
+        form.addRow(sound_row)
+        form.addRow(self.close_to_tray)
+        form.addRow("Theme", self.theme)
+
+        data = QGroupBox("Data folder")
+        row = QHBoxLayout(data)
+        row.addWidget(self.folder, 1)
+        row.addWidget(self.open_button)
+
+        layout = QVBoxLayout(self)
+        for box in (orders, protection, alerts, data):
+            layout.addWidget(box)
+        layout.addWidget(self.error_label)
+        layout.addWidget(self.buttons)
+        self.setMinimumWidth(480)
+
+        self.rule_kind.currentIndexChanged.connect(self._on_kind_changed)
+        self.notifications.toggled.connect(self.sound.setEnabled)
+        for spin in (self.rule_value, self.quantity, self.market_protection):
+            spin.valueChanged.connect(self._on_value_changed)
+        self.open_button.clicked.connect(self._on_open_clicked)
+        self.buttons.accepted.connect(self.accept)
+        self.buttons.rejected.connect(self.reject)
+        self.show_settings(settings)
+
+    # ----------------------------------------------------------------- values in and out
+
+    def show_settings(self, s: Settings) -> None:
+        self.rule_kind.setCurrentIndex(self.rule_kind.findData(s.default_rule_kind))
+        self.rule_value.setValue(s.default_rule_value)
+        self.product.setCurrentIndex(self.product.findData(s.default_product))
+        self.quantity.setValue(s.default_quantity)
+        self.confirm_orders.setChecked(s.confirm_orders)
+        self.confirm_exit_all.setChecked(s.confirm_exit_all)
+        self.market_protection.setValue(0 if s.market_protection == -1 else s.market_protection)
+        self.notifications.setChecked(s.notifications)
+        self.sound.setChecked(s.sound)
+        self.sound.setEnabled(s.notifications)
+        self.close_to_tray.setChecked(s.close_to_tray)
+        self.theme.setCurrentIndex(max(self.theme.findData(s.theme), 0))
+        self._on_kind_changed(self.rule_kind.currentIndex())
+
+    def errors(self) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        value = self.rule_value.value()
+        if value <= 0:
+            out.append((FIELD_RULE, "must be greater than 0"))
+        elif self.rule_kind.currentData() == RuleKind.PERCENT.value and value >= 100:
+            out.append((FIELD_RULE, "a percentage must be below 100"))
+        if self.quantity.value() <= 0:
+            out.append((FIELD_QUANTITY, "must be at least 1"))
+        return out
+
+    def values(self) -> Settings:
+        """The settings shown; raises ValueError naming the first bad field."""
+        problems = self.errors()
+        if problems:
+            field, message = problems[0]
+            raise ValueError(f"{field}: {message}")
+        protection = self.market_protection.value()
+        return replace(
+            self.original,
+            default_rule_kind=str(self.rule_kind.currentData()),
+            default_rule_value=float(self.rule_value.value()),
+            default_product=str(self.product.currentData()),
+            default_quantity=int(self.quantity.value()),
+            confirm_orders=self.confirm_orders.isChecked(),
+            confirm_exit_all=self.confirm_exit_all.isChecked(),
+            market_protection=-1 if protection == 0 else protection,
+            notifications=self.notifications.isChecked(),
+            sound=self.sound.isChecked(),
+            close_to_tray=self.close_to_tray.isChecked(),
+            theme=str(self.theme.currentData()),
+        )
+
+    def accept(self) -> None:
+        try:
+            settings = self.values()
+        except ValueError as exc:
+            self._show_errors([str(exc)])
+            return
+        save_settings(self.store, settings)
+        self.saved = settings
+        self.settings_saved.emit(settings)
+        super().accept()
+
+    # ----------------------------------------------------------------- slots
+
+    def _on_kind_changed(self, _index: int) -> None:
+        percent = self.rule_kind.currentData() == RuleKind.PERCENT.value
+        self.rule_value.setSuffix(" %" if percent else " pts")
+        self._on_value_changed()
+
+    def _on_value_changed(self, *_args: object) -> None:
+        if self.error_label.isVisible():
+            self._show_errors([f"{field}: {message}" for field, message in self.errors()])
+
+    def _on_open_clicked(self) -> None:
+        open_folder(self.data_folder)
+
+    def _show_errors(self, lines: list[str]) -> None:
+        self.error_label.setText("\n".join(lines))
+        self.error_label.setVisible(bool(lines))
