@@ -1,11 +1,26 @@
-"""`python -m bench`: every benchmark, one line per figure."""
+"""`python -m bench`: every benchmark, one line per figure.
+
+Each benchmark runs in its own process, so that threads, Qt objects and simulators of one cannot
+disturb the figures of the next.
+"""
 
 from __future__ import annotations
 
-import importlib
+import subprocess
+import sys
 
-# Each module's main() prints its own lines; a missing module is a benchmark not written yet.
-MODULES = ["bench.engine", "bench.decoders"]
+MODULES = ["bench.engine", "bench.decoders", "bench.feed_throughput", "bench.tick_to_exit"]
 
-for name in MODULES:
-    importlib.import_module(name).main()
+
+def main() -> int:
+    failed = []
+    for name in MODULES:
+        if subprocess.run([sys.executable, "-m", name], check=False).returncode != 0:
+            failed.append(name)
+    if failed:
+        print(f"benchmarks failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

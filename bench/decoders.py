@@ -159,3 +159,7 @@ def main() -> None:
     sdk = _best_seconds_per_pass(_sdk_upstox_decode, upstox_frames)
     rate = ticks * len(upstox_frames) / ours
     print(f"upstox decode: {rate:.0f} ticks/s, {sdk / ours:.1f} x SDK FromString+MessageToDict")
+
+
+if __name__ == "__main__":
+    main()

@@ -40,6 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=_rule,
         help="protect every open position without a protection, e.g. percent:2 or points:5",
     )
+    parser.add_argument(
+        "--paper",
+        action="store_true",
+        help="with --sim/--demo: paper trading (live prices, orders filled locally, nothing sent)",
+    )
     parser.add_argument("--version", action="version", version=f"TrailStop {__version__}")
     return parser
 
@@ -77,6 +82,7 @@ def run_headless(args: argparse.Namespace) -> int:
         brokers=_brokers(args.broker),
         demo=args.demo,
         auto_protect=args.auto_protect,
+        paper=args.paper,
         to_stdout=True,
     )
     _install_signal_handlers(app.quit)

@@ -89,14 +89,19 @@ class Runtime:
             self.simulator.stop()
 
 
-def _sim_account(store: ProtectionStore, info: dict[str, Any], broker: str) -> AccountRecord:
+def _sim_account(store: ProtectionStore, info: dict[str, Any], broker: str, mode: str) -> AccountRecord:
     section = info[broker]
     api_key = section["api_key"] if broker == "kite" else section["client_id"]
     redirect = section["redirect_url"] if broker == "kite" else section["redirect_uri"]
     for account in store.accounts():
-        if account.broker == broker and account.api_root == info["http"] and account.api_key == api_key:
+        if (account.broker, account.api_root, account.api_key, account.mode) == (
+            broker,
+            info["http"],
+            api_key,
+            mode,
+        ):
             return account
-    label = ("Zerodha" if broker == "kite" else "Upstox") + " (simulator)"
+    label = ("Zerodha" if broker == "kite" else "Upstox") + (" paper" if mode == "paper" else "")
     return store.add_account(
         broker,
         label,
@@ -104,6 +109,7 @@ def _sim_account(store: ProtectionStore, info: dict[str, Any], broker: str) -> A
         api_key=api_key,
         redirect_url=redirect,
         api_root=info["http"],
+        mode=mode,
     )
 
 
@@ -114,6 +120,7 @@ def build_runtime(
     brokers: tuple[str, ...] = ("kite",),
     demo: bool = False,
     auto_protect: TrailRule | None = None,
+    paper: bool = False,
     to_stdout: bool = False,
     watchdog: float = 5.0,
 ) -> Runtime:
@@ -136,7 +143,7 @@ def build_runtime(
     sim_accounts: dict[int, str] = {}
     if info is not None:
         for broker in brokers:
-            account = _sim_account(store, info, broker)
+            account = _sim_account(store, info, broker, "paper" if paper else "live")
             secret = info[broker]["api_secret"] if broker == "kite" else info[broker]["client_secret"]
             secrets.set(account.id, "api_secret", secret)
             sim_accounts[account.id] = broker

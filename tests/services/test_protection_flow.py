@@ -317,7 +317,7 @@ def test_exit_never_flips_a_shrunk_position(rig: Rig) -> None:
     pid = enter(rig, Side.BUY, Product.MIS, TrailRule.percent(2.0))
     p = rig.store.get(pid)
     # The trader sells 2 of the 3 elsewhere; the exit must sell only the 1 left.
-    rig.session.broker.place_order(
+    outside = rig.session.broker.place_order(
         OrderRequest(
             symbol=p.symbol,
             exchange="NSE",
@@ -327,6 +327,7 @@ def test_exit_never_flips_a_shrunk_position(rig: Rig) -> None:
             product=Product.MIS,
         )
     )
+    wait_until(lambda: rig.session.broker.order(outside).is_final, what="the outside sale to fill")
     rig.sim.set_price("NSE:INFY", 1400.0)
     rig.wait_status(pid, Status.CLOSED)
     exits = rig.sim_orders(p.exit_tag)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import peewee as pw
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Deferred: init_db() points it at a file. Peewee keeps one connection per thread, which is what the
 # threads design asks for (GUI, feed and executor threads each use their own connection).
@@ -54,6 +54,8 @@ class Account(BaseModel):
     api_key = pw.CharField(default="")
     redirect_url = pw.CharField(default="")
     api_root = pw.CharField(default="")
+    # "live" sends orders to the broker; "paper" fills them locally at the broker's live prices.
+    mode = pw.CharField(default="live")
     created_at = pw.DateTimeField(default=datetime.now)
 
 
@@ -130,8 +132,26 @@ MODELS: list[type[BaseModel]] = [Meta, Account, Instrument, ProtectionRow, Journ
 
 Migration = Callable[[pw.SqliteDatabase], None]
 
+
+def all_models() -> list[type[BaseModel]]:
+    """Every table, the paper broker's included (its module imports this one, hence the late import)."""
+    from trailstop_gui.models.paper_db import PAPER_MODELS
+
+    return [*MODELS, *PAPER_MODELS]
+
+
+def _v2_paper_trading(database: pw.SqliteDatabase) -> None:
+    """Version 2: accounts get a mode (live or paper), and the paper broker gets its tables."""
+    columns = {c.name for c in database.get_columns("account")}
+    if "mode" not in columns:
+        database.execute_sql(  # type: ignore[no-untyped-call]
+            "ALTER TABLE account ADD COLUMN mode VARCHAR(255) NOT NULL DEFAULT 'live'"
+        )
+    database.create_tables(all_models(), safe=True)
+
+
 # version -> the step that brings a database from version-1 to version. Append, never edit.
-MIGRATIONS: dict[int, Migration] = {}
+MIGRATIONS: dict[int, Migration] = {2: _v2_paper_trading}
 
 
 class DatabaseError(RuntimeError):
@@ -164,12 +184,13 @@ def init_db(
         database.close()
     _create_owner_only(path)
     database.init(str(path), pragmas=PRAGMAS, check_same_thread=False)
-    steps = MIGRATIONS if migrations is None else migrations
+    steps = {**MIGRATIONS, **(migrations or {})}
     target = max([SCHEMA_VERSION, *steps])
     try:
         database.connect(reuse_if_open=True)
         with database.atomic():
-            database.create_tables(MODELS, safe=True)
+            fresh = not database.table_exists("meta")
+            database.create_tables(all_models() if fresh else [Meta], safe=True)
             current = int(_meta_get("schema_version") or 0)
             if current == 0:
                 # A new file starts at the current schema: migrations are only for files that predate it.

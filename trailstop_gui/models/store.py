@@ -66,6 +66,11 @@ class AccountRecord:
     api_key: str
     redirect_url: str
     api_root: str
+    mode: str = "live"
+
+    @property
+    def is_paper(self) -> bool:
+        return self.mode == "paper"
 
 
 # Fields a transition or an update may change; everything else is fixed at creation.
@@ -138,7 +143,10 @@ class ProtectionStore:
         api_key: str = "",
         redirect_url: str = "",
         api_root: str = "",
+        mode: str = "live",
     ) -> AccountRecord:
+        if mode not in ("live", "paper"):
+            raise ValueError(f"mode: live or paper, got {mode!r}")
         if not broker.strip():
             raise ValueError("broker: must not be empty")
         if not label.strip():
@@ -151,6 +159,7 @@ class ProtectionStore:
                 api_key=api_key,
                 redirect_url=redirect_url,
                 api_root=api_root,
+                mode=mode,
             )
         return self._account(row)
 
@@ -164,7 +173,7 @@ class ProtectionStore:
         return self._account(row)
 
     def update_account(self, account_id: int, **fields: str) -> AccountRecord:
-        allowed = {"label", "user_id", "api_key", "redirect_url", "api_root"}
+        allowed = {"label", "user_id", "api_key", "redirect_url", "api_root", "mode"}
         unknown = set(fields) - allowed
         if unknown:
             raise ValueError(f"account: cannot change {', '.join(sorted(unknown))}")
@@ -182,6 +191,7 @@ class ProtectionStore:
             api_key=row.api_key,
             redirect_url=row.redirect_url,
             api_root=row.api_root,
+            mode=row.mode,
         )
 
     # ----------------------------------------------------------------- protections

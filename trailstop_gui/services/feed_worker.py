@@ -65,6 +65,7 @@ class FeedWorker(QThread):
         on_trigger: TriggerHandler,
         *,
         on_order_update: Callable[[OrderUpdate], None] | None = None,
+        on_tick: Callable[[Tick], object] | None = None,
         watchdog: float = 5.0,
         backoff: Backoff | None = None,
         snapshot_hz: float = 10.0,
@@ -76,6 +77,7 @@ class FeedWorker(QThread):
         self.engine = TrailingEngine()
         self._on_trigger = on_trigger
         self._on_order_update = on_order_update
+        self._tick_listener = on_tick  # a paper broker fills its resting orders on the live ticks
         self._snapshot_interval = 1.0 / snapshot_hz
         self._protections: dict[int, Protection] = {}
         self._quotes: dict[InstrumentId, Quote] = {}
@@ -183,6 +185,11 @@ class FeedWorker(QThread):
         self.ticks += 1
         self._quotes[tick.instrument] = Quote(tick.instrument, tick.ltp, tick.bid, tick.ask, time.time())
         self._dirty_quotes.add(tick.instrument)
+        if self._tick_listener is not None:
+            try:
+                self._tick_listener(tick)
+            except Exception:
+                log.exception("tick listener failed")
         for event in self.engine.on_tick(tick):
             pid = int(event.key)
             if isinstance(event, StopTriggered):

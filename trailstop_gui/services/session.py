@@ -88,7 +88,10 @@ class AccountSession(QObject):
         self._backoff = backoff
         self._lock = threading.Lock()
         token = secrets.get(account.id, "access_token")
-        self.broker: Any = self._make_broker(token)
+        # ``rest`` is the real broker account: login, token, feed. ``broker`` is where orders go: the same
+        # account, or, in paper mode, a PaperBroker filling locally at the live feed's prices.
+        self.rest: Any = self._make_broker(token)
+        self.broker: Any = self._make_paper() if account.is_paper else self.rest
         if token:
             self.state = SessionState.CONNECTING
 
@@ -114,6 +117,22 @@ class AccountSession(QObject):
             dialog_url=e.login_url,
         )
 
+    def _make_paper(self) -> Broker:
+        from trailstop_gui.services.brokers.paper import PaperBroker
+
+        return PaperBroker(
+            account=f"account-{self.account.id}",
+            quote=self._live_quote,
+            price_broker=self.rest,
+            feed_capabilities=self.rest.capabilities,
+            user_name=f"{self.account.label} (paper)",
+        )
+
+    def _live_quote(self, instrument: object) -> tuple[float, float | None, float | None] | None:
+        feed = self.feed
+        quote = feed.latest_quote(instrument) if feed is not None else None  # type: ignore[arg-type]
+        return None if quote is None else (quote.ltp, quote.bid, quote.ask)
+
     def token(self) -> str | None:
         return self.secrets.get(self.account.id, "access_token")
 
@@ -128,9 +147,9 @@ class AccountSession(QObject):
 
     def login_url(self, state: str | None = None) -> str:
         if self.account.broker == "kite":
-            return str(self.broker.login_url())
+            return str(self.rest.login_url())
         return str(
-            self.broker.authorization_url(self.account.redirect_url, state or random_tokens.token_hex(8))
+            self.rest.authorization_url(self.account.redirect_url, state or random_tokens.token_hex(8))
         )
 
     def complete_login(self, redirect_params: dict[str, str]) -> SessionInfo:
@@ -142,14 +161,14 @@ class AccountSession(QObject):
             request_token = redirect_params.get("request_token")
             if not request_token:
                 raise AuthError("the login redirect carried no request token")
-            info: SessionInfo = self.broker.exchange_token(request_token, secret)
+            info: SessionInfo = self.rest.exchange_token(request_token, secret)
         else:
             code = redirect_params.get("code")
             if not code:
                 raise AuthError("the login redirect carried no code")
-            info = self.broker.exchange_code(code, secret, self.account.redirect_url)
+            info = self.rest.exchange_code(code, secret, self.account.redirect_url)
         self.secrets.set(self.account.id, "access_token", info.access_token)
-        self.broker.set_access_token(info.access_token)
+        self.rest.set_access_token(info.access_token)
         log.info("%s: logged in as %s", self.account.label, info.user_id)
         self._set_state(SessionState.CONNECTING)
         self.logged_in.emit(self.account.id)
@@ -168,7 +187,7 @@ class AccountSession(QObject):
             self.state = SessionState.LOGIN_NEEDED
         log.warning("%s: login needed%s", self.account.label, f" ({why})" if why else "")
         self.secrets.delete(self.account.id, "access_token")
-        self.broker.set_access_token(None)
+        self.rest.set_access_token(None)
         feed = self.feed
         if feed is not None:
             feed.loop.stop()
@@ -199,6 +218,7 @@ class AccountSession(QObject):
             store,
             on_trigger,
             on_order_update=on_order_update,
+            on_tick=getattr(self.broker, "on_tick", None) if self.account.is_paper else None,
             watchdog=self._watchdog,
             backoff=self._backoff(),
             name=f"feed-{self.account.id}",

@@ -248,16 +248,35 @@ def test_migration_hook_runs_once(tmp_path: Path) -> None:
     calls: list[int] = []
 
     def add_note_column(database: object) -> None:
-        calls.append(2)
+        calls.append(3)
         db.database.execute_sql("ALTER TABLE protection ADD COLUMN note TEXT DEFAULT ''")
 
-    db.init_db(path, migrations={2: add_note_column})
-    db.init_db(path, migrations={2: add_note_column})
+    db.init_db(path, migrations={3: add_note_column})
+    db.init_db(path, migrations={3: add_note_column})
     db.database.close()
-    assert calls == [2]
-    assert raw_rows(path, "SELECT value FROM meta WHERE key='schema_version'") == [("2",)]
+    assert calls == [3]
+    assert raw_rows(path, "SELECT value FROM meta WHERE key='schema_version'") == [("3",)]
     with pytest.raises(db.DatabaseError, match="newer"):
         db.init_db(path)
+
+
+def test_version_1_file_is_migrated_without_losing_anything(tmp_path: Path) -> None:
+    path = tmp_path / "v1.db"
+    with ProtectionStore(path) as store:
+        p = new_protection(store)
+    # Make the file look like a version-1 database: no account mode, no paper tables.
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        "ALTER TABLE account DROP COLUMN mode; DROP TABLE paper_trade; DROP TABLE paper_order;"
+        "UPDATE meta SET value='1' WHERE key='schema_version';"
+    )
+    conn.close()
+    with ProtectionStore(path) as store:
+        assert db.schema_version() == 2
+        assert store.get(p.id) == p
+        assert store.account(p.account_id).mode == "live"
+    tables = {row[0] for row in raw_rows(path, "SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"paper_order", "paper_trade"} <= tables
 
 
 # ----------------------------------------------------------------------------- resume after reopen

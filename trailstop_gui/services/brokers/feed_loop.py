@@ -130,6 +130,7 @@ class FeedLoop:
         self._stopping: asyncio.Event | None = None
         self._wake_subscriptions: asyncio.Event | None = None
         self.state = FeedState.STOPPED
+        self._stale = False
         self.connects = 0
         self.decode_errors = 0
         self.last_message_at = 0.0
@@ -199,9 +200,11 @@ class FeedLoop:
             self._loop = None
 
     async def _session(self) -> None:
-        assert self._stopping is not None and self._wake_subscriptions is not None
+        assert self._stopping is not None
         socket = await self.protocol.open()
         self._socket = socket
+        self._stale = False
+        helpers: list[asyncio.Future[None]] = []
         try:
             self._subscribed = {}
             await self._sync_subscriptions(socket)
@@ -211,37 +214,52 @@ class FeedLoop:
             self._set_state(FeedState.LIVE)
             self.backoff.reset()
             self._on_connected(reconnect)
-            reader = asyncio.ensure_future(socket.recv())
-            stopping = asyncio.ensure_future(self._stopping.wait())
-            try:
-                while True:
-                    wake = asyncio.ensure_future(self._wake_subscriptions.wait())
-                    done, _ = await asyncio.wait(
-                        {reader, stopping, wake}, timeout=self.watchdog, return_when=asyncio.FIRST_COMPLETED
-                    )
-                    if not wake.done():
-                        wake.cancel()
-                    if stopping in done:
-                        return
-                    if wake in done:
-                        self._wake_subscriptions.clear()
-                        await self._sync_subscriptions(socket)
-                    if reader in done:
-                        message = reader.result()
-                        self.last_message_at = time.monotonic()
-                        self._handle(message)
-                        reader = asyncio.ensure_future(socket.recv())
-                    elif not done:
-                        # Silent dead socket: open at the TCP level, but no data and no heartbeat.
-                        self._set_state(FeedState.STALE, f"nothing received for {self.watchdog:g} s")
-                        raise TimeoutError(f"no data or heartbeat for {self.watchdog:g} s")
-            finally:
-                for pending in (reader, stopping):
-                    if not pending.done():
-                        pending.cancel()
+            # The read loop does nothing but read: the watchdog, subscription changes and stop requests
+            # run beside it, so a message costs no more than its decode and the engine.
+            helpers = [
+                asyncio.ensure_future(self._watchdog_task(socket)),
+                asyncio.ensure_future(self._subscription_task(socket)),
+                asyncio.ensure_future(self._stop_task(socket)),
+            ]
+            handle = self._handle
+            async for message in socket:
+                self.last_message_at = time.monotonic()
+                handle(message)
+            if self._stopping.is_set():
+                return
+            if self._stale:
+                raise TimeoutError(f"no data or heartbeat for {self.watchdog:g} s")
+            raise ConnectionError("the server closed the feed")
         finally:
+            for helper in helpers:
+                helper.cancel()
             self._socket = None
             await socket.close()
+
+    async def _watchdog_task(self, socket: ClientConnection) -> None:
+        while True:
+            await asyncio.sleep(min(1.0, self.watchdog / 4))
+            silent = time.monotonic() - self.last_message_at
+            if silent > self.watchdog:
+                # Silent dead socket: open at the TCP level, but no data and no heartbeat.
+                self._stale = True
+                self._set_state(FeedState.STALE, f"nothing received for {self.watchdog:g} s")
+                transport = socket.transport
+                if transport is not None:
+                    transport.abort()  # a polite close would wait on the very peer that went silent
+                return
+
+    async def _subscription_task(self, socket: ClientConnection) -> None:
+        assert self._wake_subscriptions is not None
+        while True:
+            await self._wake_subscriptions.wait()
+            self._wake_subscriptions.clear()
+            await self._sync_subscriptions(socket)
+
+    async def _stop_task(self, socket: ClientConnection) -> None:
+        assert self._stopping is not None
+        await self._stopping.wait()
+        await socket.close()
 
     def _handle(self, message: str | bytes) -> None:
         try:

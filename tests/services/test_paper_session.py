@@ -1,0 +1,95 @@
+"""Paper trading: live prices from the simulator's feed, orders filled locally, nothing sent to the broker."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pytestqt.qtbot import QtBot
+
+from tests.services.conftest import control
+from trailstop_gui.models.domain import Product, Side, Status, TrailRule
+from trailstop_gui.models.store import ProtectionStore
+from trailstop_gui.services.brokers.feed_loop import Backoff
+from trailstop_gui.services.brokers.paper import PaperBroker
+from trailstop_gui.services.exit_executor import RetryPolicy
+from trailstop_gui.services.protection_service import EntryRequest, ProtectionService
+from trailstop_gui.services.secrets import SecretStore
+from trailstop_gui.services.session import AccountSession, Endpoints
+from trailstop_gui.simulator.runner import SimulatorHandle
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[ProtectionStore]:
+    s = ProtectionStore(tmp_path / "paper.db")
+    yield s
+    s.close()
+
+
+@pytest.mark.parametrize("broker", ["kite", "upstox"])
+def test_paper_account_trails_and_exits_without_sending_orders(
+    qtbot: QtBot, simulator: SimulatorHandle, store: ProtectionStore, broker: str
+) -> None:
+    section = simulator.info[broker]
+    api_key = section["api_key"] if broker == "kite" else section["client_id"]
+    secret = section["api_secret"] if broker == "kite" else section["client_secret"]
+    redirect = section["redirect_url"] if broker == "kite" else section["redirect_uri"]
+    account = store.add_account(
+        broker,
+        "paper",
+        user_id=section["user_id"],
+        api_key=api_key,
+        redirect_url=redirect,
+        api_root=simulator.url,
+        mode="paper",
+    )
+    secrets = SecretStore()
+    secrets.set(account.id, "api_secret", secret)
+    session = AccountSession(
+        account,
+        secrets,
+        Endpoints.for_simulator(simulator.info, broker),
+        watchdog=2.5,
+        backoff=lambda: Backoff(initial=0.1, maximum=0.5),
+    )
+    assert isinstance(session.broker, PaperBroker)
+    session.login_with_password(section["user_id"], section["password"])
+    service = ProtectionService(store, retry_policy=RetryPolicy(initial_delay=0.05, poll_interval=0.05))
+    service.add_session(session)
+    service.start()
+    try:
+        simulator.set_price("NSE:INFY", 1500.0, bid=1499.90, ask=1500.10)
+        inst = next(i for i in control(simulator, "instruments") if i["symbol"] == "NSE:INFY")
+        instrument = inst["kite_token"] if broker == "kite" else inst["upstox_key"]
+        # The paper fill needs a live price: wait until the feed has one for INFY.
+        feed = session.feed
+        assert feed is not None
+        feed.arm([])
+        p = service.place_entry(
+            EntryRequest(
+                account_id=account.id,
+                instrument=instrument,
+                symbol="INFY",
+                exchange="NSE",
+                side=Side.BUY,
+                quantity=2,
+                product=Product.MIS,
+                tick_size=0.05,
+                rule=TrailRule.percent(2.0),
+            )
+        )
+        deadline = time.monotonic() + 10
+        while store.get(p.id).status is not Status.OPEN:
+            assert time.monotonic() < deadline, store.get(p.id)
+            qtbot.wait(20)
+        assert store.get(p.id).entry_price == pytest.approx(1500.10, abs=0.2)  # the ask, or the LTP at worst
+        simulator.set_price("NSE:INFY", 1400.0, bid=1399.90, ask=1400.10)
+        while store.get(p.id).status is not Status.CLOSED:
+            assert time.monotonic() < deadline + 10, store.get(p.id)
+            qtbot.wait(20)
+        assert store.get(p.id).exit_price == pytest.approx(1399.90)  # sold at the bid
+        assert control(simulator, "orders") == []  # nothing ever reached the broker
+    finally:
+        service.shutdown()
