@@ -36,5 +36,26 @@ unit: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
+# ----------------------------------------------------------------- chaos: reliability under faults
+# The long chaos run (bench/chaos.py): the headless app against the simulator under random faults, SIGKILLs
+# and restarts, invariants checked against the simulator's order log; ends with "N violations" (exit 1 if
+# any). `make test` runs a short one (tests/reliability/test_chaos.py). CHAOS_ARGS="--runs 1 --seed 7" etc.
+chaos: $(STAMP)
+	$(BIN)/python -m bench.chaos $(CHAOS_ARGS)
+# ----------------------------------------------------------------- end of chaos
+
+# ----------------------------------------------------------------- dist: the installable app
+# dist/trailstop/ (PyInstaller one-folder bundle, installer/trailstop.spec) and, on Linux,
+# dist/trailstop-VERSION-linux-ARCH.tar.gz with install.sh. An up-to-date build is reused (FORCE=1 rebuilds).
+# Check it with: dist/trailstop/trailstop --self-test. Windows and macOS: .github/workflows/dist.yml.
+.PHONY: icons
+dist: $(STAMP)
+	$(BIN)/python installer/build.py $(if $(FORCE),--force)
+
+# Re-render the app icon set (PNG sizes, .ico, .icns) from resources/icons/trailstop.svg.
+icons: $(STAMP)
+	$(BIN)/python installer/make_icons.py
+# ----------------------------------------------------------------- end of dist
+
 clean:
 	rm -rf $(VENV) build dist .mypy_cache .ruff_cache

@@ -9,7 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-MODULES = ["bench.engine", "bench.decoders", "bench.feed_throughput", "bench.tick_to_exit"]
+MODULES = ["bench.engine", "bench.decoders", "bench.feed_throughput", "bench.tick_to_exit", "bench.safety"]
 
 
 def main() -> int:

@@ -7,12 +7,21 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from trailstop_gui import __version__
+from trailstop_gui.models.db import DatabaseError
 from trailstop_gui.models.domain import TrailRule
 from trailstop_gui.settings import APP_NAME
 
+if TYPE_CHECKING:
+    from trailstop_gui.single_instance import SingleInstance
+
 log = logging.getLogger("trailstop")
+
+# Exit code when the database cannot be used (damaged and moved aside, locked, or from a newer version).
+DATABASE_UNUSABLE = 2
 
 
 def _rule(text: str) -> TrailRule:
@@ -45,6 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --sim/--demo: paper trading (live prices, orders filled locally, nothing sent)",
     )
+    parser.add_argument(
+        "--self-test",
+        action="store_true",
+        help="check this installation: run the demo flow offscreen in a temporary folder, exit 0 if it works",
+    )
+    parser.add_argument(
+        "--safety-stop",
+        action="store_true",
+        help="new protections also get a broker-held safety stop, a buffer behind the trailed stop",
+    )
     parser.add_argument("--version", action="version", version=f"TrailStop {__version__}")
     return parser
 
@@ -55,9 +74,40 @@ def _brokers(choice: str) -> tuple[str, ...]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.headless:
-        return run_headless(args)
-    return run_window(args)
+    if args.self_test:
+        from trailstop_gui.selftest import run_self_test
+
+        return run_self_test()
+    from trailstop_gui.settings import data_dir
+    from trailstop_gui.single_instance import SingleInstance
+
+    # One instance per data folder: two would watch the same protections and could both fire an exit.
+    instance = SingleInstance(data_dir(args.data_dir), headless=args.headless)
+    if not instance.claim():
+        print(instance.hand_over_message(), file=sys.stderr)
+        return instance.exit_code()
+    try:
+        if args.headless:
+            return run_headless(args, instance)
+        return run_window(args, instance)
+    except DatabaseError as exc:
+        return database_unusable(exc, window=not args.headless)
+    finally:
+        instance.release()
+
+
+def database_unusable(exc: DatabaseError, *, window: bool) -> int:
+    """Say plainly why TrailStop cannot start: a damaged file (moved aside: the message names the backup),
+    a file another program holds, or one from a newer version. Returns the exit code."""
+    log.error("%s", exc)
+    if window:
+        from PySide6.QtWidgets import QApplication, QMessageBox
+
+        _app = QApplication.instance() or QApplication(sys.argv[:1])
+        QMessageBox.critical(None, "TrailStop cannot open its database", str(exc))
+    else:
+        print(f"TrailStop: {exc}", file=sys.stderr)
+    return DATABASE_UNUSABLE
 
 
 def _install_signal_handlers(quit_app: object) -> None:
@@ -69,13 +119,15 @@ def _install_signal_handlers(quit_app: object) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def run_headless(args: argparse.Namespace) -> int:
+def run_headless(args: argparse.Namespace, instance: SingleInstance | None = None) -> int:
     from PySide6.QtCore import QCoreApplication, QTimer
 
     from trailstop_gui.runtime import build_runtime
 
     app = QCoreApplication(sys.argv[:1])
     app.setApplicationName(APP_NAME)
+    if instance is not None:
+        instance.listen()
     runtime = build_runtime(
         data_directory=args.data_dir,
         sim_url=args.sim,
@@ -85,6 +137,8 @@ def run_headless(args: argparse.Namespace) -> int:
         paper=args.paper,
         to_stdout=True,
     )
+    if getattr(args, "safety_stop", False):
+        runtime.service.set_safety_defaults(replace(runtime.service.safety_defaults, enabled=True))
     _install_signal_handlers(app.quit)
     # Python runs signal handlers only when it holds the interpreter: wake it regularly.
     wake = QTimer()
@@ -100,16 +154,25 @@ def run_headless(args: argparse.Namespace) -> int:
         log.info("stopped; open protections stay armed for the next start")
 
 
-def run_window(args: argparse.Namespace) -> int:
+def run_window(args: argparse.Namespace, instance: SingleInstance | None = None) -> int:
+    from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
     from trailstop_gui.runtime import build_runtime
+    from trailstop_gui.settings import load_settings
+    from trailstop_gui.views import theme
     from trailstop_gui.views.main_window import MainWindow
 
     app = QApplication(sys.argv[:1])
     app.setApplicationName(APP_NAME)
     app.setOrganizationName(APP_NAME)
     app.setApplicationVersion(__version__)
+    app.setDesktopFileName("trailstop")
+    app.setWindowIcon(theme.app_icon())
+    # The window closes to the tray: the application ends on a confirmed Quit, or on a signal.
+    app.setQuitOnLastWindowClosed(False)
+    if instance is not None:
+        instance.listen()
     runtime = build_runtime(
         data_directory=args.data_dir,
         sim_url=args.sim,
@@ -117,13 +180,32 @@ def run_window(args: argparse.Namespace) -> int:
         demo=args.demo,
         auto_protect=args.auto_protect,
     )
-    _install_signal_handlers(app.quit)
+    theme.apply_theme(app, load_settings(runtime.store).theme)
+    if getattr(args, "safety_stop", False):
+        runtime.service.set_safety_defaults(replace(runtime.service.safety_defaults, enabled=True))
+    window: MainWindow | None = None
+
+    def quit_now() -> None:
+        if window is not None:
+            window.prepare_quit()  # a signal is not a question: close without asking
+        app.quit()
+
+    _install_signal_handlers(quit_now)
+    # Python runs signal handlers only when it holds the interpreter: wake it regularly.
+    wake = QTimer()
+    wake.start(200)
+    wake.timeout.connect(lambda: None)
     try:
         runtime.login_simulator_accounts()
         runtime.service.start()
-        window = MainWindow(runtime.store.live(), str(runtime.directory))
+        window = MainWindow(runtime.service, runtime.store, runtime.notifier, str(runtime.directory))
+        window.quit_requested.connect(app.quit)
+        # To wire to the dialogs: window.accounts_requested, window.login_requested(account id),
+        # window.settings_requested; and window.set_order_entry(<the order panel>).
         window.show()
         log.info("TrailStop %s started; data in %s", __version__, runtime.directory)
         return app.exec()
     finally:
+        if window is not None:
+            window.stop()
         runtime.close()

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import logging
 import logging.handlers
+import os
+import re
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,15 +27,48 @@ from trailstop_gui.settings import data_dir, database_path, log_dir
 log = logging.getLogger("trailstop")
 
 
+# Token-like without a name beside it: a long run of letters and digits with both in it (Kite's access
+# tokens, the simulator's), or a JWT (Upstox's). Order ids (digits only), tags, symbols and ISINs are shorter
+# or all digits, and stay readable.
+_TOKEN_LIKE = re.compile(
+    r"(?<![A-Za-z0-9])(?=[A-Za-z0-9]*[A-Za-z])(?=[A-Za-z0-9]*[0-9])[A-Za-z0-9]{24,}(?![A-Za-z0-9])"
+    r"|\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"
+)
+_TRACEBACKS = logging.Formatter()
+
+
+def redact_log_text(text: str) -> str:
+    """``redact`` (named secrets, key=value pairs, auth headers), then anything else token-like."""
+    return _TOKEN_LIKE.sub("***", redact(text))
+
+
 class RedactingFilter(logging.Filter):
-    """Masks anything token-like in every log record, whatever logger it comes from."""
+    """Masks anything token-like in every log record, whatever logger it comes from: the message, and the
+    traceback and stack printed with it (an exception's text can carry a URL with a token in it)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        cleaned = redact(message)
+        cleaned = redact_log_text(message)
         if cleaned != message:
             record.msg, record.args = cleaned, None
+        if record.exc_info and not record.exc_text:
+            # Formatters print exc_text when it is set, instead of formatting the exception again.
+            record.exc_text = _TRACEBACKS.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact_log_text(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact_log_text(record.stack_info)
         return True
+
+
+class OwnerOnlyRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """A rotating log whose files are all owner-only, the new one each rotation starts included."""
+
+    def _open(self) -> Any:
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        os.close(fd)
+        os.chmod(self.baseFilename, 0o600)  # also a file an earlier version made with other permissions
+        return super()._open()
 
 
 def configure_logging(directory: Path, *, to_stdout: bool) -> None:
@@ -43,8 +78,7 @@ def configure_logging(directory: Path, *, to_stdout: bool) -> None:
     for handler in list(root.handlers):
         root.removeHandler(handler)
     logfile = log_dir(directory) / "trailstop.log"
-    file_handler = logging.handlers.RotatingFileHandler(logfile, maxBytes=5_000_000, backupCount=3)
-    logfile.chmod(0o600)
+    file_handler = OwnerOnlyRotatingFileHandler(logfile, maxBytes=5_000_000, backupCount=3)
     handlers: list[logging.Handler] = [file_handler]
     if to_stdout:
         import sys

@@ -13,7 +13,16 @@ from typing import Any
 
 import platformdirs
 
-from trailstop_gui.models.domain import Product, RuleKind, TrailRule, require_positive, require_positive_int
+from trailstop_gui.models.domain import (
+    SAFETY_BUFFER_PERCENT,
+    SAFETY_BUFFER_TICKS,
+    Product,
+    RuleKind,
+    TrailRule,
+    check_safety_buffer,
+    require_positive,
+    require_positive_int,
+)
 from trailstop_gui.models.store import ProtectionStore
 
 log = logging.getLogger("trailstop.settings")
@@ -57,6 +66,12 @@ class Settings:
     theme: str = "system"
     notifications: bool = True  # desktop notifications for stops, exits, feed and login problems
     sound: bool = True  # a sound with the notifications that need attention
+    # The broker-held safety stop: the default for new protections (the order form can change it per order).
+    safety_stop: bool = False
+    safety_buffer_percent: float = SAFETY_BUFFER_PERCENT  # behind the trailed stop: this percent ...
+    safety_buffer_ticks: int = SAFETY_BUFFER_TICKS  # ... or this many ticks, whichever is larger
+    # A GTT's LIMIT order (Kite CNC/NRML) is priced this far through its trigger, to fill in a fast market.
+    safety_limit_percent: float = 2.0
 
     def __post_init__(self) -> None:
         TrailRule(
@@ -70,7 +85,17 @@ class Settings:
             raise ValueError(f"market protection: -1 (automatic) or 1 to 100, got {self.market_protection!r}")
         if self.theme not in ("system", "light", "dark"):
             raise ValueError(f"theme: system, light or dark, got {self.theme!r}")
-        for name in ("confirm_orders", "confirm_exit_all", "close_to_tray", "notifications", "sound"):
+        check_safety_buffer(self.safety_buffer_percent, self.safety_buffer_ticks)
+        if not 0 < self.safety_limit_percent <= 10:
+            raise ValueError(f"safety limit percent: above 0, at most 10, got {self.safety_limit_percent!r}")
+        for name in (
+            "confirm_orders",
+            "confirm_exit_all",
+            "close_to_tray",
+            "notifications",
+            "sound",
+            "safety_stop",
+        ):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name.replace('_', ' ')}: must be true or false")
 
@@ -127,7 +152,13 @@ def _coerce(type_name: object, value: Any) -> Any:
 
 
 def load_settings(store: ProtectionStore) -> Settings:
-    return Settings.from_dict(store.get_setting(SETTINGS_KEY, {}))
+    try:
+        stored = store.get_setting(SETTINGS_KEY, {})
+    except ValueError:
+        # Not JSON (edited by hand, or damaged): start with the defaults rather than not start at all.
+        log.warning("settings: the stored settings cannot be read; using defaults")
+        stored = {}
+    return Settings.from_dict(stored)
 
 
 def save_settings(store: ProtectionStore, settings: Settings) -> None:

@@ -1,41 +1,331 @@
-"""The main window opens offscreen and shows what the store holds."""
+"""The main window: its parts and menus, Exit all and Quit asking first, the tray on close, the status bar,
+the remembered geometry and splitters, and the colour scheme followed."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
+import pytest
+from PySide6.QtCore import QSettings, Qt
+from PySide6.QtWidgets import QApplication, QLabel, QWidget
 from pytestqt.qtbot import QtBot
 
-from trailstop_gui.models.domain import Product, Side, Status, TrailRule
+from trailstop_gui.models.domain import Product, Protection, Side, Status, TrailRule
 from trailstop_gui.models.store import ProtectionStore
-from trailstop_gui.views.main_window import COLUMNS, MainWindow
+from trailstop_gui.services.feed_worker import Quote
+from trailstop_gui.services.notifier import Alert, AlertKind, Notifier
+from trailstop_gui.services.protection_service import ProtectionService
+from trailstop_gui.services.session import SessionState
+from trailstop_gui.settings import Settings, save_settings
+from trailstop_gui.views import theme
+from trailstop_gui.views.main_window import CLOSE_HINT_KEY, MainWindow
+from trailstop_gui.views.tray import TrayController
 
 
-def test_window_lists_live_protections(qtbot: QtBot, tmp_path: Path) -> None:
-    with ProtectionStore(tmp_path / "w.db") as store:
-        account = store.add_account("kite", "Zerodha")
-        store.create_protection(
-            account_id=account.id,
-            broker="kite",
-            instrument=408065,
-            symbol="INFY",
-            exchange="NSE",
-            side=Side.SELL,
-            product=Product.CNC,
-            quantity=5,
-            filled_quantity=5,
-            tick_size=0.05,
-            rule=TrailRule.points(5),
-            entry_price=1500.0,
-            status=Status.OPEN,
-            stop=1505.0,
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[ProtectionStore]:
+    s = ProtectionStore(tmp_path / "w.db")
+    yield s
+    s.close()
+
+
+def protect(store: ProtectionStore, symbol: str = "INFY", instrument: int = 408065) -> Protection:
+    account = (store.accounts() or [store.add_account("kite", "Zerodha", user_id="AB1234")])[0]
+    return store.create_protection(
+        account_id=account.id,
+        broker="kite",
+        instrument=instrument,
+        symbol=symbol,
+        exchange="NSE",
+        side=Side.SELL,
+        product=Product.CNC,
+        quantity=5,
+        filled_quantity=5,
+        tick_size=0.05,
+        rule=TrailRule.points(5),
+        entry_price=1500.0,
+        status=Status.OPEN,
+    )
+
+
+class Rig:
+    def __init__(
+        self, qtbot: QtBot, store: ProtectionStore, tmp_path: Path, tray_available: bool = False
+    ) -> None:
+        self.qtbot = qtbot
+        self.store = store
+        self.notifier = Notifier()
+        self.service = ProtectionService(store, self.notifier)
+        self.settings_path = str(tmp_path / "ui.ini")
+        self.tray_available = tray_available
+        self.questions: list[tuple[str, str, str]] = []
+        self.answer = True
+        self.window = self.open()
+
+    def open(self) -> MainWindow:
+        settings = QSettings(self.settings_path, QSettings.Format.IniFormat)
+        tray = TrayController(self.notifier, available=False)
+        tray.available = self.tray_available  # no real tray offscreen: the window's logic is what we test
+        window = MainWindow(
+            self.service, self.store, self.notifier, "/data/here", settings=settings, tray=tray
         )
-        window = MainWindow(store.live(), str(tmp_path))
-    qtbot.addWidget(window)
-    window.show()
-    qtbot.waitExposed(window)
-    assert window.windowTitle() == "TrailStop"
-    table = window.table
-    assert table.rowCount() == 1 and table.columnCount() == len(COLUMNS)
-    row = [table.item(0, c).text() for c in range(len(COLUMNS))]
-    assert row == ["INFY", "Short", "5", "CNC", "1500.00", "1505.00", "5 pts", "OPEN"]
+        window.confirm = self.confirm
+        self.qtbot.addWidget(window)
+        window.show()
+        self.qtbot.waitExposed(window)
+        return window
+
+    def confirm(self, title: str, text: str, accept: str) -> bool:
+        self.questions.append((title, text, accept))
+        return self.answer
+
+    def close(self) -> None:
+        self.window.stop()
+
+
+@pytest.fixture
+def rig(qtbot: QtBot, store: ProtectionStore, tmp_path: Path) -> Iterator[Rig]:
+    r = Rig(qtbot, store, tmp_path)
+    yield r
+    r.close()
+
+
+def test_window_shows_protections_menus_and_toolbar(
+    qtbot: QtBot, store: ProtectionStore, tmp_path: Path
+) -> None:
+    p = protect(store)
+    r = Rig(qtbot, store, tmp_path)
+    w = r.window
+    assert w.windowTitle() == "TrailStop"
+    assert w.positions.proxy.rowCount() == 1 and w.model.row_for(p.id) is not None
+    menus = [a.text() for a in w.menuBar().actions()]
+    assert menus == ["&File", "&Positions", "&View", "&Help"]
+    toolbar = [a.text() for a in w.toolbar.actions() if not a.isSeparator()]
+    assert toolbar == ["E&xit all…", "&Journal", "&Accounts…", "&Settings…"]
+    assert w.act_exit_all.shortcut().toString() == "Ctrl+Shift+X"
+    assert w.act_journal.shortcut().toString() == "Ctrl+J"
+    assert not w.act_quit.shortcut().isEmpty()
+    assert w.counts_label.text() == "1 armed"
+    assert w.tick_label.text() == "No prices yet"
+    assert not w.order_area.isVisible()  # no empty column before the order panel arrives
+    r.close()
+
+
+def test_exit_all_names_how_many_and_asks(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    protect(rig.store, "INFY")
+    protect(rig.store, "TCS", 2953217)
+    calls: list[str] = []
+    monkeypatch.setattr(rig.service, "exit_all", lambda: calls.append("exit_all") or [1, 2])
+    rig.answer = False
+    assert rig.window.exit_all() == []
+    title, text, accept = rig.questions[-1]
+    assert "Exit all 2 protected positions" in text and "INFY, TCS" in text and accept == "Exit all 2"
+    assert calls == []
+    rig.answer = True
+    rig.window.act_exit_all.trigger()
+    assert calls == ["exit_all"]
+
+
+def test_exit_all_keeps_a_long_list_short(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    for n in range(12):
+        protect(rig.store, f"SYM{n:02d}", 1000 + n)
+    monkeypatch.setattr(rig.service, "exit_all", lambda: [])
+    rig.answer = False
+    rig.window.exit_all()
+    text = rig.questions[-1][1]
+    assert "Exit all 12 protected positions" in text and "SYM07 and 4 more" in text and "SYM08" not in text
+
+
+def test_exit_all_with_nothing_armed_sends_nothing(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rig.service, "exit_all", lambda: pytest.fail("nothing to exit"))
+    assert rig.window.exit_all() == []
+    assert rig.questions == []
+
+
+def test_quit_with_active_protections_asks_first(rig: Rig, qtbot: QtBot) -> None:
+    protect(rig.store)
+    quits: list[bool] = []
+    rig.window.quit_requested.connect(lambda: quits.append(True))
+    rig.answer = False
+    assert not rig.window.request_quit()
+    assert "1 protection is active" in rig.questions[-1][1] and quits == []
+    rig.answer = True
+    assert rig.window.request_quit()
+    assert quits == [True]
+
+
+def test_quit_with_nothing_active_does_not_ask(rig: Rig) -> None:
+    with_signal: list[bool] = []
+    rig.window.quit_requested.connect(lambda: with_signal.append(True))
+    assert rig.window.request_quit()
+    assert rig.questions == [] and with_signal == [True]
+
+
+def test_closing_keeps_protecting_from_the_tray_and_says_so_once(
+    qtbot: QtBot, store: ProtectionStore, tmp_path: Path
+) -> None:
+    protect(store)
+    r = Rig(qtbot, store, tmp_path, tray_available=True)
+    quits: list[bool] = []
+    r.window.quit_requested.connect(lambda: quits.append(True))
+    r.window.close()
+    assert not r.window.isVisible() and quits == [] and r.questions == []
+    assert r.window.tray.last_message is not None
+    assert "still protecting" in r.window.tray.last_message[0]
+    assert r.window.qsettings.value(CLOSE_HINT_KEY) in (True, "true")
+    r.window.tray.last_message = None
+    r.window.show_and_raise()
+    r.window.close()
+    assert r.window.tray.last_message is None  # only the first time
+    r.close()
+
+
+def test_closing_without_a_tray_is_quitting(rig: Rig) -> None:
+    protect(rig.store)
+    rig.answer = False
+    rig.window.close()
+    assert rig.window.isVisible()  # the trader said no
+    rig.answer = True
+    rig.window.close()
+    assert not rig.window.isVisible()
+
+
+def test_close_to_tray_can_be_turned_off(qtbot: QtBot, store: ProtectionStore, tmp_path: Path) -> None:
+    save_settings(store, Settings(close_to_tray=False))
+    r = Rig(qtbot, store, tmp_path, tray_available=True)
+    quits: list[bool] = []
+    r.window.quit_requested.connect(lambda: quits.append(True))
+    r.window.close()
+    assert quits == [True]
+    r.close()
+
+
+def test_geometry_and_splitters_are_remembered(qtbot: QtBot, store: ProtectionStore, tmp_path: Path) -> None:
+    r = Rig(qtbot, store, tmp_path)
+    w = r.window
+    w.resize(790, 720)  # within the offscreen screen (800 x 800), or restoring clamps it
+    w.right_splitter.setSizes([500, 200])
+    w.positions.act_show_closed.setChecked(True)
+    qtbot.wait(10)
+    before = w.right_splitter.sizes()
+    w.save_state()
+    r.close()
+    w.hide()
+    again = r.open()
+    assert (again.width(), again.height()) == (790, 720)
+    assert again.right_splitter.sizes() == before
+    assert again.positions.act_show_closed.isChecked()
+    again.stop()
+
+
+def test_status_bar_shows_the_last_tick_and_counts(rig: Rig, qtbot: QtBot) -> None:
+    p = protect(rig.store)
+    rig.window.positions.reload_all()
+    at = time.time()
+    rig.service.snapshot_ready.emit(
+        {"account_id": p.account_id, "quotes": {408065: Quote(408065, 1490.0, None, None, at)}, "stops": {}}
+    )
+    expected = f"Last tick {time.strftime('%H:%M:%S', time.localtime(at))}"
+    qtbot.waitUntil(lambda: rig.window.tick_label.text() == expected, timeout=2000)
+    rig.store.transition(p.id, Status.TRIGGERED, reason="stop")
+    rig.service.protection_changed.emit(p.id)
+    assert rig.window.counts_label.text() == "1 exiting"
+
+
+def test_order_entry_goes_in_the_left_area(rig: Rig) -> None:
+    panel = QLabel("order form")
+    rig.window.set_order_entry(panel)
+    assert panel.parent() is rig.window.order_area
+    assert rig.window.order_area.isVisible()
+    assert rig.window.splitter.sizes()[0] >= 260
+    replacement = QWidget()
+    rig.window.set_order_entry(replacement)
+    assert panel.parent() is None and rig.window.order_entry is replacement
+
+
+def test_signals_for_the_other_dialogs(rig: Rig, qtbot: QtBot) -> None:
+    with qtbot.waitSignal(rig.window.accounts_requested):
+        rig.window.act_accounts.trigger()
+    with qtbot.waitSignal(rig.window.settings_requested):
+        rig.window.act_settings.trigger()
+    with qtbot.waitSignal(rig.window.accounts_requested):
+        rig.window.account_bar.manage.click()
+
+
+def test_account_bar_follows_sessions_and_asks_for_login(rig: Rig, qtbot: QtBot) -> None:
+    account = rig.store.add_account("kite", "Zerodha", user_id="AB1234")
+    fake: Any = SimpleNamespace(account=account, account_id=account.id, state=SessionState.LIVE)
+    rig.service.sessions[account.id] = fake
+    rig.service.session_state_changed.emit(account.id, "live")
+    chip = rig.window.account_bar.chip(account.id)
+    assert chip is not None and chip.text().endswith("Live")
+    assert not rig.window.tray.attention
+    rig.service.session_state_changed.emit(account.id, "login needed")
+    assert rig.window.tray.attention and "Login needed" in rig.window.tray.tooltip
+    with qtbot.waitSignal(rig.window.login_requested) as blocker:
+        qtbot.mouseClick(chip, Qt.MouseButton.LeftButton)
+    assert blocker.args == [account.id]
+
+
+def test_urgent_alerts_show_a_banner_with_login(rig: Rig, qtbot: QtBot) -> None:
+    rig.notifier.notify(Alert(AlertKind.INFO, "Logged in", "Zerodha"))
+    assert not rig.window.banner.isVisible()
+    rig.notifier.notify(Alert(AlertKind.LOGIN_NEEDED, "Login needed", "Zerodha: log in again", None, 7))
+    assert rig.window.banner.isVisible() and "Login needed" in rig.window.banner_text.text()
+    with qtbot.waitSignal(rig.window.login_requested) as blocker:
+        rig.window.banner_login.click()
+    assert blocker.args == [7]
+    rig.window.banner_dismiss.click()
+    assert not rig.window.banner.isVisible()
+
+
+def test_failed_exit_needs_attention(rig: Rig) -> None:
+    p = protect(rig.store)
+    rig.window.positions.reload_all()
+    for status in (Status.TRIGGERED, Status.EXITING, Status.EXIT_FAILED):
+        rig.store.transition(p.id, status)
+    rig.service.protection_changed.emit(p.id)
+    assert rig.window.tray.attention and "1 exit failed" in rig.window.tray.tooltip
+    assert rig.window.counts_label.text() == "1 exit failed"
+
+
+def test_journal_window_opens(rig: Rig) -> None:
+    protect(rig.store)
+    journal = rig.window.open_journal()
+    assert journal.isVisible() and journal.model.rowCount() == 1
+    assert rig.window.open_journal() is journal
+
+
+def test_follows_a_dark_palette(rig: Rig, qtbot: QtBot) -> None:
+    app = QApplication.instance()
+    assert isinstance(app, QApplication)
+    original = app.palette()
+    try:
+        app.setPalette(theme.dark_palette())
+        qtbot.waitUntil(lambda: rig.window.model._colors is theme.DARK, timeout=2000)
+        app.setPalette(theme.light_palette())
+        qtbot.waitUntil(lambda: rig.window.model._colors is theme.LIGHT, timeout=2000)
+    finally:
+        app.setPalette(original)
+
+
+def test_follows_the_system_colour_scheme(rig: Rig, qtbot: QtBot, monkeypatch: pytest.MonkeyPatch) -> None:
+    app = QApplication.instance()
+    assert isinstance(app, QApplication)
+    original, style = app.palette(), app.style().name()
+    hints = app.styleHints()
+    try:
+        monkeypatch.setattr(theme, "system_prefers_dark", lambda: True)
+        hints.colorSchemeChanged.emit(Qt.ColorScheme.Dark)
+        qtbot.waitUntil(lambda: rig.window.model._colors is theme.DARK, timeout=2000)
+        assert theme.palette_is_dark(app.palette())
+        monkeypatch.setattr(theme, "system_prefers_dark", lambda: False)
+        hints.colorSchemeChanged.emit(Qt.ColorScheme.Light)
+        qtbot.waitUntil(lambda: rig.window.model._colors is theme.LIGHT, timeout=2000)
+    finally:
+        app.setStyle(style)
+        app.setPalette(original)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import peewee as pw
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Deferred: init_db() points it at a file. Peewee keeps one connection per thread, which is what the
 # threads design asks for (GUI, feed and executor threads each use their own connection).
@@ -105,6 +105,17 @@ class ProtectionRow(BaseModel):
     created_at = pw.DateTimeField(default=datetime.now)
     updated_at = pw.DateTimeField(default=datetime.now)
     closed_at = pw.DateTimeField(null=True)
+    # The broker-held safety stop (schema 3).
+    safety_enabled = pw.BooleanField(default=False)
+    safety_buffer_percent = pw.FloatField(default=1.0)
+    safety_buffer_ticks = pw.IntegerField(default=5)
+    safety_state = pw.CharField(default="off")
+    safety_kind = pw.CharField(default="")
+    safety_order_id = pw.CharField(null=True)
+    safety_level = pw.FloatField(null=True)
+    safety_price = pw.FloatField(null=True)
+    safety_quantity = pw.IntegerField(null=True)
+    safety_modifications = pw.IntegerField(default=0)
 
     class Meta:
         table_name = "protection"
@@ -150,12 +161,123 @@ def _v2_paper_trading(database: pw.SqliteDatabase) -> None:
     database.create_tables(all_models(), safe=True)
 
 
+# Version 3's columns with the types and defaults peewee gives them in a new file.
+_V3_SAFETY_COLUMNS = (
+    ("safety_enabled", "INTEGER NOT NULL DEFAULT 0"),
+    ("safety_buffer_percent", "REAL NOT NULL DEFAULT 1.0"),
+    ("safety_buffer_ticks", "INTEGER NOT NULL DEFAULT 5"),
+    ("safety_state", "VARCHAR(255) NOT NULL DEFAULT 'off'"),
+    ("safety_kind", "VARCHAR(255) NOT NULL DEFAULT ''"),
+    ("safety_order_id", "VARCHAR(255)"),
+    ("safety_level", "REAL"),
+    ("safety_price", "REAL"),
+    ("safety_quantity", "INTEGER"),
+    ("safety_modifications", "INTEGER NOT NULL DEFAULT 0"),
+)
+
+
+def _v3_safety_stop(database: pw.SqliteDatabase) -> None:
+    """Version 3: protections get a broker-held safety stop (off for every existing protection)."""
+    columns = {c.name for c in database.get_columns("protection")}
+    for name, definition in _V3_SAFETY_COLUMNS:
+        if name not in columns:
+            database.execute_sql(f"ALTER TABLE protection ADD COLUMN {name} {definition}")  # type: ignore[no-untyped-call]
+
+
 # version -> the step that brings a database from version-1 to version. Append, never edit.
-MIGRATIONS: dict[int, Migration] = {2: _v2_paper_trading}
+MIGRATIONS: dict[int, Migration] = {2: _v2_paper_trading, 3: _v3_safety_stop}
 
 
 class DatabaseError(RuntimeError):
-    """The database file cannot be used (corrupt, locked, or from a newer TrailStop)."""
+    """The database file cannot be used (corrupt, locked, or from a newer TrailStop).
+
+    The message is written for the trader. ``backup`` is where a damaged file was moved (None otherwise);
+    ``locked`` says another program holds the file (nothing was changed: try again once it is closed).
+    """
+
+    def __init__(self, message: str, *, backup: Path | None = None, locked: bool = False) -> None:
+        super().__init__(message)
+        self.backup = backup
+        self.locked = locked
+
+
+# SQLite's words for a file that is not (or no longer) a readable database, and for one another program holds.
+_CORRUPT_WORDS = ("file is not a database", "malformed", "corrupt", "integrity check failed")
+_LOCKED_WORDS = ("database is locked", "database table is locked", "locking protocol")
+# The files that belong to one database: a damaged one is moved aside with all of them.
+_COMPANIONS = ("-wal", "-shm", "-journal")
+
+
+def _check_before_opening(path: Path) -> None:
+    """SQLite's structural check through a read-only connection, before anything may write to the file.
+
+    A read-write connection can checkpoint a WAL into a damaged file, or delete the WAL, as it closes: a
+    damaged database is judged first, so that the copy moved aside is exactly what was on disk. Raises
+    sqlite3.DatabaseError for a damaged or locked file; a check that cannot run at all (no file yet, a
+    folder SQLite cannot write its -shm into) is left to the normal open, which reports it.
+    """
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    timeout = float(str(PRAGMAS["busy_timeout"])) / 1000
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=timeout)
+    except sqlite3.OperationalError:
+        return
+    try:
+        rows = conn.execute("PRAGMA quick_check").fetchall()
+    except sqlite3.OperationalError as exc:
+        text = str(exc).lower()
+        if any(words in text for words in (*_LOCKED_WORDS, *_CORRUPT_WORDS)):
+            raise
+        return
+    finally:
+        conn.close()
+    if rows != [("ok",)]:
+        problems = "; ".join(str(row[0]) for row in rows[:3])
+        raise sqlite3.DatabaseError(f"integrity check failed: {problems}")
+
+
+def _move_aside(path: Path) -> Path:
+    """Rename a damaged database (and its -wal/-shm/-journal) to ``<name>.corrupt-<timestamp>``."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    backup = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while backup.exists():
+        n += 1
+        backup = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+    for suffix in _COMPANIONS:
+        companion = path.with_name(path.name + suffix)
+        if companion.exists():
+            companion.rename(backup.with_name(backup.name + suffix))
+    path.rename(backup)
+    return backup
+
+
+def _open_failed(path: Path, exc: Exception) -> DatabaseError:
+    """The trader's message for a database that could not be opened; a damaged file is moved aside first."""
+    text = str(exc)
+    lowered = text.lower()
+    if any(words in lowered for words in _LOCKED_WORDS):
+        return DatabaseError(
+            f"The database {path} is in use by another program (another TrailStop, or a database tool). "
+            "Nothing was changed. Close that program and start TrailStop again.",
+            locked=True,
+        )
+    if any(words in lowered for words in _CORRUPT_WORDS):
+        try:
+            backup = _move_aside(path)
+        except OSError as move_error:
+            return DatabaseError(
+                f"The database {path} is damaged ({text}) and could not be moved aside ({move_error}). "
+                "Move or copy it somewhere safe, then start TrailStop again."
+            )
+        return DatabaseError(
+            f"The database {path} is damaged and cannot be read ({text}). It was moved to {backup} "
+            "(nothing was deleted); the next start begins with an empty database. Your open positions at "
+            "the broker are not protected until you protect them again; keep the backup for support.",
+            backup=backup,
+        )
+    return DatabaseError(f"{path}: cannot open the database ({text})")
 
 
 def _create_owner_only(path: Path) -> None:
@@ -183,6 +305,10 @@ def init_db(
     if not database.is_closed():
         database.close()
     _create_owner_only(path)
+    try:
+        _check_before_opening(path)
+    except sqlite3.DatabaseError as exc:
+        raise _open_failed(path, exc) from exc
     database.init(str(path), pragmas=PRAGMAS, check_same_thread=False)
     steps = {**MIGRATIONS, **(migrations or {})}
     target = max([SCHEMA_VERSION, *steps])
@@ -205,9 +331,12 @@ def init_db(
             for version in range(current + 1, target + 1):
                 steps[version](database)
                 _meta_set("schema_version", str(version))
+    except DatabaseError:
+        database.close()
+        raise
     except (pw.DatabaseError, sqlite3.DatabaseError) as exc:
         database.close()
-        raise DatabaseError(f"{path}: cannot open the database ({exc})") from exc
+        raise _open_failed(path, exc) from exc
     return database
 
 

@@ -227,6 +227,76 @@ def on_grid(price: float, tick_size: float) -> bool:
     return abs(steps - round(steps)) < GRID_TOLERANCE * 10
 
 
+# ----------------------------------------------------------------------------- the broker-held safety stop
+
+SAFETY_BUFFER_PERCENT = 1.0
+"""Default distance of the safety stop behind the trailed stop, in percent of the stop."""
+SAFETY_BUFFER_TICKS = 5
+"""... or this many ticks, whichever is larger (1 % of a cheap share can be a single tick)."""
+
+
+class SafetyState(enum.StrEnum):
+    """Where a protection's broker-held safety stop stands; the positions view shows it beside the stop."""
+
+    OFF = "off"  # not enabled for this protection
+    PLACING = "placing"  # wanted, not confirmed at the broker yet
+    PLACED = "placed"  # at the broker, at ``safety_level``
+    MOVING = "moving"  # a move (modify, or cancel and re-place) is in flight
+    MISSING = "missing"  # should be at the broker and is not (refused, cancelled outside): re-created soon
+    FIRED = "fired"  # the broker's stop triggered and closed (or is closing) the position
+    EXIT = "exit"  # turned into TrailStop's own exit (an SL-M modified to MARKET, a fired GTT's order)
+    REMOVED = "removed"  # taken away: the protection ended, or TrailStop's own exit took over
+
+    @classmethod
+    def parse(cls, value: object, field_name: str = "safety state") -> SafetyState:
+        return _parse_enum(cls, value, field_name)
+
+    @property
+    def held(self) -> bool:
+        """The broker holds (or should hold) a live stop for this protection."""
+        return self in (SafetyState.PLACED, SafetyState.MOVING)
+
+
+class SafetyKind(enum.StrEnum):
+    """Which broker object holds the safety stop (see services/safety_stop.py for why)."""
+
+    NONE = ""
+    SL_M = "SL-M"  # a regular stop-loss market order (Kite MIS)
+    GTT = "GTT"  # a good-till-triggered trigger (Kite CNC/NRML, Upstox)
+
+    @classmethod
+    def parse(cls, value: object, field_name: str = "safety kind") -> SafetyKind:
+        if value in (None, ""):
+            return cls.NONE
+        return _parse_enum(cls, value, field_name)
+
+
+def safety_buffer(stop: float, tick_size: float, percent: float, ticks: int) -> float:
+    """The distance between the trailed stop and the safety stop: percent of the stop or ticks, the larger."""
+    return max(stop * percent / 100.0, ticks * tick_size)
+
+
+def safety_level(side: Side, stop: float, tick_size: float, percent: float, ticks: int) -> float:
+    """Where the broker-held stop goes for a trailed ``stop``: behind it by the buffer, on the tick grid.
+
+    Long: ``stop - buffer`` rounded down; short: ``stop + buffer`` rounded up (never tighter than the buffer).
+    """
+    buffer = safety_buffer(stop, tick_size, percent, ticks)
+    if Side.parse(side).is_long:
+        return max(round_down(stop - buffer, tick_size), round_up(tick_size, tick_size))
+    return round_up(stop + buffer, tick_size)
+
+
+def check_safety_buffer(percent: object, ticks: object) -> tuple[float, int]:
+    """Validate a safety buffer; returns it as (percent, ticks) or raises ValueError naming the field."""
+    pct = require_positive(percent, "safety buffer percent")
+    if pct >= 50:
+        raise ValueError(f"safety buffer percent: must be below 50, got {percent!r}")
+    if isinstance(ticks, bool) or not isinstance(ticks, int) or ticks < 0:
+        raise ValueError(f"safety buffer ticks: must be a whole number of 0 or more, got {ticks!r}")
+    return pct, ticks
+
+
 class Status(enum.StrEnum):
     """The protection lifecycle (see lifecycle.py for the legal transitions)."""
 
@@ -271,6 +341,32 @@ class Protection:
     created_at: datetime = field(default_factory=datetime.now)
     updated_at: datetime = field(default_factory=datetime.now)
     closed_at: datetime | None = None
+    # The broker-held safety stop (off by default). The positions view and the chart read
+    # ``safety_level`` (the trigger the broker holds now, None when there is none) and ``safety_state``.
+    safety_enabled: bool = False
+    safety_buffer_percent: float = SAFETY_BUFFER_PERCENT
+    safety_buffer_ticks: int = SAFETY_BUFFER_TICKS
+    safety_state: SafetyState = SafetyState.OFF
+    safety_kind: SafetyKind = SafetyKind.NONE
+    safety_order_id: str | None = None  # the order id (SL-M) or the GTT id at the broker
+    safety_level: float | None = None  # the trigger price the broker holds
+    safety_price: float | None = None  # a GTT's LIMIT price (Kite), as sent
+    safety_quantity: int | None = None
+    safety_modifications: int = 0  # modifications of the current broker order (Kite caps them per order)
+
+    @property
+    def safety_target(self) -> float | None:
+        """Where the safety stop belongs for the current stop (None when off or there is no stop yet)."""
+        if not self.safety_enabled or self.stop is None:
+            return None
+        return safety_level(
+            self.side, self.stop, self.tick_size, self.safety_buffer_percent, self.safety_buffer_ticks
+        )
+
+    @property
+    def safety_tag(self) -> str:
+        """The tag of a safety SL-M order: the exit tag plus "S" (entries add "E")."""
+        return self.exit_tag + "S"
 
     @property
     def engine_instrument(self) -> InstrumentId:

@@ -24,11 +24,16 @@ import peewee as pw
 
 from trailstop_gui.models import db
 from trailstop_gui.models.domain import (
+    SAFETY_BUFFER_PERCENT,
+    SAFETY_BUFFER_TICKS,
     Product,
     Protection,
+    SafetyKind,
+    SafetyState,
     Side,
     Status,
     TrailRule,
+    check_safety_buffer,
     require_positive,
     require_positive_int,
 )
@@ -88,8 +93,23 @@ _MUTABLE = frozenset(
         "exit_order_id",
         "exit_price",
         "exit_quantity",
+        *(
+            "safety_enabled",
+            "safety_buffer_percent",
+            "safety_buffer_ticks",
+            "safety_state",
+            "safety_kind",
+            "safety_order_id",
+            "safety_level",
+            "safety_price",
+            "safety_quantity",
+            "safety_modifications",
+        ),
     }
 )
+# The safety stop's own fields: ``update_safety`` may change them even after the protection has ended
+# (a broker-held stop is cleaned up after its protection closed).
+_SAFETY_FIELDS = frozenset(name for name in _MUTABLE if name.startswith("safety_"))
 
 
 def _text(value: object) -> str:
@@ -215,8 +235,16 @@ class ProtectionStore:
         stop: float | None = None,
         entry_order_id: str | None = None,
         reason: str = "",
+        safety_enabled: bool = False,
+        safety_buffer_percent: float = SAFETY_BUFFER_PERCENT,
+        safety_buffer_ticks: int = SAFETY_BUFFER_TICKS,
     ) -> Protection:
         """Validate everything, then store a new protection. Nothing is written if any field is bad."""
+        safety_buffer_percent, safety_buffer_ticks = check_safety_buffer(
+            safety_buffer_percent, safety_buffer_ticks
+        )
+        if not isinstance(safety_enabled, bool):
+            raise ValueError(f"safety stop: must be true or false, got {safety_enabled!r}")
         side = Side.parse(side)
         product = Product.parse(product)
         quantity = require_positive_int(quantity, "quantity")
@@ -265,6 +293,10 @@ class ProtectionStore:
                 reason=reason,
                 created_at=now,
                 updated_at=now,
+                safety_enabled=safety_enabled,
+                safety_buffer_percent=safety_buffer_percent,
+                safety_buffer_ticks=safety_buffer_ticks,
+                safety_state=(SafetyState.PLACING if safety_enabled else SafetyState.OFF).value,
             )
             row.exit_tag = self.exit_tag_for(row.id)
             row.save(only=[db.ProtectionRow.exit_tag])
@@ -388,10 +420,47 @@ class ProtectionStore:
             self._journal(protection_id, row.account_id, kind, "", described, None, message)
         return self.get(protection_id)
 
+    def update_safety(
+        self, protection_id: int, *, kind: str = "safety", message: str = "", **fields: Any
+    ) -> Protection:
+        """Change the safety stop's fields only, in any status (cleaning up after a close), journalled.
+
+        ``kind`` names the journal event (safety_placed, safety_moved, safety_missing, ...); the event's
+        ``price`` is the new ``safety_level`` when one is given.
+        """
+        unknown = set(fields) - _SAFETY_FIELDS
+        if unknown:
+            raise ValueError(f"safety stop: cannot change {', '.join(sorted(unknown))}")
+        if not fields:
+            raise ValueError("update: nothing to change")
+        self._check_fields(fields)
+        with self._db.atomic():
+            row = db.ProtectionRow.get_or_none(db.ProtectionRow.id == protection_id)
+            if row is None:
+                raise KeyError(f"protection {protection_id} does not exist")
+            values = self._db_values(fields)
+            db.ProtectionRow.update(**values).where(db.ProtectionRow.id == protection_id).execute()
+            described = ", ".join(f"{k}={_describe(v)}" for k, v in sorted(fields.items()))
+            price = fields.get("safety_level")
+            self._journal(protection_id, row.account_id, kind, "", described, price, message)
+        return self.get(protection_id)
+
     def _check_fields(self, fields: dict[str, Any]) -> None:
         unknown = set(fields) - _MUTABLE
         if unknown:
             raise ValueError(f"protection: cannot change {', '.join(sorted(unknown))}")
+        if "safety_state" in fields:
+            fields["safety_state"] = SafetyState.parse(fields["safety_state"])
+        if "safety_kind" in fields:
+            fields["safety_kind"] = SafetyKind.parse(fields["safety_kind"])
+        if "safety_buffer_percent" in fields or "safety_buffer_ticks" in fields:
+            check_safety_buffer(
+                fields.get("safety_buffer_percent", SAFETY_BUFFER_PERCENT),
+                fields.get("safety_buffer_ticks", SAFETY_BUFFER_TICKS),
+            )
+        for name in ("safety_level", "safety_price"):
+            if fields.get(name) is not None:
+                require_positive(fields[name], name.replace("_", " "))
         if "quantity" in fields:
             require_positive_int(fields["quantity"], "quantity")
         for name in ("entry_price", "stop", "exit_price"):
@@ -405,6 +474,9 @@ class ProtectionStore:
         values = dict(fields)
         if "rule" in values:
             values["rule"] = json.dumps(values["rule"].to_dict())
+        for name in ("safety_state", "safety_kind"):
+            if name in values:
+                values[name] = str(values[name].value)
         return values
 
     # ----------------------------------------------------------------- write-behind stop moves
@@ -596,6 +668,16 @@ class ProtectionStore:
             created_at=row.created_at,
             updated_at=row.updated_at,
             closed_at=row.closed_at,
+            safety_enabled=bool(row.safety_enabled),
+            safety_buffer_percent=row.safety_buffer_percent,
+            safety_buffer_ticks=row.safety_buffer_ticks,
+            safety_state=SafetyState.parse(row.safety_state or "off"),
+            safety_kind=SafetyKind.parse(row.safety_kind),
+            safety_order_id=row.safety_order_id,
+            safety_level=row.safety_level,
+            safety_price=row.safety_price,
+            safety_quantity=row.safety_quantity,
+            safety_modifications=row.safety_modifications or 0,
         )
 
     # ================================================================= instrument master

@@ -10,6 +10,9 @@ The path for one protection, already TRIGGERED and committed by whoever decided 
 - The exit quantity is min(protected quantity, live open quantity): an exit never flips a position. A flat
   position closes the protection (reason external) without sending anything.
 - A permanent rejection ends in EXIT_FAILED with an alert; ``retry`` sends it again on the trader's word.
+- With a broker-held safety stop (services/safety_stop.py), the safety manager is asked first: an SL-M
+  becomes the exit (modified to MARKET), a GTT is deleted first, and a stop that already fired is the
+  exit. Never two exits for one position.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from trailstop_gui.services.brokers.errors import (
 )
 from trailstop_gui.services.brokers.feed_loop import OrderUpdate
 from trailstop_gui.services.positions import open_quantity
+from trailstop_gui.services.safety_stop import SAFETY_STOP_REASON, SafetyStopManager
 
 log = logging.getLogger("trailstop.exit")
 
@@ -136,6 +140,8 @@ class ExitExecutor:
         self._updates: dict[str, OrderUpdate] = {}
         # Set at shutdown: jobs stop waiting for fills (the reconciler finishes them at the next start).
         self.stopping = threading.Event()
+        # The broker-held safety stops, consulted before every exit (set by the ProtectionService).
+        self.safety: SafetyStopManager | None = None
 
     # ----------------------------------------------------------------- public, any thread
 
@@ -271,6 +277,17 @@ class ExitExecutor:
         if live is None:
             live = self._live_quantity(p, broker)
         quantity = min(p.filled_quantity or p.quantity, live)
+        if self.safety is not None:
+            plan = self.safety.prepare_exit(p, broker, max(quantity, 0))
+            if plan.blocked:
+                self._fail(p.id, plan.blocked)
+                return
+            if plan.order_id:
+                # The broker-held stop is (or became) the exit: watch it, send nothing.
+                reason = SAFETY_STOP_REASON if plan.fired else None
+                p = self._to_exiting(p, plan.order_id, quantity if quantity > 0 else None, reason=reason)
+                self._watch_fill(p, broker, plan.order_id)
+                return
         if quantity <= 0:
             self.store.transition(p.id, Status.CLOSED, reason="external", price=None)
             log.info("protection %s: position already flat; no exit sent", p.id)
@@ -317,12 +334,15 @@ class ExitExecutor:
                 delay = min(policy.max_delay, delay * 2)
         self._fail(p.id, f"the exit could not be sent after {policy.attempts} attempts")
 
-    def _to_exiting(self, p: Protection, order_id: str, quantity: int | None = None) -> Protection:
+    def _to_exiting(
+        self, p: Protection, order_id: str, quantity: int | None = None, reason: str | None = None
+    ) -> Protection:
         try:
             p = self.store.transition(
                 p.id,
                 Status.EXITING,
                 expected=Status.TRIGGERED,
+                reason=reason,
                 exit_order_id=order_id,
                 exit_quantity=quantity,
             )

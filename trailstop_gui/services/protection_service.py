@@ -6,23 +6,28 @@ Thread rules:
 - A fired stop is handled in the feed thread that saw it: TRIGGERED is committed there, then the exit job
   is handed to the executor. The GUI thread is never on that path.
 - Reconciles run one at a time on their own pool: at start-up, after every (re)connect and every 30 s.
+- Broker-held safety stops (``safety``, services/safety_stop.py) follow the trail from one worker thread
+  per account; the feed only notifies them of stop moves, and the exit path asks them before every exit.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
-from PySide6.QtCore import QObject, QRunnable, QThreadPool, QTimer, Signal
+from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, QTimer, Signal
 
 from trailstop_gui.models.domain import (
     InstrumentId,
     Product,
     Protection,
+    SafetyState,
     Side,
     Status,
     TrailRule,
+    check_safety_buffer,
     require_positive,
     require_positive_int,
 )
@@ -42,7 +47,9 @@ from trailstop_gui.services.exit_executor import ExitExecutor, RetryPolicy
 from trailstop_gui.services.notifier import Alert, AlertKind, Notifier
 from trailstop_gui.services.positions import matching_position
 from trailstop_gui.services.reconciler import Hooks, Reconciler
+from trailstop_gui.services.safety_stop import SafetyConfig, SafetyHooks, SafetyPolicy, SafetyStopManager
 from trailstop_gui.services.session import AccountSession, SessionState
+from trailstop_gui.settings import load_settings
 
 log = logging.getLogger("trailstop.protection")
 
@@ -65,6 +72,10 @@ class EntryRequest:
     rule: TrailRule
     order_type: OrderType = OrderType.MARKET
     price: float | None = None
+    # The broker-held safety stop for this order; None: the service's default (settings, --safety-stop).
+    safety: bool | None = None
+    safety_buffer_percent: float | None = None
+    safety_buffer_ticks: int | None = None
 
 
 class _Task(QRunnable):
@@ -96,16 +107,43 @@ class ProtectionService(QObject):
         *,
         retry_policy: RetryPolicy | None = None,
         reconcile_interval_ms: int = RECONCILE_INTERVAL_MS,
+        safety_policy: SafetyPolicy | None = None,
     ) -> None:
         super().__init__()
         self.store = store
         self.notifier = notifier or Notifier()
         self.sessions: dict[int, AccountSession] = {}
+        settings = load_settings(store)
+        # What new protections get: the settings' default, or ``--safety-stop`` (set_safety_defaults).
+        self.safety_defaults = SafetyConfig(
+            enabled=settings.safety_stop,
+            buffer_percent=settings.safety_buffer_percent,
+            buffer_ticks=settings.safety_buffer_ticks,
+        )
+        self.safety = SafetyStopManager(
+            store,
+            SafetyHooks(
+                broker_for=self._broker_for,
+                last_price=self._last_price,
+                disarm=self._disarm,
+                changed=self.protection_changed.emit,
+                reconcile=self.reconcile,
+            ),
+            safety_policy or SafetyPolicy(limit_percent=settings.safety_limit_percent),
+        )
         self.executor = ExitExecutor(store, self._broker_for, policy=retry_policy)
+        self.executor.safety = self.safety
         self.reconciler = Reconciler(
             store,
             Hooks(
-                arm=self._arm, disarm=self._disarm, resume_exit=self._resume_exit, tick_size=self._tick_size
+                arm=self._arm,
+                disarm=self._disarm,
+                resume_exit=self._resume_exit,
+                tick_size=self._tick_size,
+                safety_fired=self.safety.fired_order,
+                safety_check=self.safety.verify,
+                safety_release=self.safety.refresh,
+                safety_default=lambda _account_id: self.safety_defaults,
             ),
         )
         self.actions = QThreadPool()
@@ -157,6 +195,7 @@ class ProtectionService(QObject):
         self.actions.waitForDone(10_000)
         self.reconciles.waitForDone(10_000)
         self.executor.shutdown()
+        self.safety.shutdown()  # the broker-held stops stay at the broker: that is their point
         self.store.flush()
 
     def _start_account(self, session: AccountSession) -> None:
@@ -168,9 +207,12 @@ class ProtectionService(QObject):
             on_connected=lambda _reconnect: self.reconcile(account_id),
         )
         feed.snapshot_ready.connect(lambda snap: self.snapshot_ready.emit(dict(snap, account_id=account_id)))
-        feed.arm(
-            p for p in self.store.protections([Status.OPEN], account_id) if not p.paused and p.entry_price
-        )
+        # Direct: a cheap, thread-safe notification from the feed thread (coalesced, at most 10 Hz).
+        feed.stop_moved.connect(self._on_stop_moved, Qt.ConnectionType.DirectConnection)
+        armed = [p for p in self.store.protections([Status.OPEN], account_id) if p.entry_price]
+        feed.arm(p for p in armed if not p.paused)
+        for p in armed:
+            self.safety.track(p)
 
     def _on_logged_in(self, account_id: int) -> None:
         session = self.sessions[account_id]
@@ -201,6 +243,17 @@ class ProtectionService(QObject):
         except BrokerError as exc:
             log.warning("reconcile of account %s failed: %s", account_id, exc)
             return
+        for pid in report.safety_closed:
+            p = self.store.get(pid)
+            self.notifier.notify(
+                Alert(
+                    AlertKind.EXIT_FILLED,
+                    "Safety stop filled",
+                    f"{p.symbol}: the broker-held stop closed the position at {p.exit_price or 0:.2f}",
+                    pid,
+                    account_id,
+                )
+            )
         for pid in report.closed_externally:
             p = self.store.get(pid)
             self.notifier.notify(
@@ -218,6 +271,7 @@ class ProtectionService(QObject):
             *report.closed_externally,
             *report.resized,
             *report.adopted,
+            *report.safety_closed,
         ]:
             self.protection_changed.emit(pid)
 
@@ -261,8 +315,16 @@ class ProtectionService(QObject):
         )
         self.protection_changed.emit(pid)
 
+    def _on_stop_moved(self, pid: int, _old: float, _new: float) -> None:
+        self.safety.on_stop_moved(pid)
+
     def _on_order_update(self, account_id: int, update: OrderUpdate) -> None:
         self.executor.on_order_update(update)
+        if update.tag.endswith("S"):
+            # A safety SL-M changed (it fired, or was cancelled outside): its worker reads it back.
+            owner = self.store.find_by_tag(update.tag[:-1])
+            if owner is not None and owner.safety_tag == update.tag:
+                self.safety.on_order_update(owner.id)
         if normalize_order_status(update.status).is_final and not self._is_ours(update.tag):
             # A fill we did not send: a position opened or closed outside the app. Look now, not in 30 s.
             self.reconcile(account_id)
@@ -295,6 +357,13 @@ class ProtectionService(QObject):
         session = self.sessions.get(p.account_id)
         if session is not None and session.feed is not None and not p.paused:
             session.feed.arm([p])
+        self.safety.track(p)
+
+    def _last_price(self, p: Protection) -> float | None:
+        session = self.sessions.get(p.account_id)
+        feed = session.feed if session is not None else None
+        quote = feed.latest_quote(p.engine_instrument) if feed is not None else None
+        return None if quote is None else quote.ltp
 
     def _disarm(self, pid: int) -> None:
         p = self.store.get(pid)
@@ -317,7 +386,11 @@ class ProtectionService(QObject):
             require_positive(request.price, "price")
         if request.account_id not in self.sessions:
             raise ValueError(f"account: no connected account {request.account_id}")
+        safety = self._safety_for(request.safety, request.safety_buffer_percent, request.safety_buffer_ticks)
         p = self.store.create_protection(
+            safety_enabled=safety.enabled,
+            safety_buffer_percent=safety.buffer_percent,
+            safety_buffer_ticks=safety.buffer_ticks,
             account_id=request.account_id,
             broker=self.sessions[request.account_id].account.broker,
             instrument=request.instrument,
@@ -365,12 +438,22 @@ class ProtectionService(QObject):
         self.reconcile(p.account_id)
 
     def adopt(
-        self, account_id: int, position: Position, rule: TrailRule, tick_size: float = 0.05
+        self,
+        account_id: int,
+        position: Position,
+        rule: TrailRule,
+        tick_size: float = 0.05,
+        *,
+        safety: bool | None = None,
     ) -> Protection:
-        """Protect a position the trader already holds."""
+        """Protect a position the trader already holds (``safety``: None takes the default)."""
         if position.side is None or position.product is None:
             raise ValueError("position: it is flat, or its product is unknown")
+        config = self._safety_for(safety, None, None)
         p = self.store.create_protection(
+            safety_enabled=config.enabled,
+            safety_buffer_percent=config.buffer_percent,
+            safety_buffer_ticks=config.buffer_ticks,
             account_id=account_id,
             broker=self.sessions[account_id].account.broker,
             instrument=position.instrument,
@@ -443,11 +526,52 @@ class ProtectionService(QObject):
         return done
 
     def remove(self, pid: int) -> Protection:
-        """Stop protecting; the position stays open at the broker."""
+        """Stop protecting; the position stays open at the broker (its broker-held safety stop goes)."""
         self._disarm(pid)
         p = self.store.get(pid)
         target = Status.REMOVED
         p = self.store.transition(pid, target, expected=(Status.OPEN, Status.PENDING, Status.EXIT_FAILED))
+        self.safety.refresh(pid)
+        self.protection_changed.emit(pid)
+        return p
+
+    # ----------------------------------------------------------------- the broker-held safety stop
+
+    def set_safety_defaults(self, config: SafetyConfig) -> None:
+        """What new protections (order form, adopt, auto-protect) get when they do not say."""
+        self.safety_defaults = config
+
+    def _safety_for(self, enabled: bool | None, percent: float | None, ticks: int | None) -> SafetyConfig:
+        base = self.safety_defaults
+        return replace(
+            base,
+            enabled=base.enabled if enabled is None else enabled,
+            buffer_percent=base.buffer_percent if percent is None else percent,
+            buffer_ticks=base.buffer_ticks if ticks is None else ticks,
+        )
+
+    def set_safety(
+        self,
+        pid: int,
+        enabled: bool,
+        *,
+        buffer_percent: float | None = None,
+        buffer_ticks: int | None = None,
+    ) -> Protection:
+        """Switch a protection's broker-held safety stop on or off, or change its buffer. Returns at once."""
+        p = self.store.get(pid)
+        percent = p.safety_buffer_percent if buffer_percent is None else buffer_percent
+        ticks = p.safety_buffer_ticks if buffer_ticks is None else buffer_ticks
+        check_safety_buffer(percent, ticks)
+        fields: dict[str, Any] = {
+            "safety_enabled": enabled,
+            "safety_buffer_percent": percent,
+            "safety_buffer_ticks": ticks,
+        }
+        if enabled and p.safety_state in (SafetyState.OFF, SafetyState.REMOVED):
+            fields["safety_state"] = SafetyState.PLACING
+        p = self.store.update(pid, kind="safety_changed", **fields)
+        self.safety.refresh(pid)
         self.protection_changed.emit(pid)
         return p
 

@@ -5,7 +5,10 @@ Runs at start-up, after every reconnect and every 30 s, always off the GUI threa
 - PENDING: the entry order filled (arm from its average price; a partial fill arms the filled quantity),
   or ended unfilled (CANCELLED / REJECTED).
 - OPEN: the position was closed outside the app (CLOSED, reason external, no exit sent), or shrank
-  (the protected quantity follows it down).
+  (the protected quantity follows it down). A flat position whose broker-held safety stop fired (perhaps
+  while TrailStop was away) is CLOSED with reason "safety stop", and nothing is sent. A broker-held stop
+  is checked (there, at its level and quantity; re-created or fixed when not), and taken away once its
+  position is flat.
 - TRIGGERED / EXITING: the exit is finished by the executor, which looks the tag up first (crash recovery).
 - With auto-protect on, every open position that has no protection gets one.
 """
@@ -17,12 +20,13 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from trailstop_gui.models.domain import Product, Protection, Status, TrailRule
+from trailstop_gui.models.domain import Product, Protection, SafetyState, Status, TrailRule
 from trailstop_gui.models.engine import initial_stop
 from trailstop_gui.models.lifecycle import IllegalTransition
 from trailstop_gui.models.store import ConcurrentTransition, ProtectionStore
 from trailstop_gui.services.brokers.base import Broker, Holding, Order, OrderStatus, Position
 from trailstop_gui.services.positions import matching_position, open_quantity, same_instrument
+from trailstop_gui.services.safety_stop import SAFETY_STOP_REASON, SafetyConfig
 
 log = logging.getLogger("trailstop.reconciler")
 
@@ -36,9 +40,12 @@ class ReconcileReport:
     resized: list[int] = field(default_factory=list)
     exits_resumed: list[int] = field(default_factory=list)
     adopted: list[int] = field(default_factory=list)
+    safety_closed: list[int] = field(default_factory=list)  # flat because the broker-held stop fired
 
     def changed(self) -> bool:
-        return any((self.filled, self.ended, self.closed_externally, self.resized, self.adopted))
+        return any(
+            (self.filled, self.ended, self.closed_externally, self.resized, self.adopted, self.safety_closed)
+        )
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,11 @@ class Hooks:
     disarm: Callable[[int], None]
     resume_exit: Callable[[int], None]  # hand a TRIGGERED/EXITING protection to the executor (recover)
     tick_size: Callable[[int, Position], float]  # the instrument's tick size, for adopted positions
+    # The broker-held safety stops (services/safety_stop.py); the defaults do nothing.
+    safety_fired: Callable[[Protection, Broker], Order | None] = lambda _p, _b: None  # its filled order
+    safety_check: Callable[[Protection], None] = lambda _p: None  # there, at its level? (asynchronous)
+    safety_release: Callable[[int], None] = lambda _pid: None  # take it away (asynchronous)
+    safety_default: Callable[[int], SafetyConfig] = lambda _account: SafetyConfig()  # for auto-protect
 
 
 class Reconciler:
@@ -154,16 +166,36 @@ class Reconciler:
         protected = p.filled_quantity or p.quantity
         if live <= 0:
             self.hooks.disarm(p.id)
-            self.store.transition(p.id, Status.CLOSED, expected=Status.OPEN, reason="external")
-            report.closed_externally.append(p.id)
-        elif live < protected:
-            self.store.update(
+            fired = self.hooks.safety_fired(p, broker)
+            if fired is not None:
+                # The broker-held stop closed it (perhaps while TrailStop was away): no exit to send.
+                self.store.transition(
+                    p.id,
+                    Status.CLOSED,
+                    expected=Status.OPEN,
+                    reason=SAFETY_STOP_REASON,
+                    price=fired.average_price or None,
+                    exit_order_id=fired.order_id,
+                    exit_price=fired.average_price or None,
+                    exit_quantity=fired.filled_quantity or None,
+                    safety_state=SafetyState.FIRED,
+                )
+                report.safety_closed.append(p.id)
+            else:
+                self.store.transition(p.id, Status.CLOSED, expected=Status.OPEN, reason="external")
+                report.closed_externally.append(p.id)
+            # A stop left at the broker for a flat position would open a new one: it goes.
+            self.hooks.safety_release(p.id)
+            return
+        if live < protected:
+            p = self.store.update(
                 p.id,
                 kind="quantity_changed",
                 message=f"position is {live}, was {protected}",
                 filled_quantity=live,
             )
             report.resized.append(p.id)
+        self.hooks.safety_check(p)
 
     def _adopt_unprotected(
         self,
@@ -178,13 +210,20 @@ class Reconciler:
         for pos in positions:
             if pos.quantity == 0 or pos.product is None or pos.side is None or pos.average_price <= 0:
                 continue
-            if any(
-                same_instrument(p, pos.instrument, pos.symbol, pos.exchange)
-                and matching_position(p, [pos], broker.capabilities) is not None
+            covering = [
+                p
                 for p in protected
-            ):
+                if same_instrument(p, pos.instrument, pos.symbol, pos.exchange)
+                and matching_position(p, [pos], broker.capabilities) is not None
+            ]
+            if covering:
+                self._cover_growth(covering, pos, report)
                 continue
+            safety = self.hooks.safety_default(account_id)
             p = self.store.create_protection(
+                safety_enabled=safety.enabled,
+                safety_buffer_percent=safety.buffer_percent,
+                safety_buffer_ticks=safety.buffer_ticks,
                 account_id=account_id,
                 broker=broker.capabilities.broker,
                 instrument=pos.instrument,
@@ -206,3 +245,28 @@ class Reconciler:
             self.hooks.arm(p)
             report.adopted.append(p.id)
             protected.append(p)
+
+    def _cover_growth(self, covering: list[Protection], pos: Position, report: ReconcileReport) -> None:
+        """Auto-protect covers the whole position: when it grew (the rest of a partly filled order, another
+        buy outside the app), its protection grows with it, keeping its stop. Without this the extra
+        quantity would be left unprotected, and the exit would leave it open.
+        """
+        if len(covering) != 1:
+            return
+        p = covering[0]
+        live = abs(pos.quantity)
+        protected = p.filled_quantity or p.quantity
+        if p.status is not Status.OPEN or p.side is not pos.side or live <= protected:
+            return
+        p = self.store.update(
+            p.id,
+            kind="quantity_changed",
+            message=f"position is {live}, was {protected}",
+            quantity=max(p.quantity, live),
+            filled_quantity=live,
+        )
+        self.hooks.safety_check(p)  # a broker-held stop follows the quantity
+        log.info(
+            "auto-protect: %s %s grew to %d; protection %s covers it", pos.exchange, pos.symbol, live, p.id
+        )
+        report.resized.append(p.id)

@@ -170,6 +170,16 @@ class Control:
         orders = [o for o in self.sim.exchange.all_orders() if broker in (None, o.broker)]
         return web.json_response([order_log_entry(o) for o in orders])
 
+    async def gtts(self, request: web.Request) -> web.Response:
+        """Every GTT of both brokers (active, triggered and deleted), oldest first per broker."""
+        broker = request.query.get("broker")
+        rows: list[dict[str, Any]] = []
+        for listener in self.sim.listeners():
+            describe = getattr(listener, "describe_gtts", None)
+            if describe is not None:
+                rows.extend(row for row in describe() if broker in (None, row["broker"]))
+        return web.json_response(rows)
+
     async def feeds(self, request: web.Request) -> web.Response:
         return web.json_response([c.as_dict() for c in self.sim.feeds.connections()])
 
@@ -195,5 +205,6 @@ def register(app: web.Application, sim: Simulator) -> None:
     r.add_delete(f"{PREFIX}/fault", control.clear_faults)
     r.add_get(f"{PREFIX}/orders", control.orders)
     r.add_get(f"{PREFIX}/feeds", control.feeds)
+    r.add_get(f"{PREFIX}/gtts", control.gtts)
     r.add_get(f"{PREFIX}/sessions", control.sessions)
     r.add_post(f"{PREFIX}/reset", control.reset)

@@ -216,6 +216,10 @@ class Simulator:
 
     # -- listeners -------------------------------------------------------------------------------
 
+    def listeners(self) -> list[SimListener]:
+        """Every listener (facades' books such as the GTT books), in the order they were added."""
+        return list(self._listeners)
+
     def add_listener(self, listener: SimListener) -> None:
         self._listeners.append(listener)
 

@@ -34,6 +34,25 @@ class Gtt:
     updated_at: datetime
     status: str = "active"
     results: list[dict[str, Any] | None] = field(default_factory=list)
+    modifications: int = 0
+
+    def describe(self) -> dict[str, Any]:
+        """The control API's view (``GET /_sim/gtts``), the same for both brokers."""
+        fired = next((r for r in self.results if r), None)
+        outcome = fired.get("order_result", {}) if fired else {}
+        return {
+            "broker": BROKER,
+            "id": str(self.id),
+            "user_id": self.user_id,
+            "status": self.status,
+            "symbol": self.instrument.symbol,
+            "trigger": self.trigger_values[0] if self.type == SINGLE else list(self.trigger_values),
+            "transaction_type": self.orders[0]["transaction_type"],
+            "quantity": self.orders[0]["quantity"],
+            "price": self.orders[0]["price"],
+            "order_id": outcome.get("order_id") or None,
+            "modifications": self.modifications,
+        }
 
     def as_dict(self) -> dict[str, Any]:
         orders = []
@@ -67,6 +86,10 @@ class GttBook(SimListener):
         self.sim = sim
         self.triggers: dict[int, Gtt] = {}
         self._ids = itertools.count(100001)
+        self.max_modifications: int | None = None  # Kite documents no cap for GTTs; tests may set one
+
+    def describe_gtts(self) -> list[dict[str, Any]]:
+        return [g.describe() for g in self.triggers.values()]
 
     def reset(self) -> None:
         self.triggers.clear()
@@ -225,10 +248,14 @@ class GttRoutes:
         gtt = self._get(request, session.user_id)
         if gtt.status != "active":
             raise input_error(f"Trigger cannot be modified as it is {gtt.status}.")
+        cap = self.book.max_modifications
+        if cap is not None and gtt.modifications >= cap:
+            raise input_error("Maximum allowed trigger modifications exceeded.")
         gtt.type, gtt.instrument, gtt.trigger_values, gtt.last_price, gtt.orders = await self._parse(
             request, session.user_id
         )
         gtt.updated_at = datetime.now(IST)
+        gtt.modifications += 1
         return ok({"trigger_id": gtt.id})
 
     async def delete(self, request: web.Request) -> web.Response:

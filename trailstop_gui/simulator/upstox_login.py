@@ -98,7 +98,7 @@ class UpstoxLogin:
         return _page(query["client_id"], query["redirect_uri"], query.get("state", ""))
 
     async def submit(self, request: web.Request) -> web.Response:
-        form = await request.post()
+        form = await _read_form(request)
         client_id, redirect_uri = str(form.get("client_id", "")), str(form.get("redirect_uri", ""))
         state = str(form.get("state", ""))
         self._check_client(client_id, redirect_uri)
@@ -111,7 +111,7 @@ class UpstoxLogin:
         raise web.HTTPFound(f"{redirect_uri}?{urllib.parse.urlencode(query)}")
 
     async def token(self, request: web.Request) -> web.Response:
-        form = await request.post()
+        form = await _read_form(request)
         fields = {name: str(form.get(name, "")).strip() for name in _TOKEN_FIELDS}
         for name in _TOKEN_FIELDS:
             if not fields[name]:
@@ -158,6 +158,16 @@ def upstox_code(info: dict[str, Any], state: str = "trailstop", timeout: float =
     if params.get("state") != state or "code" not in params:
         raise LoginFailed(f"unexpected redirect parameters: {sorted(params)}")
     return params["code"]
+
+
+async def _read_form(request: web.Request) -> Any:
+    """The form body; one that cannot be read (not UTF-8, say) gets Upstox's input error, not a 500."""
+    try:
+        return await request.post()
+    except web.HTTPException:
+        raise
+    except (ValueError, TypeError, AssertionError):
+        raise input_error("Invalid input passed to the API: expected form-encoded fields.") from None
 
 
 def register(app: web.Application, sim: Simulator) -> None:

@@ -17,6 +17,7 @@ from PySide6.QtCore import QDateTime, QMargins, QPointF, Qt, QTimer
 from PySide6.QtGui import QBrush, QColor, QPainter, QPen
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QCheckBox,
     QFrame,
     QGridLayout,
     QHBoxLayout,
@@ -33,15 +34,15 @@ from trailstop_gui.models.domain import Protection, Status
 from trailstop_gui.models.engine import initial_stop
 from trailstop_gui.models.store import ProtectionStore
 from trailstop_gui.views import theme
-from trailstop_gui.views.journal_view import JournalModel, build_rows
+from trailstop_gui.views.journal_view import JournalModel, JournalProxy, build_rows
 from trailstop_gui.views.positions_model import PositionRow, PositionsModel, RowState
 
-PRICE_POINTS = 1800  # per instrument: half an hour at one point a second
+PRICE_POINTS = 3600  # per instrument: half an hour at two points a second
 STOP_POINTS = 1000  # per protection: stop changes only
-PRICE_RESOLUTION = 1.0  # seconds: later prices within the same second replace the last point
+PRICE_RESOLUTION = 0.5  # seconds: a later price within the same half second replaces the last point
 CHART_REFRESH_MS = 250
 JOURNAL_REFRESH_MS = 1000
-MIN_SPAN_S = 60.0
+MIN_SPAN_S = 10.0
 
 
 class Series:
@@ -245,6 +246,7 @@ class PriceChart(QChartView):
             low, high = min(values), max(values)
             pad = max((high - low) * 0.08, abs(high) * 0.002, 0.05)
             self.y_axis.setRange(low - pad, high + pad)
+            self.y_axis.applyNiceNumbers()
         self.x_axis.setRange(
             QDateTime.fromMSecsSinceEpoch(int(_ms(start))), QDateTime.fromMSecsSinceEpoch(int(_ms(end)))
         )
@@ -280,7 +282,6 @@ class DetailPane(QWidget):
         )
         self.placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.placeholder.setWordWrap(True)
-        self.placeholder.setForegroundRole(self.placeholder.foregroundRole())
         self.placeholder.setEnabled(False)
 
         page = QWidget(self)
@@ -317,10 +318,15 @@ class DetailPane(QWidget):
         facts.setColumnStretch(6, 1)
 
         self.chart = PriceChart(page)
+        self.chart.setAccessibleName("Price and stop chart of the selected protection")
         self.journal_model = JournalModel(self, time_format="%H:%M:%S")
+        self.journal_proxy = JournalProxy(self)
+        self.journal_proxy.setSourceModel(self.journal_model)
+        self.journal_proxy.set_filters(stop_moves=False)  # the chart shows the trail; this, what happened
         self.journal = QTableView(page)
         self.journal.setObjectName("protectionJournal")
-        self.journal.setModel(self.journal_model)
+        self.journal.setAccessibleName("Journal of the selected protection")
+        self.journal.setModel(self.journal_proxy)
         for column in (JournalModel.ACCOUNT, JournalModel.SYMBOL):
             self.journal.setColumnHidden(column, True)
         self.journal.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
@@ -332,9 +338,10 @@ class DetailPane(QWidget):
         self.journal.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 6)
         header = self.journal.horizontalHeader()
         header.setHighlightSections(False)
-        header.resizeSection(JournalModel.TIME, 70)
-        header.resizeSection(JournalModel.EVENT, 104)
-        header.resizeSection(JournalModel.PRICE, 76)
+        metrics = self.fontMetrics()
+        header.resizeSection(JournalModel.TIME, metrics.horizontalAdvance("00:00:00") + 14)
+        header.resizeSection(JournalModel.EVENT, metrics.horizontalAdvance("Quantity changed") + 14)
+        header.resizeSection(JournalModel.PRICE, metrics.horizontalAdvance("00,000.00") + 14)
         header.setSectionResizeMode(JournalModel.DETAILS, QHeaderView.ResizeMode.Stretch)
         header.moveSection(header.visualIndex(JournalModel.PRICE), header.visualIndex(JournalModel.DETAILS))
 
@@ -348,7 +355,14 @@ class DetailPane(QWidget):
         title_font = journal_title.font()
         title_font.setBold(True)
         journal_title.setFont(title_font)
-        journal_layout.addWidget(journal_title)
+        self.stop_moves = QCheckBox("Stop moves", journal_box)
+        self.stop_moves.setToolTip("Also list every move of the stop")
+        self.stop_moves.toggled.connect(lambda on: self.journal_proxy.set_filters(stop_moves=on))
+        journal_head = QHBoxLayout()
+        journal_head.addWidget(journal_title)
+        journal_head.addStretch(1)
+        journal_head.addWidget(self.stop_moves)
+        journal_layout.addLayout(journal_head)
         journal_layout.addWidget(self.journal)
         self.splitter.addWidget(journal_box)
         self.splitter.setStretchFactor(0, 3)
@@ -373,7 +387,6 @@ class DetailPane(QWidget):
         layout.addWidget(self.stack)
 
         self._chart_dirty = False
-        self._journal_dirty = False
         self._chart_timer = QTimer(self)
         self._chart_timer.setSingleShot(True)
         self._chart_timer.setInterval(CHART_REFRESH_MS)
@@ -407,6 +420,8 @@ class DetailPane(QWidget):
             self._chart_dirty = True
             if not self._chart_timer.isActive():
                 self._chart_timer.start()
+            if self.stop_moves.isChecked() and not self._journal_timer.isActive():
+                self._journal_timer.start()  # the moves shown are written within a fraction of a second
 
     def on_protection_changed(self, pid: int) -> None:
         if pid != self.pid:
@@ -460,7 +475,6 @@ class DetailPane(QWidget):
             self._trigger = None
 
     def _reload_journal(self) -> None:
-        self._journal_dirty = False
         if self.pid is None:
             return
         self.journal_model.set_rows(build_rows(self.store, protection_id=self.pid))

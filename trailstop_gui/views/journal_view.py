@@ -22,6 +22,7 @@ from PySide6.QtCore import (
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QCheckBox,
     QComboBox,
     QCompleter,
     QFileDialog,
@@ -269,6 +270,8 @@ class JournalModel(QAbstractTableModel):
             if column == self.SYMBOL:
                 return row.symbol
             if column == self.EVENT:
+                if e.kind == "transition":  # the state reached says more than "state change"
+                    return STATE_WORDS.get(e.new, e.new.lower()).capitalize()
                 return kind_label(e.kind)
             if column == self.DETAILS:
                 return describe_event(e)
@@ -287,6 +290,8 @@ class JournalModel(QAbstractTableModel):
             if column == self.DETAILS:
                 return describe_event(e)
         if role == Qt.ItemDataRole.ForegroundRole and column in (self.EVENT, self.DETAILS):
+            if e.kind == "stop_moved":
+                return self._colors.muted  # the routine trail: quieter than what happened
             if e.kind == "transition" and e.new == "EXIT_FAILED":
                 return self._colors.failed
             if e.kind == "transition" and e.new in ("TRIGGERED", "EXITING"):
@@ -324,13 +329,21 @@ class JournalProxy(QSortFilterProxyModel):
         self.account_id: int | None = None
         self.symbol = ""
         self.kind: str | None = None
+        self.stop_moves = True
         self.setSortRole(JournalModel.SORT_ROLE)
 
     def set_filters(
-        self, *, account_id: int | None = None, symbol: str = "", kind: str | None = None
+        self,
+        *,
+        account_id: int | None = None,
+        symbol: str = "",
+        kind: str | None = None,
+        stop_moves: bool = True,
     ) -> None:
+        """``stop_moves=False`` hides the routine stop moves, unless ``kind`` asks for exactly those."""
         self.beginFilterChange()
         self.account_id, self.symbol, self.kind = account_id, symbol.strip().upper(), kind
+        self.stop_moves = stop_moves
         self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
 
     def filterAcceptsRow(self, source_row: int, source_parent: AnyIndex) -> bool:
@@ -342,7 +355,9 @@ class JournalProxy(QSortFilterProxyModel):
             return False
         if self.symbol and self.symbol not in row.symbol.upper():
             return False
-        return self.kind is None or row.entry.kind == self.kind
+        if self.kind is None:
+            return self.stop_moves or row.entry.kind != "stop_moved"
+        return row.entry.kind == self.kind
 
     def visible_rows(self) -> list[JournalRow]:
         model = self.sourceModel()
@@ -379,6 +394,8 @@ class JournalView(QWidget):
         self.symbol.setClearButtonEnabled(True)
         self.kind = QComboBox(self)
         self.kind.setToolTip("Only this kind of event")
+        self.stop_moves = QCheckBox("S&top moves", self)
+        self.stop_moves.setToolTip("Also list every move of every stop (there are many)")
         self.refresh_button = QPushButton("&Refresh", self)
         self.export_button = QPushButton("&Export CSV…", self)
         self.count = QLabel(self)
@@ -396,6 +413,7 @@ class JournalView(QWidget):
         kind_label_widget.setBuddy(self.kind)
         filters.addWidget(kind_label_widget)
         filters.addWidget(self.kind)
+        filters.addWidget(self.stop_moves)
         filters.addStretch(1)
         filters.addWidget(self.count)
         filters.addWidget(self.refresh_button)
@@ -422,6 +440,7 @@ class JournalView(QWidget):
             (JournalModel.PRICE, 90),
         ):
             header.resizeSection(column, width)
+        header.moveSection(header.visualIndex(JournalModel.PRICE), header.visualIndex(JournalModel.DETAILS))
         header.setSortIndicator(-1, Qt.SortOrder.AscendingOrder)
         self.table.setSortingEnabled(True)
 
@@ -432,6 +451,7 @@ class JournalView(QWidget):
         self.account.currentIndexChanged.connect(self._apply_filters)
         self.kind.currentIndexChanged.connect(self._apply_filters)
         self.symbol.textChanged.connect(self._apply_filters)
+        self.stop_moves.toggled.connect(self._apply_filters)
         self.refresh_button.clicked.connect(self.reload)
         self.export_button.clicked.connect(self.export)
         QShortcut(QKeySequence.StandardKey.Refresh, self, self.reload)
@@ -483,17 +503,31 @@ class JournalView(QWidget):
         self._apply_filters()
 
     def set_filters(
-        self, *, account_id: int | None = None, symbol: str = "", kind: str | None = None
+        self,
+        *,
+        account_id: int | None = None,
+        symbol: str = "",
+        kind: str | None = None,
+        stop_moves: bool = False,
     ) -> None:
-        """Set the filter widgets (and so the filters) from code."""
+        """Set the filter widgets (and so the filters) from code; stop moves hidden, as by default."""
+        widgets = (self.account, self.kind, self.symbol, self.stop_moves)
+        for widget in widgets:
+            widget.blockSignals(True)
         self.account.setCurrentIndex(max(self.account.findData(account_id), 0))
         self.kind.setCurrentIndex(max(self.kind.findData(kind), 0))
         self.symbol.setText(symbol)
+        self.stop_moves.setChecked(stop_moves)
+        for widget in widgets:
+            widget.blockSignals(False)
         self._apply_filters()
 
     def _apply_filters(self) -> None:
         self.proxy.set_filters(
-            account_id=self.account.currentData(), symbol=self.symbol.text(), kind=self.kind.currentData()
+            account_id=self.account.currentData(),
+            symbol=self.symbol.text(),
+            kind=self.kind.currentData(),
+            stop_moves=self.stop_moves.isChecked(),
         )
         self._update_count()
 

@@ -78,13 +78,14 @@ class MainWindow(QMainWindow):
         self.confirm: ConfirmFn = lambda title, text, accept: ask_confirmation(self, title, text, accept)
         self._quitting = False
         self._applied_dark: bool | None = None
+        self._tick_second = 0
         self._journal: JournalView | None = None
         self._banner_account: int | None = None
         self.order_entry: QWidget | None = None
         self.setWindowTitle("TrailStop")
         self.setWindowIcon(theme.app_icon())
         self.setObjectName("mainWindow")
-        self.setMinimumSize(900, 560)
+        self.setMinimumSize(760, 500)
 
         # ----------------------------------------------------------------- the parts
         self.account_bar = AccountBar(self)
@@ -283,8 +284,9 @@ class MainWindow(QMainWindow):
         self.tick_label = QLabel("No prices yet", self)
         self.tick_label.setObjectName("tickLabel")
         self.tick_label.setToolTip("Time of the last price received from any feed")
-        bar.addPermanentWidget(self.counts_label)
-        bar.addPermanentWidget(self.tick_label)
+        for label in (self.counts_label, self.tick_label):
+            label.setContentsMargins(10, 0, 10, 0)
+            bar.addPermanentWidget(label)
         self._tick_timer = QTimer(self)
         self._tick_timer.setInterval(1000)
         self._tick_timer.timeout.connect(self._update_tick_label)
@@ -305,6 +307,11 @@ class MainWindow(QMainWindow):
         if sizes and sizes[0] == 0:
             width = max(300, widget.sizeHint().width())
             self.splitter.setSizes([width, max(400, sum(sizes) - width)])
+
+    def refresh_accounts(self) -> None:
+        """Show the service's accounts again (after one was added or removed)."""
+        self.account_bar.set_sessions(list(self.service.sessions.values()))
+        self.positions.refresh_unprotected()
 
     def show_and_raise(self) -> None:
         self.show()
@@ -335,7 +342,8 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage("No armed positions to exit.", 6000)
             return []
         n = len(armed)
-        names = ", ".join(sorted({p.symbol for p in armed}))
+        symbols = sorted({p.symbol for p in armed})
+        names = ", ".join(symbols[:8]) + (f" and {len(symbols) - 8} more" if len(symbols) > 8 else "")
         noun = "position" if n == 1 else "positions"
         text = (
             f"Exit all {n} protected {noun} now?\n\n{names}\n\n"
@@ -373,6 +381,11 @@ class MainWindow(QMainWindow):
         self.quit_requested.emit()
         return True
 
+    def prepare_quit(self) -> None:
+        """The application is quitting without asking (a signal, a logout): let the window close."""
+        self._quitting = True
+        self.save_state()
+
     def stop(self) -> None:
         """Stop timers and background fetches (before the services shut down)."""
         self._tick_timer.stop()
@@ -392,6 +405,10 @@ class MainWindow(QMainWindow):
         touched = self.model.apply_snapshot(snapshot)
         self.history.record_snapshot(snapshot)
         self.detail.on_snapshot(touched)
+        at = self.model.last_tick_at
+        if at is not None and int(at) != self._tick_second:
+            self._tick_second = int(at)
+            self._update_tick_label()
 
     def _on_protection_changed(self, pid: int) -> None:
         self.detail.on_protection_changed(pid)
@@ -429,7 +446,8 @@ class MainWindow(QMainWindow):
     def changeEvent(self, event: QEvent) -> None:
         palette_changed = event.type() in (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange)
         if palette_changed and hasattr(self, "toolbar"):  # not during construction
-            self._apply_colors()
+            # Once every child has taken the new palette too (the chart reads its own).
+            QTimer.singleShot(0, self._apply_colors)
         super().changeEvent(event)
 
     # ----------------------------------------------------------------- state shown
@@ -447,6 +465,12 @@ class MainWindow(QMainWindow):
         self._applied_dark = colors.dark
         self.positions.set_colors(colors)
         self.account_bar.set_colors(colors)
+        if self.order_entry is not None and self.order_entry.styleSheet():
+            # A widget with a style sheet keeps the palette its children had when it was polished:
+            # setting the sheet again re-polishes them with the new scheme's colours.
+            sheet = self.order_entry.styleSheet()
+            self.order_entry.setStyleSheet("")
+            self.order_entry.setStyleSheet(sheet)
         self.detail.set_colors(colors)
         if self._journal is not None:
             self._journal.set_colors(colors)
@@ -544,7 +568,7 @@ class MainWindow(QMainWindow):
             self.splitter.setSizes([320, 960])
             self.right_splitter.setSizes([430, 320])
             self.positions.splitter.setSizes([300, 130])
-            self.detail.splitter.setSizes([560, 400])
+            self.detail.splitter.setSizes([540, 480])
         header = blob("positions_header")
         if header is not None:
             self.positions.table.horizontalHeader().restoreState(header)

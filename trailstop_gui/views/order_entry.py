@@ -564,7 +564,7 @@ class OrderEntryPanel(QWidget):
         record = self._instrument
         rule = self.rule_editor.rule_or_none()
         quantity = self.quantity.value()
-        if record is None or rule is None or quantity <= 0:
+        if record is None or not record.tradable or rule is None or quantity <= 0:
             return None
         if self.current_order_type() is OrderType.LIMIT:
             price = self.price.value()
@@ -688,7 +688,7 @@ class OrderEntryPanel(QWidget):
             price = self.price.value()
             if price <= 0:
                 out.append((FIELD_PRICE, "a LIMIT order needs a price", self.price))
-            elif record is not None and not on_grid(price, record.tick_size):
+            elif record is not None and record.tradable and not on_grid(price, record.tick_size):
                 tick = record.tick_size
                 below, above = round_down(price, tick), round_up(price, tick)
                 d = price_decimals(tick)

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import enum
 import math
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from PySide6.QtCore import (
+    QAbstractItemModel,
     QAbstractTableModel,
     QModelIndex,
     QObject,
@@ -21,6 +23,7 @@ from PySide6.QtCore import (
     QSortFilterProxyModel,
     Qt,
     QTimer,
+    Signal,
 )
 from PySide6.QtGui import QBrush, QFont
 
@@ -80,6 +83,14 @@ SORT_ROLE = Qt.ItemDataRole.UserRole + 1
 PID_ROLE = Qt.ItemDataRole.UserRole + 2
 STATE_ROLE = Qt.ItemDataRole.UserRole + 3
 
+# A table sorted on a live column is re-sorted at most this often (seconds): rows that jumped ten times a
+# second could not be read, and sorting is the costly part of an update.
+RESORT_INTERVAL_S = 1.0
+LIVE_COLUMNS = frozenset({Column.LTP, Column.STOP, Column.DISTANCE, Column.PNL})
+
+# A protection that ended stays in view this long (seconds) before "Show closed" is needed to see it.
+RECENTLY_CLOSED_S = 300.0
+
 # Within this distance of the stop (percent) the distance is shown as a warning.
 NEAR_STOP_PERCENT = 0.5
 
@@ -130,6 +141,7 @@ class PositionRow:
     exit_price: float | None = None
     exit_quantity: int | None = None
     ltp: float | None = None
+    closed_at: float | None = None  # epoch seconds, once ended
 
     @classmethod
     def from_protection(cls, p: Protection, ltp: float | None = None) -> PositionRow:
@@ -152,6 +164,7 @@ class PositionRow:
             exit_price=p.exit_price,
             exit_quantity=p.exit_quantity,
             ltp=ltp,
+            closed_at=p.closed_at.timestamp() if p.closed_at is not None else None,
         )
 
     @property
@@ -216,10 +229,22 @@ class PositionRow:
 
 
 class PositionsModel(QAbstractTableModel):
-    """Protections keyed by id, one row each; LTP and stop refreshed from snapshots, coalesced."""
+    """Protections keyed by id, one row each; LTP and stop refreshed from snapshots, coalesced.
+
+    The model sorts itself (Python's sort over one key per row, not a Qt comparison calling back into
+    Python for every pair): the proxy in front only filters. Sorting on a live column is throttled.
+    """
+
+    states_changed = Signal()  # a row's state changed (e.g. it closed): filters must look again
 
     def __init__(self, parent: QObject | None = None, *, flush_interval_ms: int = 100) -> None:
         super().__init__(parent)
+        self.sort_column = -1
+        self.sort_order = Qt.SortOrder.AscendingOrder
+        self._sorted_at = 0.0
+        self._resort_timer = QTimer(self)
+        self._resort_timer.setSingleShot(True)
+        self._resort_timer.timeout.connect(self._resort)
         self._rows: list[PositionRow] = []
         self._index: dict[int, int] = {}  # protection id -> row
         # (account id, instrument key) -> protection ids; a snapshot without an account matches any.
@@ -266,7 +291,8 @@ class PositionsModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.DisplayRole:
             return self._display(row, column)
         if role == SORT_ROLE:
-            return self._sort_value(row, column)
+            value = _sort_value(row, column)
+            return -math.inf if value is None else value
         if role == Qt.ItemDataRole.TextAlignmentRole:
             return _alignment(column)
         if role == Qt.ItemDataRole.ForegroundRole:
@@ -308,25 +334,6 @@ class PositionsModel(QAbstractTableModel):
             return theme.format_inr(row.pnl())
         return row.status_text
 
-    @staticmethod
-    def _sort_value(row: PositionRow, column: Column) -> Any:
-        def number(value: float | None) -> float:
-            return -math.inf if value is None else float(value)
-
-        values: dict[Column, Any] = {
-            Column.SYMBOL: row.symbol,
-            Column.SIDE: row.side.value,
-            Column.QTY: float(row.quantity),
-            Column.PRODUCT: row.product.value,
-            Column.ENTRY: number(row.entry),
-            Column.LTP: number(row.ltp),
-            Column.STOP: number(row.stop),
-            Column.DISTANCE: number(row.distance_percent()),
-            Column.PNL: number(row.pnl()),
-            Column.STATUS: row.status_text,
-        }
-        return values[column]
-
     def _foreground(self, row: PositionRow, column: Column) -> Any:
         c = self._colors
         state = row.state
@@ -346,7 +353,7 @@ class PositionsModel(QAbstractTableModel):
                 return None
             return c.profit if pnl > 0 else c.loss
         if column is Column.SIDE:
-            return c.profit if row.is_long else c.loss
+            return c.buy if row.is_long else c.sell
         if column is Column.DISTANCE:
             distance = row.distance_percent()
             if distance is not None and distance < NEAR_STOP_PERCENT:
@@ -394,6 +401,10 @@ class PositionsModel(QAbstractTableModel):
     def rows(self) -> list[PositionRow]:
         return list(self._rows)
 
+    def rows_view(self) -> list[PositionRow]:
+        """The rows themselves, not a copy (for the proxy's filter, called once per row)."""
+        return self._rows
+
     def row_for(self, pid: int) -> PositionRow | None:
         position = self._index.get(pid)
         return None if position is None else self._rows[position]
@@ -405,9 +416,11 @@ class PositionsModel(QAbstractTableModel):
         """Replace every row (at start-up)."""
         self.beginResetModel()
         self._rows = [PositionRow.from_protection(p) for p in protections]
+        self._rows.sort(key=self._sort_key(), reverse=self._descending())
         self._reindex()
         self._dirty.clear()
         self.endResetModel()
+        self.states_changed.emit()
 
     def upsert(self, p: Protection) -> None:
         """Add the protection's row, or refresh it from the stored protection (keeping the live LTP)."""
@@ -419,6 +432,7 @@ class PositionsModel(QAbstractTableModel):
             self._index[p.id] = at
             self._add_instrument(self._rows[at])
             self.endInsertRows()
+            self._resort()
             return
         old = self._rows[position]
         new = PositionRow.from_protection(p, ltp=old.ltp)
@@ -426,6 +440,8 @@ class PositionsModel(QAbstractTableModel):
             self._reindex_instruments()
         self._rows[position] = new
         self._mark(position)
+        if old.state is not new.state:
+            self.states_changed.emit()
 
     def apply_snapshot(self, snapshot: Mapping[str, Any]) -> list[int]:
         """Take a feed snapshot's quotes and stops; returns the protection ids it touched."""
@@ -475,6 +491,57 @@ class PositionsModel(QAbstractTableModel):
         if top > bottom:
             return
         self.dataChanged.emit(self.index(top, 0), self.index(bottom, len(Column) - 1), [])
+        if self.sort_column >= 0 and not self._resort_timer.isActive():
+            wait = RESORT_INTERVAL_S - (time.monotonic() - self._sorted_at)
+            if wait <= 0:
+                self._resort()
+            else:
+                self._resort_timer.start(int(wait * 1000) + 1)
+
+    # ----------------------------------------------------------------- sorting
+
+    def sort(self, column: int, order: Qt.SortOrder = Qt.SortOrder.AscendingOrder) -> None:
+        """Sort by a column (-1: the order protections were created in)."""
+        self.sort_column = column if 0 <= column < len(Column) else -1
+        self.sort_order = order
+        self._resort(force=True)
+
+    def _descending(self) -> bool:
+        return self.sort_column >= 0 and self.sort_order == Qt.SortOrder.DescendingOrder
+
+    def _sort_key(self) -> Any:
+        if self.sort_column < 0:
+            return lambda row: row.pid
+        column = Column(self.sort_column)
+        descending = self._descending()
+
+        def key(row: PositionRow) -> tuple[bool, Any, int]:
+            value = _sort_value(row, column)
+            # No value sorts last either way; the id keeps equal rows in a stable order.
+            missing = value is None
+            return (not missing if descending else missing, 0 if missing else value, row.pid)
+
+        return key
+
+    def _resort(self, force: bool = False) -> None:
+        self._resort_timer.stop()
+        self._sorted_at = time.monotonic()
+        if not self._rows:
+            return
+        key = self._sort_key()
+        order = sorted(range(len(self._rows)), key=lambda n: key(self._rows[n]), reverse=self._descending())
+        if not force and order == list(range(len(self._rows))):
+            return
+        self.layoutAboutToBeChanged.emit()
+        new_row = {old: new for new, old in enumerate(order)}
+        self._rows = [self._rows[n] for n in order]
+        self._index = {row.pid: n for n, row in enumerate(self._rows)}
+        self._dirty = {new_row[n] for n in self._dirty}
+        persistent = self.persistentIndexList()
+        self.changePersistentIndexList(
+            persistent, [self.index(new_row[i.row()], i.column()) for i in persistent]
+        )
+        self.layoutChanged.emit()
 
     def set_colors(self, colors: theme.Colors) -> None:
         self._colors = colors
@@ -512,19 +579,68 @@ class PositionsModel(QAbstractTableModel):
         self._by_bare_instrument.setdefault(row.instrument, set()).add(row.pid)
 
 
+def _sort_value(row: PositionRow, column: Column) -> Any:
+    """The raw value a column sorts on (None: no value)."""
+    if column is Column.SYMBOL:
+        return row.symbol
+    if column is Column.SIDE:
+        return row.side.value
+    if column is Column.QTY:
+        return float(row.quantity)
+    if column is Column.PRODUCT:
+        return row.product.value
+    if column is Column.ENTRY:
+        return row.entry
+    if column is Column.LTP:
+        return row.ltp
+    if column is Column.STOP:
+        return row.stop
+    if column is Column.DISTANCE:
+        return row.distance_percent()
+    if column is Column.PNL:
+        return row.pnl()
+    return row.status_text
+
+
 def _alignment(column: Column) -> int:
     horizontal = Qt.AlignmentFlag.AlignRight if column in NUMERIC else Qt.AlignmentFlag.AlignLeft
     return int(horizontal | Qt.AlignmentFlag.AlignVCenter)
 
 
 class PositionsProxy(QSortFilterProxyModel):
-    """Sorts on raw values and hides ended protections unless asked to show them."""
+    """Sorts on raw values; hides ended protections unless asked, except those that just ended.
 
-    def __init__(self, parent: QObject | None = None) -> None:
+    A protection that ends stays in view (greyed) for ``recent_s`` seconds, so the trader sees it go
+    from armed to triggered to closed, with its realised P&L, before it leaves the table.
+    """
+
+    def __init__(self, parent: QObject | None = None, *, recent_s: float = RECENTLY_CLOSED_S) -> None:
         super().__init__(parent)
         self._show_closed = False
+        self.recent_s = recent_s
         self.setSortRole(SORT_ROLE)
-        self.setDynamicSortFilter(True)
+        # The source model sorts itself and says when a state changed: no work here on every update.
+        self.setDynamicSortFilter(False)
+        self._expire = QTimer(self)
+        self._expire.setInterval(15_000)
+        self._expire.timeout.connect(self._on_expire)
+        self._expire.start()
+
+    def setSourceModel(self, model: QAbstractItemModel) -> None:
+        previous = self.sourceModel()
+        if isinstance(previous, PositionsModel):
+            previous.states_changed.disconnect(self._on_expire)
+        super().setSourceModel(model)
+        if isinstance(model, PositionsModel):
+            model.states_changed.connect(self._on_expire)
+
+    def sort(self, column: int, order: Qt.SortOrder = Qt.SortOrder.AscendingOrder) -> None:
+        """The view's header asks the proxy; the source model does the sorting."""
+        model = self.sourceModel()
+        if isinstance(model, PositionsModel):
+            model.sort(column, order)
+        else:
+            super().sort(column, order)
 
     @property
     def show_closed(self) -> bool:
@@ -540,5 +656,15 @@ class PositionsProxy(QSortFilterProxyModel):
         if self._show_closed:
             return True
         model = self.sourceModel()
+        if isinstance(model, PositionsModel):
+            row = model.rows_view()[source_row]
+            if row.state is not RowState.CLOSED:
+                return True
+            return row.closed_at is not None and time.time() - row.closed_at < self.recent_s
         state = model.data(model.index(source_row, 0, source_parent), STATE_ROLE)
         return bool(state != RowState.CLOSED.value)
+
+    def _on_expire(self) -> None:
+        if not self._show_closed:
+            self.beginFilterChange()
+            self.endFilterChange(QSortFilterProxyModel.Direction.Rows)

@@ -55,7 +55,6 @@ from trailstop_gui.settings import load_settings
 from trailstop_gui.views import theme
 from trailstop_gui.views.positions_model import (
     PID_ROLE,
-    Column,
     PositionRow,
     PositionsModel,
     PositionsProxy,
@@ -415,9 +414,16 @@ class _FetchTask(QRunnable):
             positions = self.service.unprotected_positions(self.account_id)
         except Exception as exc:
             log.warning("positions of account %s: %s", self.account_id, exc)
-            self.signals.failed.emit(self.account_id, str(exc))
+            self._emit(self.signals.failed, self.account_id, str(exc))
             return
-        self.signals.fetched.emit(self.account_id, positions)
+        self._emit(self.signals.fetched, self.account_id, positions)
+
+    @staticmethod
+    def _emit(signal: Any, *args: Any) -> None:
+        try:
+            signal.emit(*args)
+        except RuntimeError:  # the view went away while the broker answered: nobody to tell
+            log.debug("positions fetched after the view closed")
 
 
 # ----------------------------------------------------------------- the view
@@ -430,7 +436,7 @@ AskRuleFn = Callable[..., TrailRule | None]
 class PositionsView(QWidget):
     """The positions table, its actions and the unprotected-positions section."""
 
-    selection_changed = Signal(int)  # protection id, or -1 when nothing is selected
+    selection_changed = Signal(int)  # the protection id now selected
     message_posted = Signal(str)  # a short status line for the status bar
     action_failed = Signal(str, str)  # what, why
 
@@ -546,6 +552,7 @@ class PositionsView(QWidget):
             self,
         )
         self.table.setObjectName("positionsTable")
+        self.table.setAccessibleName("Protected positions")
         self.table.setModel(self.proxy)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
@@ -557,26 +564,10 @@ class PositionsView(QWidget):
         self.table.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 10)
         header = self.table.horizontalHeader()
         header.setHighlightSections(False)
-        header.setStretchLastSection(True)
-        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        header.setMinimumSectionSize(48)
-        widths = {
-            Column.SYMBOL: 120,
-            Column.SIDE: 56,
-            Column.QTY: 60,
-            Column.PRODUCT: 70,
-            Column.ENTRY: 86,
-            Column.LTP: 86,
-            Column.STOP: 86,
-            Column.DISTANCE: 74,
-            Column.PNL: 104,
-        }
+        # Columns share the width: a trader reads across the row, and no column is ever cut short.
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         metrics = self.fontMetrics()
-        for column, width in widths.items():
-            text_width = metrics.horizontalAdvance(
-                self.model.headerData(column, Qt.Orientation.Horizontal, 0)
-            )
-            header.resizeSection(column, max(width, text_width + 28))
+        header.setMinimumSectionSize(max(56, metrics.horizontalAdvance("+₹00,000.00") + 12))
         header.setSortIndicator(-1, Qt.SortOrder.AscendingOrder)
         self.table.setSortingEnabled(True)
         self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
@@ -599,7 +590,7 @@ class PositionsView(QWidget):
         self.refresh_button.setDefaultAction(self.act_refresh)
         self.refresh_button.setText("Refresh")
         self.unprotected_status = QLabel(self)
-        self.unprotected_status.setForegroundRole(self.unprotected_status.foregroundRole())
+        self.unprotected_status.setEnabled(False)  # a quiet note in both schemes
         bar = QHBoxLayout()
         bar.setSpacing(4)
         bar.addWidget(self.unprotected_title)
@@ -610,6 +601,7 @@ class PositionsView(QWidget):
         bar.addWidget(self.refresh_button)
         self.unprotected_table = EmptyStateTableView("Every open broker position is protected.", self)
         self.unprotected_table.setObjectName("unprotectedTable")
+        self.unprotected_table.setAccessibleName("Broker positions without protection")
         self.unprotected_table.setModel(self.unprotected_model)
         self.unprotected_table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.unprotected_table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
@@ -618,10 +610,8 @@ class PositionsView(QWidget):
         self.unprotected_table.setShowGrid(False)
         self.unprotected_table.verticalHeader().setVisible(False)
         self.unprotected_table.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 10)
-        self.unprotected_table.horizontalHeader().setStretchLastSection(True)
+        self.unprotected_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         self.unprotected_table.horizontalHeader().setHighlightSections(False)
-        for n, width in enumerate((150, 110, 56, 60, 70, 90, 90)):
-            self.unprotected_table.horizontalHeader().resizeSection(n, width)
         self.unprotected_table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.unprotected_table.customContextMenuRequested.connect(self._show_unprotected_menu)
         self.unprotected_table.doubleClicked.connect(lambda _index: self.protect_selected())
@@ -711,7 +701,9 @@ class PositionsView(QWidget):
     def _on_selection_changed(self, _selected: QItemSelection, _deselected: QItemSelection) -> None:
         self._update_actions()
         pid = self.selected_pid()
-        self.selection_changed.emit(-1 if pid is None else pid)
+        # No selection (the row left the filter, or a reset): the detail pane keeps what it showed.
+        if pid is not None:
+            self.selection_changed.emit(pid)
 
     def _update_actions(self) -> None:
         row = self.selected_row()

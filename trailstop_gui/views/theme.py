@@ -46,6 +46,8 @@ class Colors:
     pending: QColor
     profit: QColor
     loss: QColor
+    buy: QColor  # the side of a position: blue and orange as brokers show them, never P&L's green and red
+    sell: QColor
     muted: QColor
     live: QColor
     reconnecting: QColor
@@ -71,6 +73,8 @@ LIGHT = Colors(
     pending=QColor("#3b6ea8"),
     profit=QColor("#17803d"),
     loss=QColor("#c62828"),
+    buy=QColor("#1f5fbf"),
+    sell=QColor("#b54708"),
     muted=QColor("#6b7280"),
     live=QColor("#1e9e4a"),
     reconnecting=QColor("#d98200"),
@@ -96,6 +100,8 @@ DARK = Colors(
     pending=QColor("#7fb2f0"),
     profit=QColor("#4cc27a"),
     loss=QColor("#ff6b6b"),
+    buy=QColor("#7fb2f0"),
+    sell=QColor("#ff9a5c"),
     muted=QColor("#9aa1ab"),
     live=QColor("#46c97a"),
     reconnecting=QColor("#f2a93b"),

@@ -246,16 +246,17 @@ def test_migration_hook_runs_once(tmp_path: Path) -> None:
     path = tmp_path / "m.db"
     ProtectionStore(path).close()
     calls: list[int] = []
+    following = db.SCHEMA_VERSION + 1
 
     def add_note_column(database: object) -> None:
-        calls.append(3)
+        calls.append(following)
         db.database.execute_sql("ALTER TABLE protection ADD COLUMN note TEXT DEFAULT ''")
 
-    db.init_db(path, migrations={3: add_note_column})
-    db.init_db(path, migrations={3: add_note_column})
+    db.init_db(path, migrations={following: add_note_column})
+    db.init_db(path, migrations={following: add_note_column})
     db.database.close()
-    assert calls == [3]
-    assert raw_rows(path, "SELECT value FROM meta WHERE key='schema_version'") == [("3",)]
+    assert calls == [following]
+    assert raw_rows(path, "SELECT value FROM meta WHERE key='schema_version'") == [(str(following),)]
     with pytest.raises(db.DatabaseError, match="newer"):
         db.init_db(path)
 
@@ -272,7 +273,7 @@ def test_version_1_file_is_migrated_without_losing_anything(tmp_path: Path) -> N
     )
     conn.close()
     with ProtectionStore(path) as store:
-        assert db.schema_version() == 2
+        assert db.schema_version() == db.SCHEMA_VERSION
         assert store.get(p.id) == p
         assert store.account(p.account_id).mode == "live"
     tables = {row[0] for row in raw_rows(path, "SELECT name FROM sqlite_master WHERE type='table'")}

@@ -15,7 +15,14 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
-from trailstop_gui.models.domain import InstrumentId, Product, Side, require_positive, require_positive_int
+from trailstop_gui.models.domain import (
+    InstrumentId,
+    Product,
+    SafetyKind,
+    Side,
+    require_positive,
+    require_positive_int,
+)
 from trailstop_gui.services.brokers.errors import (
     AmbiguousError,
     AuthError,
@@ -42,6 +49,11 @@ __all__ = [
     "BrokerError",
     "BrokerInputError",
     "Capabilities",
+    "Gtt",
+    "GttBroker",
+    "GttNotFound",
+    "GttRequest",
+    "GttStatus",
     "Holding",
     "Instrument",
     "Order",
@@ -56,6 +68,7 @@ __all__ = [
     "TemporaryError",
     "Validity",
     "as_float",
+    "as_gtt_broker",
     "as_int",
     "convert_all",
     "latest_with_tag",
@@ -334,6 +347,25 @@ class Capabilities:
     product_names: tuple[tuple[Product, str], ...]  # the app's product -> the broker's spelling
     order_types: tuple[OrderType, ...] = tuple(OrderType)
     max_modifications_per_order: int | None = None
+    # Which broker object holds a protection's safety stop, per product (none listed: not offered).
+    safety_orders: tuple[tuple[Product, SafetyKind], ...] = ()
+    max_gtt_modifications: int | None = None  # None: the broker documents no cap
+    gtt_limit_orders: bool = False  # a fired GTT places a LIMIT order at the price we give (Kite)
+
+    def safety_kind(self, product: Product) -> SafetyKind:
+        """The kind of broker-held safety stop this broker offers for ``product`` (NONE: not offered)."""
+        for app_product, kind in self.safety_orders:
+            if app_product is product:
+                return kind
+        return SafetyKind.NONE
+
+    def modification_cap(self, kind: SafetyKind) -> int | None:
+        """How many times one safety order (or GTT) of ``kind`` may be modified; None when unlimited."""
+        if kind is SafetyKind.SL_M:
+            return self.max_modifications_per_order
+        if kind is SafetyKind.GTT:
+            return self.max_gtt_modifications
+        return None
 
     def is_valid_tag(self, tag: str) -> bool:
         return 0 < len(tag) <= self.max_tag_length and re.fullmatch(self.tag_pattern, tag) is not None
@@ -362,6 +394,15 @@ KITE_CAPABILITIES = Capabilities(
     ltp_mode="ltp",
     product_names=((Product.MIS, "MIS"), (Product.CNC, "CNC"), (Product.NRML, "NRML")),
     max_modifications_per_order=25,
+    # MIS: a plain SL-M order; it lives only for the day, as an MIS position does, and TrailStop's own
+    # exit can become it (modified to MARKET), so there is only ever one exit order. CNC/NRML: an SL-M
+    # would lapse at the end of the day while the position stays, so the stop is a GTT (good for a year).
+    gtt_limit_orders=True,
+    safety_orders=(
+        (Product.MIS, SafetyKind.SL_M),
+        (Product.CNC, SafetyKind.GTT),
+        (Product.NRML, SafetyKind.GTT),
+    ),
 )
 
 UPSTOX_CAPABILITIES = Capabilities(
@@ -378,6 +419,12 @@ UPSTOX_CAPABILITIES = Capabilities(
     ltp_mode="ltpc",
     # Upstox has one "delivery" product for equity delivery and F&O carry-forward alike.
     product_names=((Product.MIS, "I"), (Product.CNC, "D"), (Product.NRML, "D")),
+    # A GTT for every product (see UpstoxBroker.place_gtt for why a single ENTRY rule, not STOPLOSS).
+    safety_orders=(
+        (Product.MIS, SafetyKind.GTT),
+        (Product.CNC, SafetyKind.GTT),
+        (Product.NRML, SafetyKind.GTT),
+    ),
 )
 
 
@@ -439,6 +486,122 @@ class Broker(Protocol):
     def instruments(self) -> list[Instrument]: ...
 
     def profile(self) -> Profile: ...
+
+
+# ----------------------------------------------------------------------------- GTT (optional capability)
+
+
+class GttStatus(enum.StrEnum):
+    """A GTT's state, the same for every broker."""
+
+    ACTIVE = "ACTIVE"  # waiting for its trigger
+    TRIGGERED = "TRIGGERED"  # fired: its order was placed (``Gtt.order_id``)
+    CANCELLED = "CANCELLED"  # deleted, cancelled or disabled: it will never fire
+    EXPIRED = "EXPIRED"
+    REJECTED = "REJECTED"  # fired, but the order it placed failed
+    UNKNOWN = "UNKNOWN"  # a state this code has never seen: treat as live
+
+    @property
+    def is_live(self) -> bool:
+        return self in (GttStatus.ACTIVE, GttStatus.UNKNOWN)
+
+
+class GttNotFound(BrokerInputError):
+    """The broker has no such GTT (deleted, never placed, or, Upstox, completed and no longer listed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class GttRequest:
+    """A single-trigger GTT placing one order on ``side`` once the price crosses ``trigger_price``.
+
+    ``last_price`` tells the broker which way the trigger is crossed (Kite requires it): a SELL's trigger
+    must be below it, a BUY's above. ``limit_price`` is the LIMIT price of the order Kite places; Upstox
+    prices a GTT's order itself (``market_protection`` percent through the trigger).
+    """
+
+    symbol: str
+    exchange: str
+    side: Side
+    quantity: int
+    product: Product
+    trigger_price: float
+    last_price: float
+    instrument: InstrumentId | None = None
+    limit_price: float | None = None
+    market_protection: float | None = None
+    urgent: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "side", Side.parse(self.side))
+        object.__setattr__(self, "product", Product.parse(self.product))
+        object.__setattr__(self, "quantity", require_positive_int(self.quantity, "quantity"))
+        object.__setattr__(self, "trigger_price", require_positive(self.trigger_price, "trigger price"))
+        object.__setattr__(self, "last_price", require_positive(self.last_price, "last price"))
+        if self.limit_price is not None:
+            object.__setattr__(self, "limit_price", require_positive(self.limit_price, "limit price"))
+        selling = self.side is Side.SELL
+        if (self.trigger_price >= self.last_price) if selling else (self.trigger_price <= self.last_price):
+            where = "below" if selling else "above"
+            raise ValueError(
+                f"trigger price: a {self.side.value} trigger must be {where} the last price "
+                f"({self.trigger_price:g} vs {self.last_price:g})"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class Gtt:
+    """One GTT as the broker reports it (its first, for our GTTs only, leg)."""
+
+    gtt_id: str
+    status: GttStatus
+    raw_status: str
+    side: Side | None
+    quantity: int
+    trigger_price: float
+    limit_price: float | None
+    instrument: InstrumentId | None
+    symbol: str
+    exchange: str
+    order_id: str | None = None  # the order it placed when it fired
+    message: str | None = None
+
+    @property
+    def is_live(self) -> bool:
+        return self.status.is_live
+
+
+@runtime_checkable
+class GttBroker(Protocol):
+    """The GTT calls of a broker that has them (Kite, Upstox); the paper broker has none.
+
+    Write calls take ``urgent`` through the same client-side limiter as orders: a safety stop's moves
+    share the order budget with the exits, and exits go first.
+    """
+
+    def place_gtt(self, request: GttRequest) -> str:
+        """Place a GTT; returns its id."""
+        ...
+
+    def modify_gtt(self, gtt_id: str, request: GttRequest) -> str:
+        """Replace an active GTT's trigger and order; returns its id."""
+        ...
+
+    def delete_gtt(self, gtt_id: str, *, urgent: bool = False) -> None:
+        """Delete (cancel) a GTT; raises RejectedError when the broker refuses (for example: it fired)."""
+        ...
+
+    def gtt(self, gtt_id: str) -> Gtt:
+        """One GTT; raises GttNotFound when the broker has no such GTT."""
+        ...
+
+    def gtts(self) -> list[Gtt]:
+        """The account's GTTs that the broker still lists."""
+        ...
+
+
+def as_gtt_broker(broker: object) -> GttBroker | None:
+    """``broker`` as a GttBroker when it has the GTT calls, else None."""
+    return broker if isinstance(broker, GttBroker) else None
 
 
 def latest_with_tag(orders: Iterable[Order], tag: str) -> Order | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -51,6 +52,26 @@ class OrderUpdate:
     filled_quantity: int = 0
     average_price: float = 0.0
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+
+def update_number(payload: Mapping[str, Any], key: str, feed: str) -> float:
+    """A numeric field of a pushed order update: 0 when absent or empty, FeedDecodeError when unreadable.
+
+    A malformed update must be skipped like any malformed message: an exception of another type would end
+    the socket's session and cost a reconnect.
+    """
+    value = payload.get(key)
+    if value is None or value == "":
+        return 0.0
+    try:
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise ValueError(type(value).__name__)
+        number = float(value)
+    except (ValueError, OverflowError):
+        raise FeedDecodeError(f"{feed}: order update field {key} is not a number") from None
+    if not math.isfinite(number):
+        raise FeedDecodeError(f"{feed}: order update field {key} is not a finite number")
+    return number
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,4 +316,5 @@ __all__ = [
     "OrderUpdate",
     "WebSocketException",
     "is_auth_refusal",
+    "update_number",
 ]

@@ -19,6 +19,10 @@ from trailstop_gui.models.domain import Side
 from trailstop_gui.services.brokers.base import (
     KITE_CAPABILITIES,
     Capabilities,
+    Gtt,
+    GttNotFound,
+    GttRequest,
+    GttStatus,
     Holding,
     Instrument,
     Order,
@@ -236,6 +240,73 @@ class KiteBroker:
     def find_order_by_tag(self, tag: str) -> Order | None:
         return latest_with_tag(self.orders(), tag)
 
+    # ------------------------------------------------------------------------- GTT
+
+    def place_gtt(self, request: GttRequest) -> str:
+        """A single-leg GTT whose LIMIT order (at ``request.limit_price``) Kite places when it fires."""
+        args = self._gtt_args(request)
+        self._pace(request.urgent)
+        reply = self._call("place_gtt", self._kite.place_gtt, order_call=True, **args)
+        gtt_id = str(reply.get("trigger_id") or "") if isinstance(reply, Mapping) else ""
+        if not gtt_id:
+            raise BrokerError("kite place_gtt: the reply carried no trigger id")
+        log.info(
+            "kite gtt %s: %s %s:%s x%d at %s (limit %s)",
+            gtt_id,
+            request.side.value,
+            request.exchange,
+            request.symbol,
+            request.quantity,
+            request.trigger_price,
+            args["orders"][0]["price"],
+        )
+        return gtt_id
+
+    def modify_gtt(self, gtt_id: str, request: GttRequest) -> str:
+        args = self._gtt_args(request)
+        self._pace(request.urgent)
+        self._call("modify_gtt", self._kite.modify_gtt, gtt_id, order_call=True, **args)
+        return gtt_id
+
+    def delete_gtt(self, gtt_id: str, *, urgent: bool = False) -> None:
+        self._pace(urgent)
+        self._call("delete_gtt", self._kite.delete_gtt, gtt_id, order_call=True)
+
+    def gtt(self, gtt_id: str) -> Gtt:
+        try:
+            reply = self._call("get_gtt", self._kite.get_gtt, gtt_id, order_call=False)
+        except BrokerInputError as exc:
+            raise GttNotFound(f"kite: no GTT {gtt_id} ({exc.message})", status=exc.status) from exc
+        if not isinstance(reply, Mapping):
+            raise GttNotFound(f"kite: no GTT {gtt_id}")
+        return convert_all(gtt_from_kite, [reply], "kite gtt")[0]
+
+    def gtts(self) -> list[Gtt]:
+        reply = self._call("get_gtts", self._kite.get_gtts, order_call=False)
+        return convert_all(gtt_from_kite, rows(reply), "kite gtts")
+
+    def _gtt_args(self, request: GttRequest) -> dict[str, Any]:
+        if not request.symbol or not request.exchange:
+            raise BrokerInputError("kite GTTs need the trading symbol and the exchange")
+        if request.limit_price is None:
+            raise BrokerInputError("kite GTT orders are LIMIT orders: give their limit price")
+        return {
+            "trigger_type": "single",
+            "tradingsymbol": request.symbol,
+            "exchange": request.exchange,
+            "trigger_values": [request.trigger_price],
+            "last_price": request.last_price,
+            "orders": [
+                {
+                    "transaction_type": request.side.value,
+                    "quantity": request.quantity,
+                    "order_type": "LIMIT",
+                    "product": KITE_CAPABILITIES.broker_product(request.product),
+                    "price": request.limit_price,
+                }
+            ],
+        }
+
     # ------------------------------------------------------------------------- portfolio and market
 
     def positions(self) -> list[Position]:
@@ -350,6 +421,56 @@ def order_from_kite(row: Mapping[str, Any]) -> Order:
             or row.get("order_timestamp")
         ),
         exchange_order_id=opt_str(row.get("exchange_order_id")),
+    )
+
+
+_KITE_GTT_STATUS = {
+    "active": GttStatus.ACTIVE,
+    "triggered": GttStatus.TRIGGERED,
+    "disabled": GttStatus.CANCELLED,
+    "cancelled": GttStatus.CANCELLED,
+    "deleted": GttStatus.CANCELLED,
+    "expired": GttStatus.EXPIRED,
+    "rejected": GttStatus.REJECTED,
+}
+
+
+def gtt_from_kite(row: Mapping[str, Any]) -> Gtt:
+    """A Kite GTT (``get_gtt``/``get_gtts`` row) as a ``Gtt``: its first leg, and the order it placed."""
+    raw_status = str(row.get("status") or "")
+    status = _KITE_GTT_STATUS.get(raw_status.lower(), GttStatus.UNKNOWN)
+    condition = row.get("condition") if isinstance(row.get("condition"), Mapping) else {}
+    assert isinstance(condition, Mapping)
+    triggers = condition.get("trigger_values") or [0]
+    legs = rows(row.get("orders"))
+    leg: Mapping[str, Any] = legs[0] if legs else {}
+    order_id: str | None = None
+    message: str | None = None
+    for candidate in legs:
+        result = candidate.get("result")
+        if isinstance(result, Mapping):
+            outcome = result.get("order_result")
+            if isinstance(outcome, Mapping):
+                order_id = opt_str(outcome.get("order_id"))
+                message = opt_str(outcome.get("rejection_reason"))
+                if outcome.get("status") == "failed" and status is GttStatus.TRIGGERED:
+                    status = GttStatus.REJECTED
+            leg = candidate
+    token = condition.get("instrument_token")
+    side = leg.get("transaction_type")
+    return Gtt(
+        gtt_id=str(row.get("id") or ""),
+        status=status,
+        raw_status=raw_status,
+        side=Side.parse(side) if side else None,
+        quantity=as_int(leg.get("quantity")),
+        trigger_price=as_float(triggers[0] if isinstance(triggers, list) and triggers else 0),
+        limit_price=opt_float(leg.get("price")),
+        instrument=as_int(token) if token not in (None, "") else None,
+        symbol=str(condition.get("tradingsymbol") or ""),
+        exchange=str(condition.get("exchange") or ""),
+        order_id=order_id,
+        message=message,
     )
 
 

@@ -16,7 +16,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from trailstop_gui.models.domain import InstrumentId
 from trailstop_gui.services.brokers.errors import AuthError
 from trailstop_gui.services.brokers.feed_errors import FeedDecodeError
-from trailstop_gui.services.brokers.feed_loop import Depth, FeedBatch, OrderUpdate
+from trailstop_gui.services.brokers.feed_loop import Depth, FeedBatch, OrderUpdate, update_number
 from trailstop_gui.services.brokers.kite_codec import decode_message
 
 __all__ = ["KITE_WS_URL", "FeedDecodeError", "KiteFeed", "decode_message", "order_update_from_kite"]
@@ -30,16 +30,13 @@ _MODES = {Depth.DEPTH: "full", Depth.LTP: "ltp"}
 
 
 def order_update_from_kite(data: Mapping[str, object]) -> OrderUpdate:
-    def number(key: str) -> float:
-        value = data.get(key)
-        return float(value) if isinstance(value, int | float | str) and str(value) else 0.0
-
+    """An order update's fields; raises FeedDecodeError when a number in it cannot be read."""
     return OrderUpdate(
         order_id=str(data.get("order_id") or ""),
         status=str(data.get("status") or ""),
         tag=str(data.get("tag") or ""),
-        filled_quantity=int(number("filled_quantity")),
-        average_price=number("average_price"),
+        filled_quantity=int(update_number(data, "filled_quantity", "kite")),
+        average_price=update_number(data, "average_price", "kite"),
         raw=dict(data),
     )
 
@@ -93,7 +90,7 @@ class KiteFeed:
             return FeedBatch(ticks=decode_message(message))
         try:
             payload = json.loads(message)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise FeedDecodeError(f"kite: text message is not JSON ({exc})") from None
         if not isinstance(payload, dict):
             raise FeedDecodeError("kite: text message is not a JSON object")

@@ -24,6 +24,10 @@ from trailstop_gui.services.brokers.base import (
     IST,
     UPSTOX_CAPABILITIES,
     Capabilities,
+    Gtt,
+    GttNotFound,
+    GttRequest,
+    GttStatus,
     Holding,
     Instrument,
     Order,
@@ -350,6 +354,95 @@ class UpstoxBroker:
     def find_order_by_tag(self, tag: str) -> Order | None:
         return latest_with_tag(self.orders(), tag)
 
+    # ------------------------------------------------------------------------- GTT (v3)
+
+    def place_gtt(self, request: GttRequest) -> str:
+        """A SINGLE GTT with one ENTRY rule on the exit side: SELL BELOW the trigger for a long.
+
+        Why ENTRY and not a STOPLOSS rule: Upstox requires every GTT to open with an ENTRY rule, and its
+        STOPLOSS and TARGET rules arm only after that ENTRY's order has filled. For a position that is
+        already open, the one rule that sells (or buys back) once the price crosses a level is a single
+        ENTRY rule on the exit side; a MULTIPLE GTT with an IMMEDIATE ENTRY would trade again at once.
+        Upstox's native ``trailing_gap`` is not used either: it trails the LTP by a fixed gap, which
+        follows neither our percent rules, our bid-based MIS trail, ladders nor breakeven.
+        """
+        body = self._model(
+            upstox_client.GttPlaceOrderRequest,
+            {
+                "type": "SINGLE",
+                "quantity": request.quantity,
+                "product": UPSTOX_CAPABILITIES.broker_product(request.product),
+                "rules": [self._gtt_rule(request)],
+                "instrument_token": self._gtt_key(request),
+                "transaction_type": request.side.value,
+            },
+        )
+        self._pace(request.urgent)
+        data = self._call("place_gtt", self._orders_v3.place_gtt_order, body, order_call=True)
+        ids = data.get("gtt_order_ids") if isinstance(data, Mapping) else None
+        if not isinstance(ids, list) or not ids:
+            raise AmbiguousError("upstox place_gtt: the reply carried no GTT id")
+        log.info(
+            "upstox gtt %s: %s %s x%d at %s",
+            ids[0],
+            request.side.value,
+            request.instrument,
+            request.quantity,
+            request.trigger_price,
+        )
+        return str(ids[0])
+
+    def modify_gtt(self, gtt_id: str, request: GttRequest) -> str:
+        body = self._model(
+            upstox_client.GttModifyOrderRequest,
+            {
+                "type": "SINGLE",
+                "quantity": request.quantity,
+                "rules": [self._gtt_rule(request)],
+                "gtt_order_id": gtt_id,
+            },
+        )
+        self._pace(request.urgent)
+        self._call("modify_gtt", self._orders_v3.modify_gtt_order, body, order_call=True)
+        return gtt_id
+
+    def delete_gtt(self, gtt_id: str, *, urgent: bool = False) -> None:
+        body = self._model(upstox_client.GttCancelOrderRequest, {"gtt_order_id": gtt_id})
+        self._pace(urgent)
+        self._call("cancel_gtt", self._orders_v3.cancel_gtt_order, body, order_call=True)
+
+    def gtt(self, gtt_id: str) -> Gtt:
+        try:
+            data = self._call(
+                "gtt", self._orders_v3.get_gtt_order_details, gtt_order_id=gtt_id, order_call=False
+            )
+        except BrokerInputError as exc:
+            raise GttNotFound(f"upstox: no GTT {gtt_id} ({exc.message})", status=exc.status) from exc
+        found = [g for g in convert_all(gtt_from_upstox, rows(data), "upstox gtt") if g.gtt_id == gtt_id]
+        if not found:
+            raise GttNotFound(f"upstox: no GTT {gtt_id}")
+        return found[0]
+
+    def gtts(self) -> list[Gtt]:
+        data = self._call("gtts", self._orders_v3.get_gtt_order_details, order_call=False)
+        return convert_all(gtt_from_upstox, rows(data), "upstox gtts")
+
+    def _gtt_key(self, request: GttRequest) -> str:
+        key = request.instrument
+        if not isinstance(key, str) or "|" not in key:
+            raise BrokerInputError(f"upstox GTTs need the instrument key (like NSE_EQ|INE...), got {key!r}")
+        return key
+
+    def _gtt_rule(self, request: GttRequest) -> Any:
+        fields: dict[str, Any] = {
+            "strategy": "ENTRY",
+            "trigger_type": "BELOW" if request.side is Side.SELL else "ABOVE",
+            "trigger_price": request.trigger_price,
+        }
+        if request.market_protection is not None:
+            fields["market_protection"] = request.market_protection
+        return self._model(upstox_client.GttRule, fields)
+
     # ------------------------------------------------------------------------- portfolio and market
 
     def positions(self) -> list[Position]:
@@ -515,6 +608,48 @@ def order_from_upstox(row: Mapping[str, Any]) -> Order:
         placed_at=parse_ist(row.get("order_timestamp")),
         updated_at=parse_ist(row.get("exchange_timestamp") or row.get("order_timestamp")),
         exchange_order_id=opt_str(row.get("exchange_order_id")),
+    )
+
+
+# A rule's status -> the GTT's, for our single-rule GTTs (a rule with an order id has fired).
+_UPSTOX_RULE_STATUS = {
+    "SCHEDULED": GttStatus.ACTIVE,
+    "PENDING": GttStatus.ACTIVE,
+    "TRIGGERED": GttStatus.TRIGGERED,
+    "OPEN": GttStatus.TRIGGERED,
+    "COMPLETED": GttStatus.TRIGGERED,
+    "CANCELLED": GttStatus.CANCELLED,
+    "INACTIVE": GttStatus.CANCELLED,
+    "EXPIRED": GttStatus.EXPIRED,
+    "FAILED": GttStatus.REJECTED,
+}
+
+
+def gtt_from_upstox(row: Mapping[str, Any]) -> Gtt:
+    """An Upstox GTT (``GET /v3/order/gtt`` row) as a ``Gtt``: its ENTRY rule and the order it placed."""
+    rules = rows(row.get("rules"))
+    rule: Mapping[str, Any] = next(
+        (r for r in rules if r.get("strategy") == "ENTRY"), rules[0] if rules else {}
+    )
+    raw_status = str(rule.get("status") or "")
+    status = _UPSTOX_RULE_STATUS.get(raw_status.upper(), GttStatus.UNKNOWN)
+    order_id = opt_str(rule.get("order_id"))
+    if order_id and status is GttStatus.ACTIVE:
+        status = GttStatus.TRIGGERED
+    side = rule.get("transaction_type")
+    return Gtt(
+        gtt_id=str(row.get("gtt_order_id") or ""),
+        status=status,
+        raw_status=raw_status,
+        side=Side.parse(side) if side else None,
+        quantity=as_int(row.get("quantity")),
+        trigger_price=as_float(rule.get("trigger_price")),
+        limit_price=None,
+        instrument=opt_str(row.get("instrument_token")),
+        symbol=str(row.get("trading_symbol") or ""),
+        exchange=str(row.get("exchange") or ""),
+        order_id=order_id,
+        message=opt_str(rule.get("message")),
     )
 
 

@@ -19,7 +19,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from trailstop_gui.models.domain import InstrumentId
 from trailstop_gui.services.brokers.errors import AuthError, TemporaryError
 from trailstop_gui.services.brokers.feed_errors import FeedDecodeError
-from trailstop_gui.services.brokers.feed_loop import Depth, FeedBatch, OrderUpdate
+from trailstop_gui.services.brokers.feed_loop import Depth, FeedBatch, OrderUpdate, update_number
 from trailstop_gui.services.brokers.upstox_codec import decode_message
 
 __all__ = ["FeedDecodeError", "UpstoxFeed", "UpstoxPortfolioFeed", "decode_message"]
@@ -141,7 +141,7 @@ class UpstoxPortfolioFeed:
         text = message.decode("utf-8", "replace") if isinstance(message, bytes) else message
         try:
             payload = json.loads(text)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise FeedDecodeError(f"upstox: portfolio message is not JSON ({exc})") from None
         if not isinstance(payload, dict) or payload.get("update_type") != "order":
             return FeedBatch()
@@ -151,8 +151,8 @@ class UpstoxPortfolioFeed:
                     order_id=str(payload.get("order_id") or ""),
                     status=str(payload.get("status") or ""),
                     tag=str(payload.get("tag") or ""),
-                    filled_quantity=int(payload.get("filled_quantity") or 0),
-                    average_price=float(payload.get("average_price") or 0.0),
+                    filled_quantity=int(update_number(payload, "filled_quantity", "upstox")),
+                    average_price=update_number(payload, "average_price", "upstox"),
                     raw=payload,
                 )
             ]

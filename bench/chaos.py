@@ -1,0 +1,1556 @@
+"""Chaos run: the real headless app against the simulator, under random faults, SIGKILLs and restarts.
+
+One simulator runs in this process; ``python -m trailstop_gui --headless --broker both --auto-protect
+percent:2`` runs in a subprocess. Positions are opened "outside the app" with the brokers' official clients
+(kiteconnect, upstox_client): both brokers, long and short, MIS, CNC and NRML. The app adopts each one,
+the price trails it (up for a long, down for a short), then crosses the stop and stays beyond it. Meanwhile
+the simulator injects every kind of fault (dropped and stalled sockets, HTTP 5xx, 429s and timeouts,
+rejected orders, token expiry, fill delays, partial fills, price gaps) and the app is killed with SIGKILL
+(sometimes SIGTERM) at random moments, some of them just after a stop was crossed, and restarted.
+
+After every run the invariants are checked against the simulator's own order log and trades:
+
+- at most one exit per protection; no exit larger than the open position, none that flips it;
+- every position that crossed its stop is flat within 10 s of the app being up with a working feed
+  (the time the app was down, or its feed was dropped, stalled or waiting for a login, does not count);
+- no stop ever moved against the trader (the journal's stop_moved events);
+- the journal and the database agree (status chain, stops, exit order ids), and both agree with the broker.
+
+``python -m bench.chaos`` (``make chaos``) runs the long version, then a soak: one app instance for minutes
+with no kills (the runs restart it every few seconds, which would hide a fault that needs uptime to show);
+tests/reliability/test_chaos.py runs a short one. Each run prints its figures; the last line is
+``N violations``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import re
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+from collections import Counter
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import requests
+
+from trailstop_gui.models.domain import Side, TrailRule
+from trailstop_gui.models.engine import initial_stop
+from trailstop_gui.simulator.login_flow import kite_request_token
+from trailstop_gui.simulator.runner import SimulatorHandle, start_simulator
+from trailstop_gui.simulator.upstox_login import upstox_code
+
+BROKERS = ("kite", "upstox")
+USERS = {"kite": "DM1234", "upstox": "SIM0001"}
+INJECTED_REJECTION = "CHAOS injected rejection: RMS margin exceeds"
+TERMINAL = frozenset({"CLOSED", "CANCELLED", "REJECTED", "REMOVED", "EXIT_FAILED"})
+LIVE_STATES = ("live",)
+DOWN_STATES = ("connecting", "stale", "reconnecting", "login needed", "stopped", "connection lost")
+_FEED_LINE = re.compile(r"trailstop\.feed: (kite|upstox) feed: ([a-z ]+?)(?: \(|$)")
+_EPS = 1e-6
+# fmt: off
+PROTECTION_COLUMNS = (
+    "id", "broker", "instrument", "symbol", "exchange", "side", "product", "quantity", "filled_quantity",
+    "entry_price", "tick_size", "rule", "stop", "status", "reason", "exit_tag", "exit_order_id",
+    "exit_quantity", "created_at", "closed_at",
+)
+# fmt: on
+KILL_REASONS = ("at a random moment", "just after a crossing", "new login")
+
+Out = Callable[[str], None]
+Interval = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class ChaosConfig:
+    """One chaos campaign: ``runs`` runs of ``duration`` seconds of workload each (plus settling)."""
+
+    seed: int = 20240
+    runs: int = 1
+    duration: float = 70.0
+    slots: int = 8  # positions being worked at once
+    start_every: float = 0.6  # at most one new position this often
+    fault_every: tuple[float, float] = (1.0, 3.5)
+    kill_every: tuple[float, float] = (7.0, 16.0)
+    kill_after_crossing: float = 0.15  # the chance that a crossing is followed by a kill within 0.4 s
+    downtime: tuple[float, float] = (0.2, 2.5)
+    rule: str = "percent:2"
+    flat_budget: float = 10.0  # seconds of working feed from crossing to flat
+    protect_budget: float = 45.0  # seconds of working feed for auto-protect to find a new position
+    give_up_after: float = 60.0  # seconds of working feed before an episode is declared stuck
+    feed_recovery_budget: float = 30.0  # the longest a feed may stay down while the app runs
+    settle_timeout: float = 60.0
+    soak: float = 0.0  # then this many seconds of one app instance, no kills: does it stay up?
+    keep: bool = False  # keep the data folders and transcripts
+
+
+@dataclass(frozen=True)
+class Violation:
+    run: int
+    kind: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"run {self.run}: {self.kind}: {self.detail}"
+
+
+@dataclass
+class RunReport:
+    run: int
+    seed: int
+    seconds: float = 0.0
+    episodes: Counter[str] = field(default_factory=Counter)
+    ticks: int = 0
+    faults: Counter[str] = field(default_factory=Counter)
+    kills: Counter[str] = field(default_factory=Counter)
+    exits: int = 0
+    exits_refused: int = 0  # injected rejections: EXIT_FAILED and an alert, as designed
+    entries_not_placed: int = 0
+    latencies: list[float] = field(default_factory=list)  # crossing -> flat, seconds of working feed
+    wall_latencies: list[float] = field(default_factory=list)
+    restart_to_live: list[float] = field(default_factory=list)
+    violations: list[Violation] = field(default_factory=list)
+    data_dir: Path | None = None
+    soak_seconds: float = 0.0  # how long one instance stayed up in the soak (0: no soak)
+
+
+@dataclass
+class ChaosReport:
+    config: ChaosConfig
+    runs: list[RunReport] = field(default_factory=list)
+
+    @property
+    def violations(self) -> list[Violation]:
+        return [v for r in self.runs for v in r.violations]
+
+
+# ================================================================================================ intervals
+
+
+def _overlap(intervals: Iterable[Interval], t0: float, t1: float) -> float:
+    return sum(max(0.0, min(b, t1) - max(a, t0)) for a, b in intervals)
+
+
+def _subtract(intervals: list[Interval], holes: Iterable[Interval]) -> list[Interval]:
+    result = intervals
+    for h0, h1 in holes:
+        kept: list[Interval] = []
+        for a, b in result:
+            if h1 <= a or h0 >= b:
+                kept.append((a, b))
+                continue
+            if a < h0:
+                kept.append((a, h0))
+            if h1 < b:
+                kept.append((h1, b))
+        result = kept
+    return result
+
+
+class FeedTracker:
+    """When each broker's feed was working: the app's own log lines, minus the feed faults injected.
+
+    A feed counts as working while the app runs, its last state line for that broker says ``live``, and no
+    injected fault is silencing it: a stall for its whole duration; a drop or a token expiry until the
+    app logs ``live`` again (after a reconnect, or after the restart that brings a new login).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.generations: list[list[float]] = []  # [start, end]; end is inf while it runs
+        self._states: dict[str, list[tuple[float, bool]]] = {b: [] for b in BROKERS}
+        self._holes: dict[str, list[tuple[float, float | None]]] = {b: [] for b in BROKERS}
+
+    def process_started(self, t: float) -> None:
+        with self._lock:
+            self.generations.append([t, math.inf])
+            for b in BROKERS:
+                self._states[b].append((t, False))
+
+    def process_ended(self, t: float) -> None:
+        with self._lock:
+            if self.generations and self.generations[-1][1] == math.inf:
+                self.generations[-1][1] = t
+            for b in BROKERS:
+                self._states[b].append((t, False))
+
+    def on_line(self, t: float, line: str) -> None:
+        match = _FEED_LINE.search(line)
+        if match is None:
+            return
+        broker, state = match.group(1), match.group(2).strip()
+        if state in LIVE_STATES or state in DOWN_STATES:
+            with self._lock:
+                self._states[broker].append((t, state in LIVE_STATES))
+
+    def silenced(self, t: float, brokers: Iterable[str], seconds: float | None = None) -> None:
+        """A fault cut the feed at ``t``: for ``seconds``, or (None) until the app says live again."""
+        with self._lock:
+            for b in brokers:
+                self._holes[b].append((t, None if seconds is None else t + seconds))
+
+    def up_intervals(self, broker: str, now: float | None = None) -> list[Interval]:
+        end = time.time() if now is None else now
+        with self._lock:
+            states = sorted(self._states[broker])
+            holes = list(self._holes[broker])
+        live: list[Interval] = []
+        since: float | None = None
+        for t, up in states:
+            if up and since is None:
+                since = t
+            elif not up and since is not None:
+                live.append((since, t))
+                since = None
+        if since is not None:
+            live.append((since, end))
+        resolved: list[Interval] = []
+        for start, hard_end in holes:
+            if hard_end is None:
+                hard_end = next((t for t, up in states if up and t > start), end)
+            resolved.append((start, hard_end))
+        return _subtract(live, resolved)
+
+    def available(self, broker: str, t0: float, t1: float, now: float | None = None) -> float:
+        return _overlap(self.up_intervals(broker, now), t0, t1)
+
+    def is_up(self, broker: str, t: float | None = None) -> bool:
+        at = time.time() if t is None else t
+        return any(a <= at < b for a, b in self.up_intervals(broker, at + 1e-3))
+
+    def longest_outage(self, broker: str, now: float) -> tuple[float, float]:
+        """The longest time the feed was not working while the app ran: (seconds, start)."""
+        ups = self.up_intervals(broker, now)
+        worst = (0.0, 0.0)
+        with self._lock:
+            generations = [(a, min(b, now)) for a, b in self.generations]
+        for g0, g1 in generations:
+            inside = [(max(a, g0), min(b, g1)) for a, b in ups if b > g0 and a < g1]
+            edges = [g0, *[x for iv in inside for x in iv], g1]
+            for i in range(0, len(edges), 2):
+                gap = edges[i + 1] - edges[i]
+                if gap > worst[0]:
+                    worst = (gap, edges[i])
+        return worst
+
+
+# ================================================================================================ the app
+
+
+class AppProcess:
+    """``python -m trailstop_gui --headless`` in a subprocess; stdout to the tracker and a transcript."""
+
+    def __init__(
+        self,
+        sim_url: str,
+        data_dir: Path,
+        rule: str,
+        tracker: FeedTracker,
+        transcript: TextIO,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.env = dict(env or {})
+        self.sim_url = sim_url
+        self.data_dir = data_dir
+        self.rule = rule
+        self.tracker = tracker
+        self.transcript = transcript
+        self.proc: subprocess.Popen[str] | None = None
+        self.generation = 0
+        self.started_at = 0.0
+        self.ready_at: float | None = None  # when it logged "headless" (its signal handlers are in place)
+        self.lines: list[tuple[float, int, str]] = []
+        self.start_times: dict[int, float] = {}
+        self._lock = threading.Lock()
+        self._reader: threading.Thread | None = None
+        self._alive: int | None = None  # the generation whose lines still say something about the feeds
+        self.on_line: Callable[[float, str], None] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self) -> None:
+        env = dict(os.environ, QT_QPA_PLATFORM="offscreen", PYTHONUNBUFFERED="1", **self.env)
+        command = [
+            sys.executable,
+            "-m",
+            "trailstop_gui",
+            "--headless",
+            "--sim",
+            self.sim_url,
+            "--data-dir",
+            str(self.data_dir),
+            "--broker",
+            "both",
+            "--auto-protect",
+            self.rule,
+        ]
+        self.generation += 1
+        self.ready_at = None
+        self.started_at = time.time()
+        self.start_times[self.generation] = self.started_at
+        self.tracker.process_started(self.started_at)
+        self.proc = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+        )
+        self._alive = self.generation
+        self.transcript.write(f"----- start {self.generation} at {self.started_at:.3f}\n")
+        self._reader = threading.Thread(
+            target=self._read, args=(self.proc, self.generation), name="chaos-app-reader", daemon=True
+        )
+        self._reader.start()
+
+    def _read(self, proc: subprocess.Popen[str], generation: int) -> None:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            t = time.time()
+            line = raw.rstrip("\n")
+            with self._lock:
+                self.lines.append((t, generation, line))
+                self.transcript.write(f"{t:.3f} {line}\n")
+            if generation != self._alive:
+                continue  # signalled already: whatever it says now, it is going down
+            if " headless; data in " in line:
+                self.ready_at = t
+            self.tracker.on_line(t, line)
+            if self.on_line is not None:
+                self.on_line(t, line)
+
+    def stop(self, sig: int) -> int | None:
+        """Send ``sig`` and wait for the process to end; returns its exit code."""
+        proc = self.proc
+        if proc is None:
+            return None
+        t = time.time()
+        self._alive = None
+        if proc.poll() is None:
+            proc.send_signal(sig)
+        self.tracker.process_ended(t)
+        try:
+            code = proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait(10)
+        if self._reader is not None:
+            self._reader.join(5)
+        with self._lock:
+            self.transcript.write(f"----- end {self.generation}: signal {sig}, exit code {code}\n")
+        self.proc = None
+        return code
+
+    def output(self) -> list[tuple[float, int, str]]:
+        with self._lock:
+            return list(self.lines)
+
+
+# ================================================================================================ the trader
+
+
+def _no_pool(client: Any) -> None:
+    """Every ApiClient starts a thread pool for async requests, never used here: close it now, not at exit."""
+    client.pool.close()
+    client.pool.join()
+
+
+class OutsideTrader:
+    """The trader's own scripts: positions opened (and closed by hand) with the brokers' official clients."""
+
+    def __init__(self, sim: SimulatorHandle) -> None:
+        self.info = sim.info
+        self.url = sim.url
+        self._locks = {b: threading.Lock() for b in BROKERS}
+        self._kite: Any = None
+        self._upstox: Any = None
+
+    def _kite_client(self, fresh: bool) -> Any:
+        from kiteconnect import KiteConnect
+
+        if self._kite is None or fresh:
+            section = self.info["kite"]
+            kite = KiteConnect(section["api_key"], root=section["api_root"], timeout=3)
+            session = kite.generate_session(kite_request_token(self.info), api_secret=section["api_secret"])
+            kite.set_access_token(session["access_token"])
+            self._kite = kite
+        return self._kite
+
+    def _upstox_orders(self, fresh: bool) -> Any:
+        import upstox_client
+
+        if self._upstox is None or fresh:
+            section = self.info["upstox"]
+            config = upstox_client.Configuration()  # a copy of the first one ever made: set everything
+            config.sandbox = False
+            config.host = section["api_root"]
+            config.order_host = section["order_root"]
+            config.access_token = ""
+            login = upstox_client.ApiClient(config)
+            _no_pool(login)
+            token = upstox_client.LoginApi(login).token(
+                "2.0",
+                code=upstox_code(self.info),
+                client_id=section["client_id"],
+                client_secret=section["client_secret"],
+                redirect_uri=section["redirect_uri"],
+                grant_type="authorization_code",
+                _request_timeout=(3, 3),
+            )
+            config.access_token = token.access_token
+            client = upstox_client.ApiClient(config)
+            _no_pool(client)
+            self._upstox = upstox_client.OrderApi(client)
+        return self._upstox
+
+    def _send(self, broker: str, order: dict[str, Any], fresh: bool) -> None:
+        if broker == "kite":
+            exchange, symbol = order["symbol"].split(":", 1)
+            self._kite_client(fresh).place_order(
+                variety="regular",
+                exchange=exchange,
+                tradingsymbol=symbol,
+                transaction_type=order["side"],
+                quantity=order["quantity"],
+                product=order["product"],
+                order_type="MARKET",
+                market_protection=-1,
+                tag=order["tag"],
+            )
+            return
+        import upstox_client
+
+        body = upstox_client.PlaceOrderRequest(
+            quantity=order["quantity"],
+            product="I" if order["product"] == "MIS" else "D",
+            validity="DAY",
+            price=0.0,
+            tag=order["tag"],
+            instrument_token=order["upstox_key"],
+            order_type="MARKET",
+            transaction_type=order["side"],
+            disclosed_quantity=0,
+            trigger_price=0.0,
+            is_amo=False,
+        )
+        self._upstox_orders(fresh).place_order(body, "2.0", _request_timeout=(3, 3))
+
+    def order_status(self, tag: str) -> str | None:
+        """The status of the order carrying ``tag`` in the simulator's log, if it got there."""
+        for order in requests.get(f"{self.url}/_sim/orders", timeout=10).json():
+            if order.get("tag") == tag:
+                return str(order["status"])
+        return None
+
+    def place(self, broker: str, order: dict[str, Any]) -> str:
+        """Place an order; after any error look its tag up before trying again. Returns its final verdict:
+        ``placed``, ``rejected`` or ``failed``."""
+        with self._locks[broker]:
+            fresh = False
+            for attempt in range(8):
+                try:
+                    self._send(broker, order, fresh)
+                except Exception as exc:
+                    name = type(exc).__name__
+                    fresh = name == "TokenException" or getattr(exc, "status", None) == 401 or fresh
+                    status = self.order_status(order["tag"])
+                    if status is None:
+                        time.sleep(0.3 * (attempt + 1))
+                        continue
+                else:
+                    fresh = False
+                    status = self.order_status(order["tag"]) or "?"
+                return "rejected" if status == "REJECTED" else "placed"
+        return "failed"
+
+
+# ================================================================================================ episodes
+
+
+@dataclass
+class Episode:
+    """One position from entry to flat: opened outside, adopted, trailed, crossed, exited."""
+
+    number: int
+    broker: str
+    symbol: str  # NSE:INFY
+    instrument: str  # as the app stores it: the Kite token, or the Upstox instrument key
+    upstox_key: str
+    tick: float
+    side: str  # entry side: BUY long, SELL short
+    product: str
+    quantity: int
+    tag: str
+    state: str = "new"
+    base: float = 0.0
+    price: float = 0.0
+    peak: float = 0.0
+    steps: int = 0
+    next_push: float = 0.0
+    next_check: float = 0.0
+    entered_at: float = 0.0
+    protection_id: int | None = None
+    crossed_at: float | None = None
+    crossed_stop: float | None = None
+    finished_at: float | None = None
+    outcome: str = ""
+    problem: str = ""
+    flattens: int = 0
+    flatten_tag: str = ""
+    future: Future[str] | None = None
+
+    @property
+    def sign(self) -> int:
+        return 1 if self.side == "BUY" else -1
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.broker, self.symbol, self.product)
+
+    @property
+    def label(self) -> str:
+        kind = "long" if self.side == "BUY" else "short"
+        return f"#{self.number} {self.broker} {self.symbol} {self.product} {kind} x{self.quantity}"
+
+
+def _round_tick(price: float, tick: float, up: bool) -> float:
+    steps = price / tick
+    steps = math.ceil(steps - 1e-9) if up else math.floor(steps + 1e-9)
+    return round(max(steps, 1) * tick, 2)
+
+
+class Run:
+    """Everything one run needs: simulator, app, tracker, trader, workload and chaos."""
+
+    def __init__(self, config: ChaosConfig, index: int, seed: int, folder: Path, out: Out) -> None:
+        self.config = config
+        self.index = index
+        self.rng = random.Random(seed)
+        self.folder = folder
+        self.out = out
+        self.report = RunReport(index, seed)
+        self.sim = start_simulator(seed=seed, auto=False, fill_delay=0.1)
+        self.data_dir = folder / "data"
+        self.db_path = self.data_dir / "trailstop.db"
+        self.tracker = FeedTracker()
+        self.transcript = open(folder / "app-output.log", "w", encoding="utf-8")  # noqa: SIM115
+        self.app = AppProcess(self.sim.url, self.data_dir, config.rule, self.tracker, self.transcript)
+        self.app.on_line = self.on_app_line
+        self.trader = OutsideTrader(self.sim)
+        self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="chaos-trader")
+        self.episodes: list[Episode] = []
+        self.active: list[Episode] = []
+        self.used_keys: set[tuple[str, str, str]] = set()
+        self.busy_symbols: set[str] = set()
+        self.next_start = 0.0
+        self.instruments = [i for i in requests.get(f"{self.sim.url}/_sim/instruments", timeout=10).json()]
+        self.equities = [i for i in self.instruments if i["instrument_type"] == "EQ" and i["tradable"]]
+        self.futures = [i for i in self.instruments if i["instrument_type"] == "FUT"]
+        self.kill_request: float | None = None
+        self.restart_due: float | None = None
+        self.chaos_stop = threading.Event()
+        self.app_lock = threading.Lock()
+        self.clears: list[tuple[float, str]] = []
+        self.last_kill = 0.0
+
+    # ------------------------------------------------------------------------------------- control
+
+    def control(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        url = f"{self.sim.url}/_sim/{path}"
+        if body is None:
+            response = requests.get(url, timeout=10)
+        else:
+            response = requests.post(url, json=body, timeout=10)
+        response.raise_for_status()
+        return response.json()
+
+    def push(self, ep: Episode, ltp: float) -> None:
+        ltp = _round_tick(ltp, ep.tick, up=False)
+        self.sim.set_price(ep.symbol, ltp, bid=round(ltp - ep.tick, 2), ask=round(ltp + ep.tick, 2))
+        ep.price = ltp
+        self.report.ticks += 1
+
+    def quote(self, symbol: str) -> dict[str, Any]:
+        return dict(self.control(f"quote?symbol={urllib.parse.quote(symbol)}"))
+
+    def db(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        if not self.db_path.exists():
+            return []
+        try:
+            conn = sqlite3.connect(self.db_path, timeout=5)
+            try:
+                return conn.execute(sql, args).fetchall()
+            finally:
+                conn.close()
+        except sqlite3.Error:
+            return []  # created this moment, or mid-migration: ask again later
+
+    def net_position(self, ep: Episode) -> int:
+        """The broker's net quantity for the episode's instrument and product (the simulator's own book)."""
+        exchange = self.sim.exchange
+
+        def read() -> int:
+            for pos in exchange.positions(ep.broker, USERS[ep.broker]):
+                if pos.instrument.symbol == ep.symbol and pos.product == ep.product:
+                    return int(pos.quantity)
+            return 0
+
+        return self.sim.call(read)
+
+    # ------------------------------------------------------------------------------------- the app
+
+    def wait_live(self, timeout: float = 30.0) -> bool:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if all(self.tracker.is_up(b) for b in BROKERS):
+                return True
+            time.sleep(0.05)
+        return False
+
+    def restart_app(self, why: str, sig: int) -> None:
+        with self.app_lock:
+            if self.app.running:
+                ready = self.app.ready_at is not None
+                code = self.app.stop(sig)
+                name = "SIGKILL" if sig == signal.SIGKILL else "SIGTERM"
+                self.report.kills[name] += 1
+                self.report.kills[why] += 1
+                if sig == signal.SIGTERM and ready and code != 0:
+                    self.violation("unclean shutdown", f"SIGTERM ({why}) gave exit code {code}")
+            time.sleep(self.rng.uniform(*self.config.downtime))
+            self.app.start()
+            self.last_kill = time.time()
+
+    def violation(self, kind: str, detail: str) -> None:
+        self.report.violations.append(Violation(self.index, kind, detail))
+
+    def on_app_line(self, t: float, line: str) -> None:
+        # The headless app cannot log in by itself once its login failed or its token was refused: the
+        # trader does it, which for the headless app means a restart (it logs in as it starts).
+        if ("simulator login failed" in line or ": login needed" in line) and self.restart_due is None:
+            self.restart_due = t + self.rng.uniform(0.5, 3.0)
+
+    def restart_if_due(self) -> None:
+        if self.restart_due is not None and time.time() >= self.restart_due:
+            self.restart_due = None
+            sig = signal.SIGTERM if self.rng.random() < 0.5 else signal.SIGKILL
+            self.restart_app("new login", sig)
+
+    # ------------------------------------------------------------------------------------- chaos
+
+    def chaos_loop(self) -> None:
+        cfg = self.config
+        now = time.time()
+        next_fault = now + self.rng.uniform(*cfg.fault_every)
+        next_kill = now + self.rng.uniform(*cfg.kill_every)
+        while not self.chaos_stop.wait(0.05):
+            now = time.time()
+            try:
+                if self.app.proc is not None and self.app.proc.poll() is not None:
+                    code = self.app.proc.returncode
+                    self.violation("app exited by itself", f"exit code {code}")
+                    self.restart_app("after a crash", signal.SIGKILL)
+                elif self.restart_due is not None and now >= self.restart_due:
+                    self.restart_if_due()
+                elif self.kill_request is not None and now >= self.kill_request:
+                    self.kill_request = None
+                    self.restart_app("just after a crossing", signal.SIGKILL)
+                elif now >= next_kill:
+                    sig = signal.SIGTERM if self.rng.random() < 0.15 else signal.SIGKILL
+                    self.restart_app("at a random moment", sig)
+                    next_kill = time.time() + self.rng.uniform(*cfg.kill_every)
+                if now >= next_fault:
+                    self.inject_fault()
+                    next_fault = time.time() + self.rng.uniform(*cfg.fault_every)
+                for when, kind in list(self.clears):
+                    if now >= when:
+                        self.clears.remove((when, kind))
+                        self.control("fault", {"fault": "clear", "kind": kind})
+            except Exception as exc:  # the harness must outlive anything the app or the network does
+                self.out(f"  chaos thread: {type(exc).__name__}: {exc}")
+
+    def inject_fault(self) -> None:
+        rng = self.rng
+        kinds = {
+            "drop_ws": 12,
+            "stall_ws": 6,
+            "http_error": 18,
+            "slow": 5,
+            "reject_orders": 5,
+            "expire_tokens": 3,
+            "fill_delay": 6,
+            "partial_fill": 6,
+        }
+        kind = rng.choices(list(kinds), weights=list(kinds.values()))[0]
+        spec: dict[str, Any] = {"fault": kind}
+        broker = rng.choice([None, "kite", "upstox"])
+        affected = BROKERS if broker is None else (broker,)
+        now = time.time()
+        if kind == "drop_ws":
+            spec.update(mode=rng.choice(["abort", "close"]), broker=broker)
+            self.tracker.silenced(now, affected)
+        elif kind == "stall_ws":
+            seconds = round(rng.uniform(1.5, 8.0), 2)
+            spec["seconds"] = seconds
+            self.tracker.silenced(now, BROKERS, seconds)
+        elif kind == "http_error":
+            spec["status"] = rng.choice([429, 500, 502, 503, 504])
+            spec["path"] = rng.choice(
+                ["/orders", "/portfolio", "/v2/order", "/v2/portfolio", "/v3/order", None]
+            )
+            spec["method"] = rng.choice([None, "POST", "GET"])
+            spec["phase"] = rng.choice(["before", "after"])
+            if rng.random() < 0.5:
+                spec["count"] = rng.randint(1, 4)
+            else:
+                spec["probability"] = round(rng.uniform(0.2, 0.6), 2)
+                self.clears.append((now + rng.uniform(1.0, 4.0), "http_error"))
+        elif kind == "slow":
+            spec.update(
+                seconds=round(rng.uniform(4.0, 9.0), 2),
+                path=rng.choice(["/orders", "/v2/order", "/portfolio", "/v2/portfolio"]),
+                count=1,
+                phase="after",
+            )
+        elif kind == "reject_orders":
+            spec.update(count=1, broker=broker, reason=INJECTED_REJECTION)
+        elif kind == "expire_tokens":
+            spec["broker"] = broker
+            self.tracker.silenced(now, affected)  # until a new login (see on_app_line)
+        elif kind == "fill_delay":
+            spec["seconds"] = round(rng.uniform(0.5, 2.5), 2)
+            self.clears.append((now + rng.uniform(2.0, 6.0), "fill_delay"))
+        elif kind == "partial_fill":
+            spec.update(
+                ratio=round(rng.uniform(0.3, 0.7), 2), count=1, rest_after=round(rng.uniform(0.3, 2), 2)
+            )
+        self.control("fault", spec)
+        self.report.faults[kind] += 1
+
+    # ------------------------------------------------------------------------------------- workload
+
+    def new_episode(self, now: float) -> Episode | None:
+        rng = self.rng
+        broker = rng.choice(BROKERS)
+        product = rng.choices(["MIS", "CNC", "NRML"], weights=[55, 30, 15])[0]
+        pool = self.futures if product == "NRML" else self.equities
+        candidates = [
+            i
+            for i in pool
+            if i["symbol"] not in self.busy_symbols and (broker, i["symbol"], product) not in self.used_keys
+        ]
+        if not candidates:
+            return None
+        inst = rng.choice(candidates)
+        side = "BUY" if product == "CNC" else rng.choice(["BUY", "SELL"])
+        quantity = inst["lot_size"] if product == "NRML" else rng.randint(1, 40)
+        number = len(self.episodes) + 1
+        ep = Episode(
+            number=number,
+            broker=broker,
+            symbol=inst["symbol"],
+            instrument=str(inst["kite_token"]) if broker == "kite" else inst["upstox_key"],
+            upstox_key=inst["upstox_key"],
+            tick=inst["tick_size"],
+            side=side,
+            product=product,
+            quantity=quantity,
+            tag=f"CX{self.index}N{number}",
+        )
+        self.episodes.append(ep)
+        self.active.append(ep)
+        self.used_keys.add(ep.key)
+        self.busy_symbols.add(ep.symbol)
+        self.report.episodes[broker] += 1
+        self.report.episodes["long" if side == "BUY" else "short"] += 1
+        self.report.episodes[product] += 1
+        ep.base = float(self.quote(ep.symbol)["ltp"])
+        self.push(ep, ep.base)
+        ep.peak = ep.price
+        order = {
+            "symbol": ep.symbol,
+            "upstox_key": ep.upstox_key,
+            "side": side,
+            "product": product,
+            "quantity": quantity,
+            "tag": ep.tag,
+        }
+        ep.future = self.pool.submit(self.trader.place, broker, order)
+        ep.state = "opening"
+        ep.next_push = now + 0.3
+        return ep
+
+    def protection_row(self, ep: Episode) -> list[tuple[Any, ...]]:
+        return self.db(
+            "SELECT id, status, stop FROM protection WHERE broker = ? AND instrument = ? AND product = ?"
+            " ORDER BY id",
+            (ep.broker, ep.instrument, ep.product),
+        )
+
+    def noise(self, ep: Episode, now: float, around: float, spread: float) -> None:
+        if now >= ep.next_push:
+            self.push(ep, around * (1 + self.rng.uniform(-spread, spread)))
+            ep.next_push = now + self.rng.uniform(0.2, 0.4)
+
+    def finish(self, ep: Episode, outcome: str, now: float) -> None:
+        ep.outcome = outcome
+        ep.state = "done"
+        ep.finished_at = now
+        self.active.remove(ep)
+        self.busy_symbols.discard(ep.symbol)
+
+    def advance(self, ep: Episode, now: float) -> None:
+        if ep.state == "opening":
+            self.noise(ep, now, ep.base, 0.002)
+            if ep.future is not None and ep.future.done():
+                verdict = ep.future.result()
+                if verdict != "placed":
+                    self.report.entries_not_placed += 1
+                    self.finish(ep, f"entry {verdict}", now)
+                    return
+                ep.state = "protecting"
+                ep.entered_at = now
+        elif ep.state == "protecting":
+            self.noise(ep, now, ep.base, 0.002)
+            if now >= ep.next_check:
+                ep.next_check = now + 0.5
+                self.check_protected(ep, now)
+        elif ep.state == "trailing":
+            if now >= ep.next_push:
+                if self.rng.random() < 0.8:
+                    move = ep.sign * self.rng.uniform(0.001, 0.006)
+                else:
+                    move = -ep.sign * self.rng.uniform(0.0, 0.003)
+                price = ep.price * (1 + move)
+                # Pull-backs stay well inside the 2 % trail: only the crash below crosses the stop.
+                price = max(price, ep.peak * 0.992) if ep.sign > 0 else min(price, ep.peak * 1.008)
+                self.push(ep, price)
+                ep.peak = max(ep.peak, ep.price) if ep.sign > 0 else min(ep.peak, ep.price)
+                ep.steps -= 1
+                ep.next_push = now + self.rng.uniform(0.2, 0.35)
+                if ep.steps <= 0:
+                    ep.state = "crossing"
+                    ep.next_push = now + 0.35  # the write-behind stop reaches the database meanwhile
+        elif ep.state == "crossing":
+            if now >= ep.next_push:
+                self.cross(ep)
+        elif ep.state == "waiting":
+            if ep.crossed_at is not None and now >= ep.next_push:
+                assert ep.crossed_stop is not None
+                beyond = ep.crossed_stop * (1 - ep.sign * 0.004)
+                self.push(ep, beyond - ep.sign * self.rng.randint(0, 2) * ep.tick)
+                ep.next_push = now + self.rng.uniform(0.2, 0.4)
+            if now >= ep.next_check:
+                ep.next_check = now + 0.25
+                self.check_flat(ep, now)
+        elif ep.state == "flatten" and now >= ep.next_check:
+            net = self.net_position(ep)
+            if net == 0:
+                self.finish(ep, ep.outcome or "flat", now)
+                return
+            ep.flattens += 1
+            if ep.flattens > 6:
+                ep.problem = ep.problem or f"the trader could not close it ({net} left)"
+                self.finish(ep, "left open", now)
+                return
+            ep.flatten_tag = f"CX{self.index}N{ep.number}F{ep.flattens}"
+            order = {
+                "symbol": ep.symbol,
+                "upstox_key": ep.upstox_key,
+                "side": "SELL" if net > 0 else "BUY",
+                "product": ep.product,
+                "quantity": abs(net),
+                "tag": ep.flatten_tag,
+            }
+            ep.future = self.pool.submit(self.trader.place, ep.broker, order)
+            ep.state = "flattening"
+            ep.next_check = now + 20.0  # the longest a placed order is waited for
+        elif ep.state == "flattening" and ep.future is not None and ep.future.done():
+            # Only once the trader's order is final is the position looked at again: a fill delay must
+            # not make the trader sell twice.
+            status, _filled = self.entry_state(ep, ep.flatten_tag)
+            if status in ("COMPLETE", "CANCELLED", "REJECTED", "?") or now >= ep.next_check:
+                ep.state = "flatten"
+                ep.next_check = now + 0.3
+
+    def cross(self, ep: Episode) -> None:
+        rows = self.protection_row(ep)
+        if not rows or rows[0][1] != "OPEN":
+            ep.problem = f"protection was {rows[0][1] if rows else 'gone'} before its stop was crossed"
+            ep.state = "waiting"
+            return
+        stop = float(rows[0][2])
+        target = stop * (1 - ep.sign * self.rng.uniform(0.003, 0.015))
+        target = _round_tick(target, ep.tick, up=ep.sign < 0)
+        ep.crossed_at = time.time()
+        ep.crossed_stop = stop
+        if self.rng.random() < 0.4:
+            percent = (target / ep.price - 1) * 100
+            answer = self.control("fault", {"fault": "price_gap", "symbol": ep.symbol, "percent": percent})
+            ep.price = float(answer["quote"]["ltp"])
+            self.report.faults["price_gap"] += 1
+            self.report.ticks += 1
+            if (ep.price - stop) * ep.sign > 0:  # a gap that fell short: finish the move by hand
+                self.push(ep, target)
+        else:
+            self.push(ep, target)
+        ep.state = "waiting"
+        ep.next_push = time.time() + 0.3
+        if (
+            self.rng.random() < self.config.kill_after_crossing
+            and self.kill_request is None
+            and time.time() - self.last_kill > 4.0
+        ):
+            self.kill_request = time.time() + self.rng.uniform(0.0, 0.4)
+
+    def entry_state(self, ep: Episode, tag: str | None = None) -> tuple[str, int]:
+        """(status, filled quantity) of the episode's entry order (or another of its orders)."""
+        exchange = self.sim.exchange
+        wanted = tag or ep.tag
+
+        def read() -> tuple[str, int]:
+            for order in exchange.orders(ep.broker, USERS[ep.broker]):
+                if order.tag == wanted:
+                    return order.status.value, order.state.filled_quantity
+            return "?", 0
+
+        return self.sim.call(read)
+
+    def check_protected(self, ep: Episode, now: float) -> None:
+        """The whole position must be protected before the price is moved: entry final, quantities equal."""
+        rows = self.db(
+            "SELECT id, status, filled_quantity FROM protection WHERE broker = ? AND instrument = ?"
+            " AND product = ? ORDER BY id DESC LIMIT 1",
+            (ep.broker, ep.instrument, ep.product),
+        )
+        status, _filled = self.entry_state(ep)
+        net = self.net_position(ep)
+        final = status in ("COMPLETE", "CANCELLED", "REJECTED")
+        if final and net == 0:
+            self.finish(ep, "entry never filled", now)
+            return
+        if rows and final:
+            pid, state, covered = rows[0]
+            ep.protection_id = int(pid)
+            if state == "OPEN" and covered == abs(net):
+                ep.state = "trailing"
+                ep.steps = self.rng.randint(4, 20)
+                ep.peak = ep.price
+                return
+            if state != "OPEN":
+                ep.problem = f"protection {pid} was {state} before its stop was crossed"
+                ep.state = "waiting"
+                return
+        if self.tracker.available(ep.broker, ep.entered_at, now) > self.config.protect_budget:
+            what = f"protection covers {rows[0][2]} of {abs(net)}" if rows else "no protection"
+            ep.problem = (
+                f"not fully protected after {self.config.protect_budget:g} s of working feed ({what})"
+            )
+            ep.state = "flatten"
+
+    def check_flat(self, ep: Episode, now: float) -> None:
+        net = self.net_position(ep)
+        rows = self.protection_row(ep)
+        status = rows[0][1] if rows else None
+        if status == "EXIT_FAILED":
+            ep.outcome = "exit refused; closed by the trader"
+            ep.state = "flatten"
+            return
+        if net == 0 and (status in TERMINAL or status is None):
+            self.finish(ep, "flat", now)
+            return
+        since = ep.crossed_at if ep.crossed_at is not None else ep.entered_at
+        if self.tracker.available(ep.broker, since, now) > self.config.give_up_after:
+            ep.problem = ep.problem or f"still open after {self.config.give_up_after:g} s of working feed"
+            ep.state = "flatten"
+
+    def step(self, now: float, starting: bool) -> None:
+        if starting and len(self.active) < self.config.slots and now >= self.next_start:
+            self.next_start = now + self.config.start_every
+            self.new_episode(now)
+        for ep in list(self.active):
+            self.advance(ep, now)
+
+    # ------------------------------------------------------------------------------------- the run
+
+    def execute(self) -> RunReport:
+        cfg = self.config
+        started = time.time()
+        self.report.data_dir = self.data_dir
+        chaos = threading.Thread(target=self.chaos_loop, name="chaos", daemon=True)
+        try:
+            self.app.start()
+            if not self.wait_live():
+                raise RuntimeError("the app's feeds never went live; see " + str(self.folder))
+            chaos.start()
+            end = time.time() + cfg.duration
+            while time.time() < end:
+                self.step(time.time(), starting=True)
+                time.sleep(0.03)
+            self.chaos_stop.set()
+            chaos.join(60)
+            # Settle: no more faults or kills; every position still being worked runs to its end.
+            self.control("fault", {"fault": "clear"})
+            with self.app_lock:
+                if not self.app.running:
+                    self.app.start()
+            deadline = time.time() + cfg.settle_timeout
+            while self.active and time.time() < deadline:
+                self.restart_if_due()
+                self.step(time.time(), starting=False)
+                time.sleep(0.03)
+            for ep in list(self.active):
+                ep.problem = ep.problem or f"still {ep.state} when the run ended"
+                self.finish(ep, "unfinished", time.time())
+            time.sleep(0.5)
+            ready = self.app.ready_at is not None
+            code = self.app.stop(signal.SIGTERM)
+            if ready and code != 0:
+                self.violation("unclean shutdown", f"the final SIGTERM gave exit code {code}")
+            self.report.seconds = time.time() - started
+            Checker(self).check()
+        finally:
+            self.chaos_stop.set()
+            if self.app.running:
+                self.app.stop(signal.SIGKILL)
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.sim.stop()
+            self.transcript.close()
+        return self.report
+
+
+# ================================================================================================ checks
+
+
+@dataclass
+class SimOrder:
+    order_id: str
+    broker: str
+    symbol: str
+    product: str
+    side: str
+    quantity: int
+    filled: int
+    status: str
+    status_message: str
+    tag: str
+    received_at: float
+
+
+@dataclass
+class SimTrade:
+    order_id: str
+    broker: str
+    symbol: str
+    product: str
+    side: str
+    quantity: int
+    at: float
+
+
+class Checker:
+    """The invariants, checked after a run against the simulator's own records and the app's database."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.report = run.report
+
+    def violation(self, kind: str, detail: str) -> None:
+        self.run.violation(kind, detail)
+
+    def load(self) -> None:
+        run = self.run
+        self.orders = [
+            SimOrder(
+                order_id=str(o["order_id"]),
+                broker=o["broker"],
+                symbol=f"{o['exchange']}:{o['tradingsymbol']}",
+                product=o["product"],
+                side=o["transaction_type"],
+                quantity=int(o["quantity"]),
+                filled=int(o["filled_quantity"]),
+                status=o["status"],
+                status_message=o.get("status_message") or "",
+                tag=o.get("tag") or "",
+                received_at=float(o["received_at"]),
+            )
+            for o in run.control("orders")
+        ]
+        exchange = run.sim.exchange
+
+        def trades() -> list[SimTrade]:
+            return [
+                SimTrade(
+                    t.order_id,
+                    b,
+                    t.instrument.symbol,
+                    t.product,
+                    t.transaction_type,
+                    t.quantity,
+                    t.filled_at.timestamp(),
+                )
+                for b, user in USERS.items()
+                for t in exchange.trades(b, user)
+            ]
+
+        self.trades = sorted(run.sim.call(trades), key=lambda t: t.at)
+        self.rows = [
+            dict(zip(PROTECTION_COLUMNS, row, strict=True))
+            for row in run.db(f"SELECT {', '.join(PROTECTION_COLUMNS)} FROM protection ORDER BY id")
+        ]
+        self.events: dict[int, list[tuple[str, str, str]]] = {}
+        for pid, kind, old, new in run.db(
+            "SELECT protection_id, kind, old, new FROM journal_event"
+            " WHERE protection_id IS NOT NULL ORDER BY id"
+        ):
+            self.events.setdefault(int(pid), []).append((kind, old, new))
+        salt = run.db("SELECT value FROM meta WHERE key = 'tag_salt'")
+        self.salt = str(salt[0][0]) if salt else ""
+
+    def check(self) -> None:
+        self.load()
+        run = self.run
+        integrity = run.db("PRAGMA integrity_check")
+        if integrity != [("ok",)]:
+            self.violation("database damaged", repr(integrity[:3]))
+        by_tag = {row["exit_tag"]: row for row in self.rows}
+        self.check_orders(by_tag)
+        episodes = {ep.key: ep for ep in run.episodes}
+        keys: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+        for row in self.rows:
+            symbol = f"{row['exchange']}:{row['symbol']}"
+            keys.setdefault((row["broker"], symbol, row["product"]), []).append(row)
+        for key, rows in keys.items():
+            for a, b in zip(rows, rows[1:], strict=False):
+                if a["closed_at"] is None or str(a["closed_at"]) > str(b["created_at"]):
+                    self.violation(
+                        "two protections for one position at once",
+                        f"{key}: protections {a['id']} and {b['id']}",
+                    )
+        for row in self.rows:
+            self.check_protection(row)
+        for ep in run.episodes:
+            self.check_episode(ep, keys.get(ep.key, []))
+        for key in sorted({(t.broker, t.symbol, t.product) for t in self.trades}):
+            self.check_position(key, episodes.get(key))
+        for broker in BROKERS:
+            outage, since = run.tracker.longest_outage(broker, time.time())
+            if outage > run.config.feed_recovery_budget:
+                self.violation(
+                    "feed did not recover",
+                    f"{broker} feed not working for {outage:.1f} s while the app ran (from {since:.1f})",
+                )
+        self.check_app_output()
+
+    # -------------------------------------------------------------------------- orders vs. protections
+
+    def exits_of(self, tag: str) -> list[SimOrder]:
+        """Orders with the exit tag that are (or were) live at the exchange: refusals do not count."""
+        return [
+            o
+            for o in self.orders
+            if o.tag == tag and o.status != "REJECTED" and not (o.status == "CANCELLED" and o.filled == 0)
+        ]
+
+    def check_orders(self, by_tag: dict[str, dict[str, Any]]) -> None:
+        for o in self.orders:
+            if o.tag.startswith("CX"):
+                continue
+            if o.tag in by_tag:
+                continue
+            self.violation(
+                "order of unknown origin", f"{o.order_id} {o.side} {o.symbol} x{o.quantity} tag {o.tag!r}"
+            )
+
+    def position_before(self, broker: str, symbol: str, product: str, at: float) -> int:
+        net = 0
+        for t in self.trades:
+            if t.at >= at:
+                break
+            if (t.broker, t.symbol, t.product) == (broker, symbol, product):
+                net += t.quantity if t.side == "BUY" else -t.quantity
+        return net
+
+    def check_protection(self, row: dict[str, Any]) -> None:
+        pid, status = row["id"], row["status"]
+        label = f"protection {pid} ({row['broker']} {row['exchange']}:{row['symbol']} {row['product']})"
+        exits = self.exits_of(row["exit_tag"])
+        self.report.exits += len(exits)
+        if len(exits) > 1:
+            ids = ", ".join(f"{o.order_id} x{o.quantity} {o.status}" for o in exits)
+            self.violation("more than one exit", f"{label}: {ids}")
+        long = row["side"] == "BUY"
+        symbol = f"{row['exchange']}:{row['symbol']}"
+        for o in exits:
+            if o.side != ("SELL" if long else "BUY"):
+                self.violation("exit on the wrong side", f"{label}: {o.order_id} is a {o.side}")
+            open_qty = self.position_before(row["broker"], symbol, row["product"], o.received_at)
+            open_qty = open_qty if long else -open_qty
+            if o.quantity > max(open_qty, 0):
+                self.violation(
+                    "exit larger than the open position",
+                    f"{label}: exit {o.order_id} x{o.quantity}, position {open_qty} when it arrived",
+                )
+        refused = [o for o in self.orders if o.tag == row["exit_tag"] and o.status == "REJECTED"]
+        if status == "EXIT_FAILED":
+            if refused and all(o.status_message == INJECTED_REJECTION for o in refused) and not exits:
+                self.report.exits_refused += 1
+            else:
+                self.violation("exit given up", f"{label}: EXIT_FAILED ({row['reason']})")
+        elif status in ("TRIGGERED", "EXITING"):
+            self.violation("exit never finished", f"{label}: still {status} at the end")
+        elif status == "CLOSED":
+            if row["reason"] == "external":
+                done = [o for o in exits if o.filled > 0]
+                if done:
+                    self.violation(
+                        "our exit filled but recorded as closed outside",
+                        f"{label}: {done[0].order_id} filled {done[0].filled}",
+                    )
+            elif len(exits) == 1:
+                o = exits[0]
+                if o.status != "COMPLETE":
+                    self.violation(
+                        "closed with the exit not complete", f"{label}: exit {o.order_id} {o.status}"
+                    )
+                if row["exit_order_id"] != o.order_id:
+                    self.violation(
+                        "database and broker disagree on the exit",
+                        f"{label}: database says {row['exit_order_id']}, broker has {o.order_id}",
+                    )
+                if row["exit_quantity"] != o.filled:
+                    self.violation(
+                        "database and broker disagree on the exit quantity",
+                        f"{label}: database {row['exit_quantity']}, broker filled {o.filled}",
+                    )
+            elif not exits:
+                self.violation(
+                    "closed without an exit", f"{label}: CLOSED ({row['reason']}) and no exit order"
+                )
+            if row["closed_at"] is None:
+                self.violation("journal and database disagree", f"{label}: CLOSED with no closed_at")
+        self.check_journal(row, label)
+
+    def check_journal(self, row: dict[str, Any], label: str) -> None:
+        events = self.events.get(row["id"], [])
+        statuses = [(old, new) for kind, old, new in events if kind in ("created", "transition")]
+        if not statuses or events[0][0] != "created":
+            self.violation("journal and database disagree", f"{label}: no 'created' event first")
+            return
+        current = statuses[0][1]
+        for old, new in statuses[1:]:
+            if old != current:
+                self.violation(
+                    "journal and database disagree", f"{label}: transition {old}->{new} after {current}"
+                )
+            current = new
+        if current != row["status"]:
+            self.violation(
+                "journal and database disagree", f"{label}: journal ends {current}, database {row['status']}"
+            )
+        placed = {new for kind, _old, new in events if kind == "exit_placed"}
+        if len(placed) > 1:
+            self.violation("more than one exit", f"{label}: journal has exits {sorted(placed)}")
+        if placed and row["exit_order_id"] not in placed:
+            self.violation(
+                "journal and database disagree",
+                f"{label}: exit {row['exit_order_id']} vs journal {sorted(placed)}",
+            )
+        # Stops: only ever in the trader's favour, each move starting where the last one ended.
+        long = row["side"] == "BUY"
+        rule = TrailRule.from_dict(json.loads(row["rule"]))
+        stop = initial_stop(Side(row["side"]), float(row["entry_price"]), float(row["tick_size"]), rule)
+        for kind, old, new in events:
+            if kind != "stop_moved":
+                continue
+            before, after = float(old), float(new)
+            if abs(before - stop) > _EPS:
+                self.violation(
+                    "journal stop chain broken", f"{label}: move from {before}, last stop was {stop}"
+                )
+            if (after < before - _EPS) if long else (after > before + _EPS):
+                self.violation("stop moved against the trader", f"{label}: {before} -> {after}")
+            stop = after
+        if row["stop"] is None or abs(float(row["stop"]) - stop) > _EPS:
+            self.violation(
+                "journal and database disagree", f"{label}: stop {row['stop']}, journal says {stop}"
+            )
+
+    # -------------------------------------------------------------------------- positions and episodes
+
+    def flat_times(self, key: tuple[str, str, str]) -> tuple[list[float], bool]:
+        """When the position came back to 0, and whether it ever flipped sign."""
+        net, flats, flipped = 0, [], False
+        for t in self.trades:
+            if (t.broker, t.symbol, t.product) != key:
+                continue
+            before = net
+            net += t.quantity if t.side == "BUY" else -t.quantity
+            if before * net < 0:
+                flipped = True
+            if net == 0 and before != 0:
+                flats.append(t.at)
+        return flats, flipped
+
+    def check_position(self, key: tuple[str, str, str], ep: Episode | None) -> None:
+        flats, flipped = self.flat_times(key)
+        if flipped:
+            self.violation("position flipped", f"{key}")
+        net = self.run.sim.call(lambda: self._net(key))
+        if net != 0:
+            self.violation("position left open at the end", f"{key}: net {net}")
+        if ep is None:
+            self.violation("position of unknown origin", f"{key}")
+
+    def _net(self, key: tuple[str, str, str]) -> int:
+        broker, symbol, product = key
+        for pos in self.run.sim.exchange.positions(broker, USERS[broker]):
+            if pos.instrument.symbol == symbol and pos.product == product:
+                return int(pos.quantity)
+        return 0
+
+    def check_episode(self, ep: Episode, rows: list[dict[str, Any]]) -> None:
+        if ep.problem:
+            self.violation("episode", f"{ep.label}: {ep.problem}")
+        if ep.crossed_at is None:
+            return
+        if any(row["status"] == "EXIT_FAILED" for row in rows):
+            return  # refused by the broker (checked with the protection): the trader closed it
+        flats, _ = self.flat_times(ep.key)
+        after = [t for t in flats if t >= ep.crossed_at - 1.0]
+        if not after:
+            self.violation("crossed its stop and never went flat", ep.label)
+            return
+        worked = self.run.tracker.available(ep.broker, ep.crossed_at, after[0])
+        self.report.latencies.append(worked)
+        self.report.wall_latencies.append(after[0] - ep.crossed_at)
+        if worked > self.run.config.flat_budget:
+            self.violation(
+                "not flat in time",
+                f"{ep.label}: flat {worked:.1f} s of working feed after crossing"
+                f" (wall clock {after[0] - ep.crossed_at:.1f} s)",
+            )
+
+    def check_app_output(self) -> None:
+        lines = self.run.app.output()
+        problems: Counter[str] = Counter()
+        for i, (_t, _gen, line) in enumerate(lines):
+            if line.startswith("Traceback"):
+                last = next(
+                    (
+                        text
+                        for _, _, text in lines[i + 1 :]
+                        if text and not text.startswith((" ", "Traceback"))
+                    ),
+                    "?",
+                )
+                problems[last[:160]] += 1
+        for what, count in problems.items():
+            self.violation("unexpected exception in the app", f"{count} x {what}")
+        # From the process start to both feeds live: what a restart costs.
+        live: dict[int, dict[str, float]] = {}
+        for t, gen, line in lines:
+            match = _FEED_LINE.search(line)
+            if match is not None and match.group(2) == "live":
+                live.setdefault(gen, {}).setdefault(match.group(1), t)
+        for gen, seen in live.items():
+            if len(seen) == len(BROKERS) and gen in self.run.app.start_times:
+                self.report.restart_to_live.append(max(seen.values()) - self.run.app.start_times[gen])
+
+
+# ================================================================================================ reporting
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))] if ordered else 0.0
+
+
+def _counts(counter: Counter[str], keys: Iterable[str] | None = None) -> str:
+    items = [(k, counter[k]) for k in keys] if keys is not None else sorted(counter.items())
+    return ", ".join(f"{k} {v}" for k, v in items if v) or "none"
+
+
+def describe(report: RunReport, config: ChaosConfig) -> list[str]:
+    e = report.episodes
+    lat = report.latencies
+    lines = [
+        f"run {report.run}: seed {report.seed}, {report.seconds:.0f} s, "
+        f"{e['kite'] + e['upstox']} positions (kite {e['kite']}, upstox {e['upstox']}; long {e['long']}, "
+        f"short {e['short']}; MIS {e['MIS']}, CNC {e['CNC']}, NRML {e['NRML']}), {report.ticks} ticks",
+        f"  faults: {_counts(report.faults)}",
+        f"  kills: SIGKILL {report.kills['SIGKILL']}, SIGTERM {report.kills['SIGTERM']} "
+        f"({_counts(report.kills, KILL_REASONS)})",
+        f"  exits: {report.exits} sent by the app, at most one per protection; "
+        f"{report.exits_refused} refused by an injected rejection (EXIT_FAILED + alert; the trader closed it)"
+        + (f"; {report.entries_not_placed} entries not placed" if report.entries_not_placed else ""),
+    ]
+    if lat:
+        lines.append(
+            f"  stop crossed -> flat, seconds of working feed: median {statistics.median(lat):.2f}, "
+            f"p95 {_pct(lat, 95):.2f}, max {max(lat):.2f} (budget {config.flat_budget:g}); "
+            f"wall clock max {max(report.wall_latencies):.1f}"
+        )
+    if report.restart_to_live:
+        r = report.restart_to_live
+        lines.append(
+            f"  process start -> both feeds live: median {statistics.median(r):.2f} s, max {max(r):.2f} s"
+        )
+    lines.append(f"  violations: {len(report.violations)}")
+    lines += [f"    {v}" for v in report.violations]
+    return lines
+
+
+def soak(config: ChaosConfig, index: int, folder: Path, out: Out) -> RunReport:
+    """Endurance: one app instance, never killed, ten protected positions and a steady stream of prices.
+
+    The chaos runs restart the app every few seconds; a fault that only shows after minutes of uptime (a
+    leak, a slow drift) would hide there. Violations: the app ends by itself, or a feed is not live at
+    the end, or the SIGTERM at the end is not a clean shutdown.
+    """
+    report = RunReport(index, config.seed)
+    sim = start_simulator(seed=config.seed, auto=True, tick_interval=0.1, fill_delay=0.05)
+    tracker = FeedTracker()
+    transcript = open(folder / "app-output.log", "w", encoding="utf-8")  # noqa: SIM115
+    # A wide trail: the random walk must not close the positions; this is about staying up.
+    app = AppProcess(sim.url, folder / "data", "percent:30", tracker, transcript)
+    trader = OutsideTrader(sim)
+
+    def violation(kind: str, detail: str) -> None:
+        report.violations.append(Violation(index, kind, detail))
+
+    started = time.time()
+    try:
+        app.start()
+        deadline = time.time() + 30
+        while not all(tracker.is_up(b) for b in BROKERS) and time.time() < deadline:
+            time.sleep(0.1)
+        symbols = ("NSE:INFY", "NSE:SBIN", "NSE:TCS", "NSE:ITC", "NSE:WIPRO")
+        for n, (broker, symbol) in enumerate(((b, s) for b in BROKERS for s in symbols), start=1):
+            key = requests.get(f"{sim.url}/_sim/quote", params={"symbol": symbol}, timeout=10).json()
+            order = {"symbol": symbol, "upstox_key": key["upstox_key"], "side": "BUY", "product": "MIS"}
+            trader.place(broker, dict(order, quantity=1, tag=f"SOAK{n}"))
+            report.episodes[broker] += 1
+        end = time.time() + config.soak
+        while time.time() < end and app.running:
+            time.sleep(1.0)
+        report.soak_seconds = time.time() - started
+        if not app.running:
+            code = app.proc.returncode if app.proc is not None else None
+            fatal = [line for _t, _g, line in app.output() if "Fatal Python error" in line or "Error" in line]
+            violation(
+                "app died in the soak", f"after {report.soak_seconds:.0f} s, exit code {code}: {fatal[:2]}"
+            )
+        else:
+            for broker in BROKERS:
+                if not tracker.is_up(broker):
+                    violation("feed down at the end of the soak", broker)
+            code = app.stop(signal.SIGTERM)
+            if code != 0:
+                violation("unclean shutdown", f"the soak's SIGTERM gave exit code {code}")
+        conn = sqlite3.connect(folder / "data" / "trailstop.db")
+        try:
+            protected = conn.execute("SELECT count(*) FROM protection WHERE status = 'OPEN'").fetchone()[0]
+        finally:
+            conn.close()
+        if protected != 2 * len(symbols):
+            violation("positions not protected in the soak", f"{protected} of {2 * len(symbols)} OPEN")
+    finally:
+        if app.running:
+            app.stop(signal.SIGKILL)
+        sim.stop()
+        transcript.close()
+    report.seconds = time.time() - started
+    report.ticks = int(report.soak_seconds / 0.1)
+    out(
+        f"soak: one instance for {report.soak_seconds:.0f} s (no kills), 10 protected positions, "
+        f"a price step every 0.1 s; violations: {len(report.violations)}"
+    )
+    for v in report.violations:
+        out(f"    {v}")
+    return report
+
+
+def run_chaos(config: ChaosConfig, workdir: Path | None = None, out: Out = print) -> ChaosReport:
+    """Run the campaign, print each run's figures, end with ``N violations``; returns the report."""
+    report = ChaosReport(config)
+    base = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="trailstop-chaos-"))
+    for index in range(1, config.runs + 1):
+        seed = config.seed + index - 1
+        folder = base / f"run{index}"
+        folder.mkdir(parents=True, exist_ok=True)
+        run = Run(config, index, seed, folder, out)
+        result = run.execute()
+        report.runs.append(result)
+        for line in describe(result, config):
+            out(line)
+    if config.soak > 0:
+        folder = base / "soak"
+        folder.mkdir(parents=True, exist_ok=True)
+        report.runs.append(soak(config, config.runs + 1, folder, out))
+    if config.runs > 1:
+        total = RunReport(0, config.seed)
+        for r in report.runs:
+            if r.soak_seconds:
+                total.violations += r.violations
+                continue
+            total.seconds += r.seconds
+            total.episodes.update(r.episodes)
+            total.ticks += r.ticks
+            total.faults.update(r.faults)
+            total.kills.update(r.kills)
+            total.exits += r.exits
+            total.exits_refused += r.exits_refused
+            total.entries_not_placed += r.entries_not_placed
+            total.latencies += r.latencies
+            total.wall_latencies += r.wall_latencies
+            total.restart_to_live += r.restart_to_live
+            total.violations += r.violations
+        out(f"all {config.runs} runs:")
+        for line in describe(total, config)[1:]:
+            out(line)
+    out(f"{len(report.violations)} violations")
+    if not config.keep and not report.violations:
+        import shutil
+
+        shutil.rmtree(base, ignore_errors=True)
+    else:
+        out(f"(data folders and app transcripts kept in {base})")
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.chaos", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=4)
+    parser.add_argument("--duration", type=float, default=150.0, help="seconds of workload per run")
+    parser.add_argument("--seed", type=int, default=ChaosConfig.seed)
+    parser.add_argument("--slots", type=int, default=ChaosConfig.slots)
+    parser.add_argument("--soak", type=float, default=300.0, help="seconds of the no-kill endurance run")
+    parser.add_argument("--keep", action="store_true", help="keep data folders and transcripts")
+    args = parser.parse_args(argv)
+    config = ChaosConfig(
+        seed=args.seed,
+        runs=args.runs,
+        duration=args.duration,
+        slots=args.slots,
+        soak=args.soak,
+        keep=args.keep,
+    )
+    report = run_chaos(config)
+    return 1 if report.violations else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

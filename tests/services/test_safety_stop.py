@@ -1,0 +1,407 @@
+"""The broker-held safety stop against the simulator, both brokers: it follows the trail with the threshold
+and the rate limit, never makes a second exit, survives the app's death, and respects modification caps."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pytestqt.qtbot import QtBot
+
+from tests.services.conftest import control
+from tests.services.test_protection_flow import Rig, enter, wait_until
+from trailstop_gui.models.domain import Product, SafetyKind, SafetyState, Side, Status, TrailRule
+from trailstop_gui.models.store import AccountRecord, ProtectionStore
+from trailstop_gui.services.brokers.base import OrderRequest, OrderType
+from trailstop_gui.services.brokers.feed_loop import Backoff
+from trailstop_gui.services.exit_executor import RetryPolicy
+from trailstop_gui.services.protection_service import ProtectionService
+from trailstop_gui.services.safety_stop import SafetyConfig, SafetyPolicy
+from trailstop_gui.services.secrets import SecretStore
+from trailstop_gui.services.session import AccountSession, Endpoints
+from trailstop_gui.simulator.runner import SimulatorHandle
+
+POLICY = SafetyPolicy(min_interval=0.0, retry_delay=0.1, max_retry_delay=0.5, exit_retry_delay=0.02)
+
+# (broker, product): Kite MIS holds an SL-M, Kite CNC and Upstox a GTT.
+CASES = [("kite", Product.MIS), ("kite", Product.CNC), ("upstox", Product.MIS), ("upstox", Product.CNC)]
+IDS = ["kite-MIS-SLM", "kite-CNC-GTT", "upstox-MIS-GTT", "upstox-CNC-GTT"]
+
+
+class SafetyRig(Rig):
+    """A Rig whose new protections get a safety stop (buffer 1 % or 5 ticks), moved with ``POLICY``.
+
+    ``account``: start again on an account of an earlier rig (the app restarted on the same database).
+    """
+
+    def __init__(
+        self,
+        sim: SimulatorHandle,
+        store: ProtectionStore,
+        broker: str,
+        qtbot: QtBot,
+        account: AccountRecord | None = None,
+    ) -> None:
+        if account is None:
+            super().__init__(sim, store, broker, qtbot)
+        else:
+            self._start_on(sim, store, broker, qtbot, account)
+        self.service.safety.policy = POLICY
+        self.service.set_safety_defaults(SafetyConfig(enabled=True))
+
+    def _start_on(
+        self, sim: SimulatorHandle, store: ProtectionStore, broker: str, qtbot: QtBot, account: AccountRecord
+    ) -> None:
+        self.sim, self.store, self.broker, self.qtbot = sim, store, broker, qtbot
+        section = sim.info[broker]
+        self.secrets = SecretStore()
+        self.secrets.set(
+            account.id, "api_secret", section["api_secret" if broker == "kite" else "client_secret"]
+        )
+        self.session = AccountSession(
+            account,
+            self.secrets,
+            Endpoints.for_simulator(sim.info, broker),
+            watchdog=2.5,
+            backoff=lambda: Backoff(initial=0.1, maximum=0.5),
+        )
+        self.session.login_with_password(section["user_id"], section["password"])
+        self.service = ProtectionService(
+            store,
+            retry_policy=RetryPolicy(attempts=6, initial_delay=0.05, max_delay=0.2, poll_interval=0.05),
+            safety_policy=POLICY,
+        )
+        self.alerts: list[Any] = []
+        self.service.notifier.alerted.connect(self.alerts.append)
+        self.service.add_session(self.session)
+        self.service.start()
+
+    def held(self, pid: int) -> list[dict[str, Any]]:
+        """The broker-held stops of a protection that are live at the simulator (orders or GTTs)."""
+        p = self.store.get(pid)
+        if p.safety_kind is SafetyKind.SL_M or (self.broker == "kite" and p.product is Product.MIS):
+            return [o for o in self.sim_orders(p.safety_tag) if o["status"] == "TRIGGER PENDING"]
+        live = ("active", "scheduled")
+        return [g for g in control(self.sim, "gtts") if g["broker"] == self.broker and g["status"] in live]
+
+    def held_level(self, pid: int) -> float | None:
+        held = self.held(pid)
+        if not held:
+            return None
+        assert len(held) == 1, held
+        return float(held[0].get("trigger_price") or held[0].get("trigger"))
+
+    def wait_held_at_target(self, pid: int, timeout: float = 10.0) -> float:
+        def ok() -> bool:
+            p = self.store.get(pid)
+            return (
+                p.safety_state is SafetyState.PLACED
+                and p.safety_target is not None
+                and p.safety_level == p.safety_target
+                and self.held_level(pid) == p.safety_level
+            )
+
+        wait_until(ok, timeout, f"protection {pid}'s safety stop at its target", self.qtbot)
+        level = self.store.get(pid).safety_level
+        assert level is not None
+        return level
+
+    def sells(self, symbol: str = "INFY") -> list[dict[str, Any]]:
+        """The SELL orders of the instrument that are exits in effect (filled or working), whoever sent
+        them: our exits and fired broker stops; not a stop still waiting, nor a cancelled or refused one."""
+        idle = ("TRIGGER PENDING", "CANCELLED", "REJECTED")
+        return [
+            o
+            for o in self.sim_orders()
+            if o["broker"] == self.broker
+            and o["tradingsymbol"] == symbol
+            and o["transaction_type"] == "SELL"
+            and o["status"] not in idle
+        ]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[ProtectionStore]:
+    s = ProtectionStore(tmp_path / "safety.db")
+    yield s
+    s.close()
+
+
+def _rig(
+    request: pytest.FixtureRequest, simulator: SimulatorHandle, store: ProtectionStore, qtbot: QtBot
+) -> Iterator[tuple[SafetyRig, Product]]:
+    broker, product = request.param
+    simulator.set_price("NSE:INFY", 1500.0, bid=1499.95, ask=1500.05)
+    rig = SafetyRig(simulator, store, broker, qtbot)
+    yield rig, product
+    rig.close()
+
+
+@pytest.fixture(params=CASES, ids=IDS)
+def case(
+    request: pytest.FixtureRequest, simulator: SimulatorHandle, store: ProtectionStore, qtbot: QtBot
+) -> Iterator[tuple[SafetyRig, Product]]:
+    yield from _rig(request, simulator, store, qtbot)
+
+
+# Intraday only: shorts (CNC cannot be sold short), and closing outside (the demo account holds INFY,
+# so selling today's CNC buy would leave the holding, still protected).
+@pytest.fixture(params=[c for c in CASES if c[1] is Product.MIS], ids=[i for i in IDS if "MIS" in i])
+def mis_case(
+    request: pytest.FixtureRequest, simulator: SimulatorHandle, store: ProtectionStore, qtbot: QtBot
+) -> Iterator[tuple[SafetyRig, Product]]:
+    yield from _rig(request, simulator, store, qtbot)
+
+
+def price(rig: Rig, ltp: float) -> None:
+    rig.sim.set_price("NSE:INFY", ltp, bid=round(ltp - 0.05, 2), ask=round(ltp + 0.05, 2))
+
+
+def trail_to(rig: SafetyRig, pid: int, ltp: float) -> float:
+    """Move the price in the trader's favour, wait for the stop to trail, then for the broker stop."""
+    before = rig.store.get(pid).stop
+    price(rig, ltp)
+    wait_until(lambda: rig.store.get(pid).stop != before, what="the stop to trail", qtbot=rig.qtbot)
+    return rig.wait_held_at_target(pid)
+
+
+def test_safety_follows_the_trail_past_the_threshold_and_not_faster_than_the_interval(
+    case: tuple[SafetyRig, Product],
+) -> None:
+    rig, product = case
+    rig.service.safety.policy = replace(POLICY, min_interval=1.0)
+    pid = enter(rig, Side.BUY, product, TrailRule.percent(2.0))
+    first = rig.wait_held_at_target(pid)
+    p = rig.store.get(pid)
+    slm = rig.broker == "kite" and product is Product.MIS
+    assert p.stop is not None and p.safety_kind is (SafetyKind.SL_M if slm else SafetyKind.GTT)
+    assert first == pytest.approx(p.stop - max(p.stop * 0.01, 5 * 0.05), abs=0.051)  # 1 %, on the grid
+    # A move smaller than half the buffer leaves the broker stop alone.
+    price(rig, 1503.0)
+    wait_until(lambda: (rig.store.get(pid).stop or 0) > p.stop, what="the stop to trail", qtbot=rig.qtbot)
+    assert rig.service.safety.wait_idle()
+    assert rig.store.get(pid).safety_level == first and rig.store.get(pid).safety_modifications == 0
+    # Past the threshold it follows; a second move right after waits for the interval.
+    second = trail_to(rig, pid, 1530.0)
+    assert second > first
+    third = trail_to(rig, pid, 1560.0)
+    assert third > second
+    moves = [e for e in rig.store.events(protection_id=pid) if e.kind == "safety_moved"]
+    assert len(moves) == 2 and rig.store.get(pid).safety_modifications == 2
+    assert (moves[1].ts - moves[0].ts).total_seconds() >= 0.95
+    assert [e.price for e in moves] == [second, third]
+
+
+def test_own_exit_with_a_safety_stop_sends_exactly_one_exit(case: tuple[SafetyRig, Product]) -> None:
+    rig, product = case
+    pid = enter(rig, Side.BUY, product, TrailRule.percent(2.0))
+    rig.wait_held_at_target(pid)
+    p = rig.store.get(pid)
+    assert p.stop is not None and p.safety_level is not None
+    price(rig, p.stop - 1)  # through the trailed stop, not the safety level
+    rig.wait_status(pid, Status.CLOSED)
+    done = rig.store.get(pid)
+    assert done.reason == "stop"
+    sells = rig.sells()
+    assert len(sells) == 1 and sells[0]["status"] == "COMPLETE" and sells[0]["quantity"] == 3, sells
+    assert rig.held(pid) == []
+    if done.safety_kind is SafetyKind.SL_M:
+        # The SL-M became the exit: one order, modified to MARKET.
+        assert sells[0]["tag"] == p.safety_tag and done.exit_order_id == p.safety_order_id
+        assert done.safety_state is SafetyState.EXIT
+    else:
+        assert sells[0]["tag"] == p.exit_tag and done.safety_state is SafetyState.REMOVED
+        gtt = next(g for g in control(rig.sim, "gtts") if g["id"] == p.safety_order_id)
+        assert gtt["status"] in ("deleted", "cancelled")
+
+
+def test_price_gap_through_both_stops_while_running_exits_once(case: tuple[SafetyRig, Product]) -> None:
+    rig, product = case
+    pid = enter(rig, Side.BUY, product, TrailRule.percent(2.0))
+    rig.wait_held_at_target(pid)
+    control(rig.sim, "fault", {"fault": "price_gap", "symbol": "NSE:INFY", "percent": -6})
+    wait_until(
+        lambda: rig.status(pid) is Status.CLOSED and all(o["status"] == "COMPLETE" for o in rig.sells()),
+        15,
+        "the position to be closed",
+        rig.qtbot,
+    )
+    assert len(rig.sells()) == 1, rig.sells()
+    positions = rig.session.broker.positions()
+    assert sum(x.quantity for x in positions if x.symbol == "INFY") == 0
+
+
+def restart(rig: SafetyRig) -> SafetyRig:
+    """The same database, account and simulator, a new service and session: the app started again."""
+    return SafetyRig(rig.sim, rig.store, rig.broker, rig.qtbot, account=rig.session.account)
+
+
+def test_app_gone_price_through_the_safety_level_broker_fills_it_and_restart_sends_nothing(
+    case: tuple[SafetyRig, Product],
+) -> None:
+    rig, product = case
+    pid = enter(rig, Side.BUY, product, TrailRule.percent(2.0))
+    level = rig.wait_held_at_target(pid)
+    rig.close()  # the app is gone (SIGKILL: tests/e2e/test_safety_headless.py); the broker stop stays
+    price(rig, level - 5)
+    wait_until(lambda: any(o["status"] == "COMPLETE" for o in rig.sells()), 10, "the broker to fill it")
+    again = restart(rig)
+    try:
+        again.wait_status(pid, Status.CLOSED)
+        done = again.store.get(pid)
+        assert done.reason == "safety stop" and done.safety_state is SafetyState.FIRED
+        sells = again.sells()
+        assert len(sells) == 1 and done.exit_order_id == sells[0]["order_id"], sells
+        assert again.sim_orders(done.exit_tag) == []  # no exit of ours
+        assert done.exit_price == pytest.approx(sells[0]["average_price"])
+    finally:
+        again.close()
+
+
+def test_app_gone_price_between_stop_and_safety_restart_exits_once(case: tuple[SafetyRig, Product]) -> None:
+    rig, product = case
+    pid = enter(rig, Side.BUY, product, TrailRule.percent(2.0))
+    level = rig.wait_held_at_target(pid)
+    p = rig.store.get(pid)
+    assert p.stop is not None
+    rig.close()
+    price(rig, round((p.stop + level) / 2, 1))  # below the trailed stop, above the broker's
+    assert rig.sells() == []
+    again = restart(rig)
+    try:
+        again.wait_status(pid, Status.CLOSED)
+        done = again.store.get(pid)
+        assert done.reason == "stop"
+        sells = again.sells()
+        assert len(sells) == 1 and sells[0]["status"] == "COMPLETE", sells
+        assert again.held(pid) == []  # cancelled, or turned into the exit
+    finally:
+        again.close()
+
+
+def test_modification_cap_cancels_and_replaces_without_a_gap(case: tuple[SafetyRig, Product]) -> None:
+    rig, product = case
+    rig.service.safety.policy = replace(POLICY, max_modifications=4)  # re-placed after 4 - 2 moves
+    pid = enter(rig, Side.BUY, product, TrailRule.percent(2.0))
+    first_id = (rig.wait_held_at_target(pid), rig.store.get(pid).safety_order_id)[1]
+    feed = rig.session.feed
+    assert feed is not None
+    for ltp in (1530.0, 1560.0, 1590.0):
+        trail_to(rig, pid, ltp)
+        assert feed.engine.is_armed(str(pid))  # TrailStop's own stop covers the re-place's round trip
+    p = rig.store.get(pid)
+    # Re-placed once the count reached the cap less the reserve (two): never more moves than that.
+    assert p.safety_order_id != first_id and p.safety_modifications <= 2
+    kinds = [e.kind for e in rig.store.events(protection_id=pid) if e.kind.startswith("safety_")]
+    assert (
+        kinds.index("safety_replacing") > kinds.index("safety_moved") and kinds.count("safety_replacing") == 1
+    )
+    replaced, placed = (
+        next(e for e in rig.store.events(protection_id=pid) if e.kind == k)
+        for k in ("safety_replacing", "safety_placed")
+    )
+    last_placed = [e for e in rig.store.events(protection_id=pid) if e.kind == "safety_placed"][-1]
+    assert last_placed.id > replaced.id and (last_placed.ts - replaced.ts).total_seconds() < 1.0
+    assert placed.id < replaced.id
+    assert len(rig.held(pid)) == 1  # the old one is gone, the new one holds the level
+    # And the exit still makes exactly one.
+    stop = rig.store.get(pid).stop
+    assert stop is not None
+    price(rig, stop - 1)
+    rig.wait_status(pid, Status.CLOSED)
+    assert len(rig.sells()) == 1
+
+
+def test_kite_refusing_a_modification_at_its_cap_is_met_by_a_replace(
+    simulator: SimulatorHandle, store: ProtectionStore, qtbot: QtBot
+) -> None:
+    """The broker's own cap (25 per order), hit with our count not knowing it: refused, then re-placed."""
+    simulator.set_price("NSE:INFY", 1500.0, bid=1499.95, ask=1500.05)
+    rig = SafetyRig(simulator, store, "kite", qtbot)
+    try:
+        pid = enter(rig, Side.BUY, Product.MIS, TrailRule.percent(2.0))
+        rig.wait_held_at_target(pid)
+        old = rig.store.get(pid).safety_order_id
+        assert old is not None
+        simulator.call(lambda: setattr(simulator.exchange.order("kite", "DM1234", old), "modify_count", 25))
+        trail_to(rig, pid, 1540.0)
+        assert rig.store.get(pid).safety_order_id != old
+        statuses = {o["order_id"]: o["status"] for o in rig.sim_orders(rig.store.get(pid).safety_tag)}
+        assert statuses[old] == "CANCELLED" and list(statuses.values()).count("TRIGGER PENDING") == 1
+    finally:
+        rig.close()
+
+
+def test_missing_safety_stop_is_recreated(case: tuple[SafetyRig, Product]) -> None:
+    rig, product = case
+    pid = enter(rig, Side.BUY, product, TrailRule.percent(2.0))
+    rig.wait_held_at_target(pid)
+    p = rig.store.get(pid)
+    assert p.safety_order_id is not None
+    # Someone cancels it on the broker's own site.
+    if p.safety_kind is SafetyKind.SL_M:
+        rig.session.broker.cancel_order(p.safety_order_id)
+    else:
+        rig.session.broker.delete_gtt(p.safety_order_id)
+    rig.service.reconcile(rig.account_id)
+    wait_until(
+        lambda: rig.store.get(pid).safety_order_id not in (None, p.safety_order_id),
+        10,
+        "a new safety stop",
+        rig.qtbot,
+    )
+    rig.wait_held_at_target(pid)
+    assert any(e.kind == "safety_missing" for e in rig.store.events(protection_id=pid))
+
+
+def test_position_closed_outside_takes_the_safety_stop_away(mis_case: tuple[SafetyRig, Product]) -> None:
+    rig, product = mis_case
+    pid = enter(rig, Side.BUY, product, TrailRule.percent(2.0))
+    rig.wait_held_at_target(pid)
+    p = rig.store.get(pid)
+    rig.session.broker.place_order(
+        OrderRequest(
+            symbol=p.symbol,
+            exchange="NSE",
+            instrument=p.engine_instrument,
+            side=Side.SELL,
+            quantity=3,
+            product=product,
+            order_type=OrderType.MARKET,
+        )
+    )
+    rig.service.reconcile(rig.account_id)
+    rig.wait_status(pid, Status.CLOSED)
+    assert rig.store.get(pid).reason == "external"
+    wait_until(lambda: rig.held(pid) == [], 10, "the safety stop to go", rig.qtbot)
+    wait_until(lambda: rig.store.get(pid).safety_state is SafetyState.REMOVED, 10, "state removed", rig.qtbot)
+
+
+def test_switching_the_safety_stop_off_and_on(case: tuple[SafetyRig, Product]) -> None:
+    rig, product = case
+    rig.service.set_safety_defaults(SafetyConfig(enabled=False))
+    pid = enter(rig, Side.BUY, product, TrailRule.percent(2.0))
+    assert rig.store.get(pid).safety_state is SafetyState.OFF
+    assert rig.service.safety.wait_idle() and rig.held(pid) == []
+    rig.service.set_safety(pid, True, buffer_percent=2.0)
+    level = rig.wait_held_at_target(pid)
+    stop = rig.store.get(pid).stop
+    assert stop is not None and level == pytest.approx(stop * 0.98, abs=0.051)
+    rig.service.set_safety(pid, False)
+    wait_until(lambda: rig.held(pid) == [], 10, "the safety stop to go", rig.qtbot)
+    wait_until(lambda: rig.store.get(pid).safety_state is SafetyState.OFF, 10, "state off", rig.qtbot)
+
+
+def test_short_position_safety_sits_above_the_stop(mis_case: tuple[SafetyRig, Product]) -> None:
+    rig, product = mis_case
+    pid = enter(rig, Side.SELL, product, TrailRule.percent(2.0))
+    level = rig.wait_held_at_target(pid)
+    p = rig.store.get(pid)
+    assert p.stop is not None and level > p.stop
+    price(rig, p.stop + 1)
+    rig.wait_status(pid, Status.CLOSED)
+    buys = [o for o in rig.sim_orders() if o["broker"] == rig.broker and o["transaction_type"] == "BUY"]
+    assert len(buys) == 1 and len(rig.sells()) == 1  # the entry, and exactly one exit

@@ -1,0 +1,312 @@
+"""The safety stop's decisions (a synthetic clock) and its exit-time paths against a scripted broker."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.unit.models.test_store import new_protection
+from trailstop_gui.models.domain import Product, Protection, SafetyKind, SafetyState, Side
+from trailstop_gui.models.store import ProtectionStore
+from trailstop_gui.services.brokers.base import (
+    IST,
+    KITE_CAPABILITIES,
+    Gtt,
+    GttNotFound,
+    GttStatus,
+    Order,
+    OrderStatus,
+    OrderType,
+)
+from trailstop_gui.services.brokers.errors import RejectedError, TemporaryError
+from trailstop_gui.services.safety_stop import (
+    Decision,
+    Move,
+    SafetyHooks,
+    SafetyPolicy,
+    SafetyStopManager,
+    decide,
+    gtt_limit_price,
+    threshold_for,
+)
+
+POLICY = SafetyPolicy(min_interval=3.0)
+
+
+def plan(**overrides: Any) -> Decision:
+    args: dict[str, Any] = dict(
+        side=Side.BUY,
+        wanted=990.0,
+        held=985.0,
+        held_quantity=10,
+        quantity=10,
+        modifications=0,
+        cap=25,
+        last_move=100.0,
+        now=110.0,
+        threshold=5.0,
+        policy=POLICY,
+    )
+    args.update(overrides)
+    return decide(**args)
+
+
+def test_decisions() -> None:
+    assert plan(held=None) == Decision(Move.PLACE, 990.0)
+    assert plan(held=986.0).move is Move.NONE  # 4 < the threshold of 5
+    assert plan() == Decision(Move.MODIFY, 990.0)  # 5: moves
+    assert plan(now=101.0) == Decision(Move.WAIT, 990.0, 103.0)  # not within 3 s of the last move
+    assert plan(now=101.0, held_quantity=12).move is Move.MODIFY  # a quantity fix goes at once
+    assert plan(held=990.0, held_quantity=8).move is Move.MODIFY
+    assert plan(modifications=22).move is Move.MODIFY
+    assert plan(modifications=23).move is Move.REPLACE  # 25 less the 2 kept spare
+    assert plan(cap=None, modifications=500).move is Move.MODIFY
+    # A short's broker stop sits above: it lags when it is higher than wanted.
+    assert plan(side=Side.SELL, wanted=1010.0, held=1015.0).move is Move.MODIFY
+    assert plan(side=Side.SELL, wanted=1010.0, held=1012.0).move is Move.NONE
+
+
+def test_threshold_and_limit_price() -> None:
+    assert threshold_for(1500.0, 0.05, 1.0, 5, 0.5) == pytest.approx(7.5)
+    assert threshold_for(10.0, 0.05, 1.0, 5, 0.5) == pytest.approx(0.125)  # half of five ticks
+    assert threshold_for(10.0, 0.05, 0.1, 0, 0.5) == 0.05  # never below one tick
+    assert gtt_limit_price(Side.SELL, 1000.0, 2.0, 0.05) == 980.0
+    assert gtt_limit_price(Side.BUY, 1000.03, 2.0, 0.05) == 1020.05
+
+
+# ----------------------------------------------------------------------------- exit paths
+
+
+def order(order_id: str, status: OrderStatus, *, order_type: OrderType = OrderType.SL_M, **kw: Any) -> Order:
+    fields: dict[str, Any] = dict(
+        order_id=order_id,
+        status=status,
+        raw_status=status.value.replace("_", " "),
+        side=Side.SELL,
+        order_type=order_type,
+        product=Product.MIS,
+        raw_product="MIS",
+        symbol="INFY",
+        exchange="NSE",
+        instrument=408065,
+        quantity=10,
+        filled_quantity=10 if status is OrderStatus.COMPLETE else 0,
+        pending_quantity=0,
+        average_price=97.0 if status is OrderStatus.COMPLETE else 0.0,
+        price=0.0,
+        trigger_price=96.0,
+        tag=None,
+        status_message=None,
+        placed_at=datetime.now(IST),
+        updated_at=None,
+    )
+    fields.update(kw)
+    return Order(**fields)
+
+
+class ScriptedBroker:
+    """Answers from dicts; failures are queued per call name. Records every call."""
+
+    capabilities = KITE_CAPABILITIES
+
+    def __init__(self) -> None:
+        self.orders_by_id: dict[str, Order] = {}
+        self.gtts_by_id: dict[str, Gtt] = {}
+        self.fail: dict[str, list[Exception]] = {}
+        self.calls: list[tuple[str, Any]] = []
+        self.after: dict[str, Any] = {}  # call name -> a function run after the call succeeds
+
+    def _call(self, name: str, arg: Any) -> None:
+        self.calls.append((name, arg))
+        queue = self.fail.get(name)
+        if queue:
+            raise queue.pop(0)
+
+    def order(self, order_id: str) -> Order:
+        self._call("order", order_id)
+        return self.orders_by_id[order_id]
+
+    def orders(self) -> list[Order]:
+        self._call("orders", None)
+        return list(self.orders_by_id.values())
+
+    def modify_order(self, order_id: str, **kw: Any) -> str:
+        self._call("modify_order", (order_id, kw))
+        current = self.orders_by_id[order_id]
+        self.orders_by_id[order_id] = replace(current, order_type=kw.get("order_type") or current.order_type)
+        return order_id
+
+    def cancel_order(self, order_id: str, *, urgent: bool = False) -> str:
+        self._call("cancel_order", (order_id, urgent))
+        self.orders_by_id[order_id] = replace(self.orders_by_id[order_id], status=OrderStatus.CANCELLED)
+        return order_id
+
+    def delete_gtt(self, gtt_id: str, *, urgent: bool = False) -> None:
+        self._call("delete_gtt", (gtt_id, urgent))
+        hook = self.after.get("delete_gtt")
+        if hook:
+            hook()
+        self.gtts_by_id.pop(gtt_id, None)
+
+    def gtt(self, gtt_id: str) -> Gtt:
+        self._call("gtt", gtt_id)
+        if gtt_id not in self.gtts_by_id:
+            raise GttNotFound(f"no GTT {gtt_id}")
+        return self.gtts_by_id[gtt_id]
+
+    def gtts(self) -> list[Gtt]:
+        return list(self.gtts_by_id.values())
+
+    def place_gtt(self, request: Any) -> str:
+        raise AssertionError("not in these tests")
+
+    def modify_gtt(self, gtt_id: str, request: Any) -> str:
+        raise AssertionError("not in these tests")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[ProtectionStore]:
+    s = ProtectionStore(tmp_path / "safety.db")
+    yield s
+    s.close()
+
+
+def manager(store: ProtectionStore, broker: ScriptedBroker) -> SafetyStopManager:
+    return SafetyStopManager(
+        store,
+        SafetyHooks(broker_for=lambda _a: broker),
+        SafetyPolicy(exit_retry_delay=0),
+        sleep=lambda _s: None,
+    )
+
+
+def held(
+    store: ProtectionStore, kind: SafetyKind, order_id: str, product: Product = Product.MIS
+) -> Protection:
+    p = new_protection(store, product=product, safety_enabled=True)
+    return store.update_safety(
+        p.id,
+        safety_state=SafetyState.PLACED,
+        safety_kind=kind,
+        safety_order_id=order_id,
+        safety_level=96.0,
+        safety_price=94.05 if kind is SafetyKind.GTT else None,
+        safety_quantity=10,
+    )
+
+
+def test_no_safety_stop_proceeds(store: ProtectionStore) -> None:
+    broker = ScriptedBroker()
+    p = new_protection(store)
+    assert manager(store, broker).prepare_exit(p, broker, 10).proceed and broker.calls == []
+
+
+def test_slm_becomes_the_exit(store: ProtectionStore) -> None:
+    broker = ScriptedBroker()
+    broker.orders_by_id["S1"] = order("S1", OrderStatus.TRIGGER_PENDING)
+    p = held(store, SafetyKind.SL_M, "S1")
+    exit_plan = manager(store, broker).prepare_exit(p, broker, 7)
+    assert (exit_plan.order_id, exit_plan.fired) == ("S1", False)
+    assert (
+        "modify_order",
+        ("S1", {"order_type": OrderType.MARKET, "quantity": 7, "urgent": True}),
+    ) in broker.calls
+    assert store.get(p.id).safety_state is SafetyState.EXIT
+
+
+def test_slm_that_fired_meanwhile_is_the_exit(store: ProtectionStore) -> None:
+    broker = ScriptedBroker()
+    broker.orders_by_id["S1"] = order("S1", OrderStatus.TRIGGER_PENDING)
+    broker.fail["modify_order"] = [RejectedError("Order cannot be modified as it is complete.")]
+    p = held(store, SafetyKind.SL_M, "S1")
+
+    real_order = broker.order
+
+    def fired_after_modify(order_id: str) -> Order:
+        if any(name == "modify_order" for name, _ in broker.calls):
+            broker.orders_by_id["S1"] = order("S1", OrderStatus.COMPLETE)
+        return real_order(order_id)
+
+    broker.order = fired_after_modify  # type: ignore[method-assign]
+    exit_plan = manager(store, broker).prepare_exit(p, broker, 10)
+    assert (exit_plan.order_id, exit_plan.fired) == ("S1", True)
+    assert store.get(p.id).safety_state is SafetyState.FIRED
+    assert not any(name == "cancel_order" for name, _ in broker.calls)
+
+
+def test_slm_at_its_cap_is_cancelled_then_the_usual_exit(store: ProtectionStore) -> None:
+    broker = ScriptedBroker()
+    broker.orders_by_id["S1"] = order("S1", OrderStatus.TRIGGER_PENDING)
+    broker.fail["modify_order"] = [RejectedError("Maximum allowed order modifications exceeded.")]
+    p = held(store, SafetyKind.SL_M, "S1")
+    assert manager(store, broker).prepare_exit(p, broker, 10).proceed
+    assert ("cancel_order", ("S1", True)) in broker.calls
+    assert store.get(p.id).safety_state is SafetyState.REMOVED
+
+
+def test_slm_with_the_position_already_flat_is_cancelled(store: ProtectionStore) -> None:
+    broker = ScriptedBroker()
+    broker.orders_by_id["S1"] = order("S1", OrderStatus.TRIGGER_PENDING)
+    p = held(store, SafetyKind.SL_M, "S1")
+    assert manager(store, broker).prepare_exit(p, broker, 0).proceed
+    assert [name for name, _ in broker.calls] == ["order", "cancel_order"]
+
+
+def test_gtt_deleted_first(store: ProtectionStore) -> None:
+    broker = ScriptedBroker()
+    p = held(store, SafetyKind.GTT, "G1", Product.CNC)
+    assert manager(store, broker).prepare_exit(p, broker, 10).proceed
+    assert broker.calls[0] == ("delete_gtt", ("G1", True))
+    assert store.get(p.id).safety_state is SafetyState.REMOVED
+
+
+def test_gtt_that_fired_just_before_the_delete_is_the_exit(store: ProtectionStore) -> None:
+    broker = ScriptedBroker()
+    p = held(store, SafetyKind.GTT, "G1", Product.CNC)
+    fired = order("O9", OrderStatus.OPEN, order_type=OrderType.LIMIT, price=94.05, product=Product.CNC)
+
+    def fire() -> None:  # it fires between our last look and the delete, which still succeeds
+        broker.orders_by_id["O9"] = fired
+
+    broker.after["delete_gtt"] = fire
+    exit_plan = manager(store, broker).prepare_exit(p, broker, 10)
+    assert (exit_plan.order_id, exit_plan.fired) == ("O9", True)
+    # Resting unfilled, it is pushed to MARKET: the safety stop's order is turned into the exit.
+    assert ("modify_order", ("O9", {"order_type": OrderType.MARKET, "urgent": True})) in broker.calls
+
+
+def test_gtt_delete_refused_because_it_fired(store: ProtectionStore) -> None:
+    broker = ScriptedBroker()
+    p = held(store, SafetyKind.GTT, "G1", Product.CNC)
+    broker.orders_by_id["O9"] = order("O9", OrderStatus.COMPLETE, order_type=OrderType.LIMIT, price=94.05)
+    broker.gtts_by_id["G1"] = Gtt(
+        "G1", GttStatus.TRIGGERED, "triggered", Side.SELL, 10, 96.0, 94.05, 408065, "INFY", "NSE", "O9"
+    )
+    broker.fail["delete_gtt"] = [RejectedError("Trigger cannot be deleted: triggered")]
+    exit_plan = manager(store, broker).prepare_exit(p, broker, 10)
+    assert (exit_plan.order_id, exit_plan.fired) == ("O9", True)
+
+
+def test_gtt_that_cannot_be_deleted_blocks_the_exit(store: ProtectionStore) -> None:
+    broker = ScriptedBroker()
+    p = held(store, SafetyKind.GTT, "G1", Product.CNC)
+    broker.fail["delete_gtt"] = [TemporaryError("HTTP 503")] * 10
+    exit_plan = manager(store, broker).prepare_exit(p, broker, 10)
+    assert exit_plan.blocked and "could not be deleted" in exit_plan.blocked
+    assert store.get(p.id).safety_state is SafetyState.PLACED  # still protecting
+
+
+def test_gtt_order_in_book_ignores_other_orders(store: ProtectionStore) -> None:
+    broker = ScriptedBroker()
+    p = held(store, SafetyKind.GTT, "G1", Product.CNC)
+    broker.orders_by_id["A"] = order(
+        "A", OrderStatus.OPEN, order_type=OrderType.LIMIT, price=90.0
+    )  # not ours
+    broker.orders_by_id["B"] = order("B", OrderStatus.OPEN, order_type=OrderType.LIMIT, price=94.05, tag="X")
+    broker.orders_by_id["C"] = order("C", OrderStatus.CANCELLED, order_type=OrderType.LIMIT, price=94.05)
+    assert manager(store, broker).prepare_exit(p, broker, 10).proceed

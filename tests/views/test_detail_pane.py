@@ -1,0 +1,114 @@
+"""The detail pane: bounded history, the stop as steps, the trigger marker, the protection's journal."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pytestqt.qtbot import QtBot
+
+from trailstop_gui.models.domain import Product, Side, Status, TrailRule
+from trailstop_gui.models.store import ProtectionStore
+from trailstop_gui.services.feed_worker import Quote
+from trailstop_gui.views.detail_pane import ChartHistory, DetailPane, Series, stop_steps
+from trailstop_gui.views.positions_model import PositionsModel
+
+
+def test_series_is_bounded_and_keeps_the_latest() -> None:
+    s = Series(100)
+    for n in range(1000):
+        s.add(float(n), float(n))
+    assert len(s) <= 125 and s.last() == 999.0
+    assert s.points()[-1] == (999.0, 999.0)
+    s.add(999.5, 5.0, resolution=1.0)  # within the same second: replaces the last point
+    assert s.points()[-1] == (999.0, 5.0)
+
+
+def test_stop_steps_hold_each_level_until_the_next() -> None:
+    assert stop_steps([(0.0, 98.0), (10.0, 99.0)], until=20.0) == [
+        (0.0, 98.0),
+        (10.0, 98.0),
+        (10.0, 99.0),
+        (20.0, 99.0),
+    ]
+    assert stop_steps([], until=5.0) == []
+
+
+def test_history_keys_prices_by_account_and_instrument() -> None:
+    h = ChartHistory(price_points=10)
+    h.record_snapshot(
+        {"account_id": 1, "quotes": {7: Quote(7, 100.0, None, None, 1.0)}, "stops": {3: 95.0}}, now=1.0
+    )
+    h.record_snapshot(
+        {"account_id": 1, "quotes": {7: Quote(7, 101.0, None, None, 3.0)}, "stops": {3: 95.0}}, now=3.0
+    )
+    series = h.price_series(1, 7)
+    assert series is not None and series.points() == [(1.0, 100.0), (3.0, 101.0)]
+    assert h.price_series(2, 7) is None
+    assert h.stops[3].points() == [(1.0, 95.0)]  # an unchanged stop adds no point
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[ProtectionStore]:
+    s = ProtectionStore(tmp_path / "d.db")
+    yield s
+    s.close()
+
+
+def test_pane_plots_price_stop_entry_target_and_the_trigger(qtbot: QtBot, store: ProtectionStore) -> None:
+    account = store.add_account("kite", "Zerodha")
+    p = store.create_protection(
+        account_id=account.id,
+        broker="kite",
+        instrument=408065,
+        symbol="INFY",
+        exchange="NSE",
+        side=Side.BUY,
+        product=Product.CNC,
+        quantity=3,
+        filled_quantity=3,
+        tick_size=0.05,
+        rule=TrailRule.points(20, target=100),
+        entry_price=1500.0,
+        status=Status.OPEN,
+    )
+    model = PositionsModel()
+    model.load(store.protections())
+    pane = DetailPane(store, model)
+    qtbot.addWidget(pane)
+    pane.resize(900, 320)
+    pane.show()
+    assert pane.stack.currentIndex() == 0  # nothing selected: the hint
+    pane.show_protection(p.id)
+    assert pane.stack.currentIndex() == 1
+    now = time.time()
+    for k, price in enumerate((1500.0, 1510.0, 1530.0, 1525.0)):
+        snap = {
+            "account_id": account.id,
+            "quotes": {408065: Quote(408065, price, None, None, now + k * 2)},
+            "stops": {p.id: max(1480.0, price - 20)},
+        }
+        touched = model.apply_snapshot(snap)
+        pane.history.record_snapshot(snap, now=now + k * 2)
+        pane.on_snapshot(touched)
+    qtbot.waitUntil(lambda: pane.chart.price.count() == 4, timeout=2000)
+    assert [pane.chart.price.at(i).y() for i in range(4)] == [1500.0, 1510.0, 1530.0, 1525.0]
+    stops = {pane.chart.stop.at(i).y() for i in range(pane.chart.stop.count())}
+    assert {1480.0, 1490.0, 1510.0} <= stops
+    assert pane.chart.entry.isVisible() and pane.chart.entry.at(0).y() == 1500.0
+    assert pane.chart.target.isVisible() and pane.chart.target.at(0).y() == 1600.0
+    assert not pane.chart.trigger.isVisible()
+    assert pane.facts["Target"].text() == "1,600.00" and pane.facts["P&L"].text() == "+₹75.00"
+    assert pane.journal_model.rowCount() >= 1
+
+    store.transition(p.id, Status.TRIGGERED, reason="stop", price=1509.0, stop=1510.0)
+    model.upsert(store.get(p.id))
+    pane.on_protection_changed(p.id)
+    qtbot.waitUntil(lambda: pane.chart.trigger.isVisible(), timeout=2000)
+    assert pane.chart.trigger.at(0).y() == 1509.0
+    qtbot.waitUntil(lambda: any(r.entry.new == "TRIGGERED" for r in pane.journal_model.rows()), timeout=3000)
+    assert pane.status_pill.text().strip() == "Triggered"
+    pane.show_protection(-1)
+    assert pane.stack.currentIndex() == 0 and pane.chart.price.count() == 0

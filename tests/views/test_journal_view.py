@@ -1,0 +1,118 @@
+"""The journal: readable events, filters by account, symbol and kind, CSV export with raw values."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from pytestqt.qtbot import QtBot
+
+from trailstop_gui.models.domain import Product, Side, Status, TrailRule
+from trailstop_gui.models.store import JournalEntry, ProtectionStore
+from trailstop_gui.views.journal_view import CSV_HEADER, JournalView, build_rows, describe_event, write_csv
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[ProtectionStore]:
+    s = ProtectionStore(tmp_path / "j.db")
+    kite = s.add_account("kite", "Zerodha", user_id="AB1234")
+    upstox = s.add_account("upstox", "Upstox", user_id="UP9876")
+    for account, symbol, instrument in ((kite, "INFY", 408065), (upstox, "TCS", "NSE_EQ|INE467B01029")):
+        p = s.create_protection(
+            account_id=account.id,
+            broker=account.broker,
+            instrument=instrument,
+            symbol=symbol,
+            exchange="NSE",
+            side=Side.BUY,
+            product=Product.MIS,
+            quantity=5,
+            filled_quantity=5,
+            tick_size=0.05,
+            rule=TrailRule.percent(2.0),
+            entry_price=1500.0,
+            status=Status.OPEN,
+        )
+        s.record_stop(p.id, 1480.0, 1510.0)
+        s.flush()
+        s.transition(p.id, Status.TRIGGERED, reason="stop", price=1479.5)
+    yield s
+    s.close()
+
+
+def entry(kind: str, old: str = "", new: str = "", message: str = "") -> JournalEntry:
+    return JournalEntry(1, datetime(2026, 1, 5, 10, 15), 1, 1, kind, old, new, None, message)
+
+
+def test_events_read_like_sentences() -> None:
+    assert describe_event(entry("stop_moved", "1470", "1480.5")) == "Stop 1,470.00 → 1,480.50"
+    assert describe_event(entry("transition", "OPEN", "TRIGGERED", "stop")) == "Armed → triggered (stop)"
+    assert describe_event(entry("created", "", "OPEN", "2%")) == "Protection created (armed), trail 2%"
+    rule = 'rule={"kind": "points", "value": 5.0}'
+    assert describe_event(entry("rule_changed", "", rule)) == "Rule now 5 pts"
+    assert describe_event(entry("paused", "", "paused=True")) == "Trailing paused: no stop fires"
+    assert describe_event(entry("entry_fill", "", "entry_price=1500.5, filled_quantity=3")) == (
+        "Entry 3 filled at 1,500.50"
+    )
+    assert (
+        describe_event(entry("exit_placed", "", "X123", "quantity 3")) == "Exit order X123 sent, quantity 3"
+    )
+    assert describe_event(entry("something_new", "a", "b", "why")) == "a → b (why)"
+
+
+def test_rows_carry_account_and_symbol_newest_first(store: ProtectionStore) -> None:
+    rows = build_rows(store)
+    assert rows[0].entry.id > rows[-1].entry.id
+    assert {(r.account, r.symbol) for r in rows} == {("Zerodha", "INFY"), ("Upstox", "TCS")}
+
+
+def test_filters_by_account_symbol_and_kind(qtbot: QtBot, store: ProtectionStore) -> None:
+    view = JournalView(store)
+    qtbot.addWidget(view)
+    total = view.model.rowCount()
+    assert total == 6  # two protections: created, stop moved, triggered each
+    # The routine stop moves are hidden until asked for.
+    assert not view.stop_moves.isChecked() and view.proxy.rowCount() == 4
+    assert view.count.text() == f"4 of {total} events"
+    view.stop_moves.setChecked(True)
+    assert view.proxy.rowCount() == total and view.count.text() == f"{total} events"
+    upstox = store.accounts()[1].id
+    view.set_filters(account_id=upstox, stop_moves=True)
+    assert view.proxy.rowCount() == total // 2
+    assert {r.symbol for r in view.proxy.visible_rows()} == {"TCS"}
+    view.set_filters(symbol="inf", stop_moves=True)
+    assert {r.symbol for r in view.proxy.visible_rows()} == {"INFY"}
+    view.set_filters(kind="stop_moved")  # asking for the kind shows them whatever the box says
+    assert [r.entry.kind for r in view.proxy.visible_rows()] == ["stop_moved", "stop_moved"]
+    assert view.count.text() == f"2 of {total} events"
+    assert view.kind.currentData() == "stop_moved" and view.symbol.text() == ""
+
+
+def test_csv_export_writes_the_filtered_rows(qtbot: QtBot, store: ProtectionStore, tmp_path: Path) -> None:
+    view = JournalView(store)
+    qtbot.addWidget(view)
+    view.set_filters(kind="transition")
+    target = tmp_path / "journal.csv"
+    view.ask_path = lambda: str(target)
+    with qtbot.waitSignal(view.exported) as blocker:
+        view.export_button.click()
+    assert blocker.args == [str(target), 2]
+    with open(target, newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    assert tuple(rows[0]) == CSV_HEADER
+    assert {r[4] for r in rows[1:]} == {"INFY", "TCS"}
+    assert {(r[5], r[6], r[7], r[8], r[9]) for r in rows[1:]} == {
+        ("transition", "OPEN", "TRIGGERED", "1479.5", "stop")
+    }
+    view.ask_path = lambda: None  # a cancelled dialog writes nothing
+    view.export_button.click()
+    assert len(list(tmp_path.glob("*.csv"))) == 1
+
+
+def test_write_csv_needs_no_widget(store: ProtectionStore, tmp_path: Path) -> None:
+    path = tmp_path / "all.csv"
+    assert write_csv(path, build_rows(store)) == 6
+    assert path.read_text(encoding="utf-8").splitlines()[0] == ",".join(CSV_HEADER)

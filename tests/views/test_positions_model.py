@@ -1,0 +1,280 @@
+"""PositionsModel: a well-behaved Qt model, correct figures, colours by state, and coalesced updates."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PySide6.QtCore import QModelIndex, Qt, QTimer
+from pytestqt.qtbot import QtBot
+
+from trailstop_gui.models.domain import Product, Protection, Side, Status, TrailRule
+from trailstop_gui.models.store import ProtectionStore
+from trailstop_gui.services.feed_worker import Quote
+from trailstop_gui.views import theme
+from trailstop_gui.views.positions_model import (
+    PID_ROLE,
+    STATE_ROLE,
+    Column,
+    PositionsModel,
+    PositionsProxy,
+    RowState,
+)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[ProtectionStore]:
+    s = ProtectionStore(tmp_path / "m.db")
+    yield s
+    s.close()
+
+
+def protect(
+    store: ProtectionStore,
+    symbol: str = "INFY",
+    instrument: int = 408065,
+    side: Side = Side.BUY,
+    entry: float = 1500.0,
+    rule: TrailRule | None = None,
+    status: Status = Status.OPEN,
+    account_id: int | None = None,
+) -> Protection:
+    if account_id is None:
+        account_id = (store.accounts() or [store.add_account("kite", "Zerodha")])[0].id
+    return store.create_protection(
+        account_id=account_id,
+        broker="kite",
+        instrument=instrument,
+        symbol=symbol,
+        exchange="NSE",
+        side=side,
+        product=Product.MIS,
+        quantity=10,
+        filled_quantity=10 if status is Status.OPEN else 0,
+        tick_size=0.05,
+        rule=rule or TrailRule.percent(2.0),
+        entry_price=entry if status is Status.OPEN else None,
+        status=status,
+    )
+
+
+def snapshot(account_id: int | None, quotes: dict[Any, float], stops: dict[int, float] | None = None) -> dict:
+    out: dict[str, Any] = {
+        "quotes": {i: Quote(i, ltp, ltp - 0.05, ltp + 0.05, 1_700_000_000.0) for i, ltp in quotes.items()},
+        "stops": stops or {},
+    }
+    if account_id is not None:
+        out["account_id"] = account_id
+    return out
+
+
+def cell(model: PositionsModel, pid: int, column: Column, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+    row = model.row_number(pid)
+    assert row is not None
+    return model.data(model.index(row, column), role)
+
+
+def test_model_passes_the_model_tester(qtmodeltester: Any, store: ProtectionStore) -> None:
+    long = protect(store)
+    short = protect(store, "TCS", 2953217, Side.SELL, 3450.0, TrailRule.points(20, target=50))
+    protect(store, "SBIN", 779521, status=Status.PENDING)
+    model = PositionsModel()
+    model.load(store.protections())
+    model.apply_snapshot(snapshot(long.account_id, {408065: 1530.0, 2953217: 3400.0}, {long.id: 1499.4}))
+    model.flush()
+    qtmodeltester.check(model)
+    proxy = PositionsProxy()
+    proxy.setSourceModel(model)
+    proxy.sort(Column.PNL, Qt.SortOrder.DescendingOrder)
+    qtmodeltester.check(proxy)
+    assert proxy.index(0, 0).data(PID_ROLE) == short.id  # +500 beats +300
+
+
+def test_figures_for_a_long_and_a_short(store: ProtectionStore) -> None:
+    long = protect(store)  # entry 1500, 2 % -> stop 1470
+    short = protect(store, "TCS", 2953217, Side.SELL, 3450.0, TrailRule.points(20, target=50))
+    model = PositionsModel()
+    model.load(store.protections())
+    model.apply_snapshot(snapshot(long.account_id, {408065: 1530.0, 2953217: 3400.0}))
+    assert cell(model, long.id, Column.SIDE) == "Long"
+    assert cell(model, long.id, Column.LTP) == "1,530.00"
+    assert cell(model, long.id, Column.STOP) == "1,470.00"
+    assert cell(model, long.id, Column.DISTANCE) == f"{(1530 - 1470) / 1530 * 100:.2f}%"
+    assert cell(model, long.id, Column.PNL) == "+₹300.00"
+    assert cell(model, short.id, Column.SIDE) == "Short"
+    assert cell(model, short.id, Column.STOP) == "3,470.00"
+    assert cell(model, short.id, Column.DISTANCE) == f"{(3470 - 3400) / 3400 * 100:.2f}%"
+    assert cell(model, short.id, Column.PNL) == "+₹500.00"
+    assert model.row_for(short.id).target_price() == 3400.0  # type: ignore[union-attr]
+    model.apply_snapshot(snapshot(long.account_id, {408065: 1490.0}))
+    assert cell(model, long.id, Column.PNL) == f"{theme.MINUS}₹100.00"
+    assert cell(model, long.id, Column.QTY, Qt.ItemDataRole.TextAlignmentRole) & Qt.AlignmentFlag.AlignRight
+
+
+def test_snapshots_only_touch_their_account_and_armed_stops(store: ProtectionStore) -> None:
+    first = protect(store)
+    other_account = store.add_account("upstox", "Upstox")
+    second = protect(store, account_id=other_account.id)  # the same instrument key in another account
+    pending = protect(store, "SBIN", 779521, status=Status.PENDING)
+    model = PositionsModel()
+    model.load(store.protections())
+    touched = model.apply_snapshot(snapshot(first.account_id, {408065: 1520.0}, {pending.id: 700.0}))
+    assert touched == [first.id]
+    assert model.row_for(second.id).ltp is None  # type: ignore[union-attr]
+    assert model.row_for(pending.id).stop is None  # type: ignore[union-attr]
+    # A snapshot without an account (bench, tools) matches by instrument in every account.
+    model.apply_snapshot(snapshot(None, {408065: 1525.0}))
+    assert model.row_for(second.id).ltp == 1525.0  # type: ignore[union-attr]
+    assert model.last_tick_at == 1_700_000_000.0
+
+
+def test_state_colours(store: ProtectionStore, qtbot: QtBot) -> None:
+    armed = protect(store)
+    paused = protect(store, "TCS", 2953217)
+    store.update(paused.id, kind="paused", paused=True)
+    failed = protect(store, "SBIN", 779521)
+    store.transition(failed.id, Status.TRIGGERED)
+    store.transition(failed.id, Status.EXITING)
+    store.transition(failed.id, Status.EXIT_FAILED)
+    closed = protect(store, "ITC", 424961)
+    store.transition(closed.id, Status.CLOSED, reason="external")
+    exiting = protect(store, "HDFCBANK", 341249)
+    store.transition(exiting.id, Status.TRIGGERED)
+    model = PositionsModel()
+    model.set_colors(theme.LIGHT)
+    model.load(store.protections())
+    c = theme.LIGHT
+
+    def fg(pid: int, column: Column = Column.STATUS) -> Any:
+        brush = cell(model, pid, column, Qt.ItemDataRole.ForegroundRole)
+        return None if brush is None else brush.color()
+
+    assert fg(armed.id) == c.armed and cell(model, armed.id, Column.STATUS) == "Armed"
+    assert fg(paused.id) == c.paused and cell(model, paused.id, Column.STATUS) == "Paused"
+    assert fg(failed.id) == c.failed and cell(model, failed.id, Column.STATUS) == "Exit failed"
+    assert cell(model, failed.id, Column.SYMBOL, Qt.ItemDataRole.BackgroundRole).color() == c.failed_bg
+    assert fg(exiting.id) == c.progress
+    for column in Column:  # an ended protection is greyed across the row
+        assert fg(closed.id, column) == c.closed
+    assert cell(model, closed.id, Column.STATUS, STATE_ROLE) == RowState.CLOSED.value
+    assert "external" in cell(model, closed.id, Column.STATUS, Qt.ItemDataRole.ToolTipRole)
+    counts = model.counts()
+    assert counts[RowState.ARMED] == 1 and counts[RowState.FAILED] == 1 and counts[RowState.CLOSED] == 1
+    model.set_colors(theme.DARK)
+    assert fg(armed.id) == theme.DARK.armed
+
+
+def test_proxy_hides_closed_unless_asked(store: ProtectionStore) -> None:
+    protect(store)
+    closed = protect(store, "ITC", 424961)
+    store.transition(closed.id, Status.REMOVED)
+    model = PositionsModel()
+    model.load(store.protections())
+    proxy = PositionsProxy(recent_s=0.0)
+    proxy.setSourceModel(model)
+    assert proxy.rowCount() == 1
+    proxy.set_show_closed(True)
+    assert proxy.rowCount() == 2
+
+
+def test_a_protection_that_just_ended_stays_in_view_for_a_while(store: ProtectionStore) -> None:
+    p = protect(store)
+    model = PositionsModel()
+    model.load(store.protections())
+    proxy = PositionsProxy(recent_s=300.0)
+    proxy.setSourceModel(model)
+    model.upsert(store.transition(p.id, Status.CLOSED, reason="external"))
+    assert proxy.rowCount() == 1  # greyed, still there
+    proxy.recent_s = 0.0
+    proxy._on_expire()
+    assert proxy.rowCount() == 0
+
+
+def test_upsert_inserts_and_keeps_the_live_price(store: ProtectionStore, qtbot: QtBot) -> None:
+    p = protect(store)
+    model = PositionsModel()
+    model.load([])
+    with qtbot.waitSignal(model.rowsInserted):
+        model.upsert(p)
+    model.apply_snapshot(snapshot(p.account_id, {408065: 1510.0}))
+    model.upsert(store.update(p.id, kind="paused", paused=True))
+    row = model.row_for(p.id)
+    assert row is not None and row.paused and row.ltp == 1510.0
+    assert model.rowCount() == 1
+
+
+def test_many_snapshots_make_few_data_changed(store: ProtectionStore, qtbot: QtBot) -> None:
+    protections = [protect(store, f"S{n}", 1000 + n) for n in range(50)]
+    account_id = protections[0].account_id
+    model = PositionsModel(flush_interval_ms=100)
+    model.load(store.protections())
+    emitted: list[tuple[int, int]] = []
+    model.dataChanged.connect(lambda tl, br, _roles: emitted.append((tl.row(), br.row())))
+    for k in range(500):
+        model.apply_snapshot(snapshot(account_id, {1000 + n: 1500.0 + k * 0.05 for n in range(0, 50, 7)}))
+    assert emitted == []  # nothing until the timer fires
+    qtbot.waitUntil(lambda: len(emitted) == 1, timeout=2000)
+    assert emitted == [(0, 49)]  # one signal spanning every dirty row
+    qtbot.wait(250)
+    assert len(emitted) == 1  # and nothing more without new data
+    assert model.row_for(protections[0].id).ltp == pytest.approx(1500.0 + 499 * 0.05)  # type: ignore[union-attr]
+
+
+def test_a_steady_stream_is_flushed_at_most_ten_times_a_second(store: ProtectionStore, qtbot: QtBot) -> None:
+    p = protect(store)
+    model = PositionsModel(flush_interval_ms=100)
+    model.load(store.protections())
+    emitted: list[QModelIndex] = []
+    model.dataChanged.connect(lambda tl, _br, _roles: emitted.append(tl))
+    pushes = [0]
+
+    def push() -> None:
+        pushes[0] += 1
+        model.apply_snapshot(snapshot(p.account_id, {408065: 1500.0 + pushes[0] * 0.05}))
+
+    timer = QTimer()
+    timer.timeout.connect(push)
+    timer.start(2)
+    qtbot.wait(1000)
+    timer.stop()
+    assert pushes[0] > 100
+    assert 3 <= len(emitted) <= 11
+
+
+def test_the_model_sorts_itself_and_live_columns_at_most_once_a_second(
+    store: ProtectionStore, qtbot: QtBot
+) -> None:
+    a = protect(store, "AAA", 1)
+    b = protect(store, "BBB", 2)
+    c = protect(store, "CCC", 3)
+    model = PositionsModel(flush_interval_ms=10)
+    model.load(store.protections())
+    proxy = PositionsProxy()
+    proxy.setSourceModel(model)
+    model.apply_snapshot(snapshot(a.account_id, {1: 300.0, 2: 100.0, 3: 200.0}))
+    model.flush()
+    proxy.sort(Column.LTP, Qt.SortOrder.DescendingOrder)
+    order = lambda: [proxy.index(r, 0).data(PID_ROLE) for r in range(proxy.rowCount())]  # noqa: E731
+    assert order() == [a.id, c.id, b.id]
+    layouts: list[bool] = []
+    model.layoutChanged.connect(lambda *_: layouts.append(True))
+    model.apply_snapshot(snapshot(a.account_id, {1: 50.0}))
+    qtbot.waitUntil(lambda: model.row_for(a.id).ltp == 50.0 and not model._dirty, timeout=1000)  # type: ignore[union-attr]
+    assert order() == [a.id, c.id, b.id]  # just sorted: the new order waits
+    qtbot.waitUntil(lambda: order() == [c.id, b.id, a.id], timeout=2000)
+    assert len(layouts) == 1
+    proxy.sort(-1)
+    assert order() == [a.id, b.id, c.id]  # back to the order they were created in
+
+
+def test_a_row_that_ends_is_filtered_at_once(store: ProtectionStore) -> None:
+    p = protect(store)
+    model = PositionsModel()
+    model.load(store.protections())
+    proxy = PositionsProxy(recent_s=0.0)
+    proxy.setSourceModel(model)
+    assert proxy.rowCount() == 1
+    model.upsert(store.transition(p.id, Status.REMOVED))
+    assert proxy.rowCount() == 0

@@ -1,0 +1,335 @@
+"""PositionsView: the actions reach the service (after a confirmation where it matters), the rule dialog
+names the field at fault, and broker positions are fetched off the GUI thread and can be protected."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from PySide6.QtCore import QObject, Qt, Signal
+from pytestqt.qtbot import QtBot
+
+from trailstop_gui.models.domain import Product, Protection, RuleKind, Side, Status, TrailRule
+from trailstop_gui.models.store import ProtectionStore
+from trailstop_gui.services.brokers.base import Position
+from trailstop_gui.views.positions_model import RowState
+from trailstop_gui.views.positions_view import PositionsView, RuleDialog, parse_rule
+
+
+class FakeService(QObject):
+    """The ProtectionService surface the view uses; records every call."""
+
+    protection_changed = Signal(int)
+    snapshot_ready = Signal(object)
+    action_failed = Signal(str, str)
+    session_state_changed = Signal(int, str)
+
+    def __init__(self, store: ProtectionStore) -> None:
+        super().__init__()
+        self.store = store
+        self.calls: list[tuple[Any, ...]] = []
+        self.sessions: dict[int, Any] = {}
+        self.positions: list[Position] = []
+        self.fetch_threads: list[threading.Thread] = []
+        self.fail_with: Exception | None = None
+
+    def _record(self, *call: Any) -> None:
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.calls.append(call)
+
+    def modify_rule(self, pid: int, rule: TrailRule) -> None:
+        self._record("modify_rule", pid, rule)
+
+    def pause(self, pid: int) -> None:
+        self._record("pause", pid)
+        self.store.update(pid, kind="paused", paused=True)
+        self.protection_changed.emit(pid)
+
+    def resume(self, pid: int) -> None:
+        self._record("resume", pid)
+        self.store.update(pid, kind="resumed", paused=False)
+        self.protection_changed.emit(pid)
+
+    def exit_now(self, pid: int) -> None:
+        self._record("exit_now", pid)
+
+    def remove(self, pid: int) -> None:
+        self._record("remove", pid)
+
+    def retry_exit(self, pid: int) -> None:
+        self._record("retry_exit", pid)
+
+    def adopt(self, account_id: int, position: Position, rule: TrailRule, tick_size: float = 0.05) -> None:
+        self._record("adopt", account_id, position.symbol, rule, tick_size)
+
+    def unprotected_positions(self, account_id: int) -> list[Position]:
+        self.fetch_threads.append(threading.current_thread())
+        return list(self.positions)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[ProtectionStore]:
+    s = ProtectionStore(tmp_path / "v.db")
+    yield s
+    s.close()
+
+
+def protect(store: ProtectionStore, symbol: str = "INFY", instrument: int = 408065) -> Protection:
+    account = (store.accounts() or [store.add_account("kite", "Zerodha", user_id="AB1234")])[0]
+    return store.create_protection(
+        account_id=account.id,
+        broker="kite",
+        instrument=instrument,
+        symbol=symbol,
+        exchange="NSE",
+        side=Side.BUY,
+        product=Product.MIS,
+        quantity=10,
+        filled_quantity=10,
+        tick_size=0.05,
+        rule=TrailRule.percent(2.0),
+        entry_price=1500.0,
+        status=Status.OPEN,
+    )
+
+
+@pytest.fixture
+def service(store: ProtectionStore) -> FakeService:
+    return FakeService(store)
+
+
+@pytest.fixture
+def view(qtbot: QtBot, service: FakeService, store: ProtectionStore) -> Iterator[PositionsView]:
+    v = PositionsView(service, store)  # type: ignore[arg-type]
+    qtbot.addWidget(v)
+    v.resize(1000, 500)
+    v.show()
+    yield v
+    v.stop()
+
+
+class Answers:
+    """Stands in for the modal dialogs: records the questions, gives the prepared answers."""
+
+    def __init__(self, confirm: bool = True, rule: TrailRule | None = None) -> None:
+        self.confirm_answer = confirm
+        self.rule = rule
+        self.questions: list[tuple[str, str, str]] = []
+        self.rule_requests: list[dict[str, Any]] = []
+
+    def confirm(self, title: str, text: str, accept: str) -> bool:
+        self.questions.append((title, text, accept))
+        return self.confirm_answer
+
+    def ask_rule(self, **kw: Any) -> TrailRule | None:
+        self.rule_requests.append(kw)
+        return self.rule
+
+
+def install(view: PositionsView, answers: Answers) -> Answers:
+    view.confirm = answers.confirm
+    view.ask_rule = answers.ask_rule
+    return answers
+
+
+def test_actions_follow_the_selected_state(view: PositionsView, store: ProtectionStore) -> None:
+    p = protect(store)
+    failed = protect(store, "SBIN", 779521)
+    for status in (Status.TRIGGERED, Status.EXITING, Status.EXIT_FAILED):
+        store.transition(failed.id, status)
+    view.reload_all()
+    assert not view.act_exit.isEnabled()  # nothing selected
+    assert view.select_pid(p.id)
+    assert view.act_exit.isEnabled() and view.act_modify.isEnabled() and not view.act_retry.isEnabled()
+    assert view.select_pid(failed.id)
+    assert view.act_retry.isEnabled() and not view.act_exit.isEnabled() and not view.act_pause.isEnabled()
+    assert view.title.text() == "Protected positions (2)"
+
+
+def test_selection_survives_sorting_and_price_updates(
+    view: PositionsView, store: ProtectionStore, qtbot: QtBot
+) -> None:
+    first = protect(store)
+    second = protect(store, "TCS", 2953217)
+    view.reload_all()
+    view.select_pid(second.id)
+    view.table.sortByColumn(0, Qt.SortOrder.DescendingOrder)  # by symbol: TCS, INFY
+    assert view.proxy.index(0, 0).data() == "TCS"
+    view.table.sortByColumn(0, Qt.SortOrder.AscendingOrder)
+    assert view.proxy.index(0, 0).data() == "INFY"
+    assert view.selected_pid() == second.id
+    assert view.model.row_for(first.id) is not None
+
+
+def test_exit_now_asks_first(view: PositionsView, service: FakeService, store: ProtectionStore) -> None:
+    p = protect(store)
+    view.reload_all()
+    view.select_pid(p.id)
+    answers = install(view, Answers(confirm=False))
+    view.act_exit.trigger()
+    assert service.calls == []
+    assert "INFY Long 10 MIS" in answers.questions[0][1] and "MARKET" in answers.questions[0][1]
+    answers.confirm_answer = True
+    view.act_exit.trigger()
+    assert service.calls == [("exit_now", p.id)]
+
+
+def test_remove_asks_and_says_the_position_stays_open(
+    view: PositionsView, service: FakeService, store: ProtectionStore
+) -> None:
+    p = protect(store)
+    view.reload_all()
+    view.select_pid(p.id)
+    answers = install(view, Answers(confirm=True))
+    view.act_remove.trigger()
+    assert service.calls == [("remove", p.id)]
+    assert "stays open" in answers.questions[0][1]
+
+
+def test_modify_rule_uses_the_dialogs_rule(
+    view: PositionsView, service: FakeService, store: ProtectionStore
+) -> None:
+    p = protect(store)
+    view.reload_all()
+    view.select_pid(p.id)
+    answers = install(view, Answers(rule=TrailRule.points(15)))
+    view.act_modify.trigger()
+    assert service.calls == [("modify_rule", p.id, TrailRule.points(15))]
+    assert answers.rule_requests[0]["rule"] == TrailRule.percent(2.0)
+    answers.rule = None  # cancelled
+    view.act_modify.trigger()
+    assert len(service.calls) == 1
+
+
+def test_pause_then_resume(view: PositionsView, service: FakeService, store: ProtectionStore) -> None:
+    p = protect(store)
+    view.reload_all()
+    view.select_pid(p.id)
+    view.act_pause.trigger()
+    assert view.model.row_for(p.id).state is RowState.PAUSED  # type: ignore[union-attr]
+    assert view.act_pause.text() == "Res&ume"
+    view.act_pause.trigger()
+    assert [c[0] for c in service.calls] == ["pause", "resume"]
+    assert view.model.row_for(p.id).state is RowState.ARMED  # type: ignore[union-attr]
+
+
+def test_retry_a_failed_exit(view: PositionsView, service: FakeService, store: ProtectionStore) -> None:
+    p = protect(store)
+    for status in (Status.TRIGGERED, Status.EXITING, Status.EXIT_FAILED):
+        store.transition(p.id, status)
+    view.reload_all()
+    view.select_pid(p.id)
+    view.act_retry.trigger()
+    assert service.calls == [("retry_exit", p.id)]
+
+
+def test_a_refused_action_is_reported(
+    view: PositionsView, service: FakeService, store: ProtectionStore, qtbot: QtBot
+) -> None:
+    p = protect(store)
+    view.reload_all()
+    view.select_pid(p.id)
+    install(view, Answers(confirm=True))
+    service.fail_with = ValueError("protection 1: is CLOSED, expected OPEN")
+    with qtbot.waitSignal(view.action_failed) as blocker:
+        view.act_exit.trigger()
+    assert blocker.args == ["Exit now", "protection 1: is CLOSED, expected OPEN"]
+
+
+def test_keyboard_shortcut_reaches_the_selected_row(
+    view: PositionsView, service: FakeService, store: ProtectionStore, qtbot: QtBot
+) -> None:
+    p = protect(store)
+    view.reload_all()
+    view.select_pid(p.id)
+    install(view, Answers(rule=TrailRule.percent(3)))
+    view.activateWindow()
+    view.table.setFocus()
+    qtbot.waitUntil(view.table.hasFocus, timeout=2000)
+    qtbot.keyClick(view.table, Qt.Key.Key_M, Qt.KeyboardModifier.ControlModifier)
+    assert service.calls == [("modify_rule", p.id, TrailRule.percent(3))]
+
+
+def test_unprotected_positions_are_fetched_off_the_gui_thread_and_protected(
+    view: PositionsView, service: FakeService, store: ProtectionStore, qtbot: QtBot
+) -> None:
+    account = store.add_account("kite", "Zerodha", user_id="AB1234")
+    service.sessions = {
+        account.id: SimpleNamespace(account=account, broker_if_ready=lambda: object(), account_id=account.id)
+    }
+    service.positions = [
+        Position("ITC", "NSE", 424961, "NSE_EQ|ITC", 100, 418.2, Product.CNC, "CNC", 420.0, 180.0)
+    ]
+    view.fetch_unprotected_now()
+    qtbot.waitUntil(lambda: view.unprotected_model.rowCount() == 1, timeout=3000)
+    assert service.fetch_threads and service.fetch_threads[0] is not threading.main_thread()
+    model = view.unprotected_model
+    assert [model.index(0, c).data() for c in range(4)] == ["Zerodha", "ITC", "Long", "100"]
+    view.unprotected_table.selectRow(0)
+    assert view.act_protect.isEnabled()
+    answers = install(view, Answers(rule=TrailRule.percent(1.5)))
+    view.act_protect.trigger()
+    assert service.calls == [("adopt", account.id, "ITC", TrailRule.percent(1.5), 0.05)]
+    assert answers.rule_requests[0]["reference_price"] == 418.2
+    assert view.unprotected_title.text() == "Broker positions without protection (1)"
+
+
+@pytest.mark.parametrize(
+    ("value", "target", "message"),
+    [
+        ("", "", "Trail value: enter"),
+        ("abc", "", "Trail value: 'abc' is not a number"),
+        ("0", "", "Trail value: must be greater than 0"),
+        ("150", "", "Trail value: a percent must be below 100"),
+        ("2", "x", "Target: 'x' is not a number"),
+        ("2", "-1", "Target: must be greater than 0"),
+        ("2", "1000", "Target: a percent must be below 1000"),
+    ],
+    ids=[
+        "empty",
+        "letters",
+        "zero",
+        "percent-too-big",
+        "target-letters",
+        "target-negative",
+        "target-too-big",
+    ],
+)
+def test_parse_rule_names_the_field(value: str, target: str, message: str) -> None:
+    with pytest.raises(ValueError, match="^" + message.replace("(", r"\(")):
+        parse_rule("percent", value, target)
+
+
+def test_parse_rule_keeps_options_of_the_same_unit() -> None:
+    base = TrailRule.percent(2, activation=1, breakeven=1.5)
+    assert parse_rule("percent", "3", "", base) == TrailRule.percent(3, activation=1, breakeven=1.5)
+    assert parse_rule("points", "10", "40", base) == TrailRule.points(10, target=40)
+
+
+def test_rule_dialog_validates_inline_and_previews_the_stop(qtbot: QtBot) -> None:
+    dialog = RuleDialog(
+        None,
+        title="Protect",
+        subject="INFY Long 10",
+        side=Side.BUY,
+        quantity=10,
+        reference_price=1500.0,
+        rule=TrailRule.percent(2),
+    )
+    qtbot.addWidget(dialog)
+    assert dialog.ok.isEnabled()
+    assert "1,470.00" in dialog.preview.text() and "₹300.00" in dialog.preview.text()
+    dialog.value.setText("0")
+    assert not dialog.ok.isEnabled()
+    assert dialog.error.text().startswith("Trail value")
+    dialog.kind.setCurrentIndex(1)  # points
+    dialog.value.setText("25")
+    assert dialog.ok.isEnabled()
+    rule = dialog.rule()
+    assert rule is not None and rule.kind is RuleKind.POINTS and rule.value == 25
+    assert "1,475.00" in dialog.preview.text()

@@ -1,0 +1,49 @@
+"""TrayController: notifications for the alerts that matter, an attention state, and a clean fallback
+where there is no system tray (as here, offscreen)."""
+
+from __future__ import annotations
+
+from pytestqt.qtbot import QtBot
+
+from trailstop_gui.services.notifier import Alert, AlertKind, Notifier
+from trailstop_gui.views.tray import NOTIFY, TrayController
+
+
+def test_without_a_tray_alerts_are_still_reported(qtbot: QtBot) -> None:
+    notifier = Notifier()
+    tray = TrayController(notifier, available=False)
+    assert tray.icon is None
+    shown: list[Alert] = []
+    tray.notified.connect(shown.append)
+    for kind in AlertKind:
+        notifier.notify(Alert(kind, kind.value.title(), f"INFY: {kind.value}"))
+    assert [a.kind for a in shown] == [k for k in AlertKind if k in NOTIFY]
+    assert {
+        AlertKind.STOP_TRIGGERED,
+        AlertKind.EXIT_FILLED,
+        AlertKind.EXIT_FAILED,
+        AlertKind.FEED_DOWN,
+        AlertKind.LOGIN_NEEDED,
+    } <= NOTIFY
+    assert AlertKind.INFO not in NOTIFY and AlertKind.EXIT_PLACED not in NOTIFY
+    assert tray.last_message == ("Closed Outside Trailstop", "INFY: closed outside TrailStop")
+
+
+def test_attention_state_changes_icon_and_tooltip(qtbot: QtBot) -> None:
+    tray = TrayController(Notifier(), available=False)
+    calm = tray.current_icon().pixmap(32).toImage()
+    tray.set_attention(True, ["1 exit failed", "Zerodha AB1234: Login needed"])
+    assert tray.attention
+    assert "1 exit failed" in tray.tooltip and "Login needed" in tray.tooltip
+    assert tray.current_icon().pixmap(32).toImage() != calm
+    tray.set_attention(False)
+    assert "All protections are being watched" in tray.tooltip
+    assert tray.current_icon().pixmap(32).toImage() == calm
+
+
+def test_menu_actions_signal(qtbot: QtBot) -> None:
+    tray = TrayController(Notifier(), available=False)
+    with qtbot.waitSignal(tray.show_requested):
+        tray.act_show.trigger()
+    with qtbot.waitSignal(tray.quit_requested):
+        tray.act_quit.trigger()

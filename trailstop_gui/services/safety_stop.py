@@ -1,0 +1,1216 @@
+"""The broker-held safety stop: a second stop, held by the broker, a buffer behind the client-side trail.
+
+TrailStop trails tick by tick on the client. When the laptop sleeps or the app dies, that stop is gone, so
+each protection may also keep a stop at the broker, ``buffer`` behind the trailed stop (long: below it,
+short: above it), moved as the trail moves. The worst case is then bounded even with TrailStop closed.
+
+Which broker object holds it (``Capabilities.safety_orders``), and why:
+
+- Kite MIS: an SL-M order with market protection, tagged with the exit tag plus "S". An MIS position lives
+  for the day and so does the order; when TrailStop's own stop fires, the exit *is* this order, modified to
+  MARKET, so there is one exit order and never two.
+- Kite CNC/NRML: a single-leg GTT (good for a year: an SL-M would lapse at the end of the day while the
+  position stays) whose LIMIT order is priced ``limit_percent`` through the trigger, so that it fills in a
+  fast market. Before TrailStop's own exit the GTT is deleted; if it has already fired, no exit is sent and
+  the GTT's order is the exit.
+- Upstox: a GTT with one ENTRY rule on the exit side (SELL BELOW for a long). Upstox's STOPLOSS rules arm
+  only after an ENTRY order of the same GTT fills, so for a position that is already open the stop-loss is
+  the ENTRY rule itself; the native ``trailing_gap`` trails the LTP by a fixed gap and so cannot follow our
+  rules (percent, bid-based MIS trail, ladder, breakeven). See ``UpstoxBroker.place_gtt``.
+
+Threads and timing:
+
+- The tick path never waits on this: stop moves arrive as cheap notifications (``on_stop_moved``) and one
+  worker thread per account talks to the broker. A broker stop moves only when the wanted level is at
+  least ``threshold`` (default half the buffer) better than the one held, and at most once every
+  ``min_interval`` seconds (a quantity fix goes at once).
+- Safety calls are ordinary (non-urgent) calls in the broker's rate limiter, which the exits share; exits
+  are urgent and always go first.
+- Near a broker's modification cap (Kite: 25 per order) the order is cancelled and re-placed, cancel first:
+  placing first would leave two stops that could both fire. TrailStop's own stop covers the one round trip
+  (it is running: it is the one re-placing), and a crash in between is repaired at the next start.
+- TrailStop's own exit (``prepare_exit``, on the executor's thread) takes the same per-protection lock,
+  so it never races a move.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from trailstop_gui.models.domain import (
+    SAFETY_BUFFER_PERCENT,
+    SAFETY_BUFFER_TICKS,
+    Protection,
+    SafetyKind,
+    SafetyState,
+    Side,
+    Status,
+    check_safety_buffer,
+    round_down,
+    round_up,
+    safety_buffer,
+)
+from trailstop_gui.models.lifecycle import IllegalTransition
+from trailstop_gui.models.store import ConcurrentTransition, ProtectionStore
+from trailstop_gui.services.brokers.base import (
+    Broker,
+    Gtt,
+    GttBroker,
+    GttNotFound,
+    GttRequest,
+    GttStatus,
+    Order,
+    OrderRequest,
+    OrderStatus,
+    OrderType,
+    as_gtt_broker,
+)
+from trailstop_gui.services.brokers.errors import (
+    AmbiguousError,
+    AuthError,
+    BrokerError,
+    BrokerInputError,
+    RejectedError,
+    TemporaryError,
+)
+
+log = logging.getLogger("trailstop.safety")
+
+T = TypeVar("T")
+
+SAFETY_STOP_REASON = "safety stop"
+"""The reason a protection closes with when the broker-held stop fired."""
+
+_ENDED = frozenset({Status.CLOSED, Status.REMOVED, Status.CANCELLED, Status.REJECTED})
+_LIVE_AT_BROKER = (SafetyState.PLACING, SafetyState.PLACED, SafetyState.MOVING, SafetyState.MISSING)
+_CHECKED = (SafetyState.PLACED, SafetyState.MOVING, SafetyState.FIRED)  # states with an order to read back
+
+
+# ============================================================================= configuration
+
+
+@dataclass(frozen=True)
+class SafetyConfig:
+    """The defaults a new protection gets (settings, ``--safety-stop``); the order form may change them."""
+
+    enabled: bool = False
+    buffer_percent: float = SAFETY_BUFFER_PERCENT
+    buffer_ticks: int = SAFETY_BUFFER_TICKS
+
+    def __post_init__(self) -> None:
+        check_safety_buffer(self.buffer_percent, self.buffer_ticks)
+
+
+@dataclass(frozen=True)
+class SafetyPolicy:
+    """How the broker-held stops follow the trail."""
+
+    min_interval: float = 3.0  # seconds between two moves of one broker stop
+    threshold_fraction: float = 0.5  # move once the wanted level is this much of the buffer ahead
+    cap_reserve: int = 2  # modifications kept spare: one turns an SL-M into the exit, one fixes a quantity
+    max_modifications: int | None = None  # a lower cap than the broker's (None: the broker's)
+    limit_percent: float = 2.0  # a Kite GTT's LIMIT price, this far through the trigger
+    market_protection: float | None = None  # an Upstox GTT rule's (None: the broker's default)
+    retry_delay: float = 2.0  # after a failed placement or move, doubling ...
+    max_retry_delay: float = 60.0  # ... up to this
+    exit_attempts: int = 6  # broker calls on the exit path are retried this often on temporary errors
+    exit_retry_delay: float = 0.2
+
+
+# ============================================================================= the decision (pure)
+
+
+class Move(enum.Enum):
+    NONE = "none"
+    PLACE = "place"
+    MODIFY = "modify"
+    REPLACE = "replace"  # cancel and place again (near the modification cap)
+    WAIT = "wait"  # a move is due, but not before ``Decision.at``
+
+
+@dataclass(frozen=True)
+class Decision:
+    move: Move
+    level: float | None = None
+    at: float | None = None
+
+
+def threshold_for(stop: float, tick_size: float, percent: float, ticks: int, fraction: float) -> float:
+    """How far the wanted safety level must be from the held one before the broker stop moves."""
+    return max(fraction * safety_buffer(stop, tick_size, percent, ticks), tick_size)
+
+
+def decide(
+    *,
+    side: Side,
+    wanted: float,
+    held: float | None,
+    held_quantity: int | None,
+    quantity: int,
+    modifications: int,
+    cap: int | None,
+    last_move: float | None,
+    now: float,
+    threshold: float,
+    policy: SafetyPolicy,
+) -> Decision:
+    """What to do with one protection's broker stop now. Pure: the bench drives it with a synthetic clock."""
+    if held is None:
+        return Decision(Move.PLACE, wanted)
+    lag = wanted - held if side.is_long else held - wanted  # > 0: the broker stop trails behind
+    quantity_fix = held_quantity != quantity
+    if not quantity_fix and abs(lag) < threshold - 1e-9:
+        return Decision(Move.NONE)
+    if not quantity_fix and last_move is not None and now - last_move < policy.min_interval:
+        return Decision(Move.WAIT, wanted, last_move + policy.min_interval)
+    if cap is not None and modifications >= cap - policy.cap_reserve:
+        return Decision(Move.REPLACE, wanted)
+    return Decision(Move.MODIFY, wanted)
+
+
+def gtt_limit_price(exit_side: Side, trigger: float, percent: float, tick_size: float) -> float:
+    """A GTT's LIMIT price, ``percent`` through its trigger (lower for a sell), on the tick grid."""
+    if exit_side is Side.SELL:
+        return max(round_down(trigger * (1 - percent / 100.0), tick_size), round_up(tick_size, tick_size))
+    return round_up(trigger * (1 + percent / 100.0), tick_size)
+
+
+# ============================================================================= what the exit path gets
+
+
+@dataclass(frozen=True)
+class ExitPlan:
+    """What TrailStop's own exit should do about the broker-held stop.
+
+    - ``order_id`` set: that order *is* the exit (the SL-M turned MARKET, or the order a fired safety stop
+      placed); send nothing, watch it. ``fired``: the broker's stop fired by itself (reason "safety stop").
+    - ``blocked`` set: the broker stop could not be taken away; sending an exit might make two. Fail.
+    - neither: no broker stop is left; send the exit as usual.
+    """
+
+    order_id: str | None = None
+    fired: bool = False
+    blocked: str | None = None
+
+    @property
+    def proceed(self) -> bool:
+        return self.order_id is None and self.blocked is None
+
+
+PROCEED = ExitPlan()
+
+
+@dataclass(frozen=True)
+class SafetyHooks:
+    """What the manager asks of the rest of the services."""
+
+    broker_for: Callable[[int], Broker | None]  # an account's broker, None when it needs a login
+    last_price: Callable[[Protection], float | None] = lambda _p: None  # the feed's latest LTP
+    disarm: Callable[[int], None] = lambda _pid: None  # the protection left the engine (closed)
+    changed: Callable[[int], None] = lambda _pid: None  # re-read the protection (GUI)
+    reconcile: Callable[[int], None] = lambda _account: None  # look at the account now
+
+
+# ============================================================================= the manager
+
+
+class _Worker:
+    """One account's thread: runs due protections' steps, one at a time."""
+
+    def __init__(self, manager: SafetyStopManager, account_id: int) -> None:
+        self.manager = manager
+        self.account_id = account_id
+        self.due: dict[int, float] = {}
+        self.cond = threading.Condition()
+        self.stopping = False
+        self.thread = threading.Thread(target=self._run, name=f"safety-{account_id}", daemon=True)
+        self.thread.start()
+
+    def wake(self, pid: int, at: float) -> None:
+        with self.cond:
+            current = self.due.get(pid)
+            if current is None or at < current:
+                self.due[pid] = at
+                self.cond.notify()
+
+    def stop(self, timeout: float) -> None:
+        with self.cond:
+            self.stopping = True
+            self.cond.notify()
+        self.thread.join(timeout)
+
+    def idle(self) -> bool:
+        with self.cond:
+            now = self.manager.clock()
+            due = any(at <= now for at in self.due.values())
+        return not due and not self.manager._is_busy(self.account_id)
+
+    def _run(self) -> None:
+        while True:
+            with self.cond:
+                while not self.stopping:
+                    now = self.manager.clock()
+                    ready = [pid for pid, at in self.due.items() if at <= now]
+                    if ready:
+                        break
+                    soonest = min(self.due.values(), default=None)
+                    self.cond.wait(None if soonest is None else max(0.0, soonest - now))
+                if self.stopping:
+                    return
+                for pid in ready:
+                    del self.due[pid]
+                self.manager._set_busy(self.account_id, True)
+            try:
+                for pid in ready:
+                    try:
+                        again = self.manager._step(pid)
+                    except Exception:
+                        log.exception("protection %s: safety stop step failed", pid)
+                        again = self.manager.clock() + self.manager.policy.max_retry_delay
+                    if again is not None:
+                        self.wake(pid, again)
+            finally:
+                self.manager._set_busy(self.account_id, False)
+
+
+class SafetyStopManager:
+    """Keeps each enabled protection's broker-held stop a buffer behind its trailed stop. Thread-safe."""
+
+    def __init__(
+        self,
+        store: ProtectionStore,
+        hooks: SafetyHooks,
+        policy: SafetyPolicy | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.store = store
+        self.hooks = hooks
+        self.policy = policy or SafetyPolicy()
+        self.clock = clock
+        self._sleep = sleep
+        self._guard = threading.Lock()
+        self._workers: dict[int, _Worker] = {}
+        self._locks: dict[int, threading.RLock] = {}
+        self._tracked: dict[int, int] = {}  # protection id -> account id
+        self._last_move: dict[int, float] = {}
+        self._failures: dict[int, int] = {}
+        self._suspect: set[int] = set()  # may have an order we did not record (a crash, an ambiguous reply)
+        self._exiting: set[int] = set()
+        self._check_next: set[int] = set()  # read the broker stop back before the next decision
+        self._replace_next: set[int] = set()  # the broker refused a move of a live stop: re-place it
+        self._busy: set[int] = set()
+        self._closed = False
+
+    # ----------------------------------------------------------------- public, any thread
+
+    def track(self, p: Protection) -> None:
+        """An armed protection: place or check its broker stop now (if it has one enabled)."""
+        if not p.safety_enabled and p.safety_state not in _LIVE_AT_BROKER:
+            return
+        with self._guard:
+            first = p.id not in self._tracked
+            self._tracked[p.id] = p.account_id
+            if first and p.safety_state in (SafetyState.PLACING, SafetyState.MOVING, SafetyState.MISSING):
+                self._suspect.add(p.id)  # from an earlier run: look for an order it may have left
+            self._exiting.discard(p.id)
+        self._wake(p.account_id, p.id)
+
+    def on_stop_moved(self, pid: int) -> None:
+        """The trailed stop moved (coalesced by the feed): look again soon. Never blocks."""
+        with self._guard:
+            account_id = self._tracked.get(pid)
+        if account_id is not None:
+            self._wake(account_id, pid)
+
+    def refresh(self, pid: int) -> None:
+        """The protection changed (switched on or off, resized, removed, closed): act on it soon."""
+        try:
+            p = self.store.get(pid)
+        except KeyError:
+            return
+        with self._guard:
+            if p.status is Status.OPEN and (p.safety_enabled or p.safety_state in _LIVE_AT_BROKER):
+                self._tracked[pid] = p.account_id
+        self._wake(p.account_id, pid)
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Tests: wait until no step is due or running."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._guard:
+                workers = list(self._workers.values())
+            if all(w.idle() for w in workers):
+                return True
+            time.sleep(0.01)
+        return False
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Stop the workers. Broker-held stops stay where they are: that is their point."""
+        with self._guard:
+            self._closed = True
+            workers = list(self._workers.values())
+            self._workers.clear()
+        for worker in workers:
+            worker.stop(timeout)
+
+    # ----------------------------------------------------------------- plumbing
+
+    def _wake(self, account_id: int, pid: int, at: float | None = None) -> None:
+        with self._guard:
+            if self._closed:
+                return
+            worker = self._workers.get(account_id)
+            if worker is None:
+                worker = self._workers[account_id] = _Worker(self, account_id)
+        worker.wake(pid, self.clock() if at is None else at)
+
+    def _lock_for(self, pid: int) -> threading.RLock:
+        with self._guard:
+            return self._locks.setdefault(pid, threading.RLock())
+
+    def _set_busy(self, account_id: int, busy: bool) -> None:
+        with self._guard:
+            (self._busy.add if busy else self._busy.discard)(account_id)
+
+    def _is_busy(self, account_id: int) -> bool:
+        with self._guard:
+            return account_id in self._busy
+
+    def _forget(self, pid: int) -> None:
+        with self._guard:
+            self._tracked.pop(pid, None)
+            self._last_move.pop(pid, None)
+            self._failures.pop(pid, None)
+            self._check_next.discard(pid)
+            self._replace_next.discard(pid)
+
+    def _retry_later(self, pid: int) -> float:
+        with self._guard:
+            n = self._failures.get(pid, 0)
+            self._failures[pid] = n + 1
+        delay: float = min(self.policy.max_retry_delay, self.policy.retry_delay * 2.0**n)
+        return self.clock() + delay
+
+    def _note(self, p: Protection, kind: str, message: str = "", **fields: object) -> Protection:
+        p = self.store.update_safety(p.id, kind=kind, message=message, **fields)
+        self.hooks.changed(p.id)
+        return p
+
+    # ----------------------------------------------------------------- the worker's step
+
+    def _step(self, pid: int) -> float | None:
+        """Bring one protection's broker stop where it belongs. Returns when to look again (None: on news)."""
+        with self._lock_for(pid):
+            try:
+                p = self.store.get(pid)
+            except KeyError:
+                self._forget(pid)
+                return None
+            if p.status in _ENDED:
+                self._forget(pid)
+                if p.safety_state in _LIVE_AT_BROKER and p.safety_order_id:
+                    return self._take_away(p, "the protection ended")
+                return None
+            if p.status is not Status.OPEN or pid in self._exiting:
+                return None  # TRIGGERED, EXITING, EXIT_FAILED: the exit path owns the broker stop now
+            broker = self.hooks.broker_for(p.account_id)
+            if broker is None:
+                return self._retry_later(pid)  # logged out: the stop at the broker stays as it is
+            kind = broker.capabilities.safety_kind(p.product)
+            gtt = as_gtt_broker(broker)
+            if kind is SafetyKind.NONE or (kind is SafetyKind.GTT and gtt is None):
+                if p.safety_enabled and p.safety_state is not SafetyState.OFF:
+                    self._note(p, "safety_unsupported", "this broker or product has no safety stop")
+                    self.store.update_safety(pid, kind="safety_off", safety_state=SafetyState.OFF)
+                return None
+            try:
+                with self._guard:
+                    check = pid in self._check_next
+                    self._check_next.discard(pid)
+                if check and p.safety_order_id and p.safety_state in _CHECKED:
+                    self._check_held(p, broker, gtt)
+                    p = self.store.get(pid)
+                    if p.status is not Status.OPEN:
+                        return None
+                return self._follow(p, broker, gtt, kind)
+            except AuthError as exc:
+                log.warning("protection %s: safety stop waits for a login (%s)", pid, exc)
+                return self._retry_later(pid)
+            except TemporaryError as exc:
+                log.info("protection %s: safety stop call failed (%s); retrying", pid, exc)
+                if isinstance(exc, AmbiguousError):
+                    with self._guard:
+                        self._suspect.add(pid)
+                return self._retry_later(pid)
+
+    def _follow(self, p: Protection, broker: Broker, gtt: GttBroker | None, kind: SafetyKind) -> float | None:
+        if not p.safety_enabled:
+            if p.safety_state in _LIVE_AT_BROKER and p.safety_order_id:
+                return self._take_away(p, "switched off", final=SafetyState.OFF)
+            if p.safety_state is not SafetyState.OFF:
+                self._note(p, "safety_off", safety_state=SafetyState.OFF)
+            return None
+        with self._guard:
+            suspect = p.id in self._suspect
+        if suspect:
+            p = self._look_for_orphan(p, broker, gtt, kind)
+            with self._guard:
+                self._suspect.discard(p.id)
+            if p.status is not Status.OPEN:
+                return None
+        if p.safety_state is SafetyState.FIRED:
+            return None  # its order is working; the reconciler or TrailStop's exit settles it
+        if p.paused:
+            return None  # a paused protection keeps the broker stop where it is
+        wanted = p.safety_target
+        if wanted is None or p.stop is None:
+            return None
+        quantity = p.filled_quantity or p.quantity
+        held = p.safety_level if p.safety_order_id and p.safety_state.held else None
+        if held is not None and p.safety_kind is not kind:
+            return self._take_away(p, f"{p.safety_kind.value} is not this product's kind any more")
+        cap = broker.capabilities.modification_cap(kind)
+        if self.policy.max_modifications is not None:
+            cap = self.policy.max_modifications if cap is None else min(cap, self.policy.max_modifications)
+        with self._guard:
+            last = self._last_move.get(p.id)
+            force_replace = p.id in self._replace_next
+        decision = decide(
+            side=p.side,
+            wanted=wanted,
+            held=held,
+            held_quantity=p.safety_quantity,
+            quantity=quantity,
+            modifications=p.safety_modifications,
+            cap=cap,
+            last_move=last,
+            now=self.clock(),
+            threshold=threshold_for(
+                p.stop,
+                p.tick_size,
+                p.safety_buffer_percent,
+                p.safety_buffer_ticks,
+                self.policy.threshold_fraction,
+            ),
+            policy=self.policy,
+        )
+        if force_replace and decision.move in (Move.MODIFY, Move.WAIT):
+            decision = Decision(Move.REPLACE, wanted)
+        if decision.move is Move.NONE:
+            return None
+        if decision.move is Move.WAIT:
+            return decision.at
+        if decision.move is Move.REPLACE:
+            with self._guard:
+                self._replace_next.discard(p.id)
+            again = self._take_away(p, "modification cap", replacing=True)
+            p = self.store.get(p.id)
+            if p.safety_state is not SafetyState.PLACING:
+                return again  # it fired, or the cancel failed: the next step looks again
+            decision = Decision(Move.PLACE, wanted)
+        if decision.move is Move.PLACE:
+            return self._place(p, broker, gtt, kind, wanted, quantity)
+        return self._modify(p, broker, gtt, kind, wanted, quantity)
+
+    # ----------------------------------------------------------------- placing, moving, taking away
+
+    def _last_price(self, p: Protection, broker: Broker) -> float | None:
+        price = self.hooks.last_price(p)
+        if price is not None and price > 0:
+            return price
+        key = p.instrument if "|" in p.instrument else f"{p.exchange}:{p.symbol}"
+        try:
+            return broker.ltp([key]).get(key)
+        except BrokerError as exc:
+            log.info("protection %s: no last price for the safety stop (%s)", p.id, exc)
+            return None
+
+    def _gtt_request(
+        self, p: Protection, level: float, quantity: int, last: float, urgent: bool
+    ) -> GttRequest:
+        exit_side = p.side.exit_side
+        return GttRequest(
+            symbol=p.symbol,
+            exchange=p.exchange,
+            instrument=p.engine_instrument,
+            side=exit_side,
+            quantity=quantity,
+            product=p.product,
+            trigger_price=level,
+            last_price=last,
+            limit_price=gtt_limit_price(exit_side, level, self.policy.limit_percent, p.tick_size),
+            market_protection=self.policy.market_protection,
+            urgent=urgent,
+        )
+
+    def _crossed(self, p: Protection, level: float, last: float | None) -> bool:
+        """The price is already at or through the level: a stop placed there would fire (or be refused)."""
+        if last is None:
+            return False
+        return last <= level if p.side.is_long else last >= level
+
+    def _place(
+        self,
+        p: Protection,
+        broker: Broker,
+        gtt: GttBroker | None,
+        kind: SafetyKind,
+        level: float,
+        quantity: int,
+    ) -> float | None:
+        last = self._last_price(p, broker)
+        if (kind is SafetyKind.GTT and last is None) or self._crossed(p, level, last):
+            # TrailStop's own stop (above the safety level) is about to fire, or the price is unknown.
+            return self._retry_later(p.id)
+        # Persist before acting: a crash after the broker took it is found again (tag, or GTT scan).
+        if p.safety_state is not SafetyState.PLACING or p.safety_kind is not kind:
+            p = self.store.update_safety(
+                p.id, kind="safety_placing", safety_state=SafetyState.PLACING, safety_kind=kind
+            )
+        try:
+            if kind is SafetyKind.SL_M:
+                order_id = broker.place_order(self._slm_request(p, level, quantity))
+                order = broker.order(order_id)
+                if order.status in (OrderStatus.REJECTED, OrderStatus.CANCELLED):
+                    why = order.status_message or order.raw_status
+                    self._note(
+                        p, "safety_missing", f"the broker refused it: {why}", safety_state=SafetyState.MISSING
+                    )
+                    return self._retry_later(p.id)
+                price = None
+            else:
+                assert gtt is not None and last is not None
+                request = self._gtt_request(p, level, quantity, last, urgent=False)
+                order_id = gtt.place_gtt(request)
+                price = request.limit_price if broker.capabilities.gtt_limit_orders else None
+        except (RejectedError, BrokerInputError, ValueError) as exc:
+            self._note(p, "safety_missing", f"the broker refused it: {exc}", safety_state=SafetyState.MISSING)
+            return self._retry_later(p.id)
+        self._note(
+            p,
+            "safety_placed",
+            f"{kind.value} {order_id}",
+            safety_state=SafetyState.PLACED,
+            safety_kind=kind,
+            safety_order_id=order_id,
+            safety_level=level,
+            safety_price=price,
+            safety_quantity=quantity,
+            safety_modifications=0,
+        )
+        log.info("protection %s: safety stop %s %s placed at %.2f", p.id, kind.value, order_id, level)
+        self._moved(p.id)
+        return None
+
+    def _slm_request(self, p: Protection, level: float, quantity: int) -> OrderRequest:
+        return OrderRequest(
+            symbol=p.symbol,
+            exchange=p.exchange,
+            instrument=p.engine_instrument,
+            side=p.side.exit_side,
+            quantity=quantity,
+            product=p.product,
+            order_type=OrderType.SL_M,
+            trigger_price=level,
+            tag=p.safety_tag,
+        )
+
+    def _moved(self, pid: int) -> None:
+        with self._guard:
+            self._last_move[pid] = self.clock()
+            self._failures.pop(pid, None)
+
+    def _modify(
+        self,
+        p: Protection,
+        broker: Broker,
+        gtt: GttBroker | None,
+        kind: SafetyKind,
+        level: float,
+        quantity: int,
+    ) -> float | None:
+        order_id = p.safety_order_id
+        assert order_id is not None
+        last = self._last_price(p, broker)
+        if self._crossed(p, level, last) or (kind is SafetyKind.GTT and last is None):
+            return self._retry_later(p.id)
+        self.store.update_safety(p.id, kind="safety_moving", safety_state=SafetyState.MOVING)
+        self.hooks.changed(p.id)
+        try:
+            if kind is SafetyKind.SL_M:
+                broker.modify_order(
+                    order_id,
+                    trigger_price=level,
+                    quantity=quantity if quantity != p.safety_quantity else None,
+                )
+            else:
+                assert gtt is not None and last is not None
+                gtt.modify_gtt(order_id, self._gtt_request(p, level, quantity, last, urgent=False))
+        except (RejectedError, BrokerInputError) as exc:
+            # Refused: it fired or was cancelled meanwhile, or the cap was reached. Look, then decide.
+            log.info("protection %s: moving the safety stop was refused (%s)", p.id, exc)
+            p = self.store.update_safety(
+                p.id, kind="safety_move_refused", message=str(exc)[:200], safety_state=SafetyState.PLACED
+            )
+            return self._recheck(p, broker, gtt, exc)
+        except TemporaryError:
+            self.store.update_safety(p.id, kind="safety_moving", safety_state=SafetyState.PLACED)
+            raise
+        priced = kind is SafetyKind.GTT and broker.capabilities.gtt_limit_orders
+        price = gtt_limit_price(p.side.exit_side, level, self.policy.limit_percent, p.tick_size)
+        self._note(
+            p,
+            "safety_moved",
+            f"{p.safety_level} -> {level}",
+            safety_state=SafetyState.PLACED,
+            safety_level=level,
+            safety_quantity=quantity,
+            safety_price=price if priced else None,
+            safety_modifications=p.safety_modifications + 1,
+        )
+        self._moved(p.id)
+        return None
+
+    def _recheck(
+        self, p: Protection, broker: Broker, gtt: GttBroker | None, exc: BrokerError
+    ) -> float | None:
+        state = self._broker_state(p, broker, gtt)
+        if state is None:
+            self._note(
+                p, "safety_missing", str(exc)[:200], safety_state=SafetyState.MISSING, safety_order_id=None
+            )
+            return self._retry_later(p.id)
+        live, fired = state
+        if fired is not None:
+            self._settle_fired(p, fired)
+            return None
+        if live:
+            # Still there and refused: the cap (or a limit we do not know). Cancel and re-place it.
+            with self._guard:
+                self._replace_next.add(p.id)
+            return self.clock()
+        self._note(
+            p, "safety_missing", str(exc)[:200], safety_state=SafetyState.MISSING, safety_order_id=None
+        )
+        return self._retry_later(p.id)
+
+    def _take_away(
+        self, p: Protection, why: str, *, replacing: bool = False, final: SafetyState = SafetyState.REMOVED
+    ) -> float | None:
+        """Cancel the SL-M or delete the GTT; ``replacing``: a new one is placed right after (PLACING)."""
+        broker = self.hooks.broker_for(p.account_id)
+        order_id = p.safety_order_id
+        if broker is None or order_id is None:
+            return self._retry_later(p.id) if order_id else None
+        gtt = as_gtt_broker(broker)
+        self.store.update_safety(p.id, kind="safety_moving", safety_state=SafetyState.MOVING)
+        try:
+            if p.safety_kind is SafetyKind.SL_M:
+                broker.cancel_order(order_id)
+            elif gtt is not None:
+                gtt.delete_gtt(order_id)
+        except (RejectedError, BrokerInputError) as exc:
+            self.store.update_safety(p.id, kind="safety_moving", safety_state=SafetyState.PLACED)
+            state = self._broker_state(p, broker, gtt)
+            if state is not None and state[1] is not None:
+                self._settle_fired(self.store.get(p.id), state[1])
+                return None
+            if state is not None and state[0]:
+                log.warning("protection %s: the safety stop could not be taken away (%s)", p.id, exc)
+                return self._retry_later(p.id)
+        except TemporaryError:
+            self.store.update_safety(p.id, kind="safety_moving", safety_state=SafetyState.PLACED)
+            raise
+        if replacing:
+            self._note(
+                p,
+                "safety_replacing",
+                why,
+                safety_state=SafetyState.PLACING,
+                safety_order_id=None,
+                safety_modifications=0,
+            )
+        else:
+            self._note(p, "safety_removed", why, safety_state=final, safety_order_id=None)
+            log.info("protection %s: safety stop %s taken away (%s)", p.id, order_id, why)
+        return None
+
+    # ----------------------------------------------------------------- reading the broker
+
+    def _broker_state(
+        self, p: Protection, broker: Broker, gtt: GttBroker | None
+    ) -> tuple[bool, Order | None] | None:
+        """(still live, the order it fired into) of the recorded broker stop; None when it is gone unfired."""
+        order_id = p.safety_order_id
+        if not order_id:
+            return None
+        if p.safety_kind is SafetyKind.SL_M:
+            order = broker.order(order_id)
+            if order.status in (OrderStatus.TRIGGER_PENDING, OrderStatus.PENDING, OrderStatus.UNKNOWN):
+                return True, None
+            if order.status in (OrderStatus.OPEN, OrderStatus.COMPLETE):
+                return False, order
+            return None
+        if gtt is None:
+            return None
+        try:
+            g = gtt.gtt(order_id)
+        except GttNotFound:
+            fired = self._gtt_order_in_book(p, broker)
+            return None if fired is None else (False, fired)
+        if g.is_live:
+            return True, None
+        if g.status is GttStatus.TRIGGERED and g.order_id:
+            return False, broker.order(g.order_id)
+        return None
+
+    def _gtt_order_in_book(self, p: Protection, broker: Broker) -> Order | None:
+        """The order a just-deleted (or no longer listed) GTT placed, if it fired in the meantime.
+
+        A GTT's order carries no tag of ours; it is the untagged LIMIT order on our exit side, of our
+        instrument and quantity, at the GTT's LIMIT price where we set one (Kite).
+        """
+        for order in reversed(broker.orders()):
+            if order.tag or order.side is not p.side.exit_side or order.order_type is not OrderType.LIMIT:
+                continue
+            if order.quantity != p.safety_quantity or order.status in (
+                OrderStatus.CANCELLED,
+                OrderStatus.REJECTED,
+            ):
+                continue
+            same = str(order.instrument) == p.instrument or (
+                order.symbol == p.symbol and order.exchange == p.exchange
+            )
+            if not same:
+                continue
+            if p.safety_price is not None and abs(order.price - p.safety_price) > p.tick_size / 2:
+                continue
+            if order.placed_at is not None and order.placed_at.replace(tzinfo=None) < p.created_at.replace(
+                tzinfo=None
+            ):
+                continue
+            return order
+        return None
+
+    def _look_for_orphan(
+        self, p: Protection, broker: Broker, gtt: GttBroker | None, kind: SafetyKind
+    ) -> Protection:
+        """After a crash or an ambiguous reply: a broker stop we placed but did not record is adopted."""
+        if p.safety_order_id and p.safety_state in (SafetyState.PLACED, SafetyState.MOVING):
+            state = self._broker_state(p, broker, gtt)
+            if state is None:
+                return self._note(
+                    p,
+                    "safety_missing",
+                    "not at the broker",
+                    safety_state=SafetyState.MISSING,
+                    safety_order_id=None,
+                )
+            if state[1] is not None:
+                self._settle_fired(p, state[1])
+                return self.store.get(p.id)
+            return (
+                self.store.update_safety(p.id, kind="safety_checked", safety_state=SafetyState.PLACED)
+                if p.safety_state is SafetyState.MOVING
+                else p
+            )
+        if kind is SafetyKind.SL_M:
+            found = broker.find_order_by_tag(p.safety_tag)
+            if found is None or found.status in (OrderStatus.CANCELLED, OrderStatus.REJECTED):
+                return p
+            if found.status in (OrderStatus.OPEN, OrderStatus.COMPLETE):
+                self._settle_fired(p.with_changes(safety_order_id=found.order_id, safety_kind=kind), found)
+                return self.store.get(p.id)
+            modified = sum(
+                1 for o in broker.order_history(found.order_id) if o.raw_status.upper() == "MODIFIED"
+            )
+            return self._note(
+                p,
+                "safety_adopted",
+                f"SL-M {found.order_id} found by its tag",
+                safety_state=SafetyState.PLACED,
+                safety_kind=kind,
+                safety_order_id=found.order_id,
+                safety_level=found.trigger_price or None,
+                safety_quantity=found.quantity,
+                safety_modifications=modified,
+            )
+        if gtt is None:
+            return p
+        owned = {x.safety_order_id for x in self.store.live() if x.safety_order_id and x.id != p.id}
+        quantity = p.filled_quantity or p.quantity
+        for g in gtt.gtts():
+            if not g.is_live or g.gtt_id in owned or g.side is not p.side.exit_side or g.quantity != quantity:
+                continue
+            if str(g.instrument) != p.instrument and not (g.symbol == p.symbol and g.exchange == p.exchange):
+                continue
+            if g.limit_price is not None and g.trigger_price > 0:
+                ours = gtt_limit_price(
+                    p.side.exit_side, g.trigger_price, self.policy.limit_percent, p.tick_size
+                )
+                if abs(ours - g.limit_price) > p.tick_size / 2:
+                    continue  # not priced as we price ours: the trader's own GTT
+            return self._note(
+                p,
+                "safety_adopted",
+                f"GTT {g.gtt_id} found at the broker",
+                safety_state=SafetyState.PLACED,
+                safety_kind=kind,
+                safety_order_id=g.gtt_id,
+                safety_level=g.trigger_price,
+                safety_price=g.limit_price,
+                safety_quantity=g.quantity,
+            )
+        return p
+
+    # ----------------------------------------------------------------- the broker stop fired
+
+    def _settle_fired(self, p: Protection, order: Order) -> None:
+        """The broker stop fired into ``order``: CLOSED (reason "safety stop") once it filled; else FIRED."""
+        if order.status is OrderStatus.COMPLETE and p.status is Status.OPEN:
+            try:
+                self.store.transition(
+                    p.id,
+                    Status.CLOSED,
+                    expected=Status.OPEN,
+                    reason=SAFETY_STOP_REASON,
+                    price=order.average_price or None,
+                    exit_order_id=order.order_id,
+                    exit_price=order.average_price or None,
+                    exit_quantity=order.filled_quantity or None,
+                    safety_state=SafetyState.FIRED,
+                )
+            except (ConcurrentTransition, IllegalTransition) as exc:
+                log.info("protection %s: safety fill not applied (%s)", p.id, exc)
+                return
+            log.info("protection %s: the broker-held safety stop filled at %.2f", p.id, order.average_price)
+            self.hooks.disarm(p.id)
+            self._forget(p.id)
+            self.hooks.changed(p.id)
+            return
+        if order.status in (OrderStatus.CANCELLED, OrderStatus.REJECTED):
+            # It fired, but its order failed: nothing holds the position at the broker any more.
+            why = f"its order {order.order_id} was {order.raw_status.lower()}: {order.status_message or ''}"
+            self._note(p, "safety_missing", why, safety_state=SafetyState.MISSING, safety_order_id=None)
+            self._wake(p.account_id, p.id)
+            return
+        if p.safety_state is not SafetyState.FIRED:
+            self._note(
+                p,
+                "safety_fired",
+                f"order {order.order_id} {order.raw_status}",
+                safety_state=SafetyState.FIRED,
+            )
+        self.hooks.reconcile(p.account_id)
+
+    def on_order_update(self, pid: int) -> None:
+        """The broker pushed a change of a safety SL-M order (tag: exit tag + "S"). Never blocks."""
+        self._check_soon(pid)
+
+    def _check_soon(self, pid: int) -> None:
+        try:
+            p = self.store.get(pid)
+        except KeyError:
+            return
+        with self._guard:
+            self._check_next.add(pid)
+        self.track(p)
+
+    # ----------------------------------------------------------------- the reconciler's questions
+
+    def fired_order(self, p: Protection, broker: Broker) -> Order | None:
+        """For a position found flat: the filled order the broker stop fired into, if it did."""
+        if not p.safety_order_id and p.safety_state is not SafetyState.FIRED:
+            return None
+        with self._lock_for(p.id):
+            p = self.store.get(p.id)
+            try:
+                state = self._broker_state(p, broker, as_gtt_broker(broker))
+            except BrokerError as exc:
+                log.info("protection %s: reading the safety stop failed (%s)", p.id, exc)
+                return None
+            if state is not None and state[1] is not None and state[1].status is OrderStatus.COMPLETE:
+                return state[1]
+        return None
+
+    def verify(self, p: Protection) -> None:
+        """Reconcile: check soon that the broker stop is there, at its level and quantity; fix it if not.
+
+        The check runs on the account's safety worker, so that only that thread moves broker stops.
+        """
+        if p.status is Status.OPEN and (p.safety_enabled or p.safety_state in _LIVE_AT_BROKER):
+            self._check_soon(p.id)
+
+    def _check_held(self, p: Protection, broker: Broker, gtt: GttBroker | None) -> None:
+        order_id = p.safety_order_id
+        assert order_id is not None
+        if p.safety_kind is SafetyKind.SL_M:
+            order = broker.order(order_id)
+            if (
+                order.status in (OrderStatus.OPEN, OrderStatus.COMPLETE)
+                or p.safety_state is SafetyState.FIRED
+            ):
+                self._settle_fired(p, order)
+            elif order.is_final:
+                self._note(
+                    p,
+                    "safety_missing",
+                    f"the SL-M is {order.raw_status.lower()}",
+                    safety_state=SafetyState.MISSING,
+                    safety_order_id=None,
+                )
+            elif (order.trigger_price, order.quantity) != (p.safety_level, p.safety_quantity):
+                self._note(
+                    p,
+                    "safety_checked",
+                    "the broker holds another level or quantity",
+                    safety_level=order.trigger_price or None,
+                    safety_quantity=order.quantity,
+                )
+            return
+        if gtt is None:
+            return
+        try:
+            g = gtt.gtt(order_id)
+        except GttNotFound:
+            fired = self._gtt_order_in_book(p, broker)
+            if fired is not None:
+                self._settle_fired(p, fired)
+            else:
+                self._note(
+                    p,
+                    "safety_missing",
+                    "the GTT is gone",
+                    safety_state=SafetyState.MISSING,
+                    safety_order_id=None,
+                )
+            return
+        if g.status is GttStatus.TRIGGERED and g.order_id:
+            self._settle_fired(p, broker.order(g.order_id))
+        elif not g.is_live or p.safety_state is SafetyState.FIRED:
+            self._note(
+                p,
+                "safety_missing",
+                f"the GTT is {g.raw_status}",
+                safety_state=SafetyState.MISSING,
+                safety_order_id=None,
+            )
+        elif (g.trigger_price, g.quantity) != (p.safety_level, p.safety_quantity):
+            self._note(
+                p,
+                "safety_checked",
+                "the broker holds another level or quantity",
+                safety_level=g.trigger_price,
+                safety_quantity=g.quantity,
+            )
+
+    # ----------------------------------------------------------------- TrailStop's own exit
+
+    def prepare_exit(self, p: Protection, broker: Broker, quantity: int) -> ExitPlan:
+        """Before TrailStop's own exit of ``quantity`` (0: the position is already flat): never two exits.
+
+        SL-M: turned into the exit (modified to MARKET, and to ``quantity``). GTT: deleted first; if it has
+        already fired, its order is the exit. Runs on the executor's thread, urgent, under the lock.
+        """
+        if not p.safety_order_id and p.safety_state not in (
+            SafetyState.PLACING,
+            SafetyState.MOVING,
+            SafetyState.FIRED,
+        ):
+            return PROCEED
+        with self._guard:
+            self._exiting.add(p.id)
+        with self._lock_for(p.id):
+            p = self.store.get(p.id)
+            gtt = as_gtt_broker(broker)
+            if not p.safety_order_id and p.safety_state in (SafetyState.PLACING, SafetyState.MOVING):
+                # Placed but not recorded (an ambiguous reply or a crash): find it before exiting.
+                kind = broker.capabilities.safety_kind(p.product)
+                p = self._exit_call(lambda: self._look_for_orphan(p, broker, gtt, kind))
+                if p.status is Status.CLOSED:
+                    return ExitPlan(p.exit_order_id, fired=True)
+            if not p.safety_order_id:
+                return PROCEED
+            if p.safety_kind is SafetyKind.SL_M:
+                return self._exit_via_slm(p, broker, quantity)
+            return self._exit_around_gtt(p, broker, gtt, quantity)
+
+    def _exit_call(self, fn: Callable[[], T]) -> T:
+        delay = self.policy.exit_retry_delay
+        for attempt in range(1, self.policy.exit_attempts + 1):
+            try:
+                return fn()
+            except TemporaryError as exc:
+                if attempt == self.policy.exit_attempts or isinstance(exc, AmbiguousError):
+                    raise
+                self._sleep(delay)
+                delay = min(delay * 2, 2.0)
+        raise AssertionError("unreachable")
+
+    def _exit_via_slm(self, p: Protection, broker: Broker, quantity: int) -> ExitPlan:
+        order_id = p.safety_order_id
+        assert order_id is not None
+        for _ in range(self.policy.exit_attempts):
+            order = self._exit_call(lambda: broker.order(order_id))
+            if order.status is OrderStatus.COMPLETE or order.status is OrderStatus.OPEN:
+                return self._adopt(p, order, fired=order.order_type is not OrderType.MARKET)
+            if order.is_final:  # cancelled or rejected: nothing at the broker
+                self._note(
+                    p,
+                    "safety_removed",
+                    f"the SL-M was {order.raw_status.lower()}",
+                    safety_state=SafetyState.REMOVED,
+                    safety_order_id=None,
+                )
+                return PROCEED
+            if quantity <= 0:
+                return self._cancel_for_exit(p, broker, order)
+            try:
+                broker.modify_order(
+                    order_id,
+                    order_type=OrderType.MARKET,
+                    quantity=quantity if quantity != order.quantity else None,
+                    urgent=True,
+                )
+            except (RejectedError, BrokerInputError) as exc:
+                # Refused: it triggered meanwhile (look again), or the cap: cancel it and exit as usual.
+                again = self._exit_call(lambda: broker.order(order_id))
+                if again.status in (OrderStatus.OPEN, OrderStatus.COMPLETE) or again.is_final:
+                    continue
+                log.warning("protection %s: the SL-M could not be turned into the exit (%s)", p.id, exc)
+                return self._cancel_for_exit(p, broker, again)
+            except AmbiguousError:
+                continue  # look at the order again: it may have been modified
+            except TemporaryError:
+                self._sleep(self.policy.exit_retry_delay)
+                continue
+            self._note(
+                p, "safety_to_exit", f"SL-M {order_id} modified to MARKET", safety_state=SafetyState.EXIT
+            )
+            log.info("protection %s: exit by turning the safety SL-M %s into a MARKET order", p.id, order_id)
+            return ExitPlan(order_id)
+        return ExitPlan(blocked="the broker-held SL-M could not be turned into the exit")
+
+    def _cancel_for_exit(self, p: Protection, broker: Broker, order: Order) -> ExitPlan:
+        try:
+            self._exit_call(lambda: broker.cancel_order(order.order_id, urgent=True))
+        except (RejectedError, BrokerInputError):
+            again = self._exit_call(lambda: broker.order(order.order_id))
+            if again.status in (OrderStatus.OPEN, OrderStatus.COMPLETE):
+                return self._adopt(p, again, fired=True)
+            if not again.is_final:
+                return ExitPlan(blocked="the broker-held SL-M could not be cancelled")
+        except TemporaryError as exc:
+            return ExitPlan(blocked=f"the broker-held SL-M could not be cancelled: {exc}")
+        self._note(
+            p,
+            "safety_removed",
+            "cancelled for TrailStop's own exit",
+            safety_state=SafetyState.REMOVED,
+            safety_order_id=None,
+        )
+        return PROCEED
+
+    def _exit_around_gtt(
+        self, p: Protection, broker: Broker, gtt: GttBroker | None, quantity: int
+    ) -> ExitPlan:
+        gtt_id = p.safety_order_id
+        assert gtt_id is not None
+        if gtt is None:
+            return ExitPlan(blocked="the broker-held GTT cannot be reached through this account")
+        if p.safety_state is not SafetyState.FIRED:
+            try:
+                self._exit_call(lambda: gtt.delete_gtt(gtt_id, urgent=True))
+            except (RejectedError, BrokerInputError) as exc:
+                log.info("protection %s: deleting the GTT was refused (%s)", p.id, exc)
+            except TemporaryError as exc:
+                return ExitPlan(blocked=f"the broker-held GTT could not be deleted: {exc}")
+            else:
+                # Deleted. It may have fired just before: a broker that keeps deleted GTTs says so;
+                # for one that forgets them (Kite), the order it placed would be in the book.
+                try:
+                    after: Gtt | None = self._exit_call(lambda: gtt.gtt(gtt_id))
+                except GttNotFound:
+                    after = None
+                if after is not None and after.order_id:
+                    fired_id = after.order_id
+                    return self._adopt(p, self._exit_call(lambda: broker.order(fired_id)), fired=True)
+                fired = None
+                if after is None:
+                    fired = self._exit_call(lambda: self._gtt_order_in_book(p, broker))
+                if fired is None:
+                    self._note(
+                        p,
+                        "safety_removed",
+                        "GTT deleted for TrailStop's own exit",
+                        safety_state=SafetyState.REMOVED,
+                        safety_order_id=None,
+                    )
+                    return PROCEED
+                return self._adopt(p, fired, fired=True)
+        try:
+            g: Gtt | None = self._exit_call(lambda: gtt.gtt(gtt_id))
+        except GttNotFound:
+            g = None
+        if g is not None and g.is_live:
+            return ExitPlan(blocked="the broker-held GTT is still active and could not be deleted")
+        if g is not None and g.status is GttStatus.TRIGGERED and g.order_id:
+            order_id = g.order_id
+            return self._adopt(p, self._exit_call(lambda: broker.order(order_id)), fired=True)
+        fired = self._exit_call(lambda: self._gtt_order_in_book(p, broker))
+        if fired is not None:
+            return self._adopt(p, fired, fired=True)
+        self._note(
+            p,
+            "safety_removed",
+            "the GTT is no longer active",
+            safety_state=SafetyState.REMOVED,
+            safety_order_id=None,
+        )
+        return PROCEED
+
+    def _adopt(self, p: Protection, order: Order, *, fired: bool) -> ExitPlan:
+        """The order the broker stop fired into becomes the exit; a resting LIMIT is pushed to MARKET."""
+        if (
+            order.status is OrderStatus.OPEN
+            and order.order_type is OrderType.LIMIT
+            and order.filled_quantity == 0
+        ):
+            broker = self.hooks.broker_for(p.account_id)
+            if broker is not None:
+                try:
+                    broker.modify_order(order.order_id, order_type=OrderType.MARKET, urgent=True)
+                except BrokerError as exc:
+                    log.info("protection %s: the fired order stays a LIMIT order (%s)", p.id, exc)
+        state = SafetyState.FIRED if fired else SafetyState.EXIT
+        self._note(
+            p,
+            "safety_fired" if fired else "safety_to_exit",
+            f"order {order.order_id} is the exit",
+            safety_state=state,
+        )
+        return ExitPlan(order.order_id, fired=fired)
+
+
+__all__ = [
+    "PROCEED",
+    "SAFETY_STOP_REASON",
+    "Decision",
+    "ExitPlan",
+    "Move",
+    "SafetyConfig",
+    "SafetyHooks",
+    "SafetyPolicy",
+    "SafetyStopManager",
+    "decide",
+    "gtt_limit_price",
+    "threshold_for",
+]
