@@ -118,6 +118,7 @@ class RunReport:
     faults: Counter[str] = field(default_factory=Counter)
     kills: Counter[str] = field(default_factory=Counter)
     exits: int = 0
+    protections: int = 0
     exits_refused: int = 0  # injected rejections: EXIT_FAILED and an alert, as designed
     entries_not_placed: int = 0
     latencies: list[float] = field(default_factory=list)  # crossing -> flat, seconds of working feed
@@ -1188,6 +1189,7 @@ class Checker:
         label = f"protection {pid} ({row['broker']} {row['exchange']}:{row['symbol']} {row['product']})"
         exits = self.exits_of(row["exit_tag"])
         self.report.exits += len(exits)
+        self.report.protections += 1
         if len(exits) > 1:
             ids = ", ".join(f"{o.order_id} x{o.quantity} {o.status}" for o in exits)
             self.violation("more than one exit", f"{label}: {ids}")
@@ -1393,7 +1395,7 @@ def describe(report: RunReport, config: ChaosConfig) -> list[str]:
         f"  faults: {_counts(report.faults)}",
         f"  kills: SIGKILL {report.kills['SIGKILL']}, SIGTERM {report.kills['SIGTERM']} "
         f"({_counts(report.kills, KILL_REASONS)})",
-        f"  exits: {report.exits} sent by the app, at most one per protection; "
+        f"  exits: {report.exits} sent by the app for {report.protections} protections; "
         f"{report.exits_refused} refused by an injected rejection (EXIT_FAILED + alert; the trader closed it)"
         + (f"; {report.entries_not_placed} entries not placed" if report.entries_not_placed else ""),
     ]
@@ -1512,6 +1514,7 @@ def run_chaos(config: ChaosConfig, workdir: Path | None = None, out: Out = print
             total.faults.update(r.faults)
             total.kills.update(r.kills)
             total.exits += r.exits
+            total.protections += r.protections
             total.exits_refused += r.exits_refused
             total.entries_not_placed += r.entries_not_placed
             total.latencies += r.latencies

@@ -280,10 +280,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="rebuild even if the last build is current")
     parser.add_argument("--bundle-only", action="store_true", help="no tarball")
     args = parser.parse_args(argv)
-    exe = ensure_bundle(force=args.force)
-    print(f"app: {exe.relative_to(ROOT)}  (try: {exe.relative_to(ROOT)} --self-test)")
     if sys.platform.startswith("linux") and not args.bundle_only:
-        ensure_tarball()
+        ensure_tarball(force=args.force)  # builds the bundle first if need be
+    else:
+        ensure_bundle(force=args.force)
+    exe = executable().relative_to(ROOT)
+    print(f"app: {exe}  (check it with: {exe} --self-test)")
     return 0
 
 

@@ -117,18 +117,23 @@ def qt_library_key(dest: str) -> str | None:
 
 
 def keep_file(dest: str) -> bool:
-    """Whether a collected file survives the first cut (before the Qt library closure)."""
+    """Whether a collected file survives the first cut (before the Qt library closure).
+
+    PySide6's wheels lay Qt out differently per platform (PySide6/Qt/... on Linux and macOS, where the
+    locales sit inside QtWebEngineCore.framework; PySide6/plugins, /translations, /qml on Windows), so the
+    rules look at folder names, not at full paths.
+    """
     parts = _parts(dest)
     if "PySide6" not in parts:
         return True
     inside = parts[parts.index("PySide6") + 1 :]
-    if inside[:2] == ["Qt", "qml"]:
+    name = inside[-1] if inside else ""
+    if "qml" in inside[:2]:
         return False  # no QML in this app
-    if inside[:2] == ["Qt", "translations"] or inside[:1] == ["translations"]:
-        name = inside[-1]
-        if inside[-2] == "qtwebengine_locales":
-            return name.removesuffix(".pak") in WEBENGINE_LOCALES
-        return not name.endswith(".qm")  # the app is English-only and installs no QTranslator
+    if len(inside) > 1 and inside[-2] == "qtwebengine_locales":
+        return name.removesuffix(".pak") in WEBENGINE_LOCALES
+    if name.endswith(".qm"):
+        return False  # Qt's own translations: the app is English-only and installs no QTranslator
     if "plugins" in inside:
         rest = inside[inside.index("plugins") + 1 :]
         if rest and rest[0] in DROPPED_PLUGIN_DIRS:

@@ -6,8 +6,9 @@ crashed or killed process is noticed and taken over). The running instance liste
 (``QLocalServer``, named per user and data folder); a second start connects, asks it to show its window,
 prints what it was told and exits.
 
-A trader never passes ``--data-dir``, so for them this is one instance per user. Tests, the self-test and a
-second data folder chosen on purpose each get their own lock.
+A trader never passes ``--data-dir``, so for them this is one instance per user; tests and a second data
+folder chosen on purpose each get their own lock. ``--self-test`` takes none: it shares nothing with a
+running TrailStop (its own temporary folder, simulator and in-memory secrets), so it may run beside one.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ ACTIVATE = b"activate\n"
 HANDED_OVER = 0
 # Exit code of a second start that could not do what it was asked (a second --headless, say).
 ALREADY_RUNNING = 3
+# Exit code when the data folder cannot hold the lock file at all.
+CANNOT_LOCK = 1
 
 
 def _user() -> str:
@@ -65,6 +68,7 @@ class SingleInstance(QObject):
         self._server: QLocalServer | None = None
         self.primary = False
         self.answer = ""  # what the running instance said, after a hand-over
+        self.problem = ""  # why the data folder could not be claimed, when no other instance holds it
 
     # ----------------------------------------------------------------- deciding who runs
 
@@ -79,6 +83,10 @@ class SingleInstance(QObject):
             if self._lock.tryLock(0):
                 self.primary = True
                 return True
+            if self._lock.error() is not QLockFile.LockError.LockFailedError:
+                # Not another instance: the data folder does not take files (read-only, full, ...).
+                self.problem = f"cannot create {self._lock.fileName()} ({self._lock.error().name})"
+                return False
             answer = self._ask_running_instance()
             if answer is not None:
                 self.answer = answer
@@ -115,6 +123,8 @@ class SingleInstance(QObject):
     def hand_over_message(self) -> str:
         """What a second start tells the trader, by what the running instance answered."""
         where = f"data folder {self.directory}"
+        if self.problem:
+            return f"TrailStop cannot start: {self.problem}."
         if self.answer == "window":
             return f"TrailStop is already running ({where}): its window was brought to the front."
         if self.answer == "headless":
@@ -124,7 +134,9 @@ class SingleInstance(QObject):
         return f"TrailStop is already running ({where}, {self.answer}); not starting another."
 
     def exit_code(self) -> int:
-        """0 when the running instance showed its window as asked, ALREADY_RUNNING otherwise."""
+        """0 when the running instance showed its window as asked, ALREADY_RUNNING or CANNOT_LOCK else."""
+        if self.problem:
+            return CANNOT_LOCK
         return HANDED_OVER if self.answer == "window" and not self.headless else ALREADY_RUNNING
 
     # ----------------------------------------------------------------- the running instance

@@ -30,7 +30,6 @@ VersionInfoVersion={#AppVersion}
 VersionInfoDescription={#AppName} setup
 ; Per user: {autopf} is %LOCALAPPDATA%\Programs, and shortcuts go to the user's own Start menu and desktop.
 PrivilegesRequired=lowest
-PrivilegesRequiredOverridesAllowed=dialog
 DefaultDirName={autopf}\{#AppName}
 DefaultGroupName={#AppName}
 DisableProgramGroupPage=yes

@@ -417,3 +417,105 @@ def test_inno_setup_script_installs_per_user_and_keeps_the_data() -> None:
     assert "[UninstallDelete]" not in iss.replace("No [UninstallDelete]", "")
     assert 'Name: "desktopicon"' in iss and "Flags: unchecked" in iss
     assert (ROOT / "resources/icons/trailstop.ico").is_file()
+
+
+def test_self_test_says_what_failed_and_exits_1(
+    qapp: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from trailstop_gui import selftest
+
+    for name in ("QT_QPA_PLATFORM", "QTWEBENGINE_DISABLE_SANDBOX", "QTWEBENGINE_CHROMIUM_FLAGS"):
+        monkeypatch.setenv(name, os.environ.get(name, ""))  # restored afterwards: the self-test sets them
+    monkeypatch.setattr(selftest, "_check_bundle", lambda: "fine")
+    monkeypatch.setattr(selftest, "_check_keyring", lambda: "fine")
+    monkeypatch.setattr(selftest, "_check_web_engine", lambda: "fine")
+
+    def no_line() -> str:
+        raise selftest.StepFailed("the chart drew no line")
+
+    def broken_flow(self: Any) -> None:
+        raise RuntimeError("the simulator did not start")
+
+    monkeypatch.setattr(selftest, "_check_charts", no_line)
+    monkeypatch.setattr(selftest.DemoFlow, "run", broken_flow)
+    assert selftest.run_self_test() == 1
+    out = capsys.readouterr().out
+    assert re.search(r"FAILED\s+charts: the chart drew no line", out)
+    assert re.search(r"FAILED\s+demo flow: RuntimeError: the simulator did not start", out)
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("self-test FAILED: 2 step(s) failed (charts, demo flow)")
+    kept = Path(last.rsplit("kept in ", 1)[1])
+    assert kept.is_dir()  # kept for a look at its log
+    shutil.rmtree(kept)
+
+
+@pytest.mark.parametrize(
+    ("dest", "kept"),
+    [
+        ("PySide6/Qt/qml/QtQuick/libqtquick2plugin.so", False),  # Linux, macOS
+        ("PySide6/qml/QtQuick/qtquick2plugin.dll", False),  # Windows
+        ("PySide6/Qt/translations/qtwebengine_locales/en-US.pak", True),
+        ("PySide6/Qt/translations/qtwebengine_locales/de.pak", False),
+        ("PySide6/Qt/lib/QtWebEngineCore.framework/Versions/A/Resources/qtwebengine_locales/hi.pak", True),
+        ("PySide6/translations/qtwebengine_locales/fr.pak", False),
+        ("PySide6/translations/qtbase_de.qm", False),
+        ("PySide6/Qt/plugins/platforms/libqxcb.so", True),
+        ("PySide6/Qt/plugins/platforms/libqwayland.so", True),
+        ("PySide6/Qt/plugins/platforms/libqoffscreen.so", True),  # the self-test runs on it
+        ("PySide6/plugins/platforms/qwindows.dll", True),
+        ("PySide6/Qt/plugins/platforms/libqcocoa.dylib", True),
+        ("PySide6/Qt/plugins/platforms/libqeglfs.so", False),
+        ("PySide6/plugins/platforms/qdirect2d.dll", False),
+        ("PySide6/Qt/plugins/imageformats/libqpdf.so", False),
+        ("PySide6/Qt/plugins/position/libqtposition_geoclue2.so", False),
+        ("PySide6/Qt/resources/qtwebengine_resources.pak", True),
+        ("certifi/cacert.pem", True),
+    ],
+)
+def test_trimming_rules_for_each_platforms_layout(dest: str, kept: bool) -> None:
+    assert bundle_config.keep_file(dest) is kept
+
+
+def test_prune_keeps_the_qt_libraries_kept_binaries_link_and_drops_the_rest() -> None:
+    links = {
+        "/src/QtWebEngineWidgets.abi3.so": ["libQt6WebEngineWidgets.so.6"],
+        "/src/libQt6WebEngineWidgets.so.6": ["libQt6WebEngineCore.so.6", "libQt6QuickWidgets.so.6"],
+        "/src/libQt6WebEngineCore.so.6": ["libQt6Quick.so.6", "libc.so.6"],
+        "/src/libQt6Quick.so.6": [],
+        "/src/libQt6QuickWidgets.so.6": [],
+        "/src/libQt6Quick3D.so.6": ["libQt6Quick.so.6"],
+        "/src/libqtquick3dplugin.so": ["libQt6Quick3D.so.6"],
+    }
+    binaries = [
+        ("PySide6/QtWebEngineWidgets.abi3.so", "/src/QtWebEngineWidgets.abi3.so", "EXTENSION"),
+        *[(f"PySide6/Qt/lib/{Path(s).name}", s, "BINARY") for s in links if "libQt6" in s],
+        ("libQt6Quick3D.so.6", "PySide6/Qt/lib/libQt6Quick3D.so.6", "SYMLINK"),
+        ("PySide6/Qt/qml/QtQuick3D/libqtquick3dplugin.so", "/src/libqtquick3dplugin.so", "BINARY"),
+    ]
+    kept, datas, dropped = bundle_config.prune(binaries, [], lambda source: links[source])
+    assert dropped == ["qt6quick3d.so.6"]
+    assert {Path(e[0]).name for e in kept} == {
+        "QtWebEngineWidgets.abi3.so",
+        "libQt6WebEngineWidgets.so.6",
+        "libQt6WebEngineCore.so.6",
+        "libQt6Quick.so.6",
+        "libQt6QuickWidgets.so.6",
+    }
+    assert datas == []
+
+
+@pytest.mark.parametrize(
+    ("name", "key"),
+    [
+        ("libQt6Core.so.6", "qt6core.so.6"),
+        ("PySide6/Qt6Core.dll", "qt6core.dll"),
+        ("PySide6/Qt/lib/QtCore.framework/Versions/A/QtCore", "qtcore"),
+        ("@rpath/QtCore.framework/Versions/A/QtCore", "qtcore"),
+        ("libicudata.so.73", "icudata.so.73"),
+        ("PySide6/QtCore.abi3.so", None),  # the Python binding: a root, never pruned
+        ("PySide6/Qt/libexec/QtWebEngineProcess", None),
+        ("shiboken6/shiboken6.abi3.dll", None),
+    ],
+)
+def test_qt_libraries_are_recognised_on_every_platform(name: str, key: str | None) -> None:
+    assert bundle_config.qt_library_key(name) == key

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from PySide6.QtCore import QObject, Signal
 from pytestqt.qtbot import QtBot
@@ -58,7 +58,13 @@ class FakeSession:
         return "Zerodha (AB1234)"
 
     def broker_if_ready(self) -> Any:
-        return None  # no price polling: the test gives prices through snapshots
+        return self
+
+    def ltp(self, keys: list[str]) -> dict[str, float]:
+        return {}  # no polled prices: the test gives them through snapshots
+
+    def instruments(self) -> list[Any]:
+        return []
 
 
 class FakeService(QObject):
@@ -124,21 +130,32 @@ spin_values = st.one_of(
     st.floats(0, 1_000_000, allow_nan=False),
     st.sampled_from([0.0, 0.01, 0.05, 0.25, 1.0, 2.0, 5.0, 99.99, 100.0, 150.0]),
 )
+# Raw values, or (often) a whole number of lots or ticks and a sensible rule: the valid side gets its share.
 form = st.fixed_dictionaries(
     {
         "record": st.sampled_from([*RECORDS, None]),
         "typed": st.sampled_from(["", "INF", "zzz", "NIFTY"]),
         "sell": st.booleans(),
-        "quantity": st.one_of(st.integers(0, 2000), st.sampled_from([0, 1, 74, 75, 150, 151])),
+        "quantity": st.one_of(
+            st.integers(0, 2000),
+            st.sampled_from([0, 1, 74, 75, 150, 151]),
+            st.tuples(st.just("lots"), st.integers(1, 20)),
+        ),
         "product": st.sampled_from(list(Product)),
         "limit": st.booleans(),
         "price": st.one_of(
-            st.floats(0, 100_000, allow_nan=False), st.sampled_from([0.0, 0.01, 0.03, 1500.05])
+            st.floats(0, 100_000, allow_nan=False),
+            st.sampled_from([0.0, 0.01, 0.03, 1500.05]),
+            st.tuples(st.just("ticks"), st.integers(1, 2_000_000)),
         ),
         "ltp": st.one_of(st.none(), st.floats(0.01, 100_000, allow_nan=False)),
         "kind": st.sampled_from(list(RuleKind)),
-        "value": spin_values,
-        "options": st.lists(st.tuples(st.booleans(), spin_values, spin_values), min_size=4, max_size=4),
+        "value": st.one_of(spin_values, st.floats(0.5, 10, allow_nan=False)),
+        "options": st.lists(
+            st.tuples(st.sampled_from([False, False, False, True]), spin_values, spin_values),
+            min_size=4,
+            max_size=4,
+        ),
     }
 )
 
@@ -154,11 +171,17 @@ def fill(rig: Rig, f: dict[str, Any]) -> None:
     else:
         panel.instrument.setText(f["typed"])
     (panel.sell if f["sell"] else panel.buy).setChecked(True)
-    panel.quantity.setValue(f["quantity"])
+    quantity = f["quantity"]
+    if isinstance(quantity, tuple):
+        quantity = quantity[1] * max(record.lot_size if record else 1, 1)
+    panel.quantity.setValue(quantity)
     panel.product.setCurrentIndex(panel.product.findData(f["product"].value))
     order_type = OrderType.LIMIT if f["limit"] else OrderType.MARKET
     panel.order_type.setCurrentIndex(panel.order_type.findData(order_type.value))
-    panel.price.setValue(f["price"])
+    price = f["price"]
+    if isinstance(price, tuple):
+        price = round(price[1] * (record.tick_size if record and record.tradable else 0.05), 4)
+    panel.price.setValue(price)
     editor = panel.rule_editor
     editor.kind.setCurrentIndex(editor.kind.findData(f["kind"].value))
     editor.value.setValue(f["value"])
@@ -175,7 +198,7 @@ def fill(rig: Rig, f: dict[str, Any]) -> None:
 
 
 @settings(
-    max_examples=250,
+    max_examples=400,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -184,6 +207,7 @@ def test_the_form_names_every_problem_or_gives_a_sound_order(rig: Rig, f: dict[s
     fill(rig, f)
     panel = rig.panel
     problems = panel.validation_errors()
+    event("refused" if problems else "accepted")
     assert all(
         isinstance(field, str) and field and isinstance(text, str) and text for field, text in problems
     )
@@ -206,8 +230,9 @@ def test_the_form_names_every_problem_or_gives_a_sound_order(rig: Rig, f: dict[s
         assert abs(steps - round(steps)) < 1e-6, (request.price, record.tick_size)
         entry = request.price
     else:
-        assert request.price is None and f["ltp"] is not None
-        entry = f["ltp"]
+        known = panel.last_price()  # this example's tick, or one an earlier example left for the instrument
+        assert request.price is None and known is not None
+        entry = known[0]
     stop = initial_stop(request.side, entry, record.tick_size, request.rule)
     assert math.isfinite(stop) and stop > 0
     # The service (through the real store's checks) takes what the form lets through.

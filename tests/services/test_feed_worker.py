@@ -179,3 +179,71 @@ def test_expired_token_means_login_needed_without_a_storm(
         assert not session.has_token()
     finally:
         session.stop_feed()
+
+
+def upstox_session(sim: SimulatorHandle, store: ProtectionStore) -> AccountSession:
+    up = sim.info["upstox"]
+    account = store.add_account(
+        "upstox",
+        "Upstox",
+        user_id=up["user_id"],
+        api_key=up["client_id"],
+        redirect_url=up["redirect_uri"],
+        api_root=sim.url,
+    )
+    secrets = SecretStore()
+    secrets.set(account.id, "api_secret", up["client_secret"])
+    session = AccountSession(
+        account,
+        secrets,
+        Endpoints.for_simulator(sim.info, "upstox"),
+        watchdog=2.5,
+        backoff=lambda: Backoff(initial=0.1, maximum=0.5),
+    )
+    session.login_with_password(up["user_id"], up["password"])
+    return session
+
+
+@pytest.mark.parametrize("fault", [None, {"fault": "drop_ws"}, {"fault": "stall_ws", "seconds": 6}])
+def test_upstox_feed_quiet_market_stall_and_drop(
+    qtbot: QtBot, simulator: SimulatorHandle, store: ProtectionStore, fault: dict[str, object] | None
+) -> None:
+    simulator.set_price("NSE:INFY", 1500.0)
+    session = upstox_session(simulator, store)
+    key = next(i["upstox_key"] for i in control(simulator, "instruments") if i["symbol"] == "NSE:INFY")
+    p = store.create_protection(
+        account_id=session.account_id,
+        broker="upstox",
+        instrument=key,
+        symbol="INFY",
+        exchange="NSE",
+        side=Side.BUY,
+        product=Product.MIS,
+        quantity=1,
+        filled_quantity=1,
+        tick_size=0.05,
+        rule=TrailRule.percent(2.0),
+        entry_price=1500.0,
+        status=Status.OPEN,
+    )
+    triggers: list[tuple[int, StopTriggered]] = []
+    feed = start(session, store, triggers)
+    try:
+        feed.arm([p])
+        wait_until(lambda: feed.loop.state is FeedState.LIVE, what="live")
+        if fault is None:
+            # A quiet market sends nothing on Upstox (no heartbeats): that is no reason to reconnect.
+            time.sleep(4.0)
+            assert feed.loop.connects == 1
+        else:
+            control(simulator, "fault", fault)
+            wait_until(lambda: feed.loop.connects > 1, timeout=15, what="a reconnect")
+            wait_until(
+                lambda: not any(c["stalled"] for c in control(simulator, "feeds")), what="the stall to end"
+            )
+            wait_until(lambda: feed.loop.state is FeedState.LIVE, timeout=10, what="live again")
+        simulator.set_price("NSE:INFY", 1400.0, bid=1399.95, ask=1400.05)
+        wait_until(lambda: bool(triggers), what="the trigger")
+        assert [pid for pid, _ in triggers] == [p.id]
+    finally:
+        session.stop_feed()

@@ -20,6 +20,7 @@ from pytestqt.qtbot import QtBot
 
 from trailstop_gui.single_instance import (
     ALREADY_RUNNING,
+    CANNOT_LOCK,
     HANDED_OVER,
     LOCK_NAME,
     MAIN_WINDOW_NAME,
@@ -183,6 +184,20 @@ def test_an_instance_that_never_answers_still_keeps_the_second_start_out(
         silent.wait()
     assert code == ALREADY_RUNNING
     assert lines[0] == f"answer:unresponsive (pid {silent.pid})"
+
+
+def test_a_folder_that_cannot_hold_the_lock_file_is_reported_as_such(tmp_path: Path) -> None:
+    # No file can be created in it (root ignores permissions, so a read-only folder would not do).
+    folder = tmp_path / "a file, not a folder"
+    folder.write_text("")
+    instance = SingleInstance(folder)
+    started = time.monotonic()
+    assert not instance.claim(patience=5)
+    assert time.monotonic() - started < 2  # no point waiting for an instance that is not there
+    assert instance.exit_code() == CANNOT_LOCK
+    assert instance.hand_over_message().startswith(
+        f"TrailStop cannot start: cannot create {folder / LOCK_NAME}"
+    )
 
 
 def test_each_data_folder_has_its_own_instance(tmp_path: Path) -> None:

@@ -3,8 +3,13 @@
 PENDING --filled--> OPEN --stop/target hit--> TRIGGERED --exit accepted--> EXITING --exit filled--> CLOSED
 PENDING --> CANCELLED | REJECTED           (entry never filled)
 OPEN    --> CLOSED (reason: external)      (position closed outside the app, found by the reconciler)
+OPEN    --> CLOSED (reason: safety stop)   (the broker-held safety stop filled, maybe while the app was away)
 OPEN    --> REMOVED                        (user removed the protection; position left open)
 EXITING --> EXIT_FAILED --user retry--> TRIGGERED
+
+The broker-held safety stop has its own small state (``SafetyState``) beside the status; it never changes
+which transitions are legal: a fired safety stop closes through OPEN -> CLOSED, or, when TrailStop's own
+stop fired too, through TRIGGERED -> EXITING -> CLOSED with the safety stop's order as the exit.
 """
 
 from __future__ import annotations

@@ -128,6 +128,9 @@ class ProtectionStore:
         self._lock = threading.Lock()
         # protection id -> (stop before the first unflushed move, latest stop, latest peak)
         self._pending: dict[int, tuple[float, float, float | None]] = {}
+        # The batch a flush is writing right now: readers still see it until it is committed (without
+        # it, a read in between would find neither the pending move nor the new row, only the old stop).
+        self._inflight: dict[int, tuple[float, float, float | None]] = {}
         self._flush_interval = flush_interval
         self._wake = threading.Event()
         self._closing = threading.Event()
@@ -495,6 +498,7 @@ class ProtectionStore:
         """Write every pending stop move now. Returns how many protections were written."""
         with self._lock:
             batch, self._pending = self._pending, {}
+            self._inflight = batch
         if not batch:
             return 0
         written = 0
@@ -528,6 +532,9 @@ class ProtectionStore:
                 for pid, entry in batch.items():
                     self._pending.setdefault(pid, entry)
             raise
+        finally:
+            with self._lock:
+                self._inflight = {}
         return written
 
     def pending_stops(self) -> dict[int, float]:
@@ -550,7 +557,7 @@ class ProtectionStore:
 
     def _with_pending(self, protection: Protection) -> Protection:
         with self._lock:
-            pending = self._pending.get(protection.id)
+            pending = self._pending.get(protection.id) or self._inflight.get(protection.id)
         if pending is None or protection.status is not Status.OPEN:
             return protection
         return protection.with_changes(stop=pending[1], peak=pending[2])

@@ -13,6 +13,7 @@ Thread rules:
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -54,6 +55,8 @@ from trailstop_gui.settings import load_settings
 log = logging.getLogger("trailstop.protection")
 
 RECONCILE_INTERVAL_MS = 30_000
+ENTRY_WATCH_SECONDS = 20.0
+ENTRY_POLL_SECONDS = 0.2
 FEED_DOWN_ALERT_MS = 10_000
 
 
@@ -147,7 +150,7 @@ class ProtectionService(QObject):
             ),
         )
         self.actions = QThreadPool()
-        self.actions.setMaxThreadCount(2)
+        self.actions.setMaxThreadCount(4)  # an entry is watched until it fills, for up to 20 s
         self.reconciles = QThreadPool()
         self.reconciles.setMaxThreadCount(1)  # reconciles never overlap
         self._timer = QTimer(self)
@@ -435,7 +438,39 @@ class ProtectionService(QObject):
             return
         self.store.update(p.id, kind="entry_placed", entry_order_id=order_id)
         self.protection_changed.emit(p.id)
-        self.reconcile(p.account_id)
+        self._watch_entry(p.id, broker, order_id)
+
+    def _watch_entry(self, pid: int, broker: Broker, order_id: str) -> None:
+        """Follow a fresh entry until it is final, so the stop is armed the moment it fills.
+
+        Order updates may not reach us (an Upstox account has no order stream here); a resting LIMIT entry is
+        left to order updates and the periodic reconcile once ``ENTRY_WATCH_SECONDS`` have passed.
+        """
+        deadline = time.monotonic() + ENTRY_WATCH_SECONDS
+        while time.monotonic() < deadline:
+            try:
+                order = broker.order(order_id)
+            except AuthError as exc:
+                self.sessions[self.store.get(pid).account_id].mark_login_needed(str(exc))
+                return
+            except BrokerError as exc:
+                log.info("protection %s: reading entry %s failed (%s)", pid, order_id, exc)
+                order = None
+            p = self.store.get(pid)
+            if p.status not in (Status.PENDING, Status.OPEN):
+                return
+            if order is not None:
+                try:
+                    changed = self.reconciler.apply_entry_state(
+                        p, order.status, order.filled_quantity, order.average_price
+                    )
+                except (ConcurrentTransition, IllegalTransition):
+                    changed = None
+                if changed is not None:
+                    self.protection_changed.emit(pid)
+                if order.is_final:
+                    return
+            time.sleep(ENTRY_POLL_SECONDS)
 
     def adopt(
         self,
@@ -571,7 +606,7 @@ class ProtectionService(QObject):
         if enabled and p.safety_state in (SafetyState.OFF, SafetyState.REMOVED):
             fields["safety_state"] = SafetyState.PLACING
         p = self.store.update(pid, kind="safety_changed", **fields)
-        self.safety.refresh(pid)
+        self.safety.refresh(pid, buffer_changed=True)
         self.protection_changed.emit(pid)
         return p
 

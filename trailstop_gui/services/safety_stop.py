@@ -41,6 +41,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import TypeVar
 
 from trailstop_gui.models.domain import (
@@ -159,11 +160,19 @@ def decide(
     now: float,
     threshold: float,
     policy: SafetyPolicy,
+    loosen: bool = False,
 ) -> Decision:
-    """What to do with one protection's broker stop now. Pure: the bench drives it with a synthetic clock."""
+    """What to do with one protection's broker stop now. Pure: the bench drives it with a synthetic clock.
+
+    The broker stop only ever moves in the trader's favour, as the trail does: a wanted level behind the
+    held one (a stop read before its last move was written, a restart that lost the last fraction of a
+    second of trail) keeps the held level. ``loosen`` allows it once: the trader widened the buffer.
+    """
     if held is None:
         return Decision(Move.PLACE, wanted)
     lag = wanted - held if side.is_long else held - wanted  # > 0: the broker stop trails behind
+    if lag < 0 and not loosen:
+        wanted, lag = held, 0.0
     quantity_fix = held_quantity != quantity
     if not quantity_fix and abs(lag) < threshold - 1e-9:
         return Decision(Move.NONE)
@@ -306,6 +315,7 @@ class SafetyStopManager:
         self._exiting: set[int] = set()
         self._check_next: set[int] = set()  # read the broker stop back before the next decision
         self._replace_next: set[int] = set()  # the broker refused a move of a live stop: re-place it
+        self._loosen_next: set[int] = set()  # the trader changed the buffer: the stop may move back once
         self._busy: set[int] = set()
         self._closed = False
 
@@ -330,13 +340,18 @@ class SafetyStopManager:
         if account_id is not None:
             self._wake(account_id, pid)
 
-    def refresh(self, pid: int) -> None:
-        """The protection changed (switched on or off, resized, removed, closed): act on it soon."""
+    def refresh(self, pid: int, *, buffer_changed: bool = False) -> None:
+        """The protection changed (switched on or off, resized, removed, closed): act on it soon.
+
+        ``buffer_changed``: the trader widened (or narrowed) the buffer; the broker stop follows, even back.
+        """
         try:
             p = self.store.get(pid)
         except KeyError:
             return
         with self._guard:
+            if buffer_changed:
+                self._loosen_next.add(pid)
             if p.status is Status.OPEN and (p.safety_enabled or p.safety_state in _LIVE_AT_BROKER):
                 self._tracked[pid] = p.account_id
         self._wake(p.account_id, pid)
@@ -391,6 +406,7 @@ class SafetyStopManager:
             self._failures.pop(pid, None)
             self._check_next.discard(pid)
             self._replace_next.discard(pid)
+            self._loosen_next.discard(pid)
 
     def _retry_later(self, pid: int) -> float:
         with self._guard:
@@ -483,6 +499,8 @@ class SafetyStopManager:
         with self._guard:
             last = self._last_move.get(p.id)
             force_replace = p.id in self._replace_next
+            loosen = p.id in self._loosen_next
+            self._loosen_next.discard(p.id)
         decision = decide(
             side=p.side,
             wanted=wanted,
@@ -501,6 +519,7 @@ class SafetyStopManager:
                 self.policy.threshold_fraction,
             ),
             policy=self.policy,
+            loosen=loosen,
         )
         if force_replace and decision.move in (Move.MODIFY, Move.WAIT):
             decision = Decision(Move.REPLACE, wanted)
@@ -1122,60 +1141,46 @@ class SafetyStopManager:
     def _exit_around_gtt(
         self, p: Protection, broker: Broker, gtt: GttBroker | None, quantity: int
     ) -> ExitPlan:
+        """Delete the GTT first; a GTT that fired (before, or just as it was deleted) is the exit."""
         gtt_id = p.safety_order_id
         assert gtt_id is not None
         if gtt is None:
             return ExitPlan(blocked="the broker-held GTT cannot be reached through this account")
-        if p.safety_state is not SafetyState.FIRED:
-            try:
-                self._exit_call(lambda: gtt.delete_gtt(gtt_id, urgent=True))
-            except (RejectedError, BrokerInputError) as exc:
-                log.info("protection %s: deleting the GTT was refused (%s)", p.id, exc)
-            except TemporaryError as exc:
-                return ExitPlan(blocked=f"the broker-held GTT could not be deleted: {exc}")
-            else:
-                # Deleted. It may have fired just before: a broker that keeps deleted GTTs says so;
-                # for one that forgets them (Kite), the order it placed would be in the book.
+        delete = p.safety_state is not SafetyState.FIRED
+        for _ in range(self.policy.exit_attempts):
+            if delete:
                 try:
-                    after: Gtt | None = self._exit_call(lambda: gtt.gtt(gtt_id))
-                except GttNotFound:
-                    after = None
-                if after is not None and after.order_id:
-                    fired_id = after.order_id
-                    return self._adopt(p, self._exit_call(lambda: broker.order(fired_id)), fired=True)
-                fired = None
-                if after is None:
-                    fired = self._exit_call(lambda: self._gtt_order_in_book(p, broker))
-                if fired is None:
-                    self._note(
-                        p,
-                        "safety_removed",
-                        "GTT deleted for TrailStop's own exit",
-                        safety_state=SafetyState.REMOVED,
-                        safety_order_id=None,
-                    )
-                    return PROCEED
+                    gtt.delete_gtt(gtt_id, urgent=True)
+                except (RejectedError, BrokerInputError) as exc:
+                    log.info("protection %s: deleting the GTT was refused (%s)", p.id, exc)
+                except AmbiguousError:
+                    pass  # it may be deleted: the read below says
+                except TemporaryError:
+                    self._sleep(self.policy.exit_retry_delay)
+                    continue
+            # Read it back. A broker that keeps deleted GTTs says whether it fired first; for one that
+            # forgets them (Kite), the order a GTT placed just before the delete would be in the book.
+            try:
+                g: Gtt | None = self._exit_call(lambda: gtt.gtt(gtt_id))
+            except GttNotFound:
+                g = None
+            if g is not None and g.is_live:
+                delete = True
+                continue  # still active: the delete did not happen; try again
+            if g is not None and g.order_id and g.status is not GttStatus.REJECTED:
+                return self._adopt(p, self._exit_call(partial(broker.order, g.order_id)), fired=True)
+            fired = None if g is not None else self._exit_call(lambda: self._gtt_order_in_book(p, broker))
+            if fired is not None:
                 return self._adopt(p, fired, fired=True)
-        try:
-            g: Gtt | None = self._exit_call(lambda: gtt.gtt(gtt_id))
-        except GttNotFound:
-            g = None
-        if g is not None and g.is_live:
-            return ExitPlan(blocked="the broker-held GTT is still active and could not be deleted")
-        if g is not None and g.status is GttStatus.TRIGGERED and g.order_id:
-            order_id = g.order_id
-            return self._adopt(p, self._exit_call(lambda: broker.order(order_id)), fired=True)
-        fired = self._exit_call(lambda: self._gtt_order_in_book(p, broker))
-        if fired is not None:
-            return self._adopt(p, fired, fired=True)
-        self._note(
-            p,
-            "safety_removed",
-            "the GTT is no longer active",
-            safety_state=SafetyState.REMOVED,
-            safety_order_id=None,
-        )
-        return PROCEED
+            self._note(
+                p,
+                "safety_removed",
+                "GTT deleted for TrailStop's own exit",
+                safety_state=SafetyState.REMOVED,
+                safety_order_id=None,
+            )
+            return PROCEED
+        return ExitPlan(blocked="the broker-held GTT could not be deleted; it still protects the position")
 
     def _adopt(self, p: Protection, order: Order, *, fired: bool) -> ExitPlan:
         """The order the broker stop fired into becomes the exit; a resting LIMIT is pushed to MARKET."""

@@ -69,6 +69,10 @@ def test_decisions() -> None:
     # A short's broker stop sits above: it lags when it is higher than wanted.
     assert plan(side=Side.SELL, wanted=1010.0, held=1015.0).move is Move.MODIFY
     assert plan(side=Side.SELL, wanted=1010.0, held=1012.0).move is Move.NONE
+    # Never backwards, unless the trader changed the buffer; a quantity fix keeps the level held.
+    assert plan(wanted=980.0).move is Move.NONE
+    assert plan(wanted=980.0, loosen=True) == Decision(Move.MODIFY, 980.0)
+    assert plan(wanted=980.0, held_quantity=4) == Decision(Move.MODIFY, 985.0)
 
 
 def test_threshold_and_limit_price() -> None:

@@ -81,9 +81,14 @@ class FeedBatch:
 
 
 class FeedProtocol(Protocol):
-    """What one broker's stream looks like to the loop."""
+    """What one broker's stream looks like to the loop.
+
+    ``silence_means_dead``: the server sends heartbeats (Kite, every second), so a silent socket is a dead
+    one. Where it does not (Upstox: a quiet instrument sends nothing), WebSocket pings watch the link instead.
+    """
 
     name: str
+    silence_means_dead: bool
 
     async def open(self) -> ClientConnection:
         """Open an authenticated socket; raise AuthError when the token is refused."""
@@ -258,6 +263,8 @@ class FeedLoop:
             await socket.close()
 
     async def _watchdog_task(self, socket: ClientConnection) -> None:
+        if not self.protocol.silence_means_dead:
+            return  # the protocol's WebSocket pings close a dead link; silence alone proves nothing
         while True:
             await asyncio.sleep(min(1.0, self.watchdog / 4))
             silent = time.monotonic() - self.last_message_at

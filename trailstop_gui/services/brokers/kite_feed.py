@@ -45,6 +45,7 @@ class KiteFeed:
     """The Kite ticker protocol for the FeedLoop."""
 
     name = "kite"
+    silence_means_dead = True  # a heartbeat every second
 
     def __init__(
         self,

@@ -57,6 +57,7 @@ class UpstoxFeed:
     """The Upstox V3 market-data feed protocol for the FeedLoop."""
 
     name = "upstox"
+    silence_means_dead = False  # no heartbeat frames: pings (ping_interval) watch the link
 
     def __init__(
         self,
@@ -113,6 +114,7 @@ class UpstoxPortfolioFeed:
     """The Upstox portfolio stream: order updates as text JSON (no subscriptions)."""
 
     name = "upstox-orders"
+    silence_means_dead = False
 
     def __init__(
         self, token: Callable[[], str | None], api_root: str = UPSTOX_API_ROOT, *, open_timeout: float = 5.0
