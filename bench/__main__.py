@@ -9,7 +9,15 @@ from __future__ import annotations
 import subprocess
 import sys
 
-MODULES = ["bench.engine", "bench.decoders", "bench.feed_throughput", "bench.tick_to_exit", "bench.safety"]
+MODULES = [
+    "bench.engine",
+    "bench.decoders",
+    "bench.feed_throughput",
+    "bench.tick_to_exit",
+    "bench.gui",
+    "bench.safety",
+    "bench.dist",
+]
 
 
 def main() -> int:

@@ -154,14 +154,56 @@ def run_headless(args: argparse.Namespace, instance: SingleInstance | None = Non
         log.info("stopped; open protections stay armed for the next start")
 
 
+def _prepare_web_engine() -> None:
+    """QtWebEngine (the broker login view) must be loaded before the QApplication exists.
+
+    Chromium refuses to start its sandbox as root; only then is the sandbox switched off.
+    """
+    import os
+
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        os.environ.setdefault("QTWEBENGINE_DISABLE_SANDBOX", "1")
+        flags = os.environ.get("QTWEBENGINE_CHROMIUM_FLAGS", "")
+        if "--no-sandbox" not in flags:
+            os.environ["QTWEBENGINE_CHROMIUM_FLAGS"] = f"{flags} --no-sandbox".strip()
+    import trailstop_gui.views.login_view  # noqa: F401  (loads QtWebEngineWidgets)
+
+
+def _offer_demo() -> bool:
+    """First run, no broker account: offer the simulated market so the app shows something at once."""
+    from PySide6.QtWidgets import QMessageBox
+
+    box = QMessageBox()
+    box.setWindowTitle("Welcome to TrailStop")
+    box.setIcon(QMessageBox.Icon.Information)
+    box.setText("<b>No broker account yet.</b>")
+    box.setInformativeText(
+        "Try TrailStop on a simulated market first: place an order, watch the stop trail and fire, with no "
+        "money at stake. You can add your Zerodha or Upstox account at any time from Accounts."
+    )
+    demo = box.addButton("Try the demo market", QMessageBox.ButtonRole.AcceptRole)
+    box.addButton("Add my account", QMessageBox.ButtonRole.RejectRole)
+    box.setDefaultButton(demo)
+    box.exec()
+    return box.clickedButton() is demo
+
+
 def run_window(args: argparse.Namespace, instance: SingleInstance | None = None) -> int:
+    import threading
+
+    _prepare_web_engine()
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
     from trailstop_gui.runtime import build_runtime
+    from trailstop_gui.services.instruments import InstrumentService
     from trailstop_gui.settings import load_settings
     from trailstop_gui.views import theme
+    from trailstop_gui.views.accounts_dialog import AccountsDialog
+    from trailstop_gui.views.login_view import LoginDialog, ReloginPrompter
     from trailstop_gui.views.main_window import MainWindow
+    from trailstop_gui.views.order_entry import OrderEntryPanel
+    from trailstop_gui.views.settings_dialog import SettingsDialog
 
     app = QApplication(sys.argv[:1])
     app.setApplicationName(APP_NAME)
@@ -173,16 +215,26 @@ def run_window(args: argparse.Namespace, instance: SingleInstance | None = None)
     app.setQuitOnLastWindowClosed(False)
     if instance is not None:
         instance.listen()
-    runtime = build_runtime(
-        data_directory=args.data_dir,
-        sim_url=args.sim,
-        brokers=_brokers(args.broker),
-        demo=args.demo,
-        auto_protect=args.auto_protect,
-    )
-    theme.apply_theme(app, load_settings(runtime.store).theme)
+
+    def build(demo: bool):  # type: ignore[no-untyped-def]
+        return build_runtime(
+            data_directory=args.data_dir,
+            sim_url=args.sim,
+            brokers=_brokers(args.broker),
+            demo=demo,
+            auto_protect=args.auto_protect,
+            paper=args.paper,
+        )
+
+    runtime = build(args.demo)
+    settings = load_settings(runtime.store)
+    theme.apply_theme(app, settings.theme)
+    if not runtime.service.sessions and not (args.demo or args.sim) and _offer_demo():
+        runtime.close()
+        runtime = build(True)
     if getattr(args, "safety_stop", False):
         runtime.service.set_safety_defaults(replace(runtime.service.safety_defaults, enabled=True))
+    service, store = runtime.service, runtime.store
     window: MainWindow | None = None
 
     def quit_now() -> None:
@@ -196,13 +248,54 @@ def run_window(args: argparse.Namespace, instance: SingleInstance | None = None)
     wake.start(200)
     wake.timeout.connect(lambda: None)
     try:
-        runtime.login_simulator_accounts()
-        runtime.service.start()
-        window = MainWindow(runtime.service, runtime.store, runtime.notifier, str(runtime.directory))
+        instruments = InstrumentService(store)
+        window = main = MainWindow(service, store, runtime.notifier, str(runtime.directory))
+        panel = OrderEntryPanel(service, store, settings, instruments)
+        window.set_order_entry(panel)
         window.quit_requested.connect(app.quit)
-        # To wire to the dialogs: window.accounts_requested, window.login_requested(account id),
-        # window.settings_requested; and window.set_order_entry(<the order panel>).
+        prompter = ReloginPrompter(service, main)
+
+        def on_logged_in(account_id: int) -> None:
+            session = service.sessions.get(account_id)
+            if session is not None:
+                instruments.ensure(session)  # the instrument master, at most once a day, in the background
+            panel.refresh_accounts()
+            main.refresh_accounts()
+
+        for session in service.sessions.values():
+            session.logged_in.connect(on_logged_in)
+            if session.has_token():
+                instruments.ensure(session)
+
+        def accounts_changed(_account_id: int) -> None:
+            panel.refresh_accounts()
+            main.refresh_accounts()
+
+        def open_accounts() -> None:
+            dialog = AccountsDialog(store, runtime.secrets, service, main)
+            for changed in (dialog.account_added, dialog.account_changed, dialog.account_removed):
+                changed.connect(accounts_changed)
+            dialog.logged_in.connect(on_logged_in)
+            dialog.open()
+
+        def open_settings() -> None:
+            dialog = SettingsDialog(store, load_settings(store), str(runtime.directory), main)
+            dialog.settings_saved.connect(panel.apply_settings)
+            dialog.settings_saved.connect(lambda saved: theme.apply_theme(app, saved.theme))
+            dialog.open()
+
+        window.accounts_requested.connect(open_accounts)
+        window.settings_requested.connect(open_settings)
+        window.login_requested.connect(
+            lambda account_id: LoginDialog.open_for(service.sessions[account_id], main)
+        )
+        pending = {s.account_id for s, _, _ in runtime.sim_logins}
+        service.start(pending_logins=pending)
+        # Simulator logins talk to the network: never on the GUI thread. Each login's logged_in signal
+        # starts that account's feed on the GUI side.
+        threading.Thread(target=runtime.login_simulator_accounts, name="sim-login", daemon=True).start()
         window.show()
+        del prompter  # kept alive by its parent, the window
         log.info("TrailStop %s started; data in %s", __version__, runtime.directory)
         return app.exec()
     finally:

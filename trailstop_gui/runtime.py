@@ -135,7 +135,7 @@ def _sim_account(store: ProtectionStore, info: dict[str, Any], broker: str, mode
             mode,
         ):
             return account
-    label = ("Zerodha" if broker == "kite" else "Upstox") + (" paper" if mode == "paper" else "")
+    label = ("Zerodha" if broker == "kite" else "Upstox") + (" paper" if mode == "paper" else " simulator")
     return store.add_account(
         broker,
         label,

@@ -178,13 +178,17 @@ class ProtectionService(QObject):
         else:
             self.reconciler.auto_protect[account_id] = rule
 
-    def start(self) -> None:
-        """Start every logged-in account's feed, arm its protections, reconcile, and keep reconciling."""
+    def start(self, pending_logins: set[int] | frozenset[int] = frozenset()) -> None:
+        """Start every logged-in account's feed, arm its protections, reconcile, and keep reconciling.
+
+        ``pending_logins``: accounts being logged in right now (the simulator's); they start on their
+        logged_in signal instead of being reported as needing a login.
+        """
         self._started = True
         for session in self.sessions.values():
             if session.has_token():
                 self._start_account(session)
-            else:
+            elif session.account_id not in pending_logins:
                 session.state_changed.emit(session.account_id, SessionState.LOGIN_NEEDED.value)
         self._timer.start()
 
