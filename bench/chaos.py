@@ -712,7 +712,8 @@ class Run:
                 ["/orders", "/portfolio", "/v2/order", "/v2/portfolio", "/v3/order", None]
             )
             spec["method"] = rng.choice([None, "POST", "GET"])
-            spec["phase"] = rng.choice(["before", "after"])
+            # A 5xx may come after the broker acted on the request (ambiguous); a 429 means it did not.
+            spec["phase"] = "before" if spec["status"] == 429 else rng.choice(["before", "after"])
             if rng.random() < 0.5:
                 spec["count"] = rng.randint(1, 4)
             else:

@@ -464,7 +464,8 @@ class SafetyStopManager:
                 log.info("protection %s: safety stop call failed (%s); retrying", pid, exc)
                 if isinstance(exc, AmbiguousError):
                     with self._guard:
-                        self._suspect.add(pid)
+                        self._suspect.add(pid)  # placed but not recorded? looked for first
+                        self._check_next.add(pid)  # moved or not? read back first
                 return self._retry_later(pid)
 
     def _follow(self, p: Protection, broker: Broker, gtt: GttBroker | None, kind: SafetyKind) -> float | None:
@@ -597,13 +598,6 @@ class SafetyStopManager:
         try:
             if kind is SafetyKind.SL_M:
                 order_id = broker.place_order(self._slm_request(p, level, quantity))
-                order = broker.order(order_id)
-                if order.status in (OrderStatus.REJECTED, OrderStatus.CANCELLED):
-                    why = order.status_message or order.raw_status
-                    self._note(
-                        p, "safety_missing", f"the broker refused it: {why}", safety_state=SafetyState.MISSING
-                    )
-                    return self._retry_later(p.id)
                 price = None
             else:
                 assert gtt is not None and last is not None
@@ -627,6 +621,20 @@ class SafetyStopManager:
         )
         log.info("protection %s: safety stop %s %s placed at %.2f", p.id, kind.value, order_id, level)
         self._moved(p.id)
+        if kind is SafetyKind.SL_M:
+            # Recorded first, read back second: a failed read must not lead to a second order. Kite
+            # may still reject an accepted order (margins, circuit limits): it is then missing.
+            order = broker.order(order_id)
+            if order.status in (OrderStatus.REJECTED, OrderStatus.CANCELLED):
+                why = order.status_message or order.raw_status
+                self._note(
+                    self.store.get(p.id),
+                    "safety_missing",
+                    f"the broker refused it: {why}",
+                    safety_state=SafetyState.MISSING,
+                    safety_order_id=None,
+                )
+                return self._retry_later(p.id)
         return None
 
     def _slm_request(self, p: Protection, level: float, quantity: int) -> OrderRequest:
