@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: run demo test lint unit bench chaos dist clean
+.PHONY: run demo test lint unit bench chaos dist screenshots clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,10 @@ dist: $(STAMP)
 icons: $(STAMP)
 	$(BIN)/python installer/make_icons.py
 # ----------------------------------------------------------------- end of dist
+
+# PNGs of the main states under Xvfb (needs the xvfb package), written to docs/screenshots/.
+screenshots: $(STAMP)
+	$(BIN)/python tools/screenshots.py
 
 clean:
 	rm -rf $(VENV) build dist .mypy_cache .ruff_cache
