@@ -15,6 +15,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ def percentile(values: list[float], q: float) -> float:
 
 def main() -> None:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    from PySide6.QtCore import QCoreApplication
+    from PySide6.QtCore import QCoreApplication, Qt
 
     from trailstop_gui.models.domain import Product, Side, Status, TrailRule
     from trailstop_gui.models.store import ProtectionStore
@@ -113,6 +114,10 @@ def main() -> None:
         samples: list[float] = []
         # The trader's own entries go through a separate client (as from the broker's site), so the app's
         # order limiter (200/min) is spent on the exits being measured only.
+        placed = threading.Event()
+        service.executor.signals.exit_placed.connect(
+            lambda *_: placed.set(), Qt.ConnectionType.DirectConnection
+        )
         trader = KiteBroker(kite["api_key"], access_token=session.token(), root=info["http"])
         for _ in range(ROUNDS):
             time.sleep(0.6)  # two orders a round: stay under the broker's 10/s and 200/min per user
@@ -124,11 +129,14 @@ def main() -> None:
             protection = service.adopt(account.id, position, TrailRule.percent(10.0))
             key, tag, pid = str(protection.id), protection.exit_tag, protection.id
             pump(lambda key=key: feed.engine.is_armed(key))
+            placed.clear()
             pushed_at = control("price", {"symbol": SYMBOL, "ltp": 1300.0, "bid": 1299.95, "ask": 1300.05})[
                 "pushed_at"
             ]
-            # Wait on our own database, not by polling the simulator, which would steal its CPU.
-            pump(lambda pid=pid: store.get(pid).status in (Status.EXITING, Status.CLOSED))
+            # Block on an event the executor sets from its own thread: polling anything meanwhile (the
+            # simulator, or even our database) would take the CPU and the interpreter from the path measured.
+            if not placed.wait(10):
+                raise TimeoutError("no exit placed")
             exit_order = next(o for o in control("orders") if o.get("tag") == tag)
             samples.append((exit_order["received_at"] - pushed_at) * 1000)
             pump(lambda pid=pid: store.get(pid).status is Status.CLOSED)

@@ -1,4 +1,4 @@
-"""The detail pane of the selected protection: a live chart of price and stop, and its journal.
+"""The detail pane of the selected protection: a live chart of price, stop and safety stop, and its journal.
 
 Prices are kept per instrument and stops per protection in bounded history buffers fed by every snapshot,
 so a protection selected later still shows the last half hour. The chart redraws at most four times a
@@ -30,7 +30,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from trailstop_gui.models.domain import Protection, Status
+from trailstop_gui.models.domain import Protection, SafetyState, Status
 from trailstop_gui.models.engine import initial_stop
 from trailstop_gui.models.store import ProtectionStore
 from trailstop_gui.views import theme
@@ -43,6 +43,8 @@ PRICE_RESOLUTION = 0.5  # seconds: a later price within the same half second rep
 CHART_REFRESH_MS = 250
 JOURNAL_REFRESH_MS = 1000
 MIN_SPAN_S = 10.0
+# A safety stop in these states is drawn up to now (or the close); otherwise its line ends where it went.
+SAFETY_DRAWN = frozenset({SafetyState.PLACED, SafetyState.MOVING, SafetyState.FIRED, SafetyState.EXIT})
 
 
 class Series:
@@ -79,13 +81,18 @@ class Series:
 
 
 class ChartHistory:
-    """Recent prices per (account, instrument) and stop levels per protection, from snapshots."""
+    """Recent prices per (account, instrument) and stop levels per protection, from snapshots.
+
+    Safety stop levels per protection come from the store (the journal, and the protection as read on
+    every change), as the broker-held stop moves only through the store.
+    """
 
     def __init__(self, price_points: int = PRICE_POINTS, stop_points: int = STOP_POINTS) -> None:
         self.price_points = price_points
         self.stop_points = stop_points
         self.prices: dict[tuple[int | None, Hashable], Series] = {}
         self.stops: dict[int, Series] = {}
+        self.safety: dict[int, Series] = {}
 
     def record_snapshot(self, snapshot: Mapping[str, Any], now: float | None = None) -> None:
         now = time.time() if now is None else now
@@ -118,11 +125,26 @@ class ChartHistory:
         for t, stop in sorted(points):
             self.add_stop(pid, t, stop)
 
+    def add_safety(self, pid: int, t: float, level: float) -> None:
+        series = self.safety.get(pid)
+        if series is None:
+            series = self.safety[pid] = Series(self.stop_points)
+        if series.last() != level:
+            series.add(t, float(level))
+
+    def seed_safety(self, pid: int, points: Iterable[tuple[float, float]]) -> None:
+        """Safety stop levels known from the journal, for a protection not seen in this run."""
+        if pid in self.safety and len(self.safety[pid]):
+            return
+        for t, level in sorted(points):
+            self.add_safety(pid, t, level)
+
     def price_series(self, account_id: int, instrument: Hashable) -> Series | None:
         return self.prices.get((account_id, instrument)) or self.prices.get((None, instrument))
 
     def forget(self, pid: int) -> None:
         self.stops.pop(pid, None)
+        self.safety.pop(pid, None)
 
 
 def _ms(t: float) -> float:
@@ -142,7 +164,7 @@ def stop_steps(points: list[tuple[float, float]], until: float) -> list[tuple[fl
 
 
 class PriceChart(QChartView):
-    """Price line, stop as a step line, entry and target lines, and a marker where the stop fired."""
+    """Price line, stop and safety stop as step lines, entry and target lines, a marker where it fired."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         chart = QChart()
@@ -158,6 +180,9 @@ class PriceChart(QChartView):
         self.price.setName("Price")
         self.stop = QLineSeries()
         self.stop.setName("Stop")
+        self.safety = QLineSeries()
+        self.safety.setName("Safety stop")
+        self.safety.setVisible(False)
         self.entry = QLineSeries()
         self.entry.setName("Entry")
         self.target = QLineSeries()
@@ -174,7 +199,7 @@ class PriceChart(QChartView):
         self.y_axis.setTickCount(6)
         chart.addAxis(self.x_axis, Qt.AlignmentFlag.AlignBottom)
         chart.addAxis(self.y_axis, Qt.AlignmentFlag.AlignRight)
-        for series in (self.entry, self.target, self.stop, self.price, self.trigger):
+        for series in (self.entry, self.target, self.safety, self.stop, self.price, self.trigger):
             chart.addSeries(series)
             series.attachAxis(self.x_axis)
             series.attachAxis(self.y_axis)
@@ -195,13 +220,14 @@ class PriceChart(QChartView):
         self.price.setPen(QPen(colors.chart_price, 2.0))
         stop_pen = QPen(colors.chart_stop, 2.0)
         self.stop.setPen(stop_pen)
+        self.safety.setPen(QPen(colors.chart_stop, 1.6, Qt.PenStyle.DashLine))
         self.entry.setPen(QPen(colors.chart_entry, 1.2, Qt.PenStyle.DashLine))
         self.target.setPen(QPen(colors.chart_target, 1.2, Qt.PenStyle.DashLine))
         self.trigger.setColor(colors.chart_trigger)
         self.trigger.setBorderColor(QColor(base))
 
     def clear(self) -> None:
-        for series in (self.price, self.stop, self.entry, self.target, self.trigger):
+        for series in (self.price, self.stop, self.safety, self.entry, self.target, self.trigger):
             series.clear()
 
     def plot(
@@ -213,10 +239,16 @@ class PriceChart(QChartView):
         target: float | None,
         trigger: tuple[float, float] | None,
         until: float,
+        safety: list[tuple[float, float]] | None = None,
+        safety_until: float | None = None,
     ) -> None:
-        """Times in epoch seconds; ``until`` is where the stop line ends (now, or the close)."""
+        """Times in epoch seconds; ``until`` is where the stop line ends (now, or the close).
+
+        ``safety``: the broker-held stop's levels, drawn dashed up to ``safety_until`` (default ``until``).
+        """
         steps = stop_steps(stops, until)
-        times = [t for t, _ in prices] + [t for t, _ in steps]
+        safety_steps = stop_steps(safety or [], until if safety_until is None else safety_until)
+        times = [t for t, _ in prices] + [t for t, _ in steps] + [t for t, _ in safety_steps]
         if trigger is not None:
             times.append(trigger[0])
         start = min(times) if times else until - MIN_SPAN_S
@@ -225,6 +257,8 @@ class PriceChart(QChartView):
             start = end - MIN_SPAN_S
         self.price.replace([QPointF(_ms(t), v) for t, v in prices])
         self.stop.replace([QPointF(_ms(t), v) for t, v in steps])
+        self.safety.replace([QPointF(_ms(t), v) for t, v in safety_steps])
+        self.safety.setVisible(bool(safety_steps))
         for series, level in ((self.entry, entry), (self.target, target)):
             if level is None:
                 series.clear()
@@ -238,7 +272,7 @@ class PriceChart(QChartView):
         else:
             self.trigger.replace([QPointF(_ms(trigger[0]), trigger[1])])
             self.trigger.setVisible(True)
-        values = [v for _, v in prices] + [v for _, v in steps]
+        values = [v for _, v in prices] + [v for _, v in steps] + [v for _, v in safety_steps]
         values += [v for v in (entry, target) if v is not None]
         if trigger is not None:
             values.append(trigger[1])
@@ -273,6 +307,7 @@ class DetailPane(QWidget):
         self._protection: Protection | None = None
         self._trigger: tuple[float, float] | None = None
         self._closed_at: float | None = None
+        self._safety_until: float | None = None  # when the safety stop left the broker (None: it is there)
         self._colors = theme.colors()
 
         self.stack = QStackedWidget(self)
@@ -304,7 +339,8 @@ class DetailPane(QWidget):
         facts = QGridLayout()
         facts.setHorizontalSpacing(18)
         facts.setVerticalSpacing(0)
-        for column, name in enumerate(("Entry", "LTP", "Stop", "Target", "To stop", "P&L")):
+        names = ("Entry", "LTP", "Stop", "Safety", "Target", "To stop", "P&L")
+        for column, name in enumerate(names):
             caption = QLabel(name, page)
             caption.setEnabled(False)  # the palette's disabled text: a quiet caption in both themes
             value = QLabel("—", page)
@@ -315,7 +351,7 @@ class DetailPane(QWidget):
             facts.addWidget(caption, 0, column)
             facts.addWidget(value, 1, column)
             self.facts[name] = value
-        facts.setColumnStretch(6, 1)
+        facts.setColumnStretch(len(names), 1)
 
         self.chart = PriceChart(page)
         self.chart.setAccessibleName("Price and stop chart of the selected protection")
@@ -451,6 +487,7 @@ class DetailPane(QWidget):
             return
         p = self._protection
         self._closed_at = p.closed_at.timestamp() if p.closed_at is not None else None
+        self._load_safety(p)
         if p.entry_price is not None:
             events = self.store.events(protection_id=p.id, kinds=["stop_moved", "transition"])
             seeds: list[tuple[float, float]] = []
@@ -473,6 +510,20 @@ class DetailPane(QWidget):
             )
         else:
             self._trigger = None
+
+    def _load_safety(self, p: Protection) -> None:
+        """The safety stop's levels from the journal (each event's price is the level it set)."""
+        self._safety_until = None
+        if p.safety_state is SafetyState.OFF and not p.safety_enabled:
+            return
+        events = [e for e in self.store.events(protection_id=p.id) if e.kind.startswith("safety")]
+        self.history.seed_safety(
+            p.id, [(e.ts.timestamp(), e.price) for e in events if e.price is not None and e.price > 0]
+        )
+        if p.safety_level is not None and p.safety_state in SAFETY_DRAWN:
+            self.history.add_safety(p.id, time.time(), p.safety_level)
+        elif events:
+            self._safety_until = events[-1].ts.timestamp()  # missing, removed, off: the line ends there
 
     def _reload_journal(self) -> None:
         if self.pid is None:
@@ -503,8 +554,18 @@ class DetailPane(QWidget):
             until = time.time()
         if self._closed_at is not None:
             prices = [pt for pt in prices if pt[0] <= self._closed_at + 5.0]
+        safety_series = self.history.safety.get(row.pid)
+        safety = safety_series.points() if safety_series is not None else []
+        safety_until = until if self._safety_until is None else min(until, self._safety_until)
         self.chart.plot(
-            prices, stops, entry=row.entry, target=row.target_price(), trigger=self._trigger, until=until
+            prices,
+            stops,
+            entry=row.entry,
+            target=row.target_price(),
+            trigger=self._trigger,
+            until=until,
+            safety=safety,
+            safety_until=safety_until,
         )
 
     def _update_facts(self, row: PositionRow) -> None:
@@ -529,6 +590,8 @@ class DetailPane(QWidget):
         self.facts["Entry"].setText(theme.format_price(row.entry, tick))
         self.facts["LTP"].setText(theme.format_price(row.ltp, tick))
         self.facts["Stop"].setText(theme.format_price(row.stop, tick))
+        self.facts["Safety"].setText(row.safety_text())
+        self.facts["Safety"].setToolTip(row.safety_tooltip())
         self.facts["Target"].setText(theme.format_price(row.target_price(), tick))
         self.facts["To stop"].setText(theme.format_percent(row.distance_percent()))
         pnl = row.pnl()

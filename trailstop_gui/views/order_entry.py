@@ -15,6 +15,7 @@ from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QKeyEvent, QPalette, QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import (
     QButtonGroup,
+    QCheckBox,
     QComboBox,
     QCompleter,
     QDoubleSpinBox,
@@ -40,6 +41,7 @@ from trailstop_gui.models.domain import (
     on_grid,
     round_down,
     round_up,
+    safety_level,
     tick_decimals,
 )
 from trailstop_gui.models.engine import initial_stop
@@ -65,6 +67,7 @@ FIELD_PRODUCT = "Product"
 FIELD_PRICE = "Price"
 FIELD_LTP = "Last price"
 FIELD_ORDER = "Order"
+FIELD_SAFETY = "Safety stop"
 
 SEARCH_HINT = "Symbol or company, e.g. INFY or Tata"
 SEARCH_DELAY_MS = 60
@@ -113,17 +116,28 @@ class Preview:
     risk: float  # rupees lost if the stop is hit at the stop price
     value: float  # quantity x entry
     target: float | None
+    safety: float | None = None  # where the broker-held safety stop starts (None: off)
 
 
 def compute_preview(
-    side: Side, quantity: int, entry: float, tick_size: float, rule: TrailRule, source: str
+    side: Side,
+    quantity: int,
+    entry: float,
+    tick_size: float,
+    rule: TrailRule,
+    source: str,
+    safety_buffer: tuple[float, int] | None = None,
 ) -> Preview:
+    """``safety_buffer``: (percent, ticks) of the broker-held safety stop when it is on."""
     stop = initial_stop(side, entry, tick_size, rule)
     target = None
     if rule.target is not None:
         raw = entry + (1 if side.is_long else -1) * rule.amount(rule.target, entry)
         target = round_up(raw, tick_size) if side.is_long else round_down(raw, tick_size)
-    return Preview(entry, source, stop, quantity * abs(entry - stop), quantity * entry, target)
+    safety = None
+    if safety_buffer is not None and stop > 0:
+        safety = safety_level(side, stop, tick_size, *safety_buffer)  # as services/safety_stop.py places it
+    return Preview(entry, source, stop, quantity * abs(entry - stop), quantity * entry, target, safety)
 
 
 def _set_hint(label: QLabel, text: str) -> None:
@@ -273,6 +287,13 @@ class OrderEntryPanel(QWidget):
 
         self.rule_editor = RuleEditor(self.settings.default_rule)
 
+        self.safety = QCheckBox("Broker-held safety stop")
+        self.safety.setAccessibleName("Broker-held safety stop")
+        self.safety.setToolTip(
+            "Also keep a stop order at the broker (SL-M or GTT) a little behind the trailing stop, moved"
+            " along with it: the loss stays bounded even when TrailStop is not running."
+        )
+
         # ---- preview
         self.preview_box = QFrame()
         self.preview_box.setObjectName("preview")
@@ -295,6 +316,8 @@ class OrderEntryPanel(QWidget):
         self.risk_value = QLabel("—")
         self.target_caption = QLabel("Target")
         self.target_value = QLabel("—")
+        self.safety_caption = QLabel("Safety stop at the broker")
+        self.safety_value = QLabel("—")
         self.preview_note = QLabel("")
         self.preview_note.setObjectName("hint")
         self.preview_note.setWordWrap(True)
@@ -304,6 +327,7 @@ class OrderEntryPanel(QWidget):
             (self.stop_caption, self.stop_value),
             (self.risk_caption, self.risk_value),
             (self.target_caption, self.target_value),
+            (self.safety_caption, self.safety_value),
         )
         for row, (caption, value) in enumerate(rows):
             value.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
@@ -349,6 +373,7 @@ class OrderEntryPanel(QWidget):
         form.addRow("&Product / type", self._with_error(FIELD_PRODUCT, product_row))
         form.addRow("P&rice", self._with_error(FIELD_PRICE, self.price))
         form.addRow("&Trailing stop", self._with_error("rule", self.rule_editor))
+        form.addRow("", self.safety)
         for label in (form.labelForField(w) for w in (self.account,)):
             if isinstance(label, QLabel):
                 label.setBuddy(self.account)
@@ -384,6 +409,7 @@ class OrderEntryPanel(QWidget):
             self.rule_editor.kind,
             self.rule_editor.value,
             self.rule_editor.more,
+            self.safety,
             self.submit_button,
         ]
         for first, second in zip(chain, chain[1:], strict=False):
@@ -437,6 +463,7 @@ class OrderEntryPanel(QWidget):
         self.order_type.currentIndexChanged.connect(self._on_order_type_changed)
         self.price.valueChanged.connect(lambda _v: self._on_field_edited(FIELD_PRICE))
         self.rule_editor.rule_changed.connect(lambda: self._on_field_edited("rule"))
+        self.safety.toggled.connect(lambda _on: self._on_field_edited(FIELD_SAFETY))
         self.submit_button.clicked.connect(self.submit)
 
         self.service.snapshot_ready.connect(self._on_snapshot_ready)
@@ -459,6 +486,8 @@ class OrderEntryPanel(QWidget):
                 self._set_product(self._suitable_product(self._instrument, Product(settings.default_product)))
             if FIELD_QUANTITY not in self._touched:
                 self.quantity.setValue(self._default_quantity())
+            if FIELD_SAFETY not in self._touched:
+                self.safety.setChecked(settings.safety_stop)
         finally:
             self._quiet = False
         self._refresh()
@@ -477,6 +506,7 @@ class OrderEntryPanel(QWidget):
         self.rule_editor.set_rule(self.settings.default_rule)
         self.rule_editor.more.setChecked(False)
         self.quantity.setValue(self._default_quantity())
+        self.safety.setChecked(self.settings.safety_stop)
         _set_hint(self.instrument_info, "")
         _set_hint(self.lots, "")
         self._touched.clear()
@@ -576,10 +606,15 @@ class OrderEntryPanel(QWidget):
             if known is None:
                 return None
             entry, source = known[0], "last price"
+        buffer = self.safety_buffer() if self.safety.isChecked() else None
         try:
-            return compute_preview(self.side(), quantity, entry, record.tick_size, rule, source)
+            return compute_preview(self.side(), quantity, entry, record.tick_size, rule, source, buffer)
         except ValueError:
             return None
+
+    def safety_buffer(self) -> tuple[float, int]:
+        """The safety stop's distance behind the stop (percent, ticks), as the service applies it."""
+        return self.settings.safety_buffer_percent, self.settings.safety_buffer_ticks
 
     def validation_errors(self) -> list[tuple[str, str]]:
         """Every problem with the form, as (field, message), in the order the fields appear."""
@@ -606,6 +641,7 @@ class OrderEntryPanel(QWidget):
             rule=self.rule_editor.rule(),
             order_type=self.current_order_type(),
             price=round(self.price.value(), price_decimals(record.tick_size)) if limit else None,
+            safety=self.safety.isChecked(),
         )
 
     def submit(self) -> int | None:
@@ -766,10 +802,18 @@ class OrderEntryPanel(QWidget):
                 where = f"<small style='color:gray'>at {at}</small>"
             self.ltp_value.setText(f"{format_inr(price, decimals)}  {where}")
         preview = self.preview()
-        for label in (self.entry_value, self.stop_value, self.risk_value, self.target_value):
+        for label in (
+            self.entry_value,
+            self.stop_value,
+            self.risk_value,
+            self.target_value,
+            self.safety_value,
+        ):
             label.setText("—")
         self.target_caption.setVisible(False)
         self.target_value.setVisible(False)
+        self.safety_caption.setVisible(self.safety.isChecked())
+        self.safety_value.setVisible(self.safety.isChecked())
         if record is None:
             self.preview_note.setText("Choose an instrument to see where the stop starts and what it risks.")
             return
@@ -805,9 +849,18 @@ class OrderEntryPanel(QWidget):
             )
         unit = "%" if rule.kind is RuleKind.PERCENT else " pts"
         where = "below" if self.side().is_long else "above"
+        safety_note = ""
+        if preview.safety is not None:
+            gap = abs(preview.stop - preview.safety)
+            self.safety_value.setText(
+                f"{format_inr(preview.safety, decimals)}"
+                f"  <small style='font-weight:normal'>({gap:.{decimals}f} behind the stop)</small>"
+            )
+            at = format_inr(preview.safety, decimals)
+            safety_note = f" A safety stop at the broker starts at {at} and follows it."
         self.preview_note.setText(
-            f"The stop starts {rule.value:g}{unit} {where} the {preview.source} and follows the price. "
-            f"Position value {format_inr(preview.value)}."
+            f"The stop starts {rule.value:g}{unit} {where} the {preview.source} and follows the price."
+            f"{safety_note} Position value {format_inr(preview.value)}."
         )
 
     def _draw_submit_button(self) -> None:
@@ -843,6 +896,11 @@ class OrderEntryPanel(QWidget):
         ]
         if preview.target is not None:
             lines.append(f"<p>Target: {format_inr(preview.target, decimals)}</p>")
+        if preview.safety is not None:
+            lines.append(
+                f"<p>Broker-held safety stop: starts at {format_inr(preview.safety, decimals)},"
+                " a little behind the trailing stop</p>"
+            )
         box = QMessageBox(self)
         box.setWindowTitle("Confirm order")
         box.setIcon(QMessageBox.Icon.Question)

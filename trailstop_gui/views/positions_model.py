@@ -31,11 +31,14 @@ from trailstop_gui.models.domain import (
     InstrumentId,
     Product,
     Protection,
+    SafetyKind,
+    SafetyState,
     Side,
     Status,
     TrailRule,
     round_down,
     round_up,
+    safety_level,
 )
 from trailstop_gui.models.lifecycle import TERMINAL
 from trailstop_gui.views import theme
@@ -54,6 +57,7 @@ class Column(enum.IntEnum):
     DISTANCE = 7
     PNL = 8
     STATUS = 9
+    SAFETY = 10  # shown beside Stop (the view moves it there); last here, so older column numbers hold
 
 
 HEADERS = {
@@ -64,6 +68,7 @@ HEADERS = {
     Column.ENTRY: "Entry",
     Column.LTP: "LTP",
     Column.STOP: "Stop",
+    Column.SAFETY: "Safety",
     Column.DISTANCE: "To stop",
     Column.PNL: f"P&L ({theme.RUPEE})",
     Column.STATUS: "Status",
@@ -74,9 +79,12 @@ HEADER_TIPS = {
     Column.PNL: "Unrealised profit or loss at the last traded price (realised once closed)",
     Column.STOP: "The trailing stop: it only ever moves in your favour",
     Column.LTP: "Last traded price",
+    Column.SAFETY: "The stop held at the broker behind the trailing stop: it holds while TrailStop is off",
 }
 
-NUMERIC = frozenset({Column.QTY, Column.ENTRY, Column.LTP, Column.STOP, Column.DISTANCE, Column.PNL})
+NUMERIC = frozenset(
+    {Column.QTY, Column.ENTRY, Column.LTP, Column.STOP, Column.SAFETY, Column.DISTANCE, Column.PNL}
+)
 
 # Custom roles: raw values for sorting, the protection id and its state for views and tests.
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -118,6 +126,27 @@ STATUS_TEXT = {
     Status.REMOVED: "Removed",
 }
 
+SAFETY_TEXT = {
+    SafetyState.OFF: "",
+    SafetyState.PLACING: "placing",
+    SafetyState.PLACED: "placed",
+    SafetyState.MOVING: "moving",
+    SafetyState.MISSING: "missing",
+    SafetyState.FIRED: "fired",
+    SafetyState.EXIT: "exit",
+    SafetyState.REMOVED: "removed",
+}
+
+SAFETY_EXPLAIN = {
+    SafetyState.PLACING: "Being placed at the broker.",
+    SafetyState.PLACED: "Held at the broker.",
+    SafetyState.MOVING: "Being moved at the broker to follow the stop.",
+    SafetyState.MISSING: "Not at the broker although it should be: TrailStop places it again soon.",
+    SafetyState.FIRED: "The broker's stop fired and closed the position.",
+    SafetyState.EXIT: "Turned into TrailStop's own exit.",
+    SafetyState.REMOVED: "Taken away from the broker.",
+}
+
 
 @dataclass(slots=True)
 class PositionRow:
@@ -142,6 +171,12 @@ class PositionRow:
     exit_quantity: int | None = None
     ltp: float | None = None
     closed_at: float | None = None  # epoch seconds, once ended
+    safety_enabled: bool = False
+    safety_state: SafetyState = SafetyState.OFF
+    safety_kind: SafetyKind = SafetyKind.NONE
+    safety_level: float | None = None  # the trigger the broker holds now
+    safety_buffer_percent: float = 0.0
+    safety_buffer_ticks: int = 0
 
     @classmethod
     def from_protection(cls, p: Protection, ltp: float | None = None) -> PositionRow:
@@ -165,6 +200,12 @@ class PositionRow:
             exit_quantity=p.exit_quantity,
             ltp=ltp,
             closed_at=p.closed_at.timestamp() if p.closed_at is not None else None,
+            safety_enabled=p.safety_enabled,
+            safety_state=p.safety_state,
+            safety_kind=p.safety_kind,
+            safety_level=p.safety_level,
+            safety_buffer_percent=p.safety_buffer_percent,
+            safety_buffer_ticks=p.safety_buffer_ticks,
         )
 
     @property
@@ -214,6 +255,41 @@ class PositionRow:
             return None
         move = price - self.entry if self.is_long else self.entry - price
         return move * qty
+
+    @property
+    def safety_off(self) -> bool:
+        return self.safety_state is SafetyState.OFF
+
+    def safety_text(self) -> str:
+        """The safety stop's level and state in words ("1,455.00 placed"); an em dash when off."""
+        if self.safety_off:
+            return theme.EM_DASH
+        words = SAFETY_TEXT[self.safety_state]
+        if self.safety_level is None:
+            return words
+        return f"{theme.format_price(self.safety_level, self.tick_size)} {words}"
+
+    def safety_target(self) -> float | None:
+        """Where the safety stop belongs for the current stop (None when off or there is no stop)."""
+        if not self.safety_enabled or self.stop is None or self.stop <= 0:
+            return None
+        return safety_level(
+            self.side, self.stop, self.tick_size, self.safety_buffer_percent, self.safety_buffer_ticks
+        )
+
+    def safety_tooltip(self) -> str:
+        if self.safety_off:
+            return "No broker-held safety stop for this protection."
+        kind = self.safety_kind.value or "SL-M or GTT"
+        buffer = (
+            f"{self.safety_buffer_percent:g} % or {self.safety_buffer_ticks} ticks behind the stop,"
+            " whichever is larger"
+        )
+        lines = [f"Broker-held safety stop ({kind}), {buffer}.", SAFETY_EXPLAIN[self.safety_state]]
+        target = self.safety_target()
+        if target is not None and target != self.safety_level and self.status is Status.OPEN:
+            lines.append(f"For the current stop it belongs at {theme.format_price(target, self.tick_size)}.")
+        return "\n".join(lines)
 
     def target_price(self) -> float | None:
         target = self.rule.target
@@ -328,6 +404,8 @@ class PositionsModel(QAbstractTableModel):
             return theme.format_price(row.ltp, row.tick_size)
         if column is Column.STOP:
             return theme.format_price(row.stop, row.tick_size)
+        if column is Column.SAFETY:
+            return row.safety_text()
         if column is Column.DISTANCE:
             return theme.format_percent(row.distance_percent())
         if column is Column.PNL:
@@ -354,6 +432,8 @@ class PositionsModel(QAbstractTableModel):
             return c.profit if pnl > 0 else c.loss
         if column is Column.SIDE:
             return c.buy if row.is_long else c.sell
+        if column is Column.SAFETY:
+            return self._safety_foreground(row)
         if column is Column.DISTANCE:
             distance = row.distance_percent()
             if distance is not None and distance < NEAR_STOP_PERCENT:
@@ -361,6 +441,17 @@ class PositionsModel(QAbstractTableModel):
         if state is RowState.PAUSED and column is not Column.SYMBOL:
             return c.muted
         return None
+
+    def _safety_foreground(self, row: PositionRow) -> Any:
+        c = self._colors
+        state = row.safety_state
+        if state is SafetyState.MISSING:
+            return c.progress  # the warning colour (as near the stop)
+        if state in (SafetyState.FIRED, SafetyState.EXIT, SafetyState.REMOVED):
+            return c.closed
+        if state in (SafetyState.OFF, SafetyState.PLACING, SafetyState.MOVING):
+            return c.muted
+        return c.muted if row.state is RowState.PAUSED else None  # placed: as the rest of the row
 
     @staticmethod
     def _font(row: PositionRow, column: Column) -> QFont | None:
@@ -392,6 +483,8 @@ class PositionsModel(QAbstractTableModel):
             if row.exit_price is not None:
                 exit_text = f" Exit at {theme.format_price(row.exit_price, row.tick_size)}."
             return explain + reason + exit_text
+        if column is Column.SAFETY:
+            return row.safety_tooltip()
         if column is Column.PNL:
             return "Realised" if row.status is Status.CLOSED else "Unrealised, at the last traded price"
         return None
@@ -595,6 +688,8 @@ def _sort_value(row: PositionRow, column: Column) -> Any:
         return row.ltp
     if column is Column.STOP:
         return row.stop
+    if column is Column.SAFETY:
+        return row.safety_level
     if column is Column.DISTANCE:
         return row.distance_percent()
     if column is Column.PNL:

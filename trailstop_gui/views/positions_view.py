@@ -55,6 +55,7 @@ from trailstop_gui.settings import load_settings
 from trailstop_gui.views import theme
 from trailstop_gui.views.positions_model import (
     PID_ROLE,
+    Column,
     PositionRow,
     PositionsModel,
     PositionsProxy,
@@ -66,6 +67,12 @@ log = logging.getLogger("trailstop.views")
 AnyIndex = QModelIndex | QPersistentModelIndex
 DEFAULT_TICK = 0.05
 UNPROTECTED_REFRESH_MS = 20_000
+
+
+def place_safety_beside_stop(header: QHeaderView) -> None:
+    """Show the Safety column right after Stop (the model keeps it last, so column numbers stay)."""
+    if header.count() > Column.SAFETY:
+        header.moveSection(header.visualIndex(Column.SAFETY), header.visualIndex(Column.STOP) + 1)
 
 
 # ----------------------------------------------------------------- shared small widgets
@@ -569,6 +576,7 @@ class PositionsView(QWidget):
         metrics = self.fontMetrics()
         header.setMinimumSectionSize(max(56, metrics.horizontalAdvance("+₹00,000.00") + 12))
         header.setSortIndicator(-1, Qt.SortOrder.AscendingOrder)
+        place_safety_beside_stop(header)
         self.table.setSortingEnabled(True)
         self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.table.customContextMenuRequested.connect(self._show_context_menu)
