@@ -7,9 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from PySide6.QtCore import Qt
 from pytestqt.qtbot import QtBot
 
-from trailstop_gui.models.domain import Product, Side, Status, TrailRule
+from trailstop_gui.models.domain import Product, SafetyKind, SafetyState, Side, Status, TrailRule
 from trailstop_gui.models.store import ProtectionStore
 from trailstop_gui.services.feed_worker import Quote
 from trailstop_gui.views.detail_pane import ChartHistory, DetailPane, Series, stop_steps
@@ -112,3 +113,95 @@ def test_pane_plots_price_stop_entry_target_and_the_trigger(qtbot: QtBot, store:
     assert pane.status_pill.text().strip() == "Triggered"
     pane.show_protection(-1)
     assert pane.stack.currentIndex() == 0 and pane.chart.price.count() == 0
+
+
+def test_pane_draws_the_safety_stop_as_a_second_dashed_step_line(
+    qtbot: QtBot, store: ProtectionStore
+) -> None:
+    account = store.add_account("kite", "Zerodha")
+    p = store.create_protection(
+        account_id=account.id,
+        broker="kite",
+        instrument=408065,
+        symbol="INFY",
+        exchange="NSE",
+        side=Side.BUY,
+        product=Product.MIS,
+        quantity=3,
+        filled_quantity=3,
+        tick_size=0.05,
+        rule=TrailRule.points(20),
+        entry_price=1500.0,
+        status=Status.OPEN,
+        safety_enabled=True,
+    )
+    store.update_safety(
+        p.id,
+        kind="safety_placed",
+        safety_state=SafetyState.PLACED,
+        safety_kind=SafetyKind.SL_M,
+        safety_order_id="S1",
+        safety_level=1465.2,
+    )
+    model = PositionsModel()
+    model.load(store.protections())
+    pane = DetailPane(store, model)
+    qtbot.addWidget(pane)
+    pane.resize(900, 320)
+    pane.show()
+    pane.show_protection(p.id)
+    chart = pane.chart
+    assert chart.safety.isVisible() and chart.safety.pen().style() == Qt.PenStyle.DashLine
+    assert chart.safety in chart.chart().series() and chart.stop in chart.chart().series()
+    assert {chart.safety.at(i).y() for i in range(chart.safety.count())} == {1465.2}
+    assert pane.facts["Safety"].text() == "1,465.20 placed" and pane.facts["Stop"].text() == "1,480.00"
+
+    # The broker's stop moves with the trail: a second step, read from the store on protection_changed.
+    store.update_safety(p.id, kind="safety_moved", safety_state=SafetyState.PLACED, safety_level=1475.1)
+    model.upsert(store.get(p.id))
+    pane.on_protection_changed(p.id)
+    qtbot.waitUntil(lambda: chart.safety.at(chart.safety.count() - 1).y() == 1475.1, timeout=2000)
+    assert {chart.safety.at(i).y() for i in range(chart.safety.count())} == {1465.2, 1475.1}
+    assert pane.facts["Safety"].text() == "1,475.10 placed"
+    # Taken away: the line ends there instead of running on to now.
+    time.sleep(0.05)
+    store.update_safety(p.id, kind="safety_removed", safety_state=SafetyState.REMOVED, safety_order_id=None)
+    model.upsert(store.get(p.id))
+    pane.on_protection_changed(p.id)
+    qtbot.waitUntil(lambda: pane.facts["Safety"].text() == "1,475.10 removed", timeout=2000)
+    pane.refresh_now()
+    ends = max(chart.safety.at(i).x() for i in range(chart.safety.count()))
+    assert ends < max(chart.stop.at(i).x() for i in range(chart.stop.count()))
+
+    # A new pane (TrailStop restarted) draws the same line from the journal alone.
+    again = DetailPane(store, model)
+    qtbot.addWidget(again)
+    again.show_protection(p.id)
+    assert {again.chart.safety.at(i).y() for i in range(again.chart.safety.count())} == {1465.2, 1475.1}
+
+
+def test_a_protection_without_a_safety_stop_has_no_safety_line(qtbot: QtBot, store: ProtectionStore) -> None:
+    account = store.add_account("kite", "Zerodha")
+    p = store.create_protection(
+        account_id=account.id,
+        broker="kite",
+        instrument=408065,
+        symbol="INFY",
+        exchange="NSE",
+        side=Side.BUY,
+        product=Product.CNC,
+        quantity=3,
+        filled_quantity=3,
+        tick_size=0.05,
+        rule=TrailRule.points(20),
+        entry_price=1500.0,
+        status=Status.OPEN,
+    )
+    model = PositionsModel()
+    model.load(store.protections())
+    pane = DetailPane(store, model)
+    qtbot.addWidget(pane)
+    pane.show_protection(p.id)
+    assert pane.chart.stop.count() > 0
+    assert pane.chart.safety.count() == 0 and not pane.chart.safety.isVisible()
+    assert pane.facts["Safety"].text() == "—"

@@ -359,6 +359,7 @@ def test_confirmation_accepted_places_the_entry(qtbot: QtBot, store: ProtectionS
             rule=TrailRule.percent(2.0, breakeven=1.0),
             order_type=OrderType.MARKET,
             price=None,
+            safety=False,  # the settings' default: off
         )
     ]
     assert store.get(pid).status is Status.PENDING
@@ -414,6 +415,52 @@ def test_defaults_come_from_settings(qtbot: QtBot, store: ProtectionStore) -> No
     panel.apply_settings(Settings(default_rule_value=2.5))
     assert panel.rule_editor.rule() == TrailRule.percent(3.0)  # ...survives new defaults
     form.instruments.wait_for_done()
+
+
+def test_safety_stop_checkbox_defaults_from_settings_and_reaches_the_request(
+    qtbot: QtBot, store: ProtectionStore
+) -> None:
+    form = Form(qtbot, store, Settings(confirm_orders=True, safety_stop=True))
+    panel = form.panel
+    assert panel.safety.isChecked()
+    form.choose(INFY, ltp=1500.0)
+    panel.quantity.setValue(10)
+    panel.rule_editor.set_rule(TrailRule.percent(2.0))
+    # Stop 1470; buffer max(1 % of 1470, 5 ticks) = 14.70: 1455.30 for a long, 1545.30 above 1530 for a short.
+    preview = panel.preview()
+    assert preview is not None and preview.safety == pytest.approx(1455.30)
+    assert panel.safety_value.isVisibleTo(panel) and "₹1,455.30" in panel.safety_value.text()
+    assert "₹1,455.30" in panel.preview_note.text()
+    panel.sell.click()
+    preview = panel.preview()
+    assert preview is not None and preview.safety == pytest.approx(1545.30)
+    panel.buy.click()
+    seen: list[str] = []
+    answer_confirmation(panel, accept=True, seen=seen)
+    with qtbot.waitSignal(panel.order_submitted, timeout=3000):
+        panel.submit()
+    assert "safety stop" in seen[0] and "₹1,455.30" in seen[0]
+    assert form.service.requests[-1].safety is True
+    # Switched off for the next order: no safety level in the preview, and the request says so.
+    qtbot.waitUntil(panel.submit_button.isEnabled, timeout=3000)
+    panel.safety.setChecked(False)
+    preview = panel.preview()
+    assert preview is not None and preview.safety is None
+    assert not panel.safety_value.isVisibleTo(panel) and "safety" not in panel.preview_note.text()
+    assert panel.entry_request().safety is False
+    # New defaults do not override the trader's own choice; a cleared form takes them again.
+    panel.apply_settings(Settings(confirm_orders=True, safety_stop=True))
+    assert not panel.safety.isChecked()
+    panel.clear()
+    assert panel.safety.isChecked()
+    form.instruments.wait_for_done()
+
+
+def test_safety_stop_follows_new_defaults_until_touched(form: Form) -> None:
+    panel = form.panel
+    assert not panel.safety.isChecked()  # Settings() default: off
+    panel.apply_settings(Settings(confirm_orders=False, safety_stop=True))
+    assert panel.safety.isChecked()
 
 
 # --------------------------------------------------------------------------------------------- end to end
@@ -497,6 +544,7 @@ def test_tab_walks_the_form_in_reading_order(qtbot: QtBot, form: Form) -> None:
         panel.rule_editor.kind,  # the price is disabled for a MARKET order: Tab skips it
         panel.rule_editor.value,
         panel.rule_editor.more,
+        panel.safety,
         panel.submit_button,
     ]
     seen = []

@@ -10,7 +10,7 @@ import pytest
 from PySide6.QtCore import QModelIndex, Qt, QTimer
 from pytestqt.qtbot import QtBot
 
-from trailstop_gui.models.domain import Product, Protection, Side, Status, TrailRule
+from trailstop_gui.models.domain import Product, Protection, SafetyKind, SafetyState, Side, Status, TrailRule
 from trailstop_gui.models.store import ProtectionStore
 from trailstop_gui.services.feed_worker import Quote
 from trailstop_gui.views import theme
@@ -40,6 +40,7 @@ def protect(
     rule: TrailRule | None = None,
     status: Status = Status.OPEN,
     account_id: int | None = None,
+    safety: bool = False,
 ) -> Protection:
     if account_id is None:
         account_id = (store.accounts() or [store.add_account("kite", "Zerodha")])[0].id
@@ -57,6 +58,20 @@ def protect(
         rule=rule or TrailRule.percent(2.0),
         entry_price=entry if status is Status.OPEN else None,
         status=status,
+        safety_enabled=safety,
+    )
+
+
+def placed(
+    store: ProtectionStore, p: Protection, level: float, kind: SafetyKind = SafetyKind.SL_M
+) -> Protection:
+    return store.update_safety(
+        p.id,
+        kind="safety_placed",
+        safety_state=SafetyState.PLACED,
+        safety_kind=kind,
+        safety_order_id="S1",
+        safety_level=level,
     )
 
 
@@ -77,7 +92,7 @@ def cell(model: PositionsModel, pid: int, column: Column, role: int = Qt.ItemDat
 
 
 def test_model_passes_the_model_tester(qtmodeltester: Any, store: ProtectionStore) -> None:
-    long = protect(store)
+    long = placed(store, protect(store, safety=True), 1455.30)
     short = protect(store, "TCS", 2953217, Side.SELL, 3450.0, TrailRule.points(20, target=50))
     protect(store, "SBIN", 779521, status=Status.PENDING)
     model = PositionsModel()
@@ -278,3 +293,57 @@ def test_a_row_that_ends_is_filtered_at_once(store: ProtectionStore) -> None:
     assert proxy.rowCount() == 1
     model.upsert(store.transition(p.id, Status.REMOVED))
     assert proxy.rowCount() == 0
+
+
+def test_safety_column_shows_level_state_colour_and_tooltip(store: ProtectionStore) -> None:
+    plain = protect(store, "SBIN", 779521)
+    long = placed(store, protect(store, safety=True), 1455.30)  # stop 1470
+    short = placed(
+        store, protect(store, "TCS", 2953217, Side.SELL, 3450.0, safety=True), 3553.95, SafetyKind.GTT
+    )
+    model = PositionsModel()
+    model.set_colors(theme.LIGHT)
+    c = theme.LIGHT
+    model.load(store.protections())
+    assert model.headerData(Column.SAFETY, Qt.Orientation.Horizontal, Qt.ItemDataRole.DisplayRole) == "Safety"
+    assert cell(model, plain.id, Column.SAFETY) == theme.EM_DASH
+    assert cell(model, long.id, Column.SAFETY) == "1,455.30 placed"
+    assert cell(model, short.id, Column.SAFETY) == "3,553.95 placed"
+    assert cell(model, long.id, Column.SAFETY, Qt.ItemDataRole.ForegroundRole) is None  # placed: as the row
+    tip = cell(model, long.id, Column.SAFETY, Qt.ItemDataRole.ToolTipRole)
+    assert "SL-M" in tip and "1 % or 5 ticks" in tip
+    assert "GTT" in cell(model, short.id, Column.SAFETY, Qt.ItemDataRole.ToolTipRole)
+    assert (
+        cell(model, long.id, Column.SAFETY, Qt.ItemDataRole.TextAlignmentRole) & Qt.AlignmentFlag.AlignRight
+    )
+
+    def fg(pid: int) -> Any:
+        brush = cell(model, pid, Column.SAFETY, Qt.ItemDataRole.ForegroundRole)
+        return None if brush is None else brush.color()
+
+    # Moving: muted. The stop moved on: the tooltip says where the safety stop belongs now.
+    model.upsert(store.update_safety(long.id, kind="safety_moving", safety_state=SafetyState.MOVING))
+    model.apply_snapshot(snapshot(long.account_id, {}, {long.id: 1500.0}))
+    assert cell(model, long.id, Column.SAFETY) == "1,455.30 moving" and fg(long.id) == c.muted
+    assert "belongs at 1,485.00" in cell(model, long.id, Column.SAFETY, Qt.ItemDataRole.ToolTipRole)
+    # Missing: the warning colour, no level held.
+    model.upsert(
+        store.update_safety(
+            long.id,
+            kind="safety_missing",
+            safety_state=SafetyState.MISSING,
+            safety_order_id=None,
+            safety_level=None,
+        )
+    )
+    assert cell(model, long.id, Column.SAFETY) == "missing" and fg(long.id) == c.progress
+    # Fired: as closed.
+    model.upsert(
+        store.update_safety(
+            short.id, kind="safety_fired", safety_state=SafetyState.FIRED, safety_level=3553.95
+        )
+    )
+    assert cell(model, short.id, Column.SAFETY) == "3,553.95 fired" and fg(short.id) == c.closed
+    # Sorting on the column puts a row without a safety level last.
+    model.sort(Column.SAFETY, Qt.SortOrder.AscendingOrder)
+    assert [row.pid for row in model.rows()] == [short.id, plain.id, long.id]

@@ -16,7 +16,7 @@ from pytestqt.qtbot import QtBot
 from trailstop_gui.models.domain import Product, Protection, RuleKind, Side, Status, TrailRule
 from trailstop_gui.models.store import ProtectionStore
 from trailstop_gui.services.brokers.base import Position
-from trailstop_gui.views.positions_model import RowState
+from trailstop_gui.views.positions_model import Column, RowState
 from trailstop_gui.views.positions_view import PositionsView, RuleDialog, parse_rule
 
 
@@ -333,3 +333,15 @@ def test_rule_dialog_validates_inline_and_previews_the_stop(qtbot: QtBot) -> Non
     rule = dialog.rule()
     assert rule is not None and rule.kind is RuleKind.POINTS and rule.value == 25
     assert "1,475.00" in dialog.preview.text()
+
+
+def test_the_safety_column_sits_beside_the_stop(view: PositionsView, store: ProtectionStore) -> None:
+    protect(store)
+    view.reload_all()
+    header = view.table.horizontalHeader()
+    shown = [
+        view.proxy.headerData(header.logicalIndex(n), Qt.Orientation.Horizontal)
+        for n in range(header.count())
+    ]
+    assert shown[shown.index("Stop") + 1] == "Safety"
+    assert view.proxy.index(0, Column.SAFETY).data() == "—"  # a protection without a safety stop

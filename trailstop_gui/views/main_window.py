@@ -38,7 +38,7 @@ from trailstop_gui.views.account_bar import AccountBar
 from trailstop_gui.views.detail_pane import ChartHistory, DetailPane
 from trailstop_gui.views.journal_view import JournalView
 from trailstop_gui.views.positions_model import RowState
-from trailstop_gui.views.positions_view import PositionsView, ask_confirmation
+from trailstop_gui.views.positions_view import PositionsView, ask_confirmation, place_safety_beside_stop
 from trailstop_gui.views.tray import TrayController
 
 log = logging.getLogger("trailstop.views")
@@ -571,7 +571,10 @@ class MainWindow(QMainWindow):
             self.detail.splitter.setSizes([540, 480])
         header = blob("positions_header")
         if header is not None:
-            self.positions.table.horizontalHeader().restoreState(header)
+            table_header = self.positions.table.horizontalHeader()
+            if table_header.restoreState(header):
+                # A layout saved before the Safety column existed would leave it last: put it by Stop.
+                place_safety_beside_stop(table_header)
         show_closed = s.value(SETTINGS_PREFIX + "show_closed", False)
         self.positions.act_show_closed.setChecked(show_closed in (True, "true", "1", 1))
 
