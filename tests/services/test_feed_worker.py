@@ -247,3 +247,40 @@ def test_upstox_feed_quiet_market_stall_and_drop(
         assert [pid for pid, _ in triggers] == [p.id]
     finally:
         session.stop_feed()
+
+
+def test_upstox_order_updates_arrive_on_the_portfolio_stream(
+    qtbot: QtBot, simulator: SimulatorHandle, store: ProtectionStore
+) -> None:
+    from trailstop_gui.services.brokers.base import OrderRequest
+    from trailstop_gui.services.brokers.feed_loop import OrderUpdate
+
+    simulator.set_price("NSE:INFY", 1500.0)
+    session = upstox_session(simulator, store)
+    updates: list[OrderUpdate] = []
+    feed = session.start_feed(store, on_trigger=lambda pid, event: None, on_order_update=updates.append)
+    try:
+        assert feed.order_loop is not None
+        wait_until(
+            lambda: feed.order_loop is not None and feed.order_loop.state is FeedState.LIVE,
+            what="orders live",
+        )
+        key = next(i["upstox_key"] for i in control(simulator, "instruments") if i["symbol"] == "NSE:INFY")
+        order_id = session.broker.place_order(
+            OrderRequest(
+                symbol="INFY",
+                exchange="NSE",
+                instrument=key,
+                side=Side.BUY,
+                quantity=1,
+                product=Product.MIS,
+                tag="PUSHTEST",
+            )
+        )
+        wait_until(
+            lambda: any(u.order_id == order_id and u.status == "complete" for u in updates),
+            what="the pushed fill",
+        )
+        assert all(u.tag == "PUSHTEST" for u in updates if u.order_id == order_id)
+    finally:
+        session.stop_feed()

@@ -66,6 +66,7 @@ class FeedWorker(QThread):
         *,
         on_order_update: Callable[[OrderUpdate], None] | None = None,
         on_tick: Callable[[Tick], object] | None = None,
+        order_protocol: FeedProtocol | None = None,
         watchdog: float = 5.0,
         backoff: Backoff | None = None,
         snapshot_hz: float = 10.0,
@@ -94,6 +95,13 @@ class FeedWorker(QThread):
             watchdog=watchdog,
             backoff=backoff,
         )
+        # A broker whose order updates come on a stream of their own (Upstox's portfolio feed) gets a second
+        # loop in this thread; its updates take the same path as those of a combined feed (Kite's ticker).
+        self.order_loop = (
+            FeedLoop(order_protocol, on_batch=self._on_batch, watchdog=watchdog, backoff=Backoff())
+            if order_protocol is not None
+            else None
+        )
 
     # ----------------------------------------------------------------- any thread
 
@@ -109,8 +117,10 @@ class FeedWorker(QThread):
         return self._quotes.get(instrument)
 
     def stop_feed(self, timeout_ms: int = 5000) -> None:
-        """Close the socket, end the thread and wait for it."""
+        """Close the socket(s), end the thread and wait for it."""
         self.loop.stop()
+        if self.order_loop is not None:
+            self.order_loop.stop()
         self.wait(timeout_ms)
 
     def wait_ready(self, timeout: float = 5.0) -> bool:
@@ -141,9 +151,13 @@ class FeedWorker(QThread):
 
     async def _main(self) -> None:
         publisher = asyncio.ensure_future(self._publish_snapshots())
+        orders = asyncio.ensure_future(self.order_loop.run()) if self.order_loop is not None else None
         try:
             await self.loop.run()
         finally:
+            if orders is not None and self.order_loop is not None:
+                self.order_loop.stop()
+                await asyncio.wait({orders}, timeout=5)
             publisher.cancel()
             self._publish()
 

@@ -25,7 +25,7 @@ from trailstop_gui.services.brokers.form_login import submit_login_form
 from trailstop_gui.services.brokers.kite import KiteBroker
 from trailstop_gui.services.brokers.kite_feed import KITE_WS_URL, KiteFeed
 from trailstop_gui.services.brokers.upstox import UpstoxBroker
-from trailstop_gui.services.brokers.upstox_feed import UpstoxFeed
+from trailstop_gui.services.brokers.upstox_feed import UpstoxFeed, UpstoxPortfolioFeed
 from trailstop_gui.services.feed_worker import FeedWorker, TriggerHandler
 from trailstop_gui.services.secrets import SecretStore
 
@@ -200,6 +200,15 @@ class AccountSession(QObject):
             return KiteFeed(self.account.api_key, self.token, self.endpoints.ws_url or KITE_WS_URL)
         return UpstoxFeed(self.token, self.endpoints.api_root or "https://api.upstox.com")
 
+    def order_protocol(self) -> FeedProtocol | None:
+        """Upstox pushes order updates on a stream of their own; Kite's come with the ticker's text messages.
+
+        Paper orders never reach the broker, so a paper account has no order stream to listen to.
+        """
+        if self.account.broker == "kite" or self.account.is_paper:
+            return None
+        return UpstoxPortfolioFeed(self.token, self.endpoints.api_root or "https://api.upstox.com")
+
     def start_feed(
         self,
         store: ProtectionStore,
@@ -219,6 +228,7 @@ class AccountSession(QObject):
             on_trigger,
             on_order_update=on_order_update,
             on_tick=getattr(self.broker, "on_tick", None) if self.account.is_paper else None,
+            order_protocol=self.order_protocol(),
             watchdog=self._watchdog,
             backoff=self._backoff(),
             name=f"feed-{self.account.id}",
