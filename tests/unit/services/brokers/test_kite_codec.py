@@ -31,7 +31,7 @@ from trailstop_gui.services.brokers.kite_codec import (
     price_divisor,
 )
 
-MOCKS = Path("/work/shared/data/kite-mocks")
+MOCKS = Path(__file__).resolve().parents[4].parent / "shared" / "data" / "kite-mocks"
 PACKET_LENGTHS = (8, 28, 32, 44, 184)
 NAMED_SEGMENTS = sorted(set(KiteTicker.EXCHANGE_MAP.values()))
 MODES: tuple[KiteMode, ...] = get_args(KiteMode)
