@@ -451,7 +451,7 @@ class ProtectionService(QObject):
         left to order updates and the periodic reconcile once ``ENTRY_WATCH_SECONDS`` have passed.
         """
         deadline = time.monotonic() + ENTRY_WATCH_SECONDS
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and self._started:  # shutdown must not wait on a watch
             try:
                 order = broker.order(order_id)
             except AuthError as exc:
