@@ -330,6 +330,15 @@ class SessionInfo:
 # ----------------------------------------------------------------------------- capabilities
 
 
+ORDER_WINDOW_MARGIN = 0.1
+"""Seconds added to each of a broker's order windows in the default limiter.
+
+Our limiter counts a call when it is granted, the broker when the request arrives, a little later and
+not always by the same amount (the first call of a burst may open a connection). Without a margin,
+call 11 of a burst of Kite exits can arrive within the second of call 1 and get HTTP 429.
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class Capabilities:
     """What a broker can do and its limits, as data: services read this instead of asking "which broker?"."""
@@ -376,9 +385,14 @@ class Capabilities:
                 return name
         raise ValueError(f"{self.broker}: product {product} is not supported")
 
-    def make_limiter(self, *, reserved: int = 1) -> RateLimiter:
-        """A limiter for this broker's order calls, keeping ``reserved`` slots per window for exits."""
-        return RateLimiter(self.order_rate_limits, reserved=reserved)
+    def make_limiter(self, *, reserved: int = 1, margin: float = 0.0) -> RateLimiter:
+        """A limiter for this broker's order calls, keeping ``reserved`` slots per window for exits.
+
+        Each window is ``margin`` seconds longer than the broker's: the adapters' default limiters use
+        :data:`ORDER_WINDOW_MARGIN`.
+        """
+        windows = [RateWindow(w.limit, w.period + margin) for w in self.order_rate_limits]
+        return RateLimiter(windows, reserved=reserved)
 
 
 KITE_CAPABILITIES = Capabilities(

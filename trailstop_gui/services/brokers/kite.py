@@ -18,6 +18,7 @@ from kiteconnect import KiteConnect
 from trailstop_gui.models.domain import Side
 from trailstop_gui.services.brokers.base import (
     KITE_CAPABILITIES,
+    ORDER_WINDOW_MARGIN,
     Capabilities,
     Gtt,
     GttNotFound,
@@ -50,7 +51,7 @@ from trailstop_gui.services.brokers.errors import (
     login_error,
     map_kite_exception,
 )
-from trailstop_gui.services.brokers.rate_limit import RateLimiter, RateWindow
+from trailstop_gui.services.brokers.rate_limit import RateLimiter
 
 __all__ = ["MARKET_PROTECTION_AUTO", "ORDER_WINDOW_MARGIN", "KiteBroker", "default_order_limiter"]
 
@@ -59,21 +60,10 @@ log = logging.getLogger(__name__)
 MARKET_PROTECTION_AUTO = -1
 """Kite picks the protection band itself."""
 
-ORDER_WINDOW_MARGIN = 0.1
-"""Seconds added to each of Kite's order windows in the default limiter.
-
-Our limiter counts a call when it is granted, the broker when the request arrives, a little later and
-not always by the same amount (the first call of a burst may open a connection). Without a margin,
-call 11 of a burst of exits can arrive within the second of call 1 and get HTTP 429.
-"""
-
 
 def default_order_limiter() -> RateLimiter:
-    """Kite's order limits with :data:`ORDER_WINDOW_MARGIN`, one slot per window kept for exits."""
-    windows = [
-        RateWindow(w.limit, w.period + ORDER_WINDOW_MARGIN) for w in KITE_CAPABILITIES.order_rate_limits
-    ]
-    return RateLimiter(windows, reserved=1)
+    """Kite's order limits (with the arrival margin), one slot per window kept for exits."""
+    return KITE_CAPABILITIES.make_limiter(margin=ORDER_WINDOW_MARGIN)
 
 
 class KiteBroker:

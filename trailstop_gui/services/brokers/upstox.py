@@ -22,6 +22,7 @@ import urllib3
 from trailstop_gui.models.domain import Product, Side
 from trailstop_gui.services.brokers.base import (
     IST,
+    ORDER_WINDOW_MARGIN,
     UPSTOX_CAPABILITIES,
     Capabilities,
     Gtt,
@@ -60,7 +61,7 @@ from trailstop_gui.services.brokers.errors import (
     map_upstox_exception,
     redact,
 )
-from trailstop_gui.services.brokers.rate_limit import RateLimiter, RateWindow
+from trailstop_gui.services.brokers.rate_limit import RateLimiter
 
 __all__ = [
     "DEFAULT_API_ROOT",
@@ -81,17 +82,10 @@ API_VERSION = "2.0"
 
 TickUnit = Literal["auto", "paise", "rupees"]
 
-ORDER_WINDOW_MARGIN = 0.1
-"""Seconds added to each of Upstox's order windows in the default limiter: we count a call when it is
-granted, the broker when it arrives, later by a varying amount (see kite.ORDER_WINDOW_MARGIN)."""
-
 
 def default_order_limiter() -> RateLimiter:
-    """Upstox's order limits with :data:`ORDER_WINDOW_MARGIN`, one slot per window kept for exits."""
-    windows = [
-        RateWindow(w.limit, w.period + ORDER_WINDOW_MARGIN) for w in UPSTOX_CAPABILITIES.order_rate_limits
-    ]
-    return RateLimiter(windows, reserved=1)
+    """Upstox's order limits (with the arrival margin), one slot per window kept for exits."""
+    return UPSTOX_CAPABILITIES.make_limiter(margin=ORDER_WINDOW_MARGIN)
 
 
 class UpstoxBroker:
