@@ -618,6 +618,21 @@ def as_gtt_broker(broker: object) -> GttBroker | None:
     return broker if isinstance(broker, GttBroker) else None
 
 
+def profile_from_reply(data: object, default_broker: str, what: str) -> Profile:
+    """A user-profile reply (Kite and Upstox send the same field names) as a Profile."""
+    if not isinstance(data, Mapping):
+        raise BrokerError(f"{what}: unexpected reply")
+    return Profile(
+        user_id=str(data.get("user_id") or ""),
+        user_name=str(data.get("user_name") or ""),
+        email=opt_str(data.get("email")),
+        broker=str(data.get("broker") or default_broker),
+        exchanges=tuple(str(x) for x in data.get("exchanges") or ()),
+        products=tuple(str(x) for x in data.get("products") or ()),
+        order_types=tuple(str(x) for x in data.get("order_types") or ()),
+    )
+
+
 def latest_with_tag(orders: Iterable[Order], tag: str) -> Order | None:
     """The most recently placed order with this tag (the later one in the book on a tie or no time)."""
     best: Order | None = None

@@ -42,6 +42,7 @@ from trailstop_gui.services.brokers.base import (
     order_type_or_none,
     parse_ist,
     product_or_none,
+    profile_from_reply,
     rows,
 )
 from trailstop_gui.services.brokers.errors import (
@@ -327,17 +328,8 @@ class KiteBroker:
         return convert_all(instrument_from_kite, rows(reply), "kite instruments")
 
     def profile(self) -> Profile:
-        data = self._call("profile", self._kite.profile, order_call=False)
-        if not isinstance(data, Mapping):
-            raise BrokerError("kite profile: unexpected reply")
-        return Profile(
-            user_id=str(data.get("user_id") or ""),
-            user_name=str(data.get("user_name") or ""),
-            email=opt_str(data.get("email")),
-            broker=str(data.get("broker") or "ZERODHA"),
-            exchanges=tuple(str(x) for x in data.get("exchanges") or ()),
-            products=tuple(str(x) for x in data.get("products") or ()),
-            order_types=tuple(str(x) for x in data.get("order_types") or ()),
+        return profile_from_reply(
+            self._call("profile", self._kite.profile, order_call=False), "ZERODHA", "kite profile"
         )
 
     # ------------------------------------------------------------------------- plumbing

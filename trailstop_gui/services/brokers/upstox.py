@@ -47,6 +47,7 @@ from trailstop_gui.services.brokers.base import (
     opt_str,
     order_type_or_none,
     parse_ist,
+    profile_from_reply,
     rows,
 )
 from trailstop_gui.services.brokers.errors import (
@@ -490,17 +491,10 @@ class UpstoxBroker:
         return instruments_from_master(rows(master), self._tick_size_unit)
 
     def profile(self) -> Profile:
-        data = self._call("profile", self._user.get_profile, API_VERSION, order_call=False)
-        if not isinstance(data, Mapping):
-            raise BrokerError("upstox profile: unexpected reply")
-        return Profile(
-            user_id=str(data.get("user_id") or ""),
-            user_name=str(data.get("user_name") or ""),
-            email=opt_str(data.get("email")),
-            broker=str(data.get("broker") or "UPSTOX"),
-            exchanges=tuple(str(x) for x in data.get("exchanges") or ()),
-            products=tuple(str(x) for x in data.get("products") or ()),
-            order_types=tuple(str(x) for x in data.get("order_types") or ()),
+        return profile_from_reply(
+            self._call("profile", self._user.get_profile, API_VERSION, order_call=False),
+            "UPSTOX",
+            "upstox profile",
         )
 
     # ------------------------------------------------------------------------- plumbing
