@@ -50,6 +50,7 @@ import requests
 
 from trailstop_gui.models.domain import Side, TrailRule
 from trailstop_gui.models.engine import initial_stop
+from trailstop_gui.services.safety_stop import SAFETY_STOP_REASON
 from trailstop_gui.simulator.login_flow import kite_request_token
 from trailstop_gui.simulator.runner import SimulatorHandle, start_simulator
 from trailstop_gui.simulator.upstox_login import upstox_code
@@ -62,11 +63,14 @@ LIVE_STATES = ("live",)
 DOWN_STATES = ("connecting", "stale", "reconnecting", "login needed", "stopped", "connection lost")
 _FEED_LINE = re.compile(r"trailstop\.feed: (kite|upstox) feed: ([a-z ]+?)(?: \(|$)")
 _EPS = 1e-6
+_SAFETY_ID = re.compile(r"safety_order_id=([^,\s]+)")
+_GTT_LIVE = frozenset({"active", "pending", "scheduled"})  # Kite's and Upstox's words for a waiting GTT
 # fmt: off
 PROTECTION_COLUMNS = (
     "id", "broker", "instrument", "symbol", "exchange", "side", "product", "quantity", "filled_quantity",
     "entry_price", "tick_size", "rule", "stop", "status", "reason", "exit_tag", "exit_order_id",
-    "exit_quantity", "created_at", "closed_at",
+    "exit_quantity", "created_at", "closed_at", "safety_enabled", "safety_kind", "safety_state",
+    "safety_order_id",
 )
 # fmt: on
 KILL_REASONS = ("at a random moment", "just after a crossing", "new login")
@@ -95,6 +99,7 @@ class ChaosConfig:
     feed_recovery_budget: float = 30.0  # the longest a feed may stay down while the app runs
     settle_timeout: float = 60.0
     soak: float = 0.0  # then this many seconds of one app instance, no kills: does it stay up?
+    safety: bool = False  # every protection also holds a broker-held safety stop (``--safety-stop``)
     keep: bool = False  # keep the data folders and transcripts
 
 
@@ -120,6 +125,9 @@ class RunReport:
     exits: int = 0
     protections: int = 0
     exits_refused: int = 0  # injected rejections: EXIT_FAILED and an alert, as designed
+    safety_held: int = 0  # protections that held a broker-held safety stop at some point
+    safety_orders: int = 0  # SL-M orders and GTTs placed for them (re-placements included)
+    safety_closes: int = 0  # protections closed by the broker-held stop (its order was the exit)
     entries_not_placed: int = 0
     latencies: list[float] = field(default_factory=list)  # crossing -> flat, seconds of working feed
     wall_latencies: list[float] = field(default_factory=list)
@@ -263,8 +271,10 @@ class AppProcess:
         tracker: FeedTracker,
         transcript: TextIO,
         env: dict[str, str] | None = None,
+        extra_args: Iterable[str] = (),
     ) -> None:
         self.env = dict(env or {})
+        self.extra_args = list(extra_args)
         self.sim_url = sim_url
         self.data_dir = data_dir
         self.rule = rule
@@ -300,6 +310,7 @@ class AppProcess:
             "both",
             "--auto-protect",
             self.rule,
+            *self.extra_args,
         ]
         self.generation += 1
         self.ready_at = None
@@ -547,7 +558,14 @@ class Run:
         self.db_path = self.data_dir / "trailstop.db"
         self.tracker = FeedTracker()
         self.transcript = open(folder / "app-output.log", "w", encoding="utf-8")  # noqa: SIM115
-        self.app = AppProcess(self.sim.url, self.data_dir, config.rule, self.tracker, self.transcript)
+        self.app = AppProcess(
+            self.sim.url,
+            self.data_dir,
+            config.rule,
+            self.tracker,
+            self.transcript,
+            extra_args=["--safety-stop"] if config.safety else [],
+        )
         self.app.on_line = self.on_app_line
         self.trader = OutsideTrader(self.sim)
         self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="chaos-trader")
@@ -1120,6 +1138,38 @@ class Checker:
             self.events.setdefault(int(pid), []).append((kind, old, new))
         salt = run.db("SELECT value FROM meta WHERE key = 'tag_salt'")
         self.salt = str(salt[0][0]) if salt else ""
+        self.load_safety()
+
+    def load_safety(self) -> None:
+        """Which broker orders are a protection's broker-held safety stop (or were, or fired into).
+
+        An SL-M safety order carries the exit tag plus "S". A GTT carries no tag, and neither does the
+        order it fires into: the protection's journal names every GTT it ever held (``safety_order_id``
+        in its safety events), and the simulator's GTT book names the order each one fired into.
+        """
+        self.gtts = {(g["broker"], str(g["id"])): g for g in self.run.control("gtts")}
+        self.held: dict[int, set[str]] = {}  # protection id -> every safety order id / GTT id it held
+        for pid, events in self.events.items():
+            for kind, _old, new in events:
+                if kind.startswith("safety") or kind == "transition":
+                    for match in _SAFETY_ID.finditer(new):
+                        self.held.setdefault(pid, set()).add(match.group(1))
+        by_row = {row["id"]: row for row in self.rows}
+        for row in self.rows:
+            if row["safety_order_id"]:
+                self.held.setdefault(row["id"], set()).add(str(row["safety_order_id"]))
+        # The order a GTT fired into belongs to the protection that held the GTT.
+        self.gtt_owner: dict[tuple[str, str], int] = {}  # (broker, GTT id) -> protection id
+        self.fired_into: dict[tuple[str, str], int] = {}  # (broker, order id) -> protection id
+        for pid, ids in self.held.items():
+            broker = by_row[pid]["broker"] if pid in by_row else ""
+            for held_id in ids:
+                gtt = self.gtts.get((broker, held_id))
+                if gtt is None:
+                    continue
+                self.gtt_owner[(broker, held_id)] = pid
+                if gtt.get("order_id"):
+                    self.fired_into[(broker, str(gtt["order_id"]))] = pid
 
     def check(self) -> None:
         self.load()
@@ -1158,23 +1208,58 @@ class Checker:
 
     # -------------------------------------------------------------------------- orders vs. protections
 
-    def exits_of(self, tag: str) -> list[SimOrder]:
-        """Orders with the exit tag that are (or were) live at the exchange: refusals do not count."""
-        return [
-            o
-            for o in self.orders
-            if o.tag == tag and o.status != "REJECTED" and not (o.status == "CANCELLED" and o.filled == 0)
-        ]
+    def exits_of(self, row: dict[str, Any]) -> list[SimOrder]:
+        """The protection's orders that are (or were) live at the exchange: refusals do not count.
+
+        Its exit orders (the exit tag), and its broker-held safety stop once that is more than a resting
+        trigger: an SL-M that triggered or was turned into the exit, or the order a GTT fired into.
+        """
+        tag = row["exit_tag"]
+        found = []
+        for o in self.orders:
+            if o.status == "REJECTED" or (o.status == "CANCELLED" and o.filled == 0):
+                continue
+            exit_order = o.tag == tag
+            safety_fired = (o.tag == tag + "S" and o.status != "TRIGGER PENDING") or (
+                self.fired_into.get((o.broker, o.order_id)) == row["id"]
+            )
+            if exit_order or safety_fired:
+                found.append(o)
+        return found
 
     def check_orders(self, by_tag: dict[str, dict[str, Any]]) -> None:
         for o in self.orders:
             if o.tag.startswith("CX"):
                 continue
-            if o.tag in by_tag:
+            if o.tag in by_tag or (o.tag.endswith("S") and o.tag[:-1] in by_tag):
+                continue
+            if not o.tag and (o.broker, o.order_id) in self.fired_into:
                 continue
             self.violation(
                 "order of unknown origin", f"{o.order_id} {o.side} {o.symbol} x{o.quantity} tag {o.tag!r}"
             )
+        # A GTT nobody owns, or a safety stop still resting at the broker after its protection ended,
+        # could fire later and open a position the trader never asked for.
+        ended = {row["exit_tag"]: row for row in by_tag.values() if row["status"] in TERMINAL}
+        for o in self.orders:
+            if o.tag.endswith("S") and o.tag[:-1] in ended and o.status in ("TRIGGER PENDING", "OPEN"):
+                row = ended[o.tag[:-1]]
+                self.violation(
+                    "safety stop left at the broker",
+                    f"protection {row['id']} is {row['status']}, its SL-M {o.order_id} is {o.status}",
+                )
+        ids = {row["id"]: row for row in by_tag.values()}
+        for (broker, gtt_id), gtt in self.gtts.items():
+            owner = self.gtt_owner.get((broker, gtt_id))
+            if owner is None:
+                self.violation(
+                    "GTT of unknown origin", f"{broker} GTT {gtt_id} on {gtt['symbol']} {gtt['status']}"
+                )
+            elif gtt["status"] in _GTT_LIVE and ids[owner]["status"] in TERMINAL:
+                self.violation(
+                    "safety stop left at the broker",
+                    f"protection {owner} is {ids[owner]['status']}, its GTT {gtt_id} is {gtt['status']}",
+                )
 
     def position_before(self, broker: str, symbol: str, product: str, at: float) -> int:
         net = 0
@@ -1188,9 +1273,15 @@ class Checker:
     def check_protection(self, row: dict[str, Any]) -> None:
         pid, status = row["id"], row["status"]
         label = f"protection {pid} ({row['broker']} {row['exchange']}:{row['symbol']} {row['product']})"
-        exits = self.exits_of(row["exit_tag"])
+        exits = self.exits_of(row)
         self.report.exits += len(exits)
         self.report.protections += 1
+        held = self.held.get(pid, set())
+        if held:
+            self.report.safety_held += 1
+            self.report.safety_orders += len(held)
+        if status == "CLOSED" and row["reason"] == SAFETY_STOP_REASON:
+            self.report.safety_closes += 1
         if len(exits) > 1:
             ids = ", ".join(f"{o.order_id} x{o.quantity} {o.status}" for o in exits)
             self.violation("more than one exit", f"{label}: {ids}")
@@ -1199,7 +1290,13 @@ class Checker:
         for o in exits:
             if o.side != ("SELL" if long else "BUY"):
                 self.violation("exit on the wrong side", f"{label}: {o.order_id} is a {o.side}")
-            open_qty = self.position_before(row["broker"], symbol, row["product"], o.received_at)
+            at = o.received_at
+            if o.tag != row["exit_tag"]:
+                # The broker-held stop became an exit when it filled; until then its quantity followed
+                # the position (a partly filled entry grows it).
+                fills = [t.at for t in self.trades if (t.broker, t.order_id) == (o.broker, o.order_id)]
+                at = min(fills, default=at)
+            open_qty = self.position_before(row["broker"], symbol, row["product"], at)
             open_qty = open_qty if long else -open_qty
             if o.quantity > max(open_qty, 0):
                 self.violation(
@@ -1400,6 +1497,12 @@ def describe(report: RunReport, config: ChaosConfig) -> list[str]:
         f"{report.exits_refused} refused by an injected rejection (EXIT_FAILED + alert; the trader closed it)"
         + (f"; {report.entries_not_placed} entries not placed" if report.entries_not_placed else ""),
     ]
+    if report.safety_held:
+        lines.append(
+            f"  broker-held safety stops: {report.safety_held} protections held one "
+            f"({report.safety_orders} SL-M orders and GTTs in all); "
+            f"{report.safety_closes} closed by the broker-held stop"
+        )
     if lat:
         lines.append(
             f"  stop crossed -> flat, seconds of working feed: median {statistics.median(lat):.2f}, "
@@ -1517,6 +1620,9 @@ def run_chaos(config: ChaosConfig, workdir: Path | None = None, out: Out = print
             total.exits += r.exits
             total.protections += r.protections
             total.exits_refused += r.exits_refused
+            total.safety_held += r.safety_held
+            total.safety_orders += r.safety_orders
+            total.safety_closes += r.safety_closes
             total.entries_not_placed += r.entries_not_placed
             total.latencies += r.latencies
             total.wall_latencies += r.wall_latencies
@@ -1543,6 +1649,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slots", type=int, default=ChaosConfig.slots)
     parser.add_argument("--soak", type=float, default=300.0, help="seconds of the no-kill endurance run")
     parser.add_argument("--keep", action="store_true", help="keep data folders and transcripts")
+    parser.add_argument(
+        "--safety-stop", action="store_true", help="every protection also holds a broker-held safety stop"
+    )
     args = parser.parse_args(argv)
     config = ChaosConfig(
         seed=args.seed,
@@ -1551,6 +1660,7 @@ def main(argv: list[str] | None = None) -> int:
         slots=args.slots,
         soak=args.soak,
         keep=args.keep,
+        safety=args.safety_stop,
     )
     report = run_chaos(config)
     return 1 if report.violations else 0

@@ -6,7 +6,7 @@ import argparse
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -110,13 +110,26 @@ def database_unusable(exc: DatabaseError, *, window: bool) -> int:
     return DATABASE_UNUSABLE
 
 
-def _install_signal_handlers(quit_app: object) -> None:
+def _install_signal_handlers(quit_app: Callable[[], None]) -> list[int]:
+    """SIGINT/SIGTERM end the event loop. Returns the list the signals received are added to.
+
+    The handler does not log: Python runs it between any two bytecodes of the main thread, perhaps in
+    the middle of a write to the log file, and a second write from there fails ("reentrant call").
+    """
+    received: list[int] = []
+
     def handler(signum: int, _frame: object) -> None:
-        log.info("signal %d: shutting down", signum)
-        quit_app()  # type: ignore[operator]
+        received.append(signum)
+        quit_app()
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
+    return received
+
+
+def _log_signals(received: list[int]) -> None:
+    for signum in received[:1]:
+        log.info("signal %d: shutting down", signum)
 
 
 def run_headless(args: argparse.Namespace, instance: SingleInstance | None = None) -> int:
@@ -139,7 +152,7 @@ def run_headless(args: argparse.Namespace, instance: SingleInstance | None = Non
     )
     if getattr(args, "safety_stop", False):
         runtime.service.set_safety_defaults(replace(runtime.service.safety_defaults, enabled=True))
-    _install_signal_handlers(app.quit)
+    signals = _install_signal_handlers(app.quit)
     # Python runs signal handlers only when it holds the interpreter: wake it regularly.
     wake = QTimer()
     wake.start(200)
@@ -150,6 +163,7 @@ def run_headless(args: argparse.Namespace, instance: SingleInstance | None = Non
         runtime.service.start()
         return app.exec()
     finally:
+        _log_signals(signals)
         runtime.close()
         log.info("stopped; open protections stay armed for the next start")
 
@@ -242,7 +256,7 @@ def run_window(args: argparse.Namespace, instance: SingleInstance | None = None)
             window.prepare_quit()  # a signal is not a question: close without asking
         app.quit()
 
-    _install_signal_handlers(quit_now)
+    signals = _install_signal_handlers(quit_now)
     # Python runs signal handlers only when it holds the interpreter: wake it regularly.
     wake = QTimer()
     wake.start(200)
@@ -299,6 +313,7 @@ def run_window(args: argparse.Namespace, instance: SingleInstance | None = None)
         log.info("TrailStop %s started; data in %s", __version__, runtime.directory)
         return app.exec()
     finally:
+        _log_signals(signals)
         if window is not None:
             window.stop()
         runtime.close()

@@ -24,12 +24,16 @@ class FakeBroker:
 
     def __init__(self) -> None:
         self.net: dict[tuple[str, Product], int] = {}
+        self.while_reading: list[Any] = []  # run once each, after the positions were read
 
     def positions(self) -> list[Position]:
-        return [
+        read = [
             Position(symbol, "NSE", 408065, f"NSE:{symbol}", qty, 1500.0, product, product.value)
             for (symbol, product), qty in self.net.items()
         ]
+        while self.while_reading:
+            self.while_reading.pop(0)()
+        return read
 
     def holdings(self) -> list[Any]:
         return []
@@ -89,5 +93,30 @@ def test_a_reversed_position_is_not_grown_into(tmp_path: Path) -> None:
         assert store.get(short).status is Status.CLOSED and report.closed_externally == [short]
         (long,) = report.adopted
         assert store.get(long).side is Side.BUY and store.get(long).filled_quantity == 9
+    finally:
+        store.close()
+
+
+def test_a_position_whose_exit_fills_during_the_reconcile_is_not_adopted_again(tmp_path: Path) -> None:
+    """Found by the chaos run with safety stops: the positions said 7 (read just before our exit filled),
+    the protection closed meanwhile, and auto-protect adopted the flat position again, placing a broker
+    stop for it."""
+    store, reconciler, broker, account_id, _armed = rig(tmp_path)
+    try:
+        broker.net[("INFY", Product.MIS)] = 7
+        (pid,) = reconciler.reconcile(account_id, broker).adopted  # type: ignore[arg-type]
+        store.transition(pid, Status.TRIGGERED, reason="stop", price=1460.0)
+        store.transition(pid, Status.EXITING, exit_order_id="X1")
+
+        def exit_filled() -> None:
+            store.transition(pid, Status.CLOSED, exit_price=1459.95, exit_quantity=7, reason="stop")
+            broker.net[("INFY", Product.MIS)] = 0
+
+        broker.while_reading.append(exit_filled)
+        report = reconciler.reconcile(account_id, broker)  # type: ignore[arg-type]
+        assert report.adopted == [] and store.live(account_id) == []
+        # A real position opened later is adopted as usual.
+        broker.net[("INFY", Product.MIS)] = 4
+        assert len(reconciler.reconcile(account_id, broker).adopted) == 1  # type: ignore[arg-type]
     finally:
         store.close()

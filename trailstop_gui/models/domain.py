@@ -364,8 +364,17 @@ class Protection:
         )
 
     @property
+    def entry_tag(self) -> str:
+        """The tag of the entry order TrailStop places for this protection: the exit tag plus "E"."""
+        return self.exit_tag + "E"
+
+    @property
     def safety_tag(self) -> str:
-        """The tag of a safety SL-M order: the exit tag plus "S" (entries add "E")."""
+        """The tag of a safety SL-M order: the exit tag plus "S".
+
+        Exit tags have one length (``ProtectionStore.exit_tag_for``), so an entry or safety tag is never
+        another protection's exit tag.
+        """
         return self.exit_tag + "S"
 
     @property

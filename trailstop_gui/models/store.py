@@ -43,6 +43,7 @@ from trailstop_gui.models.lifecycle import LIVE, TERMINAL, check_transition
 log = logging.getLogger("trailstop.store")
 
 MAX_TAG_LENGTH = 20  # Kite's limit; Upstox allows more
+TAG_ID_WIDTH = 6  # base-36 digits of the protection id in an exit tag: two billion protections
 
 
 class ConcurrentTransition(RuntimeError):
@@ -307,9 +308,16 @@ class ProtectionStore:
         return self._protection(row)
 
     def exit_tag_for(self, protection_id: int) -> str:
-        """The one exit tag of a protection: alphanumeric, at most 20 characters, unique per database."""
-        tag = f"TS{self._salt}{_base36(protection_id)}"
-        assert len(tag) <= MAX_TAG_LENGTH and tag.isalnum()
+        """The one exit tag of a protection: alphanumeric, at most 20 characters, unique per database.
+
+        The id has a fixed width: the entry and safety tags append one letter to the exit tag, and with a
+        variable width protection 1's safety tag ("...1" + "S") was protection 64's exit tag ("...1S"),
+        so one protection's lookup by tag could find another's order.
+        """
+        if not 0 < protection_id < 36**TAG_ID_WIDTH:
+            raise ValueError(f"protection id {protection_id} does not fit an exit tag")
+        tag = f"TS{self._salt}{_base36(protection_id).rjust(TAG_ID_WIDTH, '0')}"
+        assert len(tag) + 1 <= MAX_TAG_LENGTH and tag.isalnum()
         return tag
 
     def get(self, protection_id: int) -> Protection:
@@ -331,6 +339,26 @@ class ProtectionStore:
         if account_id is not None:
             query = query.where(db.ProtectionRow.account == account_id)
         return [self._with_pending(self._protection(row)) for row in query]
+
+    def safety_left_behind(self, account_id: int | None = None) -> list[Protection]:
+        """Ended protections whose broker-held stop may still be at the broker (to be taken away)."""
+        waiting = [SafetyState.PLACING, SafetyState.PLACED, SafetyState.MOVING, SafetyState.MISSING]
+        query = db.ProtectionRow.select().where(
+            db.ProtectionRow.status.in_([s.value for s in TERMINAL])
+            & db.ProtectionRow.safety_state.in_([s.value for s in waiting])
+        )
+        if account_id is not None:
+            query = query.where(db.ProtectionRow.account == account_id)
+        return [self._with_pending(self._protection(row)) for row in query.order_by(db.ProtectionRow.id)]
+
+    def ended_since(self, account_id: int, since: datetime) -> list[Protection]:
+        """The account's protections that ended at or after ``since`` (local time, as stored)."""
+        query = db.ProtectionRow.select().where(
+            (db.ProtectionRow.account == account_id)
+            & db.ProtectionRow.status.in_([s.value for s in TERMINAL])
+            & (db.ProtectionRow.closed_at >= since)
+        )
+        return [self._with_pending(self._protection(row)) for row in query.order_by(db.ProtectionRow.id)]
 
     def live(self, account_id: int | None = None) -> list[Protection]:
         """Protections that still need attention: what a restart resumes."""

@@ -327,32 +327,37 @@ class ProtectionService(QObject):
 
     def _on_order_update(self, account_id: int, update: OrderUpdate) -> None:
         self.executor.on_order_update(update)
-        if update.tag.endswith("S"):
+        owner, role = self._owner_of(update.tag)
+        if owner is not None and role == "safety":
             # A safety SL-M changed (it fired, or was cancelled outside): its worker reads it back.
-            owner = self.store.find_by_tag(update.tag[:-1])
-            if owner is not None and owner.safety_tag == update.tag:
-                self.safety.on_order_update(owner.id)
-        if normalize_order_status(update.status).is_final and not self._is_ours(update.tag):
+            self.safety.on_order_update(owner.id)
+        if normalize_order_status(update.status).is_final and role not in ("exit", "entry"):
             # A fill we did not send: a position opened or closed outside the app. Look now, not in 30 s.
             self.reconcile(account_id)
-        if not update.tag:
-            return
-        # Entries carry the exit tag + "E": a pushed fill arms the stop without waiting for a reconcile.
-        if update.tag.endswith("E"):
-            p = self.store.find_by_tag(update.tag[:-1])
-            if p is not None and p.status in (Status.PENDING, Status.OPEN):
-                try:
-                    changed = self.reconciler.apply_entry_state(
-                        p, normalize_order_status(update.status), update.filled_quantity, update.average_price
-                    )
-                except (ConcurrentTransition, IllegalTransition):
-                    changed = None
-                if changed is not None:
-                    self.protection_changed.emit(p.id)
+        # A pushed entry fill arms the stop without waiting for a reconcile.
+        if owner is not None and role == "entry" and owner.status in (Status.PENDING, Status.OPEN):
+            try:
+                changed = self.reconciler.apply_entry_state(
+                    owner, normalize_order_status(update.status), update.filled_quantity, update.average_price
+                )
+            except (ConcurrentTransition, IllegalTransition):
+                changed = None
+            if changed is not None:
+                self.protection_changed.emit(owner.id)
 
-    def _is_ours(self, tag: str) -> bool:
-        tag = tag[:-1] if tag.endswith("E") else tag
-        return bool(tag) and self.store.find_by_tag(tag) is not None
+    def _owner_of(self, tag: str) -> tuple[Protection | None, str]:
+        """The protection an order tag belongs to, and the order's role: "exit", "entry" or "safety"."""
+        if not tag:
+            return None, ""
+        p = self.store.find_by_tag(tag)
+        if p is not None:
+            return p, "exit"
+        p = self.store.find_by_tag(tag[:-1])
+        if p is not None and tag == p.entry_tag:
+            return p, "entry"
+        if p is not None and tag == p.safety_tag:
+            return p, "safety"
+        return None, ""
 
     # ----------------------------------------------------------------- hooks for the reconciler
 
@@ -429,7 +434,7 @@ class ProtectionService(QObject):
             product=p.product,
             order_type=request.order_type,
             price=request.price,
-            tag=p.exit_tag + "E",
+            tag=p.entry_tag,
         )
         try:
             order_id = broker.place_order(order)

@@ -19,6 +19,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from trailstop_gui.models.domain import Product, Protection, SafetyState, Status, TrailRule
 from trailstop_gui.models.engine import initial_stop
@@ -84,6 +85,7 @@ class Reconciler:
             live = self.store.live(account_id)
             needs_orders = any(p.status is Status.PENDING for p in live)
             orders = {o.order_id: o for o in broker.orders()} if needs_orders else {}
+            read_at = datetime.now()
             positions = broker.positions()
             needs_holdings = any(p.product is Product.CNC for p in live) or account_id in self.auto_protect
             holdings = broker.holdings() if needs_holdings else []
@@ -101,7 +103,10 @@ class Reconciler:
                     log.info("protection %s: changed while reconciling (%s)", p.id, exc)
             rule = self.auto_protect.get(account_id)
             if rule is not None:
-                self._adopt_unprotected(account_id, broker, rule, positions, holdings, report)
+                self._adopt_unprotected(account_id, broker, rule, positions, holdings, report, read_at)
+            for p in self.store.safety_left_behind(account_id):
+                # Ended while its broker stop was on its way, or the app stopped before taking it away.
+                self.hooks.safety_release(p.id)
         if report.changed():
             log.info("reconciled account %s: %s", account_id, report)
         return report
@@ -205,10 +210,27 @@ class Reconciler:
         positions: list[Position],
         holdings: list[Holding],
         report: ReconcileReport,
+        read_at: datetime,
     ) -> None:
         protected = self.store.live(account_id)
+        # A protection that ended after the positions were read (its exit filled meanwhile) leaves a
+        # position that only looks open: adopting it would protect, and hold a stop for, a flat position.
+        ended_here = {*report.closed_externally, *report.safety_closed, *report.ended}
+        just_ended = [p for p in self.store.ended_since(account_id, read_at) if p.id not in ended_here]
         for pos in positions:
             if pos.quantity == 0 or pos.product is None or pos.side is None or pos.average_price <= 0:
+                continue
+            if any(
+                p.side is pos.side
+                and same_instrument(p, pos.instrument, pos.symbol, pos.exchange)
+                and matching_position(p, [pos], broker.capabilities) is not None
+                for p in just_ended
+            ):
+                log.info(
+                    "auto-protect: %s %s just closed; looking again at the next reconcile",
+                    pos.exchange,
+                    pos.symbol,
+                )
                 continue
             covering = [
                 p

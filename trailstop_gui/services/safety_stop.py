@@ -432,16 +432,21 @@ class SafetyStopManager:
                 return None
             if p.status in _ENDED:
                 self._forget(pid)
-                if p.safety_state in _LIVE_AT_BROKER and p.safety_order_id:
-                    return self._take_away(p, "the protection ended")
-                return None
-            if p.status is not Status.OPEN or pid in self._exiting:
+                if p.safety_state not in _LIVE_AT_BROKER:
+                    return None
+            elif p.status is not Status.OPEN or pid in self._exiting:
                 return None  # TRIGGERED, EXITING, EXIT_FAILED: the exit path owns the broker stop now
             broker = self.hooks.broker_for(p.account_id)
             if broker is None:
                 return self._retry_later(pid)  # logged out: the stop at the broker stays as it is
             kind = broker.capabilities.safety_kind(p.product)
             gtt = as_gtt_broker(broker)
+            if p.status in _ENDED:
+                try:
+                    return self._clean_up(p, broker, gtt, kind)
+                except (AuthError, TemporaryError) as exc:
+                    log.info("protection %s: taking the safety stop away failed (%s); retrying", pid, exc)
+                    return self._retry_later(pid)
             if kind is SafetyKind.NONE or (kind is SafetyKind.GTT and gtt is None):
                 if p.safety_enabled and p.safety_state is not SafetyState.OFF:
                     self._note(p, "safety_unsupported", "this broker or product has no safety stop")
@@ -467,6 +472,24 @@ class SafetyStopManager:
                         self._suspect.add(pid)  # placed but not recorded? looked for first
                         self._check_next.add(pid)  # moved or not? read back first
                 return self._retry_later(pid)
+
+    def _clean_up(
+        self, p: Protection, broker: Broker, gtt: GttBroker | None, kind: SafetyKind
+    ) -> float | None:
+        """An ended protection whose broker stop may still be there: it goes, or it could open a position.
+
+        It ended while its stop was being placed or moved, or the app stopped before taking it away; a
+        placement that never got recorded is looked for (tag, or GTT scan) first.
+        """
+        if not p.safety_order_id and p.safety_state in (SafetyState.PLACING, SafetyState.MOVING):
+            held = p.safety_kind if p.safety_kind is not SafetyKind.NONE else kind
+            if held is not SafetyKind.NONE:
+                p = self._look_for_orphan(p, broker, gtt, held)
+        if p.safety_order_id and p.safety_state in _LIVE_AT_BROKER:
+            return self._take_away(p, "the protection ended")
+        if p.safety_state in _LIVE_AT_BROKER:
+            self._note(p, "safety_removed", "the protection ended", safety_state=SafetyState.REMOVED)
+        return None
 
     def _follow(self, p: Protection, broker: Broker, gtt: GttBroker | None, kind: SafetyKind) -> float | None:
         if not p.safety_enabled:
@@ -607,7 +630,7 @@ class SafetyStopManager:
         except (RejectedError, BrokerInputError, ValueError) as exc:
             self._note(p, "safety_missing", f"the broker refused it: {exc}", safety_state=SafetyState.MISSING)
             return self._retry_later(p.id)
-        self._note(
+        p = self._note(
             p,
             "safety_placed",
             f"{kind.value} {order_id}",
@@ -621,6 +644,10 @@ class SafetyStopManager:
         )
         log.info("protection %s: safety stop %s %s placed at %.2f", p.id, kind.value, order_id, level)
         self._moved(p.id)
+        if p.status in _ENDED:
+            # It ended while the order was on its way (the reconciler found the position flat): the new
+            # stop must not outlive it. The worker may be stopping, so this cannot wait for a next step.
+            return self._take_away(p, "the protection ended")
         if kind is SafetyKind.SL_M:
             # Recorded first, read back second: a failed read must not lead to a second order. Kite
             # may still reject an accepted order (margins, circuit limits): it is then missing.

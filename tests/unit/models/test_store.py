@@ -80,6 +80,23 @@ def test_create_round_trip_and_unique_tag(store: ProtectionStore) -> None:
     assert store.find_by_tag(first.exit_tag) == store.get(first.id)
 
 
+def test_no_tag_of_one_protection_is_a_tag_of_another(store: ProtectionStore) -> None:
+    """Entry and safety tags append a letter to the exit tag; the id's fixed width keeps them apart.
+
+    Found by the chaos run with safety stops: with ids of any width, protection 1's safety tag ("...1S")
+    was protection 64's exit tag and its entry tag ("...1E") protection 50's.
+    """
+    tags = [store.exit_tag_for(pid) for pid in (*range(1, 3000), 36**5, 36**6 - 1)]
+    assert len({len(t) for t in tags}) == 1 and all(t.isalnum() and len(t) + 1 <= 20 for t in tags)
+    derived = [t + suffix for t in tags for suffix in "ES"]
+    assert len(set(tags) | set(derived)) == 3 * len(tags)
+    first = new_protection(store)
+    assert store.find_by_tag(first.safety_tag[:-1]) == first
+    assert store.find_by_tag(first.safety_tag) is None and store.find_by_tag(first.entry_tag) is None
+    with pytest.raises(ValueError, match="exit tag"):
+        store.exit_tag_for(36**6)
+
+
 def test_transition_commits_before_returning(store: ProtectionStore) -> None:
     p = new_protection(store)
     store.transition(p.id, Status.TRIGGERED, reason="stop", price=97.9)

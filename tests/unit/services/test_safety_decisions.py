@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.unit.models.test_store import new_protection
-from trailstop_gui.models.domain import Product, Protection, SafetyKind, SafetyState, Side
+from trailstop_gui.models.domain import Product, Protection, SafetyKind, SafetyState, Side, Status
 from trailstop_gui.models.store import ProtectionStore
 from trailstop_gui.services.brokers.base import (
     IST,
@@ -166,6 +166,31 @@ class ScriptedBroker:
     def gtts(self) -> list[Gtt]:
         return list(self.gtts_by_id.values())
 
+    def ltp(self, keys: list[str]) -> dict[str, float]:
+        return dict.fromkeys(keys, 100.0)
+
+    def place_order(self, request: Any) -> str:
+        self._call("place_order", request)
+        order_id = f"P{len(self.orders_by_id) + 1}"
+        self.orders_by_id[order_id] = order(
+            order_id, OrderStatus.TRIGGER_PENDING, trigger_price=request.trigger_price, tag=request.tag
+        )
+        hook = self.after.get("place_order")
+        if hook:
+            hook()
+        return order_id
+
+    def find_order_by_tag(self, tag: str) -> Order | None:
+        self._call("find_order_by_tag", tag)
+        return next((o for o in self.orders_by_id.values() if o.tag == tag), None)
+
+    def order_history(self, order_id: str) -> list[Order]:
+        self._call("order_history", order_id)
+        return [self.orders_by_id[order_id]]
+
+    def live_slm(self) -> list[str]:
+        return [i for i, o in self.orders_by_id.items() if o.status is OrderStatus.TRIGGER_PENDING]
+
     def place_gtt(self, request: Any) -> str:
         raise AssertionError("not in these tests")
 
@@ -314,3 +339,62 @@ def test_gtt_order_in_book_ignores_other_orders(store: ProtectionStore) -> None:
     broker.orders_by_id["B"] = order("B", OrderStatus.OPEN, order_type=OrderType.LIMIT, price=94.05, tag="X")
     broker.orders_by_id["C"] = order("C", OrderStatus.CANCELLED, order_type=OrderType.LIMIT, price=94.05)
     assert manager(store, broker).prepare_exit(p, broker, 10).proceed
+
+
+# ------------------------------------------------------------- a stop must not outlive its protection
+# Found by the chaos run with safety stops: a position closed outside while its SL-M was on its way; the
+# protection ended, the SL-M arrived, and the app stopped before taking it away. Left at the broker, it
+# would have sold a position the trader no longer had.
+
+
+def test_a_protection_that_ends_while_its_stop_is_placed_takes_the_stop_away(store: ProtectionStore) -> None:
+    broker = ScriptedBroker()
+    p = new_protection(store, safety_enabled=True)
+
+    def closed_outside() -> None:  # the reconciler, on another thread, finds the position flat meanwhile
+        store.transition(p.id, Status.CLOSED, expected=Status.OPEN, reason="external")
+
+    broker.after["place_order"] = closed_outside
+    safety = manager(store, broker)
+    try:
+        safety.track(p)
+        assert safety.wait_idle()
+    finally:
+        safety.shutdown()
+    assert [name for name, _ in broker.calls if name in ("place_order", "cancel_order")] == [
+        "place_order",
+        "cancel_order",
+    ]
+    assert broker.live_slm() == [] and store.get(p.id).safety_state is SafetyState.REMOVED
+
+
+@pytest.mark.parametrize("recorded", [True, False], ids=["recorded", "placed-not-recorded"])
+def test_an_ended_protection_left_with_a_stop_has_it_taken_away(
+    store: ProtectionStore, recorded: bool
+) -> None:
+    """After a restart: the stop is found (by its id, or its tag if the crash came first) and cancelled."""
+    broker = ScriptedBroker()
+    p = new_protection(store, safety_enabled=True)
+    broker.orders_by_id["S1"] = order("S1", OrderStatus.TRIGGER_PENDING, tag=p.safety_tag)
+    if recorded:
+        store.update_safety(
+            p.id,
+            safety_state=SafetyState.PLACED,
+            safety_kind=SafetyKind.SL_M,
+            safety_order_id="S1",
+            safety_level=96.0,
+            safety_quantity=10,
+        )
+    else:
+        store.update_safety(p.id, safety_state=SafetyState.PLACING, safety_kind=SafetyKind.SL_M)
+    store.transition(p.id, Status.CLOSED, expected=Status.OPEN, reason="external")
+    assert [x.id for x in store.safety_left_behind()] == [p.id]
+    safety = manager(store, broker)
+    try:
+        for left in store.safety_left_behind(p.account_id):
+            safety.refresh(left.id)  # what every reconcile does
+        assert safety.wait_idle()
+    finally:
+        safety.shutdown()
+    assert ("cancel_order", ("S1", False)) in broker.calls and broker.live_slm() == []
+    assert store.get(p.id).safety_state is SafetyState.REMOVED and store.safety_left_behind() == []
