@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: run demo test lint unit bench chaos dist screenshots clean
+.PHONY: run demo test lint unit bench chaos chaos-safety dist screenshots clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ bench: $(STAMP)
 # any). `make test` runs a short one (tests/reliability/test_chaos.py). CHAOS_ARGS="--runs 1 --seed 7" etc.
 chaos: $(STAMP)
 	$(BIN)/python -m bench.chaos $(CHAOS_ARGS)
+
+# The same campaign with every protection also holding a broker-held safety stop (SL-M or GTT).
+chaos-safety: $(STAMP)
+	$(BIN)/python -m bench.chaos --safety-stop --soak 0 $(CHAOS_ARGS)
 # ----------------------------------------------------------------- end of chaos
 
 # ----------------------------------------------------------------- dist: the installable app
