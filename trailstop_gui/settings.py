@@ -33,9 +33,22 @@ SETTINGS_SCHEMA = 1
 
 
 def data_dir(override: str | os.PathLike[str] | None = None) -> Path:
-    """Where the database and logs live: the platform's user-data folder unless overridden."""
-    path = Path(override) if override else Path(platformdirs.user_data_dir(APP_NAME, APP_NAME))
-    path.mkdir(parents=True, exist_ok=True)
+    """Where the database and logs live: the platform's user-data folder unless overridden.
+
+    Owner-only: the files in it are 0600 already, but a readable folder still tells other users of the
+    machine which files exist and when they change. A folder the trader named is created owner-only
+    and otherwise left as it is.
+    """
+    if override:
+        return _private_folder(Path(override), ours=False)
+    return _private_folder(Path(platformdirs.user_data_dir(APP_NAME, APP_NAME)), ours=True)
+
+
+def _private_folder(path: Path, *, ours: bool) -> Path:
+    existed = path.is_dir()
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if (ours or not existed) and os.name == "posix":
+        os.chmod(path, 0o700)  # also one an earlier version made 0755
     return path
 
 
@@ -44,9 +57,7 @@ def database_path(directory: Path) -> Path:
 
 
 def log_dir(directory: Path) -> Path:
-    path = directory / "logs"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return _private_folder(directory / "logs", ours=True)
 
 
 @dataclass(frozen=True)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 import pytest
 
 from trailstop_gui.models.domain import TrailRule
 from trailstop_gui.models.store import ProtectionStore
-from trailstop_gui.settings import Settings, data_dir, load_settings, save_settings
+from trailstop_gui.settings import Settings, data_dir, load_settings, log_dir, save_settings
 
 
 def test_defaults_are_valid() -> None:
@@ -57,3 +58,18 @@ def test_bad_stored_values_fall_back_per_field(caplog: pytest.LogCaptureFixture)
 def test_data_dir_override_is_created(tmp_path: Path) -> None:
     target = tmp_path / "nested" / "data"
     assert data_dir(target) == target and target.is_dir()
+
+
+def test_data_and_log_folders_are_owner_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    default = tmp_path / "platform" / "TrailStop"
+    default.mkdir(parents=True, mode=0o755)  # as an earlier version left it
+    monkeypatch.setattr("trailstop_gui.settings.platformdirs.user_data_dir", lambda *_a: str(default))
+    assert data_dir() == default
+    assert stat.S_IMODE(default.stat().st_mode) == 0o700
+    assert stat.S_IMODE(log_dir(default).stat().st_mode) == 0o700
+    new = data_dir(tmp_path / "named")  # created by us: owner-only
+    assert stat.S_IMODE(new.stat().st_mode) == 0o700
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    data_dir(shared)  # the trader's own folder: left as it is
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o755
