@@ -15,6 +15,7 @@ MODULES = [
     "bench.feed_throughput",
     "bench.tick_to_exit",
     "bench.gui",
+    "bench.journal",
     "bench.safety",
     "bench.dist",
 ]

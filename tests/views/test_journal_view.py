@@ -116,3 +116,40 @@ def test_write_csv_needs_no_widget(store: ProtectionStore, tmp_path: Path) -> No
     path = tmp_path / "all.csv"
     assert write_csv(path, build_rows(store)) == 6
     assert path.read_text(encoding="utf-8").splitlines()[0] == ",".join(CSV_HEADER)
+
+
+def test_new_events_are_added_on_top_without_reloading_the_rest(qtbot: QtBot, store: ProtectionStore) -> None:
+    view = JournalView(store)
+    qtbot.addWidget(view)
+    view.set_filters(symbol="INFY")
+    shown_before = view.proxy.rowCount()
+    first_row = view.model.row_at(0)
+    resets: list[bool] = []
+    view.model.modelReset.connect(lambda: resets.append(True))
+    infy = next(p.id for p in store.protections() if p.symbol == "INFY")
+    store.transition(infy, Status.EXITING, exit_order_id="X1")
+    wipro = store.create_protection(
+        account_id=store.accounts()[0].id,
+        broker="kite",
+        instrument=969473,
+        symbol="WIPRO",
+        exchange="NSE",
+        side=Side.SELL,
+        product=Product.MIS,
+        quantity=2,
+        filled_quantity=2,
+        tick_size=0.05,
+        rule=TrailRule.points(3.0),
+        entry_price=250.0,
+        status=Status.OPEN,
+    )
+    assert view.refresh_new() == 2 and view.refresh_new() == 0
+    assert resets == [] and view.model.row_at(2) == first_row  # the old rows stayed where they were
+    assert [(r.symbol, r.entry.kind) for r in view.model.rows()[:2]] == [
+        ("WIPRO", "created"),
+        ("INFY", "transition"),
+    ]
+    assert view.proxy.rowCount() == shown_before + 1  # the filter applies to the new rows too
+    view.set_filters(symbol="WIP")  # the new symbol is known to the filter
+    assert [r.entry.protection_id for r in view.proxy.visible_rows()] == [wipro.id]
+    assert view.symbol.completer().model().rowCount() == 3

@@ -637,8 +637,12 @@ class ProtectionStore:
         account_id: int | None = None,
         kinds: Iterable[str] | None = None,
         limit: int | None = None,
+        after_id: int | None = None,
     ) -> list[JournalEntry]:
+        """Journal entries, oldest first; ``after_id``: only those written after that entry."""
         query = db.JournalEvent.select().order_by(db.JournalEvent.id)
+        if after_id is not None:
+            query = query.where(db.JournalEvent.id > after_id)
         if protection_id is not None:
             query = query.where(db.JournalEvent.protection == protection_id)
         if account_id is not None:

@@ -171,22 +171,34 @@ def build_rows(
     protection_id: int | None = None,
     kinds: Iterable[str] | None = None,
     limit: int | None = None,
+    after_id: int | None = None,
+    symbols: dict[int, str] | None = None,
 ) -> list[JournalRow]:
-    """Journal entries with their account label and symbol, newest first."""
+    """Journal entries with their account label and symbol, newest first.
+
+    ``after_id``: only entries newer than that one. ``symbols``: protection id -> symbol, known already;
+    missing ones are looked up (and added to it), so that a refresh reads only what is new.
+    """
     accounts = {a.id: a.label for a in store.accounts()}
-    if protection_id is not None:
+    known = symbols if symbols is not None else {}
+    if protection_id is not None and protection_id not in known:
         try:
-            symbols = {protection_id: store.get(protection_id).symbol}
+            known[protection_id] = store.get(protection_id).symbol
         except KeyError:
-            symbols = {}
-    else:
-        symbols = {p.id: p.symbol for p in store.protections()}
-    entries = store.events(protection_id=protection_id, kinds=kinds, limit=limit)
+            pass
+    elif protection_id is None and after_id is None:
+        known.update((p.id, p.symbol) for p in store.protections())  # everything: one query
+    entries = store.events(protection_id=protection_id, kinds=kinds, limit=limit, after_id=after_id)
+    for pid in {e.protection_id for e in entries if e.protection_id is not None} - known.keys():
+        try:
+            known[pid] = store.get(pid).symbol
+        except KeyError:
+            known[pid] = ""
     return [
         JournalRow(
             e,
             accounts.get(e.account_id, "") if e.account_id is not None else "",
-            symbols.get(e.protection_id, "") if e.protection_id is not None else "",
+            known.get(e.protection_id, "") if e.protection_id is not None else "",
         )
         for e in reversed(entries)
     ]
@@ -309,6 +321,14 @@ class JournalModel(QAbstractTableModel):
         self._rows = list(rows)
         self.endResetModel()
 
+    def prepend_rows(self, rows: list[JournalRow]) -> None:
+        """Newer entries (newest first) go on top; the rows already shown stay as they are."""
+        if not rows:
+            return
+        self.beginInsertRows(QModelIndex(), 0, len(rows) - 1)
+        self._rows[0:0] = rows
+        self.endInsertRows()
+
     def rows(self) -> list[JournalRow]:
         return list(self._rows)
 
@@ -382,6 +402,9 @@ class JournalView(QWidget):
         self.setWindowTitle("TrailStop – Journal")
         self.setObjectName("journalView")
         self.model = JournalModel(self)
+        self._last_id = 0  # the newest entry shown: a refresh reads only what came after it
+        self._symbols: dict[int, str] = {}  # protection id -> symbol, for the rows
+        self._known_symbols: set[str] = set()  # in the symbol filter's completer
         self.proxy = JournalProxy(self)
         self.proxy.setSourceModel(self.model)
         # Replaceable in tests: where to save the CSV (None: cancelled).
@@ -473,14 +496,31 @@ class JournalView(QWidget):
         self.reload()
 
     def reload(self) -> None:
-        rows = build_rows(self.store)
+        """Everything again (the Refresh button): what another process may have changed included."""
+        self._symbols = {}
+        rows = build_rows(self.store, symbols=self._symbols)
+        self._last_id = rows[0].entry.id if rows else 0
         self.model.set_rows(rows)
-        self._fill_filters(rows)
+        self._fill_filters(self.model.rows())
         self._update_count()
+
+    def refresh_new(self) -> int:
+        """Add the entries written since the last look; returns how many. Cheap for any journal size."""
+        rows = build_rows(self.store, after_id=self._last_id, symbols=self._symbols)
+        if not rows:
+            return 0
+        self._last_id = rows[0].entry.id
+        self.model.prepend_rows(rows)
+        kinds = {self.kind.itemData(i) for i in range(self.kind.count())}
+        if {r.entry.kind for r in rows} - kinds or {r.symbol for r in rows if r.symbol} - self._known_symbols:
+            self._fill_filters(self.model.rows())  # a new kind or symbol for the filters: rare
+        else:
+            self._update_count()  # the proxy filters the inserted rows by itself
+        return len(rows)
 
     def _reload_if_visible(self) -> None:
         if self.isVisible():
-            self.reload()
+            self.refresh_new()
 
     def _fill_filters(self, rows: list[JournalRow]) -> None:
         account_id, kind = self.account.currentData(), self.kind.currentData()
@@ -497,7 +537,8 @@ class JournalView(QWidget):
             found = combo.findData(value)
             combo.setCurrentIndex(max(found, 0))
             combo.blockSignals(False)
-        completer = QCompleter(sorted({r.symbol for r in rows if r.symbol}), self.symbol)
+        self._known_symbols = {r.symbol for r in rows if r.symbol}
+        completer = QCompleter(sorted(self._known_symbols), self.symbol)
         completer.setCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
         self.symbol.setCompleter(completer)
         self._apply_filters()
