@@ -8,7 +8,8 @@ dies and its positions are left unprotected. A soak run of the headless app with
 died this way after two minutes.
 
 Python 3.12 makes these objects immortal by giving them a huge reference count; this does the same on 3.11,
-once, at import. The durable fix is a PySide6 build that matches the interpreter (or Python 3.12+).
+once, at import. The durable fix is in pyproject.toml: PySide6 below 6.12 on Python 3.11 (6.11.3 keeps its
+references). This guard stays as a second line, for a PySide6 installed or bundled some other way.
 """
 
 from __future__ import annotations

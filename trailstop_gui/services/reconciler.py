@@ -26,6 +26,7 @@ from trailstop_gui.models.engine import initial_stop
 from trailstop_gui.models.lifecycle import IllegalTransition
 from trailstop_gui.models.store import ConcurrentTransition, ProtectionStore
 from trailstop_gui.services.brokers.base import Broker, Holding, Order, OrderStatus, Position
+from trailstop_gui.services.brokers.errors import BrokerError
 from trailstop_gui.services.positions import matching_position, open_quantity, same_instrument
 from trailstop_gui.services.safety_stop import SAFETY_STOP_REASON, SafetyConfig
 
@@ -58,7 +59,8 @@ class Hooks:
     resume_exit: Callable[[int], None]  # hand a TRIGGERED/EXITING protection to the executor (recover)
     tick_size: Callable[[int, Position], float]  # the instrument's tick size, for adopted positions
     # The broker-held safety stops (services/safety_stop.py); the defaults do nothing.
-    safety_fired: Callable[[Protection, Broker], Order | None] = lambda _p, _b: None  # its filled order
+    # its filled order; raises BrokerError when it cannot tell
+    safety_fired: Callable[[Protection, Broker], Order | None] = lambda _p, _b: None
     safety_check: Callable[[Protection], None] = lambda _p: None  # there, at its level? (asynchronous)
     safety_release: Callable[[int], None] = lambda _pid: None  # take it away (asynchronous)
     safety_default: Callable[[int], SafetyConfig] = lambda _account: SafetyConfig()  # for auto-protect
@@ -170,8 +172,14 @@ class Reconciler:
         live = open_quantity(p, positions, holdings, broker.capabilities)
         protected = p.filled_quantity or p.quantity
         if live <= 0:
+            try:
+                fired = self.hooks.safety_fired(p, broker)
+            except BrokerError as exc:
+                # Flat, but closed by whom? Asked again at the next reconcile; armed meanwhile (a crossing
+                # finds the position flat and settles it the same way).
+                log.info("protection %s: flat; its safety stop could not be read (%s)", p.id, exc)
+                return
             self.hooks.disarm(p.id)
-            fired = self.hooks.safety_fired(p, broker)
             if fired is not None:
                 # The broker-held stop closed it (perhaps while TrailStop was away): no exit to send.
                 self.store.transition(

@@ -981,16 +981,16 @@ class SafetyStopManager:
     # ----------------------------------------------------------------- the reconciler's questions
 
     def fired_order(self, p: Protection, broker: Broker) -> Order | None:
-        """For a position found flat: the filled order the broker stop fired into, if it did."""
+        """For a position found flat: the filled order the broker stop fired into, if it did.
+
+        Raises the broker's error when the stop cannot be read: "it did not fire" would be a guess, and
+        the protection would be recorded as closed outside TrailStop while its own stop closed it.
+        """
         if not p.safety_order_id and p.safety_state is not SafetyState.FIRED:
             return None
         with self._lock_for(p.id):
             p = self.store.get(p.id)
-            try:
-                state = self._broker_state(p, broker, as_gtt_broker(broker))
-            except BrokerError as exc:
-                log.info("protection %s: reading the safety stop failed (%s)", p.id, exc)
-                return None
+            state = self._broker_state(p, broker, as_gtt_broker(broker))
             if state is not None and state[1] is not None and state[1].status is OrderStatus.COMPLETE:
                 return state[1]
         return None

@@ -1,0 +1,78 @@
+"""The reconciler and the broker-held stop: a flat position is labelled by what closed it, never by a guess.
+
+Found by the chaos run with safety stops: the safety SL-M had filled, reading it back drew an HTTP 429, and
+the protection was recorded as "closed outside TrailStop" although its own broker stop closed it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from tests.reliability.test_auto_protect_growth import RULE, FakeBroker
+from trailstop_gui.models.domain import Product, Protection, Side, Status
+from trailstop_gui.models.store import ProtectionStore
+from trailstop_gui.services.brokers.base import IST, Broker, Order, OrderStatus, OrderType
+from trailstop_gui.services.brokers.errors import RateLimitedError
+from trailstop_gui.services.reconciler import Hooks, Reconciler
+
+
+def filled_slm() -> Order:
+    return Order(
+        order_id="S1",
+        status=OrderStatus.COMPLETE,
+        raw_status="COMPLETE",
+        side=Side.SELL,
+        order_type=OrderType.SL_M,
+        product=Product.MIS,
+        raw_product="MIS",
+        symbol="INFY",
+        exchange="NSE",
+        instrument=408065,
+        quantity=7,
+        filled_quantity=7,
+        pending_quantity=0,
+        average_price=1460.0,
+        price=0.0,
+        trigger_price=1460.0,
+        tag=None,
+        status_message=None,
+        placed_at=datetime.now(IST),
+        updated_at=None,
+    )
+
+
+def test_a_flat_position_waits_until_its_safety_stop_can_be_read(tmp_path: Path) -> None:
+    store = ProtectionStore(tmp_path / "r.db")
+    try:
+        account = store.add_account("kite", "Zerodha")
+        answers: list[Order | Exception] = [RateLimitedError("HTTP 429"), filled_slm()]
+        disarmed: list[int] = []
+
+        def fired(_p: Protection, _b: Broker) -> Order | None:
+            answer = answers.pop(0)
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+
+        hooks = Hooks(
+            arm=lambda _p: None,
+            disarm=disarmed.append,
+            resume_exit=lambda _pid: None,
+            tick_size=lambda _account, _pos: 0.05,
+            safety_fired=fired,
+        )
+        reconciler = Reconciler(store, hooks)
+        reconciler.auto_protect[account.id] = RULE
+        broker = FakeBroker()
+        broker.net[("INFY", Product.MIS)] = 7
+        (pid,) = reconciler.reconcile(account.id, broker).adopted  # type: ignore[arg-type]
+        broker.net[("INFY", Product.MIS)] = 0  # the broker-held stop sold it
+        report = reconciler.reconcile(account.id, broker)  # type: ignore[arg-type]
+        assert not report.changed() and store.get(pid).status is Status.OPEN and disarmed == []
+        report = reconciler.reconcile(account.id, broker)  # type: ignore[arg-type]
+        done = store.get(pid)
+        assert report.safety_closed == [pid] and disarmed == [pid]
+        assert (done.status, done.reason, done.exit_order_id) == (Status.CLOSED, "safety stop", "S1")
+    finally:
+        store.close()
