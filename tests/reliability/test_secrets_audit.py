@@ -154,9 +154,14 @@ def test_full_session_leaves_no_secret_in_any_file(sim: SimulatorHandle, tmp_pat
         control(sim, "fault", {"fault": "drop_ws", "mode": "abort"})
         # The tokens expire: both feeds are refused, the app forgets its tokens and asks for a login...
         control(sim, "fault", {"fault": "expire_tokens"})
+        # Both sessions must have seen it: two lines from one broker's feed and session are not enough,
+        # the other would start again with its old token.
         wait(
-            lambda: sum(": login needed" in line for _t, _g, line in session.app.output()) >= 2,
-            "login needed",
+            lambda: all(
+                any(f"{name} simulator: login needed" in line for _t, _g, line in session.app.output())
+                for name in ("Zerodha", "Upstox")
+            ),
+            "login needed on both accounts",
         )
         # ... which the headless app does when it starts again; then more positions and exits.
         session.restart()

@@ -204,6 +204,18 @@ def test_transition_carries_pending_stop_and_late_flush_cannot_overwrite(store: 
     assert store.get(p.id).stop == 99.0
 
 
+def test_an_update_that_writes_a_pending_stop_journals_the_move(store: ProtectionStore) -> None:
+    """Found by the chaos run: a quantity change mid-trail wrote the pending stop with no stop_moved event,
+    and the journal's chain of stops skipped a step (98 -> 99.5 with the event saying 99 -> 99.5)."""
+    p = new_protection(store)  # stop 98.0
+    store.record_stop(p.id, 99.0, 101.0)
+    store.update(p.id, kind="quantity_changed", filled_quantity=7)
+    store.record_stop(p.id, 99.5, 101.5)
+    store.flush()
+    moves = [(e.old, e.new) for e in store.events(protection_id=p.id, kinds=["stop_moved"])]
+    assert moves == [("98", "99"), ("99", "99.5")] and store.get(p.id).stop == 99.5
+
+
 @pytest.mark.parametrize(
     ("overrides", "field"),
     [
