@@ -413,9 +413,13 @@ class ProtectionStore:
             )
             if changed != 1:
                 raise ConcurrentTransition(f"protection {protection_id}: changed by another thread")
-            if pending is not None and current is Status.OPEN:
-                old_stop = row.stop if math.isnan(pending[0]) else pending[0]
-                self._journal(protection_id, row.account_id, "stop_moved", old_stop, pending[1], pending[2])
+            # Every write of the stop is journalled, so that the journal's chain of stops has no gap: the
+            # pending move carried here, or the stop the caller passed (the engine's at a trigger, which is
+            # newer than a move a concurrent flush holds: that flush then finds the row no longer armed).
+            new_stop = values.get("stop")
+            if current is Status.OPEN and new_stop is not None and new_stop != row.stop:
+                peak = values.get("peak", row.peak)
+                self._journal(protection_id, row.account_id, "stop_moved", row.stop, new_stop, peak)
             self._journal(
                 protection_id,
                 row.account_id,
@@ -449,12 +453,12 @@ class ProtectionStore:
                 values["stop"], values["peak"] = pending[1], pending[2]
             values["updated_at"] = datetime.now()
             db.ProtectionRow.update(**values).where(db.ProtectionRow.id == protection_id).execute()
-            if merged:
+            if merged and values["stop"] != row.stop:
                 # The pending move is written here, not by the flush: journalled here too, or the journal's
                 # chain of stops would skip it (found by the chaos run: a quantity change mid-trail).
-                assert pending is not None
-                old_stop = row.stop if math.isnan(pending[0]) else pending[0]
-                self._journal(protection_id, row.account_id, "stop_moved", old_stop, pending[1], pending[2])
+                self._journal(
+                    protection_id, row.account_id, "stop_moved", row.stop, values["stop"], values["peak"]
+                )
             described = ", ".join(f"{k}={_describe(v)}" for k, v in sorted(fields.items()))
             self._journal(protection_id, row.account_id, kind, "", described, None, message)
         return self.get(protection_id)

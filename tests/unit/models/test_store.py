@@ -216,6 +216,20 @@ def test_an_update_that_writes_a_pending_stop_journals_the_move(store: Protectio
     assert moves == [("98", "99"), ("99", "99.5")] and store.get(p.id).stop == 99.5
 
 
+def test_a_trigger_carrying_a_newer_stop_journals_the_move(store: ProtectionStore) -> None:
+    """Found by the chaos run with safety stops: a flush had taken the pending move when the trigger came;
+    the trigger wrote the engine's stop, the flush then found the row no longer armed, and the journal's
+    chain of stops ended below the stop the database held."""
+    p = new_protection(store)  # stop 98.0
+    store.transition(p.id, Status.TRIGGERED, stop=99.5, price=99.4, reason="stop")
+    moves = [(e.old, e.new) for e in store.events(protection_id=p.id, kinds=["stop_moved"])]
+    assert moves == [("98", "99.5")] and store.get(p.id).stop == 99.5
+    # A trigger at the stored stop adds no move.
+    q = new_protection(store, account_id=p.account_id)
+    store.transition(q.id, Status.TRIGGERED, stop=98.0, price=97.9, reason="stop")
+    assert store.events(protection_id=q.id, kinds=["stop_moved"]) == []
+
+
 @pytest.mark.parametrize(
     ("overrides", "field"),
     [
