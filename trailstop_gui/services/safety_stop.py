@@ -41,6 +41,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from functools import partial
 from typing import TypeVar
 
@@ -847,9 +848,7 @@ class SafetyStopManager:
                 continue
             if p.safety_price is not None and abs(order.price - p.safety_price) > p.tick_size / 2:
                 continue
-            if order.placed_at is not None and order.placed_at.replace(tzinfo=None) < p.created_at.replace(
-                tzinfo=None
-            ):
+            if _placed_before(order, p):
                 continue
             return order
         return None
@@ -902,7 +901,10 @@ class SafetyStopManager:
         owned = {x.safety_order_id for x in self.store.live() if x.safety_order_id and x.id != p.id}
         quantity = p.filled_quantity or p.quantity
         for g in gtt.gtts():
-            if not g.is_live or g.gtt_id in owned or g.side is not p.side.exit_side or g.quantity != quantity:
+            fired = g.status is GttStatus.TRIGGERED and bool(g.order_id)
+            if not (g.is_live or fired) or g.gtt_id in owned:
+                continue
+            if g.side is not p.side.exit_side or g.quantity != quantity:
                 continue
             if str(g.instrument) != p.instrument and not (g.symbol == p.symbol and g.exchange == p.exchange):
                 continue
@@ -912,6 +914,16 @@ class SafetyStopManager:
                 )
                 if abs(ours - g.limit_price) > p.tick_size / 2:
                     continue  # not priced as we price ours: the trader's own GTT
+            if fired:
+                # It fired while nobody knew it was ours (placed, then a crash before it was recorded):
+                # its order is the exit, and no new stop must be placed for a position it closed.
+                assert g.order_id is not None
+                order = broker.order(g.order_id)
+                if _placed_before(order, p):
+                    continue  # an earlier protection's stop, fired before this one existed
+                log.warning("protection %s: unrecorded GTT %s found fired at the broker", p.id, g.gtt_id)
+                self._settle_fired(p.with_changes(safety_order_id=g.gtt_id, safety_kind=kind), order)
+                return self.store.get(p.id)
             return self._note(
                 p,
                 "safety_adopted",
@@ -1254,3 +1266,18 @@ __all__ = [
     "gtt_limit_price",
     "threshold_for",
 ]
+
+
+def _local(moment: datetime) -> datetime:
+    """As naive local time, as the store keeps its timestamps (a broker's are aware, in IST)."""
+    return moment.astimezone().replace(tzinfo=None) if moment.tzinfo is not None else moment
+
+
+def _placed_before(order: Order, p: Protection) -> bool:
+    """The order reached the broker before the protection existed: it is not the protection's.
+
+    Brokers give whole seconds, the store microseconds: an order of the same second is not "before".
+    """
+    if order.placed_at is None:
+        return False
+    return _local(order.placed_at) + timedelta(seconds=1) <= _local(p.created_at)

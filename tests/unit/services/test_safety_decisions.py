@@ -398,3 +398,26 @@ def test_an_ended_protection_left_with_a_stop_has_it_taken_away(
         safety.shutdown()
     assert ("cancel_order", ("S1", False)) in broker.calls and broker.live_slm() == []
     assert store.get(p.id).safety_state is SafetyState.REMOVED and store.safety_left_behind() == []
+
+
+def test_a_gtt_placed_but_not_recorded_that_fired_closes_the_protection(store: ProtectionStore) -> None:
+    """Found by make chaos-safety: the app died between placing a GTT and recording it; the GTT fired
+    while it was down. On restart it placed a second GTT for the flat position, and the protection was
+    recorded as closed outside TrailStop. The fired GTT is now found: its order is the exit."""
+    broker = ScriptedBroker()
+    p = new_protection(store, product=Product.CNC, safety_enabled=True)
+    p = store.update_safety(p.id, safety_state=SafetyState.PLACING, safety_kind=SafetyKind.GTT)
+    limit = gtt_limit_price(Side.SELL, 96.0, SafetyPolicy().limit_percent, 0.05)
+    broker.orders_by_id["O9"] = order("O9", OrderStatus.COMPLETE, order_type=OrderType.LIMIT, price=limit)
+    broker.gtts_by_id["G7"] = Gtt(
+        "G7", GttStatus.TRIGGERED, "triggered", Side.SELL, 10, 96.0, limit, 408065, "INFY", "NSE", "O9"
+    )
+    safety = manager(store, broker)
+    try:
+        safety.track(p)  # what a restart does for an armed protection
+        assert safety.wait_idle()
+    finally:
+        safety.shutdown()
+    done = store.get(p.id)
+    assert (done.status, done.reason, done.exit_order_id) == (Status.CLOSED, "safety stop", "O9")
+    assert not any(name in ("place_gtt", "place_order") for name, _ in broker.calls)
