@@ -128,8 +128,8 @@ def _install_signal_handlers(quit_app: Callable[[], None]) -> list[int]:
 
 
 def _log_signals(received: list[int]) -> None:
-    for signum in received[:1]:
-        log.info("signal %d: shutting down", signum)
+    if received:
+        log.info("signal %d: shutting down", received[0])
 
 
 def run_headless(args: argparse.Namespace, instance: SingleInstance | None = None) -> int:

@@ -447,18 +447,16 @@ class ProtectionStore:
             if Status(row.status) in TERMINAL:
                 raise ValueError(f"protection {protection_id}: is {row.status}; it cannot change any more")
             values = self._db_values(fields)
-            merged = pending is not None and "stop" not in fields and Status(row.status) is Status.OPEN
-            if merged:
-                assert pending is not None
-                values["stop"], values["peak"] = pending[1], pending[2]
+            armed = Status(row.status) is Status.OPEN
+            merged = pending if armed and "stop" not in fields else None
+            if merged is not None:
+                values["stop"], values["peak"] = merged[1], merged[2]
             values["updated_at"] = datetime.now()
             db.ProtectionRow.update(**values).where(db.ProtectionRow.id == protection_id).execute()
-            if merged and values["stop"] != row.stop:
+            if merged is not None and merged[1] != row.stop:
                 # The pending move is written here, not by the flush: journalled here too, or the journal's
                 # chain of stops would skip it (found by the chaos run: a quantity change mid-trail).
-                self._journal(
-                    protection_id, row.account_id, "stop_moved", row.stop, values["stop"], values["peak"]
-                )
+                self._journal(protection_id, row.account_id, "stop_moved", row.stop, merged[1], merged[2])
             described = ", ".join(f"{k}={_describe(v)}" for k, v in sorted(fields.items()))
             self._journal(protection_id, row.account_id, kind, "", described, None, message)
         return self.get(protection_id)

@@ -6,39 +6,26 @@ the protection was recorded as "closed outside TrailStop" although its own broke
 
 from __future__ import annotations
 
-from datetime import datetime
 from pathlib import Path
 
 from tests.reliability.test_auto_protect_growth import RULE, FakeBroker
-from trailstop_gui.models.domain import Product, Protection, Side, Status
+from tests.unit.services.test_safety_decisions import order
+from trailstop_gui.models.domain import Product, Protection, Status
 from trailstop_gui.models.store import ProtectionStore
-from trailstop_gui.services.brokers.base import IST, Broker, Order, OrderStatus, OrderType
+from trailstop_gui.services.brokers.base import Broker, Order, OrderStatus, OrderType
 from trailstop_gui.services.brokers.errors import RateLimitedError
 from trailstop_gui.services.reconciler import Hooks, Reconciler
 
 
 def filled_slm() -> Order:
-    return Order(
-        order_id="S1",
-        status=OrderStatus.COMPLETE,
-        raw_status="COMPLETE",
-        side=Side.SELL,
+    return order(
+        "S1",
+        OrderStatus.COMPLETE,
         order_type=OrderType.SL_M,
-        product=Product.MIS,
-        raw_product="MIS",
-        symbol="INFY",
-        exchange="NSE",
-        instrument=408065,
         quantity=7,
         filled_quantity=7,
-        pending_quantity=0,
         average_price=1460.0,
-        price=0.0,
         trigger_price=1460.0,
-        tag=None,
-        status_message=None,
-        placed_at=datetime.now(IST),
-        updated_at=None,
     )
 
 
