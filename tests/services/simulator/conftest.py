@@ -3,20 +3,19 @@
 ``simulator``: a fresh simulator on a background thread (seed 7, prices move only when told, MARKET orders
 fill on the next loop turn); ``kite_client``: the official KiteConnect, logged in through the HTML form;
 ``kite_login``: log in again (another session); ``wait_until``: poll a condition with a deadline;
-``kite_mock``: load a sample from shared/data/kite-mocks; ``assert_kite_shape``: compare keys and types.
+``kite_mock``: load a sample from tests/data/kite-mocks; ``assert_kite_shape``: compare keys and types.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from kiteconnect import KiteConnect
 
+from tests.kite_mocks import kite_mock_json
 from trailstop_gui.simulator.login_flow import kite_request_token
 from trailstop_gui.simulator.runner import SimulatorHandle, start_simulator
 
@@ -62,12 +61,6 @@ def kite_client(simulator: SimulatorHandle) -> KiteConnect:
 
 
 # -- comparing shapes with the broker's sample payloads -------------------------------------------
-
-MOCKS = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "kite-mocks"
-
-
-def _load_mock(name: str) -> Any:
-    return json.loads((MOCKS / name).read_text())
 
 
 def _kind(value: Any) -> str:
@@ -151,7 +144,7 @@ def _assert_shape(actual: Any, sample: Any, extra: frozenset[str] = frozenset())
 @pytest.fixture
 def kite_mock() -> Callable[[str], Any]:
     """``kite_mock("orders.json")``: a sample payload as the broker published it."""
-    return _load_mock
+    return kite_mock_json
 
 
 @pytest.fixture

@@ -7,17 +7,15 @@ import hashlib
 import io
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 from kiteconnect import KiteConnect
 
+from tests.kite_mocks import kite_mock_text
 from trailstop_gui.simulator.login_flow import kite_request_token
 from trailstop_gui.simulator.runner import SimulatorHandle
-
-MOCKS_DIR = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "kite-mocks"
 
 
 class RawKite:
@@ -132,7 +130,7 @@ def test_market_data(
 
 
 def test_instrument_dump_matches_the_sample_format(simulator: SimulatorHandle) -> None:
-    sample = list(csv.DictReader(io.StringIO((MOCKS_DIR / "instruments_nse.csv").read_text())))
+    sample = list(csv.DictReader(io.StringIO(kite_mock_text("instruments_nse.csv"))))
     response = requests.get(f"{simulator.url}/instruments/NSE", timeout=5)
     assert response.headers["Content-Type"].startswith("text/csv")
     ours = list(csv.DictReader(io.StringIO(response.text)))

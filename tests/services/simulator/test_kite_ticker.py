@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import struct
 import subprocess
@@ -15,25 +14,17 @@ from typing import Any
 import pytest
 from kiteconnect import KiteTicker
 
+from tests.kite_mocks import kite_mock_json, kite_mock_packet
 from trailstop_gui.simulator.instruments import InstrumentIndex, build_universe
 from trailstop_gui.simulator.kite_ticker import encode_message, encode_packet
 from trailstop_gui.simulator.login_flow import kite_request_token
 from trailstop_gui.simulator.market import DepthLevel, Quote
 from trailstop_gui.simulator.runner import start_simulator
 
-MOCKS_DIR = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "kite-mocks"
 PROBE = Path(__file__).with_name("kite_ticker_probe.py")
 INDEX = InstrumentIndex(build_universe(datetime(2025, 1, 17).date()))
 INFY = INDEX.find("NSE:INFY")
 NIFTY = INDEX.find("NSE:NIFTY 50")
-
-
-def _sample(name: str) -> Any:
-    return json.loads((MOCKS_DIR / name).read_text())
-
-
-def _packet(name: str) -> bytes:
-    return base64.b64decode((MOCKS_DIR / name).read_text())
 
 
 def _quote_from_sample(tick: dict[str, Any]) -> Quote:
@@ -63,16 +54,14 @@ def _quote_from_sample(tick: dict[str, Any]) -> Quote:
 
 
 def test_quote_and_full_packets_are_byte_identical_to_the_brokers() -> None:
-    assert encode_packet(_quote_from_sample(_sample("ticker_quote.json")), "quote") == _packet(
-        "ticker_quote.packet"
-    )
-    assert encode_packet(_quote_from_sample(_sample("ticker_full.json")), "full") == _packet(
-        "ticker_full.packet"
-    )
+    quote = _quote_from_sample(kite_mock_json("ticker_quote.json"))
+    assert encode_packet(quote, "quote") == kite_mock_packet("ticker_quote.packet")
+    full = _quote_from_sample(kite_mock_json("ticker_full.json"))
+    assert encode_packet(full, "full") == kite_mock_packet("ticker_full.packet")
 
 
 def test_the_sdk_parses_every_mode_of_our_packets() -> None:
-    quote = _quote_from_sample(_sample("ticker_full.json"))
+    quote = _quote_from_sample(kite_mock_json("ticker_full.json"))
     assert NIFTY is not None
     index_quote = Quote(
         NIFTY, 24350.5, 0, 0.0, 0, 0, 0, 24300.0, 24400.0, 24250.0, 24500.0, (), (), 1, 1_700_000_000
@@ -89,7 +78,7 @@ def test_the_sdk_parses_every_mode_of_our_packets() -> None:
         ("full", False),
     ]
     full = ticks[2]
-    expected = _sample("ticker_full.json")
+    expected = kite_mock_json("ticker_full.json")
     assert full["last_price"] == expected["last_price"] and full["depth"] == expected["depth"]
     assert full["ohlc"] == expected["ohlc"] and full["volume_traded"] == expected["volume"]
     assert ticks[4]["ohlc"] == {"high": 24400.0, "low": 24250.0, "open": 24300.0, "close": 24500.0}

@@ -10,12 +10,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from tests.kite_mocks import kite_mock_bytes as mock
+from tests.kite_mocks import kite_mock_json as mock_json
 from trailstop_gui.models.domain import Product, Side
 from trailstop_gui.services.brokers.base import IST, OrderRequest, OrderStatus, OrderType
 from trailstop_gui.services.brokers.errors import (
@@ -30,7 +31,6 @@ from trailstop_gui.services.brokers.errors import (
 from trailstop_gui.services.brokers.kite import KiteBroker
 from trailstop_gui.services.brokers.rate_limit import RateLimiter
 
-MOCKS = Path(__file__).resolve().parents[4].parent / "shared" / "data" / "kite-mocks"
 API_KEY = "kitekey01"
 TOKEN = "kitetoken0123456789"
 
@@ -117,17 +117,6 @@ def _error(error_type: str, message: str) -> bytes:
     return json.dumps(
         {"status": "error", "message": message, "error_type": error_type, "data": None}
     ).encode()
-
-
-def mock(name: str) -> bytes:
-    path = MOCKS / name
-    if not path.exists():
-        pytest.skip(f"Kite sample payloads not found at {MOCKS}")
-    return path.read_bytes()
-
-
-def mock_json(name: str) -> Any:
-    return json.loads(mock(name))
 
 
 def ok(name: str) -> Reply:

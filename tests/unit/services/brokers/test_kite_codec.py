@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import base64
-import json
 import struct
 from datetime import datetime
-from pathlib import Path
 from typing import Any, get_args
 
 import pytest
@@ -14,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kiteconnect import KiteTicker
 
+from tests.kite_mocks import kite_mock_json, kite_mock_packet
 from trailstop_gui.models.domain import Tick
 from trailstop_gui.services.brokers import kite_feed
 from trailstop_gui.services.brokers.feed_errors import FeedDecodeError
@@ -31,7 +29,6 @@ from trailstop_gui.services.brokers.kite_codec import (
     price_divisor,
 )
 
-MOCKS = Path(__file__).resolve().parents[4].parent / "shared" / "data" / "kite-mocks"
 PACKET_LENGTHS = (8, 28, 32, 44, 184)
 NAMED_SEGMENTS = sorted(set(KiteTicker.EXCHANGE_MAP.values()))
 MODES: tuple[KiteMode, ...] = get_args(KiteMode)
@@ -73,7 +70,7 @@ def assert_same_as_sdk(message: bytes) -> list[Tick]:
 
 
 def mock_message(name: str) -> bytes:
-    packet = base64.b64decode((MOCKS / f"ticker_{name}.packet").read_text())
+    packet = kite_mock_packet(f"ticker_{name}.packet")
     return struct.pack(">HH", 1, len(packet)) + packet
 
 
@@ -88,7 +85,7 @@ def test_real_packet_matches_sdk(name: str) -> None:
 
 def test_real_full_packet_matches_published_json() -> None:
     (tick,) = decode_message(mock_message("full"))
-    published = json.loads((MOCKS / "ticker_full.json").read_text())
+    published = kite_mock_json("ticker_full.json")
     assert tick.instrument == published["instrument_token"]
     assert tick.ltp == published["last_price"]
     assert tick.bid == published["depth"]["buy"][0]["price"]
@@ -99,7 +96,7 @@ def test_real_full_packet_matches_published_json() -> None:
 
 def test_real_quote_packet_matches_published_json() -> None:
     (tick,) = decode_message(mock_message("quote"))
-    published = json.loads((MOCKS / "ticker_quote.json").read_text())
+    published = kite_mock_json("ticker_quote.json")
     assert (tick.instrument, tick.ltp, tick.volume) == (
         published["instrument_token"],
         published["last_price"],
@@ -109,7 +106,7 @@ def test_real_quote_packet_matches_published_json() -> None:
 
 
 def test_both_real_packets_in_one_message() -> None:
-    packets = [base64.b64decode((MOCKS / f"ticker_{n}.packet").read_text()) for n in ("full", "quote")]
+    packets = [kite_mock_packet(f"ticker_{n}.packet") for n in ("full", "quote")]
     ticks = assert_same_as_sdk(frame(packets))
     assert [t.volume for t in ticks] == [p["volume_traded"] for p in TICKER._parse_binary(frame(packets))]
 
