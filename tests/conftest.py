@@ -1,16 +1,32 @@
-"""Suite-wide set-up: Qt renders offscreen (no display in CI); an in-memory keyring for every test."""
+"""Suite-wide set-up: Qt renders offscreen (no display in CI); an in-memory keyring for every test; the
+run fails if it opened a file beside the repository (a clone has nothing there)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import keyring
 import keyring.backend
 import pytest
 
+from tests.outside_reads import OutsideReads
+
 # Before any Qt import: pytest-qt creates the QApplication lazily, so this is early enough.
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+# Installed while conftest loads, before any test module is imported (module-level reads count too).
+OUTSIDE_READS = OutsideReads.for_this_interpreter(Path(__file__).resolve().parents[1]).install()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    OUTSIDE_READS.fail_session(session)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    OUTSIDE_READS.write_summary(terminalreporter)
 
 
 class MemoryKeyring(keyring.backend.KeyringBackend):
