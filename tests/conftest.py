@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import keyring
 import keyring.backend
@@ -25,7 +24,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     OUTSIDE_READS.fail_session(session)
 
 
-def pytest_terminal_summary(terminalreporter: Any) -> None:
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     OUTSIDE_READS.write_summary(terminalreporter)
 
 

@@ -89,7 +89,7 @@ class OutsideReads:
         if self.paths and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
-    def write_summary(self, reporter: Any) -> None:
+    def write_summary(self, reporter: pytest.TerminalReporter) -> None:
         """From ``pytest_terminal_summary``: name every path, so the offending test is easy to find."""
         if not self.paths:
             return
