@@ -385,6 +385,7 @@ class OutsideTrader:
     def __init__(self, sim: SimulatorHandle) -> None:
         self.info = sim.info
         self.url = sim.url
+        self.control_headers = sim.control_headers
         self._locks = {b: threading.Lock() for b in BROKERS}
         self._kite: Any = None
         self._upstox: Any = None
@@ -461,7 +462,7 @@ class OutsideTrader:
 
     def order_status(self, tag: str) -> str | None:
         """The status of the order carrying ``tag`` in the simulator's log, if it got there."""
-        for order in requests.get(f"{self.url}/_sim/orders", timeout=10).json():
+        for order in requests.get(f"{self.url}/_sim/orders", headers=self.control_headers, timeout=10).json():
             if order.get("tag") == tag:
                 return str(order["status"])
         return None
@@ -564,6 +565,7 @@ class Run:
             config.rule,
             self.tracker,
             self.transcript,
+            env={"TRAILSTOP_SIM_TOKEN": self.sim.control_headers["X-Sim-Token"]},
             extra_args=["--safety-stop"] if config.safety else [],
         )
         self.app.on_line = self.on_app_line
@@ -589,9 +591,9 @@ class Run:
     def control(self, path: str, body: dict[str, Any] | None = None) -> Any:
         url = f"{self.sim.url}/_sim/{path}"
         if body is None:
-            response = requests.get(url, timeout=10)
+            response = requests.get(url, headers=self.sim.control_headers, timeout=10)
         else:
-            response = requests.post(url, json=body, timeout=10)
+            response = requests.post(url, json=body, headers=self.sim.control_headers, timeout=10)
         response.raise_for_status()
         return response.json()
 
@@ -1531,7 +1533,14 @@ def soak(config: ChaosConfig, index: int, folder: Path, out: Out) -> RunReport:
     tracker = FeedTracker()
     transcript = open(folder / "app-output.log", "w", encoding="utf-8")  # noqa: SIM115
     # A wide trail: the random walk must not close the positions; this is about staying up.
-    app = AppProcess(sim.url, folder / "data", "percent:30", tracker, transcript)
+    app = AppProcess(
+        sim.url,
+        folder / "data",
+        "percent:30",
+        tracker,
+        transcript,
+        env={"TRAILSTOP_SIM_TOKEN": sim.control_headers["X-Sim-Token"]},
+    )
     trader = OutsideTrader(sim)
 
     def violation(kind: str, detail: str) -> None:
@@ -1545,7 +1554,9 @@ def soak(config: ChaosConfig, index: int, folder: Path, out: Out) -> RunReport:
             time.sleep(0.1)
         symbols = ("NSE:INFY", "NSE:SBIN", "NSE:TCS", "NSE:ITC", "NSE:WIPRO")
         for n, (broker, symbol) in enumerate(((b, s) for b in BROKERS for s in symbols), start=1):
-            key = requests.get(f"{sim.url}/_sim/quote", params={"symbol": symbol}, timeout=10).json()
+            key = requests.get(
+                f"{sim.url}/_sim/quote", params={"symbol": symbol}, headers=sim.control_headers, timeout=10
+            ).json()
             order = {"symbol": symbol, "upstox_key": key["upstox_key"], "side": "BUY", "product": "MIS"}
             trader.place(broker, dict(order, quantity=1, tag=f"SOAK{n}"))
             report.episodes[broker] += 1

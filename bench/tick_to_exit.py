@@ -60,6 +60,7 @@ def main() -> None:
     store = ProtectionStore(Path(folder.name) / "bench.db")
     kite = info["kite"]
     http = requests.Session()
+    http.headers["X-Sim-Token"] = info["control_token"]
 
     def control(path: str, body: dict[str, Any] | None = None) -> Any:
         url = f"{info['http']}/_sim/{path}"

@@ -36,7 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", help="where the database and logs live (default: the user-data folder)")
     parser.add_argument("--headless", action="store_true", help="run the protection services with no window")
     parser.add_argument("--demo", action="store_true", help="start the built-in simulator and connect to it")
-    parser.add_argument("--sim", metavar="URL", help="connect to a running trailstop-sim at URL")
+    parser.add_argument(
+        "--sim",
+        metavar="URL",
+        help="connect to a running trailstop-sim at URL (its control_token in TRAILSTOP_SIM_TOKEN)",
+    )
     parser.add_argument(
         "--broker",
         choices=("kite", "upstox", "both"),

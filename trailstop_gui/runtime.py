@@ -90,8 +90,15 @@ def configure_logging(directory: Path, *, to_stdout: bool) -> None:
         root.addHandler(handler)
 
 
-def fetch_sim_info(url: str, timeout: float = 5.0) -> dict[str, Any]:
-    with urllib.request.urlopen(url.rstrip("/") + "/_sim/info", timeout=timeout) as response:
+SIM_TOKEN_ENV = "TRAILSTOP_SIM_TOKEN"
+"""The running simulator's control token (``control_token`` of its JSON line), for ``--sim URL``. From the
+environment, not the command line, where every user of the machine could read it."""
+
+
+def fetch_sim_info(url: str, timeout: float = 5.0, token: str | None = None) -> dict[str, Any]:
+    token = token if token is not None else os.environ.get(SIM_TOKEN_ENV, "")
+    request = urllib.request.Request(url.rstrip("/") + "/_sim/info", headers={"X-Sim-Token": token})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
         info: dict[str, Any] = json.loads(response.read())
     return info
 

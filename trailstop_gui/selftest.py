@@ -372,6 +372,7 @@ class DemoFlow:
         self.report = report
         self.directory = directory
         self.store: Any = None
+        self.sim_token = ""
 
     def run(self) -> None:
         from trailstop_gui.runtime import build_runtime
@@ -385,8 +386,11 @@ class DemoFlow:
 
     def _control(self, url: str, path: str, body: dict[str, Any] | None = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
+        token = self.sim_token
         request = urllib.request.Request(
-            f"{url}/_sim/{path}", data=data, headers={"Content-Type": "application/json"}
+            f"{url}/_sim/{path}",
+            data=data,
+            headers={"Content-Type": "application/json", "X-Sim-Token": token},
         )
         with urllib.request.urlopen(request, timeout=5) as response:
             return json.loads(response.read())
@@ -399,6 +403,7 @@ class DemoFlow:
         report, store, service = self.report, runtime.store, runtime.service
         self.store = store
         sim = runtime.simulator
+        self.sim_token = sim.control_headers["X-Sim-Token"]
         # The demo's random walk is stopped: the self-test moves the price itself, as a test would.
         self._control(sim.url, "auto", {"on": False})
         sim.set_price(SYMBOL, 1500.0, bid=1499.95, ask=1500.05)

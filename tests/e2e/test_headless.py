@@ -31,7 +31,12 @@ def simulator() -> Iterator[SimulatorHandle]:
 
 def control(sim: SimulatorHandle, path: str, body: dict[str, Any] | None = None) -> Any:
     url = f"{sim.url}/_sim/{path}"
-    response = requests.post(url, json=body, timeout=5) if body is not None else requests.get(url, timeout=5)
+    headers = sim.control_headers
+    response = (
+        requests.post(url, json=body, headers=headers, timeout=5)
+        if body is not None
+        else requests.get(url, headers=headers, timeout=5)
+    )
     response.raise_for_status()
     return response.json()
 
@@ -40,7 +45,12 @@ class App:
     """``trailstop-gui --headless`` in a subprocess, its stdout collected line by line."""
 
     def __init__(self, sim: SimulatorHandle, data_dir: Path, *extra: str) -> None:
-        env = dict(os.environ, QT_QPA_PLATFORM="offscreen", PYTHONUNBUFFERED="1")
+        env = dict(
+            os.environ,
+            QT_QPA_PLATFORM="offscreen",
+            PYTHONUNBUFFERED="1",
+            TRAILSTOP_SIM_TOKEN=sim.control_headers["X-Sim-Token"],
+        )
         self.proc = subprocess.Popen(
             [
                 sys.executable,

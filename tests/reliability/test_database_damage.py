@@ -33,7 +33,12 @@ def sim() -> Iterator[SimulatorHandle]:
 
 def headless(sim: SimulatorHandle, data: Path, seconds: float) -> subprocess.CompletedProcess[str]:
     """Run the headless app for at most ``seconds``; SIGTERM it if it is still running then."""
-    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", PYTHONUNBUFFERED="1")
+    env = dict(
+        os.environ,
+        QT_QPA_PLATFORM="offscreen",
+        PYTHONUNBUFFERED="1",
+        TRAILSTOP_SIM_TOKEN=sim.control_headers["X-Sim-Token"],
+    )
     command = [sys.executable, "-m", "trailstop_gui", "--headless", "--sim", sim.url, "--data-dir", str(data)]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:

@@ -48,6 +48,8 @@ class Rig:
     def __init__(self, sim: SimulatorHandle) -> None:
         self.sim = sim
         self.http = requests.Session()
+        # The control API's token: fuzzed /_sim/ calls reach the handlers, as the app's own would.
+        self.http.headers.update(sim.control_headers)
         self.crashes = Crashes()
         self.login()
 
@@ -327,7 +329,12 @@ def test_no_request_crashes_a_handler(rig: Rig, req: dict[str, Any]) -> None:
 @given(st.one_of(JSON, field_dicts), st.sampled_from(["fault", "auto", "price"]))
 def test_the_control_api_refuses_bad_bodies_plainly(rig: Rig, body: Any, what: str) -> None:
     try:
-        response = rig.http.post(f"{rig.sim.url}/_sim/{what}", data=json.dumps(body), timeout=10)
+        response = rig.http.post(
+            f"{rig.sim.url}/_sim/{what}",
+            data=json.dumps(body),
+            headers={"Content-Type": "application/json"},
+            timeout=10,
+        )
         assert response.status_code in (200, 400), (response.status_code, response.text[:300])
         assert response.headers.get("Content-Type", "").startswith("application/json")
         assert rig.crashes.records == []

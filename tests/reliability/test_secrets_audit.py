@@ -45,7 +45,9 @@ def sim() -> Iterator[SimulatorHandle]:
 def control(sim: SimulatorHandle, path: str, body: dict[str, Any] | None = None) -> Any:
     url = f"{sim.url}/_sim/{path}"
     response = (
-        requests.post(url, json=body, timeout=10) if body is not None else requests.get(url, timeout=10)
+        requests.post(url, json=body, headers=sim.control_headers, timeout=10)
+        if body is not None
+        else requests.get(url, headers=sim.control_headers, timeout=10)
     )
     response.raise_for_status()
     return response.json()

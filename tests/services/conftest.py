@@ -22,6 +22,11 @@ def simulator() -> Iterator[SimulatorHandle]:
 def control(sim: SimulatorHandle, path: str, body: dict[str, Any] | None = None) -> Any:
     """Call the simulator's control API the way any client would: over HTTP."""
     url = f"{sim.url}/_sim/{path}"
-    response = requests.post(url, json=body, timeout=5) if body is not None else requests.get(url, timeout=5)
+    headers = sim.control_headers
+    response = (
+        requests.post(url, json=body, headers=headers, timeout=5)
+        if body is not None
+        else requests.get(url, headers=headers, timeout=5)
+    )
     response.raise_for_status()
     return response.json()

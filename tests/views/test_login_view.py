@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.request import urlopen
+from urllib.request import Request, urlopen
 
 import pytest
 from PySide6 import QtWebEngineWidgets  # noqa: F401  (before the QApplication exists)
@@ -138,7 +138,8 @@ def db_bytes(store: ProtectionStore) -> bytes:
 
 
 def sim_sessions(sim: SimulatorHandle) -> list[dict[str, Any]]:
-    with urlopen(f"{sim.url}/_sim/sessions", timeout=5) as response:
+    request = Request(f"{sim.url}/_sim/sessions", headers=sim.control_headers)
+    with urlopen(request, timeout=5) as response:
         sessions: list[dict[str, Any]] = json.loads(response.read())
     return sessions
 

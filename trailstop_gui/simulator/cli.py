@@ -22,6 +22,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-auto", dest="auto", action="store_false", help="prices move only through the control API"
     )
+    parser.add_argument(
+        "--registered-ip",
+        dest="registered_ips",
+        action="append",
+        default=[],
+        metavar="IP",
+        help="a static IP registered for both demo users' orders (repeatable, at most 2); orders from "
+        "any other source address are refused as the brokers do (default: none, orders from anywhere)",
+    )
     parser.add_argument("--log-level", default="WARNING", help="logging level on stderr (default WARNING)")
     return parser
 
@@ -29,7 +38,9 @@ def _parser() -> argparse.ArgumentParser:
 async def _serve(args: argparse.Namespace) -> None:
     from trailstop_gui.simulator.runner import start_server  # imported here so --help stays instant
 
-    server = await start_server(args.host, args.port, seed=args.seed, auto=args.auto)
+    server = await start_server(
+        args.host, args.port, seed=args.seed, auto=args.auto, registered_ips=args.registered_ips
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

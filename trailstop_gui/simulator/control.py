@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import json
 import time
+from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -13,11 +17,14 @@ from trailstop_gui.simulator import kite_format
 from trailstop_gui.simulator.core import Simulator
 from trailstop_gui.simulator.exchange import Order, format_ist
 from trailstop_gui.simulator.faults import FaultError, parse_fault
-from trailstop_gui.simulator.http_util import BrokerError, add_error_renderer
+from trailstop_gui.simulator.http_util import SIM_KEY, BrokerError, add_error_renderer
 from trailstop_gui.simulator.instruments import Instrument
 from trailstop_gui.simulator.market import PriceError, Quote
 
 PREFIX = "/_sim"
+TOKEN_HEADER = "X-Sim-Token"
+# Public market data the app's instrument service reads with no token (it knows only the api root).
+OPEN_PATHS = frozenset({f"{PREFIX}/instruments"})
 
 
 def render_error(status: int, message: str) -> web.Response:
@@ -75,6 +82,56 @@ def order_log_entry(order: Order) -> dict[str, Any]:
     # Epoch seconds with microseconds: benchmarks time the path from a price push to the order's arrival.
     row["received_at"] = order.placed_at.timestamp()
     return row
+
+
+def _loopback_host(host: str) -> bool:
+    """A Host header naming this machine by address or as localhost: never a name DNS could rebind."""
+    try:
+        name = urlsplit(f"//{host}").hostname or ""
+    except ValueError:
+        return False
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _same_origin(origin: str, base_url: str) -> bool:
+    try:
+        a, b = urlsplit(origin), urlsplit(base_url)
+        return (a.scheme, a.hostname, a.port) == (b.scheme, b.hostname, b.port)
+    except ValueError:
+        return False
+
+
+@web.middleware
+async def guard(request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
+    """The control API answers only this machine's programs, never a web page.
+
+    A page in the trader's browser can send a form POST anywhere, and a DNS-rebinding page can even read
+    replies: so the Host must be a loopback address or localhost, a browser's Origin must be the
+    simulator's own, a body must be JSON (a form cannot send that without a preflight we never answer),
+    and every call but the public instrument list carries the per-run token from the JSON line.
+    """
+    if not request.path.startswith(PREFIX + "/"):
+        response: web.StreamResponse = await handler(request)
+        return response
+    sim = request.app[SIM_KEY]
+    if not _loopback_host(request.headers.get("Host", "")):
+        return render_error(403, "the control API answers only requests addressed to a loopback host")
+    origin = request.headers.get("Origin")
+    if origin is not None and not _same_origin(origin, sim.base_url):
+        return render_error(403, "the control API does not answer web pages")
+    if request.method in ("POST", "PUT", "PATCH") and request.content_type != "application/json":
+        return render_error(415, "the body must be JSON (Content-Type: application/json)")
+    if request.path not in OPEN_PATHS:
+        token = request.headers.get(TOKEN_HEADER, "")
+        if not hmac.compare_digest(token.encode(), sim.control_token.encode()):
+            return render_error(401, f"missing or wrong {TOKEN_HEADER} (see control_token in the JSON line)")
+    response = await handler(request)
+    return response
 
 
 class Control:
@@ -186,6 +243,26 @@ class Control:
     async def sessions(self, request: web.Request) -> web.Response:
         return web.json_response([s.as_dict() for s in self.sim.sessions.all()])
 
+    async def ips(self, request: web.Request) -> web.Response:
+        """Registered static IPs for orders: GET lists them; POST ``{"broker", "user_id", "ips"}`` sets one
+        account's (``broker`` omitted: both demo users; ``user_id`` omitted: the demo user; ``[]``: none)."""
+        if request.method == "POST":
+            body = await self._body(request)
+            ips = body.get("ips")
+            if not isinstance(ips, list) or not all(isinstance(ip, str) for ip in ips):
+                raise bad_request("`ips` must be a list of IP addresses")
+            broker = body.get("broker")
+            if broker not in (None, "kite", "upstox"):
+                raise bad_request("`broker` must be kite, upstox or absent (both)")
+            for name in ("kite", "upstox") if broker is None else (broker,):
+                demo = self.sim.kite if name == "kite" else self.sim.upstox
+                user = body.get("user_id") or demo.user_id
+                try:
+                    self.sim.ips.register(name, str(user), ips)
+                except ValueError as exc:
+                    raise bad_request(str(exc)) from None
+        return web.json_response(self.sim.ips.describe())
+
     async def reset(self, request: web.Request) -> web.Response:
         self.sim.reset()
         return web.json_response({"reset": True})
@@ -208,3 +285,5 @@ def register(app: web.Application, sim: Simulator) -> None:
     r.add_get(f"{PREFIX}/gtts", control.gtts)
     r.add_get(f"{PREFIX}/sessions", control.sessions)
     r.add_post(f"{PREFIX}/reset", control.reset)
+    r.add_get(f"{PREFIX}/ips", control.ips)
+    r.add_post(f"{PREFIX}/ips", control.ips)

@@ -14,7 +14,7 @@ import random
 import secrets
 import string
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -25,6 +25,7 @@ from trailstop_gui.simulator.feeds import FeedRegistry
 from trailstop_gui.simulator.instruments import Instrument, InstrumentIndex, build_universe
 from trailstop_gui.simulator.market import Market, Quote
 from trailstop_gui.simulator.sessions import Sessions
+from trailstop_gui.simulator.ip_registry import IpRegistry
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,9 @@ class Simulator:
         fill_delay: float = 0.1,
         today: date | None = None,
         clock: Callable[[], float] = time.time,
+        registered_ips: Iterable[str] = (),
     ) -> None:
+        """``registered_ips``: both demo users' static IPs for orders (none: orders from anywhere)."""
         self.base_url = base_url.rstrip("/")
         self.seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
         rng = random.Random(self.seed)
@@ -97,6 +100,14 @@ class Simulator:
             client_id=f"{_lower_alnum(8)}-{_lower_alnum(4)}-{_lower_alnum(4)}-{_lower_alnum(4)}-{_lower_alnum(12)}",
             client_secret=_lower_alnum(10),
         )
+        self.ips = IpRegistry()
+        registered = tuple(registered_ips)
+        if registered:
+            self.ips.register("kite", self.kite.user_id, registered)
+            self.ips.register("upstox", self.upstox.user_id, registered)
+        # Every /_sim/ call but the public instrument list must carry it (X-Sim-Token): a web page in the
+        # trader's browser cannot read it, so it cannot drive the control API.
+        self.control_token = secrets.token_urlsafe(24)
         self.auto = auto
         self.tick_interval = tick_interval
         self.started_at = clock()
@@ -116,6 +127,7 @@ class Simulator:
         return {
             "http": base,
             "seed": self.seed,
+            "control_token": self.control_token,
             "kite": {
                 "api_root": base,
                 "login_url": f"{base}/connect/login",

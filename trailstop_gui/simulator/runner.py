@@ -76,6 +76,8 @@ class SimulatorHandle:
         self.info: dict[str, Any] = server.sim.info()
         self.url: str = self.info["http"]
         self.port = server.port
+        self.control_headers: dict[str, str] = {"X-Sim-Token": server.sim.control_token}
+        """Headers every control API call (``/_sim/``) needs."""
 
     @property
     def exchange(self) -> Exchange:
@@ -141,6 +143,7 @@ def start_simulator(
     tick_interval: float = 0.5,
     fill_delay: float = 0.1,
     startup_timeout: float = 10.0,
+    registered_ips: tuple[str, ...] = (),
 ) -> SimulatorHandle:
     """Start a simulator on a daemon thread and return once it accepts connections."""
     started: concurrent.futures.Future[SimulatorHandle] = concurrent.futures.Future()
@@ -151,7 +154,13 @@ def start_simulator(
         try:
             server = loop.run_until_complete(
                 start_server(
-                    host, port, seed=seed, auto=auto, tick_interval=tick_interval, fill_delay=fill_delay
+                    host,
+                    port,
+                    seed=seed,
+                    auto=auto,
+                    tick_interval=tick_interval,
+                    fill_delay=fill_delay,
+                    registered_ips=registered_ips,
                 )
             )
         except BaseException as exc:

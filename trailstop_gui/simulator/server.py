@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from trailstop_gui.simulator import control, kite, upstox
+from trailstop_gui.simulator import control, kite, static_ip, upstox
 from trailstop_gui.simulator.core import Simulator
 from trailstop_gui.simulator.faults import HTTP_FAULT, SLOW, RequestFault
 from trailstop_gui.simulator.http_util import SIM_KEY, BrokerError, render_error
@@ -21,7 +21,7 @@ from trailstop_gui.simulator.http_util import SIM_KEY, BrokerError, render_error
 log = logging.getLogger(__name__)
 
 Facade = Callable[[web.Application, Simulator], None]
-FACADES: list[Facade] = [control.register, kite.register, upstox.register]
+FACADES: list[Facade] = [control.register, kite.register, upstox.register, static_ip.register]
 UNFAULTED_PREFIXES = ("/_sim/", "/redirect/")
 
 
@@ -84,7 +84,9 @@ async def _landing(request: web.Request) -> web.Response:
 
 def build_app(sim: Simulator) -> web.Application:
     """The application serving ``sim`` through every facade in :data:`FACADES`."""
-    app = web.Application(middlewares=[_errors, _faults], client_max_size=1 << 20)
+    app = web.Application(
+        middlewares=[control.guard, _errors, _faults, static_ip.enforce], client_max_size=1 << 20
+    )
     app[SIM_KEY] = sim
     app.router.add_get("/redirect/{broker}", _landing)
     for register in FACADES:

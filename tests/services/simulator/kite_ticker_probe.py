@@ -24,6 +24,7 @@ STEP_TIMEOUT = 10.0
 class Probe:
     def __init__(self, info: dict[str, Any], access_token: str) -> None:
         self.base = info["http"]
+        self.control_headers = {"X-Sim-Token": info["control_token"]}
         kite = info["kite"]
         self.rest = KiteConnect(kite["api_key"], access_token=access_token, root=kite["api_root"])
         self.kws = KiteTicker(kite["api_key"], access_token, root=kite["ws_url"], reconnect_max_delay=5)
@@ -93,7 +94,9 @@ class Probe:
         return found
 
     def control(self, path: str, body: dict[str, Any]) -> Any:
-        response = requests.post(f"{self.base}/_sim/{path}", json=body, timeout=5)
+        response = requests.post(
+            f"{self.base}/_sim/{path}", json=body, headers=self.control_headers, timeout=5
+        )
         response.raise_for_status()
         return response.json()
 

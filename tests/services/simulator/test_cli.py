@@ -43,9 +43,13 @@ def test_prints_one_json_line_fast_and_exits_cleanly(signum: signal.Signals) -> 
         assert time.monotonic() - started < 3.0
         info = json.loads(line)
         assert info["http"].startswith("http://127.0.0.1:") and info["seed"] == 5
-        assert requests.get(f"{info['http']}/_sim/info", timeout=5).json() == info
+        headers = {"X-Sim-Token": info["control_token"]}
+        assert requests.get(f"{info['http']}/_sim/info", headers=headers, timeout=5).json() == info
         assert (
-            requests.post(f"{info['http']}/_sim/auto", json={"on": False}, timeout=5).json()["auto"] is False
+            requests.post(f"{info['http']}/_sim/auto", json={"on": False}, headers=headers, timeout=5).json()[
+                "auto"
+            ]
+            is False
         )
         process.send_signal(signum)
         assert process.wait(timeout=5) == 0

@@ -17,13 +17,15 @@ from trailstop_gui.simulator.runner import SimulatorHandle, start_simulator
 
 
 def _get(handle: SimulatorHandle, path: str) -> Any:
-    response = requests.get(f"{handle.url}/_sim/{path}", timeout=5)
+    response = requests.get(f"{handle.url}/_sim/{path}", headers=handle.control_headers, timeout=5)
     assert response.status_code == 200 and response.headers["Content-Type"].startswith("application/json")
     return response.json()
 
 
 def _post(handle: SimulatorHandle, path: str, body: Any) -> requests.Response:
-    return requests.post(f"{handle.url}/_sim/{path}", json=body, timeout=5)
+    return requests.post(
+        f"{handle.url}/_sim/{path}", json=body, headers=handle.control_headers, timeout=5
+    )
 
 
 def test_info_is_the_documented_shape(simulator: SimulatorHandle) -> None:
@@ -85,7 +87,12 @@ def test_price_sets_the_book_and_is_validated(simulator: SimulatorHandle, kite_c
     ):
         response = _post(simulator, "price", bad)
         assert response.status_code == 400 and "error" in response.json(), bad
-    garbled = requests.post(f"{simulator.url}/_sim/price", data=b"{nope", timeout=5)
+    garbled = requests.post(
+        f"{simulator.url}/_sim/price",
+        data=b"{nope",
+        headers={**simulator.control_headers, "Content-Type": "application/json"},
+        timeout=5,
+    )
     assert garbled.status_code == 400 and "error" in garbled.json()
 
 
@@ -110,7 +117,12 @@ def test_order_log_sessions_and_reset(
     kite_client.place_order(
         "regular", "NSE", "SBIN", "BUY", 2, "MIS", "MARKET", market_protection=-1, tag="log1"
     )
-    requests.post(f"{simulator.url}/_sim/fault", json={"fault": "reject_orders"}, timeout=5)
+    requests.post(
+        f"{simulator.url}/_sim/fault",
+        json={"fault": "reject_orders"},
+        headers=simulator.control_headers,
+        timeout=5,
+    )
     kite_client.place_order("regular", "NSE", "ITC", "BUY", 1, "CNC", "LIMIT", price=100.0)
     log = wait_until(lambda: (rows := _get(simulator, "orders"))[0]["status"] == "COMPLETE" and rows)
     assert [(o["tradingsymbol"], o["status"], o["broker"]) for o in log] == [

@@ -97,7 +97,9 @@ def test_generate_session_checks_the_checksum_and_uses_the_token_once(simulator:
         client.generate_session(token, kite["api_secret"])
     checksum = hashlib.sha256((kite["api_key"] + token + kite["api_secret"]).encode()).hexdigest()
     assert len(checksum) == 64  # the same recipe the SDK uses; reuse is what failed above
-    issued = requests.get(f"{simulator.url}/_sim/sessions", timeout=5).json()
+    issued = requests.get(
+        f"{simulator.url}/_sim/sessions", headers=simulator.control_headers, timeout=5
+    ).json()
     assert [s["access_token"] for s in issued if s["request_token"] == token] == [session["access_token"]]
 
 

@@ -44,7 +44,9 @@ def token(simulator: SimulatorHandle) -> str:
 
 
 def _feeds(handle: SimulatorHandle) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = requests.get(f"{handle.url}/_sim/feeds", timeout=5).json()
+    rows: list[dict[str, Any]] = requests.get(
+        f"{handle.url}/_sim/feeds", headers=handle.control_headers, timeout=5
+    ).json()
     return [r for r in rows if r["broker"] == "upstox"]
 
 

@@ -145,7 +145,9 @@ def test_token_exchange_checks_the_secret_and_uses_the_code_once(simulator: Simu
         exchange_code(simulator, code)
     assert reused.value.status == 400 and error_of(reused.value)["errorCode"] == "UDAPI100057"
 
-    issued = requests.get(f"{simulator.url}/_sim/sessions", timeout=5).json()
+    issued = requests.get(
+        f"{simulator.url}/_sim/sessions", headers=simulator.control_headers, timeout=5
+    ).json()
     assert [s["access_token"] for s in issued if s.get("code") == code] == [reply.access_token]
 
 

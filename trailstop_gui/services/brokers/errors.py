@@ -7,6 +7,8 @@ Callers decide what to do from the class alone:
 - ``AuthError``: the session is gone; the user must log in again. Retrying will not help.
 - ``RejectedError``: the broker refused the order. Never retried.
 - ``BrokerInputError``: we sent something the broker cannot accept (a bug or a bad setting).
+- ``UnregisteredIPError``: the broker refused an order call because it did not come from a registered
+  static IP. A ``TemporaryError``: nothing was placed, and the same call succeeds once the order route works.
 
 Messages are scrubbed of tokens and secrets: they end up in logs and dialogs.
 """
@@ -30,7 +32,9 @@ __all__ = [
     "RateLimitedError",
     "RejectedError",
     "TemporaryError",
+    "UnregisteredIPError",
     "error_for_status",
+    "is_unregistered_ip_refusal",
     "login_error",
     "map_kite_exception",
     "map_upstox_exception",
@@ -79,6 +83,26 @@ class AmbiguousError(TemporaryError):
     """The request may have reached the broker: look the order up by its tag before sending it again."""
 
 
+class UnregisteredIPError(TemporaryError):
+    """The broker refused an order call because it came from an IP not registered for the account.
+
+    Since 1 April 2026 (SEBI retail-algo rules) Zerodha and Upstox refuse API order placement,
+    modification and cancellation (Upstox: GTT too) from any other IP; reads still work from anywhere.
+    Nothing reached the exchange, so it is temporary: the exit stays TRIGGERED and is sent again once the
+    account's order route works. ``broker`` is the trader's name for it ("Zerodha", "Upstox").
+    """
+
+    def __init__(
+        self, message: str, *, broker: str, status: int | None = None, code: str | None = None
+    ) -> None:
+        super().__init__(message, status=status, code=code)
+        self.broker = broker
+
+    @property
+    def alert_text(self) -> str:
+        return f"orders from this IP are refused by {self.broker}: register it or set an order route"
+
+
 class AuthError(BrokerError):
     """Token expired or invalid, or the login itself failed: the user must log in again."""
 
@@ -119,6 +143,25 @@ def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
     for pattern in _AUTH_HEADERS:
         text = pattern.sub(lambda m: f"{m.group(1)}***", text)
     return _KEY_VALUE.sub(lambda m: f"{m.group(1)}***", text)
+
+
+# ----------------------------------------------------------------------------- unregistered IP
+
+# Neither broker documents the exact refusal text. Known wording: a Kite reply quoted on GitHub
+# (hopit-ai/india-trade-cli issue 127: "IP (2402:...) is not allowed"); Zerodha's forum thread 15912 and
+# support article "static-ip" speak of order requests "from an unregistered IP" and an "IP Whitelist";
+# Upstox's announcement ("Algo Registration & Static IP Requirement") of "order requests from
+# unregistered IPs". So match conservatively: the word IP together with one of those refusals.
+_UNREGISTERED_IP = re.compile(
+    r"(?i)\bIP\b[^.]{0,80}?\b(?:is\s+)?not\s+(?:allowed|registered|whitelisted|permitted)\b"
+    r"|\bunregistered\s+IPs?\b"
+    r"|\bIP\s+(?:address\s+)?(?:is\s+)?not\s+(?:in|on)\s+(?:the\s+)?(?:IP\s+)?whitelist\b"
+)
+
+
+def is_unregistered_ip_refusal(text: str) -> bool:
+    """Does a broker's error text say the request came from an IP not registered for orders?"""
+    return bool(_UNREGISTERED_IP.search(text))
 
 
 # ----------------------------------------------------------------------------- transport errors
@@ -259,6 +302,9 @@ def map_kite_exception(
         status = int(getattr(exc, "code", 500) or 500)
         kind = type(exc).__name__
         text = f"{kind}: {redact(str(exc), secrets)}"
+        if order_call and is_unregistered_ip_refusal(str(exc)):
+            # Checked first: whatever class Kite files it under (a 403 must not log the trader out).
+            return UnregisteredIPError(text, broker="Zerodha", status=status, code=kind)
         if status == 429:
             return RateLimitedError(text, status=status, code=kind)
         if isinstance(exc, kex.TokenException):
@@ -331,6 +377,8 @@ def map_upstox_exception(
         code, detail = upstox_error_detail(exc.body)
         text = redact(f"HTTP {status} {exc.reason or ''}: {code or ''} {detail}".strip(), secrets)
         retry_after = _retry_after(exc)
+        if order_call and is_unregistered_ip_refusal(detail):
+            return UnregisteredIPError(text, broker="Upstox", status=status, code=code)
         if code in _UPSTOX_RATE_CODES:
             return RateLimitedError(text, status=status, code=code, retry_after=retry_after)
         if code in _UPSTOX_AUTH_CODES:

@@ -52,6 +52,12 @@ from trailstop_gui.services.brokers.errors import (
     login_error,
     map_kite_exception,
 )
+from trailstop_gui.services.brokers.order_route import (
+    PROBE_ORDER_ID,
+    OrderRoute,
+    RouteCheck,
+    probe_order_route,
+)
 from trailstop_gui.services.brokers.rate_limit import RateLimiter
 
 __all__ = ["MARKET_PROTECTION_AUTO", "ORDER_WINDOW_MARGIN", "KiteBroker", "default_order_limiter"]
@@ -82,8 +88,12 @@ class KiteBroker:
         market_protection: float = MARKET_PROTECTION_AUTO,
         variety: str = "regular",
         rate_limit_wait: float | None = 30.0,
+        order_route: OrderRoute | None = None,
+        route_password: str | None = None,
     ) -> None:
         """``root``: the REST root (default api.kite.trade); ``login_uri``: the login page.
+
+        ``order_route``: how order calls (place, modify, cancel, GTT) reach Kite; everything else is direct.
 
         ``limiter`` paces order calls (default: :func:`default_order_limiter`);
         ``rate_limit_wait`` is how long an order call may wait for it before RateLimitedError.
@@ -96,6 +106,11 @@ class KiteBroker:
             # The constructor has no parameter for it; login_url() reads this attribute.
             self._kite._default_login_uri = login_uri
         self._kite.reqsession.hooks["response"].append(_screen_response)
+        self._root, self._timeout = root, timeout
+        self._route = OrderRoute()
+        self._route_password: str | None = None
+        self._orders: Any = self._kite
+        self.set_order_route(order_route or OrderRoute(), route_password)
         self._limiter = limiter if limiter is not None else default_order_limiter()
         # Sent as "-1", not "-1.0": the documented values are whole numbers.
         self._market_protection = (
@@ -142,6 +157,36 @@ class KiteBroker:
 
     def set_access_token(self, access_token: str | None) -> None:
         self._kite.set_access_token(access_token)
+        if self._orders is not self._kite:
+            self._orders.set_access_token(access_token)
+
+    # ------------------------------------------------------------------------- order route
+
+    @property
+    def order_route(self) -> OrderRoute:
+        return self._route
+
+    def set_order_route(self, route: OrderRoute, password: str | None = None) -> None:
+        """Send order calls through ``route`` from now on. A client of its own carries the proxy (the
+        SDK's ``proxies`` applies to every call of a client), so reads and login stay direct."""
+        if route.is_direct:
+            orders: Any = self._kite
+        else:
+            orders = KiteConnect(
+                self._kite.api_key,
+                access_token=self._kite.access_token,
+                root=self._root,
+                timeout=self._timeout,
+                proxies=route.requests_proxies(password),
+            )
+            orders.reqsession.hooks["response"].append(_screen_response)
+        self._orders, self._route, self._route_password = orders, route, password
+
+    def check_order_route(self) -> RouteCheck:
+        """A harmless order call (cancel an order that cannot exist) through the route, read for its answer."""
+        return probe_order_route(
+            lambda: self.cancel_order(PROBE_ORDER_ID), "Zerodha", self._route
+        )
 
     # ------------------------------------------------------------------------- orders
 
@@ -169,7 +214,7 @@ class KiteBroker:
         if request.tag:
             params["tag"] = request.tag
         self._pace(request.urgent)
-        order_id = str(self._call("place_order", self._kite.place_order, order_call=True, **params))
+        order_id = str(self._call("place_order", self._orders.place_order, order_call=True, **params))
         log.info(
             "kite order %s: %s %s %s:%s x%d tag=%s",
             order_id,
@@ -204,14 +249,14 @@ class KiteBroker:
         params = {key: value for key, value in params.items() if value is not None}
         self._pace(urgent)
         result = self._call(
-            "modify_order", self._kite.modify_order, self._variety, order_id, order_call=True, **params
+            "modify_order", self._orders.modify_order, self._variety, order_id, order_call=True, **params
         )
         return str(result)
 
     def cancel_order(self, order_id: str, *, urgent: bool = False) -> str:
         self._pace(urgent)
         return str(
-            self._call("cancel_order", self._kite.cancel_order, self._variety, order_id, order_call=True)
+            self._call("cancel_order", self._orders.cancel_order, self._variety, order_id, order_call=True)
         )
 
     def order(self, order_id: str) -> Order:
@@ -237,7 +282,7 @@ class KiteBroker:
         """A single-leg GTT whose LIMIT order (at ``request.limit_price``) Kite places when it fires."""
         args = self._gtt_args(request)
         self._pace(request.urgent)
-        reply = self._call("place_gtt", self._kite.place_gtt, order_call=True, **args)
+        reply = self._call("place_gtt", self._orders.place_gtt, order_call=True, **args)
         gtt_id = str(reply.get("trigger_id") or "") if isinstance(reply, Mapping) else ""
         if not gtt_id:
             raise BrokerError("kite place_gtt: the reply carried no trigger id")
@@ -256,12 +301,12 @@ class KiteBroker:
     def modify_gtt(self, gtt_id: str, request: GttRequest) -> str:
         args = self._gtt_args(request)
         self._pace(request.urgent)
-        self._call("modify_gtt", self._kite.modify_gtt, gtt_id, order_call=True, **args)
+        self._call("modify_gtt", self._orders.modify_gtt, gtt_id, order_call=True, **args)
         return gtt_id
 
     def delete_gtt(self, gtt_id: str, *, urgent: bool = False) -> None:
         self._pace(urgent)
-        self._call("delete_gtt", self._kite.delete_gtt, gtt_id, order_call=True)
+        self._call("delete_gtt", self._orders.delete_gtt, gtt_id, order_call=True)
 
     def gtt(self, gtt_id: str) -> Gtt:
         try:
@@ -342,7 +387,9 @@ class KiteBroker:
         try:
             return fn(*args, **kwargs)
         except Exception as exc:
-            error = map_kite_exception(exc, order_call=order_call, secrets=(self._kite.access_token,))
+            error = map_kite_exception(
+                exc, order_call=order_call, secrets=(self._kite.access_token, self._route_password)
+            )
             log.debug("kite %s failed: %s: %s", what, type(error).__name__, error)
             raise error from exc
 

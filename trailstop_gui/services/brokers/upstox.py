@@ -62,6 +62,12 @@ from trailstop_gui.services.brokers.errors import (
     map_upstox_exception,
     redact,
 )
+from trailstop_gui.services.brokers.order_route import (
+    PROBE_ORDER_ID,
+    OrderRoute,
+    RouteCheck,
+    probe_order_route,
+)
 from trailstop_gui.services.brokers.rate_limit import RateLimiter
 
 __all__ = [
@@ -107,13 +113,15 @@ class UpstoxBroker:
         order_api: Literal["v2", "v3"] = "v3",
         tick_size_unit: TickUnit = "auto",
         rate_limit_wait: float | None = 30.0,
+        order_route: OrderRoute | None = None,
+        route_password: str | None = None,
     ) -> None:
         """``api_root``/``order_root``: the two hosts (a custom ``api_root`` alone serves both, so that a
         test or the simulator can never send an order to the real order host by accident).
 
         ``market_protection`` (v3 only) goes with MARKET and SL-M orders: -1 for automatic, a percentage
         up to 25, or None to leave it out. ``tick_size_unit``: the instrument master's unit ("auto" decides
-        per file). ``limiter`` and ``rate_limit_wait`` as for ``KiteBroker``.
+        per file). ``limiter``, ``rate_limit_wait`` and ``order_route`` as for ``KiteBroker``.
         """
         if market_protection is not None and market_protection != -1 and not 0 <= market_protection <= 25:
             raise ValueError(f"market_protection: -1, 0-25 or None, got {market_protection!r}")
@@ -132,25 +140,18 @@ class UpstoxBroker:
         # The SDK starts a worker pool per client for async_req, which we never use.
         client.pool.close()
         client.pool.join()
-        # One retry when the connection could not be made (nothing was sent) and one for a GET whose
-        # reply was lost; never resend an order: that is the caller's decision, after a tag lookup.
-        client.rest_client.pool_manager.connection_pool_kw["retries"] = urllib3.Retry(
-            total=2,
-            connect=1,
-            read=1,
-            status=0,
-            other=0,
-            redirect=0,
-            allowed_methods=frozenset({"GET"}),
-            raise_on_redirect=False,
-            raise_on_status=False,
-        )
+        client.rest_client.pool_manager.connection_pool_kw["retries"] = _RETRIES
         self._client: Any = client
         self._orders_v2: Any = upstox_client.OrderApi(client)
         self._orders_v3: Any = upstox_client.OrderApiV3(client)
         self._portfolio: Any = upstox_client.PortfolioApi(client)
         self._quotes: Any = upstox_client.MarketQuoteApi(client)
         self._user: Any = upstox_client.UserApi(client)
+        self._route = OrderRoute()
+        self._route_password: str | None = None
+        self._route_v2: Any = self._orders_v2
+        self._route_v3: Any = self._orders_v3
+        self.set_order_route(order_route or OrderRoute(), route_password)
         self._login: Any = upstox_client.LoginApi(client)
         self._client_id = client_id
         self._dialog_url = dialog_url or f"{root}/v2/login/authorization/dialog"
@@ -219,7 +220,50 @@ class UpstoxBroker:
         )
 
     def set_access_token(self, access_token: str | None) -> None:
+        # The route's client shares this Configuration object, so it sees the new token too.
         self._config.access_token = access_token or ""
+
+    # ------------------------------------------------------------------------- order route
+
+    @property
+    def order_route(self) -> OrderRoute:
+        return self._route
+
+    def set_order_route(self, route: OrderRoute, password: str | None = None) -> None:
+        """Send order calls (place, modify, cancel, GTT) through ``route`` from now on; reads stay direct.
+
+        The SDK builds a urllib3.ProxyManager from ``Configuration.proxy`` for every call of a client, and
+        no SOCKS manager at all: the order calls get an ApiClient of their own whose pool manager is the
+        route's (ProxyManager or urllib3.contrib.socks.SOCKSProxyManager).
+        """
+        if route.is_direct:
+            v2, v3 = self._orders_v2, self._orders_v3
+        else:
+            client = upstox_client.ApiClient(self._config)
+            client.pool.close()
+            client.pool.join()
+            # The same certificates, pool size and retries as the direct client's.
+            pool_kw = dict(self._client.rest_client.pool_manager.connection_pool_kw)
+            client.rest_client.pool_manager = route.urllib3_manager(password, **pool_kw)
+            v2, v3 = upstox_client.OrderApi(client), upstox_client.OrderApiV3(client)
+        self._route_v2, self._route_v3 = v2, v3
+        self._route, self._route_password = route, password
+
+    def check_order_route(self) -> RouteCheck:
+        """A harmless order call (cancel an order that cannot exist) through the route, plus the IPs
+        registered for the account (GET /v2/user/ip, readable from anywhere) when Upstox tells them."""
+        check = probe_order_route(lambda: self.cancel_order(PROBE_ORDER_ID), "Upstox", self._route)
+        try:
+            data = self._call("user_ips", self._user.get_user_ips, order_call=False)
+        except BrokerError as exc:
+            log.info("upstox: registered IPs unavailable (%s)", exc)
+            return check
+        ips = tuple(
+            str(data[key]) for key in ("primary_ip", "secondary_ip") if isinstance(data, Mapping) and data.get(key)
+        )
+        if not ips:
+            return check
+        return RouteCheck(check.state, f"{check.message}; registered IPs: {', '.join(ips)}", ips)
 
     # ------------------------------------------------------------------------- orders
 
@@ -248,13 +292,13 @@ class UpstoxBroker:
                 fields["market_protection"] = self._market_protection
             body = self._model(upstox_client.PlaceOrderV3Request, fields)
             self._pace(request.urgent)
-            data = self._call("place_order", self._orders_v3.place_order, body, order_call=True)
+            data = self._call("place_order", self._route_v3.place_order, body, order_call=True)
             ids = data.get("order_ids") if isinstance(data, Mapping) else None
             order_id = str(ids[0]) if isinstance(ids, list) and ids else ""
         else:
             body = self._model(upstox_client.PlaceOrderRequest, fields)
             self._pace(request.urgent)
-            data = self._call("place_order", self._orders_v2.place_order, body, API_VERSION, order_call=True)
+            data = self._call("place_order", self._route_v2.place_order, body, API_VERSION, order_call=True)
             order_id = str(data.get("order_id") or "") if isinstance(data, Mapping) else ""
         if not order_id:
             # Accepted, but we cannot tell which order it made: the caller must look the tag up.
@@ -307,20 +351,20 @@ class UpstoxBroker:
         body = self._model(upstox_client.ModifyOrderRequest, fields)
         self._pace(urgent)
         if self._order_api == "v3":
-            data = self._call("modify_order", self._orders_v3.modify_order, body, order_call=True)
+            data = self._call("modify_order", self._route_v3.modify_order, body, order_call=True)
         else:
             data = self._call(
-                "modify_order", self._orders_v2.modify_order, body, API_VERSION, order_call=True
+                "modify_order", self._route_v2.modify_order, body, API_VERSION, order_call=True
             )
         return str(data.get("order_id") or order_id) if isinstance(data, Mapping) else order_id
 
     def cancel_order(self, order_id: str, *, urgent: bool = False) -> str:
         self._pace(urgent)
         if self._order_api == "v3":
-            data = self._call("cancel_order", self._orders_v3.cancel_order, order_id, order_call=True)
+            data = self._call("cancel_order", self._route_v3.cancel_order, order_id, order_call=True)
         else:
             data = self._call(
-                "cancel_order", self._orders_v2.cancel_order, order_id, API_VERSION, order_call=True
+                "cancel_order", self._route_v2.cancel_order, order_id, API_VERSION, order_call=True
             )
         return str(data.get("order_id") or order_id) if isinstance(data, Mapping) else order_id
 
@@ -373,7 +417,7 @@ class UpstoxBroker:
             },
         )
         self._pace(request.urgent)
-        data = self._call("place_gtt", self._orders_v3.place_gtt_order, body, order_call=True)
+        data = self._call("place_gtt", self._route_v3.place_gtt_order, body, order_call=True)
         ids = data.get("gtt_order_ids") if isinstance(data, Mapping) else None
         if not isinstance(ids, list) or not ids:
             raise AmbiguousError("upstox place_gtt: the reply carried no GTT id")
@@ -398,13 +442,13 @@ class UpstoxBroker:
             },
         )
         self._pace(request.urgent)
-        self._call("modify_gtt", self._orders_v3.modify_gtt_order, body, order_call=True)
+        self._call("modify_gtt", self._route_v3.modify_gtt_order, body, order_call=True)
         return gtt_id
 
     def delete_gtt(self, gtt_id: str, *, urgent: bool = False) -> None:
         body = self._model(upstox_client.GttCancelOrderRequest, {"gtt_order_id": gtt_id})
         self._pace(urgent)
-        self._call("cancel_gtt", self._orders_v3.cancel_gtt_order, body, order_call=True)
+        self._call("cancel_gtt", self._route_v3.cancel_gtt_order, body, order_call=True)
 
     def gtt(self, gtt_id: str) -> Gtt:
         try:
@@ -512,7 +556,7 @@ class UpstoxBroker:
 
     def _call(self, what: str, fn: Callable[..., Any], *args: Any, order_call: bool, **kwargs: Any) -> Any:
         """Call the SDK and return the reply's ``data``, mapping every failure."""
-        secrets = (self._config.access_token,)
+        secrets = (self._config.access_token, self._route_password)
         try:
             response = fn(*args, _preload_content=False, _request_timeout=self._timeout, **kwargs)
             body = _read(response)
@@ -526,6 +570,21 @@ class UpstoxBroker:
                 400, f"upstox {what}: {redact(json.dumps(envelope)[:300], secrets)}", order_call=order_call
             )
         return envelope.get("data")
+
+
+# One retry when the connection could not be made (nothing was sent) and one for a GET whose reply was
+# lost; never resend an order: that is the caller's decision, after a tag lookup.
+_RETRIES = urllib3.Retry(
+    total=2,
+    connect=1,
+    read=1,
+    status=0,
+    other=0,
+    redirect=0,
+    allowed_methods=frozenset({"GET"}),
+    raise_on_redirect=False,
+    raise_on_status=False,
+)
 
 
 def _read(response: Any) -> bytes:
