@@ -153,7 +153,7 @@ def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
 # Upstox's announcement ("Algo Registration & Static IP Requirement") of "order requests from
 # unregistered IPs". So match conservatively: the word IP together with one of those refusals.
 _UNREGISTERED_IP = re.compile(
-    r"(?i)\bIP\b[^.]{0,80}?\b(?:is\s+)?not\s+(?:allowed|registered|whitelisted|permitted)\b"
+    r"(?i)\bIP\b[^\n]{0,80}?\b(?:is\s+)?not\s+(?:allowed|registered|whitelisted|permitted)\b"
     r"|\bunregistered\s+IPs?\b"
     r"|\bIP\s+(?:address\s+)?(?:is\s+)?not\s+(?:in|on)\s+(?:the\s+)?(?:IP\s+)?whitelist\b"
 )
@@ -265,6 +265,9 @@ def error_for_status(
         return RateLimitedError(text, status=status, code=code, retry_after=retry_after)
     if status == 401:
         return AuthError(text, status=status, code=code)
+    if status == 407:
+        # The order route's proxy wants (other) credentials: nothing reached the broker.
+        return TemporaryError(f"the order route's proxy refused the login: {text}", status=status, code=code)
     if status >= 500 or status < 400:
         # 5xx, or a reply we could not read: the request reached the server.
         return _pick(order_call)(text, status=status, code=code)

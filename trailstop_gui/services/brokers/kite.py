@@ -146,6 +146,8 @@ class KiteBroker:
             raise error from None
         if not isinstance(data, Mapping) or not data.get("access_token"):
             raise BrokerError("kite login: the reply carried no access token")
+        # The SDK set it on the reads' client; the order route's client needs it too.
+        self.set_access_token(str(data["access_token"]))
         log.info("kite session started for %s", data.get("user_id"))
         return SessionInfo(
             access_token=str(data["access_token"]),
