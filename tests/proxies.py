@@ -189,9 +189,7 @@ class HttpProxy(_Proxy):
         if opened is None:
             writer.write(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
             return
-        kept = [
-            h for h in headers if not h.lower().startswith(("proxy-", "connection:", "keep-alive:"))
-        ]
+        kept = [h for h in headers if not h.lower().startswith(("proxy-", "connection:", "keep-alive:"))]
         request = [f"{method} {slash}{path} {version}", *kept, "Connection: close", "", ""]
         opened[1].write("\r\n".join(request).encode("latin-1"))
         await opened[1].drain()

@@ -271,6 +271,9 @@ def run_window(args: argparse.Namespace, instance: SingleInstance | None = None)
         panel = OrderEntryPanel(service, store, settings, instruments)
         window.set_order_entry(panel)
         window.quit_requested.connect(app.quit)
+        runtime.routes.route_checked.connect(
+            lambda account_id, check: main.account_bar.set_route(account_id, check.state.value, check.message)
+        )
         prompter = ReloginPrompter(service, main)
 
         def on_logged_in(account_id: int) -> None:
@@ -290,7 +293,7 @@ def run_window(args: argparse.Namespace, instance: SingleInstance | None = None)
             main.refresh_accounts()
 
         def open_accounts() -> None:
-            dialog = AccountsDialog(store, runtime.secrets, service, main)
+            dialog = AccountsDialog(store, runtime.secrets, service, main, routes=runtime.routes)
             for changed in (dialog.account_added, dialog.account_changed, dialog.account_removed):
                 changed.connect(accounts_changed)
             dialog.logged_in.connect(on_logged_in)

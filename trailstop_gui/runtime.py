@@ -20,6 +20,7 @@ from trailstop_gui.models.store import AccountRecord, ProtectionStore
 from trailstop_gui.services.brokers.errors import redact
 from trailstop_gui.services.notifier import Notifier
 from trailstop_gui.services.protection_service import ProtectionService
+from trailstop_gui.services.route_monitor import RouteMonitor
 from trailstop_gui.services.secrets import SecretStore
 from trailstop_gui.services.session import AccountSession, Endpoints
 from trailstop_gui.settings import data_dir, database_path, log_dir
@@ -110,6 +111,7 @@ class Runtime:
     secrets: SecretStore
     notifier: Notifier
     service: ProtectionService
+    routes: RouteMonitor
     simulator: Any = None  # SimulatorHandle in --demo
     sim_logins: list[tuple[AccountSession, str, str]] = field(default_factory=list)
 
@@ -124,6 +126,7 @@ class Runtime:
                 log.error("%s: simulator login failed: %s", session.account.label, exc)
 
     def close(self) -> None:
+        self.routes.shutdown()
         self.service.shutdown()
         self.store.close()
         if self.simulator is not None:
@@ -171,7 +174,9 @@ def build_runtime(
     secrets = SecretStore()
     notifier = Notifier()
     service = ProtectionService(store, notifier)
-    runtime = Runtime(directory, store, secrets, notifier, service)
+    routes = RouteMonitor(store, secrets, notifier)
+    routes.watch(service.protection_changed)
+    runtime = Runtime(directory, store, secrets, notifier, service, routes)
     info: dict[str, Any] | None = None
     if demo:
         from trailstop_gui.simulator.runner import start_simulator
@@ -198,6 +203,7 @@ def build_runtime(
             endpoints = Endpoints()
         session = AccountSession(account, secrets, endpoints, watchdog=watchdog)
         service.add_session(session)
+        routes.attach(session)  # the same stored route for the window and --headless
         if account.id in sim_accounts:
             assert info is not None
             section = info[account.broker]

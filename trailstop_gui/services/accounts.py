@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl, urlsplit
 from trailstop_gui.models import db
 from trailstop_gui.models.store import AccountRecord, ProtectionStore
 from trailstop_gui.services.protection_service import ProtectionService
+from trailstop_gui.services.route_monitor import RouteMonitor
 from trailstop_gui.services.secrets import SecretStore
 from trailstop_gui.services.session import AccountSession, Endpoints
 
@@ -283,10 +284,22 @@ def origin_of(url: str) -> str:
 class AccountManager:
     """Creates, changes and removes accounts, keeping the database, the keyring and the service in step."""
 
-    def __init__(self, store: ProtectionStore, secrets: SecretStore, service: ProtectionService) -> None:
+    def __init__(
+        self,
+        store: ProtectionStore,
+        secrets: SecretStore,
+        service: ProtectionService,
+        routes: RouteMonitor | None = None,
+    ) -> None:
         self.store = store
         self.secrets = secrets
         self.service = service
+        self.routes = routes
+
+    def _add_session(self, session: AccountSession) -> None:
+        self.service.add_session(session)
+        if self.routes is not None:
+            self.routes.attach(session)  # its stored order route (none yet for a new account: direct)
 
     def session(self, account_id: int) -> AccountSession | None:
         return self.service.sessions.get(account_id)
@@ -302,7 +315,7 @@ class AccountManager:
             redirect_url=clean.redirect_url,
         )
         self.secrets.set(account.id, "api_secret", clean.api_secret)
-        self.service.add_session(AccountSession(account, self.secrets, Endpoints()))
+        self._add_session(AccountSession(account, self.secrets, Endpoints()))
         log.info("account %d added: %s", account.id, account_title(account))
         return account
 
@@ -337,7 +350,7 @@ class AccountManager:
             if app_changed:
                 self._drop_session(session)
                 self.secrets.delete(account_id, "access_token")
-                self.service.add_session(AccountSession(account, self.secrets, session.endpoints))
+                self._add_session(AccountSession(account, self.secrets, session.endpoints))
             else:
                 session.account = account
         log.info("account %d changed: %s", account_id, account_title(account))
@@ -372,6 +385,7 @@ class AccountManager:
                 f"{account_title(account)} has {_protections(live, 'live')}: exit or remove "
                 f"{'it' if live == 1 else 'them'} first, then remove the account"
             )
+        self.store.set_setting(f"order_route.{account_id}", None)
         # ProtectionStore has no remove_account yet; protections refer to their account (RESTRICT), so the
         # finished ones go first (their journal events cascade). One transaction: all or nothing.
         with db.database.atomic():

@@ -20,11 +20,14 @@ class AlertKind(enum.StrEnum):
     FEED_DOWN = "feed down"
     LOGIN_NEEDED = "login needed"
     CLOSED_EXTERNALLY = "closed outside TrailStop"
+    ROUTE_FAILED = "order route failed"
     INFO = "info"
 
 
 # Alerts a trader must act on: shown as warnings, never only logged.
-URGENT = frozenset({AlertKind.EXIT_FAILED, AlertKind.LOGIN_NEEDED, AlertKind.FEED_DOWN})
+URGENT = frozenset(
+    {AlertKind.EXIT_FAILED, AlertKind.LOGIN_NEEDED, AlertKind.FEED_DOWN, AlertKind.ROUTE_FAILED}
+)
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,7 @@ class Notifier(QObject):
     exit_failed = Signal(object)
     feed_down = Signal(object)
     login_needed = Signal(object)
+    route_failed = Signal(object)
 
     def notify(self, alert: Alert) -> None:
         level = logging.WARNING if alert.urgent else logging.INFO
@@ -63,6 +67,7 @@ class Notifier(QObject):
             AlertKind.EXIT_FAILED: self.exit_failed,
             AlertKind.FEED_DOWN: self.feed_down,
             AlertKind.LOGIN_NEEDED: self.login_needed,
+            AlertKind.ROUTE_FAILED: self.route_failed,
         }.get(alert.kind)
         if specific is not None:
             specific.emit(alert)

@@ -21,7 +21,7 @@ SERVICE = "trailstop"
 class SecretStore:
     """Per-account secrets: ``api_secret`` and ``access_token``."""
 
-    KINDS = ("api_secret", "access_token")
+    KINDS = ("api_secret", "access_token", "route_password")  # route_password: the order route's proxy
 
     def __init__(self, service: str = SERVICE) -> None:
         self.service = service

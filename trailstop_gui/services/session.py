@@ -24,6 +24,7 @@ from trailstop_gui.services.brokers.feed_loop import Backoff, FeedProtocol, Feed
 from trailstop_gui.services.brokers.form_login import submit_login_form
 from trailstop_gui.services.brokers.kite import KiteBroker
 from trailstop_gui.services.brokers.kite_feed import KITE_WS_URL, KiteFeed
+from trailstop_gui.services.brokers.order_route import OrderRoute, RouteCheck, RouteState
 from trailstop_gui.services.brokers.upstox import UpstoxBroker
 from trailstop_gui.services.brokers.upstox_feed import UpstoxFeed, UpstoxPortfolioFeed
 from trailstop_gui.services.feed_worker import FeedWorker, TriggerHandler
@@ -92,6 +93,7 @@ class AccountSession(QObject):
         # account, or, in paper mode, a PaperBroker filling locally at the live feed's prices.
         self.rest: Any = self._make_broker(token)
         self.broker: Any = self._make_paper() if account.is_paper else self.rest
+        self.order_route = OrderRoute()
         if token:
             self.state = SessionState.CONNECTING
 
@@ -192,6 +194,29 @@ class AccountSession(QObject):
         if feed is not None:
             feed.loop.stop()
         self.state_changed.emit(self.account.id, SessionState.LOGIN_NEEDED.value)
+
+    # ----------------------------------------------------------------- order route
+
+    def apply_order_route(self, route: OrderRoute) -> None:
+        """Send this account's order calls through ``route`` (its proxy password from the keyring)."""
+        password = None if route.is_direct else self.secrets.get(self.account.id, "route_password")
+        self.rest.set_order_route(route, password)
+        self.order_route = route
+        log.info("%s: order route %s", self.account.label, route.describe())
+
+    def check_order_route(self) -> RouteCheck:
+        """Exercise an order endpoint harmlessly through the route. Blocking: never on the GUI thread."""
+        if self.account.is_paper:
+            return RouteCheck(RouteState.OK, "paper trading: orders never leave this machine")
+        if not self.has_token() or self.state is SessionState.LOGIN_NEEDED:
+            return RouteCheck(RouteState.LOGIN_NEEDED, "log in first to check the order route")
+        try:
+            check: RouteCheck = self.rest.check_order_route()
+        except Exception as exc:  # a probe must never take the caller down
+            log.warning("%s: order route check failed: %s", self.account.label, type(exc).__name__)
+            return RouteCheck(RouteState.UNKNOWN, f"the check itself failed ({type(exc).__name__})")
+        log.info("%s: order route check: %s: %s", self.account.label, check.state.value, check.message)
+        return check
 
     # ----------------------------------------------------------------- feed
 

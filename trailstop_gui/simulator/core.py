@@ -23,9 +23,9 @@ from trailstop_gui.simulator.exchange import IST, Exchange, Order
 from trailstop_gui.simulator.faults import Faults
 from trailstop_gui.simulator.feeds import FeedRegistry
 from trailstop_gui.simulator.instruments import Instrument, InstrumentIndex, build_universe
+from trailstop_gui.simulator.ip_registry import IpRegistry
 from trailstop_gui.simulator.market import Market, Quote
 from trailstop_gui.simulator.sessions import Sessions
-from trailstop_gui.simulator.ip_registry import IpRegistry
 
 log = logging.getLogger(__name__)
 

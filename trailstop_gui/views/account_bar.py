@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from typing import Protocol
 
 from PySide6.QtCore import Qt, Signal
@@ -30,6 +31,18 @@ STATE_HELP = {
     "login needed": "The broker's session has expired. Click to log in again; protections resume after.",
     "logged out": "Not logged in. Click to log in.",
 }
+
+# The order route's state (RouteState values), as the chip shows it. Only a failing route is shown in the
+# chip's text: a working one needs no attention.
+ROUTE_TEXT = {
+    "ok": "Orders go through",
+    "refused": "Orders refused: IP not registered",
+    "unreachable": "Order route unreachable",
+    "login needed": "Order route not checked yet (log in)",
+    "unknown": "Order route: unclear answer",
+    "unchecked": "Order route not checked yet",
+}
+ROUTE_TROUBLE = frozenset({"refused", "unreachable"})
 
 # States in which a click on the account means "log me in".
 NEEDS_LOGIN = frozenset({"login needed", "logged out"})
@@ -66,6 +79,8 @@ class AccountChip(QToolButton):
         super().__init__(parent)
         self.account = account
         self.state = state
+        self.route_state = "unchecked"
+        self.route_message = ""
         self.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
         self.setAutoRaise(True)
         self.setFocusPolicy(Qt.FocusPolicy.TabFocus)
@@ -87,19 +102,33 @@ class AccountChip(QToolButton):
         state_text = STATE_TEXT.get(state, state.capitalize())
         if state in NEEDS_LOGIN:
             state_text += " – log in"
+        route_trouble = self.route_state in ROUTE_TROUBLE
+        if route_trouble:
+            state_text += f" · {ROUTE_TEXT[self.route_state]}"
         self.setText(f"{label} · {who} · {state_text}")
+        route_line = ROUTE_TEXT.get(self.route_state, self.route_state)
+        if self.route_message:
+            route_line += f": {html.escape(self.route_message)}"
         self.setToolTip(
             f"<b>{self.broker_name}</b> account “{self.account.label}”<br>"
             f"User: {self.account.user_id or 'unknown'}<br>"
-            f"Feed: <b>{STATE_TEXT.get(state, state)}</b><br>{STATE_HELP.get(state, '')}"
+            f"Feed: <b>{STATE_TEXT.get(state, state)}</b><br>{STATE_HELP.get(state, '')}<br>"
+            f"Order route: {route_line}"
         )
+        if route_trouble:
+            color = colors.login_needed
         self.setCursor(
             Qt.CursorShape.PointingHandCursor if state in NEEDS_LOGIN else Qt.CursorShape.ArrowCursor
         )
+        trouble = state in TROUBLE or route_trouble
         font = self.font()
-        font.setBold(state in TROUBLE)
+        font.setBold(trouble)
         self.setFont(font)
-        self.setStyleSheet(f"QToolButton {{ color: {color.name()}; }}" if state in TROUBLE else "")
+        self.setStyleSheet(f"QToolButton {{ color: {color.name()}; }}" if trouble else "")
+
+    def set_route(self, route_state: str, message: str, colors: theme.Colors) -> None:
+        self.route_state, self.route_message = route_state, message
+        self.set_state(self.state, colors)
 
 
 class AccountBar(QWidget):
@@ -113,6 +142,7 @@ class AccountBar(QWidget):
         super().__init__(parent)
         self.setObjectName("accountBar")
         self._chips: dict[int, AccountChip] = {}
+        self._routes: dict[int, tuple[str, str]] = {}  # account id -> (route state, message)
         self._colors = theme.colors()
         self._layout = QHBoxLayout(self)
         self._layout.setContentsMargins(8, 4, 8, 4)
@@ -135,6 +165,8 @@ class AccountBar(QWidget):
         for n, session in enumerate(sessions):
             state = str(getattr(session.state, "value", session.state))
             chip = AccountChip(session.account, state, self)
+            if session.account_id in self._routes:
+                chip.set_route(*self._routes[session.account_id], self._colors)
             chip.clicked.connect(lambda _checked=False, aid=session.account_id: self._on_chip_clicked(aid))
             self._layout.insertWidget(n, chip)
             self._chips[session.account_id] = chip
@@ -146,6 +178,14 @@ class AccountBar(QWidget):
         chip = self._chips.get(account_id)
         if chip is not None and chip.state != state:
             chip.set_state(state, self._colors)
+            self.states_changed.emit()
+
+    def set_route(self, account_id: int, route_state: str, message: str) -> None:
+        """Show the result of an order-route check (a RouteState value and its message)."""
+        self._routes[account_id] = (route_state, message)
+        chip = self._chips.get(account_id)
+        if chip is not None:
+            chip.set_route(route_state, message, self._colors)
             self.states_changed.emit()
 
     def state(self, account_id: int) -> str | None:
@@ -160,11 +200,17 @@ class AccountBar(QWidget):
 
     def troubled(self) -> list[str]:
         """A line for each account that is not fine, for the tray's tooltip."""
-        return [
+        lines = [
             f"{chip.broker_name} {chip.account.user_id}: {STATE_TEXT.get(chip.state, chip.state)}"
             for chip in self._chips.values()
             if chip.state in TROUBLE
         ]
+        lines += [
+            f"{chip.broker_name} {chip.account.user_id}: {ROUTE_TEXT[chip.route_state]}"
+            for chip in self._chips.values()
+            if chip.route_state in ROUTE_TROUBLE
+        ]
+        return lines
 
     def set_colors(self, colors: theme.Colors) -> None:
         self._colors = colors

@@ -6,6 +6,7 @@ shows one back (an edit leaves the secret field empty: empty keeps the stored se
 
 from __future__ import annotations
 
+import html
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -14,6 +15,7 @@ from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelInd
 from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QComboBox,
     QDialog,
     QDialogButtonBox,
     QFormLayout,
@@ -38,7 +40,15 @@ from trailstop_gui.services.accounts import (
     field_label,
     spec_for,
 )
+from trailstop_gui.services.brokers.order_route import (
+    OrderRoute,
+    RouteCheck,
+    RouteKind,
+    RouteValidationError,
+    validate_route,
+)
 from trailstop_gui.services.protection_service import ProtectionService
+from trailstop_gui.services.route_monitor import RouteMonitor
 from trailstop_gui.services.secrets import SecretStore
 from trailstop_gui.services.session import SessionState
 from trailstop_gui.views.login_view import LoginDialog
@@ -64,6 +74,27 @@ _STATE_TIPS = {
     SessionState.LOGGED_OUT.value: "Not logged in yet.",
     NO_SESSION: "A simulator account: start TrailStop with --demo or --sim to use it.",
 }
+
+
+BEFORE_YOU_START = (
+    "<b>Before you start</b>, on your broker's developer console "
+    "(Zerodha: developers.kite.trade; Upstox: account.upstox.com/developer/apps):"
+    "<ol style='margin-top:2px'>"
+    "<li>Create an app and copy its <b>API key</b> and <b>secret</b> here.</li>"
+    "<li>Set its <b>redirect URL</b> and give exactly the same one here.</li>"
+    "<li>Register your <b>static IP</b> (up to two; one change a week). Since 1 April 2026 both brokers "
+    "refuse API orders from any other IP, exits included. A home connection's IP changes: set an "
+    "<b>order route</b> through a proxy on a host with a static IP (a small VPS: "
+    "<code>ssh -N -D 1080 user@vps</code> gives a SOCKS5 proxy on 127.0.0.1:1080), then "
+    "<b>Check order route</b>. Prices, positions and login work from any IP.</li>"
+    "</ol>"
+)
+
+ROUTE_KINDS = (
+    (RouteKind.DIRECT, "Direct: this machine has the registered IP"),
+    (RouteKind.SOCKS5, "SOCKS5 proxy (e.g. ssh -D)"),
+    (RouteKind.HTTP, "HTTP proxy (CONNECT)"),
+)
 
 
 def _broker_name(broker: str) -> str:
@@ -251,6 +282,124 @@ class AccountForm(QDialog):
         self.edits[field].setStyleSheet("")
 
 
+class RouteForm(QDialog):
+    """An account's order route: direct, or a proxy on a host whose IP is registered with the broker.
+
+    Only order calls (place, modify, cancel, GTT) take it; login, prices and reads stay direct.
+    """
+
+    FIELDS = ("host", "port", "username", "password")
+
+    def __init__(
+        self,
+        account: AccountRecord,
+        route: OrderRoute,
+        save: Callable[[OrderRoute, str | None], None],
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.account = account
+        self._save = save
+        self.saved_route: OrderRoute | None = None
+        self.setWindowTitle(f"Order route of {account_title(account)}")
+        self.setMinimumWidth(480)
+        self.kind = QComboBox(self)
+        self.kind.setObjectName("kind")
+        for kind, text in ROUTE_KINDS:
+            self.kind.addItem(text, kind.value)
+        self.kind.setCurrentIndex(next(i for i, (k, _t) in enumerate(ROUTE_KINDS) if k is route.kind))
+        self.kind.currentIndexChanged.connect(lambda _i: self._update_fields())
+        self.edits: dict[str, QLineEdit] = {}
+        self.errors: dict[str, QLabel] = {}
+        form = QFormLayout()
+        form.addRow("Route", self.kind)
+        labels = {
+            "host": "Proxy host",
+            "port": "Proxy port",
+            "username": "Proxy user",
+            "password": "Proxy password",
+        }
+        placeholders = {
+            "host": "e.g. 127.0.0.1 (an ssh -D tunnel) or your VPS",
+            "port": "e.g. 1080",
+            "username": "optional",
+            "password": "kept in the system keyring; leave empty to keep the stored one",
+        }
+        for field in self.FIELDS:
+            edit = QLineEdit(self)
+            edit.setObjectName(field)
+            edit.setPlaceholderText(placeholders[field])
+            if field == "password":
+                edit.setEchoMode(QLineEdit.EchoMode.Password)
+            edit.textEdited.connect(lambda _t, f=field: self.errors[f].hide())
+            error = QLabel(self)
+            error.setObjectName(f"{field}_error")
+            error.setStyleSheet("color: #c62828;")
+            error.setWordWrap(True)
+            error.hide()
+            column = QVBoxLayout()
+            column.setSpacing(2)
+            column.addWidget(edit)
+            column.addWidget(error)
+            form.addRow(labels[field], column)
+            self.edits[field], self.errors[field] = edit, error
+        if not route.is_direct:
+            self.edits["host"].setText(route.host)
+            self.edits["port"].setText(str(route.port))
+            self.edits["username"].setText(route.username)
+        note = QLabel(
+            "Only order calls (place, modify, cancel, GTT) go through the route; login, prices, positions "
+            "and the order book stay direct. The proxy's host must have the IP you registered.",
+            self,
+        )
+        note.setWordWrap(True)
+        note.setForegroundRole(QPalette.ColorRole.PlaceholderText)
+        self.buttons = QDialogButtonBox(
+            QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel, self
+        )
+        self.buttons.accepted.connect(self._on_accepted)
+        self.buttons.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(note)
+        layout.addWidget(self.buttons)
+        self._update_fields()
+
+    def _update_fields(self) -> None:
+        proxied = self.kind.currentData() != RouteKind.DIRECT.value
+        for edit in self.edits.values():
+            edit.setEnabled(proxied)
+
+    def value(self) -> tuple[OrderRoute, str | None]:
+        """The route typed (RouteValidationError names a bad field) and the password (None: keep)."""
+        route = validate_route(
+            str(self.kind.currentData()),
+            self.edits["host"].text(),
+            self.edits["port"].text(),
+            self.edits["username"].text(),
+        )
+        password = self.edits["password"].text()
+        return route, (password or None)
+
+    def _on_accepted(self) -> None:
+        for label in self.errors.values():
+            label.hide()
+        try:
+            route, password = self.value()
+        except RouteValidationError as exc:
+            self.show_error(exc.field, str(exc))
+            return
+        self._save(route, password)
+        self.edits["password"].clear()
+        self.saved_route = route
+        self.accept()
+
+    def show_error(self, field: str, message: str) -> None:
+        label = self.errors.get(field, self.errors["host"])
+        label.setText(message)
+        label.show()
+
+
 class AccountsDialog(QDialog):
     """The trader's broker accounts: state at a glance, add/edit/remove, a Log in button per account."""
 
@@ -266,12 +415,15 @@ class AccountsDialog(QDialog):
         secrets: SecretStore,
         service: ProtectionService,
         parent: QWidget | None = None,
+        *,
+        routes: RouteMonitor | None = None,
     ) -> None:
         super().__init__(parent)
         self.store = store
         self.secrets = secrets
         self.service = service
-        self.manager = AccountManager(store, secrets, service)
+        self.routes = routes
+        self.manager = AccountManager(store, secrets, service, routes)
         self._watched_dialogs: set[int] = set()
         self.setWindowTitle("Broker accounts")
         self.resize(720, 360)
@@ -294,9 +446,34 @@ class AccountsDialog(QDialog):
         self.add_upstox = QPushButton("Add &Upstox…", self)
         self.edit_button = QPushButton("&Edit…", self)
         self.remove_button = QPushButton("&Remove…", self)
+        self.route_button = QPushButton("Order &route…", self)
+        self.route_button.setToolTip("How this account's orders reach the broker from a registered static IP")
+        self.check_button = QPushButton("&Check order route", self)
+        self.check_button.setToolTip(
+            "Cancel an order that cannot exist, through the route: 'IP not allowed' and 'order not found' "
+            "are different answers. Nothing is placed."
+        )
         close = QPushButton("Close", self)
-        for button in (self.add_kite, self.add_upstox, self.edit_button, self.remove_button, close):
+        for button in (
+            self.add_kite,
+            self.add_upstox,
+            self.edit_button,
+            self.remove_button,
+            self.route_button,
+            self.check_button,
+            close,
+        ):
             button.setAutoDefault(False)
+        self.route_button.clicked.connect(self.edit_route)
+        self.check_button.clicked.connect(self.check_route)
+        self.before_you_start = QLabel(BEFORE_YOU_START, self)
+        self.before_you_start.setObjectName("beforeYouStart")
+        self.before_you_start.setWordWrap(True)
+        self.before_you_start.setTextFormat(Qt.TextFormat.RichText)
+        self.route_status = QLabel(self)
+        self.route_status.setObjectName("routeStatus")
+        self.route_status.setWordWrap(True)
+        self.route_status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.add_kite.clicked.connect(lambda: self.add_account("kite"))
         self.add_upstox.clicked.connect(lambda: self.add_account("upstox"))
         self.edit_button.clicked.connect(self.edit_selected)
@@ -316,13 +493,22 @@ class AccountsDialog(QDialog):
             buttons.addWidget(button)
         buttons.addStretch(1)
         buttons.addWidget(close)
+        route_buttons = QHBoxLayout()
+        route_buttons.addWidget(self.route_button)
+        route_buttons.addWidget(self.check_button)
+        route_buttons.addStretch(1)
         layout = QVBoxLayout(self)
+        layout.addWidget(self.before_you_start)
         layout.addWidget(self.table, 1)
         layout.addWidget(self.empty_note)
         layout.addWidget(self.keyring_note)
+        layout.addLayout(route_buttons)
+        layout.addWidget(self.route_status)
         layout.addLayout(buttons)
 
         service.session_state_changed.connect(self._on_session_state_changed)
+        if routes is not None:
+            routes.route_checked.connect(self._on_route_checked)
         self.reload()
 
     # ----------------------------------------------------------------- list
@@ -363,9 +549,60 @@ class AccountsDialog(QDialog):
             self.table.selectRow(row)
 
     def _update_buttons(self) -> None:
-        has = self.selected_account() is not None
+        account = self.selected_account()
+        has = account is not None
         self.edit_button.setEnabled(has)
         self.remove_button.setEnabled(has)
+        routable = has and self.routes is not None and account is not None and not account.is_paper
+        self.route_button.setEnabled(routable)
+        self.check_button.setEnabled(routable and account is not None and account.id in self.service.sessions)
+        self._show_route(account)
+
+    # ----------------------------------------------------------------- order route
+
+    def _show_route(self, account: AccountRecord | None) -> None:
+        if account is None or self.routes is None:
+            self.route_status.clear()
+            return
+        if account.is_paper:
+            self.route_status.setText("Paper trading: orders never leave this machine; no route needed.")
+            return
+        text = f"Order route: <b>{self.routes.route(account.id).describe()}</b>"
+        check = self.routes.checks.get(account.id)
+        if check is not None:
+            colour = "#c62828" if check.failed else "#1b7f3b" if check.state.value == "ok" else "#8a6d00"
+            text += f" — <span style='color:{colour}'>{html.escape(check.message)}</span>"
+        else:
+            text += " — not checked yet"
+        self.route_status.setText(text)
+
+    def edit_route(self) -> RouteForm | None:
+        account = self.selected_account()
+        if account is None or self.routes is None:
+            return None
+        routes = self.routes
+
+        def save(route: OrderRoute, password: str | None) -> None:
+            routes.set_route(account.id, route, password)
+
+        form = RouteForm(account, routes.route(account.id), save, self)
+        form.accepted.connect(lambda: self._show_route(self.selected_account()))
+        form.open()
+        return form
+
+    def check_route(self) -> None:
+        account = self.selected_account()
+        if account is None or self.routes is None:
+            return
+        self.route_status.setText(
+            f"Order route: <b>{self.routes.route(account.id).describe()}</b> — checking…"
+        )
+        self.routes.check(account.id)
+
+    def _on_route_checked(self, account_id: int, _check: RouteCheck) -> None:
+        account = self.selected_account()
+        if account is not None and account.id == account_id:
+            self._show_route(account)
 
     def _on_session_state_changed(self, account_id: int, state: str) -> None:
         self.model.set_state(account_id, state)

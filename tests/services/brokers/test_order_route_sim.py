@@ -91,9 +91,7 @@ def test_upstox_orders_direct_refused_routed_pass(simulator: SimulatorHandle, pr
 
 
 @pytest.mark.parametrize("broker", ["kite", "upstox"])
-def test_check_order_route_tells_refused_ok_and_unreachable(
-    simulator: SimulatorHandle, broker: str
-) -> None:
+def test_check_order_route_tells_refused_ok_and_unreachable(simulator: SimulatorHandle, broker: str) -> None:
     client: Any = kite_login(simulator) if broker == "kite" else upstox_login(simulator)
     refused = client.check_order_route()
     assert refused.state is RouteState.REFUSED and refused.failed

@@ -23,9 +23,7 @@ def _get(handle: SimulatorHandle, path: str) -> Any:
 
 
 def _post(handle: SimulatorHandle, path: str, body: Any) -> requests.Response:
-    return requests.post(
-        f"{handle.url}/_sim/{path}", json=body, headers=handle.control_headers, timeout=5
-    )
+    return requests.post(f"{handle.url}/_sim/{path}", json=body, headers=handle.control_headers, timeout=5)
 
 
 def test_info_is_the_documented_shape(simulator: SimulatorHandle) -> None:

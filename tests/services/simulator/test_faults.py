@@ -15,9 +15,7 @@ from trailstop_gui.simulator.runner import SimulatorHandle
 
 
 def _fault(handle: SimulatorHandle, **spec: Any) -> dict[str, Any]:
-    response = requests.post(
-        f"{handle.url}/_sim/fault", json=spec, headers=handle.control_headers, timeout=5
-    )
+    response = requests.post(f"{handle.url}/_sim/fault", json=spec, headers=handle.control_headers, timeout=5)
     assert response.status_code == 200, response.text
     return response.json()  # type: ignore[no-any-return]
 
@@ -90,14 +88,24 @@ def test_http_errors_by_probability(simulator: SimulatorHandle, kite_client: Kit
     for _ in range(5):  # no count: it stays until cleared
         with pytest.raises(kex.GeneralException):
             kite_client.profile()
-    assert len(requests.get(f"{simulator.url}/_sim/fault", headers=simulator.control_headers, timeout=5).json()["requests"]) == 1
+    assert (
+        len(
+            requests.get(f"{simulator.url}/_sim/fault", headers=simulator.control_headers, timeout=5).json()[
+                "requests"
+            ]
+        )
+        == 1
+    )
     requests.delete(f"{simulator.url}/_sim/fault", headers=simulator.control_headers, timeout=5)
     kite_client.profile()
 
 
 def test_control_paths_are_never_faulted(simulator: SimulatorHandle) -> None:
     _fault(simulator, fault="http_error", status=503, probability=1.0)
-    assert requests.get(f"{simulator.url}/_sim/info", headers=simulator.control_headers, timeout=5).status_code == 200
+    assert (
+        requests.get(f"{simulator.url}/_sim/info", headers=simulator.control_headers, timeout=5).status_code
+        == 200
+    )
     assert requests.get(f"{simulator.url}/orders", timeout=5).status_code == 503
 
 
@@ -217,4 +225,9 @@ def test_malformed_fault_specs_are_refused(simulator: SimulatorHandle, spec: Any
         f"{simulator.url}/_sim/fault", json=spec, headers=simulator.control_headers, timeout=5
     )
     assert response.status_code == 400 and "error" in response.json()
-    assert requests.get(f"{simulator.url}/_sim/fault", headers=simulator.control_headers, timeout=5).json()["requests"] == []
+    assert (
+        requests.get(f"{simulator.url}/_sim/fault", headers=simulator.control_headers, timeout=5).json()[
+            "requests"
+        ]
+        == []
+    )

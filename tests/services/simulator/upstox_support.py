@@ -63,9 +63,7 @@ def error_of(exc: upstox_client.rest.ApiException) -> dict[str, Any]:
 
 
 def fault(handle: SimulatorHandle, **spec: Any) -> dict[str, Any]:
-    response = requests.post(
-        f"{handle.url}/_sim/fault", json=spec, headers=handle.control_headers, timeout=5
-    )
+    response = requests.post(f"{handle.url}/_sim/fault", json=spec, headers=handle.control_headers, timeout=5)
     assert response.status_code == 200, response.text
     result: dict[str, Any] = response.json()
     return result

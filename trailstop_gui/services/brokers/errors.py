@@ -95,12 +95,17 @@ class UnregisteredIPError(TemporaryError):
     def __init__(
         self, message: str, *, broker: str, status: int | None = None, code: str | None = None
     ) -> None:
-        super().__init__(message, status=status, code=code)
+        # The trader's words first: every log line and alert that shows this error says what to do.
+        super().__init__(f"{unregistered_ip_alert(broker)} ({message})", status=status, code=code)
         self.broker = broker
 
     @property
     def alert_text(self) -> str:
-        return f"orders from this IP are refused by {self.broker}: register it or set an order route"
+        return unregistered_ip_alert(self.broker)
+
+
+def unregistered_ip_alert(broker: str) -> str:
+    return f"orders from this IP are refused by {broker}: register it or set an order route"
 
 
 class AuthError(BrokerError):

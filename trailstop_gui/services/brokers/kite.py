@@ -185,10 +185,8 @@ class KiteBroker:
         self._orders, self._route, self._route_password = orders, route, password
 
     def check_order_route(self) -> RouteCheck:
-        """A harmless order call (cancel an order that cannot exist) through the route, read for its answer."""
-        return probe_order_route(
-            lambda: self.cancel_order(PROBE_ORDER_ID), "Zerodha", self._route
-        )
+        """A harmless order call (cancel an order that cannot exist) through the route, and its answer."""
+        return probe_order_route(lambda: self.cancel_order(PROBE_ORDER_ID), "Zerodha", self._route)
 
     # ------------------------------------------------------------------------- orders
 

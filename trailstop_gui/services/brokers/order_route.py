@@ -38,7 +38,9 @@ class RouteValidationError(ValueError):
         self.field = field
 
 
-_HOST = re.compile(r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
+_HOST = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
 _USER = re.compile(r"[A-Za-z0-9._~@+-]{1,64}")
 
 
@@ -94,7 +96,7 @@ class OrderRoute:
         if self.kind is RouteKind.SOCKS5:
             from urllib3.contrib.socks import SOCKSProxyManager
 
-            return SOCKSProxyManager(self.proxy_url(password), **pool_kw)
+            return SOCKSProxyManager(str(self.proxy_url(password)), **pool_kw)
         headers = None
         if self.username:
             headers = urllib3.make_headers(proxy_basic_auth=f"{self.username}:{password or ''}")
@@ -165,7 +167,9 @@ def parse_route(text: str) -> OrderRoute:
     if kind is None:
         raise RouteValidationError("kind", "Order route: direct, http://host:port or socks5://host:port")
     if parts.password:
-        raise RouteValidationError("password", "Order route: give the proxy password separately, not in the URL")
+        raise RouteValidationError(
+            "password", "Order route: give the proxy password separately, not in the URL"
+        )
     return validate_route(kind, parts.hostname or "", port or 0, parts.username or "")
 
 
@@ -217,7 +221,9 @@ def probe_order_route(cancel_missing_order: Any, broker_name: str, route: OrderR
     except AuthError as exc:
         return RouteCheck(RouteState.LOGIN_NEEDED, f"log in first to check the order route ({exc.message})")
     except TemporaryError as exc:
-        return RouteCheck(RouteState.UNREACHABLE, f"the order route ({how}) did not get through: {exc.message}")
+        return RouteCheck(
+            RouteState.UNREACHABLE, f"the order route ({how}) did not get through: {exc.message}"
+        )
     except (RejectedError, BrokerInputError):
         return RouteCheck(RouteState.OK, f"{broker_name} accepts orders sent {_through(route)}")
     except BrokerError as exc:

@@ -259,7 +259,9 @@ class UpstoxBroker:
             log.info("upstox: registered IPs unavailable (%s)", exc)
             return check
         ips = tuple(
-            str(data[key]) for key in ("primary_ip", "secondary_ip") if isinstance(data, Mapping) and data.get(key)
+            str(data[key])
+            for key in ("primary_ip", "secondary_ip")
+            if isinstance(data, Mapping) and data.get(key)
         )
         if not ips:
             return check
@@ -353,9 +355,7 @@ class UpstoxBroker:
         if self._order_api == "v3":
             data = self._call("modify_order", self._route_v3.modify_order, body, order_call=True)
         else:
-            data = self._call(
-                "modify_order", self._route_v2.modify_order, body, API_VERSION, order_call=True
-            )
+            data = self._call("modify_order", self._route_v2.modify_order, body, API_VERSION, order_call=True)
         return str(data.get("order_id") or order_id) if isinstance(data, Mapping) else order_id
 
     def cancel_order(self, order_id: str, *, urgent: bool = False) -> str:

@@ -80,7 +80,9 @@ def test_upstox_refusal_is_unregistered_ip() -> None:
     assert isinstance(error, UnregisteredIPError)
     assert error.alert_text == "orders from this IP are refused by Upstox: register it or set an order route"
     other = ApiException(status=403, reason="Forbidden")
-    other.body = b'{"status": "error", "errors": [{"errorCode": "X", "message": "Not allowed for this segment"}]}'
+    other.body = (
+        b'{"status": "error", "errors": [{"errorCode": "X", "message": "Not allowed for this segment"}]}'
+    )
     assert isinstance(map_upstox_exception(other, order_call=True), RejectedError)
 
 
@@ -135,7 +137,12 @@ def test_probe_reads_each_answer() -> None:
 
     refused = UnregisteredIPError("IP (1.2.3.4) is not allowed", broker="Zerodha")
     assert probe_order_route(raising(refused), "Zerodha", route).state is RouteState.REFUSED
-    assert probe_order_route(raising(RejectedError("Order not found")), "Zerodha", route).state is RouteState.OK
-    assert probe_order_route(raising(TemporaryError("proxy down")), "Zerodha", route).state is RouteState.UNREACHABLE
+    assert (
+        probe_order_route(raising(RejectedError("Order not found")), "Zerodha", route).state is RouteState.OK
+    )
+    assert (
+        probe_order_route(raising(TemporaryError("proxy down")), "Zerodha", route).state
+        is RouteState.UNREACHABLE
+    )
     assert probe_order_route(raising(AuthError("expired")), "Zerodha", route).state is RouteState.LOGIN_NEEDED
     assert probe_order_route(lambda: None, "Zerodha", route).state is RouteState.UNKNOWN

@@ -1,0 +1,149 @@
+"""Order routes of every account: stored, applied to the sessions, checked at login and on demand.
+
+A route is kept in the database's settings (``order_route.<account id>``; the window and ``--headless``
+read the same store) and its proxy password in the keyring. A check exercises an order endpoint
+harmlessly (see ``order_route.probe_order_route``) on a pool thread, never on the GUI thread. When a
+check fails on an account that has live protections, an urgent alert says so: the window's banner and
+the tray show it, before any stop fires into a refusal.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal, SignalInstance
+
+from trailstop_gui.models.domain import Protection
+from trailstop_gui.models.store import ProtectionStore
+from trailstop_gui.services.brokers.order_route import OrderRoute, RouteCheck, RouteState
+from trailstop_gui.services.notifier import Alert, AlertKind, Notifier
+from trailstop_gui.services.secrets import SecretStore
+from trailstop_gui.services.session import AccountSession
+
+log = logging.getLogger("trailstop.routes")
+
+SETTING_PREFIX = "order_route."
+
+
+def route_setting_key(account_id: int) -> str:
+    return f"{SETTING_PREFIX}{account_id}"
+
+
+def load_route(store: ProtectionStore, account_id: int) -> OrderRoute:
+    return OrderRoute.from_setting(store.get_setting(route_setting_key(account_id)))
+
+
+def save_route(
+    store: ProtectionStore,
+    secrets: SecretStore,
+    account_id: int,
+    route: OrderRoute,
+    password: str | None = None,
+) -> None:
+    """Store ``route``. ``password``: None keeps the stored one, "" forgets it; a direct route forgets it."""
+    store.set_setting(route_setting_key(account_id), route.as_setting())
+    if route.is_direct or not route.username or password == "":
+        secrets.delete(account_id, "route_password")
+    elif password:
+        secrets.set(account_id, "route_password", password)
+
+
+class _Check(QRunnable):
+    def __init__(self, monitor: RouteMonitor, session: AccountSession) -> None:
+        super().__init__()
+        self.monitor, self.session = monitor, session
+
+    def run(self) -> None:
+        try:
+            check = self.session.check_order_route()
+        except Exception as exc:  # nothing dies silently in a pool
+            check = RouteCheck(RouteState.UNKNOWN, f"the check failed ({type(exc).__name__})")
+        self.monitor._finished(self.session.account_id, check)
+
+
+class RouteMonitor(QObject):
+    """Applies each account's stored route to its session and reports every check."""
+
+    route_checked = Signal(int, object)  # account id, RouteCheck
+
+    def __init__(self, store: ProtectionStore, secrets: SecretStore, notifier: Notifier) -> None:
+        super().__init__()
+        self.store, self.secrets, self.notifier = store, secrets, notifier
+        self.checks: dict[int, RouteCheck] = {}
+        self._sessions: dict[int, AccountSession] = {}
+        self._lock = threading.Lock()
+        self._warned: set[int] = set()  # protections already warned about
+        self.pool = QThreadPool()
+        self.pool.setMaxThreadCount(2)
+
+    def attach(self, session: AccountSession) -> None:
+        """Apply the stored route now; check it after every login."""
+        session.apply_order_route(load_route(self.store, session.account_id))
+        self._sessions[session.account_id] = session
+        session.logged_in.connect(self.check)
+
+    def set_route(self, account_id: int, route: OrderRoute, password: str | None = None) -> None:
+        """Store a new route, apply it, and check it if the account is logged in."""
+        save_route(self.store, self.secrets, account_id, route, password)
+        session = self._sessions.get(account_id)
+        if session is not None:
+            session.apply_order_route(route)
+            if session.has_token():
+                self.check(account_id)
+
+    def watch(self, protection_changed: SignalInstance) -> None:
+        """Warn about a protection that becomes live on an account whose last check failed."""
+        protection_changed.connect(self._on_protection_changed)
+
+    def route(self, account_id: int) -> OrderRoute:
+        return load_route(self.store, account_id)
+
+    def check(self, account_id: int) -> None:
+        """Check an account's route on a pool thread; ``route_checked`` reports the result."""
+        session = self._sessions.get(account_id)
+        if session is not None:
+            self.pool.start(_Check(self, session))
+
+    def wait(self, timeout_ms: int = 30_000) -> bool:
+        return bool(self.pool.waitForDone(timeout_ms))
+
+    def shutdown(self) -> None:
+        self.pool.waitForDone(10_000)
+
+    def _on_protection_changed(self, protection_id: int) -> None:
+        try:
+            p = self.store.get(protection_id)
+        except KeyError:
+            return
+        check = self.checks.get(p.account_id)
+        if check is None or not check.failed or protection_id in self._warned:
+            return
+        if any(live.id == protection_id for live in self.store.live(p.account_id)):
+            self._warn(p.account_id, check, [p])
+
+    def _finished(self, account_id: int, check: RouteCheck) -> None:
+        with self._lock:
+            self.checks[account_id] = check
+        self.route_checked.emit(account_id, check)
+        if not check.failed:
+            self._warned -= {p.id for p in self.store.live(account_id)}
+            return
+        live = self.store.live(account_id)
+        if live:
+            self._warn(account_id, check, live)
+
+    def _warn(self, account_id: int, check: RouteCheck, live: list[Protection]) -> None:
+        self._warned.update(p.id for p in live)
+        session = self._sessions.get(account_id)
+        label = session.label if session is not None else f"account {account_id}"
+        symbols = ", ".join(sorted({p.symbol for p in live}))
+        self.notifier.notify(
+            Alert(
+                AlertKind.ROUTE_FAILED,
+                "Order route failed",
+                f"{label}: {check.message}. Exits of {len(live)} live protection"
+                f"{'s' if len(live) > 1 else ''} ({symbols}) would be refused until it works.",
+                account_id=account_id,
+            )
+        )
