@@ -74,3 +74,25 @@ def test_no_account_invites_to_add_one(qtbot: QtBot) -> None:
     bar.show()
     assert bar.manage.text() == "&Add account…"
     assert bar._empty.isVisible()
+
+
+def test_a_failing_order_route_shows_on_the_chip_and_in_the_tray_reasons(qtbot: QtBot) -> None:
+    bar = AccountBar()
+    qtbot.addWidget(bar)
+    bar.set_sessions([session(1, "kite", "Zerodha", "AB1234", SessionState.LIVE)])
+    chip = bar.chip(1)
+    assert chip is not None
+    with qtbot.waitSignal(bar.states_changed):
+        bar.set_route(1, "refused", "orders from this IP are refused by Zerodha: register it or set an order route")
+    assert chip.text() == "Zerodha · AB1234 · Live · Orders refused: IP not registered"
+    assert chip.font().bold()
+    assert "register it or set an order route" in chip.toolTip()
+    assert bar.troubled() == ["Zerodha AB1234: Orders refused: IP not registered"]
+    # Rebuilt chips (an account added) keep the route's state.
+    bar.set_sessions([session(1, "kite", "Zerodha", "AB1234", SessionState.LIVE)])
+    rebuilt = bar.chip(1)
+    assert rebuilt is not None and rebuilt.route_state == "refused"
+    bar.set_route(1, "ok", "Zerodha accepts orders sent through SOCKS5 127.0.0.1:1080")
+    assert rebuilt.text() == "Zerodha · AB1234 · Live" and not rebuilt.font().bold()
+    assert "Orders go through" in rebuilt.toolTip()
+    assert bar.troubled() == []

@@ -302,3 +302,54 @@ def test_log_in_button_opens_the_login_dialog(qtbot: QtBot, tmp_path: Path) -> N
         service.shutdown()
         store.close()
         sim.stop()
+
+
+# ----------------------------------------------------------------------------- order route
+
+
+def test_before_you_start_names_the_developer_console_steps(dialog: AccountsDialog) -> None:
+    text = dialog.before_you_start.text()
+    for words in ("API key", "redirect URL", "static IP", "order route", "Check order route"):
+        assert words in text
+
+
+def test_the_order_route_form_validates_names_the_field_and_stores_without_the_password(
+    rig: Any, qtbot: QtBot, memory_keyring: MemoryKeyring
+) -> None:
+    from trailstop_gui.services.notifier import Notifier
+    from trailstop_gui.services.route_monitor import RouteMonitor, load_route
+    from trailstop_gui.views.accounts_dialog import RouteForm
+
+    store, secrets, service = rig
+    routes = RouteMonitor(store, secrets, Notifier())
+    account = store.add_account(
+        "kite", "Zerodha", user_id="AB1234", api_key="abcd1234", redirect_url="https://127.0.0.1/cb"
+    )
+    service.add_session(AccountSession(account, secrets, Endpoints()))
+    routes.attach(service.sessions[account.id])
+    d = AccountsDialog(store, secrets, service, routes=routes)
+    qtbot.addWidget(d)
+    d.show()
+    d.select_account(account.id)
+    assert d.route_button.isEnabled() and d.check_button.isEnabled()
+    assert "Order route: <b>direct</b>" in d.route_status.text()
+    form = d.edit_route()
+    assert isinstance(form, RouteForm)
+    form.kind.setCurrentIndex(1)  # SOCKS5
+    form.edits["host"].setText("127.0.0.1")
+    form.edits["port"].setText("99999")
+    form.buttons.button(QDialogButtonBox.StandardButton.Save).click()
+    assert form.isVisible() and not form.errors["port"].isHidden()
+    assert form.errors["port"].text() == "Proxy port: a number from 1 to 65535"
+    form.edits["port"].setText("1080")
+    form.edits["username"].setText("trader")
+    form.edits["password"].setText("proxy-pass-123")
+    form.buttons.button(QDialogButtonBox.StandardButton.Save).click()
+    assert not form.isVisible()
+    stored = load_route(store, account.id)
+    assert stored.describe() == "SOCKS5 trader@127.0.0.1:1080"
+    assert service.sessions[account.id].order_route == stored
+    assert "proxy-pass-123" not in db_bytes(store).decode("latin-1")
+    assert "proxy-pass-123" in memory_keyring.passwords.values()
+    assert "SOCKS5 trader@127.0.0.1:1080" in d.route_status.text()
+    routes.shutdown()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal, SignalInstance
+from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, Signal, SignalInstance
 
 from trailstop_gui.models.domain import Protection
 from trailstop_gui.models.store import ProtectionStore
@@ -59,13 +59,14 @@ class _Check(QRunnable):
             check = self.session.check_order_route()
         except Exception as exc:  # nothing dies silently in a pool
             check = RouteCheck(RouteState.UNKNOWN, f"the check failed ({type(exc).__name__})")
-        self.monitor._finished(self.session.account_id, check)
+        self.monitor._checked.emit(self.session.account_id, check)
 
 
 class RouteMonitor(QObject):
     """Applies each account's stored route to its session and reports every check."""
 
     route_checked = Signal(int, object)  # account id, RouteCheck
+    _checked = Signal(int, object)  # from a pool thread to this object's thread
 
     def __init__(self, store: ProtectionStore, secrets: SecretStore, notifier: Notifier) -> None:
         super().__init__()
@@ -76,6 +77,7 @@ class RouteMonitor(QObject):
         self._warned: set[int] = set()  # protections already warned about
         self.pool = QThreadPool()
         self.pool.setMaxThreadCount(2)
+        self._checked.connect(self._finished, Qt.ConnectionType.QueuedConnection)
 
     def attach(self, session: AccountSession) -> None:
         """Apply the stored route now; check it after every login."""
@@ -125,13 +127,11 @@ class RouteMonitor(QObject):
     def _finished(self, account_id: int, check: RouteCheck) -> None:
         with self._lock:
             self.checks[account_id] = check
-        self.route_checked.emit(account_id, check)
         if not check.failed:
             self._warned -= {p.id for p in self.store.live(account_id)}
-            return
-        live = self.store.live(account_id)
-        if live:
+        elif live := self.store.live(account_id):
             self._warn(account_id, check, live)
+        self.route_checked.emit(account_id, check)
 
     def _warn(self, account_id: int, check: RouteCheck, live: list[Protection]) -> None:
         self._warned.update(p.id for p in live)

@@ -1,0 +1,168 @@
+"""The route monitor: stored routes reach the sessions, a check runs at login, a failing route with live
+protections raises an urgent alert. Against the simulator (which registers 127.0.0.2) and a real proxy."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pytestqt.qtbot import QtBot
+
+from tests.conftest import MemoryKeyring
+from tests.proxies import ROUTE_ADDRESS, HttpProxy, Socks5Proxy, loopback_alias_works
+from trailstop_gui.models.domain import Product, Side, Status, TrailRule
+from trailstop_gui.models.store import AccountRecord, ProtectionStore
+from trailstop_gui.services.brokers.order_route import OrderRoute, RouteState, parse_route
+from trailstop_gui.services.notifier import Alert, AlertKind, Notifier
+from trailstop_gui.services.route_monitor import RouteMonitor, load_route, save_route
+from trailstop_gui.services.secrets import SecretStore
+from trailstop_gui.services.session import AccountSession, Endpoints
+from trailstop_gui.simulator.runner import SimulatorHandle, start_simulator
+
+pytestmark = pytest.mark.skipif(not loopback_alias_works(), reason="needs 127.0.0.2 (Linux loopback)")
+
+
+@pytest.fixture
+def simulator() -> Iterator[SimulatorHandle]:
+    handle = start_simulator(seed=2, auto=False, fill_delay=0.0, registered_ips=(ROUTE_ADDRESS,))
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture
+def rig(tmp_path: Path, simulator: SimulatorHandle) -> Iterator[Any]:
+    store = ProtectionStore(tmp_path / "t.db")
+    secrets = SecretStore()
+    notifier = Notifier()
+    routes = RouteMonitor(store, secrets, notifier)
+    yield store, secrets, notifier, routes
+    routes.shutdown()
+    store.close()
+
+
+def sim_account(store: ProtectionStore, sim: SimulatorHandle, broker: str) -> AccountRecord:
+    section = sim.info[broker]
+    return store.add_account(
+        broker,
+        f"{broker} sim",
+        user_id=section["user_id"],
+        api_key=section["api_key"] if broker == "kite" else section["client_id"],
+        redirect_url=section["redirect_url"] if broker == "kite" else section["redirect_uri"],
+        api_root=sim.url,
+    )
+
+
+def session_for(
+    rig: Any, sim: SimulatorHandle, broker: str
+) -> tuple[AccountSession, AccountRecord]:
+    store, secrets, _notifier, routes = rig
+    account = sim_account(store, sim, broker)
+    section = sim.info[broker]
+    secrets.set(account.id, "api_secret", section["api_secret"] if broker == "kite" else section["client_secret"])
+    session = AccountSession(account, secrets, Endpoints.for_simulator(sim.info, broker))
+    routes.attach(session)
+    return session, account
+
+
+def login(qtbot: QtBot, routes: RouteMonitor, session: AccountSession, sim: SimulatorHandle) -> Any:
+    section = sim.info[session.account.broker]
+    with qtbot.waitSignal(routes.route_checked, timeout=10_000) as blocker:
+        session.login_with_password(section["user_id"], section["password"])
+    account_id, check = blocker.args
+    assert account_id == session.account_id
+    return check
+
+
+def live_protection(store: ProtectionStore, account_id: int, symbol: str = "INFY") -> int:
+    return store.create_protection(
+        account_id=account_id,
+        broker="kite",
+        instrument=408065,
+        symbol=symbol,
+        exchange="NSE",
+        side=Side.BUY,
+        product=Product.MIS,
+        quantity=1,
+        filled_quantity=1,
+        tick_size=0.05,
+        rule=TrailRule.percent(2),
+        entry_price=100.0,
+        status=Status.OPEN,
+    ).id
+
+
+@pytest.mark.parametrize("broker", ["kite", "upstox"])
+def test_a_direct_route_is_refused_at_login_and_warns_for_live_protections(
+    qtbot: QtBot, rig: Any, simulator: SimulatorHandle, broker: str
+) -> None:
+    store, _secrets, notifier, routes = rig
+    session, account = session_for(rig, simulator, broker)
+    live_protection(store, account.id)
+    alerts: list[Alert] = []
+    notifier.alerted.connect(alerts.append)
+    check = login(qtbot, routes, session, simulator)
+    assert check.state is RouteState.REFUSED
+    name = "Zerodha" if broker == "kite" else "Upstox"
+    assert f"orders from this IP are refused by {name}: register it or set an order route" in check.message
+    route_alerts = [a for a in alerts if a.kind is AlertKind.ROUTE_FAILED]
+    assert len(route_alerts) == 1 and route_alerts[0].urgent
+    assert "INFY" in route_alerts[0].message and route_alerts[0].account_id == account.id
+
+
+def test_a_stored_route_is_applied_and_checked_ok(
+    qtbot: QtBot, rig: Any, simulator: SimulatorHandle, memory_keyring: MemoryKeyring
+) -> None:
+    store, secrets, notifier, routes = rig
+    with HttpProxy(credentials=("trader", "pa55-word-long")) as proxy:
+        account = sim_account(store, simulator, "kite")
+        route = parse_route(f"http://trader@{ROUTE_ADDRESS}:{proxy.port}")
+        save_route(store, secrets, account.id, route, "pa55-word-long")
+        # Stored as a setting without the password; the password is in the keyring only.
+        assert store.get_setting(f"order_route.{account.id}") == route.as_setting()
+        assert "pa55-word-long" not in str(store.get_setting(f"order_route.{account.id}"))
+        assert "pa55-word-long" in memory_keyring.passwords.values()
+        secrets.set(account.id, "api_secret", simulator.info["kite"]["api_secret"])
+        session = AccountSession(account, secrets, Endpoints.for_simulator(simulator.info, "kite"))
+        routes.attach(session)
+        assert session.order_route == route
+        alerts: list[Alert] = []
+        notifier.alerted.connect(alerts.append)
+        live_protection(store, account.id)
+        check = login(qtbot, routes, session, simulator)
+        assert check.state is RouteState.OK, check
+        assert proxy.tunnels >= 1
+        assert not [a for a in alerts if a.kind is AlertKind.ROUTE_FAILED]
+
+
+def test_changing_the_route_rechecks_and_a_new_live_protection_is_warned_about(
+    qtbot: QtBot, rig: Any, simulator: SimulatorHandle
+) -> None:
+    store, _secrets, notifier, routes = rig
+    session, account = session_for(rig, simulator, "upstox")
+    assert login(qtbot, routes, session, simulator).state is RouteState.REFUSED  # nothing live: no alert
+    alerts: list[Alert] = []
+    notifier.alerted.connect(alerts.append)
+    from PySide6.QtCore import QObject, Signal
+
+    class Changes(QObject):
+        changed = Signal(int)
+
+    changes = Changes()
+    routes.watch(changes.changed)
+    pid = live_protection(store, account.id, "TCS")
+    changes.changed.emit(pid)
+    changes.changed.emit(pid)  # warned once per protection
+    assert [a.kind for a in alerts] == [AlertKind.ROUTE_FAILED] and "TCS" in alerts[0].message
+    with Socks5Proxy() as proxy:
+        with qtbot.waitSignal(routes.route_checked, timeout=10_000) as blocker:
+            routes.set_route(account.id, parse_route(proxy.url))
+        assert blocker.args[1].state is RouteState.OK
+        assert blocker.args[1].registered_ips == (ROUTE_ADDRESS,)
+    assert load_route(store, account.id) == parse_route(proxy.url)
+    with qtbot.waitSignal(routes.route_checked, timeout=10_000) as blocker:
+        routes.check(account.id)  # the proxy is gone now
+    assert blocker.args[1].state is RouteState.UNREACHABLE
+    routes.set_route(account.id, OrderRoute())
+    assert session.order_route.is_direct
