@@ -139,7 +139,7 @@ def _log_signals(received: list[int]) -> None:
 def run_headless(args: argparse.Namespace, instance: SingleInstance | None = None) -> int:
     from PySide6.QtCore import QCoreApplication, QTimer
 
-    from trailstop_gui.runtime import build_runtime
+    from trailstop_gui.runtime import build_runtime, install_crash_logging
 
     app = QCoreApplication(sys.argv[:1])
     app.setApplicationName(APP_NAME)
@@ -154,6 +154,7 @@ def run_headless(args: argparse.Namespace, instance: SingleInstance | None = Non
         paper=args.paper,
         to_stdout=True,
     )
+    install_crash_logging()  # after configure_logging: through its redacting filter
     if getattr(args, "safety_stop", False):
         runtime.service.set_safety_defaults(replace(runtime.service.safety_defaults, enabled=True))
     signals = _install_signal_handlers(app.quit)
@@ -213,7 +214,7 @@ def run_window(args: argparse.Namespace, instance: SingleInstance | None = None)
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
-    from trailstop_gui.runtime import build_runtime
+    from trailstop_gui.runtime import build_runtime, install_crash_logging
     from trailstop_gui.services.instruments import InstrumentService
     from trailstop_gui.settings import load_settings
     from trailstop_gui.views import theme
@@ -245,6 +246,7 @@ def run_window(args: argparse.Namespace, instance: SingleInstance | None = None)
         )
 
     runtime = build(args.demo)
+    install_crash_logging()  # after configure_logging: through its redacting filter
     settings = load_settings(runtime.store)
     theme.apply_theme(app, settings.theme)
     if not runtime.service.sessions and not (args.demo or args.sim) and _offer_demo():

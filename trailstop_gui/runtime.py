@@ -96,6 +96,51 @@ SIM_TOKEN_ENV = "TRAILSTOP_SIM_TOKEN"
 environment, not the command line, where every user of the machine could read it."""
 
 
+def install_crash_logging() -> None:
+    """Uncaught exceptions (main thread and any other) and Qt's own messages go to the log, so through
+    its RedactingFilter: a traceback's text can carry a URL with a token in it, and the default hooks would
+    print it to stderr unmasked."""
+    import sys
+    import threading
+
+    from PySide6.QtCore import QtMsgType, qInstallMessageHandler
+
+    crash = logging.getLogger("trailstop.crash")
+
+    def excepthook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
+        if issubclass(kind, KeyboardInterrupt):
+            sys.__excepthook__(kind, value, tb)
+            return
+        crash.critical("uncaught %s", kind.__name__, exc_info=(kind, value, tb))
+
+    def thread_excepthook(args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is SystemExit:
+            return
+        name = args.thread.name if args.thread is not None else "?"
+        crash.critical(
+            "uncaught %s in thread %s",
+            args.exc_type.__name__,
+            name,
+            exc_info=(args.exc_type, args.exc_value or args.exc_type(), args.exc_traceback),
+        )
+
+    qt = logging.getLogger("trailstop.qt")
+    levels = {
+        QtMsgType.QtDebugMsg: logging.DEBUG,
+        QtMsgType.QtInfoMsg: logging.INFO,
+        QtMsgType.QtWarningMsg: logging.WARNING,
+        QtMsgType.QtCriticalMsg: logging.ERROR,
+        QtMsgType.QtFatalMsg: logging.CRITICAL,
+    }
+
+    def qt_messages(kind: QtMsgType, _context: object, message: str) -> None:
+        qt.log(levels.get(kind, logging.WARNING), "%s", message)
+
+    sys.excepthook = excepthook
+    threading.excepthook = thread_excepthook
+    qInstallMessageHandler(qt_messages)
+
+
 def fetch_sim_info(url: str, timeout: float = 5.0, token: str | None = None) -> dict[str, Any]:
     token = token if token is not None else os.environ.get(SIM_TOKEN_ENV, "")
     request = urllib.request.Request(url.rstrip("/") + "/_sim/info", headers={"X-Sim-Token": token})

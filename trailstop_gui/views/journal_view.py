@@ -204,6 +204,16 @@ def build_rows(
     ]
 
 
+# A spreadsheet runs a cell starting with one of these as a formula (CSV injection, OWASP): a broker's
+# message or an account label could carry one. Such text cells get a leading apostrophe.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_text(value: str) -> str:
+    """A text cell as it is safe to open in a spreadsheet."""
+    return "'" + value if value.startswith(_FORMULA_STARTS) else value
+
+
 def write_csv(path: str | os.PathLike[str], rows: Iterable[JournalRow]) -> int:
     """Write rows as CSV with raw values (ISO times, plain numbers). Returns how many were written."""
     count = 0
@@ -216,14 +226,14 @@ def write_csv(path: str | os.PathLike[str], rows: Iterable[JournalRow]) -> int:
                 (
                     e.ts.isoformat(sep=" ", timespec="milliseconds"),
                     "" if e.account_id is None else e.account_id,
-                    row.account,
+                    csv_text(row.account),
                     "" if e.protection_id is None else e.protection_id,
-                    row.symbol,
-                    e.kind,
-                    e.old,
-                    e.new,
+                    csv_text(row.symbol),
+                    csv_text(e.kind),
+                    csv_text(e.old),
+                    csv_text(e.new),
                     "" if e.price is None else f"{e.price:.10g}",
-                    e.message,
+                    csv_text(e.message),
                 )
             )
             count += 1
