@@ -54,13 +54,13 @@ def sim_account(store: ProtectionStore, sim: SimulatorHandle, broker: str) -> Ac
     )
 
 
-def session_for(
-    rig: Any, sim: SimulatorHandle, broker: str
-) -> tuple[AccountSession, AccountRecord]:
+def session_for(rig: Any, sim: SimulatorHandle, broker: str) -> tuple[AccountSession, AccountRecord]:
     store, secrets, _notifier, routes = rig
     account = sim_account(store, sim, broker)
     section = sim.info[broker]
-    secrets.set(account.id, "api_secret", section["api_secret"] if broker == "kite" else section["client_secret"])
+    secrets.set(
+        account.id, "api_secret", section["api_secret"] if broker == "kite" else section["client_secret"]
+    )
     session = AccountSession(account, secrets, Endpoints.for_simulator(sim.info, broker))
     routes.attach(session)
     return session, account

@@ -83,7 +83,9 @@ def test_a_failing_order_route_shows_on_the_chip_and_in_the_tray_reasons(qtbot: 
     chip = bar.chip(1)
     assert chip is not None
     with qtbot.waitSignal(bar.states_changed):
-        bar.set_route(1, "refused", "orders from this IP are refused by Zerodha: register it or set an order route")
+        bar.set_route(
+            1, "refused", "orders from this IP are refused by Zerodha: register it or set an order route"
+        )
     assert chip.text() == "Zerodha · AB1234 · Live · Orders refused: IP not registered"
     assert chip.font().bold()
     assert "register it or set an order route" in chip.toolTip()

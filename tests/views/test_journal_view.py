@@ -156,7 +156,7 @@ def test_new_events_are_added_on_top_without_reloading_the_rest(qtbot: QtBot, st
 
 
 def test_csv_export_escapes_cells_a_spreadsheet_would_run(store: ProtectionStore, tmp_path: Path) -> None:
-    account = store.add_account("kite", "=HYPERLINK(\"http://x\")", user_id="EV1234")
+    account = store.add_account("kite", '=HYPERLINK("http://x")', user_id="EV1234")
     store.journal("alert", account_id=account.id, message="+cmd|' /C calc'!A0")
     store.journal("alert", account_id=account.id, message="@SUM(1+1)")
     store.journal("alert", account_id=account.id, message="-2+3")
@@ -165,7 +165,7 @@ def test_csv_export_escapes_cells_a_spreadsheet_would_run(store: ProtectionStore
     write_csv(path, build_rows(store))
     with open(path, newline="", encoding="utf-8") as handle:
         rows = [r for r in csv.reader(handle) if r[1] == str(account.id)]
-    assert {r[2] for r in rows} == {"'=HYPERLINK(\"http://x\")"}
+    assert {r[2] for r in rows} == {'\'=HYPERLINK("http://x")'}
     assert sorted(r[9] for r in rows) == sorted(
         ["'+cmd|' /C calc'!A0", "'@SUM(1+1)", "'-2+3", "plain words, 2-3 = fine"]
     )

@@ -70,3 +70,23 @@ def test_a_busy_port_is_reported_without_a_traceback(capsys: pytest.CaptureFixtu
         port = taken.getsockname()[1]
         assert main(["--port", str(port)]) == 1
     assert "trailstop-sim:" in capsys.readouterr().err
+
+
+def test_registered_ips_from_the_command_line() -> None:
+    process = subprocess.Popen(
+        [*_command(), "--registered-ip", "127.0.0.2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        info = json.loads(_first_line(process, timeout=5.0))
+        headers = {"X-Sim-Token": info["control_token"]}
+        listed = requests.get(f"{info['http']}/_sim/ips", headers=headers, timeout=5).json()
+        assert listed == [
+            {"broker": "kite", "user_id": info["kite"]["user_id"], "ips": ["127.0.0.2"]},
+            {"broker": "upstox", "user_id": info["upstox"]["user_id"], "ips": ["127.0.0.2"]},
+        ]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=10)

@@ -207,3 +207,65 @@ def test_same_seed_same_prices() -> None:
             return [handle.call(lambda: (market.step(), market.ltp(inst))[1]) for _ in range(5)]
 
     assert walk(21) == walk(21) != walk(22)
+
+
+# ----------------------------------------------------------------------------- who may drive the control API
+
+
+def test_the_control_api_needs_the_runs_token(simulator: SimulatorHandle) -> None:
+    for method, path in (("GET", "info"), ("GET", "orders"), ("GET", "sessions"), ("POST", "auto")):
+        bare = requests.request(method, f"{simulator.url}/_sim/{path}", json={"on": False}, timeout=5)
+        assert bare.status_code == 401, (method, path)
+        assert simulator.info["kite"]["api_secret"] not in bare.text
+        wrong = requests.request(
+            method,
+            f"{simulator.url}/_sim/{path}",
+            json={"on": False},
+            headers={"X-Sim-Token": "x"},
+            timeout=5,
+        )
+        assert wrong.status_code == 401
+    assert _get(simulator, "info")["control_token"] == simulator.control_headers["X-Sim-Token"]
+    # The instrument list is public market data: the app's instrument service reads it with no token.
+    assert requests.get(f"{simulator.url}/_sim/instruments", timeout=5).status_code == 200
+
+
+def test_the_control_api_answers_no_web_page(simulator: SimulatorHandle) -> None:
+    headers = simulator.control_headers
+    # A DNS-rebinding page reaches 127.0.0.1 under its own name: the Host header gives it away.
+    rebound = requests.get(
+        f"{simulator.url}/_sim/info", headers={**headers, "Host": f"evil.example:{simulator.port}"}, timeout=5
+    )
+    assert rebound.status_code == 403
+    cross = requests.post(
+        f"{simulator.url}/_sim/auto",
+        json={"on": True},
+        headers={**headers, "Origin": "http://evil.example"},
+        timeout=5,
+    )
+    assert cross.status_code == 403
+    # A plain HTML form can send text/plain or a form body without a preflight: not accepted.
+    for content_type in (
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+    ):
+        form = requests.post(
+            f"{simulator.url}/_sim/auto",
+            data='{"on": true}',
+            headers={**headers, "Content-Type": content_type},
+            timeout=5,
+        )
+        assert form.status_code == 415, content_type
+    assert simulator.call(lambda: simulator.sim.auto) is False  # none of them switched the walk on
+    same_origin = requests.post(
+        f"{simulator.url}/_sim/auto",
+        json={"on": False},
+        headers={**headers, "Origin": simulator.url},
+        timeout=5,
+    )
+    assert same_origin.status_code == 200
+    localhost = requests.get(
+        f"{simulator.url}/_sim/info", headers={**headers, "Host": f"localhost:{simulator.port}"}, timeout=5
+    )
+    assert localhost.status_code == 200
