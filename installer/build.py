@@ -212,7 +212,12 @@ def stage_tarball_tree(destination: Path) -> Path:
     """Lay out the tarball's folder under ``destination``, all but the bundle (trailstop/) itself."""
     top = destination / f"trailstop-{version()}"
     (top / "icons").mkdir(parents=True)
-    for name in ("install.sh", "uninstall.sh"):
+    for name in (
+        "install.sh",
+        "uninstall.sh",
+        "trailstop-headless.service",
+        "trailstop-route-tunnel.service",
+    ):
         shutil.copy2(ROOT / "installer" / "linux" / name, top / name)
     shutil.copy2(ROOT / "resources" / "linux" / "trailstop.desktop", top / "trailstop.desktop")
     icons = ROOT / "resources" / "icons"
