@@ -100,6 +100,12 @@ class ChaosConfig:
     settle_timeout: float = 60.0
     soak: float = 0.0  # then this many seconds of one app instance, no kills: does it stay up?
     safety: bool = False  # every protection also holds a broker-held safety stop (``--safety-stop``)
+    # Orders from a registered static IP only: the app's orders take a SOCKS5 order route (a real proxy on
+    # 127.0.0.2, the registered primary IP) that the chaos turns off (every connection cut, new ones
+    # refused) and on again; the trader's own orders leave from 127.0.0.3 (the secondary IP).
+    route_flaps: bool = False
+    route_every: tuple[float, float] = (6.0, 15.0)
+    route_down: tuple[float, float] = (0.5, 4.0)
     keep: bool = False  # keep the data folders and transcripts
 
 
@@ -382,10 +388,11 @@ def _no_pool(client: Any) -> None:
 class OutsideTrader:
     """The trader's own scripts: positions opened (and closed by hand) with the brokers' official clients."""
 
-    def __init__(self, sim: SimulatorHandle) -> None:
+    def __init__(self, sim: SimulatorHandle, proxy_url: str | None = None) -> None:
         self.info = sim.info
         self.url = sim.url
         self.control_headers = sim.control_headers
+        self.proxy_url = proxy_url  # where the trader's own orders leave from, if not this machine
         self._locks = {b: threading.Lock() for b in BROKERS}
         self._kite: Any = None
         self._upstox: Any = None
@@ -395,7 +402,8 @@ class OutsideTrader:
 
         if self._kite is None or fresh:
             section = self.info["kite"]
-            kite = KiteConnect(section["api_key"], root=section["api_root"], timeout=3)
+            proxies = {"http": self.proxy_url, "https": self.proxy_url} if self.proxy_url else None
+            kite = KiteConnect(section["api_key"], root=section["api_root"], timeout=3, proxies=proxies)
             session = kite.generate_session(kite_request_token(self.info), api_secret=section["api_secret"])
             kite.set_access_token(session["access_token"])
             self._kite = kite
@@ -425,6 +433,10 @@ class OutsideTrader:
             config.access_token = token.access_token
             client = upstox_client.ApiClient(config)
             _no_pool(client)
+            if self.proxy_url:
+                from urllib3.contrib.socks import SOCKSProxyManager
+
+                client.rest_client.pool_manager = SOCKSProxyManager(self.proxy_url)
             self._upstox = upstox_client.OrderApi(client)
         return self._upstox
 
@@ -569,7 +581,12 @@ class Run:
             extra_args=["--safety-stop"] if config.safety else [],
         )
         self.app.on_line = self.on_app_line
-        self.trader = OutsideTrader(self.sim)
+        self.route_proxy: Any = None
+        self.trader_proxy: Any = None
+        self.route_resume_at: float | None = None
+        if config.route_flaps:
+            self._set_up_route()
+        self.trader = OutsideTrader(self.sim, self.trader_proxy.url if self.trader_proxy else None)
         self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="chaos-trader")
         self.episodes: list[Episode] = []
         self.active: list[Episode] = []
@@ -669,6 +686,42 @@ class Run:
             sig = signal.SIGTERM if self.rng.random() < 0.5 else signal.SIGKILL
             self.restart_app("new login", sig)
 
+    # ------------------------------------------------------------------------------------- order route
+
+    def _set_up_route(self) -> None:
+        """Two real SOCKS5 proxies on loopback aliases, both registered; the app's route stored in its data
+        folder (as the Accounts dialog stores it) before its first start."""
+        from tests.proxies import Socks5Proxy
+        from trailstop_gui.models.store import ProtectionStore
+        from trailstop_gui.runtime import _sim_account
+        from trailstop_gui.services.brokers.order_route import parse_route
+
+        self.route_proxy = Socks5Proxy("127.0.0.2").start()
+        self.trader_proxy = Socks5Proxy("127.0.0.3").start()
+        self.control("ips", {"ips": ["127.0.0.2", "127.0.0.3"]})
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        store = ProtectionStore(self.db_path)
+        try:
+            for broker in BROKERS:
+                account = _sim_account(store, self.sim.info, broker, "live")
+                store.set_setting(f"order_route.{account.id}", parse_route(self.route_proxy.url).as_setting())
+        finally:
+            store.close()
+
+    def flap_route(self, now: float) -> None:
+        """Turn the app's order route off for a while (its orders then fail to connect), then on again."""
+        if self.route_resume_at is not None:
+            if now >= self.route_resume_at:
+                self.route_proxy.resume()
+                self.route_resume_at = None
+            return
+        seconds = self.rng.uniform(*self.config.route_down)
+        self.route_proxy.pause()
+        self.route_resume_at = now + seconds
+        # Exits cannot leave meanwhile: like a dead feed, the time does not count against the budgets.
+        self.tracker.silenced(now, BROKERS, seconds)
+        self.report.faults["route_off"] += 1
+
     # ------------------------------------------------------------------------------------- chaos
 
     def chaos_loop(self) -> None:
@@ -676,9 +729,14 @@ class Run:
         now = time.time()
         next_fault = now + self.rng.uniform(*cfg.fault_every)
         next_kill = now + self.rng.uniform(*cfg.kill_every)
+        next_flap = now + self.rng.uniform(*cfg.route_every)
         while not self.chaos_stop.wait(0.05):
             now = time.time()
             try:
+                if self.route_proxy is not None and (self.route_resume_at is not None or now >= next_flap):
+                    self.flap_route(now)
+                    if self.route_resume_at is None:
+                        next_flap = now + self.rng.uniform(*cfg.route_every)
                 if self.app.proc is not None and self.app.proc.poll() is not None:
                     code = self.app.proc.returncode
                     self.violation("app exited by itself", f"exit code {code}")
@@ -1025,6 +1083,8 @@ class Run:
             chaos.join(60)
             # Settle: no more faults or kills; every position still being worked runs to its end.
             self.control("fault", {"fault": "clear"})
+            if self.route_proxy is not None:
+                self.route_proxy.resume()
             with self.app_lock:
                 if not self.app.running:
                     self.app.start()
@@ -1048,6 +1108,9 @@ class Run:
             if self.app.running:
                 self.app.stop(signal.SIGKILL)
             self.pool.shutdown(wait=False, cancel_futures=True)
+            for proxy in (self.route_proxy, self.trader_proxy):
+                if proxy is not None:
+                    proxy.stop()
             self.sim.stop()
             self.transcript.close()
         return self.report
@@ -1663,6 +1726,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--safety-stop", action="store_true", help="every protection also holds a broker-held safety stop"
     )
+    parser.add_argument(
+        "--route-flaps",
+        action="store_true",
+        help="orders only from registered IPs: the app's order route (a real proxy) goes off and on",
+    )
     args = parser.parse_args(argv)
     config = ChaosConfig(
         seed=args.seed,
@@ -1672,6 +1740,7 @@ def main(argv: list[str] | None = None) -> int:
         soak=args.soak,
         keep=args.keep,
         safety=args.safety_stop,
+        route_flaps=args.route_flaps,
     )
     report = run_chaos(config)
     return 1 if report.violations else 0

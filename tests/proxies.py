@@ -93,7 +93,15 @@ class _Proxy:
             self._loop.close()
 
     def pause(self) -> None:
+        """The route goes down: every connection through it is cut and new ones are refused."""
         self.paused = True
+
+        def cut() -> None:
+            for transport in list(self._transports):
+                transport.abort()
+
+        if self._server is not None:
+            self._loop.call_soon_threadsafe(cut)
 
     def resume(self) -> None:
         self.paused = False

@@ -73,6 +73,7 @@ class Session:
             "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
             "PYTHON_KEYRING_BACKEND": "tests.reliability.keyring_probe.FileKeyring",
             "TRAILSTOP_AUDIT_KEYRING": str(self.keyring_file),
+            "TRAILSTOP_SIM_TOKEN": sim.control_headers["X-Sim-Token"],
         }
         self.app = AppProcess(sim.url, self.data, "percent:2", self.tracker, self.transcript, env=env)
         self.trader = OutsideTrader(sim)
