@@ -53,7 +53,7 @@ class _Proxy:
         self.tunnels = 0  # connections forwarded to a target
         self.refused = 0
         self.paused = False
-        self._transports: set[asyncio.BaseTransport] = set()
+        self._transports: set[asyncio.WriteTransport] = set()
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.AbstractServer | None = None
         self._thread = threading.Thread(target=self._loop.run_forever, name=f"{self.kind}-proxy", daemon=True)

@@ -166,3 +166,17 @@ def test_changing_the_route_rechecks_and_a_new_live_protection_is_warned_about(
     assert blocker.args[1].state is RouteState.UNREACHABLE
     routes.set_route(account.id, OrderRoute())
     assert session.order_route.is_direct
+
+
+def test_a_login_still_valid_at_start_is_checked_at_once(
+    qtbot: QtBot, rig: Any, simulator: SimulatorHandle
+) -> None:
+    store, secrets, _notifier, routes = rig
+    session, account = session_for(rig, simulator, "kite")
+    login(qtbot, routes, session, simulator)
+    # The next start of the app: a new session reads the token from the keyring; no login happens.
+    restarted = AccountSession(account, secrets, Endpoints.for_simulator(simulator.info, "kite"))
+    assert restarted.has_token()
+    with qtbot.waitSignal(routes.route_checked, timeout=10_000) as blocker:
+        routes.attach(restarted)
+    assert blocker.args[0] == account.id and blocker.args[1].state is RouteState.REFUSED

@@ -80,10 +80,12 @@ class RouteMonitor(QObject):
         self._checked.connect(self._finished, Qt.ConnectionType.QueuedConnection)
 
     def attach(self, session: AccountSession) -> None:
-        """Apply the stored route now; check it after every login."""
+        """Apply the stored route now; check it after every login, and now if a stored login is still valid."""
         session.apply_order_route(load_route(self.store, session.account_id))
         self._sessions[session.account_id] = session
         session.logged_in.connect(self.check)
+        if session.has_token() and not session.account.is_paper:
+            self.check(session.account_id)
 
     def set_route(self, account_id: int, route: OrderRoute, password: str | None = None) -> None:
         """Store a new route, apply it, and check it if the account is logged in."""
