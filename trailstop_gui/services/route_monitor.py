@@ -80,7 +80,7 @@ class RouteMonitor(QObject):
         self._checked.connect(self._finished, Qt.ConnectionType.QueuedConnection)
 
     def attach(self, session: AccountSession) -> None:
-        """Apply the stored route now; check it after every login, and now if a stored login is still valid."""
+        """Apply the stored route now; check it after every login, and now if a stored login is valid."""
         session.apply_order_route(load_route(self.store, session.account_id))
         self._sessions[session.account_id] = session
         session.logged_in.connect(self.check)
