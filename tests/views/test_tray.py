@@ -47,3 +47,14 @@ def test_menu_actions_signal(qtbot: QtBot) -> None:
         tray.act_show.trigger()
     with qtbot.waitSignal(tray.quit_requested):
         tray.act_quit.trigger()
+
+
+def test_a_failing_order_route_is_an_urgent_tray_message(qtbot: QtBot) -> None:
+    notifier = Notifier()
+    tray = TrayController(notifier, available=False)
+    shown: list[Alert] = []
+    tray.notified.connect(shown.append)
+    text = "Zerodha (AB1234): orders from this IP are refused by Zerodha: register it or set an order route"
+    notifier.notify(Alert(AlertKind.ROUTE_FAILED, "Order route failed", text, account_id=1))
+    assert [a.kind for a in shown] == [AlertKind.ROUTE_FAILED] and shown[0].urgent
+    assert tray.last_message == ("Order route failed", text)

@@ -19,8 +19,8 @@ class AlertKind(enum.StrEnum):
     EXIT_FAILED = "exit failed"
     FEED_DOWN = "feed down"
     LOGIN_NEEDED = "login needed"
+    ROUTE_FAILED = "order route failed"  # orders of an account with live protections would be refused
     CLOSED_EXTERNALLY = "closed outside TrailStop"
-    ROUTE_FAILED = "order route failed"
     INFO = "info"
 
 

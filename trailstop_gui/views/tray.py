@@ -25,6 +25,7 @@ NOTIFY = frozenset(
         AlertKind.EXIT_FAILED,
         AlertKind.FEED_DOWN,
         AlertKind.LOGIN_NEEDED,
+        AlertKind.ROUTE_FAILED,
         AlertKind.CLOSED_EXTERNALLY,
     }
 )
