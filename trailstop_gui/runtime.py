@@ -226,7 +226,7 @@ def build_runtime(
     if demo:
         from trailstop_gui.simulator.runner import start_simulator
 
-        runtime.simulator = start_simulator(seed=7)
+        runtime.simulator = start_simulator(seed=7, require_token=True)
         info = runtime.simulator.info
         log.info("demo: simulator running at %s", runtime.simulator.url)
     elif sim_url:

@@ -31,6 +31,12 @@ def _parser() -> argparse.ArgumentParser:
         help="a static IP registered for both demo users' orders (repeatable, at most 2); orders from "
         "any other source address are refused as the brokers do (default: none, orders from anywhere)",
     )
+    parser.add_argument(
+        "--require-token",
+        action="store_true",
+        help="every /_sim/ call but the instrument list must carry the JSON line's control_token in an "
+        "X-Sim-Token header (default: not required; Host, Origin and body checks apply always)",
+    )
     parser.add_argument("--log-level", default="WARNING", help="logging level on stderr (default WARNING)")
     return parser
 
@@ -39,7 +45,12 @@ async def _serve(args: argparse.Namespace) -> None:
     from trailstop_gui.simulator.runner import start_server  # imported here so --help stays instant
 
     server = await start_server(
-        args.host, args.port, seed=args.seed, auto=args.auto, registered_ips=args.registered_ips
+        args.host,
+        args.port,
+        seed=args.seed,
+        auto=args.auto,
+        registered_ips=args.registered_ips,
+        require_token=args.require_token,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -25,6 +25,10 @@ PREFIX = "/_sim"
 TOKEN_HEADER = "X-Sim-Token"
 # Public market data the app's instrument service reads with no token (it knows only the api root).
 OPEN_PATHS = frozenset({f"{PREFIX}/instruments"})
+# The content types an HTML form or a no-preflight fetch() can send. A programme that sends no
+# Content-Type (requests data=...) is not a web page: a cross-origin POST from a browser always carries an
+# Origin, refused in guard().
+FORM_TYPES = frozenset({"text/plain", "application/x-www-form-urlencoded", "multipart/form-data"})
 
 
 def render_error(status: int, message: str) -> web.Response:
@@ -112,8 +116,9 @@ async def guard(request: web.Request, handler: Callable[[web.Request], Any]) -> 
 
     A page in the trader's browser can send a form POST anywhere, and a DNS-rebinding page can even read
     replies: so the Host must be a loopback address or localhost, a browser's Origin must be the
-    simulator's own, a body must be JSON (a form cannot send that without a preflight we never answer),
-    and every call but the public instrument list carries the per-run token from the JSON line.
+    simulator's own, a body is never of a form's content type (JSON cannot be sent without a preflight we
+    never answer), and, when the simulator requires it, every call but the public instrument list carries
+    the per-run token from the JSON line.
     """
     if not request.path.startswith(PREFIX + "/"):
         response: web.StreamResponse = await handler(request)
@@ -124,9 +129,9 @@ async def guard(request: web.Request, handler: Callable[[web.Request], Any]) -> 
     origin = request.headers.get("Origin")
     if origin is not None and not _same_origin(origin, sim.base_url):
         return render_error(403, "the control API does not answer web pages")
-    if request.method in ("POST", "PUT", "PATCH") and request.content_type != "application/json":
+    if request.method in ("POST", "PUT", "PATCH") and request.content_type in FORM_TYPES:
         return render_error(415, "the body must be JSON (Content-Type: application/json)")
-    if request.path not in OPEN_PATHS:
+    if sim.require_token and request.path not in OPEN_PATHS:
         token = request.headers.get(TOKEN_HEADER, "")
         if not hmac.compare_digest(token.encode(), sim.control_token.encode()):
             return render_error(401, f"missing or wrong {TOKEN_HEADER} (see control_token in the JSON line)")

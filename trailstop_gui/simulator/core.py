@@ -84,8 +84,10 @@ class Simulator:
         today: date | None = None,
         clock: Callable[[], float] = time.time,
         registered_ips: Iterable[str] = (),
+        require_token: bool = False,
     ) -> None:
-        """``registered_ips``: both demo users' static IPs for orders (none: orders from anywhere)."""
+        """``registered_ips``: both demo users' static IPs for orders (none: orders from anywhere).
+        ``require_token``: every /_sim/ call but the instrument list must carry ``control_token``."""
         self.base_url = base_url.rstrip("/")
         self.seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
         rng = random.Random(self.seed)
@@ -105,9 +107,13 @@ class Simulator:
         if registered:
             self.ips.register("kite", self.kite.user_id, registered)
             self.ips.register("upstox", self.upstox.user_id, registered)
-        # Every /_sim/ call but the public instrument list must carry it (X-Sim-Token): a web page in the
-        # trader's browser cannot read it, so it cannot drive the control API.
+        # With require_token, every /_sim/ call but the public instrument list must carry it (X-Sim-Token):
+        # a web page in the trader's browser cannot read it, so it cannot drive the control API. The app's
+        # in-process demo always requires it; the standalone trailstop-sim only with --require-token, so
+        # that harnesses written against DESIGN.md's control API keep working (Host, Origin and body checks
+        # already keep web pages out).
         self.control_token = secrets.token_urlsafe(24)
+        self.require_token = require_token
         self.auto = auto
         self.tick_interval = tick_interval
         self.started_at = clock()

@@ -144,6 +144,7 @@ def start_simulator(
     fill_delay: float = 0.1,
     startup_timeout: float = 10.0,
     registered_ips: tuple[str, ...] = (),
+    require_token: bool = False,
 ) -> SimulatorHandle:
     """Start a simulator on a daemon thread and return once it accepts connections."""
     started: concurrent.futures.Future[SimulatorHandle] = concurrent.futures.Future()
@@ -161,6 +162,7 @@ def start_simulator(
                     tick_interval=tick_interval,
                     fill_delay=fill_delay,
                     registered_ips=registered_ips,
+                    require_token=require_token,
                 )
             )
         except BaseException as exc:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -212,7 +213,47 @@ def test_same_seed_same_prices() -> None:
 # ----------------------------------------------------------------------------- who may drive the control API
 
 
-def test_the_control_api_needs_the_runs_token(simulator: SimulatorHandle) -> None:
+def test_the_control_api_needs_the_runs_token_when_required() -> None:
+    with start_simulator(seed=7, auto=False, fill_delay=0.0, require_token=True) as simulator:
+        _check_the_token_is_needed(simulator)
+
+
+def test_without_require_token_the_documented_control_api_needs_no_token(simulator: SimulatorHandle) -> None:
+    # DESIGN.md's control API, as harnesses written against it call it: no token, JSON or no content type.
+    info = requests.get(f"{simulator.url}/_sim/info", timeout=5)
+    assert info.status_code == 200 and info.json()["kite"]["api_key"] == simulator.info["kite"]["api_key"]
+    bare = requests.post(f"{simulator.url}/_sim/auto", data='{"on": true}', timeout=5)
+    assert bare.status_code == 200
+    assert simulator.call(lambda: simulator.sim.auto) is True
+    assert requests.post(f"{simulator.url}/_sim/auto", json={"on": False}, timeout=5).status_code == 200
+    assert simulator.call(lambda: simulator.sim.auto) is False
+
+
+def test_the_demo_simulator_requires_its_token(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from trailstop_gui import runtime
+    from trailstop_gui.simulator import runner
+    from trailstop_gui.simulator.cli import _parser
+
+    assert _parser().parse_args(["--require-token"]).require_token is True
+    assert _parser().parse_args([]).require_token is False
+
+    class Started(Exception):
+        pass
+
+    seen: dict[str, Any] = {}
+
+    def start(**options: Any) -> SimulatorHandle:
+        seen.update(options)
+        raise Started
+
+    monkeypatch.setattr(runner, "start_simulator", start)
+    monkeypatch.setattr(runtime, "configure_logging", lambda *_a, **_k: None)
+    with pytest.raises(Started):
+        runtime.build_runtime(data_directory=str(tmp_path), demo=True)
+    assert seen["require_token"] is True  # the trader's in-process demo: a web page cannot drive it
+
+
+def _check_the_token_is_needed(simulator: SimulatorHandle) -> None:
     for method, path in (("GET", "info"), ("GET", "orders"), ("GET", "sessions"), ("POST", "auto")):
         bare = requests.request(method, f"{simulator.url}/_sim/{path}", json={"on": False}, timeout=5)
         assert bare.status_code == 401, (method, path)
