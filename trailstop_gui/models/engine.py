@@ -293,9 +293,12 @@ class TrailingEngine:
                 continue
             price = ltp
             if armed.trails_on_quote:
+                # The quote only ever holds a stop back, never pushes it: a long trails on min(bid, LTP),
+                # a short on max(ask, LTP). A bogus bid of 1e12 (or an ask of 0.01) is then harmless
+                # instead of moving a long's stop to 9.8e11, which would fire at once.
                 quote = tick.bid if is_long else tick.ask
                 if quote is not None and _valid_price(quote):
-                    price = quote
+                    price = min(quote, ltp) if is_long else max(quote, ltp)
             if (price <= armed.peak) if is_long else (price >= armed.peak):
                 continue  # no new extreme: no candidate can beat the stop already reached
             armed.peak = price

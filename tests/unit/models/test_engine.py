@@ -59,6 +59,21 @@ def test_mis_ignores_a_spike_in_ltp_alone() -> None:
     assert engine.stop("p1") == 98.0
 
 
+def test_mis_long_ignores_a_bogus_bid_above_ltp() -> None:
+    # A bid of 1e12 once moved a long's stop to 9.8e11 (issue 13 item 10): a long trails on min(bid, LTP).
+    engine = TrailingEngine()
+    arm(engine)
+    assert engine.on_tick(Tick(INFY, ltp=101.0, bid=1e12, ask=101.05)) == [StopMoved("p1", 98.0, 98.95)]
+    assert engine.stop("p1") == 98.95
+
+
+def test_mis_short_ignores_a_bogus_ask_below_ltp() -> None:
+    engine = TrailingEngine()
+    arm(engine, side=Side.SELL)  # stop 102.00
+    assert engine.on_tick(Tick(INFY, ltp=99.0, bid=98.95, ask=0.05)) == [StopMoved("p1", 102.0, 101.0)]
+    assert engine.stop("p1") == 101.0
+
+
 def test_cnc_trails_on_ltp() -> None:
     engine = TrailingEngine()
     arm(engine, product=Product.CNC)
