@@ -219,6 +219,28 @@ def test_exit_retried_through_errors_exactly_once(rig: Rig, status: int) -> None
     assert len(rig.sim_orders(rig.store.get(pid).exit_tag)) == 1
 
 
+@pytest.mark.parametrize("retry_after", ["3600", "inf"])
+def test_an_absurd_retry_after_does_not_hold_the_exit(rig: Rig, retry_after: str) -> None:
+    # A Retry-After of 3600 once held an exit for an hour and "inf" made time.sleep raise.
+    rig.sim.set_price("NSE:INFY", 1500.0)
+    pid = enter(rig, Side.BUY, Product.CNC, TrailRule.percent(2.0))
+    control(
+        rig.sim,
+        "fault",
+        {
+            "fault": "http_error",
+            "status": 429,
+            "count": 2,
+            "path": rig.order_path,
+            "method": "POST",
+            "retry_after": retry_after,
+        },
+    )
+    rig.sim.set_price("NSE:INFY", 1400.0)
+    rig.wait_status(pid, Status.CLOSED, timeout=8)
+    assert len(rig.sim_orders(rig.store.get(pid).exit_tag)) == 1
+
+
 def test_exit_that_timed_out_but_was_placed_is_not_sent_twice(rig: Rig) -> None:
     rig.sim.set_price("NSE:INFY", 1500.0)
     pid = enter(rig, Side.BUY, Product.CNC, TrailRule.percent(2.0))

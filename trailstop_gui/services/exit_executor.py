@@ -316,7 +316,8 @@ class ExitExecutor:
             except TemporaryError as exc:
                 log.warning("protection %s: exit attempt %d failed (%s)", p.id, attempt, exc)
                 if isinstance(exc, RateLimitedError) and exc.retry_after:
-                    delay = max(delay, exc.retry_after)
+                    # An exit waits at most max_delay, whatever the header asked (issue 13 item 10).
+                    delay = min(policy.max_delay, max(delay, exc.retry_after))
             except AuthError:
                 raise
             except BrokerError as exc:

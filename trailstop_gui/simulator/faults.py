@@ -58,6 +58,7 @@ class RequestFault:
     path: str | None = None
     method: str | None = None
     phase: str = "before"  # before: the request is not carried out; after: it is, then the fault
+    retry_after: str | None = None  # sent verbatim as the Retry-After header (may be "inf" or "-1")
 
     def matches(self, method: str, path: str) -> bool:
         if self.path is not None and not path.startswith(self.path):
@@ -148,6 +149,7 @@ class Faults:
                     path=spec.get("path"),
                     method=spec.get("method"),
                     phase=spec.get("phase", "before" if kind == HTTP_FAULT else "after"),
+                    retry_after=spec.get("retry_after"),
                 )
             )
         elif kind == REJECT_ORDERS:
@@ -202,6 +204,7 @@ def parse_fault(body: object) -> dict[str, Any]:
         if kind == HTTP_FAULT:
             spec["status"] = _int(body, "status", required=True, low=400, high=599)
             spec["message"] = _str(body, "message")
+            spec["retry_after"] = _header_value(body, "retry_after")
         else:
             spec["seconds"] = _number(body, "seconds", required=True, low=0.0, high=600.0)
         spec["probability"] = _number(body, "probability", low=0.0, high=1.0)
@@ -247,6 +250,19 @@ def parse_fault(body: object) -> dict[str, Any]:
             raise FaultError(f"`kind` must be one of {', '.join(KINDS)}")
         spec["kind"] = what
     return spec
+
+
+def _header_value(body: dict[str, Any], name: str) -> str | None:
+    """A header sent as given: a number, or any text (a real server may send "3600", "inf" or a date)."""
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise FaultError(f"`{name}` must be a number or a string")
+    text = str(value).strip()
+    if not text or not text.isprintable() or len(text) > 100:
+        raise FaultError(f"`{name}` must be a short printable value")
+    return text
 
 
 def _broker(body: dict[str, Any]) -> str | None:

@@ -47,7 +47,10 @@ async def _errors(request: web.Request, handler: Callable[[web.Request], object]
 
 def _fault_response(request: web.Request, fault: RequestFault) -> web.Response:
     message = fault.message or f"Simulated HTTP {fault.status} error"
-    return render_error(request.app, request.path, fault.status, message)
+    response = render_error(request.app, request.path, fault.status, message)
+    if fault.retry_after is not None:
+        response.headers["Retry-After"] = fault.retry_after
+    return response
 
 
 @web.middleware

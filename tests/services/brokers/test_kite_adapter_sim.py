@@ -15,6 +15,7 @@ from tests.services.conftest import control
 from trailstop_gui.models.domain import Product, Side
 from trailstop_gui.services.brokers.base import Broker, Order, OrderRequest, OrderStatus, OrderType
 from trailstop_gui.services.brokers.errors import (
+    RETRY_AFTER_CAP,
     AmbiguousError,
     AuthError,
     BrokerError,
@@ -369,6 +370,18 @@ def test_http_errors_map_onto_the_project_errors(
 
     # Each fault fired once and the request was not carried out.
     assert kite.positions() == []
+    assert sim_orders(simulator) == []
+
+
+@pytest.mark.parametrize(("header", "seconds"), [("2", 2.0), ("3600", RETRY_AFTER_CAP), ("inf", None)])
+def test_a_429s_retry_after_is_read_and_capped(
+    simulator: SimulatorHandle, kite: KiteBroker, header: str, seconds: float | None
+) -> None:
+    # kiteconnect raises NetworkException without the headers; the adapter still reads Retry-After.
+    fault(simulator, fault="http_error", status=429, path="/orders/regular", retry_after=header)
+    with pytest.raises(RateLimitedError) as caught:
+        kite.place_order(resting_buy())
+    assert caught.value.retry_after == seconds
     assert sim_orders(simulator) == []
 
 

@@ -100,6 +100,25 @@ def test_http_errors_by_probability(simulator: SimulatorHandle, kite_client: Kit
     kite_client.profile()
 
 
+@pytest.mark.parametrize("value", [2, "3600", "inf", -1])
+def test_a_429_can_carry_retry_after_verbatim(simulator: SimulatorHandle, value: object) -> None:
+    _fault(simulator, fault="http_error", status=429, path="/orders", retry_after=value)
+    reply = requests.get(f"{simulator.url}/orders", timeout=5)
+    assert reply.status_code == 429
+    assert reply.headers["Retry-After"] == str(value)
+    assert requests.get(f"{simulator.url}/orders", timeout=5).status_code != 429  # it fired once
+
+
+def test_retry_after_must_be_a_printable_value(simulator: SimulatorHandle) -> None:
+    for bad in ({"a": 1}, "", "x\r\nSet-Cookie: y", True):
+        reply = requests.post(
+            f"{simulator.url}/_sim/fault",
+            json={"fault": "http_error", "status": 429, "retry_after": bad},
+            timeout=5,
+        )
+        assert reply.status_code == 400, bad
+
+
 def test_control_paths_are_never_faulted(simulator: SimulatorHandle) -> None:
     _fault(simulator, fault="http_error", status=503, probability=1.0)
     assert (

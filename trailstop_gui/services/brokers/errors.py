@@ -16,6 +16,7 @@ Messages are scrubbed of tokens and secrets: they end up in logs and dialogs.
 from __future__ import annotations
 
 import json
+import math
 import re
 import socket
 from collections.abc import Iterable
@@ -25,6 +26,7 @@ import requests
 import urllib3.exceptions
 
 __all__ = [
+    "RETRY_AFTER_CAP",
     "AmbiguousError",
     "AuthError",
     "BrokerError",
@@ -39,6 +41,7 @@ __all__ = [
     "map_kite_exception",
     "map_upstox_exception",
     "redact",
+    "retry_after_seconds",
     "upstox_error_detail",
 ]
 
@@ -64,8 +67,31 @@ class TemporaryError(BrokerError):
     retryable = True
 
 
+# The longest a Retry-After may hold anything back. Both brokers' order limits are per second (PROTOCOLS.md,
+# "Rate limits"), so a longer wait is a broken header, not advice: a Retry-After of 3600 once held an exit
+# for an hour.
+RETRY_AFTER_CAP = 10.0
+
+
+def retry_after_seconds(value: object) -> float | None:
+    """A Retry-After value as seconds within [0, RETRY_AFTER_CAP]; None (use the default backoff) when it
+    is missing, not a number, negative or not finite. An HTTP-date also falls back to the default."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        seconds = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if not math.isfinite(seconds) or seconds < 0:
+        return None
+    return min(seconds, RETRY_AFTER_CAP)
+
+
 class RateLimitedError(TemporaryError):
-    """HTTP 429 or our own limiter said no: wait, then retry."""
+    """HTTP 429 or our own limiter said no: wait, then retry.
+
+    ``retry_after`` is always None or a finite number of seconds within [0, RETRY_AFTER_CAP].
+    """
 
     def __init__(
         self,
@@ -76,7 +102,7 @@ class RateLimitedError(TemporaryError):
         retry_after: float | None = None,
     ) -> None:
         super().__init__(message, status=status, code=code)
-        self.retry_after = retry_after
+        self.retry_after = retry_after_seconds(retry_after)
 
 
 class AmbiguousError(TemporaryError):
@@ -251,10 +277,7 @@ def _retry_after(response: Any) -> float | None:
         value = headers.get("Retry-After")
     except AttributeError:
         return None
-    try:
-        return float(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None
+    return retry_after_seconds(value)
 
 
 def error_for_status(

@@ -395,13 +395,16 @@ class KiteBroker:
 
 
 def _screen_response(response: requests.Response, *args: object, **kwargs: object) -> None:
-    """Turn replies the SDK would misread into an HTTPError carrying the status.
+    """Turn replies the SDK would misread (or read only in part) into an HTTPError carrying the status.
 
     The SDK raises KeyError on a missing Content-Type, DataException (status lost) on HTML from a
     proxy, and KeyError on JSON without ``data``; errors.py maps an HTTPError by its status instead.
     """
     if response.is_redirect:
         return
+    if response.status_code == 429 and "Retry-After" in response.headers:
+        # The SDK's NetworkException drops the headers; as an HTTPError the (capped) Retry-After is read.
+        raise requests.HTTPError(f"HTTP 429 {response.reason}: {response.text[:200]}", response=response)
     content_type = response.headers.get("content-type", "").lower()
     if "csv" in content_type and response.ok:
         return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import socket
 from typing import Any
 
@@ -14,6 +15,7 @@ from kiteconnect import exceptions as kex
 from upstox_client.rest import ApiException
 
 from trailstop_gui.services.brokers.errors import (
+    RETRY_AFTER_CAP,
     AmbiguousError,
     AuthError,
     BrokerError,
@@ -25,6 +27,7 @@ from trailstop_gui.services.brokers.errors import (
     map_kite_exception,
     map_upstox_exception,
     redact,
+    retry_after_seconds,
     upstox_error_detail,
 )
 
@@ -206,6 +209,37 @@ def test_retry_after_is_read_from_the_reply() -> None:
     assert isinstance(error, RateLimitedError)
     assert error.retry_after == 2.0
     assert map_kite_exception(_http_error(429, {"Retry-After": "soon"})).retry_after is None  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        ("3600", RETRY_AFTER_CAP),  # once held an exit for an hour
+        ("1e308", RETRY_AFTER_CAP),
+        ("inf", None),  # once raised OverflowError from time.sleep
+        ("-inf", None),
+        ("nan", None),
+        ("-1", None),
+        ("Wed, 21 Oct 2026 07:28:00 GMT", None),
+        ("0", 0.0),
+        ("2.5", 2.5),
+    ],
+)
+def test_retry_after_is_capped_and_insane_values_fall_back_to_the_default(
+    header: str, seconds: float | None
+) -> None:
+    kite_error = map_kite_exception(_http_error(429, {"Retry-After": header}))
+    upstox_error = map_upstox_exception(_api_exception(429, b"", headers={"Retry-After": header}))
+    for error in (kite_error, upstox_error):
+        assert isinstance(error, RateLimitedError)
+        assert error.retry_after == seconds
+
+
+def test_a_rate_limited_error_built_anywhere_holds_a_sane_retry_after() -> None:
+    assert RateLimitedError("x", retry_after=math.inf).retry_after is None
+    assert RateLimitedError("x", retry_after=-3.0).retry_after is None
+    assert RateLimitedError("x", retry_after=7200.0).retry_after == RETRY_AFTER_CAP
+    assert retry_after_seconds(True) is None and retry_after_seconds(None) is None
 
 
 # ----------------------------------------------------------------------------- Upstox exceptions
