@@ -65,7 +65,9 @@ _DEFAULT_ERRORS = {
 }
 _AIOHTTP_REASONS = {"Not Found", "Method Not Allowed", "Too Many Requests", "Unauthorized", "Bad Request", ""}
 
-ORDER_RATE_PER_SECOND = 50
+# Upstox's limits for unregistered ("regular") algos since the exchanges' retail-algo framework:
+# upstox.com/developer/api-documentation/rate-limiting. 50 a second needs an exchange algo registration.
+ORDER_RATE_PER_SECOND = 10
 ORDER_RATE_PER_MINUTE = 500
 MAX_TAG_LENGTH = 40
 MAX_SLICES = 25
@@ -158,7 +160,7 @@ def authenticate(sim: Simulator, request: web.Request) -> Session:
 
 
 class OrderRateLimiter:
-    """Upstox's per-user order limits: 50 a second and 500 a minute across place, modify and cancel."""
+    """Upstox's per-user order limits: 10 a second and 500 a minute across place, modify and cancel."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock

@@ -31,7 +31,11 @@ class RateWindow:
 
 
 KITE_ORDER_WINDOWS = (RateWindow(10, 1.0), RateWindow(200, 60.0))
-UPSTOX_ORDER_WINDOWS = (RateWindow(50, 1.0), RateWindow(500, 60.0), RateWindow(2000, 1800.0))
+# Upstox allows 50 a second only to exchange-registered algos; retail API use without a registration (ours)
+# is held to 10 a second, as on Kite, by the exchanges' retail-algo framework (circular of 5 May 2025, in
+# force from 1 April 2026). Sources: upstox.com/developer/api-documentation/rate-limiting ("Regular Algos":
+# 10/s, 500/min, 2000/30 min per user per API), PROTOCOLS.md "The real brokers in 2026".
+UPSTOX_ORDER_WINDOWS = (RateWindow(10, 1.0), RateWindow(500, 60.0), RateWindow(2000, 1800.0))
 
 # How long a caller that is behind a higher-ranked waiter sleeps before looking again. That waiter
 # takes the free slot within microseconds, so this is only ever a short pause.
