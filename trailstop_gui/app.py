@@ -77,7 +77,11 @@ def _brokers(choice: str) -> tuple[str, ...]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.paper and not (args.demo or args.sim):
+        # Paper mode is only defined against a simulator; alone it would run the real accounts live.
+        parser.error("--paper needs --sim URL or --demo")
     if args.self_test:
         from trailstop_gui.selftest import run_self_test
 

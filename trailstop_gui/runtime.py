@@ -213,6 +213,11 @@ def build_runtime(
     to_stdout: bool = False,
     watchdog: float = 5.0,
 ) -> Runtime:
+    """The services for one run. A run against a simulator (``demo`` or ``sim_url``) loads only the
+    simulator's accounts: never a real one, so nothing is protected, auto-protected or sent for it.
+    ``paper`` needs a simulator: paper accounts fill locally and never send."""
+    if paper and not (demo or sim_url):
+        raise ValueError("--paper needs --sim URL or --demo: paper trading never sends for a real account")
     directory = data_dir(data_directory)
     configure_logging(directory, to_stdout=to_stdout)
     store = ProtectionStore(database_path(directory))
@@ -238,7 +243,13 @@ def build_runtime(
             secret = info[broker]["api_secret"] if broker == "kite" else info[broker]["client_secret"]
             secrets.set(account.id, "api_secret", secret)
             sim_accounts[account.id] = broker
+    skipped_real = 0
     for account in store.accounts():
+        if info is not None and account.id not in sim_accounts:
+            # A run against a simulator never loads a real account (nor a paper or live simulator account
+            # of another run): --auto-protect would protect its positions and orders would go to the broker.
+            skipped_real += 0 if account.api_root else 1
+            continue
         if account.api_root and account.id not in sim_accounts:
             continue  # a simulator account from an earlier run: its simulator is gone
         if account.id in sim_accounts:
@@ -255,4 +266,6 @@ def build_runtime(
             runtime.sim_logins.append((session, section["user_id"], section["password"]))
         if auto_protect is not None:
             service.set_auto_protect(account.id, auto_protect)
+    if skipped_real:
+        log.info("simulator run: %d real account(s) of this data folder left alone (not loaded)", skipped_real)
     return runtime
