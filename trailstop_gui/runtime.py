@@ -267,5 +267,5 @@ def build_runtime(
         if auto_protect is not None:
             service.set_auto_protect(account.id, auto_protect)
     if skipped_real:
-        log.info("simulator run: %d real account(s) of this data folder left alone (not loaded)", skipped_real)
+        log.info("simulator run: %d real account(s) of this data folder not loaded", skipped_real)
     return runtime

@@ -37,7 +37,11 @@ def a_real_account(folder: Path) -> int:
     store = ProtectionStore(database_path(data_dir(str(folder))))
     try:
         account = store.add_account(
-            "kite", "My Zerodha", user_id="AB1234", api_key="realapikey", redirect_url="http://127.0.0.1:5000/"
+            "kite",
+            "My Zerodha",
+            user_id="AB1234",
+            api_key="realapikey",
+            redirect_url="http://127.0.0.1:5000/",
         )
     finally:
         store.close()
