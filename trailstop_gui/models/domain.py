@@ -262,7 +262,13 @@ class SafetyKind(enum.StrEnum):
 
     NONE = ""
     SL_M = "SL-M"  # a regular stop-loss market order (Kite MIS)
+    SL = "SL"  # a stop-loss limit order, where the exchange has no SL-M (options, BSE)
     GTT = "GTT"  # a good-till-triggered trigger (Kite CNC/NRML, Upstox)
+
+    @property
+    def is_order(self) -> bool:
+        """Held as a regular stop order (SL-M or SL) rather than a GTT."""
+        return self in (SafetyKind.SL_M, SafetyKind.SL)
 
     @classmethod
     def parse(cls, value: object, field_name: str = "safety kind") -> SafetyKind:

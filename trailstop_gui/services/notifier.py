@@ -21,12 +21,19 @@ class AlertKind(enum.StrEnum):
     LOGIN_NEEDED = "login needed"
     ROUTE_FAILED = "order route failed"  # orders of an account with live protections would be refused
     CLOSED_EXTERNALLY = "closed outside TrailStop"
+    SAFETY_FAILED = "safety stop unavailable"
     INFO = "info"
 
 
 # Alerts a trader must act on: shown as warnings, never only logged.
 URGENT = frozenset(
-    {AlertKind.EXIT_FAILED, AlertKind.LOGIN_NEEDED, AlertKind.FEED_DOWN, AlertKind.ROUTE_FAILED}
+    {
+        AlertKind.EXIT_FAILED,
+        AlertKind.LOGIN_NEEDED,
+        AlertKind.FEED_DOWN,
+        AlertKind.ROUTE_FAILED,
+        AlertKind.SAFETY_FAILED,
+    }
 )
 
 

@@ -131,6 +131,7 @@ class ProtectionService(QObject):
                 disarm=self._disarm,
                 changed=self.protection_changed.emit,
                 reconcile=self.reconcile,
+                gave_up=self._on_safety_gave_up,
             ),
             safety_policy or SafetyPolicy(limit_percent=settings.safety_limit_percent),
         )
@@ -643,6 +644,20 @@ class ProtectionService(QObject):
         p = self.store.get(pid)
         self.notifier.notify(
             Alert(AlertKind.EXIT_FAILED, "Exit failed", f"{p.symbol}: {why}", pid, p.account_id)
+        )
+        self.protection_changed.emit(pid)
+
+    def _on_safety_gave_up(self, pid: int, why: str) -> None:
+        """On the safety worker's thread: the notifier's signals carry the alert to the GUI thread."""
+        p = self.store.get(pid)
+        self.notifier.notify(
+            Alert(
+                AlertKind.SAFETY_FAILED,
+                "No broker-held stop",
+                f"{p.symbol}: {why}. TrailStop's own stop still protects it while TrailStop runs.",
+                pid,
+                p.account_id,
+            )
         )
         self.protection_changed.emit(pid)
 

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -121,6 +122,7 @@ class SafetyPolicy:
     market_protection: float | None = None  # an Upstox GTT rule's (None: the broker's default)
     retry_delay: float = 2.0  # after a failed placement or move, doubling ...
     max_retry_delay: float = 60.0  # ... up to this
+    max_refusals: int = 4  # placements the broker refuses in a row before the safety stop is given up
     exit_attempts: int = 6  # broker calls on the exit path are retried this often on temporary errors
     exit_retry_delay: float = 0.2
 
@@ -191,6 +193,44 @@ def gtt_limit_price(exit_side: Side, trigger: float, percent: float, tick_size: 
     return round_up(trigger * (1 + percent / 100.0), tick_size)
 
 
+# Where the exchange offers no SL-M. NSE withdrew stop-loss market orders for index and stock options on
+# 27 September 2021 (the exchange answers "16052: Function not available"; the NSE circular as relayed by
+# brokers, e.g. SAS Online bulletin 388 "Pre-Trade risk controls for market order in Option Index &
+# Stocks"); BSE discontinued SL-M in every segment on 9 October 2023 (Upstox's notice "BSE halts Stop Loss
+# Market (SL-M) Orders"; Zerodha blocks them on Kite). PROTOCOLS.md, "The real brokers in 2026".
+_NO_SLM_EXCHANGES = frozenset({"BSE", "BFO", "BCD", "BSE_EQ", "BSE_FO", "BCD_FO"})
+_OPTION_EXCHANGES = frozenset({"NFO", "NSE_FO"})
+_OPTION_SYMBOL = re.compile(r"\d(CE|PE)$")
+_ORDER_TYPE_REFUSED = re.compile(
+    r"function not available"
+    r"|(sl-?m|sl_m|stop[ -]?loss[ -]market)\b.{0,80}?(not allowed|blocked|not available|discontinued|"
+    r"not supported|withdrawn)",
+    re.IGNORECASE,
+)
+
+
+def slm_unavailable(exchange: str, symbol: str) -> bool:
+    """The exchange refuses SL-M orders for this instrument (options on NSE, anything on BSE)."""
+    exchange = exchange.upper()
+    if exchange in _NO_SLM_EXCHANGES:
+        return True
+    return exchange in _OPTION_EXCHANGES and _OPTION_SYMBOL.search(symbol.upper()) is not None
+
+
+def order_type_refused(text: str) -> bool:
+    """A refusal that says the order type itself is not offered here (retrying it cannot help)."""
+    return _ORDER_TYPE_REFUSED.search(text) is not None
+
+
+def safety_kind_for(broker: Broker, p: Protection) -> SafetyKind:
+    """The broker object that holds ``p``'s safety stop: the broker's kind for the product, except that
+    an SL-M becomes an SL where the exchange has none, or where the broker already refused one for it."""
+    kind = broker.capabilities.safety_kind(p.product)
+    if kind is SafetyKind.SL_M and (p.safety_kind is SafetyKind.SL or slm_unavailable(p.exchange, p.symbol)):
+        return SafetyKind.SL
+    return kind
+
+
 # ============================================================================= what the exit path gets
 
 
@@ -225,6 +265,7 @@ class SafetyHooks:
     disarm: Callable[[int], None] = lambda _pid: None  # the protection left the engine (closed)
     changed: Callable[[int], None] = lambda _pid: None  # re-read the protection (GUI)
     reconcile: Callable[[int], None] = lambda _account: None  # look at the account now
+    gave_up: Callable[[int, str], None] = lambda _pid, _why: None  # no broker stop can be held: alert
 
 
 # ============================================================================= the manager
@@ -312,6 +353,7 @@ class SafetyStopManager:
         self._tracked: dict[int, int] = {}  # protection id -> account id
         self._last_move: dict[int, float] = {}
         self._failures: dict[int, int] = {}
+        self._refusals: dict[int, int] = {}  # placements refused in a row
         self._suspect: set[int] = set()  # may have an order we did not record (a crash, an ambiguous reply)
         self._exiting: set[int] = set()
         self._check_next: set[int] = set()  # read the broker stop back before the next decision
@@ -405,6 +447,7 @@ class SafetyStopManager:
             self._tracked.pop(pid, None)
             self._last_move.pop(pid, None)
             self._failures.pop(pid, None)
+            self._refusals.pop(pid, None)
             self._check_next.discard(pid)
             self._replace_next.discard(pid)
             self._loosen_next.discard(pid)
@@ -440,7 +483,7 @@ class SafetyStopManager:
             broker = self.hooks.broker_for(p.account_id)
             if broker is None:
                 return self._retry_later(pid)  # logged out: the stop at the broker stays as it is
-            kind = broker.capabilities.safety_kind(p.product)
+            kind = safety_kind_for(broker, p)
             gtt = as_gtt_broker(broker)
             if p.status in _ENDED:
                 try:
@@ -620,17 +663,17 @@ class SafetyStopManager:
                 p.id, kind="safety_placing", safety_state=SafetyState.PLACING, safety_kind=kind
             )
         try:
-            if kind is SafetyKind.SL_M:
-                order_id = broker.place_order(self._slm_request(p, level, quantity))
-                price = None
+            if kind.is_order:
+                stop_order = self._stop_order_request(p, kind, level, quantity)
+                order_id = broker.place_order(stop_order)
+                price = stop_order.price
             else:
                 assert gtt is not None and last is not None
                 request = self._gtt_request(p, level, quantity, last, urgent=False)
                 order_id = gtt.place_gtt(request)
                 price = request.limit_price if broker.capabilities.gtt_limit_orders else None
         except (RejectedError, BrokerInputError, ValueError) as exc:
-            self._note(p, "safety_missing", f"the broker refused it: {exc}", safety_state=SafetyState.MISSING)
-            return self._retry_later(p.id)
+            return self._refused(p, kind, str(exc))
         p = self._note(
             p,
             "safety_placed",
@@ -649,23 +692,67 @@ class SafetyStopManager:
             # It ended while the order was on its way (the reconciler found the position flat): the new
             # stop must not outlive it. The worker may be stopping, so this cannot wait for a next step.
             return self._take_away(p, "the protection ended")
-        if kind is SafetyKind.SL_M:
+        if kind.is_order:
             # Recorded first, read back second: a failed read must not lead to a second order. Kite
             # may still reject an accepted order (margins, circuit limits): it is then missing.
             order = broker.order(order_id)
             if order.status in (OrderStatus.REJECTED, OrderStatus.CANCELLED):
                 why = order.status_message or order.raw_status
-                self._note(
-                    self.store.get(p.id),
-                    "safety_missing",
-                    f"the broker refused it: {why}",
-                    safety_state=SafetyState.MISSING,
-                    safety_order_id=None,
-                )
-                return self._retry_later(p.id)
+                return self._refused(self.store.get(p.id), kind, why)
+        with self._guard:
+            self._refusals.pop(p.id, None)
         return None
 
-    def _slm_request(self, p: Protection, level: float, quantity: int) -> OrderRequest:
+    def _refused(self, p: Protection, kind: SafetyKind, why: str) -> float | None:
+        """The broker refused a new safety stop. Never retried blindly: an SL-M the exchange does not
+        offer here becomes an SL at once; an order type refused outright, or refusals that keep coming,
+        give the safety stop up with an alert (TrailStop's own stop still protects the position)."""
+        type_refused = order_type_refused(why)
+        if kind is SafetyKind.SL_M and type_refused:
+            self._note(
+                p,
+                "safety_fallback",
+                f"SL-M refused ({why}); a stop-loss limit order instead",
+                safety_state=SafetyState.MISSING,
+                safety_kind=SafetyKind.SL,
+                safety_order_id=None,
+            )
+            log.info("protection %s: SL-M refused by the exchange (%s); placing an SL order", p.id, why)
+            return self.clock()
+        with self._guard:
+            refusals = self._refusals[p.id] = self._refusals.get(p.id, 0) + 1
+        if type_refused or refusals >= self.policy.max_refusals:
+            reason = f"the broker refused the {kind.value} safety stop: {why}"
+            if not type_refused:
+                reason += f" ({refusals} times in a row)"
+            self._note(
+                p,
+                "safety_given_up",
+                reason[:300],
+                safety_state=SafetyState.OFF,
+                safety_enabled=False,
+                safety_order_id=None,
+            )
+            with self._guard:
+                self._refusals.pop(p.id, None)
+            log.warning("protection %s: safety stop given up: %s", p.id, reason)
+            self.hooks.gave_up(p.id, reason)
+            return None
+        self._note(
+            p,
+            "safety_missing",
+            f"the broker refused it: {why}",
+            safety_state=SafetyState.MISSING,
+            safety_order_id=None,
+        )
+        return self._retry_later(p.id)
+
+    def _stop_order_request(
+        self, p: Protection, kind: SafetyKind, level: float, quantity: int
+    ) -> OrderRequest:
+        """An SL-M, or an SL whose limit is ``limit_percent`` through the trigger: inside the exchange's
+        price band in all but a circuit-breaking move, so that it fills like a market order would."""
+        limited = kind is SafetyKind.SL
         return OrderRequest(
             symbol=p.symbol,
             exchange=p.exchange,
@@ -673,10 +760,14 @@ class SafetyStopManager:
             side=p.side.exit_side,
             quantity=quantity,
             product=p.product,
-            order_type=OrderType.SL_M,
+            order_type=OrderType.SL if limited else OrderType.SL_M,
             trigger_price=level,
+            price=self._stop_limit(p, level) if limited else None,
             tag=p.safety_tag,
         )
+
+    def _stop_limit(self, p: Protection, level: float) -> float:
+        return gtt_limit_price(p.side.exit_side, level, self.policy.limit_percent, p.tick_size)
 
     def _moved(self, pid: int) -> None:
         with self._guard:
@@ -700,10 +791,11 @@ class SafetyStopManager:
         self.store.update_safety(p.id, kind="safety_moving", safety_state=SafetyState.MOVING)
         self.hooks.changed(p.id)
         try:
-            if kind is SafetyKind.SL_M:
+            if kind.is_order:
                 broker.modify_order(
                     order_id,
                     trigger_price=level,
+                    price=self._stop_limit(p, level) if kind is SafetyKind.SL else None,
                     quantity=quantity if quantity != p.safety_quantity else None,
                 )
             else:
@@ -719,8 +811,8 @@ class SafetyStopManager:
         except TemporaryError:
             self.store.update_safety(p.id, kind="safety_moving", safety_state=SafetyState.PLACED)
             raise
-        priced = kind is SafetyKind.GTT and broker.capabilities.gtt_limit_orders
-        price = gtt_limit_price(p.side.exit_side, level, self.policy.limit_percent, p.tick_size)
+        priced = kind is SafetyKind.SL or (kind is SafetyKind.GTT and broker.capabilities.gtt_limit_orders)
+        price = self._stop_limit(p, level)
         self._note(
             p,
             "safety_moved",
@@ -768,7 +860,7 @@ class SafetyStopManager:
         gtt = as_gtt_broker(broker)
         self.store.update_safety(p.id, kind="safety_moving", safety_state=SafetyState.MOVING)
         try:
-            if p.safety_kind is SafetyKind.SL_M:
+            if p.safety_kind.is_order:
                 broker.cancel_order(order_id)
             elif gtt is not None:
                 gtt.delete_gtt(order_id)
@@ -807,7 +899,7 @@ class SafetyStopManager:
         order_id = p.safety_order_id
         if not order_id:
             return None
-        if p.safety_kind is SafetyKind.SL_M:
+        if p.safety_kind.is_order:
             order = broker.order(order_id)
             if order.status in (OrderStatus.TRIGGER_PENDING, OrderStatus.PENDING, OrderStatus.UNKNOWN):
                 return True, None
@@ -875,7 +967,7 @@ class SafetyStopManager:
                 if p.safety_state is SafetyState.MOVING
                 else p
             )
-        if kind is SafetyKind.SL_M:
+        if kind.is_order:
             found = broker.find_order_by_tag(p.safety_tag)
             if found is None or found.status in (OrderStatus.CANCELLED, OrderStatus.REJECTED):
                 return p
@@ -888,11 +980,12 @@ class SafetyStopManager:
             return self._note(
                 p,
                 "safety_adopted",
-                f"SL-M {found.order_id} found by its tag",
+                f"{kind.value} {found.order_id} found by its tag",
                 safety_state=SafetyState.PLACED,
                 safety_kind=kind,
                 safety_order_id=found.order_id,
                 safety_level=found.trigger_price or None,
+                safety_price=found.price if kind is SafetyKind.SL and found.price else None,
                 safety_quantity=found.quantity,
                 safety_modifications=modified,
             )
@@ -1018,7 +1111,7 @@ class SafetyStopManager:
     def _check_held(self, p: Protection, broker: Broker, gtt: GttBroker | None) -> None:
         order_id = p.safety_order_id
         assert order_id is not None
-        if p.safety_kind is SafetyKind.SL_M:
+        if p.safety_kind.is_order:
             order = broker.order(order_id)
             if (
                 order.status in (OrderStatus.OPEN, OrderStatus.COMPLETE)
@@ -1099,13 +1192,13 @@ class SafetyStopManager:
             gtt = as_gtt_broker(broker)
             if not p.safety_order_id and p.safety_state in (SafetyState.PLACING, SafetyState.MOVING):
                 # Placed but not recorded (an ambiguous reply or a crash): find it before exiting.
-                kind = broker.capabilities.safety_kind(p.product)
+                kind = safety_kind_for(broker, p)
                 p = self._exit_call(lambda: self._look_for_orphan(p, broker, gtt, kind))
                 if p.status is Status.CLOSED:
                     return ExitPlan(p.exit_order_id, fired=True)
             if not p.safety_order_id:
                 return PROCEED
-            if p.safety_kind is SafetyKind.SL_M:
+            if p.safety_kind.is_order:
                 return self._exit_via_slm(p, broker, quantity)
             return self._exit_around_gtt(p, broker, gtt, quantity)
 
@@ -1233,7 +1326,7 @@ class SafetyStopManager:
         """The order the broker stop fired into becomes the exit; a resting LIMIT is pushed to MARKET."""
         if (
             order.status is OrderStatus.OPEN
-            and order.order_type is OrderType.LIMIT
+            and order.order_type in (OrderType.LIMIT, OrderType.SL)
             and order.filled_quantity == 0
         ):
             broker = self.hooks.broker_for(p.account_id)
@@ -1264,6 +1357,9 @@ __all__ = [
     "SafetyStopManager",
     "decide",
     "gtt_limit_price",
+    "order_type_refused",
+    "safety_kind_for",
+    "slm_unavailable",
     "threshold_for",
 ]
 

@@ -604,6 +604,8 @@ class Exchange:
             return problem
         if state.quantity > inst.freeze_quantity:
             return f"Quantity exceeds the freeze limit of {inst.freeze_quantity} for this instrument."
+        if state.order_type == "SL-M" and slm_withdrawn(inst.exchange, inst.instrument_type):
+            return SLM_WITHDRAWN_MESSAGE
         ltp = self.market.ltp(inst)
         if state.order_type in ("SL", "SL-M"):
             trigger = state.trigger_price
@@ -671,6 +673,19 @@ class Exchange:
 
     def _exchange_id(self, order: Order) -> str:
         return f"13{int(order.order_id[6:]):014d}"
+
+
+# NSE withdrew stop-loss market orders for index and stock options on 27 September 2021 and rejects them with
+# "16052: Function not available" (the NSE circular, as relayed by brokers' bulletins, e.g. SAS Online
+# bulletin 388); BSE discontinued SL-M in every segment on 9 October 2023 (Upstox's notice "BSE halts Stop
+# Loss Market (SL-M) Orders"). The order reaches the exchange and comes back REJECTED with its message.
+SLM_WITHDRAWN_MESSAGE = "16052: Function not available"
+_NO_SLM_EXCHANGES = frozenset({"BSE", "BFO", "BCD"})
+
+
+def slm_withdrawn(exchange: str, instrument_type: str) -> bool:
+    """The exchange refuses SL-M orders for this instrument."""
+    return exchange in _NO_SLM_EXCHANGES or (exchange == "NFO" and instrument_type in ("CE", "PE"))
 
 
 def _check_request(request: OrderRequest) -> None:

@@ -27,6 +27,7 @@ NOTIFY = frozenset(
         AlertKind.LOGIN_NEEDED,
         AlertKind.ROUTE_FAILED,
         AlertKind.CLOSED_EXTERNALLY,
+        AlertKind.SAFETY_FAILED,
     }
 )
 

@@ -180,6 +180,54 @@ def test_broker_rejections_become_rejected_orders(bench: Bench, fields: dict[str
     assert bench.updates[-1][:2] == (order.order_id, OrderStatus.REJECTED)
 
 
+@pytest.mark.parametrize("kind", ["CE", "PE"])
+def test_sl_m_on_an_option_is_refused_with_the_exchanges_message_and_sl_works(
+    bench: Bench, kind: str
+) -> None:
+    # NSE withdrew SL-M for index and stock options in 2021: "16052: Function not available".
+    option = next(i for i in bench.index if i.instrument_type == kind)
+    bench.price(option.symbol, 100.0, bid=99.95, ask=100.05)
+    slm = bench.place(
+        option.symbol,
+        quantity=option.lot_size,
+        transaction_type="SELL",
+        order_type="SL-M",
+        trigger_price=95.0,
+    )
+    assert _status(slm) == OrderStatus.REJECTED
+    assert slm.state.status_message == "16052: Function not available"
+    sl = bench.place(
+        option.symbol,
+        quantity=option.lot_size,
+        transaction_type="SELL",
+        order_type="SL",
+        trigger_price=95.0,
+        price=93.1,
+    )
+    assert _status(sl) == OrderStatus.TRIGGER_PENDING
+
+
+def test_sl_m_stays_available_on_futures_and_equities(bench: Bench) -> None:
+    fut = next(i for i in bench.index if i.instrument_type == "FUT" and i.name == "NIFTY")
+    bench.price(fut.symbol, 24000.0, bid=23999.95, ask=24000.05)
+    slm = bench.place(
+        fut.symbol,
+        quantity=fut.lot_size,
+        product="NRML",
+        transaction_type="SELL",
+        order_type="SL-M",
+        trigger_price=23900.0,
+    )
+    assert _status(slm) == OrderStatus.TRIGGER_PENDING
+
+
+def test_bse_and_bfo_have_no_sl_m_at_all() -> None:
+    from trailstop_gui.simulator.exchange import slm_withdrawn
+
+    assert slm_withdrawn("BSE", "EQ") and slm_withdrawn("BFO", "FUT") and slm_withdrawn("BFO", "CE")
+    assert not slm_withdrawn("NSE", "EQ") and not slm_withdrawn("NFO", "FUT")
+
+
 def test_fo_orders_need_whole_lots(bench: Bench) -> None:
     fut = next(i for i in bench.index if i.instrument_type == "FUT" and i.name == "NIFTY")
     odd = bench.place(fut.symbol, quantity=fut.lot_size + 1, product="NRML")

@@ -370,7 +370,7 @@ class Capabilities:
 
     def modification_cap(self, kind: SafetyKind) -> int | None:
         """How many times one safety order (or GTT) of ``kind`` may be modified; None when unlimited."""
-        if kind is SafetyKind.SL_M:
+        if kind.is_order:
             return self.max_modifications_per_order
         if kind is SafetyKind.GTT:
             return self.max_gtt_modifications
