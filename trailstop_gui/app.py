@@ -308,6 +308,8 @@ def run_window(args: argparse.Namespace, instance: SingleInstance | None = None)
         def open_settings() -> None:
             dialog = SettingsDialog(store, load_settings(store), str(runtime.directory), main)
             dialog.settings_saved.connect(panel.apply_settings)
+            dialog.settings_saved.connect(service.apply_settings)
+            dialog.settings_saved.connect(main.tray.apply_settings)
             dialog.settings_saved.connect(lambda saved: theme.apply_theme(app, saved.theme))
             dialog.open()
 

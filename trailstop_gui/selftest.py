@@ -446,7 +446,8 @@ class DemoFlow:
             )
             pids[broker] = p.id
         for broker, pid in pids.items():
-            # Upstox pushes no order updates: its fill is seen at the next reconcile (every 30 s at most).
+            # Both brokers push order updates (Kite's ticker, Upstox's portfolio stream) and the entry is
+            # polled; 45 s also covers a lost update, found by the next reconcile (every 30 s at most).
             p = self._wait_status(pid, {Status.OPEN}, 45, f"{broker} entry to fill")
             report.ok(
                 "entry",

@@ -36,6 +36,10 @@ class FakeService(QObject):
         self.positions: list[Position] = []
         self.fetch_threads: list[threading.Thread] = []
         self.fail_with: Exception | None = None
+        self.tick = 0.05  # what the instrument master says
+
+    def tick_size_for(self, account_id: int, position: Position) -> float:
+        return self.tick
 
     def _record(self, *call: Any) -> None:
         if self.fail_with is not None:
@@ -64,7 +68,9 @@ class FakeService(QObject):
     def retry_exit(self, pid: int) -> None:
         self._record("retry_exit", pid)
 
-    def adopt(self, account_id: int, position: Position, rule: TrailRule, tick_size: float = 0.05) -> None:
+    def adopt(
+        self, account_id: int, position: Position, rule: TrailRule, tick_size: float | None = None
+    ) -> None:
         self._record("adopt", account_id, position.symbol, rule, tick_size)
 
     def unprotected_positions(self, account_id: int) -> list[Position]:
@@ -273,9 +279,11 @@ def test_unprotected_positions_are_fetched_off_the_gui_thread_and_protected(
     view.unprotected_table.selectRow(0)
     assert view.act_protect.isEnabled()
     answers = install(view, Answers(rule=TrailRule.percent(1.5)))
+    service.tick = 0.01  # the instrument master's tick, not a fixed 0.05 (issue 13 item 14)
     view.act_protect.trigger()
-    assert service.calls == [("adopt", account.id, "ITC", TrailRule.percent(1.5), 0.05)]
+    assert service.calls == [("adopt", account.id, "ITC", TrailRule.percent(1.5), 0.01)]
     assert answers.rule_requests[0]["reference_price"] == 418.2
+    assert answers.rule_requests[0]["tick_size"] == 0.01
     assert view.unprotected_title.text() == "Broker positions without protection (1)"
 
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from pytestqt.qtbot import QtBot
 
+from dataclasses import replace
+
 from trailstop_gui.services.notifier import Alert, AlertKind, Notifier
+from trailstop_gui.settings import Settings
 from trailstop_gui.views.tray import NOTIFY, TrayController
 
 
@@ -58,3 +61,31 @@ def test_a_failing_order_route_is_an_urgent_tray_message(qtbot: QtBot) -> None:
     notifier.notify(Alert(AlertKind.ROUTE_FAILED, "Order route failed", text, account_id=1))
     assert [a.kind for a in shown] == [AlertKind.ROUTE_FAILED] and shown[0].urgent
     assert tray.last_message == ("Order route failed", text)
+
+
+def test_the_notifications_setting_silences_the_tray(qtbot: QtBot) -> None:
+    notifier = Notifier()
+    beeps: list[None] = []
+    tray = TrayController(notifier, available=False, beep=lambda: beeps.append(None))
+    shown: list[Alert] = []
+    tray.notified.connect(shown.append)
+    tray.apply_settings(replace(Settings(), notifications=False))
+    notifier.notify(Alert(AlertKind.EXIT_FAILED, "Exit failed", "INFY: refused"))
+    assert shown == [] and tray.last_message is None and beeps == []
+    tray.apply_settings(Settings())
+    notifier.notify(Alert(AlertKind.EXIT_FAILED, "Exit failed", "INFY: refused"))
+    assert [a.kind for a in shown] == [AlertKind.EXIT_FAILED]
+
+
+def test_the_sound_setting_beeps_for_urgent_alerts_only(qtbot: QtBot) -> None:
+    notifier = Notifier()
+    beeps: list[None] = []
+    tray = TrayController(notifier, available=False, beep=lambda: beeps.append(None))
+    tray.apply_settings(Settings())
+    notifier.notify(Alert(AlertKind.EXIT_FILLED, "Exit filled", "INFY at 1500"))
+    assert beeps == []  # not urgent: no sound
+    notifier.notify(Alert(AlertKind.LOGIN_NEEDED, "Login needed", "Zerodha: log in again"))
+    assert len(beeps) == 1
+    tray.apply_settings(replace(Settings(), sound=False))
+    notifier.notify(Alert(AlertKind.SAFETY_FAILED, "No broker-held stop", "INFY: refused"))
+    assert len(beeps) == 1 and tray.last_message == ("No broker-held stop", "INFY: refused")

@@ -87,6 +87,7 @@ _MUTABLE = frozenset(
         "entry_order_id",
         "entry_price",
         "rule",
+        "tick_size",
         "stop",
         "peak",
         "reason",
@@ -490,6 +491,8 @@ class ProtectionStore:
         unknown = set(fields) - _MUTABLE
         if unknown:
             raise ValueError(f"protection: cannot change {', '.join(sorted(unknown))}")
+        if "tick_size" in fields:
+            fields["tick_size"] = require_positive(fields["tick_size"], "tick size")
         if "safety_state" in fields:
             fields["safety_state"] = SafetyState.parse(fields["safety_state"])
         if "safety_kind" in fields:

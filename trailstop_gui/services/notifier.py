@@ -20,8 +20,8 @@ class AlertKind(enum.StrEnum):
     FEED_DOWN = "feed down"
     LOGIN_NEEDED = "login needed"
     ROUTE_FAILED = "order route failed"  # orders of an account with live protections would be refused
+    SAFETY_FAILED = "safety stop unavailable"  # no broker-held stop can be placed for a protection
     CLOSED_EXTERNALLY = "closed outside TrailStop"
-    SAFETY_FAILED = "safety stop unavailable"
     INFO = "info"
 
 

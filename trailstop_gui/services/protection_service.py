@@ -31,6 +31,8 @@ from trailstop_gui.models.domain import (
     check_safety_buffer,
     require_positive,
     require_positive_int,
+    round_down,
+    round_up,
 )
 from trailstop_gui.models.engine import StopTriggered
 from trailstop_gui.models.lifecycle import IllegalTransition
@@ -45,18 +47,20 @@ from trailstop_gui.services.brokers.base import (
 from trailstop_gui.services.brokers.errors import AuthError, BrokerError
 from trailstop_gui.services.brokers.feed_loop import OrderUpdate
 from trailstop_gui.services.exit_executor import ExitExecutor, RetryPolicy
+from trailstop_gui.services.instruments import master_key
 from trailstop_gui.services.notifier import Alert, AlertKind, Notifier
 from trailstop_gui.services.positions import matching_position
 from trailstop_gui.services.reconciler import Hooks, Reconciler
 from trailstop_gui.services.safety_stop import SafetyConfig, SafetyHooks, SafetyPolicy, SafetyStopManager
 from trailstop_gui.services.session import AccountSession, SessionState
-from trailstop_gui.settings import load_settings
+from trailstop_gui.settings import Settings, load_settings
 
 log = logging.getLogger("trailstop.protection")
 
 RECONCILE_INTERVAL_MS = 30_000
 ENTRY_WATCH_SECONDS = 20.0
 ENTRY_POLL_SECONDS = 0.2
+DEFAULT_TICK_SIZE = 0.05  # NSE's and NFO's usual tick, for an instrument the master does not know
 FEED_DOWN_ALERT_MS = 10_000
 
 
@@ -169,9 +173,15 @@ class ProtectionService(QObject):
     # ----------------------------------------------------------------- accounts and start-up
 
     def add_session(self, session: AccountSession) -> None:
+        session.set_market_protection(load_settings(self.store).market_protection)
         self.sessions[session.account_id] = session
         session.state_changed.connect(self._on_session_state)
         session.logged_in.connect(self._on_logged_in)
+
+    def apply_settings(self, settings: Settings) -> None:
+        """Settings saved in the dialog that the services act on: the exits' market protection."""
+        for session in list(self.sessions.values()):
+            session.set_market_protection(settings.market_protection)
 
     def set_auto_protect(self, account_id: int, rule: TrailRule | None) -> None:
         if rule is None:
@@ -388,7 +398,34 @@ class ProtectionService(QObject):
         self.executor.submit(pid, recover=True)
 
     def _tick_size(self, account_id: int, pos: Position) -> float:
-        return 0.05  # NSE/NFO equities and derivatives; the instrument master refines this when loaded
+        return self.tick_size_for(account_id, pos)
+
+    def tick_size_for(self, account_id: int, pos: Position) -> float:
+        """The instrument's tick size from the account's instrument master (a local lookup, no network);
+        NSE's usual 0.05 when the master is not loaded or does not list it. ``set_tick_size`` corrects it."""
+        session = self.sessions.get(account_id)
+        if session is not None:
+            master = master_key(session.account)
+            record = self.store.instrument(master, pos.instrument) or self.store.find_instrument(
+                master, pos.exchange, pos.symbol
+            )
+            if record is not None and record.tick_size > 0:
+                return float(record.tick_size)
+        return DEFAULT_TICK_SIZE
+
+    def set_tick_size(self, pid: int, tick_size: float) -> Protection:
+        """Correct a protection's tick size (an adopted position's guess, say). The stop moves onto the new
+        grid as every stop is rounded: a long's down, a short's up (by less than one tick)."""
+        tick = require_positive(tick_size, "tick size")
+        p = self.store.get(pid)
+        fields: dict[str, Any] = {"tick_size": tick}
+        if p.stop is not None:
+            fields["stop"] = round_down(p.stop, tick) if p.side.is_long else round_up(p.stop, tick)
+        p = self.store.update(pid, kind="tick_size_changed", **fields)
+        if p.status is Status.OPEN and not p.paused:
+            self._arm(p)
+        self.protection_changed.emit(pid)
+        return p
 
     # ----------------------------------------------------------------- trader actions (any thread)
 
@@ -453,8 +490,9 @@ class ProtectionService(QObject):
     def _watch_entry(self, pid: int, broker: Broker, order_id: str) -> None:
         """Follow a fresh entry until it is final, so the stop is armed the moment it fills.
 
-        Order updates may not reach us (an Upstox account has no order stream here); a resting LIMIT entry is
-        left to order updates and the periodic reconcile once ``ENTRY_WATCH_SECONDS`` have passed.
+        Both brokers push order updates (Kite's ticker, Upstox's portfolio stream), but one can be late or
+        lost, and a paper account has none; a resting LIMIT entry is left to order updates and the periodic
+        reconcile once ``ENTRY_WATCH_SECONDS`` have passed.
         """
         deadline = time.monotonic() + ENTRY_WATCH_SECONDS
         while time.monotonic() < deadline and self._started:  # shutdown must not wait on a watch
@@ -487,11 +525,12 @@ class ProtectionService(QObject):
         account_id: int,
         position: Position,
         rule: TrailRule,
-        tick_size: float = 0.05,
+        tick_size: float | None = None,
         *,
         safety: bool | None = None,
     ) -> Protection:
-        """Protect a position the trader already holds (``safety``: None takes the default)."""
+        """Protect a position the trader already holds (``safety``: None takes the default; ``tick_size``:
+        None takes the instrument master's)."""
         if position.side is None or position.product is None:
             raise ValueError("position: it is flat, or its product is unknown")
         config = self._safety_for(safety, None, None)
@@ -508,7 +547,7 @@ class ProtectionService(QObject):
             product=position.product,
             quantity=abs(position.quantity),
             filled_quantity=abs(position.quantity),
-            tick_size=tick_size,
+            tick_size=self.tick_size_for(account_id, position) if tick_size is None else tick_size,
             rule=rule,
             entry_price=position.average_price,
             status=Status.OPEN,

@@ -135,6 +135,14 @@ class AccountSession(QObject):
         quote = feed.latest_quote(instrument) if feed is not None else None  # type: ignore[arg-type]
         return None if quote is None else (quote.ltp, quote.bid, quote.ask)
 
+    def set_market_protection(self, percent: float) -> None:
+        """The trader's market protection for this account's MARKET and SL-M orders (exits included):
+        -1 for the broker's automatic value, else a percentage, held to the broker's own maximum
+        (Kite 100, Upstox 25)."""
+        if percent != -1:
+            percent = min(percent, self.rest.capabilities.max_market_protection)
+        self.rest.set_market_protection(percent)
+
     def token(self) -> str | None:
         return self.secrets.get(self.account.id, "access_token")
 

@@ -352,7 +352,9 @@ class Exchange:
             self._set(order, status=OrderStatus.REJECTED, status_message=reason)
             return order
 
-        if order.state.order_type == "MARKET" and request.market_protection:
+        if order.state.order_type == "MARKET" and request.market_protection and broker == "kite":
+            # Kite reports a protected market order as a LIMIT at the protection price; Upstox's v3
+            # market_protection is recorded (GET /_sim/orders) and its order stays MARKET.
             self._apply_market_protection(order)
         self._set(order, status=OrderStatus.OPEN_PENDING, notify=False)
         if order.variety == "amo":
@@ -470,7 +472,7 @@ class Exchange:
         return ltp >= trigger if order.is_buy else ltp <= trigger
 
     def _activate_stop(self, order: Order) -> None:
-        if order.state.order_type == "SL-M" and order.market_protection:
+        if order.state.order_type == "SL-M" and order.market_protection and order.broker == "kite":
             order.protection_limit = self._protection_price(order)
         self._set(
             order,

@@ -304,8 +304,8 @@ class UpstoxApi:
         tag = body.get("tag")
         if tag is not None and (not isinstance(tag, str) or len(tag) > MAX_TAG_LENGTH):
             raise input_error(f"Invalid tag: at most {MAX_TAG_LENGTH} characters", "tag", tag)
+        protection = body.get("market_protection") if v3 else None
         if v3:
-            protection = body.get("market_protection")
             if protection is not None and (
                 isinstance(protection, bool)
                 or not isinstance(protection, int | float)
@@ -326,6 +326,7 @@ class UpstoxApi:
             variety="amo" if _bool(body, "is_amo") else "regular",
             disclosed_quantity=_int(body, "disclosed_quantity", default=0) or 0,
             tag=tag or None,
+            market_protection=float(protection) if protection is not None else 0.0,
         )
         return request, str(product), v3 and _bool(body, "slice")
 

@@ -146,6 +146,7 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(central)
 
         self.tray = tray if tray is not None else TrayController(notifier, self)
+        self.tray.apply_settings(load_settings(self.store))
         self.tray.show_requested.connect(self.show_and_raise)
         self.tray.quit_requested.connect(self.request_quit)
 

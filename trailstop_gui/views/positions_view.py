@@ -838,6 +838,7 @@ class PositionsView(QWidget):
             )
             return
         default_rule = load_settings(self.store).default_rule
+        tick = self.service.tick_size_for(account_id, pos)  # the instrument master's (a local lookup)
         side_text = "Long" if pos.side is Side.BUY else "Short"
         rule = self.ask_rule(
             title="Protect position",
@@ -848,13 +849,13 @@ class PositionsView(QWidget):
             side=pos.side,
             quantity=abs(pos.quantity),
             reference_price=pos.average_price,
-            tick_size=DEFAULT_TICK,
+            tick_size=tick,
             rule=default_rule,
             accept_text="Protect",
         )
         if rule is None:
             return
-        if self._act("Protect", lambda: self.service.adopt(account_id, pos, rule, DEFAULT_TICK)):
+        if self._act("Protect", lambda: self.service.adopt(account_id, pos, rule, tick)):
             self.message_posted.emit(f"{pos.symbol}: protected, trailing {rule.describe()}")
             self.refresh_unprotected()
 

@@ -7,12 +7,14 @@ an icon: it still emits ``notified`` for every alert it would have shown, and th
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QAction, QIcon
-from PySide6.QtWidgets import QMenu, QSystemTrayIcon
+from PySide6.QtWidgets import QApplication, QMenu, QSystemTrayIcon
 
 from trailstop_gui.services.notifier import Alert, AlertKind, Notifier
+from trailstop_gui.settings import Settings
 from trailstop_gui.views import theme
 
 log = logging.getLogger("trailstop.views")
@@ -43,10 +45,19 @@ class TrayController(QObject):
     quit_requested = Signal()
 
     def __init__(
-        self, notifier: Notifier, parent: QObject | None = None, *, available: bool | None = None
+        self,
+        notifier: Notifier,
+        parent: QObject | None = None,
+        *,
+        available: bool | None = None,
+        beep: Callable[[], None] = QApplication.beep,
     ) -> None:
         super().__init__(parent)
         self.notifier = notifier
+        # The trader's settings "notifications" and "sound" (apply_settings); on until told otherwise.
+        self.notifications = True
+        self.sound = True
+        self._beep = beep
         self.available = QSystemTrayIcon.isSystemTrayAvailable() if available is None else available
         self.attention = False
         self.tooltip = "TrailStop"
@@ -95,10 +106,16 @@ class TrayController(QObject):
             kind = QSystemTrayIcon.MessageIcon.Warning if urgent else QSystemTrayIcon.MessageIcon.Information
             self.icon.showMessage(title, text, kind, URGENT_MESSAGE_MS if urgent else MESSAGE_MS)
 
+    def apply_settings(self, settings: Settings) -> None:
+        self.notifications = settings.notifications
+        self.sound = settings.sound
+
     def _on_alerted(self, alert: Alert) -> None:
-        if alert.kind not in NOTIFY:
-            return
+        if alert.kind not in NOTIFY or not self.notifications:
+            return  # the alert is still in the log, the journal and the window's status
         self.show_message(alert.title, alert.message, urgent=alert.urgent)
+        if self.sound and alert.urgent:
+            self._beep()  # the platform's alert sound: a notification that needs attention
         self.notified.emit(alert)
 
     def _on_activated(self, reason: QSystemTrayIcon.ActivationReason) -> None:

@@ -99,8 +99,7 @@ class KiteBroker:
         ``rate_limit_wait`` is how long an order call may wait for it before RateLimitedError.
         ``market_protection``: -1 (automatic) or a percentage in (0, 100].
         """
-        if market_protection != MARKET_PROTECTION_AUTO and not 0 < market_protection <= 100:
-            raise ValueError(f"market_protection: -1 or a percentage in (0, 100], got {market_protection!r}")
+        market_protection = _kite_market_protection(market_protection)
         self._kite: Any = KiteConnect(api_key, access_token=access_token, root=root, timeout=timeout)
         if login_uri:
             # The constructor has no parameter for it; login_url() reads this attribute.
@@ -112,12 +111,13 @@ class KiteBroker:
         self._orders: Any = self._kite
         self.set_order_route(order_route or OrderRoute(), route_password)
         self._limiter = limiter if limiter is not None else default_order_limiter()
-        # Sent as "-1", not "-1.0": the documented values are whole numbers.
-        self._market_protection = (
-            int(market_protection) if float(market_protection).is_integer() else market_protection
-        )
+        self._market_protection = market_protection
         self._variety = variety
         self._rate_limit_wait = rate_limit_wait
+
+    def set_market_protection(self, market_protection: float) -> None:
+        """What MARKET and SL-M orders carry from now on (the trader's setting): -1 or a percentage."""
+        self._market_protection = _kite_market_protection(market_protection)
 
     # ------------------------------------------------------------------------- session
 
@@ -392,6 +392,13 @@ class KiteBroker:
             )
             log.debug("kite %s failed: %s: %s", what, type(error).__name__, error)
             raise error from exc
+
+
+def _kite_market_protection(value: float) -> float:
+    if value != MARKET_PROTECTION_AUTO and not 0 < value <= 100:
+        raise ValueError(f"market_protection: -1 or a percentage in (0, 100], got {value!r}")
+    # Sent as "-1", not "-1.0": the documented values are whole numbers.
+    return int(value) if float(value).is_integer() else value
 
 
 def _screen_response(response: requests.Response, *args: object, **kwargs: object) -> None:

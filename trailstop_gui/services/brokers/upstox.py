@@ -123,8 +123,7 @@ class UpstoxBroker:
         up to 25, or None to leave it out. ``tick_size_unit``: the instrument master's unit ("auto" decides
         per file). ``limiter``, ``rate_limit_wait`` and ``order_route`` as for ``KiteBroker``.
         """
-        if market_protection is not None and market_protection != -1 and not 0 <= market_protection <= 25:
-            raise ValueError(f"market_protection: -1, 0-25 or None, got {market_protection!r}")
+        market_protection = _upstox_market_protection(market_protection)
         root = (api_root or DEFAULT_API_ROOT).rstrip("/")
         order_host = (order_root or (root if api_root else DEFAULT_ORDER_ROOT)).rstrip("/")
         # Configuration() returns a copy of the first instance ever created and ignores its arguments:
@@ -158,12 +157,14 @@ class UpstoxBroker:
         self._instruments_url = instruments_url
         self._timeout = (timeout, timeout)  # a (connect, read) pair: the SDK ignores a float timeout
         self._limiter = limiter if limiter is not None else default_order_limiter()
-        if market_protection is not None and float(market_protection).is_integer():
-            market_protection = int(market_protection)
         self._market_protection = market_protection
         self._order_api = order_api
         self._tick_size_unit: TickUnit = tick_size_unit
         self._rate_limit_wait = rate_limit_wait
+
+    def set_market_protection(self, market_protection: float | None) -> None:
+        """What v3 MARKET and SL-M orders carry from now on (the trader's setting): -1, 0-25 or None."""
+        self._market_protection = _upstox_market_protection(market_protection)
 
     # ------------------------------------------------------------------------- session
 
@@ -784,3 +785,10 @@ def _expiry(value: object) -> date | None:
         return date.fromisoformat(str(value)[:10])
     except ValueError:
         return None
+
+
+def _upstox_market_protection(value: float | None) -> float | None:
+    # OrderApiV3's PlaceOrderV3Request and ModifyOrderRequest both carry `market_protection` (SDK 2.x).
+    if value is not None and value != -1 and not 0 <= value <= 25:
+        raise ValueError(f"market_protection: -1, 0-25 or None, got {value!r}")
+    return int(value) if value is not None and float(value).is_integer() else value
