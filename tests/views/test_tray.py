@@ -3,9 +3,9 @@ where there is no system tray (as here, offscreen)."""
 
 from __future__ import annotations
 
-from pytestqt.qtbot import QtBot
-
 from dataclasses import replace
+
+from pytestqt.qtbot import QtBot
 
 from trailstop_gui.services.notifier import Alert, AlertKind, Notifier
 from trailstop_gui.settings import Settings

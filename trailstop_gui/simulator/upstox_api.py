@@ -304,16 +304,15 @@ class UpstoxApi:
         tag = body.get("tag")
         if tag is not None and (not isinstance(tag, str) or len(tag) > MAX_TAG_LENGTH):
             raise input_error(f"Invalid tag: at most {MAX_TAG_LENGTH} characters", "tag", tag)
-        protection = body.get("market_protection") if v3 else None
-        if v3:
-            if protection is not None and (
-                isinstance(protection, bool)
-                or not isinstance(protection, int | float)
-                or not (protection == -1 or 0 <= protection <= MAX_MARKET_PROTECTION)
-            ):
-                raise input_error(
-                    "Invalid market_protection: -1 (automatic) or 0 to 25", "market_protection", protection
-                )
+        protection = body.get("market_protection") if v3 else None  # v2 has no such field
+        if protection is not None and (
+            isinstance(protection, bool)
+            or not isinstance(protection, int | float)
+            or not (protection == -1 or 0 <= protection <= MAX_MARKET_PROTECTION)
+        ):
+            raise input_error(
+                "Invalid market_protection: -1 (automatic) or 0 to 25", "market_protection", protection
+            )
         request = OrderRequest(
             instrument=inst,
             transaction_type=str(transaction_type),
