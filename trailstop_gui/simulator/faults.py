@@ -1,4 +1,5 @@
-"""Injectable faults: HTTP errors, slow responses, rejections, partial fills, fill delays, stalled sockets.
+"""Injectable faults: HTTP errors, slow responses, malformed replies, rejections, partial fills, fill delays,
+stalled sockets.
 
 The state lives here; ``POST /_sim/fault`` parses a JSON spec with :func:`parse_fault` and the control API
 applies it. One-shot actions (drop sockets, expire tokens, price gaps) are carried out by the control API.
@@ -21,6 +22,7 @@ STALL_WS = "stall_ws"
 DROP_WS = "drop_ws"
 EXPIRE_TOKENS = "expire_tokens"
 PRICE_GAP = "price_gap"
+MALFORMED = "malformed"
 CLEAR = "clear"
 KINDS = (
     HTTP_FAULT,
@@ -32,8 +34,11 @@ KINDS = (
     DROP_WS,
     EXPIRE_TOKENS,
     PRICE_GAP,
+    MALFORMED,
     CLEAR,
 )
+# How a malformed reply is malformed: its lists become null, a field goes missing, a number becomes a string.
+MALFORMED_MODES = ("null_list", "missing_field", "string_number")
 
 DEFAULT_REJECT_REASON = (
     "RMS:Margin Exceeds,Required:0, Available:0 for entity account-DEMO across exchange across "
@@ -49,7 +54,7 @@ class FaultError(ValueError):
 class RequestFault:
     """Matches HTTP requests by path prefix and method; fires ``count`` times or with ``probability``."""
 
-    kind: str  # http_error or slow
+    kind: str  # http_error, slow or malformed
     status: int = 0
     seconds: float = 0.0
     message: str | None = None
@@ -59,6 +64,9 @@ class RequestFault:
     method: str | None = None
     phase: str = "before"  # before: the request is not carried out; after: it is, then the fault
     retry_after: str | None = None  # sent verbatim as the Retry-After header (may be "inf" or "-1")
+    mode: str | None = None  # malformed: one of MALFORMED_MODES
+    field: str | None = None  # malformed: the row field to drop or spell as a string
+    value: str | None = None  # malformed string_number: the text sent (None: the number as text)
 
     def matches(self, method: str, path: str) -> bool:
         if self.path is not None and not path.startswith(self.path):
@@ -137,7 +145,7 @@ class Faults:
     def add(self, spec: dict[str, Any]) -> None:
         """Record a stateful fault from a spec already checked by :func:`parse_fault`."""
         kind = spec["fault"]
-        if kind in (HTTP_FAULT, SLOW):
+        if kind in (HTTP_FAULT, SLOW, MALFORMED):
             self.request_faults.append(
                 RequestFault(
                     kind=kind,
@@ -150,6 +158,9 @@ class Faults:
                     method=spec.get("method"),
                     phase=spec.get("phase", "before" if kind == HTTP_FAULT else "after"),
                     retry_after=spec.get("retry_after"),
+                    mode=spec.get("mode"),
+                    field=spec.get("field"),
+                    value=spec.get("value"),
                 )
             )
         elif kind == REJECT_ORDERS:
@@ -164,7 +175,7 @@ class Faults:
             raise FaultError(f"{kind} is an action, not a standing fault")
 
     def clear(self, kind: str | None = None) -> None:
-        if kind in (None, HTTP_FAULT, SLOW):
+        if kind in (None, HTTP_FAULT, SLOW, MALFORMED):
             self.request_faults = [f for f in self.request_faults if kind is not None and f.kind != kind]
         if kind in (None, REJECT_ORDERS):
             self.rejections.clear()
@@ -218,6 +229,23 @@ def parse_fault(body: object) -> dict[str, Any]:
         if phase not in ("before", "after"):
             raise FaultError("`phase` must be before or after")
         spec["phase"] = phase
+    elif kind == MALFORMED:
+        mode = body.get("mode", "null_list")
+        if mode not in MALFORMED_MODES:
+            raise FaultError(f"`mode` must be one of {', '.join(MALFORMED_MODES)}")
+        spec["mode"] = mode
+        spec["field"] = _str(body, "field") or "quantity"
+        value = body.get("value")
+        if value is not None and not isinstance(value, str):
+            raise FaultError("`value` must be a string")
+        spec["value"] = value
+        spec["path"] = _str(body, "path", required=True)
+        method = _str(body, "method")
+        spec["method"] = method.upper() if method else None
+        spec["probability"] = _number(body, "probability", low=0.0, high=1.0)
+        count = _int(body, "count", low=1)
+        spec["count"] = count if count is not None or spec["probability"] is not None else 1
+        spec["phase"] = "after"
     elif kind == REJECT_ORDERS:
         spec["count"] = _int(body, "count", low=1) or 1
         spec["reason"] = _str(body, "reason") or DEFAULT_REJECT_REASON
@@ -311,3 +339,48 @@ def _int(
     if not low <= value <= high:
         raise FaultError(f"`{name}` must be between {low} and {high}")
     return value
+
+
+# -- malformed replies -------------------------------------------------------------------------
+
+
+def malform(body: Any, fault: RequestFault) -> Any:
+    """The JSON body of a successful reply, spoilt the way ``fault`` says (a new object; ``body`` is kept).
+
+    Only the envelope's ``data`` is touched: ``null_list`` turns every list in it into null (Kite's
+    ``{"net": null, "day": null}``, Upstox's ``"data": null``); ``missing_field`` drops ``field`` from every
+    row; ``string_number`` sends ``field`` as a string, its number as text or ``value``.
+    """
+    if not isinstance(body, dict) or "data" not in body:
+        return body
+    spoilt = dict(body)
+    spoilt["data"] = _malform_data(body["data"], fault)
+    return spoilt
+
+
+def _malform_data(data: Any, fault: RequestFault) -> Any:
+    if fault.mode == "null_list":
+        if isinstance(data, list):
+            return None
+        if isinstance(data, dict):
+            return {key: None if isinstance(value, list) else value for key, value in data.items()}
+        return data
+    if isinstance(data, list):
+        return [_malform_row(row, fault) for row in data]
+    if isinstance(data, dict):
+        if fault.field in data:
+            return _malform_row(data, fault)  # one order (Upstox /v2/order/details)
+        # Kite's positions: {"net": [...], "day": [...]}
+        return {key: _malform_data(v, fault) if isinstance(v, list) else v for key, v in data.items()}
+    return data
+
+
+def _malform_row(row: Any, fault: RequestFault) -> Any:
+    if not isinstance(row, dict) or fault.field is None or fault.field not in row:
+        return row
+    row = dict(row)
+    if fault.mode == "missing_field":
+        del row[fault.field]
+    elif fault.mode == "string_number":
+        row[fault.field] = fault.value if fault.value is not None else str(row[fault.field])
+    return row

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import json
 import logging
 from collections.abc import Callable
 
@@ -15,7 +16,7 @@ from aiohttp import web
 
 from trailstop_gui.simulator import control, kite, static_ip, upstox
 from trailstop_gui.simulator.core import Simulator
-from trailstop_gui.simulator.faults import HTTP_FAULT, SLOW, RequestFault
+from trailstop_gui.simulator.faults import HTTP_FAULT, MALFORMED, SLOW, RequestFault, malform
 from trailstop_gui.simulator.http_util import SIM_KEY, BrokerError, render_error
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ async def _faults(request: web.Request, handler: Callable[[web.Request], object]
     faults = request.app[SIM_KEY].faults
     slow = faults.take_request_fault(SLOW, request.method, request.path)
     error = faults.take_request_fault(HTTP_FAULT, request.method, request.path)
+    malformed = faults.take_request_fault(MALFORMED, request.method, request.path)
     if slow is not None and slow.phase == "before":
         await asyncio.sleep(slow.seconds)
     if error is not None and error.phase == "before":
@@ -72,7 +74,22 @@ async def _faults(request: web.Request, handler: Callable[[web.Request], object]
         await asyncio.sleep(slow.seconds)
     if error is not None and error.phase == "after":
         return _fault_response(request, error)
+    if malformed is not None:
+        return _malformed_response(response, malformed)
     return response
+
+
+def _malformed_response(response: web.StreamResponse, fault: RequestFault) -> web.StreamResponse:
+    """A successful JSON reply, spoilt: the request was carried out, only the answer is wrong."""
+    if not isinstance(response, web.Response) or response.status != 200 or response.body is None:
+        return response
+    if "json" not in (response.content_type or ""):
+        return response
+    try:
+        body = json.loads(bytes(response.body))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return response
+    return web.json_response(malform(body, fault), status=response.status)
 
 
 async def _landing(request: web.Request) -> web.Response:

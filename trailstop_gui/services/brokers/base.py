@@ -9,6 +9,8 @@ The error classes live in ``errors.py`` and are re-exported here.
 from __future__ import annotations
 
 import enum
+import logging
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +30,7 @@ from trailstop_gui.services.brokers.errors import (
     AuthError,
     BrokerError,
     BrokerInputError,
+    MalformedReplyError,
     RateLimitedError,
     RejectedError,
     TemporaryError,
@@ -56,6 +59,7 @@ __all__ = [
     "GttStatus",
     "Holding",
     "Instrument",
+    "MalformedReplyError",
     "Order",
     "OrderRequest",
     "OrderStatus",
@@ -72,14 +76,19 @@ __all__ = [
     "as_int",
     "convert_all",
     "latest_with_tag",
+    "list_reply",
     "normalize_order_status",
     "opt_float",
     "opt_str",
     "order_type_or_none",
     "parse_ist",
     "product_or_none",
+    "required_int",
+    "required_text",
     "rows",
 ]
+
+log = logging.getLogger("trailstop.broker")
 
 IST = timezone(timedelta(hours=5, minutes=30), "IST")
 """Both brokers report times in Indian Standard Time, without a zone."""
@@ -657,21 +666,76 @@ T = TypeVar("T")
 def convert_all(
     convert: Callable[[Mapping[str, Any]], T], items: Iterable[Mapping[str, Any]], what: str
 ) -> list[T]:
-    """Every row converted, or a BrokerError for the whole reply.
+    """Every row converted, or a MalformedReplyError (temporary: ask again) for the whole reply.
 
     Never drop an unreadable row instead: a missing exit order in the book would look like "not placed".
     """
     try:
         return [convert(item) for item in items]
     except (ValueError, TypeError, KeyError) as exc:
-        raise BrokerError(f"{what}: unreadable reply ({exc})") from exc
+        raise malformed_reply(what, str(exc)) from exc
+
+
+def malformed_reply(what: str, why: str) -> MalformedReplyError:
+    """The error for a reply that cannot be read, logged once here so that every such reply leaves a line."""
+    error = MalformedReplyError(f"{what}: unreadable reply ({why}); asking again later")
+    log.warning("%s", error)
+    return error
+
+
+def list_reply(value: object, what: str) -> list[Mapping[str, Any]]:
+    """The rows of a reply that must be a list of objects (positions, holdings, orders, GTTs).
+
+    ``null`` or a row that is not an object is a MalformedReplyError, never "nothing there": an empty
+    positions list reads as "flat", which would close live protections as "closed outside".
+    """
+    if not isinstance(value, list):
+        raise malformed_reply(what, f"expected a list, got {_json_kind(value)}")
+    for row in value:
+        if not isinstance(row, Mapping):
+            raise malformed_reply(what, f"a row is {_json_kind(row)}, not an object")
+    return value
+
+
+def _json_kind(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, Mapping):
+        return "an object"
+    return type(value).__name__
 
 
 def rows(value: object) -> list[Mapping[str, Any]]:
-    """The dict rows of a list reply (anything else gives [])."""
+    """The dict rows of an optional list inside a row (anything else gives [])."""
     if not isinstance(value, list):
         return []
     return [row for row in value if isinstance(row, Mapping)]
+
+
+def required_int(row: Mapping[str, Any], name: str) -> int:
+    """A whole number the row must carry (a quantity); numbers sent as text ("10") are read.
+
+    Missing, null, text that is no number, or a fraction raise ValueError (convert_all makes it a
+    MalformedReplyError): read as 0, a missing quantity would mean "flat".
+    """
+    value = row.get(name)
+    if value is None or isinstance(value, bool) or value == "":
+        raise ValueError(f"{name} is missing")
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        raise ValueError(f"{name} is not a number ({str(value)[:20]!r})") from None
+    if not math.isfinite(number) or number != int(number):
+        raise ValueError(f"{name} is not a whole number ({str(value)[:20]!r})")
+    return int(number)
+
+
+def required_text(row: Mapping[str, Any], name: str) -> str:
+    """A text field the row must carry (an order's status)."""
+    value = row.get(name)
+    if value is None or not str(value).strip():
+        raise ValueError(f"{name} is missing")
+    return str(value)
 
 
 def as_int(value: object) -> int:

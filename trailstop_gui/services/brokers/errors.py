@@ -31,6 +31,7 @@ __all__ = [
     "AuthError",
     "BrokerError",
     "BrokerInputError",
+    "MalformedReplyError",
     "RateLimitedError",
     "RejectedError",
     "TemporaryError",
@@ -132,6 +133,14 @@ class UnregisteredIPError(TemporaryError):
 
 def unregistered_ip_alert(broker: str) -> str:
     return f"orders from this IP are refused by {broker}: register it or set an order route"
+
+
+class MalformedReplyError(TemporaryError):
+    """A reply we cannot read (a null list, a missing field, text where a number belongs): ask again.
+
+    Never read as empty or zero: ``{"net": null}`` read as "no positions" once closed live protections as
+    "closed outside".
+    """
 
 
 class AuthError(BrokerError):

@@ -36,6 +36,8 @@ from trailstop_gui.services.brokers.base import (
     as_int,
     convert_all,
     latest_with_tag,
+    list_reply,
+    malformed_reply,
     normalize_order_status,
     opt_float,
     opt_str,
@@ -43,6 +45,8 @@ from trailstop_gui.services.brokers.base import (
     parse_ist,
     product_or_none,
     profile_from_reply,
+    required_int,
+    required_text,
     rows,
 )
 from trailstop_gui.services.brokers.errors import (
@@ -267,11 +271,11 @@ class KiteBroker:
 
     def order_history(self, order_id: str) -> list[Order]:
         reply = self._call("order_history", self._kite.order_history, order_id, order_call=False)
-        return convert_all(order_from_kite, rows(reply), "kite order_history")
+        return convert_all(order_from_kite, list_reply(reply, "kite order_history"), "kite order_history")
 
     def orders(self) -> list[Order]:
         reply = self._call("orders", self._kite.orders, order_call=False)
-        return convert_all(order_from_kite, rows(reply), "kite orders")
+        return convert_all(order_from_kite, list_reply(reply, "kite orders"), "kite orders")
 
     def find_order_by_tag(self, tag: str) -> Order | None:
         return latest_with_tag(self.orders(), tag)
@@ -319,7 +323,8 @@ class KiteBroker:
 
     def gtts(self) -> list[Gtt]:
         reply = self._call("get_gtts", self._kite.get_gtts, order_call=False)
-        return convert_all(gtt_from_kite, rows(reply), "kite gtts")
+        # A null list is no "no GTTs": read so, the safety stops would be placed a second time.
+        return convert_all(gtt_from_kite, list_reply(reply, "kite gtts"), "kite gtts")
 
     def _gtt_args(self, request: GttRequest) -> dict[str, Any]:
         if not request.symbol or not request.exchange:
@@ -347,12 +352,13 @@ class KiteBroker:
 
     def positions(self) -> list[Position]:
         data = self._call("positions", self._kite.positions, order_call=False)
+        # {"net": null} is unreadable, not flat (it once closed live protections as "closed outside").
         net = data.get("net") if isinstance(data, Mapping) else None
-        return convert_all(position_from_kite, rows(net), "kite positions")
+        return convert_all(position_from_kite, list_reply(net, "kite positions"), "kite positions")
 
     def holdings(self) -> list[Holding]:
         reply = self._call("holdings", self._kite.holdings, order_call=False)
-        return convert_all(holding_from_kite, rows(reply), "kite holdings")
+        return convert_all(holding_from_kite, list_reply(reply, "kite holdings"), "kite holdings")
 
     def ltp(self, keys: Sequence[str]) -> dict[str, float]:
         """Last prices by "EXCHANGE:TRADINGSYMBOL"."""
@@ -390,6 +396,12 @@ class KiteBroker:
             error = map_kite_exception(
                 exc, order_call=order_call, secrets=(self._kite.access_token, self._route_password)
             )
+            if type(error) is BrokerError and not order_call:
+                # The SDK itself trips over a reply it cannot read: its _format_response raises
+                # UnboundLocalError on a null order book (kiteconnect 5.x connect.py). Unreadable: ask again.
+                raise malformed_reply(
+                    f"kite {what}", f"the SDK could not read it: {type(exc).__name__}"
+                ) from exc
             log.debug("kite %s failed: %s: %s", what, type(error).__name__, error)
             raise error from exc
 
@@ -431,7 +443,7 @@ def _screen_response(response: requests.Response, *args: object, **kwargs: objec
 
 def order_from_kite(row: Mapping[str, Any]) -> Order:
     """A Kite order-book or order-history row as an ``Order``."""
-    raw_status = str(row.get("status") or "")
+    raw_status = required_text(row, "status")
     raw_product = str(row.get("product") or "")
     token = row.get("instrument_token")
     return Order(
@@ -445,8 +457,8 @@ def order_from_kite(row: Mapping[str, Any]) -> Order:
         symbol=str(row.get("tradingsymbol") or ""),
         exchange=str(row.get("exchange") or ""),
         instrument=as_int(token) if token not in (None, "") else None,
-        quantity=as_int(row.get("quantity")),
-        filled_quantity=as_int(row.get("filled_quantity")),
+        quantity=required_int(row, "quantity"),
+        filled_quantity=required_int(row, "filled_quantity"),
         pending_quantity=as_int(row.get("pending_quantity")),
         average_price=as_float(row.get("average_price")),
         price=as_float(row.get("price")),
@@ -522,7 +534,7 @@ def position_from_kite(row: Mapping[str, Any]) -> Position:
         exchange=exchange,
         instrument=as_int(row.get("instrument_token")),
         quote_key=f"{exchange}:{symbol}",
-        quantity=as_int(row.get("quantity")),
+        quantity=required_int(row, "quantity"),
         average_price=as_float(row.get("average_price")),
         product=product_or_none(raw_product),
         raw_product=raw_product,
@@ -540,7 +552,7 @@ def holding_from_kite(row: Mapping[str, Any]) -> Holding:
         instrument=as_int(row.get("instrument_token")),
         quote_key=f"{exchange}:{symbol}",
         isin=opt_str(row.get("isin")),
-        quantity=as_int(row.get("quantity")),
+        quantity=required_int(row, "quantity"),
         t1_quantity=as_int(row.get("t1_quantity")),
         average_price=as_float(row.get("average_price")),
         last_price=opt_float(row.get("last_price")),

@@ -42,12 +42,16 @@ from trailstop_gui.services.brokers.base import (
     as_int,
     convert_all,
     latest_with_tag,
+    list_reply,
+    malformed_reply,
     normalize_order_status,
     opt_float,
     opt_str,
     order_type_or_none,
     parse_ist,
     profile_from_reply,
+    required_int,
+    required_text,
     rows,
 )
 from trailstop_gui.services.brokers.errors import (
@@ -373,7 +377,8 @@ class UpstoxBroker:
         # The SDK's names are swapped: get_order_status is GET /v2/order/details (one order).
         data = self._call("order", self._orders_v2.get_order_status, order_id=order_id, order_call=False)
         if not isinstance(data, Mapping):
-            raise BrokerInputError(f"upstox: no order {order_id}")
+            # An unknown order is a 4xx error reply; a success without the order is unreadable, not "none".
+            raise malformed_reply("upstox order", f"no order object for {order_id}")
         return convert_all(order_from_upstox, [data], "upstox order")[0]
 
     def order_history(self, order_id: str) -> list[Order]:
@@ -385,11 +390,12 @@ class UpstoxBroker:
             order_id=order_id,
             order_call=False,
         )
-        return convert_all(order_from_upstox, rows(data), "upstox order_history")
+        what = "upstox order_history"
+        return convert_all(order_from_upstox, list_reply(data, what), what)
 
     def orders(self) -> list[Order]:
         data = self._call("orders", self._orders_v2.get_order_book, API_VERSION, order_call=False)
-        return convert_all(order_from_upstox, rows(data), "upstox orders")
+        return convert_all(order_from_upstox, list_reply(data, "upstox orders"), "upstox orders")
 
     def find_order_by_tag(self, tag: str) -> Order | None:
         return latest_with_tag(self.orders(), tag)
@@ -465,7 +471,7 @@ class UpstoxBroker:
 
     def gtts(self) -> list[Gtt]:
         data = self._call("gtts", self._orders_v3.get_gtt_order_details, order_call=False)
-        return convert_all(gtt_from_upstox, rows(data), "upstox gtts")
+        return convert_all(gtt_from_upstox, list_reply(data, "upstox gtts"), "upstox gtts")
 
     def _gtt_key(self, request: GttRequest) -> str:
         key = request.instrument
@@ -487,11 +493,12 @@ class UpstoxBroker:
 
     def positions(self) -> list[Position]:
         data = self._call("positions", self._portfolio.get_positions, API_VERSION, order_call=False)
-        return convert_all(position_from_upstox, rows(data), "upstox positions")
+        # Documented as a list (upstox.com/developer/api-documentation/get-positions): null is unreadable.
+        return convert_all(position_from_upstox, list_reply(data, "upstox positions"), "upstox positions")
 
     def holdings(self) -> list[Holding]:
         data = self._call("holdings", self._portfolio.get_holdings, API_VERSION, order_call=False)
-        return convert_all(holding_from_upstox, rows(data), "upstox holdings")
+        return convert_all(holding_from_upstox, list_reply(data, "upstox holdings"), "upstox holdings")
 
     def ltp(self, keys: Sequence[str]) -> dict[str, float]:
         """Last prices by instrument key ("NSE_EQ|INE009A01021")."""
@@ -631,7 +638,7 @@ def product_from_upstox(raw: str, instrument_key: object) -> Product | None:
 
 
 def order_from_upstox(row: Mapping[str, Any]) -> Order:
-    raw_status = str(row.get("status") or "")
+    raw_status = required_text(row, "status")
     raw_product = str(row.get("product") or "")
     key = opt_str(row.get("instrument_token"))
     return Order(
@@ -645,8 +652,8 @@ def order_from_upstox(row: Mapping[str, Any]) -> Order:
         symbol=str(row.get("trading_symbol") or row.get("tradingsymbol") or ""),
         exchange=str(row.get("exchange") or ""),
         instrument=key,
-        quantity=as_int(row.get("quantity")),
-        filled_quantity=as_int(row.get("filled_quantity")),
+        quantity=required_int(row, "quantity"),
+        filled_quantity=required_int(row, "filled_quantity"),
         pending_quantity=as_int(row.get("pending_quantity")),
         average_price=as_float(row.get("average_price")),
         price=as_float(row.get("price")),
@@ -709,7 +716,7 @@ def position_from_upstox(row: Mapping[str, Any]) -> Position:
         exchange=str(row.get("exchange") or ""),
         instrument=key,
         quote_key=key,
-        quantity=as_int(row.get("quantity")),
+        quantity=required_int(row, "quantity"),
         average_price=as_float(row.get("average_price")),
         product=product_from_upstox(raw_product, key),
         raw_product=raw_product,
@@ -726,7 +733,7 @@ def holding_from_upstox(row: Mapping[str, Any]) -> Holding:
         instrument=key,
         quote_key=key,
         isin=opt_str(row.get("isin")),
-        quantity=as_int(row.get("quantity")),
+        quantity=required_int(row, "quantity"),
         t1_quantity=as_int(row.get("t1_quantity")),
         average_price=as_float(row.get("average_price")),
         last_price=opt_float(row.get("last_price")),

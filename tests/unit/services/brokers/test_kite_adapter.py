@@ -24,6 +24,7 @@ from trailstop_gui.services.brokers.errors import (
     AuthError,
     BrokerError,
     BrokerInputError,
+    MalformedReplyError,
     RateLimitedError,
     RejectedError,
     TemporaryError,
@@ -306,7 +307,8 @@ def test_an_unreadable_row_fails_the_whole_book(server: StubServer, kite: KiteBr
     # Dropping the row instead could hide an exit order from the tag lookup.
     with pytest.raises(BrokerError, match="unreadable") as caught:
         kite.orders()
-    assert type(caught.value) is BrokerError
+    # Unreadable is temporary (issue 13): asked again, never read as an empty book.
+    assert type(caught.value) is MalformedReplyError
 
 
 def test_find_order_by_tag(server: StubServer, kite: KiteBroker) -> None:

@@ -26,6 +26,7 @@ from trailstop_gui.services.brokers.errors import (
     AuthError,
     BrokerError,
     BrokerInputError,
+    MalformedReplyError,
     RateLimitedError,
     RejectedError,
     TemporaryError,
@@ -444,7 +445,8 @@ def test_an_unreadable_row_fails_the_whole_book(api: StubServer, upstox: UpstoxB
     api.reply("GET", "/v2/order/retrieve-all", success([order_row(), order_row(transaction_type="HOLD")]))
     with pytest.raises(BrokerError, match="unreadable") as caught:
         upstox.orders()
-    assert type(caught.value) is BrokerError
+    # Unreadable is temporary (issue 13): asked again, never read as an empty book.
+    assert type(caught.value) is MalformedReplyError
 
 
 def test_positions(api: StubServer, upstox: UpstoxBroker) -> None:
