@@ -171,6 +171,21 @@ def initial_stop(side: Side, entry_price: float, tick_size: float, rule: TrailRu
     return _Armed("", 0, Side.parse(side), Product.CNC, entry_price, tick_size, rule).initial
 
 
+def checked_initial_stop(side: Side, entry_price: float, tick_size: float, rule: TrailRule) -> float:
+    """``initial_stop``, or a ValueError naming the rule when that stop would be at or below zero.
+
+    A long's distance of 5 points from an entry of 3.00 puts the stop at -2.00: no price can reach it, and a
+    stored stop <= 0 made the engine refuse to arm the whole account's protections.
+    """
+    stop = initial_stop(side, entry_price, tick_size, rule)
+    if not stop > 0:
+        raise ValueError(
+            f"rule: a {rule.describe()} distance from the entry price {entry_price:g} puts the stop at "
+            f"{stop:g}; a stop must be above 0 (choose a smaller distance)"
+        )
+    return stop
+
+
 def _valid_price(value: float | None) -> bool:
     # NaN fails every comparison, so `value > 0` also rejects it; inf is not a price either.
     return value is not None and value > 0 and value != math.inf

@@ -37,7 +37,7 @@ from trailstop_gui.models.domain import (
     require_positive,
     require_positive_int,
 )
-from trailstop_gui.models.engine import initial_stop
+from trailstop_gui.models.engine import checked_initial_stop
 from trailstop_gui.models.lifecycle import LIVE, TERMINAL, check_transition
 
 log = logging.getLogger("trailstop.store")
@@ -266,7 +266,7 @@ class ProtectionStore:
         if stop is not None:
             stop = require_positive(stop, "stop")
         elif entry_price is not None:
-            stop = initial_stop(side, entry_price, tick_size, rule)
+            stop = checked_initial_stop(side, entry_price, tick_size, rule)
         if not isinstance(filled_quantity, int) or not 0 <= filled_quantity <= quantity:
             raise ValueError(f"filled quantity: must be between 0 and {quantity}, got {filled_quantity!r}")
         status = Status(status)

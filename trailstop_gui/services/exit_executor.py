@@ -38,7 +38,7 @@ from trailstop_gui.services.brokers.errors import (
     TemporaryError,
 )
 from trailstop_gui.services.brokers.feed_loop import OrderUpdate
-from trailstop_gui.services.positions import open_quantity
+from trailstop_gui.services.positions import PositionKey, exit_share, open_quantity, position_key
 from trailstop_gui.services.safety_stop import SAFETY_STOP_REASON, SafetyStopManager
 
 log = logging.getLogger("trailstop.exit")
@@ -103,10 +103,12 @@ class _ExitJob(QRunnable):
     def run(self) -> None:
         # Runnables catch their own exceptions: nothing may die silently in a pool.
         try:
-            if self.gate is not None:
-                self.executor._run_gated_job(self.gate)
-            else:
-                self.executor._run_job(self.protection_id, self.recover)
+            # One exit job per position at a time: the next one sizes itself on what the last one left.
+            with self.executor._position_lock(self.protection_id):
+                if self.gate is not None:
+                    self.executor._run_gated_job(self.gate)
+                else:
+                    self.executor._run_job(self.protection_id, self.recover)
         except Exception as exc:
             log.exception("protection %s: exit job crashed", self.protection_id)
             self.executor.signals.exit_failed.emit(self.protection_id, f"internal error: {exc}")
@@ -136,6 +138,7 @@ class ExitExecutor:
         self._sleep = sleep
         self._lock = threading.Lock()
         self._in_flight: set[int] = set()
+        self._position_locks: dict[PositionKey, threading.Lock] = {}
         self._fill_events: dict[str, threading.Event] = {}
         self._updates: dict[str, OrderUpdate] = {}
         # Set at shutdown: jobs stop waiting for fills (the reconciler finishes them at the next start).
@@ -201,6 +204,11 @@ class ExitExecutor:
         self.pool.waitForDone(timeout_ms)
 
     # ----------------------------------------------------------------- the job (pool thread)
+
+    def _position_lock(self, protection_id: int) -> threading.Lock:
+        key = position_key(self.store.get(protection_id))
+        with self._lock:
+            return self._position_locks.setdefault(key, threading.Lock())
 
     def _job_done(self, protection_id: int) -> None:
         with self._lock:
@@ -276,7 +284,12 @@ class ExitExecutor:
     def _place(self, p: Protection, broker: Broker, live: int | None = None) -> None:
         if live is None:
             live = self._live_quantity(p, broker)
-        quantity = min(p.filled_quantity or p.quantity, live)
+        # Its share of the position: other protections on it and exits on their way take theirs first.
+        share = exit_share(p, self.store.live(p.account_id), live)
+        if share is None:
+            log.info("protection %s: exits on their way take the position's %d; this exit waits", p.id, live)
+            return  # stays TRIGGERED: the reconciler resumes it once those exits are settled
+        quantity = share
         if self.safety is not None:
             plan = self.safety.prepare_exit(p, broker, max(quantity, 0))
             if plan.blocked:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from PySide6.QtCore import QThread, Signal
 
-from trailstop_gui.models.domain import InstrumentId, Protection, Tick
+from trailstop_gui.models.domain import InstrumentId, Protection, Status, Tick
 from trailstop_gui.models.engine import StopMoved, StopTriggered, TrailingEngine
 from trailstop_gui.models.store import ProtectionStore
 from trailstop_gui.services.brokers.feed_loop import (
@@ -81,6 +81,8 @@ class FeedWorker(QThread):
         self._tick_listener = on_tick  # a paper broker fills its resting orders on the live ticks
         self._snapshot_interval = 1.0 / snapshot_hz
         self._protections: dict[int, Protection] = {}
+        # What is armed, readable from any thread (replaced, never changed in place): the reconciler's check.
+        self._armed_ids: frozenset[int] = frozenset()
         self._quotes: dict[InstrumentId, Quote] = {}
         self._dirty_quotes: set[InstrumentId] = set()
         self._dirty_stops: dict[int, tuple[float, float]] = {}
@@ -112,6 +114,10 @@ class FeedWorker(QThread):
 
     def disarm(self, protection_id: int) -> None:
         self._call(lambda: self._disarm(protection_id))
+
+    def armed_ids(self) -> frozenset[int]:
+        """The protections armed in the engine and subscribed to, as of the feed thread's last change."""
+        return self._armed_ids
 
     def latest_quote(self, instrument: InstrumentId) -> Quote | None:
         return self._quotes.get(instrument)
@@ -167,19 +173,38 @@ class FeedWorker(QThread):
             self.reconnected.emit()
 
     def _arm(self, protections: list[Protection]) -> None:
-        for p in protections:
-            if p.entry_price is None:
-                continue
-            self.engine.arm_protection(p)
-            self._protections[p.id] = p
-        self._resubscribe()
+        try:
+            for p in protections:
+                if p.entry_price is None:
+                    continue
+                try:
+                    self.engine.arm_protection(p)
+                except Exception as exc:
+                    # One bad protection (a stored stop <= 0) must not leave the rest of the batch unarmed.
+                    log.error("protection %s: cannot be armed: %s", p.id, exc)
+                    continue
+                self._protections[p.id] = p
+        finally:
+            self._resubscribe()
 
     def _disarm(self, protection_id: int) -> None:
         self.engine.disarm(str(protection_id))
         self._protections.pop(protection_id, None)
         self._resubscribe()
 
+    def _rearm_after_failed_trigger(self, protection_id: int) -> None:
+        """The trigger could not be committed: the protection is still OPEN, so it is watched again."""
+        try:
+            p = self.store.get(protection_id)
+        except Exception:
+            log.exception("protection %s: cannot be read to arm it again; the reconciler will", protection_id)
+            return
+        if p.status is Status.OPEN and not p.paused:
+            log.warning("protection %s: armed again after its trigger failed", protection_id)
+            self._arm([p])
+
     def _resubscribe(self) -> None:
+        self._armed_ids = frozenset(self._protections)
         wanted: dict[InstrumentId, Depth] = {}
         for p in self._protections.values():
             depth = Depth.DEPTH if p.product.trails_on_quote else Depth.LTP
@@ -208,11 +233,14 @@ class FeedWorker(QThread):
             pid = int(event.key)
             if isinstance(event, StopTriggered):
                 self._protections.pop(pid, None)
+                self._armed_ids = frozenset(self._protections)
                 try:
                     self._on_trigger(pid, event)
                 except Exception:
-                    # The trigger handler persists and submits; a failure there must not kill the feed.
+                    # The trigger handler persists and submits; a failure there must not kill the feed, nor
+                    # leave the protection OPEN and unwatched (the engine already let go of it).
                     log.exception("protection %s: handling the trigger failed", pid)
+                    self._rearm_after_failed_trigger(pid)
             elif isinstance(event, StopMoved):
                 self.store.record_stop(pid, event.new, self.engine.peak(event.key))
                 first_old = self._dirty_stops.get(pid, (event.old, event.new))[0]

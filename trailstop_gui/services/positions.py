@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
-from trailstop_gui.models.domain import Product, Protection, Side
+from trailstop_gui.models.domain import Product, Protection, Side, Status
 from trailstop_gui.services.brokers.base import Capabilities, Holding, Position
 
 
@@ -42,3 +42,72 @@ def open_quantity(
             )
         return live
     return max(-net, 0)
+
+
+# ----------------------------------------------------------------------------- sharing one position
+
+PositionKey = tuple[int, str, Product, Side]
+"""One broker position as protections see it: account, instrument, product and side."""
+
+EXITS_IN_FLIGHT = (Status.TRIGGERED, Status.EXITING)
+
+
+def position_key(p: Protection) -> PositionKey:
+    return (p.account_id, p.instrument, p.product, p.side)
+
+
+def exit_claim(p: Protection) -> int:
+    """What an exit on its way (TRIGGERED or EXITING) may still take from its position."""
+    return p.exit_quantity or p.filled_quantity or p.quantity
+
+
+def exits_in_flight(protections: Iterable[Protection]) -> dict[PositionKey, int]:
+    """Per position, the quantity its exits on their way may still take."""
+    claims: dict[PositionKey, int] = {}
+    for p in protections:
+        if p.status in EXITS_IN_FLIGHT:
+            key = position_key(p)
+            claims[key] = claims.get(key, 0) + exit_claim(p)
+    return claims
+
+
+def allocate(
+    protections: Iterable[Protection],
+    live: Mapping[PositionKey, int],
+    in_flight: Mapping[PositionKey, int] | None = None,
+) -> dict[int, int]:
+    """How much of its position each protection covers: {protection id: quantity}.
+
+    Several protections on one position share its live quantity (``live``, per position), oldest first,
+    less what exits already on their way will take (``in_flight``); each gets at most its own protected
+    quantity. Without this, two protections on a 100-share long each believed they held 100, and their two
+    exits sold 200: the long became a short.
+    """
+    in_flight = in_flight or {}
+    left: dict[PositionKey, int] = {}
+    shares: dict[int, int] = {}
+    for p in sorted(protections, key=lambda p: p.id):  # ids grow in creation order: oldest first
+        key = position_key(p)
+        if key not in left:
+            left[key] = max(live.get(key, 0) - in_flight.get(key, 0), 0)
+        share = min(p.filled_quantity or p.quantity, left[key])
+        left[key] -= share
+        shares[p.id] = share
+    return shares
+
+
+def exit_share(p: Protection, others: Iterable[Protection], live: int) -> int | None:
+    """How much the exit of ``p`` may sell of its position's ``live`` quantity; None: wait.
+
+    Its share after the exits already on their way (``others`` in TRIGGERED or EXITING) and the older
+    protections still OPEN on the same position. None when the exits on their way take all that is left:
+    whether ``live`` already shows their fills cannot be told, so this exit waits for them to settle.
+    """
+    key = position_key(p)
+    same = [o for o in others if o.id != p.id and position_key(o) == key]
+    in_flight = exits_in_flight(same)
+    group = [p, *(o for o in same if o.status is Status.OPEN)]
+    share = allocate(group, {key: live}, in_flight)[p.id]
+    if share <= 0 < live and in_flight.get(key, 0) > 0:
+        return None
+    return share

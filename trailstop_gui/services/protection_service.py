@@ -34,7 +34,7 @@ from trailstop_gui.models.domain import (
     round_down,
     round_up,
 )
-from trailstop_gui.models.engine import StopTriggered
+from trailstop_gui.models.engine import StopTriggered, checked_initial_stop
 from trailstop_gui.models.lifecycle import IllegalTransition
 from trailstop_gui.models.store import ConcurrentTransition, ProtectionStore
 from trailstop_gui.services.brokers.base import (
@@ -44,7 +44,7 @@ from trailstop_gui.services.brokers.base import (
     Position,
     normalize_order_status,
 )
-from trailstop_gui.services.brokers.errors import AuthError, BrokerError
+from trailstop_gui.services.brokers.errors import AmbiguousError, AuthError, BrokerError
 from trailstop_gui.services.brokers.feed_loop import OrderUpdate
 from trailstop_gui.services.exit_executor import ExitExecutor, RetryPolicy
 from trailstop_gui.services.instruments import master_key
@@ -152,6 +152,7 @@ class ProtectionService(QObject):
                 safety_check=self.safety.verify,
                 safety_release=self.safety.refresh,
                 safety_default=lambda _account_id: self.safety_defaults,
+                armed=self._armed_ids,
             ),
         )
         self.actions = QThreadPool()
@@ -272,6 +273,18 @@ class ProtectionService(QObject):
                     account_id,
                 )
             )
+        for pid in report.stop_refused:
+            p = self.store.get(pid)
+            self.notifier.notify(
+                Alert(
+                    AlertKind.EXIT_FAILED,
+                    "Stop not armed",
+                    f"{p.symbol}: the entry filled, but {p.reason.partition('stop refused: ')[2]}; "
+                    "the protection is paused until its rule is changed",
+                    pid,
+                    account_id,
+                )
+            )
         for pid in report.closed_externally:
             p = self.store.get(pid)
             self.notifier.notify(
@@ -290,6 +303,7 @@ class ProtectionService(QObject):
             *report.resized,
             *report.adopted,
             *report.safety_closed,
+            *report.rearmed,
         ]:
             self.protection_changed.emit(pid)
 
@@ -388,6 +402,13 @@ class ProtectionService(QObject):
         quote = feed.latest_quote(p.engine_instrument) if feed is not None else None
         return None if quote is None else quote.ltp
 
+    def _armed_ids(self, account_id: int) -> frozenset[int] | None:
+        session = self.sessions.get(account_id)
+        feed = session.feed if session is not None else None
+        if feed is None or not feed.isRunning():
+            return None  # no feed yet: it arms every OPEN protection when it starts
+        return feed.armed_ids()
+
     def _disarm(self, pid: int) -> None:
         p = self.store.get(pid)
         session = self.sessions.get(p.account_id)
@@ -433,7 +454,9 @@ class ProtectionService(QObject):
         """Persist a PENDING protection, then send its entry order in the background."""
         require_positive_int(request.quantity, "quantity")
         if request.order_type is OrderType.LIMIT:
-            require_positive(request.price, "price")
+            price = require_positive(request.price, "price")
+            # A stop <= 0 is refused now, not found when the entry fills.
+            checked_initial_stop(request.side, price, request.tick_size, request.rule)
         if request.account_id not in self.sessions:
             raise ValueError(f"account: no connected account {request.account_id}")
         safety = self._safety_for(request.safety, request.safety_buffer_percent, request.safety_buffer_ticks)
@@ -476,6 +499,16 @@ class ProtectionService(QObject):
         )
         try:
             order_id = broker.place_order(order)
+        except AmbiguousError as exc:
+            # A timeout is not a refusal: the broker may have taken the order, and it may fill. The
+            # protection stays PENDING and its order is looked up by the entry tag (here, then by every
+            # reconcile), never marked REJECTED on a guess.
+            log.warning("protection %s: entry reply lost (%s); looking it up by its tag", p.id, exc)
+            self.store.journal("entry_unconfirmed", protection_id=p.id, message=str(exc)[:200])
+            found = self._find_entry(p.id, broker)
+            if found is None:
+                return
+            order_id = found
         except BrokerError as exc:
             self.store.transition(p.id, Status.REJECTED, reason=str(exc)[:200])
             self.action_failed.emit("Entry order", str(exc))
@@ -486,6 +519,33 @@ class ProtectionService(QObject):
         self.store.update(p.id, kind="entry_placed", entry_order_id=order_id)
         self.protection_changed.emit(p.id)
         self._watch_entry(p.id, broker, order_id)
+
+    def _find_entry(self, pid: int, broker: Broker) -> str | None:
+        """The id of the entry order carrying this protection's entry tag, once the order book shows it.
+
+        The book may lag the broker by a second or two; None after ``ENTRY_WATCH_SECONDS`` (the reconciler
+        goes on looking by the tag).
+        """
+        tag = self.store.get(pid).entry_tag
+        deadline = time.monotonic() + ENTRY_WATCH_SECONDS
+        delay = ENTRY_POLL_SECONDS
+        while time.monotonic() < deadline and self._started:
+            try:
+                order = broker.find_order_by_tag(tag)
+            except AuthError as exc:
+                self.sessions[self.store.get(pid).account_id].mark_login_needed(str(exc))
+                return None
+            except BrokerError as exc:
+                log.info("protection %s: looking up entry tag %s failed (%s)", pid, tag, exc)
+                order = None
+            if order is not None:
+                log.info("protection %s: entry %s found by its tag", pid, order.order_id)
+                return order.order_id
+            if self.store.get(pid).status is not Status.PENDING:
+                return None  # found meanwhile (a reconcile, an order update), or removed
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+        return None
 
     def _watch_entry(self, pid: int, broker: Broker, order_id: str) -> None:
         """Follow a fresh entry until it is final, so the stop is armed the moment it fills.
@@ -585,6 +645,10 @@ class ProtectionService(QObject):
         return p
 
     def resume(self, pid: int) -> Protection:
+        current = self.store.get(pid)
+        if current.status is Status.OPEN and current.stop is None and current.entry_price is not None:
+            # Paused at its fill because its rule's stop was <= 0: the rule must change first.
+            checked_initial_stop(current.side, current.entry_price, current.tick_size, current.rule)
         p = self.store.update(pid, kind="resumed", paused=False)
         if p.status is Status.OPEN:
             self._arm(p)
@@ -593,8 +657,10 @@ class ProtectionService(QObject):
 
     def exit_now(self, pid: int) -> Protection:
         """The trader's manual exit: the same durable path as a fired stop."""
-        self._disarm(pid)
+        # Committed before disarming: a failed commit leaves the protection OPEN and still watched. A tick
+        # firing in between finds it TRIGGERED already and does nothing.
         p = self.store.transition(pid, Status.TRIGGERED, expected=Status.OPEN, reason="manual")
+        self._disarm(pid)
         self.executor.submit(pid)
         self.protection_changed.emit(pid)
         return p

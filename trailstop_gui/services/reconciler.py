@@ -5,32 +5,59 @@ Runs at start-up, after every reconnect and every 30 s, always off the GUI threa
 - PENDING: the entry order filled (arm from its average price; a partial fill arms the filled quantity),
   or ended unfilled (CANCELLED / REJECTED).
 - OPEN: the position was closed outside the app (CLOSED, reason external, no exit sent), or shrank
-  (the protected quantity follows it down). A flat position whose broker-held safety stop fired (perhaps
-  while TrailStop was away) is CLOSED with reason "safety stop", and nothing is sent. A broker-held stop
-  is checked (there, at its level and quantity; re-created or fixed when not), and taken away once its
-  position is flat.
+  (the protected quantity follows it down). Several protections on one position share its live quantity,
+  oldest first (positions.allocate). "Closed outside" needs two flat reads ``flat_confirm_seconds`` apart:
+  a positions endpoint may lag a fresh fill. A position with an exit on its way is left alone until that
+  exit is settled (its live quantity may or may not show the fill yet). Every OPEN, unpaused protection
+  is checked to be armed in its feed (re-armed when a failed trigger or exit left it unwatched).
+  A flat position whose broker-held safety stop fired (perhaps while TrailStop was away) is CLOSED with
+  reason "safety stop", and nothing is sent. A broker-held stop is checked (there, at its level and
+  quantity; re-created or fixed when not), and taken away once its position is flat.
 - TRIGGERED / EXITING: the exit is finished by the executor, which looks the tag up first (crash recovery).
 - With auto-protect on, every open position that has no protection gets one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from trailstop_gui.models.domain import Product, Protection, SafetyState, Status, TrailRule
-from trailstop_gui.models.engine import initial_stop
+from trailstop_gui.models.engine import checked_initial_stop
 from trailstop_gui.models.lifecycle import IllegalTransition
 from trailstop_gui.models.store import ConcurrentTransition, ProtectionStore
-from trailstop_gui.services.brokers.base import Broker, Holding, Order, OrderStatus, Position
-from trailstop_gui.services.brokers.errors import BrokerError
-from trailstop_gui.services.positions import matching_position, open_quantity, same_instrument
+from trailstop_gui.services.brokers.base import (
+    Broker,
+    Holding,
+    Order,
+    OrderStatus,
+    Position,
+    latest_with_tag,
+)
+from trailstop_gui.services.brokers.errors import AuthError, BrokerError
+from trailstop_gui.services.positions import (
+    EXITS_IN_FLIGHT,
+    PositionKey,
+    allocate,
+    matching_position,
+    open_quantity,
+    position_key,
+    same_instrument,
+)
 from trailstop_gui.services.safety_stop import SAFETY_STOP_REASON, SafetyConfig
 
 log = logging.getLogger("trailstop.reconciler")
+
+# How long after a first flat read a second one confirms that a position was closed outside the app.
+FLAT_CONFIRM_SECONDS = 2.0
+# A PENDING entry whose reply was lost and whose tag the order book still lacks after this long never
+# reached the broker (the book lags a fill by a second or two, not minutes).
+ENTRY_LOST_SECONDS = 120.0
 
 
 @dataclass
@@ -43,10 +70,21 @@ class ReconcileReport:
     exits_resumed: list[int] = field(default_factory=list)
     adopted: list[int] = field(default_factory=list)
     safety_closed: list[int] = field(default_factory=list)  # flat because the broker-held stop fired
+    rearmed: list[int] = field(default_factory=list)  # OPEN but not armed in the feed: armed again
+    failed: list[int] = field(default_factory=list)  # could not be reconciled; the others went on
+    stop_refused: list[int] = field(default_factory=list)  # filled, but its rule's stop would be <= 0
 
     def changed(self) -> bool:
         return any(
-            (self.filled, self.ended, self.closed_externally, self.resized, self.adopted, self.safety_closed)
+            (
+                self.filled,
+                self.ended,
+                self.closed_externally,
+                self.resized,
+                self.adopted,
+                self.safety_closed,
+                self.rearmed,
+            )
         )
 
 
@@ -64,14 +102,25 @@ class Hooks:
     safety_check: Callable[[Protection], None] = lambda _p: None  # there, at its level? (asynchronous)
     safety_release: Callable[[int], None] = lambda _pid: None  # take it away (asynchronous)
     safety_default: Callable[[int], SafetyConfig] = lambda _account: SafetyConfig()  # for auto-protect
+    # The protection ids armed in the account's feed right now; None when no feed runs (nothing to check).
+    armed: Callable[[int], Collection[int] | None] = lambda _account: None
 
 
 class Reconciler:
     """One reconcile at a time per account; safe to call from any worker thread."""
 
-    def __init__(self, store: ProtectionStore, hooks: Hooks) -> None:
+    def __init__(
+        self,
+        store: ProtectionStore,
+        hooks: Hooks,
+        *,
+        flat_confirm_seconds: float = FLAT_CONFIRM_SECONDS,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.store = store
         self.hooks = hooks
+        self.flat_confirm_seconds = flat_confirm_seconds
+        self._sleep = sleep
         self._locks: dict[int, threading.Lock] = {}
         self._guard = threading.Lock()
         self.auto_protect: dict[int, TrailRule] = {}
@@ -81,28 +130,37 @@ class Reconciler:
             return self._locks.setdefault(account_id, threading.Lock())
 
     def reconcile(self, account_id: int, broker: Broker) -> ReconcileReport:
-        """Raises the broker's error (AuthError included) when it cannot read the account."""
+        """Raises the broker's error (AuthError included) when it cannot read the account.
+
+        One protection that cannot be reconciled (a bad stored value, an error of its own) is logged and
+        left for the next run; it never stops the others.
+        """
         report = ReconcileReport(account_id)
         with self._lock_for(account_id):
             live = self.store.live(account_id)
             needs_orders = any(p.status is Status.PENDING for p in live)
-            orders = {o.order_id: o for o in broker.orders()} if needs_orders else {}
+            orders = broker.orders() if needs_orders else []
             read_at = datetime.now()
             positions = broker.positions()
             needs_holdings = any(p.product is Product.CNC for p in live) or account_id in self.auto_protect
             holdings = broker.holdings() if needs_holdings else []
+            shares = self._shares(live, broker, positions, holdings)
+            maybe_flat: list[Protection] = []
             for p in live:
-                try:
+                with self._isolated(p, report):
                     if p.status is Status.PENDING:
                         self._pending(p, orders, report)
-                    elif p.status is Status.OPEN:
-                        self._open(p, broker, positions, holdings, report)
-                    elif p.status in (Status.TRIGGERED, Status.EXITING):
+                    elif p.status is Status.OPEN and p.id in shares:
+                        if shares[p.id] <= 0:
+                            maybe_flat.append(p)
+                        else:
+                            self._open(p, shares[p.id], report)
+                    elif p.status in EXITS_IN_FLIGHT:
                         report.exits_resumed.append(p.id)
                         self.hooks.resume_exit(p.id)
-                except (ConcurrentTransition, IllegalTransition) as exc:
-                    # Another thread moved it on (a tick fired it, the executor closed it): not an error.
-                    log.info("protection %s: changed while reconciling (%s)", p.id, exc)
+            if maybe_flat:
+                self._confirm_flat(account_id, broker, maybe_flat, report)
+            self._check_armed(account_id, report)
             rule = self.auto_protect.get(account_id)
             if rule is not None:
                 self._adopt_unprotected(account_id, broker, rule, positions, holdings, report, read_at)
@@ -113,8 +171,99 @@ class Reconciler:
             log.info("reconciled account %s: %s", account_id, report)
         return report
 
-    def _pending(self, p: Protection, orders: dict[str, Order], report: ReconcileReport) -> None:
-        order = orders.get(p.entry_order_id or "")
+    @contextlib.contextmanager
+    def _isolated(self, p: Protection, report: ReconcileReport) -> Iterator[None]:
+        """Per-protection isolation: a failure of one is logged and does not stop the loop."""
+        try:
+            yield
+        except (ConcurrentTransition, IllegalTransition) as exc:
+            # Another thread moved it on (a tick fired it, the executor closed it): not an error.
+            log.info("protection %s: changed while reconciling (%s)", p.id, exc)
+        except AuthError:
+            raise  # the whole account needs a login
+        except Exception:
+            log.exception("protection %s: could not be reconciled; the others go on", p.id)
+            report.failed.append(p.id)
+
+    @staticmethod
+    def _shares(
+        live: list[Protection], broker: Broker, positions: list[Position], holdings: list[Holding]
+    ) -> dict[int, int]:
+        """What each OPEN protection covers of its position (positions.allocate).
+
+        Positions with an exit on its way are left out: whether their live quantity shows that exit's fill
+        yet cannot be told, so they are looked at again once it is settled.
+        """
+        busy = {position_key(p) for p in live if p.status in EXITS_IN_FLIGHT}
+        open_ = [p for p in live if p.status is Status.OPEN and position_key(p) not in busy]
+        per_position: dict[PositionKey, int] = {}
+        for p in open_:
+            key = position_key(p)
+            if key not in per_position:
+                per_position[key] = open_quantity(p, positions, holdings, broker.capabilities)
+        return allocate(open_, per_position)
+
+    def _confirm_flat(
+        self, account_id: int, broker: Broker, maybe_flat: list[Protection], report: ReconcileReport
+    ) -> None:
+        """Close as "closed outside" only what a second read, some seconds later, still finds flat."""
+        log.info(
+            "protections %s: their positions look flat; reading again in %.0f s",
+            [p.id for p in maybe_flat],
+            self.flat_confirm_seconds,
+        )
+        self._sleep(self.flat_confirm_seconds)
+        positions = broker.positions()
+        needs_holdings = any(p.product is Product.CNC for p in maybe_flat)
+        holdings = broker.holdings() if needs_holdings else []
+        shares = self._shares(self.store.live(account_id), broker, positions, holdings)
+        for p in maybe_flat:
+            with self._isolated(p, report):
+                share = shares.get(p.id)
+                if share is None:
+                    continue  # no longer OPEN, or an exit is on its way for its position
+                if share > 0:
+                    log.info("protection %s: its position is there after all (%d)", p.id, share)
+                    self._open(self.store.get(p.id), share, report)
+                else:
+                    self._flat(p, broker, report)
+
+    def _check_armed(self, account_id: int, report: ReconcileReport) -> None:
+        """Every OPEN, unpaused protection must be armed in its feed: re-arm any that is not.
+
+        A trigger or a manual exit whose commit failed used to leave its protection OPEN and unwatched.
+        """
+        armed = self.hooks.armed(account_id)
+        if armed is None:
+            return
+        settled = {*report.filled, *report.adopted}
+        for p in self.store.protections([Status.OPEN], account_id):
+            if p.paused or p.entry_price is None or p.id in armed or p.id in settled:
+                continue
+            with self._isolated(p, report):
+                log.warning("protection %s: OPEN but not armed in its feed; arming it again", p.id)
+                self.hooks.arm(p)
+                report.rearmed.append(p.id)
+
+    def _pending(self, p: Protection, orders: list[Order], report: ReconcileReport) -> None:
+        if p.entry_order_id:
+            order = next((o for o in orders if o.order_id == p.entry_order_id), None)
+        else:
+            # The entry's reply was lost (a timeout): the broker may have taken it. Its tag finds it.
+            order = latest_with_tag(orders, p.entry_tag)
+            if order is None:
+                if datetime.now() - p.created_at > timedelta(seconds=ENTRY_LOST_SECONDS):
+                    # Minutes on, still not in the book (which lags by seconds): it never reached the broker.
+                    self.store.transition(
+                        p.id,
+                        Status.REJECTED,
+                        expected=Status.PENDING,
+                        reason="entry order not found at the broker",
+                    )
+                    report.ended.append(p.id)
+                return
+            log.info("protection %s: entry %s found by its tag", p.id, order.order_id)
+            p = self.store.update(p.id, kind="entry_placed", entry_order_id=order.order_id)
         if order is None:
             return
         self.apply_entry_state(p, order.status, order.filled_quantity, order.average_price, report)
@@ -130,6 +279,17 @@ class Reconciler:
         """An entry order's new state (from the order book or an order update) applied to its protection."""
         if filled > 0 and average_price > 0:
             if p.status is Status.PENDING:
+                reason = "entry filled" if filled >= p.quantity else "entry partly filled"
+                try:
+                    stop: float | None = checked_initial_stop(p.side, average_price, p.tick_size, p.rule)
+                    paused = False
+                except ValueError as exc:
+                    # The fill is a fact; the stop is refused: the protection is OPEN, paused and unarmed,
+                    # and says why, until the trader changes its rule.
+                    log.warning("protection %s: entry filled at %g, but %s", p.id, average_price, exc)
+                    stop, paused, reason = None, True, f"{reason}; stop refused: {exc}"
+                    if report is not None:
+                        report.stop_refused.append(p.id)
                 p = self.store.transition(
                     p.id,
                     Status.OPEN,
@@ -137,8 +297,9 @@ class Reconciler:
                     entry_price=average_price,
                     filled_quantity=filled,
                     peak=average_price,
-                    stop=initial_stop(p.side, average_price, p.tick_size, p.rule),
-                    reason="entry filled" if filled >= p.quantity else "entry partly filled",
+                    stop=stop,
+                    paused=paused,
+                    reason=reason[:200],
                     price=average_price,
                 )
             elif p.status is Status.OPEN and filled > p.filled_quantity:
@@ -161,54 +322,48 @@ class Reconciler:
             return p
         return None
 
-    def _open(
-        self,
-        p: Protection,
-        broker: Broker,
-        positions: list[Position],
-        holdings: list[Holding],
-        report: ReconcileReport,
-    ) -> None:
-        live = open_quantity(p, positions, holdings, broker.capabilities)
+    def _open(self, p: Protection, share: int, report: ReconcileReport) -> None:
+        """An OPEN protection whose position still holds ``share`` for it (its part, oldest first)."""
         protected = p.filled_quantity or p.quantity
-        if live <= 0:
-            try:
-                fired = self.hooks.safety_fired(p, broker)
-            except BrokerError as exc:
-                # Flat, but closed by whom? Asked again at the next reconcile; armed meanwhile (a crossing
-                # finds the position flat and settles it the same way).
-                log.info("protection %s: flat; its safety stop could not be read (%s)", p.id, exc)
-                return
-            self.hooks.disarm(p.id)
-            if fired is not None:
-                # The broker-held stop closed it (perhaps while TrailStop was away): no exit to send.
-                self.store.transition(
-                    p.id,
-                    Status.CLOSED,
-                    expected=Status.OPEN,
-                    reason=SAFETY_STOP_REASON,
-                    price=fired.average_price or None,
-                    exit_order_id=fired.order_id,
-                    exit_price=fired.average_price or None,
-                    exit_quantity=fired.filled_quantity or None,
-                    safety_state=SafetyState.FIRED,
-                )
-                report.safety_closed.append(p.id)
-            else:
-                self.store.transition(p.id, Status.CLOSED, expected=Status.OPEN, reason="external")
-                report.closed_externally.append(p.id)
-            # A stop left at the broker for a flat position would open a new one: it goes.
-            self.hooks.safety_release(p.id)
-            return
-        if live < protected:
+        if share < protected:
             p = self.store.update(
                 p.id,
                 kind="quantity_changed",
-                message=f"position is {live}, was {protected}",
-                filled_quantity=live,
+                message=f"position is {share}, was {protected}",
+                filled_quantity=share,
             )
             report.resized.append(p.id)
         self.hooks.safety_check(p)
+
+    def _flat(self, p: Protection, broker: Broker, report: ReconcileReport) -> None:
+        """Its position is flat (read twice): closed by its broker-held stop, or outside the app."""
+        try:
+            fired = self.hooks.safety_fired(p, broker)
+        except BrokerError as exc:
+            # Flat, but closed by whom? Asked again at the next reconcile; armed meanwhile (a crossing
+            # finds the position flat and settles it the same way).
+            log.info("protection %s: flat; its safety stop could not be read (%s)", p.id, exc)
+            return
+        self.hooks.disarm(p.id)
+        if fired is not None:
+            # The broker-held stop closed it (perhaps while TrailStop was away): no exit to send.
+            self.store.transition(
+                p.id,
+                Status.CLOSED,
+                expected=Status.OPEN,
+                reason=SAFETY_STOP_REASON,
+                price=fired.average_price or None,
+                exit_order_id=fired.order_id,
+                exit_price=fired.average_price or None,
+                exit_quantity=fired.filled_quantity or None,
+                safety_state=SafetyState.FIRED,
+            )
+            report.safety_closed.append(p.id)
+        else:
+            self.store.transition(p.id, Status.CLOSED, expected=Status.OPEN, reason="external")
+            report.closed_externally.append(p.id)
+        # A stop left at the broker for a flat position would open a new one: it goes.
+        self.hooks.safety_release(p.id)
 
     def _adopt_unprotected(
         self,
@@ -250,31 +405,44 @@ class Reconciler:
                 self._cover_growth(covering, pos, report)
                 continue
             safety = self.hooks.safety_default(account_id)
-            p = self.store.create_protection(
-                safety_enabled=safety.enabled,
-                safety_buffer_percent=safety.buffer_percent,
-                safety_buffer_ticks=safety.buffer_ticks,
-                account_id=account_id,
-                broker=broker.capabilities.broker,
-                instrument=pos.instrument,
-                symbol=pos.symbol,
-                exchange=pos.exchange,
-                side=pos.side,
-                product=pos.product,
-                quantity=abs(pos.quantity),
-                filled_quantity=abs(pos.quantity),
-                tick_size=self.hooks.tick_size(account_id, pos),
-                rule=rule,
-                entry_price=pos.average_price,
-                status=Status.OPEN,
-                reason="auto-protect",
-            )
+            try:
+                p = self._adopt(account_id, broker, rule, pos, safety)
+            except Exception as exc:
+                # One position that cannot be protected (a rule whose stop would be <= 0 at its price)
+                # never stops the others.
+                log.warning("auto-protect: %s %s not protected: %s", pos.exchange, pos.symbol, exc)
+                continue
             log.info(
                 "auto-protected %s %s x%d (%s)", pos.exchange, pos.symbol, abs(pos.quantity), rule.describe()
             )
             self.hooks.arm(p)
             report.adopted.append(p.id)
             protected.append(p)
+
+    def _adopt(
+        self, account_id: int, broker: Broker, rule: TrailRule, pos: Position, safety: SafetyConfig
+    ) -> Protection:
+        if pos.side is None or pos.product is None:
+            raise ValueError("position: flat, or of a product the app does not trade")
+        return self.store.create_protection(
+            safety_enabled=safety.enabled,
+            safety_buffer_percent=safety.buffer_percent,
+            safety_buffer_ticks=safety.buffer_ticks,
+            account_id=account_id,
+            broker=broker.capabilities.broker,
+            instrument=pos.instrument,
+            symbol=pos.symbol,
+            exchange=pos.exchange,
+            side=pos.side,
+            product=pos.product,
+            quantity=abs(pos.quantity),
+            filled_quantity=abs(pos.quantity),
+            tick_size=self.hooks.tick_size(account_id, pos),
+            rule=rule,
+            entry_price=pos.average_price,
+            status=Status.OPEN,
+            reason="auto-protect",
+        )
 
     def _cover_growth(self, covering: list[Protection], pos: Position, report: ReconcileReport) -> None:
         """Auto-protect covers the whole position: when it grew (the rest of a partly filled order, another
