@@ -49,6 +49,7 @@ def open_quantity(
 PositionKey = tuple[int, str, Product, Side]
 """One broker position as protections see it: account, instrument, product and side."""
 
+# Protections whose exit is decided: TRIGGERED (not sent yet) or EXITING (an exit order at the broker).
 EXITS_IN_FLIGHT = (Status.TRIGGERED, Status.EXITING)
 
 
@@ -57,15 +58,15 @@ def position_key(p: Protection) -> PositionKey:
 
 
 def exit_claim(p: Protection) -> int:
-    """What an exit on its way (TRIGGERED or EXITING) may still take from its position."""
+    """What an exit order at the broker (EXITING) may still take from its position."""
     return p.exit_quantity or p.filled_quantity or p.quantity
 
 
 def exits_in_flight(protections: Iterable[Protection]) -> dict[PositionKey, int]:
-    """Per position, the quantity its exits on their way may still take."""
+    """Per position, what its exit orders at the broker (EXITING) may still take."""
     claims: dict[PositionKey, int] = {}
     for p in protections:
-        if p.status in EXITS_IN_FLIGHT:
+        if p.status is Status.EXITING:
             key = position_key(p)
             claims[key] = claims.get(key, 0) + exit_claim(p)
     return claims
@@ -99,14 +100,15 @@ def allocate(
 def exit_share(p: Protection, others: Iterable[Protection], live: int) -> int | None:
     """How much the exit of ``p`` may sell of its position's ``live`` quantity; None: wait.
 
-    Its share after the exits already on their way (``others`` in TRIGGERED or EXITING) and the older
-    protections still OPEN on the same position. None when the exits on their way take all that is left:
-    whether ``live`` already shows their fills cannot be told, so this exit waits for them to settle.
+    Its share after the exit orders already at the broker (``others`` EXITING) and the older protections
+    on the same position that are still OPEN or TRIGGERED (not sent yet). None when the exit orders at the
+    broker take all that is left: whether ``live`` already shows their fills cannot be told, so this exit
+    waits for them to settle.
     """
     key = position_key(p)
     same = [o for o in others if o.id != p.id and position_key(o) == key]
     in_flight = exits_in_flight(same)
-    group = [p, *(o for o in same if o.status is Status.OPEN)]
+    group = [p, *(o for o in same if o.status in (Status.OPEN, Status.TRIGGERED))]
     share = allocate(group, {key: live}, in_flight)[p.id]
     if share <= 0 < live and in_flight.get(key, 0) > 0:
         return None

@@ -1,0 +1,319 @@
+"""The reconciler on a bad day: shared positions, lagging or unreadable replies, failed arms, lost entries."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from trailstop_gui.models import db
+from trailstop_gui.models.domain import Product, Protection, Side, Status, TrailRule
+from trailstop_gui.models.store import ProtectionStore
+from trailstop_gui.services.brokers.base import KITE_CAPABILITIES, Order, OrderStatus, Position
+from trailstop_gui.services.brokers.errors import MalformedReplyError
+from trailstop_gui.services.reconciler import FLAT_CONFIRM_SECONDS, Hooks, Reconciler
+
+RULE = TrailRule.percent(2.0)
+
+
+class FakeBroker:
+    """Positions and orders set by the test; ``reads`` counts position reads."""
+
+    capabilities = KITE_CAPABILITIES
+
+    def __init__(self) -> None:
+        self.net = 0
+        self.orders_book: list[Order] = []
+        self.reads = 0
+        self.fail_positions: Exception | None = None
+
+    def positions(self) -> list[Position]:
+        self.reads += 1
+        if self.fail_positions is not None:
+            raise self.fail_positions
+        return [Position("INFY", "NSE", 408065, "NSE:INFY", self.net, 1500.0, Product.MIS, "MIS")]
+
+    def holdings(self) -> list[Any]:
+        return []
+
+    def orders(self) -> list[Order]:
+        return list(self.orders_book)
+
+
+@dataclass
+class Calls:
+    armed: list[int] = field(default_factory=list)
+    disarmed: list[int] = field(default_factory=list)
+    sleeps: list[float] = field(default_factory=list)
+    in_feed: set[int] | None = None
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[ProtectionStore]:
+    s = ProtectionStore(tmp_path / "r.db")
+    yield s
+    s.close()
+
+
+def rig(
+    store: ProtectionStore, during_sleep: Callable[[], None] = lambda: None, **hooks: Any
+) -> tuple[Reconciler, Calls, int]:
+    account = store.add_account("kite", "Zerodha")
+    calls = Calls()
+
+    def sleep(seconds: float) -> None:
+        calls.sleeps.append(seconds)
+        during_sleep()
+
+    reconciler = Reconciler(
+        store,
+        Hooks(
+            arm=lambda p: calls.armed.append(p.id),
+            disarm=calls.disarmed.append,
+            resume_exit=lambda _pid: None,
+            tick_size=lambda _account, _pos: 0.05,
+            armed=lambda _account: calls.in_feed,
+            **hooks,
+        ),
+        sleep=sleep,
+    )
+    return reconciler, calls, account.id
+
+
+def open_long(store: ProtectionStore, account_id: int, quantity: int, **kw: Any) -> Protection:
+    return store.create_protection(
+        account_id=account_id,
+        broker="kite",
+        instrument=408065,
+        symbol="INFY",
+        exchange="NSE",
+        side=Side.BUY,
+        product=Product.MIS,
+        quantity=quantity,
+        filled_quantity=quantity,
+        tick_size=0.05,
+        rule=kw.pop("rule", RULE),
+        entry_price=kw.pop("entry_price", 1500.0),
+        status=Status.OPEN,
+        **kw,
+    )
+
+
+def pending_long(store: ProtectionStore, account_id: int, quantity: int, **kw: Any) -> Protection:
+    return store.create_protection(
+        account_id=account_id,
+        broker="kite",
+        instrument=408065,
+        symbol="INFY",
+        exchange="NSE",
+        side=Side.BUY,
+        product=Product.MIS,
+        quantity=quantity,
+        tick_size=0.05,
+        rule=kw.pop("rule", RULE),
+        **kw,
+    )
+
+
+def entry_order(order_id: str, tag: str | None, filled: int, price: float) -> Order:
+    return Order(
+        order_id=order_id,
+        status=OrderStatus.COMPLETE,
+        raw_status="COMPLETE",
+        side=Side.BUY,
+        order_type=None,
+        product=Product.MIS,
+        raw_product="MIS",
+        symbol="INFY",
+        exchange="NSE",
+        instrument=408065,
+        quantity=filled,
+        filled_quantity=filled,
+        pending_quantity=0,
+        average_price=price,
+        price=0.0,
+        trigger_price=0.0,
+        tag=tag,
+        status_message=None,
+        placed_at=None,
+        updated_at=None,
+    )
+
+
+# ----------------------------------------------------------------------------- item 2: shared positions
+
+
+def test_two_protections_on_one_position_share_it_oldest_first(store: ProtectionStore) -> None:
+    reconciler, _calls, account_id = rig(store)
+    broker = FakeBroker()
+    older = open_long(store, account_id, 60)
+    newer = open_long(store, account_id, 60)
+    broker.net = 100
+    report = reconciler.reconcile(account_id, broker)  # type: ignore[arg-type]
+    assert report.resized == [newer.id]
+    assert (store.get(older.id).filled_quantity, store.get(newer.id).filled_quantity) == (60, 40)
+    # Sold down to 50 outside: the older keeps 50, the newer covers nothing and ends (read twice).
+    broker.net = 50
+    report = reconciler.reconcile(account_id, broker)  # type: ignore[arg-type]
+    assert store.get(older.id).filled_quantity == 50
+    assert report.closed_externally == [newer.id] and store.get(newer.id).status is Status.CLOSED
+
+
+def test_a_position_with_an_exit_at_the_broker_is_left_alone(store: ProtectionStore) -> None:
+    reconciler, _calls, account_id = rig(store)
+    broker = FakeBroker()
+    sold = open_long(store, account_id, 60)
+    other = open_long(store, account_id, 40)
+    store.transition(sold.id, Status.TRIGGERED)
+    store.transition(sold.id, Status.EXITING, exit_order_id="X1", exit_quantity=60)
+    broker.net = 40  # the exit filled; the positions show it, the protection does not know yet
+    report = reconciler.reconcile(account_id, broker)  # type: ignore[arg-type]
+    assert not report.resized and not report.closed_externally
+    assert store.get(other.id).filled_quantity == 40 and store.get(other.id).status is Status.OPEN
+
+
+# ----------------------------------------------------------------------------- item 3: flat means flat twice
+
+
+def test_a_single_flat_read_does_not_close_a_protection(store: ProtectionStore) -> None:
+    broker = FakeBroker()
+    # The positions endpoint lagged a fresh fill: flat at the first read, 10 at the second.
+    reconciler, calls, account_id = rig(store, during_sleep=lambda: setattr(broker, "net", 10))
+    p = open_long(store, account_id, 10)
+    broker.net = 0
+    report = reconciler.reconcile(account_id, broker)  # type: ignore[arg-type]
+    assert store.get(p.id).status is Status.OPEN and not report.closed_externally
+    assert calls.sleeps == [FLAT_CONFIRM_SECONDS] and broker.reads == 2 and calls.disarmed == []
+
+
+def test_two_flat_reads_some_seconds_apart_close_it(store: ProtectionStore) -> None:
+    reconciler, calls, account_id = rig(store)
+    broker = FakeBroker()
+    p = open_long(store, account_id, 10)
+    report = reconciler.reconcile(account_id, broker)  # type: ignore[arg-type]
+    assert report.closed_externally == [p.id] and store.get(p.id).reason == "external"
+    assert calls.sleeps == [FLAT_CONFIRM_SECONDS] and FLAT_CONFIRM_SECONDS >= 1.0
+    assert calls.disarmed == [p.id]
+
+
+def test_an_unreadable_positions_reply_is_an_error_and_closes_nothing(store: ProtectionStore) -> None:
+    reconciler, _calls, account_id = rig(store)
+    broker = FakeBroker()
+    p = open_long(store, account_id, 10)
+    broker.fail_positions = MalformedReplyError(
+        "kite positions: unreadable reply (expected a list, got null)"
+    )
+    with pytest.raises(MalformedReplyError):
+        reconciler.reconcile(account_id, broker)  # type: ignore[arg-type]
+    assert store.get(p.id).status is Status.OPEN
+
+
+# ----------------------------------------------------------------------------- item 4: armed and subscribed
+
+
+def test_an_open_protection_missing_from_the_feed_is_armed_again(store: ProtectionStore) -> None:
+    reconciler, calls, account_id = rig(store)
+    broker = FakeBroker()
+    broker.net = 20
+    watched = open_long(store, account_id, 10)
+    lost = open_long(store, account_id, 5)  # its trigger's commit failed: OPEN, but the engine let go
+    paused = open_long(store, account_id, 5)
+    store.update(paused.id, kind="paused", paused=True)
+    calls.in_feed = {watched.id}
+    report = reconciler.reconcile(account_id, broker)  # type: ignore[arg-type]
+    assert report.rearmed == [lost.id] and calls.armed == [lost.id]
+    calls.in_feed = {watched.id, lost.id}
+    assert reconciler.reconcile(account_id, broker).rearmed == []  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------------------------- item 5: one bad protection
+
+
+def test_a_fill_whose_stop_would_be_below_zero_is_refused_and_the_rest_go_on(store: ProtectionStore) -> None:
+    reconciler, calls, account_id = rig(store)
+    broker = FakeBroker()
+    broker.net = 13
+    # A 5-point trail on a share that filled at 3.00 would put the stop at -2.00.
+    cheap = pending_long(store, account_id, 3, rule=TrailRule.points(5.0))
+    store.update(cheap.id, kind="entry_placed", entry_order_id="E1")
+    other = pending_long(store, account_id, 10)
+    store.update(other.id, kind="entry_placed", entry_order_id="E2")
+    broker.orders_book = [entry_order("E1", None, 3, 3.0), entry_order("E2", None, 10, 1500.0)]
+    report = reconciler.reconcile(account_id, broker)  # type: ignore[arg-type]
+    refused, filled = store.get(cheap.id), store.get(other.id)
+    assert report.stop_refused == [cheap.id] and report.failed == []
+    assert (refused.status, refused.paused, refused.stop, refused.filled_quantity) == (
+        Status.OPEN,
+        True,
+        None,
+        3,
+    )
+    assert "stop refused: rule: a 5 pts distance" in refused.reason and "-2" in refused.reason
+    assert filled.status is Status.OPEN and filled.stop == 1470.0 and other.id in calls.armed
+
+
+def test_one_protection_that_fails_does_not_stop_the_others(store: ProtectionStore) -> None:
+    checked: list[int] = []
+
+    def safety_check(p: Protection) -> None:
+        if not checked:
+            checked.append(-p.id)
+            raise RuntimeError("a bug in one protection's safety stop")
+        checked.append(p.id)
+
+    reconciler, _calls, account_id = rig(store, safety_check=safety_check)
+    broker = FakeBroker()
+    broker.net = 20
+    first, second = open_long(store, account_id, 10), open_long(store, account_id, 10)
+    report = reconciler.reconcile(account_id, broker)  # type: ignore[arg-type]
+    assert report.failed == [first.id] and checked == [-first.id, second.id]
+
+
+def test_auto_protect_skips_a_position_whose_stop_would_be_below_zero(store: ProtectionStore) -> None:
+    reconciler, _calls, account_id = rig(store)
+    reconciler.auto_protect[account_id] = TrailRule.points(2000.0)  # more than INFY's 1500
+    broker = FakeBroker()
+    broker.net = 10
+    report = reconciler.reconcile(account_id, broker)  # type: ignore[arg-type]
+    assert report.adopted == [] and store.live(account_id) == []
+
+
+def test_a_stop_below_zero_is_refused_at_creation_with_a_clear_message(store: ProtectionStore) -> None:
+    account = store.add_account("kite", "Zerodha")
+    with pytest.raises(
+        ValueError, match=r"rule: a 5 pts distance from the entry price 3 puts the stop at -2"
+    ):
+        open_long(store, account.id, 3, rule=TrailRule.points(5.0), entry_price=3.0)
+    assert store.live(account.id) == []
+
+
+# ----------------------------------------------------------------------------- item 6: a lost entry reply
+
+
+def test_a_pending_entry_without_its_order_id_is_found_by_its_tag(store: ProtectionStore) -> None:
+    reconciler, calls, account_id = rig(store)
+    broker = FakeBroker()
+    broker.net = 10
+    p = pending_long(store, account_id, 10)
+    broker.orders_book = [entry_order("E9", "OTHER", 4, 1400.0), entry_order("E1", p.entry_tag, 10, 1500.0)]
+    report = reconciler.reconcile(account_id, broker)  # type: ignore[arg-type]
+    found = store.get(p.id)
+    assert report.filled == [p.id] and calls.armed == [p.id]
+    assert (found.status, found.entry_order_id, found.entry_price) == (Status.OPEN, "E1", 1500.0)
+
+
+def test_an_entry_never_seen_at_the_broker_ends_after_minutes_not_seconds(store: ProtectionStore) -> None:
+    reconciler, _calls, account_id = rig(store)
+    broker = FakeBroker()
+    p = pending_long(store, account_id, 10)
+    assert reconciler.reconcile(account_id, broker).ended == []  # type: ignore[arg-type]
+    assert store.get(p.id).status is Status.PENDING
+    five_minutes_ago = datetime.now() - timedelta(minutes=5)
+    db.ProtectionRow.update(created_at=five_minutes_ago).where(db.ProtectionRow.id == p.id).execute()
+    assert reconciler.reconcile(account_id, broker).ended == [p.id]  # type: ignore[arg-type]
+    assert store.get(p.id).status is Status.REJECTED
+    assert store.get(p.id).reason == "entry order not found at the broker"
