@@ -1,0 +1,68 @@
+"""FeedWorker: one bad protection never unarms the others; a trigger that cannot be committed is re-armed."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from pytestqt.qtbot import QtBot
+
+from tests.services.test_feed_worker import (
+    kite_session,
+    protect,
+    store,  # noqa: F401  (fixture)
+    subscribed_modes,
+    wait_until,
+)
+from trailstop_gui.models.engine import StopTriggered
+from trailstop_gui.models.store import ProtectionStore
+from trailstop_gui.simulator.runner import SimulatorHandle
+
+
+def test_a_stored_stop_below_zero_does_not_unarm_the_batch(
+    qtbot: QtBot,
+    simulator: SimulatorHandle,
+    store: ProtectionStore,  # noqa: F811
+) -> None:
+    simulator.set_price("NSE:INFY", 1500.0)
+    session = kite_session(simulator, store)
+    feed = session.start_feed(store, on_trigger=lambda _pid, _event: None)
+    try:
+        # A row saved before stops <= 0 were refused: arming it raises; it used to take the batch with it.
+        broken = replace(protect(store, session.account_id), stop=-2.0)
+        good = protect(store, session.account_id)
+        feed.arm([broken, good])
+        wait_until(lambda: subscribed_modes(simulator) == ["full"], what="the good one subscribed")
+        wait_until(lambda: feed.engine.is_armed(str(good.id)), what="the good one armed")
+        assert not feed.engine.is_armed(str(broken.id)) and feed.armed_ids() == {good.id}
+    finally:
+        session.stop_feed()
+
+
+def test_a_trigger_whose_commit_fails_is_armed_again_and_fires_again(
+    qtbot: QtBot,
+    simulator: SimulatorHandle,
+    store: ProtectionStore,  # noqa: F811
+) -> None:
+    simulator.set_price("NSE:INFY", 1500.0)
+    session = kite_session(simulator, store)
+    handled: list[tuple[int, StopTriggered]] = []
+
+    def on_trigger(pid: int, event: StopTriggered) -> None:
+        if not handled:
+            handled.append((-pid, event))
+            raise OSError("disk I/O error")  # the commit of TRIGGERED failed: still OPEN in the store
+        handled.append((pid, event))
+
+    feed = session.start_feed(store, on_trigger=on_trigger)
+    try:
+        p = protect(store, session.account_id)
+        feed.arm([p])
+        wait_until(lambda: feed.engine.is_armed(str(p.id)), what="armed")
+        simulator.set_price("NSE:INFY", 1460.0, bid=1459.95, ask=1460.05)
+        wait_until(lambda: len(handled) >= 1, what="the first trigger")
+        # Armed again at once: the next tick through the stop (perhaps one already on its way) fires again.
+        simulator.set_price("NSE:INFY", 1459.0, bid=1458.95, ask=1459.05)
+        wait_until(lambda: len(handled) == 2, what="the second trigger")
+        assert [pid for pid, _ in handled] == [-p.id, p.id]
+    finally:
+        session.stop_feed()
