@@ -1,0 +1,173 @@
+"""ProtectionService against a simulator having a bad day (issue 13, items 2-6), on both brokers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.services.conftest import control
+from tests.services.test_protection_flow import (  # noqa: F401  (rig and store are fixtures)
+    Rig,
+    enter,
+    rig,
+    store,
+    wait_until,
+)
+from trailstop_gui.models.domain import Product, Side, Status, TrailRule
+from trailstop_gui.services.brokers.base import OrderRequest, OrderType
+from trailstop_gui.services.protection_service import EntryRequest
+
+POSITIONS_PATH = {"kite": "/portfolio/positions", "upstox": "/v2/portfolio/short-term-positions"}
+
+
+def reconcile_now(rig: Rig) -> None:  # noqa: F811
+    rig.service.reconcile(rig.account_id)
+    assert rig.service.reconciles.waitForDone(15_000)
+
+
+def outside_order(rig: Rig, side: Side, quantity: int) -> None:  # noqa: F811
+    """The trader trades INFY MIS on the broker's own site; wait for the fill."""
+    instrument, symbol = rig.instrument("NSE:INFY")
+    broker = rig.session.broker
+    order_id = broker.place_order(
+        OrderRequest(
+            symbol=symbol,
+            exchange="NSE",
+            instrument=instrument,
+            side=side,
+            quantity=quantity,
+            product=Product.MIS,
+            order_type=OrderType.MARKET,
+        )
+    )
+    wait_until(lambda: broker.order(order_id).is_final, what="the outside order to fill")
+
+
+@pytest.mark.parametrize(
+    "spoilt",
+    [
+        {"mode": "null_list"},
+        {"mode": "missing_field", "field": "quantity"},
+        {"mode": "string_number", "field": "quantity", "value": "three"},
+    ],
+    ids=["null-list", "missing-quantity", "text-quantity"],
+)
+def test_an_unreadable_positions_reply_never_closes_a_live_protection(
+    rig: Rig,  # noqa: F811
+    spoilt: dict[str, Any],
+) -> None:
+    rig.sim.set_price("NSE:INFY", 1500.0)
+    pid = enter(rig, Side.BUY, Product.MIS, TrailRule.percent(2.0))
+    reconcile_now(rig)
+    fault = {"fault": "malformed", "path": POSITIONS_PATH[rig.broker], "method": "GET", "count": 5}
+    control(rig.sim, "fault", {**fault, **spoilt})
+    reconcile_now(rig)
+    p = rig.store.get(pid)
+    # It used to read as "flat": CLOSED, reason external, with the position still held.
+    assert (p.status, p.reason) == (Status.OPEN, "entry filled")
+    control(rig.sim, "fault", {"fault": "clear"})
+    reconcile_now(rig)
+    assert rig.status(pid) is Status.OPEN
+    # And it still protects: the stop fires and sells the 3 held.
+    rig.sim.set_price("NSE:INFY", 1400.0)
+    rig.wait_status(pid, Status.CLOSED)
+    assert [o["quantity"] for o in rig.sim_orders(p.exit_tag)] == [3]
+
+
+def test_two_protections_on_one_position_never_sell_more_than_it_holds(rig: Rig) -> None:  # noqa: F811
+    rig.sim.set_price("NSE:INFY", 1500.0)
+    first = enter(rig, Side.BUY, Product.MIS, TrailRule.percent(2.0))
+    second = enter(rig, Side.BUY, Product.MIS, TrailRule.percent(2.0))  # the same position: 6 held
+    outside_order(rig, Side.SELL, 4)  # 2 left, both protections still believe they hold 3
+    rig.sim.set_price("NSE:INFY", 1400.0)  # one tick fires both stops
+    rig.wait_status(first, Status.CLOSED)
+    rig.wait_status(second, Status.CLOSED)
+    assert rig.service.executor.wait_idle(10)
+    sold = [
+        o["quantity"]
+        for pid in (first, second)
+        for o in rig.sim_orders(rig.store.get(pid).exit_tag)
+        if o["status"] == "COMPLETE"
+    ]
+    # Each used to sell min(3, 2): 4 sold out of 2, a short of 2.
+    assert sum(sold) == 2
+    positions = [p for p in rig.session.broker.positions() if p.symbol == "INFY" and p.product is Product.MIS]
+    assert [p.quantity for p in positions] == [0]
+
+
+def test_an_entry_whose_reply_is_lost_stays_pending_and_is_found_by_its_tag(rig: Rig) -> None:  # noqa: F811
+    rig.sim.set_price("NSE:INFY", 1500.0)
+    # The broker takes the entry, then the answer is a 504: a timeout, not a refusal.
+    control(
+        rig.sim,
+        "fault",
+        {"fault": "http_error", "status": 504, "phase": "after", "path": rig.order_path, "method": "POST"},
+    )
+    instrument, symbol = rig.instrument("NSE:INFY")
+    p = rig.service.place_entry(
+        EntryRequest(
+            account_id=rig.account_id,
+            instrument=instrument,
+            symbol=symbol,
+            exchange="NSE",
+            side=Side.BUY,
+            quantity=3,
+            product=Product.MIS,
+            tick_size=0.05,
+            rule=TrailRule.percent(2.0),
+        )
+    )
+    # It used to be marked REJECTED, and the filled position was left without a stop.
+    rig.wait_status(p.id, Status.OPEN)
+    found = rig.store.get(p.id)
+    (order,) = rig.sim_orders(found.entry_tag)
+    assert found.entry_order_id == order["order_id"] and found.filled_quantity == 3
+    assert [e.kind for e in rig.store.events(protection_id=p.id, kinds=["entry_unconfirmed"])]
+
+
+def test_exit_now_whose_commit_fails_leaves_the_protection_armed(
+    rig: Rig,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rig.sim.set_price("NSE:INFY", 1500.0)
+    pid = enter(rig, Side.BUY, Product.MIS, TrailRule.percent(2.0))
+    feed = rig.session.feed
+    assert feed is not None
+    wait_until(lambda: feed.engine.is_armed(str(pid)), what="armed", qtbot=rig.qtbot)
+    real = rig.store.transition
+
+    def failing(*args: Any, **kwargs: Any) -> Any:
+        raise OSError("disk I/O error")
+
+    monkeypatch.setattr(rig.store, "transition", failing)
+    with pytest.raises(OSError):
+        rig.service.exit_now(pid)
+    monkeypatch.setattr(rig.store, "transition", real)
+    rig.qtbot.wait(100)  # a disarm would have been queued to the feed thread by now
+    assert rig.status(pid) is Status.OPEN and feed.engine.is_armed(str(pid))
+    rig.sim.set_price("NSE:INFY", 1400.0)  # still watched: the stop fires
+    rig.wait_status(pid, Status.CLOSED)
+
+
+def test_a_limit_entry_whose_stop_would_be_below_zero_is_refused_before_anything_is_stored(
+    rig: Rig,  # noqa: F811
+) -> None:
+    instrument, symbol = rig.instrument("NSE:INFY")
+    with pytest.raises(ValueError, match="rule: a 200 pts distance from the entry price 150"):
+        rig.service.place_entry(
+            EntryRequest(
+                account_id=rig.account_id,
+                instrument=instrument,
+                symbol=symbol,
+                exchange="NSE",
+                side=Side.BUY,
+                quantity=3,
+                product=Product.MIS,
+                tick_size=0.05,
+                rule=TrailRule.points(200.0),
+                order_type=OrderType.LIMIT,
+                price=150.0,
+            )
+        )
+    assert rig.store.live(rig.account_id) == [] and rig.sim_orders() == []
