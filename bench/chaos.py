@@ -5,8 +5,9 @@ percent:2`` runs in a subprocess. Positions are opened "outside the app" with th
 (kiteconnect, upstox_client): both brokers, long and short, MIS, CNC and NRML. The app adopts each one,
 the price trails it (up for a long, down for a short), then crosses the stop and stays beyond it. Meanwhile
 the simulator injects every kind of fault (dropped and stalled sockets, HTTP 5xx, 429s and timeouts,
-rejected orders, token expiry, fill delays, partial fills, price gaps) and the app is killed with SIGKILL
-(sometimes SIGTERM) at random moments, some of them just after a stop was crossed, and restarted.
+malformed replies, rejected orders, token expiry, fill delays, partial fills, price gaps) and the app is
+killed with SIGKILL (sometimes SIGTERM) at random moments, some of them just after a stop was crossed, and
+restarted.
 
 After every run the invariants are checked against the simulator's own order log and trades:
 
@@ -771,6 +772,7 @@ class Run:
             "expire_tokens": 3,
             "fill_delay": 6,
             "partial_fill": 6,
+            "malformed": 6,
         }
         kind = rng.choices(list(kinds), weights=list(kinds.values()))[0]
         spec: dict[str, Any] = {"fault": kind}
@@ -815,6 +817,25 @@ class Run:
         elif kind == "partial_fill":
             spec.update(
                 ratio=round(rng.uniform(0.3, 0.7), 2), count=1, rest_after=round(rng.uniform(0.3, 2), 2)
+            )
+        elif kind == "malformed":
+            # An unreadable reply (null list, missing or textual quantity) must read as an error, never flat.
+            spec.update(
+                path=rng.choice(
+                    [
+                        "/portfolio/positions",
+                        "/portfolio/holdings",
+                        "/orders",
+                        "/v2/portfolio/short-term-positions",
+                        "/v2/portfolio/long-term-holdings",
+                        "/v2/order/retrieve-all",
+                    ]
+                ),
+                method="GET",
+                mode=rng.choice(["null_list", "missing_field", "string_number"]),
+                field=rng.choice(["quantity", "filled_quantity"]),
+                value=rng.choice([None, "", "n/a"]),
+                count=rng.randint(1, 3),
             )
         self.control("fault", spec)
         self.report.faults[kind] += 1
