@@ -171,3 +171,34 @@ def test_a_limit_entry_whose_stop_would_be_below_zero_is_refused_before_anything
             )
         )
     assert rig.store.live(rig.account_id) == [] and rig.sim_orders() == []
+
+
+def test_a_fill_whose_stop_would_be_below_zero_is_open_paused_and_alerted(rig: Rig) -> None:  # noqa: F811
+    rig.sim.set_price("NSE:INFY", 1500.0)
+    instrument, symbol = rig.instrument("NSE:INFY")
+    # A MARKET entry: its price is known only at the fill, where a 2000-point trail puts the stop at -500.
+    p = rig.service.place_entry(
+        EntryRequest(
+            account_id=rig.account_id,
+            instrument=instrument,
+            symbol=symbol,
+            exchange="NSE",
+            side=Side.BUY,
+            quantity=3,
+            product=Product.MIS,
+            tick_size=0.05,
+            rule=TrailRule.points(2000.0),
+        )
+    )
+    rig.wait_status(p.id, Status.OPEN)
+    rig.qtbot.waitUntil(lambda: any(a.title == "Stop not armed" for a in rig.alerts), timeout=3000)
+    opened = rig.store.get(p.id)
+    assert (opened.paused, opened.stop, opened.filled_quantity) == (True, None, 3)
+    assert "a stop must be above 0" in opened.reason
+    feed = rig.session.feed
+    assert feed is not None and not feed.engine.is_armed(str(p.id))
+    with pytest.raises(ValueError, match="rule: a 2000 pts distance"):
+        rig.service.resume(p.id)  # not until the rule changes
+    rig.service.modify_rule(p.id, TrailRule.percent(2.0))
+    assert rig.service.resume(p.id).stop == 1470.0
+    wait_until(lambda: feed.engine.is_armed(str(p.id)), what="armed with the new rule", qtbot=rig.qtbot)

@@ -153,6 +153,7 @@ class ProtectionService(QObject):
                 safety_release=self.safety.refresh,
                 safety_default=lambda _account_id: self.safety_defaults,
                 armed=self._armed_ids,
+                stop_refused=self._on_stop_refused,
             ),
         )
         self.actions = QThreadPool()
@@ -273,18 +274,6 @@ class ProtectionService(QObject):
                     account_id,
                 )
             )
-        for pid in report.stop_refused:
-            p = self.store.get(pid)
-            self.notifier.notify(
-                Alert(
-                    AlertKind.EXIT_FAILED,
-                    "Stop not armed",
-                    f"{p.symbol}: the entry filled, but {p.reason.partition('stop refused: ')[2]}; "
-                    "the protection is paused until its rule is changed",
-                    pid,
-                    account_id,
-                )
-            )
         for pid in report.closed_externally:
             p = self.store.get(pid)
             self.notifier.notify(
@@ -401,6 +390,19 @@ class ProtectionService(QObject):
         feed = session.feed if session is not None else None
         quote = feed.latest_quote(p.engine_instrument) if feed is not None else None
         return None if quote is None else quote.ltp
+
+    def _on_stop_refused(self, p: Protection) -> None:
+        """Any thread: an entry filled, but its rule would put the stop at or below zero."""
+        self.notifier.notify(
+            Alert(
+                AlertKind.EXIT_FAILED,
+                "Stop not armed",
+                f"{p.symbol}: the entry filled, but {p.reason.partition('stop refused: ')[2]}; "
+                "the protection is paused until its rule is changed",
+                p.id,
+                p.account_id,
+            )
+        )
 
     def _armed_ids(self, account_id: int) -> frozenset[int] | None:
         session = self.sessions.get(account_id)
@@ -646,10 +648,13 @@ class ProtectionService(QObject):
 
     def resume(self, pid: int) -> Protection:
         current = self.store.get(pid)
+        fields: dict[str, Any] = {"paused": False}
         if current.status is Status.OPEN and current.stop is None and current.entry_price is not None:
             # Paused at its fill because its rule's stop was <= 0: the rule must change first.
-            checked_initial_stop(current.side, current.entry_price, current.tick_size, current.rule)
-        p = self.store.update(pid, kind="resumed", paused=False)
+            fields["stop"] = checked_initial_stop(
+                current.side, current.entry_price, current.tick_size, current.rule
+            )
+        p = self.store.update(pid, kind="resumed", **fields)
         if p.status is Status.OPEN:
             self._arm(p)
         self.protection_changed.emit(pid)

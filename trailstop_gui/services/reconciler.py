@@ -104,6 +104,8 @@ class Hooks:
     safety_default: Callable[[int], SafetyConfig] = lambda _account: SafetyConfig()  # for auto-protect
     # The protection ids armed in the account's feed right now; None when no feed runs (nothing to check).
     armed: Callable[[int], Collection[int] | None] = lambda _account: None
+    # An entry filled, but its rule's stop would be <= 0: OPEN and paused (the trader is told).
+    stop_refused: Callable[[Protection], None] = lambda _p: None
 
 
 class Reconciler:
@@ -288,8 +290,6 @@ class Reconciler:
                     # and says why, until the trader changes its rule.
                     log.warning("protection %s: entry filled at %g, but %s", p.id, average_price, exc)
                     stop, paused, reason = None, True, f"{reason}; stop refused: {exc}"
-                    if report is not None:
-                        report.stop_refused.append(p.id)
                 p = self.store.transition(
                     p.id,
                     Status.OPEN,
@@ -302,6 +302,10 @@ class Reconciler:
                     reason=reason[:200],
                     price=average_price,
                 )
+                if paused:
+                    if report is not None:
+                        report.stop_refused.append(p.id)
+                    self.hooks.stop_refused(p)
             elif p.status is Status.OPEN and filled > p.filled_quantity:
                 p = self.store.update(
                     p.id, kind="entry_fill", filled_quantity=filled, entry_price=average_price
