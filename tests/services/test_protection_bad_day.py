@@ -202,3 +202,25 @@ def test_a_fill_whose_stop_would_be_below_zero_is_open_paused_and_alerted(rig: R
     rig.service.modify_rule(p.id, TrailRule.percent(2.0))
     assert rig.service.resume(p.id).stop == 1470.0
     wait_until(lambda: feed.engine.is_armed(str(p.id)), what="armed with the new rule", qtbot=rig.qtbot)
+
+
+def test_exit_all_goes_on_past_one_that_cannot_be_committed(
+    rig: Rig,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rig.sim.set_price("NSE:INFY", 1500.0)
+    rig.sim.set_price("NSE:TCS", 3500.0)
+    stuck = enter(rig, Side.BUY, Product.MIS, TrailRule.percent(2.0))
+    other = enter(rig, Side.BUY, Product.MIS, TrailRule.percent(2.0), symbol="NSE:TCS")
+    real = rig.store.transition
+
+    def failing_for_the_first(pid: int, *args: Any, **kwargs: Any) -> Any:
+        if pid == stuck:
+            raise OSError("disk I/O error")
+        return real(pid, *args, **kwargs)
+
+    monkeypatch.setattr(rig.store, "transition", failing_for_the_first)
+    assert rig.service.exit_all() == [other]
+    monkeypatch.setattr(rig.store, "transition", real)
+    rig.wait_status(other, Status.CLOSED)
+    assert rig.status(stuck) is Status.OPEN

@@ -678,6 +678,10 @@ class ProtectionService(QObject):
                 done.append(p.id)
             except (ConcurrentTransition, IllegalTransition) as exc:
                 log.info("exit all: protection %s skipped (%s)", p.id, exc)
+            except Exception as exc:
+                # One that cannot be committed stays OPEN and armed; it must not stop the others' exits.
+                log.exception("exit all: protection %s could not be exited", p.id)
+                self.action_failed.emit("Exit all", f"{p.symbol}: {exc}")
         return done
 
     def remove(self, pid: int) -> Protection:
