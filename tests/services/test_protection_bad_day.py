@@ -123,7 +123,13 @@ def test_an_entry_whose_reply_is_lost_stays_pending_and_is_found_by_its_tag(rig:
     found = rig.store.get(p.id)
     (order,) = rig.sim_orders(found.entry_tag)
     assert found.entry_order_id == order["order_id"] and found.filled_quantity == 3
-    assert [e.kind for e in rig.store.events(protection_id=p.id, kinds=["entry_unconfirmed"])]
+    # (a pushed order update may arm it before the lost reply is even reported: wait for the journal line)
+    wait_until(
+        lambda: bool(rig.store.events(protection_id=p.id, kinds=["entry_unconfirmed"])),
+        what="the lost reply journalled",
+        qtbot=rig.qtbot,
+    )
+    assert rig.status(p.id) is Status.OPEN
 
 
 def test_exit_now_whose_commit_fails_leaves_the_protection_armed(
