@@ -53,6 +53,7 @@ class RetryPolicy:
     max_delay: float = 5.0
     fill_timeout: float = 60.0  # how long to watch an accepted exit before handing it to the reconciler
     poll_interval: float = 0.25
+    flat_confirm: float = 2.0  # a flat position is read again this much later before it counts as flat
 
 
 class ExitSignals(QObject):
@@ -283,6 +284,11 @@ class ExitExecutor:
 
     def _place(self, p: Protection, broker: Broker, live: int | None = None) -> None:
         if live is None:
+            live = self._live_quantity(p, broker)
+        if live <= 0:
+            # A positions endpoint may lag a fresh fill: "flat" (no exit sent, the safety stop taken away)
+            # only when a second read, some seconds on, agrees.
+            self._sleep(self.policy.flat_confirm)
             live = self._live_quantity(p, broker)
         # Its share of the position: other protections on it and exits on their way take theirs first.
         share = exit_share(p, self.store.live(p.account_id), live)
