@@ -7,8 +7,10 @@ The path for one protection, already TRIGGERED and committed by whoever decided 
 
 - Temporary errors and 429s are retried with backoff. After an ambiguous failure (timeout, reset) the order
   may be at the broker, so the tag is looked up before anything is sent again.
-- The exit quantity is min(protected quantity, live open quantity): an exit never flips a position. A flat
-  position closes the protection (reason external) without sending anything.
+- The exit quantity is the protection's share of the live open quantity (positions.exit_share: other
+  protections on the position and exits already sent take theirs first; one exit job per position at a
+  time): an exit never flips a position. A flat position (read twice, some seconds apart: positions lag a
+  fresh fill) closes the protection (reason external) without sending anything.
 - A permanent rejection ends in EXIT_FAILED with an alert; ``retry`` sends it again on the trader's word.
 - With a broker-held safety stop (services/safety_stop.py), the safety manager is asked first: an SL-M
   becomes the exit (modified to MARKET), a GTT is deleted first, and a stop that already fired is the
