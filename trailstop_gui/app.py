@@ -54,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="protect every open position without a protection, e.g. percent:2 or points:5",
     )
     parser.add_argument(
+        "--auto-protect-holdings",
+        action="store_true",
+        default=None,
+        help="with --auto-protect: also protect delivery holdings (default: the setting, off)",
+    )
+    parser.add_argument(
         "--paper",
         action="store_true",
         help="with --sim/--demo: paper trading (live prices, orders filled locally, nothing sent)",
@@ -82,6 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.paper and not (args.demo or args.sim):
         # Paper mode is only defined against a simulator; alone it would run the real accounts live.
         parser.error("--paper needs --sim URL or --demo")
+    if args.auto_protect_holdings and args.auto_protect is None:
+        parser.error("--auto-protect-holdings needs --auto-protect RULE")
     if args.self_test:
         from trailstop_gui.selftest import run_self_test
 
@@ -155,6 +163,7 @@ def run_headless(args: argparse.Namespace, instance: SingleInstance | None = Non
         brokers=_brokers(args.broker),
         demo=args.demo,
         auto_protect=args.auto_protect,
+        auto_protect_holdings=getattr(args, "auto_protect_holdings", None),
         paper=args.paper,
         to_stdout=True,
     )
@@ -246,6 +255,7 @@ def run_window(args: argparse.Namespace, instance: SingleInstance | None = None)
             brokers=_brokers(args.broker),
             demo=demo,
             auto_protect=args.auto_protect,
+            auto_protect_holdings=getattr(args, "auto_protect_holdings", None),
             paper=args.paper,
         )
 

@@ -25,7 +25,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from trailstop_gui.models.domain import InstrumentId, Product
+from trailstop_gui.models.domain import InstrumentId, Product, Protection, Side
 from trailstop_gui.services.brokers.base import Holding, Position
 
 EQUITY_EXCHANGES = ("NSE", "BSE")
@@ -69,6 +69,7 @@ class DeliveryShares:
     used: int  # sum of ``used_quantity`` / ``cnc_used_quantity``
     net: int  # sum of today's signed CNC / D net quantity (negative: sold out of holdings)
     holdings: tuple[Holding, ...] = ()
+    positions: tuple[Position, ...] = ()  # today's delivery rows counted in ``net``
 
     def sellable(self, broker: str) -> int:
         """What a SELL may take from the demat now, by the broker's own rule (see the module docstring)."""
@@ -95,8 +96,8 @@ def delivery_shares(
         return _same_listing(instrument, symbol, exchange, other)
 
     mine = tuple(h for h in rows if ours(h, h.isin))
-    net = sum(
-        pos.quantity
+    today = tuple(
+        pos
         for pos in positions
         if pos.product is Product.CNC and ours(pos, isin_of(pos.instrument, pos.symbol, pos.exchange, rows))
     )
@@ -104,8 +105,104 @@ def delivery_shares(
         isin=isin,
         held=sum(h.quantity for h in mine),
         used=sum(h.used_quantity for h in mine),
-        net=net,
+        net=sum(pos.quantity for pos in today),
         holdings=mine,
+        positions=today,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryStock:
+    """One stock's sellable delivery shares, shaped like a ``Position`` so that lists and ``adopt`` take it.
+
+    ``held`` > 0 marks it as a holding (bought on earlier days); ``quantity`` is what may be sold now.
+    The listing named (instrument, symbol, exchange) is NSE's when the stock is held there.
+    """
+
+    symbol: str
+    exchange: str
+    instrument: InstrumentId
+    quote_key: str
+    isin: str | None
+    quantity: int
+    average_price: float
+    held: int
+    last_price: float | None = None
+    pnl: float | None = None
+    product: Product = Product.CNC
+    raw_product: str = "CNC"
+
+    @property
+    def side(self) -> Side:
+        return Side.BUY
+
+    @property
+    def is_holding(self) -> bool:
+        return self.held > 0
+
+
+def delivery_stocks(
+    positions: Iterable[Position], holdings: Iterable[Holding], broker: str
+) -> list[DeliveryStock]:
+    """Every stock with delivery shares to sell (holdings and today's delivery buys), one entry per ISIN."""
+    position_rows = [pos for pos in positions if pos.product is Product.CNC]
+    holding_rows = list(holdings)
+    listings: dict[object, Holding | Position] = {}
+    candidates: list[Holding | Position] = [*holding_rows, *(p for p in position_rows if p.quantity > 0)]
+    for row in candidates:
+        isin = (
+            row.isin
+            if isinstance(row, Holding)
+            else isin_of(row.instrument, row.symbol, row.exchange, holding_rows)
+        )
+        key = isin or (row.exchange, row.symbol)
+        chosen = listings.get(key)
+        # Name the stock by its NSE listing when there is one (the feed quotes it; BSE rows share the ISIN).
+        if chosen is None or (chosen.exchange != "NSE" and row.exchange == "NSE"):
+            listings[key] = row
+    stocks = []
+    for listing in listings.values():
+        shares = delivery_shares(
+            listing.instrument, listing.symbol, listing.exchange, position_rows, holding_rows
+        )
+        quantity = shares.sellable(broker)
+        if quantity <= 0:
+            continue
+        # The entry price: what the shares held and today's buys cost, on average.
+        bought = [pos for pos in shares.positions if pos.quantity > 0]
+        cost = sum(h.quantity * h.average_price for h in shares.holdings)
+        cost += sum(pos.quantity * pos.average_price for pos in bought)
+        units = shares.held + sum(pos.quantity for pos in bought)
+        average = cost / units if units > 0 and cost > 0 else listing.average_price
+        last = listing.last_price
+        stocks.append(
+            DeliveryStock(
+                symbol=listing.symbol,
+                exchange=listing.exchange,
+                instrument=listing.instrument,
+                quote_key=listing.quote_key,
+                isin=shares.isin,
+                quantity=quantity,
+                average_price=round(average, 4),
+                held=shares.held,
+                last_price=last,
+                pnl=(last - average) * quantity if last is not None and average > 0 else None,
+            )
+        )
+    stocks.sort(key=lambda s: s.symbol)
+    return stocks
+
+
+def covers_stock(p: Protection, stock: DeliveryStock, holdings: Iterable[Holding]) -> bool:
+    """Whether ``p`` already protects the stock's delivery shares (any listing of its ISIN)."""
+    if p.product is not Product.CNC or p.side is not Side.BUY:
+        return False
+    isin = isin_of(p.instrument, p.symbol, p.exchange, holdings)
+    if isin is not None and stock.isin is not None:
+        return isin == stock.isin
+    return str(p.instrument) == str(stock.instrument) or (p.symbol, p.exchange) == (
+        stock.symbol,
+        stock.exchange,
     )
 
 

@@ -280,7 +280,9 @@ SEGMENT_BSE = 4
 # Neither broker publishes the text it refuses an unauthorised demat debit with; these follow the words of
 # their help pages (Zerodha: TPIN/DP authorisation; Upstox: "not authorized on CDSL using TPIN", DDPI).
 DEMAT_REFUSAL = {
-    "kite": "RMS: Holdings not authorised for sale. Authorise the sale with your CDSL TPIN or submit DDPI/POA.",
+    "kite": (
+        "RMS: Holdings not authorised for sale. Authorise the sale with your CDSL TPIN or submit DDPI/POA."
+    ),
     "upstox": "Sell order not authorized on CDSL using TPIN. Authorise your holdings or enable DDPI to sell.",
 }
 
@@ -720,7 +722,7 @@ class Exchange:
 
     @staticmethod
     def _settle_used(account: Account, inst: Instrument, net: int) -> None:
-        """Spread what today's sales took out of the demat (and buy-backs did not return) over the listings."""
+        """Spread what today's sales took from the demat (and buy-backs did not return) over its listings."""
         sold = max(0, -net)
         for holding in account.holdings_of(inst):
             holding.used_quantity = min(holding.quantity, sold)

@@ -530,7 +530,9 @@ class UpstoxApi:
 
     async def profile(self, request: web.Request) -> web.Response:
         session = authenticate(self.sim, request)
-        return ok(fmt.profile(self.sim.upstox, self.sim.exchange.account(BROKER, session.user_id).demat_consent))
+        return ok(
+            fmt.profile(self.sim.upstox, self.sim.exchange.account(BROKER, session.user_id).demat_consent)
+        )
 
     async def logout(self, request: web.Request) -> web.Response:
         session = authenticate(self.sim, request)
