@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from tests.kite_mocks import kite_mock_json
 from trailstop_gui.models.domain import Product, Protection, Side, Status, TrailRule
 from trailstop_gui.services.brokers.base import (
     KITE_CAPABILITIES,
@@ -27,40 +28,9 @@ from trailstop_gui.services.holdings import (
 )
 from trailstop_gui.services.positions import open_quantity
 
-# The kite-mocks holdings sample (zerodha/kiteconnect-mocks holdings.json, the fields that matter here):
-# SBIN is listed under BSE although most trading happens on NSE.
-KITE_MOCK_HOLDINGS: list[dict[str, Any]] = [
-    {
-        "tradingsymbol": "AARON",
-        "exchange": "NSE",
-        "instrument_token": 263681,
-        "isin": "INE721Z01010",
-        "product": "CNC",
-        "quantity": 1,
-        "used_quantity": 0,
-        "t1_quantity": 0,
-        "realised_quantity": 1,
-        "authorised_quantity": 0,
-        "opening_quantity": 1,
-        "average_price": 161,
-        "last_price": 352.95,
-    },
-    {
-        "tradingsymbol": "SBIN",
-        "exchange": "BSE",
-        "instrument_token": 128028676,
-        "isin": "INE062A01020",
-        "product": "CNC",
-        "quantity": 16,
-        "used_quantity": 0,
-        "t1_quantity": 0,
-        "realised_quantity": 16,
-        "authorised_quantity": 0,
-        "opening_quantity": 16,
-        "average_price": 801.78125,
-        "last_price": 762.45,
-    },
-]
+# The kite-mocks holdings sample (zerodha/kiteconnect-mocks holdings.json): AARON on NSE and SBIN listed
+# under BSE, although most trading in SBIN happens on NSE.
+KITE_MOCK_HOLDINGS: list[dict[str, Any]] = kite_mock_json("holdings.json")["data"]
 SBIN_NSE_TOKEN = 779521
 
 
@@ -300,6 +270,11 @@ def test_delivery_shares_names_the_isin_from_an_upstox_key() -> None:
 
 
 # ----------------------------------------------------------------------------- demat consent
+
+
+def test_kite_mock_profile_has_standing_demat_consent() -> None:
+    profile = profile_from_reply(kite_mock_json("profile.json")["data"], "ZERODHA", "kite profile")
+    assert profile.demat_consent == "physical" and sells_need_authorisation(profile.demat_consent) is False
 
 
 @pytest.mark.parametrize(
