@@ -140,6 +140,17 @@ class DeliveryStock:
     def is_holding(self) -> bool:
         return self.held > 0
 
+    @property
+    def reference_price(self) -> float:
+        """Where a new protection's trail starts: today's price for holdings, else the average price.
+
+        Shares bought months ago may sit far below their average cost: a stop under the average would
+        be crossed already and sell them the moment they are protected.
+        """
+        if self.is_holding and self.last_price is not None and self.last_price > 0:
+            return self.last_price
+        return self.average_price
+
 
 def delivery_stocks(
     positions: Iterable[Position], holdings: Iterable[Holding], broker: str

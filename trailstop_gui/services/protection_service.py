@@ -614,7 +614,9 @@ class ProtectionService(QObject):
             filled_quantity=abs(position.quantity),
             tick_size=self.tick_size_for(account_id, position) if tick_size is None else tick_size,
             rule=rule,
-            entry_price=position.average_price,
+            entry_price=(
+                position.reference_price if isinstance(position, DeliveryStock) else position.average_price
+            ),
             status=Status.OPEN,
             reason="adopted",
         )

@@ -323,7 +323,7 @@ class Reconciler:
             filled_quantity=stock.quantity,
             tick_size=self.hooks.tick_size(account_id, stock),  # type: ignore[arg-type]
             rule=rule,
-            entry_price=stock.average_price,
+            entry_price=stock.reference_price,
             status=Status.OPEN,
             reason="auto-protect (holding)" if stock.is_holding else "auto-protect",
         )

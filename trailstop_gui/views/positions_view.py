@@ -871,7 +871,7 @@ class PositionsView(QWidget):
             ),
             side=pos.side,
             quantity=abs(pos.quantity),
-            reference_price=pos.average_price,
+            reference_price=pos.reference_price if isinstance(pos, DeliveryStock) else pos.average_price,
             tick_size=tick,
             rule=default_rule,
             accept_text="Protect",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -314,3 +315,12 @@ def test_profile_reads_demat_consent(reply: dict[str, Any], consent: str | None,
 )
 def test_demat_refusal_is_recognised_and_nothing_else(message: str | None, demat: bool) -> None:
     assert is_demat_refusal(message) is demat
+
+
+def test_a_holdings_trail_starts_from_todays_price_not_its_old_average() -> None:
+    """SBIN bought at 700 on average and trading at 600: a 2 % stop from 700 (686) would sell it at once."""
+    holdings = [replace(kite_holding(10), last_price=600.0)]
+    stock = delivery_stocks([], holdings, "kite")[0]
+    assert stock.average_price == pytest.approx(700.0) and stock.reference_price == 600.0
+    today = delivery_stocks([kite_position("SBIN", 5)], [], "kite")[0]
+    assert today.reference_price == pytest.approx(800.0)  # today's buys: their own average price
