@@ -1492,11 +1492,6 @@ class Checker:
                     )
         for row in self.rows:
             self.check_protection(row)
-            if row["product"] == "CNC" and row["side"] == "SELL":
-                self.violation(
-                    "delivery sale protected as a short",
-                    f"protection {row['id']} ({row['broker']} {row['symbol']}): its exit would buy back",
-                )
         for ep in run.episodes:
             self.check_episode(ep, keys.get(ep.key, []))
         for play in run.plays:
@@ -1581,6 +1576,8 @@ class Checker:
     def check_protection(self, row: dict[str, Any]) -> None:
         pid, status = row["id"], row["status"]
         label = f"protection {pid} ({row['broker']} {row['exchange']}:{row['symbol']} {row['product']})"
+        if row["product"] == "CNC" and row["side"] == "SELL":
+            self.violation("delivery sale protected as a short", f"{label}: its exit would buy shares back")
         exits = self.exits_of(row)
         self.report.exits += len(exits)
         self.report.protections += 1
