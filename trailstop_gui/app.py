@@ -143,6 +143,15 @@ def _install_signal_handlers(quit_app: Callable[[], None]) -> list[int]:
     return received
 
 
+def _quit_when_running_if_signalled(received: list[int], quit_app: Callable[[], None]) -> None:
+    """A SIGTERM that arrived while starting up (logging in, before the event loop ran) asked a loop that
+    was not running yet to quit, which does nothing: the app then ran on and had to be killed. The
+    first thing the loop does is look again."""
+    from PySide6.QtCore import QTimer
+
+    QTimer.singleShot(0, lambda: quit_app() if received else None)
+
+
 def _log_signals(received: list[int]) -> None:
     if received:
         log.info("signal %d: shutting down", received[0])
@@ -179,6 +188,7 @@ def run_headless(args: argparse.Namespace, instance: SingleInstance | None = Non
     try:
         runtime.login_simulator_accounts()
         runtime.service.start()
+        _quit_when_running_if_signalled(signals, app.quit)
         return app.exec()
     finally:
         _log_signals(signals)
@@ -336,6 +346,7 @@ def run_window(args: argparse.Namespace, instance: SingleInstance | None = None)
         window.show()
         del prompter  # kept alive by its parent, the window
         log.info("TrailStop %s started; data in %s", __version__, runtime.directory)
+        _quit_when_running_if_signalled(signals, quit_now)
         return app.exec()
     finally:
         _log_signals(signals)

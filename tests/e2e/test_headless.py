@@ -283,3 +283,18 @@ def test_auto_protect_holdings_needs_auto_protect(tmp_path: Path) -> None:
         timeout=60,
     )
     assert done.returncode == 2 and "--auto-protect-holdings needs --auto-protect RULE" in done.stderr
+
+
+def test_sigterm_while_starting_up_ends_the_app(simulator: SimulatorHandle, tmp_path: Path) -> None:
+    """A SIGTERM during the start-up login (before the event loop runs) used to be lost: the app ran on
+    until it was killed (a chaos run's "unclean shutdown")."""
+    control(simulator, "fault", {"fault": "slow", "seconds": 3, "path": "/session/token", "count": 1})
+    app = App(simulator, tmp_path)
+    try:
+        app.wait_for("headless; data in")
+        assert app.stop(signal.SIGTERM, timeout=20) == 0
+        assert any("signal 15: shutting down" in line for line in app.lines)
+    finally:
+        if app.proc.poll() is None:  # the old behaviour: never leave it running
+            app.proc.kill()
+            app.proc.wait(10)
