@@ -47,7 +47,6 @@ from trailstop_gui.services.brokers.base import (
 from trailstop_gui.services.brokers.errors import AuthError, BrokerError
 from trailstop_gui.services.brokers.feed_loop import OrderUpdate
 from trailstop_gui.services.exit_executor import ExitExecutor, RetryPolicy
-from trailstop_gui.services.instruments import master_key
 from trailstop_gui.services.holdings import (
     CONSENT_WARNING,
     DEMAT_REFUSAL_ADVICE,
@@ -57,6 +56,7 @@ from trailstop_gui.services.holdings import (
     is_demat_refusal,
     sells_need_authorisation,
 )
+from trailstop_gui.services.instruments import master_key
 from trailstop_gui.services.notifier import Alert, AlertKind, Notifier
 from trailstop_gui.services.positions import matching_position
 from trailstop_gui.services.reconciler import Hooks, Reconciler
@@ -455,10 +455,10 @@ class ProtectionService(QObject):
     def _resume_exit(self, pid: int) -> None:
         self.executor.submit(pid, recover=True)
 
-    def _tick_size(self, account_id: int, pos: Position) -> float:
+    def _tick_size(self, account_id: int, pos: Position | DeliveryStock) -> float:
         return self.tick_size_for(account_id, pos)
 
-    def tick_size_for(self, account_id: int, pos: Position) -> float:
+    def tick_size_for(self, account_id: int, pos: Position | DeliveryStock) -> float:
         """The instrument's tick size from the account's instrument master (a local lookup, no network);
         NSE's usual 0.05 when the master is not loaded or does not list it. ``set_tick_size`` corrects it."""
         session = self.sessions.get(account_id)

@@ -60,7 +60,7 @@ class Hooks:
     arm: Callable[[Protection], None]  # put an OPEN protection in its account's engine
     disarm: Callable[[int], None]
     resume_exit: Callable[[int], None]  # hand a TRIGGERED/EXITING protection to the executor (recover)
-    tick_size: Callable[[int, Position], float]  # the instrument's tick size, for adopted positions
+    tick_size: Callable[[int, Position | DeliveryStock], float]  # the tick size, for adopted positions
     # The broker-held safety stops (services/safety_stop.py); the defaults do nothing.
     # its filled order; raises BrokerError when it cannot tell
     safety_fired: Callable[[Protection, Broker], Order | None] = lambda _p, _b: None
@@ -321,7 +321,7 @@ class Reconciler:
             product=Product.CNC,
             quantity=stock.quantity,
             filled_quantity=stock.quantity,
-            tick_size=self.hooks.tick_size(account_id, stock),  # type: ignore[arg-type]
+            tick_size=self.hooks.tick_size(account_id, stock),
             rule=rule,
             entry_price=stock.reference_price,
             status=Status.OPEN,
