@@ -7,11 +7,15 @@ the price trails it (up for a long, down for a short), then crosses the stop and
 the simulator injects every kind of fault (dropped and stalled sockets, HTTP 5xx, 429s and timeouts,
 malformed replies, rejected orders, token expiry, fill delays, partial fills, price gaps) and the app is
 killed with SIGKILL (sometimes SIGTERM) at random moments, some of them just after a stop was crossed, and
-restarted.
+restarted. The demo account's delivery holdings (INFY, ITC, SBIN on NSE and BSE, TCS) are protected too
+(``--auto-protect-holdings``) and traded outside the app while their protections watch them: part sold,
+all sold, or part sold and bought back, then the stop crossed.
 
 After every run the invariants are checked against the simulator's own order log and trades:
 
 - at most one exit per protection; no exit larger than the open position, none that flips it;
+- a sale from holdings is never adopted as a short and nothing ever buys delivery shares back; a holding
+  whose stop was crossed ends with nothing protected left unsold, one sold outside closes with no order;
 - every position that crossed its stop is flat within 10 s of the app being up with a working feed
   (the time the app was down, or its feed was dropped, stalled or waiting for a login, does not count);
 - no stop ever moved against the trader (the journal's stop_moved events);
@@ -52,6 +56,7 @@ import requests
 from trailstop_gui.models.domain import Side, TrailRule
 from trailstop_gui.models.engine import initial_stop
 from trailstop_gui.services.safety_stop import SAFETY_STOP_REASON
+from trailstop_gui.simulator.exchange import DEMO_HOLDINGS
 from trailstop_gui.simulator.login_flow import kite_request_token
 from trailstop_gui.simulator.runner import SimulatorHandle, start_simulator
 from trailstop_gui.simulator.upstox_login import upstox_code
@@ -137,6 +142,7 @@ class RunReport:
     safety_closes: int = 0  # protections closed by the broker-held stop (its order was the exit)
     entries_not_placed: int = 0
     latencies: list[float] = field(default_factory=list)  # crossing -> flat, seconds of working feed
+    holdings: Counter[str] = field(default_factory=Counter)  # plays and their outcomes
     wall_latencies: list[float] = field(default_factory=list)
     restart_to_live: list[float] = field(default_factory=list)
     violations: list[Violation] = field(default_factory=list)
@@ -551,6 +557,54 @@ class Episode:
         return f"#{self.number} {self.broker} {self.symbol} {self.product} {kind} x{self.quantity}"
 
 
+HOLDING_PLAYS = ("sell part", "sell all", "buy back")
+
+
+@dataclass
+class HoldingPlay:
+    """Delivery holdings traded outside the app while their protection watches them, then (unless all
+    were sold) the stop crossed: the app must sell exactly what its protection still covers."""
+
+    number: int
+    broker: str
+    symbol: str
+    instrument: str
+    upstox_key: str
+    tick: float
+    held: int  # every listing of the ISIN, T1 included
+    play: str
+    start_at: float
+    state: str = "waiting"
+    protection_id: int | None = None
+    quantity: int = 0  # to sell (and, for a buy-back, to buy back)
+    sold: int = 0
+    bought: int = 0
+    tags: list[str] = field(default_factory=list)
+    future: Future[str] | None = None
+    next_push: float = 0.0
+    next_check: float = 0.0
+    ready_at: float = 0.0
+    price: float = 0.0
+    crossed_at: float | None = None
+    crossed_stop: float | None = None
+    outcome: str = ""
+    problem: str = ""
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.broker, self.symbol, "CNC")
+
+    @property
+    def label(self) -> str:
+        return f"holding #{self.number} {self.broker} {self.symbol} x{self.held} ({self.play})"
+
+
+def _play_outcome(status: str, reason: str) -> str:
+    if status == "CLOSED":
+        return "closed outside" if reason == "external" else f"{reason} (sold)"
+    return "exit refused" if status == "EXIT_FAILED" else status.lower()
+
+
 def _round_tick(price: float, tick: float, up: bool) -> float:
     steps = price / tick
     steps = math.ceil(steps - 1e-9) if up else math.floor(steps + 1e-9)
@@ -579,7 +633,7 @@ class Run:
             self.tracker,
             self.transcript,
             env={"TRAILSTOP_SIM_TOKEN": self.sim.control_headers["X-Sim-Token"]},
-            extra_args=["--safety-stop"] if config.safety else [],
+            extra_args=["--auto-protect-holdings", *(["--safety-stop"] if config.safety else [])],
         )
         self.app.on_line = self.on_app_line
         self.route_proxy: Any = None
@@ -595,7 +649,17 @@ class Run:
         self.busy_symbols: set[str] = set()
         self.next_start = 0.0
         self.instruments = [i for i in requests.get(f"{self.sim.url}/_sim/instruments", timeout=10).json()]
-        self.equities = [i for i in self.instruments if i["instrument_type"] == "EQ" and i["tradable"]]
+        # The demo holdings are worked by the holding plays only: an episode on the same stock would mix
+        # its own delivery buys with them.
+        self.held: Counter[str] = Counter()
+        for symbol, quantity, *_rest in DEMO_HOLDINGS:
+            self.held[symbol] += quantity
+        self.equities = [
+            i
+            for i in self.instruments
+            if i["instrument_type"] == "EQ" and i["tradable"] and i["symbol"] not in self.held
+        ]
+        self.plays: list[HoldingPlay] = []
         self.futures = [i for i in self.instruments if i["instrument_type"] == "FUT"]
         self.kill_request: float | None = None
         self.restart_due: float | None = None
@@ -1083,6 +1147,170 @@ class Run:
             self.new_episode(now)
         for ep in list(self.active):
             self.advance(ep, now)
+        for play in self.plays:
+            if play.state != "done" and (now >= play.start_at or not starting):
+                self.advance_play(play, now)
+
+    # ------------------------------------------------------------------------------------- holdings
+
+    def new_plays(self, now: float) -> None:
+        """One play per broker and demo holding, starting at random moments of the run."""
+        by_symbol = {i["symbol"]: i for i in self.instruments}
+        for broker in BROKERS:
+            for symbol, held in sorted(self.held.items()):
+                inst = by_symbol[symbol]
+                play = HoldingPlay(
+                    number=len(self.plays) + 1,
+                    broker=broker,
+                    symbol=symbol,
+                    instrument=str(inst["kite_token"]) if broker == "kite" else inst["upstox_key"],
+                    upstox_key=inst["upstox_key"],
+                    tick=inst["tick_size"],
+                    held=held,
+                    play=self.rng.choice(HOLDING_PLAYS),
+                    start_at=now + self.rng.uniform(2.0, self.config.duration * 0.6),
+                )
+                self.plays.append(play)
+                self.report.episodes["holding"] += 1
+                self.report.holdings[play.play] += 1
+
+    def play_row(self, play: HoldingPlay) -> tuple[Any, ...] | None:
+        """(id, status, stop, filled_quantity, reason) of the play's protection (the holding's first)."""
+        if play.protection_id is None:
+            rows = self.db(
+                "SELECT id FROM protection WHERE broker = ? AND instrument = ? AND product = 'CNC'"
+                " AND status = 'OPEN' AND filled_quantity = ? ORDER BY id LIMIT 1",
+                (play.broker, play.instrument, play.held),
+            )
+            if not rows:
+                return None
+            play.protection_id = int(rows[0][0])
+        rows = self.db(
+            "SELECT id, status, stop, filled_quantity, reason FROM protection WHERE id = ?",
+            (play.protection_id,),
+        )
+        return rows[0] if rows else None
+
+    def outside(self, play: HoldingPlay, side: str, quantity: int) -> None:
+        tag = f"CX{self.index}H{play.number}{side[0]}"
+        play.tags.append(tag)
+        order = {
+            "symbol": play.symbol,
+            "upstox_key": play.upstox_key,
+            "side": side,
+            "product": "CNC",
+            "quantity": quantity,
+            "tag": tag,
+        }
+        play.future = self.pool.submit(self.trader.place, play.broker, order)
+        play.next_check = time.time() + 20.0  # the longest a placed order is waited for
+
+    def outside_filled(self, play: HoldingPlay, now: float) -> int | None:
+        """The last outside order's filled quantity once it is final (None: not yet)."""
+        if play.future is None or not play.future.done():
+            return None
+        ep = Episode(
+            0, play.broker, play.symbol, play.instrument, play.upstox_key, play.tick, "", "CNC", 0, ""
+        )
+        status, filled = self.entry_state(ep, play.tags[-1])
+        if status in ("COMPLETE", "CANCELLED", "REJECTED", "?") or now >= play.next_check:
+            return filled
+        return None
+
+    def push_play(self, play: HoldingPlay, ltp: float) -> None:
+        ltp = _round_tick(ltp, play.tick, up=False)
+        self.sim.set_price(play.symbol, ltp, bid=round(ltp - play.tick, 2), ask=round(ltp + play.tick, 2))
+        play.price = ltp
+        self.report.ticks += 1
+
+    def advance_play(self, play: HoldingPlay, now: float) -> None:
+        if now < play.next_push and play.state not in ("crossed",):
+            return
+        if play.state == "waiting":
+            row = self.play_row(play)
+            play.next_push = now + 0.5
+            if row is None:
+                return
+            play.quantity = play.held if play.play == "sell all" else self.rng.randint(1, play.held - 1)
+            self.outside(play, "SELL", play.quantity)
+            play.state = "selling"
+        elif play.state == "selling":
+            filled = self.outside_filled(play, now)
+            if filled is None:
+                return
+            play.sold = filled
+            if play.play == "buy back" and filled:
+                self.outside(play, "BUY", filled)
+                play.state = "buying"
+            else:
+                play.state = (
+                    "watching" if play.play == "sell all" and filled == play.held else "before crossing"
+                )
+                play.ready_at = now
+                play.next_push = now + self.rng.uniform(0.5, 6.0)  # sometimes a reconcile comes first
+        elif play.state == "buying":
+            filled = self.outside_filled(play, now)
+            if filled is None:
+                return
+            play.bought = filled
+            play.state = "before crossing"
+            play.ready_at = now
+            play.next_push = now + self.rng.uniform(0.5, 6.0)
+        elif play.state == "watching":
+            # All sold outside: the protection must close as "closed outside", with no order.
+            row = self.play_row(play)
+            play.next_push = now + 0.5
+            if row is not None and row[1] in TERMINAL:
+                play.outcome = _play_outcome(str(row[1]), str(row[4]))
+                play.state = "done"
+            elif self.tracker.available(play.broker, play.ready_at, now) > self.config.give_up_after:
+                play.problem = f"all sold outside, protection still {row[1] if row else 'gone'}"
+                play.state = "done"
+        elif play.state == "before crossing":
+            # Both brokers' accounts hold the same stocks and share one price: the stock is crossed once
+            # for both, when neither is still trading it (or waiting for an all-sold holding to close).
+            sibling = next(
+                (p for p in self.plays if p.symbol == play.symbol and p is not play and p.state != "done"),
+                None,
+            )
+            if sibling is not None and sibling.state != "before crossing":
+                play.next_push = now + 0.3
+                return
+            group = [play] if sibling is None else [play, sibling]
+            stops = []
+            for member in group:
+                row = self.play_row(member)
+                if row is None or row[1] != "OPEN":
+                    member.problem = f"protection was {row[1] if row else 'gone'} before its stop was crossed"
+                    member.state = "done"
+                    continue
+                stops.append(float(row[2]))
+            group = [member for member in group if member.state != "done"]
+            if not group:
+                return
+            stop = min(stops)
+            target = _round_tick(stop * (1 - self.rng.uniform(0.003, 0.015)), play.tick, up=False)
+            self.push_play(play, target)
+            for member in group:
+                member.crossed_at = now
+                member.crossed_stop = stop
+                member.state = "crossed"
+                member.next_push = now + 0.3
+                member.next_check = now + 0.25
+        elif play.state == "crossed":
+            assert play.crossed_stop is not None and play.crossed_at is not None
+            if now >= play.next_push:
+                self.push_play(play, play.crossed_stop * 0.996 - self.rng.randint(0, 2) * play.tick)
+                play.next_push = now + self.rng.uniform(0.2, 0.4)
+            if now >= play.next_check:
+                play.next_check = now + 0.25
+                row = self.play_row(play)
+                if row is not None and row[1] in TERMINAL:
+                    play.outcome = _play_outcome(str(row[1]), str(row[4]))
+                    play.state = "done"
+                elif self.tracker.available(play.broker, play.crossed_at, now) > self.config.give_up_after:
+                    play.problem = f"stop crossed, protection still {row[1] if row else 'gone'}"
+                    play.state = "done"
 
     # ------------------------------------------------------------------------------------- the run
 
@@ -1096,6 +1324,7 @@ class Run:
             if not self.wait_live():
                 raise RuntimeError("the app's feeds never went live; see " + str(self.folder))
             chaos.start()
+            self.new_plays(time.time())
             end = time.time() + cfg.duration
             while time.time() < end:
                 self.step(time.time(), starting=True)
@@ -1110,13 +1339,17 @@ class Run:
                 if not self.app.running:
                     self.app.start()
             deadline = time.time() + cfg.settle_timeout
-            while self.active and time.time() < deadline:
+            while (self.active or any(p.state != "done" for p in self.plays)) and time.time() < deadline:
                 self.restart_if_due()
                 self.step(time.time(), starting=False)
                 time.sleep(0.03)
             for ep in list(self.active):
                 ep.problem = ep.problem or f"still {ep.state} when the run ended"
                 self.finish(ep, "unfinished", time.time())
+            for play in self.plays:
+                if play.state != "done":
+                    play.problem = play.problem or f"still {play.state} when the run ended"
+                    play.state = "done"
             time.sleep(0.5)
             ready = self.app.ready_at is not None
             code = self.app.stop(signal.SIGTERM)
@@ -1281,7 +1514,10 @@ class Checker:
             self.check_protection(row)
         for ep in run.episodes:
             self.check_episode(ep, keys.get(ep.key, []))
-        for key in sorted({(t.broker, t.symbol, t.product) for t in self.trades}):
+        for play in run.plays:
+            self.check_play(play)
+        held = {play.key for play in run.plays}
+        for key in sorted({(t.broker, t.symbol, t.product) for t in self.trades} - held):
             self.check_position(key, episodes.get(key))
         for broker in BROKERS:
             outage, since = run.tracker.longest_outage(broker, time.time())
@@ -1348,7 +1584,8 @@ class Checker:
                 )
 
     def position_before(self, broker: str, symbol: str, product: str, at: float) -> int:
-        net = 0
+        # Delivery shares held from earlier days are there to sell beside today's trades.
+        net = self.run.held[symbol] if product == "CNC" else 0
         for t in self.trades:
             if t.at >= at:
                 break
@@ -1359,6 +1596,8 @@ class Checker:
     def check_protection(self, row: dict[str, Any]) -> None:
         pid, status = row["id"], row["status"]
         label = f"protection {pid} ({row['broker']} {row['exchange']}:{row['symbol']} {row['product']})"
+        if row["product"] == "CNC" and row["side"] == "SELL":
+            self.violation("delivery sale protected as a short", f"{label}: its exit would buy shares back")
         exits = self.exits_of(row)
         self.report.exits += len(exits)
         self.report.protections += 1
@@ -1500,6 +1739,54 @@ class Checker:
         if ep is None:
             self.violation("position of unknown origin", f"{key}")
 
+    def check_play(self, play: HoldingPlay) -> None:
+        """Holdings traded outside: never bought back by the app, and the stop sold exactly the rest."""
+        if play.problem:
+            self.violation("holding", f"{play.label}: {play.problem}")
+            return
+        self.report.holdings[play.outcome or "untouched"] += 1
+        net = self.run.sim.call(lambda: self._net(play.key))
+        sellable = play.held + net
+        row = next((r for r in self.rows if r["id"] == play.protection_id), None)
+        if row is None:
+            if play.state == "done" and play.sold:
+                self.violation("holding", f"{play.label}: never protected")
+            return
+        if play.crossed_at is None:
+            if play.sold == play.held and not (row["status"] == "CLOSED" and row["reason"] == "external"):
+                self.violation("holding", f"{play.label}: all sold outside, protection {row['status']}")
+            return
+        if row["status"] == "EXIT_FAILED":
+            return  # refused by an injected rejection (checked with the protection)
+        # The exit sold what the protection still covered; only shares bought back after it shrank stay.
+        left_over = {0, play.bought} if play.play == "buy back" else {0}
+        if sellable not in left_over:
+            self.violation(
+                "holding",
+                f"{play.label}: {sellable} shares left unsold after the stop (sold {play.sold}, "
+                f"bought back {play.bought}, the app sold {self._sold_by_app(play)})",
+            )
+        fills = [
+            t.at
+            for t in self.trades
+            if (t.broker, t.symbol, t.product) == play.key and t.side == "SELL" and t.at >= play.crossed_at
+        ]
+        if fills:
+            worked = self.run.tracker.available(play.broker, play.crossed_at, fills[-1])
+            self.report.latencies.append(worked)
+            self.report.wall_latencies.append(fills[-1] - play.crossed_at)
+            if worked > self.run.config.flat_budget:
+                self.violation("not flat in time", f"{play.label}: sold {worked:.1f} s of working feed after")
+
+    def _sold_by_app(self, play: HoldingPlay) -> int:
+        ours = set(play.tags)
+        return sum(
+            t.quantity if t.side == "SELL" else -t.quantity
+            for t in self.trades
+            if (t.broker, t.symbol, t.product) == play.key
+            and not any(o.order_id == t.order_id and o.tag in ours for o in self.orders)
+        )
+
     def _net(self, key: tuple[str, str, str]) -> int:
         broker, symbol, product = key
         for pos in self.run.sim.exchange.positions(broker, USERS[broker]):
@@ -1575,7 +1862,8 @@ def describe(report: RunReport, config: ChaosConfig) -> list[str]:
     lines = [
         f"run {report.run}: seed {report.seed}, {report.seconds:.0f} s, "
         f"{e['kite'] + e['upstox']} positions (kite {e['kite']}, upstox {e['upstox']}; long {e['long']}, "
-        f"short {e['short']}; MIS {e['MIS']}, CNC {e['CNC']}, NRML {e['NRML']}), {report.ticks} ticks",
+        f"short {e['short']}; MIS {e['MIS']}, CNC {e['CNC']}, NRML {e['NRML']}; "
+        f"{e['holding']} holdings traded outside), {report.ticks} ticks",
         f"  faults: {_counts(report.faults)}",
         f"  kills: SIGKILL {report.kills['SIGKILL']}, SIGTERM {report.kills['SIGTERM']} "
         f"({_counts(report.kills, KILL_REASONS)})",
@@ -1589,6 +1877,8 @@ def describe(report: RunReport, config: ChaosConfig) -> list[str]:
             f"({report.safety_orders} SL-M orders and GTTs in all); "
             f"{report.safety_closes} closed by the broker-held stop"
         )
+    if report.holdings:
+        lines.append(f"  holdings traded outside: {_counts(report.holdings)}")
     if lat:
         lines.append(
             f"  stop crossed -> flat, seconds of working feed: median {statistics.median(lat):.2f}, "

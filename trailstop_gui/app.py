@@ -54,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="protect every open position without a protection, e.g. percent:2 or points:5",
     )
     parser.add_argument(
+        "--auto-protect-holdings",
+        action="store_true",
+        default=None,
+        help="with --auto-protect: also protect delivery holdings (default: the setting, off)",
+    )
+    parser.add_argument(
         "--paper",
         action="store_true",
         help="with --sim/--demo: paper trading (live prices, orders filled locally, nothing sent)",
@@ -82,6 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.paper and not (args.demo or args.sim):
         # Paper mode is only defined against a simulator; alone it would run the real accounts live.
         parser.error("--paper needs --sim URL or --demo")
+    if args.auto_protect_holdings and args.auto_protect is None:
+        parser.error("--auto-protect-holdings needs --auto-protect RULE")
     if args.self_test:
         from trailstop_gui.selftest import run_self_test
 
@@ -135,6 +143,15 @@ def _install_signal_handlers(quit_app: Callable[[], None]) -> list[int]:
     return received
 
 
+def _quit_when_running_if_signalled(received: list[int], quit_app: Callable[[], None]) -> None:
+    """A SIGTERM that arrived while starting up (logging in, before the event loop ran) asked a loop that
+    was not running yet to quit, which does nothing: the app then ran on and had to be killed. The
+    first thing the loop does is look again."""
+    from PySide6.QtCore import QTimer
+
+    QTimer.singleShot(0, lambda: quit_app() if received else None)
+
+
 def _log_signals(received: list[int]) -> None:
     if received:
         log.info("signal %d: shutting down", received[0])
@@ -155,6 +172,7 @@ def run_headless(args: argparse.Namespace, instance: SingleInstance | None = Non
         brokers=_brokers(args.broker),
         demo=args.demo,
         auto_protect=args.auto_protect,
+        auto_protect_holdings=getattr(args, "auto_protect_holdings", None),
         paper=args.paper,
         to_stdout=True,
     )
@@ -170,6 +188,7 @@ def run_headless(args: argparse.Namespace, instance: SingleInstance | None = Non
     try:
         runtime.login_simulator_accounts()
         runtime.service.start()
+        _quit_when_running_if_signalled(signals, app.quit)
         return app.exec()
     finally:
         _log_signals(signals)
@@ -246,6 +265,7 @@ def run_window(args: argparse.Namespace, instance: SingleInstance | None = None)
             brokers=_brokers(args.broker),
             demo=demo,
             auto_protect=args.auto_protect,
+            auto_protect_holdings=getattr(args, "auto_protect_holdings", None),
             paper=args.paper,
         )
 
@@ -326,6 +346,7 @@ def run_window(args: argparse.Namespace, instance: SingleInstance | None = None)
         window.show()
         del prompter  # kept alive by its parent, the window
         log.info("TrailStop %s started; data in %s", __version__, runtime.directory)
+        _quit_when_running_if_signalled(signals, quit_now)
         return app.exec()
     finally:
         _log_signals(signals)

@@ -23,7 +23,7 @@ from trailstop_gui.services.protection_service import ProtectionService
 from trailstop_gui.services.route_monitor import RouteMonitor
 from trailstop_gui.services.secrets import SecretStore
 from trailstop_gui.services.session import AccountSession, Endpoints
-from trailstop_gui.settings import data_dir, database_path, log_dir
+from trailstop_gui.settings import data_dir, database_path, load_settings, log_dir
 
 log = logging.getLogger("trailstop")
 
@@ -209,6 +209,7 @@ def build_runtime(
     brokers: tuple[str, ...] = ("kite",),
     demo: bool = False,
     auto_protect: TrailRule | None = None,
+    auto_protect_holdings: bool | None = None,
     paper: bool = False,
     to_stdout: bool = False,
     watchdog: float = 5.0,
@@ -236,6 +237,8 @@ def build_runtime(
         log.info("demo: simulator running at %s", runtime.simulator.url)
     elif sim_url:
         info = fetch_sim_info(sim_url)
+    if auto_protect_holdings is None:
+        auto_protect_holdings = load_settings(store).auto_protect_holdings
     sim_accounts: dict[int, str] = {}
     if info is not None:
         for broker in brokers:
@@ -265,7 +268,7 @@ def build_runtime(
             section = info[account.broker]
             runtime.sim_logins.append((session, section["user_id"], section["password"]))
         if auto_protect is not None:
-            service.set_auto_protect(account.id, auto_protect)
+            service.set_auto_protect(account.id, auto_protect, holdings=auto_protect_holdings)
     if skipped_real:
         log.info("simulator run: %d real account(s) of this data folder not loaded", skipped_real)
     return runtime

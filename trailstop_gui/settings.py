@@ -83,6 +83,8 @@ class Settings:
     safety_buffer_ticks: int = SAFETY_BUFFER_TICKS  # ... or this many ticks, whichever is larger
     # A GTT's LIMIT order (Kite CNC/NRML) is priced this far through its trigger, to fill in a fast market.
     safety_limit_percent: float = 2.0
+    # Auto-protect (--auto-protect) also covers delivery holdings, not only today's positions.
+    auto_protect_holdings: bool = False
 
     def __post_init__(self) -> None:
         TrailRule(
@@ -106,6 +108,7 @@ class Settings:
             "notifications",
             "sound",
             "safety_stop",
+            "auto_protect_holdings",
         ):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name.replace('_', ' ')}: must be true or false")

@@ -218,3 +218,83 @@ def test_sigterm_is_a_clean_shutdown_that_keeps_protections_armed(
         ("OPEN", 1490.05)
     ]  # bought at the ask, 1500.05, minus 10 points
     assert any("stay armed" in line for line in app.lines)
+
+
+def test_a_sale_from_holdings_is_never_adopted_and_holdings_are_protected_only_when_asked(
+    simulator: SimulatorHandle, tmp_path: Path
+) -> None:
+    simulator.set_price("NSE:ITC", 420.0, bid=419.95, ask=420.05)
+    simulator.set_price("NSE:INFY", 1500.0, bid=1499.95, ask=1500.05)
+    kite = kite_client(simulator)
+    # The trader sells 40 of the 100 ITC held, on the broker's own site: today's CNC row is -40.
+    kite.place_order(
+        variety="regular",
+        exchange="NSE",
+        tradingsymbol="ITC",
+        transaction_type="SELL",
+        quantity=40,
+        product="CNC",
+        order_type="MARKET",
+        market_protection=-1,
+    )
+    app = App(simulator, tmp_path, "--auto-protect", "percent:2")
+    try:
+        app.wait_for("kite feed: live")
+        buy_outside(simulator)
+        app.wait_for("auto-protected NSE INFY x5")
+        # The reconcile that found INFY saw ITC's -40 too: a sale out of holdings is not a short.
+        assert db_rows(tmp_path, "SELECT symbol, side, product, quantity FROM protection") == [
+            ("INFY", "BUY", "MIS", 5)
+        ]
+    finally:
+        assert app.stop() == 0
+    app = App(simulator, tmp_path, "--auto-protect", "percent:2", "--auto-protect-holdings")
+    try:
+        app.wait_for("auto-protected NSE ITC x60 delivery shares")
+        app.wait_for("auto-protected NSE SBIN x16 delivery shares")  # NSE 10 + BSE 6, one ISIN
+        rows = db_rows(
+            tmp_path, "SELECT symbol, side, product, quantity FROM protection ORDER BY symbol, product"
+        )
+        assert rows == [
+            ("INFY", "BUY", "CNC", 10),
+            ("INFY", "BUY", "MIS", 5),
+            ("ITC", "BUY", "CNC", 60),
+            ("SBIN", "BUY", "CNC", 16),
+            ("TCS", "BUY", "CNC", 5),
+        ]
+        assert [o["transaction_type"] for o in control(simulator, "orders")] == ["SELL", "BUY"]
+    finally:
+        assert app.stop() == 0
+
+
+def test_auto_protect_holdings_needs_auto_protect(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trailstop_gui",
+            "--headless",
+            "--auto-protect-holdings",
+            "--data-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and "--auto-protect-holdings needs --auto-protect RULE" in done.stderr
+
+
+def test_sigterm_while_starting_up_ends_the_app(simulator: SimulatorHandle, tmp_path: Path) -> None:
+    """A SIGTERM during the start-up login (before the event loop runs) used to be lost: the app ran on
+    until it was killed (a chaos run's "unclean shutdown")."""
+    control(simulator, "fault", {"fault": "slow", "seconds": 3, "path": "/session/token", "count": 1})
+    app = App(simulator, tmp_path)
+    try:
+        app.wait_for("headless; data in")
+        assert app.stop(signal.SIGTERM, timeout=20) == 0
+        assert any("signal 15: shutting down" in line for line in app.lines)
+    finally:
+        if app.proc.poll() is None:  # the old behaviour: never leave it running
+            app.proc.kill()
+            app.proc.wait(10)

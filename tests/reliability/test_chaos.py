@@ -39,6 +39,7 @@ def test_short_chaos_run_has_no_violations(tmp_path: Path, safety: bool) -> None
     assert run.episodes["kite"] and run.episodes["upstox"], "both brokers must be exercised"
     assert run.episodes["long"] and run.episodes["short"] and run.episodes["MIS"] and run.episodes["CNC"]
     assert run.kills["SIGKILL"] > 0 and len(run.faults) >= 5 and run.exits > 0
+    assert run.episodes["holding"] == 8  # every demo holding of both brokers traded outside the app
     if safety:
         # (a protection whose stop is crossed right after adoption may end before its broker stop is placed)
         assert run.safety_held >= 0.8 * run.protections and run.safety_orders >= run.safety_held

@@ -7,6 +7,7 @@ A checker that cannot fail proves nothing; these feed it small hand-made worlds 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from typing import Any
 
 from bench.chaos import PROTECTION_COLUMNS, Checker, RunReport, SimOrder, SimTrade, Violation
@@ -21,6 +22,7 @@ class FakeRun:
     def __init__(self, gtts: list[dict[str, Any]]) -> None:
         self.report = RunReport(1, 1)
         self.gtts = gtts
+        self.held: Counter[str] = Counter()  # no delivery holdings before the run
 
     def control(self, path: str) -> Any:
         assert path == "gtts"
@@ -82,19 +84,29 @@ def gtt(gtt_id: str, status: str, order_id: str | None = None) -> dict[str, Any]
     return {"broker": "kite", "id": gtt_id, "status": status, "symbol": "NSE:INFY", "order_id": order_id}
 
 
-def check(rows: list[dict[str, Any]], orders: list[SimOrder], gtts: list[dict[str, Any]]) -> list[str]:
-    """Run the order and protection checks of a finished run; returns the kinds of violation found."""
+def check(
+    rows: list[dict[str, Any]],
+    orders: list[SimOrder],
+    gtts: list[dict[str, Any]],
+    held: int = 0,
+    bought: int = 10,
+) -> list[str]:
+    """Run the order and protection checks of a finished run; returns the kinds of violation found.
+
+    ``held``: INFY delivery shares held before the run; ``bought``: today's buy before the exits.
+    """
     run = FakeRun(gtts)
+    run.held["NSE:INFY"] = held
     checker = Checker.__new__(Checker)
     checker.run, checker.report = run, run.report  # type: ignore[assignment]
     checker.orders = orders
-    buy = SimTrade("E1", "kite", "NSE:INFY", rows[0]["product"], "BUY", 10, 1.0)
+    buys = [SimTrade("E1", "kite", "NSE:INFY", rows[0]["product"], "BUY", bought, 1.0)] if bought else []
     filled = [o for o in orders if o.filled]
     sells = [
         SimTrade(o.order_id, "kite", "NSE:INFY", o.product, "SELL", o.filled, 30.0 + i)
         for i, o in enumerate(filled)
     ]
-    checker.trades = [buy, *sells]
+    checker.trades = [*buys, *sells]
     checker.rows = rows
     placed = [o.order_id for o in orders if o.tag == TAG]
     checker.events = {
@@ -157,3 +169,19 @@ def test_orders_and_gtts_nobody_sent_are_violations() -> None:
         [gtt("G1", "deleted"), gtt("G2", "active")],
     )
     assert sorted(kinds) == ["GTT of unknown origin", "order of unknown origin"]
+
+
+def test_an_exit_of_delivery_holdings_is_measured_against_them() -> None:
+    """Holdings count as open delivery shares beside today's trades: selling 10 of 10 held is clean,
+    selling 10 of 6 held is one exit too large."""
+    assert (
+        check([row(exit_order_id="X1")], [order("X1", TAG)], [gtt("G1", "deleted")], held=10, bought=0) == []
+    )
+    kinds = check([row(exit_order_id="X1")], [order("X1", TAG)], [gtt("G1", "deleted")], held=6, bought=0)
+    assert kinds == ["exit larger than the open position"]
+
+
+def test_a_delivery_sale_protected_as_a_short_is_a_violation() -> None:
+    short = row(side="SELL", exit_order_id="X1", safety_enabled=0, safety_kind="", safety_state="off")
+    kinds = check([short], [order("X1", TAG, side="BUY")], [], held=10, bought=0)
+    assert "delivery sale protected as a short" in kinds

@@ -141,7 +141,8 @@ def enter(rig: Rig, side: Side, product: Product, rule: TrailRule, symbol: str =
         (Side.BUY, Product.MIS, TrailRule.percent(2.0)),
         (Side.SELL, Product.MIS, TrailRule.points(20.0)),
         (Side.BUY, Product.CNC, TrailRule.points(20.0)),
-        (Side.SELL, Product.CNC, TrailRule.percent(1.0)),
+        # A CNC SELL is a sale out of holdings whose exit would buy them back: refused, see
+        # tests/services/test_holdings_flow.py::test_a_delivery_sell_entry_is_refused_and_nothing_is_sent.
     ],
 )
 def test_place_fill_trail_trigger_exit(rig: Rig, side: Side, product: Product, rule: TrailRule) -> None:

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping
 
 from trailstop_gui.models.domain import Product, Protection, Side, Status
 from trailstop_gui.services.brokers.base import Capabilities, Holding, Position
+from trailstop_gui.services.holdings import delivery_shares
 
 
 def same_instrument(p: Protection, instrument: object, symbol: str, exchange: str) -> bool:
@@ -28,20 +29,20 @@ def matching_position(p: Protection, positions: Iterable[Position], caps: Capabi
 def open_quantity(
     p: Protection, positions: Iterable[Position], holdings: Iterable[Holding], caps: Capabilities
 ) -> int:
-    """The quantity an exit may close without flipping the position (0 when flat or reversed)."""
+    """The quantity an exit may close without flipping the position (0 when flat or reversed).
+
+    Delivery (CNC) shares are sold by the broker's own rule over holdings and today's net (see
+    ``services/holdings.py``). A delivery protection on the SELL side would exit with a BUY of
+    delivery shares, buying back what the trader sold: it never has anything to close.
+    """
+    if p.product is Product.CNC:
+        if p.side is not Side.BUY:
+            return 0
+        shares = delivery_shares(p.instrument, p.symbol, p.exchange, positions, holdings)
+        return shares.sellable(caps.broker)
     position = matching_position(p, positions, caps)
     net = position.quantity if position is not None else 0
-    if p.side is Side.BUY:
-        live = max(net, 0)
-        if p.product is Product.CNC:
-            # Delivery longs bought on earlier days sit in holdings, not in today's net positions.
-            live += sum(
-                h.quantity + h.t1_quantity
-                for h in holdings
-                if same_instrument(p, h.instrument, h.symbol, h.exchange)
-            )
-        return live
-    return max(-net, 0)
+    return max(net, 0) if p.side is Side.BUY else max(-net, 0)
 
 
 # ----------------------------------------------------------------------------- sharing one position

@@ -47,6 +47,15 @@ from trailstop_gui.services.brokers.base import (
 from trailstop_gui.services.brokers.errors import AmbiguousError, AuthError, BrokerError
 from trailstop_gui.services.brokers.feed_loop import OrderUpdate
 from trailstop_gui.services.exit_executor import ExitExecutor, RetryPolicy
+from trailstop_gui.services.holdings import (
+    CONSENT_WARNING,
+    DEMAT_REFUSAL_ADVICE,
+    DeliveryStock,
+    covers_stock,
+    delivery_stocks,
+    is_demat_refusal,
+    sells_need_authorisation,
+)
 from trailstop_gui.services.instruments import master_key
 from trailstop_gui.services.notifier import Alert, AlertKind, Notifier
 from trailstop_gui.services.positions import matching_position
@@ -96,6 +105,13 @@ class _Task(QRunnable):
             self.fn()
         except Exception:
             log.exception("%s failed", self.what)
+
+
+DELIVERY_SELL_REFUSED = (
+    "side: a CNC sell takes delivery shares out of your holdings, and its trailing exit would buy them "
+    "back. TrailStop never buys delivery shares back: protect the shares you hold (a long), or use MIS "
+    "for a short."
+)
 
 
 class ProtectionService(QObject):
@@ -165,6 +181,8 @@ class ProtectionService(QObject):
         self._timer.timeout.connect(self.reconcile_all)
         self._feed_down: dict[int, QTimer] = {}
         self._started = False
+        self._demat_consent: dict[int, str | None] = {}  # per account, from its profile at login
+        self._consent_warned: set[int] = set()
         ex = self.executor.signals
         ex.exit_placed.connect(self._on_exit_placed)
         ex.exit_filled.connect(self._on_exit_filled)
@@ -185,11 +203,39 @@ class ProtectionService(QObject):
         for session in list(self.sessions.values()):
             session.set_market_protection(settings.market_protection)
 
-    def set_auto_protect(self, account_id: int, rule: TrailRule | None) -> None:
+    def set_auto_protect(self, account_id: int, rule: TrailRule | None, *, holdings: bool = False) -> None:
+        """Protect every open position of the account (``holdings``: delivery holdings too) as it appears."""
         if rule is None:
             self.reconciler.auto_protect.pop(account_id, None)
         else:
             self.reconciler.auto_protect[account_id] = rule
+        if rule is not None and holdings:
+            self.reconciler.auto_protect_holdings.add(account_id)
+        else:
+            self.reconciler.auto_protect_holdings.discard(account_id)
+
+    # ----------------------------------------------------------------- consent to sell from the demat
+
+    def demat_warning(self, account_id: int) -> str | None:
+        """Why an exit of delivery shares may be refused on this account, or None when it should not be.
+
+        Read from the profile at every login (Kite ``meta.demat_consent``, Upstox ``poa``).
+        """
+        if sells_need_authorisation(self._demat_consent.get(account_id)):
+            return CONSENT_WARNING
+        return None
+
+    def _read_demat_consent(self, account_id: int, broker: Broker) -> None:
+        try:
+            consent = broker.profile().demat_consent
+        except BrokerError as exc:
+            log.info("account %s: profile unreadable, demat consent unknown (%s)", account_id, exc)
+            return
+        self._demat_consent[account_id] = consent
+        if sells_need_authorisation(consent):
+            log.warning(
+                "account %s: no standing demat consent (%s): %s", account_id, consent, CONSENT_WARNING
+            )
 
     def start(self, pending_logins: set[int] | frozenset[int] = frozenset()) -> None:
         """Start every logged-in account's feed, arm its protections, reconcile, and keep reconciling.
@@ -220,6 +266,11 @@ class ProtectionService(QObject):
 
     def _start_account(self, session: AccountSession) -> None:
         account_id = session.account_id
+        broker = session.broker_if_ready()
+        if broker is not None:
+            self.actions.start(
+                _Task(lambda: self._read_demat_consent(account_id, broker), f"profile of {account_id}")
+            )
         feed = session.start_feed(
             self.store,
             on_trigger=self._on_trigger,
@@ -273,6 +324,13 @@ class ProtectionService(QObject):
                     pid,
                     account_id,
                 )
+            )
+        adopted_delivery = [pid for pid in report.adopted if self.store.get(pid).product is Product.CNC]
+        warning = self.demat_warning(account_id)
+        if adopted_delivery and warning and account_id not in self._consent_warned:
+            self._consent_warned.add(account_id)
+            self.notifier.notify(
+                Alert(AlertKind.INFO, "Delivery shares protected", warning, adopted_delivery[0], account_id)
             )
         for pid in report.closed_externally:
             p = self.store.get(pid)
@@ -423,10 +481,10 @@ class ProtectionService(QObject):
     def _resume_exit(self, pid: int) -> None:
         self.executor.submit(pid, recover=True)
 
-    def _tick_size(self, account_id: int, pos: Position) -> float:
+    def _tick_size(self, account_id: int, pos: Position | DeliveryStock) -> float:
         return self.tick_size_for(account_id, pos)
 
-    def tick_size_for(self, account_id: int, pos: Position) -> float:
+    def tick_size_for(self, account_id: int, pos: Position | DeliveryStock) -> float:
         """The instrument's tick size from the account's instrument master (a local lookup, no network);
         NSE's usual 0.05 when the master is not loaded or does not list it. ``set_tick_size`` corrects it."""
         session = self.sessions.get(account_id)
@@ -464,6 +522,8 @@ class ProtectionService(QObject):
             checked_initial_stop(request.side, price, request.tick_size, request.rule)
         if request.account_id not in self.sessions:
             raise ValueError(f"account: no connected account {request.account_id}")
+        if Product.parse(request.product) is Product.CNC and Side.parse(request.side) is Side.SELL:
+            raise ValueError(DELIVERY_SELL_REFUSED)
         safety = self._safety_for(request.safety, request.safety_buffer_percent, request.safety_buffer_ticks)
         p = self.store.create_protection(
             safety_enabled=safety.enabled,
@@ -588,16 +648,21 @@ class ProtectionService(QObject):
     def adopt(
         self,
         account_id: int,
-        position: Position,
+        position: Position | DeliveryStock,
         rule: TrailRule,
         tick_size: float | None = None,
         *,
         safety: bool | None = None,
     ) -> Protection:
-        """Protect a position the trader already holds (``safety``: None takes the default; ``tick_size``:
-        None takes the instrument master's)."""
+        """Protect a position (or delivery shares) the trader already holds (``safety``: None takes the
+        default; ``tick_size``: None takes the instrument master's).
+
+        A ``DeliveryStock`` protects every sellable share of that stock (holdings and today's buys).
+        """
         if position.side is None or position.product is None:
             raise ValueError("position: it is flat, or its product is unknown")
+        if position.product is Product.CNC and position.side is Side.SELL:
+            raise ValueError(DELIVERY_SELL_REFUSED)
         config = self._safety_for(safety, None, None)
         p = self.store.create_protection(
             safety_enabled=config.enabled,
@@ -614,7 +679,9 @@ class ProtectionService(QObject):
             filled_quantity=abs(position.quantity),
             tick_size=self.tick_size_for(account_id, position) if tick_size is None else tick_size,
             rule=rule,
-            entry_price=position.average_price,
+            entry_price=(
+                position.reference_price if isinstance(position, DeliveryStock) else position.average_price
+            ),
             status=Status.OPEN,
             reason="adopted",
         )
@@ -622,18 +689,32 @@ class ProtectionService(QObject):
         self.protection_changed.emit(p.id)
         return p
 
-    def unprotected_positions(self, account_id: int) -> list[Position]:
-        """Open broker positions with no live protection. Blocking: call it off the GUI thread."""
+    def unprotected_positions(self, account_id: int) -> list[Position | DeliveryStock]:
+        """Open broker positions and delivery holdings with no live protection. Blocking: off the GUI thread.
+
+        Delivery shares come as one ``DeliveryStock`` per stock (holdings and today's buys, every listing);
+        a negative delivery row (a sale out of holdings) is never offered as a short.
+        """
         broker = self._broker_for(account_id)
         if broker is None:
             return []
         live = self.store.live(account_id)
         caps = broker.capabilities
-        return [
+        positions = broker.positions()
+        holdings = broker.holdings()
+        result: list[Position | DeliveryStock] = [
             pos
-            for pos in broker.positions()
-            if pos.quantity != 0 and not any(matching_position(p, [pos], caps) for p in live)
+            for pos in positions
+            if pos.quantity != 0
+            and pos.product is not Product.CNC
+            and not any(matching_position(p, [pos], caps) for p in live)
         ]
+        result.extend(
+            stock
+            for stock in delivery_stocks(positions, holdings, caps.broker)
+            if not any(covers_stock(p, stock, holdings) for p in live)
+        )
+        return result
 
     def modify_rule(self, pid: int, rule: TrailRule) -> Protection:
         p = self.store.update(pid, kind="rule_changed", rule=rule)
@@ -759,9 +840,10 @@ class ProtectionService(QObject):
 
     def _on_exit_failed(self, pid: int, why: str) -> None:
         p = self.store.get(pid)
-        self.notifier.notify(
-            Alert(AlertKind.EXIT_FAILED, "Exit failed", f"{p.symbol}: {why}", pid, p.account_id)
-        )
+        message = f"{p.symbol}: {why}"
+        if is_demat_refusal(why):
+            message = f"{message}. {DEMAT_REFUSAL_ADVICE}"
+        self.notifier.notify(Alert(AlertKind.EXIT_FAILED, "Exit failed", message, pid, p.account_id))
         self.protection_changed.emit(pid)
 
     def _on_safety_gave_up(self, pid: int, why: str) -> None:

@@ -14,7 +14,9 @@ Runs at start-up, after every reconnect and every 30 s, always off the GUI threa
   reason "safety stop", and nothing is sent. A broker-held stop is checked (there, at its level and
   quantity; re-created or fixed when not), and taken away once its position is flat.
 - TRIGGERED / EXITING: the exit is finished by the executor, which looks the tag up first (crash recovery).
-- With auto-protect on, every open position that has no protection gets one.
+- With auto-protect on, every open position that has no protection gets one; delivery holdings only when
+  the trader asked for them too (``auto_protect_holdings``). A negative delivery row is shares sold out of
+  holdings: never adopted as a short.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from trailstop_gui.services.brokers.base import (
     latest_with_tag,
 )
 from trailstop_gui.services.brokers.errors import AuthError, BrokerError
+from trailstop_gui.services.holdings import DeliveryStock, covers_stock, delivery_stocks, is_delivery_sale
 from trailstop_gui.services.positions import (
     EXITS_IN_FLIGHT,
     PositionKey,
@@ -95,7 +98,7 @@ class Hooks:
     arm: Callable[[Protection], None]  # put an OPEN protection in its account's engine
     disarm: Callable[[int], None]
     resume_exit: Callable[[int], None]  # hand a TRIGGERED/EXITING protection to the executor (recover)
-    tick_size: Callable[[int, Position], float]  # the instrument's tick size, for adopted positions
+    tick_size: Callable[[int, Position | DeliveryStock], float]  # the tick size, for adopted positions
     # The broker-held safety stops (services/safety_stop.py); the defaults do nothing.
     # its filled order; raises BrokerError when it cannot tell
     safety_fired: Callable[[Protection, Broker], Order | None] = lambda _p, _b: None
@@ -126,6 +129,7 @@ class Reconciler:
         self._locks: dict[int, threading.Lock] = {}
         self._guard = threading.Lock()
         self.auto_protect: dict[int, TrailRule] = {}
+        self.auto_protect_holdings: set[int] = set()  # accounts whose auto-protect also covers holdings
 
     def _lock_for(self, account_id: int) -> threading.Lock:
         with self._guard:
@@ -384,9 +388,17 @@ class Reconciler:
         # position that only looks open: adopting it would protect, and hold a stop for, a flat position.
         ended_here = {*report.closed_externally, *report.safety_closed, *report.ended}
         just_ended = [p for p in self.store.ended_since(account_id, read_at) if p.id not in ended_here]
+        holdings_too = account_id in self.auto_protect_holdings
+        if holdings_too:
+            for stock in delivery_stocks(positions, holdings, broker.capabilities.broker):
+                self._adopt_delivery(account_id, broker, rule, stock, holdings, protected, just_ended, report)
         for pos in positions:
             if pos.quantity == 0 or pos.product is None or pos.side is None or pos.average_price <= 0:
                 continue
+            if is_delivery_sale(pos):
+                continue  # shares sold out of holdings today: not a short, nothing to buy back
+            if holdings_too and pos.product is Product.CNC:
+                continue  # today's delivery buys were covered with the holdings of the same stock
             if any(
                 p.side is pos.side
                 and same_instrument(p, pos.instrument, pos.symbol, pos.exchange)
@@ -447,6 +459,77 @@ class Reconciler:
             status=Status.OPEN,
             reason="auto-protect",
         )
+
+    def _adopt_delivery(
+        self,
+        account_id: int,
+        broker: Broker,
+        rule: TrailRule,
+        stock: DeliveryStock,
+        holdings: list[Holding],
+        protected: list[Protection],
+        just_ended: list[Protection],
+        report: ReconcileReport,
+    ) -> None:
+        """Auto-protect one stock's sellable delivery shares (holdings and today's buys) as one protection."""
+        if any(covers_stock(p, stock, holdings) for p in just_ended):
+            return  # its exit just filled: the holdings read before it are out of date
+        covering = [p for p in protected if covers_stock(p, stock, holdings)]
+        if covering:
+            if len(covering) == 1:
+                self._cover_delivery_growth(covering[0], stock, report)
+            return
+        safety = self.hooks.safety_default(account_id)
+        try:
+            p = self.store.create_protection(
+                safety_enabled=safety.enabled,
+                safety_buffer_percent=safety.buffer_percent,
+                safety_buffer_ticks=safety.buffer_ticks,
+                account_id=account_id,
+                broker=broker.capabilities.broker,
+                instrument=stock.instrument,
+                symbol=stock.symbol,
+                exchange=stock.exchange,
+                side=stock.side,
+                product=Product.CNC,
+                quantity=stock.quantity,
+                filled_quantity=stock.quantity,
+                tick_size=self.hooks.tick_size(account_id, stock),
+                rule=rule,
+                entry_price=stock.reference_price,
+                status=Status.OPEN,
+                reason="auto-protect (holding)" if stock.is_holding else "auto-protect",
+            )
+        except Exception as exc:
+            # One stock that cannot be protected (a rule whose stop would be <= 0 at its price) never
+            # stops the others.
+            log.warning("auto-protect: %s %s not protected: %s", stock.exchange, stock.symbol, exc)
+            return
+        log.info(
+            "auto-protected %s %s x%d delivery shares (%s)",
+            stock.exchange,
+            stock.symbol,
+            stock.quantity,
+            rule.describe(),
+        )
+        self.hooks.arm(p)
+        report.adopted.append(p.id)
+        protected.append(p)
+
+    def _cover_delivery_growth(self, p: Protection, stock: DeliveryStock, report: ReconcileReport) -> None:
+        """Auto-protect covers every sellable share: a buy outside the app (or a buy-back) grows it."""
+        protected = p.filled_quantity or p.quantity
+        if p.status is not Status.OPEN or stock.quantity <= protected:
+            return
+        p = self.store.update(
+            p.id,
+            kind="quantity_changed",
+            message=f"delivery shares are {stock.quantity}, was {protected}",
+            quantity=max(p.quantity, stock.quantity),
+            filled_quantity=stock.quantity,
+        )
+        self.hooks.safety_check(p)
+        report.resized.append(p.id)
 
     def _cover_growth(self, covering: list[Protection], pos: Position, report: ReconcileReport) -> None:
         """Auto-protect covers the whole position: when it grew (the rest of a partly filled order, another

@@ -227,6 +227,18 @@ class Control:
         self.sim.faults.clear()
         return web.json_response(self.sim.faults.describe())
 
+    async def demat(self, request: web.Request) -> web.Response:
+        """Give or take away an account's standing demat consent (DDPI/POA): without it, a delivery sale
+        from holdings is refused with the broker's refusal, and the profile says so."""
+        body = await self._body(request)
+        broker, consent = body.get("broker"), body.get("consent")
+        if broker not in ("kite", "upstox"):
+            raise bad_request("`broker` must be kite or upstox")
+        if not isinstance(consent, bool):
+            raise bad_request("`consent` must be true or false")
+        accounts = self.sim.exchange.set_demat_consent(broker, consent)
+        return web.json_response({"broker": broker, "consent": consent, "accounts": accounts})
+
     async def orders(self, request: web.Request) -> web.Response:
         broker = request.query.get("broker")
         orders = [o for o in self.sim.exchange.all_orders() if broker in (None, o.broker)]
@@ -286,6 +298,7 @@ def register(app: web.Application, sim: Simulator) -> None:
     r.add_get(f"{PREFIX}/fault", control.faults)
     r.add_delete(f"{PREFIX}/fault", control.clear_faults)
     r.add_get(f"{PREFIX}/orders", control.orders)
+    r.add_post(f"{PREFIX}/demat", control.demat)
     r.add_get(f"{PREFIX}/feeds", control.feeds)
     r.add_get(f"{PREFIX}/gtts", control.gtts)
     r.add_get(f"{PREFIX}/sessions", control.sessions)

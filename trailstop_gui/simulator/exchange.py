@@ -218,15 +218,35 @@ class Position:
 
 @dataclass(slots=True)
 class Holding:
+    """Delivery shares in the demat, listed under one exchange (a stock bought on BSE is listed there).
+
+    ``quantity`` includes ``t1_quantity`` (bought, not yet settled), as Kite reports it.
+    ``used_quantity`` is what today's sales took out of it and buy-backs have not returned.
+    """
+
     instrument: Instrument
     quantity: int
     average_price: float
     t1_quantity: int = 0
     used_quantity: int = 0
+    listing: str = ""  # "BSE": listed under BSE although the shares trade on the instrument's NSE book
 
     @property
-    def free_quantity(self) -> int:
-        return self.quantity - self.used_quantity
+    def exchange(self) -> str:
+        return self.listing or self.instrument.exchange
+
+    @property
+    def kite_token(self) -> int:
+        """The listing's token; a BSE listing gets a BSE-segment token (segment 4)."""
+        if self.exchange == self.instrument.exchange:
+            return self.instrument.kite_token
+        return (BSE_TOKEN_BASE + self.instrument.exchange_token) << 8 | SEGMENT_BSE
+
+    @property
+    def upstox_key(self) -> str:
+        if self.exchange == self.instrument.exchange:
+            return self.instrument.upstox_key
+        return f"{self.exchange}_EQ|{self.instrument.isin}"
 
 
 @dataclass(slots=True)
@@ -236,11 +256,35 @@ class Account:
     orders: dict[str, Order] = field(default_factory=dict)
     trades: list[Trade] = field(default_factory=list)
     positions: dict[tuple[int, str], Position] = field(default_factory=dict)
-    holdings: dict[int, Holding] = field(default_factory=dict)
+    holdings: dict[int, Holding] = field(default_factory=dict)  # by the listing's Kite token
+    demat_consent: bool = True  # DDPI/POA on file: sales from the demat need no daily TPIN
+
+    def holdings_of(self, inst: Instrument) -> list[Holding]:
+        """Every listing (NSE, BSE) of the instrument's ISIN."""
+        return [h for h in self.holdings.values() if h.instrument.isin == inst.isin and inst.isin]
 
 
-# Demo holdings every new account starts with: (symbol, quantity, average price as a fraction of today's).
-DEMO_HOLDINGS = (("NSE:INFY", 10, 0.92), ("NSE:ITC", 100, 0.87), ("NSE:SBIN", 16, 1.04), ("NSE:TCS", 5, 0.96))
+# Demo holdings every new account starts with:
+# (symbol, quantity, average price as a fraction of today's, T1 quantity within it, listed under).
+# SBIN is held twice, on NSE and BSE (one ISIN); TCS has 2 shares bought yesterday and not yet settled.
+DEMO_HOLDINGS = (
+    ("NSE:INFY", 10, 0.92, 0, ""),
+    ("NSE:ITC", 100, 0.87, 0, ""),
+    ("NSE:SBIN", 10, 1.04, 0, ""),
+    ("NSE:SBIN", 6, 1.01, 0, "BSE"),
+    ("NSE:TCS", 5, 0.96, 2, ""),
+)
+BSE_TOKEN_BASE = 500000
+SEGMENT_BSE = 4
+
+# Neither broker publishes the text it refuses an unauthorised demat debit with; these follow the words of
+# their help pages (Zerodha: TPIN/DP authorisation; Upstox: "not authorized on CDSL using TPIN", DDPI).
+DEMAT_REFUSAL = {
+    "kite": (
+        "RMS: Holdings not authorised for sale. Authorise the sale with your CDSL TPIN or submit DDPI/POA."
+    ),
+    "upstox": "Sell order not authorized on CDSL using TPIN. Authorise your holdings or enable DDPI to sell.",
+}
 
 
 class Exchange:
@@ -266,6 +310,17 @@ class Exchange:
         self._working: dict[str, Order] = {}
         self._ids = itertools.count(1)
         self._trade_ids = itertools.count(1)
+        self.demat_consent: dict[str, bool] = {}  # per broker; accounts made later start with it
+
+    def set_demat_consent(self, broker: str, consent: bool) -> int:
+        """Give (or take away) standing demat consent on every account of ``broker``, now and later."""
+        self.demat_consent[broker] = consent
+        changed = 0
+        for account in self._accounts.values():
+            if account.broker == broker:
+                account.demat_consent = consent
+                changed += 1
+        return changed
 
     # -- accounts --------------------------------------------------------------------------------
 
@@ -273,18 +328,20 @@ class Exchange:
         key = (broker, user_id)
         account = self._accounts.get(key)
         if account is None:
-            account = Account(broker, user_id)
-            for symbol, quantity, ratio in DEMO_HOLDINGS:
+            account = Account(broker, user_id, demat_consent=self.demat_consent.get(broker, True))
+            for symbol, quantity, ratio, t1, listing in DEMO_HOLDINGS:
                 inst = self.market.instruments.find(symbol)
                 if inst is not None:
                     price = round_to_tick(inst.base_price * ratio, inst.tick_size)
-                    account.holdings[inst.kite_token] = Holding(inst, quantity, price)
+                    holding = Holding(inst, quantity, price, t1_quantity=t1, listing=listing)
+                    account.holdings[holding.kite_token] = holding
             self._accounts[key] = account
         return account
 
     def reset(self) -> None:
         """Forget every account, order and trade (sessions and prices stay)."""
         self._accounts.clear()
+        self.demat_consent.clear()
         self._orders.clear()
         self._working.clear()
 
@@ -622,12 +679,16 @@ class Exchange:
                 relation = "higher" if order.is_buy else "lower"
                 return f"Price for stoploss {side} orders should be {relation} than or equal to the trigger."
         if order.product == "CNC" and not order.is_buy:
-            holding = account.holdings.get(inst.kite_token)
-            free = holding.free_quantity if holding else 0
+            # What the brokers let a delivery sale take: every listing's holdings (T1 included) plus
+            # today's signed CNC net; a same-day buy-back restores what a sale took.
+            held = sum(h.quantity for h in account.holdings_of(inst))
             position = account.positions.get((inst.kite_token, "CNC"))
-            bought_today = max(position.quantity, 0) if position else 0
-            if state.quantity > free + bought_today:
-                return f"Insufficient holdings for {inst.tradingsymbol}: available {free + bought_today}."
+            net = position.quantity if position else 0
+            available = max(0, held + net)
+            if state.quantity > available:
+                return f"Insufficient holdings for {inst.tradingsymbol}: available {available}."
+            if not account.demat_consent and state.quantity > max(net, 0):
+                return DEMAT_REFUSAL.get(order.broker, DEMAT_REFUSAL["kite"])
         return None
 
     def _apply_market_protection(self, order: Order) -> None:
@@ -656,9 +717,16 @@ class Exchange:
         else:
             position.sell_quantity += quantity
             position.sell_value += quantity * price
-            holding = account.holdings.get(order.instrument.kite_token)
-            if order.product == "CNC" and holding is not None:
-                holding.used_quantity = min(holding.quantity, holding.used_quantity + quantity)
+        if order.product == "CNC":
+            self._settle_used(account, order.instrument, position.quantity)
+
+    @staticmethod
+    def _settle_used(account: Account, inst: Instrument, net: int) -> None:
+        """Spread what today's sales took from the demat (and buy-backs did not return) over its listings."""
+        sold = max(0, -net)
+        for holding in account.holdings_of(inst):
+            holding.used_quantity = min(holding.quantity, sold)
+            sold -= holding.used_quantity
 
     def _set(self, order: Order, notify: bool = True, **changes: Any) -> None:
         changes.setdefault("updated_at", self._now())

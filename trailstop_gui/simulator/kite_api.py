@@ -249,8 +249,10 @@ class KiteApi:
         )
 
     async def profile(self, request: web.Request) -> web.Response:
-        self.auth(request)
-        return ok(fmt.profile(self.sim.kite))
+        session = self.auth(request)
+        return ok(
+            fmt.profile(self.sim.kite, self.sim.exchange.account(BROKER, session.user_id).demat_consent)
+        )
 
     async def margins(self, request: web.Request) -> web.Response:
         session = self.auth(request)

@@ -158,15 +158,15 @@ def holding(h: Holding, market: Market) -> dict[str, Any]:
     quote = market.quote(h.instrument)
     return {
         "tradingsymbol": h.instrument.tradingsymbol,
-        "exchange": h.instrument.exchange,
-        "instrument_token": h.instrument.kite_token,
+        "exchange": h.exchange,
+        "instrument_token": h.kite_token,
         "isin": h.instrument.isin,
         "product": "CNC",
         "price": 0,
         "quantity": h.quantity,
         "used_quantity": h.used_quantity,
         "t1_quantity": h.t1_quantity,
-        "realised_quantity": h.quantity,
+        "realised_quantity": h.quantity - h.t1_quantity,
         "authorised_quantity": 0,
         "authorised_date": datetime.now(IST).strftime("%Y-%m-%d 00:00:00"),
         "authorisation": {},
@@ -226,7 +226,7 @@ def ohlc_quote(q: Quote) -> dict[str, Any]:
     return {"instrument_token": q.instrument.kite_token, "last_price": q.ltp, "ohlc": ohlc(q)}
 
 
-def profile(demo: KiteDemo) -> dict[str, Any]:
+def profile(demo: KiteDemo, demat_consent: bool = True) -> dict[str, Any]:
     return {
         "user_id": demo.user_id,
         "user_type": "individual",
@@ -238,13 +238,16 @@ def profile(demo: KiteDemo) -> dict[str, Any]:
         "products": PRODUCTS,
         "order_types": ORDER_TYPES,
         "avatar_url": None,
-        "meta": {"demat_consent": "physical"},
+        # "physical": a POA/DDPI on file; "consent": online consent, each sale authorised with the TPIN.
+        "meta": {"demat_consent": "physical" if demat_consent else "consent"},
     }
 
 
-def session(demo: KiteDemo, access_token: str, public_token: str, login_time: datetime) -> dict[str, Any]:
+def session(
+    demo: KiteDemo, access_token: str, public_token: str, login_time: datetime, demat_consent: bool = True
+) -> dict[str, Any]:
     return {
-        **profile(demo),
+        **profile(demo, demat_consent),
         "avatar_url": "",
         "api_key": demo.api_key,
         "access_token": access_token,

@@ -88,7 +88,8 @@ class KiteLogin:
         if session is None or session.access_token is None or session.public_token is None:
             raise kite_error(403, "Token is invalid or has expired.", "TokenException")
         login_time = datetime.now(IST)
-        return ok(fmt.session(demo, session.access_token, session.public_token, login_time))
+        consent = self.sim.exchange.account(BROKER, demo.user_id).demat_consent
+        return ok(fmt.session(demo, session.access_token, session.public_token, login_time, consent))
 
     async def delete_session(self, request: web.Request) -> web.Response:
         api_key = request.query.get("api_key", "")

@@ -529,8 +529,10 @@ class UpstoxApi:
         return web.Response(body=body, content_type="application/octet-stream")
 
     async def profile(self, request: web.Request) -> web.Response:
-        authenticate(self.sim, request)
-        return ok(fmt.profile(self.sim.upstox))
+        session = authenticate(self.sim, request)
+        return ok(
+            fmt.profile(self.sim.upstox, self.sim.exchange.account(BROKER, session.user_id).demat_consent)
+        )
 
     async def logout(self, request: web.Request) -> web.Response:
         session = authenticate(self.sim, request)

@@ -199,12 +199,12 @@ def holding(h: Holding, market: Market) -> dict[str, Any]:
         "pnl": _money((quote.ltp - h.average_price) * h.quantity),
         "day_change": _money(quote.ltp - quote.close),
         "day_change_percentage": _money(quote.change_percent),
-        "instrument_token": inst.upstox_key,
+        "instrument_token": h.upstox_key,
         "average_price": h.average_price,
         "collateral_quantity": 0,
         "collateral_update_quantity": 0,
         "t1_quantity": h.t1_quantity,
-        "exchange": inst.exchange,
+        "exchange": h.exchange,
     }
 
 
@@ -248,7 +248,7 @@ def ltp_v3(q: Quote) -> dict[str, Any]:
     }
 
 
-def profile(demo: UpstoxDemo) -> dict[str, Any]:
+def profile(demo: UpstoxDemo, poa: bool = True) -> dict[str, Any]:
     return {
         "email": demo.email,
         "exchanges": list(EXCHANGES),
@@ -258,14 +258,14 @@ def profile(demo: UpstoxDemo) -> dict[str, Any]:
         "user_name": demo.user_name,
         "order_types": list(ORDER_TYPES),
         "user_type": "individual",
-        "poa": False,
+        "poa": poa,  # DDPI/POA on file: sales from the demat need no daily TPIN
         "is_active": True,
     }
 
 
-def token_reply(demo: UpstoxDemo, access_token: str) -> dict[str, Any]:
+def token_reply(demo: UpstoxDemo, access_token: str, poa: bool = True) -> dict[str, Any]:
     """The token exchange's reply: the profile plus the tokens, NOT wrapped in status/data."""
-    return {**profile(demo), "access_token": access_token, "extended_token": None}
+    return {**profile(demo, poa), "access_token": access_token, "extended_token": None}
 
 
 # -- the V3 market-data feed -------------------------------------------------------------------------

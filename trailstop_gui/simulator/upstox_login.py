@@ -136,7 +136,8 @@ class UpstoxLogin:
         if session is None or session.access_token is None:
             raise upstox_error(400, INVALID_CODE, "Invalid Auth code")
         # The one Upstox reply that is not wrapped in {"status", "data"}.
-        return web.json_response(fmt.token_reply(demo, session.access_token))
+        poa = self.sim.exchange.account(BROKER, demo.user_id).demat_consent
+        return web.json_response(fmt.token_reply(demo, session.access_token, poa))
 
 
 _TOKEN_FIELDS = ("code", "client_id", "client_secret", "redirect_uri", "grant_type")

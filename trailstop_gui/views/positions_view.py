@@ -50,6 +50,7 @@ from trailstop_gui.models.engine import initial_stop
 from trailstop_gui.models.lifecycle import TERMINAL
 from trailstop_gui.models.store import ProtectionStore
 from trailstop_gui.services.brokers.base import Position
+from trailstop_gui.services.holdings import DeliveryStock
 from trailstop_gui.services.protection_service import ProtectionService
 from trailstop_gui.settings import load_settings
 from trailstop_gui.views import theme
@@ -316,14 +317,24 @@ def ask_rule(
 # ----------------------------------------------------------------- the broker's unprotected positions
 
 
+# A row of the unprotected list: a broker position, or one stock's delivery shares (holdings, today's buys).
+Unprotected = Position | DeliveryStock
+
+
+def _product_text(pos: Unprotected) -> str:
+    if isinstance(pos, DeliveryStock) and pos.is_holding:
+        return "CNC holding"
+    return pos.product.value if pos.product is not None else pos.raw_product
+
+
 class UnprotectedModel(QAbstractTableModel):
-    """Broker positions with no live protection, per account; refreshed as a whole, a few times a minute."""
+    """Broker positions and holdings with no live protection, per account; refreshed a few times a minute."""
 
     HEADERS = ("Account", "Symbol", "Side", "Qty", "Product", "Avg price", "LTP", f"P&L ({theme.RUPEE})")
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
-        self._rows: list[tuple[int, str, Position]] = []
+        self._rows: list[tuple[int, str, Unprotected]] = []
         self._colors = theme.colors()
 
     def rowCount(self, parent: AnyIndex = QModelIndex()) -> int:  # noqa: B008
@@ -363,7 +374,7 @@ class UnprotectedModel(QAbstractTableModel):
                 pos.symbol,
                 "Long" if pos.quantity > 0 else "Short",
                 theme.group_indian(abs(pos.quantity)),
-                pos.product.value if pos.product is not None else pos.raw_product,
+                _product_text(pos),
                 theme.format_price(pos.average_price),
                 theme.format_price(pos.last_price),
                 theme.format_inr(pos.pnl),
@@ -374,10 +385,15 @@ class UnprotectedModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.ForegroundRole and column == 7 and pos.pnl:
             return self._colors.profit if pos.pnl > 0 else self._colors.loss
         if role == Qt.ItemDataRole.ToolTipRole and column == 1:
+            if isinstance(pos, DeliveryStock) and pos.is_holding:
+                return (
+                    f"{pos.exchange}:{pos.symbol}: {pos.quantity} delivery shares you can sell "
+                    f"({pos.held} in holdings) have no trailing stop. Protect them to arm one."
+                )
             return f"{pos.exchange}:{pos.symbol} has no trailing stop. Protect it to arm one."
         return None
 
-    def set_positions(self, account_id: int, label: str, positions: list[Position]) -> None:
+    def set_positions(self, account_id: int, label: str, positions: list[Unprotected]) -> None:
         self.beginResetModel()
         self._rows = [r for r in self._rows if r[0] != account_id]
         self._rows.extend((account_id, label, p) for p in positions if p.quantity != 0)
@@ -390,7 +406,7 @@ class UnprotectedModel(QAbstractTableModel):
             self._rows = [r for r in self._rows if r[0] in keep]
             self.endResetModel()
 
-    def position_at(self, row: int) -> tuple[int, Position] | None:
+    def position_at(self, row: int) -> tuple[int, Unprotected] | None:
         if 0 <= row < len(self._rows):
             account_id, _label, pos = self._rows[row]
             return account_id, pos
@@ -607,7 +623,9 @@ class PositionsView(QWidget):
         bar.addStretch(1)
         bar.addWidget(self.protect_button)
         bar.addWidget(self.refresh_button)
-        self.unprotected_table = EmptyStateTableView("Every open broker position is protected.", self)
+        self.unprotected_table = EmptyStateTableView(
+            "Every open broker position and holding is protected.", self
+        )
         self.unprotected_table.setObjectName("unprotectedTable")
         self.unprotected_table.setAccessibleName("Broker positions without protection")
         self.unprotected_table.setModel(self.unprotected_model)
@@ -823,7 +841,7 @@ class PositionsView(QWidget):
 
     # ----------------------------------------------------------------- unprotected positions
 
-    def selected_unprotected(self) -> tuple[int, Position] | None:
+    def selected_unprotected(self) -> tuple[int, Unprotected] | None:
         rows = self.unprotected_table.selectionModel().selectedRows()
         return self.unprotected_model.position_at(rows[0].row()) if rows else None
 
@@ -840,6 +858,11 @@ class PositionsView(QWidget):
         default_rule = load_settings(self.store).default_rule
         tick = self.service.tick_size_for(account_id, pos)  # the instrument master's (a local lookup)
         side_text = "Long" if pos.side is Side.BUY else "Short"
+        if isinstance(pos, DeliveryStock):
+            side_text = "holding" if pos.is_holding else "Long"
+            warning = self.service.demat_warning(account_id)
+            if warning and not self.confirm("Delivery shares", warning, "Protect anyway"):
+                return
         rule = self.ask_rule(
             title="Protect position",
             subject=(
@@ -848,7 +871,7 @@ class PositionsView(QWidget):
             ),
             side=pos.side,
             quantity=abs(pos.quantity),
-            reference_price=pos.average_price,
+            reference_price=pos.reference_price if isinstance(pos, DeliveryStock) else pos.average_price,
             tick_size=tick,
             rule=default_rule,
             accept_text="Protect",
@@ -885,7 +908,7 @@ class PositionsView(QWidget):
         self.pool.clear()
         self.pool.waitForDone(5000)
 
-    def _on_fetched(self, account_id: int, positions: list[Position]) -> None:
+    def _on_fetched(self, account_id: int, positions: list[Unprotected]) -> None:
         self._in_flight.discard(account_id)
         session = self.service.sessions.get(account_id)
         label = session.account.label if session is not None else str(account_id)

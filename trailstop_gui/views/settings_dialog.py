@@ -95,6 +95,12 @@ class SettingsDialog(QDialog):
             "Automatic lets the broker choose; a percentage caps the slippage."
         )
 
+        self.auto_protect_holdings = QCheckBox("Auto-protect also covers my delivery holdings")
+        self.auto_protect_holdings.setToolTip(
+            "With --auto-protect, holdings get a trailing stop too, not only today's positions.\n"
+            "Off by default: a stop on long-term holdings sells them when it is hit."
+        )
+
         # ---- alerts and window
         self.notifications = QCheckBox(
             "Show desktop notifications (stop hit, exit filled or failed, feed down)"
@@ -135,6 +141,7 @@ class SettingsDialog(QDialog):
         form = QFormLayout(protection)
         form.addRow(self.confirm_exit_all)
         form.addRow("Market exits", self.market_protection)
+        form.addRow(self.auto_protect_holdings)
 
         alerts = QGroupBox("Alerts and window")
         form = QFormLayout(alerts)
@@ -181,6 +188,7 @@ class SettingsDialog(QDialog):
         self.sound.setChecked(s.sound)
         self.sound.setEnabled(s.notifications)
         self.close_to_tray.setChecked(s.close_to_tray)
+        self.auto_protect_holdings.setChecked(s.auto_protect_holdings)
         self.theme.setCurrentIndex(max(self.theme.findData(s.theme), 0))
         self._on_kind_changed(self.rule_kind.currentIndex())
 
@@ -214,6 +222,7 @@ class SettingsDialog(QDialog):
             notifications=self.notifications.isChecked(),
             sound=self.sound.isChecked(),
             close_to_tray=self.close_to_tray.isChecked(),
+            auto_protect_holdings=self.auto_protect_holdings.isChecked(),
             theme=str(self.theme.currentData()),
         )
 

@@ -347,3 +347,80 @@ def test_accounts_are_separate_per_broker_and_reset_forgets_everything(bench: Be
     assert {h.instrument.tradingsymbol for h in bench.exchange.holdings("upstox", USER[1])} >= {"INFY", "ITC"}
     bench.exchange.reset()
     assert bench.exchange.all_orders() == []
+
+
+# -- delivery holdings, as the brokers keep them -----------------------------------------------------
+
+
+def _cnc(bench: Bench, side: str, quantity: int, symbol: str = "NSE:ITC", broker: str = "kite") -> Order:
+    order = bench.place(symbol, broker, transaction_type=side, quantity=quantity, product="CNC")
+    bench.scheduler.run()
+    return order
+
+
+def _holdings(bench: Bench, symbol: str, broker: str = "kite") -> list[tuple[str, int, int, int]]:
+    isin = bench.inst(symbol).isin
+    rows = bench.exchange.holdings(broker, USER[1])
+    return [
+        (h.exchange, h.quantity, h.t1_quantity, h.used_quantity) for h in rows if h.instrument.isin == isin
+    ]
+
+
+@pytest.fixture
+def itc(bench: Bench) -> Bench:
+    bench.price("NSE:ITC", 420.0, bid=419.95, ask=420.05)
+    bench.price("NSE:SBIN", 810.0, bid=809.95, ask=810.05)
+    return bench
+
+
+def test_sale_from_holdings_shows_negative_cnc_and_raises_used_quantity(itc: Bench) -> None:
+    assert _status(_cnc(itc, "SELL", 40)) == OrderStatus.COMPLETE
+    position = next(p for p in itc.exchange.positions("kite", USER[1]) if p.product == "CNC")
+    assert position.quantity == -40
+    assert _holdings(itc, "NSE:ITC") == [("NSE", 100, 0, 40)]
+
+
+def test_same_day_buy_back_leaves_holdings_intact_and_all_can_be_sold(itc: Bench) -> None:
+    """The chaos defect: sold 40, bought 40 back, then selling all 100 was refused 'Insufficient holdings'."""
+    _cnc(itc, "SELL", 40)
+    _cnc(itc, "BUY", 40)
+    assert _holdings(itc, "NSE:ITC") == [("NSE", 100, 0, 0)]
+    assert _status(_cnc(itc, "SELL", 100)) == OrderStatus.COMPLETE
+
+
+def test_a_sale_beyond_holdings_and_todays_net_is_refused(itc: Bench) -> None:
+    _cnc(itc, "SELL", 70)
+    refused = _cnc(itc, "SELL", 31)
+    assert _status(refused) == OrderStatus.REJECTED
+    assert refused.state.status_message == "Insufficient holdings for ITC: available 30."
+
+
+def test_t1_is_inside_holdings_quantity(itc: Bench) -> None:
+    assert _holdings(itc, "NSE:TCS") == [("NSE", 5, 2, 0)]
+    itc.price("NSE:TCS", 3450.0, bid=3449.95, ask=3450.05)
+    assert _status(_cnc(itc, "SELL", 6, "NSE:TCS")) == OrderStatus.REJECTED
+    assert _status(_cnc(itc, "SELL", 5, "NSE:TCS")) == OrderStatus.COMPLETE
+
+
+def test_one_isin_listed_on_nse_and_bse_sells_as_one(itc: Bench) -> None:
+    sbin = itc.inst("NSE:SBIN")
+    rows = [h for h in itc.exchange.holdings("kite", USER[1]) if h.instrument.isin == sbin.isin]
+    assert {(h.exchange, h.quantity) for h in rows} == {("NSE", 10), ("BSE", 6)}
+    bse = next(h for h in rows if h.exchange == "BSE")
+    assert bse.kite_token & 0xFF == 4 and bse.upstox_key == f"BSE_EQ|{sbin.isin}"
+    assert _status(_cnc(itc, "SELL", 12, "NSE:SBIN")) == OrderStatus.COMPLETE
+    assert sorted(_holdings(itc, "NSE:SBIN")) == [("BSE", 6, 0, 2), ("NSE", 10, 0, 10)]
+    assert _status(_cnc(itc, "SELL", 5, "NSE:SBIN")) == OrderStatus.REJECTED
+
+
+@pytest.mark.parametrize("broker", ["kite", "upstox"])
+def test_without_demat_consent_a_sale_from_holdings_gets_the_brokers_refusal(itc: Bench, broker: str) -> None:
+    itc.exchange.set_demat_consent(broker, False)
+    refused = _cnc(itc, "SELL", 10, broker=broker)
+    assert _status(refused) == OrderStatus.REJECTED
+    assert "TPIN" in (refused.state.status_message or "")
+    # Today's own delivery buys are not in the demat yet: selling them needs no authorisation.
+    _cnc(itc, "BUY", 5, broker=broker)
+    assert _status(_cnc(itc, "SELL", 5, broker=broker)) == OrderStatus.COMPLETE
+    itc.exchange.set_demat_consent(broker, True)
+    assert _status(_cnc(itc, "SELL", 10, broker=broker)) == OrderStatus.COMPLETE

@@ -284,7 +284,14 @@ class Position:
 
 @dataclass(frozen=True, slots=True)
 class Holding:
-    """Delivery holdings (CNC). ``t1_quantity`` is bought but not yet settled."""
+    """Delivery holdings (CNC; Upstox product D), one row per listing; one ISIN may be listed twice.
+
+    ``quantity`` is the broker's own field: on Kite it already includes ``t1_quantity`` ("Net quantity
+    (T+1 + realised)", Kite Connect docs, Portfolio > Holdings). ``used_quantity`` is what was sold out of it
+    today (Kite ``used_quantity``, Upstox ``cnc_used_quantity``: "blocked towards open or completed order").
+    ``authorised_quantity`` is what the depository authorised for sale today (Kite, CDSL TPIN).
+    What may be sold is worked out in ``services/holdings.py``, per broker.
+    """
 
     symbol: str
     exchange: str
@@ -295,10 +302,16 @@ class Holding:
     t1_quantity: int
     average_price: float
     last_price: float | None = None
+    used_quantity: int = 0
+    authorised_quantity: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class Profile:
+    """The user's profile. ``demat_consent`` is Kite's ``meta.demat_consent`` ("empty", "consent" or
+    "physical"; None when the broker does not say, as Upstox does not): see ``services/holdings.py``.
+    """
+
     user_id: str
     user_name: str
     email: str | None
@@ -306,6 +319,7 @@ class Profile:
     exchanges: tuple[str, ...] = ()
     products: tuple[str, ...] = ()
     order_types: tuple[str, ...] = ()
+    demat_consent: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -639,7 +653,18 @@ def profile_from_reply(data: object, default_broker: str, what: str) -> Profile:
         exchanges=tuple(str(x) for x in data.get("exchanges") or ()),
         products=tuple(str(x) for x in data.get("products") or ()),
         order_types=tuple(str(x) for x in data.get("order_types") or ()),
+        demat_consent=_demat_consent(data),
     )
+
+
+def _demat_consent(data: Mapping[str, Any]) -> str | None:
+    # Kite: "meta": {"demat_consent": "physical"} (kite-mocks profile.json; values "empty", "consent" or
+    # "physical"); an empty string means no consent at all. Upstox: "poa": true/false (SDK ProfileData).
+    meta = data.get("meta")
+    if not isinstance(meta, Mapping) or "demat_consent" not in meta:
+        poa = data.get("poa")
+        return ("poa" if poa else "empty") if isinstance(poa, bool) else None
+    return str(meta.get("demat_consent") or "").strip().lower() or "empty"
 
 
 def latest_with_tag(orders: Iterable[Order], tag: str) -> Order | None:

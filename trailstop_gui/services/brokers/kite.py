@@ -556,6 +556,8 @@ def holding_from_kite(row: Mapping[str, Any]) -> Holding:
         t1_quantity=as_int(row.get("t1_quantity")),
         average_price=as_float(row.get("average_price")),
         last_price=opt_float(row.get("last_price")),
+        used_quantity=as_int(row.get("used_quantity")),
+        authorised_quantity=as_int(row.get("authorised_quantity")),
     )
 
 

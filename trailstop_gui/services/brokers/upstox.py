@@ -737,6 +737,7 @@ def holding_from_upstox(row: Mapping[str, Any]) -> Holding:
         t1_quantity=as_int(row.get("t1_quantity")),
         average_price=as_float(row.get("average_price")),
         last_price=opt_float(row.get("last_price")),
+        used_quantity=as_int(row.get("cnc_used_quantity")),
     )
 
 
