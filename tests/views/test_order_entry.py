@@ -565,3 +565,138 @@ def test_tab_walks_the_form_in_reading_order(qtbot: QtBot, form: Form) -> None:
     assert panel.sell.hasFocus() and panel.side() is Side.SELL
     panel.setFocus()  # focusing the panel (say, from a shortcut) lands in the search
     assert panel.instrument.hasFocus()
+
+
+# --------------------------------------------------------------------------------------------- issue 19
+
+
+TATAMOTORS = MASTER[2]
+LIMIT = OrderType.LIMIT.value
+
+
+def type_into(qtbot: QtBot, widget: Any, text: str) -> None:
+    """What a trader does: click into the field, select what is there, type."""
+    edit = widget.lineEdit() if hasattr(widget, "lineEdit") else widget
+    widget.setFocus()
+    edit.selectAll()
+    qtbot.keyClicks(edit, text)
+
+
+def pick_by_typing(qtbot: QtBot, panel: OrderEntryPanel, symbol: str) -> None:
+    type_into(qtbot, panel.instrument, symbol)
+    qtbot.keyClick(panel.instrument, Qt.Key.Key_Tab)  # leaving the field chooses a symbol typed in full
+
+
+def test_a_limit_typed_for_one_instrument_never_carries_over_to_the_next(qtbot: QtBot, form: Form) -> None:
+    panel = form.panel
+    form.tick(884737, 1716.0)  # TATAMOTORS is streamed already
+    pick_by_typing(qtbot, panel, "infy")
+    form.tick(408065, 806.0)
+    panel.order_type.setCurrentIndex(panel.order_type.findData(LIMIT))
+    type_into(qtbot, panel.price, "806")
+    assert panel.price.value() == 806.0
+    pick_by_typing(qtbot, panel, "tatamotors")
+    assert panel.selected_instrument() == TATAMOTORS
+    assert panel.price.value() == 1716.0  # its own last price, as Kite's order window does
+    preview = panel.preview()
+    assert preview is not None and preview.entry == 1716.0 and preview.stop == 1681.65
+    # An instrument whose price is not known yet: no stale limit meanwhile, its own price once it comes.
+    pick_by_typing(qtbot, panel, "NFO:NIFTY25JULFUT")
+    assert panel.price.value() == 0.0 and panel.preview() is None
+    form.tick(13570306, 24180.0)
+    assert panel.price.value() == 24180.0
+    preview = panel.preview()
+    assert preview is not None and preview.value == 50 * 24180.0  # about 12 lakh, not 50 x 806
+
+
+def test_a_limit_far_from_the_market_is_flagged_and_always_confirmed(qtbot: QtBot, form: Form) -> None:
+    panel = form.panel
+    assert not form.panel.settings.confirm_orders
+    form.choose(TATAMOTORS, ltp=1716.0)
+    panel.order_type.setCurrentIndex(panel.order_type.findData(LIMIT))
+    type_into(qtbot, panel.price, "806")
+    assert panel.price_warning.isVisible()
+    assert "53.0 % below the last price 1,716.00 of TATAMOTORS" in panel.price_warning.text()
+    seen: list[str] = []
+    answer_confirmation(panel, False, seen)
+    assert panel.submit() is None
+    assert form.service.requests == [] and "53.0 % below" in seen[0]
+    type_into(qtbot, panel.price, "1700")
+    assert not panel.price_warning.isVisible()
+    assert panel.submit() is not None  # near the market and confirmations off: sent at once
+    assert form.service.requests[0].price == 1700.0
+
+
+def test_a_marketable_limit_is_previewed_at_the_market_price(qtbot: QtBot, form: Form) -> None:
+    panel = form.panel
+    form.choose(TATAMOTORS, ltp=1716.0)
+    panel.order_type.setCurrentIndex(panel.order_type.findData(LIMIT))
+    type_into(qtbot, panel.price, "1760")  # a BUY above the market fills at about the market
+    preview = panel.preview()
+    assert preview is not None and preview.entry == 1716.0 and "marketable" in preview.source
+    assert "₹1,716.00" in panel.entry_value.text()
+    panel.sell.click()  # a SELL at 1760 is not marketable: it waits for its price
+    preview = panel.preview()
+    assert preview is not None and (preview.entry, preview.source) == (1760.0, "limit price")
+
+
+def test_switching_points_and_percent_converts_at_the_price(qtbot: QtBot, form: Form) -> None:
+    panel = form.panel
+    editor = panel.rule_editor
+    form.choose(INFY, ltp=1500.0)
+    editor.set_rule(TrailRule.points(30.0, breakeven=15.0, target=75.0))
+    editor.kind.setCurrentIndex(editor.kind.findData("percent"))
+    assert editor.rule() == TrailRule.percent(2.0, breakeven=1.0, target=5.0)
+    assert "Converted to %" in editor.unit_note.text() and editor.unit_note.isVisible()
+    preview = panel.preview()
+    assert preview is not None and preview.stop == 1470.0  # the same stop as 30 points
+    editor.kind.setCurrentIndex(editor.kind.findData("points"))
+    assert editor.rule() == TrailRule.points(30.0, breakeven=15.0, target=75.0)
+
+
+def test_switching_the_unit_with_no_price_clears_and_asks(qtbot: QtBot, form: Form) -> None:
+    editor = form.panel.rule_editor
+    editor.set_rule(TrailRule.points(10.0, target=30.0))
+    editor.kind.setCurrentIndex(editor.kind.findData("percent"))
+    assert editor.value.value() == 0.0 and editor.target.value() == 0.0
+    assert "enter the distances again" in editor.unit_note.text()
+    assert ("Trailing stop", "must be greater than 0") in editor.errors()
+
+
+@pytest.mark.parametrize(
+    ("typed", "words"),
+    [("-5", "-5 is negative"), ("1o", "'1o' is not a number"), ("", "enter a number")],
+)
+def test_an_invalid_trail_blocks_the_order_and_says_why_beside_it(
+    qtbot: QtBot, form: Form, typed: str, words: str
+) -> None:
+    panel = form.panel
+    form.choose(INFY, ltp=1500.0)
+    failures: list[tuple[str, str]] = []
+    panel.validation_failed.connect(lambda field, message: failures.append((field, message)))
+    panel.rule_editor.value.setFocus()
+    panel.rule_editor.value.lineEdit().selectAll()
+    qtbot.keyClick(panel.rule_editor.value.lineEdit(), Qt.Key.Key_Backspace)
+    qtbot.keyClicks(panel.rule_editor.value.lineEdit(), typed)
+    qtbot.keyClick(panel.rule_editor.value.lineEdit(), Qt.Key.Key_Return)  # Enter submits the form
+    assert form.service.requests == []  # the previous 2 % was NOT confirmed in its place
+    assert failures and failures[0][0] == "Trailing stop" and words in failures[0][1]
+    assert panel.errors["rule"].isVisible() and words in panel.errors["rule"].text()
+    assert typed in panel.rule_editor.value.lineEdit().text()  # what was typed is still there
+    qtbot.keyClick(panel.rule_editor.value.lineEdit(), Qt.Key.Key_Tab)  # leaving it changes nothing
+    assert typed in panel.rule_editor.value.lineEdit().text() and panel.preview() is None
+    type_into(qtbot, panel.rule_editor.value, "1.5")
+    assert panel.rule_editor.rule() == TrailRule.percent(1.5) and not panel.errors["rule"].isVisible()
+
+
+def test_an_invalid_quantity_or_price_blocks_the_order(qtbot: QtBot, form: Form) -> None:
+    panel = form.panel
+    form.choose(INFY, ltp=1500.0)
+    type_into(qtbot, panel.quantity, "1o")
+    field, message = form.submit_expecting_error()
+    assert (field, message) == ("Quantity", "'1o' is not a number")
+    type_into(qtbot, panel.quantity, "10")
+    panel.order_type.setCurrentIndex(panel.order_type.findData(LIMIT))
+    type_into(qtbot, panel.price, "15o0")
+    field, message = form.submit_expecting_error()
+    assert (field, message) == ("Price", "'15o0' is not a number")

@@ -18,7 +18,6 @@ from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QCompleter,
-    QDoubleSpinBox,
     QFormLayout,
     QFrame,
     QGridLayout,
@@ -28,7 +27,6 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QPushButton,
     QSizePolicy,
-    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
@@ -51,6 +49,7 @@ from trailstop_gui.services.instruments import InstrumentService, master_key
 from trailstop_gui.services.protection_service import EntryRequest, ProtectionService
 from trailstop_gui.services.session import AccountSession
 from trailstop_gui.settings import Settings
+from trailstop_gui.views.number_field import StrictDoubleSpinBox, StrictSpinBox
 from trailstop_gui.views.rule_editor import RuleEditor
 
 # Kite's colours: blue and orange tell BUY from SELL for colour-blind traders too, unlike green and red.
@@ -76,6 +75,9 @@ LIVE_QUOTE_MAX_AGE = 3.0  # seconds: a snapshot older than this no longer counts
 SUBMIT_COOLDOWN_MS = 1_200  # a double Enter must not send two orders
 MAX_QUANTITY = 10_000_000
 MAX_PRICE = 10_000_000.0
+# A limit this far (percent) from the last price is flagged beside the field and always confirmed: a price
+# typed for another instrument, or a digit too many, is caught before it is sent.
+LIMIT_FAR_PERCENT = 5.0
 RECORD_ROLE = Qt.ItemDataRole.UserRole + 1
 LABEL_ROLE = Qt.ItemDataRole.UserRole + 2
 
@@ -185,6 +187,9 @@ class OrderEntryPanel(QWidget):
         self._quiet = False
         self._cooling_down = False
         self._last_pid: int | None = None
+        # While true, the limit price is the chosen instrument's last price, not one the trader typed: it is
+        # filled in when that price arrives (a price typed for another instrument never carries over).
+        self._price_from_market = True
         self.confirm_box: QMessageBox | None = None  # while the confirmation is open (tests answer it)
         self.setObjectName("OrderEntryPanel")
         self._build()
@@ -247,7 +252,7 @@ class OrderEntryPanel(QWidget):
             self.side_group.addButton(button)
         self.side_group.setExclusive(True)
 
-        self.quantity = QSpinBox()
+        self.quantity = StrictSpinBox()
         self.quantity.setRange(0, MAX_QUANTITY)
         self.quantity.setAccelerated(True)
         self.quantity.setAlignment(Qt.AlignmentFlag.AlignRight)
@@ -274,7 +279,7 @@ class OrderEntryPanel(QWidget):
         )
         self.order_type.setAccessibleName("Order type")
 
-        self.price = QDoubleSpinBox()
+        self.price = StrictDoubleSpinBox()
         self.price.setRange(0.0, MAX_PRICE)
         self.price.setDecimals(2)
         self.price.setSingleStep(0.05)
@@ -284,6 +289,10 @@ class OrderEntryPanel(QWidget):
         self.price.setGroupSeparatorShown(False)
         self.price.setAccessibleName("Limit price")
         self.price.setPrefix("₹ ")
+        self.price_warning = QLabel("")
+        self.price_warning.setObjectName("warning")
+        self.price_warning.setWordWrap(True)
+        self.price_warning.setVisible(False)
 
         self.rule_editor = RuleEditor(self.settings.default_rule)
 
@@ -371,7 +380,7 @@ class OrderEntryPanel(QWidget):
         product_row.addWidget(self.product, 1)
         product_row.addWidget(self.order_type, 1)
         form.addRow("&Product / type", self._with_error(FIELD_PRODUCT, product_row))
-        form.addRow("P&rice", self._with_error(FIELD_PRICE, self.price))
+        form.addRow("P&rice", self._with_error(FIELD_PRICE, self.price, self.price_warning))
         form.addRow("&Trailing stop", self._with_error("rule", self.rule_editor))
         form.addRow("", self.safety)
         for label in (form.labelForField(w) for w in (self.account,)):
@@ -395,6 +404,7 @@ class OrderEntryPanel(QWidget):
         self.setMinimumWidth(340)
         self.setStyleSheet(
             f"QLabel#hint {{ color: palette(placeholder-text); }} QLabel#error {{ color: {self._red}; }}"
+            f" QLabel#warning {{ color: {self._red}; font-weight: bold; }}"
         )
 
         chain: list[QWidget] = [
@@ -459,9 +469,11 @@ class OrderEntryPanel(QWidget):
         self.completer.activated.connect(self._on_completion_activated)
         self.side_group.buttonToggled.connect(self._on_side_toggled)
         self.quantity.valueChanged.connect(lambda _v: self._on_field_edited(FIELD_QUANTITY))
+        self.quantity.lineEdit().textEdited.connect(lambda _t: self._on_field_edited(FIELD_QUANTITY))
+        self.price.lineEdit().textEdited.connect(self._on_price_typed)
         self.product.currentIndexChanged.connect(lambda _i: self._on_field_edited(FIELD_PRODUCT))
         self.order_type.currentIndexChanged.connect(self._on_order_type_changed)
-        self.price.valueChanged.connect(lambda _v: self._on_field_edited(FIELD_PRICE))
+        self.price.valueChanged.connect(self._on_price_typed)  # our own fills block signals
         self.rule_editor.rule_changed.connect(lambda: self._on_field_edited("rule"))
         self.safety.toggled.connect(lambda _on: self._on_field_edited(FIELD_SAFETY))
         self.submit_button.clicked.connect(self.submit)
@@ -503,6 +515,7 @@ class OrderEntryPanel(QWidget):
         self.order_type.setCurrentIndex(0)
         self.price.setValue(0.0)
         self.price.setEnabled(False)
+        self._price_from_market = True
         self.rule_editor.set_rule(self.settings.default_rule)
         self.rule_editor.more.setChecked(False)
         self.quantity.setValue(self._default_quantity())
@@ -550,6 +563,7 @@ class OrderEntryPanel(QWidget):
 
     def select_instrument(self, record: InstrumentRecord) -> None:
         """Choose ``record`` as if the trader had picked it from the list."""
+        changed = self._instrument is None or self._instrument.token != record.token
         self._instrument = record
         self.instrument.setText(record.label)
         self._touched.add(FIELD_INSTRUMENT)
@@ -564,9 +578,55 @@ class OrderEntryPanel(QWidget):
         decimals = price_decimals(record.tick_size)
         self.price.setDecimals(decimals)
         self.price.setSingleStep(record.tick_size)
+        if changed:
+            # As Kite's order window does: a new instrument starts from its own last price, never from a
+            # limit typed for the previous one (806 for SBIN is not a price for HDFCBANK at 1,716).
+            self._price_from_market = True
+            self._fill_limit_from_market(reset=True)
         self._describe_instrument(record)
         self._poll_ltp(force=True)
         self._refresh()
+
+    def _fill_limit_from_market(self, reset: bool = False) -> None:
+        """Put the last price (on the grid) in a LIMIT order's price while the trader has not typed one."""
+        if self.current_order_type() is not OrderType.LIMIT or not self._price_from_market:
+            return
+        record, known = self._instrument, self.last_price()
+        if record is None:
+            return
+        if known is None:
+            if reset:
+                self.price.blockSignals(True)
+                self.price.setValue(0.0)
+                self.price.blockSignals(False)
+            return
+        price = round_down(known[0], record.tick_size) if record.tick_size > 0 else known[0]
+        if abs(self.price.value() - price) > 1e-9:
+            self.price.blockSignals(True)
+            self.price.setValue(price)
+            self.price.blockSignals(False)
+
+    def _on_price_typed(self, *_args: object) -> None:
+        self._price_from_market = False
+        self._on_field_edited(FIELD_PRICE)
+
+    def limit_warning(self) -> str | None:
+        """Why the limit price looks wrong for this instrument (far from its last price), or None."""
+        record, known = self._instrument, self.last_price()
+        if self.current_order_type() is not OrderType.LIMIT or record is None or known is None:
+            return None
+        price, ltp = self.price.value(), known[0]
+        if price <= 0 or ltp <= 0 or self.price.problem() is not None:
+            return None
+        off = (price - ltp) / ltp * 100.0
+        if abs(off) < LIMIT_FAR_PERCENT:
+            return None
+        d = price_decimals(record.tick_size)
+        where = "above" if off > 0 else "below"
+        return (
+            f"{abs(off):.1f} % {where} the last price {ltp:,.{d}f} of {record.symbol}:"
+            " is this the price you mean?"
+        )
 
     def side(self) -> Side:
         return Side.SELL if self.sell.isChecked() else Side.BUY
@@ -598,9 +658,16 @@ class OrderEntryPanel(QWidget):
             return None
         if self.current_order_type() is OrderType.LIMIT:
             price = self.price.value()
-            if price <= 0:
+            if price <= 0 or self.price.problem() is not None:
                 return None
             entry, source = price, "limit price"
+            known = self.last_price()
+            if known is not None and known[0] > 0:
+                ltp = known[0]
+                # A BUY limit at or above the market (a SELL at or below) fills at once near the market
+                # price, not at the limit: preview what will happen.
+                if (self.side().is_long and price >= ltp) or (not self.side().is_long and price <= ltp):
+                    entry, source = ltp, "market price (the limit is marketable)"
         else:
             known = self.last_price()
             if known is None:
@@ -660,7 +727,8 @@ class OrderEntryPanel(QWidget):
         request = self.entry_request()
         preview = self.preview()
         assert preview is not None
-        if self.settings.confirm_orders and not self._confirm(request, preview):
+        far = self.limit_warning() is not None
+        if (self.settings.confirm_orders or far) and not self._confirm(request, preview):
             self._set_status("Not sent: you cancelled the confirmation.", ok=None)
             return None
         try:
@@ -701,7 +769,10 @@ class OrderEntryPanel(QWidget):
             )
         quantity = self.quantity.value()
         lot = max(record.lot_size, 1) if record is not None else 1
-        if quantity <= 0:
+        typed_quantity = self.quantity.problem()
+        if typed_quantity is not None:
+            out.append((FIELD_QUANTITY, typed_quantity, self.quantity))
+        elif quantity <= 0:
             out.append(
                 (
                     FIELD_QUANTITY,
@@ -722,7 +793,10 @@ class OrderEntryPanel(QWidget):
                 out.append((FIELD_PRODUCT, "NRML is for F&O; use CNC or MIS for equity", self.product))
         if self.current_order_type() is OrderType.LIMIT:
             price = self.price.value()
-            if price <= 0:
+            typed_price = self.price.problem()
+            if typed_price is not None:
+                out.append((FIELD_PRICE, typed_price, self.price))
+            elif price <= 0:
                 out.append((FIELD_PRICE, "a LIMIT order needs a price", self.price))
             elif record is not None and record.tradable and not on_grid(price, record.tick_size):
                 tick = record.tick_size
@@ -772,8 +846,19 @@ class OrderEntryPanel(QWidget):
             lines = shown.get(key)
             label.setText("\n".join(lines) if lines else "")
             label.setVisible(bool(lines))
+        warning = self.limit_warning()
+        _set_hint(self.price_warning, f"⚠ {warning}" if warning else "")
+        self._update_rule_reference()
         self._draw_preview()
         self._draw_submit_button()
+
+    def _update_rule_reference(self) -> None:
+        """Percent and Points convert at the price the order is expected to fill at."""
+        known = self.last_price()
+        reference = known[0] if known is not None else None
+        if self.current_order_type() is OrderType.LIMIT and self.price.value() > 0:
+            reference = self.price.value()
+        self.rule_editor.set_reference_price(reference)
 
     @staticmethod
     def _rule_fields() -> set[str]:
@@ -896,6 +981,9 @@ class OrderEntryPanel(QWidget):
         ]
         if preview.target is not None:
             lines.append(f"<p>Target: {format_inr(preview.target, decimals)}</p>")
+        warning = self.limit_warning()
+        if warning is not None:
+            lines.insert(2, f"<p style='color:{self._red}'><b>⚠ Limit {warning}</b></p>")
         if preview.safety is not None:
             lines.append(
                 f"<p>Broker-held safety stop: starts at {format_inr(preview.safety, decimals)},"
@@ -1036,11 +1124,10 @@ class OrderEntryPanel(QWidget):
         self.price.setEnabled(limit)
         if not limit:
             self.price.setValue(0.0)
-        elif self.price.value() <= 0 and self._instrument is not None:
-            known = self.last_price()
-            if known is not None:
-                # A starting point on the grid; the trader adjusts it.
-                self.price.setValue(round_down(known[0], self._instrument.tick_size))
+        else:
+            # A starting point on the grid (the instrument's own last price); the trader adjusts it.
+            self._price_from_market = True
+            self._fill_limit_from_market(reset=True)
         self._on_field_edited(FIELD_PRICE)
 
     def _on_field_edited(self, field: str) -> None:
@@ -1067,6 +1154,7 @@ class OrderEntryPanel(QWidget):
             and session.account_id == account_id
             and any(str(k) == record.token for k in quotes)
         ):
+            self._fill_limit_from_market()
             self._refresh()
 
     def _on_ltp_received(self, account_id: int, token: str, price: float) -> None:
@@ -1081,6 +1169,7 @@ class OrderEntryPanel(QWidget):
             and record is not None
             and (session.account_id, record.token) == (account_id, token)
         ):
+            self._fill_limit_from_market()
             self._refresh()
 
     def _poll_ltp(self, force: bool = False) -> None:

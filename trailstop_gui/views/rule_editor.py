@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
 )
 
 from trailstop_gui.models.domain import RuleKind, TrailRule
+from trailstop_gui.views.number_field import StrictDoubleSpinBox
 
 FIELD_TRAIL = "Trailing stop"
 FIELD_ACTIVATION = "Start trailing"
@@ -29,8 +30,8 @@ FIELD_TARGET = "Target"
 MAX_VALUE = 1_000_000.0
 
 
-def _spin(tooltip: str) -> QDoubleSpinBox:
-    spin = QDoubleSpinBox()
+def _spin(tooltip: str) -> StrictDoubleSpinBox:
+    spin = StrictDoubleSpinBox()
     spin.setDecimals(2)
     spin.setRange(0.0, MAX_VALUE)
     spin.setSingleStep(0.25)
@@ -67,6 +68,13 @@ class RuleEditor(QWidget):
         self.more.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
         self.more.setAutoRaise(True)
         self.more.setToolTip("Start trailing later, trail in steps, move to breakeven, take a target")
+
+        # Said when Percent and Points are switched: the numbers were converted, or cleared to be re-entered.
+        self.unit_note = QLabel("")
+        self.unit_note.setObjectName("hint")
+        self.unit_note.setWordWrap(True)
+        self.unit_note.setVisible(False)
+        self._reference_price: float | None = None
 
         self.activation_on = QCheckBox("Start trailing after")
         self.activation = _spin(
@@ -109,6 +117,7 @@ class RuleEditor(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(4)
         layout.addLayout(top)
+        layout.addWidget(self.unit_note)
         layout.addWidget(self.more, 0, Qt.AlignmentFlag.AlignLeft)
         layout.addWidget(self.options)
         self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
@@ -125,8 +134,12 @@ class RuleEditor(QWidget):
             for spin in spins:
                 spin.setEnabled(False)
                 spin.valueChanged.connect(self._on_edited)
+        self._kind_shown = RuleKind(self.kind.currentData())
         self.kind.currentIndexChanged.connect(self._on_kind_changed)
         self.value.valueChanged.connect(self._on_edited)
+        for spin in self._spins():
+            # What was typed counts, even before it is a number (errors() names what is wrong with it).
+            spin.lineEdit().textEdited.connect(self._on_edited)
         self.more.toggled.connect(self._on_more_toggled)
         self.set_rule(rule or TrailRule.percent(2.0))
         QWidget.setTabOrder(self.kind, self.value)
@@ -166,6 +179,8 @@ class RuleEditor(QWidget):
         finally:
             for w in widgets:
                 w.blockSignals(False)
+        self._kind_shown = rule.kind
+        _show(self.unit_note, "")
         self._apply_units()
         uses_options = any(box.isChecked() for box, _ in self._pairs)
         self.more.setChecked(uses_options or self.more.isChecked())
@@ -179,6 +194,15 @@ class RuleEditor(QWidget):
         """Every problem, as (field, message); empty when ``rule()`` will succeed."""
         percent = self.current_kind() is RuleKind.PERCENT
         out: list[tuple[str, str]] = []
+        typed = [(FIELD_TRAIL, self.value)] + [
+            (field, spin) for field, box, spins in self._named_options() if box.isChecked() for spin in spins
+        ]
+        for field, spin in typed:
+            problem = spin.problem()
+            if problem is not None and all(f != field for f, _ in out):
+                out.append((field, problem))
+        if out:
+            return out
         value = self.value.value()
         if value <= 0:
             out.append((FIELD_TRAIL, "must be greater than 0"))
@@ -245,9 +269,53 @@ class RuleEditor(QWidget):
 
     # ----------------------------------------------------------------- slots
 
+    def set_reference_price(self, price: float | None) -> None:
+        """The price a switch between Percent and Points converts at (None: unknown, values are cleared)."""
+        self._reference_price = price if price is not None and price > 0 else None
+
+    def _named_options(self) -> tuple[tuple[str, QCheckBox, tuple[StrictDoubleSpinBox, ...]], ...]:
+        return (
+            (FIELD_ACTIVATION, self.activation_on, (self.activation,)),
+            (FIELD_LADDER, self.ladder_on, (self.ladder_step, self.ladder_raise)),
+            (FIELD_BREAKEVEN, self.breakeven_on, (self.breakeven,)),
+            (FIELD_TARGET, self.target_on, (self.target,)),
+        )
+
     def _on_kind_changed(self, _index: int) -> None:
+        new = self.current_kind()
+        if new is not self._kind_shown:
+            self._convert_values(self._kind_shown, new)
+            self._kind_shown = new
         self._apply_units()
         self._on_edited()
+
+    def _convert_values(self, _old: RuleKind, new: RuleKind) -> None:
+        """10 points must not silently become 10 %: convert each distance at the reference price, or clear."""
+        price = self._reference_price
+        spins = self._spins()
+        for spin in spins:
+            spin.blockSignals(True)
+        try:
+            if price is None:
+                for spin in spins:
+                    spin.setValue(0.0)
+                _show(
+                    self.unit_note,
+                    f"Switched to {'percent' if new is RuleKind.PERCENT else 'points'} with no price to"
+                    " convert at: enter the distances again.",
+                )
+                return
+            for spin in spins:
+                v = spin.value()
+                if v <= 0:
+                    continue
+                converted = v / price * 100.0 if new is RuleKind.PERCENT else v * price / 100.0
+                spin.setValue(round(converted, spin.decimals()))
+            unit = "%" if new is RuleKind.PERCENT else "points"
+            _show(self.unit_note, f"Converted to {unit} at the price {price:,.2f}; check the numbers.")
+        finally:
+            for spin in spins:
+                spin.blockSignals(False)
 
     def _on_option_toggled(self, _on: bool) -> None:
         for box, spins in self._pairs:
@@ -261,6 +329,8 @@ class RuleEditor(QWidget):
         self.more.setArrowType(Qt.ArrowType.DownArrow if on else Qt.ArrowType.RightArrow)
 
     def _on_edited(self, *_args: object) -> None:
+        if self.sender() is not self.kind:
+            _show(self.unit_note, "")
         self._update_more_text()
         self.rule_changed.emit()
 
@@ -271,7 +341,7 @@ class RuleEditor(QWidget):
             spin.setSuffix(suffix)
         self.value.setSingleStep(0.25 if percent else 1.0)
 
-    def _spins(self) -> tuple[QDoubleSpinBox, ...]:
+    def _spins(self) -> tuple[StrictDoubleSpinBox, ...]:
         return (self.value, self.activation, self.ladder_step, self.ladder_raise, self.breakeven, self.target)
 
     def _update_more_text(self) -> None:
@@ -283,3 +353,8 @@ class RuleEditor(QWidget):
             self.target_on: "target",
         }
         self.more.setText("More options" + (f" ({', '.join(names[b] for b in on)})" if on else ""))
+
+
+def _show(label: QLabel, text: str) -> None:
+    label.setText(text)
+    label.setVisible(bool(text))
