@@ -355,3 +355,18 @@ def test_exit_never_flips_a_shrunk_position(rig: Rig) -> None:
     rig.wait_status(pid, Status.CLOSED)
     exits = rig.sim_orders(p.exit_tag)
     assert [e["quantity"] for e in exits] == [1]
+
+
+def test_a_paused_protection_keeps_its_live_price(rig: Rig) -> None:
+    rig.sim.set_price("NSE:INFY", 1500.0)
+    pid = enter(rig, Side.BUY, Product.CNC, TrailRule.percent(2.0))
+    feed = rig.session.feed
+    assert feed is not None
+    wait_until(lambda: feed.engine.is_armed(str(pid)), what="armed", qtbot=rig.qtbot)
+    prices: list[float] = []
+    rig.service.snapshot_ready.connect(lambda snap: prices.extend(q.ltp for q in snap["quotes"].values()))
+    rig.service.pause(pid)
+    wait_until(lambda: not feed.engine.is_armed(str(pid)), what="disarmed", qtbot=rig.qtbot)
+    rig.sim.set_price("NSE:INFY", 1400.0)  # through the stop while paused: shown, but no exit
+    wait_until(lambda: 1400.0 in prices, what="the paused row's price", qtbot=rig.qtbot)
+    assert rig.status(pid) is Status.OPEN and rig.sim_orders(rig.store.get(pid).exit_tag) == []

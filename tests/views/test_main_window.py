@@ -329,3 +329,64 @@ def test_follows_the_system_colour_scheme(rig: Rig, qtbot: QtBot, monkeypatch: p
     finally:
         app.setStyle(style)
         app.setPalette(original)
+
+
+def offline_capable_session(rig: Rig, state: SessionState) -> Any:
+    """An account session as the service sees it; ``broker_if_ready`` is None unless live."""
+    account = rig.store.accounts()[0]
+    session: Any = SimpleNamespace(
+        account=account,
+        account_id=account.id,
+        label="Zerodha (AB1234)",
+        state=state,
+        feed=None,
+        broker_if_ready=lambda: None,
+        mark_login_needed=lambda why="": None,
+    )
+    rig.service.sessions[account.id] = session
+    return session
+
+
+def test_a_protection_nobody_watches_is_red_everywhere_and_exit_is_not_claimed(
+    rig: Rig, qtbot: QtBot
+) -> None:
+    p = protect(rig.store)
+    offline_capable_session(rig, SessionState.LIVE)
+    rig.service.session_state_changed.emit(p.account_id, "live")
+    window, positions = rig.window, rig.window.positions
+    positions.confirm = rig.confirm
+    positions.reload_all()
+    assert positions.select_pid(p.id)
+    row = window.model.row_for(p.id)
+    assert row is not None and row.status_text == "Armed"
+    rig.service.session_state_changed.emit(p.account_id, "login needed")  # the token expired
+    assert row.status_text == "Not watched: login needed"
+    status_cell = positions.proxy.index(0, 9)
+    assert status_cell.data() == "Not watched: login needed"
+    assert status_cell.data(Qt.ItemDataRole.ForegroundRole).color() == theme.colors(window.palette()).failed
+    assert "NOT WATCHED" in window.counts_label.text()
+    assert window.tray.attention and "NOT watched" in window.tray.tooltip
+    window.detail.refresh_now()
+    assert "Not watched" in window.detail.status_pill.text()
+
+    messages: list[str] = []
+    positions.message_posted.connect(messages.append)
+    positions.act_exit.trigger()  # the trader asks for an exit while nothing can send it
+    assert rig.questions[-1][0] == "Exit now"
+    assert rig.service.executor.wait_idle(5.0)
+    qtbot.wait(50)  # the job's signals cross to the GUI thread
+    assert messages and not any(m.endswith("exit sent") for m in messages)
+    assert "exit NOT sent yet (login needed)" in messages[0]
+    assert rig.store.get(p.id).status is Status.TRIGGERED
+    row = window.model.row_for(p.id)
+    assert row is not None and row.status_text == "Exit not sent: login needed"
+    # Stuck, but not frozen: Retry and Remove stay.
+    assert positions.act_retry.isEnabled() and positions.act_remove.isEnabled()
+    positions.act_retry.trigger()
+    assert rig.service.executor.wait_idle(5.0)
+    assert rig.store.get(p.id).status is Status.TRIGGERED and rig.store.get(p.id).exit_order_id is None
+    positions.act_remove.trigger()
+    assert "has not gone out" in rig.questions[-1][1]
+    assert rig.store.get(p.id).status is Status.REMOVED
+    rig.service.executor.submit(p.id, recover=True)  # a reconnect later finds nothing to send
+    assert rig.service.executor.wait_idle(5.0) and rig.store.get(p.id).exit_order_id is None

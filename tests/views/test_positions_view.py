@@ -216,11 +216,13 @@ def test_pause_then_resume(view: PositionsView, service: FakeService, store: Pro
     p = protect(store)
     view.reload_all()
     view.select_pid(p.id)
+    answers = install(view, Answers(confirm=True))
     view.act_pause.trigger()
     assert view.model.row_for(p.id).state is RowState.PAUSED  # type: ignore[union-attr]
-    assert view.act_pause.text() == "Res&ume"
+    assert view.act_pause.text() == "Res&ume…"
     view.act_pause.trigger()
     assert [c[0] for c in service.calls] == ["pause", "resume"]
+    assert [q[0] for q in answers.questions] == ["Pause protection", "Resume protection"]
     assert view.model.row_for(p.id).state is RowState.ARMED  # type: ignore[union-attr]
 
 
@@ -353,3 +355,33 @@ def test_the_safety_column_sits_beside_the_stop(view: PositionsView, store: Prot
     ]
     assert shown[shown.index("Stop") + 1] == "Safety"
     assert view.proxy.index(0, Column.SAFETY).data() == "—"  # a protection without a safety stop
+
+
+def test_a_paused_row_shows_the_live_price_and_resume_says_it_will_exit(
+    view: PositionsView, service: FakeService, store: ProtectionStore
+) -> None:
+    p = protect(store)
+    store.update(p.id, kind="stop_moved", stop=1470.0)
+    view.reload_all()
+    view.select_pid(p.id)
+    answers = install(view, Answers(confirm=False))
+    view.act_pause.trigger()  # pausing asks first: a paused stop does not fire
+    assert service.calls == [] and answers.questions[0][0] == "Pause protection"
+    assert "sends NO exit" in answers.questions[0][1]
+    answers.confirm_answer = True
+    view.act_pause.trigger()
+    assert service.calls == [("pause", p.id)]
+    view.model.apply_snapshot({"account_id": p.account_id, "quotes": {408065: SimpleNamespace(ltp=1460.0)}})
+    view.model.flush()
+    row = view.model.row_for(p.id)
+    assert row is not None and row.ltp == 1460.0
+    assert row.status_text == "Paused: stop crossed"
+    answers.confirm_answer = False
+    view.act_pause.trigger()  # Resume…
+    title, text, accept = answers.questions[-1]
+    assert title == "Resume protection" and accept == "Resume and exit now"
+    assert "already through the stop (1,470.00)" in text and "MARKET exit at once" in text
+    assert service.calls == [("pause", p.id)]  # the trader said no: nothing resumed
+    view.model.apply_snapshot({"account_id": p.account_id, "quotes": {408065: SimpleNamespace(ltp=1490.0)}})
+    view.act_pause.trigger()
+    assert "arms again at 1,470.00" in answers.questions[-1][1]

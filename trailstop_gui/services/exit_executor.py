@@ -183,6 +183,22 @@ class ExitExecutor:
         self.store.transition(protection_id, Status.TRIGGERED, expected=Status.EXIT_FAILED, reason="retry")
         return self.submit(protection_id, recover=True)
 
+    def withdraw(self, protection_id: int) -> None:
+        """The trader removes a TRIGGERED protection whose exit never went out (e.g. no connected broker).
+
+        Under the lock no job can start meanwhile, and a job started later reads EXIT_FAILED and sends
+        nothing; a job already running is refused (ValueError): its exit may be on its way.
+        """
+        with self._lock:
+            if protection_id in self._in_flight:
+                raise ValueError("remove: the exit is being sent right now; wait for its answer")
+            self.store.transition(
+                protection_id,
+                Status.EXIT_FAILED,
+                expected=Status.TRIGGERED,
+                reason="exit withdrawn by the trader",
+            )
+
     def on_order_update(self, update: OrderUpdate) -> None:
         """Order updates from the feed wake a job waiting for its fill (any thread)."""
         with self._lock:

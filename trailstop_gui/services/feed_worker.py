@@ -83,6 +83,9 @@ class FeedWorker(QThread):
         self._protections: dict[int, Protection] = {}
         # What is armed, readable from any thread (replaced, never changed in place): the reconciler's check.
         self._armed_ids: frozenset[int] = frozenset()
+        # Paused protections: their prices keep coming (the trader sees where the market is) but the
+        # engine does not hold them, so nothing trails or fires.
+        self._watched: dict[int, Protection] = {}
         self._quotes: dict[InstrumentId, Quote] = {}
         self._dirty_quotes: set[InstrumentId] = set()
         self._dirty_stops: dict[int, tuple[float, float]] = {}
@@ -118,6 +121,11 @@ class FeedWorker(QThread):
     def armed_ids(self) -> frozenset[int]:
         """The protections armed in the engine and subscribed to, as of the feed thread's last change."""
         return self._armed_ids
+
+    def watch(self, protections: Iterable[Protection]) -> None:
+        """Keep the prices of (paused) protections coming without arming them."""
+        items = list(protections)
+        self._call(lambda: self._watch(items))
 
     def latest_quote(self, instrument: InstrumentId) -> Quote | None:
         return self._quotes.get(instrument)
@@ -184,12 +192,21 @@ class FeedWorker(QThread):
                     log.error("protection %s: cannot be armed: %s", p.id, exc)
                     continue
                 self._protections[p.id] = p
+                self._watched.pop(p.id, None)
         finally:
             self._resubscribe()
+
+    def _watch(self, protections: list[Protection]) -> None:
+        for p in protections:
+            self.engine.disarm(str(p.id))
+            self._protections.pop(p.id, None)
+            self._watched[p.id] = p
+        self._resubscribe()
 
     def _disarm(self, protection_id: int) -> None:
         self.engine.disarm(str(protection_id))
         self._protections.pop(protection_id, None)
+        self._watched.pop(protection_id, None)
         self._resubscribe()
 
     def _rearm_after_failed_trigger(self, protection_id: int) -> None:
@@ -206,7 +223,7 @@ class FeedWorker(QThread):
     def _resubscribe(self) -> None:
         self._armed_ids = frozenset(self._protections)
         wanted: dict[InstrumentId, Depth] = {}
-        for p in self._protections.values():
+        for p in [*self._protections.values(), *self._watched.values()]:
             depth = Depth.DEPTH if p.product.trails_on_quote else Depth.LTP
             if wanted.get(p.engine_instrument) is not Depth.DEPTH:
                 wanted[p.engine_instrument] = depth

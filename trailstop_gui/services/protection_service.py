@@ -282,6 +282,7 @@ class ProtectionService(QObject):
         feed.stop_moved.connect(self._on_stop_moved, Qt.ConnectionType.DirectConnection)
         armed = [p for p in self.store.protections([Status.OPEN], account_id) if p.entry_price]
         feed.arm(p for p in armed if not p.paused)
+        feed.watch(p for p in armed if p.paused)  # a paused row keeps showing the live price
         for p in armed:
             self.safety.track(p)
 
@@ -442,8 +443,11 @@ class ProtectionService(QObject):
 
     def _arm(self, p: Protection) -> None:
         session = self.sessions.get(p.account_id)
-        if session is not None and session.feed is not None and not p.paused:
-            session.feed.arm([p])
+        if session is not None and session.feed is not None:
+            if p.paused:
+                session.feed.watch([p])  # prices keep coming; nothing trails or fires
+            else:
+                session.feed.arm([p])
         self.safety.track(p)
 
     def _last_price(self, p: Protection) -> float | None:
@@ -726,7 +730,9 @@ class ProtectionService(QObject):
 
     def pause(self, pid: int) -> Protection:
         p = self.store.update(pid, kind="paused", paused=True)
-        self._disarm(pid)
+        session = self.sessions.get(p.account_id)
+        if session is not None and session.feed is not None:
+            session.feed.watch([p])  # out of the engine, but its price stays live in the window
         self.protection_changed.emit(pid)
         return p
 
@@ -772,6 +778,9 @@ class ProtectionService(QObject):
         """Stop protecting; the position stays open at the broker (its broker-held safety stop goes)."""
         self._disarm(pid)
         p = self.store.get(pid)
+        if p.status is Status.TRIGGERED:
+            # A stuck exit (its account offline): withdrawn first, so that nothing sends it later.
+            self.executor.withdraw(pid)
         target = Status.REMOVED
         p = self.store.transition(pid, target, expected=(Status.OPEN, Status.PENDING, Status.EXIT_FAILED))
         self.safety.refresh(pid)
@@ -819,7 +828,11 @@ class ProtectionService(QObject):
         return p
 
     def retry_exit(self, pid: int) -> None:
-        self.executor.retry(pid)
+        """Send a failed exit again; or try once more an exit that never went out (TRIGGERED, stuck)."""
+        if self.store.get(pid).status is Status.TRIGGERED:
+            self.executor.submit(pid, recover=True)  # the tag is looked up first: never a second exit
+        else:
+            self.executor.retry(pid)
         self.protection_changed.emit(pid)
 
     # ----------------------------------------------------------------- signals to alerts

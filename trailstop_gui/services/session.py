@@ -42,6 +42,25 @@ class SessionState(enum.StrEnum):
     LOGIN_NEEDED = "login needed"
 
 
+# Why an account's protections are not watched right now, in a trader's words (LIVE: they are). Only a live
+# feed runs the engine: in every other state no stop trails or fires, whatever the table last showed.
+_NOT_WATCHED = {
+    SessionState.LOGGED_OUT: "account offline",
+    SessionState.CONNECTING: "connecting to the feed",
+    SessionState.STALE: "feed down",
+    SessionState.RECONNECTING: "feed down",
+    SessionState.LOGIN_NEEDED: "login needed",
+}
+
+
+def not_watched_reason(state: SessionState | str) -> str | None:
+    """Why protections of an account in ``state`` are not watched, or None while its feed is live."""
+    try:
+        return _NOT_WATCHED.get(SessionState(state))
+    except ValueError:
+        return "account offline"
+
+
 @dataclass(frozen=True)
 class Endpoints:
     """Where an account's broker lives: the real hosts, or the simulator's."""

@@ -574,6 +574,7 @@ class DetailPane(QWidget):
         self.headline.setText(f"{row.symbol}  {side} {theme.group_indian(row.quantity)} {row.product.value}")
         self.rule_label.setText(f"trail {row.rule.describe()}" + (" · paused" if row.paused else ""))
         color = {
+            RowState.NOT_WATCHED: c.failed,
             RowState.ARMED: c.armed,
             RowState.PAUSED: c.paused,
             RowState.PENDING: c.pending,

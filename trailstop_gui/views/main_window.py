@@ -422,6 +422,8 @@ class MainWindow(QMainWindow):
         self.account_bar.set_state(account_id, state)
         if state == "live" and self._banner_account == account_id:
             self.banner.hide()
+        self._update_counts()  # the positions view has marked the account's rows (not) watched
+        self._update_attention()
 
     def _on_action_failed(self, what: str, why: str) -> None:
         self.statusBar().showMessage(f"{what} failed: {why}", 15000)
@@ -487,6 +489,7 @@ class MainWindow(QMainWindow):
         counts = self.model.counts()
         parts = []
         for state, word in (
+            (RowState.NOT_WATCHED, "NOT WATCHED"),
             (RowState.ARMED, "armed"),
             (RowState.PAUSED, "paused"),
             (RowState.PENDING, "pending"),
@@ -496,7 +499,7 @@ class MainWindow(QMainWindow):
             if counts[state]:
                 parts.append(f"{counts[state]} {word}")
         self.counts_label.setText(" · ".join(parts) if parts else "No active protections")
-        failed = counts[RowState.FAILED]
+        failed = counts[RowState.FAILED] + counts[RowState.NOT_WATCHED]
         self.counts_label.setStyleSheet(
             f"color: {theme.colors(self.palette()).failed.name()}; font-weight: bold;" if failed else ""
         )
@@ -518,9 +521,14 @@ class MainWindow(QMainWindow):
 
     def _update_attention(self) -> None:
         reasons = self.account_bar.troubled()
-        failed = self.model.counts()[RowState.FAILED]
+        counts = self.model.counts()
+        failed = counts[RowState.FAILED]
         if failed:
             reasons.insert(0, f"{failed} exit{'s' if failed > 1 else ''} failed")
+        unwatched = counts[RowState.NOT_WATCHED]
+        if unwatched:
+            noun = "protection is" if unwatched == 1 else "protections are"
+            reasons.insert(0, f"{unwatched} {noun} NOT watched: no stop fires")
         self.tray.set_attention(bool(reasons), reasons)
 
     def _focus_order(self) -> None:

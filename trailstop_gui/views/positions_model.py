@@ -102,11 +102,15 @@ RECENTLY_CLOSED_S = 300.0
 # Within this distance of the stop (percent) the distance is shown as a warning.
 NEAR_STOP_PERCENT = 0.5
 
+# States that need a live feed (or a connected broker) to do their job: without one they are "not watched".
+WATCH_NEEDED = frozenset({Status.PENDING, Status.OPEN, Status.TRIGGERED, Status.EXITING})
+
 
 class RowState(enum.StrEnum):
     """What a trader needs to know at a glance; drives the colour of a row."""
 
     PENDING = "pending"
+    NOT_WATCHED = "not watched"  # the account is offline, needs a login or its feed is down: nothing fires
     ARMED = "armed"
     PAUSED = "paused"
     IN_PROGRESS = "in progress"
@@ -177,6 +181,7 @@ class PositionRow:
     safety_level: float | None = None  # the trigger the broker holds now
     safety_buffer_percent: float = 0.0
     safety_buffer_ticks: int = 0
+    not_watched: str = ""  # why the account's feed does not watch this protection now ("" while it does)
 
     @classmethod
     def from_protection(cls, p: Protection, ltp: float | None = None) -> PositionRow:
@@ -214,6 +219,8 @@ class PositionRow:
 
     @property
     def state(self) -> RowState:
+        if self.not_watched and self.status in WATCH_NEEDED:
+            return RowState.NOT_WATCHED
         if self.status is Status.OPEN:
             return RowState.PAUSED if self.paused else RowState.ARMED
         if self.status is Status.PENDING:
@@ -230,9 +237,21 @@ class PositionRow:
 
     @property
     def status_text(self) -> str:
+        if self.state is RowState.NOT_WATCHED:
+            if self.status is Status.TRIGGERED:
+                return f"Exit not sent: {self.not_watched}"
+            if self.status is Status.EXITING:
+                return f"Exit unconfirmed: {self.not_watched}"
+            return f"Not watched: {self.not_watched}"
         if self.status is Status.OPEN and self.paused:
-            return "Paused"
+            return "Paused: stop crossed" if self.stop_crossed() else "Paused"
         return STATUS_TEXT[self.status]
+
+    def stop_crossed(self) -> bool:
+        """The last price is through the stop (a paused protection would exit at once on resume)."""
+        if self.ltp is None or self.stop is None or self.status is not Status.OPEN:
+            return False
+        return self.ltp <= self.stop if self.is_long else self.ltp >= self.stop
 
     def distance_percent(self) -> float | None:
         """How far the price must move against the trader before the stop fires, in percent."""
@@ -327,6 +346,7 @@ class PositionsModel(QAbstractTableModel):
         self._by_instrument: dict[tuple[int, InstrumentId], set[int]] = {}
         self._by_bare_instrument: dict[InstrumentId, set[int]] = {}
         self._dirty: set[int] = set()
+        self._not_watched: dict[int, str] = {}  # account id -> why its protections are not watched
         self._colors = theme.colors()
         self.last_tick_at: float | None = None
         self._flush = QTimer(self)
@@ -375,7 +395,8 @@ class PositionsModel(QAbstractTableModel):
             color = self._foreground(row, column)
             return None if color is None else QBrush(color)
         if role == Qt.ItemDataRole.BackgroundRole:
-            return QBrush(self._colors.failed_bg) if row.state is RowState.FAILED else None
+            bad = row.state in (RowState.FAILED, RowState.NOT_WATCHED)
+            return QBrush(self._colors.failed_bg) if bad else None
         if role == Qt.ItemDataRole.FontRole:
             return self._font(row, column)
         if role == Qt.ItemDataRole.ToolTipRole:
@@ -418,7 +439,10 @@ class PositionsModel(QAbstractTableModel):
         if state is RowState.CLOSED:
             return c.closed
         if column is Column.STATUS:
+            if state is RowState.PAUSED and row.stop_crossed():
+                return c.progress  # resuming would exit at once: a warning, not a calm "paused"
             return {
+                RowState.NOT_WATCHED: c.failed,
                 RowState.ARMED: c.armed,
                 RowState.PAUSED: c.paused,
                 RowState.PENDING: c.pending,
@@ -455,7 +479,8 @@ class PositionsModel(QAbstractTableModel):
 
     @staticmethod
     def _font(row: PositionRow, column: Column) -> QFont | None:
-        if column is Column.SYMBOL or (column is Column.STATUS and row.state is RowState.FAILED):
+        alarming = row.state in (RowState.FAILED, RowState.NOT_WATCHED)
+        if column is Column.SYMBOL or (column is Column.STATUS and alarming):
             font = QFont()
             font.setBold(True)
             return font
@@ -471,8 +496,19 @@ class PositionsModel(QAbstractTableModel):
             return f"{row.exchange}:{row.symbol} · trail {row.rule.describe()} · protection #{row.pid}"
         if column is Column.STATUS:
             explain = {
+                RowState.NOT_WATCHED: (
+                    f"NOT WATCHED ({row.not_watched}): no stop trails or fires until the account is live"
+                    " again. Log in or check the connection; the reconciler catches up as soon as it is."
+                ),
                 RowState.ARMED: "The stop is armed and trails the price.",
-                RowState.PAUSED: "Paused: the stop does not trail and will not fire until resumed.",
+                RowState.PAUSED: (
+                    "Paused: the stop does not trail and will not fire until resumed; the price stays live."
+                    + (
+                        " The price is through the stop: resuming exits at once."
+                        if row.stop_crossed()
+                        else ""
+                    )
+                ),
                 RowState.PENDING: "The entry order is working; the stop arms when it fills.",
                 RowState.IN_PROGRESS: "The stop fired; the exit order is being placed or filled.",
                 RowState.FAILED: "The exit order failed: retry it, or close the position at the broker.",
@@ -505,10 +541,37 @@ class PositionsModel(QAbstractTableModel):
     def row_number(self, pid: int) -> int | None:
         return self._index.get(pid)
 
+    def set_not_watched(self, account_id: int, why: str | None) -> None:
+        """Say that an account's protections are not watched (``why``), or are again (None)."""
+        text = why or ""
+        if self._not_watched.get(account_id, "") == text:
+            return
+        if text:
+            self._not_watched[account_id] = text
+        else:
+            self._not_watched.pop(account_id, None)
+        changed = False
+        for position, row in enumerate(self._rows):
+            if row.account_id == account_id and row.not_watched != text:
+                before = row.state
+                row.not_watched = text
+                self._mark(position)
+                changed = changed or row.state is not before
+        if changed:
+            self.states_changed.emit()
+
+    def not_watched(self, account_id: int) -> str | None:
+        return self._not_watched.get(account_id)
+
+    def _row(self, p: Protection, ltp: float | None = None) -> PositionRow:
+        row = PositionRow.from_protection(p, ltp)
+        row.not_watched = self._not_watched.get(p.account_id, "")
+        return row
+
     def load(self, protections: Iterable[Protection]) -> None:
         """Replace every row (at start-up)."""
         self.beginResetModel()
-        self._rows = [PositionRow.from_protection(p) for p in protections]
+        self._rows = [self._row(p) for p in protections]
         self._rows.sort(key=self._sort_key(), reverse=self._descending())
         self._reindex()
         self._dirty.clear()
@@ -521,14 +584,14 @@ class PositionsModel(QAbstractTableModel):
         if position is None:
             at = len(self._rows)
             self.beginInsertRows(QModelIndex(), at, at)
-            self._rows.append(PositionRow.from_protection(p))
+            self._rows.append(self._row(p))
             self._index[p.id] = at
             self._add_instrument(self._rows[at])
             self.endInsertRows()
             self._resort()
             return
         old = self._rows[position]
-        new = PositionRow.from_protection(p, ltp=old.ltp)
+        new = self._row(p, ltp=old.ltp)
         if (old.account_id, old.instrument) != (new.account_id, new.instrument):
             self._reindex_instruments()
         self._rows[position] = new

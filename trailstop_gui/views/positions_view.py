@@ -52,6 +52,7 @@ from trailstop_gui.models.store import ProtectionStore
 from trailstop_gui.services.brokers.base import Position
 from trailstop_gui.services.holdings import DeliveryStock
 from trailstop_gui.services.protection_service import ProtectionService
+from trailstop_gui.services.session import not_watched_reason
 from trailstop_gui.settings import load_settings
 from trailstop_gui.views import theme
 from trailstop_gui.views.positions_model import (
@@ -491,6 +492,8 @@ class PositionsView(QWidget):
         self._fetch_signals.fetched.connect(self._on_fetched)
         self._fetch_signals.failed.connect(self._on_fetch_failed)
         self._in_flight: set[int] = set()
+        # Exits the trader asked for: "exit sent" is said only once the broker took the order.
+        self._exits_asked: dict[int, str] = {}
         self._fetch_debounce = QTimer(self)
         self._fetch_debounce.setSingleShot(True)
         self._fetch_debounce.setInterval(400)
@@ -502,6 +505,10 @@ class PositionsView(QWidget):
 
         service.protection_changed.connect(self._on_protection_changed)
         service.session_state_changed.connect(self._on_session_state_changed)
+        for account_id, session in service.sessions.items():
+            state = getattr(session, "state", None)
+            if state is not None:
+                self.model.set_not_watched(account_id, not_watched_reason(state))
         self.reload_all()
         self.refresh_unprotected()
 
@@ -687,13 +694,32 @@ class PositionsView(QWidget):
         self._update_counts()
         if pid == self.selected_pid():
             self._update_actions()
+        self._report_exit(p)
         # A protection that ended, or a position adopted, changes what is unprotected at the broker.
         if before is None or (before.status is not p.status and (p.status in TERMINAL or before.is_terminal)):
             self.refresh_unprotected()
 
-    def _on_session_state_changed(self, _account_id: int, state: str) -> None:
+    def _on_session_state_changed(self, account_id: int, state: str) -> None:
+        self.model.set_not_watched(account_id, not_watched_reason(state))
+        self._update_counts()
+        self._update_actions()
         if state == "live":
             self.refresh_unprotected()
+
+    def _report_exit(self, p: Any) -> None:
+        """Say what happened to an exit the trader asked for, once it happened."""
+        symbol = self._exits_asked.get(p.id)
+        if symbol is None:
+            return
+        if p.status is Status.EXITING or (p.status is Status.CLOSED and p.exit_order_id):
+            order = f" (order {p.exit_order_id})" if p.exit_order_id else ""
+            self._exits_asked.pop(p.id, None)
+            self.message_posted.emit(f"{symbol}: exit sent{order}")
+        elif p.status is Status.EXIT_FAILED:
+            self._exits_asked.pop(p.id, None)
+            self.message_posted.emit(f"{symbol}: exit NOT sent: {p.reason or 'refused'}")
+        elif p.status in TERMINAL:
+            self._exits_asked.pop(p.id, None)
 
     def _update_counts(self) -> None:
         counts = self.model.counts()
@@ -733,14 +759,16 @@ class PositionsView(QWidget):
 
     def _update_actions(self) -> None:
         row = self.selected_row()
-        state = row.state if row is not None else None
-        self.act_modify.setEnabled(state in (RowState.ARMED, RowState.PAUSED, RowState.PENDING))
-        self.act_pause.setEnabled(state in (RowState.ARMED, RowState.PAUSED))
-        self.act_pause.setText("Res&ume" if state is RowState.PAUSED else "&Pause")
-        self.act_exit.setEnabled(state in (RowState.ARMED, RowState.PAUSED))
-        self.act_retry.setEnabled(state is RowState.FAILED)
+        status = row.status if row is not None else None
+        paused = row is not None and row.paused
+        self.act_modify.setEnabled(status in (Status.OPEN, Status.PENDING))
+        self.act_pause.setEnabled(status is Status.OPEN)
+        self.act_pause.setText("Res&ume…" if paused else "&Pause…")
+        self.act_exit.setEnabled(status is Status.OPEN)
+        # A TRIGGERED row whose exit never went out (no connected broker) is stuck: retry and remove stay.
+        self.act_retry.setEnabled(status in (Status.EXIT_FAILED, Status.TRIGGERED))
         self.act_remove.setEnabled(
-            state in (RowState.ARMED, RowState.PAUSED, RowState.PENDING, RowState.FAILED)
+            status in (Status.OPEN, Status.PENDING, Status.EXIT_FAILED, Status.TRIGGERED)
         )
         self.act_protect.setEnabled(bool(self.unprotected_table.selectionModel().selectedRows()))
 
@@ -797,17 +825,43 @@ class PositionsView(QWidget):
 
     def toggle_pause_selected(self) -> None:
         row = self.selected_row()
-        if row is None or row.state not in (RowState.ARMED, RowState.PAUSED):
+        if row is None or row.status is not Status.OPEN:
             return
+        stop = theme.format_price(row.stop, row.tick_size)
         if row.paused:
+            crossed = row.stop_crossed()
+            if crossed:
+                ltp = theme.format_price(row.ltp, row.tick_size)
+                text = (
+                    f"Resume {row.describe()}?\n\nThe price ({ltp}) is already through the stop ({stop}):"
+                    " resuming sends a MARKET exit at once."
+                )
+                accept = "Resume and exit now"
+            else:
+                where = f" ({theme.format_percent(row.distance_percent())} away)" if row.ltp else ""
+                text = (
+                    f"Resume {row.describe()}?\n\nThe stop arms again at {stop}{where} and trails from the"
+                    " next price on."
+                )
+                accept = "Resume"
+            if not self.confirm("Resume protection", text, accept):
+                return
             if self._act("Resume", lambda: self.service.resume(row.pid)):
-                self.message_posted.emit(f"{row.symbol}: protection resumed; the stop is armed")
-        elif self._act("Pause", lambda: self.service.pause(row.pid)):
+                what = "the stop was crossed, exiting" if crossed else f"the stop is armed at {stop}"
+                self.message_posted.emit(f"{row.symbol}: protection resumed; {what}")
+            return
+        text = (
+            f"Pause {row.describe()}?\n\nWhile paused the stop ({stop}) neither trails nor fires: a fall"
+            " through it sends NO exit. Prices keep updating; resume to arm it again."
+        )
+        if not self.confirm("Pause protection", text, "Pause"):
+            return
+        if self._act("Pause", lambda: self.service.pause(row.pid)):
             self.message_posted.emit(f"{row.symbol}: paused; no stop fires until you resume")
 
     def exit_selected(self) -> None:
         row = self.selected_row()
-        if row is None or row.state not in (RowState.ARMED, RowState.PAUSED):
+        if row is None or row.status is not Status.OPEN:
             return
         ltp = f" (LTP {theme.format_price(row.ltp, row.tick_size)})" if row.ltp else ""
         text = (
@@ -816,24 +870,48 @@ class PositionsView(QWidget):
         )
         if not self.confirm("Exit now", text, "Exit now"):
             return
-        if self._act("Exit now", lambda: self.service.exit_now(row.pid)):
-            self.message_posted.emit(f"{row.symbol}: exit sent")
+        self._ask_exit("Exit now", row, lambda: self.service.exit_now(row.pid))
+
+    def _ask_exit(self, what: str, row: PositionRow, fn: Callable[[], object]) -> None:
+        self._exits_asked[row.pid] = row.symbol
+        if not self._act(what, fn):
+            self._exits_asked.pop(row.pid, None)
+            return
+        current = self.model.row_for(row.pid)
+        if current is not None and current.status not in (Status.OPEN, Status.TRIGGERED):
+            return  # already reported by the change it caused
+        why = self.model.not_watched(row.account_id)
+        if why:
+            self.message_posted.emit(
+                f"{row.symbol}: exit NOT sent yet ({why}); it goes out once the account is live again"
+            )
+        else:
+            self.message_posted.emit(f"{row.symbol}: exit requested; waiting for the broker to take it")
 
     def retry_selected(self) -> None:
         row = self.selected_row()
-        if row is None or row.state is not RowState.FAILED:
+        if row is None or row.status not in (Status.EXIT_FAILED, Status.TRIGGERED):
             return
-        if self._act("Retry exit", lambda: self.service.retry_exit(row.pid)):
-            self.message_posted.emit(f"{row.symbol}: exit sent again")
+        self._ask_exit("Retry exit", row, lambda: self.service.retry_exit(row.pid))
 
     def remove_selected(self) -> None:
         row = self.selected_row()
-        if row is None or row.state in (RowState.CLOSED, RowState.IN_PROGRESS):
+        if row is None or row.status not in (
+            Status.OPEN,
+            Status.PENDING,
+            Status.EXIT_FAILED,
+            Status.TRIGGERED,
+        ):
             return
         text = (
             f"Stop protecting {row.describe()}?\n\n"
             "The position stays open at the broker with NO stop-loss. TrailStop sends no order."
         )
+        if row.status is Status.TRIGGERED:
+            text += (
+                "\n\nIts exit has not gone out: removing withdraws it. (An exit the broker took meanwhile"
+                " still fills.)"
+            )
         if not self.confirm("Remove protection", text, "Remove protection"):
             return
         if self._act("Remove protection", lambda: self.service.remove(row.pid)):
