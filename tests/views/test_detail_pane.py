@@ -205,3 +205,33 @@ def test_a_protection_without_a_safety_stop_has_no_safety_line(qtbot: QtBot, sto
     assert pane.chart.stop.count() > 0
     assert pane.chart.safety.count() == 0 and not pane.chart.safety.isVisible()
     assert pane.facts["Safety"].text() == "—"
+
+
+def test_the_pane_shows_the_whole_rule(qtbot: QtBot, store: ProtectionStore) -> None:
+    account = store.add_account("kite", "Zerodha")
+    p = store.create_protection(
+        account_id=account.id,
+        broker="kite",
+        instrument=408065,
+        symbol="INFY",
+        exchange="NSE",
+        side=Side.BUY,
+        product=Product.CNC,
+        quantity=3,
+        filled_quantity=3,
+        tick_size=0.05,
+        rule=TrailRule.points(20, activation=10, ladder_step=8, ladder_raise=4, breakeven=5, target=100),
+        entry_price=1500.0,
+        status=Status.OPEN,
+    )
+    model = PositionsModel()
+    model.load(store.protections())
+    pane = DetailPane(store, model)
+    qtbot.addWidget(pane)
+    pane.show()
+    pane.show_protection(p.id)
+    pane.refresh_now()
+    text = pane.rule_label.text()
+    assert text.startswith("20 pts trail") and "starts after a 10 pts move" in text
+    assert "every 8 pts raises it 4 pts" in text and "breakeven after 5 pts" in text
+    assert "target 100 pts" in text

@@ -700,3 +700,23 @@ def test_an_invalid_quantity_or_price_blocks_the_order(qtbot: QtBot, form: Form)
     type_into(qtbot, panel.price, "15o0")
     field, message = form.submit_expecting_error()
     assert (field, message) == ("Price", "'15o0' is not a number")
+
+
+def test_the_confirmation_shows_the_whole_rule(qtbot: QtBot, store: ProtectionStore) -> None:
+    form = Form(qtbot, store, Settings(confirm_orders=True))
+    panel = form.panel
+    form.choose(INFY, ltp=1500.0)
+    panel.rule_editor.more.click()
+    panel.rule_editor.activation_on.click()
+    type_into(qtbot, panel.rule_editor.activation, "1")
+    panel.rule_editor.ladder_on.click()
+    type_into(qtbot, panel.rule_editor.ladder_step, "2")
+    type_into(qtbot, panel.rule_editor.ladder_raise, "1")
+    panel.rule_editor.breakeven_on.click()
+    type_into(qtbot, panel.rule_editor.breakeven, "0.5")
+    seen: list[str] = []
+    answer_confirmation(panel, False, seen)
+    panel.submit()
+    assert "2 % trail" in seen[0] and "starts after a 1 % move" in seen[0]
+    assert "every 2 % raises it 1 %" in seen[0] and "breakeven after 0.5 %" in seen[0]
+    form.instruments.wait_for_done()

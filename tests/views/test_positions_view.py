@@ -334,11 +334,13 @@ def test_rule_dialog_validates_inline_and_previews_the_stop(qtbot: QtBot) -> Non
     qtbot.addWidget(dialog)
     assert dialog.ok.isEnabled()
     assert "1,470.00" in dialog.preview.text() and "₹300.00" in dialog.preview.text()
-    dialog.value.setText("0")
+    dialog.value.lineEdit().selectAll()
+    qtbot.keyClicks(dialog.value.lineEdit(), "0")
     assert not dialog.ok.isEnabled()
-    assert dialog.error.text().startswith("Trail value")
+    assert dialog.error.text().startswith("Trailing stop")
     dialog.kind.setCurrentIndex(1)  # points
-    dialog.value.setText("25")
+    dialog.value.lineEdit().selectAll()
+    qtbot.keyClicks(dialog.value.lineEdit(), "25")
     assert dialog.ok.isEnabled()
     rule = dialog.rule()
     assert rule is not None and rule.kind is RuleKind.POINTS and rule.value == 25
@@ -385,3 +387,26 @@ def test_a_paused_row_shows_the_live_price_and_resume_says_it_will_exit(
     view.model.apply_snapshot({"account_id": p.account_id, "quotes": {408065: SimpleNamespace(ltp=1490.0)}})
     view.act_pause.trigger()
     assert "arms again at 1,470.00" in answers.questions[-1][1]
+
+
+def test_modify_rule_shows_the_whole_rule_and_a_profit_locked_in(qtbot: QtBot) -> None:
+    rule = TrailRule.percent(2.0, activation=1.0, breakeven=0.5, target=5.0)
+    dialog = RuleDialog(
+        None,
+        title="Modify trailing rule",
+        subject="INFY Long 10",
+        side=Side.BUY,
+        quantity=10,
+        reference_price=1600.0,  # the price rose from the 1,500 entry
+        rule=rule,
+        current_stop=1568.0,
+        entry_price=1500.0,
+    )
+    qtbot.addWidget(dialog)
+    dialog.show()
+    editor = dialog.editor
+    assert editor.options.isVisible() and editor.activation.value() == 1.0 and editor.breakeven.value() == 0.5
+    assert editor.target.value() == 5.0 and dialog.rule() == rule
+    text = dialog.preview.text()
+    assert "1,568.00" in text and "locks in ₹680.00 of profit" in text and "at risk" not in text
+    assert "starts after a 1 % move" in text and "breakeven after 0.5 %" in text and "target 5 %" in text

@@ -36,6 +36,7 @@ from trailstop_gui.models.store import ProtectionStore
 from trailstop_gui.views import theme
 from trailstop_gui.views.journal_view import JournalModel, JournalProxy, build_rows
 from trailstop_gui.views.positions_model import PositionRow, PositionsModel, RowState
+from trailstop_gui.views.rule_editor import describe_in_full
 
 PRICE_POINTS = 3600  # per instrument: half an hour at two points a second
 STOP_POINTS = 1000  # per protection: stop changes only
@@ -572,7 +573,8 @@ class DetailPane(QWidget):
         c = self._colors
         side = "Long" if row.is_long else "Short"
         self.headline.setText(f"{row.symbol}  {side} {theme.group_indian(row.quantity)} {row.product.value}")
-        self.rule_label.setText(f"trail {row.rule.describe()}" + (" · paused" if row.paused else ""))
+        self.rule_label.setText(describe_in_full(row.rule) + (" · paused" if row.paused else ""))
+        self.rule_label.setToolTip(describe_in_full(row.rule))
         color = {
             RowState.NOT_WATCHED: c.failed,
             RowState.ARMED: c.armed,

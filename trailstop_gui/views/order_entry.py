@@ -50,7 +50,7 @@ from trailstop_gui.services.protection_service import EntryRequest, ProtectionSe
 from trailstop_gui.services.session import AccountSession
 from trailstop_gui.settings import Settings
 from trailstop_gui.views.number_field import StrictDoubleSpinBox, StrictSpinBox
-from trailstop_gui.views.rule_editor import RuleEditor
+from trailstop_gui.views.rule_editor import RuleEditor, describe_in_full
 
 # Kite's colours: blue and orange tell BUY from SELL for colour-blind traders too, unlike green and red.
 BUY_COLOUR = "#1f6fd1"
@@ -974,7 +974,7 @@ class OrderEntryPanel(QWidget):
             f"<p style='font-size:13pt'><b style='color:{colour}'>{request.side.value}</b>"
             f" <b>{request.quantity:,} {record.symbol}</b> ({record.exchange})</p>",
             f"<p>{price} · {request.product.value} · {session.label if session else ''}</p>",
-            f"<p>Trailing stop {request.rule.describe()}:"
+            f"<p>Trailing stop {describe_in_full(request.rule)}:"
             f" starts at <b>{format_inr(preview.stop, decimals)}</b>"
             f" (from the {preview.source} {format_inr(preview.entry, decimals)})</p>",
             f"<p>Risk if the stop is hit: <b style='color:{self._red}'>{format_inr(preview.risk)}</b></p>",

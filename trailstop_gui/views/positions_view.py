@@ -28,14 +28,11 @@ from PySide6.QtGui import QAction, QKeySequence, QPainter, QPaintEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
-    QComboBox,
     QDialog,
     QDialogButtonBox,
-    QFormLayout,
     QHBoxLayout,
     QHeaderView,
     QLabel,
-    QLineEdit,
     QMenu,
     QMessageBox,
     QSplitter,
@@ -63,6 +60,7 @@ from trailstop_gui.views.positions_model import (
     PositionsProxy,
     RowState,
 )
+from trailstop_gui.views.rule_editor import RuleEditor, describe_in_full
 
 log = logging.getLogger("trailstop.views")
 
@@ -170,7 +168,7 @@ def parse_rule(kind_text: str, value_text: str, target_text: str, base: TrailRul
 
 
 class RuleDialog(QDialog):
-    """Percent or points, a value and an optional target, with a live preview of the stop it gives."""
+    """The whole trailing rule (distance, activation, ladder, breakeven, target), with a live preview."""
 
     def __init__(
         self,
@@ -185,6 +183,7 @@ class RuleDialog(QDialog):
         rule: TrailRule | None = None,
         current_stop: float | None = None,
         accept_text: str = "Apply",
+        entry_price: float | None = None,
     ) -> None:
         super().__init__(parent)
         self.setWindowTitle(title)
@@ -192,8 +191,8 @@ class RuleDialog(QDialog):
         self._side = side
         self._quantity = quantity
         self._reference = reference_price
+        self._entry = entry_price if entry_price is not None else reference_price
         self._tick = tick_size
-        self._base = rule
         self._current_stop = current_stop
         self._rule: TrailRule | None = None
 
@@ -203,25 +202,18 @@ class RuleDialog(QDialog):
         font.setBold(True)
         heading.setFont(font)
 
-        self.kind = QComboBox(self)
-        self.kind.addItem("Percent of price (%)", RuleKind.PERCENT.value)
-        self.kind.addItem(f"Points ({theme.RUPEE})", RuleKind.POINTS.value)
-        self.value = QLineEdit(self)
-        self.value.setPlaceholderText("e.g. 2")
-        self.target = QLineEdit(self)
-        self.target.setPlaceholderText("optional, same unit")
-        self.target.setToolTip("Exit in profit once the price has moved this far in your favour")
+        self.editor = RuleEditor(rule or TrailRule.percent(2.0), self)
+        self.editor.set_reference_price(reference_price)
+        self.kind = self.editor.kind
+        self.value = self.editor.value
+        self.target = self.editor.target
         self.preview = QLabel(self)
         self.preview.setWordWrap(True)
+        self.preview.setTextFormat(Qt.TextFormat.RichText)
         self.error = QLabel(self)
         self.error.setWordWrap(True)
         self.error.setStyleSheet(f"color: {theme.colors().failed.name()};")
         self.error.hide()
-
-        form = QFormLayout()
-        form.addRow("&Trail by", self.kind)
-        form.addRow("Trail &value", self.value)
-        form.addRow("T&arget", self.target)
 
         self.buttons = QDialogButtonBox(self)
         self.ok = self.buttons.addButton(accept_text, QDialogButtonBox.ButtonRole.AcceptRole)
@@ -231,55 +223,55 @@ class RuleDialog(QDialog):
 
         layout = QVBoxLayout(self)
         layout.addWidget(heading)
-        layout.addLayout(form)
+        layout.addWidget(self.editor)
         layout.addWidget(self.preview)
         layout.addWidget(self.error)
         layout.addWidget(self.buttons)
 
-        if rule is not None:
-            self.kind.setCurrentIndex(0 if rule.kind is RuleKind.PERCENT else 1)
-            self.value.setText(f"{rule.value:g}")
-            if rule.target is not None:
-                self.target.setText(f"{rule.target:g}")
-        self.kind.currentIndexChanged.connect(self._validate)
-        self.value.textChanged.connect(self._validate)
-        self.target.textChanged.connect(self._validate)
-        self.setMinimumWidth(380)
+        self.editor.rule_changed.connect(self._validate)
+        self.setMinimumWidth(420)
         self._validate()
 
     def rule(self) -> TrailRule | None:
         return self._rule
 
     def _validate(self) -> None:
-        try:
-            self._rule = parse_rule(
-                str(self.kind.currentData()), self.value.text(), self.target.text(), self._base
-            )
-        except ValueError as exc:
+        problems = self.editor.errors()
+        if problems:
             self._rule = None
-            self.error.setText(str(exc))
+            self.error.setText("\n".join(f"{field}: {message}" for field, message in problems))
             self.error.show()
             self.preview.setText("")
             self.ok.setEnabled(False)
             return
+        self._rule = self.editor.rule()
         self.error.hide()
         self.ok.setEnabled(True)
         self.preview.setText(self._describe_preview(self._rule))
 
     def _describe_preview(self, rule: TrailRule) -> str:
         price = self._reference
+        full = describe_in_full(rule)
         if price is None or price <= 0:
-            return f"Trails {rule.describe()} behind the price."
+            return f"Trails {full} behind the price."
         stop = initial_stop(self._side, price, self._tick, rule)
         if self._current_stop is not None:
             # A new rule never loosens a stop already reached.
             stop = max(stop, self._current_stop) if self._side is Side.BUY else min(stop, self._current_stop)
-        risk = abs(price - stop) * self._quantity
-        return (
-            f"At {theme.format_price(price, self._tick)} the stop is "
-            f"<b>{theme.format_price(stop, self._tick)}</b>: "
-            f"{theme.format_inr(risk, signed=False)} at risk on {self._quantity}."
-        )
+        shown = theme.format_price(stop, self._tick)
+        at = f"At {theme.format_price(price, self._tick)} the stop is <b>{shown}</b>"
+        entry = self._entry
+        if entry is None or entry <= 0:
+            return f"{at}; trails {full}."
+        # Measured from the entry: a stop past the entry locks a profit in, it risks nothing.
+        result = (stop - entry if self._side is Side.BUY else entry - stop) * self._quantity
+        if result >= 0:
+            outcome = (
+                f"hitting it locks in {theme.format_inr(result, signed=False)} of profit on {self._quantity}"
+            )
+        else:
+            outcome = f"{theme.format_inr(-result, signed=False)} at risk from the entry on {self._quantity}"
+        return f"{at}: {outcome}.<br>Trails {full}."
 
     def accept(self) -> None:
         if self._rule is None:
@@ -299,6 +291,7 @@ def ask_rule(
     rule: TrailRule | None = None,
     current_stop: float | None = None,
     accept_text: str = "Apply",
+    entry_price: float | None = None,
 ) -> TrailRule | None:
     dialog = RuleDialog(
         parent,
@@ -311,6 +304,7 @@ def ask_rule(
         rule=rule,
         current_stop=current_stop,
         accept_text=accept_text,
+        entry_price=entry_price,
     )
     return dialog.rule() if dialog.exec() == QDialog.DialogCode.Accepted else None
 
@@ -809,7 +803,7 @@ class PositionsView(QWidget):
             return
         rule = self.ask_rule(
             title="Modify trailing rule",
-            subject=f"{row.describe()} · now {row.rule.describe()}",
+            subject=f"{row.describe()} · now {describe_in_full(row.rule)}",
             side=row.side,
             quantity=row.quantity,
             reference_price=row.ltp or row.entry,
@@ -817,11 +811,12 @@ class PositionsView(QWidget):
             rule=row.rule,
             current_stop=row.stop if row.status is Status.OPEN else None,
             accept_text="Apply rule",
+            entry_price=row.entry,
         )
         if rule is None:
             return
         if self._act("Modify rule", lambda: self.service.modify_rule(row.pid, rule)):
-            self.message_posted.emit(f"{row.symbol}: trailing {rule.describe()}")
+            self.message_posted.emit(f"{row.symbol}: trailing {describe_in_full(rule)}")
 
     def toggle_pause_selected(self) -> None:
         row = self.selected_row()

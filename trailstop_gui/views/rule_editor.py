@@ -30,6 +30,25 @@ FIELD_TARGET = "Target"
 MAX_VALUE = 1_000_000.0
 
 
+def describe_in_full(rule: TrailRule) -> str:
+    """Every part of a rule in words: "2 % trail · starts after 1 % · breakeven after 0.75 % · target 5 %"."""
+    unit = " %" if rule.kind is RuleKind.PERCENT else " pts"
+
+    def v(x: float) -> str:
+        return f"{x:g}{unit}"
+
+    parts = [f"{v(rule.value)} trail"]
+    if rule.activation is not None:
+        parts.append(f"starts after a {v(rule.activation)} move")
+    if rule.ladder_step is not None and rule.ladder_raise is not None:
+        parts.append(f"in steps: every {v(rule.ladder_step)} raises it {v(rule.ladder_raise)}")
+    if rule.breakeven is not None:
+        parts.append(f"breakeven after {v(rule.breakeven)}")
+    if rule.target is not None:
+        parts.append(f"target {v(rule.target)}")
+    return " · ".join(parts)
+
+
 def _spin(tooltip: str) -> StrictDoubleSpinBox:
     spin = StrictDoubleSpinBox()
     spin.setDecimals(2)
