@@ -178,7 +178,13 @@ class Runtime:
             self.simulator.stop()
 
 
-def _sim_account(store: ProtectionStore, info: dict[str, Any], broker: str, mode: str) -> AccountRecord:
+def _is_demo_root(api_root: str) -> bool:
+    return api_root.startswith(("http://127.0.0.1:", "http://localhost:"))
+
+
+def _sim_account(
+    store: ProtectionStore, info: dict[str, Any], broker: str, mode: str, *, demo: bool = False
+) -> AccountRecord:
     section = info[broker]
     api_key = section["api_key"] if broker == "kite" else section["client_id"]
     redirect = section["redirect_url"] if broker == "kite" else section["redirect_uri"]
@@ -190,6 +196,20 @@ def _sim_account(store: ProtectionStore, info: dict[str, Any], broker: str, mode
             mode,
         ):
             return account
+    if demo:
+        # The in-process demo simulator gets a new port and new keys on every start: the demo account of an
+        # earlier start is the same demo user, pointed at today's simulator (a new account each start left
+        # the earlier demo protections stranded under an offline one). The reconciler then aligns them
+        # with what this simulator holds.
+        for account in store.accounts():
+            if (account.broker, account.mode, account.user_id) == (
+                broker,
+                mode,
+                section["user_id"],
+            ) and _is_demo_root(account.api_root):
+                return store.update_account(
+                    account.id, api_root=info["http"], api_key=api_key, redirect_url=redirect
+                )
     label = ("Zerodha" if broker == "kite" else "Upstox") + (" paper" if mode == "paper" else " simulator")
     return store.add_account(
         broker,
@@ -242,7 +262,7 @@ def build_runtime(
     sim_accounts: dict[int, str] = {}
     if info is not None:
         for broker in brokers:
-            account = _sim_account(store, info, broker, "paper" if paper else "live")
+            account = _sim_account(store, info, broker, "paper" if paper else "live", demo=demo)
             secret = info[broker]["api_secret"] if broker == "kite" else info[broker]["client_secret"]
             secrets.set(account.id, "api_secret", secret)
             sim_accounts[account.id] = broker
