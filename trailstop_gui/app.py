@@ -211,23 +211,13 @@ def _prepare_web_engine() -> None:
     import trailstop_gui.views.login_view  # noqa: F401  (loads QtWebEngineWidgets)
 
 
-def _offer_demo() -> bool:
-    """First run, no broker account: offer the simulated market so the app shows something at once."""
-    from PySide6.QtWidgets import QMessageBox
+def _offer_demo() -> str | None:
+    """First run, no broker account: the demo market ("demo"), a broker's add-account form, or None."""
+    from trailstop_gui.views.first_run import FirstRunDialog
 
-    box = QMessageBox()
-    box.setWindowTitle("Welcome to TrailStop")
-    box.setIcon(QMessageBox.Icon.Information)
-    box.setText("<b>No broker account yet.</b>")
-    box.setInformativeText(
-        "Try TrailStop on a simulated market first: place an order, watch the stop trail and fire, with no "
-        "money at stake. You can add your Zerodha or Upstox account at any time from Accounts."
-    )
-    demo = box.addButton("Try the demo market", QMessageBox.ButtonRole.AcceptRole)
-    box.addButton("Add my account", QMessageBox.ButtonRole.RejectRole)
-    box.setDefaultButton(demo)
+    box = FirstRunDialog()
     box.exec()
-    return box.clickedButton() is demo
+    return box.choice()
 
 
 def run_window(args: argparse.Namespace, instance: SingleInstance | None = None) -> int:
@@ -273,7 +263,10 @@ def run_window(args: argparse.Namespace, instance: SingleInstance | None = None)
     install_crash_logging()  # after configure_logging: through its redacting filter
     settings = load_settings(runtime.store)
     theme.apply_theme(app, settings.theme)
-    if not runtime.service.sessions and not (args.demo or args.sim) and _offer_demo():
+    first_run = None
+    if not runtime.service.sessions and not (args.demo or args.sim):
+        first_run = _offer_demo()
+    if first_run == "demo":
         runtime.close()
         runtime = build(True)
     if getattr(args, "safety_stop", False):
@@ -318,12 +311,15 @@ def run_window(args: argparse.Namespace, instance: SingleInstance | None = None)
             panel.refresh_accounts()
             main.refresh_accounts()
 
-        def open_accounts() -> None:
+        def open_accounts(add: str | None = None) -> AccountsDialog:
             dialog = AccountsDialog(store, runtime.secrets, service, main, routes=runtime.routes)
             for changed in (dialog.account_added, dialog.account_changed, dialog.account_removed):
                 changed.connect(accounts_changed)
             dialog.logged_in.connect(on_logged_in)
             dialog.open()
+            if add is not None:
+                dialog.add_account(add)  # "Add my account" on the first-run question: the form itself
+            return dialog
 
         def open_settings() -> None:
             dialog = SettingsDialog(store, load_settings(store), str(runtime.directory), main)
@@ -333,7 +329,7 @@ def run_window(args: argparse.Namespace, instance: SingleInstance | None = None)
             dialog.settings_saved.connect(lambda saved: theme.apply_theme(app, saved.theme))
             dialog.open()
 
-        window.accounts_requested.connect(open_accounts)
+        window.accounts_requested.connect(lambda: open_accounts())
         window.settings_requested.connect(open_settings)
         window.login_requested.connect(
             lambda account_id: LoginDialog.open_for(service.sessions[account_id], main)
@@ -344,6 +340,8 @@ def run_window(args: argparse.Namespace, instance: SingleInstance | None = None)
         # starts that account's feed on the GUI side.
         threading.Thread(target=runtime.login_simulator_accounts, name="sim-login", daemon=True).start()
         window.show()
+        if first_run in ("kite", "upstox"):
+            open_accounts(add=first_run)
         del prompter  # kept alive by its parent, the window
         log.info("TrailStop %s started; data in %s", __version__, runtime.directory)
         _quit_when_running_if_signalled(signals, quit_now)
