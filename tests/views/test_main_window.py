@@ -390,3 +390,22 @@ def test_a_protection_nobody_watches_is_red_everywhere_and_exit_is_not_claimed(
     assert rig.store.get(p.id).status is Status.REMOVED
     rig.service.executor.submit(p.id, recover=True)  # a reconnect later finds nothing to send
     assert rig.service.executor.wait_idle(5.0) and rig.store.get(p.id).exit_order_id is None
+
+
+def test_without_a_tray_an_alert_brings_the_window_forward_and_stays(rig: Rig, qtbot: QtBot) -> None:
+    assert not rig.window.tray.available
+    rig.window.showMinimized()
+    rig.notifier.notify(Alert(AlertKind.STOP_TRIGGERED, "Stop triggered", "INFY: LTP 1469 crossed 1470"))
+    assert rig.window.isVisible() and not rig.window.isMinimized()
+    assert rig.window.banner.isVisible() and "Stop triggered" in rig.window.banner_text.text()
+
+
+def test_closing_without_a_tray_says_plainly_that_it_stops_protection(rig: Rig) -> None:
+    protect(rig.store)
+    rig.answer = False
+    rig.window.close()
+    title, text, accept = rig.questions[-1]
+    assert title == "Close TrailStop" and accept == "Close and stop protecting"
+    assert "no system tray" in text and "closing the window quits TrailStop" in text
+    assert "from the tray" not in text  # no promise a tray-less desktop cannot keep
+    assert rig.window.isVisible()

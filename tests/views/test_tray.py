@@ -89,3 +89,20 @@ def test_the_sound_setting_beeps_for_urgent_alerts_only(qtbot: QtBot) -> None:
     tray.apply_settings(replace(Settings(), sound=False))
     notifier.notify(Alert(AlertKind.SAFETY_FAILED, "No broker-held stop", "INFY: refused"))
     assert len(beeps) == 1 and tray.last_message == ("No broker-held stop", "INFY: refused")
+
+
+def test_without_a_tray_alerts_reach_the_desktop_and_urgent_ones_beep(qtbot: QtBot) -> None:
+    sent: list[tuple[str, str, bool]] = []
+    beeps: list[bool] = []
+    notifier = Notifier()
+    tray = TrayController(
+        notifier,
+        available=False,
+        desktop_notify=lambda title, text, urgent: sent.append((title, text, urgent)) is None,
+        beep=lambda: beeps.append(True),
+    )
+    notifier.notify(Alert(AlertKind.EXIT_FILLED, "Exit filled", "INFY at 1470.00"))
+    notifier.notify(Alert(AlertKind.EXIT_FAILED, "Exit failed", "INFY: rejected"))
+    assert sent == [("Exit filled", "INFY at 1470.00", False), ("Exit failed", "INFY: rejected", True)]
+    assert beeps == [True]  # the urgent one only
+    assert tray.icon is None

@@ -148,6 +148,7 @@ class MainWindow(QMainWindow):
         self.tray = tray if tray is not None else TrayController(notifier, self)
         self.tray.apply_settings(load_settings(self.store))
         self.tray.show_requested.connect(self.show_and_raise)
+        self.tray.notified.connect(self._on_tray_notified)
         self.tray.quit_requested.connect(self.request_quit)
 
         self._build_actions()
@@ -364,18 +365,35 @@ class MainWindow(QMainWindow):
     def active_protections(self) -> int:
         return len(self.store.live())
 
-    def request_quit(self) -> bool:
-        """Quit, after asking when protections are active (they stop being watched until the next start)."""
+    def request_quit(self, *, closing: bool = False) -> bool:
+        """Quit, after asking when protections are active (they stop being watched until the next start).
+
+        ``closing``: the window's close button on a desktop with no tray, where closing is quitting.
+        """
         active = self.active_protections()
         if active:
             noun = "protection is" if active == 1 else "protections are"
-            text = (
-                f"{active} {noun} active.\n\n"
-                "If you quit, TrailStop stops watching prices: no stop will trail or fire until you start "
-                "it again. Your positions stay open at the broker.\n\n"
-                "Close the window instead to keep protecting from the tray."
-            )
-            if not self.confirm("Quit TrailStop", text, "Quit anyway"):
+            stop = "TrailStop stops watching prices: no stop will trail or fire until you start it again."
+            if closing:
+                title, accept = "Close TrailStop", "Close and stop protecting"
+                text = (
+                    f"{active} {noun} active.\n\nThis desktop has no system tray, so closing the window"
+                    f" quits TrailStop: {stop} Your positions stay open at the broker.\n\n"
+                    "To stay protected, keep the window open (minimise it)."
+                )
+            elif self.tray.available:
+                title, accept = "Quit TrailStop", "Quit anyway"
+                text = (
+                    f"{active} {noun} active.\n\nIf you quit, {stop} Your positions stay open at the"
+                    " broker.\n\nClose the window instead to keep protecting from the tray."
+                )
+            else:
+                title, accept = "Quit TrailStop", "Quit anyway"
+                text = (
+                    f"{active} {noun} active.\n\nIf you quit, {stop} Your positions stay open at the"
+                    " broker.\n\nTo stay protected, keep TrailStop running (minimise the window)."
+                )
+            if not self.confirm(title, text, accept):
                 return False
         self._quitting = True
         self.save_state()
@@ -435,6 +453,14 @@ class MainWindow(QMainWindow):
             login = alert.account_id if alert.kind is AlertKind.LOGIN_NEEDED else None
             self._show_banner(f"<b>{alert.title}.</b> {alert.message}", account_id=login)
         self._update_attention()
+
+    def _on_tray_notified(self, alert: Alert) -> None:
+        if self.tray.available:
+            return
+        # No tray to show it in: the window comes forward and keeps the alert until it is dismissed.
+        login = alert.account_id if alert.kind is AlertKind.LOGIN_NEEDED else None
+        self._show_banner(f"<b>{alert.title}.</b> {alert.message}", account_id=login)
+        self.show_and_raise()
 
     def _on_banner_login(self) -> None:
         if self._banner_account is not None:
@@ -603,7 +629,7 @@ class MainWindow(QMainWindow):
                 )
                 self.qsettings.setValue(CLOSE_HINT_KEY, True)
             return
-        if self.request_quit():
+        if self.request_quit(closing=not self.tray.available):
             event.accept()
         else:
             event.ignore()

@@ -1,16 +1,20 @@
 """The system tray: the state at a glance, the alerts a trader must see, and the way back to the window.
 
-Where the platform has no tray (offscreen tests, some Linux desktops), the controller keeps working without
-an icon: it still emits ``notified`` for every alert it would have shown, and the window stays the way in.
+Where the platform has no tray (offscreen tests, GNOME without an extension, some tiling desktops), an
+alert must still reach the trader: it goes to the desktop's notification service (freedesktop
+``org.freedesktop.Notifications``) where there is one, urgent ones also beep, and ``notified``
+is emitted so that the window comes forward and keeps the alert in view until dismissed.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
+import sys
 from collections.abc import Callable
 
-from PySide6.QtCore import QObject, Signal
-from PySide6.QtGui import QAction, QIcon
+from PySide6.QtCore import QObject, QProcess, Signal
+from PySide6.QtGui import QAction, QGuiApplication, QIcon
 from PySide6.QtWidgets import QApplication, QMenu, QSystemTrayIcon
 
 from trailstop_gui.services.notifier import Alert, AlertKind, Notifier
@@ -36,6 +40,33 @@ NOTIFY = frozenset(
 MESSAGE_MS = 8000
 URGENT_MESSAGE_MS = 20000
 
+DesktopNotify = Callable[[str, str, bool], bool]  # title, text, urgent -> shown
+
+
+def notify_desktop(title: str, text: str, urgent: bool) -> bool:
+    """A notification through the desktop's notification service (freedesktop Notify over D-Bus, sent by
+    ``notify-send`` or ``gdbus``, started detached so that nothing waits); False where there is neither."""
+    if sys.platform in ("win32", "darwin"):
+        return False  # both have a tray; nothing to fall back to here
+    if QGuiApplication.platformName() in ("offscreen", "minimal"):
+        return False  # no desktop on screen to notify
+    notify_send = shutil.which("notify-send")
+    if notify_send is not None:
+        # Critical urgency stays on screen until dismissed (Desktop Notifications Specification).
+        urgency = "critical" if urgent else "normal"
+        args = ["-a", "TrailStop", "-u", urgency, title, text]
+        return bool(QProcess.startDetached(notify_send, args)[0])
+    gdbus = shutil.which("gdbus")
+    if gdbus is not None:
+        args = [
+            "call", "--session", "--dest", "org.freedesktop.Notifications",
+            "--object-path", "/org/freedesktop/Notifications",
+            "--method", "org.freedesktop.Notifications.Notify",
+            "TrailStop", "0", "trailstop", title, text, "[]", "{}", "-1",
+        ]  # fmt: skip
+        return bool(QProcess.startDetached(gdbus, args)[0])
+    return False
+
 
 class TrayController(QObject):
     """Owns the QSystemTrayIcon, when there is a tray, and turns alerts into notifications."""
@@ -50,6 +81,7 @@ class TrayController(QObject):
         parent: QObject | None = None,
         *,
         available: bool | None = None,
+        desktop_notify: DesktopNotify = notify_desktop,
         beep: Callable[[], None] = QApplication.beep,
     ) -> None:
         super().__init__(parent)
@@ -59,6 +91,7 @@ class TrayController(QObject):
         self.sound = True
         self._beep = beep
         self.available = QSystemTrayIcon.isSystemTrayAvailable() if available is None else available
+        self._desktop_notify = desktop_notify
         self.attention = False
         self.tooltip = "TrailStop"
         self.last_message: tuple[str, str] | None = None
@@ -105,6 +138,13 @@ class TrayController(QObject):
         if self.icon is not None:
             kind = QSystemTrayIcon.MessageIcon.Warning if urgent else QSystemTrayIcon.MessageIcon.Information
             self.icon.showMessage(title, text, kind, URGENT_MESSAGE_MS if urgent else MESSAGE_MS)
+            return
+        # No tray: the desktop's notification service where there is one (the sound for what is urgent is
+        # _on_alerted's, the window itself comes forward through ``notified``).
+        try:
+            self._desktop_notify(title, text, urgent)
+        except Exception:  # a broken notification service must not cost the alert its other paths
+            log.exception("desktop notification failed")
 
     def apply_settings(self, settings: Settings) -> None:
         self.notifications = settings.notifications
