@@ -183,6 +183,10 @@ def test_place_fill_trail_trigger_exit(rig: Rig, side: Side, product: Product, r
         lambda: {AlertKind.STOP_TRIGGERED, AlertKind.EXIT_FILLED} <= {a.kind for a in rig.alerts},
         timeout=3000,
     )
+    filled = next(a for a in rig.alerts if a.kind is AlertKind.EXIT_FILLED)
+    assert done.exit_price is not None
+    pnl = (done.exit_price - entry if long else entry - done.exit_price) * 3
+    assert f"realised P&L {'+' if pnl >= 0 else '-'}₹{abs(pnl):,.2f} on 3" in filled.message
     journal = [(e.old, e.new) for e in rig.store.events(protection_id=pid, kinds=["transition"])]
     assert journal == [
         ("PENDING", "OPEN"),

@@ -169,3 +169,23 @@ def test_csv_export_escapes_cells_a_spreadsheet_would_run(store: ProtectionStore
     assert sorted(r[9] for r in rows) == sorted(
         ["'+cmd|' /C calc'!A0", "'@SUM(1+1)", "'-2+3", "plain words, 2-3 = fine"]
     )
+
+
+def test_the_closing_row_carries_the_realised_pnl_on_screen_and_in_csv(
+    qtbot: QtBot, store: ProtectionStore, tmp_path: Path
+) -> None:
+    infy = next(p for p in store.protections() if p.symbol == "INFY")
+    store.transition(infy.id, Status.EXITING, exit_order_id="X1")
+    store.transition(infy.id, Status.CLOSED, exit_price=1479.0, exit_quantity=5)
+    view = JournalView(store)
+    qtbot.addWidget(view)
+    view.set_filters(symbol="INFY")
+    closing = next(n for n, r in enumerate(view.proxy.visible_rows()) if r.entry.new == "CLOSED")
+    shown = view.proxy.index(closing, view.model.PNL).data()
+    assert shown == "−₹105.00"  # 5 x (1479 - 1500)
+    assert {view.proxy.index(n, view.model.PNL).data() for n in range(view.proxy.rowCount())} == {"", shown}
+    path = tmp_path / "pnl.csv"
+    write_csv(path, build_rows(store))
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["realised_pnl"] for r in rows if r["new"] == "CLOSED"] == ["-105.00"]

@@ -410,3 +410,18 @@ def test_modify_rule_shows_the_whole_rule_and_a_profit_locked_in(qtbot: QtBot) -
     text = dialog.preview.text()
     assert "1,568.00" in text and "locks in ₹680.00 of profit" in text and "at risk" not in text
     assert "starts after a 1 % move" in text and "breakeven after 0.5 %" in text and "target 5 %" in text
+
+
+def test_a_total_pnl_line_sums_open_and_closed_today(view: PositionsView, store: ProtectionStore) -> None:
+    held = protect(store)  # long 10 from 1,500
+    done = protect(store, "TCS", 2953217)
+    for status in (Status.TRIGGERED, Status.EXITING):
+        store.transition(done.id, status)
+    store.transition(done.id, Status.CLOSED, exit_price=1480.0, exit_quantity=10)
+    view.reload_all()
+    quote = SimpleNamespace(ltp=1512.5)
+    view.model.apply_snapshot({"account_id": held.account_id, "quotes": {408065: quote}})
+    view.model.flush()
+    assert "Total P&amp;L" in view.total_pnl.text() and "−₹75.00" in view.total_pnl.text()  # +125 - 200
+    assert "Unrealised +₹125.00 on 1 open" in view.total_pnl.toolTip()
+    assert "realised −₹200.00 on 1 closed" in view.total_pnl.toolTip()

@@ -846,9 +846,13 @@ class ProtectionService(QObject):
 
     def _on_exit_filled(self, pid: int, price: float) -> None:
         p = self.store.get(pid)
-        self.notifier.notify(
-            Alert(AlertKind.EXIT_FILLED, "Exit filled", f"{p.symbol} at {price:.2f}", pid, p.account_id)
-        )
+        text = f"{p.symbol} at {price:.2f}"
+        if p.entry_price is not None:
+            # What the trader wants to know first: what the trade made or lost.
+            qty = p.exit_quantity or p.filled_quantity or p.quantity
+            pnl = (price - p.entry_price if p.side.is_long else p.entry_price - price) * qty
+            text += f"; realised P&L {'+' if pnl >= 0 else '-'}₹{abs(pnl):,.2f} on {qty}"
+        self.notifier.notify(Alert(AlertKind.EXIT_FILLED, "Exit filled", text, pid, p.account_id))
         self.protection_changed.emit(pid)
 
     def _on_exit_failed(self, pid: int, why: str) -> None:

@@ -36,7 +36,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from trailstop_gui.models.domain import TrailRule
+from trailstop_gui.models.domain import Protection, TrailRule
 from trailstop_gui.models.store import JournalEntry, ProtectionStore
 from trailstop_gui.views import theme
 
@@ -80,6 +80,7 @@ CSV_HEADER = (
     "new",
     "price",
     "message",
+    "realised_pnl",  # on the row where the protection closed: what the trade made or lost
 )
 
 
@@ -163,6 +164,16 @@ class JournalRow:
     entry: JournalEntry
     account: str
     symbol: str
+    realised: float | None = None  # the protection's realised P&L, on its closing row
+
+
+def realised_pnl(p: Protection) -> float | None:
+    """What a closed protection made or lost at its exit price (None: no entry or no exit price)."""
+    if p.entry_price is None or p.exit_price is None:
+        return None
+    qty = p.exit_quantity or p.filled_quantity or p.quantity
+    move = p.exit_price - p.entry_price if p.side.is_long else p.entry_price - p.exit_price
+    return move * qty
 
 
 def build_rows(
@@ -181,6 +192,7 @@ def build_rows(
     """
     accounts = {a.id: a.label for a in store.accounts()}
     known = symbols if symbols is not None else {}
+    realised: dict[int, float | None] = {}
     if protection_id is not None and protection_id not in known:
         try:
             known[protection_id] = store.get(protection_id).symbol
@@ -194,11 +206,18 @@ def build_rows(
             known[pid] = store.get(pid).symbol
         except KeyError:
             known[pid] = ""
+    for e in entries:
+        if e.kind == "transition" and e.new == "CLOSED" and e.protection_id is not None:
+            try:
+                realised[e.protection_id] = realised_pnl(store.get(e.protection_id))
+            except KeyError:
+                realised[e.protection_id] = None
     return [
         JournalRow(
             e,
             accounts.get(e.account_id, "") if e.account_id is not None else "",
             known.get(e.protection_id, "") if e.protection_id is not None else "",
+            realised.get(e.protection_id) if _closes(e) and e.protection_id is not None else None,
         )
         for e in reversed(entries)
     ]
@@ -212,6 +231,10 @@ _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 def csv_text(value: str) -> str:
     """A text cell as it is safe to open in a spreadsheet."""
     return "'" + value if value.startswith(_FORMULA_STARTS) else value
+
+
+def _closes(e: JournalEntry) -> bool:
+    return e.kind == "transition" and e.new == "CLOSED"
 
 
 def write_csv(path: str | os.PathLike[str], rows: Iterable[JournalRow]) -> int:
@@ -234,6 +257,7 @@ def write_csv(path: str | os.PathLike[str], rows: Iterable[JournalRow]) -> int:
                     csv_text(e.new),
                     "" if e.price is None else f"{e.price:.10g}",
                     csv_text(e.message),
+                    "" if row.realised is None else f"{row.realised:.2f}",  # a number, as the price
                 )
             )
             count += 1
@@ -243,8 +267,8 @@ def write_csv(path: str | os.PathLike[str], rows: Iterable[JournalRow]) -> int:
 class JournalModel(QAbstractTableModel):
     """Journal rows, newest first."""
 
-    TIME, ACCOUNT, SYMBOL, EVENT, DETAILS, PRICE = range(6)
-    HEADERS = ("Time", "Account", "Symbol", "Event", "Details", "Price")
+    TIME, ACCOUNT, SYMBOL, EVENT, DETAILS, PRICE, PNL = range(7)
+    HEADERS = ("Time", "Account", "Symbol", "Event", "Details", "Price", f"Realised P&L ({theme.RUPEE})")
     KIND_ROLE = Qt.ItemDataRole.UserRole + 1
     ACCOUNT_ROLE = Qt.ItemDataRole.UserRole + 2
     SORT_ROLE = Qt.ItemDataRole.UserRole + 3
@@ -270,7 +294,8 @@ class JournalModel(QAbstractTableModel):
         return None
 
     def _alignment(self, column: int) -> int:
-        horizontal = Qt.AlignmentFlag.AlignRight if column == self.PRICE else Qt.AlignmentFlag.AlignLeft
+        numeric = column in (self.PRICE, self.PNL)
+        horizontal = Qt.AlignmentFlag.AlignRight if numeric else Qt.AlignmentFlag.AlignLeft
         return int(horizontal | Qt.AlignmentFlag.AlignVCenter)
 
     def flags(self, index: AnyIndex) -> Qt.ItemFlag:
@@ -297,12 +322,16 @@ class JournalModel(QAbstractTableModel):
                 return kind_label(e.kind)
             if column == self.DETAILS:
                 return describe_event(e)
+            if column == self.PNL:
+                return "" if row.realised is None else theme.format_inr(row.realised)
             return "" if e.price is None else theme.format_price(e.price)
         if role == self.SORT_ROLE:
             if column == self.TIME:
                 return float(e.id)  # ids follow time, and never tie
             if column == self.PRICE:
                 return -1.0 if e.price is None else float(e.price)
+            if column == self.PNL:
+                return -1e18 if row.realised is None else row.realised
             return self.data(index, Qt.ItemDataRole.DisplayRole)
         if role == Qt.ItemDataRole.TextAlignmentRole:
             return self._alignment(column)
@@ -311,6 +340,8 @@ class JournalModel(QAbstractTableModel):
                 return e.ts.isoformat(sep=" ", timespec="milliseconds")
             if column == self.DETAILS:
                 return describe_event(e)
+        if role == Qt.ItemDataRole.ForegroundRole and column == self.PNL and row.realised:
+            return self._colors.profit if row.realised > 0 else self._colors.loss
         if role == Qt.ItemDataRole.ForegroundRole and column in (self.EVENT, self.DETAILS):
             if e.kind == "stop_moved":
                 return self._colors.muted  # the routine trail: quieter than what happened

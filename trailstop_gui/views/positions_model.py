@@ -710,6 +710,22 @@ class PositionsModel(QAbstractTableModel):
             out[row.state] += 1
         return out
 
+    def total_pnl(self) -> tuple[float, float, int, int]:
+        """(unrealised, realised, open rows with a price, closed rows with an exit), as Kite's total line."""
+        unrealised = realised = 0.0
+        priced = closed = 0
+        for row in self._rows:
+            pnl = row.pnl()
+            if pnl is None:
+                continue
+            if row.status is Status.CLOSED:
+                realised += pnl
+                closed += 1
+            else:
+                unrealised += pnl
+                priced += 1
+        return unrealised, realised, priced, closed
+
     def instruments(self) -> set[tuple[int, InstrumentId]]:
         return set(self._by_instrument)
 

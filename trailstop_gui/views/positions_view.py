@@ -477,6 +477,7 @@ class PositionsView(QWidget):
         self.confirm: ConfirmFn = lambda title, text, accept: ask_confirmation(self, title, text, accept)
         self.ask_rule: AskRuleFn = lambda **kw: ask_rule(self, **kw)
 
+        self._colors = theme.colors(self.palette())
         self._build_actions()
         self._build_ui()
 
@@ -556,9 +557,16 @@ class PositionsView(QWidget):
         self.show_closed.toggled.connect(self.act_show_closed.setChecked)
         self.act_show_closed.toggled.connect(self.show_closed.setChecked)
 
+        # The sum a trader looks for first (Kite's positions page has it): open and closed today.
+        self.total_pnl = QLabel(self)
+        self.total_pnl.setObjectName("totalPnl")
+        self.total_pnl.setTextFormat(Qt.TextFormat.RichText)
+
         buttons = QHBoxLayout()
         buttons.setSpacing(4)
         buttons.addWidget(self.title)
+        buttons.addSpacing(12)
+        buttons.addWidget(self.total_pnl)
         buttons.addStretch(1)
         self._buttons: list[QToolButton] = []
         for act in self.row_actions:
@@ -650,6 +658,10 @@ class PositionsView(QWidget):
         bottom_layout.addLayout(bar)
         bottom_layout.addWidget(self.unprotected_table)
 
+        for signal in (self.model.dataChanged, self.model.modelReset, self.model.rowsInserted):
+            signal.connect(self._update_total)
+        self._update_total()
+
         self.splitter = QSplitter(Qt.Orientation.Vertical, self)
         self.splitter.setObjectName("positionsSplitter")
         self.splitter.addWidget(top)
@@ -714,6 +726,21 @@ class PositionsView(QWidget):
             self.message_posted.emit(f"{symbol}: exit NOT sent: {p.reason or 'refused'}")
         elif p.status in TERMINAL:
             self._exits_asked.pop(p.id, None)
+
+    def _update_total(self, *_args: object) -> None:
+        unrealised, realised, priced, closed = self.model.total_pnl()
+        if not priced and not closed:
+            self.total_pnl.setText("")
+            return
+        colors = self._colors
+        total = unrealised + realised
+        colour = colors.profit if total > 0.005 else colors.loss if total < -0.005 else None
+        style = f" style='color:{colour.name()}'" if colour is not None else ""
+        self.total_pnl.setText(f"Total P&amp;L <b{style}>{theme.format_inr(total)}</b>")
+        self.total_pnl.setToolTip(
+            f"Unrealised {theme.format_inr(unrealised)} on {priced} open"
+            f" · realised {theme.format_inr(realised)} on {closed} closed today"
+        )
 
     def _update_counts(self) -> None:
         counts = self.model.counts()
@@ -1000,5 +1027,6 @@ class PositionsView(QWidget):
         self.unprotected_status.setText(f"could not check the broker: {why[:80]}")
 
     def set_colors(self, colors: theme.Colors) -> None:
+        self._colors = colors
         self.model.set_colors(colors)
         self.unprotected_model.set_colors(colors)
