@@ -347,3 +347,22 @@ def test_safety_column_shows_level_state_colour_and_tooltip(store: ProtectionSto
     # Sorting on the column puts a row without a safety level last.
     model.sort(Column.SAFETY, Qt.SortOrder.AscendingOrder)
     assert [row.pid for row in model.rows()] == [short.id, plain.id, long.id]
+
+
+def test_a_closed_row_leaves_the_view_when_its_time_is_up(store: ProtectionStore) -> None:
+    p = protect(store, "ITC", 424961)
+    store.transition(p.id, Status.CLOSED, reason="external")
+    closed_at = store.get(p.id).closed_at
+    assert closed_at is not None
+    now = [closed_at.timestamp() + 5.0]
+    model = PositionsModel()
+    proxy = PositionsProxy(clock=lambda: now[0])
+    proxy.setSourceModel(model)
+    model.load(store.protections())
+    assert proxy.rowCount() == 1  # just closed: still in view, with its realised P&L
+    wait = proxy.next_expiry_s()
+    assert wait is not None and wait <= 15.0  # seconds, not minutes
+    assert proxy._expire.isActive() and proxy._expire.interval() <= 15_050
+    now[0] += wait + 0.1
+    proxy._expire.timeout.emit()  # the timer firing at that moment
+    assert proxy.rowCount() == 0 and proxy.next_expiry_s() is None

@@ -425,3 +425,24 @@ def test_a_total_pnl_line_sums_open_and_closed_today(view: PositionsView, store:
     assert "Total P&amp;L" in view.total_pnl.text() and "−₹75.00" in view.total_pnl.text()  # +125 - 200
     assert "Unrealised +₹125.00 on 1 open" in view.total_pnl.toolTip()
     assert "realised −₹200.00 on 1 closed" in view.total_pnl.toolTip()
+
+
+def header_width(view: PositionsView) -> int:
+    header = view.table.horizontalHeader()
+    return sum(header.sectionSize(n) for n in range(header.count()))
+
+
+def test_the_status_is_in_view_without_scrolling_sideways(
+    qtbot: QtBot, view: PositionsView, store: ProtectionStore
+) -> None:
+    protect(store)
+    view.reload_all()
+    view.resize(560, 400)  # the positions area of a small window, beside the order form
+    qtbot.waitUntil(lambda: view.table.viewport().width() < 1000, timeout=2000)
+    assert header_width(view) > view.table.viewport().width()  # the columns do not all fit
+    header = view.table.horizontalHeader()
+    assert header.visualIndex(Column.STATUS) == 1  # right after the symbol
+    left = header.sectionViewportPosition(Column.STATUS)
+    assert left >= 0 and left + header.sectionSize(Column.STATUS) <= view.table.viewport().width()
+    text = view.proxy.index(0, Column.STATUS).data()
+    assert header.sectionSize(Column.STATUS) >= view.table.fontMetrics().horizontalAdvance(text)

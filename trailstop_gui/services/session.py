@@ -46,7 +46,7 @@ class SessionState(enum.StrEnum):
 # feed runs the engine: in every other state no stop trails or fires, whatever the table last showed.
 _NOT_WATCHED = {
     SessionState.LOGGED_OUT: "account offline",
-    SessionState.CONNECTING: "connecting to the feed",
+    SessionState.CONNECTING: "connecting",
     SessionState.STALE: "feed down",
     SessionState.RECONNECTING: "feed down",
     SessionState.LOGIN_NEEDED: "login needed",

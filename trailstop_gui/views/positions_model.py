@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import math
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,8 +96,9 @@ STATE_ROLE = Qt.ItemDataRole.UserRole + 3
 RESORT_INTERVAL_S = 1.0
 LIVE_COLUMNS = frozenset({Column.LTP, Column.STOP, Column.DISTANCE, Column.PNL})
 
-# A protection that ended stays in view this long (seconds) before "Show closed" is needed to see it.
-RECENTLY_CLOSED_S = 300.0
+# A protection that ended stays in view this long (seconds) before "Show closed" is needed to see it: long
+# enough to see it close with its realised P&L, short enough that the table is about what is open.
+RECENTLY_CLOSED_S = 20.0
 
 # Within this distance of the stop (percent) the distance is shown as a warning.
 NEAR_STOP_PERCENT = 0.5
@@ -788,17 +789,25 @@ class PositionsProxy(QSortFilterProxyModel):
     from armed to triggered to closed, with its realised P&L, before it leaves the table.
     """
 
-    def __init__(self, parent: QObject | None = None, *, recent_s: float = RECENTLY_CLOSED_S) -> None:
+    def __init__(
+        self,
+        parent: QObject | None = None,
+        *,
+        recent_s: float = RECENTLY_CLOSED_S,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         super().__init__(parent)
         self._show_closed = False
         self.recent_s = recent_s
+        self._clock = clock
         self.setSortRole(SORT_ROLE)
         # The source model sorts itself and says when a state changed: no work here on every update.
         self.setDynamicSortFilter(False)
+        # Woken when the next recently closed row is due to leave (not on a slow fixed beat: a closed row
+        # must not linger for minutes).
         self._expire = QTimer(self)
-        self._expire.setInterval(15_000)
+        self._expire.setSingleShot(True)
         self._expire.timeout.connect(self._on_expire)
-        self._expire.start()
 
     def setSourceModel(self, model: QAbstractItemModel) -> None:
         previous = self.sourceModel()
@@ -825,6 +834,7 @@ class PositionsProxy(QSortFilterProxyModel):
             self.beginFilterChange()
             self._show_closed = show
             self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
+            self._schedule_expiry()
 
     def filterAcceptsRow(self, source_row: int, source_parent: AnyIndex) -> bool:
         if self._show_closed:
@@ -834,7 +844,7 @@ class PositionsProxy(QSortFilterProxyModel):
             row = model.rows_view()[source_row]
             if row.state is not RowState.CLOSED:
                 return True
-            return row.closed_at is not None and time.time() - row.closed_at < self.recent_s
+            return row.closed_at is not None and self._clock() - row.closed_at < self.recent_s
         state = model.data(model.index(source_row, 0, source_parent), STATE_ROLE)
         return bool(state != RowState.CLOSED.value)
 
@@ -842,3 +852,26 @@ class PositionsProxy(QSortFilterProxyModel):
         if not self._show_closed:
             self.beginFilterChange()
             self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
+        self._schedule_expiry()
+
+    def next_expiry_s(self) -> float | None:
+        """Seconds until the next recently closed row leaves the view (None: none is due)."""
+        model = self.sourceModel()
+        if self._show_closed or not isinstance(model, PositionsModel):
+            return None
+        now = self._clock()
+        due = [
+            row.closed_at + self.recent_s - now
+            for row in model.rows_view()
+            if row.state is RowState.CLOSED
+            and row.closed_at is not None
+            and now - row.closed_at < self.recent_s
+        ]
+        return max(0.0, min(due)) if due else None
+
+    def _schedule_expiry(self) -> None:
+        wait = self.next_expiry_s()
+        if wait is None:
+            self._expire.stop()
+        else:
+            self._expire.start(int(wait * 1000) + 50)

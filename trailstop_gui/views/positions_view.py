@@ -70,9 +70,12 @@ UNPROTECTED_REFRESH_MS = 20_000
 
 
 def place_safety_beside_stop(header: QHeaderView) -> None:
-    """Show the Safety column right after Stop (the model keeps it last, so column numbers stay)."""
+    """Show Status right after Symbol (always in view, never behind a sideways scroll) and Safety right
+    after Stop; the model's column numbers stay as they are."""
     if header.count() > Column.SAFETY:
         header.moveSection(header.visualIndex(Column.SAFETY), header.visualIndex(Column.STOP) + 1)
+    if header.count() > Column.STATUS:
+        header.moveSection(header.visualIndex(Column.STATUS), header.visualIndex(Column.SYMBOL) + 1)
 
 
 # ----------------------------------------------------------------- shared small widgets
@@ -600,6 +603,9 @@ class PositionsView(QWidget):
         header.setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         metrics = self.fontMetrics()
         header.setMinimumSectionSize(max(56, metrics.horizontalAdvance("+₹00,000.00") + 12))
+        # The state is what a trader reads first: room for "Exit unconfirmed: login needed", not elided.
+        header.setSectionResizeMode(Column.STATUS, QHeaderView.ResizeMode.Interactive)
+        header.resizeSection(Column.STATUS, metrics.horizontalAdvance("Exit unconfirmed: login needed") + 16)
         header.setSortIndicator(-1, Qt.SortOrder.AscendingOrder)
         place_safety_beside_stop(header)
         self.table.setSortingEnabled(True)
