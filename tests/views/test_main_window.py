@@ -110,7 +110,7 @@ def test_window_shows_protections_menus_and_toolbar(
     assert w.act_journal.shortcut().toString() == "Ctrl+J"
     assert not w.act_quit.shortcut().isEmpty()
     assert w.counts_label.text() == "1 armed"
-    assert w.tick_label.text() == "No prices yet"
+    assert w.tick_label.text() == "No account connected"  # not "No prices yet": nothing could send one
     assert not w.order_area.isVisible()  # no empty column before the order panel arrives
     r.close()
 
@@ -409,3 +409,21 @@ def test_closing_without_a_tray_says_plainly_that_it_stops_protection(rig: Rig) 
     assert "no system tray" in text and "closing the window quits TrailStop" in text
     assert "from the tray" not in text  # no promise a tray-less desktop cannot keep
     assert rig.window.isVisible()
+
+
+def test_the_feed_label_tells_the_feeds_state_not_a_guess_from_the_last_tick(rig: Rig, qtbot: QtBot) -> None:
+    p = protect(rig.store)
+    offline_capable_session(rig, SessionState.LIVE)
+    rig.service.session_state_changed.emit(p.account_id, "live")
+    assert rig.window.tick_label.text() == "Feed live"  # live, nothing protected ticked yet: no alarm
+    old = time.time() - 45  # a quiet instrument on a live feed
+    rig.service.snapshot_ready.emit(
+        {"account_id": p.account_id, "quotes": {408065: Quote(408065, 1490.0, None, None, old)}, "stops": {}}
+    )
+    rig.window._update_tick_label()  # the once-a-second refresh
+    assert rig.window.tick_label.text() == f"Last tick {time.strftime('%H:%M:%S', time.localtime(old))}"
+    assert rig.window.tick_label.styleSheet() == ""  # not orange: the feed is live
+    rig.service.sessions[p.account_id].state = SessionState.RECONNECTING
+    rig.service.session_state_changed.emit(p.account_id, "reconnecting")
+    assert rig.window.tick_label.text() == "Zerodha (AB1234): feed down"
+    assert theme.colors(rig.window.palette()).failed.name() in rig.window.tick_label.styleSheet()

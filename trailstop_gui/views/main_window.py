@@ -7,7 +7,6 @@ the path from a tick to an exit: closing it, or keeping it busy, changes nothing
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
@@ -32,6 +31,7 @@ from trailstop_gui.models.domain import Status
 from trailstop_gui.models.store import ProtectionStore
 from trailstop_gui.services.notifier import Alert, AlertKind, Notifier
 from trailstop_gui.services.protection_service import ProtectionService
+from trailstop_gui.services.session import SessionState, not_watched_reason
 from trailstop_gui.settings import load_settings
 from trailstop_gui.views import theme
 from trailstop_gui.views.account_bar import AccountBar
@@ -43,7 +43,6 @@ from trailstop_gui.views.tray import TrayController
 
 log = logging.getLogger("trailstop.views")
 
-STALE_TICK_S = 10.0
 SETTINGS_PREFIX = "main_window/"
 CLOSE_HINT_KEY = "tray/close_hint_shown"
 
@@ -172,6 +171,7 @@ class MainWindow(QMainWindow):
         self._apply_colors()
         self._update_counts()
         self._update_attention()
+        self._update_tick_label()
         self._restore_state()
 
     # ----------------------------------------------------------------- building
@@ -283,9 +283,12 @@ class MainWindow(QMainWindow):
         bar = self.statusBar()
         self.counts_label = QLabel(self)
         self.counts_label.setObjectName("countsLabel")
-        self.tick_label = QLabel("No prices yet", self)
+        self.tick_label = QLabel("", self)
         self.tick_label.setObjectName("tickLabel")
-        self.tick_label.setToolTip("Time of the last price received from any feed")
+        self.tick_label.setToolTip(
+            "The brokers' price feeds: live (with the time of the last price of a protected position),"
+            " or which account is not watched and why"
+        )
         for label in (self.counts_label, self.tick_label):
             label.setContentsMargins(10, 0, 10, 0)
             bar.addPermanentWidget(label)
@@ -442,6 +445,7 @@ class MainWindow(QMainWindow):
             self.banner.hide()
         self._update_counts()  # the positions view has marked the account's rows (not) watched
         self._update_attention()
+        self._update_tick_label()
 
     def _on_action_failed(self, what: str, why: str) -> None:
         self.statusBar().showMessage(f"{what} failed: {why}", 15000)
@@ -531,19 +535,26 @@ class MainWindow(QMainWindow):
         )
 
     def _update_tick_label(self) -> None:
+        """The feeds' state, from the sessions: a quiet instrument on a live feed is not a stale feed (the
+        feed's own watchdog catches a silent socket), and the order form's polled prices do not come here."""
+        colors = theme.colors(self.palette())
+        down = []
+        for session in self.service.sessions.values():
+            why = not_watched_reason(getattr(session, "state", SessionState.LIVE))
+            if why:
+                down.append(f"{getattr(session, 'label', 'account')}: {why}")
         at = self.model.last_tick_at
-        if at is None:
-            self.tick_label.setText("No prices yet")
-            self.tick_label.setStyleSheet("")
+        if down:
+            self.tick_label.setText(" · ".join(down))
+            self.tick_label.setStyleSheet(f"color: {colors.failed.name()}; font-weight: bold;")
             return
-        age = time.time() - at
-        text = f"Last tick {datetime.fromtimestamp(at):%H:%M:%S}"
-        if age > STALE_TICK_S:
-            text += f" ({int(age)} s ago)"
-            self.tick_label.setStyleSheet(f"color: {theme.colors(self.palette()).stale.name()};")
+        self.tick_label.setStyleSheet("")
+        if at is not None:
+            self.tick_label.setText(f"Last tick {datetime.fromtimestamp(at):%H:%M:%S}")
+        elif self.service.sessions:
+            self.tick_label.setText("Feed live")
         else:
-            self.tick_label.setStyleSheet("")
-        self.tick_label.setText(text)
+            self.tick_label.setText("No account connected")
 
     def _update_attention(self) -> None:
         reasons = self.account_bar.troubled()
