@@ -353,3 +353,25 @@ def test_the_order_route_form_validates_names_the_field_and_stores_without_the_p
     assert "proxy-pass-123" in memory_keyring.passwords.values()
     assert "SOCKS5 trader@127.0.0.1:1080" in d.route_status.text()
     routes.shutdown()
+
+
+def test_without_a_keyring_both_windows_say_the_same(rig: Any, qtbot: QtBot) -> None:
+    import keyring
+    from keyring.backends import fail
+
+    keyring.set_keyring(fail.Keyring())  # a headless Linux box: no keyring (the fixture restores it)
+    d = AccountsDialog(*rig)
+    qtbot.addWidget(d)
+    d.show()
+    assert d.keyring_note.isVisible() and "No system keyring" in d.keyring_note.text()
+    form = d.add_account("kite")
+    assert "keyring" not in form.edits["api_secret"].placeholderText()
+    assert "kept in memory only (this system has no keyring)" in form.note.text()
+    form.reject()
+
+
+def test_with_a_keyring_the_form_promises_it(dialog: AccountsDialog) -> None:
+    assert not dialog.keyring_note.isVisible()
+    form = dialog.add_account("upstox")
+    assert "kept in the system keyring" in form.note.text()
+    form.reject()

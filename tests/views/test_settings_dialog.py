@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from PySide6.QtWidgets import QDialogButtonBox
 from pytestqt.qtbot import QtBot
 
 from trailstop_gui.models.store import ProtectionStore
@@ -113,3 +114,17 @@ def test_cancel_keeps_the_stored_settings(qtbot: QtBot, store: ProtectionStore, 
     dialog.quantity.setValue(99)
     dialog.buttons.button(dialog.buttons.StandardButton.Cancel).click()
     assert dialog.saved is None and load_settings(store) == Settings()
+
+
+def test_the_broker_held_safety_stop_default_is_set_here(qtbot: QtBot, tmp_path: Path) -> None:
+    store = ProtectionStore(tmp_path / "safety.db")
+    try:
+        dialog = SettingsDialog(store, Settings(), str(tmp_path))
+        qtbot.addWidget(dialog)
+        assert not dialog.safety_stop.isChecked()  # off by default, as README says
+        dialog.safety_stop.click()
+        dialog.buttons.button(QDialogButtonBox.StandardButton.Save).click()
+        assert dialog.saved is not None and dialog.saved.safety_stop
+        assert load_settings(store).safety_stop
+    finally:
+        store.close()

@@ -199,9 +199,11 @@ class ProtectionService(QObject):
         session.logged_in.connect(self._on_logged_in)
 
     def apply_settings(self, settings: Settings) -> None:
-        """Settings saved in the dialog that the services act on: the exits' market protection."""
+        """Settings saved in the dialog that the services act on: the exits' market protection, and whether
+        new protections (adopted, auto-protected; the order form passes its own) keep a broker-held stop."""
         for session in list(self.sessions.values()):
             session.set_market_protection(settings.market_protection)
+        self.safety_defaults = replace(self.safety_defaults, enabled=settings.safety_stop)
 
     def set_auto_protect(self, account_id: int, rule: TrailRule | None, *, holdings: bool = False) -> None:
         """Protect every open position of the account (``holdings``: delivery holdings too) as it appears."""

@@ -71,6 +71,16 @@ class SecretStore:
                 self._memory[name] = value
         return value
 
+    def probe(self) -> bool:
+        """Whether secrets outlive this run: asks the keyring once (reads a name nobody stores), so that
+        every window says the same thing before the first secret is saved."""
+        if self.persistent:
+            try:
+                keyring.get_password(self.service, "probe")
+            except (NoKeyringError, KeyringError, RuntimeError) as exc:
+                self._fallback(exc)
+        return self.persistent
+
     def delete(self, account_id: int, kind: str) -> None:
         name = self._name(account_id, kind)
         with self._lock:

@@ -185,6 +185,8 @@ class AccountForm(QDialog):
         submit: Callable[[AccountInput], AccountRecord],  # raises ValidationError
         account: AccountRecord | None = None,
         parent: QWidget | None = None,
+        *,
+        keyring: bool = True,
     ) -> None:
         super().__init__(parent)
         self.broker = broker
@@ -203,9 +205,17 @@ class AccountForm(QDialog):
         placeholders = {
             "label": spec.name,
             "api_key": f"from your app on {console}",
-            "api_secret": "stored in the keyring: leave empty to keep it"
-            if editing
-            else "kept in the system keyring only",
+            "api_secret": (
+                "stored in the keyring: leave empty to keep it"
+                if editing
+                else "kept in the system keyring only"
+            )
+            if keyring
+            else (
+                "kept in memory: leave empty to keep it"
+                if editing
+                else "kept in memory until TrailStop quits"
+            ),
             "redirect_url": "exactly as registered for your app, e.g. https://127.0.0.1:5000/callback",
             "user_id": "optional, e.g. AB1234 (filled in after the first login)",
         }
@@ -234,10 +244,14 @@ class AccountForm(QDialog):
             self.edits["redirect_url"].setText(account.redirect_url)
             self.edits["user_id"].setText(account.user_id)
 
-        note = QLabel(
-            f"The {spec.secret_label.lower()} is kept in the system keyring, never in TrailStop's files.",
-            self,
+        # The same words as the Accounts window: where the secret really goes on this machine.
+        where = (
+            "is kept in the system keyring, never in TrailStop's files."
+            if keyring
+            else "is kept in memory only (this system has no keyring): enter it again after a restart."
+            " It is never written to TrailStop's files."
         )
+        self.note = note = QLabel(f"The {spec.secret_label.lower()} {where}", self)
         note.setWordWrap(True)
         note.setForegroundRole(QPalette.ColorRole.PlaceholderText)
         self.buttons = QDialogButtonBox(
@@ -529,7 +543,7 @@ class AccountsDialog(QDialog):
         if selected is not None:
             self.select_account(selected.id)
         self.empty_note.setVisible(not accounts)
-        self.keyring_note.setVisible(not self.secrets.persistent)
+        self.keyring_note.setVisible(not self.secrets.probe())
         self._update_buttons()
 
     def login_button(self, account_id: int) -> QPushButton | None:
@@ -610,7 +624,7 @@ class AccountsDialog(QDialog):
     # ----------------------------------------------------------------- add, edit, remove
 
     def add_account(self, broker: str) -> AccountForm:
-        form = AccountForm(broker, self.manager.add, None, self)
+        form = AccountForm(broker, self.manager.add, None, self, keyring=self.secrets.persistent)
         form.accepted.connect(lambda: self._on_form_saved(form, added=True))
         form.open()
         return form
@@ -619,7 +633,13 @@ class AccountsDialog(QDialog):
         account = self.selected_account()
         if account is None:
             return None
-        form = AccountForm(account.broker, lambda data: self.manager.update(account.id, data), account, self)
+        form = AccountForm(
+            account.broker,
+            lambda data: self.manager.update(account.id, data),
+            account,
+            self,
+            keyring=self.secrets.persistent,
+        )
         form.accepted.connect(lambda: self._on_form_saved(form, added=False))
         form.open()
         return form

@@ -86,6 +86,12 @@ class SettingsDialog(QDialog):
 
         # ---- protection
         self.confirm_exit_all = QCheckBox('Ask me to confirm "Exit all"')
+        self.safety_stop = QCheckBox("Also keep a broker-held safety stop for new protections")
+        self.safety_stop.setToolTip(
+            "An SL-M order (MIS) or a GTT (CNC/NRML, Upstox) at the broker, a little behind the trailing\n"
+            "stop and moved with it: the loss stays bounded while TrailStop is closed or offline.\n"
+            "The order form can still switch it per order."
+        )
         self.market_protection = QSpinBox()
         self.market_protection.setRange(0, 100)
         self.market_protection.setSpecialValueText("Automatic (the broker decides)")
@@ -140,6 +146,7 @@ class SettingsDialog(QDialog):
         protection = QGroupBox("Protection")
         form = QFormLayout(protection)
         form.addRow(self.confirm_exit_all)
+        form.addRow(self.safety_stop)
         form.addRow("Market exits", self.market_protection)
         form.addRow(self.auto_protect_holdings)
 
@@ -183,6 +190,7 @@ class SettingsDialog(QDialog):
         self.quantity.setValue(s.default_quantity)
         self.confirm_orders.setChecked(s.confirm_orders)
         self.confirm_exit_all.setChecked(s.confirm_exit_all)
+        self.safety_stop.setChecked(s.safety_stop)
         self.market_protection.setValue(0 if s.market_protection == -1 else s.market_protection)
         self.notifications.setChecked(s.notifications)
         self.sound.setChecked(s.sound)
@@ -218,6 +226,7 @@ class SettingsDialog(QDialog):
             default_quantity=int(self.quantity.value()),
             confirm_orders=self.confirm_orders.isChecked(),
             confirm_exit_all=self.confirm_exit_all.isChecked(),
+            safety_stop=self.safety_stop.isChecked(),
             market_protection=-1 if protection == 0 else protection,
             notifications=self.notifications.isChecked(),
             sound=self.sound.isChecked(),
