@@ -235,3 +235,40 @@ def test_the_pane_shows_the_whole_rule(qtbot: QtBot, store: ProtectionStore) -> 
     assert text.startswith("20 pts trail") and "starts after a 10 pts move" in text
     assert "every 8 pts raises it 4 pts" in text and "breakeven after 5 pts" in text
     assert "target 100 pts" in text
+
+
+def test_the_stop_line_starts_where_the_stop_started_not_at_its_first_move(
+    qtbot: QtBot, store: ProtectionStore
+) -> None:
+    account = store.add_account("kite", "Zerodha")
+    p = store.create_protection(
+        account_id=account.id,
+        broker="kite",
+        instrument=408065,
+        symbol="INFY",
+        exchange="NSE",
+        side=Side.BUY,
+        product=Product.CNC,
+        quantity=3,
+        filled_quantity=3,
+        tick_size=0.05,
+        rule=TrailRule.points(20),
+        entry_price=1500.0,
+        status=Status.OPEN,
+    )
+    armed_at = p.created_at.timestamp()
+    model = PositionsModel()
+    model.load(store.protections())
+    pane = DetailPane(store, model)
+    qtbot.addWidget(pane)
+    pane.show()
+    # The first move arrives while another protection is selected: this run sees the stop from there on.
+    moved = {"account_id": account.id, "quotes": {408065: Quote(408065, 1510.0, None, None, armed_at + 30)}}
+    snap = dict(moved, stops={p.id: 1490.0})
+    model.apply_snapshot(snap)
+    pane.history.record_snapshot(snap, now=armed_at + 30)
+    pane.show_protection(p.id)
+    pane.refresh_now()
+    points = [(pane.chart.stop.at(i).x(), pane.chart.stop.at(i).y()) for i in range(pane.chart.stop.count())]
+    assert points[0] == (armed_at * 1000.0, 1480.0)  # the initial stop, drawn from when it was armed
+    assert (round(points[-1][1], 2)) == 1490.0

@@ -120,10 +120,16 @@ class ChartHistory:
             series.add(t, float(stop))
 
     def seed_stops(self, pid: int, points: Iterable[tuple[float, float]]) -> None:
-        """Stops known from the journal, for a protection not seen moving in this run."""
-        if pid in self.stops and len(self.stops[pid]):
+        """Stops known from the journal: those from before what this run has seen come first (a protection
+        seen only from its first move on still shows the stop it started with)."""
+        seen = self.stops.get(pid)
+        first_seen = seen.t[0] if seen is not None and len(seen) else None
+        earlier = sorted(pt for pt in points if first_seen is None or pt[0] < first_seen)
+        if not earlier:
             return
-        for t, stop in sorted(points):
+        later = seen.points() if seen is not None else []
+        self.stops[pid] = Series(self.stop_points)
+        for t, stop in [*earlier, *later]:
             self.add_stop(pid, t, stop)
 
     def add_safety(self, pid: int, t: float, level: float) -> None:
