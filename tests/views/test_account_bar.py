@@ -98,3 +98,12 @@ def test_a_failing_order_route_shows_on_the_chip_and_in_the_tray_reasons(qtbot: 
     assert rebuilt.text() == "Zerodha · AB1234 · Live" and not rebuilt.font().bold()
     assert "Orders go through" in rebuilt.toolTip()
     assert bar.troubled() == []
+
+
+def test_an_account_without_a_user_id_is_named_once(qtbot: QtBot) -> None:
+    bar = AccountBar()
+    qtbot.addWidget(bar)
+    bar.set_sessions([session(1, "kite", "My Zerodha", "", SessionState.LOGGED_OUT)])
+    chip = bar.chip(1)
+    assert chip is not None and chip.text().count("My Zerodha") == 1
+    assert chip.text().startswith("My Zerodha · ")

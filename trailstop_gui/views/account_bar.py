@@ -95,7 +95,6 @@ class AccountChip(QToolButton):
         self.state = state
         color = state_color(state, colors)
         self.setIcon(theme.dot_icon(color, 12))
-        who = self.account.user_id or self.account.label
         label = (
             self.account.label if self.account.label not in ("", self.account.broker) else self.broker_name
         )
@@ -105,7 +104,9 @@ class AccountChip(QToolButton):
         route_trouble = self.route_state in ROUTE_TROUBLE
         if route_trouble:
             state_text += f" · {ROUTE_TEXT[self.route_state]}"
-        self.setText(f"{label} · {who} · {state_text}")
+        # The user id when there is one that says more than the label; never the label twice.
+        who = self.account.user_id if self.account.user_id not in ("", label) else ""
+        self.setText(" · ".join(part for part in (label, who, state_text) if part))
         route_line = ROUTE_TEXT.get(self.route_state, self.route_state)
         if self.route_message:
             route_line += f": {html.escape(self.route_message)}"
