@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from PySide6.QtWidgets import QApplication
+from PySide6.QtGui import QColor, QPalette
+from PySide6.QtWidgets import QApplication, QCheckBox, QStyle, QStyleOptionButton
+from pytestqt.qtbot import QtBot
 
 from trailstop_gui.views import theme
 
@@ -32,7 +34,37 @@ def test_apply_theme_sets_a_palette_of_the_asked_scheme(qapp: QApplication) -> N
     try:
         assert theme.apply_theme(app, "dark") and theme.palette_is_dark()
         assert not theme.apply_theme(app, "light") and not theme.palette_is_dark()
-        assert app.style().name().lower() == "fusion"
+        used = app.style()
+        assert isinstance(used, theme.VisibleIndicatorStyle) and used.baseStyle().name().lower() == "fusion"
     finally:
         app.setStyle(style)
         app.setPalette(original)
+
+
+def test_check_boxes_are_visible_on_the_dark_window(qapp: QApplication, qtbot: QtBot) -> None:
+    original, style = qapp.palette(), qapp.style().name()
+    try:
+        theme.apply_theme(qapp, "dark")
+        box = QCheckBox("Start trailing after")
+        qtbot.addWidget(box)
+        box.resize(220, 30)
+        box.show()
+        qtbot.waitExposed(box)
+        image = box.grab().toImage()
+        option = QStyleOptionButton()
+        option.initFrom(box)
+        rect = box.style().subElementRect(QStyle.SubElement.SE_CheckBoxIndicator, option, box)
+        back = box.palette().color(QPalette.ColorRole.Window)
+
+        def lightness(c: QColor) -> float:
+            return 0.2126 * c.red() + 0.7152 * c.green() + 0.0722 * c.blue()
+
+        contrast = max(
+            abs(lightness(image.pixelColor(x, y)) - lightness(back))
+            for x in range(rect.left(), rect.right() + 1)
+            for y in range(rect.top(), rect.bottom() + 1)
+        )
+        assert contrast > 60  # Fusion's own outline: about 23, next to invisible
+    finally:
+        qapp.setStyle(style)
+        qapp.setPalette(original)

@@ -23,7 +23,7 @@ from PySide6.QtGui import (
     QPen,
     QPixmap,
 )
-from PySide6.QtWidgets import QApplication, QStyleFactory
+from PySide6.QtWidgets import QApplication, QProxyStyle, QStyle, QStyleFactory, QStyleOption, QWidget
 
 from trailstop_gui.models.domain import tick_decimals
 
@@ -198,10 +198,39 @@ def light_palette() -> QPalette:
     return p
 
 
+class VisibleIndicatorStyle(QProxyStyle):
+    """Fusion, with check boxes and radio buttons outlined in the placeholder-text colour: Fusion draws their
+    outline a shade darker than the window, which on a dark window is next to invisible."""
+
+    def drawPrimitive(
+        self,
+        element: QStyle.PrimitiveElement,
+        option: QStyleOption,
+        painter: QPainter,
+        widget: QWidget | None = None,
+    ) -> None:
+        super().drawPrimitive(element, option, painter, widget)
+        round_box = element is QStyle.PrimitiveElement.PE_IndicatorRadioButton
+        if element is not QStyle.PrimitiveElement.PE_IndicatorCheckBox and not round_box:
+            return
+        if option.palette.color(QPalette.ColorRole.Window).lightness() >= 128:
+            return  # Fusion's own outline reads well on a light window
+        painter.save()
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
+        painter.setPen(QPen(option.palette.color(QPalette.ColorRole.PlaceholderText), 1.2))
+        painter.setBrush(Qt.BrushStyle.NoBrush)
+        rect = QRectF(option.rect).adjusted(0.6, 0.6, -0.6, -0.6)
+        if round_box:
+            painter.drawEllipse(rect)
+        else:
+            painter.drawRoundedRect(rect, 2.0, 2.0)
+        painter.restore()
+
+
 def apply_theme(app: QApplication, preference: str = "system") -> bool:
     """Fusion with a light or dark palette: ``preference`` is system, light or dark. Returns dark."""
-    if app.style().name().lower() != "fusion" and "Fusion" in list(QStyleFactory.keys()):
-        app.setStyle("Fusion")
+    if not isinstance(app.style(), VisibleIndicatorStyle) and "Fusion" in list(QStyleFactory.keys()):
+        app.setStyle(VisibleIndicatorStyle("Fusion"))
     dark = system_prefers_dark() if preference == "system" else preference == "dark"
     app.setPalette(dark_palette() if dark else light_palette())
     return dark
