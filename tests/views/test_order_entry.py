@@ -720,3 +720,31 @@ def test_the_confirmation_shows_the_whole_rule(qtbot: QtBot, store: ProtectionSt
     assert "2 % trail" in seen[0] and "starts after a 1 % move" in seen[0]
     assert "every 2 % raises it 1 %" in seen[0] and "breakeven after 0.5 %" in seen[0]
     form.instruments.wait_for_done()
+
+
+def test_the_search_list_is_as_wide_as_what_it_lists(qtbot: QtBot, form: Form) -> None:
+    panel = form.panel
+    panel.resize(panel.minimumSizeHint())
+    panel.instrument.setFocus()
+    qtbot.keyClicks(panel.instrument, "nifty")
+    popup = panel.completer.popup()
+    assert popup is not None
+    qtbot.waitUntil(lambda: popup.isVisible() and panel.completion_model.rowCount() >= 1, timeout=2000)
+    widest = max(
+        popup.fontMetrics().horizontalAdvance(panel.completion_model.item(n).text())
+        for n in range(panel.completion_model.rowCount())
+    )
+    assert popup.width() >= widest + 16
+
+
+def test_the_rule_options_are_not_cut(qtbot: QtBot, form: Form) -> None:
+    panel = form.panel
+    panel.rule_editor.more.click()
+    # As narrow as a window can make it: an explicit minimum width wins over the layout's own minimum.
+    narrowest = panel.minimumWidth() or panel.minimumSizeHint().width()
+    panel.resize(narrowest, 900)
+    qtbot.waitUntil(lambda: panel.rule_editor.options.isVisible(), timeout=2000)
+    qtbot.wait(10)
+    editor = panel.rule_editor
+    for box in (editor.activation_on, editor.ladder_on, editor.breakeven_on, editor.target_on):
+        assert box.width() >= box.sizeHint().width(), box.text()

@@ -401,7 +401,7 @@ class OrderEntryPanel(QWidget):
         layout.addWidget(self.status)
         layout.addStretch(1)
         self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
-        self.setMinimumWidth(340)
+        # No fixed minimum width: the layout's own minimum keeps every label whole (a fixed 340 cut them).
         self.setStyleSheet(
             f"QLabel#hint {{ color: palette(placeholder-text); }} QLabel#error {{ color: {self._red}; }}"
             f" QLabel#warning {{ color: {self._red}; font-weight: bold; }}"
@@ -1066,9 +1066,20 @@ class OrderEntryPanel(QWidget):
             self.completion_model.appendRow(item)
         if self._results and self.instrument.hasFocus():
             self.completer.setCompletionPrefix("")
+            self._size_popup()
             self.completer.complete()
         elif not self._results and self._popup_visible():
             self._hide_popup()
+
+    def _size_popup(self) -> None:
+        """Wide enough for "NIFTY25JULFUT    NFO · FUT · Nifty · lot 75", not the width of the field."""
+        popup = self.completer.popup()
+        if popup is None:
+            return
+        metrics = popup.fontMetrics()
+        widest = max((metrics.horizontalAdvance(self._completion_text(r)) for r in self._results), default=0)
+        scroll = popup.verticalScrollBar().sizeHint().width()
+        popup.setMinimumWidth(min(max(self.instrument.width(), widest + scroll + 32), 720))
 
     @staticmethod
     def _completion_text(record: InstrumentRecord) -> str:

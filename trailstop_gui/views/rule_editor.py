@@ -148,6 +148,8 @@ class RuleEditor(QWidget):
             (self.target_on, (self.target,)),
         )
         for box, spins in self._pairs:
+            # Never narrower than its words: "Start trailing afte" says nothing.
+            box.setSizePolicy(QSizePolicy.Policy.Minimum, QSizePolicy.Policy.Fixed)
             box.setToolTip(spins[0].toolTip())
             box.toggled.connect(self._on_option_toggled)
             for spin in spins:
