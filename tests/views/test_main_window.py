@@ -427,3 +427,22 @@ def test_the_feed_label_tells_the_feeds_state_not_a_guess_from_the_last_tick(rig
     rig.service.session_state_changed.emit(p.account_id, "reconnecting")
     assert rig.window.tick_label.text() == "Zerodha (AB1234): feed down"
     assert theme.colors(rig.window.palette()).failed.name() in rig.window.tick_label.styleSheet()
+
+
+def test_help_has_getting_started_linking_to_readme(rig: Rig, qtbot: QtBot) -> None:
+    help_menu = next(a.menu() for a in rig.window.menuBar().actions() if a.text() == "&Help")
+    assert [a.text() for a in help_menu.actions() if not a.isSeparator()] == [
+        "&Getting started",
+        "&About TrailStop",
+    ]
+    rig.window.act_getting_started.trigger()
+    box = rig.window.getting_started_box
+    assert box is not None and box.isVisible()
+    text = box.text()
+    assert "developers.kite.trade" in text and "account.upstox.com/developer/apps" in text
+    assert "https://127.0.0.1:5000/callback" in text and "demo" in text
+    assert "README.md#getting-started" in text
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    for heading in ("## Getting started", "## How a stop trails", "## Broker-held safety stop"):
+        assert heading in readme
+    box.close()

@@ -9,9 +9,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QByteArray, QEvent, QSettings, Qt, QTimer, Signal
+from PySide6.QtCore import QByteArray, QEvent, QSettings, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import (
     QApplication,
@@ -42,6 +43,8 @@ from trailstop_gui.views.positions_view import PositionsView, ask_confirmation, 
 from trailstop_gui.views.tray import TrayController
 
 log = logging.getLogger("trailstop.views")
+
+README = Path(__file__).resolve().parents[2] / "README.md"  # beside the sources; absent when frozen
 
 SETTINGS_PREFIX = "main_window/"
 CLOSE_HINT_KEY = "tray/close_hint_shown"
@@ -81,6 +84,7 @@ class MainWindow(QMainWindow):
         self._journal: JournalView | None = None
         self._banner_account: int | None = None
         self.order_entry: QWidget | None = None
+        self.getting_started_box: QMessageBox | None = None
         self.setWindowTitle("TrailStop")
         self.setWindowIcon(theme.app_icon())
         self.setObjectName("mainWindow")
@@ -226,6 +230,12 @@ class MainWindow(QMainWindow):
             self.detail.journal.setFocus,
         )
         self.act_about = action("&About TrailStop", None, "Version and data folder", self.show_about)
+        self.act_getting_started = action(
+            "&Getting started",
+            QKeySequence.StandardKey.HelpContents,
+            "API access, redirect URL, the demo",
+            self.show_getting_started,
+        )
 
         menu = self.menuBar()
         file_menu = menu.addMenu("&File")
@@ -250,6 +260,8 @@ class MainWindow(QMainWindow):
         view_menu.addAction(self.act_focus_positions)
         view_menu.addAction(self.act_focus_detail)
         help_menu = menu.addMenu("&Help")
+        help_menu.addAction(self.act_getting_started)
+        help_menu.addSeparator()
         help_menu.addAction(self.act_about)
 
         self.toolbar = QToolBar("Main", self)
@@ -412,6 +424,47 @@ class MainWindow(QMainWindow):
         """Stop timers and background fetches (before the services shut down)."""
         self._tick_timer.stop()
         self.positions.stop()
+
+    def getting_started_text(self) -> str:
+        """What a new trader needs to connect a broker, with links into README's sections."""
+        readme = README if README.exists() else None
+
+        def section(anchor: str, words: str) -> str:
+            if readme is None:
+                return words
+            url = QUrl.fromLocalFile(str(readme))
+            url.setFragment(anchor)
+            return f"<a href='{url.toString()}'>{words}</a>"
+
+        return (
+            "<h3>Getting started</h3>"
+            "<p><b>The demo market</b> needs no account: a simulated exchange inside TrailStop (start it with"
+            " <code>--demo</code>, or choose it on the first start). Place an order and watch the stop trail"
+            " and fire.</p>"
+            "<p><b>Zerodha</b>: a Kite Connect app on <a href='https://developers.kite.trade'>"
+            "developers.kite.trade</a> gives an API key and secret. <b>Upstox</b>: an app under <a href="
+            "'https://account.upstox.com/developer/apps'>account.upstox.com/developer/apps</a> gives a client"
+            " id and secret.</p>"
+            "<p><b>Redirect URL</b>: register one such as <code>https://127.0.0.1:5000/callback</code> with"
+            " the broker and enter exactly the same in Accounts. Nothing needs to run there: TrailStop's"
+            " login window stops at it and reads the login.</p>"
+            "<p><b>Static IP</b>: since April 2026 both brokers take API orders only from an IP registered on"
+            " their developer console.</p>"
+            f"<p>More: {section('getting-started', 'Getting started')} · "
+            f"{section('how-a-stop-trails', 'How a stop trails')} · "
+            f"{section('broker-held-safety-stop', 'Broker-held safety stop')} · "
+            f"{section('where-the-data-lives', 'Where the data lives')}</p>"
+        )
+
+    def show_getting_started(self) -> None:
+        box = QMessageBox(self)
+        box.setWindowTitle("Getting started")
+        box.setTextFormat(Qt.TextFormat.RichText)
+        box.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
+        box.setText(self.getting_started_text())
+        box.setStandardButtons(QMessageBox.StandardButton.Close)
+        self.getting_started_box = box
+        box.open()
 
     def show_about(self) -> None:
         QMessageBox.about(
