@@ -62,6 +62,7 @@ def notify_desktop(title: str, text: str, urgent: bool) -> bool:
             "call", "--session", "--dest", "org.freedesktop.Notifications",
             "--object-path", "/org/freedesktop/Notifications",
             "--method", "org.freedesktop.Notifications.Notify",
+            "--",  # the -1 timeout below is an argument, not an option
             "TrailStop", "0", "trailstop", title, text, "[]", "{}", "-1",
         ]  # fmt: skip
         return bool(QProcess.startDetached(gdbus, args)[0])
