@@ -4,10 +4,14 @@ Starts its own Xvfb (1400x900) unless `--display` is given, runs the window agai
 simulator with a few live protections whose prices move for real (the stops trail, one fires and closes,
 one is paused, one broker position is left unprotected), and writes:
 
-  first-run.png          the window with no account yet
-  main-window.png        live positions, the selected one's chart and journal (light)
-  main-window-dark.png   the same in the dark scheme
-  journal.png            the journal window
+  first-run.png            the window with no account yet
+  main-window.png          live positions with the total P&L line, the selected one's chart and journal
+  main-window-dark.png     the same in the dark scheme
+  order-entry-preview.png  the order form: a limit far from the market, flagged beside the price
+  paused.png               a paused protection: its price stays live, "Paused: stop crossed"
+  detail-rule.png          the detail pane with the whole rule (activation, breakeven, target)
+  journal.png              the journal window, with realised P&L on the closing rows
+  not-watched.png          the account needs a login: every armed row red, "Not watched", in the status bar
 
 OUT_DIR defaults to docs/screenshots. Takes about a minute: the prices move in real time.
 """
@@ -34,7 +38,15 @@ WALK_INTERVAL_MS = 100
 BOOK: list[tuple[str, str, str, int, tuple[str, float, dict[str, float]], tuple[float, float], str]] = [
     ("NSE:INFY", "BUY", "MIS", 25, ("percent", 1.0, {}), (0.00022, 0.0007), "selected"),
     ("NSE:TCS", "SELL", "MIS", 10, ("points", 15.0, {}), (-0.00012, 0.0004), ""),
-    ("NSE:SBIN", "BUY", "CNC", 100, ("percent", 2.0, {"target": 8.0}), (0.0001, 0.0005), ""),
+    (
+        "NSE:SBIN",
+        "BUY",
+        "CNC",
+        100,
+        ("percent", 2.0, {"activation": 0.5, "breakeven": 1.0, "target": 8.0}),
+        (0.0001, 0.0005),
+        "rule",
+    ),
     ("NSE:HDFCBANK", "BUY", "CNC", 30, ("percent", 1.5, {}), (0.00005, 0.0004), "paused"),
     ("NSE:ICICIBANK", "SELL", "MIS", 40, ("percent", 0.8, {}), (-0.00006, 0.0003), ""),
     ("NSE:RELIANCE", "BUY", "MIS", 50, ("percent", 0.5, {}), (0.0, 0.0003), "stopped"),
@@ -171,6 +183,9 @@ def shoot(out: Path) -> None:
     service.start()
     window.show()
     wait(lambda: window.account_bar.state(account.id) == "live", "the feed to be live")
+    if panel is not None:
+        panel.instruments.ensure(session)  # the instrument master, as the app loads it after a login
+        panel.refresh_accounts()
 
     instruments = {i.symbol: i for i in sim.sim.instruments}  # read-only: immutable records
     rng = random.Random(11)
@@ -243,9 +258,41 @@ def shoot(out: Path) -> None:
     stopped = [pids[s] for s, *_r, role in BOOK if role == "stopped"]
     wait(lambda: all(store.get(pid).status is Status.CLOSED for pid in stopped), "the stop to fire", 10)
     window.statusBar().clearMessage()
+    window.banner.hide()  # the no-tray alert banner (Xvfb has no tray): dismissed, as a trader would
     window.detail.refresh_now()
     settle(1.0)
     save(window, "main-window.png")
+
+    if panel is not None:
+        # A limit typed far from the market is flagged beside the price (and always confirmed).
+        wait(lambda: panel.instruments.resolve(panel.master(), "NSE:HDFCBANK") is not None, "the instruments")
+        panel.instrument.setText("NSE:HDFCBANK")
+        panel.instrument.editingFinished.emit()
+        panel.order_type.setCurrentIndex(panel.order_type.findData(OrderType.LIMIT.value))
+        wait(lambda: panel.price.value() > 0, "the limit to start from the last price")
+        panel.price.setValue(round(panel.price.value() * 0.47, 1))
+        panel.quantity.setValue(10)
+        settle(0.4)
+        save(panel, "order-entry-preview.png")
+        panel.clear()
+
+    # Paused: the price stays live; through the stop, resuming would exit at once.
+    paused = next(pids[s] for s, *_r, role in BOOK if role == "paused")
+    paused_stop = store.get(paused).stop or 0.0
+    paused_symbol = next(s for s, *_r, role in BOOK if role == "paused")
+    set_price(paused_symbol, paused_stop * 0.995)
+    wait(lambda: (window.model.row_for(paused) or window.model.rows()[0]).stop_crossed(), "the paused price")
+    window.positions.select_pid(paused)
+    window.detail.refresh_now()
+    settle(0.8)
+    save(window, "paused.png")
+
+    ruled = next(pids[s] for s, *_r, role in BOOK if role == "rule")
+    window.positions.select_pid(ruled)
+    window.detail.refresh_now()
+    settle(0.8)
+    save(window.detail, "detail-rule.png")
+    window.positions.select_pid(pids[BOOK[0][0]])
 
     theme.apply_theme(app, "dark")
     settle(0.6)
@@ -260,6 +307,15 @@ def shoot(out: Path) -> None:
     journal.resize(1200, 640)
     settle(0.8)
     save(journal, "journal.png")
+    journal.hide()
+
+    # The token expires: nothing watches the protections any more, and the window says so in red.
+    session.mark_login_needed("the access token expired")
+    wait(lambda: window.account_bar.state(account.id) == "login needed", "login needed")
+    window.banner.hide()
+    window.detail.refresh_now()
+    settle(0.8)
+    save(window, "not-watched.png")
 
     window.prepare_quit()
     window.stop()

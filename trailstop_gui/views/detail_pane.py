@@ -370,7 +370,8 @@ class DetailPane(QWidget):
         self.journal.setObjectName("protectionJournal")
         self.journal.setAccessibleName("Journal of the selected protection")
         self.journal.setModel(self.journal_proxy)
-        for column in (JournalModel.ACCOUNT, JournalModel.SYMBOL):
+        # The pane's facts already show the P&L: the journal here keeps its width for the details.
+        for column in (JournalModel.ACCOUNT, JournalModel.SYMBOL, JournalModel.PNL):
             self.journal.setColumnHidden(column, True)
         self.journal.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.journal.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
@@ -590,6 +591,8 @@ class DetailPane(QWidget):
             RowState.FAILED: c.failed,
             RowState.CLOSED: c.closed,
         }[row.state]
+        if row.state is RowState.PAUSED and row.stop_crossed():
+            color = c.progress  # resuming would exit at once: a warning, not a calm "paused"
         self.status_pill.setText(f" {row.status_text} ")
         self.status_pill.setStyleSheet(
             f"QLabel#statusPill {{ color: white; background: {color.name()}; border-radius: 4px; "

@@ -496,6 +496,8 @@ class JournalView(QWidget):
         header = self.table.horizontalHeader()
         header.setHighlightSections(False)
         header.setSectionResizeMode(JournalModel.DETAILS, QHeaderView.ResizeMode.Stretch)
+        title = str(self.model.headerData(JournalModel.PNL, Qt.Orientation.Horizontal))
+        header.resizeSection(JournalModel.PNL, self.fontMetrics().horizontalAdvance(title) + 24)
         for column, width in (
             (JournalModel.TIME, 130),
             (JournalModel.ACCOUNT, 150),

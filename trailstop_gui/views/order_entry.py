@@ -895,6 +895,7 @@ class OrderEntryPanel(QWidget):
             self.safety_value,
         ):
             label.setText("—")
+        self.entry_caption.setText("Entry (estimate)")
         self.target_caption.setVisible(False)
         self.target_value.setVisible(False)
         self.safety_caption.setVisible(self.safety.isChecked())

@@ -24,7 +24,7 @@ from PySide6.QtCore import (
     QTimer,
     Signal,
 )
-from PySide6.QtGui import QAction, QKeySequence, QPainter, QPaintEvent
+from PySide6.QtGui import QAction, QFont, QFontMetrics, QKeySequence, QPainter, QPaintEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -76,6 +76,38 @@ def place_safety_beside_stop(header: QHeaderView) -> None:
         header.moveSection(header.visualIndex(Column.SAFETY), header.visualIndex(Column.STOP) + 1)
     if header.count() > Column.STATUS:
         header.moveSection(header.visualIndex(Column.STATUS), header.visualIndex(Column.SYMBOL) + 1)
+
+
+# The widest thing each column usually shows (its header counts too).
+COLUMN_SAMPLES = {
+    Column.STATUS: "Not watched: login needed",
+    Column.SIDE: "Short",
+    Column.QTY: "1,00,000",
+    Column.PRODUCT: "Product",
+    Column.ENTRY: "1,00,000.00",
+    Column.LTP: "1,00,000.00",
+    Column.STOP: "1,00,000.00",
+    Column.SAFETY: "1,00,000.00 placed",
+    Column.DISTANCE: "−10.00%",
+    Column.PNL: "+₹10,00,000.00",
+}
+
+
+def size_columns(header: QHeaderView, metrics: QFontMetrics) -> None:
+    header.setMinimumSectionSize(48)
+    header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+    model = header.model()
+    for column, sample in COLUMN_SAMPLES.items():
+        title = model.headerData(column, Qt.Orientation.Horizontal) if model is not None else ""
+        if column is Column.STATUS:
+            bold = QFont(header.font())
+            bold.setBold(True)  # a state that needs attention is shown in bold
+            measure = QFontMetrics(bold)
+        else:
+            measure = metrics
+        width = max(measure.horizontalAdvance(sample), metrics.horizontalAdvance(str(title or ""))) + 24
+        header.resizeSection(column, width)
+    header.setSectionResizeMode(Column.SYMBOL, QHeaderView.ResizeMode.Stretch)
 
 
 # ----------------------------------------------------------------- shared small widgets
@@ -599,13 +631,9 @@ class PositionsView(QWidget):
         self.table.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 10)
         header = self.table.horizontalHeader()
         header.setHighlightSections(False)
-        # Columns share the width: a trader reads across the row, and no column is ever cut short.
-        header.setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
-        metrics = self.fontMetrics()
-        header.setMinimumSectionSize(max(56, metrics.horizontalAdvance("+₹00,000.00") + 12))
-        # The state is what a trader reads first: room for "Exit unconfirmed: login needed", not elided.
-        header.setSectionResizeMode(Column.STATUS, QHeaderView.ResizeMode.Interactive)
-        header.resizeSection(Column.STATUS, metrics.horizontalAdvance("Exit unconfirmed: login needed") + 16)
+        # Each column as wide as what it holds (the state has room for "Not watched: login needed"), the
+        # symbol takes the rest: P&L and Status are never pushed behind a sideways scroll by equal shares.
+        size_columns(header, self.fontMetrics())
         header.setSortIndicator(-1, Qt.SortOrder.AscendingOrder)
         place_safety_beside_stop(header)
         self.table.setSortingEnabled(True)
@@ -693,6 +721,7 @@ class PositionsView(QWidget):
             if p.status not in TERMINAL or (p.closed_at is not None and p.closed_at.date() == today)
         ]
         self.model.load(protections)
+        self._update_safety_column()
         self._update_counts()
         self._update_actions()
 
@@ -703,6 +732,7 @@ class PositionsView(QWidget):
         except KeyError:
             return
         self.model.upsert(p)
+        self._update_safety_column()
         self._update_counts()
         if pid == self.selected_pid():
             self._update_actions()
@@ -747,6 +777,11 @@ class PositionsView(QWidget):
             f"Unrealised {theme.format_inr(unrealised)} on {priced} open"
             f" · realised {theme.format_inr(realised)} on {closed} closed today"
         )
+
+    def _update_safety_column(self) -> None:
+        """The Safety column only when some protection has a broker-held stop: room for what matters."""
+        wanted = any(not row.safety_off or row.safety_enabled for row in self.model.rows_view())
+        self.table.setColumnHidden(Column.SAFETY, not wanted)
 
     def _update_counts(self) -> None:
         counts = self.model.counts()

@@ -9,6 +9,7 @@ is emitted so that the window comes forward and keeps the alert in view until di
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sys
 from collections.abc import Callable
@@ -50,6 +51,8 @@ def notify_desktop(title: str, text: str, urgent: bool) -> bool:
         return False  # both have a tray; nothing to fall back to here
     if QGuiApplication.platformName() in ("offscreen", "minimal"):
         return False  # no desktop on screen to notify
+    if not os.environ.get("DBUS_SESSION_BUS_ADDRESS"):
+        return False  # no session bus: no notification service to reach
     notify_send = shutil.which("notify-send")
     if notify_send is not None:
         # Critical urgency stays on screen until dismissed (Desktop Notifications Specification).
