@@ -919,7 +919,8 @@ class OrderEntryPanel(QWidget):
         self.entry_value.setText(format_inr(preview.entry, decimals))
         self.stop_value.setText(
             f"{format_inr(preview.stop, decimals)}"
-            f"  <small style='font-weight:normal'>({sign}{distance:.{decimals}f}, {pct:.2f} %)</small>"
+            # The points are on the risk line below: here only the percent, so the line is never cut.
+            f"  <small style='font-weight:normal'>({sign}{pct:.2f} %)</small>"
         )
         self.risk_value.setText(
             f"<span style='color:{self._red}'>{format_inr(preview.risk)}</span>"

@@ -78,36 +78,42 @@ def place_safety_beside_stop(header: QHeaderView) -> None:
         header.moveSection(header.visualIndex(Column.STATUS), header.visualIndex(Column.SYMBOL) + 1)
 
 
-# The widest thing each column usually shows (its header counts too).
+# What each column usually holds at its widest (its header counts too). Symbol and Status are fitted to
+# the rows themselves whenever a row or a state changes (rare), never on every price.
 COLUMN_SAMPLES = {
-    Column.STATUS: "Not watched: login needed",
     Column.SIDE: "Short",
-    Column.QTY: "1,00,000",
-    Column.PRODUCT: "Product",
-    Column.ENTRY: "1,00,000.00",
-    Column.LTP: "1,00,000.00",
-    Column.STOP: "1,00,000.00",
-    Column.SAFETY: "1,00,000.00 placed",
+    Column.QTY: "10,000",
+    Column.PRODUCT: "NRML",
+    Column.ENTRY: "24,180.00",
+    Column.LTP: "24,180.00",
+    Column.STOP: "24,180.00",
+    Column.SAFETY: "24,180.00 placed",
     Column.DISTANCE: "−10.00%",
-    Column.PNL: "+₹10,00,000.00",
+    Column.PNL: "+₹1,00,000.00",
 }
+PADDING = 18
 
 
 def size_columns(header: QHeaderView, metrics: QFontMetrics) -> None:
-    header.setMinimumSectionSize(48)
+    header.setMinimumSectionSize(40)
     header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+    header.setStretchLastSection(True)  # what is left goes to the last column, P&L: never a gap
     model = header.model()
     for column, sample in COLUMN_SAMPLES.items():
         title = model.headerData(column, Qt.Orientation.Horizontal) if model is not None else ""
-        if column is Column.STATUS:
-            bold = QFont(header.font())
-            bold.setBold(True)  # a state that needs attention is shown in bold
-            measure = QFontMetrics(bold)
-        else:
-            measure = metrics
-        width = max(measure.horizontalAdvance(sample), metrics.horizontalAdvance(str(title or ""))) + 24
-        header.resizeSection(column, width)
-    header.setSectionResizeMode(Column.SYMBOL, QHeaderView.ResizeMode.Stretch)
+        width = max(metrics.horizontalAdvance(sample), metrics.horizontalAdvance(str(title or "")))
+        header.resizeSection(column, width + PADDING)
+
+
+def fit_text_column(header: QHeaderView, column: int, texts: list[str], *, bold: bool = True) -> None:
+    """Size ``column`` to its widest text (bold, as states needing attention and symbols are shown)."""
+    font = QFont(header.font())
+    font.setBold(bold)
+    metrics = QFontMetrics(font)
+    model = header.model()
+    title = str(model.headerData(column, Qt.Orientation.Horizontal) or "") if model is not None else ""
+    widest = max([metrics.horizontalAdvance(t) for t in texts] + [metrics.horizontalAdvance(title)])
+    header.resizeSection(column, min(widest + PADDING, 320))
 
 
 # ----------------------------------------------------------------- shared small widgets
@@ -721,6 +727,7 @@ class PositionsView(QWidget):
             if p.status not in TERMINAL or (p.closed_at is not None and p.closed_at.date() == today)
         ]
         self.model.load(protections)
+        self._fit_columns()
         self._update_safety_column()
         self._update_counts()
         self._update_actions()
@@ -732,6 +739,8 @@ class PositionsView(QWidget):
         except KeyError:
             return
         self.model.upsert(p)
+        if before is None or before.status_text != (self.model.row_for(pid) or before).status_text:
+            self._fit_columns()
         self._update_safety_column()
         self._update_counts()
         if pid == self.selected_pid():
@@ -743,6 +752,7 @@ class PositionsView(QWidget):
 
     def _on_session_state_changed(self, account_id: int, state: str) -> None:
         self.model.set_not_watched(account_id, not_watched_reason(state))
+        self._fit_columns()
         self._update_counts()
         self._update_actions()
         if state == "live":
@@ -777,6 +787,14 @@ class PositionsView(QWidget):
             f"Unrealised {theme.format_inr(unrealised)} on {priced} open"
             f" · realised {theme.format_inr(realised)} on {closed} closed today"
         )
+
+    def _fit_columns(self) -> None:
+        header = self.table.horizontalHeader()
+        rows = self.model.rows_view()
+        fit_text_column(header, Column.SYMBOL, [row.symbol for row in rows] or ["BANKNIFTY"])
+        # A paused row's words change with the price ("Paused: stop crossed"): room for them from the start.
+        states = ["Paused: stop crossed" if row.state is RowState.PAUSED else row.status_text for row in rows]
+        fit_text_column(header, Column.STATUS, states or ["Pending entry"])
 
     def _update_safety_column(self) -> None:
         """The Safety column only when some protection has a broker-held stop: room for what matters."""
