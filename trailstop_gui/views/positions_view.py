@@ -24,7 +24,7 @@ from PySide6.QtCore import (
     QTimer,
     Signal,
 )
-from PySide6.QtGui import QAction, QFont, QFontMetrics, QKeySequence, QPainter, QPaintEvent
+from PySide6.QtGui import QAction, QFont, QFontMetrics, QKeySequence, QPainter, QPaintEvent, QResizeEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -97,7 +97,6 @@ PADDING = 18
 def size_columns(header: QHeaderView, metrics: QFontMetrics) -> None:
     header.setMinimumSectionSize(40)
     header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-    header.setStretchLastSection(True)  # what is left goes to the last column, P&L: never a gap
     model = header.model()
     for column, sample in COLUMN_SAMPLES.items():
         title = model.headerData(column, Qt.Orientation.Horizontal) if model is not None else ""
@@ -105,7 +104,7 @@ def size_columns(header: QHeaderView, metrics: QFontMetrics) -> None:
         header.resizeSection(column, width + PADDING)
 
 
-def fit_text_column(header: QHeaderView, column: int, texts: list[str], *, bold: bool = True) -> None:
+def fit_text_column(header: QHeaderView, column: int, texts: list[str], *, bold: bool = True) -> int:
     """Size ``column`` to its widest text (bold, as states needing attention and symbols are shown)."""
     font = QFont(header.font())
     font.setBold(bold)
@@ -114,6 +113,7 @@ def fit_text_column(header: QHeaderView, column: int, texts: list[str], *, bold:
     title = str(model.headerData(column, Qt.Orientation.Horizontal) or "") if model is not None else ""
     widest = max([metrics.horizontalAdvance(t) for t in texts] + [metrics.horizontalAdvance(title)])
     header.resizeSection(column, min(widest + PADDING, 320))
+    return min(widest + PADDING, 320)
 
 
 # ----------------------------------------------------------------- shared small widgets
@@ -122,9 +122,15 @@ def fit_text_column(header: QHeaderView, column: int, texts: list[str], *, bold:
 class EmptyStateTableView(QTableView):
     """A table that says what to do when it has no rows, instead of showing a blank grid."""
 
+    resized = Signal()
+
     def __init__(self, placeholder: str = "", parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.placeholder = placeholder
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self.resized.emit()
 
     def paintEvent(self, event: QPaintEvent) -> None:
         super().paintEvent(event)
@@ -640,6 +646,7 @@ class PositionsView(QWidget):
         # Each column as wide as what it holds (the state has room for "Not watched: login needed"), the
         # symbol takes the rest: P&L and Status are never pushed behind a sideways scroll by equal shares.
         size_columns(header, self.fontMetrics())
+        self.table.resized.connect(self._fit_columns)
         header.setSortIndicator(-1, Qt.SortOrder.AscendingOrder)
         place_safety_beside_stop(header)
         self.table.setSortingEnabled(True)
@@ -791,15 +798,24 @@ class PositionsView(QWidget):
     def _fit_columns(self) -> None:
         header = self.table.horizontalHeader()
         rows = self.model.rows_view()
-        fit_text_column(header, Column.SYMBOL, [row.symbol for row in rows] or ["BANKNIFTY"])
+        symbol = fit_text_column(header, Column.SYMBOL, [row.symbol for row in rows] or ["BANKNIFTY"])
         # A paused row's words change with the price ("Paused: stop crossed"): room for them from the start.
         states = ["Paused: stop crossed" if row.state is RowState.PAUSED else row.status_text for row in rows]
         fit_text_column(header, Column.STATUS, states or ["Pending entry"])
+        # What is left of the width goes to the symbol: no gap at the end, and never a symbol cut short.
+        others = sum(
+            header.sectionSize(c)
+            for c in range(header.count())
+            if c != Column.SYMBOL and not header.isSectionHidden(c)
+        )
+        header.resizeSection(Column.SYMBOL, max(symbol, self.table.viewport().width() - others))
 
     def _update_safety_column(self) -> None:
         """The Safety column only when some protection has a broker-held stop: room for what matters."""
         wanted = any(not row.safety_off or row.safety_enabled for row in self.model.rows_view())
-        self.table.setColumnHidden(Column.SAFETY, not wanted)
+        if self.table.isColumnHidden(Column.SAFETY) == wanted:
+            self.table.setColumnHidden(Column.SAFETY, not wanted)
+            self._fit_columns()
 
     def _update_counts(self) -> None:
         counts = self.model.counts()
