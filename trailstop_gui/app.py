@@ -293,6 +293,9 @@ def run_window(args: argparse.Namespace, instance: SingleInstance | None = None)
         runtime.routes.route_checked.connect(
             lambda account_id, check: main.account_bar.set_route(account_id, check.state.value, check.message)
         )
+        runtime.routes.route_checked.connect(
+            lambda account_id, check: main.positions.set_route_state(account_id, check.state.value)
+        )
         prompter = ReloginPrompter(service, main)
 
         def on_logged_in(account_id: int) -> None:

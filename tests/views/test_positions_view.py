@@ -446,3 +446,21 @@ def test_the_status_is_in_view_without_scrolling_sideways(
     assert left >= 0 and left + header.sectionSize(Column.STATUS) <= view.table.viewport().width()
     text = view.proxy.index(0, Column.STATUS).data()
     assert header.sectionSize(Column.STATUS) >= view.table.fontMetrics().horizontalAdvance(text)
+
+
+def test_a_failing_order_route_shows_on_the_rows_an_exit_would_fail(
+    view: PositionsView, store: ProtectionStore
+) -> None:
+    p = protect(store)
+    view.reload_all()
+    view.set_route_state(p.account_id, "refused")  # the route monitor's check: the IP is not registered
+    row = view.model.row_for(p.id)
+    assert row is not None and row.state is RowState.NOT_WATCHED
+    assert row.status_text == "Exit would fail: orders refused (IP not registered)"
+    view.set_route_state(p.account_id, "ok")
+    row = view.model.row_for(p.id)
+    assert row is not None and row.state is RowState.ARMED
+    view.service.session_state_changed.emit(p.account_id, "login needed")  # the deeper trouble wins
+    view.set_route_state(p.account_id, "unreachable")
+    row = view.model.row_for(p.id)
+    assert row is not None and row.status_text == "Not watched: login needed"

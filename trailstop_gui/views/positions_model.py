@@ -103,6 +103,14 @@ RECENTLY_CLOSED_S = 20.0
 # Within this distance of the stop (percent) the distance is shown as a warning.
 NEAR_STOP_PERCENT = 0.5
 
+# Why an account's orders cannot go out although its feed is live (services/route_monitor.py's RouteState):
+# its stops still fire, but their exits would be refused. Shown in the same red as "not watched".
+ROUTE_PROBLEMS = {
+    "refused": "orders refused (IP not registered)",
+    "unreachable": "order route unreachable",
+}
+ROUTE_PROBLEM_WORDS = frozenset(ROUTE_PROBLEMS.values())
+
 # States that need a live feed (or a connected broker) to do their job: without one they are "not watched".
 WATCH_NEEDED = frozenset({Status.PENDING, Status.OPEN, Status.TRIGGERED, Status.EXITING})
 
@@ -243,6 +251,8 @@ class PositionRow:
                 return f"Exit not sent: {self.not_watched}"
             if self.status is Status.EXITING:
                 return f"Exit unconfirmed: {self.not_watched}"
+            if self.not_watched in ROUTE_PROBLEM_WORDS:
+                return f"Exit would fail: {self.not_watched}"  # watched, but its exit cannot go out
             return f"Not watched: {self.not_watched}"
         if self.status is Status.OPEN and self.paused:
             return "Paused: stop crossed" if self.stop_crossed() else "Paused"

@@ -54,6 +54,7 @@ from trailstop_gui.settings import load_settings
 from trailstop_gui.views import theme
 from trailstop_gui.views.positions_model import (
     PID_ROLE,
+    ROUTE_PROBLEMS,
     Column,
     PositionRow,
     PositionsModel,
@@ -525,6 +526,8 @@ class PositionsView(QWidget):
         self.ask_rule: AskRuleFn = lambda **kw: ask_rule(self, **kw)
 
         self._colors = theme.colors(self.palette())
+        self._feed_problems: dict[int, str] = {}  # account id -> why its feed does not watch ("" if it does)
+        self._route_problems: dict[int, str] = {}  # account id -> why its orders would not go out
         self._build_actions()
         self._build_ui()
 
@@ -550,7 +553,8 @@ class PositionsView(QWidget):
         for account_id, session in service.sessions.items():
             state = getattr(session, "state", None)
             if state is not None:
-                self.model.set_not_watched(account_id, not_watched_reason(state))
+                self._feed_problems[account_id] = not_watched_reason(state) or ""
+                self.model.set_not_watched(account_id, self._feed_problems[account_id] or None)
         self.reload_all()
         self.refresh_unprotected()
 
@@ -757,11 +761,23 @@ class PositionsView(QWidget):
         if before is None or (before.status is not p.status and (p.status in TERMINAL or before.is_terminal)):
             self.refresh_unprotected()
 
-    def _on_session_state_changed(self, account_id: int, state: str) -> None:
-        self.model.set_not_watched(account_id, not_watched_reason(state))
+    def set_route_state(self, account_id: int, route_state: str) -> None:
+        """The order route's last check (RouteState value): a refused or unreachable route is shown on
+        the account's rows, as an exit from them would fail."""
+        self._route_problems[account_id] = ROUTE_PROBLEMS.get(route_state, "")
+        self._show_watch(account_id)
+
+    def _show_watch(self, account_id: int) -> None:
+        # No feed is the deeper trouble (nothing fires at all); a failing route comes next.
+        why = self._feed_problems.get(account_id) or self._route_problems.get(account_id) or None
+        self.model.set_not_watched(account_id, why)
         self._fit_columns()
         self._update_counts()
         self._update_actions()
+
+    def _on_session_state_changed(self, account_id: int, state: str) -> None:
+        self._feed_problems[account_id] = not_watched_reason(state) or ""
+        self._show_watch(account_id)
         if state == "live":
             self.refresh_unprotected()
 
