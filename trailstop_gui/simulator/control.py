@@ -215,6 +215,9 @@ class Control:
             result["quote"] = quote_dict(quote)
         elif kind == fault_kinds.CLEAR:
             self.sim.faults.clear(spec["kind"])
+        elif kind == fault_kinds.FREEZE_QUANTITY:
+            spec["symbol"] = self._instrument(spec["symbol"]).symbol  # one spelling for every alias
+            self.sim.faults.add(spec)
         else:
             self.sim.faults.add(spec)
         result["active"] = self.sim.faults.describe()

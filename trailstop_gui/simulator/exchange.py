@@ -350,21 +350,59 @@ class Exchange:
     def all_orders(self) -> list[Order]:
         return list(self._orders.values())
 
+    # The read calls answer as the broker's REST API does: with the ``book_lag`` fault, as things were that
+    # many seconds ago (an order placed since is not there yet; fills since are not seen). The order-update
+    # stream is not late. Kite's forum: the order book, trades and positions can trail a fill by a moment.
+
     def orders(self, broker: str, user_id: str) -> list[Order]:
-        return list(self.account(broker, user_id).orders.values())
+        cutoff = self._lag_cutoff()
+        orders = self.account(broker, user_id).orders.values()
+        if cutoff is None:
+            return list(orders)
+        return [lagged for o in orders if (lagged := _as_of(o, cutoff)) is not None]
 
     def order(self, broker: str, user_id: str, order_id: str) -> Order:
+        order = self._own_order(broker, user_id, order_id)
+        cutoff = self._lag_cutoff()
+        if cutoff is None:
+            return order
+        lagged = _as_of(order, cutoff)
+        if lagged is None:
+            raise OrderNotFound(order_id)
+        return lagged
+
+    def trades(self, broker: str, user_id: str, order_id: str | None = None) -> list[Trade]:
+        cutoff = self._lag_cutoff()
+        trades = self.account(broker, user_id).trades
+        return [
+            t
+            for t in trades
+            if (order_id is None or t.order_id == order_id) and (cutoff is None or t.filled_at <= cutoff)
+        ]
+
+    def positions(self, broker: str, user_id: str) -> list[Position]:
+        positions = list(self.account(broker, user_id).positions.values())
+        cutoff = self._lag_cutoff()
+        if cutoff is None:
+            return positions
+        late = [t for t in self.account(broker, user_id).trades if t.filled_at > cutoff]
+        return [_without(p, late) for p in positions]
+
+    def freeze_quantity(self, inst: Instrument) -> int:
+        """The exchange's largest quantity for one order of ``inst`` (a fault may lower it)."""
+        return self.faults.freeze.get(inst.symbol, inst.freeze_quantity)
+
+    def _lag_cutoff(self) -> datetime | None:
+        lag = self.faults.book_lag
+        if not lag:
+            return None
+        return datetime.fromtimestamp(self._clock() - lag, IST)
+
+    def _own_order(self, broker: str, user_id: str, order_id: str) -> Order:
         order = self.account(broker, user_id).orders.get(order_id)
         if order is None:
             raise OrderNotFound(order_id)
         return order
-
-    def trades(self, broker: str, user_id: str, order_id: str | None = None) -> list[Trade]:
-        trades = self.account(broker, user_id).trades
-        return [t for t in trades if order_id is None or t.order_id == order_id]
-
-    def positions(self, broker: str, user_id: str) -> list[Position]:
-        return list(self.account(broker, user_id).positions.values())
 
     def holdings(self, broker: str, user_id: str) -> list[Holding]:
         return list(self.account(broker, user_id).holdings.values())
@@ -434,7 +472,7 @@ class Exchange:
         validity: str | None = None,
         disclosed_quantity: int | None = None,
     ) -> Order:
-        order = self.order(broker, user_id, order_id)
+        order = self._own_order(broker, user_id, order_id)
         if order.status not in WORKING:
             raise OrderStateError(f"Order cannot be modified as it is {order.status.value.lower()}.")
         if order.modify_count >= MAX_MODIFICATIONS:
@@ -486,7 +524,7 @@ class Exchange:
         return order
 
     def cancel(self, broker: str, user_id: str, order_id: str) -> Order:
-        order = self.order(broker, user_id, order_id)
+        order = self._own_order(broker, user_id, order_id)
         if order.status not in WORKING:
             raise OrderStateError(f"Order cannot be cancelled as it is {order.status.value.lower()}.")
         self._cancel_remainder(order, None)
@@ -661,8 +699,11 @@ class Exchange:
         problem = _tick_and_lot_problem_state(inst, state)
         if problem:
             return problem
-        if state.quantity > inst.freeze_quantity:
-            return f"Quantity exceeds the freeze limit of {inst.freeze_quantity} for this instrument."
+        freeze = self.freeze_quantity(inst)
+        if state.quantity > freeze:
+            # The exchange's own refusal (NSE NNF error 16327, "order quantity greater than the limit");
+            # Kite refuses such an order at the door instead (kite_api.py).
+            return f"Quantity {state.quantity} exceeds the freeze limit of {freeze} for this instrument."
         if state.order_type == "SL-M" and slm_withdrawn(inst.exchange, inst.instrument_type):
             return SLM_WITHDRAWN_MESSAGE
         ltp = self.market.ltp(inst)
@@ -756,6 +797,29 @@ _NO_SLM_EXCHANGES = frozenset({"BSE", "BFO", "BCD"})
 def slm_withdrawn(exchange: str, instrument_type: str) -> bool:
     """The exchange refuses SL-M orders for this instrument."""
     return exchange in _NO_SLM_EXCHANGES or (exchange == "NFO" and instrument_type in ("CE", "PE"))
+
+
+def _as_of(order: Order, cutoff: datetime) -> Order | None:
+    """``order`` as the order book showed it at ``cutoff``; None when it was not placed yet."""
+    if order.placed_at > cutoff:
+        return None
+    history = [s for s in order.history if s.updated_at <= cutoff] or order.history[:1]
+    return replace(order, state=history[-1], history=history)
+
+
+def _without(position: Position, trades: list[Trade]) -> Position:
+    """``position`` before ``trades`` (the ones a lagging positions endpoint has not seen yet)."""
+    lagged = replace(position)
+    for t in trades:
+        if t.instrument.kite_token != position.instrument.kite_token or t.product != position.product:
+            continue
+        if t.transaction_type == "BUY":
+            lagged.buy_quantity -= t.quantity
+            lagged.buy_value -= t.quantity * t.price
+        else:
+            lagged.sell_quantity -= t.quantity
+            lagged.sell_value -= t.quantity * t.price
+    return lagged
 
 
 def _check_request(request: OrderRequest) -> None:

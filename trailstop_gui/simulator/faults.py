@@ -1,5 +1,5 @@
-"""Injectable faults: HTTP errors, slow responses, malformed replies, rejections, partial fills, fill delays,
-stalled sockets.
+"""Injectable faults: HTTP errors, slow responses, malformed replies, lost replies, rejections, partial
+fills, fill delays, a lagging order book, freeze quantities, stalled sockets.
 
 The state lives here; ``POST /_sim/fault`` parses a JSON spec with :func:`parse_fault` and the control API
 applies it. One-shot actions (drop sockets, expire tokens, price gaps) are carried out by the control API.
@@ -23,6 +23,9 @@ DROP_WS = "drop_ws"
 EXPIRE_TOKENS = "expire_tokens"
 PRICE_GAP = "price_gap"
 MALFORMED = "malformed"
+LOST_REPLY = "lost_reply"
+BOOK_LAG = "book_lag"
+FREEZE_QUANTITY = "freeze_quantity"
 CLEAR = "clear"
 KINDS = (
     HTTP_FAULT,
@@ -35,10 +38,14 @@ KINDS = (
     EXPIRE_TOKENS,
     PRICE_GAP,
     MALFORMED,
+    LOST_REPLY,
+    BOOK_LAG,
+    FREEZE_QUANTITY,
     CLEAR,
 )
 # How a malformed reply is malformed: its lists become null, a field goes missing, a number becomes a string.
 MALFORMED_MODES = ("null_list", "missing_field", "string_number")
+REQUEST_KINDS = (HTTP_FAULT, SLOW, MALFORMED, LOST_REPLY)
 
 DEFAULT_REJECT_REASON = (
     "RMS:Margin Exceeds,Required:0, Available:0 for entity account-DEMO across exchange across "
@@ -54,7 +61,7 @@ class FaultError(ValueError):
 class RequestFault:
     """Matches HTTP requests by path prefix and method; fires ``count`` times or with ``probability``."""
 
-    kind: str  # http_error, slow or malformed
+    kind: str  # http_error, slow, malformed or lost_reply
     status: int = 0
     seconds: float = 0.0
     message: str | None = None
@@ -98,6 +105,9 @@ class Faults:
         self.rejections: list[OrderRejection] = []
         self.partials: list[PartialFill] = []
         self.fill_delay: float | None = None
+        # Orders, trades and positions as they were this many seconds ago (order updates are not late).
+        self.book_lag: float | None = None
+        self.freeze: dict[str, int] = {}  # symbol ("NSE:INFY") -> freeze quantity, over the listed one
         self._stall_until: float | None = None
 
     # -- queries used by the server and the exchange ---------------------------------------------
@@ -145,7 +155,7 @@ class Faults:
     def add(self, spec: dict[str, Any]) -> None:
         """Record a stateful fault from a spec already checked by :func:`parse_fault`."""
         kind = spec["fault"]
-        if kind in (HTTP_FAULT, SLOW, MALFORMED):
+        if kind in REQUEST_KINDS:
             self.request_faults.append(
                 RequestFault(
                     kind=kind,
@@ -169,13 +179,17 @@ class Faults:
             self.partials.append(PartialFill(spec["ratio"], spec["count"], spec.get("rest_after")))
         elif kind == FILL_DELAY:
             self.fill_delay = spec["seconds"]
+        elif kind == BOOK_LAG:
+            self.book_lag = spec["seconds"]
+        elif kind == FREEZE_QUANTITY:
+            self.freeze[spec["symbol"]] = spec["quantity"]
         elif kind == STALL_WS:
             self.stall(spec.get("seconds"))
         else:
             raise FaultError(f"{kind} is an action, not a standing fault")
 
     def clear(self, kind: str | None = None) -> None:
-        if kind in (None, HTTP_FAULT, SLOW, MALFORMED):
+        if kind in (None, *REQUEST_KINDS):
             self.request_faults = [f for f in self.request_faults if kind is not None and f.kind != kind]
         if kind in (None, REJECT_ORDERS):
             self.rejections.clear()
@@ -183,6 +197,10 @@ class Faults:
             self.partials.clear()
         if kind in (None, FILL_DELAY):
             self.fill_delay = None
+        if kind in (None, BOOK_LAG):
+            self.book_lag = None
+        if kind in (None, FREEZE_QUANTITY):
+            self.freeze.clear()
         if kind in (None, STALL_WS):
             self._stall_until = None
 
@@ -195,6 +213,8 @@ class Faults:
             "reject_orders": [asdict(r) for r in self.rejections],
             "partial_fill": [asdict(p) for p in self.partials],
             "fill_delay": self.fill_delay,
+            "book_lag": self.book_lag,
+            "freeze_quantity": dict(self.freeze),
             "ws_stalled": self.ws_stalled,
             "ws_stall_remaining": remaining,
         }
@@ -211,12 +231,12 @@ def parse_fault(body: object) -> dict[str, Any]:
     if kind not in KINDS:
         raise FaultError(f"`fault` must be one of {', '.join(KINDS)}")
     spec: dict[str, Any] = {"fault": kind}
-    if kind in (HTTP_FAULT, SLOW):
+    if kind in (HTTP_FAULT, SLOW, LOST_REPLY):
         if kind == HTTP_FAULT:
             spec["status"] = _int(body, "status", required=True, low=400, high=599)
             spec["message"] = _str(body, "message")
             spec["retry_after"] = _header_value(body, "retry_after")
-        else:
+        elif kind == SLOW:
             spec["seconds"] = _number(body, "seconds", required=True, low=0.0, high=600.0)
         spec["probability"] = _number(body, "probability", low=0.0, high=1.0)
         count = _int(body, "count", low=1)
@@ -228,6 +248,8 @@ def parse_fault(body: object) -> dict[str, Any]:
         phase = body.get("phase", "before" if kind == HTTP_FAULT else "after")
         if phase not in ("before", "after"):
             raise FaultError("`phase` must be before or after")
+        if kind == LOST_REPLY and phase != "after":
+            raise FaultError("a lost reply is always lost after the request was carried out")
         spec["phase"] = phase
     elif kind == MALFORMED:
         mode = body.get("mode", "null_list")
@@ -259,6 +281,11 @@ def parse_fault(body: object) -> dict[str, Any]:
         spec["rest_after"] = _number(body, "rest_after", low=0.0, high=600.0)
     elif kind == FILL_DELAY:
         spec["seconds"] = _number(body, "seconds", required=True, low=0.0, high=600.0)
+    elif kind == BOOK_LAG:
+        spec["seconds"] = _number(body, "seconds", required=True, low=0.0, high=600.0)
+    elif kind == FREEZE_QUANTITY:
+        spec["symbol"] = _str(body, "symbol", required=True)
+        spec["quantity"] = _int(body, "quantity", required=True, low=1)
     elif kind == STALL_WS:
         spec["seconds"] = _number(body, "seconds", low=0.0, high=3600.0)
     elif kind == DROP_WS:

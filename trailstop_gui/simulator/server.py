@@ -16,7 +16,7 @@ from aiohttp import web
 
 from trailstop_gui.simulator import control, kite, static_ip, upstox
 from trailstop_gui.simulator.core import Simulator
-from trailstop_gui.simulator.faults import HTTP_FAULT, MALFORMED, SLOW, RequestFault, malform
+from trailstop_gui.simulator.faults import HTTP_FAULT, LOST_REPLY, MALFORMED, SLOW, RequestFault, malform
 from trailstop_gui.simulator.http_util import SIM_KEY, BrokerError, render_error
 
 log = logging.getLogger(__name__)
@@ -56,13 +56,14 @@ def _fault_response(request: web.Request, fault: RequestFault) -> web.Response:
 
 @web.middleware
 async def _faults(request: web.Request, handler: Callable[[web.Request], object]) -> web.StreamResponse:
-    """Injected HTTP errors and slow responses, before or after the request is carried out."""
+    """Injected HTTP errors, slow responses and lost replies, before or after the request is carried out."""
     if request.path.startswith(UNFAULTED_PREFIXES):
         return await handler(request)  # type: ignore[no-any-return,misc]
     faults = request.app[SIM_KEY].faults
     slow = faults.take_request_fault(SLOW, request.method, request.path)
     error = faults.take_request_fault(HTTP_FAULT, request.method, request.path)
     malformed = faults.take_request_fault(MALFORMED, request.method, request.path)
+    lost = faults.take_request_fault(LOST_REPLY, request.method, request.path)
     if slow is not None and slow.phase == "before":
         await asyncio.sleep(slow.seconds)
     if error is not None and error.phase == "before":
@@ -74,6 +75,11 @@ async def _faults(request: web.Request, handler: Callable[[web.Request], object]
         await asyncio.sleep(slow.seconds)
     if error is not None and error.phase == "after":
         return _fault_response(request, error)
+    if lost is not None and request.transport is not None:
+        # The broker took the request and the answer never arrives: the connection closes without a
+        # reply (the client sees RemoteDisconnected / a reset), as after a gateway time-out on a bad day.
+        request.transport.abort()
+        return response  # written to a closed transport: nothing reaches the client
     if malformed is not None:
         return _malformed_response(response, malformed)
     return response

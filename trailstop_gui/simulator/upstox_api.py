@@ -353,7 +353,7 @@ class UpstoxApi:
         self._throttle(session)
         order_request, product, slice_it = self._parse_place(body, v3=True)
         pieces = [order_request.quantity]
-        freeze = order_request.instrument.freeze_quantity
+        freeze = self.sim.exchange.freeze_quantity(order_request.instrument)
         if slice_it and order_request.quantity > freeze:
             # Auto-slicing: orders of at most the freeze quantity (in whole lots), up to 25 of them.
             lot = max(order_request.instrument.lot_size, 1)
