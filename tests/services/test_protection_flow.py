@@ -64,7 +64,10 @@ class Rig:
         )
         self.session.login_with_password(section["user_id"], section["password"])
         self.service = ProtectionService(
-            store, retry_policy=RetryPolicy(attempts=6, initial_delay=0.05, max_delay=0.2, poll_interval=0.05)
+            store,
+            retry_policy=RetryPolicy(
+                attempts=6, initial_delay=0.05, max_delay=0.2, poll_interval=0.05, lookup_window=1.5
+            ),
         )
         self.alerts: list[Any] = []
         self.service.notifier.alerted.connect(self.alerts.append)

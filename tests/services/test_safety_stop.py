@@ -71,7 +71,9 @@ class SafetyRig(Rig):
         self.session.login_with_password(section["user_id"], section["password"])
         self.service = ProtectionService(
             store,
-            retry_policy=RetryPolicy(attempts=6, initial_delay=0.05, max_delay=0.2, poll_interval=0.05),
+            retry_policy=RetryPolicy(
+                attempts=6, initial_delay=0.05, max_delay=0.2, poll_interval=0.05, lookup_window=1.5
+            ),
             safety_policy=POLICY,
         )
         self.alerts: list[Any] = []

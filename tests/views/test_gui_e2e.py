@@ -60,7 +60,9 @@ class GuiRig:
         self.session.login_with_password(section["user_id"], section["password"])
         self.service = ProtectionService(
             self.store,
-            retry_policy=RetryPolicy(attempts=6, initial_delay=0.05, max_delay=0.2, poll_interval=0.05),
+            retry_policy=RetryPolicy(
+                attempts=6, initial_delay=0.05, max_delay=0.2, poll_interval=0.05, lookup_window=1.5
+            ),
         )
         self.service.add_session(self.session)
         self.tray = TrayController(self.service.notifier, available=False)

@@ -17,6 +17,7 @@ class AlertKind(enum.StrEnum):
     EXIT_PLACED = "exit placed"
     EXIT_FILLED = "exit filled"
     EXIT_FAILED = "exit failed"
+    EXIT_DELAYED = "exit delayed"  # still TRIGGERED: sent again by the reconciler
     FEED_DOWN = "feed down"
     LOGIN_NEEDED = "login needed"
     ROUTE_FAILED = "order route failed"  # orders of an account with live protections would be refused
@@ -29,6 +30,7 @@ class AlertKind(enum.StrEnum):
 URGENT = frozenset(
     {
         AlertKind.EXIT_FAILED,
+        AlertKind.EXIT_DELAYED,
         AlertKind.LOGIN_NEEDED,
         AlertKind.FEED_DOWN,
         AlertKind.ROUTE_FAILED,
@@ -59,6 +61,7 @@ class Notifier(QObject):
     exit_placed = Signal(object)
     exit_filled = Signal(object)
     exit_failed = Signal(object)
+    exit_delayed = Signal(object)
     feed_down = Signal(object)
     login_needed = Signal(object)
     route_failed = Signal(object)
@@ -72,6 +75,7 @@ class Notifier(QObject):
             AlertKind.EXIT_PLACED: self.exit_placed,
             AlertKind.EXIT_FILLED: self.exit_filled,
             AlertKind.EXIT_FAILED: self.exit_failed,
+            AlertKind.EXIT_DELAYED: self.exit_delayed,
             AlertKind.FEED_DOWN: self.feed_down,
             AlertKind.LOGIN_NEEDED: self.login_needed,
             AlertKind.ROUTE_FAILED: self.route_failed,

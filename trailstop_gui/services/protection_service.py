@@ -187,6 +187,7 @@ class ProtectionService(QObject):
         ex.exit_placed.connect(self._on_exit_placed)
         ex.exit_filled.connect(self._on_exit_filled)
         ex.exit_failed.connect(self._on_exit_failed)
+        ex.exit_delayed.connect(self._on_exit_delayed)
         ex.closed_externally.connect(self._on_closed_externally)
         ex.login_needed.connect(self._on_exit_login_needed)
 
@@ -873,6 +874,19 @@ class ProtectionService(QObject):
                 AlertKind.SAFETY_FAILED,
                 "No broker-held stop",
                 f"{p.symbol}: {why}. TrailStop's own stop still protects it while TrailStop runs.",
+                pid,
+                p.account_id,
+            )
+        )
+        self.protection_changed.emit(pid)
+
+    def _on_exit_delayed(self, pid: int, why: str) -> None:
+        p = self.store.get(pid)
+        self.notifier.notify(
+            Alert(
+                AlertKind.EXIT_DELAYED,
+                "Exit delayed",
+                f"{p.symbol}: {why}; TrailStop tries again",
                 pid,
                 p.account_id,
             )

@@ -520,6 +520,8 @@ class Exchange:
             self._set(order, status=OrderStatus.AMO_REQ_RECEIVED)
         else:
             order.protection_limit = None
+            # A modification re-prices the order: a remainder held by the partial_fill fault is free again.
+            order.hold_remainder = False
             self._open(order)
         return order
 

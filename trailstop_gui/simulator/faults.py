@@ -279,9 +279,7 @@ def parse_fault(body: object) -> dict[str, Any]:
             raise FaultError("`ratio` must be between 0 and 1 (exclusive)")
         spec["count"] = _int(body, "count", low=1) or 1
         spec["rest_after"] = _number(body, "rest_after", low=0.0, high=600.0)
-    elif kind == FILL_DELAY:
-        spec["seconds"] = _number(body, "seconds", required=True, low=0.0, high=600.0)
-    elif kind == BOOK_LAG:
+    elif kind in (FILL_DELAY, BOOK_LAG):
         spec["seconds"] = _number(body, "seconds", required=True, low=0.0, high=600.0)
     elif kind == FREEZE_QUANTITY:
         spec["symbol"] = _str(body, "symbol", required=True)

@@ -30,6 +30,7 @@ NOTIFY = frozenset(
         AlertKind.STOP_TRIGGERED,
         AlertKind.EXIT_FILLED,
         AlertKind.EXIT_FAILED,
+        AlertKind.EXIT_DELAYED,
         AlertKind.FEED_DOWN,
         AlertKind.LOGIN_NEEDED,
         AlertKind.ROUTE_FAILED,

@@ -641,6 +641,23 @@ def as_gtt_broker(broker: object) -> GttBroker | None:
     return broker if isinstance(broker, GttBroker) else None
 
 
+@runtime_checkable
+class SlicingBroker(Protocol):
+    """A broker that splits an order above the exchange's freeze quantity itself (Kite, Upstox)."""
+
+    def place_sliced_order(self, request: OrderRequest) -> list[str]:
+        """Send ``request`` for the broker to slice; returns every child order's id (at least one).
+
+        Raises like ``place_order``; a reply that names no child at all is an ``AmbiguousError``.
+        """
+        ...
+
+
+def as_slicing_broker(broker: object) -> SlicingBroker | None:
+    """``broker`` as a SlicingBroker when it can slice orders, else None."""
+    return broker if isinstance(broker, SlicingBroker) else None
+
+
 def profile_from_reply(data: object, default_broker: str, what: str) -> Profile:
     """A user-profile reply (Kite and Upstox send the same field names) as a Profile."""
     if not isinstance(data, Mapping):

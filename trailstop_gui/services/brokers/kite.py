@@ -50,6 +50,7 @@ from trailstop_gui.services.brokers.base import (
     rows,
 )
 from trailstop_gui.services.brokers.errors import (
+    AmbiguousError,
     BrokerError,
     BrokerInputError,
     RateLimitedError,
@@ -230,6 +231,64 @@ class KiteBroker:
             request.tag,
         )
         return order_id
+
+    def place_sliced_order(self, request: OrderRequest) -> list[str]:
+        """An order above the freeze quantity, sliced by Kite (``place_autoslice_order``, kiteconnect 5.2).
+
+        The SDK returns the whole reply: the parent ``order_id`` and ``children``, each a placed order
+        (``order_id``) or an ``error`` payload (kiteconnect/connect.py, place_autoslice_order). Kite refuses
+        a quantity that needs no slicing, so this is for orders its freeze check refused.
+        """
+        if not request.symbol or not request.exchange:
+            raise BrokerInputError("kite orders need the trading symbol and the exchange")
+        params: dict[str, Any] = {
+            "variety": self._variety,
+            "exchange": request.exchange,
+            "tradingsymbol": request.symbol,
+            "transaction_type": request.side.value,
+            "quantity": request.quantity,
+            "product": KITE_CAPABILITIES.broker_product(request.product),
+            "order_type": request.order_type.value,
+            "validity": request.validity.value,
+        }
+        if request.order_type.needs_price:
+            params["price"] = request.price
+        if request.order_type.needs_trigger:
+            params["trigger_price"] = request.trigger_price
+        if request.order_type.is_market:
+            params["market_protection"] = self._market_protection
+        if request.tag:
+            params["tag"] = request.tag
+        self._pace(request.urgent)
+        place = self._kite.place_autoslice_order
+        reply = self._call("place_autoslice_order", place, order_call=True, **params)
+        ids: list[str] = []
+        errors: list[str] = []
+        children = reply.get("children") if isinstance(reply, Mapping) else None
+        for child in children if isinstance(children, list) else []:
+            if isinstance(child, Mapping) and child.get("order_id"):
+                ids.append(str(child["order_id"]))
+            elif isinstance(child, Mapping) and child.get("error") is not None:
+                errors.append(str(child["error"]))
+        parent = reply.get("order_id") if isinstance(reply, Mapping) else None
+        if not ids and parent:
+            ids.append(str(parent))
+        if errors:
+            log.warning("kite autoslice %s: %d slice(s) refused: %s", parent, len(errors), "; ".join(errors))
+        if not ids:
+            raise AmbiguousError("kite place_autoslice_order: the reply named no order")
+        log.info(
+            "kite sliced order %s: %s %s %s:%s x%d in %d slices tag=%s",
+            parent,
+            request.order_type.value,
+            request.side.value,
+            request.exchange,
+            request.symbol,
+            request.quantity,
+            len(ids),
+            request.tag,
+        )
+        return ids
 
     def modify_order(
         self,
