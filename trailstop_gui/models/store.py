@@ -15,8 +15,8 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -38,7 +38,7 @@ from trailstop_gui.models.domain import (
     require_positive_int,
 )
 from trailstop_gui.models.engine import checked_initial_stop
-from trailstop_gui.models.lifecycle import LIVE, TERMINAL, check_transition
+from trailstop_gui.models.lifecycle import LIVE, TERMINAL, IllegalTransition, check_transition
 
 log = logging.getLogger("trailstop.store")
 
@@ -48,6 +48,19 @@ TAG_ID_WIDTH = 6  # base-36 digits of the protection id in an exit tag: two bill
 
 class ConcurrentTransition(RuntimeError):
     """Another thread moved the protection on first; the caller's view of it is stale."""
+
+
+@dataclass(frozen=True, slots=True)
+class TransitionRequest:
+    """One move of :meth:`ProtectionStore.transition_many`, with :meth:`~ProtectionStore.transition`'s
+    arguments."""
+
+    protection_id: int
+    target: Status
+    expected: Status | Sequence[Status] | None = None
+    reason: str | None = None
+    price: float | None = None
+    fields: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,52 +398,94 @@ class ProtectionStore:
         with self._lock:
             pending = self._pending.pop(protection_id, None)
         with self._db.atomic():
-            row = db.ProtectionRow.get_or_none(db.ProtectionRow.id == protection_id)
-            if row is None:
-                raise KeyError(f"protection {protection_id} does not exist")
-            current = Status(row.status)
-            if expected is not None:
-                allowed = {Status(expected)} if isinstance(expected, str) else {Status(s) for s in expected}
-                if current not in allowed:
-                    raise ConcurrentTransition(
-                        f"protection {protection_id}: is {current.value}, expected "
-                        + " or ".join(sorted(s.value for s in allowed))
-                    )
-            check_transition(current, target, protection_id)
-            values = self._db_values(fields)
-            if pending is not None and "stop" not in fields:
-                values["stop"], values["peak"] = pending[1], pending[2]
-            values["status"] = target.value
-            values["updated_at"] = datetime.now()
-            if reason is not None:
-                values["reason"] = reason
-            if target in TERMINAL:
-                values["closed_at"] = values["updated_at"]
-            # Compare-and-set on the status: two threads racing OPEN -> TRIGGERED cannot both win.
-            changed = (
-                db.ProtectionRow.update(**values)
-                .where((db.ProtectionRow.id == protection_id) & (db.ProtectionRow.status == current.value))
-                .execute()
-            )
-            if changed != 1:
-                raise ConcurrentTransition(f"protection {protection_id}: changed by another thread")
-            # Every write of the stop is journalled, so that the journal's chain of stops has no gap: the
-            # pending move carried here, or the stop the caller passed (the engine's at a trigger, which is
-            # newer than a move a concurrent flush holds: that flush then finds the row no longer armed).
-            new_stop = values.get("stop")
-            if current is Status.OPEN and new_stop is not None and new_stop != row.stop:
-                peak = values.get("peak", row.peak)
-                self._journal(protection_id, row.account_id, "stop_moved", row.stop, new_stop, peak)
-            self._journal(
-                protection_id,
-                row.account_id,
-                "transition",
-                current.value,
-                target.value,
-                price,
-                reason or "",
-            )
+            self._transition_row(protection_id, target, expected, reason, price, fields, pending)
         return self.get(protection_id)
+
+    def transition_many(self, moves: Sequence[TransitionRequest]) -> list[Protection | Exception]:
+        """Several transitions committed in ONE transaction (the triggers of one tick: one fsync, not N).
+
+        Each move is checked as :meth:`transition` checks it; a move that fails (ConcurrentTransition,
+        IllegalTransition, KeyError) is rolled back alone (a savepoint) and reported in its place in the
+        result, the others commit. An error of the database itself fails the whole batch.
+        """
+        failures: dict[int, Exception] = {}
+        with self._lock:
+            pendings = [self._pending.pop(m.protection_id, None) for m in moves]
+        for move in moves:
+            self._check_fields(dict(move.fields))
+        with self._db.atomic():
+            for index, (move, pending) in enumerate(zip(moves, pendings, strict=True)):
+                try:
+                    with self._db.atomic():  # a savepoint: a failed move leaves no trace
+                        self._transition_row(
+                            move.protection_id,
+                            Status(move.target),
+                            move.expected,
+                            move.reason,
+                            move.price,
+                            dict(move.fields),
+                            pending,
+                        )
+                except (ConcurrentTransition, IllegalTransition, KeyError) as exc:
+                    failures[index] = exc
+        return [failures.get(i) or self.get(m.protection_id) for i, m in enumerate(moves)]
+
+    def _transition_row(
+        self,
+        protection_id: int,
+        target: Status,
+        expected: Status | Sequence[Status] | None,
+        reason: str | None,
+        price: float | None,
+        fields: dict[str, Any],
+        pending: tuple[float, float, float | None] | None,
+    ) -> None:
+        """One compare-and-set transition inside the caller's transaction."""
+        row = db.ProtectionRow.get_or_none(db.ProtectionRow.id == protection_id)
+        if row is None:
+            raise KeyError(f"protection {protection_id} does not exist")
+        current = Status(row.status)
+        if expected is not None:
+            allowed = {Status(expected)} if isinstance(expected, str) else {Status(s) for s in expected}
+            if current not in allowed:
+                raise ConcurrentTransition(
+                    f"protection {protection_id}: is {current.value}, expected "
+                    + " or ".join(sorted(s.value for s in allowed))
+                )
+        check_transition(current, target, protection_id)
+        values = self._db_values(fields)
+        if pending is not None and "stop" not in fields:
+            values["stop"], values["peak"] = pending[1], pending[2]
+        values["status"] = target.value
+        values["updated_at"] = datetime.now()
+        if reason is not None:
+            values["reason"] = reason
+        if target in TERMINAL:
+            values["closed_at"] = values["updated_at"]
+        # Compare-and-set on the status: two threads racing OPEN -> TRIGGERED cannot both win.
+        changed = (
+            db.ProtectionRow.update(**values)
+            .where((db.ProtectionRow.id == protection_id) & (db.ProtectionRow.status == current.value))
+            .execute()
+        )
+        if changed != 1:
+            raise ConcurrentTransition(f"protection {protection_id}: changed by another thread")
+        # Every write of the stop is journalled, so that the journal's chain of stops has no gap: the
+        # pending move carried here, or the stop the caller passed (the engine's at a trigger, which is
+        # newer than a move a concurrent flush holds: that flush then finds the row no longer armed).
+        new_stop = values.get("stop")
+        if current is Status.OPEN and new_stop is not None and new_stop != row.stop:
+            peak = values.get("peak", row.peak)
+            self._journal(protection_id, row.account_id, "stop_moved", row.stop, new_stop, peak)
+        self._journal(
+            protection_id,
+            row.account_id,
+            "transition",
+            current.value,
+            target.value,
+            price,
+            reason or "",
+        )
 
     def update(
         self, protection_id: int, *, kind: str = "updated", message: str = "", **fields: Any

@@ -45,6 +45,8 @@ class Quote:
 
 # The feed thread calls this for a fired stop; it must record TRIGGERED durably and hand over the exit.
 TriggerHandler = Callable[[int, StopTriggered], None]
+# Or, when given, this once per tick with every stop that tick fired: one commit for all of them.
+TriggersHandler = Callable[[list[tuple[int, StopTriggered]]], None]
 
 
 class FeedWorker(QThread):
@@ -65,6 +67,7 @@ class FeedWorker(QThread):
         on_trigger: TriggerHandler,
         *,
         on_order_update: Callable[[OrderUpdate], None] | None = None,
+        on_triggers: TriggersHandler | None = None,
         on_tick: Callable[[Tick], object] | None = None,
         order_protocol: FeedProtocol | None = None,
         watchdog: float = 5.0,
@@ -77,6 +80,7 @@ class FeedWorker(QThread):
         self.store = store
         self.engine = TrailingEngine()
         self._on_trigger = on_trigger
+        self._on_triggers = on_triggers
         self._on_order_update = on_order_update
         self._tick_listener = on_tick  # a paper broker fills its resting orders on the live ticks
         self._snapshot_interval = 1.0 / snapshot_hz
@@ -246,11 +250,15 @@ class FeedWorker(QThread):
                 self._tick_listener(tick)
             except Exception:
                 log.exception("tick listener failed")
+        fired: list[tuple[int, StopTriggered]] = []
         for event in self.engine.on_tick(tick):
             pid = int(event.key)
             if isinstance(event, StopTriggered):
                 self._protections.pop(pid, None)
                 self._armed_ids = frozenset(self._protections)
+                if self._on_triggers is not None:
+                    fired.append((pid, event))
+                    continue
                 try:
                     self._on_trigger(pid, event)
                 except Exception:
@@ -262,6 +270,14 @@ class FeedWorker(QThread):
                 self.store.record_stop(pid, event.new, self.engine.peak(event.key))
                 first_old = self._dirty_stops.get(pid, (event.old, event.new))[0]
                 self._dirty_stops[pid] = (first_old, event.new)
+        if fired and self._on_triggers is not None:
+            try:
+                self._on_triggers(fired)
+            except Exception:
+                # As for one trigger: the feed goes on, and what is still OPEN is watched again.
+                log.exception("protections %s: handling the triggers failed", [pid for pid, _ in fired])
+                for pid, _event in fired:
+                    self._rearm_after_failed_trigger(pid)
 
     async def _publish_snapshots(self) -> None:
         while True:

@@ -36,7 +36,7 @@ from trailstop_gui.models.domain import (
 )
 from trailstop_gui.models.engine import StopTriggered, checked_initial_stop
 from trailstop_gui.models.lifecycle import IllegalTransition
-from trailstop_gui.models.store import ConcurrentTransition, ProtectionStore
+from trailstop_gui.models.store import ConcurrentTransition, ProtectionStore, TransitionRequest
 from trailstop_gui.services.brokers.base import (
     Broker,
     OrderRequest,
@@ -279,6 +279,7 @@ class ProtectionService(QObject):
             on_trigger=self._on_trigger,
             on_order_update=lambda update: self._on_order_update(account_id, update),
             on_connected=lambda _reconnect: self.reconcile(account_id),
+            on_triggers=self._on_triggers,
         )
         feed.snapshot_ready.connect(lambda snap: self.snapshot_ready.emit(dict(snap, account_id=account_id)))
         # Direct: a cheap, thread-safe notification from the feed thread (coalesced, at most 10 Hz).
@@ -361,42 +362,57 @@ class ProtectionService(QObject):
     # ----------------------------------------------------------------- the tick path (feed thread)
 
     def _on_trigger(self, pid: int, event: StopTriggered) -> None:
-        # The exit job starts reading the live position while TRIGGERED is committed here; it sends nothing
-        # until the commit is done (gate.open), so the durable-before-act rule holds at no latency cost.
-        gate = self.executor.submit_gated(self.store.get(pid))
-        try:
-            p = self.store.transition(
+        self._on_triggers([(pid, event)])
+
+    def _on_triggers(self, fired: list[tuple[int, StopTriggered]]) -> None:
+        """Every stop one tick fired: TRIGGERED for all of them in one commit, then their exits.
+
+        Each exit job starts reading the live position while TRIGGERED is committed here; it sends nothing
+        until the commit is done (gate.open), so the durable-before-act rule holds at no latency cost. One
+        transaction for the tick, not one per stop: eight stops on one tick wait for one fsync, not eight.
+        """
+        gates = {pid: self.executor.submit_gated(self.store.get(pid)) for pid, _ in fired}
+        moves = [
+            TransitionRequest(
                 pid,
                 Status.TRIGGERED,
                 expected=Status.OPEN,
                 reason=event.reason,
                 price=event.ltp,
-                stop=event.stop,
+                fields={"stop": event.stop},
             )
-        except (ConcurrentTransition, IllegalTransition) as exc:
-            if gate is not None:
-                gate.close()
-            log.info("protection %s: trigger ignored (%s)", pid, exc)
-            return
+            for pid, event in fired
+        ]
+        try:
+            results = self.store.transition_many(moves)
         except Exception:
-            if gate is not None:
-                gate.close()
+            for gate in gates.values():
+                if gate is not None:
+                    gate.close()
             raise
-        if gate is not None:
-            gate.open()
-        else:
-            self.executor.submit(pid)
-        what = "Target reached" if event.reason == "target" else "Stop triggered"
-        self.notifier.notify(
-            Alert(
-                AlertKind.STOP_TRIGGERED,
-                what,
-                f"{p.symbol}: LTP {event.ltp:.2f} crossed {event.stop:.2f}; exiting {p.filled_quantity}",
-                pid,
-                p.account_id,
+        for (pid, event), result in zip(fired, results, strict=True):
+            gate = gates[pid]
+            if isinstance(result, Exception):
+                if gate is not None:
+                    gate.close()
+                log.info("protection %s: trigger ignored (%s)", pid, result)
+                continue
+            if gate is not None:
+                gate.open()
+            else:
+                self.executor.submit(pid)
+            what = "Target reached" if event.reason == "target" else "Stop triggered"
+            self.notifier.notify(
+                Alert(
+                    AlertKind.STOP_TRIGGERED,
+                    what,
+                    f"{result.symbol}: LTP {event.ltp:.2f} crossed {event.stop:.2f}; "
+                    f"exiting {result.filled_quantity}",
+                    pid,
+                    result.account_id,
+                )
             )
-        )
-        self.protection_changed.emit(pid)
+            self.protection_changed.emit(pid)
 
     def _on_stop_moved(self, pid: int, _old: float, _new: float) -> None:
         self.safety.on_stop_moved(pid)

@@ -27,7 +27,7 @@ from trailstop_gui.services.brokers.kite_feed import KITE_WS_URL, KiteFeed
 from trailstop_gui.services.brokers.order_route import OrderRoute, RouteCheck, RouteState
 from trailstop_gui.services.brokers.upstox import UpstoxBroker
 from trailstop_gui.services.brokers.upstox_feed import UpstoxFeed, UpstoxPortfolioFeed
-from trailstop_gui.services.feed_worker import FeedWorker, TriggerHandler
+from trailstop_gui.services.feed_worker import FeedWorker, TriggerHandler, TriggersHandler
 from trailstop_gui.services.secrets import SecretStore
 
 log = logging.getLogger("trailstop.session")
@@ -267,6 +267,7 @@ class AccountSession(QObject):
         on_trigger: TriggerHandler,
         on_order_update: Callable[[OrderUpdate], None] | None = None,
         on_connected: Callable[[bool], None] | None = None,
+        on_triggers: TriggersHandler | None = None,
     ) -> FeedWorker:
         """Build a new FeedWorker with the current token and start it (the old one, if any, is stopped).
 
@@ -279,6 +280,7 @@ class AccountSession(QObject):
             store,
             on_trigger,
             on_order_update=on_order_update,
+            on_triggers=on_triggers,
             on_tick=getattr(self.broker, "on_tick", None) if self.account.is_paper else None,
             order_protocol=self.order_protocol(),
             watchdog=self._watchdog,
