@@ -409,12 +409,13 @@ class ProtectionStore:
         result, the others commit. An error of the database itself fails the whole batch.
         """
         failures: dict[int, Exception] = {}
+        checked = [dict(m.fields) for m in moves]
+        for fields in checked:
+            self._check_fields(fields)  # a bad field refuses the batch before anything is written
         with self._lock:
             pendings = [self._pending.pop(m.protection_id, None) for m in moves]
-        for move in moves:
-            self._check_fields(dict(move.fields))
         with self._db.atomic():
-            for index, (move, pending) in enumerate(zip(moves, pendings, strict=True)):
+            for index, (move, fields, pending) in enumerate(zip(moves, checked, pendings, strict=True)):
                 try:
                     with self._db.atomic():  # a savepoint: a failed move leaves no trace
                         self._transition_row(
@@ -423,7 +424,7 @@ class ProtectionStore:
                             move.expected,
                             move.reason,
                             move.price,
-                            dict(move.fields),
+                            fields,
                             pending,
                         )
                 except (ConcurrentTransition, IllegalTransition, KeyError) as exc:
