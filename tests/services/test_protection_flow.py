@@ -39,7 +39,14 @@ def wait_until(predicate, timeout: float = 10.0, what: str = "condition", qtbot:
 class Rig:
     """A ProtectionService with one account logged in to the simulator."""
 
-    def __init__(self, sim: SimulatorHandle, store: ProtectionStore, broker: str, qtbot: QtBot) -> None:
+    def __init__(
+        self,
+        sim: SimulatorHandle,
+        store: ProtectionStore,
+        broker: str,
+        qtbot: QtBot,
+        policy: RetryPolicy | None = None,
+    ) -> None:
         self.sim, self.store, self.broker, self.qtbot = sim, store, broker, qtbot
         section = sim.info[broker]
         api_key = section["api_key"] if broker == "kite" else section["client_id"]
@@ -65,7 +72,8 @@ class Rig:
         self.session.login_with_password(section["user_id"], section["password"])
         self.service = ProtectionService(
             store,
-            retry_policy=RetryPolicy(
+            retry_policy=policy
+            or RetryPolicy(
                 attempts=6, initial_delay=0.05, max_delay=0.2, poll_interval=0.05, lookup_window=1.5
             ),
         )

@@ -446,6 +446,12 @@ class ExitExecutor:
             except AmbiguousError as exc:
                 log.warning("protection %s: exit attempt %d ambiguous (%s)", p.id, attempt, exc)
                 outcome, found, live_now = self._look_for_lost_exit(p, broker, live)
+                if self.stopping.is_set() and outcome is not Ambiguity.ADOPT:
+                    self._unconfirmed.add(p.id)
+                    log.info(
+                        "protection %s: shutting down; the lost exit is looked for at the next start", p.id
+                    )
+                    return None
                 if outcome is Ambiguity.ADOPT:
                     return _Adopted(found)
                 if outcome is Ambiguity.HOLD:
