@@ -14,6 +14,7 @@ MODULES = [
     "bench.decoders",
     "bench.feed_throughput",
     "bench.tick_to_exit",
+    "bench.exit_burst",
     "bench.gui",
     "bench.journal",
     "bench.safety",
