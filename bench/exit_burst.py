@@ -69,9 +69,9 @@ def main() -> None:
                 done.wait(executor.policy.fill_timeout + 5)
             return True  # the watch already reported the job done
 
-        def done_and_release(pid: int) -> None:
-            job_done(pid)
-            event = finished.pop(pid, None)
+        def done_and_release(protection_id: int) -> None:
+            job_done(protection_id)
+            event = finished.pop(protection_id, None)
             if event is not None:
                 event.set()
 
@@ -132,9 +132,9 @@ def main() -> None:
                 "pushed_at"
             ]
             pump(lambda: len([o for o in control("orders") if o.get("tag") in tags]) == STOPS)
-            received = [o["received_at"] for o in control("orders") if o.get("tag") in tags]
+            received = [float(o["received_at"]) for o in control("orders") if o.get("tag") in tags]
             pump(lambda: all(store.get(pid).status is Status.CLOSED for pid in pids), timeout=60)
-            return (max(received) - pushed_at) * 1000
+            return (max(received) - float(pushed_at)) * 1000
         finally:
             service.shutdown()
             store.close()

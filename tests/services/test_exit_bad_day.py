@@ -16,6 +16,7 @@ from tests.services.conftest import control
 from tests.services.test_protection_flow import BROKERS, Rig, enter, wait_until
 from trailstop_gui.models.domain import Product, Side, Status, TrailRule
 from trailstop_gui.models.store import ProtectionStore
+from trailstop_gui.services.brokers.base import OrderRequest
 from trailstop_gui.services.exit_executor import RetryPolicy
 from trailstop_gui.services.notifier import AlertKind
 from trailstop_gui.simulator.runner import SimulatorHandle
@@ -179,3 +180,31 @@ def test_an_exit_above_the_freeze_quantity_is_sliced_and_every_child_tracked(rig
     assert done.exit_quantity == 3
     assert net_position(rig) == 0
     assert "exit_children" in kinds(rig, pid)
+
+
+def test_a_restart_just_after_sending_finds_the_exit_before_sending_again(rig: Rig) -> None:
+    rig.sim.set_price("NSE:INFY", 1500.0, bid=1499.95, ask=1500.05)
+    pid = enter(rig, Side.BUY, Product.MIS, TrailRule.percent(2.0))
+    fault(rig, fault="book_lag", seconds=1.5)
+    wait_until(lambda: any(p.quantity == 3 for p in rig.session.broker.positions()), what="lagged entry")
+    # The app committed TRIGGERED, journalled the send, sent the exit and died before the answer.
+    assert rig.session.feed is not None
+    rig.session.feed.disarm(pid)
+    p = rig.store.transition(pid, Status.TRIGGERED, expected=Status.OPEN, reason="stop")
+    rig.store.journal("exit_sending", protection_id=pid, message="attempt 1, quantity 3")
+    rig.session.broker.place_order(
+        OrderRequest(
+            symbol=p.symbol,
+            exchange="NSE",
+            instrument=p.engine_instrument,
+            side=Side.SELL,
+            quantity=3,
+            product=Product.MIS,
+            tag=p.exit_tag,
+        )
+    )
+    # The restart's recovery: the lagging book does not list the exit yet; sending again would go short.
+    rig.service.executor.submit(pid, recover=True)
+    rig.wait_status(pid, Status.CLOSED, timeout=15)
+    assert len(rig.sim_orders(p.exit_tag)) == 1
+    assert net_position(rig) == 0

@@ -324,8 +324,9 @@ class ExitExecutor:
                 found = self._exit_orders(p, broker)
                 if found:
                     return self._adopt(p, broker, found)
-                if pid in self._unconfirmed:
-                    # A reply was lost earlier and the order never showed up: look again before sending.
+                if pid in self._unconfirmed or self._sent_since_trigger(pid):
+                    # An exit may have gone out (a lost reply, or a crash just after sending) and the book
+                    # may not list it yet: look for it over the whole window before sending anything.
                     live = self._live_quantity(p, broker)
                     return self._resolve_ambiguous(p, broker, live, min(self._protected(p), live))
             return self._place(p, broker)
@@ -368,6 +369,16 @@ class ExitExecutor:
     @staticmethod
     def _protected(p: Protection) -> int:
         return p.filled_quantity or p.quantity
+
+    def _sent_since_trigger(self, pid: int) -> bool:
+        """Whether the journal shows an exit attempt since the protection last became TRIGGERED."""
+        sent = False
+        for event in self.store.events(protection_id=pid, kinds=["transition", "exit_sending"]):
+            if event.kind == "transition" and event.new == Status.TRIGGERED.value:
+                sent = False
+            elif event.kind == "exit_sending":
+                sent = True
+        return sent
 
     def _live_quantity(self, p: Protection, broker: Broker) -> int:
         positions = self._call(p, broker.positions, "read positions")
@@ -438,6 +449,13 @@ class ExitExecutor:
         delay = policy.initial_delay
         for attempt in range(1, policy.attempts + 1):
             slicer = as_slicing_broker(broker) if sliced else None
+            # Persist before acting: after a crash, this marker says an exit may be at the broker, so
+            # the restart looks for it (book lag and all) before sending anything.
+            self.store.journal(
+                "exit_sending",
+                protection_id=p.id,
+                message=f"attempt {attempt}, quantity {request.quantity}{', sliced' if slicer else ''}",
+            )
             try:
                 if slicer is not None:
                     ids = slicer.place_sliced_order(request)
