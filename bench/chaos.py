@@ -5,11 +5,11 @@ percent:2`` runs in a subprocess. Positions are opened "outside the app" with th
 (kiteconnect, upstox_client): both brokers, long and short, MIS, CNC and NRML. The app adopts each one,
 the price trails it (up for a long, down for a short), then crosses the stop and stays beyond it. Meanwhile
 the simulator injects every kind of fault (dropped and stalled sockets, HTTP 5xx, 429s and timeouts,
-malformed replies, rejected orders, token expiry, fill delays, partial fills, price gaps) and the app is
-killed with SIGKILL (sometimes SIGTERM) at random moments, some of them just after a stop was crossed, and
-restarted. The demo account's delivery holdings (INFY, ITC, SBIN on NSE and BSE, TCS) are protected too
-(``--auto-protect-holdings``) and traded outside the app while their protections watch them: part sold,
-all sold, or part sold and bought back, then the stop crossed.
+malformed replies, rejected orders, token expiry, fill delays, partial fills, lost replies, price gaps)
+and the app is killed with SIGKILL (sometimes SIGTERM) at random moments, some of them just after a stop
+was crossed, and restarted. The demo account's delivery holdings (INFY, ITC, SBIN on NSE and BSE, TCS) are
+protected too (``--auto-protect-holdings``) and traded outside the app while their protections watch them:
+part sold, all sold, or part sold and bought back, then the stop crossed.
 
 After every run the invariants are checked against the simulator's own order log and trades:
 
@@ -837,6 +837,7 @@ class Run:
             "fill_delay": 6,
             "partial_fill": 6,
             "malformed": 6,
+            "lost_reply": 5,
         }
         kind = rng.choices(list(kinds), weights=list(kinds.values()))[0]
         spec: dict[str, Any] = {"fault": kind}
@@ -900,6 +901,14 @@ class Run:
                 field=rng.choice(["quantity", "filled_quantity"]),
                 value=rng.choice([None, "", "n/a"]),
                 count=rng.randint(1, 3),
+            )
+        elif kind == "lost_reply":
+            # The broker takes the order and the answer never comes (issue 13): the exit must be found by
+            # its tag, never sent twice.
+            spec.update(
+                path=rng.choice(["/orders", "/v2/order", "/v3/order", "/portfolio", None]),
+                method=rng.choice(["POST", None]),
+                count=rng.randint(1, 2),
             )
         self.control("fault", spec)
         self.report.faults[kind] += 1

@@ -119,3 +119,19 @@ def test_autoslice_refuses_what_needs_no_slicing_and_more_than_ten_slices(
             "regular", "NSE", "ITC", "BUY", 101, "MIS", "MARKET", market_protection=-1
         )
     assert kite_client.orders() == []
+
+
+def test_a_partial_fills_held_rest_is_freed_by_a_modification(
+    simulator: SimulatorHandle, kite_client: KiteConnect, wait_until: Callable[..., Any]
+) -> None:
+    _fault(simulator, fault="partial_fill", ratio=0.5)
+    order_id = _market(kite_client, 10)
+    wait_until(lambda: kite_client.order_history(order_id)[-1]["filled_quantity"] == 5, what="partial fill")
+    row = kite_client.order_history(order_id)[-1]
+    assert (row["status"], row["order_type"], row["pending_quantity"]) == ("OPEN", "LIMIT", 5)
+    kite_client.modify_order("regular", order_id, order_type="MARKET", market_protection=-1)
+    final = wait_until(
+        lambda: (r := kite_client.order_history(order_id)[-1])["status"] == "COMPLETE" and r,
+        what="rest filled",
+    )
+    assert final["filled_quantity"] == 10
