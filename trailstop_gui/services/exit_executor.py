@@ -597,7 +597,8 @@ class ExitExecutor:
         children = {p.exit_order_id: None} | {o.order_id: o for o in self._exit_orders(p, broker)}
         expected = p.exit_quantity or self._protected(p)
         known = [o for o in children.values() if o is not None]
-        return self._hand_to_watcher(p, broker, list(children), expected, known=known)
+        ours = {e.new for e in self.store.events(protection_id=p.id, kinds=["exit_rest_cancelled"]) if e.new}
+        return self._hand_to_watcher(p, broker, list(children), expected, known=known, cancelled=ours)
 
     def _to_exiting(
         self, p: Protection, order_id: str, quantity: int | None = None, reason: str | None = None
@@ -624,6 +625,7 @@ class ExitExecutor:
         order_ids: list[str],
         expected: int,
         known: list[Order] | None = None,
+        cancelled: set[str] | None = None,
     ) -> bool:
         if self.stopping.is_set():
             log.info("protection %s: shutting down; the exit is finished at the next start", p.id)
@@ -637,6 +639,7 @@ class ExitExecutor:
             deadline=now + self.policy.fill_timeout,
         )
         watch.add(order_ids, now)
+        watch.cancelled_by_us.update(cancelled or ())
         for order in known or []:
             if order.order_id in watch.children:
                 watch.children[order.order_id] = order
@@ -704,12 +707,13 @@ class ExitExecutor:
 
     def _cancel_rest(self, watch: ExitWatch, order_id: str) -> bool:
         pid = watch.protection_id
-        # Ours from the moment it is asked for: a cancel whose reply is lost still is ours.
+        # Ours from the moment it is asked for (a cancel whose reply is lost still is ours), and on disk
+        # first: after a restart the watch must still know it was ours, not the trader's.
         watch.cancelled_by_us.add(order_id)
         watch.progress_at[order_id] = self._clock()
+        self.store.journal("exit_rest_cancelled", protection_id=pid, new=order_id)
         try:
             watch.broker.cancel_order(order_id, urgent=True)
-            self.store.journal("exit_rest_cancelled", protection_id=pid, new=order_id)
         except BrokerError as exc:
             log.info("protection %s: cancelling the rest of exit %s failed (%s)", pid, order_id, exc)
         self.watcher.resume(watch)
