@@ -407,3 +407,29 @@ def test_short_position_safety_sits_above_the_stop(mis_case: tuple[SafetyRig, Pr
     rig.wait_status(pid, Status.CLOSED)
     buys = [o for o in rig.sim_orders() if o["broker"] == rig.broker and o["transaction_type"] == "BUY"]
     assert len(buys) == 1 and len(rig.sells()) == 1  # the entry, and exactly one exit
+
+
+def test_a_gap_through_both_stops_with_a_lagging_book_exits_once(case: tuple[SafetyRig, Product]) -> None:
+    """Found by the chaos run with book_lag. Kite GTT: fired by the gap and deleted (Kite then forgets it)
+    before the lagging book listed its order, so TrailStop sent its own exit as well (two sells). SL-M: the
+    refusal to modify a filled SL-M was read back from a book that still said TRIGGER PENDING (EXIT_FAILED).
+    Upstox GTT: the order the GTT named was not in the book yet (the exit job crashed)."""
+    rig, product = case
+    pid = enter(rig, Side.BUY, product, TrailRule.percent(2.0))
+    rig.wait_held_at_target(pid)
+    control(rig.sim, "fault", {"fault": "book_lag", "seconds": 1.5})
+    wait_until(
+        lambda: any(x.quantity == 3 for x in rig.session.broker.positions() if x.symbol == "INFY"),
+        what="the entry in the lagging positions",
+    )
+    control(rig.sim, "fault", {"fault": "price_gap", "symbol": "NSE:INFY", "percent": -6})
+    wait_until(
+        lambda: rig.status(pid) is Status.CLOSED and all(o["status"] == "COMPLETE" for o in rig.sells()),
+        15,
+        "the position to be closed",
+        rig.qtbot,
+    )
+    assert len(rig.sells()) == 1, rig.sells()
+    control(rig.sim, "fault", {"fault": "clear", "kind": "book_lag"})
+    positions = rig.session.broker.positions()
+    assert sum(x.quantity for x in positions if x.symbol == "INFY" and x.product is product) == 0

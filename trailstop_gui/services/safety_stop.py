@@ -40,10 +40,9 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import partial
 from typing import TypeVar
 
 from trailstop_gui.models.domain import (
@@ -125,6 +124,9 @@ class SafetyPolicy:
     max_refusals: int = 4  # placements the broker refuses in a row before the safety stop is given up
     exit_attempts: int = 6  # broker calls on the exit path are retried this often on temporary errors
     exit_retry_delay: float = 0.2
+    # A deleted Kite GTT is forgotten; when the price had crossed it, the order it may have fired is looked
+    # for this long (the order book can trail a fill by seconds) before TrailStop sends its own exit.
+    fired_lookup_window: float = 4.0
 
 
 # ============================================================================= the decision (pure)
@@ -1241,7 +1243,7 @@ class SafetyStopManager:
                 )
             except (RejectedError, BrokerInputError) as exc:
                 # Refused: it triggered meanwhile (look again), or the cap: cancel it and exit as usual.
-                again = self._exit_call(lambda: broker.order(order_id))
+                again = self._read_after_refusal(broker, order_id, order.status)
                 if again.status in (OrderStatus.OPEN, OrderStatus.COMPLETE) or again.is_final:
                     continue
                 log.warning("protection %s: the SL-M could not be turned into the exit (%s)", p.id, exc)
@@ -1262,7 +1264,7 @@ class SafetyStopManager:
         try:
             self._exit_call(lambda: broker.cancel_order(order.order_id, urgent=True))
         except (RejectedError, BrokerInputError):
-            again = self._exit_call(lambda: broker.order(order.order_id))
+            again = self._read_after_refusal(broker, order.order_id, order.status)
             if again.status in (OrderStatus.OPEN, OrderStatus.COMPLETE):
                 return self._adopt(p, again, fired=True)
             if not again.is_final:
@@ -1308,8 +1310,10 @@ class SafetyStopManager:
                 delete = True
                 continue  # still active: the delete did not happen; try again
             if g is not None and g.order_id and g.status is not GttStatus.REJECTED:
-                return self._adopt(p, self._exit_call(partial(broker.order, g.order_id)), fired=True)
+                return self._adopt(p, self._read_fired_order(broker, g.order_id), fired=True)
             fired = None if g is not None else self._exit_call(lambda: self._gtt_order_in_book(p, broker))
+            if fired is None and g is None and self._may_have_fired(p, broker):
+                fired = self._wait_for_gtt_order(p, broker)
             if fired is not None:
                 return self._adopt(p, fired, fired=True)
             self._note(
@@ -1321,6 +1325,53 @@ class SafetyStopManager:
             )
             return PROCEED
         return ExitPlan(blocked="the broker-held GTT could not be deleted; it still protects the position")
+
+    def _lagging_reads(self) -> Iterator[None]:
+        """Pauses (backing off) over ``fired_lookup_window``: the order book can trail a fill by seconds."""
+        waited, pause = 0.0, 0.2
+        while waited < self.policy.fired_lookup_window:
+            yield
+            self._sleep(pause)
+            waited += pause
+            pause = min(pause * 2, 1.0)
+
+    def _read_after_refusal(self, broker: Broker, order_id: str, before: OrderStatus) -> Order:
+        """The order after a modify or cancel was refused: the refusal says it moved on (it filled,
+        most often) before a lagging book does, so read until the book shows the change."""
+        order: Order | None = None
+        for _ in self._lagging_reads():
+            order = self._exit_call(lambda: broker.order(order_id))
+            if order.status is not before:
+                return order
+        return order or self._exit_call(lambda: broker.order(order_id))
+
+    def _read_fired_order(self, broker: Broker, order_id: str) -> Order:
+        """The order a GTT says it placed; a lagging book may not know it for a moment."""
+        for _ in self._lagging_reads():
+            try:
+                return self._exit_call(lambda: broker.order(order_id))
+            except BrokerInputError as exc:
+                log.info("order %s of a fired GTT not readable yet (%s)", order_id, exc)
+        return self._exit_call(lambda: broker.order(order_id))
+
+    def _may_have_fired(self, p: Protection, broker: Broker) -> bool:
+        """Whether the last price reached the GTT's trigger (unknown counts as yes)."""
+        last = self._last_price(p, broker)
+        if last is None or p.safety_level is None:
+            return True
+        return last <= p.safety_level if p.side is Side.BUY else last >= p.safety_level
+
+    def _wait_for_gtt_order(self, p: Protection, broker: Broker) -> Order | None:
+        """Look for the order a crossed, now forgotten GTT placed, while the order book catches up.
+
+        Found in a chaos run with the simulator's book_lag fault: the GTT fired as the price gapped through
+        it, the delete went through, the book did not list the fired order yet, and a second exit went out.
+        """
+        for _ in self._lagging_reads():
+            fired = self._exit_call(lambda: self._gtt_order_in_book(p, broker))
+            if fired is not None:
+                return fired
+        return None
 
     def _adopt(self, p: Protection, order: Order, *, fired: bool) -> ExitPlan:
         """The order the broker stop fired into becomes the exit; a resting LIMIT is pushed to MARKET."""
