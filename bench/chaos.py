@@ -838,7 +838,6 @@ class Run:
             "partial_fill": 6,
             "malformed": 6,
             "lost_reply": 5,
-            "book_lag": 3,
         }
         kind = rng.choices(list(kinds), weights=list(kinds.values()))[0]
         spec: dict[str, Any] = {"fault": kind}
@@ -911,10 +910,6 @@ class Run:
                 method=rng.choice(["POST", None]),
                 count=rng.randint(1, 2),
             )
-        elif kind == "book_lag":
-            # The order book, trades and positions trail the fills (the order stream does not).
-            spec["seconds"] = round(rng.uniform(0.3, 1.2), 2)
-            self.clears.append((now + rng.uniform(3.0, 8.0), "book_lag"))
         self.control("fault", spec)
         self.report.faults[kind] += 1
 

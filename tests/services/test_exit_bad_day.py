@@ -208,3 +208,21 @@ def test_a_restart_just_after_sending_finds_the_exit_before_sending_again(rig: R
     rig.wait_status(pid, Status.CLOSED, timeout=15)
     assert len(rig.sim_orders(p.exit_tag)) == 1
     assert net_position(rig) == 0
+
+
+def test_a_reconcile_that_cannot_read_the_broker_still_resumes_a_waiting_exit(rig: Rig) -> None:
+    rig.sim.set_price("NSE:INFY", 1500.0, bid=1499.95, ask=1500.05)
+    pid = enter(rig, Side.BUY, Product.MIS, TrailRule.percent(2.0))
+    fault(rig, fault="http_error", status=429, probability=1.0, path=rig.order_path, method="POST")
+    rig.sim.set_price("NSE:INFY", 1400.0, bid=1399.95, ask=1400.05)
+    rig.qtbot.waitUntil(lambda: any(a.kind is AlertKind.EXIT_DELAYED for a in rig.alerts), timeout=15000)
+    rig.service.executor.wait_idle(10)
+    fault(rig, fault="clear", kind="http_error")
+    # The broker is back for orders, but the reconcile's positions read fails once: the reconcile gives up,
+    # and before this change the waiting exit it should have resumed waited for the next one (30 s).
+    positions = "/portfolio/positions" if rig.broker == "kite" else "/v2/portfolio/short-term-positions"
+    fault(rig, fault="http_error", status=503, count=1, path=positions, method="GET")
+    rig.service.reconcile(rig.account_id)
+    rig.wait_status(pid, Status.CLOSED, timeout=10)
+    assert len(rig.sim_orders(rig.store.get(pid).exit_tag)) == 1
+    assert net_position(rig) == 0

@@ -576,6 +576,8 @@ class ExitExecutor:
         outcome, found, _live_now = self._look_for_lost_exit(p, broker, live)
         if outcome is Ambiguity.ADOPT:
             return self._adopt(p, broker, found)
+        if self.stopping.is_set():
+            return False  # looked for again at the next start
         if outcome is Ambiguity.HOLD:
             self._hold(p, "the position shows the exit although no order is listed yet")
             return False

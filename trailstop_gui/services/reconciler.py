@@ -144,6 +144,13 @@ class Reconciler:
         report = ReconcileReport(account_id)
         with self._lock_for(account_id):
             live = self.store.live(account_id)
+            # Exits first, before any read below can fail: the executor reads what it needs itself, with
+            # retries, so a broker that cannot answer this reconcile must not hold an exit back.
+            for p in live:
+                if p.status in EXITS_IN_FLIGHT:
+                    with self._isolated(p, report):
+                        report.exits_resumed.append(p.id)
+                        self.hooks.resume_exit(p.id)
             needs_orders = any(p.status is Status.PENDING for p in live)
             orders = broker.orders() if needs_orders else []
             read_at = datetime.now()
@@ -161,9 +168,6 @@ class Reconciler:
                             maybe_flat.append(p)
                         else:
                             self._open(p, shares[p.id], report)
-                    elif p.status in EXITS_IN_FLIGHT:
-                        report.exits_resumed.append(p.id)
-                        self.hooks.resume_exit(p.id)
             if maybe_flat:
                 self._confirm_flat(account_id, broker, maybe_flat, report)
             self._check_armed(account_id, report)
