@@ -84,7 +84,7 @@ class RetryPolicy:
     flat_confirm: float = 2.0  # a flat position is read again this much later before it counts as flat
     # After an ambiguous failure: how long the tag is looked for (the book may trail a fill by seconds)
     # before anything is sent again, and the first pause between looks (doubling, at most 2 s).
-    lookup_window: float = 4.0
+    lookup_window: float = 3.0
     lookup_delay: float = 0.25
     # A partly filled exit whose rest shows no progress this long is re-priced, then cancelled and replaced.
     rest_timeout: float = 3.0
