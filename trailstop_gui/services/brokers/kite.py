@@ -260,7 +260,7 @@ class KiteBroker:
         if request.tag:
             params["tag"] = request.tag
         self._pace(request.urgent)
-        place = self._kite.place_autoslice_order
+        place = self._orders.place_autoslice_order
         reply = self._call("place_autoslice_order", place, order_call=True, **params)
         ids: list[str] = []
         errors: list[str] = []

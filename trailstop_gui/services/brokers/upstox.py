@@ -345,7 +345,7 @@ class UpstoxBroker:
             fields["market_protection"] = self._market_protection
         body = self._model(upstox_client.PlaceOrderV3Request, fields)
         self._pace(request.urgent)
-        data = self._call("place_order", self._orders_v3.place_order, body, order_call=True)
+        data = self._call("place_order", self._route_v3.place_order, body, order_call=True)
         found = data.get("order_ids") if isinstance(data, Mapping) else None
         ids = [str(i) for i in found if i] if isinstance(found, list) else []
         if not ids:
