@@ -3,9 +3,9 @@
 Eight protections on one instrument fire on the same tick; the simulator (another process, as a broker
 would be) fills each exit only after 3 s. Measured on the simulator's own clock: from the tick's
 ``pushed_at`` to the ``received_at`` of the last exit order. Beside it, in the same run, the baseline of
-the executor before issue 13: its four sending threads each waited for their own exit's fill, so exits
-five to eight waited for the first fills (the same executor with each send holding its thread until its
-watch ends).
+the executor before issue 13 item 7: each sending job waited for its own exit's fill, holding its pool
+thread and (one exit job per position at a time) its position, so the eight exits of one position went
+out one fill after another (the same executor with each send held until its watch ends).
 """
 
 from __future__ import annotations
