@@ -14,10 +14,11 @@ from pytestqt.qtbot import QtBot
 
 from tests.services.conftest import control
 from tests.services.test_protection_flow import BROKERS, Rig, enter, wait_until
+from tests.unit.models.test_store import new_protection
 from trailstop_gui.models.domain import Product, Side, Status, TrailRule
 from trailstop_gui.models.store import ProtectionStore
 from trailstop_gui.services.brokers.base import OrderRequest
-from trailstop_gui.services.exit_executor import RetryPolicy
+from trailstop_gui.services.exit_executor import ExitExecutor, RetryPolicy
 from trailstop_gui.services.notifier import AlertKind
 from trailstop_gui.simulator.runner import SimulatorHandle
 
@@ -226,3 +227,19 @@ def test_a_reconcile_that_cannot_read_the_broker_still_resumes_a_waiting_exit(ri
     rig.wait_status(pid, Status.CLOSED, timeout=10)
     assert len(rig.sim_orders(rig.store.get(pid).exit_tag)) == 1
     assert net_position(rig) == 0
+
+
+def test_removing_a_stuck_exit_is_refused_while_one_may_be_at_the_broker(
+    store: ProtectionStore, qapp: Any
+) -> None:
+    p = new_protection(store)
+    store.transition(p.id, Status.TRIGGERED, expected=Status.OPEN)
+    executor = ExitExecutor(store, lambda _account: None)
+    # The journal says an exit went out and nothing says the broker turned it away (a lost reply, a crash).
+    store.journal("exit_sending", protection_id=p.id, message="attempt 1, quantity 10")
+    with pytest.raises(ValueError, match="may already be at the broker"):
+        executor.withdraw(p.id)
+    assert store.get(p.id).status is Status.TRIGGERED
+    store.journal("exit_not_sent", protection_id=p.id, message="HTTP 429")  # the broker refused it
+    executor.withdraw(p.id)
+    assert store.get(p.id).status is Status.EXIT_FAILED

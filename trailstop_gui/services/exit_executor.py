@@ -236,6 +236,9 @@ class ExitExecutor:
         Under the lock no job can start meanwhile, and a job started later reads EXIT_FAILED and sends
         nothing; a job already running is refused (ValueError): its exit may be on its way.
         """
+        if protection_id in self._unconfirmed or self._sent_since_trigger(protection_id):
+            # A reply was lost (or the app died while sending): the exit may be at the broker.
+            raise ValueError("remove: an exit may already be at the broker; Retry looks it up first")
         with self._lock:
             if protection_id in self._in_flight:
                 raise ValueError("remove: the exit is being sent right now; wait for its answer")
@@ -371,13 +374,15 @@ class ExitExecutor:
         return p.filled_quantity or p.quantity
 
     def _sent_since_trigger(self, pid: int) -> bool:
-        """Whether the journal shows an exit attempt since the protection last became TRIGGERED."""
+        """Whether the journal shows an exit attempt since the protection last became TRIGGERED whose
+        outcome is unknown (not followed by the broker's refusal: ``exit_not_sent``)."""
         sent = False
-        for event in self.store.events(protection_id=pid, kinds=["transition", "exit_sending"]):
-            if event.kind == "transition" and event.new == Status.TRIGGERED.value:
-                sent = False
-            elif event.kind == "exit_sending":
+        kinds = ["transition", "exit_sending", "exit_not_sent"]
+        for event in self.store.events(protection_id=pid, kinds=kinds):
+            if event.kind == "exit_sending":
                 sent = True
+            elif event.kind == "exit_not_sent" or event.new == Status.TRIGGERED.value:
+                sent = False
         return sent
 
     def _live_quantity(self, p: Protection, broker: Broker) -> int:
@@ -495,12 +500,15 @@ class ExitExecutor:
                 continue  # the look-up already waited
             except TemporaryError as exc:
                 log.warning("protection %s: exit attempt %d failed (%s)", p.id, attempt, exc)
+                # Not ambiguous: the broker turned it away, nothing is out there.
+                self.store.journal("exit_not_sent", protection_id=p.id, message=str(exc)[:200])
                 if isinstance(exc, RateLimitedError) and exc.retry_after:
                     # An exit waits at most max_delay, whatever the header asked (issue 13 item 10).
                     delay = min(policy.max_delay, max(delay, exc.retry_after))
             except AuthError:
                 raise
             except BrokerError as exc:
+                self.store.journal("exit_not_sent", protection_id=p.id, message=exc.message[:200])
                 if not sliced and is_freeze_refusal(exc.message) and as_slicing_broker(broker) is not None:
                     # Above the exchange's freeze quantity: the broker slices it (at most 10 slices).
                     log.info("protection %s: exit above the freeze quantity; sending it sliced", p.id)
