@@ -138,6 +138,9 @@ def test_row_trails_triggers_and_closes_with_tray_alerts(gui: GuiRig, qtbot: QtB
     qtbot.waitUntil(lambda: row().status is Status.CLOSED, timeout=10_000)
     assert row().state is RowState.CLOSED
     assert row().exit_price is not None and row().pnl() is not None
+    # The row may show CLOSED (read from the store) a moment before the queued exit_filled signal is
+    # delivered: wait for the alert itself, then check both alerts and their order.
+    qtbot.waitUntil(lambda: AlertKind.EXIT_FILLED in [a.kind for a in gui.notified], timeout=5000)
     kinds = [a.kind for a in gui.notified]
     assert AlertKind.STOP_TRIGGERED in kinds and AlertKind.EXIT_FILLED in kinds
     assert kinds.index(AlertKind.STOP_TRIGGERED) < kinds.index(AlertKind.EXIT_FILLED)
