@@ -195,7 +195,8 @@ class KiteBroker:
 
     # ------------------------------------------------------------------------- orders
 
-    def place_order(self, request: OrderRequest) -> str:
+    def _order_params(self, request: OrderRequest) -> dict[str, Any]:
+        """The place_order fields of one request (the plain and the auto-sliced call take the same)."""
         if not request.symbol or not request.exchange:
             raise BrokerInputError("kite orders need the trading symbol and the exchange")
         if request.tag is not None and not KITE_CAPABILITIES.is_valid_tag(request.tag):
@@ -218,6 +219,10 @@ class KiteBroker:
             params["market_protection"] = self._market_protection
         if request.tag:
             params["tag"] = request.tag
+        return params
+
+    def place_order(self, request: OrderRequest) -> str:
+        params = self._order_params(request)
         self._pace(request.urgent)
         order_id = str(self._call("place_order", self._orders.place_order, order_call=True, **params))
         log.info(
@@ -239,26 +244,7 @@ class KiteBroker:
         (``order_id``) or an ``error`` payload (kiteconnect/connect.py, place_autoslice_order). Kite refuses
         a quantity that needs no slicing, so this is for orders its freeze check refused.
         """
-        if not request.symbol or not request.exchange:
-            raise BrokerInputError("kite orders need the trading symbol and the exchange")
-        params: dict[str, Any] = {
-            "variety": self._variety,
-            "exchange": request.exchange,
-            "tradingsymbol": request.symbol,
-            "transaction_type": request.side.value,
-            "quantity": request.quantity,
-            "product": KITE_CAPABILITIES.broker_product(request.product),
-            "order_type": request.order_type.value,
-            "validity": request.validity.value,
-        }
-        if request.order_type.needs_price:
-            params["price"] = request.price
-        if request.order_type.needs_trigger:
-            params["trigger_price"] = request.trigger_price
-        if request.order_type.is_market:
-            params["market_protection"] = self._market_protection
-        if request.tag:
-            params["tag"] = request.tag
+        params = self._order_params(request)
         self._pace(request.urgent)
         place = self._orders.place_autoslice_order
         reply = self._call("place_autoslice_order", place, order_call=True, **params)

@@ -274,13 +274,14 @@ class UpstoxBroker:
 
     # ------------------------------------------------------------------------- orders
 
-    def place_order(self, request: OrderRequest) -> str:
+    def _order_fields(self, request: OrderRequest) -> dict[str, Any]:
+        """The place-order body of one request (the plain and the sliced call take the same)."""
         key = request.instrument
         if not isinstance(key, str) or "|" not in key:
             raise BrokerInputError(f"upstox orders need the instrument key (like NSE_EQ|INE...), got {key!r}")
         if request.tag is not None and not UPSTOX_CAPABILITIES.is_valid_tag(request.tag):
             raise BrokerInputError(f"upstox tag must be 1-20 letters and digits, got {request.tag!r}")
-        fields: dict[str, Any] = {
+        return {
             "quantity": request.quantity,
             "product": UPSTOX_CAPABILITIES.broker_product(request.product),
             "validity": request.validity.value,
@@ -293,6 +294,10 @@ class UpstoxBroker:
             "trigger_price": float(request.trigger_price or 0.0) if request.order_type.needs_trigger else 0.0,
             "is_amo": False,
         }
+
+    def place_order(self, request: OrderRequest) -> str:
+        key = request.instrument
+        fields = self._order_fields(request)
         if self._order_api == "v3":
             fields["slice"] = False
             if request.order_type.is_market and self._market_protection is not None:
@@ -325,22 +330,7 @@ class UpstoxBroker:
         """An order above the freeze quantity, sliced by Upstox: v3 place with ``slice: true`` answers
         ``{"order_ids": [...]}`` (Upstox docs, Place Order V3, "Auto Slicing"; at most 25 slices)."""
         key = request.instrument
-        if not isinstance(key, str) or "|" not in key:
-            raise BrokerInputError(f"upstox orders need the instrument key (like NSE_EQ|INE...), got {key!r}")
-        fields: dict[str, Any] = {
-            "quantity": request.quantity,
-            "product": UPSTOX_CAPABILITIES.broker_product(request.product),
-            "validity": request.validity.value,
-            "price": float(request.price or 0.0) if request.order_type.needs_price else 0.0,
-            "tag": request.tag or None,
-            "instrument_token": key,
-            "order_type": request.order_type.value,
-            "transaction_type": request.side.value,
-            "disclosed_quantity": 0,
-            "trigger_price": float(request.trigger_price or 0.0) if request.order_type.needs_trigger else 0.0,
-            "is_amo": False,
-            "slice": True,
-        }
+        fields = {**self._order_fields(request), "slice": True}
         if request.order_type.is_market and self._market_protection is not None:
             fields["market_protection"] = self._market_protection
         body = self._model(upstox_client.PlaceOrderV3Request, fields)
