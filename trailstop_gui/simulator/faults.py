@@ -1,5 +1,5 @@
 """Injectable faults: HTTP errors, slow responses, malformed replies, lost replies, rejections, partial
-fills, fill delays, a lagging order book, freeze quantities, stalled sockets.
+fills, fill delays, a lagging order book, freeze quantities, stalled sockets, network latency.
 
 The state lives here; ``POST /_sim/fault`` parses a JSON spec with :func:`parse_fault` and the control API
 applies it. One-shot actions (drop sockets, expire tokens, price gaps) are carried out by the control API.
@@ -26,6 +26,7 @@ MALFORMED = "malformed"
 LOST_REPLY = "lost_reply"
 BOOK_LAG = "book_lag"
 FREEZE_QUANTITY = "freeze_quantity"
+LATENCY = "latency"
 CLEAR = "clear"
 KINDS = (
     HTTP_FAULT,
@@ -41,6 +42,7 @@ KINDS = (
     LOST_REPLY,
     BOOK_LAG,
     FREEZE_QUANTITY,
+    LATENCY,
     CLEAR,
 )
 # How a malformed reply is malformed: its lists become null, a field goes missing, a number becomes a string.
@@ -108,6 +110,9 @@ class Faults:
         # Orders, trades and positions as they were this many seconds ago (order updates are not late).
         self.book_lag: float | None = None
         self.freeze: dict[str, int] = {}  # symbol ("NSE:INFY") -> freeze quantity, over the listed one
+        # The network's round trip (seconds): half on the way to the broker, half on the way back. Every
+        # request and every feed frame pays it, as from a home line to the broker's servers.
+        self.latency = 0.0
         self._stall_until: float | None = None
 
     # -- queries used by the server and the exchange ---------------------------------------------
@@ -142,6 +147,14 @@ class Faults:
         if partial.count <= 0:
             self.partials.pop(0)
         return partial
+
+    @property
+    def one_way(self) -> float:
+        """Seconds a message takes in one direction under the latency fault (0 without it)."""
+        return self.latency / 2
+
+    def now(self) -> float:
+        return float(self._clock())
 
     @property
     def ws_stalled(self) -> bool:
@@ -185,6 +198,8 @@ class Faults:
             self.freeze[spec["symbol"]] = spec["quantity"]
         elif kind == STALL_WS:
             self.stall(spec.get("seconds"))
+        elif kind == LATENCY:
+            self.latency = spec["seconds"]
         else:
             raise FaultError(f"{kind} is an action, not a standing fault")
 
@@ -203,6 +218,8 @@ class Faults:
             self.freeze.clear()
         if kind in (None, STALL_WS):
             self._stall_until = None
+        if kind in (None, LATENCY):
+            self.latency = 0.0
 
     def describe(self) -> dict[str, Any]:
         remaining = None
@@ -217,6 +234,7 @@ class Faults:
             "freeze_quantity": dict(self.freeze),
             "ws_stalled": self.ws_stalled,
             "ws_stall_remaining": remaining,
+            "latency": self.latency,
         }
 
 
@@ -286,6 +304,8 @@ def parse_fault(body: object) -> dict[str, Any]:
         spec["quantity"] = _int(body, "quantity", required=True, low=1)
     elif kind == STALL_WS:
         spec["seconds"] = _number(body, "seconds", low=0.0, high=3600.0)
+    elif kind == LATENCY:
+        spec["seconds"] = _number(body, "seconds", required=True, low=0.0, high=10.0)
     elif kind == DROP_WS:
         mode = body.get("mode", "abort")
         if mode not in ("abort", "close"):

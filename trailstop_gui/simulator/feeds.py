@@ -2,7 +2,8 @@
 
 A facade subclasses nothing: it creates a :class:`FeedConnection` for each accepted socket, keeps its
 subscriptions in ``conn.subscriptions`` and sends through ``send_bytes``/``send_str``, which honour the
-stall fault (nothing leaves a stalled socket, pings go unanswered) and never block the loop.
+stall fault (nothing leaves a stalled socket, pings go unanswered) and the latency fault (each frame leaves
+half a round trip after it was sent, in order), and never block the loop.
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ class FeedConnection:
         self.frames_sent = 0
         self._faults = faults
         self._transport = request.transport
-        self._queue: asyncio.Queue[bytes | str | None] = asyncio.Queue()
+        # Each frame with the loop time it may leave at (the latency fault; 0: at once).
+        self._queue: asyncio.Queue[tuple[bytes | str, float] | None] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
 
     # -- sending ---------------------------------------------------------------------------------
@@ -69,13 +71,21 @@ class FeedConnection:
             log.warning("feed %s: client too slow, dropping it", self.id)
             self.drop(abort=True)
             return
-        self._queue.put_nowait(frame)
+        one_way = self._faults.one_way
+        self._queue.put_nowait((frame, self._faults.now() + one_way if one_way else 0.0))
 
     async def _write(self) -> None:
         while True:
-            frame = await self._queue.get()
-            if frame is None or self.ws.closed:
+            item = await self._queue.get()
+            if item is None or self.ws.closed:
                 return
+            frame, due = item
+            # A fixed delay per frame, not a rate: frames queued behind it are already due when it leaves.
+            wait = due - self._faults.now() if due else 0.0
+            if wait > 0:
+                await asyncio.sleep(wait)
+                if self.ws.closed:
+                    return
             try:
                 if isinstance(frame, bytes):
                     await self.ws.send_bytes(frame)

@@ -60,6 +60,11 @@ async def _faults(request: web.Request, handler: Callable[[web.Request], object]
     if request.path.startswith(UNFAULTED_PREFIXES):
         return await handler(request)  # type: ignore[no-any-return,misc]
     faults = request.app[SIM_KEY].faults
+    # The latency fault: the request reaches the broker half a round trip late (its order is received then)
+    # and the answer takes the other half to come back. Read once, so a request pays what it started with.
+    one_way = faults.one_way
+    if one_way:
+        await asyncio.sleep(one_way)
     slow = faults.take_request_fault(SLOW, request.method, request.path)
     error = faults.take_request_fault(HTTP_FAULT, request.method, request.path)
     malformed = faults.take_request_fault(MALFORMED, request.method, request.path)
@@ -67,12 +72,14 @@ async def _faults(request: web.Request, handler: Callable[[web.Request], object]
     if slow is not None and slow.phase == "before":
         await asyncio.sleep(slow.seconds)
     if error is not None and error.phase == "before":
+        await _way_back(one_way)
         return _fault_response(request, error)
     response: web.StreamResponse = await handler(request)  # type: ignore[misc]
     if isinstance(response, web.WebSocketResponse):
         return response
     if slow is not None and slow.phase == "after":
         await asyncio.sleep(slow.seconds)
+    await _way_back(one_way)
     if error is not None and error.phase == "after":
         return _fault_response(request, error)
     if lost is not None and request.transport is not None:
@@ -83,6 +90,11 @@ async def _faults(request: web.Request, handler: Callable[[web.Request], object]
     if malformed is not None:
         return _malformed_response(response, malformed)
     return response
+
+
+async def _way_back(one_way: float) -> None:
+    if one_way:
+        await asyncio.sleep(one_way)
 
 
 def _malformed_response(response: web.StreamResponse, fault: RequestFault) -> web.StreamResponse:
