@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from datetime import datetime
 from typing import Any, get_args
@@ -387,3 +388,17 @@ def test_encoder_rejects_upstox_keys_and_fractional_timestamps() -> None:
         encode_ticks([Tick(408065, 1.0, ts=1.5)], "full")
     with pytest.raises(ValueError, match="mode"):
         encode_packet(KiteQuote(408065, 1.0), "depth")  # type: ignore[arg-type]
+
+
+def test_decoded_ticks_are_ordinary_frozen_ticks() -> None:
+    # The decoder fills Tick's slots directly (no __init__): the result must be the same object a
+    # constructor call gives, every field set, still frozen and hashable.
+    packets = [kite_mock_packet(f"ticker_{n}.packet") for n in ("full", "quote")]
+    quotes = (KiteQuote(408065, 1520.5, volume=7, exchange_ts=1_700_000_000), KiteQuote(256265, 24000.0))
+    packets += [encode_packet(q, m) for q in quotes for m in MODES]
+    assert {len(p) for p in packets} == set(PACKET_LENGTHS)  # every layout the decoder builds ticks for
+    for tick in decode_message(frame(packets)):
+        rebuilt = Tick(tick.instrument, tick.ltp, tick.bid, tick.ask, tick.volume, tick.ts)
+        assert tick == rebuilt and hash(tick) == hash(rebuilt) and repr(tick) == repr(rebuilt)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            tick.ltp = 0.0  # type: ignore[misc]
