@@ -181,6 +181,38 @@ def test_state_colours(store: ProtectionStore, qtbot: QtBot) -> None:
     assert fg(armed.id) == theme.DARK.armed
 
 
+def test_fonts_alignment_and_roles_the_model_does_not_answer(store: ProtectionStore) -> None:
+    # data() keeps its fonts and brushes and dispatches on the role before anything else (a repaint asks
+    # seven roles of every visible cell): the answers must stay what a fresh computation gives.
+    armed = protect(store)
+    failed = protect(store, "SBIN", 779521)
+    store.transition(failed.id, Status.TRIGGERED)
+    store.transition(failed.id, Status.EXITING)
+    store.transition(failed.id, Status.EXIT_FAILED)
+    closed = protect(store, "ITC", 424961)
+    store.transition(closed.id, Status.CLOSED, reason="external")
+    model = PositionsModel()
+    model.load(store.protections())
+    font = Qt.ItemDataRole.FontRole
+
+    for pid in (armed.id, failed.id, closed.id):
+        assert cell(model, pid, Column.SYMBOL, font).bold()
+        assert cell(model, pid, Column.LTP, font) is None
+    assert cell(model, failed.id, Column.STATUS, font).bold()
+    status_font = cell(model, closed.id, Column.STATUS, font)
+    assert status_font.italic() and not status_font.bold()
+    assert cell(model, armed.id, Column.STATUS, font) is None
+    right = int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+    left = int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
+    assert cell(model, armed.id, Column.PNL, Qt.ItemDataRole.TextAlignmentRole) == right
+    assert cell(model, armed.id, Column.SYMBOL, Qt.ItemDataRole.TextAlignmentRole) == left
+    roles = Qt.ItemDataRole
+    for role in (roles.DecorationRole, roles.CheckStateRole, roles.SizeHintRole):
+        assert cell(model, armed.id, Column.SYMBOL, role) is None
+    assert model.data(QModelIndex(), Qt.ItemDataRole.DisplayRole) is None
+    assert model.data(QModelIndex(), PID_ROLE) is None
+
+
 def test_proxy_hides_closed_unless_asked(store: ProtectionStore) -> None:
     protect(store)
     closed = protect(store, "ITC", 424961)
