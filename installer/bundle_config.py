@@ -89,7 +89,13 @@ DROPPED_PLUGIN_DIRS = {
     "assetimporters",
     "canbus",
     "webview",
+    # Printer support (Linux: the CUPS plugin, which alone pulls in libcups, GnuTLS, Avahi, p11-kit and
+    # friends, about 8 MB). TrailStop prints nothing; QtPrintSupport itself stays, WebEngineWidgets links it.
+    "printsupport",
 }
+# Chromium's developer tools (11.7 MB): only opened through a DevTools page or a remote-debugging port,
+# neither of which the login view has (Qt: "Deploying Qt WebEngine Applications", Resources).
+DROPPED_DATA_FILES = {"qtwebengine_devtools_resources.pak"}
 DROPPED_PLUGINS = re.compile(
     r"(eglfs|linuxfb|minimalegl|vnc|vkkhrdisplay|qtvirtualkeyboard|qpdf|direct2d)", re.IGNORECASE
 )
@@ -130,6 +136,8 @@ def keep_file(dest: str) -> bool:
     name = inside[-1] if inside else ""
     if "qml" in inside[:2]:
         return False  # no QML in this app
+    if name in DROPPED_DATA_FILES:
+        return False
     if len(inside) > 1 and inside[-2] == "qtwebengine_locales":
         return name.removesuffix(".pak") in WEBENGINE_LOCALES
     if name.endswith(".qm"):
@@ -153,22 +161,23 @@ def prune(
 ) -> tuple[list[Entry], list[Entry], list[str]]:
     """Apply :func:`keep_file`, then keep only the Qt libraries that some kept binary links against.
 
+    The libraries PyInstaller collected only because a file cut by :func:`keep_file` links against them (the
+    CUPS print plugin's libcups, GnuTLS, ...) go too, unless something kept links against them as well.
     ``imports_of(source_path)`` names the libraries a binary links against (PyInstaller's bindepend).
-    Returns the kept binaries, the kept datas, and the keys of the Qt libraries dropped.
+    Returns the kept binaries, the kept datas, and the keys of the Qt libraries and the names of the other
+    libraries dropped.
     """
+    binaries = list(binaries)
+    cut = [e for e in binaries if not keep_file(e[0])]
     binaries = [e for e in binaries if keep_file(e[0])]
     datas = [e for e in datas if keep_file(e[0])]
-    qt_libs: dict[str, list[Entry]] = {}
-    roots: list[Entry] = []
+    by_name: dict[str, list[Entry]] = {}
     for entry in binaries:
-        key = qt_library_key(entry[0])
-        if key is None:
-            roots.append(entry)
-        else:
-            qt_libs.setdefault(key, []).append(entry)
+        by_name.setdefault(_parts(entry[0])[-1], []).append(entry)
 
-    needed: set[str] = set()
-    pending = [e[1] for e in roots if e[2] != "SYMLINK"]
+    # Libraries reachable from the cut files: candidates, kept below only if a kept binary reaches them.
+    orphans: set[str] = set()
+    pending = [e[1] for e in cut if e[2] != "SYMLINK"]
     seen: set[str] = set()
     while pending:
         source = pending.pop()
@@ -176,16 +185,45 @@ def prune(
             continue
         seen.add(source)
         for name in imports_of(source):
-            key = qt_library_key(name)
-            if key is None or key in needed or key not in qt_libs:
+            if name in by_name and qt_library_key(name) is None and name not in orphans:
+                orphans.add(name)
+                pending.extend(e[1] for e in by_name[name] if e[2] != "SYMLINK")
+
+    def prunable_key(dest: str) -> str | None:
+        key = qt_library_key(dest)
+        if key is not None:
+            return key
+        name = _parts(dest)[-1]
+        return name if name in orphans else None
+
+    prunable: dict[str, list[Entry]] = {}
+    roots: list[Entry] = []
+    for entry in binaries:
+        key = prunable_key(entry[0])
+        if key is None:
+            roots.append(entry)
+        else:
+            prunable.setdefault(key, []).append(entry)
+
+    needed: set[str] = set()
+    pending = [e[1] for e in roots if e[2] != "SYMLINK"]
+    seen = set()
+    while pending:
+        source = pending.pop()
+        if source in seen:
+            continue
+        seen.add(source)
+        for name in imports_of(source):
+            key = prunable_key(name)
+            if key is None or key in needed or key not in prunable:
                 continue
             needed.add(key)
-            pending.extend(e[1] for e in qt_libs[key] if e[2] != "SYMLINK")
+            pending.extend(e[1] for e in prunable[key] if e[2] != "SYMLINK")
 
-    dropped = sorted(set(qt_libs) - needed)
+    dropped = sorted(set(prunable) - needed)
 
     def survives(entry: Entry) -> bool:
-        key = qt_library_key(entry[0])
+        key = prunable_key(entry[0])
         return key is None or key in needed
 
     return [e for e in binaries if survives(e)], [e for e in datas if survives(e)], dropped

@@ -469,6 +469,11 @@ def test_self_test_says_what_failed_and_exits_1(
         ("PySide6/Qt/plugins/imageformats/libqpdf.so", False),
         ("PySide6/Qt/plugins/position/libqtposition_geoclue2.so", False),
         ("PySide6/Qt/resources/qtwebengine_resources.pak", True),
+        ("PySide6/Qt/resources/qtwebengine_devtools_resources.pak", False),
+        ("PySide6/resources/qtwebengine_devtools_resources.pak", False),  # Windows
+        ("PySide6/Qt/plugins/printsupport/libcupsprintersupport.so", False),
+        ("PySide6/plugins/printsupport/windowsprintersupport.dll", False),
+        ("PySide6/Qt/plugins/platformthemes/libqgtk3.so", True),
         ("certifi/cacert.pem", True),
     ],
 )
@@ -502,6 +507,43 @@ def test_prune_keeps_the_qt_libraries_kept_binaries_link_and_drops_the_rest() ->
         "libQt6QuickWidgets.so.6",
     }
     assert datas == []
+
+
+def test_prune_drops_the_libraries_only_a_cut_plugin_links_against() -> None:
+    links = {
+        "/src/QtGui.abi3.so": ["libQt6Gui.so.6"],
+        "/src/libQt6Gui.so.6": ["libglib-2.0.so.0", "libc.so.6"],
+        "/src/libcupsprintersupport.so": ["libcups.so.2", "libQt6Gui.so.6"],
+        "/src/libcups.so.2": ["libgnutls.so.30", "libglib-2.0.so.0"],
+        "/src/libgnutls.so.30": ["libnettle.so.8"],
+        "/src/libnettle.so.8": [],
+        "/src/libglib-2.0.so.0": [],
+        "/src/_ssl.so": ["libnettle.so.8"],  # pretend: a kept module shares one of them
+    }
+    binaries = [
+        ("PySide6/QtGui.abi3.so", "/src/QtGui.abi3.so", "EXTENSION"),
+        ("PySide6/Qt/lib/libQt6Gui.so.6", "/src/libQt6Gui.so.6", "BINARY"),
+        (
+            "PySide6/Qt/plugins/printsupport/libcupsprintersupport.so",
+            "/src/libcupsprintersupport.so",
+            "BINARY",
+        ),
+        *[
+            (Path(s).name, s, "BINARY")
+            for s in links
+            if Path(s).name.startswith(("libglib", "libcups.", "libgn", "libnet"))
+        ],
+        ("python3.11/lib-dynload/_ssl.so", "/src/_ssl.so", "EXTENSION"),
+    ]
+    kept, _, dropped = bundle_config.prune(binaries, [], lambda source: links[source])
+    assert dropped == ["libcups.so.2", "libgnutls.so.30"]
+    assert {Path(e[0]).name for e in kept} == {
+        "QtGui.abi3.so",
+        "libQt6Gui.so.6",
+        "libglib-2.0.so.0",  # the kept Qt library links it too
+        "libnettle.so.8",  # so does a kept module
+        "_ssl.so",
+    }
 
 
 @pytest.mark.parametrize(
