@@ -1,10 +1,16 @@
-"""Tick-to-exit latency through the simulator on loopback, with every other instrument ticking meanwhile.
+"""Tick-to-exit latency through the simulator, on loopback and behind a broker-like round trip.
 
 From the moment the simulator pushes a price through the stop to its feeds until it receives the exit order:
 both timestamps are the simulator's own clock (``pushed_at`` of ``POST /_sim/price``, ``received_at`` of
 the order log). The simulator runs in another process, as a broker
 would; the app side is the real ProtectionService: feed thread, engine, durable TRIGGERED, executor,
-live-quantity check, and the order call.
+live-quantity check, and the order call. Every other instrument ticks meanwhile.
+
+The same run then repeats the rounds under the simulator's latency fault (LATENCY_MS of round trip: half on
+the feed frame, a whole one per REST call, half on the order's way in). Round trips are counted, not
+assumed: every HTTP request the app's threads send between the push and the exit's arrival is recorded,
+and the path costs half a round trip for the tick, one per request that finished before the exit left, and
+half for the exit itself.
 """
 
 from __future__ import annotations
@@ -17,13 +23,47 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import requests
 
 ROUNDS = 90
+LATENCY_ROUNDS = 60
+LATENCY_MS = 25
 SYMBOL = "NSE:INFY"
+
+
+class RequestLog:
+    """Every HTTP request sent through ``requests`` by a thread other than the bench's own."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.calls: list[tuple[float, float, str, int]] = []  # start, end, what, thread
+        self.main = threading.get_ident()
+
+    def install(self) -> None:
+        original = requests.Session.request
+        log = self
+
+        def request(session: requests.Session, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+            if threading.get_ident() == log.main:
+                return original(session, method, url, *args, **kwargs)
+            started = time.time()
+            try:
+                return original(session, method, url, *args, **kwargs)
+            finally:
+                with log.lock:
+                    log.calls.append(
+                        (started, time.time(), f"{method} {url.split('?')[0]}", threading.get_ident())
+                    )
+
+        requests.Session.request = request  # type: ignore[method-assign,assignment]
+
+    def between(self, start: float, end: float) -> list[tuple[float, float, str, int]]:
+        with self.lock:
+            return [c for c in self.calls if start <= c[0] <= end]
 
 
 def start_sim() -> tuple[subprocess.Popen[str], dict[str, Any]]:
@@ -55,6 +95,8 @@ def main() -> None:
     from trailstop_gui.services.session import AccountSession, Endpoints
 
     app = QCoreApplication.instance() or QCoreApplication([])
+    requests_log = RequestLog()
+    requests_log.install()
     proc, info = start_sim()
     folder = tempfile.TemporaryDirectory()
     store = ProtectionStore(Path(folder.name) / "bench.db")
@@ -112,41 +154,84 @@ def main() -> None:
         feed.arm(store.protections([Status.OPEN], account.id))
         pump(lambda: len(feed.engine) >= len(instruments))
         ticks_before = feed.ticks
-        samples: list[float] = []
         # The trader's own entries go through a separate client (as from the broker's site), so the app's
         # order limiter (200/min) is spent on the exits being measured only.
         placed = threading.Event()
-        service.executor.signals.exit_placed.connect(
-            lambda *_: placed.set(), Qt.ConnectionType.DirectConnection
-        )
+        placed_by = [0]  # the thread that placed the exit: the exit job's
+
+        def on_placed(*_: Any) -> None:
+            placed_by[0] = threading.get_ident()
+            placed.set()
+
+        service.executor.signals.exit_placed.connect(on_placed, Qt.ConnectionType.DirectConnection)
         trader = KiteBroker(kite["api_key"], access_token=session.token(), root=info["http"])
-        for _ in range(ROUNDS):
-            time.sleep(0.6)  # two orders a round: stay under the broker's 10/s and 200/min per user
-            control("price", {"symbol": SYMBOL, "ltp": 1500.0, "bid": 1499.95, "ask": 1500.05})
-            trader.place_order(
-                OrderRequest(symbol="INFY", exchange="NSE", side=Side.BUY, quantity=1, product=Product.MIS)
-            )
-            position = next(p for p in trader.positions() if p.symbol == "INFY" and p.quantity > 0)
-            protection = service.adopt(account.id, position, TrailRule.percent(10.0))
-            key, tag, pid = str(protection.id), protection.exit_tag, protection.id
-            pump(lambda key=key: feed.engine.is_armed(key))
-            placed.clear()
-            pushed_at = control("price", {"symbol": SYMBOL, "ltp": 1300.0, "bid": 1299.95, "ask": 1300.05})[
-                "pushed_at"
-            ]
-            # Block on an event the executor sets from its own thread: polling anything meanwhile (the
-            # simulator, or even our database) would take the CPU and the interpreter from the path measured.
-            if not placed.wait(10):
-                raise TimeoutError("no exit placed")
-            exit_order = next(o for o in control("orders") if o.get("tag") == tag)
-            samples.append((exit_order["received_at"] - pushed_at) * 1000)
-            pump(lambda pid=pid: store.get(pid).status is Status.CLOSED)
+
+        def measure(rounds: int) -> tuple[list[float], list[float], Counter[str]]:
+            """Exit latencies (ms), round trips on each exit's path, the requests made before the exits."""
+            samples: list[float] = []
+            trips: list[float] = []
+            paths: Counter[str] = Counter()
+            for _ in range(rounds):
+                time.sleep(0.6)  # two orders a round: stay under the broker's 10/s and 200/min per user
+                control("price", {"symbol": SYMBOL, "ltp": 1500.0, "bid": 1499.95, "ask": 1500.05})
+                trader.place_order(
+                    OrderRequest(
+                        symbol="INFY", exchange="NSE", side=Side.BUY, quantity=1, product=Product.MIS
+                    )
+                )
+                position = next(p for p in trader.positions() if p.symbol == "INFY" and p.quantity > 0)
+                protection = service.adopt(account.id, position, TrailRule.percent(10.0))
+                key, tag, pid = str(protection.id), protection.exit_tag, protection.id
+                pump(lambda key=key: feed.engine.is_armed(key))
+                placed.clear()
+                pushed_at = control(
+                    "price", {"symbol": SYMBOL, "ltp": 1300.0, "bid": 1299.95, "ask": 1300.05}
+                )["pushed_at"]
+                # Block on an event the executor sets from its own thread: polling anything meanwhile (the
+                # simulator, or even our database) would take the CPU and the interpreter from the path
+                # measured.
+                if not placed.wait(10):
+                    raise TimeoutError("no exit placed")
+                exit_order = next(o for o in control("orders") if o.get("tag") == tag)
+                received_at = exit_order["received_at"]
+                samples.append((received_at - pushed_at) * 1000)
+                # Requests that finished before the exit reached the broker each cost a round trip; the
+                # exit itself (and anything still under way beside it) costs its way in.
+                # Only the exit job's own thread counts (a periodic reconcile read is not on the path).
+                before = [
+                    c
+                    for c in requests_log.between(pushed_at, received_at)
+                    if c[1] <= received_at and c[3] == placed_by[0]
+                ]
+                trips.append(0.5 + len(before) + 0.5)
+                paths.update(c[2] for c in before)
+                pump(lambda pid=pid: store.get(pid).status is Status.CLOSED)
+            return samples, trips, paths
+
+        samples, _, _ = measure(ROUNDS)
+        control("fault", {"fault": "latency", "seconds": LATENCY_MS / 1000})
+        slow_samples, slow_trips, slow_paths = measure(LATENCY_ROUNDS)
+        control("fault", {"fault": "clear", "kind": "latency"})
         background = feed.ticks - ticks_before
         service.shutdown()
         print(
             f"tick-to-exit: p50 {statistics.median(samples):.1f} ms, p99 {percentile(samples, 99):.1f} ms "
             f"(max {max(samples):.1f} ms; {ROUNDS} exits; {len(instruments)} other instruments ticking, "
             f"{background} background ticks processed)",
+            flush=True,
+        )
+        trips = statistics.median(slow_trips)
+        # What the exit waited for, by path and how often per exit (e.g. "GET /portfolio/positions x1").
+        reads = ", ".join(
+            f"{path.replace(info['http'], '')} x{count / LATENCY_ROUNDS:g}"
+            for path, count in slow_paths.most_common()
+        )
+        print(
+            f"tick-to-exit at {LATENCY_MS} ms broker latency: p50 {statistics.median(slow_samples):.1f} ms, "
+            f"p99 {percentile(slow_samples, 99):.1f} ms ({trips:g} round trips: the tick's frame, "
+            f"{reads or 'no request'} before the exit, the exit's way in; max {max(slow_samples):.1f} ms, "
+            f"{min(slow_trips):g}-{max(slow_trips):g} round trips over {LATENCY_ROUNDS} exits, "
+            f"so a floor of {trips * LATENCY_MS:g} ms)",
             flush=True,
         )
     finally:
