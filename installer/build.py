@@ -43,6 +43,7 @@ BUNDLE_INPUTS = [
     "installer/trailstop.spec",
     "installer/bundle_config.py",
     "installer/trailstop_launcher.py",
+    "installer/rthook_kiteticker.py",
     "pyproject.toml",
 ]
 TARBALL_INPUTS = ["installer/linux", "resources/linux", "resources/icons"]

@@ -62,6 +62,24 @@ EXCLUDED_MODULES: list[str] = [
     "PySide6.QtUiTools",
 ]
 
+# What kiteconnect imports only for its KiteTicker (Twisted, Autobahn and what they bring). TrailStop reads
+# the ticker with its own client; installer/rthook_kiteticker.py stands in for ``kiteconnect.ticker`` in the
+# bundle so that ``import kiteconnect`` does not need them.
+KITE_TICKER_STACK: list[str] = [
+    "twisted",
+    "autobahn",
+    "txaio",
+    "automat",
+    "constantly",
+    "hyperlink",
+    "incremental",
+    "zope",
+    "service_identity",
+    "pyasn1",
+    "pyasn1_modules",
+]
+EXCLUDED_MODULES += KITE_TICKER_STACK
+
 # Chromium's own UI strings (qtwebengine_locales/*.pak, about 1.3 MB each, 53 of them). The app is in English
 # and the login pages are the brokers' own, so these only cover Chromium's context menus and error pages:
 # en-US (Chromium's fallback for any missing locale), en-GB (what en-IN maps to) and Hindi.

@@ -561,3 +561,53 @@ def test_prune_drops_the_libraries_only_a_cut_plugin_links_against() -> None:
 )
 def test_qt_libraries_are_recognised_on_every_platform(name: str, key: str | None) -> None:
     assert bundle_config.qt_library_key(name) == key
+
+
+_WITHOUT_TICKER_STACK = """
+import importlib.abc, json, sys
+blocked = set(json.loads(sys.argv[1]))
+
+class Refuse(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in blocked:
+            raise ImportError(f"{name} is not in the bundle")
+        return None
+
+sys.meta_path.insert(0, Refuse())
+exec(open(sys.argv[2]).read())
+import trailstop_gui.app, trailstop_gui.selftest, trailstop_gui.views.main_window
+import trailstop_gui.simulator.runner, trailstop_gui.services.session
+import trailstop_gui.services.brokers.kite, trailstop_gui.services.brokers.upstox
+import keyring.backends.SecretService
+from kiteconnect import KiteConnect, KiteTicker
+KiteConnect("key")
+try:
+    KiteTicker("key", "token")
+except ImportError as exc:
+    print("ticker refused:", exc)
+print("loaded:", sorted({m.split(".")[0] for m in sys.modules} & blocked))
+"""
+
+
+def test_the_app_imports_without_the_kite_ticker_stack_the_bundle_leaves_out() -> None:
+    # The bundle leaves out Twisted/Autobahn (KiteTicker's stack) and its runtime hook stands in for
+    # kiteconnect.ticker: every module the app loads must import with that stack refused, and nothing may
+    # load it lazily.
+    stack = bundle_config.KITE_TICKER_STACK
+    assert set(stack) <= set(bundle_config.EXCLUDED_MODULES)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _WITHOUT_TICKER_STACK,
+            json.dumps(stack),
+            str(ROOT / "installer" / "rthook_kiteticker.py"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, QT_QPA_PLATFORM="offscreen", PYTHONPATH=str(ROOT)),
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "ticker refused: KiteTicker is not part of the TrailStop bundle" in done.stdout
+    assert "loaded: []" in done.stdout
