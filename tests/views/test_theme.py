@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from PySide6.QtGui import QColor, QPalette
-from PySide6.QtWidgets import QApplication, QCheckBox, QStyle, QStyleOptionButton
+from PySide6.QtWidgets import (
+    QApplication,
+    QCheckBox,
+    QStyle,
+    QStyleOptionButton,
+    QTableWidget,
+    QTableWidgetItem,
+)
 from pytestqt.qtbot import QtBot
 
 from trailstop_gui.views import theme
@@ -65,6 +74,49 @@ def test_check_boxes_are_visible_on_the_dark_window(qapp: QApplication, qtbot: Q
             for y in range(rect.top(), rect.bottom() + 1)
         )
         assert contrast > 60  # Fusion's own outline: about 23, next to invisible
+    finally:
+        qapp.setStyle(style)
+        qapp.setPalette(original)
+
+
+def test_a_busy_item_view_draws_its_cells_without_calling_into_python(
+    qapp: QApplication, qtbot: QtBot
+) -> None:
+    # The app's proxy style draws every primitive through Python; the positions table repaints ten times a
+    # second and asks for two per cell, so it draws with plain Fusion (and still in the app's palette).
+    original, style = qapp.palette(), qapp.style().name()
+    try:
+        calls: list[object] = []
+
+        class Counting(theme.VisibleIndicatorStyle):
+            def drawPrimitive(self, element: QStyle.PrimitiveElement, *args: Any) -> None:
+                calls.append(element)
+                super().drawPrimitive(element, *args)
+
+        qapp.setStyle(Counting("Fusion"))
+        theme.apply_theme(qapp, "dark")
+        tables = []
+        for in_cpp in (False, True):
+            table = QTableWidget(3, 2)
+            qtbot.addWidget(table)
+            for row in range(3):
+                for column in range(2):
+                    table.setItem(row, column, QTableWidgetItem("1,234.50"))
+            if in_cpp:
+                theme.draw_cells_in_cpp(table)
+            table.show()
+            qtbot.waitExposed(table)
+            calls.clear()
+            table.viewport().grab()
+            tables.append((table, len(calls)))
+        (_, through_python), (table, in_cpp_calls) = tables
+        assert through_python >= 6 and in_cpp_calls == 0  # a panel per cell, before; none after
+        used = table.style()
+        assert not isinstance(used, theme.VisibleIndicatorStyle) and used.name().lower() == "fusion"
+        assert used.parent() is table  # lives as long as the table (setStyle does not own it)
+        assert table.palette().color(QPalette.ColorRole.Base) == theme.dark_palette().color(
+            QPalette.ColorRole.Base
+        )
     finally:
         qapp.setStyle(style)
         qapp.setPalette(original)

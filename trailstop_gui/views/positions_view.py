@@ -636,6 +636,7 @@ class PositionsView(QWidget):
         )
         self.table.setObjectName("positionsTable")
         self.table.setAccessibleName("Protected positions")
+        theme.draw_cells_in_cpp(self.table)  # repainted ten times a second while prices move
         self.table.setModel(self.proxy)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)

@@ -227,6 +227,21 @@ class VisibleIndicatorStyle(QProxyStyle):
         painter.restore()
 
 
+def draw_cells_in_cpp(view: QWidget) -> None:
+    """Let a busy item view draw with plain Fusion, never calling into Python for a primitive.
+
+    VisibleIndicatorStyle overrides drawPrimitive in Python, so every primitive drawn through it crosses
+    into the interpreter (and waits for it while a feed thread holds it); an item view asks for two per
+    visible cell on every repaint (the positions table: about 240 a repaint, ten repaints a second). A view
+    with no check box or radio button loses nothing by drawing with the proxy's base, Fusion.
+    """
+    if isinstance(view.style(), VisibleIndicatorStyle):
+        fusion = QStyleFactory.create("Fusion")
+        if fusion is not None:
+            fusion.setParent(view)  # setStyle does not take ownership: the style lives as long as the view
+            view.setStyle(fusion)
+
+
 def apply_theme(app: QApplication, preference: str = "system") -> bool:
     """Fusion with a light or dark palette: ``preference`` is system, light or dark. Returns dark."""
     if not isinstance(app.style(), VisibleIndicatorStyle) and "Fusion" in list(QStyleFactory.keys()):
