@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from PySide6.QtCore import QModelIndex, Qt, QTimer
+from PySide6.QtCore import QModelIndex, QModelRoleData, QModelRoleDataSpan, Qt, QTimer
+from PySide6.QtWidgets import QTableView
 from pytestqt.qtbot import QtBot
 
 from trailstop_gui.models.domain import Product, Protection, SafetyKind, SafetyState, Side, Status, TrailRule
@@ -398,3 +399,61 @@ def test_a_closed_row_leaves_the_view_when_its_time_is_up(store: ProtectionStore
     now[0] += wait + 0.1
     proxy._expire.timeout.emit()  # the timer firing at that moment
     assert proxy.rowCount() == 0 and proxy.next_expiry_s() is None
+
+
+def test_a_cell_in_one_call_through_the_proxy_answers_as_data_does(
+    store: ProtectionStore, qtbot: QtBot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A repaint asks seven roles per cell; the proxy hands them to the model in one multiData call instead
+    # of one data() call each. The answers must be data()'s, and a repaint must not fall back to data().
+    long = placed(store, protect(store, safety=True), 1455.30)
+    failed = protect(store, "SBIN", 779521)
+    for status in (Status.TRIGGERED, Status.EXITING, Status.EXIT_FAILED):
+        store.transition(failed.id, status)
+    protect(store, "TCS", 2953217, Side.SELL, 3450.0)
+    model = PositionsModel()
+    model.load(store.protections())
+    model.apply_snapshot(snapshot(long.account_id, {408065: 1530.0, 2953217: 3400.0}))
+    model.flush()
+    proxy = PositionsProxy()
+    proxy.setSourceModel(model)
+    roles = [
+        Qt.ItemDataRole.DisplayRole,
+        Qt.ItemDataRole.DecorationRole,
+        Qt.ItemDataRole.FontRole,
+        Qt.ItemDataRole.TextAlignmentRole,
+        Qt.ItemDataRole.BackgroundRole,
+        Qt.ItemDataRole.ForegroundRole,
+        Qt.ItemDataRole.CheckStateRole,
+        Qt.ItemDataRole.ToolTipRole,
+        PID_ROLE,
+        STATE_ROLE,
+    ]
+    for row in range(proxy.rowCount()):
+        for column in range(proxy.columnCount()):
+            index = proxy.index(row, column)
+            for role in roles:
+                item = QModelRoleData(role)
+                proxy.multiData(index, QModelRoleDataSpan(item))
+                assert item.data() == proxy.data(index, role), (row, column, role)
+
+    asked: list[int] = []
+    original = PositionsModel.data
+
+    def counting(self: PositionsModel, index: Any, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        asked.append(role)
+        return original(self, index, role)
+
+    monkeypatch.setattr(PositionsModel, "data", counting)
+    painted = PositionsModel()  # made after the patch: PySide looks a Python override up once per object
+    painted.load(store.protections())
+    proxy = PositionsProxy()
+    proxy.setSourceModel(painted)
+    table = QTableView()
+    qtbot.addWidget(table)
+    table.setModel(proxy)
+    table.resize(900, 300)
+    table.show()
+    qtbot.waitExposed(table)
+    table.viewport().grab()
+    assert painted.rowCount() == 3 and asked == []

@@ -12,12 +12,14 @@ import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from PySide6.QtCore import (
     QAbstractItemModel,
     QAbstractTableModel,
     QModelIndex,
+    QModelRoleData,
+    QModelRoleDataSpan,
     QObject,
     QPersistentModelIndex,
     QSortFilterProxyModel,
@@ -393,11 +395,12 @@ class PositionsModel(QAbstractTableModel):
     def flags(self, index: AnyIndex) -> Qt.ItemFlag:
         return _CELL_FLAGS if index.isValid() else _NO_FLAGS
 
-    # The view asks data() for seven roles of every visible cell on every repaint (ten a second with
-    # prices moving): about a thousand calls from C++ into Python per repaint, which made a repaint of the
-    # positions table take 8 ms on an idle 2-core machine and 18-25 ms beside the feed threads. So roles
-    # the model never answers return at once, the column is a tuple lookup (not an enum call), and the
-    # brushes and fonts are made once, not per call.
+    # A repaint asks seven roles of every visible cell, ten repaints a second while prices move. Each call
+    # from C++ into Python costs more than the answer, so the view's delegate gets all seven in one call
+    # (multiData, forwarded by the proxy too): through the proxy's per-role data() it was about 900 calls a
+    # repaint, plus two rowCount/columnCount calls each, and a repaint of the table took 8 ms on an idle
+    # 2-core machine and 18-25 ms beside the feed threads. Roles the model never answers return at once,
+    # the column is a tuple lookup (not an enum call), and brushes and fonts are made once.
     def data(self, index: AnyIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         kind = _ROLE_KIND.get(role)
         if kind is None:
@@ -406,8 +409,24 @@ class PositionsModel(QAbstractTableModel):
         rows = self._rows
         if not 0 <= position < len(rows) or not index.isValid():
             return None
-        row = rows[position]
-        column = _COLUMNS[index.column()]
+        return self._value(rows[position], _COLUMNS[index.column()], kind)
+
+    def multiData(self, index: AnyIndex, roleDataSpan: QModelRoleDataSpan | QModelRoleData) -> None:
+        """Every role the delegate asks of one cell in one call (see data)."""
+        items = _role_items(roleDataSpan)
+        position = index.row()
+        rows = self._rows
+        if not 0 <= position < len(rows) or not index.isValid():
+            for item in items:
+                item.clearData()
+            return
+        row, column = rows[position], _COLUMNS[index.column()]
+        kinds = _ROLE_KIND
+        for item in items:
+            kind = kinds.get(item.role())
+            item.setData(None if kind is None else self._value(row, column, kind))
+
+    def _value(self, row: PositionRow, column: Column, kind: int) -> Any:
         if kind == _DISPLAY:
             return self._display(row, column)
         if kind == _FOREGROUND:
@@ -800,6 +819,13 @@ def _sort_value(row: PositionRow, column: Column) -> Any:
     return row.status_text
 
 
+def _role_items(span: QModelRoleDataSpan | QModelRoleData) -> Iterable[QModelRoleData]:
+    """The roles asked in one multiData call (PySide6 iterates a span; one role may come bare)."""
+    if isinstance(span, QModelRoleData):
+        return (span,)
+    return cast(Iterable[QModelRoleData], span)
+
+
 def _alignment(column: Column) -> int:
     horizontal = Qt.AlignmentFlag.AlignRight if column in NUMERIC else Qt.AlignmentFlag.AlignLeft
     return int(horizontal | Qt.AlignmentFlag.AlignVCenter)
@@ -851,6 +877,15 @@ class PositionsProxy(QSortFilterProxyModel):
         self._expire = QTimer(self)
         self._expire.setSingleShot(True)
         self._expire.timeout.connect(self._on_expire)
+
+    def multiData(self, index: AnyIndex, roleDataSpan: QModelRoleDataSpan | QModelRoleData) -> None:
+        # QSortFilterProxyModel answers multiData with one data() per role, each a call into Python: hand
+        # the whole cell to the source model's multiData instead (see PositionsModel.data).
+        model = self.sourceModel()
+        if isinstance(model, PositionsModel):
+            model.multiData(self.mapToSource(index), roleDataSpan)
+        else:
+            super().multiData(index, roleDataSpan)
 
     def setSourceModel(self, model: QAbstractItemModel) -> None:
         previous = self.sourceModel()
