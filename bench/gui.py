@@ -131,6 +131,7 @@ def child(database: str) -> None:
     from PySide6.QtWidgets import QApplication
 
     app = QApplication([sys.argv[0]])
+    from trailstop_gui.app import settle_heap
     from trailstop_gui.models.store import ProtectionStore
     from trailstop_gui.services.notifier import Notifier
     from trailstop_gui.services.protection_service import ProtectionService
@@ -163,6 +164,7 @@ def child(database: str) -> None:
     window.positions.table.viewport().installEventFilter(first_paint)
     window.resize(1400, 900)
     window.show()
+    settle_heap()  # as the app does once its window is up
 
     late: dict[str, list[float]] = {"idle": [], "load": []}
     phase = ["idle"]
