@@ -86,6 +86,7 @@ def main() -> None:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from PySide6.QtCore import QCoreApplication, Qt
 
+    from trailstop_gui.app import settle_heap
     from trailstop_gui.models.domain import Product, Side, Status, TrailRule
     from trailstop_gui.models.store import ProtectionStore
     from trailstop_gui.services.brokers.base import OrderRequest
@@ -153,6 +154,7 @@ def main() -> None:
             )
         feed.arm(store.protections([Status.OPEN], account.id))
         pump(lambda: len(feed.engine) >= len(instruments))
+        settle_heap()  # as the app does once its services run
         ticks_before = feed.ticks
         # The trader's own entries go through a separate client (as from the broker's site), so the app's
         # order limiter (200/min) is spent on the exits being measured only.
