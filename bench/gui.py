@@ -164,7 +164,7 @@ def child(database: str) -> None:
     window.positions.table.viewport().installEventFilter(first_paint)
     window.resize(1400, 900)
     window.show()
-    settle_heap()  # as the app does once its window is up
+    QTimer.singleShot(0, settle_heap)  # as the app does once its window is up
 
     late: dict[str, list[float]] = {"idle": [], "load": []}
     phase = ["idle"]

@@ -362,7 +362,7 @@ def run_window(args: argparse.Namespace, instance: SingleInstance | None = None)
             open_accounts(add=first_run)
         del prompter  # kept alive by its parent, the window
         log.info("TrailStop %s started; data in %s", __version__, runtime.directory)
-        settle_heap()
+        QTimer.singleShot(0, settle_heap)  # once the loop runs: the first paint does not wait for it
         _quit_when_running_if_signalled(signals, quit_now)
         return app.exec()
     finally:
