@@ -188,6 +188,7 @@ def run_headless(args: argparse.Namespace, instance: SingleInstance | None = Non
     try:
         runtime.login_simulator_accounts()
         runtime.service.start()
+        runtime.start_square_off()
         _quit_when_running_if_signalled(signals, app.quit)
         return app.exec()
     finally:
@@ -328,6 +329,9 @@ def run_window(args: argparse.Namespace, instance: SingleInstance | None = None)
             dialog = SettingsDialog(store, load_settings(store), str(runtime.directory), main)
             dialog.settings_saved.connect(panel.apply_settings)
             dialog.settings_saved.connect(service.apply_settings)
+            square_off = runtime.square_off
+            if square_off is not None:
+                dialog.settings_saved.connect(lambda saved: square_off.set_mis_default(saved.mis_square_off))
             dialog.settings_saved.connect(main.tray.apply_settings)
             dialog.settings_saved.connect(lambda saved: theme.apply_theme(app, saved.theme))
             dialog.open()
@@ -339,6 +343,7 @@ def run_window(args: argparse.Namespace, instance: SingleInstance | None = None)
         )
         pending = {s.account_id for s, _, _ in runtime.sim_logins}
         service.start(pending_logins=pending)
+        runtime.start_square_off()
         # Simulator logins talk to the network: never on the GUI thread. Each login's logged_in signal
         # starts that account's feed on the GUI side.
         threading.Thread(target=runtime.login_simulator_accounts, name="sim-login", daemon=True).start()

@@ -23,6 +23,7 @@ from trailstop_gui.services.protection_service import ProtectionService
 from trailstop_gui.services.route_monitor import RouteMonitor
 from trailstop_gui.services.secrets import SecretStore
 from trailstop_gui.services.session import AccountSession, Endpoints
+from trailstop_gui.services.square_off import SquareOffService
 from trailstop_gui.settings import data_dir, database_path, load_settings, log_dir
 
 log = logging.getLogger("trailstop")
@@ -158,6 +159,7 @@ class Runtime:
     service: ProtectionService
     routes: RouteMonitor
     simulator: Any = None  # SimulatorHandle in --demo
+    square_off: SquareOffService | None = None  # timed square-off (built with the service)
     sim_logins: list[tuple[AccountSession, str, str]] = field(default_factory=list)
 
     def login_simulator_accounts(self) -> None:
@@ -170,7 +172,13 @@ class Runtime:
             except Exception as exc:
                 log.error("%s: simulator login failed: %s", session.account.label, exc)
 
+    def start_square_off(self) -> None:
+        if self.square_off is not None:
+            self.square_off.start()
+
     def close(self) -> None:
+        if self.square_off is not None:
+            self.square_off.shutdown()
         self.routes.shutdown()
         self.service.shutdown()
         self.store.close()
@@ -248,6 +256,7 @@ def build_runtime(
     routes = RouteMonitor(store, secrets, notifier)
     routes.watch(service.protection_changed)
     runtime = Runtime(directory, store, secrets, notifier, service, routes)
+    runtime.square_off = SquareOffService(service)
     info: dict[str, Any] | None = None
     if demo:
         from trailstop_gui.simulator.runner import start_simulator

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import peewee as pw
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Deferred: init_db() points it at a file. Peewee keeps one connection per thread, which is what the
 # threads design asks for (GUI, feed and executor threads each use their own connection).
@@ -139,7 +139,26 @@ class Setting(BaseModel):
     value = pw.TextField()
 
 
-MODELS: list[type[BaseModel]] = [Meta, Account, Instrument, ProtectionRow, JournalEvent, Setting]
+class TimedExitRow(BaseModel):
+    """A protection's square-off time (schema 4): exited through its own exit path at ``at`` (IST, HH:MM)."""
+
+    protection = pw.ForeignKeyField(ProtectionRow, primary_key=True, on_delete="CASCADE")
+    protection_id: int
+    at = pw.CharField()
+
+    class Meta:
+        table_name = "timed_exit"
+
+
+MODELS: list[type[BaseModel]] = [
+    Meta,
+    Account,
+    Instrument,
+    ProtectionRow,
+    JournalEvent,
+    Setting,
+    TimedExitRow,
+]
 
 Migration = Callable[[pw.SqliteDatabase], None]
 
@@ -184,8 +203,13 @@ def _v3_safety_stop(database: pw.SqliteDatabase) -> None:
             database.execute_sql(f"ALTER TABLE protection ADD COLUMN {name} {definition}")  # type: ignore[no-untyped-call]
 
 
+def _v4_timed_exits(database: pw.SqliteDatabase) -> None:
+    """Version 4: protections may carry a square-off time (a table of its own; nothing existing changes)."""
+    database.create_tables([TimedExitRow], safe=True)
+
+
 # version -> the step that brings a database from version-1 to version. Append, never edit.
-MIGRATIONS: dict[int, Migration] = {2: _v2_paper_trading, 3: _v3_safety_stop}
+MIGRATIONS: dict[int, Migration] = {2: _v2_paper_trading, 3: _v3_safety_stop, 4: _v4_timed_exits}
 
 
 class DatabaseError(RuntimeError):

@@ -769,11 +769,12 @@ class ProtectionService(QObject):
         self.protection_changed.emit(pid)
         return p
 
-    def exit_now(self, pid: int) -> Protection:
-        """The trader's manual exit: the same durable path as a fired stop."""
+    def exit_now(self, pid: int, *, reason: str = "manual") -> Protection:
+        """The trader's manual exit (or a timed square-off, a basket's: ``reason``): the same durable
+        path as a fired stop. Raises ConcurrentTransition/IllegalTransition when it is not OPEN."""
         # Committed before disarming: a failed commit leaves the protection OPEN and still watched. A tick
         # firing in between finds it TRIGGERED already and does nothing.
-        p = self.store.transition(pid, Status.TRIGGERED, expected=Status.OPEN, reason="manual")
+        p = self.store.transition(pid, Status.TRIGGERED, expected=Status.OPEN, reason=reason)
         self._disarm(pid)
         self.executor.submit(pid)
         self.protection_changed.emit(pid)
