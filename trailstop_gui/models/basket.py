@@ -159,9 +159,14 @@ class BasketState:
     def mtm(self) -> float:
         return self.realised + sum(self.unrealised.values())
 
+    @property
+    def priced(self) -> bool:
+        """Every leg has a price: before that the MTM is partial, and judging it could misfire."""
+        return len(self.unrealised) == len(self.legs)
+
     def evaluate(self) -> list[BasketEvent]:
-        """Raise the lock for the MTM now, then check the breach (once)."""
-        if self.breached:
+        """Raise the lock for the MTM now, then check the breach (once). Needs every leg priced."""
+        if self.breached or not self.priced:
             return []
         value = self.mtm
         events: list[BasketEvent] = []

@@ -150,6 +150,42 @@ class TimedExitRow(BaseModel):
         table_name = "timed_exit"
 
 
+class BasketRow(BaseModel):
+    """A basket protection (schema 4): its members exit together on the basket's MTM rules."""
+
+    id = pw.AutoField()
+    account = pw.ForeignKeyField(Account, backref="baskets", on_delete="RESTRICT")
+    account_id: int
+    name = pw.CharField()
+    rules = pw.TextField()  # BasketRules.to_dict() as JSON
+    # "all": every live protection of the account joins; else a JSON list of [exchange, symbol] that join
+    # as they are protected; explicit members are rows of basket_member either way.
+    selectors = pw.TextField(default="[]")
+    status = pw.CharField(index=True)  # ACTIVE -> TRIGGERED -> EXITED; ACTIVE -> REMOVED
+    reason = pw.CharField(default="")
+    best = pw.FloatField(null=True)
+    lock = pw.FloatField(null=True)
+    breach_mtm = pw.FloatField(null=True)
+    created_at = pw.DateTimeField(default=datetime.now)
+    updated_at = pw.DateTimeField(default=datetime.now)
+    closed_at = pw.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "basket"
+
+
+class BasketMemberRow(BaseModel):
+    id = pw.AutoField()
+    basket = pw.ForeignKeyField(BasketRow, backref="members", on_delete="CASCADE")
+    basket_id: int
+    protection = pw.ForeignKeyField(ProtectionRow, on_delete="CASCADE")
+    protection_id: int
+
+    class Meta:
+        table_name = "basket_member"
+        indexes = ((("basket", "protection"), True),)
+
+
 MODELS: list[type[BaseModel]] = [
     Meta,
     Account,
@@ -158,6 +194,8 @@ MODELS: list[type[BaseModel]] = [
     JournalEvent,
     Setting,
     TimedExitRow,
+    BasketRow,
+    BasketMemberRow,
 ]
 
 Migration = Callable[[pw.SqliteDatabase], None]
@@ -203,13 +241,13 @@ def _v3_safety_stop(database: pw.SqliteDatabase) -> None:
             database.execute_sql(f"ALTER TABLE protection ADD COLUMN {name} {definition}")  # type: ignore[no-untyped-call]
 
 
-def _v4_timed_exits(database: pw.SqliteDatabase) -> None:
-    """Version 4: protections may carry a square-off time (a table of its own; nothing existing changes)."""
-    database.create_tables([TimedExitRow], safe=True)
+def _v4_square_off_and_baskets(database: pw.SqliteDatabase) -> None:
+    """Version 4: square-off times and baskets (tables of their own; nothing existing changes)."""
+    database.create_tables([TimedExitRow, BasketRow, BasketMemberRow], safe=True)
 
 
 # version -> the step that brings a database from version-1 to version. Append, never edit.
-MIGRATIONS: dict[int, Migration] = {2: _v2_paper_trading, 3: _v3_safety_stop, 4: _v4_timed_exits}
+MIGRATIONS: dict[int, Migration] = {2: _v2_paper_trading, 3: _v3_safety_stop, 4: _v4_square_off_and_baskets}
 
 
 class DatabaseError(RuntimeError):

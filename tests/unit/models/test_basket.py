@@ -156,3 +156,13 @@ def test_the_lock_never_decreases(rules: BasketRules, path: list[float]) -> None
             break
     assert locks == sorted(locks)
     assert all(lock >= rules.lock_profit for lock in locks)  # type: ignore[operator]
+
+
+def test_a_basket_is_judged_only_once_every_leg_has_a_price() -> None:
+    engine = BasketEngine()
+    legs = [Leg(1, INFY, Side.BUY, 10, 100.0), Leg(2, NIFTY_CE, Side.SELL, 75, 50.0)]
+    engine.arm(1, BasketRules(max_loss=100), legs)
+    assert engine.on_tick(Tick(INFY, 80.0)) == []  # -200 on one leg, the other not priced yet
+    events = engine.on_tick(Tick(NIFTY_CE, 48.0))  # +150 on the short: -50 in all
+    assert events == []
+    assert engine.on_tick(Tick(NIFTY_CE, 49.5))[0].reason == BREACH_MAX_LOSS  # type: ignore[union-attr]

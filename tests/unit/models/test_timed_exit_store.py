@@ -73,7 +73,10 @@ def test_a_version_3_file_gets_the_table_and_keeps_its_protections(tmp_path: Pat
         pid = protection(store)
         before = store.get(pid)
     conn = sqlite3.connect(path)
-    conn.executescript("DROP TABLE timed_exit; UPDATE meta SET value='3' WHERE key='schema_version';")
+    conn.executescript(
+        "DROP TABLE timed_exit; DROP TABLE basket_member; DROP TABLE basket;"
+        "UPDATE meta SET value='3' WHERE key='schema_version';"
+    )
     conn.close()
     with ProtectionStore(path) as store:
         assert db.schema_version() == db.SCHEMA_VERSION
