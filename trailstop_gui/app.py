@@ -16,6 +16,7 @@ from trailstop_gui.models.domain import TrailRule
 from trailstop_gui.settings import APP_NAME
 
 if TYPE_CHECKING:
+    from trailstop_gui.services.basket_file import BasketSpec
     from trailstop_gui.single_instance import SingleInstance
 
 log = logging.getLogger("trailstop")
@@ -74,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="new protections also get a broker-held safety stop, a buffer behind the trailed stop",
     )
+    parser.add_argument(
+        "--baskets",
+        metavar="FILE",
+        help="with --headless: basket protections from a JSON file (format in the README)",
+    )
     parser.add_argument("--version", action="version", version=f"TrailStop {__version__}")
     return parser
 
@@ -90,6 +96,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--paper needs --sim URL or --demo")
     if args.auto_protect_holdings and args.auto_protect is None:
         parser.error("--auto-protect-holdings needs --auto-protect RULE")
+    baskets = None
+    if args.baskets is not None:
+        if not args.headless:
+            parser.error("--baskets needs --headless (the window creates baskets in the positions view)")
+        from trailstop_gui.services.basket_file import read_baskets_file
+
+        try:
+            baskets = read_baskets_file(args.baskets)
+        except ValueError as exc:
+            parser.error(f"--baskets: {exc}")
     if args.self_test:
         from trailstop_gui.selftest import run_self_test
 
@@ -104,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return instance.exit_code()
     try:
         if args.headless:
-            return run_headless(args, instance)
+            return run_headless(args, instance, baskets)
         return run_window(args, instance)
     except DatabaseError as exc:
         return database_unusable(exc, window=not args.headless)
@@ -157,7 +173,9 @@ def _log_signals(received: list[int]) -> None:
         log.info("signal %d: shutting down", received[0])
 
 
-def run_headless(args: argparse.Namespace, instance: SingleInstance | None = None) -> int:
+def run_headless(
+    args: argparse.Namespace, instance: SingleInstance | None = None, baskets: list[BasketSpec] | None = None
+) -> int:
     from PySide6.QtCore import QCoreApplication, QTimer
 
     from trailstop_gui.runtime import build_runtime, install_crash_logging
@@ -188,7 +206,14 @@ def run_headless(args: argparse.Namespace, instance: SingleInstance | None = Non
     try:
         runtime.login_simulator_accounts()
         runtime.service.start()
-        runtime.start_square_off()
+        if baskets is not None:
+            try:
+                runtime.load_baskets(baskets)
+            except ValueError as exc:
+                log.error("--baskets: %s", exc)
+                print(f"TrailStop: --baskets: {exc}", file=sys.stderr)
+                return 2
+        runtime.start_rules()
         _quit_when_running_if_signalled(signals, app.quit)
         return app.exec()
     finally:
@@ -343,7 +368,7 @@ def run_window(args: argparse.Namespace, instance: SingleInstance | None = None)
         )
         pending = {s.account_id for s, _, _ in runtime.sim_logins}
         service.start(pending_logins=pending)
-        runtime.start_square_off()
+        runtime.start_rules()
         # Simulator logins talk to the network: never on the GUI thread. Each login's logged_in signal
         # starts that account's feed on the GUI side.
         threading.Thread(target=runtime.login_simulator_accounts, name="sim-login", daemon=True).start()

@@ -9,11 +9,12 @@ from __future__ import annotations
 import enum
 import json
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, time
 
 from trailstop_gui.models import db
 from trailstop_gui.models.basket import BasketRules
 from trailstop_gui.models.domain import Protection, Status
+from trailstop_gui.models.square_off import format_exit_time, parse_exit_time
 from trailstop_gui.models.store import ConcurrentTransition, ProtectionStore
 
 ALL_POSITIONS = "all"
@@ -41,6 +42,7 @@ class Basket:
     lock: float | None = None
     breach_mtm: float | None = None
     created_at: datetime | None = None
+    square_off: time | None = None
 
 
 def realised_today(p: Protection, today: date) -> float:
@@ -140,6 +142,22 @@ class BasketStore:
                 None,
                 basket.name,
             )
+        return self.get(basket_id)
+
+    def set_square_off(self, basket_id: int, at: time | str | None) -> Basket:
+        """The time (HH:MM IST) the whole basket exits, or None for none."""
+        basket = self.get(basket_id)
+        parsed = None if at in (None, "") else parse_exit_time(at, "square-off time")
+        text = "" if parsed is None else format_exit_time(parsed)
+        old = "" if basket.square_off is None else format_exit_time(basket.square_off)
+        if text != old:
+            with db.database.atomic():
+                db.BasketRow.update(square_off=text, updated_at=datetime.now()).where(
+                    db.BasketRow.id == basket_id
+                ).execute()
+                self.store._journal(
+                    None, basket.account_id, "basket_square_off", old, text, None, basket.name
+                )
         return self.get(basket_id)
 
     def record_lock(self, basket_id: int, best: float, lock: float | None) -> None:
@@ -254,4 +272,5 @@ class BasketStore:
             lock=row.lock,
             breach_mtm=row.breach_mtm,
             created_at=row.created_at,
+            square_off=parse_exit_time(row.square_off) if row.square_off else None,
         )

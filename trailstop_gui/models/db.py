@@ -166,6 +166,7 @@ class BasketRow(BaseModel):
     best = pw.FloatField(null=True)
     lock = pw.FloatField(null=True)
     breach_mtm = pw.FloatField(null=True)
+    square_off = pw.CharField(default="")  # HH:MM IST: the whole basket exits then; "" for none
     created_at = pw.DateTimeField(default=datetime.now)
     updated_at = pw.DateTimeField(default=datetime.now)
     closed_at = pw.DateTimeField(null=True)

@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import date, datetime
+from datetime import time as time_of_day
 
 from PySide6.QtCore import QObject, Signal
 
@@ -124,6 +125,21 @@ class BasketService(QObject):
         self.basket_changed.emit(basket_id)
         return basket
 
+    def set_square_off(self, basket_id: int, at: time_of_day | str | None) -> Basket:
+        basket = self.baskets.set_square_off(basket_id, at)
+        self.basket_changed.emit(basket_id)
+        return basket
+
+    def exit_basket(self, basket_id: int, reason: str) -> Basket | None:
+        """Exit the whole basket now (a timed square-off, the trader's word): the breach's own path.
+        None when it is not ACTIVE any more."""
+        mtm = 0.0
+        with self._lock:
+            state = self.engine.state(basket_id)
+            if state is not None:
+                mtm = state.mtm
+        return self._trigger(self.baskets.get(basket_id), reason, mtm)
+
     def remove(self, basket_id: int) -> Basket:
         basket = self.baskets.remove(basket_id)
         with self._lock:
@@ -222,14 +238,16 @@ class BasketService(QObject):
     # ----------------------------------------------------------------- the breach
 
     def _breach(self, event: BasketBreached) -> None:
-        basket = self.baskets.get(event.basket)
         why = f"{event.reason}: MTM {event.mtm:,.2f} reached {event.level:,.2f}"
+        self._trigger(self.baskets.get(event.basket), why, event.mtm)
+
+    def _trigger(self, basket: Basket, why: str, mtm: float) -> Basket | None:
         members = [p.id for p in self._joiners(basket)]
         try:
-            basket = self.baskets.trigger(basket.id, why, event.mtm, members)
+            basket = self.baskets.trigger(basket.id, why, mtm, members)
         except ConcurrentTransition as exc:
-            log.info("basket %s: breach ignored (%s)", event.basket, exc)
-            return
+            log.info("basket %s: not exited again (%s)", basket.id, exc)
+            return None
         log.warning("basket %s (%s) breached: %s", basket.id, basket.name, why)
         with self._lock:
             self.engine.disarm(basket.id)
@@ -238,6 +256,7 @@ class BasketService(QObject):
         self._exiting.add(basket.id)
         self._exit_members(basket)
         self.basket_changed.emit(basket.id)
+        return basket
 
     def _exit_members(self, basket: Basket) -> None:
         """Exit every OPEN member once, shorts first; members already exiting are left to their path.

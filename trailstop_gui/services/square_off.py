@@ -22,6 +22,7 @@ from datetime import date, datetime, time
 
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, QTimer, Signal
 
+from trailstop_gui.models.basket_store import BasketStatus
 from trailstop_gui.models.domain import Product, Protection, Status
 from trailstop_gui.models.lifecycle import IllegalTransition
 from trailstop_gui.models.square_off import (
@@ -35,6 +36,7 @@ from trailstop_gui.models.square_off import (
 )
 from trailstop_gui.models.store import ConcurrentTransition
 from trailstop_gui.models.timed_exit_store import TimedExitStore
+from trailstop_gui.services.baskets import BasketService
 from trailstop_gui.services.brokers.calendar import as_calendar_broker
 from trailstop_gui.services.brokers.errors import BrokerError
 from trailstop_gui.services.protection_service import ProtectionService
@@ -85,6 +87,7 @@ class SquareOffService(QObject):
         self._calendar: dict[date, dict[str, MarketSession] | None] = {}
         self._calendar_failed_at: dict[date, float] = {}
         self._lock = threading.Lock()
+        self.baskets: BasketService | None = None  # baskets with a square-off time, when wired
         self.pool = QThreadPool()
         self.pool.setMaxThreadCount(1)  # checks never overlap
         self._timer = QTimer(self)
@@ -152,15 +155,32 @@ class SquareOffService(QObject):
                 log.info("protection %s: square-off at %s IST", p.id, format_exit_time(at))
                 fired.append(p.id)
                 self.square_off_sent.emit(p.id)
+            if self.baskets is not None:
+                self._square_off_baskets(now, self.baskets)
             return fired
+
+    def _square_off_baskets(self, now: datetime, baskets: BasketService) -> None:
+        for basket in baskets.baskets.baskets([BasketStatus.ACTIVE]):
+            at = basket.square_off
+            if at is None:
+                continue
+            members = [self.store.get(pid) for pid in basket.members]
+            exchange = members[0].exchange if members else "NSE"
+            if not square_off_due(now, at, self._session_for(exchange, now.date())):
+                continue
+            if baskets.exit_basket(basket.id, f"square-off {format_exit_time(at)}") is not None:
+                log.info("basket %s: square-off at %s IST", basket.id, format_exit_time(at))
 
     # ----------------------------------------------------------------- the calendar
 
     def _session(self, p: Protection, day: date) -> MarketSession | None:
+        return self._session_for(p.exchange, day)
+
+    def _session_for(self, exchange: str, day: date) -> MarketSession | None:
         sessions = self._published(day)
         if sessions is None:
             return weekday_session(day)
-        exchange = p.exchange.upper()
+        exchange = exchange.upper()
         if exchange in sessions:
             return sessions[exchange]
         fallback = FALLBACK_EXCHANGE.get(exchange)
