@@ -182,3 +182,30 @@ def test_the_whole_account_takes_in_later_positions(rig: Rig, baskets: BasketSer
     later = enter(rig, Side.BUY, Product.MIS, WIDE, "NSE:INFY")
     baskets.refresh()
     assert later in BasketStore(rig.store).get(basket.id).members
+
+
+@pytest.mark.parametrize("rig", ["kite"], indirect=True)
+def test_a_basket_square_off_exits_every_member_once(rig: Rig, baskets: BasketService) -> None:
+    from datetime import date, datetime
+    from datetime import time as time_of_day
+
+    from trailstop_gui.models.square_off import IST
+    from trailstop_gui.services.square_off import SquareOffService
+
+    long, short = two_legs(rig)
+    basket = baskets.create(rig.account_id, "pair", BasketRules(max_loss=100_000), [long, short])
+    baskets.set_square_off(basket.id, "15:15")
+    now = [datetime.combine(date(2026, 12, 7), time_of_day(15, 14), IST)]
+    square_off = SquareOffService(rig.service, clock=lambda: now[0])
+    square_off.baskets = baskets
+    try:
+        assert square_off.check_now() == []
+        assert BasketStore(rig.store).get(basket.id).status is BasketStatus.ACTIVE
+        now[0] = now[0].replace(minute=15)
+        square_off.check_now()
+        assert BasketStore(rig.store).get(basket.id).reason == "square-off 15:15"
+        closed(rig, baskets, long, short)
+        square_off.check_now()
+    finally:
+        square_off.shutdown()
+    assert len(exits(rig, long)) == 1 and len(exits(rig, short)) == 1
