@@ -26,6 +26,7 @@ from trailstop_gui.services.route_monitor import RouteMonitor
 from trailstop_gui.services.secrets import SecretStore
 from trailstop_gui.services.session import AccountSession, Endpoints
 from trailstop_gui.services.square_off import SquareOffService
+from trailstop_gui.services.underlying import UnderlyingService
 from trailstop_gui.settings import data_dir, database_path, load_settings, log_dir
 
 log = logging.getLogger("trailstop")
@@ -163,6 +164,7 @@ class Runtime:
     simulator: Any = None  # SimulatorHandle in --demo
     square_off: SquareOffService | None = None  # timed square-off (built with the service)
     baskets: BasketService | None = None  # basket protections (built with the service)
+    underlying: UnderlyingService | None = None  # stops on the underlying (before any feed arms)
     sim_logins: list[tuple[AccountSession, str, str]] = field(default_factory=list)
 
     def login_simulator_accounts(self) -> None:
@@ -272,6 +274,7 @@ def build_runtime(
     routes = RouteMonitor(store, secrets, notifier)
     routes.watch(service.protection_changed)
     runtime = Runtime(directory, store, secrets, notifier, service, routes)
+    runtime.underlying = UnderlyingService(service)
     runtime.baskets = BasketService(service)
     runtime.square_off = SquareOffService(service)
     runtime.square_off.baskets = runtime.baskets

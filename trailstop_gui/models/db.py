@@ -187,6 +187,23 @@ class BasketMemberRow(BaseModel):
         indexes = ((("basket", "protection"), True),)
 
 
+class UnderlyingRow(BaseModel):
+    """A protection that trails and triggers on another instrument's price (schema 4): NIFTY 50 for an
+    option, say. Its stored stop and peak are then prices of that instrument; the exit stays the option's."""
+
+    protection = pw.ForeignKeyField(ProtectionRow, primary_key=True, on_delete="CASCADE")
+    protection_id: int
+    instrument = pw.CharField()  # what the underlying's ticks carry (a Kite token, an Upstox key)
+    symbol = pw.CharField()
+    exchange = pw.CharField()
+    view = pw.CharField()  # BUY: protects against the underlying falling; SELL: against it rising
+    tick_size = pw.FloatField()
+    reference = pw.FloatField()  # the underlying's price when the rule was set: its "entry"
+
+    class Meta:
+        table_name = "underlying_rule"
+
+
 MODELS: list[type[BaseModel]] = [
     Meta,
     Account,
@@ -197,6 +214,7 @@ MODELS: list[type[BaseModel]] = [
     TimedExitRow,
     BasketRow,
     BasketMemberRow,
+    UnderlyingRow,
 ]
 
 Migration = Callable[[pw.SqliteDatabase], None]
@@ -243,8 +261,9 @@ def _v3_safety_stop(database: pw.SqliteDatabase) -> None:
 
 
 def _v4_square_off_and_baskets(database: pw.SqliteDatabase) -> None:
-    """Version 4: square-off times and baskets (tables of their own; nothing existing changes)."""
-    database.create_tables([TimedExitRow, BasketRow, BasketMemberRow], safe=True)
+    """Version 4: square-off times, baskets and stops on the underlying (tables of their own; nothing
+    existing changes)."""
+    database.create_tables([TimedExitRow, BasketRow, BasketMemberRow, UnderlyingRow], safe=True)
 
 
 # version -> the step that brings a database from version-1 to version. Append, never edit.

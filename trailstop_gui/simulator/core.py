@@ -210,7 +210,8 @@ class Simulator:
         self, instrument: Instrument, ltp: float, bid: float | None = None, ask: float | None = None
     ) -> Quote:
         self.market.set_price(instrument, ltp, bid, ask)
-        return self.publish([instrument])[0]
+        # An index's derivatives moved with it (Market.followers): their ticks go out too.
+        return self.publish([instrument, *self.market.followers(instrument)])[0]
 
     def gap(self, instrument: Instrument, percent: float) -> Quote:
         self.market.gap(instrument, percent)

@@ -74,7 +74,7 @@ def test_a_version_3_file_gets_the_table_and_keeps_its_protections(tmp_path: Pat
         before = store.get(pid)
     conn = sqlite3.connect(path)
     conn.executescript(
-        "DROP TABLE timed_exit; DROP TABLE basket_member; DROP TABLE basket;"
+        "DROP TABLE timed_exit; DROP TABLE basket_member; DROP TABLE basket; DROP TABLE underlying_rule;"
         "UPDATE meta SET value='3' WHERE key='schema_version';"
     )
     conn.close()
