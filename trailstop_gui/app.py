@@ -258,6 +258,7 @@ def run_window(args: argparse.Namespace, instance: SingleInstance | None = None)
     from trailstop_gui.settings import load_settings
     from trailstop_gui.views import theme
     from trailstop_gui.views.accounts_dialog import AccountsDialog
+    from trailstop_gui.views.basket_panel import add_basket_dock
     from trailstop_gui.views.login_view import LoginDialog, ReloginPrompter
     from trailstop_gui.views.main_window import MainWindow
     from trailstop_gui.views.order_entry import OrderEntryPanel
@@ -323,6 +324,8 @@ def run_window(args: argparse.Namespace, instance: SingleInstance | None = None)
             lambda account_id, check: main.positions.set_route_state(account_id, check.state.value)
         )
         prompter = ReloginPrompter(service, main)
+        if runtime.baskets is not None:
+            add_basket_dock(main, runtime.baskets)
 
         def on_logged_in(account_id: int) -> None:
             session = service.sessions.get(account_id)
