@@ -325,7 +325,7 @@ def run_window(args: argparse.Namespace, instance: SingleInstance | None = None)
         )
         prompter = ReloginPrompter(service, main)
         if runtime.baskets is not None:
-            add_basket_dock(main, runtime.baskets)
+            add_basket_dock(main, runtime.baskets, runtime.square_off, runtime.underlying)
 
         def on_logged_in(account_id: int) -> None:
             session = service.sessions.get(account_id)

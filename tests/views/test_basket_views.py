@@ -118,3 +118,57 @@ def test_the_panel_charts_mtm_with_its_lock_and_shows_the_breach(
     panel.refresh()
     assert panel.model.data(panel.model.index(0, 1)).startswith("EXITED")
     assert not panel.edit_button.isEnabled()
+
+
+def test_exit_time_and_underlying_from_the_window(qtbot: QtBot, rig: Rig, baskets: BasketService) -> None:
+    from tests.services.conftest import control
+    from trailstop_gui.models.store import InstrumentRecord
+    from trailstop_gui.services.instruments import master_key
+    from trailstop_gui.services.protection_service import EntryRequest
+    from trailstop_gui.services.square_off import SquareOffService
+    from trailstop_gui.services.underlying import UnderlyingService
+
+    square_off = SquareOffService(rig.service)
+    underlying = UnderlyingService(rig.service)
+    index = next(i for i in control(rig.sim, "instruments") if i["symbol"] == "NSE:NIFTY 50")
+    call = next(
+        i for i in control(rig.sim, "instruments") if i["name"] == "NIFTY" and i["instrument_type"] == "CE"
+    )
+    master = master_key(rig.session.account)
+    rig.store.upsert_instruments(
+        master,
+        [InstrumentRecord(master, str(index["kite_token"]), "NIFTY 50", "NSE", "NIFTY 50", tick_size=0.0)],
+    )
+    p = rig.service.place_entry(
+        EntryRequest(
+            account_id=rig.account_id,
+            instrument=call["kite_token"],
+            symbol=call["tradingsymbol"],
+            exchange="NFO",
+            side=Side.BUY,
+            quantity=call["lot_size"],
+            product=Product.NRML,
+            tick_size=0.05,
+            rule=TrailRule.points(50.0),
+        )
+    )
+    rig.wait_status(p.id, Status.OPEN)
+    window = QMainWindow()
+    qtbot.addWidget(window)
+    panel = add_basket_dock(window, baskets, square_off, underlying)
+    dialog = panel.protection_rules(p.id)
+    assert dialog is not None
+    dialog.exit_at.setChecked(True)
+    dialog.on_underlying.setChecked(True)
+    dialog.underlying_symbol.setText("NSE:NIFTY 9")
+    dialog.reference.setText("24350")
+    dialog.buttons.button(QDialogButtonBox.StandardButton.Save).click()
+    assert "not in the account's instrument list" in dialog.error_label.text()
+    assert underlying.rule(p.id) is None
+    dialog.underlying_symbol.setText("NSE:NIFTY 50")
+    with qtbot.waitSignal(dialog.accepted):
+        dialog.buttons.button(QDialogButtonBox.StandardButton.Save).click()
+    rule = underlying.rule(p.id)
+    assert rule is not None and rule.reference == 24350.0 and rule.view is Side.BUY
+    assert str(square_off.times.get(p.id)) == "15:15:00"
+    assert rig.store.get(p.id).stop == pytest.approx(24300.0)

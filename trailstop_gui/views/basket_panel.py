@@ -21,8 +21,11 @@ from PySide6.QtWidgets import (
 
 from trailstop_gui.models.basket_store import Basket, BasketStatus
 from trailstop_gui.services.baskets import BasketService
+from trailstop_gui.services.square_off import SquareOffService
+from trailstop_gui.services.underlying import UnderlyingService
 from trailstop_gui.views.basket_dialog import BasketDialog
 from trailstop_gui.views.detail_pane import PriceChart
+from trailstop_gui.views.protection_rules_dialog import ProtectionRulesDialog
 
 AnyIndex = QModelIndex | QPersistentModelIndex
 REFRESH_MS = 500
@@ -86,9 +89,19 @@ class BasketPanel(QWidget):
 
     message_posted = Signal(str)
 
-    def __init__(self, baskets: BasketService, parent: QWidget | None = None) -> None:
+    def __init__(
+        self,
+        baskets: BasketService,
+        parent: QWidget | None = None,
+        *,
+        square_off: SquareOffService | None = None,
+        underlying: UnderlyingService | None = None,
+    ) -> None:
         super().__init__(parent)
         self.baskets = baskets
+        self.square_off = square_off
+        self.underlying = underlying
+        self.rules_dialog: ProtectionRulesDialog | None = None
         self.model = BasketTableModel(baskets, self)
         self.table = QTableView(self)
         self.table.setModel(self.model)
@@ -99,12 +112,15 @@ class BasketPanel(QWidget):
         self.new_button = QPushButton("New basket…")
         self.edit_button = QPushButton("Edit…")
         self.remove_button = QPushButton("Remove")
+        self.rules_button = QPushButton("Exit time / underlying…")
+        self.rules_button.setToolTip("A protection's timed square-off, or its stop on the underlying")
+        self.rules_button.setVisible(square_off is not None and underlying is not None)
         self.chart = PriceChart(self)
         self.chart.price.setName("MTM (₹)")
         self.chart.stop.setName("Lock (₹)")
         self.chart.entry.setName("Loss limit (₹)")
         buttons = QHBoxLayout()
-        for button in (self.new_button, self.edit_button, self.remove_button):
+        for button in (self.new_button, self.edit_button, self.remove_button, self.rules_button):
             buttons.addWidget(button)
         buttons.addStretch(1)
         layout = QVBoxLayout(self)
@@ -117,6 +133,7 @@ class BasketPanel(QWidget):
         self.new_button.clicked.connect(self.new_basket)
         self.edit_button.clicked.connect(self.edit_selected)
         self.remove_button.clicked.connect(self.remove_selected)
+        self.rules_button.clicked.connect(self.protection_rules)
         baskets.basket_changed.connect(lambda _id: self.refresh())
         self._timer = QTimer(self)
         self._timer.setInterval(REFRESH_MS)
@@ -170,6 +187,14 @@ class BasketPanel(QWidget):
             self.message_posted.emit(f"Basket {dialog.saved.name}: {dialog.saved.rules.describe()}")
         self.refresh()
 
+    def protection_rules(self, pid: int | None = None) -> ProtectionRulesDialog | None:
+        if self.square_off is None or self.underlying is None:
+            return None
+        dialog = ProtectionRulesDialog(self.square_off, self.underlying, pid, self)
+        self.rules_dialog = dialog
+        dialog.open()
+        return dialog
+
     def remove_selected(self) -> None:
         basket = self.selected()
         if basket is None:
@@ -184,9 +209,14 @@ class BasketPanel(QWidget):
             self.refresh()
 
 
-def add_basket_dock(window: QMainWindow, baskets: BasketService) -> BasketPanel:
+def add_basket_dock(
+    window: QMainWindow,
+    baskets: BasketService,
+    square_off: SquareOffService | None = None,
+    underlying: UnderlyingService | None = None,
+) -> BasketPanel:
     """The baskets as a dock of the main window (below the positions; movable, restored with the layout)."""
-    panel = BasketPanel(baskets, window)
+    panel = BasketPanel(baskets, window, square_off=square_off, underlying=underlying)
     dock = QDockWidget("Baskets", window)
     dock.setObjectName("basketsDock")
     dock.setWidget(panel)
