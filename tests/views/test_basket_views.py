@@ -81,9 +81,10 @@ def test_new_basket_with_a_live_preview_and_named_mistakes(
     dialog.rules["lock_profit"].setText("50")
     rig.sim.set_price("NSE:INFY", 1510.0)
     entry = rig.store.get(long).entry_price or 0
-    expected = f"MTM ₹{(1510.0 - entry) * 3 + ((rig.store.get(short).entry_price or 0) - 3000.0) * 3:,.2f}"
+    value = (1510.0 - entry) * 3 + ((rig.store.get(short).entry_price or 0) - 3000.0) * 3
+    expected = f"MTM -₹{-value:,.2f}" if value < 0 else f"MTM ₹{value:,.2f}"
     qtbot.waitUntil(lambda: expected in dialog.preview.text(), timeout=5000)
-    assert "loss limit ₹-500.00" in dialog.preview.text() and "distance ₹" in dialog.preview.text()
+    assert "loss limit -₹500.00" in dialog.preview.text() and "distance ₹" in dialog.preview.text()
     with qtbot.waitSignal(dialog.accepted):
         dialog.buttons.button(QDialogButtonBox.StandardButton.Save).click()
     saved = BasketStore(rig.store).baskets()

@@ -250,6 +250,9 @@ class BasketService(QObject):
             return None
         log.warning("basket %s (%s) breached: %s", basket.id, basket.name, why)
         with self._lock:
+            state = self.engine.state(basket.id)
+            points = self._series.setdefault(basket.id, collections.deque(maxlen=SERIES_POINTS))
+            points.append((time.time(), mtm, None if state is None else state.lock))  # the chart's last point
             self.engine.disarm(basket.id)
             self._accounts.pop(basket.id, None)
         self.basket_breached.emit(basket.id, why)

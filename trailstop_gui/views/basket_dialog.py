@@ -39,7 +39,9 @@ RULE_FIELDS = (
 
 
 def _rupees(value: float | None) -> str:
-    return "—" if value is None else f"₹{value:,.2f}"
+    if value is None:
+        return "—"
+    return f"-₹{-value:,.2f}" if value < 0 else f"₹{value:,.2f}"
 
 
 class BasketDialog(QDialog):

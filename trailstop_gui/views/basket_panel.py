@@ -33,7 +33,9 @@ COLUMNS = ("Basket", "State", "MTM", "Lock", "Loss limit", "Distance", "Rules")
 
 
 def _money(value: object) -> str:
-    return "—" if not isinstance(value, int | float) else f"₹{value:,.2f}"
+    if not isinstance(value, int | float):
+        return "—"
+    return f"-₹{-value:,.2f}" if value < 0 else f"₹{value:,.2f}"
 
 
 class BasketTableModel(QAbstractTableModel):
