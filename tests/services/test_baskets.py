@@ -209,3 +209,21 @@ def test_a_basket_square_off_exits_every_member_once(rig: Rig, baskets: BasketSe
     finally:
         square_off.shutdown()
     assert len(exits(rig, long)) == 1 and len(exits(rig, short)) == 1
+
+
+@pytest.mark.parametrize("rig", ["kite"], indirect=True)
+def test_a_position_already_exiting_never_joins_and_breaks_no_refresh(
+    rig: Rig, baskets: BasketService
+) -> None:
+    long, short = two_legs(rig)
+    everything = baskets.create(
+        rig.account_id, "everything", BasketRules(max_loss=10_000), whole_account=True
+    )
+    pair = baskets.create(rig.account_id, "pair", BasketRules(max_loss=10_000), [long, short])
+    rig.sim.set_price("NSE:INFY", 1500.0, bid=1499.95, ask=1500.05)
+    later = enter(rig, Side.BUY, Product.MIS, WIDE, "NSE:INFY")
+    rig.service.exit_now(later)  # on its way out before the basket looked: it must not join now
+    baskets.refresh()
+    assert later not in BasketStore(rig.store).get(everything.id).members
+    step_until(rig, baskets, lambda: baskets.preview(pair.id) is not None, "the pair armed")
+    assert baskets.preview(everything.id) is not None

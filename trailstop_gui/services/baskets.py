@@ -309,33 +309,41 @@ class BasketService(QObject):
                 self._accounts.pop(gone, None)
             instruments: dict[int, set[InstrumentId]] = {}
             for basket in active:
-                joiners = [p.id for p in self._joiners(basket) if p.id not in basket.members]
-                if joiners:
-                    basket = self.baskets.add_members(basket.id, joiners)
-                members = [self.store.get(pid) for pid in basket.members]
-                # A member on its way out is still in the market until its exit fills; a CLOSED one counts
-                # through its realised rupees.
-                legs = [_leg(p) for p in members if p.status in HELD and p.entry_price and p.filled_quantity]
-                realised = sum(realised_today(p, today) for p in members)
-                old = self.engine.state(basket.id)
-                best = (
-                    basket.best if old is None or old.best is None else max(old.best, basket.best or old.best)
-                )
-                lock = (
-                    basket.lock if old is None or old.lock is None else max(old.lock, basket.lock or old.lock)
-                )
-                state = self.engine.arm(
-                    basket.id, basket.rules, legs, realised=realised, best=best, lock=lock
-                )
-                events.extend(state.evaluate())  # realised rupees alone can reach a limit
-                self._accounts[basket.id] = basket.account_id
-                instruments.setdefault(basket.account_id, set()).update(leg.instrument for leg in legs)
+                try:
+                    events.extend(self._arm_basket(basket, today, instruments))
+                except Exception:
+                    # One basket that cannot be read or armed must not leave the others unwatched.
+                    log.exception("basket %s: cannot be armed; trying again at the next refresh", basket.id)
             self._instruments = instruments
             # Prices already known are applied by arm(); a quote read before still counts as seen.
             for (account_id, instrument), _at in list(self._seen.items()):
                 if instrument not in instruments.get(account_id, set()):
                     self._seen.pop((account_id, instrument), None)
         return events
+
+    def _arm_basket(
+        self, basket: Basket, today: date, instruments: dict[int, set[InstrumentId]]
+    ) -> list[BasketEvent]:
+        """(Re-)arm one ACTIVE basket with its members now; the caller holds the lock."""
+        joiners = [
+            p.id
+            for p in self._joiners(basket)
+            if p.id not in basket.members and p.status in (Status.PENDING, Status.OPEN)
+        ]
+        if joiners:
+            basket = self.baskets.add_members(basket.id, joiners)
+        members = [self.store.get(pid) for pid in basket.members]
+        # A member on its way out is still in the market until its exit fills; a CLOSED one counts
+        # through its realised rupees.
+        legs = [_leg(p) for p in members if p.status in HELD and p.entry_price and p.filled_quantity]
+        realised = sum(realised_today(p, today) for p in members)
+        old = self.engine.state(basket.id)
+        best = basket.best if old is None or old.best is None else max(old.best, basket.best or old.best)
+        lock = basket.lock if old is None or old.lock is None else max(old.lock, basket.lock or old.lock)
+        state = self.engine.arm(basket.id, basket.rules, legs, realised=realised, best=best, lock=lock)
+        self._accounts[basket.id] = basket.account_id
+        instruments.setdefault(basket.account_id, set()).update(leg.instrument for leg in legs)
+        return state.evaluate()  # realised rupees alone can reach a limit
 
     def _joiners(self, basket: Basket) -> list[Protection]:
         """The live protections that belong to the basket now: members, and those its selectors take in."""

@@ -141,7 +141,9 @@ class SquareOffService(QObject):
             now = to_ist(self.clock())
             own = self.times.all()
             fired: list[int] = []
-            for p in self.store.protections([Status.OPEN]):
+            # Nothing to do (the usual case: no times, the MIS setting off) reads no protections at all.
+            wanted = self.store.protections([Status.OPEN]) if own or self.mis_time is not None else []
+            for p in wanted:
                 at = self.exit_time(p, own)
                 if at is None or p.paused:
                     continue
