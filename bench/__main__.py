@@ -11,6 +11,7 @@ import sys
 
 MODULES = [
     "bench.engine",
+    "bench.baskets",
     "bench.decoders",
     "bench.feed_throughput",
     "bench.tick_to_exit",

@@ -113,6 +113,10 @@ class ChaosConfig:
     route_every: tuple[float, float] = (6.0, 15.0)
     route_down: tuple[float, float] = (0.5, 4.0)
     keep: bool = False  # keep the data folders and transcripts
+    # A basket of every position per account (``--baskets FILE``, "positions": "all") with this max loss:
+    # its breach exits every protection at once, and a kill often follows it within 0.3 s.
+    baskets: bool = False
+    basket_max_loss: float = 4000.0
 
 
 @dataclass(frozen=True)
@@ -137,6 +141,8 @@ class RunReport:
     exits: int = 0
     protections: int = 0
     exits_refused: int = 0  # injected rejections: EXIT_FAILED and an alert, as designed
+    basket_breaches: int = 0
+    basket_exits: int = 0  # exits of protections that a basket's breach exited
     safety_held: int = 0  # protections that held a broker-held safety stop at some point
     safety_orders: int = 0  # SL-M orders and GTTs placed for them (re-placements included)
     safety_closes: int = 0  # protections closed by the broker-held stop (its order was the exit)
@@ -633,7 +639,11 @@ class Run:
             self.tracker,
             self.transcript,
             env={"TRAILSTOP_SIM_TOKEN": self.sim.control_headers["X-Sim-Token"]},
-            extra_args=["--auto-protect-holdings", *(["--safety-stop"] if config.safety else [])],
+            extra_args=[
+                "--auto-protect-holdings",
+                *(["--safety-stop"] if config.safety else []),
+                *(["--baskets", str(self._write_baskets(folder, config))] if config.baskets else []),
+            ],
         )
         self.app.on_line = self.on_app_line
         self.route_proxy: Any = None
@@ -739,7 +749,24 @@ class Run:
     def violation(self, kind: str, detail: str) -> None:
         self.report.violations.append(Violation(self.index, kind, detail))
 
+    @staticmethod
+    def _write_baskets(folder: Path, config: ChaosConfig) -> Path:
+        path = folder / "baskets.json"
+        rules = {"max_loss": config.basket_max_loss}
+        baskets = [
+            {"name": f"chaos {broker}", "account": broker, "positions": "all", "rules": rules}
+            for broker in BROKERS
+        ]
+        path.write_text(json.dumps({"baskets": baskets}), encoding="utf-8")
+        return path
+
     def on_app_line(self, t: float, line: str) -> None:
+        if self.config.baskets and "breached:" in line and "basket" in line:
+            self.report.basket_breaches += 1
+            if self.kill_request is None and self.rng.random() < 0.6:
+                self.kill_request = t + self.rng.uniform(
+                    0.0, 0.3
+                )  # a kill in the middle of the basket's exits
         # The headless app cannot log in by itself once its login failed or its token was refused: the
         # trader does it, which for the headless app means a restart (it logs in as it starts).
         if ("simulator login failed" in line or ": login needed" in line) and self.restart_due is None:
@@ -1059,10 +1086,24 @@ class Run:
                 ep.state = "flatten"
                 ep.next_check = now + 0.3
 
+    def exited_by_basket(self, pid: object) -> bool:
+        """With --baskets: the protection was exited by a basket's breach (its TRIGGERED says so)."""
+        if not self.config.baskets:
+            return False
+        rows = self.db(
+            "SELECT count(*) FROM journal_event WHERE protection_id = ? AND kind = 'transition'"
+            " AND new = 'TRIGGERED' AND message LIKE 'basket %'",
+            (int(str(pid)),),
+        )
+        return bool(rows and rows[0][0])
+
     def cross(self, ep: Episode) -> None:
         rows = self.protection_row(ep)
         if not rows or rows[0][1] != "OPEN":
-            ep.problem = f"protection was {rows[0][1] if rows else 'gone'} before its stop was crossed"
+            if not (rows and self.exited_by_basket(rows[0][0])):  # a basket's exit came first: no problem
+                ep.problem = f"protection was {rows[0][1] if rows else 'gone'} before its stop was crossed"
+            else:
+                ep.outcome = "exited by a basket"
             ep.state = "waiting"
             return
         stop = float(rows[0][2])
@@ -1124,7 +1165,10 @@ class Run:
                 ep.peak = ep.price
                 return
             if state != "OPEN":
-                ep.problem = f"protection {pid} was {state} before its stop was crossed"
+                if self.exited_by_basket(pid):
+                    ep.outcome = "exited by a basket"
+                else:
+                    ep.problem = f"protection {pid} was {state} before its stop was crossed"
                 ep.state = "waiting"
                 return
         if self.tracker.available(ep.broker, ep.entered_at, now) > self.config.protect_budget:
@@ -1232,8 +1276,28 @@ class Run:
         play.price = ltp
         self.report.ticks += 1
 
+    def basket_took(self, play: HoldingPlay) -> bool:
+        """With --baskets: a basket's breach exited this holding's protection (or all of the account's
+        delivery shares) before the play got to cross its stop; the play then ends, its one exit checked as
+        every exit is."""
+        if not self.config.baskets:
+            return False
+        rows = self.db(
+            "SELECT count(*) FROM journal_event"
+            " JOIN protection ON protection.id = journal_event.protection_id"
+            " WHERE protection.broker = ? AND protection.instrument = ? AND protection.product = 'CNC'"
+            " AND journal_event.kind = 'transition' AND journal_event.new = 'TRIGGERED'"
+            " AND journal_event.message LIKE 'basket %'",
+            (play.broker, play.instrument),
+        )
+        return bool(rows and rows[0][0])
+
     def advance_play(self, play: HoldingPlay, now: float) -> None:
         if now < play.next_push and play.state not in ("crossed",):
+            return
+        if play.state in ("waiting", "before crossing", "watching") and self.basket_took(play):
+            play.outcome = "exited by a basket"
+            play.state = "done"
             return
         if play.state == "waiting":
             row = self.play_row(play)
@@ -1512,6 +1576,7 @@ class Checker:
         for row in self.rows:
             symbol = f"{row['exchange']}:{row['symbol']}"
             keys.setdefault((row["broker"], symbol, row["product"]), []).append(row)
+        self.check_baskets()
         for key, rows in keys.items():
             for a, b in zip(rows, rows[1:], strict=False):
                 if a["closed_at"] is None or str(a["closed_at"]) > str(b["created_at"]):
@@ -1601,6 +1666,39 @@ class Checker:
             if (t.broker, t.symbol, t.product) == (broker, symbol, product):
                 net += t.quantity if t.side == "BUY" else -t.quantity
         return net
+
+    def check_baskets(self) -> None:
+        """A breached basket finished, and every member it exited has one exit (counted per position by
+        check_protection, which sees basket exits as the protections' own)."""
+        rows = {row["id"]: row for row in self.rows}
+        if not any(
+            name == "basket" for (name,) in self.run.db("SELECT name FROM sqlite_master WHERE type='table'")
+        ):
+            return
+        exited = self.run.db(
+            "SELECT count(DISTINCT protection_id) FROM journal_event "
+            "WHERE kind = 'transition' AND new = 'TRIGGERED' AND message LIKE 'basket %'"
+        )
+        self.report.basket_exits += int(exited[0][0]) if exited else 0
+        for basket_id, name, status in self.run.db("SELECT id, name, status FROM basket"):
+            members = [
+                m
+                for (m,) in self.run.db(
+                    "SELECT protection_id FROM basket_member WHERE basket_id = ?", (basket_id,)
+                )
+            ]
+            if status == "TRIGGERED":
+                self.violation("basket exit never finished", f"basket {basket_id} ({name}) still TRIGGERED")
+            if status != "EXITED":
+                continue
+            for pid in members:
+                row = rows.get(pid)
+                if row is None:
+                    continue
+                if row["status"] in ("OPEN", "TRIGGERED", "EXITING"):
+                    self.violation(
+                        "basket member left open", f"basket {basket_id}: protection {pid} {row['status']}"
+                    )
 
     def check_protection(self, row: dict[str, Any]) -> None:
         pid, status = row["id"], row["status"]
@@ -1888,6 +1986,11 @@ def describe(report: RunReport, config: ChaosConfig) -> list[str]:
         )
     if report.holdings:
         lines.append(f"  holdings traded outside: {_counts(report.holdings)}")
+    if report.basket_breaches or report.basket_exits:
+        lines.append(
+            f"  baskets: {report.basket_breaches} breached, "
+            f"{report.basket_exits} protections exited by a basket"
+        )
     if lat:
         lines.append(
             f"  stop crossed -> flat, seconds of working feed: median {statistics.median(lat):.2f}, "
@@ -2018,6 +2121,8 @@ def run_chaos(config: ChaosConfig, workdir: Path | None = None, out: Out = print
             total.safety_orders += r.safety_orders
             total.safety_closes += r.safety_closes
             total.entries_not_placed += r.entries_not_placed
+            total.basket_breaches += r.basket_breaches
+            total.basket_exits += r.basket_exits
             total.latencies += r.latencies
             total.wall_latencies += r.wall_latencies
             total.restart_to_live += r.restart_to_live
@@ -2047,6 +2152,9 @@ def main(argv: list[str] | None = None) -> int:
         "--safety-stop", action="store_true", help="every protection also holds a broker-held safety stop"
     )
     parser.add_argument(
+        "--baskets", action="store_true", help="a basket of every position per account, its breach exits all"
+    )
+    parser.add_argument(
         "--route-flaps",
         action="store_true",
         help="orders only from registered IPs: the app's order route (a real proxy) goes off and on",
@@ -2061,6 +2169,7 @@ def main(argv: list[str] | None = None) -> int:
         keep=args.keep,
         safety=args.safety_stop,
         route_flaps=args.route_flaps,
+        baskets=args.baskets,
     )
     report = run_chaos(config)
     return 1 if report.violations else 0

@@ -17,6 +17,7 @@ from trailstop_gui.models.domain import TrailRule
 from trailstop_gui.settings import APP_NAME
 
 if TYPE_CHECKING:
+    from trailstop_gui.services.basket_file import BasketSpec
     from trailstop_gui.single_instance import SingleInstance
 
 log = logging.getLogger("trailstop")
@@ -75,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="new protections also get a broker-held safety stop, a buffer behind the trailed stop",
     )
+    parser.add_argument(
+        "--baskets",
+        metavar="FILE",
+        help="with --headless: basket protections from a JSON file (format in the README)",
+    )
     parser.add_argument("--version", action="version", version=f"TrailStop {__version__}")
     return parser
 
@@ -91,6 +97,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--paper needs --sim URL or --demo")
     if args.auto_protect_holdings and args.auto_protect is None:
         parser.error("--auto-protect-holdings needs --auto-protect RULE")
+    baskets = None
+    if args.baskets is not None:
+        if not args.headless:
+            parser.error("--baskets needs --headless (the window creates baskets in the positions view)")
+        from trailstop_gui.services.basket_file import read_baskets_file
+
+        try:
+            baskets = read_baskets_file(args.baskets)
+        except ValueError as exc:
+            parser.error(f"--baskets: {exc}")
     if args.self_test:
         from trailstop_gui.selftest import run_self_test
 
@@ -105,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return instance.exit_code()
     try:
         if args.headless:
-            return run_headless(args, instance)
+            return run_headless(args, instance, baskets)
         return run_window(args, instance)
     except DatabaseError as exc:
         return database_unusable(exc, window=not args.headless)
@@ -171,7 +187,9 @@ def settle_heap() -> None:
     gc.freeze()
 
 
-def run_headless(args: argparse.Namespace, instance: SingleInstance | None = None) -> int:
+def run_headless(
+    args: argparse.Namespace, instance: SingleInstance | None = None, baskets: list[BasketSpec] | None = None
+) -> int:
     from PySide6.QtCore import QCoreApplication, QTimer
 
     from trailstop_gui.runtime import build_runtime, install_crash_logging
@@ -202,6 +220,14 @@ def run_headless(args: argparse.Namespace, instance: SingleInstance | None = Non
     try:
         runtime.login_simulator_accounts()
         runtime.service.start()
+        if baskets is not None:
+            try:
+                runtime.load_baskets(baskets)
+            except ValueError as exc:
+                log.error("--baskets: %s", exc)
+                print(f"TrailStop: --baskets: {exc}", file=sys.stderr)
+                return 2
+        runtime.start_rules()
         settle_heap()
         _quit_when_running_if_signalled(signals, app.quit)
         return app.exec()
@@ -247,6 +273,7 @@ def run_window(args: argparse.Namespace, instance: SingleInstance | None = None)
     from trailstop_gui.settings import load_settings
     from trailstop_gui.views import theme
     from trailstop_gui.views.accounts_dialog import AccountsDialog
+    from trailstop_gui.views.basket_panel import add_basket_dock
     from trailstop_gui.views.login_view import LoginDialog, ReloginPrompter
     from trailstop_gui.views.main_window import MainWindow
     from trailstop_gui.views.order_entry import OrderEntryPanel
@@ -312,6 +339,8 @@ def run_window(args: argparse.Namespace, instance: SingleInstance | None = None)
             lambda account_id, check: main.positions.set_route_state(account_id, check.state.value)
         )
         prompter = ReloginPrompter(service, main)
+        if runtime.baskets is not None:
+            add_basket_dock(main, runtime.baskets, runtime.square_off, runtime.underlying)
 
         def on_logged_in(account_id: int) -> None:
             session = service.sessions.get(account_id)
@@ -343,6 +372,9 @@ def run_window(args: argparse.Namespace, instance: SingleInstance | None = None)
             dialog = SettingsDialog(store, load_settings(store), str(runtime.directory), main)
             dialog.settings_saved.connect(panel.apply_settings)
             dialog.settings_saved.connect(service.apply_settings)
+            square_off = runtime.square_off
+            if square_off is not None:
+                dialog.settings_saved.connect(lambda saved: square_off.set_mis_default(saved.mis_square_off))
             dialog.settings_saved.connect(main.tray.apply_settings)
             dialog.settings_saved.connect(lambda saved: theme.apply_theme(app, saved.theme))
             dialog.open()
@@ -354,6 +386,7 @@ def run_window(args: argparse.Namespace, instance: SingleInstance | None = None)
         )
         pending = {s.account_id for s, _, _ in runtime.sim_logins}
         service.start(pending_logins=pending)
+        runtime.start_rules()
         # Simulator logins talk to the network: never on the GUI thread. Each login's logged_in signal
         # starts that account's feed on the GUI side.
         threading.Thread(target=runtime.login_simulator_accounts, name="sim-login", daemon=True).start()

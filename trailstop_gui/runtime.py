@@ -17,12 +17,16 @@ from typing import Any
 
 from trailstop_gui.models.domain import TrailRule
 from trailstop_gui.models.store import AccountRecord, ProtectionStore
+from trailstop_gui.services.basket_file import BasketSpec, apply_baskets
+from trailstop_gui.services.baskets import BasketService
 from trailstop_gui.services.brokers.errors import redact
 from trailstop_gui.services.notifier import Notifier
 from trailstop_gui.services.protection_service import ProtectionService
 from trailstop_gui.services.route_monitor import RouteMonitor
 from trailstop_gui.services.secrets import SecretStore
 from trailstop_gui.services.session import AccountSession, Endpoints
+from trailstop_gui.services.square_off import SquareOffService
+from trailstop_gui.services.underlying import UnderlyingService
 from trailstop_gui.settings import data_dir, database_path, load_settings, log_dir
 
 log = logging.getLogger("trailstop")
@@ -158,6 +162,9 @@ class Runtime:
     service: ProtectionService
     routes: RouteMonitor
     simulator: Any = None  # SimulatorHandle in --demo
+    square_off: SquareOffService | None = None  # timed square-off (built with the service)
+    baskets: BasketService | None = None  # basket protections (built with the service)
+    underlying: UnderlyingService | None = None  # stops on the underlying (before any feed arms)
     sim_logins: list[tuple[AccountSession, str, str]] = field(default_factory=list)
 
     def login_simulator_accounts(self) -> None:
@@ -170,7 +177,26 @@ class Runtime:
             except Exception as exc:
                 log.error("%s: simulator login failed: %s", session.account.label, exc)
 
+    def start_rules(self) -> None:
+        """Start the timed square-off and the baskets (after the service: they act through it)."""
+        if self.baskets is not None:
+            self.baskets.start()
+        if self.square_off is not None:
+            self.square_off.start()
+
+    def load_baskets(self, specs: list[BasketSpec]) -> None:
+        """``--baskets FILE``: create or update its baskets; ValueError names what is wrong, before any
+        write."""
+        if self.baskets is None:
+            raise ValueError("baskets: the basket service is not running")
+        accounts = [session.account for session in self.service.sessions.values()]
+        apply_baskets(specs, self.baskets, accounts)
+
     def close(self) -> None:
+        if self.square_off is not None:
+            self.square_off.shutdown()
+        if self.baskets is not None:
+            self.baskets.shutdown()
         self.routes.shutdown()
         self.service.shutdown()
         self.store.close()
@@ -248,6 +274,10 @@ def build_runtime(
     routes = RouteMonitor(store, secrets, notifier)
     routes.watch(service.protection_changed)
     runtime = Runtime(directory, store, secrets, notifier, service, routes)
+    runtime.underlying = UnderlyingService(service)
+    runtime.baskets = BasketService(service)
+    runtime.square_off = SquareOffService(service)
+    runtime.square_off.baskets = runtime.baskets
     info: dict[str, Any] | None = None
     if demo:
         from trailstop_gui.simulator.runner import start_simulator

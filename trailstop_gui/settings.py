@@ -23,6 +23,7 @@ from trailstop_gui.models.domain import (
     require_positive,
     require_positive_int,
 )
+from trailstop_gui.models.square_off import parse_exit_time
 from trailstop_gui.models.store import ProtectionStore
 
 log = logging.getLogger("trailstop.settings")
@@ -85,6 +86,9 @@ class Settings:
     safety_limit_percent: float = 2.0
     # Auto-protect (--auto-protect) also covers delivery holdings, not only today's positions.
     auto_protect_holdings: bool = False
+    # Every MIS protection without its own square-off time exits at this time (HH:MM IST); "" is off.
+    # Suggested: 15:15, before the brokers' own MIS auto square-off (which charges a fee per order).
+    mis_square_off: str = ""
 
     def __post_init__(self) -> None:
         TrailRule(
@@ -99,6 +103,8 @@ class Settings:
         if self.theme not in ("system", "light", "dark"):
             raise ValueError(f"theme: system, light or dark, got {self.theme!r}")
         check_safety_buffer(self.safety_buffer_percent, self.safety_buffer_ticks)
+        if self.mis_square_off:
+            parse_exit_time(self.mis_square_off, "MIS square-off time")
         if not 0 < self.safety_limit_percent <= 10:
             raise ValueError(f"safety limit percent: above 0, at most 10, got {self.safety_limit_percent!r}")
         for name in (

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import peewee as pw
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Deferred: init_db() points it at a file. Peewee keeps one connection per thread, which is what the
 # threads design asks for (GUI, feed and executor threads each use their own connection).
@@ -139,7 +139,83 @@ class Setting(BaseModel):
     value = pw.TextField()
 
 
-MODELS: list[type[BaseModel]] = [Meta, Account, Instrument, ProtectionRow, JournalEvent, Setting]
+class TimedExitRow(BaseModel):
+    """A protection's square-off time (schema 4): exited through its own exit path at ``at`` (IST, HH:MM)."""
+
+    protection = pw.ForeignKeyField(ProtectionRow, primary_key=True, on_delete="CASCADE")
+    protection_id: int
+    at = pw.CharField()
+
+    class Meta:
+        table_name = "timed_exit"
+
+
+class BasketRow(BaseModel):
+    """A basket protection (schema 4): its members exit together on the basket's MTM rules."""
+
+    id = pw.AutoField()
+    account = pw.ForeignKeyField(Account, backref="baskets", on_delete="RESTRICT")
+    account_id: int
+    name = pw.CharField()
+    rules = pw.TextField()  # BasketRules.to_dict() as JSON
+    # "all": every live protection of the account joins; else a JSON list of [exchange, symbol] that join
+    # as they are protected; explicit members are rows of basket_member either way.
+    selectors = pw.TextField(default="[]")
+    status = pw.CharField(index=True)  # ACTIVE -> TRIGGERED -> EXITED; ACTIVE -> REMOVED
+    reason = pw.CharField(default="")
+    best = pw.FloatField(null=True)
+    lock = pw.FloatField(null=True)
+    breach_mtm = pw.FloatField(null=True)
+    square_off = pw.CharField(default="")  # HH:MM IST: the whole basket exits then; "" for none
+    created_at = pw.DateTimeField(default=datetime.now)
+    updated_at = pw.DateTimeField(default=datetime.now)
+    closed_at = pw.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "basket"
+
+
+class BasketMemberRow(BaseModel):
+    id = pw.AutoField()
+    basket = pw.ForeignKeyField(BasketRow, backref="members", on_delete="CASCADE")
+    basket_id: int
+    protection = pw.ForeignKeyField(ProtectionRow, on_delete="CASCADE")
+    protection_id: int
+
+    class Meta:
+        table_name = "basket_member"
+        indexes = ((("basket", "protection"), True),)
+
+
+class UnderlyingRow(BaseModel):
+    """A protection that trails and triggers on another instrument's price (schema 4): NIFTY 50 for an
+    option, say. Its stored stop and peak are then prices of that instrument; the exit stays the option's."""
+
+    protection = pw.ForeignKeyField(ProtectionRow, primary_key=True, on_delete="CASCADE")
+    protection_id: int
+    instrument = pw.CharField()  # what the underlying's ticks carry (a Kite token, an Upstox key)
+    symbol = pw.CharField()
+    exchange = pw.CharField()
+    view = pw.CharField()  # BUY: protects against the underlying falling; SELL: against it rising
+    tick_size = pw.FloatField()
+    reference = pw.FloatField()  # the underlying's price when the rule was set: its "entry"
+
+    class Meta:
+        table_name = "underlying_rule"
+
+
+MODELS: list[type[BaseModel]] = [
+    Meta,
+    Account,
+    Instrument,
+    ProtectionRow,
+    JournalEvent,
+    Setting,
+    TimedExitRow,
+    BasketRow,
+    BasketMemberRow,
+    UnderlyingRow,
+]
 
 Migration = Callable[[pw.SqliteDatabase], None]
 
@@ -184,8 +260,14 @@ def _v3_safety_stop(database: pw.SqliteDatabase) -> None:
             database.execute_sql(f"ALTER TABLE protection ADD COLUMN {name} {definition}")  # type: ignore[no-untyped-call]
 
 
+def _v4_square_off_and_baskets(database: pw.SqliteDatabase) -> None:
+    """Version 4: square-off times, baskets and stops on the underlying (tables of their own; nothing
+    existing changes)."""
+    database.create_tables([TimedExitRow, BasketRow, BasketMemberRow, UnderlyingRow], safe=True)
+
+
 # version -> the step that brings a database from version-1 to version. Append, never edit.
-MIGRATIONS: dict[int, Migration] = {2: _v2_paper_trading, 3: _v3_safety_stop}
+MIGRATIONS: dict[int, Migration] = {2: _v2_paper_trading, 3: _v3_safety_stop, 4: _v4_square_off_and_baskets}
 
 
 class DatabaseError(RuntimeError):

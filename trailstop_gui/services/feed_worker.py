@@ -43,6 +43,10 @@ class Quote:
     at: float
 
 
+def _as_it_is(p: Protection) -> Protection:
+    return p
+
+
 # The feed thread calls this for a fired stop; it must record TRIGGERED durably and hand over the exit.
 TriggerHandler = Callable[[int, StopTriggered], None]
 # Or, when given, this once per tick with every stop that tick fired: one commit for all of them.
@@ -85,6 +89,9 @@ class FeedWorker(QThread):
         self._tick_listener = on_tick  # a paper broker fills its resting orders on the live ticks
         self._snapshot_interval = 1.0 / snapshot_hz
         self._protections: dict[int, Protection] = {}
+        # What the engine watches for a protection: itself, or (a stop on the underlying) the same protection
+        # seen on another instrument's prices (ProtectionService.engine_view). Applied to every arm.
+        self.engine_view: Callable[[Protection], Protection] = _as_it_is
         # What is armed, readable from any thread (replaced, never changed in place): the reconciler's check.
         self._armed_ids: frozenset[int] = frozenset()
         # Paused protections: their prices keep coming (the trader sees where the market is) but the
@@ -186,7 +193,12 @@ class FeedWorker(QThread):
 
     def _arm(self, protections: list[Protection]) -> None:
         try:
-            for p in protections:
+            for stored in protections:
+                try:
+                    p = self.engine_view(stored)
+                except Exception as exc:
+                    log.error("protection %s: cannot be armed: %s", stored.id, exc)
+                    continue
                 if p.entry_price is None:
                     continue
                 try:

@@ -181,6 +181,9 @@ class ProtectionService(QObject):
         self._timer.timeout.connect(self.reconcile_all)
         self._feed_down: dict[int, QTimer] = {}
         self._started = False
+        # What a feed's engine watches for a protection (services/underlying.py swaps it in): as it is, or a
+        # stop on the underlying's prices. Every feed asks this at every arm.
+        self.engine_view: Callable[[Protection], Protection] = lambda p: p
         self._demat_consent: dict[int, str | None] = {}  # per account, from its profile at login
         self._consent_warned: set[int] = set()
         ex = self.executor.signals
@@ -281,6 +284,7 @@ class ProtectionService(QObject):
             on_connected=lambda _reconnect: self.reconcile(account_id),
             on_triggers=self._on_triggers,
         )
+        feed.engine_view = lambda p: self.engine_view(p)
         feed.snapshot_ready.connect(lambda snap: self.snapshot_ready.emit(dict(snap, account_id=account_id)))
         # Direct: a cheap, thread-safe notification from the feed thread (coalesced, at most 10 Hz).
         feed.stop_moved.connect(self._on_stop_moved, Qt.ConnectionType.DirectConnection)
@@ -769,11 +773,12 @@ class ProtectionService(QObject):
         self.protection_changed.emit(pid)
         return p
 
-    def exit_now(self, pid: int) -> Protection:
-        """The trader's manual exit: the same durable path as a fired stop."""
+    def exit_now(self, pid: int, *, reason: str = "manual") -> Protection:
+        """The trader's manual exit (or a timed square-off, a basket's: ``reason``): the same durable
+        path as a fired stop. Raises ConcurrentTransition/IllegalTransition when it is not OPEN."""
         # Committed before disarming: a failed commit leaves the protection OPEN and still watched. A tick
         # firing in between finds it TRIGGERED already and does nothing.
-        p = self.store.transition(pid, Status.TRIGGERED, expected=Status.OPEN, reason="manual")
+        p = self.store.transition(pid, Status.TRIGGERED, expected=Status.OPEN, reason=reason)
         self._disarm(pid)
         self.executor.submit(pid)
         self.protection_changed.emit(pid)
@@ -831,6 +836,11 @@ class ProtectionService(QObject):
     ) -> Protection:
         """Switch a protection's broker-held safety stop on or off, or change its buffer. Returns at once."""
         p = self.store.get(pid)
+        if enabled and self.engine_view(p) is not p:
+            raise ValueError(
+                "safety stop: this protection trails on its underlying; its stop is a price of the "
+                "underlying, which a broker-held stop on the option cannot hold"
+            )
         percent = p.safety_buffer_percent if buffer_percent is None else buffer_percent
         ticks = p.safety_buffer_ticks if buffer_ticks is None else buffer_ticks
         check_safety_buffer(percent, ticks)

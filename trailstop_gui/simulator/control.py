@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hmac
 import ipaddress
 import json
@@ -242,6 +243,27 @@ class Control:
         accounts = self.sim.exchange.set_demat_consent(broker, consent)
         return web.json_response({"broker": broker, "consent": consent, "accounts": accounts})
 
+    async def calendar(self, request: web.Request) -> web.Response:
+        """Close a day (``{"date": "2026-12-25", "closed": true}``) or give it other hours
+        (``{"date": ..., "open": "18:15", "close": "19:15"}``): Upstox's market timings then say so."""
+        body = await self._body(request)
+        try:
+            day = dt.date.fromisoformat(str(body.get("date")))
+        except ValueError:
+            raise bad_request("`date` must be YYYY-MM-DD") from None
+        if body.get("closed") is True:
+            self.sim.calendar.set_day(day, None)
+        else:
+            try:
+                opens = dt.time.fromisoformat(str(body.get("open")))
+                closes = dt.time.fromisoformat(str(body.get("close")))
+            except ValueError:
+                raise bad_request("give `closed: true`, or `open` and `close` as HH:MM") from None
+            if closes <= opens:
+                raise bad_request("`close` must be after `open`")
+            self.sim.calendar.set_day(day, (opens, closes))
+        return web.json_response({"date": day.isoformat(), "timings": self.sim.calendar.timings(day)})
+
     async def orders(self, request: web.Request) -> web.Response:
         broker = request.query.get("broker")
         orders = [o for o in self.sim.exchange.all_orders() if broker in (None, o.broker)]
@@ -302,6 +324,7 @@ def register(app: web.Application, sim: Simulator) -> None:
     r.add_delete(f"{PREFIX}/fault", control.clear_faults)
     r.add_get(f"{PREFIX}/orders", control.orders)
     r.add_post(f"{PREFIX}/demat", control.demat)
+    r.add_post(f"{PREFIX}/calendar", control.calendar)
     r.add_get(f"{PREFIX}/feeds", control.feeds)
     r.add_get(f"{PREFIX}/gtts", control.gtts)
     r.add_get(f"{PREFIX}/sessions", control.sessions)

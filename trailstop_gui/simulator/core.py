@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
+from trailstop_gui.simulator.calendar import Calendar
 from trailstop_gui.simulator.exchange import IST, Exchange, Order
 from trailstop_gui.simulator.faults import Faults
 from trailstop_gui.simulator.feeds import FeedRegistry
@@ -103,6 +104,7 @@ class Simulator:
             client_secret=_lower_alnum(10),
         )
         self.ips = IpRegistry()
+        self.calendar = Calendar()
         registered = tuple(registered_ips)
         if registered:
             self.ips.register("kite", self.kite.user_id, registered)
@@ -208,7 +210,8 @@ class Simulator:
         self, instrument: Instrument, ltp: float, bid: float | None = None, ask: float | None = None
     ) -> Quote:
         self.market.set_price(instrument, ltp, bid, ask)
-        return self.publish([instrument])[0]
+        # An index's derivatives moved with it (Market.followers): their ticks go out too.
+        return self.publish([instrument, *self.market.followers(instrument)])[0]
 
     def gap(self, instrument: Instrument, percent: float) -> Quote:
         self.market.gap(instrument, percent)
@@ -227,6 +230,7 @@ class Simulator:
         """Forget orders, trades, positions and faults; sessions, prices and feeds stay."""
         self.exchange.reset()
         self.faults.clear()
+        self.calendar.reset()
         for listener in self._listeners:
             reset = getattr(listener, "reset", None)
             if callable(reset):

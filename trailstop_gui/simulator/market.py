@@ -110,6 +110,13 @@ class _Book:
         self.oi_day_low = 0
 
 
+# How far a derivative moves for a move of its index: a future one for one, an option by a plain delta
+# (about at the money). Enough for "the stop on NIFTY 50 fires while the option is exited" to be tested
+# with prices that move together; not an option pricing model.
+FOLLOW_DELTA = {"FUT": 1.0, "CE": 0.5, "PE": -0.5}
+INDEX_OF = {"NIFTY": "NIFTY 50"}  # a derivative's ``name`` -> its index's tradingsymbol
+
+
 class Market:
     """All books, the random walk and manual price setting. Not thread-safe: call it on the loop thread."""
 
@@ -162,6 +169,26 @@ class Market:
     def ltp(self, instrument: Instrument) -> float:
         return self._books[instrument.kite_token].ltp
 
+    def followers(self, index: Instrument) -> list[Instrument]:
+        """The derivatives that move with ``index`` (NIFTY 50: the NIFTY future and options)."""
+        if not index.is_index:
+            return []
+        return [
+            book.instrument
+            for book in self._books.values()
+            if book.instrument.is_derivative
+            and INDEX_OF.get(book.instrument.name) == index.tradingsymbol
+            and book.instrument.instrument_type in FOLLOW_DELTA
+        ]
+
+    def _follow(self, index: Instrument, move: float, now: int) -> None:
+        for inst in self.followers(index):
+            book = self._books[inst.kite_token]
+            tick = inst.tick_size or _WALK_TICK
+            price = max(round_to_tick(book.ltp + FOLLOW_DELTA[inst.instrument_type] * move, tick), tick)
+            self._trade(book, price, self._random_quantity(inst), now)
+            self._rebuild_depth(book, None, None)
+
     # -- moving prices ---------------------------------------------------------------------------
 
     def set_price(
@@ -175,8 +202,10 @@ class Market:
             raise PriceError(f"bid {bid} is above ask {ask}")
         book = self._books[instrument.kite_token]
         now = int(self._clock())
+        before = book.ltp
         self._trade(book, round(ltp, 2), self._random_quantity(instrument), now)
         self._rebuild_depth(book, bid, ask, manual=True)
+        self._follow(instrument, book.ltp - before, now)
         return self.quote(instrument)
 
     def gap(self, instrument: Instrument, percent: float) -> Quote:
@@ -189,15 +218,21 @@ class Market:
         """One random-walk step for every instrument; returns the instruments that changed."""
         now = int(self._clock())
         changed = []
+        index_moves: list[tuple[Instrument, float]] = []
         for book in self._books.values():
             inst = book.instrument
             tick = inst.tick_size or _WALK_TICK
             sigma = 0.004 if inst.instrument_type in ("CE", "PE") else 0.0006
             moves = round(self._rng.gauss(0.0, sigma * book.ltp) / tick)
             price = max(round_to_tick(book.ltp + moves * tick, tick), tick)
+            before = book.ltp
             self._trade(book, price, self._random_quantity(inst), now)
             self._rebuild_depth(book, None, None)
+            if inst.is_index:
+                index_moves.append((inst, book.ltp - before))
             changed.append(inst)
+        for index, move in index_moves:
+            self._follow(index, move, now)
         return changed
 
     # -- internals -------------------------------------------------------------------------------

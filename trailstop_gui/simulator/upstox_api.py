@@ -15,6 +15,7 @@ import math
 import re
 import time
 from collections.abc import Callable
+from datetime import date
 from typing import Any
 
 from aiohttp import web
@@ -534,6 +535,15 @@ class UpstoxApi:
             fmt.profile(self.sim.upstox, self.sim.exchange.account(BROKER, session.user_id).demat_consent)
         )
 
+    async def market_timings(self, request: web.Request) -> web.Response:
+        """GET /v2/market/timings/{date}: the exchanges open that day (none on a holiday). The SDK's
+        MarketHolidaysAndTimingsApi sends no token for it (its auth_settings are empty), so none is asked."""
+        try:
+            day = date.fromisoformat(request.match_info["date"])
+        except ValueError:
+            raise upstox_error(400, INVALID_INPUT, "Invalid date format. Expected yyyy-MM-dd") from None
+        return ok(self.sim.calendar.timings(day))
+
     async def logout(self, request: web.Request) -> web.Response:
         session = authenticate(self.sim, request)
         if session.access_token is not None:
@@ -562,6 +572,7 @@ def register(app: web.Application, sim: Simulator) -> UpstoxApi:
     r.add_get("/v2/market-quote/ltp", api.ltp)
     r.add_get("/v3/market-quote/ltp", api.ltp_v3)
     r.add_get("/v2/user/profile", api.profile)
+    r.add_get("/v2/market/timings/{date}", api.market_timings)
     r.add_delete("/v2/logout", api.logout)
     r.add_get(MASTER_PATH + "{name}", api.instrument_master)
     return api

@@ -6,7 +6,7 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QUrl, Signal
+from PySide6.QtCore import Qt, QTime, QUrl, Signal
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QPushButton,
     QSpinBox,
+    QTimeEdit,
     QVBoxLayout,
     QWidget,
 )
@@ -107,6 +108,16 @@ class SettingsDialog(QDialog):
             "Off by default: a stop on long-term holdings sells them when it is hit."
         )
 
+        self.mis_square_off = QCheckBox("Square off MIS positions at (IST)")
+        self.mis_square_off.setToolTip(
+            "Every MIS protection without its own exit time is exited at this time (IST), through the\n"
+            "same path as a fired stop, before the broker's own auto square-off (which charges a fee).\n"
+            "Only on days the market is open (Upstox publishes holidays and half days; else weekdays)."
+        )
+        self.mis_square_off_time = QTimeEdit(QTime(15, 15))
+        self.mis_square_off_time.setDisplayFormat("HH:mm")
+        self.mis_square_off_time.setTimeRange(QTime(9, 16), QTime(15, 29))
+
         # ---- alerts and window
         self.notifications = QCheckBox(
             "Show desktop notifications (stop hit, exit filled or failed, feed down)"
@@ -149,6 +160,11 @@ class SettingsDialog(QDialog):
         form.addRow(self.safety_stop)
         form.addRow("Market exits", self.market_protection)
         form.addRow(self.auto_protect_holdings)
+        square_off_row = QHBoxLayout()
+        square_off_row.addWidget(self.mis_square_off)
+        square_off_row.addWidget(self.mis_square_off_time)
+        square_off_row.addStretch(1)
+        form.addRow(square_off_row)
 
         alerts = QGroupBox("Alerts and window")
         form = QFormLayout(alerts)
@@ -174,6 +190,7 @@ class SettingsDialog(QDialog):
 
         self.rule_kind.currentIndexChanged.connect(self._on_kind_changed)
         self.notifications.toggled.connect(self.sound.setEnabled)
+        self.mis_square_off.toggled.connect(self.mis_square_off_time.setEnabled)
         for spin in (self.rule_value, self.quantity, self.market_protection):
             spin.valueChanged.connect(self._on_value_changed)
         self.open_button.clicked.connect(self._on_open_clicked)
@@ -197,6 +214,10 @@ class SettingsDialog(QDialog):
         self.sound.setEnabled(s.notifications)
         self.close_to_tray.setChecked(s.close_to_tray)
         self.auto_protect_holdings.setChecked(s.auto_protect_holdings)
+        self.mis_square_off.setChecked(bool(s.mis_square_off))
+        if s.mis_square_off:
+            self.mis_square_off_time.setTime(QTime.fromString(s.mis_square_off, "HH:mm"))
+        self.mis_square_off_time.setEnabled(bool(s.mis_square_off))
         self.theme.setCurrentIndex(max(self.theme.findData(s.theme), 0))
         self._on_kind_changed(self.rule_kind.currentIndex())
 
@@ -232,6 +253,9 @@ class SettingsDialog(QDialog):
             sound=self.sound.isChecked(),
             close_to_tray=self.close_to_tray.isChecked(),
             auto_protect_holdings=self.auto_protect_holdings.isChecked(),
+            mis_square_off=(
+                self.mis_square_off_time.time().toString("HH:mm") if self.mis_square_off.isChecked() else ""
+            ),
             theme=str(self.theme.currentData()),
         )
 

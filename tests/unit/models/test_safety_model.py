@@ -136,7 +136,7 @@ def test_version_2_file_is_migrated_with_safety_stops_off(tmp_path: Path) -> Non
     )
     conn.close()
     with ProtectionStore(path) as store:
-        assert db.schema_version() == 3
+        assert db.schema_version() == db.SCHEMA_VERSION  # 3, then every later step
         migrated = store.get(p.id)
         assert migrated == p and migrated.safety_state is SafetyState.OFF and not migrated.safety_enabled
         again = new_protection(store, account_id=p.account_id, safety_enabled=True)

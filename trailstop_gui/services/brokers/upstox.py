@@ -20,6 +20,7 @@ import upstox_client
 import urllib3
 
 from trailstop_gui.models.domain import Product, Side
+from trailstop_gui.models.square_off import MarketSession
 from trailstop_gui.services.brokers.base import (
     IST,
     ORDER_WINDOW_MARGIN,
@@ -54,6 +55,7 @@ from trailstop_gui.services.brokers.base import (
     required_text,
     rows,
 )
+from trailstop_gui.services.brokers.calendar import sessions_from_upstox
 from trailstop_gui.services.brokers.errors import (
     AmbiguousError,
     BrokerError,
@@ -150,6 +152,7 @@ class UpstoxBroker:
         self._portfolio: Any = upstox_client.PortfolioApi(client)
         self._quotes: Any = upstox_client.MarketQuoteApi(client)
         self._user: Any = upstox_client.UserApi(client)
+        self._timings: Any = upstox_client.MarketHolidaysAndTimingsApi(client)
         self._route = OrderRoute()
         self._route_password: str | None = None
         self._route_v2: Any = self._orders_v2
@@ -571,6 +574,13 @@ class UpstoxBroker:
         except (OSError, EOFError, ValueError) as exc:
             raise TemporaryError(f"upstox instruments: unreadable file ({type(exc).__name__})") from exc
         return instruments_from_master(rows(master), self._tick_size_unit)
+
+    def market_sessions(self, day: date) -> dict[str, MarketSession]:
+        """The exchanges open on ``day`` and their hours, as Upstox publishes them (holidays, half days)."""
+        data = self._call(
+            "market timings", self._timings.get_exchange_timings, day.isoformat(), order_call=False
+        )
+        return sessions_from_upstox(data, day)
 
     def profile(self) -> Profile:
         return profile_from_reply(

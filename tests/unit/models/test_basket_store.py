@@ -1,0 +1,101 @@
+"""Durable baskets: validation names the field, the breach is a compare-and-set, the lock never falls."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import date, datetime, time
+from pathlib import Path
+
+import pytest
+
+from trailstop_gui.models.basket import BasketRules
+from trailstop_gui.models.basket_store import BasketStatus, BasketStore, realised_today
+from trailstop_gui.models.domain import Product, Side, Status, TrailRule
+from trailstop_gui.models.store import ConcurrentTransition, ProtectionStore
+
+RULES = BasketRules(max_loss=1000)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[ProtectionStore]:
+    s = ProtectionStore(tmp_path / "b.db")
+    yield s
+    s.close()
+
+
+def protection(store: ProtectionStore, account_id: int, side: Side = Side.BUY) -> int:
+    return store.create_protection(
+        account_id=account_id,
+        broker="kite",
+        instrument=408065,
+        symbol="INFY",
+        exchange="NSE",
+        side=side,
+        product=Product.MIS,
+        quantity=10,
+        filled_quantity=10,
+        entry_price=100.0,
+        tick_size=0.05,
+        rule=TrailRule.percent(2),
+        status=Status.OPEN,
+    ).id
+
+
+def test_create_and_read_back(store: ProtectionStore) -> None:
+    account = store.add_account("kite", "k").id
+    a, b = protection(store, account), protection(store, account, Side.SELL)
+    baskets = BasketStore(store)
+    basket = baskets.create(account, " pair ", RULES, [a, b, a])
+    assert (basket.name, basket.members, basket.status, basket.rules) == (
+        "pair",
+        (a, b),
+        BasketStatus.ACTIVE,
+        RULES,
+    )
+    assert baskets.baskets_of(a) == [basket]
+    assert baskets.set_square_off(basket.id, "15:15").square_off == time(15, 15)
+
+
+def test_bad_input_names_the_field_and_writes_nothing(store: ProtectionStore) -> None:
+    account = store.add_account("kite", "k").id
+    other = store.add_account("kite", "other").id
+    mine, theirs = protection(store, account), protection(store, other)
+    baskets = BasketStore(store)
+    with pytest.raises(ValueError, match="^name"):
+        baskets.create(account, "", RULES, [mine])
+    with pytest.raises(ValueError, match="^members: protection .* another account"):
+        baskets.create(account, "x", RULES, [mine, theirs])
+    with pytest.raises(ValueError, match="^members: a basket needs"):
+        baskets.create(account, "x", RULES)
+    with pytest.raises(ValueError, match="^account"):
+        baskets.create(999, "x", RULES, [mine])
+    assert baskets.baskets() == []
+
+
+def test_the_breach_is_committed_once_and_the_lock_never_falls(store: ProtectionStore) -> None:
+    account = store.add_account("kite", "k").id
+    a = protection(store, account)
+    baskets = BasketStore(store)
+    basket = baskets.create(account, "b", BasketRules(lock_at=100, lock_profit=50), [a])
+    baskets.record_lock(basket.id, 150.0, 50.0)
+    baskets.record_lock(basket.id, 120.0, 40.0)  # a stale writer cannot lower it
+    assert baskets.get(basket.id).lock == 50.0
+    assert baskets.trigger(basket.id, "lock", 45.0, [a]).status is BasketStatus.TRIGGERED
+    with pytest.raises(ConcurrentTransition):
+        baskets.trigger(basket.id, "lock", 45.0, [a])
+    with pytest.raises(ConcurrentTransition):
+        baskets.set_rules(basket.id, RULES)
+    assert baskets.finish(basket.id).status is BasketStatus.EXITED
+    kinds = [e.kind for e in store.events() if e.kind.startswith("basket")]
+    assert kinds == ["basket_created", "basket_lock", "basket_triggered", "basket_exited"]
+
+
+def test_realised_today_of_longs_and_shorts(store: ProtectionStore) -> None:
+    account = store.add_account("kite", "k").id
+    short = store.get(protection(store, account, Side.SELL))
+    now = datetime(2026, 12, 7, 14, 0)
+    done = short.with_changes(status=Status.CLOSED, exit_price=95.0, exit_quantity=10, closed_at=now)
+    assert realised_today(done, date(2026, 12, 7)) == pytest.approx(50.0)
+    assert realised_today(done, date(2026, 12, 8)) == 0.0
+    assert realised_today(done.with_changes(exit_price=None), date(2026, 12, 7)) == 0.0
+    assert realised_today(short, date(2026, 12, 7)) == 0.0

@@ -1,0 +1,89 @@
+"""--baskets FILE: the documented format, every mistake named by basket and field."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from trailstop_gui.models.basket import BasketRules
+from trailstop_gui.models.store import AccountRecord
+from trailstop_gui.services.basket_file import read_baskets_file, resolve_account
+
+
+def write(tmp_path: Path, data: object) -> Path:
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_the_readme_example_reads(tmp_path: Path) -> None:
+    readme = (Path(__file__).parents[3] / "README.md").read_text()
+    example = readme.split("--baskets baskets.json`, with\n\n```json\n", 1)[1].split("```", 1)[0]
+    specs = read_baskets_file(write(tmp_path, json.loads(example)))
+    assert [s.name for s in specs] == ["NIFTY strangle", "everything"]
+    assert specs[0].selectors == (("NFO", "NIFTY26DEC24000CE"), ("NFO", "NIFTY26DEC23000PE"))
+    assert specs[0].rules == BasketRules(
+        max_loss=5000, lock_at=3000, lock_profit=1000, trail_every=500, trail_by=250
+    )
+    assert specs[1].whole_account and specs[1].square_off is None
+
+
+@pytest.mark.parametrize(
+    ("basket", "message"),
+    [
+        ({"account": "kite", "positions": "all", "rules": {"max_loss": 1}}, r"baskets\[0\]\.name"),
+        ({"name": "x", "positions": "all", "rules": {"max_loss": 1}}, r"baskets\[0\]\.account"),
+        ({"name": "x", "account": "kite", "rules": {"max_loss": 1}}, r"baskets\[0\]\.positions"),
+        (
+            {"name": "x", "account": "kite", "positions": [{"symbol": "INFY"}], "rules": {"max_loss": 1}},
+            r"positions\[0\]",
+        ),
+        (
+            {"name": "x", "account": "kite", "positions": "all", "rules": {"max_loss": -1}},
+            r"baskets\[0\]\.max loss",
+        ),
+        (
+            {
+                "name": "x",
+                "account": "kite",
+                "positions": "all",
+                "rules": {"max_loss": 1},
+                "square_off": "16:00",
+            },
+            "square_off",
+        ),
+        (
+            {"name": "x", "account": "kite", "positions": "all", "rules": {"max_loss": 1}, "colour": "red"},
+            "unknown",
+        ),
+    ],
+)
+def test_mistakes_are_named(tmp_path: Path, basket: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        read_baskets_file(write(tmp_path, {"baskets": [basket]}))
+
+
+def test_not_json_and_duplicates(tmp_path: Path) -> None:
+    path = tmp_path / "b.json"
+    path.write_text("{")
+    with pytest.raises(ValueError, match="not JSON"):
+        read_baskets_file(path)
+    same = {"name": "x", "account": "kite", "positions": "all", "rules": {"max_loss": 1}}
+    with pytest.raises(ValueError, match="two baskets named"):
+        read_baskets_file(write(tmp_path, {"baskets": [same, same]}))
+
+
+def test_accounts_by_id_label_or_broker(tmp_path: Path) -> None:
+    accounts = [
+        AccountRecord(1, "kite", "Zerodha simulator", "", "", "", "", "live"),
+        AccountRecord(2, "upstox", "Upstox simulator", "", "", "", "", "live"),
+    ]
+    base = {"name": "x", "positions": "all", "rules": {"max_loss": 1}}
+    for account, expected in ((2, 2), ("zerodha SIMULATOR", 1), ("upstox", 2)):
+        (spec,) = read_baskets_file(write(tmp_path, {"baskets": [dict(base, account=account)]}))
+        assert resolve_account(spec, accounts).id == expected
+    (spec,) = read_baskets_file(write(tmp_path, {"baskets": [dict(base, account="dhan")]}))
+    with pytest.raises(ValueError, match="matches no loaded account"):
+        resolve_account(spec, accounts)

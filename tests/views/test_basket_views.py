@@ -1,0 +1,175 @@
+"""The basket dialog and panel (pytest-qt) against the simulator: live preview, named mistakes, the chart of
+MTM with its lock, and a breach seen in the window."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from PySide6.QtWidgets import QDialogButtonBox, QMainWindow
+from pytestqt.qtbot import QtBot
+
+from tests.services.test_protection_flow import Rig, enter
+from trailstop_gui.models.basket import BasketRules
+from trailstop_gui.models.basket_store import BasketStatus, BasketStore
+from trailstop_gui.models.domain import Product, Side, Status, TrailRule
+from trailstop_gui.models.store import ProtectionStore
+from trailstop_gui.services.baskets import BasketService
+from trailstop_gui.simulator.runner import SimulatorHandle, start_simulator
+from trailstop_gui.views.basket_dialog import BasketDialog
+from trailstop_gui.views.basket_panel import BasketPanel, add_basket_dock
+
+WIDE = TrailRule.percent(20.0)
+
+
+@pytest.fixture
+def simulator() -> Iterator[SimulatorHandle]:
+    handle = start_simulator(seed=1, auto=False, fill_delay=0.0)
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture
+def store(tmp_path) -> Iterator[ProtectionStore]:  # type: ignore[no-untyped-def]
+    s = ProtectionStore(tmp_path / "views.db")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def rig(simulator: SimulatorHandle, store: ProtectionStore, qtbot: QtBot) -> Iterator[Rig]:
+    r = Rig(simulator, store, "kite", qtbot)
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def baskets(rig: Rig) -> Iterator[BasketService]:
+    service = BasketService(rig.service, step_seconds=0.02, refresh_seconds=0.2)
+    service.start()
+    yield service
+    service.shutdown()
+
+
+def pair(rig: Rig) -> tuple[int, int]:
+    rig.sim.set_price("NSE:INFY", 1500.0, bid=1499.95, ask=1500.05)
+    rig.sim.set_price("NSE:TCS", 3000.0, bid=2999.95, ask=3000.05)
+    return enter(rig, Side.BUY, Product.MIS, WIDE, "NSE:INFY"), enter(
+        rig, Side.SELL, Product.MIS, WIDE, "NSE:TCS"
+    )
+
+
+def test_new_basket_with_a_live_preview_and_named_mistakes(
+    qtbot: QtBot, rig: Rig, baskets: BasketService
+) -> None:
+    long, short = pair(rig)
+    dialog = BasketDialog(baskets)
+    qtbot.addWidget(dialog)
+    dialog.name.setText("pair")
+    for row in range(dialog.members.count()):
+        dialog.members.item(row).setCheckState(dialog.members.item(row).checkState().Checked)
+    assert sorted(dialog.checked_members()) == sorted([long, short])
+    dialog.rules["max_loss"].setText("lots")
+    dialog.update_preview()
+    assert dialog.error_label.text().startswith("Max loss (₹): not a number")
+    dialog.rules["max_loss"].setText("500")
+    dialog.rules["lock_at"].setText("100")
+    dialog.rules["lock_profit"].setText("200")
+    dialog.buttons.button(QDialogButtonBox.StandardButton.Save).click()
+    assert "lock profit" in dialog.error_label.text()
+    assert BasketStore(rig.store).baskets() == []  # nothing stored from bad input
+    dialog.rules["lock_profit"].setText("50")
+    rig.sim.set_price("NSE:INFY", 1510.0)
+    entry = rig.store.get(long).entry_price or 0
+    value = (1510.0 - entry) * 3 + ((rig.store.get(short).entry_price or 0) - 3000.0) * 3
+    expected = f"MTM -₹{-value:,.2f}" if value < 0 else f"MTM ₹{value:,.2f}"
+    qtbot.waitUntil(lambda: expected in dialog.preview.text(), timeout=5000)
+    assert "loss limit -₹500.00" in dialog.preview.text() and "distance ₹" in dialog.preview.text()
+    with qtbot.waitSignal(dialog.accepted):
+        dialog.buttons.button(QDialogButtonBox.StandardButton.Save).click()
+    saved = BasketStore(rig.store).baskets()
+    assert [(b.name, sorted(b.members), b.rules) for b in saved] == [
+        ("pair", sorted([long, short]), BasketRules(max_loss=500, lock_at=100, lock_profit=50))
+    ]
+
+
+def test_the_panel_charts_mtm_with_its_lock_and_shows_the_breach(
+    qtbot: QtBot, rig: Rig, baskets: BasketService
+) -> None:
+    long, short = pair(rig)
+    basket = baskets.create(rig.account_id, "pair", BasketRules(lock_at=100, lock_profit=40), [long, short])
+    window = QMainWindow()
+    qtbot.addWidget(window)
+    panel = add_basket_dock(window, baskets)
+    assert isinstance(panel, BasketPanel)
+    panel.table.selectRow(0)
+    entry = rig.store.get(long).entry_price or 0
+    rig.sim.set_price("NSE:INFY", entry + 60)  # ~ +180: locks 40
+    qtbot.waitUntil(lambda: BasketStore(rig.store).get(basket.id).lock == 40, timeout=5000)
+    qtbot.wait(600)  # a second chart point
+    panel.refresh()
+    assert panel.chart.price.count() >= 1  # MTM
+    assert panel.chart.stop.count() >= 2  # the lock, as a step line
+    assert panel.model.data(panel.model.index(0, 3)) == "₹40.00"
+    rig.sim.set_price("NSE:INFY", entry + 5)  # back through the lock
+    qtbot.waitUntil(
+        lambda: BasketStore(rig.store).get(basket.id).status is BasketStatus.EXITED, timeout=15000
+    )
+    assert rig.status(long) is Status.CLOSED and rig.status(short) is Status.CLOSED
+    panel.refresh()
+    assert panel.model.data(panel.model.index(0, 1)).startswith("EXITED")
+    assert not panel.edit_button.isEnabled()
+
+
+def test_exit_time_and_underlying_from_the_window(qtbot: QtBot, rig: Rig, baskets: BasketService) -> None:
+    from tests.services.conftest import control
+    from trailstop_gui.models.store import InstrumentRecord
+    from trailstop_gui.services.instruments import master_key
+    from trailstop_gui.services.protection_service import EntryRequest
+    from trailstop_gui.services.square_off import SquareOffService
+    from trailstop_gui.services.underlying import UnderlyingService
+
+    square_off = SquareOffService(rig.service)
+    underlying = UnderlyingService(rig.service)
+    index = next(i for i in control(rig.sim, "instruments") if i["symbol"] == "NSE:NIFTY 50")
+    call = next(
+        i for i in control(rig.sim, "instruments") if i["name"] == "NIFTY" and i["instrument_type"] == "CE"
+    )
+    master = master_key(rig.session.account)
+    rig.store.upsert_instruments(
+        master,
+        [InstrumentRecord(master, str(index["kite_token"]), "NIFTY 50", "NSE", "NIFTY 50", tick_size=0.0)],
+    )
+    p = rig.service.place_entry(
+        EntryRequest(
+            account_id=rig.account_id,
+            instrument=call["kite_token"],
+            symbol=call["tradingsymbol"],
+            exchange="NFO",
+            side=Side.BUY,
+            quantity=call["lot_size"],
+            product=Product.NRML,
+            tick_size=0.05,
+            rule=TrailRule.points(50.0),
+        )
+    )
+    rig.wait_status(p.id, Status.OPEN)
+    window = QMainWindow()
+    qtbot.addWidget(window)
+    panel = add_basket_dock(window, baskets, square_off, underlying)
+    dialog = panel.protection_rules(p.id)
+    assert dialog is not None
+    dialog.exit_at.setChecked(True)
+    dialog.on_underlying.setChecked(True)
+    dialog.underlying_symbol.setText("NSE:NIFTY 9")
+    dialog.reference.setText("24350")
+    dialog.buttons.button(QDialogButtonBox.StandardButton.Save).click()
+    assert "not in the account's instrument list" in dialog.error_label.text()
+    assert underlying.rule(p.id) is None
+    dialog.underlying_symbol.setText("NSE:NIFTY 50")
+    with qtbot.waitSignal(dialog.accepted):
+        dialog.buttons.button(QDialogButtonBox.StandardButton.Save).click()
+    rule = underlying.rule(p.id)
+    assert rule is not None and rule.reference == 24350.0 and rule.view is Side.BUY
+    assert str(square_off.times.get(p.id)) == "15:15:00"
+    assert rig.store.get(p.id).stop == pytest.approx(24300.0)

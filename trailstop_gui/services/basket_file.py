@@ -1,0 +1,147 @@
+"""``--baskets FILE``: baskets for headless runs, from a JSON file (the format is in the README).
+
+```json
+{"baskets": [
+  {"name": "NIFTY strangle", "account": "Zerodha simulator",
+   "positions": [{"exchange": "NFO", "symbol": "NIFTY26DEC24000CE"},
+                 {"exchange": "NFO", "symbol": "NIFTY26DEC23000PE"}],
+   "rules": {"max_loss": 5000, "lock_at": 3000, "lock_profit": 1000,
+             "trail_every": 500, "trail_by": 250},
+   "square_off": "15:15"},
+  {"name": "everything", "account": "upstox", "positions": "all", "rules": {"max_loss": 20000}}
+]}
+```
+
+Loading it again (every restart of the service) changes nothing already stored: a basket of that account
+and name that is live keeps its lock (its rules are updated if the file changed them); one that already
+exited today is not created again, so a restart cannot arm a second basket on the same day.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import time
+from pathlib import Path
+from typing import Any
+
+from trailstop_gui.models.basket import BasketRules
+from trailstop_gui.models.basket_store import Basket, BasketStatus
+from trailstop_gui.models.square_off import parse_exit_time
+from trailstop_gui.models.store import AccountRecord
+from trailstop_gui.services.baskets import BasketService
+
+log = logging.getLogger("trailstop.baskets")
+
+
+@dataclass(frozen=True)
+class BasketSpec:
+    name: str
+    account: str | int
+    rules: BasketRules
+    whole_account: bool
+    selectors: tuple[tuple[str, str], ...]
+    square_off: time | None = None
+
+
+def read_baskets_file(path: str | Path) -> list[BasketSpec]:
+    """Parse and check the whole file; ValueError names the basket and the field at fault."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    except ValueError as exc:
+        raise ValueError(f"{path}: not JSON ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("baskets"), list):
+        raise ValueError(f'{path}: expected {{"baskets": [...]}}')
+    specs = [_spec(item, f"baskets[{i}]") for i, item in enumerate(data["baskets"])]
+    seen: set[tuple[str, str]] = set()
+    for spec in specs:
+        key = (str(spec.account).lower(), spec.name.lower())
+        if key in seen:
+            raise ValueError(f"{path}: two baskets named {spec.name!r} for account {spec.account!r}")
+        seen.add(key)
+    return specs
+
+
+def _spec(item: Any, where: str) -> BasketSpec:
+    if not isinstance(item, dict):
+        raise ValueError(f"{where}: expected an object")
+    known = {"name", "account", "positions", "rules", "square_off"}
+    unknown = set(item) - known
+    if unknown:
+        raise ValueError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+    name = item.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"{where}.name: a basket needs a name")
+    account = item.get("account")
+    if isinstance(account, bool) or not isinstance(account, str | int) or account == "":
+        raise ValueError(f"{where}.account: an account id, its label, or kite/upstox")
+    try:
+        rules = BasketRules.from_dict(item.get("rules"))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{where}.{exc}") from None
+    positions = item.get("positions")
+    whole = positions == "all"
+    selectors: list[tuple[str, str]] = []
+    if not whole:
+        if not isinstance(positions, list) or not positions:
+            raise ValueError(f'{where}.positions: "all", or a list of {{"exchange", "symbol"}}')
+        for j, entry in enumerate(positions):
+            exchange = entry.get("exchange") if isinstance(entry, dict) else None
+            symbol = entry.get("symbol") if isinstance(entry, dict) else None
+            if not isinstance(exchange, str) or not isinstance(symbol, str) or not exchange or not symbol:
+                raise ValueError(f"{where}.positions[{j}]: needs exchange and symbol")
+            selectors.append((exchange.strip().upper(), symbol.strip().upper()))
+    square_off = item.get("square_off")
+    at = None if square_off in (None, "") else parse_exit_time(square_off, f"{where}.square_off")
+    return BasketSpec(name.strip(), account, rules, whole, tuple(selectors), at)
+
+
+def resolve_account(spec: BasketSpec, accounts: list[AccountRecord]) -> AccountRecord:
+    """The loaded account a spec names: by id, by label, or by broker when it has one account only."""
+    if isinstance(spec.account, int):
+        found = [a for a in accounts if a.id == spec.account]
+    else:
+        wanted = spec.account.strip().lower()
+        found = [a for a in accounts if a.label.lower() == wanted]
+        if not found:
+            found = [a for a in accounts if a.broker.lower() == wanted]
+    if len(found) != 1:
+        names = ", ".join(f"{a.id} ({a.label})" for a in accounts) or "none"
+        problem = "is ambiguous" if found else "matches no loaded account"
+        raise ValueError(f"basket {spec.name!r}: account {spec.account!r} {problem} (loaded: {names})")
+    return found[0]
+
+
+def apply_baskets(
+    specs: list[BasketSpec], baskets: BasketService, accounts: list[AccountRecord]
+) -> list[Basket]:
+    """Create (or update) the file's baskets; returns the live ones."""
+    resolved = [(spec, resolve_account(spec, accounts)) for spec in specs]  # all named before any write
+    out: list[Basket] = []
+    for spec, account in resolved:
+        existing = baskets.baskets.find(account.id, spec.name)
+        live = [b for b in existing if b.status in (BasketStatus.ACTIVE, BasketStatus.TRIGGERED)]
+        today = baskets.today()
+        if live:
+            basket = live[-1]
+            if basket.status is BasketStatus.ACTIVE and basket.rules != spec.rules:
+                basket = baskets.set_rules(basket.id, spec.rules)
+        elif any(b.created_at is not None and b.created_at.date() == today for b in existing):
+            log.info("basket %r of account %s already ended today: not armed again", spec.name, account.id)
+            continue
+        else:
+            basket = baskets.create(
+                account.id,
+                spec.name,
+                spec.rules,
+                whole_account=spec.whole_account,
+                selectors=spec.selectors,
+            )
+        if spec.square_off is not None:
+            basket = baskets.set_square_off(basket.id, spec.square_off)
+        log.info("basket %s %r: %s", basket.id, basket.name, basket.rules.describe())
+        out.append(basket)
+    return out
