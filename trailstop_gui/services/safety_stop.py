@@ -81,6 +81,7 @@ from trailstop_gui.services.brokers.errors import (
     RejectedError,
     TemporaryError,
 )
+from trailstop_gui.services.retry import Backoff, call_with_retries
 
 log = logging.getLogger("trailstop.safety")
 
@@ -458,8 +459,7 @@ class SafetyStopManager:
         with self._guard:
             n = self._failures.get(pid, 0)
             self._failures[pid] = n + 1
-        delay: float = min(self.policy.max_retry_delay, self.policy.retry_delay * 2.0**n)
-        return self.clock() + delay
+        return self.clock() + Backoff(self.policy.retry_delay, self.policy.max_retry_delay).nth(n)
 
     def _note(self, p: Protection, kind: str, message: str = "", **fields: object) -> Protection:
         p = self.store.update_safety(p.id, kind=kind, message=message, **fields)
@@ -1205,16 +1205,14 @@ class SafetyStopManager:
             return self._exit_around_gtt(p, broker, gtt, quantity)
 
     def _exit_call(self, fn: Callable[[], T]) -> T:
-        delay = self.policy.exit_retry_delay
-        for attempt in range(1, self.policy.exit_attempts + 1):
-            try:
-                return fn()
-            except TemporaryError as exc:
-                if attempt == self.policy.exit_attempts or isinstance(exc, AmbiguousError):
-                    raise
-                self._sleep(delay)
-                delay = min(delay * 2, 2.0)
-        raise AssertionError("unreachable")
+        # An ambiguous reply is not retried blindly: the caller reads the order back first.
+        return call_with_retries(
+            fn,
+            attempts=self.policy.exit_attempts,
+            backoff=Backoff(self.policy.exit_retry_delay, 2.0),
+            sleep=self._sleep,
+            give_up=lambda exc: isinstance(exc, AmbiguousError),
+        )
 
     def _exit_via_slm(self, p: Protection, broker: Broker, quantity: int) -> ExitPlan:
         order_id = p.safety_order_id
