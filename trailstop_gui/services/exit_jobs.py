@@ -1,0 +1,850 @@
+"""ExitJobs: idempotent exit orders with retry, tag look-up and fill confirmation; no Qt.
+
+``ExitExecutor`` (services/exit_executor.py) runs these jobs on the design card's QThreadPool and turns
+their events into signals; tests drive ExitJobs directly with plain threads (:class:`ThreadRunner`).
+
+The path for one protection, already TRIGGERED and committed by whoever decided the exit:
+
+    (recovering? look the tag up first) -> live net quantity -> place MARKET exit with the protection's tag
+      -> EXITING (exit order id stored) -> handed to the FillWatcher -> every child final -> CLOSED
+
+- Sending is apart from watching: a pool thread places the exit and hands it to the one FillWatcher
+  thread (services/exit_watch.py), so an exit never queues behind other exits' fill waits.
+- Temporary errors and 429s are retried with backoff; when they outlast the attempts the protection stays
+  TRIGGERED (an alert says so) and the reconciler sends it again later. EXIT_FAILED is for a broker's
+  refusal only.
+- After an ambiguous failure (the reply was lost: the order may be at the broker) the tag is looked up,
+  and the order-update stream watched, for ``lookup_window`` seconds with backoff; the live quantity is
+  read again each time. Nothing is sent while the book or the position shows the exit happened; a resend
+  is the last resort, journalled as such (decisions: services/exit_decisions.py).
+- The exit quantity is the protection's share of the live open quantity (positions.exit_share: other
+  protections on the position and exits already sent take theirs first; one sending job per position at a
+  time): an exit never flips a position. A flat position (read twice, some seconds apart: positions lag a
+  fresh fill) closes the protection (reason external) without sending anything.
+- An exit above the exchange's freeze quantity is refused: it is sent again sliced by the broker (Kite
+  autoslice, Upstox ``slice``), and every child order is watched; the exit is filled when all are.
+- A market-protected exit can fill partly and leave the rest OPEN: the watcher re-prices the rest (modify
+  to MARKET), then cancels it and places what is left (live quantity re-read first).
+- With a broker-held safety stop (services/safety_stop.py), the safety manager is asked first: an SL-M
+  becomes the exit (modified to MARKET), a GTT is deleted first, and a stop that already fired is the
+  exit. Never two exits for one position.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, replace
+from typing import Protocol, TypeVar
+
+from trailstop_gui.models.domain import Protection, Status
+from trailstop_gui.models.lifecycle import IllegalTransition
+from trailstop_gui.models.store import ConcurrentTransition, ProtectionStore
+from trailstop_gui.services.brokers.base import (
+    Broker,
+    Order,
+    OrderRequest,
+    OrderType,
+    as_slicing_broker,
+    latest_with_tag,
+)
+from trailstop_gui.services.brokers.errors import (
+    AmbiguousError,
+    AuthError,
+    BrokerError,
+    TemporaryError,
+)
+from trailstop_gui.services.brokers.feed_loop import OrderUpdate
+from trailstop_gui.services.exit_decisions import (
+    Ambiguity,
+    Step,
+    WatchStep,
+    after_ambiguous,
+    is_freeze_refusal,
+    usable_exit,
+)
+from trailstop_gui.services.exit_watch import ExitWatch, FillWatcher
+from trailstop_gui.services.positions import PositionKey, exit_share, open_quantity, position_key
+from trailstop_gui.services.retry import Backoff, call_with_retries
+from trailstop_gui.services.safety_stop import SAFETY_STOP_REASON, SafetyStopManager
+
+log = logging.getLogger("trailstop.exit")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 8
+    initial_delay: float = 0.2
+    max_delay: float = 5.0
+    fill_timeout: float = 60.0  # how long to watch an accepted exit before handing it to the reconciler
+    poll_interval: float = 0.25
+    flat_confirm: float = 2.0  # a flat position is read again this much later before it counts as flat
+    # After an ambiguous failure: how long the tag is looked for (the book may trail a fill by seconds)
+    # before anything is sent again, and the first pause between looks (doubling, at most 2 s).
+    lookup_window: float = 3.0
+    lookup_delay: float = 0.25
+    # A partly filled exit whose rest shows no progress this long is re-priced, then cancelled and replaced.
+    rest_timeout: float = 3.0
+
+    @property
+    def backoff(self) -> Backoff:
+        """Pauses between attempts to send (and to read around a send)."""
+        return Backoff(self.initial_delay, self.max_delay)
+
+    @property
+    def lookup_backoff(self) -> Backoff:
+        """Pauses between looks for a lost exit."""
+        return Backoff(self.lookup_delay, 2.0)
+
+
+class ExitEvents(Protocol):
+    """What the exit jobs report; ``exit_executor.ExitSignals`` turns these into Qt signals for the views."""
+
+    def exit_placed(self, protection_id: int, order_id: str) -> None: ...
+    def exit_filled(self, protection_id: int, price: float) -> None: ...
+    def exit_failed(self, protection_id: int, why: str) -> None: ...  # refused: EXIT_FAILED
+    def exit_delayed(self, protection_id: int, why: str) -> None: ...  # stays TRIGGERED
+    def closed_externally(self, protection_id: int) -> None: ...  # the position was already flat
+    def login_needed(self, account_id: int) -> None: ...
+    def job_finished(self, protection_id: int) -> None: ...
+
+
+class JobRunner(Protocol):
+    """Runs sending work on threads of its own (the executor's QThreadPool; plain threads in tests)."""
+
+    def start(self, work: Callable[[], None]) -> None: ...
+    def wait_done(self, timeout: float) -> bool: ...
+
+
+class ThreadRunner:
+    """A JobRunner on plain Python threads, for running :class:`ExitJobs` without Qt."""
+
+    def __init__(self, max_threads: int = 4) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="exit-send")
+        self._futures: set[Future[None]] = set()
+        self._lock = threading.Lock()
+
+    def start(self, work: Callable[[], None]) -> None:
+        future = self._pool.submit(work)
+        with self._lock:
+            self._futures.add(future)
+        future.add_done_callback(self._done)
+
+    def _done(self, future: Future[None]) -> None:
+        with self._lock:
+            self._futures.discard(future)
+
+    def wait_done(self, timeout: float) -> bool:
+        with self._lock:
+            futures = set(self._futures)
+        _, running = wait(futures, timeout=timeout)
+        return not running
+
+
+class TriggerGate:
+    """Lets an exit job read the live position while the trigger is still being committed.
+
+    The job may fetch positions at once, but it places nothing until ``open()``: TRIGGERED must be on disk
+    first. ``close()`` (the commit failed: another thread got there first) ends the job without an order.
+    """
+
+    def __init__(self, protection: Protection) -> None:
+        self.protection = protection
+        self._event = threading.Event()
+        self.committed = False
+
+    def open(self) -> None:
+        self.committed = True
+        self._event.set()
+
+    def close(self) -> None:
+        self._event.set()
+
+    def wait(self, timeout: float = 10.0) -> bool:
+        return self._event.wait(timeout) and self.committed
+
+
+class _TagWatch:
+    """Order updates carrying one exit tag, seen on the stream while its job looks for a lost order."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.updates: dict[str, OrderUpdate] = {}
+
+
+class ExitJobs:
+    """Sends exits for TRIGGERED protections, at most one job (or watch) per protection at a time.
+
+    Qt-free: ``runner`` gives the sending threads and ``events`` hears the outcomes; ``ExitExecutor``
+    runs it on the design card's QThreadPool and turns the events into signals.
+    """
+
+    def __init__(
+        self,
+        store: ProtectionStore,
+        broker_for: Callable[[int], Broker | None],
+        *,
+        events: ExitEvents,
+        runner: JobRunner,
+        policy: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.broker_for = broker_for
+        self.policy = policy or RetryPolicy()
+        self.events = events
+        # Sending threads only: fills are watched on the FillWatcher's own thread, so a slow fill never
+        # keeps another exit from being sent.
+        self.runner = runner
+        self._sleep = sleep
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._in_flight: set[int] = set()
+        self._position_locks: dict[PositionKey, threading.Lock] = {}
+        self._tags: dict[str, _TagWatch] = {}  # exit tags of the jobs running now
+        self._tag_owner: dict[str, int] = {}  # exit tag -> protection id
+        self._unconfirmed: set[int] = set()  # a reply was lost and the order never showed up (yet)
+        # Set at shutdown: jobs stop waiting for fills (the reconciler finishes them at the next start).
+        self.stopping = threading.Event()
+        self.watcher = FillWatcher(
+            self._on_watch_step,
+            self._on_watch_expired,
+            poll_interval=self.policy.poll_interval,
+            rest_timeout=self.policy.rest_timeout,
+            stopping=self.stopping,
+            clock=clock,
+        )
+        # The broker-held safety stops, consulted before every exit (set by the ProtectionService).
+        self.safety: SafetyStopManager | None = None
+
+    # ----------------------------------------------------------------- public, any thread
+
+    def submit(self, protection_id: int, *, recover: bool = False) -> bool:
+        """Start the exit job of a TRIGGERED (or, with ``recover``, EXITING) protection.
+
+        ``recover`` looks the tag up before placing anything: after a crash or a reconnect the exit may
+        already be at the broker. Returns False when a job for it is already running (or watching).
+        """
+        if not self._claim(protection_id):
+            return False
+        self._start(protection_id, lambda: self._run_job(protection_id, recover))
+        return True
+
+    def submit_gated(self, protection: Protection) -> TriggerGate | None:
+        """Start the exit of a protection whose TRIGGERED is being committed right now (the tick path).
+
+        The job reads the live position while the caller commits; it places the order only after the
+        caller's ``gate.open()``. Returns None when a job for it is already running.
+        """
+        gate = TriggerGate(protection)
+        if not self._claim(protection.id):
+            return None
+        self._start(protection.id, lambda: self._run_gated_job(gate))
+        return gate
+
+    def retry(self, protection_id: int) -> bool:
+        """The trader's retry of an EXIT_FAILED protection: back to TRIGGERED, then the usual path."""
+        self.store.transition(protection_id, Status.TRIGGERED, expected=Status.EXIT_FAILED, reason="retry")
+        return self.submit(protection_id, recover=True)
+
+    def withdraw(self, protection_id: int) -> None:
+        """The trader removes a TRIGGERED protection whose exit never went out (e.g. no connected broker).
+
+        Under the lock no job can start meanwhile, and a job started later reads EXIT_FAILED and sends
+        nothing; a job already running is refused (ValueError): its exit may be on its way.
+        """
+        if protection_id in self._unconfirmed or self._sent_since_trigger(protection_id):
+            # A reply was lost (or the app died while sending): the exit may be at the broker.
+            raise ValueError("remove: an exit may already be at the broker; Retry looks it up first")
+        with self._lock:
+            if protection_id in self._in_flight:
+                raise ValueError("remove: the exit is being sent right now; wait for its answer")
+            self.store.transition(
+                protection_id,
+                Status.EXIT_FAILED,
+                expected=Status.TRIGGERED,
+                reason="exit withdrawn by the trader",
+            )
+
+    def on_order_update(self, update: OrderUpdate) -> None:
+        """Order updates from the feed wake the watch of their exit, or a job looking for a lost one."""
+        with self._lock:
+            tag_watch = self._tags.get(update.tag) if update.tag else None
+            if tag_watch is not None:
+                tag_watch.updates[update.order_id] = update
+        if tag_watch is not None:
+            tag_watch.event.set()
+        self.watcher.wake(update.order_id)
+
+    def busy(self) -> bool:
+        with self._lock:
+            return bool(self._in_flight)
+
+    def wait_idle(self, timeout: float = 30.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.busy():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    def shutdown(self, timeout_ms: int = 10_000) -> None:
+        self.runner.wait_done(timeout_ms / 1000)
+        if self.stopping.is_set():
+            self.watcher.stop(timeout_ms / 1000)
+
+    # ----------------------------------------------------------------- bookkeeping
+
+    def _start(self, protection_id: int, work: Callable[[], bool]) -> None:
+        self.runner.start(lambda: self._run_task(protection_id, work))
+
+    def _run_task(self, protection_id: int, work: Callable[[], bool]) -> None:
+        """One unit of sending work; catches its own exceptions (nothing dies silently in a pool)."""
+        handed_off = False
+        try:
+            # One sending job per position at a time: the next one sizes itself on what the last one left
+            # (an exit handed to the watcher counts as in flight: positions.exit_share).
+            with self._position_lock(protection_id):
+                handed_off = work()
+        except Exception as exc:
+            log.exception("protection %s: exit job crashed", protection_id)
+            self.events.exit_failed(protection_id, f"internal error: {exc}")
+        finally:
+            if not handed_off:
+                self._job_done(protection_id)
+
+    def _claim(self, protection_id: int) -> bool:
+        with self._lock:
+            if protection_id in self._in_flight:
+                return False
+            self._in_flight.add(protection_id)
+            return True
+
+    def _position_lock(self, protection_id: int) -> threading.Lock:
+        key = position_key(self.store.get(protection_id))
+        with self._lock:
+            return self._position_locks.setdefault(key, threading.Lock())
+
+    def _job_done(self, protection_id: int) -> None:
+        with self._lock:
+            self._in_flight.discard(protection_id)
+            for tag in [t for t, owner in self._tag_owner.items() if owner == protection_id]:
+                self._tags.pop(tag, None)
+                self._tag_owner.pop(tag, None)
+        self.events.job_finished(protection_id)
+
+    def _listen_for(self, p: Protection) -> _TagWatch:
+        """Collect the stream's updates carrying this exit's tag while its job and watch run."""
+        with self._lock:
+            watch = self._tags.get(p.exit_tag)
+            if watch is None:
+                watch = self._tags[p.exit_tag] = _TagWatch()
+            self._tag_owner[p.exit_tag] = p.id
+            return watch
+
+    # ----------------------------------------------------------------- the jobs (pool threads)
+
+    def _run_job(self, pid: int, recover: bool) -> bool:
+        p = self.store.get(pid)
+        broker = self.broker_for(p.account_id)
+        if broker is None:
+            log.warning("protection %s: no connected broker for account %s", pid, p.account_id)
+            self.events.login_needed(p.account_id)
+            return False
+        self._listen_for(p)
+        try:
+            if p.status is Status.EXITING and p.exit_order_id:
+                return self._watch_existing(p, broker)
+            if p.status is not Status.TRIGGERED:
+                log.info("protection %s: is %s, no exit to send", pid, p.status.value)
+                return False
+            if recover:
+                found = self._exit_orders(p, broker)
+                if found:
+                    return self._adopt(p, broker, found)
+                if pid in self._unconfirmed or self._sent_since_trigger(pid):
+                    # An exit may have gone out (a lost reply, or a crash just after sending) and the book
+                    # may not list it yet: look for it over the whole window before sending anything.
+                    live = self._live_quantity(p, broker)
+                    return self._resolve_ambiguous(p, broker, live, min(self._protected(p), live))
+            return self._place(p, broker)
+        except TemporaryError as exc:
+            self._delay(pid, f"the broker could not be reached: {exc}")
+        except AuthError as exc:
+            # The exit stays TRIGGERED: the reconciler finishes it after the next login.
+            log.warning("protection %s: exit waits for a new login (%s)", pid, exc)
+            self.store.journal("exit_waiting_login", protection_id=pid, message=str(exc))
+            self.events.login_needed(p.account_id)
+        return False
+
+    def _run_gated_job(self, gate: TriggerGate) -> bool:
+        p = gate.protection
+        broker = self.broker_for(p.account_id)
+        if broker is not None:
+            self._listen_for(p)
+        try:
+            live = self._live_quantity(p, broker) if broker is not None else None
+            if not gate.wait():
+                return False  # the trigger was not committed: someone else owns this exit
+            p = self.store.get(p.id)
+            if broker is None or live is None:
+                self.events.login_needed(p.account_id)
+                return False
+            if p.status is not Status.TRIGGERED:
+                return False
+            return self._place(p, broker, live)
+        except TemporaryError as exc:
+            gate.wait()
+            if gate.committed:
+                self._delay(p.id, f"the broker could not be reached: {exc}")
+        except AuthError as exc:
+            log.warning("protection %s: exit waits for a new login (%s)", p.id, exc)
+            if gate.wait() and gate.committed:
+                self.store.journal("exit_waiting_login", protection_id=p.id, message=str(exc))
+            self.events.login_needed(p.account_id)
+        return False
+
+    @staticmethod
+    def _protected(p: Protection) -> int:
+        return p.filled_quantity or p.quantity
+
+    def _sent_since_trigger(self, pid: int) -> bool:
+        """Whether the journal shows an exit attempt since the protection last became TRIGGERED whose
+        outcome is unknown (not followed by the broker's refusal: ``exit_not_sent``)."""
+        sent = False
+        kinds = ["transition", "exit_sending", "exit_not_sent"]
+        for event in self.store.events(protection_id=pid, kinds=kinds):
+            if event.kind == "exit_sending":
+                sent = True
+            elif event.kind == "exit_not_sent" or event.new == Status.TRIGGERED.value:
+                sent = False
+        return sent
+
+    def _live_quantity(self, p: Protection, broker: Broker) -> int:
+        positions = self._call(p, broker.positions, "read positions")
+        holdings = self._call(p, broker.holdings, "read holdings") if p.product.value == "CNC" else []
+        return open_quantity(p, positions, holdings, broker.capabilities)
+
+    def _exit_orders(self, p: Protection, broker: Broker) -> list[Order]:
+        """Every usable order at the broker carrying the exit tag (a sliced exit has several)."""
+        orders = self._call(p, broker.orders, "read the order book")
+        return [o for o in orders if o.tag == p.exit_tag and usable_exit(o)]
+
+    def _place(self, p: Protection, broker: Broker, live: int | None = None) -> bool:
+        if live is None:
+            live = self._live_quantity(p, broker)
+        if live <= 0:
+            # A positions endpoint may lag a fresh fill: "flat" (no exit sent, the safety stop taken away)
+            # only when a second read, some seconds on, agrees.
+            self._sleep(self.policy.flat_confirm)
+            live = self._live_quantity(p, broker)
+        # Its share of the position: other protections on it and exits on their way take theirs first.
+        share = exit_share(p, self.store.live(p.account_id), live)
+        if share is None:
+            log.info("protection %s: exits on their way take the position's %d; this exit waits", p.id, live)
+            return False  # stays TRIGGERED: the reconciler resumes it once those exits are settled
+        quantity = share
+        if self.safety is not None:
+            plan = self.safety.prepare_exit(p, broker, max(quantity, 0))
+            if plan.blocked:
+                self._fail(p.id, plan.blocked)
+                return False
+            if plan.order_id:
+                # The broker-held stop is (or became) the exit: watch it, send nothing.
+                reason = SAFETY_STOP_REASON if plan.fired else None
+                p = self._to_exiting(p, plan.order_id, quantity if quantity > 0 else None, reason=reason)
+                return self._hand_to_watcher(p, broker, [plan.order_id], quantity or self._protected(p))
+        if quantity <= 0:
+            self.store.transition(p.id, Status.CLOSED, reason="external", price=None)
+            log.info("protection %s: position already flat; no exit sent", p.id)
+            self.events.closed_externally(p.id)
+            return False
+        ids = self._send(p, broker, self._exit_request(p, quantity), live)
+        if ids is None:
+            return False
+        if isinstance(ids, _Adopted):
+            return self._adopt(p, broker, ids.orders)
+        p = self._to_exiting(p, ids[0], quantity)
+        return self._hand_to_watcher(p, broker, ids, quantity)
+
+    def _exit_request(self, p: Protection, quantity: int) -> OrderRequest:
+        return OrderRequest(
+            symbol=p.symbol,
+            exchange=p.exchange,
+            instrument=p.engine_instrument,
+            side=p.side.exit_side,
+            quantity=quantity,
+            product=p.product,
+            order_type=OrderType.MARKET,
+            tag=p.exit_tag,
+            urgent=True,
+        )
+
+    def _send(
+        self, p: Protection, broker: Broker, request: OrderRequest, live: int, *, sliced: bool = False
+    ) -> list[str] | _Adopted | None:
+        """Place ``request`` with retries: the child order ids, the orders a lost reply left behind
+        (``_Adopted``), or None when the protection is left as it is (failed, delayed or held)."""
+        policy = self.policy
+        backoff = policy.backoff
+        delay = backoff.initial
+        for attempt in range(1, policy.attempts + 1):
+            slicer = as_slicing_broker(broker) if sliced else None
+            # Persist before acting: after a crash, this marker says an exit may be at the broker, so
+            # the restart looks for it (book lag and all) before sending anything.
+            self.store.journal(
+                "exit_sending",
+                protection_id=p.id,
+                message=f"attempt {attempt}, quantity {request.quantity}{', sliced' if slicer else ''}",
+            )
+            try:
+                if slicer is not None:
+                    ids = slicer.place_sliced_order(request)
+                else:
+                    ids = [broker.place_order(request)]
+            except AmbiguousError as exc:
+                log.warning("protection %s: exit attempt %d ambiguous (%s)", p.id, attempt, exc)
+                outcome, found, live_now = self._look_for_lost_exit(p, broker, live)
+                if self.stopping.is_set() and outcome is not Ambiguity.ADOPT:
+                    self._unconfirmed.add(p.id)
+                    log.info(
+                        "protection %s: shutting down; the lost exit is looked for at the next start", p.id
+                    )
+                    return None
+                if outcome is Ambiguity.ADOPT:
+                    return _Adopted(found)
+                if outcome is Ambiguity.HOLD:
+                    self._hold(p, "the position shows the exit although no order is listed yet")
+                    return None
+                if live_now is None or live_now <= 0:
+                    self._hold(p, "the live position could not be read after a lost reply")
+                    return None
+                # The last resort: nothing anywhere after the whole window, and the position as it was.
+                quantity = exit_share(p, self.store.live(p.account_id), live_now) or 0
+                if quantity <= 0:
+                    self._hold(p, "other exits on the position take what is left")
+                    return None
+                request = replace(request, quantity=quantity)
+                live = live_now
+                log.warning("protection %s: exit not found after a lost reply; sending it again", p.id)
+                self.store.journal(
+                    "exit_resent",
+                    protection_id=p.id,
+                    message=f"no order with tag {p.exit_tag} after {policy.lookup_window:.0f} s and the "
+                    f"position still {live_now}: sent again (last resort), quantity {quantity}",
+                )
+                continue  # the look-up already waited
+            except TemporaryError as exc:
+                log.warning("protection %s: exit attempt %d failed (%s)", p.id, attempt, exc)
+                # Not ambiguous: the broker turned it away, nothing is out there.
+                self.store.journal("exit_not_sent", protection_id=p.id, message=str(exc)[:200])
+                # A 429's Retry-After lengthens the pause, never past max_delay (issue 13 item 10).
+                delay = backoff.honour(delay, exc)
+            except AuthError:
+                raise
+            except BrokerError as exc:
+                self.store.journal("exit_not_sent", protection_id=p.id, message=exc.message[:200])
+                if not sliced and is_freeze_refusal(exc.message) and as_slicing_broker(broker) is not None:
+                    # Above the exchange's freeze quantity: the broker slices it (at most 10 slices).
+                    log.info("protection %s: exit above the freeze quantity; sending it sliced", p.id)
+                    self.store.journal("exit_sliced", protection_id=p.id, message=exc.message[:200])
+                    sliced = True
+                    continue
+                self._fail(p.id, f"the broker rejected the exit: {exc}")
+                return None
+            else:
+                self._unconfirmed.discard(p.id)
+                return ids
+            if attempt < policy.attempts:
+                if self.stopping.is_set():
+                    log.info("protection %s: shutting down; the exit is retried at the next start", p.id)
+                    return None
+                self._sleep(delay)
+                delay = backoff.next(delay)
+        self._delay(p.id, f"the exit could not be sent after {policy.attempts} attempts")
+        return None
+
+    def _look_for_lost_exit(
+        self, p: Protection, broker: Broker, live_before: int
+    ) -> tuple[Ambiguity, list[Order], int | None]:
+        """Look the tag up (book and stream) and re-read the position, with backoff, until decided."""
+        tag_watch = self._listen_for(p)
+        started = self._clock()
+        backoff = self.policy.lookup_backoff
+        pause = backoff.initial
+        while True:
+            try:
+                found = self._exit_orders(p, broker)
+            except TemporaryError:
+                found = []
+            if not found:
+                found = self._from_stream(p, broker, tag_watch)
+            try:
+                live_now: int | None = self._live_quantity(p, broker)
+            except TemporaryError:
+                live_now = None
+            outcome = after_ambiguous(
+                found[0] if found else None,
+                live_before=live_before,
+                live_now=live_now,
+                elapsed=self._clock() - started,
+                window=self.policy.lookup_window,
+            )
+            if outcome is not Ambiguity.KEEP_LOOKING or self.stopping.is_set():
+                if outcome is Ambiguity.KEEP_LOOKING:
+                    outcome = Ambiguity.HOLD
+                log.info("protection %s: after the lost reply: %s", p.id, outcome.value)
+                return outcome, found, live_now
+            # An update with our tag ends the pause at once.
+            tag_watch.event.wait(pause)
+            tag_watch.event.clear()
+            pause = backoff.next(pause)
+
+    def _from_stream(self, p: Protection, broker: Broker, tag_watch: _TagWatch) -> list[Order]:
+        """Orders the update stream reported with our tag, read back one by one (the book may lag)."""
+        with self._lock:
+            order_ids = list(tag_watch.updates)
+        orders: list[Order] = []
+        for order_id in order_ids:
+            try:
+                order = broker.order(order_id)
+            except BrokerError:
+                continue
+            if usable_exit(order):
+                orders.append(order)
+        return orders
+
+    def _resolve_ambiguous(self, p: Protection, broker: Broker, live: int, quantity: int) -> bool:
+        if quantity <= 0:
+            return self._place(p, broker, live)
+        outcome, found, _live_now = self._look_for_lost_exit(p, broker, live)
+        if outcome is Ambiguity.ADOPT:
+            return self._adopt(p, broker, found)
+        if self.stopping.is_set():
+            return False  # looked for again at the next start
+        if outcome is Ambiguity.HOLD:
+            self._hold(p, "the position shows the exit although no order is listed yet")
+            return False
+        self._unconfirmed.discard(p.id)
+        return self._place(p, broker)
+
+    def _adopt(self, p: Protection, broker: Broker, orders: list[Order]) -> bool:
+        """An exit with our tag is already at the broker (after a crash or a lost reply): watch it."""
+        latest = latest_with_tag(orders, p.exit_tag) or orders[0]
+        log.info("protection %s: exit %s already at the broker (%s)", p.id, latest.order_id, latest.status)
+        self._unconfirmed.discard(p.id)
+        expected = sum(o.quantity for o in orders)
+        p = self._to_exiting(p, orders[0].order_id, expected)
+        return self._hand_to_watcher(p, broker, [o.order_id for o in orders], expected, known=orders)
+
+    def _watch_existing(self, p: Protection, broker: Broker) -> bool:
+        """An EXITING protection after a restart or a reconnect: watch every child of its exit again."""
+        assert p.exit_order_id is not None
+        children = {p.exit_order_id: None} | {o.order_id: o for o in self._exit_orders(p, broker)}
+        expected = p.exit_quantity or self._protected(p)
+        known = [o for o in children.values() if o is not None]
+        ours = {e.new for e in self.store.events(protection_id=p.id, kinds=["exit_rest_cancelled"]) if e.new}
+        return self._hand_to_watcher(p, broker, list(children), expected, known=known, cancelled=ours)
+
+    def _to_exiting(
+        self, p: Protection, order_id: str, quantity: int | None = None, reason: str | None = None
+    ) -> Protection:
+        try:
+            p = self.store.transition(
+                p.id,
+                Status.EXITING,
+                expected=Status.TRIGGERED,
+                reason=reason,
+                exit_order_id=order_id,
+                exit_quantity=quantity,
+            )
+        except (ConcurrentTransition, IllegalTransition):
+            p = self.store.get(p.id)
+        self.store.journal("exit_placed", protection_id=p.id, new=order_id, message=f"quantity {quantity}")
+        self.events.exit_placed(p.id, order_id)
+        return p
+
+    def _hand_to_watcher(
+        self,
+        p: Protection,
+        broker: Broker,
+        order_ids: list[str],
+        expected: int,
+        known: list[Order] | None = None,
+        cancelled: set[str] | None = None,
+    ) -> bool:
+        if self.stopping.is_set():
+            log.info("protection %s: shutting down; the exit is finished at the next start", p.id)
+            return False
+        now = self._clock()
+        watch = ExitWatch(
+            protection_id=p.id,
+            broker=broker,
+            expected=expected,
+            children={},
+            deadline=now + self.policy.fill_timeout,
+        )
+        watch.add(order_ids, now)
+        watch.cancelled_by_us.update(cancelled or ())
+        for order in known or []:
+            if order.order_id in watch.children:
+                watch.children[order.order_id] = order
+                watch.last_filled[order.order_id] = order.filled_quantity
+        if len(order_ids) > 1:
+            self.store.journal(
+                "exit_children", protection_id=p.id, message=f"{len(order_ids)} orders: {','.join(order_ids)}"
+            )
+        self.watcher.watch(watch)
+        return True
+
+    # ----------------------------------------------------------------- what the watcher decided
+
+    def _on_watch_step(self, watch: ExitWatch, step: WatchStep) -> None:
+        pid = watch.protection_id
+        if step.step is Step.CLOSE:
+            self._close(pid, step)
+            self._job_done(pid)
+        elif step.step is Step.FAIL:
+            self._fail(pid, step.why)
+            self._job_done(pid)
+        elif step.step is Step.REPRICE and step.order_id:
+            order_id = step.order_id
+            self._start(pid, lambda: self._reprice(watch, order_id))
+        elif step.step is Step.CANCEL and step.order_id:
+            order_id = step.order_id
+            self._start(pid, lambda: self._cancel_rest(watch, order_id))
+        elif step.step is Step.PLACE_REST:
+            self._start(pid, lambda: self._place_rest(watch, step))
+
+    def _on_watch_expired(self, watch: ExitWatch, why: str) -> None:
+        log.warning("protection %s: exit %s", watch.protection_id, why)
+        self._job_done(watch.protection_id)
+
+    def _close(self, pid: int, step: WatchStep) -> None:
+        p = self.store.get(pid)
+        price = step.price or None
+        self.store.transition(
+            pid,
+            Status.CLOSED,
+            reason=p.reason or "stop",
+            exit_price=price,
+            exit_quantity=step.quantity or p.exit_quantity,
+            price=price,
+        )
+        log.info("protection %s: exit filled at %.2f", pid, step.price)
+        self.events.exit_filled(pid, step.price)
+
+    def _reprice(self, watch: ExitWatch, order_id: str) -> bool:
+        """The rest of a protected exit rests at its old protection price: make it MARKET again."""
+        pid = watch.protection_id
+        watch.reprices[order_id] = watch.reprices.get(order_id, 0) + 1
+        watch.progress_at[order_id] = self._clock()
+        try:
+            watch.broker.modify_order(order_id, order_type=OrderType.MARKET, urgent=True)
+            self.store.journal("exit_repriced", protection_id=pid, new=order_id, message="rest re-priced")
+        except (TemporaryError, AuthError) as exc:
+            log.info("protection %s: re-pricing exit %s failed (%s)", pid, order_id, exc)
+        except BrokerError as exc:
+            # Refused (it filled meanwhile, or the modification limit): cancel the rest next.
+            log.info("protection %s: re-pricing exit %s refused (%s)", pid, order_id, exc)
+            watch.reprices[order_id] = 1_000
+        self.watcher.resume(watch)
+        return True
+
+    def _cancel_rest(self, watch: ExitWatch, order_id: str) -> bool:
+        pid = watch.protection_id
+        # Ours from the moment it is asked for (a cancel whose reply is lost still is ours), and on disk
+        # first: after a restart the watch must still know it was ours, not the trader's.
+        watch.cancelled_by_us.add(order_id)
+        watch.progress_at[order_id] = self._clock()
+        self.store.journal("exit_rest_cancelled", protection_id=pid, new=order_id)
+        try:
+            watch.broker.cancel_order(order_id, urgent=True)
+        except BrokerError as exc:
+            log.info("protection %s: cancelling the rest of exit %s failed (%s)", pid, order_id, exc)
+        self.watcher.resume(watch)
+        return True
+
+    def _place_rest(self, watch: ExitWatch, step: WatchStep) -> bool:
+        """Part of the exit never filled (cancelled rest, or refused above the freeze quantity)."""
+        pid = watch.protection_id
+        p = self.store.get(pid)
+        try:
+            live = self._live_quantity(p, watch.broker)
+        except TemporaryError as exc:
+            log.info("protection %s: reading the position for the rest failed (%s)", pid, exc)
+            self.watcher.resume(watch)
+            return True
+        quantity = min(step.quantity, live)
+        if quantity <= 0:
+            # The position is flat: what filled is the whole exit.
+            self.watcher.forget(pid)
+            filled = sum(o.filled_quantity for o in watch.children.values() if o is not None)
+            prices = [o for o in watch.children.values() if o is not None and o.filled_quantity]
+            average = sum(o.filled_quantity * o.average_price for o in prices) / filled if filled else 0.0
+            self._close(pid, WatchStep(Step.CLOSE, quantity=filled, price=average))
+            return False
+        self.store.journal(
+            "exit_rest", protection_id=pid, message=f"placing the rest: {quantity} (live {live})"
+        )
+        ids = self._send(p, watch.broker, self._exit_request(p, quantity), live, sliced=step.sliced)
+        if ids is None:
+            self.watcher.forget(pid)
+            return False
+        if isinstance(ids, _Adopted):
+            ids = [o.order_id for o in ids.orders]
+        watch.add(list(ids), self._clock())
+        self.store.journal("exit_children", protection_id=pid, message=f"rest placed: {','.join(ids)}")
+        self.watcher.resume(watch)
+        return True
+
+    # ----------------------------------------------------------------- outcomes
+
+    def _fail(self, pid: int, why: str) -> None:
+        """The broker refused the exit: EXIT_FAILED, an alert, and the trader's retry."""
+        try:
+            self.store.transition(pid, Status.EXIT_FAILED, reason=why[:200])
+        except (ConcurrentTransition, IllegalTransition) as exc:
+            log.warning("protection %s: could not record the failure (%s)", pid, exc)
+        log.error("protection %s: %s", pid, why)
+        self.events.exit_failed(pid, why)
+
+    def _delay(self, pid: int, why: str) -> None:
+        """A temporary failure: the protection stays TRIGGERED and the reconciler sends it again."""
+        log.warning("protection %s: exit delayed: %s; the reconciler resumes it", pid, why)
+        self.store.journal("exit_delayed", protection_id=pid, message=why[:200])
+        self.events.exit_delayed(pid, why)
+
+    def _hold(self, p: Protection, why: str) -> None:
+        """After a lost reply the exit may have happened: send nothing; the reconciler looks again."""
+        self._unconfirmed.add(p.id)
+        self.store.journal("exit_unconfirmed", protection_id=p.id, message=why)
+        log.warning("protection %s: %s; nothing sent again", p.id, why)
+        self.events.exit_delayed(p.id, why)
+
+    def _call(self, p: Protection, fn: Callable[[], T], what: str) -> T:
+        """A read with the same retry policy as the exit itself."""
+
+        def retrying(_attempt: int, exc: TemporaryError) -> None:
+            log.info("protection %s: %s failed (%s); retrying", p.id, what, exc)
+
+        return call_with_retries(
+            fn,
+            attempts=self.policy.attempts,
+            backoff=self.policy.backoff,
+            sleep=self._sleep,
+            on_retry=retrying,
+        )
+
+
+@dataclass(frozen=True)
+class _Adopted:
+    """The orders a lost reply turned out to have placed."""
+
+    orders: list[Order]
