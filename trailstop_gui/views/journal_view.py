@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from PySide6.QtCore import (
-    QAbstractTableModel,
     QModelIndex,
     QObject,
     QPersistentModelIndex,
@@ -39,6 +38,7 @@ from PySide6.QtWidgets import (
 from trailstop_gui.models.domain import Protection, TrailRule
 from trailstop_gui.models.store import JournalEntry, ProtectionStore
 from trailstop_gui.views import theme
+from trailstop_gui.views.table_model import RowsTableModel
 
 AnyIndex = QModelIndex | QPersistentModelIndex
 
@@ -264,7 +264,7 @@ def write_csv(path: str | os.PathLike[str], rows: Iterable[JournalRow]) -> int:
     return count
 
 
-class JournalModel(QAbstractTableModel):
+class JournalModel(RowsTableModel[JournalRow]):
     """Journal rows, newest first."""
 
     TIME, ACCOUNT, SYMBOL, EVENT, DETAILS, PRICE, PNL = range(7)
@@ -275,40 +275,16 @@ class JournalModel(QAbstractTableModel):
 
     def __init__(self, parent: QObject | None = None, *, time_format: str = "%d %b %H:%M:%S") -> None:
         super().__init__(parent)
-        self._rows: list[JournalRow] = []
         self._time_format = time_format
         self._colors = theme.colors()
-
-    def rowCount(self, parent: AnyIndex = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self._rows)
-
-    def columnCount(self, parent: AnyIndex = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.HEADERS)
-
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = 0) -> Any:
-        if orientation is Qt.Orientation.Horizontal and 0 <= section < len(self.HEADERS):
-            if role == Qt.ItemDataRole.DisplayRole:
-                return self.HEADERS[section]
-            if role == Qt.ItemDataRole.TextAlignmentRole:
-                return self._alignment(section)
-        return None
 
     def _alignment(self, column: int) -> int:
         numeric = column in (self.PRICE, self.PNL)
         horizontal = Qt.AlignmentFlag.AlignRight if numeric else Qt.AlignmentFlag.AlignLeft
         return int(horizontal | Qt.AlignmentFlag.AlignVCenter)
 
-    def flags(self, index: AnyIndex) -> Qt.ItemFlag:
-        if not index.isValid():
-            return Qt.ItemFlag.NoItemFlags
-        return Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
-
-    def data(self, index: AnyIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if not index.isValid() or not 0 <= index.row() < len(self._rows):
-            return None
-        row = self._rows[index.row()]
+    def _cell(self, row: JournalRow, column: int, role: int) -> Any:
         e = row.entry
-        column = index.column()
         if role == Qt.ItemDataRole.DisplayRole:
             if column == self.TIME:
                 return e.ts.strftime(self._time_format)
@@ -332,7 +308,7 @@ class JournalModel(QAbstractTableModel):
                 return -1.0 if e.price is None else float(e.price)
             if column == self.PNL:
                 return -1e18 if row.realised is None else row.realised
-            return self.data(index, Qt.ItemDataRole.DisplayRole)
+            return self._cell(row, column, Qt.ItemDataRole.DisplayRole)
         if role == Qt.ItemDataRole.TextAlignmentRole:
             return self._alignment(column)
         if role == Qt.ItemDataRole.ToolTipRole:

@@ -12,7 +12,6 @@ from datetime import datetime
 from typing import Any
 
 from PySide6.QtCore import (
-    QAbstractTableModel,
     QItemSelection,
     QModelIndex,
     QObject,
@@ -62,6 +61,7 @@ from trailstop_gui.views.positions_model import (
     RowState,
 )
 from trailstop_gui.views.rule_editor import RuleEditor, describe_in_full
+from trailstop_gui.views.table_model import RowsTableModel
 
 log = logging.getLogger("trailstop.views")
 
@@ -370,47 +370,23 @@ def _product_text(pos: Unprotected) -> str:
     return pos.product.value if pos.product is not None else pos.raw_product
 
 
-class UnprotectedModel(QAbstractTableModel):
+class UnprotectedModel(RowsTableModel[tuple[int, str, Unprotected]]):
     """Broker positions and holdings with no live protection, per account; refreshed a few times a minute."""
 
     HEADERS = ("Account", "Symbol", "Side", "Qty", "Product", "Avg price", "LTP", f"P&L ({theme.RUPEE})")
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
-        self._rows: list[tuple[int, str, Unprotected]] = []
         self._colors = theme.colors()
 
-    def rowCount(self, parent: AnyIndex = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self._rows)
-
-    def columnCount(self, parent: AnyIndex = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.HEADERS)
-
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = 0) -> Any:
-        if orientation is Qt.Orientation.Horizontal and 0 <= section < len(self.HEADERS):
-            if role == Qt.ItemDataRole.DisplayRole:
-                return self.HEADERS[section]
-            if role == Qt.ItemDataRole.TextAlignmentRole:
-                return self._alignment(section)
-        return None
-
-    @staticmethod
-    def _alignment(column: int) -> int:
+    def _alignment(self, column: int) -> int:
         horizontal = (
             Qt.AlignmentFlag.AlignRight if column >= 3 and column != 4 else Qt.AlignmentFlag.AlignLeft
         )
         return int(horizontal | Qt.AlignmentFlag.AlignVCenter)
 
-    def flags(self, index: AnyIndex) -> Qt.ItemFlag:
-        if not index.isValid():
-            return Qt.ItemFlag.NoItemFlags
-        return Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
-
-    def data(self, index: AnyIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if not index.isValid() or not 0 <= index.row() < len(self._rows):
-            return None
-        _account_id, label, pos = self._rows[index.row()]
-        column = index.column()
+    def _cell(self, row: tuple[int, str, Unprotected], column: int, role: int) -> Any:
+        _account_id, label, pos = row
         if role == Qt.ItemDataRole.DisplayRole:
             values = (
                 label,
