@@ -1,4 +1,4 @@
-"""RowsTableModel: the table models built on it keep Qt's model contract, headers and cells."""
+"""RowsTableModel: the table models built on it (journal, unprotected positions) keep Qt's model contract."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from trailstop_gui.models.domain import Product, Side, Status, TrailRule
 from trailstop_gui.models.store import ProtectionStore
 from trailstop_gui.services.brokers.base import Position
 from trailstop_gui.views.journal_view import JournalModel, build_rows
-from trailstop_gui.views.positions_model import HEADER_TIPS, HEADERS, Column, PositionsModel
 from trailstop_gui.views.positions_view import UnprotectedModel
 
 DISPLAY = Qt.ItemDataRole.DisplayRole
@@ -59,13 +58,3 @@ def test_the_unprotected_model(qtmodeltester: Any) -> None:
     numeric = int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
     assert model.headerData(3, HORIZONTAL, Qt.ItemDataRole.TextAlignmentRole) == numeric
     assert model.headerData(1, HORIZONTAL, Qt.ItemDataRole.ToolTipRole) is None
-
-
-def test_the_positions_model_headers(qtmodeltester: Any) -> None:
-    model = PositionsModel()
-    qtmodeltester.check(model)
-    assert model.columnCount() == len(Column)
-    for column in Column:
-        assert model.headerData(column, HORIZONTAL, DISPLAY) == HEADERS[column]
-        assert model.headerData(column, HORIZONTAL, Qt.ItemDataRole.ToolTipRole) == HEADER_TIPS.get(column)
-    assert model.headerData(0, Qt.Orientation.Vertical, DISPLAY) is None

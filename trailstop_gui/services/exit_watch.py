@@ -63,7 +63,10 @@ class FillWatcher:
         rest_timeout: float,
         stopping: threading.Event,
         clock: Callable[[], float] = time.monotonic,
+        run_thread: bool = True,
     ) -> None:
+        """``run_thread=False``: no thread of its own; the caller polls with :meth:`poll_due` (tests do,
+        with an injected ``clock``, so that nothing waits in real time)."""
         self._on_step = on_step
         self._on_expired = on_expired
         self._poll_interval = poll_interval
@@ -73,6 +76,7 @@ class FillWatcher:
         self._cond = threading.Condition()
         self._watches: dict[int, ExitWatch] = {}
         self._thread: threading.Thread | None = None
+        self._run_thread = run_thread
 
     # ----------------------------------------------------------------- any thread
 
@@ -81,7 +85,7 @@ class FillWatcher:
             watch.paused = False
             watch.next_poll = self._clock()
             self._watches[watch.protection_id] = watch
-            if self._thread is None or not self._thread.is_alive():
+            if self._run_thread and (self._thread is None or not self._thread.is_alive()):
                 self._thread = threading.Thread(target=self._run, name="exit-fills", daemon=True)
                 self._thread.start()
             self._cond.notify()
@@ -115,26 +119,41 @@ class FillWatcher:
 
     # ----------------------------------------------------------------- the watcher thread
 
+    def poll_due(self) -> int:
+        """Poll every watch that is due now, on the caller's thread; returns how many were."""
+        with self._cond:
+            due, _wait = self._due()
+        for watch in due:
+            self._poll_guarded(watch)
+        return len(due)
+
+    def _due(self) -> tuple[list[ExitWatch], float]:
+        """The watches due now, and how long until the next one is (call with the lock held)."""
+        now = self._clock()
+        active = [w for w in self._watches.values() if not w.paused]
+        due = [w for w in active if w.next_poll <= now]
+        return due, min((w.next_poll - now for w in active), default=self._poll_interval * 4)
+
     def _run(self) -> None:
         while True:
             with self._cond:
                 if self._stopping.is_set():
                     return
-                now = self._clock()
-                active = [w for w in self._watches.values() if not w.paused]
-                due = [w for w in active if w.next_poll <= now]
+                due, wait = self._due()
                 if not due:
-                    wait = min((w.next_poll - now for w in active), default=self._poll_interval * 4)
                     self._cond.wait(max(wait, 0.001))
                     continue
             for watch in due:
-                try:
-                    self._poll(watch)
-                except Exception:
-                    # One exit's odd reply must not end the watching of every other.
-                    log.exception("protection %s: watching the exit failed", watch.protection_id)
-                    with self._cond:
-                        watch.next_poll = self._clock() + self._poll_interval
+                self._poll_guarded(watch)
+
+    def _poll_guarded(self, watch: ExitWatch) -> None:
+        try:
+            self._poll(watch)
+        except Exception:
+            # One exit's odd reply must not end the watching of every other.
+            log.exception("protection %s: watching the exit failed", watch.protection_id)
+            with self._cond:
+                watch.next_poll = self._clock() + self._poll_interval
 
     def _poll(self, watch: ExitWatch) -> None:
         for order_id, known in list(watch.children.items()):
