@@ -1,5 +1,10 @@
 """The protection repository: durable transitions, write-behind stop updates, the journal.
 
+``ProtectionStore`` is also the one door to the rest of the database: accounts (account_store.py),
+settings (settings_store.py) and the instrument master (instrument_store.py) are small repositories of
+their own over the same SQLite file, reached through it (``store.account(...)``) or directly
+(``store.accounts_repo``). Nothing outside ``models`` writes SQL.
+
 Two kinds of write, on purpose:
 - Transitions (PENDING -> OPEN -> TRIGGERED -> ...) commit before ``transition`` returns. An exit is only
   sent after TRIGGERED is on disk, so a restart can never send a second one.
@@ -23,6 +28,7 @@ from typing import Any
 import peewee as pw
 
 from trailstop_gui.models import db
+from trailstop_gui.models.account_store import AccountRecord, AccountRepository
 from trailstop_gui.models.domain import (
     SAFETY_BUFFER_PERCENT,
     SAFETY_BUFFER_TICKS,
@@ -38,7 +44,19 @@ from trailstop_gui.models.domain import (
     require_positive_int,
 )
 from trailstop_gui.models.engine import checked_initial_stop
+from trailstop_gui.models.instrument_store import InstrumentRecord, InstrumentRepository
 from trailstop_gui.models.lifecycle import LIVE, TERMINAL, IllegalTransition, check_transition
+from trailstop_gui.models.settings_store import SettingsRepository
+
+__all__ = [
+    "AccountRecord",
+    "AccountHasLiveProtections",
+    "ConcurrentTransition",
+    "InstrumentRecord",
+    "JournalEntry",
+    "ProtectionStore",
+    "TransitionRequest",
+]
 
 log = logging.getLogger("trailstop.store")
 
@@ -48,6 +66,10 @@ TAG_ID_WIDTH = 6  # base-36 digits of the protection id in an exit tag: two bill
 
 class ConcurrentTransition(RuntimeError):
     """Another thread moved the protection on first; the caller's view of it is stale."""
+
+
+class AccountHasLiveProtections(RuntimeError):
+    """An account with live protections cannot be removed: nothing would watch them any more."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,22 +96,6 @@ class JournalEntry:
     new: str
     price: float | None
     message: str
-
-
-@dataclass(frozen=True, slots=True)
-class AccountRecord:
-    id: int
-    broker: str
-    label: str
-    user_id: str
-    api_key: str
-    redirect_url: str
-    api_root: str
-    mode: str = "live"
-
-    @property
-    def is_paper(self) -> bool:
-        return self.mode == "paper"
 
 
 # Fields a transition or an update may change; everything else is fixed at creation.
@@ -140,6 +146,9 @@ class ProtectionStore:
         self.path = os.fspath(path)
         self._db = db.init_db(self.path)
         self._salt = db.tag_salt()
+        self.accounts_repo = AccountRepository(self._db)
+        self.settings_repo = SettingsRepository(self._db)
+        self.instruments_repo = InstrumentRepository(self._db)
         self._lock = threading.Lock()
         # protection id -> (stop before the first unflushed move, latest stop, latest peak)
         self._pending: dict[int, tuple[float, float, float | None]] = {}
@@ -170,7 +179,7 @@ class ProtectionStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # ----------------------------------------------------------------- accounts
+    # ----------------------------------------------------------------- accounts (account_store.py)
 
     def add_account(
         self,
@@ -183,54 +192,41 @@ class ProtectionStore:
         api_root: str = "",
         mode: str = "live",
     ) -> AccountRecord:
-        if mode not in ("live", "paper"):
-            raise ValueError(f"mode: live or paper, got {mode!r}")
-        if not broker.strip():
-            raise ValueError("broker: must not be empty")
-        if not label.strip():
-            raise ValueError("label: must not be empty")
-        with self._db.atomic():
-            row = db.Account.create(
-                broker=broker.strip(),
-                label=label.strip(),
-                user_id=user_id,
-                api_key=api_key,
-                redirect_url=redirect_url,
-                api_root=api_root,
-                mode=mode,
-            )
-        return self._account(row)
+        return self.accounts_repo.add(
+            broker,
+            label,
+            user_id=user_id,
+            api_key=api_key,
+            redirect_url=redirect_url,
+            api_root=api_root,
+            mode=mode,
+        )
 
     def accounts(self) -> list[AccountRecord]:
-        return [self._account(row) for row in db.Account.select().order_by(db.Account.id)]
+        return self.accounts_repo.all()
 
     def account(self, account_id: int) -> AccountRecord:
-        row = db.Account.get_or_none(db.Account.id == account_id)
-        if row is None:
-            raise KeyError(f"account {account_id} does not exist")
-        return self._account(row)
+        return self.accounts_repo.get(account_id)
 
     def update_account(self, account_id: int, **fields: str) -> AccountRecord:
-        allowed = {"label", "user_id", "api_key", "redirect_url", "api_root", "mode"}
-        unknown = set(fields) - allowed
-        if unknown:
-            raise ValueError(f"account: cannot change {', '.join(sorted(unknown))}")
-        with self._db.atomic():
-            db.Account.update(**fields).where(db.Account.id == account_id).execute()
-        return self.account(account_id)
+        return self.accounts_repo.update(account_id, **fields)
 
-    @staticmethod
-    def _account(row: Any) -> AccountRecord:
-        return AccountRecord(
-            id=row.id,
-            broker=row.broker,
-            label=row.label,
-            user_id=row.user_id,
-            api_key=row.api_key,
-            redirect_url=row.redirect_url,
-            api_root=row.api_root,
-            mode=row.mode,
-        )
+    def protection_count(self, account_id: int) -> int:
+        """Every protection of the account, live or ended."""
+        return int(db.ProtectionRow.select().where(db.ProtectionRow.account == account_id).count())
+
+    def remove_account(self, account_id: int) -> None:
+        """Remove an account with its ended protections and their journal, in one transaction.
+
+        Raises AccountHasLiveProtections (and removes nothing) while any of its protections is live.
+        """
+        with self._db.atomic():
+            if self.live(account_id):
+                raise AccountHasLiveProtections(f"account {account_id} has live protections")
+            # Protections refer to their account (RESTRICT): they go first, with their journal.
+            db.JournalEvent.delete().where(db.JournalEvent.account_id == account_id).execute()
+            db.ProtectionRow.delete().where(db.ProtectionRow.account == account_id).execute()
+            self.accounts_repo.delete(account_id)
 
     # ----------------------------------------------------------------- protections
 
@@ -735,15 +731,13 @@ class ProtectionStore:
             for row in query
         ]
 
-    # ----------------------------------------------------------------- settings
+    # ----------------------------------------------------------------- settings (settings_store.py)
 
     def get_setting(self, key: str, default: Any = None) -> Any:
-        row = db.Setting.get_or_none(db.Setting.key == key)
-        return default if row is None else json.loads(row.value)
+        return self.settings_repo.get(key, default)
 
     def set_setting(self, key: str, value: Any) -> None:
-        with self._db.atomic():
-            db.Setting.insert(key=key, value=json.dumps(value)).on_conflict_replace().execute()
+        self.settings_repo.set(key, value)
 
     # ----------------------------------------------------------------- conversions
 
@@ -788,104 +782,24 @@ class ProtectionStore:
             safety_modifications=row.safety_modifications or 0,
         )
 
-    # ================================================================= instrument master
-    # (the order form's search; written once a day per master by services/instruments.py)
+    # ----------------------------------------------------------------- instruments (instrument_store.py)
 
     def upsert_instruments(
         self, master: str, records: Iterable[InstrumentRecord], *, replace: bool = True
     ) -> int:
-        """Write a master's instruments in one transaction; ``replace`` drops the rows not in ``records``.
-
-        One transaction: a search never sees half a master. The rows go through one prepared statement
-        (executemany) because a broker's master has ~100k rows and the write lock is held meanwhile.
-        """
-        if not master.strip():
-            raise ValueError("master: must not be empty")
-        now = datetime.now().isoformat(sep=" ")
-        rows = [
-            (
-                master,
-                str(r.token),
-                r.symbol,
-                r.exchange,
-                r.name,
-                float(r.tick_size),
-                int(r.lot_size),
-                r.segment,
-                r.instrument_type,
-                r.expiry,
-                now,
-            )
-            for r in records
-            if str(r.token).strip() and r.symbol.strip()
-        ]
-        raw: Any = self._db  # peewee is untyped; its DB-API calls are plain sqlite3 underneath
-        with self._db.atomic():
-            if replace:
-                raw.execute_sql(f"DELETE FROM {_INSTRUMENT_TABLE} WHERE broker = ?", (master,))
-            raw.cursor().executemany(_INSTRUMENT_UPSERT, rows)
-        return len(rows)
+        return self.instruments_repo.upsert(master, records, replace=replace)
 
     def search_instruments(self, master: str, text: str, limit: int = 20) -> list[InstrumentRecord]:
-        """Tradable instruments whose symbol or name contains ``text`` (case-insensitive), best first.
-
-        Order: the exact symbol, then equities before derivatives, then symbol prefix, name prefix, symbol
-        substring, name substring; shorter symbols first; NSE before BSE. "NSE:INFY" searches NSE only.
-        """
-        query = " ".join(text.split()).upper()
-        exchange = ""
-        if ":" in query:
-            exchange, _, query = (part.strip() for part in query.partition(":"))
-        if not query or limit <= 0:
-            return []
-        like = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        prefix, inside = f"{like}%", f"%{like}%"
-        params: list[Any] = [master, inside, inside]
-        exchange_clause = ""
-        if exchange:
-            exchange_clause = " AND exchange = ?"
-            params.append(exchange)
-        params += [query, query, prefix, prefix, inside, int(limit)]
-        raw: Any = self._db
-        cursor = raw.execute_sql(_INSTRUMENT_SEARCH.format(exchange_clause=exchange_clause), params)
-        return [InstrumentRecord(*row) for row in cursor.fetchall()]
+        return self.instruments_repo.search(master, text, limit)
 
     def instrument(self, master: str, token: str | int) -> InstrumentRecord | None:
-        row = db.Instrument.get_or_none(
-            (db.Instrument.broker == master) & (db.Instrument.token == str(token))
-        )
-        return None if row is None else self._instrument_record(row)
+        return self.instruments_repo.get(master, token)
 
     def find_instrument(self, master: str, exchange: str, symbol: str) -> InstrumentRecord | None:
-        """The instrument traded as ``exchange``:``symbol`` in ``master`` (exact, case-insensitive)."""
-        row = (
-            db.Instrument.select()
-            .where(
-                (db.Instrument.broker == master)
-                & (db.Instrument.exchange == exchange.strip().upper())
-                & (db.Instrument.symbol == symbol.strip().upper())
-            )
-            .first()
-        )
-        return None if row is None else self._instrument_record(row)
+        return self.instruments_repo.find(master, exchange, symbol)
 
     def instrument_count(self, master: str) -> int:
-        return int(db.Instrument.select().where(db.Instrument.broker == master).count())
-
-    @staticmethod
-    def _instrument_record(row: Any) -> InstrumentRecord:
-        return InstrumentRecord(
-            master=row.broker,
-            token=row.token,
-            symbol=row.symbol,
-            exchange=row.exchange,
-            name=row.name,
-            tick_size=row.tick_size,
-            lot_size=row.lot_size,
-            segment=row.segment,
-            instrument_type=row.instrument_type,
-            expiry=row.expiry,
-        )
+        return self.instruments_repo.count(master)
 
 
 def _describe(value: object) -> str:
@@ -904,69 +818,3 @@ def _base36(number: int) -> str:
         out = digits[rem] + out
         if number == 0:
             return out
-
-
-# ===================================================================== instrument master
-
-_INSTRUMENT_TABLE = "instrument"
-_INSTRUMENT_COLUMNS = (
-    "broker, token, symbol, exchange, name, tick_size, lot_size, segment, instrument_type, expiry"
-)
-_INSTRUMENT_UPSERT = (
-    f"INSERT INTO {_INSTRUMENT_TABLE} ({_INSTRUMENT_COLUMNS}, updated_at)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    " ON CONFLICT (broker, token) DO UPDATE SET symbol = excluded.symbol, exchange = excluded.exchange,"
-    " name = excluded.name, tick_size = excluded.tick_size, lot_size = excluded.lot_size,"
-    " segment = excluded.segment, instrument_type = excluded.instrument_type, expiry = excluded.expiry,"
-    " updated_at = excluded.updated_at"
-)
-# Parameters: master, substring x2, [exchange], exact symbol x2, prefix x2, substring, limit.
-_INSTRUMENT_SEARCH = (
-    f"SELECT {_INSTRUMENT_COLUMNS} FROM {_INSTRUMENT_TABLE}"
-    " WHERE broker = ? AND tick_size > 0 AND (symbol LIKE ? ESCAPE '\\' OR name LIKE ? ESCAPE '\\')"
-    "{exchange_clause}"
-    " ORDER BY"
-    " CASE WHEN upper(symbol) = ? THEN 0 ELSE 1 END,"
-    " CASE WHEN instrument_type = 'EQ' AND segment <> 'INDICES' THEN 0 ELSE 1 END,"
-    " CASE WHEN upper(symbol) = ? THEN 0"
-    "  WHEN symbol LIKE ? ESCAPE '\\' THEN 1"
-    "  WHEN name LIKE ? ESCAPE '\\' THEN 2"
-    "  WHEN symbol LIKE ? ESCAPE '\\' THEN 3 ELSE 4 END,"
-    " length(symbol), symbol,"
-    " CASE exchange WHEN 'NSE' THEN 0 WHEN 'NFO' THEN 1 ELSE 2 END, exchange"
-    " LIMIT ?"
-)
-
-
-@dataclass(frozen=True, slots=True)
-class InstrumentRecord:
-    """One row of an instrument master. ``master`` names the master it belongs to (see InstrumentService)."""
-
-    master: str
-    token: str  # Kite's instrument_token (digits) or Upstox's instrument key
-    symbol: str  # the trading symbol: INFY, NIFTY25JULFUT
-    exchange: str
-    name: str = ""
-    tick_size: float = 0.05
-    lot_size: int = 1
-    segment: str = ""
-    instrument_type: str = ""
-    expiry: str = ""  # ISO date, or "" for none
-
-    @property
-    def engine_instrument(self) -> int | str:
-        """The key ticks carry: an int for a Kite token, the key string for Upstox."""
-        return int(self.token) if self.token.isdigit() else self.token
-
-    @property
-    def is_equity(self) -> bool:
-        return self.instrument_type == "EQ" and self.segment != "INDICES"
-
-    @property
-    def tradable(self) -> bool:
-        return self.tick_size > 0
-
-    @property
-    def label(self) -> str:
-        """What the trader reads and types: ``NSE:INFY``."""
-        return f"{self.exchange}:{self.symbol}"

@@ -12,8 +12,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
 
-from trailstop_gui.models import db
-from trailstop_gui.models.store import AccountRecord, ProtectionStore
+from trailstop_gui.models.store import AccountHasLiveProtections, AccountRecord, ProtectionStore
 from trailstop_gui.services.protection_service import ProtectionService
 from trailstop_gui.services.route_monitor import RouteMonitor
 from trailstop_gui.services.secrets import SecretStore
@@ -382,8 +381,7 @@ class AccountManager:
     def removal_check(self, account_id: int) -> tuple[int, int]:
         """(live protections, finished protections) of an account. Live ones block removal."""
         live = len(self.store.live(account_id))
-        total = db.ProtectionRow.select().where(db.ProtectionRow.account == account_id).count()
-        return live, total - live
+        return live, self.store.protection_count(account_id) - live
 
     def remove(self, account_id: int) -> None:
         """Remove an account, its finished protections and their journal, and its keyring entries.
@@ -398,14 +396,11 @@ class AccountManager:
                 f"{'it' if live == 1 else 'them'} first, then remove the account"
             )
         self.store.set_setting(f"order_route.{account_id}", None)
-        # ProtectionStore has no remove_account yet; protections refer to their account (RESTRICT), so the
-        # finished ones go first (their journal events cascade). One transaction: all or nothing.
-        with db.database.atomic():
-            if self.store.live(account_id):  # checked again inside the transaction
-                raise AccountInUse(f"{account_title(account)}: a protection became live; not removed")
-            db.JournalEvent.delete().where(db.JournalEvent.account_id == account_id).execute()
-            db.ProtectionRow.delete().where(db.ProtectionRow.account == account_id).execute()
-            db.Account.delete().where(db.Account.id == account_id).execute()
+        try:
+            # One transaction, live protections checked again inside it: all or nothing.
+            self.store.remove_account(account_id)
+        except AccountHasLiveProtections:
+            raise AccountInUse(f"{account_title(account)}: a protection became live; not removed") from None
         session = self.session(account_id)
         if session is not None:
             self._drop_session(session)
