@@ -320,7 +320,15 @@ def test_pause_resume_modify_and_remove(rig: Rig) -> None:
     rig.service.pause(pid)
     wait_until(lambda: not feed.engine.is_armed(str(pid)), what="disarmed", qtbot=rig.qtbot)
     rig.sim.set_price("NSE:INFY", 1400.0)  # through the stop while paused: no exit
-    rig.qtbot.wait(300)
+    # No sleep to show that nothing happened: a second tick behind it, and once the feed has seen that one
+    # the first was handled (one feed thread, ticks in order; a trigger commits on that thread).
+    rig.sim.set_price("NSE:INFY", 1399.0)
+    instrument = rig.store.get(pid).engine_instrument
+    wait_until(
+        lambda: getattr(feed.latest_quote(instrument), "ltp", None) == 1399.0,
+        what="the tick behind the one through the stop",
+        qtbot=rig.qtbot,
+    )
     assert rig.status(pid) is Status.OPEN and rig.sim_orders(rig.store.get(pid).exit_tag) == []
     rig.sim.set_price("NSE:INFY", 1500.0)
     rig.service.resume(pid)
