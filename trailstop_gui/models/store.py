@@ -181,26 +181,9 @@ class ProtectionStore:
 
     # ----------------------------------------------------------------- accounts (account_store.py)
 
-    def add_account(
-        self,
-        broker: str,
-        label: str,
-        *,
-        user_id: str = "",
-        api_key: str = "",
-        redirect_url: str = "",
-        api_root: str = "",
-        mode: str = "live",
-    ) -> AccountRecord:
-        return self.accounts_repo.add(
-            broker,
-            label,
-            user_id=user_id,
-            api_key=api_key,
-            redirect_url=redirect_url,
-            api_root=api_root,
-            mode=mode,
-        )
+    def add_account(self, broker: str, label: str, **fields: str) -> AccountRecord:
+        """A new account; ``fields`` as AccountRepository.add takes them (user_id, api_key, mode...)."""
+        return self.accounts_repo.add(broker, label, **fields)
 
     def accounts(self) -> list[AccountRecord]:
         return self.accounts_repo.all()
