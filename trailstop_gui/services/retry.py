@@ -52,9 +52,15 @@ def call_with_retries(
     sleep: Callable[[float], None],
     give_up: Callable[[TemporaryError], bool] = lambda _exc: False,
     on_retry: Callable[[int, TemporaryError], None] | None = None,
+    honour_retry_after: bool = False,
 ) -> T:
     """``fn()``, tried again after a TemporaryError up to ``attempts`` times in all; the last error (or one
-    ``give_up`` says to stop at) is raised. Any other error is raised at once: it is not temporary."""
+    ``give_up`` says to stop at) is raised. Any other error is raised at once: it is not temporary.
+
+    ``honour_retry_after``: a 429's Retry-After lengthens the pause (Backoff.honour). Off by default: the
+    reads around an exit keep their own short backoff, so a header never holds up a position read on the
+    exit path; sending the exit itself honours it (exit_jobs._send).
+    """
     pause = backoff.initial
     for attempt in range(1, attempts + 1):
         try:
@@ -64,7 +70,8 @@ def call_with_retries(
                 raise
             if on_retry is not None:
                 on_retry(attempt, exc)
-            pause = backoff.honour(pause, exc)
+            if honour_retry_after:
+                pause = backoff.honour(pause, exc)
             sleep(pause)
             pause = backoff.next(pause)
     raise ValueError(f"attempts must be at least 1, not {attempts}")

@@ -55,10 +55,18 @@ def test_temporary_errors_are_retried_with_the_backoff_and_retry_after() -> None
         backoff=Backoff(0.2, 5.0),
         sleep=sleeps.append,
         on_retry=lambda attempt, _exc: retried.append(attempt),
+        honour_retry_after=True,
     )
     assert result == "ok" and len(calls) == 4 and retried == [1, 2, 3]
     # 0.2, then the 429 asks for 2 s (0.4 was next), then doubling goes on from there.
     assert sleeps == pytest.approx([0.2, 2.0, 4.0])
+
+
+def test_reads_keep_their_own_backoff_whatever_a_429_asks() -> None:
+    sleeps: list[float] = []
+    _calls, fn = failing([RateLimitedError("429", retry_after=2.0), TemporaryError("x")])
+    assert call_with_retries(fn, attempts=5, backoff=Backoff(0.2, 5.0), sleep=sleeps.append) == "ok"
+    assert sleeps == pytest.approx([0.2, 0.4])
 
 
 def test_the_last_temporary_error_is_raised_after_the_attempts() -> None:
