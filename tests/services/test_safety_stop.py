@@ -3,6 +3,7 @@ and the rate limit, never makes a second exit, survives the app's death, and res
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -153,6 +154,13 @@ def case(
 # so selling today's CNC buy would leave the holding, still protected).
 @pytest.fixture(params=[c for c in CASES if c[1] is Product.MIS], ids=[i for i in IDS if "MIS" in i])
 def mis_case(
+    request: pytest.FixtureRequest, simulator: SimulatorHandle, store: ProtectionStore, qtbot: QtBot
+) -> Iterator[tuple[SafetyRig, Product]]:
+    yield from _rig(request, simulator, store, qtbot)
+
+
+@pytest.fixture(params=[CASES[0]], ids=[IDS[0]])
+def kite_mis_case(
     request: pytest.FixtureRequest, simulator: SimulatorHandle, store: ProtectionStore, qtbot: QtBot
 ) -> Iterator[tuple[SafetyRig, Product]]:
     yield from _rig(request, simulator, store, qtbot)
@@ -433,3 +441,29 @@ def test_a_gap_through_both_stops_with_a_lagging_book_exits_once(case: tuple[Saf
     control(rig.sim, "fault", {"fault": "clear", "kind": "book_lag"})
     positions = rig.session.broker.positions()
     assert sum(x.quantity for x in positions if x.symbol == "INFY" and x.product is product) == 0
+
+
+def test_an_sl_m_placed_on_a_lagging_book_is_read_back_without_failing(
+    kite_mis_case: tuple[SafetyRig, Product], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by the chaos run with book_lag: the SL-M just placed was read back from a book that did not
+    list it yet ("Couldn't find that order_id"): the safety step failed with a traceback each time. It is
+    our own order id, so it is read again later; the stop is recorded once, and exactly one is held."""
+    rig, product = kite_mis_case
+    rig.service.set_safety_defaults(SafetyConfig(enabled=False))
+    pid = enter(rig, Side.BUY, product, TrailRule.percent(2.0))
+    assert rig.service.safety.wait_idle() and rig.held(pid) == []
+    control(rig.sim, "fault", {"fault": "book_lag", "seconds": 1.5})
+    caplog.set_level(logging.INFO, logger="trailstop.safety")
+    rig.service.set_safety(pid, True, buffer_percent=2.0)
+    wait_until(lambda: len(rig.held(pid)) == 1, 10, "the SL-M at the broker", rig.qtbot)
+    wait_until(
+        lambda: any("not in the order book yet" in r.getMessage() for r in caplog.records),
+        10,
+        "the lagging read-back",
+        rig.qtbot,
+    )
+    control(rig.sim, "fault", {"fault": "clear", "kind": "book_lag"})
+    rig.wait_held_at_target(pid)
+    assert not [r for r in caplog.records if "step failed" in r.getMessage()]
+    assert rig.store.get(pid).safety_state is SafetyState.PLACED and len(rig.held(pid)) == 1
