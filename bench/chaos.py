@@ -1939,7 +1939,15 @@ class Checker:
                         self.violation(
                             "closed with the exit not complete", f"{label}: exit {o.order_id} {o.status}"
                         )
-                if row["exit_order_id"] not in {o.order_id for o in group}:
+                # The first order may have been refused (above the freeze quantity: Upstox rejects it after
+                # taking it) and the exit sent again sliced: the database keeps the first id, the journal
+                # names the slices as its children.
+                children = {i for ids in self.children.get(row["id"], []) for i in ids}
+                tagged = {o.order_id for o in self.orders if o.tag == row["exit_tag"]}
+                ids = {o.order_id for o in group}
+                if row["exit_order_id"] not in ids and not (
+                    row["exit_order_id"] in tagged and ids <= children
+                ):
                     self.violation(
                         "database and broker disagree on the exit",
                         f"{label}: database says {row['exit_order_id']}, broker has {group[0].order_id}",
@@ -2153,7 +2161,8 @@ def describe(report: RunReport, config: ChaosConfig) -> list[str]:
         f"run {report.run}: seed {report.seed}, {report.seconds:.0f} s, "
         f"{e['kite'] + e['upstox']} positions (kite {e['kite']}, upstox {e['upstox']}; long {e['long']}, "
         f"short {e['short']}; MIS {e['MIS']}, CNC {e['CNC']}, NRML {e['NRML']}; "
-        f"{e['holding']} holdings traded outside), {report.ticks} ticks",
+        f"{e['holding']} holdings traded outside; {e['protected twice']} protected twice), "
+        f"{report.ticks} ticks",
         f"  faults: {_counts(report.faults)}",
         f"  kills: SIGKILL {report.kills['SIGKILL']}, SIGTERM {report.kills['SIGTERM']} "
         f"({_counts(report.kills, KILL_REASONS)})",

@@ -281,3 +281,16 @@ def test_two_protections_each_selling_the_whole_shared_position_are_flagged() ->
     orders = [order("X1", TAG), order("Y1", TAG2)]
     kinds = check([first, second], orders, [gtt("G1", "deleted")])
     assert "exits larger than a shared position" in kinds
+
+
+def test_an_exit_refused_above_the_freeze_quantity_and_sent_again_sliced_is_one_exit() -> None:
+    """Found by the chaos run with freeze_quantity (Upstox takes the order, the exchange rejects it): the
+    database keeps the refused first order's id, the slices sent next are journalled as its children."""
+    refused = order("U1", TAG, "REJECTED", filled=0, status_message="Quantity 10 exceeds the freeze limit")
+    slices = [order("U2", TAG, quantity=6, filled=6), order("U3", TAG, quantity=4, filled=4)]
+    journalled = {1: [["U2", "U3"]]}
+    rows = [row(exit_order_id="U1")]
+    assert check(rows, [refused, *slices], [gtt("G1", "deleted")], children=journalled) == []
+    # The same slices with nothing journalled: two exits, and the database names neither.
+    kinds = check(rows, [refused, *slices], [gtt("G1", "deleted")])
+    assert "more than one exit" in kinds
