@@ -1274,7 +1274,9 @@ class Run:
             ep.outcome = "exit refused; closed by the trader"
             ep.state = "flatten"
             return
-        if net == 0 and (status in TERMINAL or status is None):
+        # Flat, and every protection of it ended (a second one on it may still be closing: the app is not
+        # done with the position until then).
+        if net == 0 and all(row[1] in TERMINAL for row in rows):
             self.finish(ep, "flat", now)
             return
         since = ep.crossed_at if ep.crossed_at is not None else ep.entered_at
@@ -1739,10 +1741,10 @@ class Checker:
         for o in self.orders:
             if o.tag and o.tag in outside:
                 continue
-            owner = by_tag.get(o.tag) or (by_tag.get(o.tag[:-1]) if o.tag.endswith("S") else None)
-            if owner is not None:
-                symbol = f"{owner['exchange']}:{owner['symbol']}"
-                if (o.broker, o.symbol, o.product) == (owner["broker"], symbol, owner["product"]):
+            mine = by_tag.get(o.tag) or (by_tag.get(o.tag[:-1]) if o.tag.endswith("S") else None)
+            if mine is not None:
+                symbol = f"{mine['exchange']}:{mine['symbol']}"
+                if (o.broker, o.symbol, o.product) == (mine["broker"], symbol, mine["product"]):
                     continue
             if not o.tag and (o.broker, o.order_id) in self.fired_into:
                 continue
@@ -1942,11 +1944,11 @@ class Checker:
                 # The first order may have been refused (above the freeze quantity: Upstox rejects it after
                 # taking it) and the exit sent again sliced: the database keeps the first id, the journal
                 # names the slices as its children.
-                children = {i for ids in self.children.get(row["id"], []) for i in ids}
+                children = {i for listed in self.children.get(row["id"], []) for i in listed}
                 tagged = {o.order_id for o in self.orders if o.tag == row["exit_tag"]}
-                ids = {o.order_id for o in group}
-                if row["exit_order_id"] not in ids and not (
-                    row["exit_order_id"] in tagged and ids <= children
+                group_ids = {o.order_id for o in group}
+                if row["exit_order_id"] not in group_ids and not (
+                    row["exit_order_id"] in tagged and group_ids <= children
                 ):
                     self.violation(
                         "database and broker disagree on the exit",

@@ -166,6 +166,13 @@ def kite_mis_case(
     yield from _rig(request, simulator, store, qtbot)
 
 
+@pytest.fixture(params=[CASES[2]], ids=[IDS[2]])
+def upstox_mis_case(
+    request: pytest.FixtureRequest, simulator: SimulatorHandle, store: ProtectionStore, qtbot: QtBot
+) -> Iterator[tuple[SafetyRig, Product]]:
+    yield from _rig(request, simulator, store, qtbot)
+
+
 def price(rig: Rig, ltp: float) -> None:
     rig.sim.set_price("NSE:INFY", ltp, bid=round(ltp - 0.05, 2), ask=round(ltp + 0.05, 2))
 
@@ -467,3 +474,48 @@ def test_an_sl_m_placed_on_a_lagging_book_is_read_back_without_failing(
     rig.wait_held_at_target(pid)
     assert not [r for r in caplog.records if "step failed" in r.getMessage()]
     assert rig.store.get(pid).safety_state is SafetyState.PLACED and len(rig.held(pid)) == 1
+
+
+def test_a_twin_protection_waiting_for_the_first_exit_ends_with_its_gtt_gone(
+    upstox_mis_case: tuple[SafetyRig, Product],
+) -> None:
+    """Found by the chaos run with a position protected twice: both stops fired on one tick, the first
+    exit took the whole short, the second waited ("exits on their way take the position") and stayed
+    TRIGGERED until the next reconcile, up to 30 s, its GTT still live on a flat position (a GTT that
+    fires then opens a position nobody asked for). It goes on as soon as the first exit has filled."""
+    rig, product = upstox_mis_case
+    first = enter(rig, Side.SELL, product, TrailRule.percent(2.0))
+    rig.wait_held_at_target(first)
+    position = next(x for x in rig.session.broker.positions() if x.symbol == "INFY" and x.product is product)
+    assert position.quantity == -3
+    second = rig.service.adopt(rig.account_id, position, TrailRule.percent(2.0)).id
+    wait_until(
+        lambda: rig.store.get(second).safety_state is SafetyState.PLACED,
+        10,
+        "the twin's GTT",
+        rig.qtbot,
+    )
+    stops = [rig.store.get(pid).stop for pid in (first, second)]
+    assert all(stop is not None for stop in stops)
+    # The first exit is still filling when the second one looks at the position: the second waits.
+    control(rig.sim, "fault", {"fault": "fill_delay", "seconds": 2.0})
+    price(rig, max(s for s in stops if s is not None) + 1)
+    wait_until(
+        lambda: any(e.kind == "exit_placed" for e in rig.store.events(protection_id=first)),
+        10,
+        "the first exit",
+        rig.qtbot,
+    )
+    control(rig.sim, "fault", {"fault": "clear", "kind": "fill_delay"})
+    for pid in (first, second):
+        rig.wait_status(pid, Status.CLOSED, timeout=12.0)
+    live = ("active", "scheduled")
+    assert [g for g in control(rig.sim, "gtts") if g["broker"] == rig.broker and g["status"] in live] == []
+    buys = [
+        o
+        for o in rig.sim_orders()
+        if o["broker"] == rig.broker
+        and o["transaction_type"] == "BUY"
+        and o["status"] not in ("CANCELLED", "REJECTED")
+    ]
+    assert len(buys) == 1 and buys[0]["quantity"] == 3, buys  # one exit for the whole short
