@@ -934,10 +934,20 @@ class SafetyStopManager:
         """The order a just-deleted (or no longer listed) GTT placed, if it fired in the meantime.
 
         A GTT's order carries no tag of ours; it is the untagged LIMIT order on our exit side, of our
-        instrument and quantity, at the GTT's LIMIT price where we set one (Kite).
+        instrument and quantity, at the GTT's LIMIT price where we set one (Kite). One that is already
+        another protection's exit is not ours: two protections on one position hold twin GTTs (same
+        level, price and quantity), and the chaos run saw the second one claim the first one's fired order
+        as its own exit, which would leave its share of the position unsold.
         """
+        others = {
+            o.exit_order_id
+            for o in self.store.protections(account_id=p.account_id)
+            if o.id != p.id and o.exit_order_id
+        }
         for order in reversed(broker.orders()):
             if order.tag or order.side is not p.side.exit_side or order.order_type is not OrderType.LIMIT:
+                continue
+            if order.order_id in others:
                 continue
             if order.quantity != p.safety_quantity or order.status in (
                 OrderStatus.CANCELLED,
