@@ -5,15 +5,23 @@ percent:2`` runs in a subprocess. Positions are opened "outside the app" with th
 (kiteconnect, upstox_client): both brokers, long and short, MIS, CNC and NRML. The app adopts each one,
 the price trails it (up for a long, down for a short), then crosses the stop and stays beyond it. Meanwhile
 the simulator injects every kind of fault (dropped and stalled sockets, HTTP 5xx, 429s and timeouts,
-malformed replies, rejected orders, token expiry, fill delays, partial fills, lost replies, price gaps)
+malformed replies, rejected orders, token expiry, fill delays, partial fills, lost replies, a lagging order
+book, freeze quantities (exits sliced), 429s with a Retry-After, price gaps)
 and the app is killed with SIGKILL (sometimes SIGTERM) at random moments, some of them just after a stop
 was crossed, and restarted. The demo account's delivery holdings (INFY, ITC, SBIN on NSE and BSE, TCS) are
 protected too (``--auto-protect-holdings``) and traded outside the app while their protections watch them:
-part sold, all sold, or part sold and bought back, then the stop crossed.
+part sold, all sold, or part sold and bought back, then the stop crossed. Some positions are protected
+twice (a second adoption written while the app is down, as the window's Protect stores it): the two
+share the position. NIFTY options are traded too (the exchange has no SL-M for them).
 
 After every run the invariants are checked against the simulator's own order log and trades:
 
-- at most one exit per protection; no exit larger than the open position, none that flips it;
+- at most one exit per protection (the slices of one sliced order, and the rest of a partly filled exit
+  placed again, are that one exit); no exit larger than the open position, none that flips it; the exits
+  of every protection sharing one position never more than it holds;
+- no order that nobody asked for: every order at the broker is the trader's own (a tag the harness sent),
+  a protection's exit or safety stop (its tag, on its instrument), a slice of those, or the order a
+  protection's GTT fired into;
 - a sale from holdings is never adopted as a short and nothing ever buys delivery shares back; a holding
   whose stop was crossed ends with nothing protected left unsold, one sold outside closes with no order;
 - every position that crossed its stop is flat within 10 s of the app being up with a working feed
@@ -547,6 +555,7 @@ class Episode:
     problem: str = ""
     flattens: int = 0
     flatten_tag: str = ""
+    twice: bool = False  # a second protection was added for it
     future: Future[str] | None = None
 
     @property
@@ -609,6 +618,13 @@ def _play_outcome(status: str, reason: str) -> str:
     if status == "CLOSED":
         return "closed outside" if reason == "external" else f"{reason} (sold)"
     return "exit refused" if status == "EXIT_FAILED" else status.lower()
+
+
+def _truth(exchange: Any, broker: str) -> Any:
+    """The demo user's account as it is: the harness never reads through the book_lag fault (its
+    exchange.orders/positions/trades answer as the lagging REST API does; a trader fooled by them
+    bought a short back five times over)."""
+    return exchange.account(broker, USERS[broker])
 
 
 def _round_tick(price: float, tick: float, up: bool) -> float:
@@ -677,6 +693,9 @@ class Run:
         self.app_lock = threading.Lock()
         self.clears: list[tuple[float, str]] = []
         self.last_kill = 0.0
+        self.outside_tags: set[str] = set()  # every order the trader sent (entries, closes, holdings)
+        self.extra_protections: set[int] = set()  # second protections of a position, made while down
+        self.options = [i for i in self.instruments if i["instrument_type"] in ("CE", "PE") and i["tradable"]]
 
     # ------------------------------------------------------------------------------------- control
 
@@ -715,7 +734,7 @@ class Run:
         exchange = self.sim.exchange
 
         def read() -> int:
-            for pos in exchange.positions(ep.broker, USERS[ep.broker]):
+            for pos in _truth(exchange, ep.broker).positions.values():
                 if pos.instrument.symbol == ep.symbol and pos.product == ep.product:
                     return int(pos.quantity)
             return 0
@@ -742,6 +761,8 @@ class Run:
                 self.report.kills[why] += 1
                 if sig == signal.SIGTERM and ready and code != 0:
                     self.violation("unclean shutdown", f"SIGTERM ({why}) gave exit code {code}")
+            if self.rng.random() < 0.4:
+                self.protect_twice()
             time.sleep(self.rng.uniform(*self.config.downtime))
             self.app.start()
             self.last_kill = time.time()
@@ -759,6 +780,49 @@ class Run:
         ]
         path.write_text(json.dumps({"baskets": baskets}), encoding="utf-8")
         return path
+
+    def protect_twice(self) -> None:
+        """A second protection of a position already protected, stored as the window's Protect (adopt)
+        stores one: the whole position, OPEN, its entry price, the safety default. Written while the app
+        is down (one writer at a time); the next start must share the position between the two."""
+        from trailstop_gui.models.domain import Status
+        from trailstop_gui.models.store import ProtectionStore
+
+        candidates = [
+            ep
+            for ep in self.active
+            if ep.state == "trailing" and ep.protection_id is not None and not ep.twice
+        ]
+        if not candidates or not self.db_path.exists():
+            return
+        ep = self.rng.choice(candidates)
+        store = ProtectionStore(self.db_path)
+        try:
+            p = store.get(int(ep.protection_id or 0))
+            if p.status is not Status.OPEN or not p.filled_quantity:
+                return
+            second = store.create_protection(
+                account_id=p.account_id,
+                broker=p.broker,
+                instrument=p.instrument,
+                symbol=p.symbol,
+                exchange=p.exchange,
+                side=p.side,
+                product=p.product,
+                quantity=p.filled_quantity,
+                filled_quantity=p.filled_quantity,
+                tick_size=p.tick_size,
+                rule=p.rule,
+                entry_price=p.entry_price,
+                status=Status.OPEN,
+                reason="adopted",
+                safety_enabled=self.config.safety,
+            )
+        finally:
+            store.close()
+        ep.twice = True
+        self.extra_protections.add(second.id)
+        self.report.episodes["protected twice"] += 1
 
     def on_app_line(self, t: float, line: str) -> None:
         if self.config.baskets and "breached:" in line and "basket" in line:
@@ -865,6 +929,8 @@ class Run:
             "partial_fill": 6,
             "malformed": 6,
             "lost_reply": 5,
+            "book_lag": 5,
+            "freeze_quantity": 5,
         }
         kind = rng.choices(list(kinds), weights=list(kinds.values()))[0]
         spec: dict[str, Any] = {"fault": kind}
@@ -886,6 +952,9 @@ class Run:
             spec["method"] = rng.choice([None, "POST", "GET"])
             # A 5xx may come after the broker acted on the request (ambiguous); a 429 means it did not.
             spec["phase"] = "before" if spec["status"] == 429 else rng.choice(["before", "after"])
+            if spec["status"] == 429 and rng.random() < 0.6:
+                # Retry-After as brokers send it, and broken ones (an hour, infinity): capped by the app.
+                spec["retry_after"] = rng.choice([1, 2, "3600", "inf", "-1"])
             if rng.random() < 0.5:
                 spec["count"] = rng.randint(1, 4)
             else:
@@ -929,6 +998,28 @@ class Run:
                 value=rng.choice([None, "", "n/a"]),
                 count=rng.randint(1, 3),
             )
+        elif kind == "book_lag":
+            # The order book, trades and positions trail the fills (Kite: 0.5-2 s); the streams do not.
+            spec["seconds"] = round(rng.uniform(0.5, 2.0), 2)
+            self.clears.append((now + rng.uniform(2.0, 8.0), "book_lag"))
+        elif kind == "freeze_quantity":
+            # A position above the exchange's freeze quantity: its exit is refused unless sliced (Kite:
+            # autoslice, at most 10 slices; Upstox: slice=true). Slices stay within both brokers' caps.
+            worked = [ep for ep in self.active if ep.state in ("trailing", "crossing", "waiting")]
+            held = [p for p in self.plays if p.state not in ("done", "waiting") and p.held > 1]
+            targets = [(ep.symbol, ep.quantity) for ep in worked if ep.quantity > 1]
+            targets += [(p.symbol, p.held) for p in held]
+            if not targets:
+                return
+            symbol, quantity = rng.choice(targets)
+            lot = next((i["lot_size"] for i in self.instruments if i["symbol"] == symbol), 1)
+            if quantity <= lot:
+                return
+            lots = quantity // lot
+            spec.update(
+                symbol=symbol, quantity=lot * rng.randint(max(1, math.ceil(lots / 10)), max(1, lots - 1))
+            )
+            self.clears.append((now + rng.uniform(3.0, 10.0), "freeze_quantity"))
         elif kind == "lost_reply":
             # The broker takes the order and the answer never comes (issue 13): the exit must be found by
             # its tag, never sent twice.
@@ -947,6 +1038,8 @@ class Run:
         broker = rng.choice(BROKERS)
         product = rng.choices(["MIS", "CNC", "NRML"], weights=[55, 30, 15])[0]
         pool = self.futures if product == "NRML" else self.equities
+        if product != "CNC" and self.options and rng.random() < 0.2:
+            pool = self.options  # no SL-M on options (NSE, 2021): the safety stop is an SL there
         candidates = [
             i
             for i in pool
@@ -956,7 +1049,7 @@ class Run:
             return None
         inst = rng.choice(candidates)
         side = "BUY" if product == "CNC" else rng.choice(["BUY", "SELL"])
-        quantity = inst["lot_size"] if product == "NRML" else rng.randint(1, 40)
+        quantity = inst["lot_size"] if inst["lot_size"] > 1 else rng.randint(1, 40)
         number = len(self.episodes) + 1
         ep = Episode(
             number=number,
@@ -988,6 +1081,7 @@ class Run:
             "quantity": quantity,
             "tag": ep.tag,
         }
+        self.outside_tags.add(ep.tag)
         ep.future = self.pool.submit(self.trader.place, broker, order)
         ep.state = "opening"
         ep.next_push = now + 0.3
@@ -1075,6 +1169,7 @@ class Run:
                 "quantity": abs(net),
                 "tag": ep.flatten_tag,
             }
+            self.outside_tags.add(ep.flatten_tag)
             ep.future = self.pool.submit(self.trader.place, ep.broker, order)
             ep.state = "flattening"
             ep.next_check = now + 20.0  # the longest a placed order is waited for
@@ -1136,7 +1231,7 @@ class Run:
         wanted = tag or ep.tag
 
         def read() -> tuple[str, int]:
-            for order in exchange.orders(ep.broker, USERS[ep.broker]):
+            for order in _truth(exchange, ep.broker).orders.values():
                 if order.tag == wanted:
                     return order.status.value, order.state.filled_quantity
             return "?", 0
@@ -1186,7 +1281,9 @@ class Run:
             ep.outcome = "exit refused; closed by the trader"
             ep.state = "flatten"
             return
-        if net == 0 and (status in TERMINAL or status is None):
+        # Flat, and every protection of it ended (a second one on it may still be closing: the app is not
+        # done with the position until then).
+        if net == 0 and all(row[1] in TERMINAL for row in rows):
             self.finish(ep, "flat", now)
             return
         since = ep.crossed_at if ep.crossed_at is not None else ep.entered_at
@@ -1247,6 +1344,7 @@ class Run:
     def outside(self, play: HoldingPlay, side: str, quantity: int) -> None:
         tag = f"CX{self.index}H{play.number}{side[0]}"
         play.tags.append(tag)
+        self.outside_tags.add(tag)
         order = {
             "symbol": play.symbol,
             "upstox_key": play.upstox_key,
@@ -1459,6 +1557,12 @@ class SimOrder:
     status_message: str
     tag: str
     received_at: float
+    tags: tuple[str, ...] = ()  # Kite's tags list: the slices of an autoslice order name their parent
+
+    @property
+    def slice_parent(self) -> str | None:
+        """The parent order of a Kite autoslice child (``autoslice:<parent>``), else None."""
+        return next((t.split(":", 1)[1] for t in self.tags if t.startswith("autoslice:")), None)
 
 
 @dataclass
@@ -1497,6 +1601,7 @@ class Checker:
                 status_message=o.get("status_message") or "",
                 tag=o.get("tag") or "",
                 received_at=float(o["received_at"]),
+                tags=tuple(str(t) for t in o.get("tags") or ()),
             )
             for o in run.control("orders")
         ]
@@ -1513,8 +1618,8 @@ class Checker:
                     t.quantity,
                     t.filled_at.timestamp(),
                 )
-                for b, user in USERS.items()
-                for t in exchange.trades(b, user)
+                for b in USERS
+                for t in _truth(exchange, b).trades
             ]
 
         self.trades = sorted(run.sim.call(trades), key=lambda t: t.at)
@@ -1528,6 +1633,14 @@ class Checker:
             " WHERE protection_id IS NOT NULL ORDER BY id"
         ):
             self.events.setdefault(int(pid), []).append((kind, old, new))
+        # A sliced exit (and the rest of a partly filled one placed again) journals its orders' ids.
+        self.children: dict[int, list[list[str]]] = {}
+        for pid, message in run.db(
+            "SELECT protection_id, message FROM journal_event WHERE kind = 'exit_children'"
+            " AND protection_id IS NOT NULL ORDER BY id"
+        ):
+            ids = [i.strip() for i in str(message or "").split(":", 1)[-1].split(",") if i.strip()]
+            self.children.setdefault(int(pid), []).append(ids)
         salt = run.db("SELECT value FROM meta WHERE key = 'tag_salt'")
         self.salt = str(salt[0][0]) if salt else ""
         self.load_safety()
@@ -1577,7 +1690,11 @@ class Checker:
             symbol = f"{row['exchange']}:{row['symbol']}"
             keys.setdefault((row["broker"], symbol, row["product"]), []).append(row)
         self.check_baskets()
+        extra = run.extra_protections
         for key, rows in keys.items():
+            if len(rows) > 1:
+                self.check_shared(key, rows)
+            rows = [r for r in rows if r["id"] not in extra]  # a second protection the harness made
             for a, b in zip(rows, rows[1:], strict=False):
                 if a["closed_at"] is None or str(a["closed_at"]) > str(b["created_at"]):
                     self.violation(
@@ -1624,11 +1741,18 @@ class Checker:
         return found
 
     def check_orders(self, by_tag: dict[str, dict[str, Any]]) -> None:
+        """No order that nobody asked for: the trader's own (a tag the harness sent), a protection's exit or
+        safety stop (its tag, on its own instrument and product: Kite's autoslice children keep the tag),
+        or the order a protection's GTT fired into (no tag). Anything else is a violation."""
+        outside = self.run.outside_tags
         for o in self.orders:
-            if o.tag.startswith("CX"):
+            if o.tag and o.tag in outside:
                 continue
-            if o.tag in by_tag or (o.tag.endswith("S") and o.tag[:-1] in by_tag):
-                continue
+            mine = by_tag.get(o.tag) or (by_tag.get(o.tag[:-1]) if o.tag.endswith("S") else None)
+            if mine is not None:
+                symbol = f"{mine['exchange']}:{mine['symbol']}"
+                if (o.broker, o.symbol, o.product) == (mine["broker"], symbol, mine["product"]):
+                    continue
             if not o.tag and (o.broker, o.order_id) in self.fired_into:
                 continue
             self.violation(
@@ -1655,6 +1779,72 @@ class Checker:
                 self.violation(
                     "safety stop left at the broker",
                     f"protection {owner} is {ids[owner]['status']}, its GTT {gtt_id} is {gtt['status']}",
+                )
+
+    def exit_groups(self, row: dict[str, Any], exits: list[SimOrder]) -> list[list[SimOrder]]:
+        """The protection's exit orders as exits: the slices of one sliced order (Kite: ``autoslice:<parent>``
+        in its tags; Upstox: the order ids one ``slice`` place answered) and the rest of a partly filled exit
+        placed again are one exit with its first order (the app journals those ids in ``exit_children``)."""
+        root: dict[str, str] = {o.order_id: o.order_id for o in exits}
+
+        def find(i: str) -> str:
+            while root[i] != i:
+                i = root[i]
+            return i
+
+        def join(a: str | None, b: str | None) -> None:
+            if a in root and b in root:
+                root[find(a)] = find(b)
+
+        for o in exits:
+            join(o.order_id, o.slice_parent)
+        for ids in self.children.get(row["id"], []):
+            for i in ids:
+                join(i, row["exit_order_id"])
+                join(i, ids[0])
+        groups: dict[str, list[SimOrder]] = {}
+        for o in exits:
+            groups.setdefault(find(o.order_id), []).append(o)
+        return sorted(groups.values(), key=lambda g: min(self.arrival(o, row) for o in g))
+
+    def arrival(self, o: SimOrder, row: dict[str, Any]) -> float:
+        """When an exit order took its quantity from the position: a broker-held stop only when it filled
+        (until then its quantity followed the position: a partly filled entry grows it)."""
+        if o.tag == row["exit_tag"]:
+            return o.received_at
+        fills = [t.at for t in self.trades if (t.broker, t.order_id) == (o.broker, o.order_id)]
+        return min(fills, default=o.received_at)
+
+    @staticmethod
+    def taken(o: SimOrder) -> int:
+        """What an exit order takes of the position: its fills once final, all of it while it works."""
+        return o.filled if o.status in ("COMPLETE", "CANCELLED", "REJECTED") else o.quantity
+
+    def check_shared(self, key: tuple[str, str, str], rows: list[dict[str, Any]]) -> None:
+        """Several protections on one position: their exits together never sell more than it holds when
+        each arrives (what earlier exits still have to fill counts against it)."""
+        broker, symbol, product = key
+        exits: list[tuple[float, int, list[SimOrder], int]] = []
+        for row in rows:
+            for group in self.exit_groups(row, self.exits_of(row)):
+                at = min(self.arrival(o, row) for o in group)
+                exits.append((at, sum(self.taken(o) for o in group), group, row["id"]))
+        exits.sort(key=lambda e: e[0])
+        for k, (at, quantity, group, pid) in enumerate(exits):
+            pending = 0
+            for _at, earlier_qty, earlier, _pid in exits[:k]:
+                ids = {(o.broker, o.order_id) for o in earlier}
+                filled = sum(t.quantity for t in self.trades if t.at < at and (t.broker, t.order_id) in ids)
+                pending += max(0, earlier_qty - filled)
+            long = rows[0]["side"] == "BUY"
+            open_qty = self.position_before(broker, symbol, product, at)
+            open_qty = open_qty if long else -open_qty
+            if quantity + pending > max(open_qty, 0):
+                self.violation(
+                    "exits larger than a shared position",
+                    f"{key}: protection {pid}'s exit {group[0].order_id} x{quantity} with {pending} still to"
+                    f" fill from earlier exits, position {open_qty} when it arrived"
+                    f" (protections {', '.join(str(r['id']) for r in rows)})",
                 )
 
     def position_before(self, broker: str, symbol: str, product: str, at: float) -> int:
@@ -1714,7 +1904,8 @@ class Checker:
             self.report.safety_orders += len(held)
         if status == "CLOSED" and row["reason"] == SAFETY_STOP_REASON:
             self.report.safety_closes += 1
-        if len(exits) > 1:
+        groups = self.exit_groups(row, exits)
+        if len(groups) > 1:
             ids = ", ".join(f"{o.order_id} x{o.quantity} {o.status}" for o in exits)
             self.violation("more than one exit", f"{label}: {ids}")
         long = row["side"] == "BUY"
@@ -1722,18 +1913,16 @@ class Checker:
         for o in exits:
             if o.side != ("SELL" if long else "BUY"):
                 self.violation("exit on the wrong side", f"{label}: {o.order_id} is a {o.side}")
-            at = o.received_at
-            if o.tag != row["exit_tag"]:
-                # The broker-held stop became an exit when it filled; until then its quantity followed
-                # the position (a partly filled entry grows it).
-                fills = [t.at for t in self.trades if (t.broker, t.order_id) == (o.broker, o.order_id)]
-                at = min(fills, default=at)
+        for group in groups:
+            at = min(self.arrival(o, row) for o in group)
+            quantity = sum(self.taken(o) for o in group)
             open_qty = self.position_before(row["broker"], symbol, row["product"], at)
             open_qty = open_qty if long else -open_qty
-            if o.quantity > max(open_qty, 0):
+            if quantity > max(open_qty, 0):
+                what = group[0].order_id if len(group) == 1 else f"{group[0].order_id} ({len(group)} orders)"
                 self.violation(
                     "exit larger than the open position",
-                    f"{label}: exit {o.order_id} x{o.quantity}, position {open_qty} when it arrived",
+                    f"{label}: exit {what} x{quantity}, position {open_qty} when it arrived",
                 )
         refused = [o for o in self.orders if o.tag == row["exit_tag"] and o.status == "REJECTED"]
         if status == "EXIT_FAILED":
@@ -1751,21 +1940,32 @@ class Checker:
                         "our exit filled but recorded as closed outside",
                         f"{label}: {done[0].order_id} filled {done[0].filled}",
                     )
-            elif len(exits) == 1:
-                o = exits[0]
-                if o.status != "COMPLETE":
-                    self.violation(
-                        "closed with the exit not complete", f"{label}: exit {o.order_id} {o.status}"
-                    )
-                if row["exit_order_id"] != o.order_id:
+            elif len(groups) == 1:
+                (group,) = groups
+                for o in group:
+                    # A rest we cancelled (to place it again) may end CANCELLED with a part filled.
+                    if o.status != "COMPLETE" and not (len(group) > 1 and o.status == "CANCELLED"):
+                        self.violation(
+                            "closed with the exit not complete", f"{label}: exit {o.order_id} {o.status}"
+                        )
+                # The first order may have been refused (above the freeze quantity: Upstox rejects it after
+                # taking it) and the exit sent again sliced: the database keeps the first id, the journal
+                # names the slices as its children.
+                children = {i for listed in self.children.get(row["id"], []) for i in listed}
+                tagged = {o.order_id for o in self.orders if o.tag == row["exit_tag"]}
+                group_ids = {o.order_id for o in group}
+                if row["exit_order_id"] not in group_ids and not (
+                    row["exit_order_id"] in tagged and group_ids <= children
+                ):
                     self.violation(
                         "database and broker disagree on the exit",
-                        f"{label}: database says {row['exit_order_id']}, broker has {o.order_id}",
+                        f"{label}: database says {row['exit_order_id']}, broker has {group[0].order_id}",
                     )
-                if row["exit_quantity"] != o.filled:
+                filled = sum(o.filled for o in group)
+                if row["exit_quantity"] != filled:
                     self.violation(
                         "database and broker disagree on the exit quantity",
-                        f"{label}: database {row['exit_quantity']}, broker filled {o.filled}",
+                        f"{label}: database {row['exit_quantity']}, broker filled {filled}",
                     )
             elif not exits:
                 self.violation(
@@ -1896,7 +2096,7 @@ class Checker:
 
     def _net(self, key: tuple[str, str, str]) -> int:
         broker, symbol, product = key
-        for pos in self.run.sim.exchange.positions(broker, USERS[broker]):
+        for pos in _truth(self.run.sim.exchange, broker).positions.values():
             if pos.instrument.symbol == symbol and pos.product == product:
                 return int(pos.quantity)
         return 0
@@ -1970,7 +2170,8 @@ def describe(report: RunReport, config: ChaosConfig) -> list[str]:
         f"run {report.run}: seed {report.seed}, {report.seconds:.0f} s, "
         f"{e['kite'] + e['upstox']} positions (kite {e['kite']}, upstox {e['upstox']}; long {e['long']}, "
         f"short {e['short']}; MIS {e['MIS']}, CNC {e['CNC']}, NRML {e['NRML']}; "
-        f"{e['holding']} holdings traded outside), {report.ticks} ticks",
+        f"{e['holding']} holdings traded outside; {e['protected twice']} protected twice), "
+        f"{report.ticks} ticks",
         f"  faults: {_counts(report.faults)}",
         f"  kills: SIGKILL {report.kills['SIGKILL']}, SIGTERM {report.kills['SIGTERM']} "
         f"({_counts(report.kills, KILL_REASONS)})",

@@ -3,6 +3,7 @@ and the rate limit, never makes a second exit, survives the app's death, and res
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -153,6 +154,20 @@ def case(
 # so selling today's CNC buy would leave the holding, still protected).
 @pytest.fixture(params=[c for c in CASES if c[1] is Product.MIS], ids=[i for i in IDS if "MIS" in i])
 def mis_case(
+    request: pytest.FixtureRequest, simulator: SimulatorHandle, store: ProtectionStore, qtbot: QtBot
+) -> Iterator[tuple[SafetyRig, Product]]:
+    yield from _rig(request, simulator, store, qtbot)
+
+
+@pytest.fixture(params=[CASES[0]], ids=[IDS[0]])
+def kite_mis_case(
+    request: pytest.FixtureRequest, simulator: SimulatorHandle, store: ProtectionStore, qtbot: QtBot
+) -> Iterator[tuple[SafetyRig, Product]]:
+    yield from _rig(request, simulator, store, qtbot)
+
+
+@pytest.fixture(params=[CASES[2]], ids=[IDS[2]])
+def upstox_mis_case(
     request: pytest.FixtureRequest, simulator: SimulatorHandle, store: ProtectionStore, qtbot: QtBot
 ) -> Iterator[tuple[SafetyRig, Product]]:
     yield from _rig(request, simulator, store, qtbot)
@@ -433,3 +448,74 @@ def test_a_gap_through_both_stops_with_a_lagging_book_exits_once(case: tuple[Saf
     control(rig.sim, "fault", {"fault": "clear", "kind": "book_lag"})
     positions = rig.session.broker.positions()
     assert sum(x.quantity for x in positions if x.symbol == "INFY" and x.product is product) == 0
+
+
+def test_an_sl_m_placed_on_a_lagging_book_is_read_back_without_failing(
+    kite_mis_case: tuple[SafetyRig, Product], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by the chaos run with book_lag: the SL-M just placed was read back from a book that did not
+    list it yet ("Couldn't find that order_id"): the safety step failed with a traceback each time. It is
+    our own order id, so it is read again later; the stop is recorded once, and exactly one is held."""
+    rig, product = kite_mis_case
+    rig.service.set_safety_defaults(SafetyConfig(enabled=False))
+    pid = enter(rig, Side.BUY, product, TrailRule.percent(2.0))
+    assert rig.service.safety.wait_idle() and rig.held(pid) == []
+    control(rig.sim, "fault", {"fault": "book_lag", "seconds": 1.5})
+    caplog.set_level(logging.INFO, logger="trailstop.safety")
+    rig.service.set_safety(pid, True, buffer_percent=2.0)
+    wait_until(lambda: len(rig.held(pid)) == 1, 10, "the SL-M at the broker", rig.qtbot)
+    wait_until(
+        lambda: any("not in the order book yet" in r.getMessage() for r in caplog.records),
+        10,
+        "the lagging read-back",
+        rig.qtbot,
+    )
+    control(rig.sim, "fault", {"fault": "clear", "kind": "book_lag"})
+    rig.wait_held_at_target(pid)
+    assert not [r for r in caplog.records if "step failed" in r.getMessage()]
+    assert rig.store.get(pid).safety_state is SafetyState.PLACED and len(rig.held(pid)) == 1
+
+
+def test_a_twin_protection_waiting_for_the_first_exit_ends_with_its_gtt_gone(
+    upstox_mis_case: tuple[SafetyRig, Product],
+) -> None:
+    """Found by the chaos run with a position protected twice: both stops fired on one tick, the first
+    exit took the whole short, the second waited ("exits on their way take the position") and stayed
+    TRIGGERED until the next reconcile, up to 30 s, its GTT still live on a flat position (a GTT that
+    fires then opens a position nobody asked for). It goes on as soon as the first exit has filled."""
+    rig, product = upstox_mis_case
+    first = enter(rig, Side.SELL, product, TrailRule.percent(2.0))
+    rig.wait_held_at_target(first)
+    position = next(x for x in rig.session.broker.positions() if x.symbol == "INFY" and x.product is product)
+    assert position.quantity == -3
+    second = rig.service.adopt(rig.account_id, position, TrailRule.percent(2.0)).id
+    wait_until(
+        lambda: rig.store.get(second).safety_state is SafetyState.PLACED,
+        10,
+        "the twin's GTT",
+        rig.qtbot,
+    )
+    stops = [rig.store.get(pid).stop for pid in (first, second)]
+    assert all(stop is not None for stop in stops)
+    # The first exit is still filling when the second one looks at the position: the second waits.
+    control(rig.sim, "fault", {"fault": "fill_delay", "seconds": 2.0})
+    price(rig, max(s for s in stops if s is not None) + 1)
+    wait_until(
+        lambda: any(e.kind == "exit_placed" for e in rig.store.events(protection_id=first)),
+        10,
+        "the first exit",
+        rig.qtbot,
+    )
+    control(rig.sim, "fault", {"fault": "clear", "kind": "fill_delay"})
+    for pid in (first, second):
+        rig.wait_status(pid, Status.CLOSED, timeout=12.0)
+    live = ("active", "scheduled")
+    assert [g for g in control(rig.sim, "gtts") if g["broker"] == rig.broker and g["status"] in live] == []
+    buys = [
+        o
+        for o in rig.sim_orders()
+        if o["broker"] == rig.broker
+        and o["transaction_type"] == "BUY"
+        and o["status"] not in ("CANCELLED", "REJECTED")
+    ]
+    assert len(buys) == 1 and buys[0]["quantity"] == 3, buys  # one exit for the whole short

@@ -739,6 +739,30 @@ class ExitJobs:
         )
         log.info("protection %s: exit filled at %.2f", pid, step.price)
         self.events.exit_filled(pid, step.price)
+        self._resume_waiting(p)
+
+    def _resume_waiting(self, p: Protection) -> None:
+        """Exits that waited for this one (their share of the position was in its flight) go on now, not
+        at the next reconcile (up to 30 s): until then their broker-held stops stayed live on a position
+        that may be flat (found by the chaos run: a short's GTT left on it after its twin's exit). They go
+        one look-up window later, so that a lagging positions read shows this exit's fills first."""
+        key = position_key(p)
+        waiting = [
+            o.id
+            for o in self.store.live(p.account_id)
+            if o.id != p.id and o.status is Status.TRIGGERED and position_key(o) == key
+        ]
+        if not waiting or self.stopping.is_set():
+            return
+
+        def resume() -> None:
+            for pid in waiting:
+                if not self.stopping.is_set():
+                    self.submit(pid, recover=True)
+
+        timer = threading.Timer(self.policy.lookup_window, resume)
+        timer.daemon = True
+        timer.start()
 
     def _reprice(self, watch: ExitWatch, order_id: str) -> bool:
         """The rest of a protected exit rests at its old protection price: make it MARKET again."""

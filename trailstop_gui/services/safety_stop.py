@@ -503,11 +503,20 @@ class SafetyStopManager:
                     check = pid in self._check_next
                     self._check_next.discard(pid)
                 if check and p.safety_order_id and p.safety_state in _CHECKED:
-                    self._check_held(p, broker, gtt)
+                    again = self._check_held(p, broker, gtt)
+                    if again is not None:
+                        return again
                     p = self.store.get(pid)
                     if p.status is not Status.OPEN:
                         return None
                 return self._follow(p, broker, gtt, kind)
+            except _NotInBookYet as exc:
+                # Our own order id, answered by the broker: it exists. Kite's book trails new orders and
+                # fills by 0.5-2 s (PROTOCOLS.md), so "Couldn't find that order_id" means "not yet".
+                log.info("protection %s: %s; reading it again later", pid, exc)
+                with self._guard:
+                    self._check_next.add(pid)
+                return self._retry_later(pid)
             except AuthError as exc:
                 log.warning("protection %s: safety stop waits for a login (%s)", pid, exc)
                 return self._retry_later(pid)
@@ -697,7 +706,7 @@ class SafetyStopManager:
         if kind.is_order:
             # Recorded first, read back second: a failed read must not lead to a second order. Kite
             # may still reject an accepted order (margins, circuit limits): it is then missing.
-            order = broker.order(order_id)
+            order = self._own_order(broker, order_id)
             if order.status in (OrderStatus.REJECTED, OrderStatus.CANCELLED):
                 why = order.status_message or order.raw_status
                 return self._refused(self.store.get(p.id), kind, why)
@@ -902,7 +911,7 @@ class SafetyStopManager:
         if not order_id:
             return None
         if p.safety_kind.is_order:
-            order = broker.order(order_id)
+            order = self._own_order(broker, order_id)
             if order.status in (OrderStatus.TRIGGER_PENDING, OrderStatus.PENDING, OrderStatus.UNKNOWN):
                 return True, None
             if order.status in (OrderStatus.OPEN, OrderStatus.COMPLETE):
@@ -925,10 +934,20 @@ class SafetyStopManager:
         """The order a just-deleted (or no longer listed) GTT placed, if it fired in the meantime.
 
         A GTT's order carries no tag of ours; it is the untagged LIMIT order on our exit side, of our
-        instrument and quantity, at the GTT's LIMIT price where we set one (Kite).
+        instrument and quantity, at the GTT's LIMIT price where we set one (Kite). One that is already
+        another protection's exit is not ours: two protections on one position hold twin GTTs (same
+        level, price and quantity), and the chaos run saw the second one claim the first one's fired order
+        as its own exit, which would leave its share of the position unsold.
         """
+        others = {
+            o.exit_order_id
+            for o in self.store.protections(account_id=p.account_id)
+            if o.id != p.id and o.exit_order_id
+        }
         for order in reversed(broker.orders()):
             if order.tag or order.side is not p.side.exit_side or order.order_type is not OrderType.LIMIT:
+                continue
+            if order.order_id in others:
                 continue
             if order.quantity != p.safety_quantity or order.status in (
                 OrderStatus.CANCELLED,
@@ -1110,11 +1129,16 @@ class SafetyStopManager:
         if p.status is Status.OPEN and (p.safety_enabled or p.safety_state in _LIVE_AT_BROKER):
             self._check_soon(p.id)
 
-    def _check_held(self, p: Protection, broker: Broker, gtt: GttBroker | None) -> None:
+    def _check_held(self, p: Protection, broker: Broker, gtt: GttBroker | None) -> float | None:
+        """Read the recorded broker stop back. Returns when to step again (None: go on following)."""
         order_id = p.safety_order_id
         assert order_id is not None
         if p.safety_kind.is_order:
-            order = broker.order(order_id)
+            order = self._own_order(broker, order_id)
+            if order.status is OrderStatus.REJECTED and p.safety_state is SafetyState.PLACED:
+                # Accepted, then refused by the exchange (an SL-M on options or BSE: 16052), found by a
+                # later read because the book lagged the placement: handled as a refusal at placement.
+                return self._refused(p, p.safety_kind, order.status_message or order.raw_status)
             if (
                 order.status in (OrderStatus.OPEN, OrderStatus.COMPLETE)
                 or p.safety_state is SafetyState.FIRED
@@ -1136,9 +1160,9 @@ class SafetyStopManager:
                     safety_level=order.trigger_price or None,
                     safety_quantity=order.quantity,
                 )
-            return
+            return None
         if gtt is None:
-            return
+            return None
         try:
             g = gtt.gtt(order_id)
         except GttNotFound:
@@ -1153,7 +1177,7 @@ class SafetyStopManager:
                     safety_state=SafetyState.MISSING,
                     safety_order_id=None,
                 )
-            return
+            return None
         if g.status is GttStatus.TRIGGERED and g.order_id:
             self._settle_fired(p, broker.order(g.order_id))
         elif not g.is_live or p.safety_state is SafetyState.FIRED:
@@ -1172,6 +1196,7 @@ class SafetyStopManager:
                 safety_level=g.trigger_price,
                 safety_quantity=g.quantity,
             )
+        return None
 
     # ----------------------------------------------------------------- TrailStop's own exit
 
@@ -1218,7 +1243,7 @@ class SafetyStopManager:
         order_id = p.safety_order_id
         assert order_id is not None
         for _ in range(self.policy.exit_attempts):
-            order = self._exit_call(lambda: broker.order(order_id))
+            order = self._read_fired_order(broker, order_id)
             if order.status is OrderStatus.COMPLETE or order.status is OrderStatus.OPEN:
                 return self._adopt(p, order, fired=order.order_type is not OrderType.MARKET)
             if order.is_final:  # cancelled or rejected: nothing at the broker
@@ -1333,6 +1358,16 @@ class SafetyStopManager:
             waited += pause
             pause = min(pause * 2, 1.0)
 
+    def _own_order(self, broker: Broker, order_id: str) -> Order:
+        """An order the broker gave us the id of, read by the safety worker: a lagging book's "no such
+        order" raises _NotInBookYet (the step looks again later) instead of failing the step."""
+        try:
+            return broker.order(order_id)
+        except GttNotFound:
+            raise
+        except BrokerInputError as exc:
+            raise _NotInBookYet(f"order {order_id} not in the order book yet ({exc})") from exc
+
     def _read_after_refusal(self, broker: Broker, order_id: str, before: OrderStatus) -> Order:
         """The order after a modify or cancel was refused: the refusal says it moved on (it filled,
         most often) before a lagging book does, so read until the book shows the change."""
@@ -1344,7 +1379,7 @@ class SafetyStopManager:
         return order or self._exit_call(lambda: broker.order(order_id))
 
     def _read_fired_order(self, broker: Broker, order_id: str) -> Order:
-        """The order a GTT says it placed; a lagging book may not know it for a moment."""
+        """An order the broker named (a GTT's, or our SL-M); a lagging book may not know it for a moment."""
         for _ in self._lagging_reads():
             try:
                 return self._exit_call(lambda: broker.order(order_id))
@@ -1411,6 +1446,11 @@ __all__ = [
     "slm_unavailable",
     "threshold_for",
 ]
+
+
+class _NotInBookYet(TemporaryError):
+    """An order id the broker gave us that its (lagging) order book does not list yet: look again later
+    (a temporary error: the exit path retries it and stays TRIGGERED, as for any other)."""
 
 
 def _local(moment: datetime) -> datetime:

@@ -421,3 +421,31 @@ def test_a_gtt_placed_but_not_recorded_that_fired_closes_the_protection(store: P
     done = store.get(p.id)
     assert (done.status, done.reason, done.exit_order_id) == (Status.CLOSED, "safety stop", "O9")
     assert not any(name in ("place_gtt", "place_order") for name, _ in broker.calls)
+
+
+def test_a_twin_protections_fired_gtt_order_is_not_taken_for_this_ones(store: ProtectionStore) -> None:
+    """Found by the chaos run with a position protected twice: both held twin GTTs (same level, price and
+    quantity); the first one's fired and closed it. The second one's GTT was deleted for its own exit, and
+    the untagged LIMIT order in the book (the first one's) was taken as the order its GTT fired into: it
+    closed "by its safety stop" with another protection's order, and its own share would stay unsold."""
+    broker = ScriptedBroker()
+    first = held(store, SafetyKind.GTT, "G1", Product.CNC)
+    store.transition(first.id, Status.TRIGGERED, reason="stop")
+    store.transition(first.id, Status.EXITING, exit_order_id="O9", exit_quantity=10)
+    store.transition(first.id, Status.CLOSED, reason="safety stop", exit_quantity=10)
+    broker.orders_by_id["O9"] = order(
+        "O9", OrderStatus.COMPLETE, order_type=OrderType.LIMIT, price=94.05, product=Product.CNC
+    )
+    twin = new_protection(store, account_id=first.account_id, product=Product.CNC, safety_enabled=True)
+    twin = store.update_safety(
+        twin.id,
+        safety_state=SafetyState.PLACED,
+        safety_kind=SafetyKind.GTT,
+        safety_order_id="G2",
+        safety_level=96.0,
+        safety_price=94.05,
+        safety_quantity=10,
+    )
+    exit_plan = manager(store, broker).prepare_exit(twin, broker, 10)
+    assert exit_plan.proceed and exit_plan.order_id is None
+    assert broker.calls[0] == ("delete_gtt", ("G2", True))
