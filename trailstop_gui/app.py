@@ -187,6 +187,15 @@ def settle_heap() -> None:
     gc.freeze()
 
 
+def release_heap() -> None:
+    """Undo :func:`settle_heap` at shutdown: what start-up froze (SQLite connections of threads that
+    ended, held in reference cycles) is collected again, so every connection is closed before the
+    process ends and the last one folds the WAL back into the database file, as it did before the heap
+    was frozen (tests/reliability/test_database_damage.py saw the file left different)."""
+    gc.unfreeze()
+    gc.collect()
+
+
 def run_headless(
     args: argparse.Namespace, instance: SingleInstance | None = None, baskets: list[BasketSpec] | None = None
 ) -> int:
@@ -234,6 +243,7 @@ def run_headless(
     finally:
         _log_signals(signals)
         runtime.close()
+        release_heap()
         log.info("stopped; open protections stay armed for the next start")
 
 
@@ -403,3 +413,4 @@ def run_window(args: argparse.Namespace, instance: SingleInstance | None = None)
         if window is not None:
             window.stop()
         runtime.close()
+        release_heap()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import weakref
 
-from trailstop_gui.app import settle_heap
+from trailstop_gui.app import release_heap, settle_heap
 
 
 class Node:
@@ -27,3 +27,15 @@ def test_settle_heap_collects_garbage_first_then_freezes_the_rest() -> None:
     finally:
         gc.unfreeze()
     assert gc.get_freeze_count() == 0
+
+
+def test_release_heap_unfreezes_and_collects_what_start_up_kept() -> None:
+    kept = Node()
+    settle_heap()
+    held = weakref.ref(kept)
+    del kept  # now unreachable, but frozen: no collection frees it
+    gc.collect()
+    assert held() is not None
+    release_heap()
+    assert gc.get_freeze_count() == 0
+    assert held() is None  # at shutdown it is collected again (a connection in such a cycle closes)
