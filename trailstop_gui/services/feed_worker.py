@@ -8,9 +8,11 @@ coalesced snapshots, at most ``snapshot_hz`` times a second, through queued sign
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -81,6 +83,7 @@ class FeedWorker(QThread):
     ) -> None:
         super().__init__()
         self.setObjectName(name)
+        _WORKERS.add(self)
         self.store = store
         self.engine = TrailingEngine()
         self._on_trigger = on_trigger
@@ -146,7 +149,10 @@ class FeedWorker(QThread):
         self.loop.stop()
         if self.order_loop is not None:
             self.order_loop.stop()
-        self.wait(timeout_ms)
+        if not self.wait(timeout_ms):
+            # A blocking call inside the loop (a REST timeout) can outlast the wait: the thread ends by
+            # itself soon after, and _stop_workers_left_running waits for it before the process exits.
+            log.warning("%s: still stopping after %d ms", self.objectName(), timeout_ms)
 
     def wait_ready(self, timeout: float = 5.0) -> bool:
         return self._ready.wait(timeout)
@@ -310,3 +316,16 @@ class FeedWorker(QThread):
 
 
 __all__ = ["FeedState", "FeedWorker", "Quote"]
+
+
+# Every FeedWorker made in this process. Qt aborts the process when a QThread object is destroyed while its
+# thread still runs, as happens at interpreter exit to a feed whose stop outlasted its wait (or that was
+# never stopped): so before the interpreter tears down, each one still running is stopped and waited for.
+_WORKERS: weakref.WeakSet[FeedWorker] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_workers_left_running(timeout_ms: int = 15_000) -> None:
+    for worker in list(_WORKERS):
+        if worker.isRunning():
+            worker.stop_feed(timeout_ms)
