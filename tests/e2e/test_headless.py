@@ -250,8 +250,11 @@ def test_a_sale_from_holdings_is_never_adopted_and_holdings_are_protected_only_w
         assert app.stop() == 0
     app = App(simulator, tmp_path, "--auto-protect", "percent:2", "--auto-protect-holdings")
     try:
+        # Each adoption is logged after its commit, one stock at a time: wait for every one before reading.
+        app.wait_for("auto-protected NSE INFY x10 delivery shares")
         app.wait_for("auto-protected NSE ITC x60 delivery shares")
         app.wait_for("auto-protected NSE SBIN x16 delivery shares")  # NSE 10 + BSE 6, one ISIN
+        app.wait_for("auto-protected NSE TCS x5 delivery shares")
         rows = db_rows(
             tmp_path, "SELECT symbol, side, product, quantity FROM protection ORDER BY symbol, product"
         )
