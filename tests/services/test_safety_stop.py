@@ -489,12 +489,13 @@ def test_a_twin_protection_waiting_for_the_first_exit_ends_with_its_gtt_gone(
     position = next(x for x in rig.session.broker.positions() if x.symbol == "INFY" and x.product is product)
     assert position.quantity == -3
     second = rig.service.adopt(rig.account_id, position, TrailRule.percent(2.0)).id
-    wait_until(
-        lambda: rig.store.get(second).safety_state is SafetyState.PLACED,
-        10,
-        "the twin's GTT",
-        rig.qtbot,
-    )
+    wait_until(lambda: rig.store.get(second).stop is not None, 10, "the twin's stop", rig.qtbot)
+    assert rig.service.safety.wait_idle()
+    # The first one's GTT holds the whole short: the twin holds none (two would buy back 6 of a 3 short).
+    live = ("active", "scheduled")
+    assert rig.store.get(second).safety_order_id is None
+    held = [g for g in control(rig.sim, "gtts") if g["broker"] == rig.broker and g["status"] in live]
+    assert len(held) == 1, held
     stops = [rig.store.get(pid).stop for pid in (first, second)]
     assert all(stop is not None for stop in stops)
     # The first exit is still filling when the second one looks at the position: the second waits.
@@ -509,7 +510,6 @@ def test_a_twin_protection_waiting_for_the_first_exit_ends_with_its_gtt_gone(
     control(rig.sim, "fault", {"fault": "clear", "kind": "fill_delay"})
     for pid in (first, second):
         rig.wait_status(pid, Status.CLOSED, timeout=12.0)
-    live = ("active", "scheduled")
     assert [g for g in control(rig.sim, "gtts") if g["broker"] == rig.broker and g["status"] in live] == []
     buys = [
         o

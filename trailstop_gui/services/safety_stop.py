@@ -48,6 +48,7 @@ from typing import TypeVar
 from trailstop_gui.models.domain import (
     SAFETY_BUFFER_PERCENT,
     SAFETY_BUFFER_TICKS,
+    Product,
     Protection,
     SafetyKind,
     SafetyState,
@@ -81,6 +82,7 @@ from trailstop_gui.services.brokers.errors import (
     RejectedError,
     TemporaryError,
 )
+from trailstop_gui.services.positions import allocate, exits_in_flight, open_quantity, position_key
 from trailstop_gui.services.retry import Backoff, call_with_retries
 
 log = logging.getLogger("trailstop.safety")
@@ -568,10 +570,16 @@ class SafetyStopManager:
         wanted = p.safety_target
         if wanted is None or p.stop is None:
             return None
-        quantity = p.filled_quantity or p.quantity
+        quantity = self._share(p, broker)
         held = p.safety_level if p.safety_order_id and p.safety_state.held else None
         if held is not None and p.safety_kind is not kind:
             return self._take_away(p, f"{p.safety_kind.value} is not this product's kind any more")
+        if quantity <= 0:
+            # Older protections on this position (or exits on their way) cover all of it: a broker stop
+            # of its own would sell what theirs sell too. The reconciler looks at it again (safety_check).
+            if held is not None:
+                return self._take_away(p, "other protections on its position hold all of it")
+            return None
         cap = broker.capabilities.modification_cap(kind)
         if self.policy.max_modifications is not None:
             cap = self.policy.max_modifications if cap is None else min(cap, self.policy.max_modifications)
@@ -617,6 +625,37 @@ class SafetyStopManager:
         if decision.move is Move.PLACE:
             return self._place(p, broker, gtt, kind, wanted, quantity)
         return self._modify(p, broker, gtt, kind, wanted, quantity)
+
+    def _share(self, p: Protection, broker: Broker) -> int:
+        """The quantity its broker stop may hold: its share of the position (positions.allocate).
+
+        Found by the chaos run with a position protected twice: the second protection, written while the
+        app was down, placed a GTT for all 33 shares at start-up beside the first one's GTT for the same
+        33; a price gap fired both and sold 66 of a 33-share long. Broker-held stops fire when TrailStop
+        is not there to arbitrate, so the stops of the protections sharing one position must never add up
+        to more than it: older protections (and exits on their way) take theirs first, as exits do.
+        Alone on its position (the usual case) it holds its own quantity, and nothing is read.
+        """
+        own = p.filled_quantity or p.quantity
+        key = position_key(p)
+        same = [o for o in self.store.live(p.account_id) if o.id != p.id and position_key(o) == key]
+        if not same:
+            return own
+        positions = broker.positions()
+        holdings = broker.holdings() if p.product is Product.CNC else []
+        live = open_quantity(p, positions, holdings, broker.capabilities)
+        group = [p, *(o for o in same if o.status in (Status.OPEN, Status.TRIGGERED))]
+        share = allocate(group, {key: live}, exits_in_flight(same)).get(p.id, 0)
+        if share < own:
+            log.info(
+                "protection %s: its safety stop holds %d of %d (position %d, shared with %s)",
+                p.id,
+                share,
+                own,
+                live,
+                [o.id for o in same],
+            )
+        return share
 
     # ----------------------------------------------------------------- placing, moving, taking away
 
@@ -669,9 +708,18 @@ class SafetyStopManager:
             # TrailStop's own stop (above the safety level) is about to fire, or the price is unknown.
             return self._retry_later(p.id)
         # Persist before acting: a crash after the broker took it is found again (tag, or GTT scan).
-        if p.safety_state is not SafetyState.PLACING or p.safety_kind is not kind:
+        if (
+            p.safety_state is not SafetyState.PLACING
+            or p.safety_kind is not kind
+            or p.safety_quantity != quantity
+        ):
+            # The quantity too: a stop sized to its share of a shared position is found by it after a crash.
             p = self.store.update_safety(
-                p.id, kind="safety_placing", safety_state=SafetyState.PLACING, safety_kind=kind
+                p.id,
+                kind="safety_placing",
+                safety_state=SafetyState.PLACING,
+                safety_kind=kind,
+                safety_quantity=quantity,
             )
         try:
             if kind.is_order:
@@ -1018,7 +1066,7 @@ class SafetyStopManager:
             fired = g.status is GttStatus.TRIGGERED and bool(g.order_id)
             if not (g.is_live or fired) or g.gtt_id in owned:
                 continue
-            if g.side is not p.side.exit_side or g.quantity != quantity:
+            if g.side is not p.side.exit_side or g.quantity not in (quantity, p.safety_quantity):
                 continue
             if str(g.instrument) != p.instrument and not (g.symbol == p.symbol and g.exchange == p.exchange):
                 continue

@@ -22,6 +22,7 @@ from trailstop_gui.services.brokers.base import (
     Order,
     OrderStatus,
     OrderType,
+    Position,
 )
 from trailstop_gui.services.brokers.errors import RejectedError, TemporaryError
 from trailstop_gui.services.safety_stop import (
@@ -449,3 +450,85 @@ def test_a_twin_protections_fired_gtt_order_is_not_taken_for_this_ones(store: Pr
     exit_plan = manager(store, broker).prepare_exit(twin, broker, 10)
     assert exit_plan.proceed and exit_plan.order_id is None
     assert broker.calls[0] == ("delete_gtt", ("G2", True))
+
+
+# ----------------------------------------------------------------------------- a position protected twice
+
+
+class PositionBroker(ScriptedBroker):
+    """A ScriptedBroker that also answers positions: one INFY MIS long of ``net``."""
+
+    def __init__(self, net: int) -> None:
+        super().__init__()
+        self.net = net
+
+    def positions(self) -> list[Position]:
+        self._call("positions", None)
+        return [Position("INFY", "NSE", 408065, "NSE:INFY", self.net, 100.0, Product.MIS, "MIS")]
+
+    def holdings(self) -> list[Any]:
+        return []
+
+
+def placed(broker: ScriptedBroker) -> list[Any]:
+    return [request for name, request in broker.calls if name == "place_order"]
+
+
+def test_a_position_protected_twice_holds_one_broker_stop_for_its_quantity(store: ProtectionStore) -> None:
+    """Found by the chaos run (seed 30300, run 2): a second protection of a 33-share Upstox long, written
+    while the app was down, placed its own GTT for all 33 at start-up beside the first one's GTT for the
+    same 33; a price gap fired both and sold 66: a naked short of 33. The stops of the protections sharing
+    a position never add up to more than it: the older one holds it all, the twin holds nothing."""
+    broker = PositionBroker(net=10)
+    first = new_protection(store, safety_enabled=True)
+    twin = new_protection(store, account_id=first.account_id, safety_enabled=True)
+    safety = manager(store, broker)
+    safety._step(first.id)
+    safety._step(twin.id)
+    assert [r.quantity for r in placed(broker)] == [10]
+    assert store.get(first.id).safety_quantity == 10
+    assert store.get(twin.id).safety_order_id is None
+    assert store.get(twin.id).safety_state is not SafetyState.PLACED
+
+
+def test_a_twin_holding_a_full_size_stop_has_it_taken_away(store: ProtectionStore) -> None:
+    """A database from before the fix: both twins hold a stop for the whole position. The younger's goes."""
+    broker = PositionBroker(net=10)
+    first = held(store, SafetyKind.SL_M, "S1")
+    twin = new_protection(store, account_id=first.account_id, safety_enabled=True)
+    twin = store.update_safety(
+        twin.id,
+        safety_state=SafetyState.PLACED,
+        safety_kind=SafetyKind.SL_M,
+        safety_order_id="S2",
+        safety_level=96.0,
+        safety_quantity=10,
+    )
+    broker.orders_by_id["S1"] = order("S1", OrderStatus.TRIGGER_PENDING)
+    broker.orders_by_id["S2"] = order("S2", OrderStatus.TRIGGER_PENDING)
+    safety = manager(store, broker)
+    safety._step(twin.id)
+    assert ("cancel_order", ("S2", False)) in broker.calls
+    assert store.get(twin.id).safety_state is SafetyState.REMOVED
+    assert broker.orders_by_id["S1"].status is OrderStatus.TRIGGER_PENDING
+    assert placed(broker) == []
+
+
+def test_protections_sharing_a_larger_position_each_hold_their_part(store: ProtectionStore) -> None:
+    """Two protections of 10 on a 15-share long: the older holds 10, the younger the 5 left."""
+    broker = PositionBroker(net=15)
+    first = new_protection(store, safety_enabled=True)
+    second = new_protection(store, account_id=first.account_id, safety_enabled=True)
+    safety = manager(store, broker)
+    safety._step(first.id)
+    safety._step(second.id)
+    assert [r.quantity for r in placed(broker)] == [10, 5]
+    assert store.get(second.id).safety_quantity == 5
+
+
+def test_a_protection_alone_on_its_position_reads_no_positions(store: ProtectionStore) -> None:
+    broker = PositionBroker(net=10)
+    p = new_protection(store, safety_enabled=True)
+    manager(store, broker)._step(p.id)
+    assert [r.quantity for r in placed(broker)] == [10]
+    assert not any(name == "positions" for name, _ in broker.calls)
