@@ -142,6 +142,90 @@ def test_buy_back_outside_then_the_stop_sells_what_is_protected(rig: Rig) -> Non
     assert holding_left(rig, "ITC") == 40
 
 
+def sell_outside_at(rig: Rig, symbol: str, quantity: int, price: float) -> str:
+    """The trader's own delivery LIMIT sale, placed outside TrailStop above the market: it stays working."""
+    instrument, tradingsymbol = rig.instrument(symbol)
+    order_id = rig.session.broker.place_order(
+        OrderRequest(
+            symbol=tradingsymbol,
+            exchange="NSE",
+            instrument=instrument,
+            side=Side.SELL,
+            quantity=quantity,
+            product=Product.CNC,
+            order_type=OrderType.LIMIT,
+            price=price,
+        )
+    )
+    wait_until(lambda: rig.session.broker.order(order_id).status.value == "OPEN", what="the sale to work")
+    return order_id
+
+
+def test_a_working_outside_sale_of_every_share_closes_the_protection_and_sells_nothing(rig: Rig) -> None:
+    """The trader's own sale of all 100 is working (a target above the market). The shares are spoken for:
+    the broker refuses to sell them twice. The stop crosses: the protection closes as "closed outside",
+    with no sale of ours filled and the trader's order untouched (it used to end EXIT_FAILED on Kite, whose
+    positions and holdings do not show a working sale)."""
+    pid = protect_itc(rig)
+    target = sell_outside_at(rig, "NSE:ITC", 100, 450.0)
+    rig.sim.set_price("NSE:ITC", 405.0, bid=404.95, ask=405.05)
+    wait_until(lambda: rig.status(pid) is Status.CLOSED, 15.0, "the protection to close", rig.qtbot)
+    closed = rig.store.get(pid)
+    assert (closed.reason, closed.exit_price) == ("external", None)
+    ours = rig.sim_orders(closed.exit_tag)
+    assert [o["status"] for o in ours if o["status"] != "REJECTED"] == []
+    assert rig.session.broker.order(target).status.value == "OPEN"
+    assert buys_of(rig, "ITC") == []
+
+
+def test_a_working_outside_sale_of_some_shares_leaves_the_stop_the_rest(rig: Rig) -> None:
+    """The trader's target sale of 30 works; the stop sells the other 70 (on Kite after one refusal of
+    100: its reads do not show the working sale, so the exit is sized again on the order book)."""
+    pid = protect_itc(rig)
+    target = sell_outside_at(rig, "NSE:ITC", 30, 450.0)
+    rig.sim.set_price("NSE:ITC", 405.0, bid=404.95, ask=405.05)
+    wait_until(lambda: rig.status(pid) is Status.CLOSED, 15.0, "the protection to close", rig.qtbot)
+    closed = rig.store.get(pid)
+    ours = rig.sim_orders(closed.exit_tag)
+    assert [(o["quantity"], o["status"]) for o in ours if o["status"] != "REJECTED"] == [(70, "COMPLETE")]
+    assert [o["quantity"] for o in ours if o["status"] == "REJECTED"] in ([], [100])
+    assert (closed.reason, closed.exit_quantity) == ("stop", 70)
+    assert rig.session.broker.order(target).status.value == "OPEN"
+    assert buys_of(rig, "ITC") == []
+
+
+def test_a_sale_the_positions_do_not_show_yet_is_not_sold_again(rig: Rig) -> None:
+    """Found by make chaos-safety: the trader sold 40 outside, and positions trailed the fill when the stop
+    crossed a moment later. The exit of 100 was refused ("available 60") and the protection ended
+    EXIT_FAILED with 60 shares unprotected. Now the refusal is followed by a fresh read: 60 are sold."""
+    pid = protect_itc(rig)
+    control(rig.sim, "fault", {"fault": "book_lag", "seconds": 1.5})
+    instrument, tradingsymbol = rig.instrument("NSE:ITC")
+    sale = OrderRequest(
+        symbol=tradingsymbol,
+        exchange="NSE",
+        instrument=instrument,
+        side=Side.SELL,
+        quantity=40,
+        product=Product.CNC,
+        order_type=OrderType.MARKET,
+    )
+    rig.session.broker.place_order(sale)
+    wait_until(
+        lambda: any(o["quantity"] == 40 and o["status"] == "COMPLETE" for o in rig.sim_orders()),
+        what="the outside sale to fill",
+    )
+    rig.sim.set_price("NSE:ITC", 405.0, bid=404.95, ask=405.05)
+    wait_until(lambda: rig.status(pid) is Status.CLOSED, 15.0, "the protection to close", rig.qtbot)
+    control(rig.sim, "fault", {"fault": "clear", "kind": "book_lag"})
+    closed = rig.store.get(pid)
+    ours = rig.sim_orders(closed.exit_tag)
+    assert [(o["quantity"], o["status"]) for o in ours if o["status"] != "REJECTED"] == [(60, "COMPLETE")]
+    assert (closed.reason, closed.exit_quantity) == ("stop", 60)
+    assert buys_of(rig, "ITC") == []
+    assert holding_left(rig, "ITC") == 0
+
+
 def test_auto_protect_never_adopts_a_sale_from_holdings_and_covers_holdings_only_when_asked(rig: Rig) -> None:
     rig.sim.set_price("NSE:ITC", 420.0, bid=419.95, ask=420.05)
     trade_outside(rig, "NSE:ITC", Side.SELL, 40)

@@ -95,6 +95,8 @@ class WatchStep:
     price: float = 0.0  # CLOSE: the average over every child
     sliced: bool = False  # PLACE_REST: the refusal was the freeze quantity, so slice the rest
     why: str = ""
+    refused: bool = False  # FAIL: the broker refused (REJECTED) what was left; ``quantity`` is that rest
+    filled: int = 0  # FAIL: what the exit's other children filled before the refusal
 
 
 @dataclass(frozen=True)
@@ -165,7 +167,14 @@ def next_watch_step(
     freeze = bool(refusals) and all(is_freeze_refusal(o.status_message) for o in refusals)
     if refusals and not freeze:
         why = "; ".join(sorted({o.status_message or o.raw_status for o in refusals}))
-        return WatchStep(Step.FAIL, why=f"the broker rejected the exit: {why}")
+        return WatchStep(
+            Step.FAIL,
+            quantity=expected - total.filled,
+            price=total.average_price,
+            why=f"the broker rejected the exit: {why}",
+            refused=True,
+            filled=total.filled,
+        )
     foreign = [o for o in known if o.status is OrderStatus.CANCELLED and o.order_id not in cancelled_by_us]
     if foreign:
         # Someone else cancelled it (the trader, on the broker's site): sending it again would be an order

@@ -40,7 +40,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from typing import Protocol, TypeVar
 
-from trailstop_gui.models.domain import Protection, Status
+from trailstop_gui.models.domain import Product, Protection, Side, Status
 from trailstop_gui.models.lifecycle import IllegalTransition
 from trailstop_gui.models.store import ConcurrentTransition, ProtectionStore
 from trailstop_gui.services.brokers.base import (
@@ -67,6 +67,7 @@ from trailstop_gui.services.exit_decisions import (
     usable_exit,
 )
 from trailstop_gui.services.exit_watch import ExitWatch, FillWatcher
+from trailstop_gui.services.holdings import blocked_by_working_sales, delivery_shares
 from trailstop_gui.services.positions import PositionKey, exit_share, open_quantity, position_key
 from trailstop_gui.services.retry import Backoff, call_with_retries
 from trailstop_gui.services.safety_stop import SAFETY_STOP_REASON, SafetyStopManager
@@ -465,7 +466,7 @@ class ExitJobs:
             log.info("protection %s: position already flat; no exit sent", p.id)
             self.events.closed_externally(p.id)
             return False
-        ids = self._send(p, broker, self._exit_request(p, quantity), live)
+        ids = self._send(p, broker, self._exit_request(p, quantity), live, recheck=True)
         if ids is None:
             return False
         if isinstance(ids, _Adopted):
@@ -487,10 +488,18 @@ class ExitJobs:
         )
 
     def _send(
-        self, p: Protection, broker: Broker, request: OrderRequest, live: int, *, sliced: bool = False
+        self,
+        p: Protection,
+        broker: Broker,
+        request: OrderRequest,
+        live: int,
+        *,
+        sliced: bool = False,
+        recheck: bool = False,
     ) -> list[str] | _Adopted | None:
         """Place ``request`` with retries: the child order ids, the orders a lost reply left behind
-        (``_Adopted``), or None when the protection is left as it is (failed, delayed or held)."""
+        (``_Adopted``), or None when the protection is left as it is (failed, delayed or held).
+        ``recheck``: a refused delivery sale is sized again once on the shares still there."""
         policy = self.policy
         backoff = policy.backoff
         delay = backoff.initial
@@ -556,6 +565,16 @@ class ExitJobs:
                     self.store.journal("exit_sliced", protection_id=p.id, message=exc.message[:200])
                     sliced = True
                     continue
+                if recheck and _delivery_sale(p) and not sliced:
+                    recheck = False  # once: a second refusal of fewer shares is final
+                    left = self._resize_after_refusal(p, broker, request.quantity, exc.message)
+                    if left is not None and left <= 0:
+                        self._no_shares_left(p, WatchStep(Step.FAIL, why=exc.message))
+                        return None
+                    if left is not None:
+                        request = replace(request, quantity=left)
+                        live = left
+                        continue
                 self._fail(p.id, f"the broker rejected the exit: {exc}")
                 return None
             else:
@@ -711,8 +730,11 @@ class ExitJobs:
             self._close(pid, step)
             self._job_done(pid)
         elif step.step is Step.FAIL:
-            self._fail(pid, step.why)
-            self._job_done(pid)
+            if step.refused and not watch.resized and _delivery_sale(self.store.get(pid)):
+                self._start(pid, lambda: self._after_delivery_refusal(watch, step))
+            else:
+                self._fail(pid, step.why)
+                self._job_done(pid)
         elif step.step is Step.REPRICE and step.order_id:
             order_id = step.order_id
             self._start(pid, lambda: self._reprice(watch, order_id))
@@ -828,6 +850,77 @@ class ExitJobs:
         self.watcher.resume(watch)
         return True
 
+    # ----------------------------------------------------------------- refused delivery sales
+
+    def _delivery_available(self, p: Protection, broker: Broker) -> int:
+        """After the broker refused a delivery sale: the shares this exit may still sell.
+
+        The refusal usually means the exit was sized on a read that did not show the whole story: the
+        trader sold the shares outside TrailStop a moment ago (positions trail a fill), or has a sale of
+        them still working (it blocks them, and neither positions nor Kite's holdings show it until it
+        fills). So, one ``flat_confirm`` later, positions, holdings and the order book are read again.
+        """
+        self._sleep(self.policy.flat_confirm)
+        positions = self._call(p, broker.positions, "read positions")
+        holdings = self._call(p, broker.holdings, "read holdings")
+        orders = self._call(p, broker.orders, "read the order book")
+        shares = delivery_shares(p.instrument, p.symbol, p.exchange, positions, holdings)
+        ours = [o.exit_tag for o in self.store.live(p.account_id) if o.exit_tag]
+        blocked = blocked_by_working_sales(
+            p.instrument, p.symbol, p.exchange, orders, holdings, ignore_tags=ours
+        )
+        available = shares.sellable_besides(broker.capabilities.broker, blocked)
+        return exit_share(p, self.store.live(p.account_id), available) or 0
+
+    def _resize_after_refusal(self, p: Protection, broker: Broker, tried: int, why: str) -> int | None:
+        """How much to send again after a refused delivery sale: None to fail (the refusal is not about
+        the shares: sending the same again would be refused again), 0 when none are left, else fewer."""
+        available = self._delivery_available(p, broker)
+        quantity = min(tried, available)
+        if quantity >= tried:
+            return None
+        self.store.journal(
+            "exit_resized",
+            protection_id=p.id,
+            message=f"refused ({why[:120]}); {available} shares left to sell, "
+            f"{'none sent' if quantity <= 0 else f'sending {quantity}'}",
+        )
+        log.warning("protection %s: delivery exit of %d refused; %d shares left", p.id, tried, available)
+        return quantity
+
+    def _after_delivery_refusal(self, watch: ExitWatch, step: WatchStep) -> bool:
+        """A delivery exit the broker refused (REJECTED): sized again once on the shares still there."""
+        pid = watch.protection_id
+        p = self.store.get(pid)
+        watch.resized = True
+        quantity = self._resize_after_refusal(p, watch.broker, step.quantity, step.why)
+        if quantity is None:
+            self._fail(pid, step.why)
+            return False
+        if quantity <= 0:
+            self._no_shares_left(p, step)
+            return False
+        ids = self._send(p, watch.broker, self._exit_request(p, quantity), quantity)
+        if ids is None:
+            return False
+        if isinstance(ids, _Adopted):
+            ids = [o.order_id for o in ids.orders]
+        watch.expected = step.filled + quantity
+        watch.add(list(ids), self._clock())
+        self.store.journal("exit_children", protection_id=pid, message=f"resized: {','.join(ids)}")
+        self.watcher.watch(watch)
+        return True
+
+    def _no_shares_left(self, p: Protection, step: WatchStep) -> None:
+        """The shares a refused delivery exit was to sell are gone (sold outside TrailStop, or held by
+        the trader's own working sale): what filled is the exit; with nothing filled, closed outside."""
+        if step.filled > 0:
+            self._close(p.id, WatchStep(Step.CLOSE, quantity=step.filled, price=step.price))
+            return
+        self.store.transition(p.id, Status.CLOSED, reason="external", price=None)
+        log.info("protection %s: no delivery shares left to sell; closed outside TrailStop", p.id)
+        self.events.closed_externally(p.id)
+
     # ----------------------------------------------------------------- outcomes
 
     def _fail(self, pid: int, why: str) -> None:
@@ -865,6 +958,11 @@ class ExitJobs:
             sleep=self._sleep,
             on_retry=retrying,
         )
+
+
+def _delivery_sale(p: Protection) -> bool:
+    """An exit that sells delivery shares (a CNC long): the broker checks it against the demat."""
+    return p.product is Product.CNC and p.side is Side.BUY
 
 
 @dataclass(frozen=True)

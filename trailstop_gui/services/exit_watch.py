@@ -37,6 +37,7 @@ class ExitWatch:
     last_filled: dict[str, int] = field(default_factory=dict)
     reprices: dict[str, int] = field(default_factory=dict)
     cancelled_by_us: set[str] = field(default_factory=set)
+    resized: bool = False  # a refused delivery sale was sent again once, sized to the shares left
 
     def add(self, order_ids: list[str], now: float) -> None:
         for order_id in order_ids:

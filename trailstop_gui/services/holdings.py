@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from trailstop_gui.models.domain import InstrumentId, Product, Protection, Side
-from trailstop_gui.services.brokers.base import Holding, Position
+from trailstop_gui.services.brokers.base import Holding, Order, Position
 
 EQUITY_EXCHANGES = ("NSE", "BSE")
 
@@ -77,6 +77,12 @@ class DeliveryShares:
         if broker == "upstox":
             total = min(total, self.held - self.used + max(self.net, 0))
         return max(0, total)
+
+    def sellable_besides(self, broker: str, blocked: int) -> int:
+        """What a SELL may take while working delivery sales (:func:`blocked_by_working_sales`) hold
+        ``blocked`` shares: the broker will not deliver the same shares twice. Upstox's ``used`` already
+        counts open orders; taking them off ``held + net`` as well never goes below its own rule."""
+        return max(0, min(self.sellable(broker), self.held + self.net - blocked))
 
 
 def delivery_shares(
@@ -268,3 +274,40 @@ def is_demat_refusal(message: str | None) -> bool:
     if _DEMAT_WORDS.search(text):
         return True
     return any(word in text for word in _AUTH_WORDS) and any(word in text for word in _SUBJECT_WORDS)
+
+
+def blocked_by_working_sales(
+    instrument: InstrumentId | object,
+    symbol: str,
+    exchange: str,
+    orders: Iterable[Order],
+    holdings: Iterable[Holding],
+    *,
+    ignore_tags: Iterable[str] = (),
+) -> int:
+    """Delivery shares of this stock that working SELL orders already hold (every listing).
+
+    A working delivery sale blocks the shares it will deliver: the broker refuses to sell them again
+    (Upstox documents it: ``cnc_used_quantity`` is "Quantity either blocked towards open or completed
+    order"; Kite rejects the second sale with an insufficient-holdings RMS message). Neither positions nor
+    Kite's holdings show such an order until it fills, so only the order book tells. Orders whose tag is in
+    ``ignore_tags`` (TrailStop's own exits, counted as exits in flight elsewhere) are left out.
+    """
+    rows = list(holdings)
+    isin = isin_of(instrument, symbol, exchange, rows)
+    ignored = set(ignore_tags)
+    blocked = 0
+    for order in orders:
+        if order.is_final or order.side is not Side.SELL or order.product is not Product.CNC:
+            continue
+        if order.tag and order.tag in ignored:
+            continue
+        other_isin = isin_of(order.instrument, order.symbol, order.exchange, rows)
+        same = other_isin == isin if isin is not None and other_isin is not None else None
+        if same is None:
+            same = str(order.instrument) == str(instrument) or (
+                order.symbol == symbol and order.exchange == exchange
+            )
+        if same:
+            blocked += max(order.quantity - order.filled_quantity, 0)
+    return blocked

@@ -407,6 +407,43 @@ class Exchange:
     def holdings(self, broker: str, user_id: str) -> list[Holding]:
         return list(self.account(broker, user_id).holdings.values())
 
+    def blocked_holdings(self, broker: str, user_id: str) -> list[Holding]:
+        """The holdings as Upstox reports them: ``cnc_used_quantity`` is "Quantity either blocked towards
+        open or completed order" (Upstox API docs, Get Holdings), so a working delivery sale counts in it
+        as soon as it is placed, not only once it fills."""
+        account = self.account(broker, user_id)
+        pending: dict[str, int] = {}
+        for inst_isin, quantity in self._working_delivery_sales(account):
+            pending[inst_isin] = pending.get(inst_isin, 0) + quantity
+        rows = []
+        for holding in account.holdings.values():
+            isin = holding.instrument.isin
+            free = holding.quantity - holding.used_quantity
+            blocked = min(free, pending.get(isin, 0))
+            pending[isin] = pending.get(isin, 0) - blocked
+            rows.append(replace(holding, used_quantity=holding.used_quantity + blocked))
+        return rows
+
+    @staticmethod
+    def _working_delivery_sales(account: Account, excluding: Order | None = None) -> list[tuple[str, int]]:
+        """(ISIN, unfilled quantity) of every working CNC SELL order of the account.
+
+        A working delivery sale blocks the shares it would deliver: the brokers' RMS refuses a second sale
+        of the same shares while the first is open (Upstox documents it in ``cnc_used_quantity`` above; on
+        Kite the order is rejected with an insufficient-holdings RMS message). An open SL sell blocks
+        them too; a GTT does not (it is no order until it triggers).
+        """
+        return [
+            (o.instrument.isin, o.state.quantity - o.state.filled_quantity)
+            for o in account.orders.values()
+            if o is not excluding
+            and o.product == "CNC"
+            and not o.is_buy
+            and o.instrument.isin
+            and not o.status.is_final
+            and o.status is not OrderStatus.VALIDATION_PENDING
+        ]
+
     # -- placing ---------------------------------------------------------------------------------
 
     def place(self, broker: str, user_id: str, request: OrderRequest) -> Order:
@@ -723,11 +760,13 @@ class Exchange:
                 return f"Price for stoploss {side} orders should be {relation} than or equal to the trigger."
         if order.product == "CNC" and not order.is_buy:
             # What the brokers let a delivery sale take: every listing's holdings (T1 included) plus
-            # today's signed CNC net; a same-day buy-back restores what a sale took.
+            # today's signed CNC net, less what working delivery sales already block; a same-day buy-back
+            # restores what a sale took.
             held = sum(h.quantity for h in account.holdings_of(inst))
             position = account.positions.get((inst.kite_token, "CNC"))
             net = position.quantity if position else 0
-            available = max(0, held + net)
+            blocked = sum(q for isin, q in self._working_delivery_sales(account, order) if isin == inst.isin)
+            available = max(0, held + net - blocked)
             if state.quantity > available:
                 return f"Insufficient holdings for {inst.tradingsymbol}: available {available}."
             if not account.demat_consent and state.quantity > max(net, 0):

@@ -491,7 +491,7 @@ class UpstoxApi:
 
     async def holdings(self, request: web.Request) -> web.Response:
         session = authenticate(self.sim, request)
-        rows = self.sim.exchange.holdings(BROKER, session.user_id)
+        rows = self.sim.exchange.blocked_holdings(BROKER, session.user_id)
         return ok([fmt.holding(h, self.sim.market) for h in rows])
 
     def _quoted(self, request: web.Request, name: str) -> list[Instrument]:

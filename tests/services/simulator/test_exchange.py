@@ -424,3 +424,37 @@ def test_without_demat_consent_a_sale_from_holdings_gets_the_brokers_refusal(itc
     assert _status(_cnc(itc, "SELL", 5, broker=broker)) == OrderStatus.COMPLETE
     itc.exchange.set_demat_consent(broker, True)
     assert _status(_cnc(itc, "SELL", 10, broker=broker)) == OrderStatus.COMPLETE
+
+
+def test_a_working_delivery_sale_blocks_its_shares_from_a_second_sale(itc: Bench) -> None:
+    """The broker will not deliver the same shares twice: a working CNC sale holds them until it ends."""
+    target = itc.place(
+        "NSE:ITC", transaction_type="SELL", quantity=70, product="CNC", order_type="LIMIT", price=450.0
+    )
+    itc.scheduler.run()
+    assert _status(target) == OrderStatus.OPEN
+    refused = _cnc(itc, "SELL", 40)
+    assert _status(refused) == OrderStatus.REJECTED
+    assert refused.state.status_message == "Insufficient holdings for ITC: available 30."
+    assert _status(_cnc(itc, "SELL", 30)) == OrderStatus.COMPLETE
+    itc.exchange.cancel("kite", USER[1], target.order_id)
+    assert _status(_cnc(itc, "SELL", 70)) == OrderStatus.COMPLETE
+
+
+def test_upstox_holdings_count_a_working_sale_in_cnc_used_quantity(itc: Bench) -> None:
+    """Upstox: ``cnc_used_quantity`` is "Quantity either blocked towards open or completed order"."""
+    itc.place(
+        "NSE:ITC",
+        "upstox",
+        transaction_type="SELL",
+        quantity=70,
+        product="CNC",
+        order_type="LIMIT",
+        price=450.0,
+    )
+    itc.scheduler.run()
+    _cnc(itc, "SELL", 10, broker="upstox")
+    isin = itc.inst("NSE:ITC").isin
+    rows = [h for h in itc.exchange.blocked_holdings("upstox", USER[1]) if h.instrument.isin == isin]
+    assert [(h.quantity, h.used_quantity) for h in rows] == [(100, 80)]
+    assert _holdings(itc, "NSE:ITC", "upstox") == [("NSE", 100, 0, 10)]  # what sales took, as before

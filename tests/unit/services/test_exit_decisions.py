@@ -150,6 +150,7 @@ def test_a_refusal_fails_but_a_freeze_refusal_is_sliced() -> None:
     refused = order("1", OrderStatus.REJECTED, status_message="RMS:Margin Exceeds")
     failed = step({"1": refused})
     assert failed.step is Step.FAIL and "Margin" in failed.why
+    assert (failed.refused, failed.quantity, failed.filled) == (True, 10, 0)
     frozen = order("1", OrderStatus.REJECTED, status_message="Quantity 10 exceeds the freeze limit of 4")
     rest = step({"1": frozen})
     assert (rest.step, rest.quantity, rest.sliced) == (Step.PLACE_REST, 10, True)
@@ -170,3 +171,14 @@ def test_a_refusal_fails_but_a_freeze_refusal_is_sliced() -> None:
 )
 def test_freeze_refusals_are_recognised(text: str | None, freeze: bool) -> None:
     assert is_freeze_refusal(text) is freeze
+
+
+def test_a_refused_rest_says_what_was_refused_and_what_filled_before() -> None:
+    """A delivery exit can be sized again on a refusal: the runner needs the refused rest and the fills."""
+    filled = order("1", OrderStatus.COMPLETE, 6)
+    refused = order("2", OrderStatus.REJECTED, 4, status_message="Insufficient holdings")
+    failed = step({"1": filled, "2": refused})
+    assert (failed.step, failed.refused, failed.quantity, failed.filled) == (Step.FAIL, True, 4, 6)
+    assert failed.price == 100.0
+    cancelled = step({"1": order("1", OrderStatus.CANCELLED, 10, filled=4)})
+    assert (cancelled.step, cancelled.refused) == (Step.FAIL, False)  # the trader's cancel: no resize

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -10,9 +11,13 @@ import pytest
 from tests.kite_mocks import kite_mock_json
 from trailstop_gui.models.domain import Product, Protection, Side, Status, TrailRule
 from trailstop_gui.services.brokers.base import (
+    IST,
     KITE_CAPABILITIES,
     UPSTOX_CAPABILITIES,
     Holding,
+    Order,
+    OrderStatus,
+    OrderType,
     Position,
     profile_from_reply,
 )
@@ -20,6 +25,7 @@ from trailstop_gui.services.brokers.kite import holding_from_kite, position_from
 from trailstop_gui.services.brokers.upstox import holding_from_upstox, position_from_upstox
 from trailstop_gui.services.holdings import (
     DeliveryStock,
+    blocked_by_working_sales,
     covers_stock,
     delivery_shares,
     delivery_stocks,
@@ -324,3 +330,67 @@ def test_a_holdings_trail_starts_from_todays_price_not_its_old_average() -> None
     assert stock.average_price == pytest.approx(700.0) and stock.reference_price == 600.0
     today = delivery_stocks([kite_position("SBIN", 5)], [], "kite")[0]
     assert today.reference_price == pytest.approx(800.0)  # today's buys: their own average price
+
+
+# ----------------------------------------------------------------------------- working sales
+
+
+def working_sale(
+    quantity: int,
+    *,
+    filled: int = 0,
+    status: OrderStatus = OrderStatus.OPEN,
+    side: Side = Side.SELL,
+    product: Product = Product.CNC,
+    exchange: str = "NSE",
+    tag: str | None = None,
+) -> Order:
+    return Order(
+        order_id=f"{quantity}{exchange}{tag}",
+        status=status,
+        raw_status=status.value,
+        side=side,
+        order_type=OrderType.LIMIT,
+        product=product,
+        raw_product=product.value,
+        symbol="SBIN",
+        exchange=exchange,
+        instrument=SBIN_NSE_TOKEN if exchange == "NSE" else 128028676,
+        quantity=quantity,
+        filled_quantity=filled,
+        pending_quantity=quantity - filled,
+        average_price=0.0,
+        price=900.0,
+        trigger_price=0.0,
+        tag=tag,
+        status_message=None,
+        placed_at=datetime.now(IST),
+        updated_at=None,
+    )
+
+
+def test_working_delivery_sales_block_their_unfilled_shares_on_every_listing() -> None:
+    holdings = [kite_holding(10), kite_holding(6, exchange="BSE", token=128028676)]
+    orders = [
+        working_sale(4, filled=1),  # 3 still to deliver
+        working_sale(2, exchange="BSE"),  # the same ISIN, listed on BSE
+        working_sale(5, status=OrderStatus.COMPLETE, filled=5),  # done: positions show it
+        working_sale(7, side=Side.BUY),
+        working_sale(8, product=Product.MIS),
+        working_sale(9, tag="TSOURS"),  # our own exit in flight: counted as such elsewhere
+    ]
+    blocked = blocked_by_working_sales(
+        SBIN_NSE_TOKEN, "SBIN", "NSE", orders, holdings, ignore_tags=["TSOURS"]
+    )
+    assert blocked == 5
+    shares = delivery_shares(SBIN_NSE_TOKEN, "SBIN", "NSE", [kite_position("SBIN", -5)], holdings)
+    assert shares.sellable("kite") == 11
+    assert shares.sellable_besides("kite", blocked) == 6
+    assert shares.sellable_besides("kite", 40) == 0
+
+
+def test_upstox_used_quantity_already_holds_working_sales_and_is_not_taken_twice() -> None:
+    """Upstox counts a working sale in ``cnc_used_quantity``: 100 held, 30 blocked by a working sale."""
+    shares = delivery_shares(UPSTOX_KEY, "SBIN", "NSE", [], [upstox_holding(100, used=30)])
+    assert shares.sellable("upstox") == 70
+    assert shares.sellable_besides("upstox", 30) == 70
