@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from bench.chaos.config import BROKERS, TERMINAL
-from bench.chaos.workload import round_tick
+from bench.chaos.workload import Traded, round_tick
 
 if TYPE_CHECKING:
     from bench.chaos.run import Run
@@ -21,16 +21,10 @@ HOLDING_PLAYS = ("sell part", "sell all", "buy back")
 
 
 @dataclass
-class HoldingPlay:
+class HoldingPlay(Traded):
     """Delivery holdings traded outside the app while their protection watches them, then (unless all
     were sold) the stop crossed: the app must sell exactly what its protection still covers."""
 
-    number: int
-    broker: str
-    symbol: str
-    instrument: str
-    upstox_key: str
-    tick: float
     held: int  # every listing of the ISIN, T1 included
     play: str
     start_at: float
@@ -143,14 +137,8 @@ class Holdings:
             play.next_push = now + self.rng.uniform(0.5, 6.0)
         elif play.state == "watching":
             # All sold outside: the protection must close as "closed outside", with no order.
-            row = self.play_row(play)
             play.next_push = now + 0.5
-            if row is not None and row[1] in TERMINAL:
-                play.outcome = play_outcome(str(row[1]), str(row[4]))
-                play.state = "done"
-            elif self.tracker.available(play.broker, play.ready_at, now) > self.config.give_up_after:
-                play.problem = f"all sold outside, protection still {row[1] if row else 'gone'}"
-                play.state = "done"
+            self.done_when_ended(play, "all sold outside", play.ready_at, now)
         elif play.state == "before crossing":
             # Both brokers' accounts hold the same stocks and share one price: the stock is crossed once
             # for both, when neither is still trading it (or waiting for an all-sold holding to close).
@@ -189,13 +177,17 @@ class Holdings:
                 play.next_push = now + self.rng.uniform(0.2, 0.4)
             if now >= play.next_check:
                 play.next_check = now + 0.25
-                row = self.play_row(play)
-                if row is not None and row[1] in TERMINAL:
-                    play.outcome = play_outcome(str(row[1]), str(row[4]))
-                    play.state = "done"
-                elif self.tracker.available(play.broker, play.crossed_at, now) > self.config.give_up_after:
-                    play.problem = f"stop crossed, protection still {row[1] if row else 'gone'}"
-                    play.state = "done"
+                self.done_when_ended(play, "stop crossed", play.crossed_at, now)
+
+    def done_when_ended(self, play: HoldingPlay, waiting_for: str, since: float, now: float) -> None:
+        """The play is done once its protection ended; a problem after ``give_up_after`` s of working feed."""
+        row = self.play_row(play)
+        if row is not None and row[1] in TERMINAL:
+            play.outcome = play_outcome(str(row[1]), str(row[4]))
+            play.state = "done"
+        elif self.tracker.available(play.broker, since, now) > self.config.give_up_after:
+            play.problem = f"{waiting_for}, protection still {row[1] if row else 'gone'}"
+            play.state = "done"
 
     def play_row(self, play: HoldingPlay) -> tuple[Any, ...] | None:
         """(id, status, stop, filled_quantity, reason) of the play's protection (the holding's first)."""

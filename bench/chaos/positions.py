@@ -11,22 +11,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bench.chaos.config import BROKERS, TERMINAL, truth
-from bench.chaos.workload import round_tick
+from bench.chaos.workload import Traded, round_tick
 
 if TYPE_CHECKING:
     from bench.chaos.run import Run
 
 
 @dataclass
-class Episode:
+class Episode(Traded):
     """One position from entry to flat: opened outside, adopted, trailed, crossed, exited."""
 
-    number: int
-    broker: str
-    symbol: str  # NSE:INFY
-    instrument: str  # as the app stores it: the Kite token, or the Upstox instrument key
-    upstox_key: str
-    tick: float
     side: str  # entry side: BUY long, SELL short
     product: str
     quantity: int

@@ -9,6 +9,7 @@ import json
 import math
 from collections import Counter
 from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -19,6 +20,18 @@ from trailstop_gui.simulator.exchange import DEMO_HOLDINGS
 
 if TYPE_CHECKING:
     from bench.chaos.run import Run
+
+
+@dataclass
+class Traded:
+    """A stock or contract the workload trades, as the simulator and the app name it."""
+
+    number: int
+    broker: str
+    symbol: str  # NSE:INFY
+    instrument: str  # as the app stores it: the Kite token, or the Upstox instrument key
+    upstox_key: str
+    tick: float
 
 
 class Priced(Protocol):
