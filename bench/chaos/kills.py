@@ -59,10 +59,13 @@ class Kills:
             self.kill_request = time.time() + self.rng.uniform(0.0, 0.4)
 
     def restart_app(self, why: str, sig: int) -> None:
+        """Stop the app with ``sig``, keep it down a moment (a second protection may be written meanwhile),
+        start it again."""
+        app = self.run.app
         with self.run.app_lock:
-            if self.run.app.running:
-                ready = self.run.app.ready_at is not None
-                code = self.run.app.stop(sig)
+            if app.running:
+                ready = app.ready_at is not None
+                code = app.stop(sig)
                 name = "SIGKILL" if sig == signal.SIGKILL else "SIGTERM"
                 self.report.kills[name] += 1
                 self.report.kills[why] += 1
@@ -71,16 +74,15 @@ class Kills:
             if self.rng.random() < 0.4:
                 self.run.positions.protect_twice()
             time.sleep(self.rng.uniform(*self.config.downtime))
-            self.run.app.start()
+            app.start()
             self.last_kill = time.time()
 
     def on_app_line(self, t: float, line: str) -> None:
+        """The app's output, line by line: a basket's breach may bring a kill, a lost login a restart."""
         if self.config.baskets and "breached:" in line and "basket" in line:
             self.report.basket_breaches += 1
             if self.kill_request is None and self.rng.random() < 0.6:
-                self.kill_request = t + self.rng.uniform(
-                    0.0, 0.3
-                )  # a kill in the middle of the basket's exits
+                self.kill_request = t + self.rng.uniform(0.0, 0.3)  # in the middle of the basket's exits
         # The headless app cannot log in by itself once its login failed or its token was refused: the
         # trader does it, which for the headless app means a restart (it logs in as it starts).
         if ("simulator login failed" in line or ": login needed" in line) and self.restart_due is None:

@@ -59,7 +59,7 @@ class RunReport:
                 setattr(self, name, mine + theirs)
 
 
-# What the line of all runs adds up (the holdings' plays are not among them: that line never names them).
+# What the line of all runs adds up (as it always has: not the holding plays, so that line leaves them out).
 _SUMMED = (
     "seconds",
     "episodes",
