@@ -37,7 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 # ----------------------------------------------------------------- chaos: reliability under faults
-# The long chaos run (bench/chaos.py): the headless app against the simulator under random faults, SIGKILLs
+# The long chaos run (bench/chaos/): the headless app against the simulator under random faults, SIGKILLs
 # and restarts, invariants checked against the simulator's order log; ends with "N violations" (exit 1 if
 # any). `make test` runs a short one (tests/reliability/test_chaos.py). CHAOS_ARGS="--runs 1 --seed 7" etc.
 chaos: $(STAMP)

@@ -1,6 +1,6 @@
 """The short chaos run of ``make test`` (``make chaos`` is the long one): it must end with 0 violations.
 
-See bench/chaos.py for what runs and what is checked. ``TRAILSTOP_CHAOS_SEED`` picks another seed and
+See bench/chaos/__init__.py for what runs and what is checked. ``TRAILSTOP_CHAOS_SEED`` picks another seed and
 ``TRAILSTOP_CHAOS_SECONDS`` another length; the run's figures are printed (``pytest -s`` shows them).
 """
 
