@@ -7,27 +7,18 @@ same prices. Byte-for-byte agreement with the broker's own sample packets is in 
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import given
 from kiteconnect import KiteTicker
 
+from tests.services.simulator.quote_strategies import FAST, books
 from trailstop_gui.models.domain import Tick
 from trailstop_gui.services.brokers.kite_codec import decode_message
-from trailstop_gui.simulator.instruments import Instrument, InstrumentIndex, build_universe
 from trailstop_gui.simulator.kite_ticker import MODES, encode_message, encode_packet
-from trailstop_gui.simulator.market import DepthLevel, Quote
+from trailstop_gui.simulator.market import Quote
 
-FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-INSTRUMENTS = InstrumentIndex(build_universe(date(2026, 12, 7)))
-STOCK = INSTRUMENTS.find("NSE:INFY")
-OPTION = INSTRUMENTS.find("NFO:NIFTY26DEC24300CE")
-INDEX = INSTRUMENTS.find("NSE:NIFTY 50")
-assert STOCK is not None and OPTION is not None and INDEX is not None
 TICKER = KiteTicker("key", "token")  # never connected: only its binary parser is used
-UINT32 = 2**32 - 1
 
 
 def sdk_tick(parsed: dict[str, Any]) -> Tick:
@@ -53,50 +44,13 @@ def expected_tick(q: Quote, mode: str) -> Tick:
     return Tick(token, q.ltp, bid, ask, q.volume, float(q.timestamp) if q.timestamp else None)
 
 
-_prices = st.integers(min_value=5, max_value=5_000_000).map(lambda paise: paise / 100)
-_levels = st.lists(
-    st.builds(DepthLevel, _prices, st.integers(1, 10**6), st.integers(1, 999)),
-    max_size=5,
-)
-
-
-@st.composite
-def quotes(draw: st.DrawFn, instrument: Instrument) -> Quote:
-    return Quote(
-        instrument=instrument,
-        ltp=draw(_prices),
-        last_quantity=draw(st.integers(0, 10**5)),
-        average_price=draw(_prices),
-        volume=draw(st.integers(0, UINT32)),
-        buy_quantity=draw(st.integers(0, UINT32)),
-        sell_quantity=draw(st.integers(0, UINT32)),
-        open=draw(_prices),
-        high=draw(_prices),
-        low=draw(_prices),
-        close=draw(_prices),
-        bids=tuple(draw(_levels)),
-        asks=tuple(draw(_levels)),
-        last_trade_time=draw(st.sampled_from([0, 1_796_548_963])),
-        timestamp=draw(st.sampled_from([0, 1_796_548_963, 1_800_000_000])),
-        oi=draw(st.integers(0, 10**8)),
-    )
-
-
 @FAST
-@given(
-    stock=quotes(STOCK),
-    option=quotes(OPTION),
-    index=quotes(INDEX),
-    modes=st.lists(st.sampled_from(MODES), min_size=3, max_size=3),
-)
-def test_the_sdk_and_the_app_read_the_same_ticks_from_every_message(
-    stock: Quote, option: Quote, index: Quote, modes: list[str]
-) -> None:
-    pairs = list(zip([stock, option, index], modes, strict=True))
+@given(pairs=books(MODES))
+def test_the_sdk_and_the_app_read_the_same_ticks_from_every_message(pairs: list[tuple[Quote, str]]) -> None:
     message = encode_message([encode_packet(q, mode) for q, mode in pairs])
 
     parsed = TICKER._parse_binary(message)
-    assert [p["mode"] for p in parsed] == modes
+    assert [p["mode"] for p in parsed] == [mode for _, mode in pairs]
     assert [p["tradable"] for p in parsed] == [True, True, False]
     expected = [expected_tick(q, mode) for q, mode in pairs]
     assert [sdk_tick(p) for p in parsed] == expected

@@ -8,37 +8,18 @@ app's decoder must read the same prices from it. Neither side's encoder is the a
 from __future__ import annotations
 
 import random
-from datetime import date
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
-from upstox_client.feeder.market_data_streamer_v3 import MarketDataStreamerV3
 
+from tests.services.simulator.quote_strategies import FAST, INDEX, INSTRUMENTS, OPTION, STOCK, books
+from tests.upstox_sdk import sdk_message
 from trailstop_gui.models.domain import Tick
 from trailstop_gui.services.brokers.upstox_codec import decode_message
-from trailstop_gui.simulator.instruments import Instrument, InstrumentIndex, build_universe
-from trailstop_gui.simulator.market import DepthLevel, Market, Quote
+from trailstop_gui.simulator.market import Market, Quote
 from trailstop_gui.simulator.upstox_frames import FEED_MODES, feed_frame, market_info_frame
-
-FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-INSTRUMENTS = InstrumentIndex(build_universe(date(2026, 12, 7)))
-STOCK = INSTRUMENTS.by_upstox_key("NSE_EQ|INE009A01021")
-OPTION = INSTRUMENTS.by_upstox_key("NSE_FO|53011")
-INDEX = INSTRUMENTS.by_upstox_key("NSE_INDEX|Nifty 50")
-assert STOCK is not None and OPTION is not None and INDEX is not None
-STREAMER = MarketDataStreamerV3()  # never connected: frames go to its message handler as its socket would
-_sdk_messages: list[dict[str, Any]] = []
-STREAMER.on("message", _sdk_messages.append)
-
-
-def sdk_message(frame: bytes) -> dict[str, Any]:
-    """The dict the SDK's streamer gives its listeners for ``frame``."""
-    _sdk_messages.clear()
-    STREAMER.handle_message(None, frame)
-    (message,) = _sdk_messages
-    return message
 
 
 def _int(fields: dict[str, Any], name: str) -> int:
@@ -85,50 +66,11 @@ def expected_tick(q: Quote, mode: str) -> Tick:
     return Tick(key, q.ltp, q.bid or None, q.ask or None, q.volume, ts)
 
 
-# -- quotes to encode --------------------------------------------------------------------------------
-
-_prices = st.integers(min_value=5, max_value=5_000_000).map(lambda paise: paise / 100)
-_levels = st.lists(
-    st.builds(DepthLevel, _prices, st.integers(min_value=1, max_value=10**6), st.integers(1, 99)),
-    max_size=5,
-)
-
-
-@st.composite
-def quotes(draw: st.DrawFn, instrument: Instrument) -> Quote:
-    ltp = draw(_prices)
-    return Quote(
-        instrument=instrument,
-        ltp=ltp,
-        last_quantity=draw(st.integers(0, 10**5)),
-        average_price=draw(_prices),
-        volume=draw(st.integers(0, 2**40)),
-        buy_quantity=draw(st.integers(0, 10**9)),
-        sell_quantity=draw(st.integers(0, 10**9)),
-        open=draw(_prices),
-        high=draw(_prices),
-        low=draw(_prices),
-        close=draw(_prices),
-        bids=tuple(draw(_levels)),
-        asks=tuple(draw(_levels)),
-        last_trade_time=draw(st.sampled_from([0, 1_796_548_963, 1_800_000_000])),
-        timestamp=1_796_548_963,
-        oi=draw(st.integers(0, 10**8)),
-    )
-
-
 @FAST
-@given(
-    stock=quotes(STOCK),
-    option=quotes(OPTION),
-    index=quotes(INDEX),
-    modes=st.lists(st.sampled_from(FEED_MODES), min_size=3, max_size=3),
-    initial=st.booleans(),
-)
+@given(pairs=books(FEED_MODES), initial=st.booleans())
 def test_the_sdk_and_the_app_read_the_same_ticks_from_every_frame(
-    stock: Quote, option: Quote, index: Quote, modes: list[str], initial: bool
+    pairs: list[tuple[Quote, str]], initial: bool
 ) -> None:
-    pairs = list(zip([stock, option, index], modes, strict=True))
     frame = feed_frame(pairs, initial=initial)
 
     message = sdk_message(frame)
