@@ -1,4 +1,4 @@
-"""Domain vocabulary: sides, products, ticks, trailing rules and protections.
+"""Domain vocabulary: sides, products, order types, ticks, positions, trailing rules and protections.
 
 Pure Python: no Qt, no broker SDK, no I/O. Everything here is immutable so it can cross threads freely.
 """
@@ -51,6 +51,43 @@ class Product(enum.StrEnum):
     def trails_on_quote(self) -> bool:
         """Intraday positions trail on the price they can actually be closed at (best bid / best ask)."""
         return self is Product.MIS
+
+
+class OrderType(enum.StrEnum):
+    """How an order is priced: at the market, at a limit, or on a trigger (SL: a limit, SL-M: market)."""
+
+    MARKET = "MARKET"
+    LIMIT = "LIMIT"
+    SL = "SL"
+    SL_M = "SL-M"
+
+    @classmethod
+    def parse(cls, value: object) -> OrderType:
+        """Accepts the usual spellings: "SL-M", "SL_M", "SLM", any case."""
+        if isinstance(value, cls):
+            return value
+        text = str(value).strip().upper().replace("_", "-")
+        if text == "SLM":
+            text = "SL-M"
+        try:
+            return cls(text)
+        except ValueError:
+            raise ValueError(
+                f"order type: unknown value {value!r} (expected MARKET, LIMIT, SL or SL-M)"
+            ) from None
+
+    @property
+    def needs_price(self) -> bool:
+        return self in (OrderType.LIMIT, OrderType.SL)
+
+    @property
+    def needs_trigger(self) -> bool:
+        return self in (OrderType.SL, OrderType.SL_M)
+
+    @property
+    def is_market(self) -> bool:
+        """Fills at whatever price is there: the kind that takes ``market_protection``."""
+        return self in (OrderType.MARKET, OrderType.SL_M)
 
 
 class RuleKind(enum.StrEnum):
@@ -110,6 +147,31 @@ class Tick:
     ask: float | None = None
     volume: int | None = None
     ts: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """A net position. ``quantity`` is signed (negative = short); ``instrument`` is what ticks carry."""
+
+    symbol: str
+    exchange: str
+    instrument: InstrumentId
+    quote_key: str
+    quantity: int
+    average_price: float
+    product: Product | None
+    raw_product: str
+    last_price: float | None = None
+    pnl: float | None = None
+
+    @property
+    def side(self) -> Side | None:
+        """The entry side of the open quantity: BUY for a long, SELL for a short, None when flat."""
+        if self.quantity > 0:
+            return Side.BUY
+        if self.quantity < 0:
+            return Side.SELL
+        return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,10 +16,33 @@ from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, Signal, SignalIn
 
 from trailstop_gui.models.domain import Protection
 from trailstop_gui.models.store import ProtectionStore
-from trailstop_gui.services.brokers.order_route import OrderRoute, RouteCheck, RouteState
+from trailstop_gui.services.brokers.order_route import (
+    OrderRoute,
+    RouteCheck,
+    RouteKind,
+    RouteState,
+    RouteValidationError,
+    validate_route,
+)
 from trailstop_gui.services.notifier import Alert, AlertKind, Notifier
 from trailstop_gui.services.secrets import SecretStore
 from trailstop_gui.services.session import AccountSession
+
+# The route's data and its validation come with the monitor: the accounts dialog edits routes through
+# these and never reaches into services/brokers/ (an import-linter contract).
+__all__ = [
+    "SETTING_PREFIX",
+    "OrderRoute",
+    "RouteCheck",
+    "RouteKind",
+    "RouteMonitor",
+    "RouteState",
+    "RouteValidationError",
+    "load_route",
+    "route_setting_key",
+    "save_route",
+    "validate_route",
+]
 
 log = logging.getLogger("trailstop.routes")
 

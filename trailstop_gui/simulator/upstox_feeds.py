@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from trailstop_gui.simulator import upstox_format as fmt
+from trailstop_gui.simulator import upstox_frames as frames
 from trailstop_gui.simulator.core import SimListener, Simulator
 from trailstop_gui.simulator.exchange import Order
 from trailstop_gui.simulator.feeds import FeedConnection
@@ -129,7 +130,7 @@ class UpstoxFeeds(SimListener):
             await conn.run(
                 on_text=lambda text: self._on_request(conn, text),
                 on_binary=lambda data: self._on_request(conn, data),
-                on_open=lambda: conn.send_bytes(fmt.market_info_frame()),
+                on_open=lambda: conn.send_bytes(frames.market_info_frame()),
             )
         finally:
             self._market.discard(conn)
@@ -184,7 +185,7 @@ class UpstoxFeeds(SimListener):
             log.info("upstox feed %s: unknown method %r ignored", conn.id, method)
             return
         mode = mode or "ltpc"
-        if mode not in fmt.FEED_MODES:
+        if mode not in frames.FEED_MODES:
             log.info("upstox feed %s: unknown mode %r ignored", conn.id, mode)
             return
         chosen = []
@@ -217,7 +218,7 @@ class UpstoxFeeds(SimListener):
             if mode is not None:
                 pairs.append((quote, mode))
         if pairs:
-            conn.send_bytes(fmt.feed_frame(pairs, initial=initial))
+            conn.send_bytes(frames.feed_frame(pairs, initial=initial))
 
     # -- listener --------------------------------------------------------------------------------
 

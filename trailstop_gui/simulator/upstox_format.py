@@ -1,4 +1,4 @@
-"""Upstox v2/v3 shapes of the simulator's objects: REST rows, the token reply and V3 feed messages.
+"""Upstox v2/v3 shapes of the simulator's objects: REST rows and the token reply (feeds: upstox_frames.py).
 
 Enum-valued fields (``order_type``, ``validity``, ``transaction_type``) carry exactly the spellings the
 official SDK's models accept; statuses are Upstox's lower-case words.
@@ -6,16 +6,10 @@ official SDK's models accept; statuses are Upstox's lower-case words.
 
 from __future__ import annotations
 
-import time
 from datetime import datetime
 from datetime import time as dt_time
-from typing import Any, Final, cast
+from typing import Any, Final
 
-from google.protobuf.message import Message
-from upstox_client.feeder.proto import MarketDataFeedV3_pb2
-
-from trailstop_gui.models.domain import Tick
-from trailstop_gui.services.brokers.upstox_codec import build_feed, encode_feeds, encode_market_info_frame
 from trailstop_gui.simulator.core import UpstoxDemo
 from trailstop_gui.simulator.exchange import (
     IST,
@@ -30,14 +24,9 @@ from trailstop_gui.simulator.exchange import (
 from trailstop_gui.simulator.instruments import Instrument
 from trailstop_gui.simulator.market import Market, Quote
 
-_pb: Any = MarketDataFeedV3_pb2
-IST_OFFSET = 19800  # seconds east of UTC
-
 EXCHANGES: Final = ["NSE", "NFO", "BSE", "CDS", "BFO", "BCD"]
 PRODUCTS: Final = ["D", "I", "CO", "MTF"]
 ORDER_TYPES: Final = ["MARKET", "LIMIT", "SL", "SL-M"]
-FEED_MODES: Final = ("ltpc", "full", "option_greeks", "full_d30")
-SEGMENTS: Final = ("NSE_EQ", "NSE_FO", "NSE_INDEX", "BSE_EQ", "BSE_FO", "BSE_INDEX")
 
 # Upstox reports the exchange's states in lower case; only the after-market state has its own words.
 _STATUS_WORDS: Final = {
@@ -266,84 +255,3 @@ def profile(demo: UpstoxDemo, poa: bool = True) -> dict[str, Any]:
 def token_reply(demo: UpstoxDemo, access_token: str, poa: bool = True) -> dict[str, Any]:
     """The token exchange's reply: the profile plus the tokens, NOT wrapped in status/data."""
     return {**profile(demo, poa), "access_token": access_token, "extended_token": None}
-
-
-# -- the V3 market-data feed -------------------------------------------------------------------------
-
-
-def _tick(q: Quote) -> Tick:
-    return Tick(q.instrument.upstox_key, q.ltp, q.bid, q.ask, q.volume, q.last_trade_time or None)
-
-
-def _day_ohlc(feed_ohlc: Any, q: Quote) -> None:
-    day = feed_ohlc.ohlc.add()
-    day.interval = "1d"
-    day.open, day.high, day.low, day.close = q.open, q.high, q.low, q.ltp
-    day.vol = q.volume
-    day.ts = (q.timestamp - (q.timestamp + IST_OFFSET) % 86400) * 1000  # the candle's start: midnight IST
-
-
-def feed_message(q: Quote, mode: str) -> Message:
-    """The ``Feed`` for one instrument in a subscription ``mode`` (``ltpc``, ``full``, ...).
-
-    The codec builds the fields our decoder reads; the rest of the book (five depth levels, the day's
-    OHLC, average price, buy/sell totals, open interest) is added here, as the real feed carries it.
-    An index in any mode but ``ltpc`` gets an index full feed.
-    """
-    inst = q.instrument
-    if mode == "ltpc":
-        feed: Any = build_feed(_tick(q), "ltpc")
-        feed.ltpc.cp = q.close
-        feed.ltpc.ltq = q.last_quantity
-        return cast(Message, feed)
-    if inst.is_index:
-        feed = build_feed(_tick(q), "index")
-        index = feed.fullFeed.indexFF
-        index.ltpc.cp = q.close
-        _day_ohlc(index.marketOHLC, q)
-        if mode == "full_d30":
-            feed.requestMode = _pb.full_d30
-        return cast(Message, feed)
-    if mode == "option_greeks":
-        feed = build_feed(_tick(q), "option_greeks")
-        greeks = feed.firstLevelWithGreeks
-        greeks.ltpc.cp = q.close
-        greeks.ltpc.ltq = q.last_quantity
-        greeks.firstDepth.bidQ = q.bids[0].quantity if q.bids else 0
-        greeks.firstDepth.askQ = q.asks[0].quantity if q.asks else 0
-        greeks.oi = float(q.oi)
-        return cast(Message, feed)
-    feed = build_feed(_tick(q), "full")
-    market = feed.fullFeed.marketFF
-    market.ltpc.cp = q.close
-    market.ltpc.ltq = q.last_quantity
-    levels = market.marketLevel.bidAskQuote
-    for i in range(max(len(q.bids), len(q.asks), 1)):
-        level = levels[i] if i < len(levels) else levels.add()
-        if i < len(q.bids):
-            level.bidP, level.bidQ = q.bids[i].price, q.bids[i].quantity
-        if i < len(q.asks):
-            level.askP, level.askQ = q.asks[i].price, q.asks[i].quantity
-    _day_ohlc(market.marketOHLC, q)
-    market.atp = q.average_price
-    market.tbq = float(q.buy_quantity)
-    market.tsq = float(q.sell_quantity)
-    market.oi = float(q.oi)
-    if mode == "full_d30":
-        feed.requestMode = _pb.full_d30
-    return cast(Message, feed)
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def feed_frame(quotes: list[tuple[Quote, str]], *, initial: bool) -> bytes:
-    """One FeedResponse frame: a snapshot (``initial_feed``) or a ``live_feed`` of (quote, mode) pairs."""
-    feeds = {q.instrument.upstox_key: feed_message(q, mode) for q, mode in quotes}
-    return encode_feeds(feeds, feed_type="initial_feed" if initial else "live_feed", current_ts_ms=now_ms())
-
-
-def market_info_frame() -> bytes:
-    """The first frame on every feed connection: every segment open for trading."""
-    return encode_market_info_frame(dict.fromkeys(SEGMENTS, "NORMAL_OPEN"), current_ts_ms=now_ms())

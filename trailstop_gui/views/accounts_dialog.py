@@ -40,15 +40,15 @@ from trailstop_gui.services.accounts import (
     field_label,
     spec_for,
 )
-from trailstop_gui.services.brokers.order_route import (
+from trailstop_gui.services.protection_service import ProtectionService
+from trailstop_gui.services.route_monitor import (
     OrderRoute,
     RouteCheck,
     RouteKind,
+    RouteMonitor,
     RouteValidationError,
     validate_route,
 )
-from trailstop_gui.services.protection_service import ProtectionService
-from trailstop_gui.services.route_monitor import RouteMonitor
 from trailstop_gui.services.secrets import SecretStore
 from trailstop_gui.services.session import SessionState
 from trailstop_gui.views.login_view import LoginDialog

@@ -39,7 +39,7 @@ from PySide6.QtWidgets import (
 )
 
 from trailstop_gui.services.accounts import LoginPolicy, account_title, origin_of, spec_for
-from trailstop_gui.services.brokers.errors import BrokerError, redact
+from trailstop_gui.services.errors import BrokerError, redact
 from trailstop_gui.services.protection_service import ProtectionService
 from trailstop_gui.services.session import AccountSession, SessionState
 

@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
 )
 
 from trailstop_gui.models.domain import (
+    OrderType,
     Product,
     RuleKind,
     Side,
@@ -44,7 +45,6 @@ from trailstop_gui.models.domain import (
 )
 from trailstop_gui.models.engine import initial_stop
 from trailstop_gui.models.store import InstrumentRecord, ProtectionStore
-from trailstop_gui.services.brokers.base import OrderType
 from trailstop_gui.services.instruments import InstrumentService, master_key
 from trailstop_gui.services.protection_service import EntryRequest, ProtectionService
 from trailstop_gui.services.session import AccountSession

@@ -41,11 +41,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from trailstop_gui.models.domain import RuleKind, Side, Status, TrailRule
+from trailstop_gui.models.domain import Position, RuleKind, Side, Status, TrailRule
 from trailstop_gui.models.engine import initial_stop
 from trailstop_gui.models.lifecycle import TERMINAL
 from trailstop_gui.models.store import ProtectionStore
-from trailstop_gui.services.brokers.base import Position
 from trailstop_gui.services.holdings import DeliveryStock
 from trailstop_gui.services.protection_service import ProtectionService
 from trailstop_gui.services.session import not_watched_reason

@@ -3,7 +3,8 @@
 Services talk to ``Broker`` only; ``kite.py`` and ``upstox.py`` translate. Everything here is plain
 immutable data so that it can cross threads. Products are the app's MIS/CNC/NRML everywhere; order
 statuses are normalised to ``OrderStatus`` with the broker's own spelling kept in ``raw_status``.
-The error classes live in ``errors.py`` and are re-exported here.
+The error classes live in ``errors.py`` and are re-exported here; so are
+``OrderType`` and ``Position``, domain types in models/domain.py (the window shows them too).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from trailstop_gui.models.domain import (
     InstrumentId,
+    OrderType,
+    Position,
     Product,
     SafetyKind,
     Side,
@@ -92,41 +95,6 @@ log = logging.getLogger("trailstop.broker")
 
 IST = timezone(timedelta(hours=5, minutes=30), "IST")
 """Both brokers report times in Indian Standard Time, without a zone."""
-
-
-class OrderType(enum.StrEnum):
-    MARKET = "MARKET"
-    LIMIT = "LIMIT"
-    SL = "SL"
-    SL_M = "SL-M"
-
-    @classmethod
-    def parse(cls, value: object) -> OrderType:
-        """Accepts the usual spellings: "SL-M", "SL_M", "SLM", any case."""
-        if isinstance(value, cls):
-            return value
-        text = str(value).strip().upper().replace("_", "-")
-        if text == "SLM":
-            text = "SL-M"
-        try:
-            return cls(text)
-        except ValueError:
-            raise ValueError(
-                f"order type: unknown value {value!r} (expected MARKET, LIMIT, SL or SL-M)"
-            ) from None
-
-    @property
-    def needs_price(self) -> bool:
-        return self in (OrderType.LIMIT, OrderType.SL)
-
-    @property
-    def needs_trigger(self) -> bool:
-        return self in (OrderType.SL, OrderType.SL_M)
-
-    @property
-    def is_market(self) -> bool:
-        """Fills at whatever price is there: the kind that takes ``market_protection``."""
-        return self in (OrderType.MARKET, OrderType.SL_M)
 
 
 class Validity(enum.StrEnum):
@@ -255,31 +223,6 @@ class Order:
     @property
     def is_final(self) -> bool:
         return self.status.is_final
-
-
-@dataclass(frozen=True, slots=True)
-class Position:
-    """A net position. ``quantity`` is signed (negative = short); ``instrument`` is what ticks carry."""
-
-    symbol: str
-    exchange: str
-    instrument: InstrumentId
-    quote_key: str
-    quantity: int
-    average_price: float
-    product: Product | None
-    raw_product: str
-    last_price: float | None = None
-    pnl: float | None = None
-
-    @property
-    def side(self) -> Side | None:
-        """The entry side of the open quantity: BUY for a long, SELL for a short, None when flat."""
-        if self.quantity > 0:
-            return Side.BUY
-        if self.quantity < 0:
-            return Side.SELL
-        return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""Kite ticker binary messages: a fast decoder to Ticks, and the encoders tests and the simulator use.
+"""Kite ticker binary messages: a fast decoder to Ticks, and the encoders its tests use.
 
 A message is big-endian: ``uint16 packet_count``, then per packet ``uint16 length`` and ``length`` bytes.
 The packet length says the mode: 8 ltp, 28/32 index quote/full, 44 quote, 184 full (layouts in

@@ -1,4 +1,4 @@
-"""Upstox V3 market-data frames: a fast decoder to Ticks, and the encoders tests and the simulator use.
+"""Upstox V3 market-data frames: a fast decoder to Ticks, and the encoders its tests use.
 
 Every server frame is a protobuf ``FeedResponse`` (schema from the SDK, ``MarketDataFeedV3_pb2``). The SDK's
 streamer turns each one into a dict with ``MessageToDict``, which is pure Python and slow; this module reads

@@ -8,9 +8,9 @@ from typing import Any, get_args
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from upstox_client.feeder.market_data_streamer_v3 import MarketDataStreamerV3
 from upstox_client.feeder.proto import MarketDataFeedV3_pb2 as pb
 
+from tests.upstox_sdk import sdk_message
 from trailstop_gui.models.domain import Tick
 from trailstop_gui.services.brokers import upstox_feed
 from trailstop_gui.services.brokers.feed_errors import FeedDecodeError
@@ -25,17 +25,6 @@ from trailstop_gui.services.brokers.upstox_codec import (
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 MODES: tuple[UpstoxMode, ...] = get_args(UpstoxMode)
-STREAMER = MarketDataStreamerV3()  # never connected: frames are handed to its message handler directly
-_sdk_messages: list[dict[str, Any]] = []
-STREAMER.on("message", _sdk_messages.append)
-
-
-def sdk_message(frame: bytes) -> dict[str, Any]:
-    """The dict the SDK's streamer gives its listeners for ``frame`` (FromString + MessageToDict)."""
-    _sdk_messages.clear()
-    STREAMER.handle_message(None, frame)
-    (message,) = _sdk_messages
-    return message
 
 
 def sdk_ticks(frame: bytes) -> dict[str, tuple[object, ...]]:
