@@ -450,6 +450,48 @@ def test_a_gap_through_both_stops_with_a_lagging_book_exits_once(case: tuple[Saf
     assert sum(x.quantity for x in positions if x.symbol == "INFY" and x.product is product) == 0
 
 
+@pytest.fixture(params=[CASES[1]], ids=[IDS[1]])
+def kite_gtt_case(
+    request: pytest.FixtureRequest, simulator: SimulatorHandle, store: ProtectionStore, qtbot: QtBot
+) -> Iterator[tuple[SafetyRig, Product]]:
+    yield from _rig(request, simulator, store, qtbot)
+
+
+def test_a_gtt_fired_by_a_gap_the_feed_has_not_shown_is_the_exit(
+    kite_gtt_case: tuple[SafetyRig, Product],
+) -> None:
+    """Found by the chaos run with safety stops: the stop crossed; while the GTT's delete was on its way the
+    price gapped through the GTT, which fired. Kite then forgot the deleted GTT, the lagging book did not
+    list its order yet, and the feed had not delivered the gap: judged by the feed's last price the GTT
+    could not have fired, so a second exit went out (two sells, 75 each, the long became a short).
+    Whether the GTT may have fired is now judged on a fresh quote from the broker as well."""
+    rig, product = kite_gtt_case
+    pid = enter(rig, Side.BUY, product, TrailRule.percent(2.0))
+    level = rig.wait_held_at_target(pid)
+    p = rig.store.get(pid)
+    assert p.stop is not None and level < p.stop
+    control(rig.sim, "fault", {"fault": "book_lag", "seconds": 1.5})
+    control(
+        rig.sim,
+        "fault",
+        {"fault": "slow", "seconds": 0.6, "path": "/gtt/triggers", "method": "DELETE", "phase": "before"},
+    )
+    price(rig, round((p.stop + level) / 2, 1))  # through the stop, above the GTT: the exit starts
+    rig.wait_status(pid, Status.TRIGGERED, 5.0)
+    control(rig.sim, "fault", {"fault": "stall_ws", "seconds": 3})  # the feed does not show what follows
+    price(rig, round(level * 0.97, 1))  # the gap: the GTT fires while its delete is on its way
+    wait_until(
+        lambda: rig.status(pid) is Status.CLOSED and all(o["status"] == "COMPLETE" for o in rig.sells()),
+        15,
+        "the position to be closed",
+        rig.qtbot,
+    )
+    assert len(rig.sells()) == 1, rig.sells()
+    control(rig.sim, "fault", {"fault": "clear"})
+    positions = rig.session.broker.positions()
+    assert sum(x.quantity for x in positions if x.symbol == "INFY" and x.product is product) == 0
+
+
 def test_an_sl_m_placed_on_a_lagging_book_is_read_back_without_failing(
     kite_mis_case: tuple[SafetyRig, Product], caplog: pytest.LogCaptureFixture
 ) -> None:

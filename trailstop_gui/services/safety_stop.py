@@ -1436,11 +1436,26 @@ class SafetyStopManager:
         return self._exit_call(lambda: broker.order(order_id))
 
     def _may_have_fired(self, p: Protection, broker: Broker) -> bool:
-        """Whether the last price reached the GTT's trigger (unknown counts as yes)."""
-        last = self._last_price(p, broker)
-        if last is None or p.safety_level is None:
+        """Whether the price reached the GTT's trigger (unknown counts as yes).
+
+        The broker's own last price is asked first: the feed's can trail it (found by the chaos run: the
+        price gapped through the GTT while its delete was on its way, the feed had not delivered the gap,
+        the book did not list the fired order yet, and a second exit went out). Either price at or through
+        the trigger counts: a gap that came back leaves the feed's price as the only witness.
+        """
+        level = p.safety_level
+        if level is None:
             return True
-        return last <= p.safety_level if p.side is Side.BUY else last >= p.safety_level
+        key = p.instrument if "|" in p.instrument else f"{p.exchange}:{p.symbol}"
+        try:
+            fresh = broker.ltp([key]).get(key)
+        except BrokerError as exc:
+            log.info("protection %s: no fresh price for the fired-GTT check (%s)", p.id, exc)
+            fresh = None
+        prices = [x for x in (fresh, self.hooks.last_price(p)) if x is not None and x > 0]
+        if fresh is None or not prices:
+            return True
+        return any(x <= level if p.side is Side.BUY else x >= level for x in prices)
 
     def _wait_for_gtt_order(self, p: Protection, broker: Broker) -> Order | None:
         """Look for the order a crossed, now forgotten GTT placed, while the order book catches up.
