@@ -54,7 +54,18 @@ PositionKey = tuple[int, str, Product, Side]
 EXITS_IN_FLIGHT = (Status.TRIGGERED, Status.EXITING)
 
 
+EQUITY_EXCHANGES = ("NSE", "BSE")
+
+
 def position_key(p: Protection) -> PositionKey:
+    """Delivery shares are one stock whichever listing a protection names: a CNC protection on NSE:SBIN
+    and one on BSE:SBIN sell from the same demat (services/holdings.py counts every listing of the ISIN),
+    so they share one key, by ISIN where the instrument carries it (Upstox "NSE_EQ|INE..."), else by the
+    trading symbol (Kite lists a stock under the same symbol on both exchanges; one that differs keeps a
+    key of its own, as before). Without it each protection counted the whole demat as its own."""
+    if p.product is Product.CNC and p.exchange in EQUITY_EXCHANGES:
+        _segment, bar, isin = p.instrument.partition("|")
+        return (p.account_id, f"EQ:{isin if bar else p.symbol}", p.product, p.side)
     return (p.account_id, p.instrument, p.product, p.side)
 
 

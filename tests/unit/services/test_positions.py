@@ -77,3 +77,17 @@ def test_an_exit_takes_its_share_after_older_protections_and_exits_sent() -> Non
     assert exit_share(twin_older, [twin_newer], 2) == 2
     # Ended protections and other positions do not count.
     assert exit_share(fired, [prot(4, 60, Status.CLOSED), prot(5, 60, side=Side.SELL)], 60) == 60
+
+
+def test_delivery_protections_on_either_listing_share_one_demat() -> None:
+    """Found reading issue 14: NSE:SBIN and BSE:SBIN protections each counted the whole demat; after a
+    sale outside left 6 shares, both exits were sized at 6 (12 sold of 6)."""
+    nse = prot(1, 10, product=Product.CNC, instrument="779521", symbol="SBIN", exchange="NSE")
+    bse = prot(2, 6, product=Product.CNC, instrument="128028676", symbol="SBIN", exchange="BSE")
+    assert position_key(nse) == position_key(bse)
+    assert allocate([nse, bse], {position_key(nse): 6}) == {1: 6, 2: 0}
+    upstox_nse = prot(3, 10, product=Product.CNC, instrument="NSE_EQ|INE062A01020", exchange="NSE")
+    upstox_bse = prot(4, 6, product=Product.CNC, instrument="BSE_EQ|INE062A01020", exchange="BSE")
+    assert position_key(upstox_nse) == position_key(upstox_bse)
+    # Intraday rows of the two listings are two positions, as the brokers report them.
+    assert position_key(replace(nse, product=Product.MIS)) != position_key(replace(bse, product=Product.MIS))
