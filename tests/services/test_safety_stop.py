@@ -492,6 +492,30 @@ def test_a_gtt_fired_by_a_gap_the_feed_has_not_shown_is_the_exit(
     assert sum(x.quantity for x in positions if x.symbol == "INFY" and x.product is product) == 0
 
 
+def test_a_gtt_that_fired_unseen_is_the_exit_not_something_to_delete(
+    kite_gtt_case: tuple[SafetyRig, Product],
+) -> None:
+    """Found by make chaos-safety: a Kite GTT fired while nobody watched (the app was down; here the feed
+    is stalled) and the app then took it away (the twin's share, or the trader switching it off). Kite lets
+    a triggered GTT be deleted and forgets it; the sale it made was recorded as "closed outside". A GTT is
+    read before it is taken away: one that fired is the exit (reason "safety stop")."""
+    rig, product = kite_gtt_case
+    pid = enter(rig, Side.BUY, product, TrailRule.percent(2.0))
+    level = rig.wait_held_at_target(pid)
+    control(rig.sim, "fault", {"fault": "stall_ws", "seconds": 4})
+    # Through the stop and the GTT (above its LIMIT price, so that it fills), unseen by the feed.
+    price(rig, round(level * 0.99, 1))
+    wait_until(
+        lambda: [o["status"] for o in rig.sells()] == ["COMPLETE"], 5, "the GTT to fire and fill", rig.qtbot
+    )
+    assert rig.status(pid) is Status.OPEN  # nobody saw it
+    rig.service.set_safety(pid, False)
+    wait_until(lambda: rig.status(pid) is Status.CLOSED, 15, "the protection to close", rig.qtbot)
+    closed = rig.store.get(pid)
+    assert closed.reason == "safety stop" and closed.exit_order_id == rig.sells()[0]["order_id"]
+    assert len(rig.sells()) == 1
+
+
 def test_an_sl_m_placed_on_a_lagging_book_is_read_back_without_failing(
     kite_mis_case: tuple[SafetyRig, Product], caplog: pytest.LogCaptureFixture
 ) -> None:

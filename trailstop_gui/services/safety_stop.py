@@ -917,6 +917,14 @@ class SafetyStopManager:
         if broker is None or order_id is None:
             return self._retry_later(p.id) if order_id else None
         gtt = as_gtt_broker(broker)
+        if not p.safety_kind.is_order and gtt is not None:
+            # A GTT that fired while nobody watched (the app was down, the feed missed the gap) is the exit,
+            # not something to delete: Kite lets a triggered GTT be deleted and then forgets it, and the sale
+            # it made was recorded as "closed outside" (found by make chaos-safety). Read it first.
+            state = self._broker_state(p, broker, gtt)
+            if state is not None and state[1] is not None:
+                self._settle_fired(self.store.get(p.id), state[1])
+                return None
         self.store.update_safety(p.id, kind="safety_moving", safety_state=SafetyState.MOVING)
         try:
             if p.safety_kind.is_order:
