@@ -3,8 +3,8 @@
 The flow: the view opens the Kite login page or the Upstox authorisation dialog; the trader logs in there
 (2FA and all); the broker redirects to the app's redirect URL. That navigation is never loaded: the view
 reads ``request_token`` (Kite) or ``code`` and ``state`` (Upstox) from it, closes, and awaits the token
-exchange (blocking HTTP, on a worker thread) in one async slot on the qasync loop. Cookies, cache and storage stay in memory (an off-the-record
-profile), so nothing of the broker's web session lands in a file.
+exchange (blocking HTTP, on a worker thread) in one async slot on the qasync loop. Cookies, cache and
+storage stay in memory (an off-the-record profile), so nothing of the broker's web session lands in a file.
 
 QtWebEngineWidgets must be imported before the QApplication exists: import this module early.
 """
