@@ -61,30 +61,12 @@ def memory_keyring() -> Iterator[MemoryKeyring]:
 
 @pytest.fixture
 def qasync_loop(qapp: qt_api.QtWidgets.QApplication) -> Iterator[asyncio.AbstractEventLoop]:
-    """The app's asyncio loop (qasync's QEventLoop) over pytest-qt's QApplication.
+    """The app's asyncio loop (qasync's) over pytest-qt's QApplication, counted as running: pytest-qt's
+    waitSignal and waitUntil spin Qt's loop, and with it the window's async flows."""
+    from trailstop_gui.event_loop import caller_driven_event_loop
 
-    Made "already running": pytest-qt's waitSignal and waitUntil spin Qt's event loop, and every callback
-    of a qasync loop is a Qt timer or signal, so the window's async flows run while a test waits, as they
-    do under the app's own ``loop.run_forever()``. Never ``loop.stop()`` here: that calls
-    ``QApplication.exit()``, which would end every later ``waitSignal`` at once.
-    """
-    import qasync
-
-    loop = qasync.QEventLoop(qapp, already_running=True)
-    asyncio.set_event_loop(loop)
-    yield loop
-    pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
-    for task in pending:
-        task.cancel()
-    deadline = 100
-    while deadline and any(not task.done() for task in pending):
-        qapp.processEvents()
-        deadline -= 1
-    qapp.aboutToQuit.disconnect(loop._after_run_forever)
-    loop._QEventLoop__is_running = False  # type: ignore[attr-defined]  # set by already_running
-    asyncio.events._set_running_loop(None)
-    asyncio.set_event_loop(None)
-    loop.close()
+    with caller_driven_event_loop(qapp) as loop:
+        yield loop
 
 
 @pytest.fixture(autouse=True)

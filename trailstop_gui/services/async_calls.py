@@ -35,7 +35,11 @@ class BlockingCalls:
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` on this pool's threads; the awaiting flow resumes on the loop's thread."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        # get_event_loop, not get_running_loop: a flow started before the app's loop runs (a stored login's
+        # route check) can take its first step inside a modal dialog's exec(), with Qt's loop running
+        # but not yet asyncio's; the loop it answers to is the same qasync loop either way.
+        loop = asyncio.get_event_loop()
+        return await loop.run_in_executor(self._executor, fn, *args)
 
     def start(self, flow: Coroutine[Any, Any, object]) -> asyncio.Future[Any]:
         """Run ``flow`` on the thread's asyncio loop (qasync's), tracked until it ends.

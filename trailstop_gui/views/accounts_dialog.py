@@ -30,7 +30,6 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
-from qasync import asyncSlot
 
 from trailstop_gui.models.store import AccountRecord, ProtectionStore
 from trailstop_gui.services.accounts import (
@@ -53,6 +52,7 @@ from trailstop_gui.services.route_monitor import (
 )
 from trailstop_gui.services.secrets import SecretStore
 from trailstop_gui.services.session import SessionState
+from trailstop_gui.views.async_slot import async_slot
 from trailstop_gui.views.login_view import LoginDialog
 
 log = logging.getLogger("trailstop.views.accounts")
@@ -606,7 +606,7 @@ class AccountsDialog(QDialog):
         form.open()
         return form
 
-    @asyncSlot()
+    @async_slot()
     async def check_route(self) -> None:
         """The "Check order route" button: say it is checking, await the probe, show its answer."""
         account = self.selected_account()

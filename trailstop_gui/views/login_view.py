@@ -38,12 +38,12 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
-from qasync import asyncSlot
 
 from trailstop_gui.services.accounts import LoginPolicy, account_title, origin_of, spec_for
 from trailstop_gui.services.errors import BrokerError, redact
 from trailstop_gui.services.protection_service import ProtectionService
 from trailstop_gui.services.session import AccountSession, SessionState
+from trailstop_gui.views.async_slot import async_slot
 
 log = logging.getLogger("trailstop.login")
 
@@ -353,7 +353,7 @@ class LoginDialog(QDialog):
 
     # ----------------------------------------------------------------- the redirect and the exchange
 
-    @asyncSlot(str)
+    @async_slot(str)
     async def _on_redirect_reached(self, url: str) -> None:
         """The broker sent the trader back: check its answer, trade it for a token, say how it went."""
         if self._exchange is not None:
