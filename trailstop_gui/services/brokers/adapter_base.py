@@ -1,9 +1,10 @@
 """What the Kite and Upstox adapters share: the SDK call wrapper, pacing, the login exchange, order
-shaping, the order route and the readers of order, position and holding rows.
+shaping and the order route.
 
 ``KiteBroker`` and ``UpstoxBroker`` subclass :class:`RestAdapter` and fill in how their SDK is called
-(``_send``), what its reply holds (``_unwrap``) and how its exceptions map (``_map_exception``).
-What differs between the brokers stays in their modules; what is the same lives here once.
+(``_send``), what its reply holds (``_unwrap``) and how its exceptions map (``map_exception``). What
+differs between the brokers stays in their modules; what is the same lives here once. The readers of
+the order, position and holding rows both brokers send are in ``reply_rows.py``.
 """
 
 from __future__ import annotations
@@ -11,32 +12,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, ClassVar, NamedTuple, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
-from trailstop_gui.models.domain import InstrumentId, Product, Side
 from trailstop_gui.services.brokers.base import (
     ORDER_WINDOW_MARGIN,
     Capabilities,
     GttNotFound,
-    Holding,
     Order,
     OrderRequest,
     OrderType,
-    Position,
     SessionInfo,
-    as_float,
-    as_int,
     convert_all,
     latest_with_tag,
     list_reply,
-    normalize_order_status,
-    opt_float,
     opt_str,
-    order_type_or_none,
-    parse_ist,
-    required_int,
-    required_text,
 )
 from trailstop_gui.services.brokers.errors import (
     BrokerError,
@@ -52,14 +41,7 @@ from trailstop_gui.services.brokers.order_route import (
 )
 from trailstop_gui.services.brokers.rate_limit import RateLimiter
 
-__all__ = [
-    "Listing",
-    "OrderChange",
-    "RestAdapter",
-    "holding_from_row",
-    "order_from_row",
-    "position_from_row",
-]
+__all__ = ["ExceptionMapper", "OrderChange", "RestAdapter"]
 
 T = TypeVar("T")
 
@@ -74,11 +56,19 @@ class OrderChange:
     order_type: OrderType | None = None
 
 
+class ExceptionMapper(Protocol):
+    """``errors.map_kite_exception`` or ``errors.map_upstox_exception``."""
+
+    def __call__(
+        self, exc: BaseException, *, order_call: bool = True, secrets: Iterable[str | None] = ()
+    ) -> BrokerError: ...
+
+
 class RestAdapter:
     """The shared half of a REST broker adapter. Safe to call from several threads.
 
-    Subclasses set the class attributes and implement ``_send``, ``_unwrap``, ``_map_exception``,
-    ``_secrets``, ``_modify``, ``cancel_order``, ``orders`` and ``set_access_token``.
+    Subclasses set the class attributes, pass their SDK's ``map_exception`` and implement ``_send``,
+    ``_unwrap``, ``_access_token``, ``_modify``, ``cancel_order``, ``orders`` and ``set_access_token``.
     """
 
     name: ClassVar[str]  # "kite", "upstox": the first word of every message and log line
@@ -91,7 +81,9 @@ class RestAdapter:
         limiter: RateLimiter | None,
         rate_limit_wait: float | None,
         market_protection: float | None,
+        map_exception: ExceptionMapper,
     ) -> None:
+        self._map_exception = map_exception
         self._log = logging.getLogger(type(self).__module__)
         # The broker's order limits (with the arrival margin), one slot per window kept for exits.
         self._limiter = (
@@ -112,14 +104,7 @@ class RestAdapter:
         """The payload of a raw reply (the same object when the SDK already unwrapped it)."""
         raise NotImplementedError
 
-    def _map_exception(
-        self, exc: BaseException, *, order_call: bool, secrets: Iterable[str | None]
-    ) -> BrokerError:
-        """The project's error for an exception the SDK (or its transport) raised."""
-        raise NotImplementedError
-
-    def _secrets(self) -> tuple[str | None, ...]:
-        """What must never appear in a message: the access token, the route's password."""
+    def _access_token(self) -> str | None:
         raise NotImplementedError
 
     def _modify(self, order_id: str, change: OrderChange, urgent: bool) -> str:
@@ -272,91 +257,9 @@ class RestAdapter:
             raise error from exc
         return self._unwrap(reply, what, order_call)
 
+    def _secrets(self) -> tuple[str | None, ...]:
+        """What must never appear in a message: the access token, the route's password."""
+        return (self._access_token(), self._route_password)
+
     def _call_error(self, exc: Exception, what: str, order_call: bool) -> BrokerError:
         return self._map_exception(exc, order_call=order_call, secrets=self._secrets())
-
-
-# ----------------------------------------------------------------------------- rows both brokers send
-
-
-def order_from_row(
-    row: Mapping[str, Any],
-    *,
-    product: Product | None,
-    symbol: str,
-    instrument: InstrumentId | None,
-    tag: str | None,
-    updated_at: datetime | None,
-) -> Order:
-    """An order-book or order-history row as an ``Order``; the caller reads what the brokers spell apart.
-
-    A missing status or quantity is a ValueError (``convert_all`` makes the whole reply unreadable):
-    read as nothing, an exit order would look "not placed".
-    """
-    raw_status = required_text(row, "status")
-    return Order(
-        order_id=str(row.get("order_id") or ""),
-        status=normalize_order_status(raw_status),
-        raw_status=raw_status,
-        side=Side.parse(row.get("transaction_type")),
-        order_type=order_type_or_none(row.get("order_type")),
-        product=product,
-        raw_product=str(row.get("product") or ""),
-        symbol=symbol,
-        exchange=str(row.get("exchange") or ""),
-        instrument=instrument,
-        quantity=required_int(row, "quantity"),
-        filled_quantity=required_int(row, "filled_quantity"),
-        pending_quantity=as_int(row.get("pending_quantity")),
-        average_price=as_float(row.get("average_price")),
-        price=as_float(row.get("price")),
-        trigger_price=as_float(row.get("trigger_price")),
-        tag=tag,
-        status_message=opt_str(row.get("status_message")),
-        placed_at=parse_ist(row.get("order_timestamp")),
-        updated_at=updated_at,
-        exchange_order_id=opt_str(row.get("exchange_order_id")),
-    )
-
-
-class Listing(NamedTuple):
-    """What a position or holding row names its instrument by, as each broker spells it."""
-
-    symbol: str
-    instrument: InstrumentId
-    quote_key: str
-
-
-def position_from_row(row: Mapping[str, Any], listing: Listing, product: Product | None) -> Position:
-    """A net-position row as a ``Position`` (a missing quantity is a ValueError, never "flat")."""
-    return Position(
-        symbol=listing.symbol,
-        exchange=str(row.get("exchange") or ""),
-        instrument=listing.instrument,
-        quote_key=listing.quote_key,
-        quantity=required_int(row, "quantity"),
-        average_price=as_float(row.get("average_price")),
-        product=product,
-        raw_product=str(row.get("product") or ""),
-        last_price=opt_float(row.get("last_price")),
-        pnl=opt_float(row.get("pnl")),
-    )
-
-
-def holding_from_row(
-    row: Mapping[str, Any], listing: Listing, *, used_quantity: int, authorised_quantity: int = 0
-) -> Holding:
-    """A holdings row as a ``Holding`` (a missing quantity is a ValueError, never "none held")."""
-    return Holding(
-        symbol=listing.symbol,
-        exchange=str(row.get("exchange") or ""),
-        instrument=listing.instrument,
-        quote_key=listing.quote_key,
-        isin=opt_str(row.get("isin")),
-        quantity=required_int(row, "quantity"),
-        t1_quantity=as_int(row.get("t1_quantity")),
-        average_price=as_float(row.get("average_price")),
-        last_price=opt_float(row.get("last_price")),
-        used_quantity=used_quantity,
-        authorised_quantity=authorised_quantity,
-    )

@@ -8,7 +8,7 @@ exception leaves this module as a ``BrokerError`` (see errors.py); tokens never 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date
 from typing import Any
 
@@ -16,14 +16,7 @@ import requests
 from kiteconnect import KiteConnect
 
 from trailstop_gui.models.domain import Side
-from trailstop_gui.services.brokers.adapter_base import (
-    Listing,
-    OrderChange,
-    RestAdapter,
-    holding_from_row,
-    order_from_row,
-    position_from_row,
-)
+from trailstop_gui.services.brokers.adapter_base import OrderChange, RestAdapter
 from trailstop_gui.services.brokers.base import (
     KITE_CAPABILITIES,
     Gtt,
@@ -56,6 +49,12 @@ from trailstop_gui.services.brokers.errors import (
 )
 from trailstop_gui.services.brokers.order_route import OrderRoute
 from trailstop_gui.services.brokers.rate_limit import RateLimiter
+from trailstop_gui.services.brokers.reply_rows import (
+    Listing,
+    holding_from_row,
+    order_from_row,
+    position_from_row,
+)
 
 __all__ = ["MARKET_PROTECTION_AUTO", "KiteBroker"]
 
@@ -99,6 +98,7 @@ class KiteBroker(RestAdapter):
             limiter=limiter,
             rate_limit_wait=rate_limit_wait,
             market_protection=_kite_market_protection(market_protection),
+            map_exception=map_kite_exception,
         )
         self._kite: Any = KiteConnect(api_key, access_token=access_token, root=root, timeout=timeout)
         if login_uri:
@@ -358,13 +358,8 @@ class KiteBroker(RestAdapter):
     def _unwrap(self, reply: Any, what: str, order_call: bool) -> Any:
         return reply  # the SDK hands over the reply's "data" itself
 
-    def _map_exception(
-        self, exc: BaseException, *, order_call: bool, secrets: Iterable[str | None]
-    ) -> BrokerError:
-        return map_kite_exception(exc, order_call=order_call, secrets=secrets)
-
-    def _secrets(self) -> tuple[str | None, ...]:
-        return (self._kite.access_token, self._route_password)
+    def _access_token(self) -> str | None:
+        return self._kite.access_token or None
 
     def _call_error(self, exc: Exception, what: str, order_call: bool) -> BrokerError:
         error = super()._call_error(exc, what, order_call)

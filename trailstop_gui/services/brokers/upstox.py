@@ -11,7 +11,7 @@ import gzip
 import json
 import logging
 import statistics
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any, Literal
 from urllib.parse import urlencode
@@ -21,14 +21,7 @@ import urllib3
 
 from trailstop_gui.models.domain import Product, Side
 from trailstop_gui.models.square_off import MarketSession
-from trailstop_gui.services.brokers.adapter_base import (
-    Listing,
-    OrderChange,
-    RestAdapter,
-    holding_from_row,
-    order_from_row,
-    position_from_row,
-)
+from trailstop_gui.services.brokers.adapter_base import OrderChange, RestAdapter
 from trailstop_gui.services.brokers.base import (
     IST,
     UPSTOX_CAPABILITIES,
@@ -70,6 +63,12 @@ from trailstop_gui.services.brokers.order_route import (
     RouteCheck,
 )
 from trailstop_gui.services.brokers.rate_limit import RateLimiter
+from trailstop_gui.services.brokers.reply_rows import (
+    Listing,
+    holding_from_row,
+    order_from_row,
+    position_from_row,
+)
 
 __all__ = [
     "DEFAULT_API_ROOT",
@@ -125,6 +124,7 @@ class UpstoxBroker(RestAdapter):
             limiter=limiter,
             rate_limit_wait=rate_limit_wait,
             market_protection=_upstox_market_protection(market_protection),
+            map_exception=map_upstox_exception,
         )
         root = (api_root or DEFAULT_API_ROOT).rstrip("/")
         order_host = (order_root or (root if api_root else DEFAULT_ORDER_ROOT)).rstrip("/")
@@ -546,13 +546,8 @@ class UpstoxBroker(RestAdapter):
             )
         return envelope.get("data")
 
-    def _map_exception(
-        self, exc: BaseException, *, order_call: bool, secrets: Iterable[str | None]
-    ) -> BrokerError:
-        return map_upstox_exception(exc, order_call=order_call, secrets=secrets)
-
-    def _secrets(self) -> tuple[str | None, ...]:
-        return (self._config.access_token, self._route_password)
+    def _access_token(self) -> str | None:
+        return self._config.access_token or None
 
 
 # One retry when the connection could not be made (nothing was sent) and one for a GET whose reply was
