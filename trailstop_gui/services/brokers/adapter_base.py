@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Protocol, TypeVar
 from trailstop_gui.services.brokers.base import (
     ORDER_WINDOW_MARGIN,
     Capabilities,
+    Gtt,
     GttNotFound,
     Order,
     OrderRequest,
@@ -234,12 +235,15 @@ class RestAdapter:
         label = f"{self.name} {what}"
         return convert_all(convert, list_reply(reply, label), label)
 
-    def _read_gtt(self, gtt_id: str, fetch: Callable[[], T]) -> T:
-        """``fetch`` a GTT, an unknown id (the broker's input error) as GttNotFound."""
+    def _read_gtt(self, gtt_id: str, fetch: Callable[[], list[Gtt]]) -> Gtt:
+        """The GTT ``fetch`` finds; GttNotFound when it finds none or the broker says the id is unknown."""
         try:
-            return fetch()
+            found = fetch()
         except BrokerInputError as exc:
             raise GttNotFound(f"{self.name}: no GTT {gtt_id} ({exc.message})", status=exc.status) from exc
+        if not found:
+            raise GttNotFound(f"{self.name}: no GTT {gtt_id}")
+        return found[0]
 
     # ------------------------------------------------------------------------- plumbing
 

@@ -20,7 +20,6 @@ from trailstop_gui.services.brokers.adapter_base import OrderChange, RestAdapter
 from trailstop_gui.services.brokers.base import (
     KITE_CAPABILITIES,
     Gtt,
-    GttNotFound,
     GttRequest,
     GttStatus,
     Holding,
@@ -281,12 +280,11 @@ class KiteBroker(RestAdapter):
         self._call("delete_gtt", self._orders.delete_gtt, gtt_id, order_call=True)
 
     def gtt(self, gtt_id: str) -> Gtt:
-        reply = self._read_gtt(
-            gtt_id, lambda: self._call("get_gtt", self._kite.get_gtt, gtt_id, order_call=False)
-        )
-        if not isinstance(reply, Mapping):
-            raise GttNotFound(f"kite: no GTT {gtt_id}")
-        return convert_all(gtt_from_kite, [reply], "kite gtt")[0]
+        def fetch() -> list[Gtt]:
+            reply = self._call("get_gtt", self._kite.get_gtt, gtt_id, order_call=False)
+            return convert_all(gtt_from_kite, [reply], "kite gtt") if isinstance(reply, Mapping) else []
+
+        return self._read_gtt(gtt_id, fetch)
 
     def gtts(self) -> list[Gtt]:
         reply = self._call("get_gtts", self._kite.get_gtts, order_call=False)

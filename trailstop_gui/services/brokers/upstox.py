@@ -26,7 +26,6 @@ from trailstop_gui.services.brokers.base import (
     IST,
     UPSTOX_CAPABILITIES,
     Gtt,
-    GttNotFound,
     GttRequest,
     GttStatus,
     Holding,
@@ -426,16 +425,13 @@ class UpstoxBroker(RestAdapter):
         self._call("cancel_gtt", self._route_v3.cancel_gtt_order, body, order_call=True)
 
     def gtt(self, gtt_id: str) -> Gtt:
-        data = self._read_gtt(
-            gtt_id,
-            lambda: self._call(
-                "gtt", self._orders_v3.get_gtt_order_details, gtt_order_id=gtt_id, order_call=False
-            ),
-        )
-        found = [g for g in convert_all(gtt_from_upstox, rows(data), "upstox gtt") if g.gtt_id == gtt_id]
-        if not found:
-            raise GttNotFound(f"upstox: no GTT {gtt_id}")
-        return found[0]
+        def fetch() -> list[Gtt]:
+            details = self._orders_v3.get_gtt_order_details
+            data = self._call("gtt", details, gtt_order_id=gtt_id, order_call=False)
+            # A completed GTT is no longer listed: none found is GttNotFound (see base.GttNotFound).
+            return [g for g in convert_all(gtt_from_upstox, rows(data), "upstox gtt") if g.gtt_id == gtt_id]
+
+        return self._read_gtt(gtt_id, fetch)
 
     def gtts(self) -> list[Gtt]:
         data = self._call("gtts", self._orders_v3.get_gtt_order_details, order_call=False)
