@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from trailstop_gui.models.domain import Protection, Status, TrailRule
+from trailstop_gui.models.domain import Position, Protection, Status, TrailRule
 from trailstop_gui.models.store import ProtectionStore
-from trailstop_gui.services.brokers.base import Position
 from trailstop_gui.services.holdings import DeliveryStock
 
 if TYPE_CHECKING:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, TypeVar
 
+from trailstop_gui.models.domain import OrderType
 from trailstop_gui.services.brokers.base import (
     ORDER_WINDOW_MARGIN,
     Capabilities,
@@ -21,7 +22,6 @@ from trailstop_gui.services.brokers.base import (
     GttNotFound,
     Order,
     OrderRequest,
-    OrderType,
     SessionInfo,
     convert_all,
     latest_with_tag,

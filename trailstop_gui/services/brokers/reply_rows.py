@@ -11,11 +11,10 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from trailstop_gui.models.domain import InstrumentId, Product, Side
+from trailstop_gui.models.domain import InstrumentId, Position, Product, Side
 from trailstop_gui.services.brokers.base import (
     Holding,
     Order,
-    Position,
     as_float,
     as_int,
     normalize_order_status,
