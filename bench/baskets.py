@@ -11,10 +11,9 @@ from __future__ import annotations
 import random
 import time
 
-from bench.engine import TICK_SIZE, entry_prices, make_ticks, protections
+from bench.engine import engine_seconds, entry_prices, make_ticks, protections
 from trailstop_gui.models.basket import BasketEngine, BasketRules, Leg
-from trailstop_gui.models.domain import Tick, TrailRule
-from trailstop_gui.models.engine import TrailingEngine
+from trailstop_gui.models.domain import Tick
 
 BASKETS = 50
 PER_BASKET = 10
@@ -22,23 +21,8 @@ TICKS = 200_000
 
 
 def run_engine(ticks: list[Tick]) -> float:
-    engine = TrailingEngine()
-    entries = entry_prices(ticks)
-    for n, (instrument, side, product, pct) in enumerate(protections()):
-        engine.arm(
-            str(n),
-            instrument=instrument,
-            side=side,
-            product=product,
-            entry_price=entries[instrument],
-            tick_size=TICK_SIZE,
-            rule=TrailRule.percent(pct),
-        )
-    on_tick = engine.on_tick
-    start = time.perf_counter()
-    for tick in ticks:
-        on_tick(tick)
-    return time.perf_counter() - start
+    """Seconds the single-stop engine takes over ``ticks`` (bench.engine's set-up)."""
+    return engine_seconds(ticks)
 
 
 def run_baskets(ticks: list[Tick]) -> tuple[float, int]:

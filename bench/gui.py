@@ -132,6 +132,7 @@ def child(database: str) -> None:
 
     app = QApplication([sys.argv[0]])
     from trailstop_gui.app import settle_heap
+    from trailstop_gui.event_loop import install_event_loop, run_event_loop
     from trailstop_gui.models.store import ProtectionStore
     from trailstop_gui.services.notifier import Notifier
     from trailstop_gui.services.protection_service import ProtectionService
@@ -140,6 +141,7 @@ def child(database: str) -> None:
     from trailstop_gui.views.tray import TrayController
 
     theme.apply_theme(app, "light")
+    loop = install_event_loop(app)  # as the app's window has it: its refresh flows are coroutines
     workdir = Path(database).parent
     store = ProtectionStore(database)
     notifier = Notifier()
@@ -216,7 +218,7 @@ def child(database: str) -> None:
         QTimer.singleShot(int(IDLE_S * 1000), start_load)
 
     QTimer.singleShot(300, start_idle)  # let the first paint and its layout settle
-    app.exec()
+    run_event_loop(loop)
     window.stop()
     store.close()
     print("result " + json.dumps(result), flush=True)

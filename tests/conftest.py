@@ -3,6 +3,7 @@ run fails if it opened a file beside the repository (a clone has nothing there).
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import keyring
 import keyring.backend
 import pytest
+from pytestqt.qt_compat import qt_api
 
 from tests.outside_reads import OutsideReads
 
@@ -55,3 +57,20 @@ def memory_keyring() -> Iterator[MemoryKeyring]:
     keyring.set_keyring(backend)
     yield backend
     keyring.set_keyring(previous)
+
+
+@pytest.fixture
+def qasync_loop(qapp: qt_api.QtWidgets.QApplication) -> Iterator[asyncio.AbstractEventLoop]:
+    """The app's asyncio loop (qasync's) over pytest-qt's QApplication, counted as running: pytest-qt's
+    waitSignal and waitUntil spin Qt's loop, and with it the window's async flows."""
+    from trailstop_gui.event_loop import caller_driven_event_loop
+
+    with caller_driven_event_loop(qapp) as loop:
+        yield loop
+
+
+@pytest.fixture(autouse=True)
+def _qasync_for_qt_tests(request: pytest.FixtureRequest) -> None:
+    """Every test that uses Qt (``qtbot`` or ``qapp``) runs with the app's qasync loop, as the app does."""
+    if {"qtbot", "qapp"} & set(request.fixturenames):
+        request.getfixturevalue("qasync_loop")

@@ -201,10 +201,13 @@ def run_headless(
 ) -> int:
     from PySide6.QtCore import QCoreApplication, QTimer
 
+    from trailstop_gui.event_loop import close_event_loop, install_event_loop, run_event_loop
     from trailstop_gui.runtime import build_runtime, install_crash_logging
 
     app = QCoreApplication(sys.argv[:1])
     app.setApplicationName(APP_NAME)
+    # The order-route checks are coroutines on it (and would be in the window too).
+    loop = install_event_loop(app)
     if instance is not None:
         instance.listen()
     runtime = build_runtime(
@@ -239,10 +242,11 @@ def run_headless(
         runtime.start_rules()
         settle_heap()
         _quit_when_running_if_signalled(signals, app.quit)
-        return app.exec()
+        return run_event_loop(loop)
     finally:
         _log_signals(signals)
         runtime.close()
+        close_event_loop(loop)
         release_heap()
         log.info("stopped; open protections stay armed for the next start")
 
@@ -278,6 +282,7 @@ def run_window(args: argparse.Namespace, instance: SingleInstance | None = None)
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
+    from trailstop_gui.event_loop import close_event_loop, install_event_loop, run_event_loop
     from trailstop_gui.runtime import build_runtime, install_crash_logging
     from trailstop_gui.services.instruments import InstrumentService
     from trailstop_gui.settings import load_settings
@@ -297,6 +302,8 @@ def run_window(args: argparse.Namespace, instance: SingleInstance | None = None)
     app.setWindowIcon(theme.app_icon())
     # The window closes to the tray: the application ends on a confirmed Quit, or on a signal.
     app.setQuitOnLastWindowClosed(False)
+    # The window's request/response flows (login exchange, refresh, Protect, route check) are coroutines.
+    loop = install_event_loop(app)
     if instance is not None:
         instance.listen()
 
@@ -407,10 +414,11 @@ def run_window(args: argparse.Namespace, instance: SingleInstance | None = None)
         log.info("TrailStop %s started; data in %s", __version__, runtime.directory)
         QTimer.singleShot(0, settle_heap)  # once the loop runs: the first paint does not wait for it
         _quit_when_running_if_signalled(signals, quit_now)
-        return app.exec()
+        return run_event_loop(loop)
     finally:
         _log_signals(signals)
         if window is not None:
             window.stop()
         runtime.close()
+        close_event_loop(loop)
         release_heap()

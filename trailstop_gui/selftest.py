@@ -123,6 +123,15 @@ def _run(report: Report) -> int:
         report.fail("Qt", _why(exc))
         report.line("self-test FAILED: Qt could not start, nothing else can run")
         return 1
+    from trailstop_gui.event_loop import caller_driven_event_loop
+
+    # The flows the window awaits (order-route checks after login) run on the app's qasync loop; the
+    # self-test spins Qt itself (wait_until), so the loop counts as running while it does.
+    with caller_driven_event_loop(app):
+        return _run_steps(report, app)
+
+
+def _run_steps(report: Report, app: Any) -> int:
     for what, check in (
         ("bundle", _check_bundle),
         ("keyring", _check_keyring),

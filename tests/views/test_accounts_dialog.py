@@ -355,6 +355,49 @@ def test_the_order_route_form_validates_names_the_field_and_stores_without_the_p
     routes.shutdown()
 
 
+def test_check_order_route_awaits_the_probe_off_the_gui_thread_and_shows_its_answer(
+    rig: Any, qtbot: QtBot
+) -> None:
+    import threading
+
+    from trailstop_gui.services.brokers.order_route import RouteCheck, RouteState
+    from trailstop_gui.services.notifier import Notifier
+    from trailstop_gui.services.route_monitor import RouteMonitor
+
+    store, secrets, service = rig
+    routes = RouteMonitor(store, secrets, Notifier())
+    account = store.add_account(
+        "kite", "Zerodha", user_id="AB1234", api_key="abcd1234", redirect_url="https://127.0.0.1/cb"
+    )
+    session = AccountSession(account, secrets, Endpoints())
+    service.add_session(session)
+    routes.attach(session)
+    probed_on: list[threading.Thread] = []
+    answer = threading.Event()
+
+    def probe() -> RouteCheck:
+        probed_on.append(threading.current_thread())
+        answer.wait(10)  # the broker takes its time: the window must not
+        return RouteCheck(RouteState.REFUSED, "IP not allowed (your IP 203.0.113.9)")
+
+    session.check_order_route = probe  # type: ignore[method-assign]
+    d = AccountsDialog(store, secrets, service, routes=routes)
+    qtbot.addWidget(d)
+    d.show()
+    d.select_account(account.id)
+    assert "not checked yet" in d.route_status.text()
+    qtbot.mouseClick(d.check_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: "checking…" in d.route_status.text(), timeout=5000)
+    qtbot.waitUntil(lambda: bool(probed_on), timeout=5000)
+    assert probed_on[0] is not threading.main_thread()
+    assert "checking…" in d.route_status.text()  # the GUI thread went on while the probe waited
+    answer.set()
+    qtbot.waitUntil(lambda: "IP not allowed" in d.route_status.text(), timeout=5000)
+    assert routes.checks[account.id].state is RouteState.REFUSED
+    assert routes.wait(5000)
+    routes.shutdown()
+
+
 def test_without_a_keyring_both_windows_say_the_same(rig: Any, qtbot: QtBot) -> None:
     import keyring
     from keyring.backends import fail

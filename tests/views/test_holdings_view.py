@@ -67,6 +67,7 @@ def test_holdings_are_listed_and_protected_from_the_window(gui: GuiRig, qtbot: Q
     view.unprotected_table.selectRow(row)
     assert view.act_protect.isEnabled()
     view.act_protect.trigger()
+    assert view.wait_for_flows()  # the Protect flow, on the qasync loop
     assert asked["side"] is Side.BUY and asked["quantity"] == 100
     assert "ITC holding 100 CNC" in asked["subject"]
     (p,) = gui.store.live(account_id)
@@ -115,6 +116,7 @@ def test_protecting_holdings_without_demat_consent_warns_first(
         )
         view.unprotected_table.selectRow(row)
         view.act_protect.trigger()
+        assert view.wait_for_flows()  # the Protect flow, on the qasync loop
         assert warnings == [("Delivery shares", CONSENT_WARNING, "Protect anyway")]
         assert gui.store.live(account_id) == []
     finally:

@@ -278,6 +278,32 @@ def test_a_failed_exchange_shows_the_error(qtbot: QtBot, kite_rig: Rig) -> None:
     assert kite_rig.session.token() is None
 
 
+def test_the_exchange_is_awaited_off_the_gui_thread(qtbot: QtBot, kite_rig: Rig) -> None:
+    import threading
+
+    session = kite_rig.session
+    real_complete_login = session.complete_login
+    exchanged_on: list[threading.Thread] = []
+    broker_answers = threading.Event()
+
+    def slow_complete_login(params: dict[str, str]) -> Any:
+        exchanged_on.append(threading.current_thread())
+        broker_answers.wait(10)  # a slow broker: the window must not wait with it
+        return real_complete_login(params)
+
+    session.complete_login = slow_complete_login  # type: ignore[method-assign]
+    dialog, _seen = open_dialog(qtbot, kite_rig)
+    with qtbot.waitSignal(dialog.exchange_started, timeout=LOAD_MS):
+        fill_and_submit(qtbot, dialog, kite_rig.section["user_id"], kite_rig.section["password"])
+    qtbot.waitUntil(lambda: bool(exchanged_on), timeout=LOAD_MS)
+    assert exchanged_on[0] is not threading.main_thread()
+    assert dialog.exchanging and dialog.status.text() == "Completing the login…"
+    with qtbot.waitSignal(dialog.logged_in, timeout=LOAD_MS):
+        broker_answers.set()
+    assert not dialog.exchanging and dialog.user_id == kite_rig.section["user_id"]
+    assert session.token()
+
+
 # ----------------------------------------------------------------------------- re-login prompt
 
 

@@ -283,10 +283,67 @@ def test_unprotected_positions_are_fetched_off_the_gui_thread_and_protected(
     answers = install(view, Answers(rule=TrailRule.percent(1.5)))
     service.tick = 0.01  # the instrument master's tick, not a fixed 0.05 (issue 13 item 14)
     view.act_protect.trigger()
+    assert view.wait_for_flows()  # the Protect flow, on the qasync loop
     assert service.calls == [("adopt", account.id, "ITC", TrailRule.percent(1.5), 0.01)]
     assert answers.rule_requests[0]["reference_price"] == 418.2
     assert answers.rule_requests[0]["tick_size"] == 0.01
     assert view.unprotected_title.text() == "Broker positions without protection (1)"
+
+
+def test_protect_asks_the_broker_again_and_the_position_leaves_the_list(
+    view: PositionsView, service: FakeService, store: ProtectionStore, qtbot: QtBot
+) -> None:
+    account = store.add_account("kite", "Zerodha", user_id="AB1234")
+    service.sessions = {
+        account.id: SimpleNamespace(account=account, broker_if_ready=lambda: object(), account_id=account.id)
+    }
+    service.positions = [
+        Position("ITC", "NSE", 424961, "NSE_EQ|ITC", 100, 418.2, Product.CNC, "CNC", 420.0, 180.0)
+    ]
+    view.fetch_unprotected_now()
+    qtbot.waitUntil(lambda: view.unprotected_model.rowCount() == 1, timeout=3000)
+    asked_before = len(service.fetch_threads)
+    view.unprotected_table.selectRow(0)
+    install(view, Answers(rule=TrailRule.percent(2)))
+    service.positions = []  # once protected, the broker's position is no longer "without protection"
+    view.act_protect.trigger()
+    assert view.wait_for_flows()
+    assert service.calls == [("adopt", account.id, "ITC", TrailRule.percent(2), 0.05)]
+    assert len(service.fetch_threads) == asked_before + 1  # asked again at once, not on the next timer
+    assert service.fetch_threads[-1] is not threading.main_thread()
+    assert view.unprotected_model.rowCount() == 0
+    assert view.unprotected_title.text() == "Broker positions without protection"
+
+
+def test_a_broker_answer_after_the_view_stopped_is_dropped(
+    view: PositionsView, service: FakeService, store: ProtectionStore, qtbot: QtBot
+) -> None:
+    account = store.add_account("kite", "Zerodha", user_id="AB1234")
+    service.sessions = {
+        account.id: SimpleNamespace(account=account, broker_if_ready=lambda: object(), account_id=account.id)
+    }
+    service.positions = [
+        Position("ITC", "NSE", 424961, "NSE_EQ|ITC", 100, 418.2, Product.CNC, "CNC", 420.0, 180.0)
+    ]
+    asked, answer, answered = threading.Event(), threading.Event(), threading.Event()
+    ask_broker = service.unprotected_positions
+
+    def slow_broker(account_id: int) -> list[Position]:
+        asked.set()
+        answer.wait(5)
+        try:
+            return ask_broker(account_id)
+        finally:
+            answered.set()
+
+    service.unprotected_positions = slow_broker  # type: ignore[method-assign]
+    view.fetch_unprotected_now()
+    qtbot.waitUntil(asked.is_set, timeout=3000)
+    view.stop()
+    answer.set()
+    assert answered.wait(5)
+    assert view.wait_for_flows()
+    assert view.unprotected_model.rowCount() == 0
 
 
 @pytest.mark.parametrize(

@@ -37,6 +37,7 @@ from trailstop_gui.models.domain import (
 from trailstop_gui.models.engine import StopTriggered, checked_initial_stop
 from trailstop_gui.models.lifecycle import IllegalTransition
 from trailstop_gui.models.store import ConcurrentTransition, ProtectionStore, TransitionRequest
+from trailstop_gui.services.adoption import adopt_position
 from trailstop_gui.services.brokers.base import (
     Broker,
     OrderRequest,
@@ -691,25 +692,14 @@ class ProtectionService(QObject):
         if position.product is Product.CNC and position.side is Side.SELL:
             raise ValueError(DELIVERY_SELL_REFUSED)
         config = self._safety_for(safety, None, None)
-        p = self.store.create_protection(
-            safety_enabled=config.enabled,
-            safety_buffer_percent=config.buffer_percent,
-            safety_buffer_ticks=config.buffer_ticks,
+        p = adopt_position(
+            self.store,
             account_id=account_id,
             broker=self.sessions[account_id].account.broker,
-            instrument=position.instrument,
-            symbol=position.symbol,
-            exchange=position.exchange,
-            side=position.side,
-            product=position.product,
-            quantity=abs(position.quantity),
-            filled_quantity=abs(position.quantity),
-            tick_size=self.tick_size_for(account_id, position) if tick_size is None else tick_size,
+            position=position,
             rule=rule,
-            entry_price=(
-                position.reference_price if isinstance(position, DeliveryStock) else position.average_price
-            ),
-            status=Status.OPEN,
+            tick_size=self.tick_size_for(account_id, position) if tick_size is None else tick_size,
+            safety=config,
             reason="adopted",
         )
         self._arm(p)

@@ -33,6 +33,7 @@ from trailstop_gui.models.domain import Product, Protection, SafetyState, Status
 from trailstop_gui.models.engine import checked_initial_stop
 from trailstop_gui.models.lifecycle import IllegalTransition
 from trailstop_gui.models.store import ConcurrentTransition, ProtectionStore
+from trailstop_gui.services.adoption import adopt_position
 from trailstop_gui.services.brokers.base import (
     Broker,
     Holding,
@@ -424,9 +425,8 @@ class Reconciler:
             if covering:
                 self._cover_growth(covering, pos, report)
                 continue
-            safety = self.hooks.safety_default(account_id)
             try:
-                p = self._adopt(account_id, broker, rule, pos, safety)
+                p = self._adopt(account_id, broker, rule, pos, "auto-protect")
             except Exception as exc:
                 # One position that cannot be protected (a rule whose stop would be <= 0 at its price)
                 # never stops the others.
@@ -440,28 +440,18 @@ class Reconciler:
             protected.append(p)
 
     def _adopt(
-        self, account_id: int, broker: Broker, rule: TrailRule, pos: Position, safety: SafetyConfig
+        self, account_id: int, broker: Broker, rule: TrailRule, pos: Position | DeliveryStock, reason: str
     ) -> Protection:
-        if pos.side is None or pos.product is None:
-            raise ValueError("position: flat, or of a product the app does not trade")
-        return self.store.create_protection(
-            safety_enabled=safety.enabled,
-            safety_buffer_percent=safety.buffer_percent,
-            safety_buffer_ticks=safety.buffer_ticks,
+        """A new OPEN protection of ``pos`` with the account's safety-stop defaults (not yet armed)."""
+        return adopt_position(
+            self.store,
             account_id=account_id,
             broker=broker.capabilities.broker,
-            instrument=pos.instrument,
-            symbol=pos.symbol,
-            exchange=pos.exchange,
-            side=pos.side,
-            product=pos.product,
-            quantity=abs(pos.quantity),
-            filled_quantity=abs(pos.quantity),
-            tick_size=self.hooks.tick_size(account_id, pos),
+            position=pos,
             rule=rule,
-            entry_price=pos.average_price,
-            status=Status.OPEN,
-            reason="auto-protect",
+            tick_size=self.hooks.tick_size(account_id, pos),
+            safety=self.hooks.safety_default(account_id),
+            reason=reason,
         )
 
     def _adopt_delivery(
@@ -483,27 +473,9 @@ class Reconciler:
             if len(covering) == 1:
                 self._cover_delivery_growth(covering[0], stock, report)
             return
-        safety = self.hooks.safety_default(account_id)
         try:
-            p = self.store.create_protection(
-                safety_enabled=safety.enabled,
-                safety_buffer_percent=safety.buffer_percent,
-                safety_buffer_ticks=safety.buffer_ticks,
-                account_id=account_id,
-                broker=broker.capabilities.broker,
-                instrument=stock.instrument,
-                symbol=stock.symbol,
-                exchange=stock.exchange,
-                side=stock.side,
-                product=Product.CNC,
-                quantity=stock.quantity,
-                filled_quantity=stock.quantity,
-                tick_size=self.hooks.tick_size(account_id, stock),
-                rule=rule,
-                entry_price=stock.reference_price,
-                status=Status.OPEN,
-                reason="auto-protect (holding)" if stock.is_holding else "auto-protect",
-            )
+            reason = "auto-protect (holding)" if stock.is_holding else "auto-protect"
+            p = self._adopt(account_id, broker, rule, stock, reason)
         except Exception as exc:
             # One stock that cannot be protected (a rule whose stop would be <= 0 at its price) never
             # stops the others.

@@ -2,9 +2,10 @@
 
 A route is kept in the database's settings (``order_route.<account id>``; the window and ``--headless``
 read the same store) and its proxy password in the keyring. A check exercises an order endpoint
-harmlessly (see ``order_route.probe_order_route``) on a pool thread, never on the GUI thread. When a
-check fails on an account that has live protections, an urgent alert says so: the window's banner and
-the tray show it, before any stop fires into a refusal.
+harmlessly (see ``order_route.probe_order_route``): ``check_now`` is a coroutine on the qasync loop
+whose blocking probe runs on a pool thread, never on the GUI thread. When a check fails on an account
+that has live protections, an urgent alert says so: the window's banner and the tray show it, before
+any stop fires into a refusal.
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ from __future__ import annotations
 import logging
 import threading
 
-from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, Signal, SignalInstance
+from PySide6.QtCore import QObject, Signal, SignalInstance
 
 from trailstop_gui.models.domain import Protection
 from trailstop_gui.models.store import ProtectionStore
+from trailstop_gui.services.async_calls import BlockingCalls
 from trailstop_gui.services.brokers.order_route import (
     OrderRoute,
     RouteCheck,
@@ -72,24 +74,10 @@ def save_route(
         secrets.set(account_id, "route_password", password)
 
 
-class _Check(QRunnable):
-    def __init__(self, monitor: RouteMonitor, session: AccountSession) -> None:
-        super().__init__()
-        self.monitor, self.session = monitor, session
-
-    def run(self) -> None:
-        try:
-            check = self.session.check_order_route()
-        except Exception as exc:  # nothing dies silently in a pool
-            check = RouteCheck(RouteState.UNKNOWN, f"the check failed ({type(exc).__name__})")
-        self.monitor._checked.emit(self.session.account_id, check)
-
-
 class RouteMonitor(QObject):
     """Applies each account's stored route to its session and reports every check."""
 
     route_checked = Signal(int, object)  # account id, RouteCheck
-    _checked = Signal(int, object)  # from a pool thread to this object's thread
 
     def __init__(self, store: ProtectionStore, secrets: SecretStore, notifier: Notifier) -> None:
         super().__init__()
@@ -98,9 +86,7 @@ class RouteMonitor(QObject):
         self._sessions: dict[int, AccountSession] = {}
         self._lock = threading.Lock()
         self._warned: set[int] = set()  # protections already warned about
-        self.pool = QThreadPool()
-        self.pool.setMaxThreadCount(2)
-        self._checked.connect(self._finished, Qt.ConnectionType.QueuedConnection)
+        self.calls = BlockingCalls("route-check", workers=2)
 
     def attach(self, session: AccountSession) -> None:
         """Apply the stored route now; check it after every login, and now if a stored login is valid."""
@@ -127,16 +113,29 @@ class RouteMonitor(QObject):
         return load_route(self.store, account_id)
 
     def check(self, account_id: int) -> None:
-        """Check an account's route on a pool thread; ``route_checked`` reports the result."""
+        """Start checking an account's route (after a login, a new route); ``route_checked`` reports it."""
+        if account_id in self._sessions:
+            self.calls.start(self.check_now(account_id))
+
+    async def check_now(self, account_id: int) -> RouteCheck | None:
+        """Check an account's route and return the answer (None: no such account); also reported by
+        ``route_checked`` and, when it failed with live protections, by an alert."""
         session = self._sessions.get(account_id)
-        if session is not None:
-            self.pool.start(_Check(self, session))
+        if session is None:
+            return None
+        try:
+            check = await self.calls.run(session.check_order_route)
+        except Exception as exc:  # the probe maps broker errors itself: this is a defect, said plainly
+            log.error("order route check of account %s failed", account_id, exc_info=exc)
+            check = RouteCheck(RouteState.UNKNOWN, f"the check failed ({type(exc).__name__})")
+        self._finished(account_id, check)
+        return check
 
     def wait(self, timeout_ms: int = 30_000) -> bool:
-        return bool(self.pool.waitForDone(timeout_ms))
+        return self.calls.wait(timeout_ms)
 
     def shutdown(self) -> None:
-        self.pool.waitForDone(10_000)
+        self.calls.shutdown()
 
     def _on_protection_changed(self, protection_id: int) -> None:
         try:

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import shiboken6
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, Signal
 from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import (
@@ -51,6 +52,7 @@ from trailstop_gui.services.route_monitor import (
 )
 from trailstop_gui.services.secrets import SecretStore
 from trailstop_gui.services.session import SessionState
+from trailstop_gui.views.async_slot import async_slot
 from trailstop_gui.views.login_view import LoginDialog
 
 log = logging.getLogger("trailstop.views.accounts")
@@ -604,14 +606,18 @@ class AccountsDialog(QDialog):
         form.open()
         return form
 
-    def check_route(self) -> None:
+    @async_slot()
+    async def check_route(self) -> None:
+        """The "Check order route" button: say it is checking, await the probe, show its answer."""
         account = self.selected_account()
         if account is None or self.routes is None:
             return
         self.route_status.setText(
             f"Order route: <b>{self.routes.route(account.id).describe()}</b> — checking…"
         )
-        self.routes.check(account.id)
+        await self.routes.check_now(account.id)
+        if shiboken6.isValid(self):  # the dialog may have been closed while the broker answered
+            self._show_route(self.selected_account())
 
     def _on_route_checked(self, account_id: int, _check: RouteCheck) -> None:
         account = self.selected_account()

@@ -2,15 +2,16 @@
 
 The flow: the view opens the Kite login page or the Upstox authorisation dialog; the trader logs in there
 (2FA and all); the broker redirects to the app's redirect URL. That navigation is never loaded: the view
-reads ``request_token`` (Kite) or ``code`` and ``state`` (Upstox) from it, closes, and the token exchange
-(blocking HTTP) runs on a thread pool. Cookies, cache and storage stay in memory (an off-the-record
-profile), so nothing of the broker's web session lands in a file.
+reads ``request_token`` (Kite) or ``code`` and ``state`` (Upstox) from it, closes, and awaits the token
+exchange (blocking HTTP, on a worker thread) in one async slot on the qasync loop. Cookies, cache and
+storage stay in memory (an off-the-record profile), so nothing of the broker's web session lands in a file.
 
 QtWebEngineWidgets must be imported before the QApplication exists: import this module early.
 """
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import logging
 import secrets as random_tokens
@@ -18,7 +19,7 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 import shiboken6
-from PySide6.QtCore import QCoreApplication, QObject, QRunnable, Qt, QThreadPool, QTimer, QUrl, Signal
+from PySide6.QtCore import QCoreApplication, QObject, Qt, QTimer, QUrl, Signal
 from PySide6.QtWebEngineCore import (
     QWebEngineDownloadRequest,
     QWebEnginePage,
@@ -42,6 +43,7 @@ from trailstop_gui.services.accounts import LoginPolicy, account_title, origin_o
 from trailstop_gui.services.errors import BrokerError, redact
 from trailstop_gui.services.protection_service import ProtectionService
 from trailstop_gui.services.session import AccountSession, SessionState
+from trailstop_gui.views.async_slot import async_slot
 
 log = logging.getLogger("trailstop.login")
 
@@ -201,33 +203,6 @@ class _PopupCatcher(QWebEnginePage):
         return False
 
 
-class _ExchangeSignals(QObject):
-    succeeded = Signal(str)  # the broker's user id
-    failed = Signal(str)  # why, fit for the trader (no token, no secret)
-
-
-class _ExchangeTask(QRunnable):
-    """``session.complete_login`` (blocking HTTP) off the GUI thread."""
-
-    def __init__(self, session: AccountSession, params: dict[str, str]) -> None:
-        super().__init__()
-        self.setAutoDelete(False)  # the dialog holds it until its signal has arrived
-        self.session = session
-        self.params = params
-        self.signals = _ExchangeSignals()
-
-    def run(self) -> None:
-        try:
-            info = self.session.complete_login(self.params)
-        except BrokerError as exc:
-            self.signals.failed.emit(exc.message or type(exc).__name__)
-        except Exception as exc:
-            log.error("login exchange failed: %s", redact(f"{type(exc).__name__}: {exc}"))
-            self.signals.failed.emit(redact(f"{type(exc).__name__}: {exc}"))
-        else:
-            self.signals.succeeded.emit(info.user_id or "")
-
-
 _BANNER_STYLE = {
     "error": "background:#fdecea; color:#8a1c12; border:1px solid #f1aeb5;",
     "warning": "background:#fff4e5; color:#7a4a00; border:1px solid #ffd699;",
@@ -256,17 +231,14 @@ class LoginDialog(QDialog):
         dialog.activateWindow()
         return dialog
 
-    def __init__(
-        self, session: AccountSession, parent: QWidget | None = None, *, pool: QThreadPool | None = None
-    ) -> None:
+    def __init__(self, session: AccountSession, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.session = session
         self.account_id = session.account_id
         self.policy = LoginPolicy.for_account(session.account)
         self.broker_name = spec_for(session.account.broker).name
         self.user_id = ""  # the broker's user id, once logged in
-        self._pool = pool or QThreadPool.globalInstance()
-        self._task: _ExchangeTask | None = None
+        self._exchange: asyncio.Task[None] | None = None  # the token exchange, while it runs
         self._state = random_tokens.token_urlsafe(16)  # Upstox echoes it back: proves the answer is ours
         self._refused = False  # a navigation was refused since the last load started
 
@@ -336,7 +308,7 @@ class LoginDialog(QDialog):
 
     def restart(self) -> None:
         """(Re)open the broker's login page."""
-        if self._task is not None:
+        if self._exchange is not None:
             return
         self._state = random_tokens.token_urlsafe(16)
         self._hide_banner()
@@ -357,7 +329,7 @@ class LoginDialog(QDialog):
 
     def _on_load_finished(self, ok: bool) -> None:
         refused, self._refused = self._refused, False
-        if self._task is not None:
+        if self._exchange is not None:
             return
         if ok:
             self.status.setText(f"Log in with your {self.broker_name} user id and password.")
@@ -376,29 +348,49 @@ class LoginDialog(QDialog):
         self.navigation_refused.emit(origin)
 
     def _on_render_process_terminated(self, *_args: object) -> None:
-        if self._task is None:
+        if self._exchange is None:
             self._show_banner("The login page crashed. Start over to load it again.", "error")
 
     # ----------------------------------------------------------------- the redirect and the exchange
 
-    def _on_redirect_reached(self, url: str) -> None:
-        if self._task is not None:
+    @async_slot(str)
+    async def _on_redirect_reached(self, url: str) -> None:
+        """The broker sent the trader back: check its answer, trade it for a token, say how it went."""
+        if self._exchange is not None:
             return  # already exchanging this login's token
         self._refused = True
-        params = LoginPolicy.params(url)
         try:
-            login_params = self._login_params(params)
+            login_params = self._login_params(LoginPolicy.params(url))
         except ValueError as exc:
             self._fail(str(exc))
             return
-        self._task = _ExchangeTask(self.session, login_params)
-        self._task.signals.succeeded.connect(self._on_exchange_succeeded)
-        self._task.signals.failed.connect(self._on_exchange_failed)
+        self._exchange = asyncio.current_task()
         self.view.stop()
         self.status.setText("Completing the login…")
         self.hide()  # closes itself; the exchange finishes in the background
         self.exchange_started.emit(self.account_id)
-        self._pool.start(self._task)
+        try:
+            # Blocking HTTP: on a worker thread, never on the GUI thread.
+            info = await asyncio.to_thread(self.session.complete_login, login_params)
+        except BrokerError as exc:
+            failure: str | None = exc.message or type(exc).__name__
+        except Exception as exc:
+            failure = redact(f"{type(exc).__name__}: {exc}")
+            log.error("login exchange failed: %s", failure)
+        else:
+            failure = None
+        finally:
+            self._exchange = None
+        if not shiboken6.isValid(self):
+            return  # the application quit while the broker answered
+        if failure is not None:
+            self._fail(f"The login did not complete: {failure}")
+            return
+        self.user_id = info.user_id or ""
+        self.status.setText("Logged in.")
+        self.view.setUrl(QUrl("about:blank"))  # drop the broker's page (and what it holds) from memory
+        self.logged_in.emit(self.account_id)
+        self.accept()
 
     def _login_params(self, params: dict[str, str]) -> dict[str, str]:
         """What ``complete_login`` needs, after the checks the redirect must pass. ValueError: refused."""
@@ -421,18 +413,6 @@ class LoginDialog(QDialog):
             raise ValueError("The redirect from Upstox carried no code. Start over.")
         return {"code": code, "state": self._state}
 
-    def _on_exchange_succeeded(self, user_id: str) -> None:
-        self._task = None
-        self.user_id = user_id
-        self.status.setText("Logged in.")
-        self.view.setUrl(QUrl("about:blank"))  # drop the broker's page (and what it holds) from memory
-        self.logged_in.emit(self.account_id)
-        self.accept()
-
-    def _on_exchange_failed(self, why: str) -> None:
-        self._task = None
-        self._fail(f"The login did not complete: {why}")
-
     def _fail(self, message: str) -> None:
         log.warning("%s login failed: %s", self.broker_name, redact(message))
         self.status.setText("Login failed.")
@@ -454,12 +434,12 @@ class LoginDialog(QDialog):
 
     @property
     def exchanging(self) -> bool:
-        return self._task is not None
+        return self._exchange is not None
 
     def _on_finished(self, _result: int) -> None:
         if LoginDialog._open.get(self.account_id) is self:
             del LoginDialog._open[self.account_id]
-        if self._task is None:
+        if self._exchange is None:
             self.deleteLater()  # each login gets a fresh dialog; a finished one holds nothing worth keeping
 
 

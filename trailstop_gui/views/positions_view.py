@@ -1,7 +1,8 @@
 """The protected positions table with its actions, and the broker's positions that have no protection.
 
 Every action goes to the ProtectionService, which returns at once (broker calls run on its pools). The
-one blocking call, ``unprotected_positions``, runs on a QThreadPool and reports through a signal.
+one blocking call, ``unprotected_positions``, is awaited by the refresh and Protect flows, coroutines on
+the qasync loop, while it runs on a thread of its own (``services/async_calls.BlockingCalls``).
 """
 
 from __future__ import annotations
@@ -11,15 +12,14 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+import shiboken6
 from PySide6.QtCore import (
     QItemSelection,
     QModelIndex,
     QObject,
     QPersistentModelIndex,
     QPoint,
-    QRunnable,
     Qt,
-    QThreadPool,
     QTimer,
     Signal,
 )
@@ -40,11 +40,13 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+from qasync import asyncWrap
 
 from trailstop_gui.models.domain import Position, RuleKind, Side, Status, TrailRule
 from trailstop_gui.models.engine import initial_stop
 from trailstop_gui.models.lifecycle import TERMINAL
 from trailstop_gui.models.store import ProtectionStore
+from trailstop_gui.services.async_calls import BlockingCalls
 from trailstop_gui.services.holdings import DeliveryStock
 from trailstop_gui.services.protection_service import ProtectionService
 from trailstop_gui.services.session import not_watched_reason
@@ -436,37 +438,6 @@ class UnprotectedModel(RowsTableModel[tuple[int, str, Unprotected]]):
             self.dataChanged.emit(self.index(0, 0), self.index(len(self._rows) - 1, len(self.HEADERS) - 1))
 
 
-class _FetchSignals(QObject):
-    fetched = Signal(int, object)  # account id, list[Position]
-    failed = Signal(int, str)
-
-
-class _FetchTask(QRunnable):
-    """Asks the broker for its positions off the GUI thread; reports through its own QObject."""
-
-    def __init__(self, service: ProtectionService, account_id: int, signals: _FetchSignals) -> None:
-        super().__init__()
-        self.service = service
-        self.account_id = account_id
-        self.signals = signals
-
-    def run(self) -> None:
-        try:
-            positions = self.service.unprotected_positions(self.account_id)
-        except Exception as exc:
-            log.warning("positions of account %s: %s", self.account_id, exc)
-            self._emit(self.signals.failed, self.account_id, str(exc))
-            return
-        self._emit(self.signals.fetched, self.account_id, positions)
-
-    @staticmethod
-    def _emit(signal: Any, *args: Any) -> None:
-        try:
-            signal.emit(*args)
-        except RuntimeError:  # the view went away while the broker answered: nobody to tell
-            log.debug("positions fetched after the view closed")
-
-
 # ----------------------------------------------------------------- the view
 
 
@@ -506,12 +477,8 @@ class PositionsView(QWidget):
         self._build_actions()
         self._build_ui()
 
-        self.pool = QThreadPool(self)
-        self.pool.setMaxThreadCount(1)  # one broker question at a time is plenty
-        self._fetch_signals = _FetchSignals(self)
-        self._fetch_signals.fetched.connect(self._on_fetched)
-        self._fetch_signals.failed.connect(self._on_fetch_failed)
-        self._in_flight: set[int] = set()
+        self.flows = BlockingCalls("positions", workers=1)  # one broker question at a time is plenty
+        self._in_flight: set[int] = set()  # accounts whose positions are being asked for
         # Exits the trader asked for: "exit sent" is said only once the broker took the order.
         self._exits_asked: dict[int, str] = {}
         self._fetch_debounce = QTimer(self)
@@ -1013,6 +980,16 @@ class PositionsView(QWidget):
         return self.unprotected_model.position_at(rows[0].row()) if rows else None
 
     def protect_selected(self) -> None:
+        """The Protect action: starts its flow (``protect``) on the qasync loop."""
+        self.flows.start(self.protect())
+
+    async def protect(self) -> None:
+        """Protect the selected broker position: ask the rule, store and arm the protection (local, at
+        once), then ask the broker again so that the position leaves the unprotected list.
+
+        The questions are modal dialogs: ``asyncWrap`` runs each on Qt's own loop, outside this task's
+        step (a dialog's nested event loop inside a step would run other tasks' steps inside it).
+        """
         chosen = self.selected_unprotected()
         if chosen is None:
             return
@@ -1028,55 +1005,63 @@ class PositionsView(QWidget):
         if isinstance(pos, DeliveryStock):
             side_text = "holding" if pos.is_holding else "Long"
             warning = self.service.demat_warning(account_id)
-            if warning and not self.confirm("Delivery shares", warning, "Protect anyway"):
+            if warning and not await asyncWrap(self.confirm, "Delivery shares", warning, "Protect anyway"):
                 return
-        rule = self.ask_rule(
-            title="Protect position",
-            subject=(
-                f"{pos.symbol} {side_text} {abs(pos.quantity)} {pos.product.value} "
-                f"at {theme.format_price(pos.average_price)}"
-            ),
-            side=pos.side,
-            quantity=abs(pos.quantity),
-            reference_price=pos.reference_price if isinstance(pos, DeliveryStock) else pos.average_price,
-            tick_size=tick,
-            rule=default_rule,
-            accept_text="Protect",
+        rule = await asyncWrap(
+            lambda: self.ask_rule(
+                title="Protect position",
+                subject=(
+                    f"{pos.symbol} {side_text} {abs(pos.quantity)} {pos.product.value} "
+                    f"at {theme.format_price(pos.average_price)}"
+                ),
+                side=pos.side,
+                quantity=abs(pos.quantity),
+                reference_price=pos.reference_price if isinstance(pos, DeliveryStock) else pos.average_price,
+                tick_size=tick,
+                rule=default_rule,
+                accept_text="Protect",
+            )
         )
-        if rule is None:
+        if rule is None or not shiboken6.isValid(self):
             return
-        if self._act("Protect", lambda: self.service.adopt(account_id, pos, rule, tick)):
-            self.message_posted.emit(f"{pos.symbol}: protected, trailing {rule.describe()}")
-            self.refresh_unprotected()
+        if not self._act("Protect", lambda: self.service.adopt(account_id, pos, rule, tick)):
+            return
+        self.message_posted.emit(f"{pos.symbol}: protected, trailing {rule.describe()}")
+        await self.fetch_unprotected(account_id)
 
     def refresh_unprotected(self) -> None:
         """Ask again shortly (several reasons to refresh in a burst become one question)."""
         self._fetch_debounce.start()
 
     def fetch_unprotected_now(self) -> None:
+        """Ask every ready account's broker for its positions without protection, each in its own flow."""
         sessions = self.service.sessions
         self.unprotected_model.drop_accounts(set(sessions))
         asked = 0
         for account_id, session in sessions.items():
             if account_id in self._in_flight or session.broker_if_ready() is None:
                 continue
-            self._in_flight.add(account_id)
-            self.pool.start(_FetchTask(self.service, account_id, self._fetch_signals))
+            self.flows.start(self.fetch_unprotected(account_id))
             asked += 1
         if asked:
             self.unprotected_status.setText("checking the broker…")
 
-    def wait_for_fetches(self, msecs: int = 5000) -> bool:
-        return bool(self.pool.waitForDone(msecs))
-
-    def stop(self) -> None:
-        self._fetch_timer.stop()
-        self._fetch_debounce.stop()
-        self.pool.clear()
-        self.pool.waitForDone(5000)
-
-    def _on_fetched(self, account_id: int, positions: list[Unprotected]) -> None:
-        self._in_flight.discard(account_id)
+    async def fetch_unprotected(self, account_id: int) -> None:
+        """The refresh of one account: ask its broker (off the GUI thread), then show the answer."""
+        if account_id in self._in_flight:
+            return  # an answer is on its way
+        self._in_flight.add(account_id)
+        try:
+            positions = await self.flows.run(self.service.unprotected_positions, account_id)
+        except Exception as exc:
+            log.warning("positions of account %s: %s", account_id, exc)
+            if shiboken6.isValid(self):
+                self.unprotected_status.setText(f"could not check the broker: {str(exc)[:80]}")
+            return
+        finally:
+            self._in_flight.discard(account_id)
+        if not shiboken6.isValid(self):
+            return  # the view went away while the broker answered: nobody to tell
         session = self.service.sessions.get(account_id)
         label = session.account.label if session is not None else str(account_id)
         self.unprotected_model.set_positions(account_id, label, positions)
@@ -1089,9 +1074,14 @@ class PositionsView(QWidget):
         self.unprotected_status.setText(f"checked {datetime.now():%H:%M:%S}")
         self._update_actions()
 
-    def _on_fetch_failed(self, account_id: int, why: str) -> None:
-        self._in_flight.discard(account_id)
-        self.unprotected_status.setText(f"could not check the broker: {why[:80]}")
+    def wait_for_flows(self, msecs: int = 5000) -> bool:
+        """Let the loop run until every refresh and Protect flow has ended; False on timeout."""
+        return self.flows.wait(msecs)
+
+    def stop(self) -> None:
+        self._fetch_timer.stop()
+        self._fetch_debounce.stop()
+        self.flows.shutdown()
 
     def set_colors(self, colors: theme.Colors) -> None:
         self._colors = colors

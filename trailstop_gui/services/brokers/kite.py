@@ -16,56 +16,46 @@ import requests
 from kiteconnect import KiteConnect
 
 from trailstop_gui.models.domain import Side
+from trailstop_gui.services.brokers.adapter_base import OrderChange, RestAdapter
 from trailstop_gui.services.brokers.base import (
     KITE_CAPABILITIES,
-    ORDER_WINDOW_MARGIN,
-    Capabilities,
     Gtt,
-    GttNotFound,
     GttRequest,
     GttStatus,
     Holding,
     Instrument,
     Order,
     OrderRequest,
-    OrderType,
     Position,
     Profile,
     SessionInfo,
     as_float,
     as_int,
     convert_all,
-    latest_with_tag,
-    list_reply,
     malformed_reply,
-    normalize_order_status,
     opt_float,
     opt_str,
-    order_type_or_none,
     parse_ist,
     product_or_none,
     profile_from_reply,
-    required_int,
-    required_text,
     rows,
 )
 from trailstop_gui.services.brokers.errors import (
     AmbiguousError,
     BrokerError,
     BrokerInputError,
-    RateLimitedError,
-    login_error,
     map_kite_exception,
 )
-from trailstop_gui.services.brokers.order_route import (
-    PROBE_ORDER_ID,
-    OrderRoute,
-    RouteCheck,
-    probe_order_route,
-)
+from trailstop_gui.services.brokers.order_route import OrderRoute
 from trailstop_gui.services.brokers.rate_limit import RateLimiter
+from trailstop_gui.services.brokers.reply_rows import (
+    Listing,
+    holding_from_row,
+    order_from_row,
+    position_from_row,
+)
 
-__all__ = ["MARKET_PROTECTION_AUTO", "ORDER_WINDOW_MARGIN", "KiteBroker", "default_order_limiter"]
+__all__ = ["MARKET_PROTECTION_AUTO", "KiteBroker"]
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +63,12 @@ MARKET_PROTECTION_AUTO = -1
 """Kite picks the protection band itself."""
 
 
-def default_order_limiter() -> RateLimiter:
-    """Kite's order limits (with the arrival margin), one slot per window kept for exits."""
-    return KITE_CAPABILITIES.make_limiter(margin=ORDER_WINDOW_MARGIN)
-
-
-class KiteBroker:
+class KiteBroker(RestAdapter):
     """One Kite Connect account. Safe to call from several threads."""
+
+    name = "kite"
+    display_name = "Zerodha"
+    _capabilities = KITE_CAPABILITIES
 
     def __init__(
         self,
@@ -100,35 +89,31 @@ class KiteBroker:
 
         ``order_route``: how order calls (place, modify, cancel, GTT) reach Kite; everything else is direct.
 
-        ``limiter`` paces order calls (default: :func:`default_order_limiter`);
+        ``limiter`` paces order calls (default: the broker's limits, see ``RestAdapter``);
         ``rate_limit_wait`` is how long an order call may wait for it before RateLimitedError.
         ``market_protection``: -1 (automatic) or a percentage in (0, 100].
         """
-        market_protection = _kite_market_protection(market_protection)
+        super().__init__(
+            limiter=limiter,
+            rate_limit_wait=rate_limit_wait,
+            market_protection=_kite_market_protection(market_protection),
+            map_exception=map_kite_exception,
+        )
         self._kite: Any = KiteConnect(api_key, access_token=access_token, root=root, timeout=timeout)
         if login_uri:
             # The constructor has no parameter for it; login_url() reads this attribute.
             self._kite._default_login_uri = login_uri
         self._kite.reqsession.hooks["response"].append(_screen_response)
         self._root, self._timeout = root, timeout
-        self._route = OrderRoute()
-        self._route_password: str | None = None
         self._orders: Any = self._kite
         self.set_order_route(order_route or OrderRoute(), route_password)
-        self._limiter = limiter if limiter is not None else default_order_limiter()
-        self._market_protection = market_protection
         self._variety = variety
-        self._rate_limit_wait = rate_limit_wait
 
     def set_market_protection(self, market_protection: float) -> None:
         """What MARKET and SL-M orders carry from now on (the trader's setting): -1 or a percentage."""
         self._market_protection = _kite_market_protection(market_protection)
 
     # ------------------------------------------------------------------------- session
-
-    @property
-    def capabilities(self) -> Capabilities:
-        return KITE_CAPABILITIES
 
     @property
     def api_key(self) -> str:
@@ -139,27 +124,15 @@ class KiteBroker:
         return str(self._kite.login_url())
 
     def exchange_token(self, request_token: str, api_secret: str) -> SessionInfo:
-        """Trade the request_token from the login redirect for an access token, and start using it."""
-        try:
-            data = self._kite.generate_session(request_token, api_secret=api_secret)
-        except Exception as exc:
-            error = login_error(
-                map_kite_exception(exc, order_call=False, secrets=(request_token, api_secret))
-            )
-            log.warning("kite login failed: %s", error)
-            # No chaining: the SDK's exception may carry the request token or the checksum.
-            raise error from None
-        if not isinstance(data, Mapping) or not data.get("access_token"):
-            raise BrokerError("kite login: the reply carried no access token")
-        # The SDK set it on the reads' client; the order route's client needs it too.
-        self.set_access_token(str(data["access_token"]))
-        log.info("kite session started for %s", data.get("user_id"))
-        return SessionInfo(
-            access_token=str(data["access_token"]),
-            user_id=str(data.get("user_id") or ""),
-            user_name=str(data.get("user_name") or ""),
-            broker="kite",
-            email=opt_str(data.get("email")),
+        """Trade the request_token from the login redirect for an access token, and start using it.
+
+        The SDK sets the token on the reads' client itself; ``set_access_token`` gives it to the order
+        route's client too.
+        """
+        return self._exchange_login(
+            lambda: self._kite.generate_session(request_token, api_secret=api_secret),
+            lambda data: data if isinstance(data, Mapping) else {},
+            (request_token, api_secret),
         )
 
     def set_access_token(self, access_token: str | None) -> None:
@@ -168,10 +141,6 @@ class KiteBroker:
             self._orders.set_access_token(access_token)
 
     # ------------------------------------------------------------------------- order route
-
-    @property
-    def order_route(self) -> OrderRoute:
-        return self._route
 
     def set_order_route(self, route: OrderRoute, password: str | None = None) -> None:
         """Send order calls through ``route`` from now on. A client of its own carries the proxy (the
@@ -189,52 +158,26 @@ class KiteBroker:
             orders.reqsession.hooks["response"].append(_screen_response)
         self._orders, self._route, self._route_password = orders, route, password
 
-    def check_order_route(self) -> RouteCheck:
-        """A harmless order call (cancel an order that cannot exist) through the route, and its answer."""
-        return probe_order_route(lambda: self.cancel_order(PROBE_ORDER_ID), "Zerodha", self._route)
-
     # ------------------------------------------------------------------------- orders
 
     def _order_params(self, request: OrderRequest) -> dict[str, Any]:
         """The place_order fields of one request (the plain and the auto-sliced call take the same)."""
         if not request.symbol or not request.exchange:
             raise BrokerInputError("kite orders need the trading symbol and the exchange")
-        if request.tag is not None and not KITE_CAPABILITIES.is_valid_tag(request.tag):
-            raise BrokerInputError(f"kite tag must be 1-20 letters and digits, got {request.tag!r}")
-        params: dict[str, Any] = {
+        return {
             "variety": self._variety,
             "exchange": request.exchange,
             "tradingsymbol": request.symbol,
-            "transaction_type": request.side.value,
-            "quantity": request.quantity,
-            "product": KITE_CAPABILITIES.broker_product(request.product),
-            "order_type": request.order_type.value,
-            "validity": request.validity.value,
+            **self._order_fields(request),
+            # Kite refuses API market orders (MARKET, SL-M) without it; it is never None here.
+            **self._market_protection_field(request.order_type),
         }
-        if request.order_type.needs_price:
-            params["price"] = request.price
-        if request.order_type.needs_trigger:
-            params["trigger_price"] = request.trigger_price
-        if request.order_type.is_market:
-            params["market_protection"] = self._market_protection
-        if request.tag:
-            params["tag"] = request.tag
-        return params
 
     def place_order(self, request: OrderRequest) -> str:
         params = self._order_params(request)
         self._pace(request.urgent)
         order_id = str(self._call("place_order", self._orders.place_order, order_call=True, **params))
-        log.info(
-            "kite order %s: %s %s %s:%s x%d tag=%s",
-            order_id,
-            request.order_type.value,
-            request.side.value,
-            request.exchange,
-            request.symbol,
-            request.quantity,
-            request.tag,
-        )
+        self._log_placed("order", order_id, request, f"{request.exchange}:{request.symbol}")
         return order_id
 
     def place_sliced_order(self, request: OrderRequest) -> list[str]:
@@ -263,38 +206,19 @@ class KiteBroker:
             log.warning("kite autoslice %s: %d slice(s) refused: %s", parent, len(errors), "; ".join(errors))
         if not ids:
             raise AmbiguousError("kite place_autoslice_order: the reply named no order")
-        log.info(
-            "kite sliced order %s: %s %s %s:%s x%d in %d slices tag=%s",
-            parent,
-            request.order_type.value,
-            request.side.value,
-            request.exchange,
-            request.symbol,
-            request.quantity,
-            len(ids),
-            request.tag,
-        )
+        where = f"{request.exchange}:{request.symbol}"
+        self._log_placed("sliced order", str(parent), request, where, f" in {len(ids)} slices")
         return ids
 
-    def modify_order(
-        self,
-        order_id: str,
-        *,
-        quantity: int | None = None,
-        price: float | None = None,
-        trigger_price: float | None = None,
-        order_type: OrderType | None = None,
-        urgent: bool = False,
-    ) -> str:
+    def _modify(self, order_id: str, change: OrderChange, urgent: bool) -> str:
         params: dict[str, Any] = {
-            "quantity": quantity,
-            "price": price,
-            "trigger_price": trigger_price,
-            "order_type": None if order_type is None else OrderType.parse(order_type).value,
-        }
-        if order_type is not None and OrderType.parse(order_type).is_market:
+            "quantity": change.quantity,
+            "price": change.price,
+            "trigger_price": change.trigger_price,
+            "order_type": None if change.order_type is None else change.order_type.value,
             # Turning an order into a market one needs protection, as placing one does.
-            params["market_protection"] = self._market_protection
+            **self._market_protection_field(change.order_type),
+        }
         params = {key: value for key, value in params.items() if value is not None}
         self._pace(urgent)
         result = self._call(
@@ -316,14 +240,12 @@ class KiteBroker:
 
     def order_history(self, order_id: str) -> list[Order]:
         reply = self._call("order_history", self._kite.order_history, order_id, order_call=False)
-        return convert_all(order_from_kite, list_reply(reply, "kite order_history"), "kite order_history")
+        return self._read_rows("order_history", reply, order_from_kite)
 
     def orders(self) -> list[Order]:
-        reply = self._call("orders", self._kite.orders, order_call=False)
-        return convert_all(order_from_kite, list_reply(reply, "kite orders"), "kite orders")
-
-    def find_order_by_tag(self, tag: str) -> Order | None:
-        return latest_with_tag(self.orders(), tag)
+        return self._read_rows(
+            "orders", self._call("orders", self._kite.orders, order_call=False), order_from_kite
+        )
 
     # ------------------------------------------------------------------------- GTT
 
@@ -358,18 +280,16 @@ class KiteBroker:
         self._call("delete_gtt", self._orders.delete_gtt, gtt_id, order_call=True)
 
     def gtt(self, gtt_id: str) -> Gtt:
-        try:
+        def fetch() -> list[Gtt]:
             reply = self._call("get_gtt", self._kite.get_gtt, gtt_id, order_call=False)
-        except BrokerInputError as exc:
-            raise GttNotFound(f"kite: no GTT {gtt_id} ({exc.message})", status=exc.status) from exc
-        if not isinstance(reply, Mapping):
-            raise GttNotFound(f"kite: no GTT {gtt_id}")
-        return convert_all(gtt_from_kite, [reply], "kite gtt")[0]
+            return convert_all(gtt_from_kite, [reply], "kite gtt") if isinstance(reply, Mapping) else []
+
+        return self._read_gtt(gtt_id, fetch)
 
     def gtts(self) -> list[Gtt]:
         reply = self._call("get_gtts", self._kite.get_gtts, order_call=False)
         # A null list is no "no GTTs": read so, the safety stops would be placed a second time.
-        return convert_all(gtt_from_kite, list_reply(reply, "kite gtts"), "kite gtts")
+        return self._read_rows("gtts", reply, gtt_from_kite)
 
     def _gtt_args(self, request: GttRequest) -> dict[str, Any]:
         if not request.symbol or not request.exchange:
@@ -399,11 +319,11 @@ class KiteBroker:
         data = self._call("positions", self._kite.positions, order_call=False)
         # {"net": null} is unreadable, not flat (it once closed live protections as "closed outside").
         net = data.get("net") if isinstance(data, Mapping) else None
-        return convert_all(position_from_kite, list_reply(net, "kite positions"), "kite positions")
+        return self._read_rows("positions", net, position_from_kite)
 
     def holdings(self) -> list[Holding]:
         reply = self._call("holdings", self._kite.holdings, order_call=False)
-        return convert_all(holding_from_kite, list_reply(reply, "kite holdings"), "kite holdings")
+        return self._read_rows("holdings", reply, holding_from_kite)
 
     def ltp(self, keys: Sequence[str]) -> dict[str, float]:
         """Last prices by "EXCHANGE:TRADINGSYMBOL"."""
@@ -430,25 +350,22 @@ class KiteBroker:
 
     # ------------------------------------------------------------------------- plumbing
 
-    def _pace(self, urgent: bool) -> None:
-        if not self._limiter.acquire(self._rate_limit_wait, priority=urgent):
-            raise RateLimitedError("kite: client-side order rate limit reached", status=None)
+    def _send(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return fn(*args, **kwargs)
 
-    def _call(self, what: str, fn: Callable[..., Any], *args: Any, order_call: bool, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except Exception as exc:
-            error = map_kite_exception(
-                exc, order_call=order_call, secrets=(self._kite.access_token, self._route_password)
-            )
-            if type(error) is BrokerError and not order_call:
-                # The SDK itself trips over a reply it cannot read: its _format_response raises
-                # UnboundLocalError on a null order book (kiteconnect 5.x connect.py). Unreadable: ask again.
-                raise malformed_reply(
-                    f"kite {what}", f"the SDK could not read it: {type(exc).__name__}"
-                ) from exc
-            log.debug("kite %s failed: %s: %s", what, type(error).__name__, error)
-            raise error from exc
+    def _unwrap(self, reply: Any, what: str, order_call: bool) -> Any:
+        return reply  # the SDK hands over the reply's "data" itself
+
+    def _access_token(self) -> str | None:
+        return self._kite.access_token or None
+
+    def _call_error(self, exc: Exception, what: str, order_call: bool) -> BrokerError:
+        error = super()._call_error(exc, what, order_call)
+        if type(error) is BrokerError and not order_call:
+            # The SDK itself trips over a reply it cannot read: its _format_response raises
+            # UnboundLocalError on a null order book (kiteconnect 5.x connect.py). Unreadable: ask again.
+            return malformed_reply(f"kite {what}", f"the SDK could not read it: {type(exc).__name__}")
+        return error
 
 
 def _kite_market_protection(value: float) -> float:
@@ -488,35 +405,18 @@ def _screen_response(response: requests.Response, *args: object, **kwargs: objec
 
 def order_from_kite(row: Mapping[str, Any]) -> Order:
     """A Kite order-book or order-history row as an ``Order``."""
-    raw_status = required_text(row, "status")
-    raw_product = str(row.get("product") or "")
     token = row.get("instrument_token")
-    return Order(
-        order_id=str(row.get("order_id") or ""),
-        status=normalize_order_status(raw_status),
-        raw_status=raw_status,
-        side=Side.parse(row.get("transaction_type")),
-        order_type=order_type_or_none(row.get("order_type")),
-        product=product_or_none(raw_product),
-        raw_product=raw_product,
+    return order_from_row(
+        row,
+        product=product_or_none(str(row.get("product") or "")),
         symbol=str(row.get("tradingsymbol") or ""),
-        exchange=str(row.get("exchange") or ""),
         instrument=as_int(token) if token not in (None, "") else None,
-        quantity=required_int(row, "quantity"),
-        filled_quantity=required_int(row, "filled_quantity"),
-        pending_quantity=as_int(row.get("pending_quantity")),
-        average_price=as_float(row.get("average_price")),
-        price=as_float(row.get("price")),
-        trigger_price=as_float(row.get("trigger_price")),
         tag=_tag(row),
-        status_message=opt_str(row.get("status_message")),
-        placed_at=parse_ist(row.get("order_timestamp")),
         updated_at=parse_ist(
             row.get("exchange_update_timestamp")
             or row.get("exchange_timestamp")
             or row.get("order_timestamp")
         ),
-        exchange_order_id=opt_str(row.get("exchange_order_id")),
     )
 
 
@@ -570,40 +470,18 @@ def gtt_from_kite(row: Mapping[str, Any]) -> Gtt:
     )
 
 
-def position_from_kite(row: Mapping[str, Any]) -> Position:
-    raw_product = str(row.get("product") or "")
-    exchange = str(row.get("exchange") or "")
+def _listing(row: Mapping[str, Any]) -> Listing:
     symbol = str(row.get("tradingsymbol") or "")
-    return Position(
-        symbol=symbol,
-        exchange=exchange,
-        instrument=as_int(row.get("instrument_token")),
-        quote_key=f"{exchange}:{symbol}",
-        quantity=required_int(row, "quantity"),
-        average_price=as_float(row.get("average_price")),
-        product=product_or_none(raw_product),
-        raw_product=raw_product,
-        last_price=opt_float(row.get("last_price")),
-        pnl=opt_float(row.get("pnl")),
-    )
+    return Listing(symbol, as_int(row.get("instrument_token")), f"{row.get('exchange') or ''}:{symbol}")
+
+
+def position_from_kite(row: Mapping[str, Any]) -> Position:
+    return position_from_row(row, _listing(row), product_or_none(str(row.get("product") or "")))
 
 
 def holding_from_kite(row: Mapping[str, Any]) -> Holding:
-    exchange = str(row.get("exchange") or "")
-    symbol = str(row.get("tradingsymbol") or "")
-    return Holding(
-        symbol=symbol,
-        exchange=exchange,
-        instrument=as_int(row.get("instrument_token")),
-        quote_key=f"{exchange}:{symbol}",
-        isin=opt_str(row.get("isin")),
-        quantity=required_int(row, "quantity"),
-        t1_quantity=as_int(row.get("t1_quantity")),
-        average_price=as_float(row.get("average_price")),
-        last_price=opt_float(row.get("last_price")),
-        used_quantity=as_int(row.get("used_quantity")),
-        authorised_quantity=as_int(row.get("authorised_quantity")),
-    )
+    used, authorised = as_int(row.get("used_quantity")), as_int(row.get("authorised_quantity"))
+    return holding_from_row(row, _listing(row), used_quantity=used, authorised_quantity=authorised)
 
 
 def instrument_from_kite(row: Mapping[str, Any]) -> Instrument:

@@ -21,13 +21,11 @@ import urllib3
 
 from trailstop_gui.models.domain import Product, Side
 from trailstop_gui.models.square_off import MarketSession
+from trailstop_gui.services.brokers.adapter_base import OrderChange, RestAdapter
 from trailstop_gui.services.brokers.base import (
     IST,
-    ORDER_WINDOW_MARGIN,
     UPSTOX_CAPABILITIES,
-    Capabilities,
     Gtt,
-    GttNotFound,
     GttRequest,
     GttStatus,
     Holding,
@@ -42,17 +40,10 @@ from trailstop_gui.services.brokers.base import (
     as_float,
     as_int,
     convert_all,
-    latest_with_tag,
-    list_reply,
     malformed_reply,
-    normalize_order_status,
-    opt_float,
     opt_str,
-    order_type_or_none,
     parse_ist,
     profile_from_reply,
-    required_int,
-    required_text,
     rows,
 )
 from trailstop_gui.services.brokers.calendar import sessions_from_upstox
@@ -60,29 +51,29 @@ from trailstop_gui.services.brokers.errors import (
     AmbiguousError,
     BrokerError,
     BrokerInputError,
-    RateLimitedError,
     RejectedError,
     TemporaryError,
     error_for_status,
-    login_error,
     map_upstox_exception,
     redact,
 )
 from trailstop_gui.services.brokers.order_route import (
-    PROBE_ORDER_ID,
     OrderRoute,
     RouteCheck,
-    probe_order_route,
 )
 from trailstop_gui.services.brokers.rate_limit import RateLimiter
+from trailstop_gui.services.brokers.reply_rows import (
+    Listing,
+    holding_from_row,
+    order_from_row,
+    position_from_row,
+)
 
 __all__ = [
     "DEFAULT_API_ROOT",
     "DEFAULT_INSTRUMENTS_URL",
     "DEFAULT_ORDER_ROOT",
-    "ORDER_WINDOW_MARGIN",
     "UpstoxBroker",
-    "default_order_limiter",
     "instruments_from_master",
 ]
 
@@ -96,13 +87,12 @@ API_VERSION = "2.0"
 TickUnit = Literal["auto", "paise", "rupees"]
 
 
-def default_order_limiter() -> RateLimiter:
-    """Upstox's order limits (with the arrival margin), one slot per window kept for exits."""
-    return UPSTOX_CAPABILITIES.make_limiter(margin=ORDER_WINDOW_MARGIN)
-
-
-class UpstoxBroker:
+class UpstoxBroker(RestAdapter):
     """One Upstox account, with its own SDK client: two accounts never share a token."""
+
+    name = "upstox"
+    display_name = "Upstox"
+    _capabilities = UPSTOX_CAPABILITIES
 
     def __init__(
         self,
@@ -129,7 +119,12 @@ class UpstoxBroker:
         up to 25, or None to leave it out. ``tick_size_unit``: the instrument master's unit ("auto" decides
         per file). ``limiter``, ``rate_limit_wait`` and ``order_route`` as for ``KiteBroker``.
         """
-        market_protection = _upstox_market_protection(market_protection)
+        super().__init__(
+            limiter=limiter,
+            rate_limit_wait=rate_limit_wait,
+            market_protection=_upstox_market_protection(market_protection),
+            map_exception=map_upstox_exception,
+        )
         root = (api_root or DEFAULT_API_ROOT).rstrip("/")
         order_host = (order_root or (root if api_root else DEFAULT_ORDER_ROOT)).rstrip("/")
         # Configuration() returns a copy of the first instance ever created and ignores its arguments:
@@ -153,8 +148,6 @@ class UpstoxBroker:
         self._quotes: Any = upstox_client.MarketQuoteApi(client)
         self._user: Any = upstox_client.UserApi(client)
         self._timings: Any = upstox_client.MarketHolidaysAndTimingsApi(client)
-        self._route = OrderRoute()
-        self._route_password: str | None = None
         self._route_v2: Any = self._orders_v2
         self._route_v3: Any = self._orders_v3
         self.set_order_route(order_route or OrderRoute(), route_password)
@@ -163,21 +156,14 @@ class UpstoxBroker:
         self._dialog_url = dialog_url or f"{root}/v2/login/authorization/dialog"
         self._instruments_url = instruments_url
         self._timeout = (timeout, timeout)  # a (connect, read) pair: the SDK ignores a float timeout
-        self._limiter = limiter if limiter is not None else default_order_limiter()
-        self._market_protection = market_protection
         self._order_api = order_api
         self._tick_size_unit: TickUnit = tick_size_unit
-        self._rate_limit_wait = rate_limit_wait
 
     def set_market_protection(self, market_protection: float | None) -> None:
         """What v3 MARKET and SL-M orders carry from now on (the trader's setting): -1, 0-25 or None."""
         self._market_protection = _upstox_market_protection(market_protection)
 
     # ------------------------------------------------------------------------- session
-
-    @property
-    def capabilities(self) -> Capabilities:
-        return UPSTOX_CAPABILITIES
 
     @property
     def api_root(self) -> str:
@@ -196,35 +182,22 @@ class UpstoxBroker:
 
     def exchange_code(self, code: str, client_secret: str, redirect_uri: str) -> SessionInfo:
         """Trade the code from the login redirect for an access token, and start using it."""
-        try:
-            response = self._login.token(
-                API_VERSION,
-                code=code,
-                client_id=self._client_id,
-                client_secret=client_secret,
-                redirect_uri=redirect_uri,
-                grant_type="authorization_code",
-                _preload_content=False,
-                _request_timeout=self._timeout,
-            )
-            body = _read(response)
-        except Exception as exc:
-            error = login_error(map_upstox_exception(exc, order_call=False, secrets=(code, client_secret)))
-            log.warning("upstox login failed: %s", error)
-            # No chaining: the SDK's exception may echo the code.
-            raise error from None
-        data = _decode(body, "login", order_call=False, secrets=(code, client_secret))
-        token = data.get("access_token")
-        if not token:
-            raise BrokerError("upstox login: the reply carried no access token")
-        self.set_access_token(str(token))
-        log.info("upstox session started for %s", data.get("user_id"))
-        return SessionInfo(
-            access_token=str(token),
-            user_id=str(data.get("user_id") or ""),
-            user_name=str(data.get("user_name") or ""),
-            broker="upstox",
-            email=opt_str(data.get("email")),
+        secrets = (code, client_secret)
+        return self._exchange_login(
+            lambda: _read(
+                self._login.token(
+                    API_VERSION,
+                    code=code,
+                    client_id=self._client_id,
+                    client_secret=client_secret,
+                    redirect_uri=redirect_uri,
+                    grant_type="authorization_code",
+                    _preload_content=False,
+                    _request_timeout=self._timeout,
+                )
+            ),
+            lambda body: _decode(body, "login", order_call=False, secrets=secrets),
+            secrets,
         )
 
     def set_access_token(self, access_token: str | None) -> None:
@@ -232,10 +205,6 @@ class UpstoxBroker:
         self._config.access_token = access_token or ""
 
     # ------------------------------------------------------------------------- order route
-
-    @property
-    def order_route(self) -> OrderRoute:
-        return self._route
 
     def set_order_route(self, route: OrderRoute, password: str | None = None) -> None:
         """Send order calls (place, modify, cancel, GTT) through ``route`` from now on; reads stay direct.
@@ -260,7 +229,7 @@ class UpstoxBroker:
     def check_order_route(self) -> RouteCheck:
         """A harmless order call (cancel an order that cannot exist) through the route, plus the IPs
         registered for the account (GET /v2/user/ip, readable from anywhere) when Upstox tells them."""
-        check = probe_order_route(lambda: self.cancel_order(PROBE_ORDER_ID), "Upstox", self._route)
+        check = super().check_order_route()
         try:
             data = self._call("user_ips", self._user.get_user_ips, order_call=False)
         except BrokerError as exc:
@@ -277,34 +246,28 @@ class UpstoxBroker:
 
     # ------------------------------------------------------------------------- orders
 
-    def _order_fields(self, request: OrderRequest) -> dict[str, Any]:
+    def _upstox_order_fields(self, request: OrderRequest) -> dict[str, Any]:
         """The place-order body of one request (the plain and the sliced call take the same)."""
         key = request.instrument
         if not isinstance(key, str) or "|" not in key:
             raise BrokerInputError(f"upstox orders need the instrument key (like NSE_EQ|INE...), got {key!r}")
-        if request.tag is not None and not UPSTOX_CAPABILITIES.is_valid_tag(request.tag):
-            raise BrokerInputError(f"upstox tag must be 1-20 letters and digits, got {request.tag!r}")
+        fields = self._order_fields(request)
         return {
-            "quantity": request.quantity,
-            "product": UPSTOX_CAPABILITIES.broker_product(request.product),
-            "validity": request.validity.value,
-            "price": float(request.price or 0.0) if request.order_type.needs_price else 0.0,
-            "tag": request.tag or None,
+            **fields,
+            # The body carries every field: a price or trigger the order type does not take is 0.
+            "price": float(fields.get("price") or 0.0),
+            "trigger_price": float(fields.get("trigger_price") or 0.0),
+            "tag": fields.get("tag"),
             "instrument_token": key,
-            "order_type": request.order_type.value,
-            "transaction_type": request.side.value,
             "disclosed_quantity": 0,
-            "trigger_price": float(request.trigger_price or 0.0) if request.order_type.needs_trigger else 0.0,
             "is_amo": False,
         }
 
     def place_order(self, request: OrderRequest) -> str:
-        key = request.instrument
-        fields = self._order_fields(request)
+        fields = self._upstox_order_fields(request)
         if self._order_api == "v3":
             fields["slice"] = False
-            if request.order_type.is_market and self._market_protection is not None:
-                fields["market_protection"] = self._market_protection
+            fields.update(self._market_protection_field(request.order_type))
             body = self._model(upstox_client.PlaceOrderV3Request, fields)
             self._pace(request.urgent)
             data = self._call("place_order", self._route_v3.place_order, body, order_call=True)
@@ -318,24 +281,17 @@ class UpstoxBroker:
         if not order_id:
             # Accepted, but we cannot tell which order it made: the caller must look the tag up.
             raise AmbiguousError("upstox place_order: the reply carried no order id")
-        log.info(
-            "upstox order %s: %s %s %s x%d tag=%s",
-            order_id,
-            request.order_type.value,
-            request.side.value,
-            key,
-            request.quantity,
-            request.tag,
-        )
+        self._log_placed("order", order_id, request, str(request.instrument))
         return order_id
 
     def place_sliced_order(self, request: OrderRequest) -> list[str]:
         """An order above the freeze quantity, sliced by Upstox: v3 place with ``slice: true`` answers
         ``{"order_ids": [...]}`` (Upstox docs, Place Order V3, "Auto Slicing"; at most 25 slices)."""
-        key = request.instrument
-        fields = {**self._order_fields(request), "slice": True}
-        if request.order_type.is_market and self._market_protection is not None:
-            fields["market_protection"] = self._market_protection
+        fields = {
+            **self._upstox_order_fields(request),
+            "slice": True,
+            **self._market_protection_field(request.order_type),
+        }
         body = self._model(upstox_client.PlaceOrderV3Request, fields)
         self._pace(request.urgent)
         data = self._call("place_order", self._route_v3.place_order, body, order_call=True)
@@ -343,28 +299,11 @@ class UpstoxBroker:
         ids = [str(i) for i in found if i] if isinstance(found, list) else []
         if not ids:
             raise AmbiguousError("upstox sliced place_order: the reply carried no order id")
-        log.info(
-            "upstox sliced order %s: %s %s %s x%d tag=%s",
-            ",".join(ids),
-            request.order_type.value,
-            request.side.value,
-            key,
-            request.quantity,
-            request.tag,
-        )
+        self._log_placed("sliced order", ",".join(ids), request, str(request.instrument))
         return ids
 
-    def modify_order(
-        self,
-        order_id: str,
-        *,
-        quantity: int | None = None,
-        price: float | None = None,
-        trigger_price: float | None = None,
-        order_type: OrderType | None = None,
-        urgent: bool = False,
-    ) -> str:
-        new_type = None if order_type is None else OrderType.parse(order_type)
+    def _modify(self, order_id: str, change: OrderChange, urgent: bool) -> str:
+        new_type, price, trigger_price = change.order_type, change.price, change.trigger_price
         validity = Validity.DAY.value
         if new_type is None or price is None or trigger_price is None:
             # Upstox wants the whole order spec on a modify: fill the gaps from the order as it stands.
@@ -379,15 +318,14 @@ class UpstoxBroker:
             trigger_price = current.trigger_price if trigger_price is None else trigger_price
         fields: dict[str, Any] = {
             "order_id": order_id,
-            "quantity": quantity,
+            "quantity": change.quantity,
             "validity": validity,
             "price": float(price) if new_type.needs_price else 0.0,
             "order_type": new_type.value,
             "disclosed_quantity": 0,
             "trigger_price": float(trigger_price) if new_type.needs_trigger else 0.0,
         }
-        if new_type.is_market and self._market_protection is not None:
-            fields["market_protection"] = self._market_protection
+        fields.update(self._market_protection_field(new_type))
         body = self._model(upstox_client.ModifyOrderRequest, fields)
         self._pace(urgent)
         if self._order_api == "v3":
@@ -423,15 +361,11 @@ class UpstoxBroker:
             order_id=order_id,
             order_call=False,
         )
-        what = "upstox order_history"
-        return convert_all(order_from_upstox, list_reply(data, what), what)
+        return self._read_rows("order_history", data, order_from_upstox)
 
     def orders(self) -> list[Order]:
         data = self._call("orders", self._orders_v2.get_order_book, API_VERSION, order_call=False)
-        return convert_all(order_from_upstox, list_reply(data, "upstox orders"), "upstox orders")
-
-    def find_order_by_tag(self, tag: str) -> Order | None:
-        return latest_with_tag(self.orders(), tag)
+        return self._read_rows("orders", data, order_from_upstox)
 
     # ------------------------------------------------------------------------- GTT (v3)
 
@@ -461,7 +395,7 @@ class UpstoxBroker:
         ids = data.get("gtt_order_ids") if isinstance(data, Mapping) else None
         if not isinstance(ids, list) or not ids:
             raise AmbiguousError("upstox place_gtt: the reply carried no GTT id")
-        log.info(
+        self._log.info(
             "upstox gtt %s: %s %s x%d at %s",
             ids[0],
             request.side.value,
@@ -491,20 +425,17 @@ class UpstoxBroker:
         self._call("cancel_gtt", self._route_v3.cancel_gtt_order, body, order_call=True)
 
     def gtt(self, gtt_id: str) -> Gtt:
-        try:
-            data = self._call(
-                "gtt", self._orders_v3.get_gtt_order_details, gtt_order_id=gtt_id, order_call=False
-            )
-        except BrokerInputError as exc:
-            raise GttNotFound(f"upstox: no GTT {gtt_id} ({exc.message})", status=exc.status) from exc
-        found = [g for g in convert_all(gtt_from_upstox, rows(data), "upstox gtt") if g.gtt_id == gtt_id]
-        if not found:
-            raise GttNotFound(f"upstox: no GTT {gtt_id}")
-        return found[0]
+        def fetch() -> list[Gtt]:
+            details = self._orders_v3.get_gtt_order_details
+            data = self._call("gtt", details, gtt_order_id=gtt_id, order_call=False)
+            # A completed GTT is no longer listed: none found is GttNotFound (see base.GttNotFound).
+            return [g for g in convert_all(gtt_from_upstox, rows(data), "upstox gtt") if g.gtt_id == gtt_id]
+
+        return self._read_gtt(gtt_id, fetch)
 
     def gtts(self) -> list[Gtt]:
         data = self._call("gtts", self._orders_v3.get_gtt_order_details, order_call=False)
-        return convert_all(gtt_from_upstox, list_reply(data, "upstox gtts"), "upstox gtts")
+        return self._read_rows("gtts", data, gtt_from_upstox)
 
     def _gtt_key(self, request: GttRequest) -> str:
         key = request.instrument
@@ -527,11 +458,11 @@ class UpstoxBroker:
     def positions(self) -> list[Position]:
         data = self._call("positions", self._portfolio.get_positions, API_VERSION, order_call=False)
         # Documented as a list (upstox.com/developer/api-documentation/get-positions): null is unreadable.
-        return convert_all(position_from_upstox, list_reply(data, "upstox positions"), "upstox positions")
+        return self._read_rows("positions", data, position_from_upstox)
 
     def holdings(self) -> list[Holding]:
         data = self._call("holdings", self._portfolio.get_holdings, API_VERSION, order_call=False)
-        return convert_all(holding_from_upstox, list_reply(data, "upstox holdings"), "upstox holdings")
+        return self._read_rows("holdings", data, holding_from_upstox)
 
     def ltp(self, keys: Sequence[str]) -> dict[str, float]:
         """Last prices by instrument key ("NSE_EQ|INE009A01021")."""
@@ -591,10 +522,6 @@ class UpstoxBroker:
 
     # ------------------------------------------------------------------------- plumbing
 
-    def _pace(self, urgent: bool) -> None:
-        if not self._limiter.acquire(self._rate_limit_wait, priority=urgent):
-            raise RateLimitedError("upstox: client-side order rate limit reached", status=None)
-
     def _model(self, model: Callable[..., Any], fields: Mapping[str, Any]) -> Any:
         """Build an SDK request model; its setters check enums and required fields before sending."""
         try:
@@ -602,22 +529,21 @@ class UpstoxBroker:
         except (TypeError, ValueError) as exc:
             raise BrokerInputError(f"upstox request: {exc}") from exc
 
-    def _call(self, what: str, fn: Callable[..., Any], *args: Any, order_call: bool, **kwargs: Any) -> Any:
-        """Call the SDK and return the reply's ``data``, mapping every failure."""
-        secrets = (self._config.access_token, self._route_password)
-        try:
-            response = fn(*args, _preload_content=False, _request_timeout=self._timeout, **kwargs)
-            body = _read(response)
-        except Exception as exc:
-            error = map_upstox_exception(exc, order_call=order_call, secrets=secrets)
-            log.debug("upstox %s failed: %s: %s", what, type(error).__name__, error)
-            raise error from exc
-        envelope = _decode(body, what, order_call=order_call, secrets=secrets)
+    def _send(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+        return _read(fn(*args, _preload_content=False, _request_timeout=self._timeout, **kwargs))
+
+    def _unwrap(self, reply: Any, what: str, order_call: bool) -> Any:
+        """The envelope's ``data``; an envelope with ``"status": "error"`` is the broker's refusal."""
+        secrets = self._secrets()
+        envelope = _decode(reply, what, order_call=order_call, secrets=secrets)
         if envelope.get("status") == "error":
             raise error_for_status(
                 400, f"upstox {what}: {redact(json.dumps(envelope)[:300], secrets)}", order_call=order_call
             )
         return envelope.get("data")
+
+    def _access_token(self) -> str | None:
+        return self._config.access_token or None
 
 
 # One retry when the connection could not be made (nothing was sent) and one for a GET whose reply was
@@ -678,31 +604,14 @@ def product_from_upstox(raw: str, instrument_key: object) -> Product | None:
 
 
 def order_from_upstox(row: Mapping[str, Any]) -> Order:
-    raw_status = required_text(row, "status")
-    raw_product = str(row.get("product") or "")
     key = opt_str(row.get("instrument_token"))
-    return Order(
-        order_id=str(row.get("order_id") or ""),
-        status=normalize_order_status(raw_status),
-        raw_status=raw_status,
-        side=Side.parse(row.get("transaction_type")),
-        order_type=order_type_or_none(row.get("order_type")),
-        product=product_from_upstox(raw_product, key),
-        raw_product=raw_product,
+    return order_from_row(
+        row,
+        product=product_from_upstox(str(row.get("product") or ""), key),
         symbol=str(row.get("trading_symbol") or row.get("tradingsymbol") or ""),
-        exchange=str(row.get("exchange") or ""),
         instrument=key,
-        quantity=required_int(row, "quantity"),
-        filled_quantity=required_int(row, "filled_quantity"),
-        pending_quantity=as_int(row.get("pending_quantity")),
-        average_price=as_float(row.get("average_price")),
-        price=as_float(row.get("price")),
-        trigger_price=as_float(row.get("trigger_price")),
         tag=opt_str(row.get("tag")),
-        status_message=opt_str(row.get("status_message")),
-        placed_at=parse_ist(row.get("order_timestamp")),
         updated_at=parse_ist(row.get("exchange_timestamp") or row.get("order_timestamp")),
-        exchange_order_id=opt_str(row.get("exchange_order_id")),
     )
 
 
@@ -748,37 +657,21 @@ def gtt_from_upstox(row: Mapping[str, Any]) -> Gtt:
     )
 
 
-def position_from_upstox(row: Mapping[str, Any]) -> Position:
-    raw_product = str(row.get("product") or "")
+def _listing(row: Mapping[str, Any]) -> Listing:
+    """Upstox names an instrument by its key ("NSE_EQ|INE009A01021"), which is also its quote key."""
     key = str(row.get("instrument_token") or "")
-    return Position(
-        symbol=str(row.get("trading_symbol") or row.get("tradingsymbol") or ""),
-        exchange=str(row.get("exchange") or ""),
-        instrument=key,
-        quote_key=key,
-        quantity=required_int(row, "quantity"),
-        average_price=as_float(row.get("average_price")),
-        product=product_from_upstox(raw_product, key),
-        raw_product=raw_product,
-        last_price=opt_float(row.get("last_price")),
-        pnl=opt_float(row.get("pnl")),
+    return Listing(str(row.get("trading_symbol") or row.get("tradingsymbol") or ""), key, key)
+
+
+def position_from_upstox(row: Mapping[str, Any]) -> Position:
+    listing = _listing(row)
+    return position_from_row(
+        row, listing, product_from_upstox(str(row.get("product") or ""), listing.instrument)
     )
 
 
 def holding_from_upstox(row: Mapping[str, Any]) -> Holding:
-    key = str(row.get("instrument_token") or "")
-    return Holding(
-        symbol=str(row.get("trading_symbol") or row.get("tradingsymbol") or ""),
-        exchange=str(row.get("exchange") or ""),
-        instrument=key,
-        quote_key=key,
-        isin=opt_str(row.get("isin")),
-        quantity=required_int(row, "quantity"),
-        t1_quantity=as_int(row.get("t1_quantity")),
-        average_price=as_float(row.get("average_price")),
-        last_price=opt_float(row.get("last_price")),
-        used_quantity=as_int(row.get("cnc_used_quantity")),
-    )
+    return holding_from_row(row, _listing(row), used_quantity=as_int(row.get("cnc_used_quantity")))
 
 
 def master_tick_unit(master: Sequence[Mapping[str, Any]]) -> Literal["paise", "rupees"]:
