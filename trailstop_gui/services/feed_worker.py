@@ -144,15 +144,31 @@ class FeedWorker(QThread):
     def latest_quote(self, instrument: InstrumentId) -> Quote | None:
         return self._quotes.get(instrument)
 
-    def stop_feed(self, timeout_ms: int = 5000) -> None:
-        """Close the socket(s), end the thread and wait for it."""
-        self.loop.stop()
+    def stop_feed(self, timeout_ms: int = 5000, *, abort: bool = False) -> None:
+        """Close the socket(s), end the thread and wait for it; ``abort``: drop the sockets (at exit)."""
+        self.loop.stop(abort=abort)
         if self.order_loop is not None:
-            self.order_loop.stop()
-        if not self.wait(timeout_ms):
+            self.order_loop.stop(abort=abort)
+        aloop = self._aloop
+        if aloop is not None:
+            # Wake the thread's loop: a stop asked before the feed loop ran is only a flag it reads.
+            aloop.call_soon_threadsafe(lambda: None)
+        if not self._wait_finished(timeout_ms / 1000):
             # A blocking call inside the loop (a REST timeout) can outlast the wait: the thread ends by
             # itself soon after, and _stop_workers_left_running waits for it before the process exits.
             log.warning("%s: still stopping after %d ms", self.objectName(), timeout_ms)
+
+    def _wait_finished(self, timeout: float) -> bool:
+        """QThread.wait, with the GIL free meanwhile: PySide's wait keeps holding it, and the feed thread
+        needs it to finish. Seen at interpreter exit: the feed thread, its first step still queued, sat in
+        select waiting for the GIL while the main thread waited for it for 15 s; Qt then aborted the
+        process ("QThread: Destroyed while thread is still running")."""
+        deadline = time.monotonic() + timeout
+        while not self.wait(0):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.005)
+        return True
 
     def wait_ready(self, timeout: float = 5.0) -> bool:
         return self._ready.wait(timeout)
@@ -328,4 +344,4 @@ _WORKERS: weakref.WeakSet[FeedWorker] = weakref.WeakSet()
 def _stop_workers_left_running(timeout_ms: int = 15_000) -> None:
     for worker in list(_WORKERS):
         if worker.isRunning():
-            worker.stop_feed(timeout_ms)
+            worker.stop_feed(timeout_ms, abort=True)

@@ -154,6 +154,7 @@ class FeedLoop:
         self._socket: ClientConnection | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
+        self._stop_requested = False  # asked before run() started: run() then returns at once
         self._wake_subscriptions: asyncio.Event | None = None
         self.state = FeedState.STOPPED
         self._stale = False
@@ -172,10 +173,23 @@ class FeedLoop:
             return
         loop.call_soon_threadsafe(self._apply_instruments, snapshot)
 
-    def stop(self) -> None:
+    def stop(self, *, abort: bool = False) -> None:
+        """End the loop; ``abort``: drop the socket at once instead of the closing handshake."""
+        self._stop_requested = True
         loop, stopping = self._loop, self._stopping
         if loop is not None and stopping is not None:
-            loop.call_soon_threadsafe(stopping.set)
+            loop.call_soon_threadsafe(self._abort if abort else stopping.set)
+
+    def _abort(self) -> None:
+        # At process exit a polite close waits for the peer's closing frame, which may never come (the
+        # interpreter is shutting down; seen with the in-process simulator: the feed thread outlived a 15 s
+        # wait and Qt aborted the process). Nothing is left to say to the broker then.
+        assert self._stopping is not None
+        self._stopping.set()
+        socket = self._socket
+        transport = socket.transport if socket is not None else None
+        if transport is not None:
+            transport.abort()
 
     # ----------------------------------------------------------------- the loop
 
@@ -194,6 +208,8 @@ class FeedLoop:
         """Run until ``stop()`` or until the broker refuses the token (state LOGIN_NEEDED)."""
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
+        if self._stop_requested:
+            self._stopping.set()
         self._wake_subscriptions = asyncio.Event()
         try:
             while not self._stopping.is_set():
