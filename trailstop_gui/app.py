@@ -346,7 +346,15 @@ def run_window(args: argparse.Namespace, instance: SingleInstance | None = None)
     try:
         instruments = InstrumentService(store)
         window = main = MainWindow(service, store, runtime.notifier, str(runtime.directory))
-        panel = OrderEntryPanel(service, store, settings, instruments)
+        panel = OrderEntryPanel(
+            service,
+            store,
+            settings,
+            instruments,
+            baskets=runtime.baskets,
+            square_off=runtime.square_off,
+            underlying=runtime.underlying,
+        )
         window.set_order_entry(panel)
         window.quit_requested.connect(app.quit)
         runtime.routes.route_checked.connect(

@@ -27,10 +27,21 @@ from PySide6.QtWidgets import (
 
 from trailstop_gui.models.domain import OrderType, Product, Side, round_down
 from trailstop_gui.models.store import InstrumentRecord, ProtectionStore
+from trailstop_gui.services.baskets import BasketService
 from trailstop_gui.services.instruments import InstrumentService, master_key
 from trailstop_gui.services.protection_service import EntryRequest, ProtectionService
 from trailstop_gui.services.session import AccountSession
+from trailstop_gui.services.square_off import SquareOffService
+from trailstop_gui.services.underlying import UnderlyingService
 from trailstop_gui.settings import Settings
+from trailstop_gui.views.order_attachments import (
+    FIELD_BASKET,
+    FIELD_EXIT_TIME,
+    FIELD_UNDERLYING,
+    NEW_BASKET,
+    OrderAttachments,
+    UnderlyingChoice,
+)
 from trailstop_gui.views.order_confirmation import Confirmation, confirmation_box
 from trailstop_gui.views.order_form import (
     BUY_COLOUR,
@@ -65,6 +76,11 @@ from trailstop_gui.views.order_preview import (
     price_decimals,
 )
 
+
+def _rupees_or_dash(value: float | None) -> str:
+    return "—" if value is None else format_inr(value)
+
+
 __all__ = ["OrderEntryPanel", "Preview", "compute_preview", "format_inr", "price_decimals"]
 
 SEARCH_DELAY_MS = 60
@@ -91,13 +107,21 @@ class OrderEntryPanel(QWidget):
         settings: Settings,
         instruments: InstrumentService,
         parent: QWidget | None = None,
+        *,
+        baskets: BasketService | None = None,
+        square_off: SquareOffService | None = None,
+        underlying: UnderlyingService | None = None,
     ) -> None:
+        """``baskets``, ``square_off``, ``underlying``: what the form can attach to the protection (a basket,
+        a timed exit, a stop on the underlying); each control shows only with its service."""
         super().__init__(parent)
         self.service = service
         self.store = store
         self.settings = settings
         self.instruments = instruments
+        self._rule_services = (baskets, square_off, underlying)
         self._instrument: InstrumentRecord | None = None
+        self._underlying: InstrumentRecord | None = None  # the underlying typed in the form, once resolved
         self._results: list[InstrumentRecord] = []
         # (account id, instrument token) -> (last price, monotonic time, "live" | "polled")
         self._prices: dict[tuple[int, str], tuple[float, float, str]] = {}
@@ -147,6 +171,11 @@ class OrderEntryPanel(QWidget):
         self.price, self.price_warning = form.price, form.price_warning
         self.rule_editor, self.safety = form.rule_editor, form.safety
         self.errors = form.errors
+        baskets, square_off, underlying = self._rule_services
+        self.attachments = OrderAttachments(
+            form, baskets=baskets, square_off=square_off, underlying=underlying
+        )
+        self.attachments.add_rows(form, form.layout_form)
         self.completion_model = QStandardItemModel(self)
         self.completer = QCompleter(self.completion_model, self)
         self.completer.setCompletionMode(QCompleter.CompletionMode.UnfilteredPopupCompletion)
@@ -163,6 +192,19 @@ class OrderEntryPanel(QWidget):
             box.safety_value,
         )
         self.preview_note = box.note
+        self.underlying_caption, self.underlying_value = QLabel("Stop on the underlying"), QLabel("—")
+        self.basket_caption, self.basket_value = QLabel("Basket"), QLabel("—")
+        self.exit_caption, self.exit_value = QLabel("Timed exit"), QLabel("—")
+        for caption, value in (
+            (self.underlying_caption, self.underlying_value),
+            (self.basket_caption, self.basket_value),
+            (self.exit_caption, self.exit_value),
+        ):
+            value.setWordWrap(True)
+            caption.setVisible(False)
+            value.setVisible(False)
+            if self.attachments.available:
+                box.add_row(caption, value)
 
         self.submit_button = QPushButton("Place order")
         self.submit_button.setMinimumHeight(38)
@@ -191,7 +233,7 @@ class OrderEntryPanel(QWidget):
             f"QLabel#hint {{ color: palette(placeholder-text); }} QLabel#error {{ color: {self._red}; }}"
             f" QLabel#warning {{ color: {self._red}; font-weight: bold; }}"
         )
-        chain = [*form.tab_chain(), self.submit_button]
+        chain = [*form.tab_chain(), *self.attachments.tab_chain(), self.submit_button]
         for first, second in zip(chain, chain[1:], strict=False):
             QWidget.setTabOrder(first, second)
 
@@ -222,6 +264,7 @@ class OrderEntryPanel(QWidget):
         self.price.valueChanged.connect(self._on_price_typed)  # our own fills block signals
         self.rule_editor.rule_changed.connect(lambda: self._on_field_edited("rule"))
         self.safety.toggled.connect(lambda _on: self._on_field_edited(FIELD_SAFETY))
+        self._wire_attachments()
         self.submit_button.clicked.connect(self.submit)
 
         self.service.snapshot_ready.connect(self._on_snapshot_ready)
@@ -230,6 +273,21 @@ class OrderEntryPanel(QWidget):
         self.instruments.master_loaded.connect(self._on_master_loaded)
         self.instruments.master_failed.connect(self._on_master_failed)
         self.instruments.ltp_received.connect(self._on_ltp_received)
+
+    def _wire_attachments(self) -> None:
+        a = self.attachments
+        a.basket.currentIndexChanged.connect(lambda _i: self._on_field_edited(FIELD_BASKET))
+        a.basket_name.textChanged.connect(lambda _t: self._on_field_edited(FIELD_BASKET))
+        for edit in a.basket_rules.values():
+            edit.textChanged.connect(lambda _t: self._on_field_edited(FIELD_BASKET))
+        a.exit_at.toggled.connect(lambda _on: self._on_field_edited(FIELD_EXIT_TIME))
+        a.exit_time.timeChanged.connect(lambda _t: self._on_field_edited(FIELD_EXIT_TIME))
+        a.on_underlying.toggled.connect(self._on_underlying_toggled)
+        a.underlying_symbol.textEdited.connect(self._on_underlying_edited)
+        a.underlying_symbol.editingFinished.connect(self._resolve_underlying)
+        a.view.currentIndexChanged.connect(lambda _i: self._on_field_edited(FIELD_UNDERLYING))
+        if a.baskets is not None:
+            a.baskets.basket_changed.connect(self._on_basket_changed)
 
     # ================================================================= public API
 
@@ -268,6 +326,8 @@ class OrderEntryPanel(QWidget):
         self.safety.setChecked(self.settings.safety_stop)
         set_hint(self.instrument_info, "")
         set_hint(self.lots, "")
+        self.attachments.clear()
+        self._underlying = None
         self._touched.clear()
         self._show_all_errors = False
         self.errors[FIELD_ORDER].setVisible(False)
@@ -478,7 +538,13 @@ class OrderEntryPanel(QWidget):
             self._set_status("Not sent: you cancelled the confirmation.", ok=None)
             return None
         try:
-            protection = self.service.place_entry(request)
+            if self.attachments.wanted():
+                account_id, choice = request.account_id, self.underlying_choice()
+                protection = self.service.place_entry(
+                    request, attach=lambda p: self.attachments.attach(p, account_id, choice)
+                )
+            else:
+                protection = self.service.place_entry(request)
         except ValueError as exc:
             message = str(exc)
             field, sep, rest = message.partition(": ")
@@ -501,8 +567,16 @@ class OrderEntryPanel(QWidget):
     # ================================================================= validation and the preview
 
     def _problems(self) -> list[Problem]:
-        return form_problems(
+        out = form_problems(
             self.form, has_session=self.session() is not None, record=self._instrument, preview=self.preview
+        )
+        choice = self.underlying_choice()
+        return out + self.attachments.problems(
+            record=self._instrument,
+            underlying=self._underlying,
+            underlying_price=None if choice is None else choice.price,
+            rule=self.rule_editor.rule_or_none(),
+            safety=self.safety,
         )
 
     def _refresh(self) -> None:
@@ -549,6 +623,7 @@ class OrderEntryPanel(QWidget):
                 safety_on=self.safety.isChecked(),
             )
         )
+        self._draw_attachments()
 
     def _draw_submit_button(self) -> None:
         record = self._instrument
@@ -578,6 +653,7 @@ class OrderEntryPanel(QWidget):
                 account_label=session.label if session else "",
                 limit_warning=self.limit_warning(),
                 red=self._red,
+                extras=tuple(self.attachments.describe(self.underlying_choice(), request.rule)),
             ),
         )
         self.confirm_box = box
@@ -617,6 +693,9 @@ class OrderEntryPanel(QWidget):
                     self._instrument = None
                     set_hint(self.instrument_info, "")
             self._update_search_placeholder()
+        self.attachments.list_baskets(self.account.currentData())
+        self._underlying = None
+        self._resolve_underlying()
         self._refresh()
 
     def _on_session_state_changed(self, _account_id: int, _state: str) -> None:
@@ -733,6 +812,13 @@ class OrderEntryPanel(QWidget):
         ):
             self._fill_limit_from_market()
             self._refresh()
+        elif (
+            session is not None
+            and self._underlying is not None
+            and session.account_id == account_id
+            and any(str(k) == self._underlying.token for k in quotes)
+        ):
+            self._refresh()
 
     def _on_ltp_received(self, account_id: int, token: str, price: float) -> None:
         known = self._prices.get((account_id, token))
@@ -741,6 +827,17 @@ class OrderEntryPanel(QWidget):
         self._prices[(account_id, token)] = (price, time.monotonic(), "polled")
         self._price_times[(account_id, token)] = time.strftime("%H:%M:%S")
         session, record = self.session(), self._instrument
+        underlying = self._underlying
+        if (
+            session is not None
+            and underlying is not None
+            and (session.account_id, underlying.token)
+            == (
+                account_id,
+                token,
+            )
+        ):
+            self._refresh()
         if (
             session is not None
             and record is not None
@@ -754,10 +851,113 @@ class OrderEntryPanel(QWidget):
         session, record = self.session(), self._instrument
         if session is None or record is None or not (force or self.isVisible()):
             return
+        self._poll_price_of(session, record)
+        if self._underlying is not None and self.attachments.on_underlying.isChecked():
+            self._poll_price_of(session, self._underlying)
+
+    def _poll_price_of(self, session: AccountSession, record: InstrumentRecord) -> None:
         known = self._prices.get((session.account_id, record.token))
         if known is not None and known[2] == "live" and time.monotonic() - known[1] < LIVE_QUOTE_MAX_AGE:
             return
         self.instruments.request_ltp(session, record)
+
+    # ================================================================= the attachments
+
+    def underlying_choice(self) -> UnderlyingChoice | None:
+        """The underlying as the form has it (with its last known price), or None when off or unknown."""
+        session, record = self.session(), self._underlying
+        if not self.attachments.on_underlying.isChecked() or session is None or record is None:
+            return None
+        known = self._prices.get((session.account_id, record.token))
+        return UnderlyingChoice(
+            record, self.attachments.underlying_view(), None if known is None else known[0]
+        )
+
+    def _on_underlying_toggled(self, on: bool) -> None:
+        if on:
+            self.attachments.set_default_view(self._instrument, self.side())
+            if self.safety.isChecked() and FIELD_SAFETY not in self._touched:
+                self.safety.setChecked(False)  # the default; a safety stop the trader chose is reported
+            self._resolve_underlying()
+        self._on_field_edited(FIELD_UNDERLYING)
+
+    def _on_underlying_edited(self, _text: str) -> None:
+        self._underlying = None
+        set_hint(self.attachments.underlying_info, "")
+        self._touched.discard(FIELD_UNDERLYING)
+        self._refresh()
+
+    def _resolve_underlying(self) -> None:
+        """The typed underlying ("NSE:NIFTY 50", "NIFTY 50") in the account's master; its price asked for."""
+        master, text = self.master(), self.attachments.underlying_symbol.text()
+        session = self.session()
+        record = self.instruments.resolve(master, text) if master and text.strip() else None
+        self._underlying = record
+        info = "" if record is None else f"{record.name.title() or record.symbol} · {record.exchange}"
+        set_hint(self.attachments.underlying_info, info)
+        if record is not None and session is not None and self.attachments.on_underlying.isChecked():
+            self._poll_price_of(session, record)
+        if text.strip():
+            self._touched.add(FIELD_UNDERLYING)
+        self._refresh()
+
+    def _on_basket_changed(self, _basket_id: int) -> None:
+        self.attachments.list_baskets(self.account.currentData())
+        self._refresh()
+
+    def _draw_attachments(self) -> None:
+        a = self.attachments
+        choice = self.underlying_choice()
+        rule = self.rule_editor.rule_or_none()
+        on_underlying = a.underlying is not None and a.on_underlying.isChecked()
+        self.underlying_caption.setVisible(on_underlying)
+        self.underlying_value.setVisible(on_underlying)
+        if on_underlying:
+            stop = None if choice is None or rule is None else choice.stop(rule)
+            if choice is None or choice.price is None or stop is None:
+                self.underlying_value.setText("—")
+            else:
+                decimals = price_decimals(choice.tick_size)
+                distance = abs(choice.price - stop)
+                sign = "−" if choice.view.is_long else "+"
+                self.underlying_value.setText(
+                    f"<b>{stop:,.{decimals}f}</b> on {choice.record.symbol}"
+                    f"  <small>({sign}{distance:,.{decimals}f} from {choice.price:,.{decimals}f};"
+                    f" {'long' if choice.view.is_long else 'short'} view)</small>"
+                )
+                self.preview_note.setText(
+                    f"The stop trails {choice.record.symbol}, not this instrument's price: it starts at"
+                    f" {stop:,.{decimals}f} from the price when the entry fills is near"
+                    f" {choice.price:,.{decimals}f}, and the exit sells this position."
+                    " The initial stop and risk above are for a stop on this instrument's own price."
+                )
+        basket = a.chosen_basket()
+        new = a.baskets is not None and a.basket.currentData() == NEW_BASKET
+        self.basket_caption.setVisible(basket is not None or new)
+        self.basket_value.setVisible(basket is not None or new)
+        if basket is not None and a.baskets is not None:
+            live = a.baskets.preview(basket.id)
+            if live is None:
+                self.basket_value.setText(f"{basket.name}: {basket.rules.describe()}")
+            else:
+                self.basket_value.setText(
+                    f"{basket.name}: MTM {format_inr(live['mtm'] or 0.0)}"
+                    f" · lock {_rupees_or_dash(live['lock'])}"
+                    f" · loss limit {_rupees_or_dash(live['loss_limit'])}"
+                    f" · distance {_rupees_or_dash(live['distance'])}"
+                )
+        elif new:
+            try:
+                rules = a.new_basket_rules()
+                name = a.basket_name.text().strip() or "new basket"
+                self.basket_value.setText(f"{name} (new): {rules.describe()}")
+            except ValueError:
+                self.basket_value.setText("—")
+        at = a.exit_at_text() if a.square_off is not None else None
+        self.exit_caption.setVisible(at is not None)
+        self.exit_value.setVisible(at is not None)
+        if at is not None:
+            self.exit_value.setText(f"{at} IST, if still open")
 
     def _on_master_loaded(self, master: str, _count: int) -> None:
         if master == self.master():
