@@ -366,6 +366,9 @@ def run_window(args: argparse.Namespace, instance: SingleInstance | None = None)
         prompter = ReloginPrompter(service, main)
         if runtime.baskets is not None:
             add_basket_dock(main, runtime.baskets, runtime.square_off, runtime.underlying)
+        if runtime.underlying is not None:
+            # A stop on the underlying is a price of the underlying: the table measures it there.
+            main.positions.model.set_underlying_rules(runtime.underlying.rule)
 
         def on_logged_in(account_id: int) -> None:
             session = service.sessions.get(account_id)
