@@ -281,3 +281,34 @@ def test_a_stop_on_the_underlying_from_the_form_exits_the_option_on_the_index(en
     (exit_order,) = entry.exits(pid)
     assert exit_order["tradingsymbol"] == call["tradingsymbol"]
     assert (exit_order["transaction_type"], exit_order["quantity"]) == ("SELL", call["lot_size"])
+
+
+def test_a_short_window_scrolls_the_form_instead_of_drawing_rows_over_each_other(entry: Entry) -> None:
+    """With the Baskets dock open on a laptop screen the order area is short: the rows were squeezed until
+    they were drawn over each other (seen in the screenshot); now the form scrolls."""
+    from PySide6.QtWidgets import QVBoxLayout, QWidget
+
+    panel = entry.panel
+    entry.attach.exit_at.setChecked(True)
+    entry.attach.on_underlying.setChecked(True)
+    container = QWidget()
+    entry.qtbot.addWidget(container)
+    QVBoxLayout(container).addWidget(panel)
+    container.setFixedSize(panel.minimumSizeHint().width(), 320)
+    container.show()
+    entry.qtbot.waitExposed(container)
+    entry.qtbot.waitUntil(lambda: panel.scroll_area.verticalScrollBar().isVisible(), timeout=2000)
+
+    def top(widget: QWidget) -> int:
+        return widget.mapTo(panel.content, widget.rect().topLeft()).y()
+
+    def bottom(widget: QWidget) -> int:
+        return widget.mapTo(panel.content, widget.rect().bottomLeft()).y()
+
+    rows = [panel.account, panel.instrument, panel.quantity, panel.price, panel.safety, entry.attach.basket]
+    rows += [entry.attach.exit_at, entry.attach.underlying_symbol, panel.preview_box, panel.submit_button]
+    for upper, lower in zip(rows, rows[1:], strict=False):
+        assert bottom(upper) < top(lower), (upper.accessibleName(), lower.accessibleName())
+    for widget in (panel.safety, entry.attach.exit_at, entry.attach.on_underlying):
+        assert widget.height() >= widget.sizeHint().height()
+    panel.setParent(None)  # the fixture's own widget: closed by it, not with the container

@@ -221,7 +221,8 @@ class OrderAttachments:
             if account_id is not None:
                 for b in self.baskets.baskets.baskets([BasketStatus.ACTIVE]):
                     if b.account_id == account_id:
-                        self.basket.addItem(f"{b.name} ({b.rules.describe()})", b.id)
+                        self.basket.addItem(b.name, b.id)  # the rules: in its tooltip and the preview
+                        self.basket.setItemData(self.basket.count() - 1, b.rules.describe(), TOOLTIP)
             self.basket.addItem("New basket…", NEW_BASKET)
             index = self.basket.findData(current)
             self.basket.setCurrentIndex(max(index, 0))

@@ -26,6 +26,8 @@ class Confirmation:
     limit_warning: str | None
     red: str
     extras: tuple[str, ...] = ()  # what else the protection gets (basket, exit time, underlying), as HTML
+    # The stop is on the underlying (an extra says where): this instrument's own stop and risk do not apply.
+    stop_on_underlying: bool = False
 
 
 def confirmation_html(c: Confirmation) -> str:
@@ -37,12 +39,17 @@ def confirmation_html(c: Confirmation) -> str:
         f"<p style='font-size:13pt'><b style='color:{colour}'>{request.side.value}</b>"
         f" <b>{request.quantity:,} {record.symbol}</b> ({record.exchange})</p>",
         f"<p>{price} · {request.product.value} · {c.account_label}</p>",
-        f"<p>Trailing stop {describe_in_full(request.rule)}:"
-        f" starts at <b>{format_inr(preview.stop, decimals)}</b>"
-        f" (from the {preview.source} {format_inr(preview.entry, decimals)})</p>",
-        f"<p>Risk if the stop is hit: <b style='color:{c.red}'>{format_inr(preview.risk)}</b></p>",
     ]
-    if preview.target is not None:
+    if c.stop_on_underlying:
+        lines.append(f"<p>Trailing stop {describe_in_full(request.rule)}, on the underlying:</p>")
+    else:
+        lines += [
+            f"<p>Trailing stop {describe_in_full(request.rule)}:"
+            f" starts at <b>{format_inr(preview.stop, decimals)}</b>"
+            f" (from the {preview.source} {format_inr(preview.entry, decimals)})</p>",
+            f"<p>Risk if the stop is hit: <b style='color:{c.red}'>{format_inr(preview.risk)}</b></p>",
+        ]
+    if preview.target is not None and not c.stop_on_underlying:
         lines.append(f"<p>Target: {format_inr(preview.target, decimals)}</p>")
     if c.limit_warning is not None:
         lines.insert(2, f"<p style='color:{c.red}'><b>⚠ Limit {c.limit_warning}</b></p>")

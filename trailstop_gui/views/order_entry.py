@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import time
 
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QKeyEvent, QPalette, QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import (
     QCompleter,
+    QFrame,
     QLabel,
     QMessageBox,
     QPushButton,
+    QScrollArea,
     QSizePolicy,
     QVBoxLayout,
     QWidget,
@@ -214,7 +216,20 @@ class OrderEntryPanel(QWidget):
         self.status.setWordWrap(True)
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
-        layout = QVBoxLayout(self)
+        # The form scrolls rather than squeezes when the window is short (a laptop screen with the
+        # Baskets dock open): squeezed, its rows were drawn over each other.
+        self.content = QWidget()
+        self.content.setObjectName("orderContent")
+        self.scroll_area = QScrollArea(self)
+        self.scroll_area.setObjectName("orderScroll")
+        self.scroll_area.setWidget(self.content)
+        self.scroll_area.setWidgetResizable(True)
+        self.scroll_area.setFrameShape(QFrame.Shape.NoFrame)
+        self.scroll_area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(self.scroll_area)
+        layout = QVBoxLayout(self.content)
         layout.setContentsMargins(10, 10, 10, 10)
         layout.setSpacing(8)
         layout.addWidget(title)
@@ -236,6 +251,18 @@ class OrderEntryPanel(QWidget):
         chain = [*form.tab_chain(), *self.attachments.tab_chain(), self.submit_button]
         for first, second in zip(chain, chain[1:], strict=False):
             QWidget.setTabOrder(first, second)
+
+    def minimumSizeHint(self) -> QSize:
+        """As wide as the form needs (it never scrolls sideways), and short: it scrolls."""
+        return QSize(self.content.minimumSizeHint().width() + self._scrollbar_width(), 120)
+
+    def sizeHint(self) -> QSize:
+        hint = self.content.sizeHint()
+        return QSize(hint.width() + self._scrollbar_width(), hint.height())
+
+    def _scrollbar_width(self) -> int:
+        bar = self.scroll_area.verticalScrollBar()
+        return bar.sizeHint().width() if bar is not None else 0
 
     def _wire(self) -> None:
         self._search_timer = QTimer(self)
@@ -654,6 +681,7 @@ class OrderEntryPanel(QWidget):
                 limit_warning=self.limit_warning(),
                 red=self._red,
                 extras=tuple(self.attachments.describe(self.underlying_choice(), request.rule)),
+                stop_on_underlying=self.underlying_choice() is not None,
             ),
         )
         self.confirm_box = box
@@ -926,11 +954,24 @@ class OrderEntryPanel(QWidget):
                     f" {'long' if choice.view.is_long else 'short'} view)</small>"
                 )
                 self.preview_note.setText(
-                    f"The stop trails {choice.record.symbol}, not this instrument's price: it starts at"
-                    f" {stop:,.{decimals}f} from the price when the entry fills is near"
-                    f" {choice.price:,.{decimals}f}, and the exit sells this position."
-                    " The initial stop and risk above are for a stop on this instrument's own price."
+                    f"The stop is a price of {choice.record.symbol}, not of this instrument: it is set at"
+                    f" {stop:,.{decimals}f} from {choice.record.symbol}'s price now"
+                    f" ({choice.price:,.{decimals}f}) and trails it once the entry fills; crossing it"
+                    " exits this position."
                 )
+        # This instrument's own stop, risk and target do not apply: the stop is on the underlying.
+        box = self.preview_box
+        for caption, value in (
+            (box.stop_caption, box.stop_value),
+            (box.risk_caption, box.risk_value),
+            (box.target_caption, box.target_value),
+        ):
+            if on_underlying:
+                caption.setVisible(False)
+                value.setVisible(False)
+            elif caption is not box.target_caption:
+                caption.setVisible(True)
+                value.setVisible(True)
         basket = a.chosen_basket()
         new = a.baskets is not None and a.basket.currentData() == NEW_BASKET
         self.basket_caption.setVisible(basket is not None or new)
