@@ -170,6 +170,26 @@ def test_attachment_mistakes_name_their_field_and_store_nothing(entry: Entry) ->
     assert field == "Underlying" and message.startswith("switch the broker-held safety stop off")
     assert "Underlying: switch the broker-held safety stop off" in entry.error("Underlying")
 
+    # A basket that ends between the check and the order: the order is refused, nothing is sent.
+    gone = entry.baskets.create(entry.rig.account_id, "gone", BasketRules(max_loss=100.0), [kept])
+    a.basket.setCurrentIndex(a.basket.findData(gone.id))
+    entry.baskets.baskets.remove(gone.id)  # behind the form's back: no signal, the list still offers it
+    assert a.basket.currentText() == "gone"
+    a.on_underlying.setChecked(False)
+    entry.panel.safety.setChecked(False)
+    entry.panel.submit()
+    assert entry.failures[-1] == ("Basket", "gone has ended (REMOVED); choose another basket or none")
+    a.basket.setCurrentIndex(a.basket.findData(NO_BASKET))
+    request = entry.panel.entry_request()  # as checked a moment before it ended
+    a.basket.setCurrentIndex(a.basket.findData(gone.id))
+    with pytest.raises(ValueError, match="^Basket: it has just ended; choose another basket or none$"):
+        entry.rig.service.place_entry(request, attach=lambda p: a.attach(p, entry.rig.account_id, None))
+    refused = max(p.id for p in entry.store.protections())
+    assert entry.store.get(refused).status is Status.REJECTED
+    assert entry.rig.service.actions.waitForDone(5000)
+    assert entry.rig.sim_orders(entry.store.get(refused).entry_tag) == []
+    a.basket.setCurrentIndex(a.basket.findData(NO_BASKET))
+
     # The exit time cannot hold a time outside the session: it stays within 09:16-15:29 IST.
     a.exit_at.setChecked(True)
     a.exit_time.setTime(QTime(16, 0))
@@ -177,8 +197,8 @@ def test_attachment_mistakes_name_their_field_and_store_nothing(entry: Entry) ->
     a.exit_time.setTime(QTime(8, 0))
     assert a.exit_time.time() == QTime(9, 16)
 
-    # Nothing was stored or sent, and the basket already there is as it was.
-    assert [p.id for p in entry.store.protections()] == [kept]
+    # Nothing else was stored or sent, and the basket already there is as it was.
+    assert [p.id for p in entry.store.protections() if p.id != refused] == [kept]
     assert len(entry.rig.sim_orders()) == orders_before
     again = entry.baskets.baskets.get(basket.id)
     assert again.members == (kept,) and again.rules == BasketRules(max_loss=900.0)
@@ -249,6 +269,13 @@ def test_a_new_basket_then_an_existing_one_from_the_form_exit_together_once(entr
     (short_exit,) = entry.exits(short_id)
     assert (long_exit["transaction_type"], long_exit["quantity"]) == ("SELL", 10)
     assert (short_exit["transaction_type"], short_exit["quantity"]) == ("BUY", 5)
+
+    # The basket still chosen in the form has ended: the next order is not sent without it, silently.
+    wait_until(lambda: a.basket.currentText() == "pair (ended)", what="the ended basket", qtbot=entry.qtbot)
+    wait_until(entry.panel.submit_button.isEnabled, what="the cool-down to end", qtbot=entry.qtbot)
+    assert entry.panel.submit() is None
+    assert entry.failures[-1] == ("Basket", "pair has ended (EXITED); choose another basket or none")
+    assert len(entry.store.protections()) == 2
 
 
 def test_a_stop_on_the_underlying_from_the_form_exits_the_option_on_the_index(entry: Entry) -> None:

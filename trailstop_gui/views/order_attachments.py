@@ -27,7 +27,7 @@ from trailstop_gui.models.basket import BasketRules
 from trailstop_gui.models.basket_store import Basket, BasketStatus
 from trailstop_gui.models.domain import Protection, Side, TrailRule
 from trailstop_gui.models.engine import checked_initial_stop
-from trailstop_gui.models.store import InstrumentRecord
+from trailstop_gui.models.store import ConcurrentTransition, InstrumentRecord
 from trailstop_gui.services.baskets import BasketService
 from trailstop_gui.services.square_off import SquareOffService
 from trailstop_gui.services.underlying import UnderlyingService
@@ -223,6 +223,15 @@ class OrderAttachments:
                     if b.account_id == account_id:
                         self.basket.addItem(b.name, b.id)  # the rules: in its tooltip and the preview
                         self.basket.setItemData(self.basket.count() - 1, b.rules.describe(), TOOLTIP)
+                if isinstance(current, int) and self.basket.findData(current) < 0:
+                    # The chosen basket ended meanwhile: it stays chosen, and the check says so, rather
+                    # than the order going out without the basket the trader picked.
+                    try:
+                        gone = self.baskets.baskets.get(current)
+                    except KeyError:
+                        gone = None
+                    if gone is not None and gone.account_id == account_id:
+                        self.basket.addItem(f"{gone.name} (ended)", gone.id)
             self.basket.addItem("New basket…", NEW_BASKET)
             index = self.basket.findData(current)
             self.basket.setCurrentIndex(max(index, 0))
@@ -273,6 +282,15 @@ class OrderAttachments:
     ) -> list[Problem]:
         """What is wrong with the attachments, each message naming its field."""
         out: list[Problem] = []
+        chosen = self.chosen_basket()
+        if chosen is not None and chosen.status is not BasketStatus.ACTIVE:
+            out.append(
+                (
+                    FIELD_BASKET,
+                    f"{chosen.name} has ended ({chosen.status.value}); choose another basket or none",
+                    self.basket,
+                )
+            )
         if self.baskets is not None and self.basket.currentData() == NEW_BASKET:
             if not self.basket_name.text().strip():
                 out.append((FIELD_BASKET, "a new basket needs a name", self.basket_name))
@@ -359,6 +377,9 @@ class OrderAttachments:
                 self.baskets.add_members(choice, [p.id])
         except ValueError as exc:
             raise ValueError(_named(FIELD_BASKET, exc)) from None
+        except ConcurrentTransition:
+            # It ended between the check and the order: nothing is sent (place_entry).
+            raise ValueError(f"{FIELD_BASKET}: it has just ended; choose another basket or none") from None
 
     def describe(self, underlying: UnderlyingChoice | None, rule: TrailRule | None) -> list[str]:
         """One line per attachment, for the confirmation."""
