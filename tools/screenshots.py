@@ -12,6 +12,8 @@ one is paused, one broker position is left unprotected), and writes:
   detail-rule.png          the detail pane with the whole rule (activation, breakeven, target)
   journal.png              the journal window, with realised P&L on the closing rows
   not-watched.png          the account needs a login: every armed row red, "Not watched", in the status bar
+  order-entry-attach.png   the order form attaching a basket, a timed exit and a stop on NIFTY 50 to a call
+  basket.png               the Baskets dock: a basket's MTM charted with its trailing lock, exited at the lock
 
 OUT_DIR defaults to docs/screenshots. Takes about a minute: the prices move in real time.
 """
@@ -319,6 +321,148 @@ def shoot(out: Path) -> None:
 
     window.prepare_quit()
     window.stop()
+    window.hide()
+    service.shutdown()
+    store.close()
+    sim.stop()
+
+    shoot_baskets(tmp, settle, wait, save, window_for)
+
+
+def shoot_baskets(
+    tmp: Path,
+    settle: Callable[..., None],
+    wait: Callable[..., None],
+    save: Callable[[Any, str], None],
+    window_for: Callable[..., Any],
+) -> None:
+    """A long INFY and a short TCS in one basket (max loss ₹3,000; at ₹1,500 lock ₹600; every ₹300 more
+    raise the lock ₹150): the order form attaching rules to a NIFTY call, then the prices walk up, the lock
+    trails, and they fall back to it: the basket exits both."""
+    from trailstop_gui.models.basket import BasketRules
+    from trailstop_gui.models.basket_store import BasketStatus
+    from trailstop_gui.models.domain import Product, Side, Status, TrailRule
+    from trailstop_gui.models.store import ProtectionStore
+    from trailstop_gui.services.baskets import BasketService
+    from trailstop_gui.services.instruments import InstrumentService
+    from trailstop_gui.services.notifier import Notifier
+    from trailstop_gui.services.protection_service import EntryRequest, ProtectionService
+    from trailstop_gui.services.secrets import SecretStore
+    from trailstop_gui.services.session import AccountSession, Endpoints
+    from trailstop_gui.services.square_off import SquareOffService
+    from trailstop_gui.services.underlying import UnderlyingService
+    from trailstop_gui.settings import load_settings
+    from trailstop_gui.simulator.runner import start_simulator
+    from trailstop_gui.views.basket_panel import add_basket_dock
+    from trailstop_gui.views.order_entry import OrderEntryPanel
+
+    sim = start_simulator(seed=4, auto=False, fill_delay=0.0)
+    store = ProtectionStore(tmp / "baskets.db")
+    section = sim.info["kite"]
+    account = store.add_account(
+        "kite",
+        "Zerodha (simulator)",
+        user_id=section["user_id"],
+        api_key=section["api_key"],
+        redirect_url=section["redirect_url"],
+        api_root=sim.url,
+    )
+    secrets = SecretStore()
+    secrets.set(account.id, "api_secret", section["api_secret"])
+    session = AccountSession(account, secrets, Endpoints.for_simulator(sim.info, "kite"))
+    session.login_with_password(section["user_id"], section["password"])
+    notifier = Notifier()
+    service = ProtectionService(store, notifier)
+    service.add_session(session)
+    baskets = BasketService(service, step_seconds=0.02, refresh_seconds=0.2)
+    square_off = SquareOffService(service)
+    underlying = UnderlyingService(service)
+    window = window_for(service, store, notifier)
+    instruments = InstrumentService(store)
+    panel = OrderEntryPanel(
+        service,
+        store,
+        load_settings(store),
+        instruments,
+        baskets=baskets,
+        square_off=square_off,
+        underlying=underlying,
+    )
+    window.set_order_entry(panel)
+    dock_panel = add_basket_dock(window, baskets, square_off, underlying)
+    service.start()
+    baskets.start()
+    window.show()
+    wait(lambda: window.account_bar.state(account.id) == "live", "the feed to be live")
+    instruments.ensure(session)
+    panel.refresh_accounts()
+
+    prices = {"NSE:INFY": 1500.0, "NSE:TCS": 3000.0}
+    for symbol, price in prices.items():
+        sim.set_price(symbol, price, bid=price - 0.05, ask=price + 0.05)
+    members = []
+    for symbol, side in (("NSE:INFY", Side.BUY), ("NSE:TCS", Side.SELL)):
+        inst = next(i for i in sim.sim.instruments if i.symbol == symbol)
+        p = service.place_entry(
+            EntryRequest(
+                account.id,
+                inst.kite_token,
+                inst.tradingsymbol,
+                "NSE",
+                side,
+                40,
+                Product.MIS,
+                0.05,
+                TrailRule.percent(5.0),
+            )
+        )
+        wait(lambda pid=p.id: store.get(pid).status is Status.OPEN, f"{symbol} to fill")
+        members.append(p.id)
+    rules = BasketRules(max_loss=3000, lock_at=1500, lock_profit=600, trail_every=300, trail_by=150)
+    basket = baskets.create(account.id, "INFY long / TCS short", rules, members)
+    dock = dock_panel.parentWidget()
+    # Floated (as a trader can), so that the chart gets the height the docked one shares with the window.
+    dock.setFloating(True)
+    dock.move(0, 0)
+    dock.resize(1100, 560)
+    dock_panel.table.selectRow(0)
+
+    # The order form: a NIFTY call joining the basket, squared off at 15:15, its stop on NIFTY 50.
+    call = next(i for i in sim.sim.instruments if i.name == "NIFTY" and i.instrument_type == "CE")
+    wait(
+        lambda: instruments.resolve(panel.master(), f"NFO:{call.tradingsymbol}") is not None,
+        "the instruments",
+    )
+    record = instruments.resolve(panel.master(), f"NFO:{call.tradingsymbol}")
+    panel.select_instrument(record)
+    panel.rule_editor.set_rule(TrailRule.points(60.0))
+    attach = panel.attachments
+    attach.basket.setCurrentIndex(attach.basket.findData(basket.id))
+    attach.exit_at.setChecked(True)
+    attach.on_underlying.setChecked(True)
+    attach.underlying_symbol.setText("NSE:NIFTY 50")
+    attach.underlying_symbol.editingFinished.emit()
+    wait(lambda: "MTM" in panel.basket_value.text(), "the basket's MTM in the preview")
+    wait(lambda: panel.underlying_value.text() != "—", "the stop on NIFTY 50 in the preview")
+    settle(0.6)
+    save(panel.content, "order-entry-attach.png")  # the whole form, also the part scrolled out of view
+    panel.clear()
+
+    path = [8, 14, 22, 30, 38, 46, 52, 58, 50, 44, 40, 47, 55, 62, 57, 49, 41, 33, 27]
+    for step in path:
+        sim.set_price("NSE:INFY", 1500 + step, bid=1500 + step - 0.05, ask=1500 + step + 0.05)
+        sim.set_price("NSE:TCS", 3000 - step / 2, bid=3000 - step / 2 - 0.05, ask=3000 - step / 2 + 0.05)
+        settle(0.7)
+    wait(lambda: baskets.baskets.get(basket.id).status is not BasketStatus.ACTIVE, "the basket to exit", 10)
+    wait(lambda: baskets.baskets.get(basket.id).status is BasketStatus.EXITED, "the basket's exits", 10)
+    settle(1.5)
+    dock_panel.refresh()
+    settle(0.4)
+    save(dock, "basket.png")
+    window.prepare_quit()
+    window.stop()
+    baskets.shutdown()
+    square_off.shutdown()
     service.shutdown()
     store.close()
     sim.stop()

@@ -17,7 +17,7 @@ from trailstop_gui.models.domain import TrailRule
 from trailstop_gui.settings import APP_NAME
 
 if TYPE_CHECKING:
-    from trailstop_gui.services.basket_file import BasketSpec
+    from trailstop_gui.services.basket_file import RulesFile
     from trailstop_gui.single_instance import SingleInstance
 
 log = logging.getLogger("trailstop")
@@ -79,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--baskets",
         metavar="FILE",
-        help="with --headless: basket protections from a JSON file (format in the README)",
+        help="with --headless: basket protections, timed exits and stops on the underlying from a JSON file"
+        " (format in the README)",
     )
     parser.add_argument("--version", action="version", version=f"TrailStop {__version__}")
     return parser
@@ -101,10 +102,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.baskets is not None:
         if not args.headless:
             parser.error("--baskets needs --headless (the window creates baskets in the positions view)")
-        from trailstop_gui.services.basket_file import read_baskets_file
+        from trailstop_gui.services.basket_file import read_rules_file
 
         try:
-            baskets = read_baskets_file(args.baskets)
+            baskets = read_rules_file(args.baskets)
         except ValueError as exc:
             parser.error(f"--baskets: {exc}")
     if args.self_test:
@@ -197,7 +198,7 @@ def release_heap() -> None:
 
 
 def run_headless(
-    args: argparse.Namespace, instance: SingleInstance | None = None, baskets: list[BasketSpec] | None = None
+    args: argparse.Namespace, instance: SingleInstance | None = None, baskets: RulesFile | None = None
 ) -> int:
     from PySide6.QtCore import QCoreApplication, QTimer
 
@@ -234,7 +235,7 @@ def run_headless(
         runtime.service.start()
         if baskets is not None:
             try:
-                runtime.load_baskets(baskets)
+                runtime.load_rules(baskets)
             except ValueError as exc:
                 log.error("--baskets: %s", exc)
                 print(f"TrailStop: --baskets: {exc}", file=sys.stderr)
@@ -346,7 +347,15 @@ def run_window(args: argparse.Namespace, instance: SingleInstance | None = None)
     try:
         instruments = InstrumentService(store)
         window = main = MainWindow(service, store, runtime.notifier, str(runtime.directory))
-        panel = OrderEntryPanel(service, store, settings, instruments)
+        panel = OrderEntryPanel(
+            service,
+            store,
+            settings,
+            instruments,
+            baskets=runtime.baskets,
+            square_off=runtime.square_off,
+            underlying=runtime.underlying,
+        )
         window.set_order_entry(panel)
         window.quit_requested.connect(app.quit)
         runtime.routes.route_checked.connect(
@@ -358,6 +367,9 @@ def run_window(args: argparse.Namespace, instance: SingleInstance | None = None)
         prompter = ReloginPrompter(service, main)
         if runtime.baskets is not None:
             add_basket_dock(main, runtime.baskets, runtime.square_off, runtime.underlying)
+        if runtime.underlying is not None:
+            # A stop on the underlying is a price of the underlying: the table measures it there.
+            main.positions.model.set_underlying_rules(runtime.underlying.rule)
 
         def on_logged_in(account_id: int) -> None:
             session = service.sessions.get(account_id)

@@ -17,7 +17,7 @@ from typing import Any
 
 from trailstop_gui.models.domain import TrailRule
 from trailstop_gui.models.store import AccountRecord, ProtectionStore
-from trailstop_gui.services.basket_file import BasketSpec, apply_baskets
+from trailstop_gui.services.basket_file import BasketSpec, RulesFile, apply_baskets
 from trailstop_gui.services.baskets import BasketService
 from trailstop_gui.services.brokers.errors import redact
 from trailstop_gui.services.notifier import Notifier
@@ -165,6 +165,7 @@ class Runtime:
     square_off: SquareOffService | None = None  # timed square-off (built with the service)
     baskets: BasketService | None = None  # basket protections (built with the service)
     underlying: UnderlyingService | None = None  # stops on the underlying (before any feed arms)
+    file_rules: Any = None  # FileRules: the --baskets file's timed exits and stops on the underlying
     sim_logins: list[tuple[AccountSession, str, str]] = field(default_factory=list)
 
     def login_simulator_accounts(self) -> None:
@@ -183,6 +184,8 @@ class Runtime:
             self.baskets.start()
         if self.square_off is not None:
             self.square_off.start()
+        if self.file_rules is not None:
+            self.file_rules.start()
 
     def load_baskets(self, specs: list[BasketSpec]) -> None:
         """``--baskets FILE``: create or update its baskets; ValueError names what is wrong, before any
@@ -192,7 +195,25 @@ class Runtime:
         accounts = [session.account for session in self.service.sessions.values()]
         apply_baskets(specs, self.baskets, accounts)
 
+    def load_rules(self, rules: RulesFile) -> None:
+        """``--baskets FILE`` with its timed exits and stops on the underlying: every account named is
+        checked before anything is written (ValueError); the baskets are applied now, the rest by FileRules
+        (started with ``start_rules``), to matching protections as they appear."""
+        from trailstop_gui.services.file_rules import FileRules
+
+        file_rules = None
+        if rules.timed_exits or rules.underlying_rules:
+            file_rules = FileRules(
+                self.service, rules, square_off=self.square_off, underlying=self.underlying
+            )
+            file_rules.check_accounts()
+        if rules.baskets:
+            self.load_baskets(rules.baskets)
+        self.file_rules = file_rules
+
     def close(self) -> None:
+        if self.file_rules is not None:
+            self.file_rules.shutdown()
         if self.square_off is not None:
             self.square_off.shutdown()
         if self.baskets is not None:

@@ -23,7 +23,10 @@ def main(argv: list[str] | None = None) -> int:
         "--safety-stop", action="store_true", help="every protection also holds a broker-held safety stop"
     )
     parser.add_argument(
-        "--baskets", action="store_true", help="a basket of every position per account, its breach exits all"
+        "--baskets",
+        action=argparse.BooleanOptionalAction,
+        default=True,  # issue 18: the campaign counts basket exits per position unless told not to
+        help="a basket of every position per account, its breach exits all (on by default; --no-baskets)",
     )
     parser.add_argument(
         "--route-flaps",

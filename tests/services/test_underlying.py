@@ -135,3 +135,73 @@ def test_the_rule_survives_a_restart_of_the_services(rig: Rig) -> None:
     again = UnderlyingService(rig.service)  # as a restart builds it, from the table
     assert again.rule(pid) == underlying.rule(pid)
     assert again.view(rig.store.get(pid)).entry_price == reference
+
+
+def option_request(rig: Rig, kind: str, side: Side = Side.BUY) -> tuple[EntryRequest, dict[str, Any]]:
+    opt = instrument(rig, lambda i: i["name"] == "NIFTY" and i["instrument_type"] == kind)
+    return (
+        EntryRequest(
+            account_id=rig.account_id,
+            instrument=key(rig, opt),
+            symbol=opt["tradingsymbol"],
+            exchange="NFO",
+            side=side,
+            quantity=opt["lot_size"],
+            product=Product.NRML,
+            tick_size=0.05,
+            rule=TrailRule.points(50.0),
+        ),
+        opt,
+    )
+
+
+def test_a_rule_set_with_the_order_starts_on_the_underlying_at_the_fill(rig: Rig) -> None:
+    """The order form attaches the rule before the entry goes out: the fill's stop is the index's, never the
+    option's price read as an index level (a short view would fire at once on it)."""
+    underlying = UnderlyingService(rig.service)
+    index = instrument(rig, lambda i: i["symbol"] == "NSE:NIFTY 50")
+    reference = index_ltp(rig)
+    request, opt = option_request(rig, "PE")
+
+    def attach(p: Any) -> None:
+        assert p.status is Status.PENDING
+        underlying.set_underlying(
+            p.id,
+            instrument=key(rig, index),
+            symbol="NIFTY 50",
+            exchange="NSE",
+            view=Side.SELL,
+            tick_size=0.05,
+            reference=reference,
+        )
+
+    p = rig.service.place_entry(request, attach=attach)
+    rig.wait_status(p.id, Status.OPEN)
+    filled = rig.store.get(p.id)
+    assert filled.stop == pytest.approx(reference + 50) and filled.peak == pytest.approx(reference)
+    assert filled.entry_price is not None and filled.entry_price < reference / 10  # the option's own fill
+    assert rig.status(p.id) is Status.OPEN  # the index at the reference is below its short-view stop
+    control(rig.sim, "price", {"symbol": "NSE:NIFTY 50", "ltp": reference + 51})
+    rig.wait_status(p.id, Status.CLOSED)
+    exits = rig.sim_orders(filled.exit_tag)
+    assert len(exits) == 1 and exits[0]["tradingsymbol"] == opt["tradingsymbol"]
+    assert exits[0]["transaction_type"] == "SELL" and exits[0]["quantity"] == opt["lot_size"]
+
+
+@pytest.mark.parametrize("rig", ["kite"], indirect=True)
+def test_an_attachment_refused_sends_no_entry(rig: Rig) -> None:
+    underlying = UnderlyingService(rig.service)
+    request, _opt = option_request(rig, "CE")
+
+    def attach(p: Any) -> None:
+        underlying.set_underlying(
+            p.id, instrument="", symbol="NIFTY 50", exchange="NSE", view="BUY", tick_size=0.05, reference=1.0
+        )
+
+    with pytest.raises(ValueError, match="underlying: the instrument must not be empty"):
+        rig.service.place_entry(request, attach=attach)
+    (p,) = rig.store.protections()
+    assert p.status is Status.REJECTED and "not sent" in p.reason
+    assert underlying.rule(p.id) is None
+    assert rig.service.actions.waitForDone(5000)  # nothing was handed to the pool: nothing to wait for
+    assert rig.sim_orders(p.entry_tag) == []

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QDialogButtonBox, QMainWindow
 from pytestqt.qtbot import QtBot
 
@@ -119,6 +120,13 @@ def test_the_panel_charts_mtm_with_its_lock_and_shows_the_breach(
     panel.refresh()
     assert panel.model.data(panel.model.index(0, 1)).startswith("EXITED")
     assert not panel.edit_button.isEnabled()
+    # The state says which limit in a few words, whole in its column; the tooltip has the figures.
+    state = panel.model.index(0, 1)
+    assert panel.model.data(state) == "EXITED (lock)"
+    assert panel.model.data(state, Qt.ItemDataRole.ToolTipRole).startswith("EXITED: lock: MTM ")
+    panel.table.resizeColumnsToContents()
+    width = panel.table.fontMetrics().horizontalAdvance("EXITED (lock)")
+    assert panel.table.columnWidth(1) > width
 
 
 def test_exit_time_and_underlying_from_the_window(qtbot: QtBot, rig: Rig, baskets: BasketService) -> None:

@@ -457,3 +457,39 @@ def test_a_cell_in_one_call_through_the_proxy_answers_as_data_does(
     qtbot.waitExposed(table)
     table.viewport().grab()
     assert painted.rowCount() == 3 and asked == []
+
+
+def test_a_stop_on_the_underlying_is_measured_on_the_underlying(store: ProtectionStore) -> None:
+    """An option trailing NIFTY 50: its stop (24,300) is a price of the index, so the distance is the
+    index's from it, never the option's 110 against 24,300 (which read as -22,000 %)."""
+    from trailstop_gui.models.underlying import UnderlyingRule
+
+    put = protect(store, "NIFTY26DEC24000PE", 12345, Side.BUY, 100.0)
+    call = protect(store, "NIFTY26DEC24000CE", 12346, Side.BUY, 100.0)
+    store.update(put.id, stop=24400.0)  # a short view: the stop sits above the index
+    store.update(call.id, stop=24300.0)  # a long view: below
+    rules = {
+        put.id: UnderlyingRule(256265, "NIFTY 50", "NSE", Side.SELL, 0.05, 24350.0),
+        call.id: UnderlyingRule(256265, "NIFTY 50", "NSE", Side.BUY, 0.05, 24350.0),
+    }
+    model = PositionsModel()
+    model.load(store.protections())
+    model.apply_snapshot(snapshot(put.account_id, {12345: 110.0, 12346: 95.0, 256265: 24350.0}))
+    assert cell(model, call.id, Column.DISTANCE) == theme.format_percent((95 - 24300) / 95 * 100)  # nonsense
+    model.set_underlying_rules(rules.get)
+    assert cell(model, call.id, Column.DISTANCE) == "—"  # the index's price comes with the next snapshot
+    model.apply_snapshot(snapshot(put.account_id, {12345: 110.0, 12346: 95.0, 256265: 24350.0}))
+    assert cell(model, call.id, Column.DISTANCE) == f"{(24350 - 24300) / 24350 * 100:.2f}%"
+    assert cell(model, put.id, Column.DISTANCE) == f"{(24400 - 24350) / 24350 * 100:.2f}%"
+    assert cell(model, call.id, Column.LTP) == "95.00"  # the option's own price stays in its column
+    tip = cell(model, call.id, Column.DISTANCE, Qt.ItemDataRole.ToolTipRole)
+    assert tip.startswith("Measured on NIFTY 50 (now 24,350.00)")
+    stop_tip = cell(model, put.id, Column.STOP, Qt.ItemDataRole.ToolTipRole)
+    assert stop_tip == "A price of NIFTY 50, not of NIFTY26DEC24000PE: the stop trails it (short view)"
+    header = model.headerData(Column.DISTANCE, Qt.Orientation.Horizontal, Qt.ItemDataRole.ToolTipRole)
+    assert "stop on the underlying" in header
+    model.apply_snapshot(snapshot(put.account_id, {256265: 24410.0}))
+    assert model.row_for(put.id).stop_crossed()  # type: ignore[union-attr]
+    assert not model.row_for(call.id).stop_crossed()  # type: ignore[union-attr]
+    model.upsert(store.get(call.id))  # a row re-read from the store keeps the index's live price
+    assert cell(model, call.id, Column.DISTANCE) == f"{(24410 - 24300) / 24410 * 100:.2f}%"

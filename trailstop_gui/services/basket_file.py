@@ -1,4 +1,5 @@
-"""``--baskets FILE``: baskets for headless runs, from a JSON file (the format is in the README).
+"""``--baskets FILE``: baskets, timed exits and stops on the underlying for headless runs, from a JSON file
+(the format is in the README).
 
 ```json
 {"baskets": [
@@ -9,8 +10,16 @@
              "trail_every": 500, "trail_by": 250},
    "square_off": "15:15"},
   {"name": "everything", "account": "upstox", "positions": "all", "rules": {"max_loss": 20000}}
-]}
+ ],
+ "timed_exits": [{"account": "kite", "exchange": "NSE", "symbol": "INFY", "at": "15:10"}],
+ "underlying_rules": [
+  {"account": "kite", "exchange": "NFO", "symbol": "NIFTY26DEC24000CE",
+   "underlying": "NSE:NIFTY 50", "view": "long", "rule": "points:50"}
+ ]}
 ```
+
+Timed exits and stops on the underlying apply to every protection of that account and instrument, those
+protected later included (``services/file_rules.py`` applies them); both lists are optional.
 
 Loading it again (every restart of the service) changes nothing already stored: a basket of that account
 and name that is live keeps its lock (its rules are updated if the file changed them); one that already
@@ -21,13 +30,14 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import time
 from pathlib import Path
 from typing import Any
 
 from trailstop_gui.models.basket import BasketRules
 from trailstop_gui.models.basket_store import Basket, BasketStatus
+from trailstop_gui.models.domain import Side, TrailRule
 from trailstop_gui.models.square_off import parse_exit_time
 from trailstop_gui.models.store import AccountRecord
 from trailstop_gui.services.baskets import BasketService
@@ -45,24 +55,150 @@ class BasketSpec:
     square_off: time | None = None
 
 
+@dataclass(frozen=True)
+class TimedExitSpec:
+    """Protections of this account and instrument exit at ``at`` (IST)."""
+
+    account: str | int
+    exchange: str
+    symbol: str
+    at: time
+
+
+@dataclass(frozen=True)
+class UnderlyingSpec:
+    """Protections of this account and instrument trail and trigger on ``underlying`` with ``view``;
+    ``rule`` (percent or points on the underlying) replaces their own when given."""
+
+    account: str | int
+    exchange: str
+    symbol: str
+    underlying_exchange: str
+    underlying_symbol: str
+    view: Side
+    rule: TrailRule | None = None
+
+
+@dataclass(frozen=True)
+class RulesFile:
+    """Everything a ``--baskets`` file holds."""
+
+    baskets: list[BasketSpec] = field(default_factory=list)
+    timed_exits: list[TimedExitSpec] = field(default_factory=list)
+    underlying_rules: list[UnderlyingSpec] = field(default_factory=list)
+
+
 def read_baskets_file(path: str | Path) -> list[BasketSpec]:
-    """Parse and check the whole file; ValueError names the basket and the field at fault."""
+    """The file's baskets (see ``read_rules_file``)."""
+    return read_rules_file(path).baskets
+
+
+def read_rules_file(path: str | Path) -> RulesFile:
+    """Parse and check the whole file; ValueError names the entry and the field at fault."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
         raise ValueError(f"{path}: cannot read it ({exc.strerror or exc})") from None
     except ValueError as exc:
         raise ValueError(f"{path}: not JSON ({exc})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("baskets"), list):
-        raise ValueError(f'{path}: expected {{"baskets": [...]}}')
-    specs = [_spec(item, f"baskets[{i}]") for i, item in enumerate(data["baskets"])]
+    if not isinstance(data, dict) or not isinstance(data.get("baskets", []), list):
+        raise ValueError(
+            f'{path}: expected {{"baskets": [...], "timed_exits": [...], "underlying_rules": [...]}}'
+        )
+    unknown = set(data) - {"baskets", "timed_exits", "underlying_rules"}
+    if unknown:
+        raise ValueError(f"{path}: unknown field(s) {', '.join(sorted(unknown))}")
+    lists = {}
+    for name in ("timed_exits", "underlying_rules"):
+        items = data.get(name, [])
+        if not isinstance(items, list):
+            raise ValueError(f"{path}: {name}: expected a list")
+        lists[name] = items
+    if not any(name in data for name in ("baskets", "timed_exits", "underlying_rules")):
+        raise ValueError(f'{path}: expected {{"baskets": [...]}} (or "timed_exits", "underlying_rules")')
+    timed = [_timed_exit(item, f"timed_exits[{i}]") for i, item in enumerate(lists["timed_exits"])]
+    underlying = [
+        _underlying(item, f"underlying_rules[{i}]") for i, item in enumerate(lists["underlying_rules"])
+    ]
+    specs = [_spec(item, f"baskets[{i}]") for i, item in enumerate(data.get("baskets", []))]
     seen: set[tuple[str, str]] = set()
     for spec in specs:
         key = (str(spec.account).lower(), spec.name.lower())
         if key in seen:
             raise ValueError(f"{path}: two baskets named {spec.name!r} for account {spec.account!r}")
         seen.add(key)
-    return specs
+    return RulesFile(specs, timed, underlying)
+
+
+def _fields(
+    item: Any, where: str, required: frozenset[str], optional: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    if not isinstance(item, dict):
+        raise ValueError(f"{where}: expected an object")
+    unknown = set(item) - required - optional
+    if unknown:
+        raise ValueError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+    for name in sorted(required):
+        if name not in item:
+            raise ValueError(f"{where}.{name}: missing")
+    return item
+
+
+def _account(item: dict[str, Any], where: str) -> str | int:
+    account = item.get("account")
+    if isinstance(account, bool) or not isinstance(account, str | int) or account == "":
+        raise ValueError(f"{where}.account: an account id, its label, or kite/upstox")
+    return account
+
+
+def _text(item: dict[str, Any], name: str, where: str) -> str:
+    value = item.get(name)
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{where}.{name}: expected text, got {value!r}")
+    return value.strip().upper()
+
+
+def _timed_exit(item: Any, where: str) -> TimedExitSpec:
+    item = _fields(item, where, frozenset({"account", "exchange", "symbol", "at"}))
+    at = parse_exit_time(item["at"], f"{where}.at")
+    return TimedExitSpec(
+        _account(item, where), _text(item, "exchange", where), _text(item, "symbol", where), at
+    )
+
+
+VIEWS = {"long": Side.BUY, "buy": Side.BUY, "short": Side.SELL, "sell": Side.SELL}
+
+
+def _underlying(item: Any, where: str) -> UnderlyingSpec:
+    item = _fields(
+        item, where, frozenset({"account", "exchange", "symbol", "underlying", "view"}), frozenset({"rule"})
+    )
+    underlying = _text(item, "underlying", where)
+    exchange, sep, symbol = underlying.partition(":")
+    if not sep or not exchange.strip() or not symbol.strip():
+        raise ValueError(
+            f"{where}.underlying: EXCHANGE:SYMBOL, such as NSE:NIFTY 50, got {item['underlying']!r}"
+        )
+    view = VIEWS.get(str(item["view"]).strip().lower())
+    if view is None:
+        raise ValueError(
+            f"{where}.view: long (protects against a fall) or short (against a rise), got {item['view']!r}"
+        )
+    rule = None
+    if item.get("rule") is not None:
+        try:
+            rule = TrailRule.parse(str(item["rule"]))
+        except ValueError as exc:
+            raise ValueError(f"{where}.{exc}") from None
+    return UnderlyingSpec(
+        _account(item, where),
+        _text(item, "exchange", where),
+        _text(item, "symbol", where),
+        exchange.strip(),
+        symbol.strip(),
+        view,
+        rule,
+    )
 
 
 def _spec(item: Any, where: str) -> BasketSpec:
@@ -101,17 +237,23 @@ def _spec(item: Any, where: str) -> BasketSpec:
 
 def resolve_account(spec: BasketSpec, accounts: list[AccountRecord]) -> AccountRecord:
     """The loaded account a spec names: by id, by label, or by broker when it has one account only."""
-    if isinstance(spec.account, int):
-        found = [a for a in accounts if a.id == spec.account]
+    return find_account(spec.account, accounts, f"basket {spec.name!r}")
+
+
+def find_account(account: str | int, accounts: list[AccountRecord], what: str) -> AccountRecord:
+    """The loaded account ``account`` names (id, label, or broker with one account); ValueError names
+    ``what`` asked for it."""
+    if isinstance(account, int):
+        found = [a for a in accounts if a.id == account]
     else:
-        wanted = spec.account.strip().lower()
+        wanted = account.strip().lower()
         found = [a for a in accounts if a.label.lower() == wanted]
         if not found:
             found = [a for a in accounts if a.broker.lower() == wanted]
     if len(found) != 1:
         names = ", ".join(f"{a.id} ({a.label})" for a in accounts) or "none"
         problem = "is ambiguous" if found else "matches no loaded account"
-        raise ValueError(f"basket {spec.name!r}: account {spec.account!r} {problem} (loaded: {names})")
+        raise ValueError(f"{what}: account {account!r} {problem} (loaded: {names})")
     return found[0]
 
 

@@ -171,6 +171,7 @@ class ProtectionService(QObject):
                 safety_default=lambda _account_id: self.safety_defaults,
                 armed=self._armed_ids,
                 stop_refused=self._on_stop_refused,
+                engine_view=lambda p: self.engine_view(p),
             ),
         )
         self.actions = QThreadPool()
@@ -541,8 +542,15 @@ class ProtectionService(QObject):
 
     # ----------------------------------------------------------------- trader actions (any thread)
 
-    def place_entry(self, request: EntryRequest) -> Protection:
-        """Persist a PENDING protection, then send its entry order in the background."""
+    def place_entry(
+        self, request: EntryRequest, attach: Callable[[Protection], None] | None = None
+    ) -> Protection:
+        """Persist a PENDING protection, then send its entry order in the background.
+
+        ``attach`` stores what else the protection gets (a basket, an exit time, a stop on the underlying)
+        before the order goes out; when it raises ValueError nothing is sent, the protection is REJECTED
+        with the reason, and the error is raised again.
+        """
         require_positive_int(request.quantity, "quantity")
         if request.order_type is OrderType.LIMIT:
             price = require_positive(request.price, "price")
@@ -568,6 +576,16 @@ class ProtectionService(QObject):
             tick_size=request.tick_size,
             rule=request.rule,
         )
+        if attach is not None:
+            try:
+                attach(p)
+            except (ValueError, KeyError) as exc:
+                self.store.transition(
+                    p.id, Status.REJECTED, expected=Status.PENDING, reason=f"not sent: {exc}"
+                )
+                self.protection_changed.emit(p.id)
+                raise ValueError(str(exc).strip("'\"")) from None
+            p = self.store.get(p.id)
         self.actions.start(_Task(lambda: self._send_entry(p, request), f"entry for protection {p.id}"))
         self.protection_changed.emit(p.id)
         return p
@@ -753,9 +771,11 @@ class ProtectionService(QObject):
         current = self.store.get(pid)
         fields: dict[str, Any] = {"paused": False}
         if current.status is Status.OPEN and current.stop is None and current.entry_price is not None:
-            # Paused at its fill because its rule's stop was <= 0: the rule must change first.
+            # Paused at its fill because its rule's stop was <= 0: the rule must change first. A stop on
+            # the underlying starts from the underlying's price.
+            view = self.engine_view(current)
             fields["stop"] = checked_initial_stop(
-                current.side, current.entry_price, current.tick_size, current.rule
+                view.side, view.entry_price or current.entry_price, view.tick_size, view.rule
             )
         p = self.store.update(pid, kind="resumed", **fields)
         if p.status is Status.OPEN:

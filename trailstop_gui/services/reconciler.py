@@ -110,6 +110,8 @@ class Hooks:
     armed: Callable[[int], Collection[int] | None] = lambda _account: None
     # An entry filled, but its rule's stop would be <= 0: OPEN and paused (the trader is told).
     stop_refused: Callable[[Protection], None] = lambda _p: None
+    # How the engine sees a protection: itself, or on its underlying's prices (services/underlying.py).
+    engine_view: Callable[[Protection], Protection] = lambda p: p
 
 
 class Reconciler:
@@ -291,8 +293,12 @@ class Reconciler:
         if filled > 0 and average_price > 0:
             if p.status is Status.PENDING:
                 reason = "entry filled" if filled >= p.quantity else "entry partly filled"
+                # A stop on the underlying (set when the order was placed) starts from the underlying's
+                # price in its terms, never from the option's fill: the engine watches the underlying.
+                view = self.hooks.engine_view(p.with_changes(entry_price=average_price))
+                peak = view.entry_price if view.entry_price is not None else average_price
                 try:
-                    stop: float | None = checked_initial_stop(p.side, average_price, p.tick_size, p.rule)
+                    stop: float | None = checked_initial_stop(view.side, peak, view.tick_size, view.rule)
                     paused = False
                 except ValueError as exc:
                     # The fill is a fact; the stop is refused: the protection is OPEN, paused and unarmed,
@@ -305,7 +311,7 @@ class Reconciler:
                     expected=Status.PENDING,
                     entry_price=average_price,
                     filled_quantity=filled,
-                    peak=average_price,
+                    peak=peak,
                     stop=stop,
                     paused=paused,
                     reason=reason[:200],

@@ -61,19 +61,23 @@ class UnderlyingService:
         """Trail and trigger ``pid`` on ``instrument`` from its price ``reference`` with the protection's own
         rule; ``view`` BUY protects against the underlying falling, SELL against it rising.
 
-        Only for an OPEN protection without a broker-held safety stop. The stop moves to the underlying's
-        terms at once; nothing is sent. Bad input raises ValueError naming the field.
+        Only for a PENDING or OPEN protection without a broker-held safety stop. An OPEN one's stop moves
+        to the underlying's terms at once; a PENDING one's (an order just placed, from the order form)
+        starts there when its entry fills (``Reconciler.apply_entry_state`` asks ``view``). Nothing is
+        sent. Bad input raises ValueError naming the field.
         """
         rule = UnderlyingRule(instrument, symbol, exchange, Side.parse(view, "view"), tick_size, reference)
         p = self.store.get(pid)
-        if p.status is not Status.OPEN:
-            raise ValueError(f"underlying: protection {pid} is {p.status.value}; only an open one can change")
+        if p.status not in (Status.PENDING, Status.OPEN):
+            raise ValueError(f"underlying: protection {pid} is {p.status.value}; only a live one can change")
         if p.safety_enabled:
             raise ValueError(
                 "underlying: switch the broker-held safety stop off first (it would hold an option price "
                 "while the stop is a price of the underlying)"
             )
         stop = initial_stop(p, rule)  # ValueError names the rule when the stop would be <= 0
+        if p.status is Status.PENDING:
+            return self._set_before_fill(p, rule, stop)
         paused = p.paused
         if not paused:
             self.service.pause(pid)  # the engine must not trail the option with the underlying's stop
@@ -104,6 +108,44 @@ class UnderlyingService:
             return self.service.resume(pid)
         self.service.protection_changed.emit(pid)
         return self.store.get(pid)
+
+    def _set_before_fill(self, p: Protection, rule: UnderlyingRule, stop: float) -> Protection:
+        try:
+            self._store_before_fill(p, rule, stop)
+        except BaseException:
+            with self._lock:
+                self._rules.pop(p.id, None)
+            raise
+        log.info(
+            "protection %s: will trail on %s:%s from %s", p.id, rule.exchange, rule.symbol, rule.reference
+        )
+        self.service.protection_changed.emit(p.id)
+        return self.store.get(p.id)
+
+    def _store_before_fill(self, p: Protection, rule: UnderlyingRule, stop: float) -> None:
+        with db.database.atomic():
+            fresh = self.store.get(p.id)
+            if fresh.status is not Status.PENDING:
+                # Filled meanwhile: its stop is already the option's; set it as for any OPEN protection.
+                raise ValueError(f"underlying: protection {p.id} filled meanwhile; set the rule again")
+            db.UnderlyingRow.insert(
+                protection=p.id,
+                instrument=str(rule.instrument),
+                symbol=rule.symbol,
+                exchange=rule.exchange,
+                view=rule.view.value,
+                tick_size=rule.tick_size,
+                reference=rule.reference,
+            ).on_conflict_replace().execute()
+            with self._lock:
+                # Inside the transaction: a fill committed right after it already sees the rule.
+                self._rules[p.id] = rule
+            self.store.journal(
+                "underlying_set",
+                protection_id=p.id,
+                message=f"trails on {rule.exchange}:{rule.symbol} ({rule.view.value} view) from "
+                f"{rule.reference} once the entry fills (stop {stop})",
+            )
 
     def _wait_disarmed(self, p: Protection) -> None:
         session = self.service.sessions.get(p.account_id)

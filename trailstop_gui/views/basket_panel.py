@@ -11,6 +11,7 @@ from PySide6.QtWidgets import (
     QAbstractItemView,
     QDockWidget,
     QHBoxLayout,
+    QHeaderView,
     QMainWindow,
     QMessageBox,
     QPushButton,
@@ -58,15 +59,19 @@ class BasketTableModel(QAbstractTableModel):
         return None
 
     def data(self, index: AnyIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if not index.isValid() or role != Qt.ItemDataRole.DisplayRole:
+        if not index.isValid() or role not in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole):
             return None
         basket, live = self.rows[index.row()]
         live = live or {}
         column = index.column()
+        if role == Qt.ItemDataRole.ToolTipRole:
+            # The whole reason ("lock: MTM 1,616.00 reached 1,650.00"); the cell names only its kind.
+            return f"{basket.status.value}: {basket.reason}" if column == 1 and basket.reason else None
         if column == 0:
             return basket.name
         if column == 1:
-            return basket.status.value + (f" ({basket.reason})" if basket.reason else "")
+            kind = basket.reason.split(":", 1)[0].strip()
+            return basket.status.value + (f" ({kind})" if kind else "")
         if column == 2:
             return _money(live.get("mtm", basket.breach_mtm))
         if column == 3:
@@ -110,7 +115,10 @@ class BasketPanel(QWidget):
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.verticalHeader().hide()
-        self.table.horizontalHeader().setStretchLastSection(True)
+        header = self.table.horizontalHeader()
+        header.setStretchLastSection(True)
+        for column in range(len(COLUMNS) - 1):  # every figure whole; the rules take the rest
+            header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
         self.new_button = QPushButton("New basket…")
         self.edit_button = QPushButton("Edit…")
         self.remove_button = QPushButton("Remove")

@@ -1,4 +1,8 @@
-"""The order form: an entry order with its trailing stop, previewed (stop and rupee risk) before it is sent.
+"""The order panel: an entry order with its trailing stop, previewed (stop and rupee risk) before it is sent.
+
+It composes the parts a newcomer finds by name: the fields and their checks (``order_form``), the live
+preview (``order_preview``) and the confirmation (``order_confirmation``); here are the instrument search,
+the prices, and submitting.
 
 Nothing here waits on the network: instrument searches read SQLite, last prices come from the feed's
 snapshots or from a background ``broker.ltp()`` call (InstrumentService), and ``place_entry`` persists the
@@ -8,154 +12,88 @@ protection and returns at once while the order goes out on the service's pool.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from datetime import date
 
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QKeyEvent, QPalette, QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import (
-    QButtonGroup,
-    QCheckBox,
-    QComboBox,
     QCompleter,
-    QFormLayout,
     QFrame,
-    QGridLayout,
-    QHBoxLayout,
     QLabel,
-    QLineEdit,
     QMessageBox,
     QPushButton,
+    QScrollArea,
     QSizePolicy,
     QVBoxLayout,
     QWidget,
 )
 
-from trailstop_gui.models.domain import (
-    OrderType,
-    Product,
-    RuleKind,
-    Side,
-    TrailRule,
-    on_grid,
-    round_down,
-    round_up,
-    safety_level,
-    tick_decimals,
-)
-from trailstop_gui.models.engine import initial_stop
+from trailstop_gui.models.domain import OrderType, Product, Side, round_down
 from trailstop_gui.models.store import InstrumentRecord, ProtectionStore
+from trailstop_gui.services.baskets import BasketService
 from trailstop_gui.services.instruments import InstrumentService, master_key
 from trailstop_gui.services.protection_service import EntryRequest, ProtectionService
 from trailstop_gui.services.session import AccountSession
+from trailstop_gui.services.square_off import SquareOffService
+from trailstop_gui.services.underlying import UnderlyingService
 from trailstop_gui.settings import Settings
-from trailstop_gui.views.number_field import StrictDoubleSpinBox, StrictSpinBox
-from trailstop_gui.views.rule_editor import RuleEditor, describe_in_full
+from trailstop_gui.views.order_attachments import (
+    FIELD_BASKET,
+    FIELD_EXIT_TIME,
+    FIELD_UNDERLYING,
+    NEW_BASKET,
+    OrderAttachments,
+    UnderlyingChoice,
+)
+from trailstop_gui.views.order_confirmation import Confirmation, confirmation_box
+from trailstop_gui.views.order_form import (
+    BUY_COLOUR,
+    ERROR_COLOUR,
+    ERROR_COLOUR_ON_DARK,
+    FIELD_INSTRUMENT,
+    FIELD_LTP,
+    FIELD_ORDER,
+    FIELD_PRICE,
+    FIELD_PRODUCT,
+    FIELD_QUANTITY,
+    FIELD_SAFETY,
+    RULE_FIELDS,
+    SEARCH_HINT,
+    SELL_COLOUR,
+    OrderForm,
+    Problem,
+    completion_text,
+    describe_instrument,
+    error_label,
+    form_problems,
+    lots_text,
+    set_hint,
+    suitable_product,
+)
+from trailstop_gui.views.order_preview import (
+    OrderPreviewBox,
+    Preview,
+    PreviewInputs,
+    compute_preview,
+    format_inr,
+    price_decimals,
+)
 
-# Kite's colours: blue and orange tell BUY from SELL for colour-blind traders too, unlike green and red.
-BUY_COLOUR = "#1f6fd1"
-SELL_COLOUR = "#e2541b"
-ERROR_COLOUR = "#d32f2f"
-ERROR_COLOUR_ON_DARK = "#ff6e6e"  # the same red is too dim on a dark window
-LIVE_COLOUR = "#2e7d32"
 
-FIELD_ACCOUNT = "Account"
-FIELD_INSTRUMENT = "Instrument"
-FIELD_QUANTITY = "Quantity"
-FIELD_PRODUCT = "Product"
-FIELD_PRICE = "Price"
-FIELD_LTP = "Last price"
-FIELD_ORDER = "Order"
-FIELD_SAFETY = "Safety stop"
+def _rupees_or_dash(value: float | None) -> str:
+    return "—" if value is None else format_inr(value)
 
-SEARCH_HINT = "Symbol or company, e.g. INFY or Tata"
+
+__all__ = ["OrderEntryPanel", "Preview", "compute_preview", "format_inr", "price_decimals"]
+
 SEARCH_DELAY_MS = 60
 LTP_POLL_MS = 2_000
 LIVE_QUOTE_MAX_AGE = 3.0  # seconds: a snapshot older than this no longer counts as live
 SUBMIT_COOLDOWN_MS = 1_200  # a double Enter must not send two orders
-MAX_QUANTITY = 10_000_000
-MAX_PRICE = 10_000_000.0
 # A limit this far (percent) from the last price is flagged beside the field and always confirmed: a price
 # typed for another instrument, or a digit too many, is caught before it is sent.
 LIMIT_FAR_PERCENT = 5.0
 RECORD_ROLE = Qt.ItemDataRole.UserRole + 1
 LABEL_ROLE = Qt.ItemDataRole.UserRole + 2
-
-PRODUCT_HELP = {
-    Product.MIS: "MIS: intraday; squared off by the broker before the close",
-    Product.CNC: "CNC: equity delivery",
-    Product.NRML: "NRML: futures and options carried overnight",
-}
-
-
-def format_inr(value: float, decimals: int = 2) -> str:
-    """Rupees with Indian digit grouping: ₹1,50,000.00."""
-    text = f"{abs(value):.{decimals}f}"
-    whole, _, fraction = text.partition(".")
-    if len(whole) > 3:
-        head, groups = whole[:-3], [whole[-3:]]
-        while len(head) > 2:
-            groups.insert(0, head[-2:])
-            head = head[:-2]
-        if head:
-            groups.insert(0, head)
-        whole = ",".join(groups)
-    sign = "−" if value < 0 and float(text) != 0 else ""
-    return f"{sign}₹{whole}" + (f".{fraction}" if fraction else "")
-
-
-def price_decimals(tick_size: float) -> int:
-    return max(2, tick_decimals(tick_size)) if tick_size > 0 else 2
-
-
-@dataclass(frozen=True)
-class Preview:
-    """What the order would do if it filled at ``entry``: where the stop starts and what hitting it costs."""
-
-    entry: float
-    source: str  # "last price" or "limit price"
-    stop: float
-    risk: float  # rupees lost if the stop is hit at the stop price
-    value: float  # quantity x entry
-    target: float | None
-    safety: float | None = None  # where the broker-held safety stop starts (None: off)
-
-
-def compute_preview(
-    side: Side,
-    quantity: int,
-    entry: float,
-    tick_size: float,
-    rule: TrailRule,
-    source: str,
-    safety_buffer: tuple[float, int] | None = None,
-) -> Preview:
-    """``safety_buffer``: (percent, ticks) of the broker-held safety stop when it is on."""
-    stop = initial_stop(side, entry, tick_size, rule)
-    target = None
-    if rule.target is not None:
-        raw = entry + (1 if side.is_long else -1) * rule.amount(rule.target, entry)
-        target = round_up(raw, tick_size) if side.is_long else round_down(raw, tick_size)
-    safety = None
-    if safety_buffer is not None and stop > 0:
-        safety = safety_level(side, stop, tick_size, *safety_buffer)  # as services/safety_stop.py places it
-    return Preview(entry, source, stop, quantity * abs(entry - stop), quantity * entry, target, safety)
-
-
-def _set_hint(label: QLabel, text: str) -> None:
-    """An empty hint takes no room in the form."""
-    label.setText(text)
-    label.setVisible(bool(text))
-
-
-class _ComboBox(QComboBox):
-    """A combo box that leaves Enter to the form (so that Enter submits) while its list is closed."""
-
-    def keyPressEvent(self, event: QKeyEvent) -> None:
-        if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and not self.view().isVisible():
-            event.ignore()
-            return
-        super().keyPressEvent(event)
 
 
 class OrderEntryPanel(QWidget):
@@ -171,13 +109,21 @@ class OrderEntryPanel(QWidget):
         settings: Settings,
         instruments: InstrumentService,
         parent: QWidget | None = None,
+        *,
+        baskets: BasketService | None = None,
+        square_off: SquareOffService | None = None,
+        underlying: UnderlyingService | None = None,
     ) -> None:
+        """``baskets``, ``square_off``, ``underlying``: what the form can attach to the protection (a basket,
+        a timed exit, a stop on the underlying); each control shows only with its service."""
         super().__init__(parent)
         self.service = service
         self.store = store
         self.settings = settings
         self.instruments = instruments
+        self._rule_services = (baskets, square_off, underlying)
         self._instrument: InstrumentRecord | None = None
+        self._underlying: InstrumentRecord | None = None  # the underlying typed in the form, once resolved
         self._results: list[InstrumentRecord] = []
         # (account id, instrument token) -> (last price, monotonic time, "live" | "polled")
         self._prices: dict[tuple[int, str], tuple[float, float, str]] = {}
@@ -210,14 +156,28 @@ class OrderEntryPanel(QWidget):
         font.setBold(True)
         title.setFont(font)
 
-        self.account = _ComboBox()
-        self.account.setAccessibleName("Account")
-        self.account.setToolTip("Orders go to this account. Only logged-in accounts are listed.")
-
-        self.instrument = QLineEdit()
-        self.instrument.setPlaceholderText(SEARCH_HINT)
-        self.instrument.setClearButtonEnabled(True)
-        self.instrument.setAccessibleName("Instrument")
+        self.form = form = OrderForm(self.settings.default_rule, self._red)
+        # The fields by their names, as the panel's own (tests, tools and the window use them so).
+        self.account, self.instrument, self.instrument_info = (
+            form.account,
+            form.instrument,
+            form.instrument_info,
+        )
+        self.buy, self.sell, self.side_group = form.buy, form.sell, form.side_group
+        self.quantity, self.lots, self.product, self.order_type = (
+            form.quantity,
+            form.lots,
+            form.product,
+            form.order_type,
+        )
+        self.price, self.price_warning = form.price, form.price_warning
+        self.rule_editor, self.safety = form.rule_editor, form.safety
+        self.errors = form.errors
+        baskets, square_off, underlying = self._rule_services
+        self.attachments = OrderAttachments(
+            form, baskets=baskets, square_off=square_off, underlying=underlying
+        )
+        self.attachments.add_rows(form, form.layout_form)
         self.completion_model = QStandardItemModel(self)
         self.completer = QCompleter(self.completion_model, self)
         self.completer.setCompletionMode(QCompleter.CompletionMode.UnfilteredPopupCompletion)
@@ -225,131 +185,28 @@ class OrderEntryPanel(QWidget):
         self.completer.setCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
         self.completer.setMaxVisibleItems(12)
         self.instrument.setCompleter(self.completer)
-        self.instrument_info = QLabel("")
-        self.instrument_info.setObjectName("hint")
-        self.instrument_info.setWordWrap(True)
-        self.instrument_info.setVisible(False)
 
-        self.buy = QPushButton("&BUY")
-        self.sell = QPushButton("&SELL")
-        self.side_group = QButtonGroup(self)
-        for button, side, colour in ((self.buy, Side.BUY, BUY_COLOUR), (self.sell, Side.SELL, SELL_COLOUR)):
-            button.setCheckable(True)
-            button.setAutoDefault(False)
-            button.setMinimumHeight(30)
-            button.setProperty("side", side.value)
-            button.setToolTip(
-                "Buy: a long position; the stop sits below the price (Alt+B)"
-                if side is Side.BUY
-                else "Sell: a short position; the stop sits above the price (Alt+S)"
-            )
-            button.setStyleSheet(
-                f"QPushButton {{ color: {colour}; font-weight: bold; border: 1px solid {colour};"
-                " border-radius: 4px; padding: 4px 14px; }"
-                f"QPushButton:checked {{ color: white; background: {colour}; }}"
-                f"QPushButton:focus {{ border: 2px solid palette(highlight); }}"
-            )
-            self.side_group.addButton(button)
-        self.side_group.setExclusive(True)
-
-        self.quantity = StrictSpinBox()
-        self.quantity.setRange(0, MAX_QUANTITY)
-        self.quantity.setAccelerated(True)
-        self.quantity.setAlignment(Qt.AlignmentFlag.AlignRight)
-        self.quantity.setAccessibleName("Quantity")
-        self.quantity.setGroupSeparatorShown(False)
-        self.lots = QLabel("")
-        self.lots.setObjectName("hint")
-        self.lots.setVisible(False)
-
-        self.product = _ComboBox()
-        for product in Product:
-            self.product.addItem(product.value, product.value)
-            self.product.setItemData(
-                self.product.count() - 1, PRODUCT_HELP[product], Qt.ItemDataRole.ToolTipRole
-            )
-        self.product.setToolTip("\n".join(PRODUCT_HELP.values()))
-        self.product.setAccessibleName("Product")
-
-        self.order_type = _ComboBox()
-        self.order_type.addItem("MARKET", OrderType.MARKET.value)
-        self.order_type.addItem("LIMIT", OrderType.LIMIT.value)
-        self.order_type.setToolTip(
-            "MARKET fills at once at the best price; LIMIT only at your price or better"
+        self.preview_box = box = OrderPreviewBox(self._red)
+        self.ltp_value, self.entry_value, self.stop_value = box.ltp_value, box.entry_value, box.stop_value
+        self.risk_value, self.target_value, self.safety_value = (
+            box.risk_value,
+            box.target_value,
+            box.safety_value,
         )
-        self.order_type.setAccessibleName("Order type")
-
-        self.price = StrictDoubleSpinBox()
-        self.price.setRange(0.0, MAX_PRICE)
-        self.price.setDecimals(2)
-        self.price.setSingleStep(0.05)
-        self.price.setAccelerated(True)
-        self.price.setAlignment(Qt.AlignmentFlag.AlignRight)
-        self.price.setSpecialValueText("at market")
-        self.price.setGroupSeparatorShown(False)
-        self.price.setAccessibleName("Limit price")
-        self.price.setPrefix("₹ ")
-        self.price_warning = QLabel("")
-        self.price_warning.setObjectName("warning")
-        self.price_warning.setWordWrap(True)
-        self.price_warning.setVisible(False)
-
-        self.rule_editor = RuleEditor(self.settings.default_rule)
-
-        self.safety = QCheckBox("Broker-held safety stop")
-        self.safety.setAccessibleName("Broker-held safety stop")
-        self.safety.setToolTip(
-            "Also keep a stop order at the broker (SL-M or GTT) a little behind the trailing stop, moved"
-            " along with it: the loss stays bounded even when TrailStop is not running."
-        )
-
-        # ---- preview
-        self.preview_box = QFrame()
-        self.preview_box.setObjectName("preview")
-        self.preview_box.setFrameShape(QFrame.Shape.StyledPanel)
-        self.preview_box.setStyleSheet(
-            "QFrame#preview { border: 1px solid palette(mid); border-radius: 6px; }"
-            " QFrame#preview QLabel { border: none; }"
-        )
-        grid = QGridLayout(self.preview_box)
-        grid.setContentsMargins(10, 8, 10, 8)
-        grid.setHorizontalSpacing(12)
-        grid.setVerticalSpacing(3)
-        self.ltp_caption = QLabel("Last price")
-        self.ltp_value = QLabel("—")
-        self.entry_caption = QLabel("Entry (estimate)")
-        self.entry_value = QLabel("—")
-        self.stop_caption = QLabel("Initial stop")
-        self.stop_value = QLabel("—")
-        self.risk_caption = QLabel("Risk if the stop is hit")
-        self.risk_value = QLabel("—")
-        self.target_caption = QLabel("Target")
-        self.target_value = QLabel("—")
-        self.safety_caption = QLabel("Safety stop at the broker")
-        self.safety_value = QLabel("—")
-        self.preview_note = QLabel("")
-        self.preview_note.setObjectName("hint")
-        self.preview_note.setWordWrap(True)
-        rows = (
-            (self.ltp_caption, self.ltp_value),
-            (self.entry_caption, self.entry_value),
-            (self.stop_caption, self.stop_value),
-            (self.risk_caption, self.risk_value),
-            (self.target_caption, self.target_value),
-            (self.safety_caption, self.safety_value),
-        )
-        for row, (caption, value) in enumerate(rows):
-            value.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-            value.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-            grid.addWidget(caption, row, 0)
-            grid.addWidget(value, row, 1)
-        grid.addWidget(self.preview_note, len(rows), 0, 1, 2)
-        grid.setColumnStretch(1, 1)
-        big = self.stop_value.font()
-        big.setBold(True)
-        big.setPointSizeF(big.pointSizeF() * 1.15)
-        self.stop_value.setFont(big)
-        self.risk_value.setFont(big)
+        self.preview_note = box.note
+        self.underlying_caption, self.underlying_value = QLabel("Stop on the underlying"), QLabel("—")
+        self.basket_caption, self.basket_value = QLabel("Basket"), QLabel("—")
+        self.exit_caption, self.exit_value = QLabel("Timed exit"), QLabel("—")
+        for caption, value in (
+            (self.underlying_caption, self.underlying_value),
+            (self.basket_caption, self.basket_value),
+            (self.exit_caption, self.exit_value),
+        ):
+            value.setWordWrap(True)
+            caption.setVisible(False)
+            value.setVisible(False)
+            if self.attachments.available:
+                box.add_row(caption, value)
 
         self.submit_button = QPushButton("Place order")
         self.submit_button.setMinimumHeight(38)
@@ -359,42 +216,27 @@ class OrderEntryPanel(QWidget):
         self.status.setWordWrap(True)
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
-        # ---- layout: each field carries its own red error line, hidden while the field is fine
-        self.errors: dict[str, QLabel] = {}
-        form = QFormLayout()
-        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
-        form.setLabelAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        form.setVerticalSpacing(6)
-        form.addRow("&Account", self._with_error(FIELD_ACCOUNT, self.account))
-        form.addRow("&Instrument", self._with_error(FIELD_INSTRUMENT, self.instrument, self.instrument_info))
-        sides = QHBoxLayout()
-        sides.setSpacing(6)
-        sides.addWidget(self.buy, 1)
-        sides.addWidget(self.sell, 1)
-        form.addRow("Side", sides)
-        qty_row = QHBoxLayout()
-        qty_row.addWidget(self.quantity, 1)
-        qty_row.addWidget(self.lots)
-        form.addRow("&Quantity", self._with_error(FIELD_QUANTITY, qty_row))
-        product_row = QHBoxLayout()
-        product_row.addWidget(self.product, 1)
-        product_row.addWidget(self.order_type, 1)
-        form.addRow("&Product / type", self._with_error(FIELD_PRODUCT, product_row))
-        form.addRow("P&rice", self._with_error(FIELD_PRICE, self.price, self.price_warning))
-        form.addRow("&Trailing stop", self._with_error("rule", self.rule_editor))
-        form.addRow("", self.safety)
-        for label in (form.labelForField(w) for w in (self.account,)):
-            if isinstance(label, QLabel):
-                label.setBuddy(self.account)
-
-        layout = QVBoxLayout(self)
+        # The form scrolls rather than squeezes when the window is short (a laptop screen with the
+        # Baskets dock open): squeezed, its rows were drawn over each other.
+        self.content = QWidget()
+        self.content.setObjectName("orderContent")
+        self.scroll_area = QScrollArea(self)
+        self.scroll_area.setObjectName("orderScroll")
+        self.scroll_area.setWidget(self.content)
+        self.scroll_area.setWidgetResizable(True)
+        self.scroll_area.setFrameShape(QFrame.Shape.NoFrame)
+        self.scroll_area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(self.scroll_area)
+        layout = QVBoxLayout(self.content)
         layout.setContentsMargins(10, 10, 10, 10)
         layout.setSpacing(8)
         layout.addWidget(title)
-        layout.addLayout(form)
+        layout.addWidget(form)
         layout.addWidget(self.preview_box)
-        self.errors[FIELD_LTP] = self._error_label()
-        self.errors[FIELD_ORDER] = self._error_label()
+        self.errors[FIELD_LTP] = error_label(self._red)
+        self.errors[FIELD_ORDER] = error_label(self._red)
         layout.addWidget(self.errors[FIELD_LTP])
         layout.addWidget(self.errors[FIELD_ORDER])
         layout.addWidget(self.submit_button)
@@ -406,48 +248,21 @@ class OrderEntryPanel(QWidget):
             f"QLabel#hint {{ color: palette(placeholder-text); }} QLabel#error {{ color: {self._red}; }}"
             f" QLabel#warning {{ color: {self._red}; font-weight: bold; }}"
         )
-
-        chain: list[QWidget] = [
-            self.account,
-            self.instrument,
-            self.buy,
-            self.sell,
-            self.quantity,
-            self.product,
-            self.order_type,
-            self.price,
-            self.rule_editor.kind,
-            self.rule_editor.value,
-            self.rule_editor.more,
-            self.safety,
-            self.submit_button,
-        ]
+        chain = [*form.tab_chain(), *self.attachments.tab_chain(), self.submit_button]
         for first, second in zip(chain, chain[1:], strict=False):
             QWidget.setTabOrder(first, second)
 
-    def _error_label(self) -> QLabel:
-        label = QLabel("")
-        label.setObjectName("error")
-        label.setWordWrap(True)
-        label.setStyleSheet(f"color: {self._red};")
-        label.setVisible(False)
-        return label
+    def minimumSizeHint(self) -> QSize:
+        """As wide as the form needs (it never scrolls sideways), and short: it scrolls."""
+        return QSize(self.content.minimumSizeHint().width() + self._scrollbar_width(), 120)
 
-    def _with_error(self, field: str, content: QWidget | QHBoxLayout, *extra: QWidget) -> QWidget:
-        box = QWidget()
-        column = QVBoxLayout(box)
-        column.setContentsMargins(0, 0, 0, 0)
-        column.setSpacing(2)
-        if isinstance(content, QWidget):
-            column.addWidget(content)
-        else:
-            column.addLayout(content)
-        for widget in extra:
-            column.addWidget(widget)
-        label = self._error_label()
-        column.addWidget(label)
-        self.errors[field] = label
-        return box
+    def sizeHint(self) -> QSize:
+        hint = self.content.sizeHint()
+        return QSize(hint.width() + self._scrollbar_width(), hint.height())
+
+    def _scrollbar_width(self) -> int:
+        bar = self.scroll_area.verticalScrollBar()
+        return bar.sizeHint().width() if bar is not None else 0
 
     def _wire(self) -> None:
         self._search_timer = QTimer(self)
@@ -476,6 +291,7 @@ class OrderEntryPanel(QWidget):
         self.price.valueChanged.connect(self._on_price_typed)  # our own fills block signals
         self.rule_editor.rule_changed.connect(lambda: self._on_field_edited("rule"))
         self.safety.toggled.connect(lambda _on: self._on_field_edited(FIELD_SAFETY))
+        self._wire_attachments()
         self.submit_button.clicked.connect(self.submit)
 
         self.service.snapshot_ready.connect(self._on_snapshot_ready)
@@ -484,6 +300,21 @@ class OrderEntryPanel(QWidget):
         self.instruments.master_loaded.connect(self._on_master_loaded)
         self.instruments.master_failed.connect(self._on_master_failed)
         self.instruments.ltp_received.connect(self._on_ltp_received)
+
+    def _wire_attachments(self) -> None:
+        a = self.attachments
+        a.basket.currentIndexChanged.connect(lambda _i: self._on_field_edited(FIELD_BASKET))
+        a.basket_name.textChanged.connect(lambda _t: self._on_field_edited(FIELD_BASKET))
+        for edit in a.basket_rules.values():
+            edit.textChanged.connect(lambda _t: self._on_field_edited(FIELD_BASKET))
+        a.exit_at.toggled.connect(lambda _on: self._on_field_edited(FIELD_EXIT_TIME))
+        a.exit_time.timeChanged.connect(lambda _t: self._on_field_edited(FIELD_EXIT_TIME))
+        a.on_underlying.toggled.connect(self._on_underlying_toggled)
+        a.underlying_symbol.textEdited.connect(self._on_underlying_edited)
+        a.underlying_symbol.editingFinished.connect(self._resolve_underlying)
+        a.view.currentIndexChanged.connect(lambda _i: self._on_field_edited(FIELD_UNDERLYING))
+        if a.baskets is not None:
+            a.baskets.basket_changed.connect(self._on_basket_changed)
 
     # ================================================================= public API
 
@@ -495,7 +326,7 @@ class OrderEntryPanel(QWidget):
             if "rule" not in self._touched:
                 self.rule_editor.set_rule(settings.default_rule)
             if FIELD_PRODUCT not in self._touched:
-                self._set_product(self._suitable_product(self._instrument, Product(settings.default_product)))
+                self.form.set_product(suitable_product(self._instrument, Product(settings.default_product)))
             if FIELD_QUANTITY not in self._touched:
                 self.quantity.setValue(self._default_quantity())
             if FIELD_SAFETY not in self._touched:
@@ -511,7 +342,7 @@ class OrderEntryPanel(QWidget):
         self.completion_model.clear()
         self._results = []
         self.buy.setChecked(True)
-        self._set_product(Product(self.settings.default_product))
+        self.form.set_product(Product(self.settings.default_product))
         self.order_type.setCurrentIndex(0)
         self.price.setValue(0.0)
         self.price.setEnabled(False)
@@ -520,8 +351,10 @@ class OrderEntryPanel(QWidget):
         self.rule_editor.more.setChecked(False)
         self.quantity.setValue(self._default_quantity())
         self.safety.setChecked(self.settings.safety_stop)
-        _set_hint(self.instrument_info, "")
-        _set_hint(self.lots, "")
+        set_hint(self.instrument_info, "")
+        set_hint(self.lots, "")
+        self.attachments.clear()
+        self._underlying = None
         self._touched.clear()
         self._show_all_errors = False
         self.errors[FIELD_ORDER].setVisible(False)
@@ -568,7 +401,7 @@ class OrderEntryPanel(QWidget):
         self.instrument.setText(record.label)
         self._touched.add(FIELD_INSTRUMENT)
         if FIELD_PRODUCT not in self._touched:
-            self._set_product(self._suitable_product(record, Product(self.settings.default_product)))
+            self.form.set_product(suitable_product(record, Product(self.settings.default_product)))
         if FIELD_QUANTITY not in self._touched or self.quantity.value() % max(record.lot_size, 1):
             self.quantity.blockSignals(True)
             self.quantity.setValue(self._default_quantity())
@@ -629,13 +462,13 @@ class OrderEntryPanel(QWidget):
         )
 
     def side(self) -> Side:
-        return Side.SELL if self.sell.isChecked() else Side.BUY
+        return self.form.side()
 
     def current_order_type(self) -> OrderType:
-        return OrderType(self.order_type.currentData())
+        return self.form.current_order_type()
 
     def current_product(self) -> Product:
-        return Product(self.product.currentData())
+        return self.form.current_product()
 
     def _price_key(self) -> tuple[int, str] | None:
         session, record = self.session(), self._instrument
@@ -732,7 +565,13 @@ class OrderEntryPanel(QWidget):
             self._set_status("Not sent: you cancelled the confirmation.", ok=None)
             return None
         try:
-            protection = self.service.place_entry(request)
+            if self.attachments.wanted():
+                account_id, choice = request.account_id, self.underlying_choice()
+                protection = self.service.place_entry(
+                    request, attach=lambda p: self.attachments.attach(p, account_id, choice)
+                )
+            else:
+                protection = self.service.place_entry(request)
         except ValueError as exc:
             message = str(exc)
             field, sep, rest = message.partition(": ")
@@ -754,90 +593,25 @@ class OrderEntryPanel(QWidget):
 
     # ================================================================= validation and the preview
 
-    def _problems(self) -> list[tuple[str, str, QWidget]]:
-        out: list[tuple[str, str, QWidget]] = []
-        session, record = self.session(), self._instrument
-        if session is None:
-            out.append((FIELD_ACCOUNT, "log in to an account first", self.account))
-        if record is None:
-            text = self.instrument.text().strip()
-            message = f"no instrument matches {text!r}; pick one from the list" if text else "choose one"
-            out.append((FIELD_INSTRUMENT, message, self.instrument))
-        elif not record.tradable:
-            out.append(
-                (FIELD_INSTRUMENT, f"{record.symbol} is an index; it cannot be traded", self.instrument)
-            )
-        quantity = self.quantity.value()
-        lot = max(record.lot_size, 1) if record is not None else 1
-        typed_quantity = self.quantity.problem()
-        if typed_quantity is not None:
-            out.append((FIELD_QUANTITY, typed_quantity, self.quantity))
-        elif quantity <= 0:
-            out.append(
-                (
-                    FIELD_QUANTITY,
-                    "must be at least 1" if lot == 1 else f"at least one lot of {lot}",
-                    self.quantity,
-                )
-            )
-        elif quantity % lot:
-            out.append((FIELD_QUANTITY, f"must be a multiple of the lot size {lot}", self.quantity))
-        if record is not None:
-            product = self.current_product()
-            derivative = bool(record.expiry) or record.instrument_type in ("FUT", "CE", "PE")
-            if derivative and product is Product.CNC:
-                out.append(
-                    (FIELD_PRODUCT, "CNC is for equity delivery; use NRML or MIS for F&O", self.product)
-                )
-            elif not derivative and product is Product.NRML:
-                out.append((FIELD_PRODUCT, "NRML is for F&O; use CNC or MIS for equity", self.product))
-        if self.current_order_type() is OrderType.LIMIT:
-            price = self.price.value()
-            typed_price = self.price.problem()
-            if typed_price is not None:
-                out.append((FIELD_PRICE, typed_price, self.price))
-            elif price <= 0:
-                out.append((FIELD_PRICE, "a LIMIT order needs a price", self.price))
-            elif record is not None and record.tradable and not on_grid(price, record.tick_size):
-                tick = record.tick_size
-                below, above = round_down(price, tick), round_up(price, tick)
-                d = price_decimals(tick)
-                out.append(
-                    (
-                        FIELD_PRICE,
-                        f"must be a multiple of the tick size {tick:g}, e.g. {below:.{d}f} or {above:.{d}f}",
-                        self.price,
-                    )
-                )
-        for field, message in self.rule_editor.errors():
-            out.append((field, message, self.rule_editor.field_widget(field)))
-        if not out and record is not None:
-            preview = self.preview()
-            if preview is None and self.current_order_type() is OrderType.MARKET:
-                out.append(
-                    (
-                        FIELD_LTP,
-                        f"no price for {record.symbol} yet, so the stop and risk are unknown; "
-                        "wait a moment or use a LIMIT order",
-                        self.instrument,
-                    )
-                )
-            elif preview is not None and preview.stop <= 0:
-                out.append(
-                    (
-                        "Trailing stop",
-                        "the stop would be at or below zero; trail less",
-                        self.rule_editor.value,
-                    )
-                )
-        return out
+    def _problems(self) -> list[Problem]:
+        out = form_problems(
+            self.form, has_session=self.session() is not None, record=self._instrument, preview=self.preview
+        )
+        choice = self.underlying_choice()
+        return out + self.attachments.problems(
+            record=self._instrument,
+            underlying=self._underlying,
+            underlying_price=None if choice is None else choice.price,
+            rule=self.rule_editor.rule_or_none(),
+            safety=self.safety,
+        )
 
     def _refresh(self) -> None:
         """Re-validate and redraw the preview and the submit button; cheap enough for every tick."""
         problems = self._problems()
         shown: dict[str, list[str]] = {}
         for field, message, _widget in problems:
-            key = "rule" if field in self._rule_fields() else field
+            key = "rule" if field in RULE_FIELDS else field
             if self._show_all_errors or key in self._touched:
                 shown.setdefault(key, []).append(f"{field}: {message}")
         for key, label in self.errors.items():
@@ -847,7 +621,7 @@ class OrderEntryPanel(QWidget):
             label.setText("\n".join(lines) if lines else "")
             label.setVisible(bool(lines))
         warning = self.limit_warning()
-        _set_hint(self.price_warning, f"⚠ {warning}" if warning else "")
+        set_hint(self.price_warning, f"⚠ {warning}" if warning else "")
         self._update_rule_reference()
         self._draw_preview()
         self._draw_submit_button()
@@ -860,95 +634,23 @@ class OrderEntryPanel(QWidget):
             reference = self.price.value()
         self.rule_editor.set_reference_price(reference)
 
-    @staticmethod
-    def _rule_fields() -> set[str]:
-        from trailstop_gui.views import rule_editor
-
-        return {
-            rule_editor.FIELD_TRAIL,
-            rule_editor.FIELD_ACTIVATION,
-            rule_editor.FIELD_LADDER,
-            rule_editor.FIELD_BREAKEVEN,
-            rule_editor.FIELD_TARGET,
-        }
-
     def _draw_preview(self) -> None:
-        record = self._instrument
-        decimals = price_decimals(record.tick_size) if record is not None else 2
-        known = self.last_price()
-        if known is None:
-            self.ltp_value.setText("—")
-        else:
-            price, source = known
-            if source == "live":
-                where = f"<small style='color:{LIVE_COLOUR}'>● live</small>"
-            else:
-                at = self._price_times.get(self._price_key() or (0, ""), "")
-                where = f"<small style='color:gray'>at {at}</small>"
-            self.ltp_value.setText(f"{format_inr(price, decimals)}  {where}")
-        preview = self.preview()
-        for label in (
-            self.entry_value,
-            self.stop_value,
-            self.risk_value,
-            self.target_value,
-            self.safety_value,
-        ):
-            label.setText("—")
-        self.entry_caption.setText("Entry (estimate)")
-        self.target_caption.setVisible(False)
-        self.target_value.setVisible(False)
-        self.safety_caption.setVisible(self.safety.isChecked())
-        self.safety_value.setVisible(self.safety.isChecked())
-        if record is None:
-            self.preview_note.setText("Choose an instrument to see where the stop starts and what it risks.")
-            return
-        if preview is None:
-            if self.current_order_type() is OrderType.LIMIT and self.price.value() <= 0:
-                self.preview_note.setText("Enter the limit price to see the stop and the risk.")
-            elif self.current_order_type() is OrderType.MARKET and known is None:
-                self.preview_note.setText(f"Waiting for the last price of {record.symbol}…")
-            else:
-                self.preview_note.setText("Fix the fields marked in red to see the stop and the risk.")
-            return
-        rule = self.rule_editor.rule()
-        distance = abs(preview.entry - preview.stop)
-        pct = 100.0 * distance / preview.entry if preview.entry else 0.0
-        sign = "−" if self.side().is_long else "+"
-        self.entry_caption.setText("Entry (estimate)" if preview.source == "last price" else "Entry (limit)")
-        self.entry_value.setText(format_inr(preview.entry, decimals))
-        self.stop_value.setText(
-            f"{format_inr(preview.stop, decimals)}"
-            # The points are on the risk line below: here only the percent, so the line is never cut.
-            f"  <small style='font-weight:normal'>({sign}{pct:.2f} %)</small>"
-        )
-        self.risk_value.setText(
-            f"<span style='color:{self._red}'>{format_inr(preview.risk)}</span>"
-            f"  <small style='font-weight:normal'>"
-            f"({self.quantity.value():,} × {distance:.{decimals}f})</small>"
-        )
-        if preview.target is not None:
-            gain = self.quantity.value() * abs(preview.target - preview.entry)
-            self.target_caption.setVisible(True)
-            self.target_value.setVisible(True)
-            self.target_value.setText(
-                f"{format_inr(preview.target, decimals)}  <small>(+{format_inr(gain)})</small>"
+        limit = self.current_order_type() is OrderType.LIMIT
+        self.preview_box.draw(
+            PreviewInputs(
+                record=self._instrument,
+                last_price=self.last_price(),
+                polled_at=self._price_times.get(self._price_key() or (0, ""), ""),
+                preview=self.preview(),
+                side=self.side(),
+                quantity=self.quantity.value(),
+                rule=self.rule_editor.rule_or_none(),
+                limit_without_price=limit and self.price.value() <= 0,
+                market=not limit,
+                safety_on=self.safety.isChecked(),
             )
-        unit = "%" if rule.kind is RuleKind.PERCENT else " pts"
-        where = "below" if self.side().is_long else "above"
-        safety_note = ""
-        if preview.safety is not None:
-            gap = abs(preview.stop - preview.safety)
-            self.safety_value.setText(
-                f"{format_inr(preview.safety, decimals)}"
-                f"  <small style='font-weight:normal'>({gap:.{decimals}f} behind the stop)</small>"
-            )
-            at = format_inr(preview.safety, decimals)
-            safety_note = f" A safety stop at the broker starts at {at} and follows it."
-        self.preview_note.setText(
-            f"The stop starts {rule.value:g}{unit} {where} the {preview.source} and follows the price."
-            f"{safety_note} Position value {format_inr(preview.value)}."
         )
+        self._draw_attachments()
 
     def _draw_submit_button(self) -> None:
         record = self._instrument
@@ -968,43 +670,20 @@ class OrderEntryPanel(QWidget):
     def _confirm(self, request: EntryRequest, preview: Preview) -> bool:
         record = self._instrument
         assert record is not None
-        decimals = price_decimals(record.tick_size)
-        colour = BUY_COLOUR if request.side is Side.BUY else SELL_COLOUR
-        price = "MARKET" if request.price is None else f"LIMIT {format_inr(request.price, decimals)}"
         session = self.session()
-        lines = [
-            f"<p style='font-size:13pt'><b style='color:{colour}'>{request.side.value}</b>"
-            f" <b>{request.quantity:,} {record.symbol}</b> ({record.exchange})</p>",
-            f"<p>{price} · {request.product.value} · {session.label if session else ''}</p>",
-            f"<p>Trailing stop {describe_in_full(request.rule)}:"
-            f" starts at <b>{format_inr(preview.stop, decimals)}</b>"
-            f" (from the {preview.source} {format_inr(preview.entry, decimals)})</p>",
-            f"<p>Risk if the stop is hit: <b style='color:{self._red}'>{format_inr(preview.risk)}</b></p>",
-        ]
-        if preview.target is not None:
-            lines.append(f"<p>Target: {format_inr(preview.target, decimals)}</p>")
-        warning = self.limit_warning()
-        if warning is not None:
-            lines.insert(2, f"<p style='color:{self._red}'><b>⚠ Limit {warning}</b></p>")
-        if preview.safety is not None:
-            lines.append(
-                f"<p>Broker-held safety stop: starts at {format_inr(preview.safety, decimals)},"
-                " a little behind the trailing stop</p>"
-            )
-        box = QMessageBox(self)
-        box.setWindowTitle("Confirm order")
-        box.setIcon(QMessageBox.Icon.Question)
-        box.setTextFormat(Qt.TextFormat.RichText)
-        box.setText("".join(lines))
-        box.setInformativeText("The stop is placed from the actual fill price once the order fills.")
-        place = box.addButton(f"Place {request.side.value} order", QMessageBox.ButtonRole.AcceptRole)
-        place.setStyleSheet(
-            f"QPushButton {{ background: {colour}; color: white; font-weight: bold; padding: 5px 14px;"
-            " border-radius: 4px; }"
+        box, place = confirmation_box(
+            self,
+            Confirmation(
+                request=request,
+                preview=preview,
+                record=record,
+                account_label=session.label if session else "",
+                limit_warning=self.limit_warning(),
+                red=self._red,
+                extras=tuple(self.attachments.describe(self.underlying_choice(), request.rule)),
+                stop_on_underlying=self.underlying_choice() is not None,
+            ),
         )
-        box.addButton("Cancel", QMessageBox.ButtonRole.RejectRole)
-        box.setDefaultButton(place)
-        box.setEscapeButton(QMessageBox.StandardButton.Cancel)
         self.confirm_box = box
         try:
             box.exec()
@@ -1040,8 +719,11 @@ class OrderEntryPanel(QWidget):
                     self.select_instrument(again)
                 else:
                     self._instrument = None
-                    _set_hint(self.instrument_info, "")
+                    set_hint(self.instrument_info, "")
             self._update_search_placeholder()
+        self.attachments.list_baskets(self.account.currentData())
+        self._underlying = None
+        self._resolve_underlying()
         self._refresh()
 
     def _on_session_state_changed(self, _account_id: int, _state: str) -> None:
@@ -1050,7 +732,7 @@ class OrderEntryPanel(QWidget):
     def _on_instrument_edited(self, text: str) -> None:
         if self._instrument is not None and text.strip().upper() != self._instrument.label:
             self._instrument = None
-            _set_hint(self.instrument_info, "")
+            set_hint(self.instrument_info, "")
         self._touched.discard(FIELD_INSTRUMENT)
         self._search_timer.start()
         self._refresh()
@@ -1061,10 +743,10 @@ class OrderEntryPanel(QWidget):
         self._results = self.instruments.search(master, text, 12) if master and text.strip() else []
         self.completion_model.clear()
         for record in self._results:
-            item = QStandardItem(self._completion_text(record))
+            item = QStandardItem(completion_text(record))
             item.setData(record.label, LABEL_ROLE)
             item.setData(record.token, RECORD_ROLE)
-            item.setToolTip(self._describe(record))
+            item.setToolTip(describe_instrument(record))
             self.completion_model.appendRow(item)
         if self._results and self.instrument.hasFocus():
             self.completer.setCompletionPrefix("")
@@ -1079,20 +761,9 @@ class OrderEntryPanel(QWidget):
         if popup is None:
             return
         metrics = popup.fontMetrics()
-        widest = max((metrics.horizontalAdvance(self._completion_text(r)) for r in self._results), default=0)
+        widest = max((metrics.horizontalAdvance(completion_text(r)) for r in self._results), default=0)
         scroll = popup.verticalScrollBar().sizeHint().width()
         popup.setMinimumWidth(min(max(self.instrument.width(), widest + scroll + 32), 720))
-
-    @staticmethod
-    def _completion_text(record: InstrumentRecord) -> str:
-        details = [record.exchange]
-        if record.instrument_type and record.instrument_type != "EQ":
-            details.append(record.instrument_type)
-        if record.name and record.name != record.symbol:
-            details.append(record.name.title())
-        if record.lot_size > 1:
-            details.append(f"lot {record.lot_size}")
-        return f"{record.symbol}    {' · '.join(details)}"
 
     def _on_completion_activated(self, label: str) -> None:
         record = next((r for r in self._results if r.label == label), None)
@@ -1169,6 +840,13 @@ class OrderEntryPanel(QWidget):
         ):
             self._fill_limit_from_market()
             self._refresh()
+        elif (
+            session is not None
+            and self._underlying is not None
+            and session.account_id == account_id
+            and any(str(k) == self._underlying.token for k in quotes)
+        ):
+            self._refresh()
 
     def _on_ltp_received(self, account_id: int, token: str, price: float) -> None:
         known = self._prices.get((account_id, token))
@@ -1177,6 +855,17 @@ class OrderEntryPanel(QWidget):
         self._prices[(account_id, token)] = (price, time.monotonic(), "polled")
         self._price_times[(account_id, token)] = time.strftime("%H:%M:%S")
         session, record = self.session(), self._instrument
+        underlying = self._underlying
+        if (
+            session is not None
+            and underlying is not None
+            and (session.account_id, underlying.token)
+            == (
+                account_id,
+                token,
+            )
+        ):
+            self._refresh()
         if (
             session is not None
             and record is not None
@@ -1190,10 +879,126 @@ class OrderEntryPanel(QWidget):
         session, record = self.session(), self._instrument
         if session is None or record is None or not (force or self.isVisible()):
             return
+        self._poll_price_of(session, record)
+        if self._underlying is not None and self.attachments.on_underlying.isChecked():
+            self._poll_price_of(session, self._underlying)
+
+    def _poll_price_of(self, session: AccountSession, record: InstrumentRecord) -> None:
         known = self._prices.get((session.account_id, record.token))
         if known is not None and known[2] == "live" and time.monotonic() - known[1] < LIVE_QUOTE_MAX_AGE:
             return
         self.instruments.request_ltp(session, record)
+
+    # ================================================================= the attachments
+
+    def underlying_choice(self) -> UnderlyingChoice | None:
+        """The underlying as the form has it (with its last known price), or None when off or unknown."""
+        session, record = self.session(), self._underlying
+        if not self.attachments.on_underlying.isChecked() or session is None or record is None:
+            return None
+        known = self._prices.get((session.account_id, record.token))
+        return UnderlyingChoice(
+            record, self.attachments.underlying_view(), None if known is None else known[0]
+        )
+
+    def _on_underlying_toggled(self, on: bool) -> None:
+        if on:
+            self.attachments.set_default_view(self._instrument, self.side())
+            if self.safety.isChecked() and FIELD_SAFETY not in self._touched:
+                self.safety.setChecked(False)  # the default; a safety stop the trader chose is reported
+            self._resolve_underlying()
+        self._on_field_edited(FIELD_UNDERLYING)
+
+    def _on_underlying_edited(self, _text: str) -> None:
+        self._underlying = None
+        set_hint(self.attachments.underlying_info, "")
+        self._touched.discard(FIELD_UNDERLYING)
+        self._refresh()
+
+    def _resolve_underlying(self) -> None:
+        """The typed underlying ("NSE:NIFTY 50", "NIFTY 50") in the account's master; its price asked for."""
+        master, text = self.master(), self.attachments.underlying_symbol.text()
+        session = self.session()
+        record = self.instruments.resolve(master, text) if master and text.strip() else None
+        self._underlying = record
+        info = "" if record is None else f"{record.name.title() or record.symbol} · {record.exchange}"
+        set_hint(self.attachments.underlying_info, info)
+        if record is not None and session is not None and self.attachments.on_underlying.isChecked():
+            self._poll_price_of(session, record)
+        if text.strip():
+            self._touched.add(FIELD_UNDERLYING)
+        self._refresh()
+
+    def _on_basket_changed(self, _basket_id: int) -> None:
+        self.attachments.list_baskets(self.account.currentData())
+        self._refresh()
+
+    def _draw_attachments(self) -> None:
+        a = self.attachments
+        choice = self.underlying_choice()
+        rule = self.rule_editor.rule_or_none()
+        on_underlying = a.underlying is not None and a.on_underlying.isChecked()
+        self.underlying_caption.setVisible(on_underlying)
+        self.underlying_value.setVisible(on_underlying)
+        if on_underlying:
+            stop = None if choice is None or rule is None else choice.stop(rule)
+            if choice is None or choice.price is None or stop is None:
+                self.underlying_value.setText("—")
+            else:
+                decimals = price_decimals(choice.tick_size)
+                distance = abs(choice.price - stop)
+                sign = "−" if choice.view.is_long else "+"
+                self.underlying_value.setText(
+                    f"<b>{stop:,.{decimals}f}</b> on {choice.record.symbol}"
+                    f"  <small>({sign}{distance:,.{decimals}f} from {choice.price:,.{decimals}f};"
+                    f" {'long' if choice.view.is_long else 'short'} view)</small>"
+                )
+                self.preview_note.setText(
+                    f"The stop is a price of {choice.record.symbol}, not of this instrument: it is set at"
+                    f" {stop:,.{decimals}f} from {choice.record.symbol}'s price now"
+                    f" ({choice.price:,.{decimals}f}) and trails it once the entry fills; crossing it"
+                    " exits this position."
+                )
+        # This instrument's own stop, risk and target do not apply: the stop is on the underlying.
+        box = self.preview_box
+        for caption, value in (
+            (box.stop_caption, box.stop_value),
+            (box.risk_caption, box.risk_value),
+            (box.target_caption, box.target_value),
+        ):
+            if on_underlying:
+                caption.setVisible(False)
+                value.setVisible(False)
+            elif caption is not box.target_caption:
+                caption.setVisible(True)
+                value.setVisible(True)
+        basket = a.chosen_basket()
+        new = a.baskets is not None and a.basket.currentData() == NEW_BASKET
+        self.basket_caption.setVisible(basket is not None or new)
+        self.basket_value.setVisible(basket is not None or new)
+        if basket is not None and a.baskets is not None:
+            live = a.baskets.preview(basket.id)
+            if live is None:
+                self.basket_value.setText(f"{basket.name}: {basket.rules.describe()}")
+            else:
+                self.basket_value.setText(
+                    f"{basket.name}: MTM {format_inr(live['mtm'] or 0.0)}"
+                    f" · lock {_rupees_or_dash(live['lock'])}"
+                    f" · loss limit {_rupees_or_dash(live['loss_limit'])}"
+                    f" · distance {_rupees_or_dash(live['distance'])}"
+                )
+        elif new:
+            try:
+                rules = a.new_basket_rules()
+                name = a.basket_name.text().strip() or "new basket"
+                self.basket_value.setText(f"{name} (new): {rules.describe()}")
+            except ValueError:
+                self.basket_value.setText("—")
+        at = a.exit_at_text() if a.square_off is not None else None
+        self.exit_caption.setVisible(at is not None)
+        self.exit_value.setVisible(at is not None)
+        if at is not None:
+            self.exit_value.setText(f"{at} IST, if still open")
 
     def _on_master_loaded(self, master: str, _count: int) -> None:
         if master == self.master():
@@ -1238,22 +1043,6 @@ class OrderEntryPanel(QWidget):
         label.setText(text)
         label.setVisible(True)
 
-    def _set_product(self, product: Product) -> None:
-        self.product.blockSignals(True)
-        self.product.setCurrentIndex(self.product.findData(product.value))
-        self.product.blockSignals(False)
-
-    @staticmethod
-    def _suitable_product(record: InstrumentRecord | None, preferred: Product) -> Product:
-        if record is None:
-            return preferred
-        derivative = bool(record.expiry) or record.instrument_type in ("FUT", "CE", "PE")
-        if derivative and preferred is Product.CNC:
-            return Product.NRML
-        if not derivative and preferred is Product.NRML:
-            return Product.CNC
-        return preferred
-
     def _default_quantity(self) -> int:
         record = self._instrument
         lot = max(record.lot_size, 1) if record is not None else 1
@@ -1263,30 +1052,10 @@ class OrderEntryPanel(QWidget):
     def _update_lots(self) -> None:
         record = self._instrument
         lot = max(record.lot_size, 1) if record is not None else 1
-        quantity = self.quantity.value()
-        if lot > 1 and quantity % lot == 0 and quantity > 0:
-            _set_hint(self.lots, f"= {quantity // lot} lot{'s' if quantity // lot != 1 else ''} of {lot}")
-        elif lot > 1:
-            _set_hint(self.lots, f"lot size {lot}")
-        else:
-            _set_hint(self.lots, "")
-
-    def _describe(self, record: InstrumentRecord) -> str:
-        kind = {"EQ": "equity", "FUT": "future", "CE": "call option", "PE": "put option"}.get(
-            record.instrument_type, record.instrument_type or record.segment
-        )
-        parts = [record.name.title() if record.name else record.symbol, f"{record.exchange} {kind}"]
-        if record.expiry:
-            try:
-                parts.append(f"expiry {date.fromisoformat(record.expiry):%d %b %Y}")
-            except ValueError:
-                parts.append(f"expiry {record.expiry}")
-        parts.append(f"lot {record.lot_size}" if record.lot_size > 1 else "lot 1")
-        parts.append(f"tick {record.tick_size:g}")
-        return " · ".join(parts)
+        set_hint(self.lots, lots_text(self.quantity.value(), lot))
 
     def _describe_instrument(self, record: InstrumentRecord) -> None:
-        _set_hint(self.instrument_info, self._describe(record))
+        set_hint(self.instrument_info, describe_instrument(record))
         self._update_lots()
 
     def _update_search_placeholder(self) -> None:

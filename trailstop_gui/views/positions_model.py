@@ -77,7 +77,10 @@ HEADERS = {
 }
 
 HEADER_TIPS = {
-    Column.DISTANCE: "How far the price is from the stop, in percent of the price",
+    Column.DISTANCE: (
+        "How far the price is from the stop, in percent of the price. For a stop on the underlying"
+        " (an option trailing NIFTY 50, say): the underlying's price from its stop"
+    ),
     Column.PNL: "Unrealised profit or loss at the last traded price (realised once closed)",
     Column.STOP: "The trailing stop: it only ever moves in your favour",
     Column.LTP: "Last traded price",
@@ -193,6 +196,12 @@ class PositionRow:
     safety_buffer_percent: float = 0.0
     safety_buffer_ticks: int = 0
     not_watched: str = ""  # why the account's feed does not watch this protection now ("" while it does)
+    # A stop on the underlying (services/underlying.py): the stop is a price of that instrument, watched
+    # with the trader's view of it as the side; the distance is measured there, not on this row's LTP.
+    underlying: str = ""  # its symbol ("" for none)
+    underlying_instrument: InstrumentId | None = None
+    underlying_view: Side | None = None
+    underlying_ltp: float | None = None
 
     @classmethod
     def from_protection(cls, p: Protection, ltp: float | None = None) -> PositionRow:
@@ -260,18 +269,40 @@ class PositionRow:
             return "Paused: stop crossed" if self.stop_crossed() else "Paused"
         return STATUS_TEXT[self.status]
 
+    def set_underlying(self, rule: Any) -> None:
+        """The protection's stop on the underlying (an UnderlyingRule), or None."""
+        if rule is None:
+            self.underlying, self.underlying_instrument, self.underlying_view = "", None, None
+            self.underlying_ltp = None
+            return
+        self.underlying = rule.symbol
+        self.underlying_instrument = rule.engine_instrument
+        self.underlying_view = rule.view
+
+    @property
+    def watched_price(self) -> float | None:
+        """The price the stop is compared with: the underlying's for a stop on the underlying."""
+        return self.underlying_ltp if self.underlying else self.ltp
+
+    @property
+    def stop_is_long(self) -> bool:
+        """The stop sits below the watched price (a long, or a long view of the underlying)."""
+        return self.underlying_view.is_long if self.underlying_view is not None else self.is_long
+
     def stop_crossed(self) -> bool:
-        """The last price is through the stop (a paused protection would exit at once on resume)."""
-        if self.ltp is None or self.stop is None or self.status is not Status.OPEN:
+        """The watched price is through the stop (a paused protection would exit at once on resume)."""
+        price = self.watched_price
+        if price is None or self.stop is None or self.status is not Status.OPEN:
             return False
-        return self.ltp <= self.stop if self.is_long else self.ltp >= self.stop
+        return price <= self.stop if self.stop_is_long else price >= self.stop
 
     def distance_percent(self) -> float | None:
-        """How far the price must move against the trader before the stop fires, in percent."""
-        if self.status is not Status.OPEN or self.ltp is None or self.stop is None or self.ltp <= 0:
+        """How far the watched price must move against the trader before the stop fires, in percent."""
+        price = self.watched_price
+        if self.status is not Status.OPEN or price is None or self.stop is None or price <= 0:
             return None
-        gap = self.ltp - self.stop if self.is_long else self.stop - self.ltp
-        return gap / self.ltp * 100.0
+        gap = price - self.stop if self.stop_is_long else self.stop - price
+        return gap / price * 100.0
 
     def pnl(self) -> float | None:
         """Unrealised P&L at the LTP while the position is held; realised at the exit price once closed."""
@@ -358,6 +389,11 @@ class PositionsModel(QAbstractTableModel):
         # (account id, instrument key) -> protection ids; a snapshot without an account matches any.
         self._by_instrument: dict[tuple[int, InstrumentId], set[int]] = {}
         self._by_bare_instrument: dict[InstrumentId, set[int]] = {}
+        # The same for the underlyings that stops on the underlying trail.
+        self._by_underlying: dict[tuple[int, InstrumentId], set[int]] = {}
+        self._by_bare_underlying: dict[InstrumentId, set[int]] = {}
+        # protection id -> its stop on the underlying (UnderlyingService.rule), or None
+        self._underlying_rule: Callable[[int], Any] = lambda _pid: None
         self._dirty: set[int] = set()
         self._not_watched: dict[int, str] = {}  # account id -> why its protections are not watched
         self._colors = theme.colors()
@@ -564,6 +600,16 @@ class PositionsModel(QAbstractTableModel):
             return explain + reason + exit_text
         if column is Column.SAFETY:
             return row.safety_tooltip()
+        if row.underlying and column in (Column.STOP, Column.DISTANCE):
+            view = "long" if row.stop_is_long else "short"
+            at = (
+                "" if row.underlying_ltp is None else f" (now {theme.format_price(row.underlying_ltp, 0.05)})"
+            )
+            if column is Column.STOP:
+                return f"A price of {row.underlying}, not of {row.symbol}: the stop trails it ({view} view)"
+            return (
+                f"Measured on {row.underlying}{at}, whose price the stop trails; the exit sells {row.symbol}"
+            )
         if column is Column.PNL:
             return "Realised" if row.status is Status.CLOSED else "Unrealised, at the last traded price"
         return None
@@ -609,7 +655,18 @@ class PositionsModel(QAbstractTableModel):
     def _row(self, p: Protection, ltp: float | None = None) -> PositionRow:
         row = PositionRow.from_protection(p, ltp)
         row.not_watched = self._not_watched.get(p.account_id, "")
+        row.set_underlying(self._underlying_rule(p.id))
         return row
+
+    def set_underlying_rules(self, rule_of: Callable[[int], Any]) -> None:
+        """Where stops on the underlying come from (``UnderlyingService.rule``); rows shown are updated."""
+        self._underlying_rule = rule_of
+        for row in self._rows:
+            row.set_underlying(rule_of(row.pid))
+        self._reindex_instruments()
+        if self._rows:
+            self._dirty.update(range(len(self._rows)))
+            self.flush()
 
     def load(self, protections: Iterable[Protection]) -> None:
         """Replace every row (at start-up)."""
@@ -635,7 +692,13 @@ class PositionsModel(QAbstractTableModel):
             return
         old = self._rows[position]
         new = self._row(p, ltp=old.ltp)
-        if (old.account_id, old.instrument) != (new.account_id, new.instrument):
+        if new.underlying_instrument == old.underlying_instrument:
+            new.underlying_ltp = old.underlying_ltp
+        if (old.account_id, old.instrument, old.underlying_instrument) != (
+            new.account_id,
+            new.instrument,
+            new.underlying_instrument,
+        ):
             self._reindex_instruments()
         self._rows[position] = new
         self._mark(position)
@@ -662,6 +725,15 @@ class PositionsModel(QAbstractTableModel):
             for pid in pids:
                 position = self._index[pid]
                 self._rows[position].ltp = ltp
+                self._dirty.add(position)
+                touched.append(pid)
+            if account_id is None:
+                watching = self._by_bare_underlying.get(instrument, ())
+            else:
+                watching = self._by_underlying.get((account_id, instrument), ())
+            for pid in watching:
+                position = self._index[pid]
+                self._rows[position].underlying_ltp = ltp
                 self._dirty.add(position)
                 touched.append(pid)
         self.last_tick_at = latest
@@ -786,12 +858,18 @@ class PositionsModel(QAbstractTableModel):
     def _reindex_instruments(self) -> None:
         self._by_instrument = {}
         self._by_bare_instrument = {}
+        self._by_underlying = {}
+        self._by_bare_underlying = {}
         for row in self._rows:
             self._add_instrument(row)
 
     def _add_instrument(self, row: PositionRow) -> None:
         self._by_instrument.setdefault((row.account_id, row.instrument), set()).add(row.pid)
         self._by_bare_instrument.setdefault(row.instrument, set()).add(row.pid)
+        if row.underlying_instrument is not None:
+            key = (row.account_id, row.underlying_instrument)
+            self._by_underlying.setdefault(key, set()).add(row.pid)
+            self._by_bare_underlying.setdefault(row.underlying_instrument, set()).add(row.pid)
 
 
 def _sort_value(row: PositionRow, column: Column) -> Any:

@@ -87,3 +87,75 @@ def test_accounts_by_id_label_or_broker(tmp_path: Path) -> None:
     (spec,) = read_baskets_file(write(tmp_path, {"baskets": [dict(base, account="dhan")]}))
     with pytest.raises(ValueError, match="matches no loaded account"):
         resolve_account(spec, accounts)
+
+
+def test_the_readme_example_of_timed_exits_and_underlying_rules_reads(tmp_path: Path) -> None:
+    from trailstop_gui.models.domain import Side, TrailRule
+    from trailstop_gui.services.basket_file import read_rules_file
+
+    readme = (Path(__file__).parents[3] / "README.md").read_text()
+    example = readme.split("stops on the underlying (each list optional, `baskets` too):\n\n```json\n", 1)[1]
+    rules = read_rules_file(write(tmp_path, json.loads(example.split("```", 1)[0])))
+    assert rules.baskets == []
+    (timed,) = rules.timed_exits
+    assert (timed.account, timed.exchange, timed.symbol, str(timed.at)) == ("kite", "NSE", "INFY", "15:10:00")
+    (under,) = rules.underlying_rules
+    assert (under.exchange, under.symbol) == ("NFO", "NIFTY26DEC24000CE")
+    assert (under.underlying_exchange, under.underlying_symbol) == ("NSE", "NIFTY 50")
+    assert under.view is Side.BUY and under.rule == TrailRule.points(50)
+    assert (
+        read_baskets_file(
+            write(tmp_path, {"timed_exits": [dict(account=1, exchange="nse", symbol="infy", at="15:10")]})
+        )
+        == []
+    )
+
+
+GOOD_UNDERLYING = {
+    "account": "kite",
+    "exchange": "NFO",
+    "symbol": "NIFTY26DEC24000PE",
+    "underlying": "NSE:NIFTY 50",
+    "view": "short",
+}
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            {"timed_exits": [{"account": "kite", "exchange": "NSE", "symbol": "INFY"}]},
+            r"timed_exits\[0\]\.at: missing",
+        ),
+        (
+            {"timed_exits": [{"account": "kite", "exchange": "NSE", "symbol": "INFY", "at": "16:00"}]},
+            r"timed_exits\[0\]\.at",
+        ),
+        (
+            {"timed_exits": [{"account": "", "exchange": "NSE", "symbol": "INFY", "at": "15:00"}]},
+            r"timed_exits\[0\]\.account",
+        ),
+        ({"timed_exits": {"account": "kite"}}, "timed_exits: expected a list"),
+        (
+            {"underlying_rules": [dict(GOOD_UNDERLYING, view="sideways")]},
+            r"underlying_rules\[0\]\.view: long",
+        ),
+        (
+            {"underlying_rules": [dict(GOOD_UNDERLYING, underlying="NIFTY 50")]},
+            r"underlying_rules\[0\]\.underlying: EXCHANGE:SYMBOL",
+        ),
+        ({"underlying_rules": [dict(GOOD_UNDERLYING, rule="ticks:3")]}, r"underlying_rules\[0\]\.rule"),
+        ({"underlying_rules": [dict(GOOD_UNDERLYING, symbol=" ")]}, r"underlying_rules\[0\]\.symbol"),
+        (
+            {"underlying_rules": [dict(GOOD_UNDERLYING, colour="red")]},
+            r"underlying_rules\[0\]: unknown field\(s\) colour",
+        ),
+        ({"baskets": [], "stops": []}, "unknown field"),
+        ({}, "expected"),
+    ],
+)
+def test_timed_exit_and_underlying_mistakes_are_named(tmp_path: Path, data: object, message: str) -> None:
+    from trailstop_gui.services.basket_file import read_rules_file
+
+    with pytest.raises(ValueError, match=message):
+        read_rules_file(write(tmp_path, data))
