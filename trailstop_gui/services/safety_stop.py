@@ -364,6 +364,7 @@ class SafetyStopManager:
         self._check_next: set[int] = set()  # read the broker stop back before the next decision
         self._replace_next: set[int] = set()  # the broker refused a move of a live stop: re-place it
         self._loosen_next: set[int] = set()  # the trader changed the buffer: the stop may move back once
+        self._quote_first: set[int] = set()  # tracked since the start: judge "crossed" on a broker quote
         self._busy: set[int] = set()
         self._closed = False
 
@@ -376,6 +377,8 @@ class SafetyStopManager:
         with self._guard:
             first = p.id not in self._tracked
             self._tracked[p.id] = p.account_id
+            if first:
+                self._quote_first.add(p.id)
             if first and p.safety_state in (SafetyState.PLACING, SafetyState.MOVING, SafetyState.MISSING):
                 self._suspect.add(p.id)  # from an earlier run: look for an order it may have left
             self._exiting.discard(p.id)
@@ -456,6 +459,7 @@ class SafetyStopManager:
             self._check_next.discard(pid)
             self._replace_next.discard(pid)
             self._loosen_next.discard(pid)
+            self._quote_first.discard(pid)
 
     def _retry_later(self, pid: int) -> float:
         with self._guard:
@@ -660,15 +664,25 @@ class SafetyStopManager:
     # ----------------------------------------------------------------- placing, moving, taking away
 
     def _last_price(self, p: Protection, broker: Broker) -> float | None:
-        price = self.hooks.last_price(p)
+        """The price "already crossed" is judged on: the feed's latest, except the first time after the
+        start (or after the protection was first tracked), when a quote is read from the broker: a price
+        the feed kept from before a restart or a reconnect can be far from the market, and a stop placed
+        through the market fires at once beside TrailStop's own exit."""
+        with self._guard:
+            fresh = p.id in self._quote_first
+        price = None if fresh else self.hooks.last_price(p)
         if price is not None and price > 0:
             return price
         key = p.instrument if "|" in p.instrument else f"{p.exchange}:{p.symbol}"
         try:
-            return broker.ltp([key]).get(key)
+            price = broker.ltp([key]).get(key)
         except BrokerError as exc:
             log.info("protection %s: no last price for the safety stop (%s)", p.id, exc)
             return None
+        if price is not None and price > 0:
+            with self._guard:
+                self._quote_first.discard(p.id)
+        return price
 
     def _gtt_request(
         self, p: Protection, level: float, quantity: int, last: float, urgent: bool
@@ -1023,9 +1037,23 @@ class SafetyStopManager:
         return None
 
     def _look_for_orphan(
-        self, p: Protection, broker: Broker, gtt: GttBroker | None, kind: SafetyKind
+        self,
+        p: Protection,
+        broker: Broker,
+        gtt: GttBroker | None,
+        kind: SafetyKind,
+        *,
+        read_order: Callable[[str], Order] | None = None,
+        settle: bool = True,
     ) -> Protection:
-        """After a crash or an ambiguous reply: a broker stop we placed but did not record is adopted."""
+        """After a crash or an ambiguous reply: a broker stop we placed but did not record is adopted.
+
+        Adopted means recorded (id, kind, level, quantity, journalled) first; one that fired is then
+        settled (``settle``; the reconciler settles it itself). ``read_order`` reads the order a GTT fired
+        into (default: the worker's read, which looks again later when the book does not list it yet).
+        """
+        if read_order is None:
+            read_order = lambda order_id: self._own_order(broker, order_id)  # noqa: E731
         if p.safety_order_id and p.safety_state in (SafetyState.PLACED, SafetyState.MOVING):
             state = self._broker_state(p, broker, gtt)
             if state is None:
@@ -1048,16 +1076,13 @@ class SafetyStopManager:
             found = broker.find_order_by_tag(p.safety_tag)
             if found is None or found.status in (OrderStatus.CANCELLED, OrderStatus.REJECTED):
                 return p
-            if found.status in (OrderStatus.OPEN, OrderStatus.COMPLETE):
-                self._settle_fired(p.with_changes(safety_order_id=found.order_id, safety_kind=kind), found)
-                return self.store.get(p.id)
-            modified = sum(
-                1 for o in broker.order_history(found.order_id) if o.raw_status.upper() == "MODIFIED"
-            )
-            return self._note(
+            fired = found.status in (OrderStatus.OPEN, OrderStatus.COMPLETE)
+            history = [] if fired else broker.order_history(found.order_id)
+            modified = sum(1 for o in history if o.raw_status.upper() == "MODIFIED")
+            p = self._note(
                 p,
                 "safety_adopted",
-                f"{kind.value} {found.order_id} found by its tag",
+                f"{kind.value} {found.order_id} found by its tag" + (" (it fired)" if fired else ""),
                 safety_state=SafetyState.PLACED,
                 safety_kind=kind,
                 safety_order_id=found.order_id,
@@ -1066,6 +1091,10 @@ class SafetyStopManager:
                 safety_quantity=found.quantity,
                 safety_modifications=modified,
             )
+            if fired and settle:
+                self._settle_fired(p, found)
+                return self.store.get(p.id)
+            return p
         if gtt is None:
             return p
         owned = {x.safety_order_id for x in self.store.live() if x.safety_order_id and x.id != p.id}
@@ -1084,20 +1113,24 @@ class SafetyStopManager:
                 )
                 if abs(ours - g.limit_price) > p.tick_size / 2:
                     continue  # not priced as we price ours: the trader's own GTT
+            order: Order | None = None
             if fired:
                 # It fired while nobody knew it was ours (placed, then a crash before it was recorded):
-                # its order is the exit, and no new stop must be placed for a position it closed.
+                # its order is the exit, and no new stop must be placed for a position it closed. The
+                # order book may not list the order yet (it lags fills by seconds): read_order waits or
+                # raises a temporary error, never "not ours".
                 assert g.order_id is not None
-                order = broker.order(g.order_id)
+                order = read_order(g.order_id)
                 if _placed_before(order, p):
                     continue  # an earlier protection's stop, fired before this one existed
                 log.warning("protection %s: unrecorded GTT %s found fired at the broker", p.id, g.gtt_id)
-                self._settle_fired(p.with_changes(safety_order_id=g.gtt_id, safety_kind=kind), order)
-                return self.store.get(p.id)
-            return self._note(
+            # Recorded before anything is settled: the journal and the row name the GTT (and through it
+            # the order it fired into) as this protection's, whatever happens next. Found by make
+            # chaos-safety (seed 30300): settled unrecorded, it closed as "external", a GTT of unknown origin.
+            p = self._note(
                 p,
                 "safety_adopted",
-                f"GTT {g.gtt_id} found at the broker",
+                f"GTT {g.gtt_id} found at the broker" + (" (it fired)" if fired else ""),
                 safety_state=SafetyState.PLACED,
                 safety_kind=kind,
                 safety_order_id=g.gtt_id,
@@ -1105,6 +1138,10 @@ class SafetyStopManager:
                 safety_price=g.limit_price,
                 safety_quantity=g.quantity,
             )
+            if order is not None and settle:
+                self._settle_fired(p, order)
+                return self.store.get(p.id)
+            return p
         return p
 
     # ----------------------------------------------------------------- the broker stop fired
@@ -1144,6 +1181,7 @@ class SafetyStopManager:
                 "safety_fired",
                 f"order {order.order_id} {order.raw_status}",
                 safety_state=SafetyState.FIRED,
+                safety_order_id=p.safety_order_id,
             )
         self.hooks.reconcile(p.account_id)
 
@@ -1168,10 +1206,17 @@ class SafetyStopManager:
         Raises the broker's error when the stop cannot be read: "it did not fire" would be a guess, and
         the protection would be recorded as closed outside TrailStop while its own stop closed it.
         """
-        if not p.safety_order_id and p.safety_state is not SafetyState.FIRED:
+        unrecorded = (SafetyState.PLACING, SafetyState.MOVING)
+        if not p.safety_order_id and p.safety_state not in (SafetyState.FIRED, *unrecorded):
             return None
         with self._lock_for(p.id):
             p = self.store.get(p.id)
+            if not p.safety_order_id and p.safety_state in unrecorded:
+                # Placed, then a crash before the reply was stored: it may be what closed the position.
+                held = p.safety_kind if p.safety_kind is not SafetyKind.NONE else safety_kind_for(broker, p)
+                if held is SafetyKind.NONE:
+                    return None
+                p = self._look_for_orphan(p, broker, as_gtt_broker(broker), held, settle=False)
             state = self._broker_state(p, broker, as_gtt_broker(broker))
             if state is not None and state[1] is not None and state[1].status is OrderStatus.COMPLETE:
                 return state[1]
@@ -1276,7 +1321,11 @@ class SafetyStopManager:
             if not p.safety_order_id and p.safety_state in (SafetyState.PLACING, SafetyState.MOVING):
                 # Placed but not recorded (an ambiguous reply or a crash): find it before exiting.
                 kind = safety_kind_for(broker, p)
-                p = self._exit_call(lambda: self._look_for_orphan(p, broker, gtt, kind))
+                p = self._exit_call(
+                    lambda: self._look_for_orphan(
+                        p, broker, gtt, kind, read_order=lambda oid: self._read_fired_order(broker, oid)
+                    )
+                )
                 if p.status is Status.CLOSED:
                     return ExitPlan(p.exit_order_id, fired=True)
             if not p.safety_order_id:

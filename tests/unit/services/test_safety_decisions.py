@@ -532,3 +532,121 @@ def test_a_protection_alone_on_its_position_reads_no_positions(store: Protection
     manager(store, broker)._step(p.id)
     assert [r.quantity for r in placed(broker)] == [10]
     assert not any(name == "positions" for name, _ in broker.calls)
+
+
+# ----------------------------------------------------------------------------- the price at start-up
+
+
+class QuoteBroker(ScriptedBroker):
+    """A ScriptedBroker whose LTP is set by the test; every quote read is recorded."""
+
+    def __init__(self, ltp: float) -> None:
+        super().__init__()
+        self.last = ltp
+
+    def ltp(self, keys: list[str]) -> dict[str, float]:
+        self._call("ltp", tuple(keys))
+        return dict.fromkeys(keys, self.last)
+
+
+def test_at_start_up_already_crossed_is_judged_on_a_fresh_broker_quote(store: ProtectionStore) -> None:
+    """The feed still holds a price from before the restart (120) while the market is at 95, through
+    the safety level (~97): a stop placed there would fire at once beside TrailStop's own exit."""
+    broker = QuoteBroker(ltp=95.0)
+    p = new_protection(store, safety_enabled=True)  # stop 98: its safety level is about 97
+    feed = {"ltp": 120.0}
+    safety = SafetyStopManager(
+        store,
+        SafetyHooks(broker_for=lambda _a: broker, last_price=lambda _p: feed["ltp"]),
+        SafetyPolicy(exit_retry_delay=0, retry_delay=60.0),
+        sleep=lambda _s: None,
+    )
+    try:
+        safety.track(p)  # what a start does for an armed protection
+        assert safety.wait_idle()
+    finally:
+        safety.shutdown()
+    assert [name for name, _ in broker.calls if name != "find_order_by_tag"] == ["ltp"]
+    assert placed(broker) == [] and store.get(p.id).safety_order_id is None
+    # Once a broker quote has been read, the feed's price serves again (it is live by then).
+    broker.last, feed["ltp"] = 50.0, 99.5
+    broker.calls.clear()
+    safety._step(p.id)
+    assert [name for name, _ in broker.calls] == ["place_order", "order"]
+    assert store.get(p.id).safety_state is SafetyState.PLACED
+
+
+# ------------------------------------------------ a stop placed, not recorded (a crash), found fired
+
+
+def unrecorded_fired_gtt(store: ProtectionStore, status: OrderStatus) -> tuple[ScriptedBroker, Protection]:
+    """A CNC protection whose GTT G7 reached the broker, was never recorded, and fired into O9."""
+    broker = ScriptedBroker()
+    p = new_protection(store, product=Product.CNC, safety_enabled=True)
+    p = store.update_safety(p.id, safety_state=SafetyState.PLACING, safety_kind=SafetyKind.GTT)
+    limit = gtt_limit_price(Side.SELL, 96.0, SafetyPolicy().limit_percent, 0.05)
+    broker.orders_by_id["O9"] = order("O9", status, order_type=OrderType.LIMIT, price=limit)
+    broker.gtts_by_id["G7"] = Gtt(
+        "G7", GttStatus.TRIGGERED, "triggered", Side.SELL, 10, 96.0, limit, 408065, "INFY", "NSE", "O9"
+    )
+    return broker, p
+
+
+def adopted(store: ProtectionStore, pid: int) -> list[str]:
+    return [e.new for e in store.events(protection_id=pid) if e.kind == "safety_adopted"]
+
+
+def test_an_unrecorded_gtt_whose_order_still_works_is_recorded_while_open(store: ProtectionStore) -> None:
+    """Its order is working (not filled yet): the protection stays OPEN, and now names the GTT."""
+    broker, p = unrecorded_fired_gtt(store, OrderStatus.OPEN)
+    safety = manager(store, broker)
+    try:
+        safety.track(p)
+        assert safety.wait_idle()
+    finally:
+        safety.shutdown()
+    now = store.get(p.id)
+    assert (now.status, now.safety_state) == (Status.OPEN, SafetyState.FIRED)
+    assert (now.safety_order_id, now.safety_kind, now.safety_level, now.safety_quantity) == (
+        "G7",
+        SafetyKind.GTT,
+        96.0,
+        10,
+    )
+    assert len(adopted(store, p.id)) == 1 and "G7" in adopted(store, p.id)[0]
+    assert not any(name in ("place_gtt", "place_order") for name, _ in broker.calls)
+
+
+def test_an_unrecorded_gtt_that_filled_is_recorded_before_the_close(store: ProtectionStore) -> None:
+    broker, p = unrecorded_fired_gtt(store, OrderStatus.COMPLETE)
+    safety = manager(store, broker)
+    try:
+        safety.track(p)
+        assert safety.wait_idle()
+    finally:
+        safety.shutdown()
+    done = store.get(p.id)
+    assert (done.status, done.reason, done.safety_order_id) == (Status.CLOSED, "safety stop", "G7")
+    events = [(e.kind, e.new) for e in store.events(protection_id=p.id)]
+    assert events.index(next(e for e in events if e[0] == "safety_adopted")) < events.index(
+        ("transition", "CLOSED")
+    )
+
+
+def test_own_exit_over_an_unrecorded_fired_gtt_sends_nothing(store: ProtectionStore) -> None:
+    """The latent double exit: TrailStop's own stop fired at the restart (the positions read still showing
+    the shares); the GTT it never recorded had sold them. Its order is the exit; nothing is sent."""
+    broker, p = unrecorded_fired_gtt(store, OrderStatus.COMPLETE)
+    p = store.transition(p.id, Status.TRIGGERED, reason="stop")
+    exit_plan = manager(store, broker).prepare_exit(p, broker, 10)
+    assert (exit_plan.order_id, exit_plan.fired) == ("O9", True)
+    assert store.get(p.id).safety_order_id == "G7"
+
+
+def test_the_reconciler_finds_an_unrecorded_fired_gtt(store: ProtectionStore) -> None:
+    """A flat position, its GTT never recorded: the order it fired into closed it (not "external")."""
+    broker, p = unrecorded_fired_gtt(store, OrderStatus.COMPLETE)
+    fired = manager(store, broker).fired_order(p, broker)
+    assert fired is not None and fired.order_id == "O9"
+    now = store.get(p.id)
+    assert (now.status, now.safety_order_id) == (Status.OPEN, "G7")  # the reconciler closes it
