@@ -650,3 +650,15 @@ def test_the_reconciler_finds_an_unrecorded_fired_gtt(store: ProtectionStore) ->
     assert fired is not None and fired.order_id == "O9"
     now = store.get(p.id)
     assert (now.status, now.safety_order_id) == (Status.OPEN, "G7")  # the reconciler closes it
+
+
+def test_a_product_the_broker_holds_no_stop_for_switches_the_safety_stop_off(store: ProtectionStore) -> None:
+    """It used to write a journal event with no field changed, which the store refuses (ValueError): the
+    step failed, was retried every minute, and the stop stayed "placing" for ever."""
+    broker = ScriptedBroker()
+    broker.capabilities = replace(KITE_CAPABILITIES, safety_orders=())  # type: ignore[misc]
+    p = new_protection(store, safety_enabled=True)
+    manager(store, broker)._step(p.id)
+    assert store.get(p.id).safety_state is SafetyState.OFF
+    assert any(e.kind == "safety_unsupported" for e in store.events(protection_id=p.id))
+    assert broker.calls == []
