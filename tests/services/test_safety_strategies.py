@@ -80,7 +80,7 @@ def test_a_strategy_places_reads_finds_moves_takes_away_and_fires(
         assert strategy.kind is kind and strategy.needs_last_price is (kind is SafetyKind.GTT)
 
         def read(q: Protection, order_id: str) -> Reading:
-            return strategy.read(q, order_id, set())
+            return strategy.read(q, order_id, set)
 
         # Placed, then taken away: read back as gone, never as fired.
         first, _ = strategy.place(p, 1450.0, 3, 1500.0)
@@ -155,8 +155,8 @@ def test_a_stop_order_the_exchange_rejects_reads_as_rejected(
         )
         order_id, _ = strategy.place(p, 1450.0, 3, 1500.0)
         p = record(store, p, SafetyKind.SL_M, order_id, 1450.0, None)
-        wait_until(lambda: strategy.read(p, order_id, set()).rejected is not None, 10, "the rejection", qtbot)
-        reading = strategy.read(p, order_id, set())
+        wait_until(lambda: strategy.read(p, order_id, set).rejected is not None, 10, "the rejection", qtbot)
+        reading = strategy.read(p, order_id, set)
         assert not reading.live and reading.fired is None and "16052" in (reading.rejected or "")
     finally:
         rig.close()

@@ -272,7 +272,7 @@ class SafetyHooks:
 # ============================================================================= the manager
 
 
-@dataclass
+@dataclass(slots=True)
 class _Record:
     """What the manager keeps of one protection beside the database, which holds its ``SafetyState``.
 
@@ -964,7 +964,7 @@ class SafetyStopManager:
         strategy = self._strategy(p.safety_kind, broker)
         if not p.safety_order_id or strategy is None:
             return None
-        return strategy.read(p, p.safety_order_id, self._others_exits(p))
+        return strategy.read(p, p.safety_order_id, lambda: self._others_exits(p))
 
     def _broker_state(self, p: Protection, broker: Broker) -> tuple[bool, Order | None] | None:
         """(still live, the order it fired into) of the recorded broker stop; None when it is gone unfired."""
@@ -1373,8 +1373,6 @@ class SafetyStopManager:
         )
         return ExitPlan(order.order_id, fired=fired)
 
-
-_NotInBookYet = NotInBookYet  # the name it had before the strategies moved out
 
 __all__ = [
     "PROCEED",

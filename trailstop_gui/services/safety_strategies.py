@@ -125,8 +125,9 @@ class SafetyStrategy(abc.ABC):
         """Take it away (cancel the order, delete the GTT)."""
 
     @abc.abstractmethod
-    def read(self, p: Protection, order_id: str, others: Collection[str]) -> Reading:
-        """Read the recorded stop back. ``others``: orders that are other protections' exits."""
+    def read(self, p: Protection, order_id: str, others: Callable[[], Collection[str]]) -> Reading:
+        """Read the recorded stop back. ``others``: the orders that are other protections' exits (asked
+        for only when a GTT is no longer listed and its order is looked for in the book)."""
 
     @abc.abstractmethod
     def find_unrecorded(
@@ -185,7 +186,7 @@ class SLOrderStrategy(SafetyStrategy):
     def cancel(self, order_id: str, *, urgent: bool = False) -> None:
         self.broker.cancel_order(order_id, urgent=urgent)
 
-    def read(self, p: Protection, order_id: str, others: Collection[str]) -> Reading:
+    def read(self, p: Protection, order_id: str, others: Callable[[], Collection[str]]) -> Reading:
         order = self.own_order(order_id)
         status = f"the SL-M is {order.raw_status.lower()}"
         if order.status in (OrderStatus.TRIGGER_PENDING, OrderStatus.PENDING, OrderStatus.UNKNOWN):
@@ -273,11 +274,11 @@ class GTTStrategy(SafetyStrategy):
     def cancel(self, order_id: str, *, urgent: bool = False) -> None:
         self.gtt.delete_gtt(order_id, urgent=urgent)
 
-    def read(self, p: Protection, order_id: str, others: Collection[str]) -> Reading:
+    def read(self, p: Protection, order_id: str, others: Callable[[], Collection[str]]) -> Reading:
         try:
             g = self.gtt.gtt(order_id)
         except GttNotFound:
-            fired = self.fired_in_book(p, others)
+            fired = self.fired_in_book(p, others())
             return Reading(False, "the GTT is gone", fired=fired)
         status = f"the GTT is {g.raw_status}"
         if g.is_live:
