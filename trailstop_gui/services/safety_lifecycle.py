@@ -6,6 +6,7 @@ so a change this table does not list (a stop "fired" that was never placed, a mo
 raises instead of being written::
 
     OFF|REMOVED|MISSING --place--> PLACING --accepted--> PLACED --move--> MOVING --settled--> PLACED
+    (accepted from anything but EXIT: a stop of ours found at the broker after a crash is adopted)
                                    PLACING --refused--> MISSING --place--> PLACING ...
     MOVING --replace--> PLACING (cancelled near the modification cap, placed again at once)
     PLACED|MOVING --fire--> FIRED (its order is the exit)     PLACED|MOVING --to_exit--> EXIT (SL-M to MARKET)
@@ -41,22 +42,27 @@ class SafetyEvent(enum.StrEnum):
 
 # States in which a broker stop may exist or be on its way (a crash can leave any of them unrecorded).
 _AT_BROKER = frozenset({_S.PLACING, _S.PLACED, _S.MOVING, _S.MISSING})
+_NAMES_AN_ORDER = _AT_BROKER | {_S.FIRED, _S.EXIT, _S.OFF}
 
 _TABLE: dict[tuple[SafetyState, SafetyEvent], SafetyState] = {
     # A placement starts from anything that holds no live stop (PLACING again: a retry, or another kind
     # or quantity; PLACED or MOVING only when no order id is recorded: a crash left the state behind).
     **{(s, SafetyEvent.PLACE): _S.PLACING for s in (*_AT_BROKER, _S.OFF, _S.REMOVED)},
-    # Accepted: placed by us, or adopted after a crash or an ambiguous reply (found by tag or scan).
-    **{(s, SafetyEvent.ACCEPTED): _S.PLACED for s in _AT_BROKER},
+    # Accepted: placed by us, or adopted after a crash or an ambiguous reply (found by tag or scan). A stop
+    # of ours found at the broker is recorded whatever the state said (FIRED: written without its order id
+    # before that was fixed), except EXIT, which always names its order.
+    **{(s, SafetyEvent.ACCEPTED): _S.PLACED for s in (*_AT_BROKER, _S.OFF, _S.REMOVED, _S.FIRED)},
     **{(s, SafetyEvent.MOVE): _S.MOVING for s in _AT_BROKER},
     **{(s, SafetyEvent.SETTLED): _S.PLACED for s in (_S.PLACED, _S.MOVING)},
     (_S.MOVING, SafetyEvent.REPLACE): _S.PLACING,
     # Lost: also from FIRED (the order it fired into was cancelled or rejected: nothing holds the position).
     **{(s, SafetyEvent.LOST): _S.MISSING for s in (*_AT_BROKER, _S.FIRED)},
-    # Fired: FIRED again when the exit path adopts the order a stop already known to have fired placed.
-    **{(s, SafetyEvent.FIRE): _S.FIRED for s in (*_AT_BROKER, _S.FIRED, _S.EXIT)},
-    **{(s, SafetyEvent.TO_EXIT): _S.EXIT for s in (*_AT_BROKER, _S.FIRED, _S.EXIT)},
-    **{(s, SafetyEvent.REMOVE): _S.REMOVED for s in (*_AT_BROKER, _S.FIRED, _S.EXIT)},
+    # What the broker did is recorded from every state that can still name an order: FIRED again when the
+    # exit path adopts the order of a stop already known to have fired, and OFF too (switched off after it
+    # fired: the order id stays, and its order is still the exit). Never from REMOVED: it names none.
+    **{(s, SafetyEvent.FIRE): _S.FIRED for s in _NAMES_AN_ORDER},
+    **{(s, SafetyEvent.TO_EXIT): _S.EXIT for s in _NAMES_AN_ORDER},
+    **{(s, SafetyEvent.REMOVE): _S.REMOVED for s in _NAMES_AN_ORDER},
     **{(s, SafetyEvent.SWITCH_OFF): _S.OFF for s in _S},
     **{(s, SafetyEvent.GIVE_UP): _S.OFF for s in _AT_BROKER},
 }

@@ -98,6 +98,8 @@ SAFETY_STOP_REASON = "safety stop"
 _ENDED = frozenset({Status.CLOSED, Status.REMOVED, Status.CANCELLED, Status.REJECTED})
 _LIVE_AT_BROKER = (SafetyState.PLACING, SafetyState.PLACED, SafetyState.MOVING, SafetyState.MISSING)
 _CHECKED = (SafetyState.PLACED, SafetyState.MOVING, SafetyState.FIRED)  # states with an order to read back
+# States that without an order id may hide one at the broker: placed (or moved) and the reply never stored.
+_UNRECORDED = (SafetyState.PLACING, SafetyState.MOVING, SafetyState.FIRED)
 
 
 # ============================================================================= configuration
@@ -1051,7 +1053,7 @@ class SafetyStopManager:
                     exit_order_id=order.order_id,
                     exit_price=order.average_price or None,
                     exit_quantity=order.filled_quantity or None,
-                    safety_state=next_state(p.safety_state, SafetyEvent.FIRE, p.id),
+                    safety_state=next_state(self.store.get(p.id).safety_state, SafetyEvent.FIRE, p.id),
                 )
             except (ConcurrentTransition, IllegalTransition) as exc:
                 log.info("protection %s: safety fill not applied (%s)", p.id, exc)
@@ -1093,12 +1095,11 @@ class SafetyStopManager:
         Raises the broker's error when the stop cannot be read: "it did not fire" would be a guess, and
         the protection would be recorded as closed outside TrailStop while its own stop closed it.
         """
-        unrecorded = (SafetyState.PLACING, SafetyState.MOVING)
-        if not p.safety_order_id and p.safety_state not in (SafetyState.FIRED, *unrecorded):
+        if not p.safety_order_id and p.safety_state not in _UNRECORDED:
             return None
         with self._lock_for(p.id):
             p = self.store.get(p.id)
-            if not p.safety_order_id and p.safety_state in unrecorded:
+            if not p.safety_order_id and p.safety_state in _UNRECORDED:
                 # Placed, then a crash before the reply was stored: it may be what closed the position.
                 held = p.safety_kind if p.safety_kind is not SafetyKind.NONE else safety_kind_for(broker, p)
                 if held is SafetyKind.NONE:
@@ -1143,17 +1144,14 @@ class SafetyStopManager:
         SL-M: turned into the exit (modified to MARKET, and to ``quantity``). GTT: deleted first; if it has
         already fired, its order is the exit. Runs on the executor's thread, urgent, under the lock.
         """
-        if not p.safety_order_id and p.safety_state not in (
-            SafetyState.PLACING,
-            SafetyState.MOVING,
-            SafetyState.FIRED,
-        ):
+        if not p.safety_order_id and p.safety_state not in _UNRECORDED:
             return PROCEED
         self._flag(p.id, "exiting")
         with self._lock_for(p.id):
             p = self.store.get(p.id)
-            if not p.safety_order_id and p.safety_state in (SafetyState.PLACING, SafetyState.MOVING):
-                # Placed but not recorded (an ambiguous reply or a crash): find it before exiting.
+            if not p.safety_order_id and p.safety_state in _UNRECORDED:
+                # Placed but not recorded (an ambiguous reply or a crash; FIRED: found fired by a version
+                # that did not record its id): find it before exiting.
                 kind = safety_kind_for(broker, p)
                 p = self._exit_call(
                     lambda: self._look_for_orphan(

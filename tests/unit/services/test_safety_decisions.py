@@ -662,3 +662,28 @@ def test_a_product_the_broker_holds_no_stop_for_switches_the_safety_stop_off(sto
     assert store.get(p.id).safety_state is SafetyState.OFF
     assert any(e.kind == "safety_unsupported" for e in store.events(protection_id=p.id))
     assert broker.calls == []
+
+
+def test_an_slm_that_fired_then_was_switched_off_is_still_the_exit(store: ProtectionStore) -> None:
+    """Switched off after it fired, the stop keeps its order id; TrailStop's own exit adopts its order."""
+    broker = ScriptedBroker()
+    broker.orders_by_id["S1"] = order("S1", OrderStatus.COMPLETE)
+    p = held(store, SafetyKind.SL_M, "S1")
+    store.update_safety(p.id, safety_state=SafetyState.FIRED)
+    store.update_safety(p.id, safety_state=SafetyState.OFF, safety_enabled=False)
+    p = store.transition(p.id, Status.TRIGGERED, reason="stop")
+    exit_plan = manager(store, broker).prepare_exit(p, broker, 10)
+    assert (exit_plan.order_id, exit_plan.fired) == ("S1", True)
+    assert store.get(p.id).safety_state is SafetyState.FIRED
+
+
+def test_a_stop_recorded_fired_without_its_id_is_found_before_the_own_exit(store: ProtectionStore) -> None:
+    """A database written before the fix: the GTT was found fired with its order still working, and the
+    state FIRED was written without the GTT's id. TrailStop's own exit then sent a second sell; now the
+    GTT is found again, recorded, and its order is the exit."""
+    broker, p = unrecorded_fired_gtt(store, OrderStatus.COMPLETE)
+    store.update_safety(p.id, safety_state=SafetyState.FIRED)
+    p = store.transition(p.id, Status.TRIGGERED, reason="stop")
+    exit_plan = manager(store, broker).prepare_exit(p, broker, 10)
+    assert (exit_plan.order_id, exit_plan.fired) == ("O9", True)
+    assert store.get(p.id).safety_order_id == "G7"
