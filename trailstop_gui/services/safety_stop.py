@@ -31,6 +31,11 @@ Threads and timing:
   (it is running: it is the one re-placing), and a crash in between is repaired at the next start.
 - TrailStop's own exit (``prepare_exit``, on the executor's thread) takes the same per-protection lock,
   so it never races a move.
+
+Where things are: ``decide`` (below, pure) says what to do; ``safety_strategies.py`` does it at the broker,
+one strategy per object (``SLOrderStrategy``, ``GTTStrategy``); ``safety_lifecycle.py`` is the table of the
+legal state changes, which every write here goes through; ``SafetyStopManager`` keeps one ``_Record`` per
+protection and orchestrates: when to look, what to persist before acting, how a fired stop is settled.
 """
 
 from __future__ import annotations
