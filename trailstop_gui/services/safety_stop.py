@@ -1012,12 +1012,18 @@ class SafetyStopManager:
         strategy = self._strategy(kind, broker)
         if strategy is None:
             return p
-        owned = {x.safety_order_id for x in self.store.live() if x.safety_order_id and x.id != p.id}
+        # Not ours: a stop another protection holds or held (an ended one too: a twin on the same position
+        # closed by its GTT keeps that GTT's id), nor one that fired into another protection's exit. Found by
+        # the chaos run: a twin whose exit waited for the first one's took the first one's fired GTT (ended,
+        # so no longer "live") for its own unrecorded stop, and closed with the first one's order as its exit.
+        others = [x for x in self.store.protections(account_id=p.account_id) if x.id != p.id]
+        others += [x for x in self.store.live() if x.account_id != p.account_id]
         found = strategy.find_unrecorded(
             p,
-            owned,
+            {x.safety_order_id for x in others if x.safety_order_id},
             read_order or strategy.own_order,
             (p.filled_quantity or p.quantity, p.safety_quantity),
+            {x.exit_order_id for x in others if x.exit_order_id},
         )
         if found is None:
             return p

@@ -136,8 +136,10 @@ class SafetyStrategy(abc.ABC):
         owned: Collection[str],
         read_order: Callable[[str], Order],
         quantities: Collection[int | None],
+        others_exits: Collection[str] = (),
     ) -> Found | None:
-        """One of ours at the broker that nobody recorded (``owned``: ids other protections hold)."""
+        """One of ours at the broker that nobody recorded (``owned``: ids other protections hold or held;
+        ``others_exits``: orders that are other protections' exits, never what ours fired into)."""
 
 
 class SLOrderStrategy(SafetyStrategy):
@@ -204,6 +206,7 @@ class SLOrderStrategy(SafetyStrategy):
         owned: Collection[str],
         read_order: Callable[[str], Order],
         quantities: Collection[int | None],
+        others_exits: Collection[str] = (),
     ) -> Found | None:
         found = self.broker.find_order_by_tag(p.safety_tag)
         if found is None or found.status in (OrderStatus.CANCELLED, OrderStatus.REJECTED):
@@ -324,6 +327,7 @@ class GTTStrategy(SafetyStrategy):
         owned: Collection[str],
         read_order: Callable[[str], Order],
         quantities: Collection[int | None],
+        others_exits: Collection[str] = (),
     ) -> Found | None:
         for g in self.gtt.gtts():
             fired = g.status is GttStatus.TRIGGERED and bool(g.order_id)
@@ -344,6 +348,8 @@ class GTTStrategy(SafetyStrategy):
                 # It fired while nobody knew it was ours. The order book may not list its order yet (it
                 # lags fills by seconds): read_order waits or raises a temporary error, never "not ours".
                 assert g.order_id is not None
+                if g.order_id in others_exits:
+                    continue  # it fired into another protection's exit: that protection's GTT
                 order = read_order(g.order_id)
                 if placed_before(order, p):
                     continue  # an earlier protection's stop, fired before this one existed

@@ -687,3 +687,27 @@ def test_a_stop_recorded_fired_without_its_id_is_found_before_the_own_exit(store
     exit_plan = manager(store, broker).prepare_exit(p, broker, 10)
     assert (exit_plan.order_id, exit_plan.fired) == ("O9", True)
     assert store.get(p.id).safety_order_id == "G7"
+
+
+def test_a_twin_does_not_take_the_first_ones_fired_gtt_for_its_unrecorded_stop(
+    store: ProtectionStore,
+) -> None:
+    """Found by the chaos run (after the unrecorded-stop fix): two protections on one MARUTI long, the older
+    holding the GTT, the twin none (state still "placing"). Both stops fired; the first one's exit was its
+    fired GTT's order and it closed. The twin's exit then looked for an unrecorded stop of its own, found the
+    first one's GTT (ended, so not "live"), and closed with the first one's order as its exit."""
+    broker, first = unrecorded_fired_gtt(store, OrderStatus.COMPLETE)
+    store.update_safety(first.id, safety_order_id="G7", safety_state=SafetyState.FIRED)
+    store.transition(first.id, Status.TRIGGERED, reason="stop")
+    store.transition(first.id, Status.EXITING, exit_order_id="O9", exit_quantity=10, reason="safety stop")
+    store.transition(first.id, Status.CLOSED, reason="safety stop", exit_quantity=10)
+    twin = new_protection(store, account_id=first.account_id, product=Product.CNC, safety_enabled=True)
+    twin = store.update_safety(twin.id, safety_state=SafetyState.PLACING, safety_kind=SafetyKind.GTT)
+    twin = store.transition(twin.id, Status.TRIGGERED, reason="stop")
+    exit_plan = manager(store, broker).prepare_exit(twin, broker, 10)
+    assert exit_plan.proceed and exit_plan.order_id is None
+    assert store.get(twin.id).safety_order_id is None
+    # Also when only the exit names it (the first one's row no longer holds the GTT's id).
+    store.update_safety(first.id, safety_order_id=None)
+    assert manager(store, broker).prepare_exit(twin, broker, 10).proceed
+    assert store.get(twin.id).safety_order_id is None
