@@ -84,6 +84,7 @@ from trailstop_gui.services.positions import allocate, exits_in_flight, open_qua
 from trailstop_gui.services.retry import Backoff, call_with_retries
 from trailstop_gui.services.safety_lifecycle import SafetyEvent, next_state
 from trailstop_gui.services.safety_strategies import (
+    FiredNotInBookYet,
     GTTStrategy,
     NotInBookYet,
     Reading,
@@ -597,6 +598,8 @@ class SafetyStopManager:
                 # Our own order id, answered by the broker: it exists. Kite's book trails new orders and
                 # fills by 0.5-2 s (PROTOCOLS.md), so "Couldn't find that order_id" means "not yet".
                 log.info("protection %s: %s; reading it again later", pid, exc)
+                if isinstance(exc, FiredNotInBookYet):
+                    self._fired_unread(pid, exc.order_id)
                 self._flag(pid, "check")
                 return self._retry_later(pid)
             except AuthError as exc:
@@ -610,6 +613,14 @@ class SafetyStopManager:
                         rec.suspect = True  # placed but not recorded? looked for first
                         rec.check = True  # moved or not? read back first
                 return self._retry_later(pid)
+
+    def _fired_unread(self, pid: int, order_id: str) -> None:
+        """The GTT fired into ``order_id``, which the book does not list yet: recorded FIRED now, so that
+        TrailStop's own exit keeps the GTT (Kite forgets a deleted one, and with it its order) and waits
+        for its order instead of sending a second exit. Found by the chaos-safety run (seed 30297)."""
+        p = self.store.get(pid)
+        if p.status is Status.OPEN and p.safety_state is not SafetyState.FIRED and p.safety_order_id:
+            self._note(p, "safety_fired", f"order {order_id} (not in the book yet)", event=SafetyEvent.FIRE)
 
     def _clean_up(self, p: Protection, broker: Broker, kind: SafetyKind) -> float | None:
         """An ended protection whose broker stop may still be there: it goes, or it could open a position.

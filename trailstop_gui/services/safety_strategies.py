@@ -39,6 +39,15 @@ class NotInBookYet(TemporaryError):
     (a temporary error: the exit path retries it and stays TRIGGERED, as for any other)."""
 
 
+class FiredNotInBookYet(NotInBookYet):
+    """A GTT read as triggered, into an order the (lagging) book does not list yet: it fired, whatever
+    its order says later."""
+
+    def __init__(self, message: str, order_id: str) -> None:
+        super().__init__(message)
+        self.order_id = order_id
+
+
 def gtt_limit_price(exit_side: Side, trigger: float, percent: float, tick_size: float) -> float:
     """A GTT's LIMIT price, ``percent`` through its trigger (lower for a sell), on the tick grid."""
     if exit_side is Side.SELL:
@@ -287,7 +296,10 @@ class GTTStrategy(SafetyStrategy):
         if g.is_live:
             return Reading(True, status, level=g.trigger_price, quantity=g.quantity)
         if g.status is GttStatus.TRIGGERED and g.order_id:
-            return Reading(False, status, fired=self.own_order(g.order_id))
+            try:
+                return Reading(False, status, fired=self.own_order(g.order_id))
+            except NotInBookYet as exc:
+                raise FiredNotInBookYet(str(exc), g.order_id) from exc
         return Reading(False, status)
 
     def fired_in_book(self, p: Protection, others: Collection[str]) -> Order | None:
@@ -393,6 +405,7 @@ def placed_before(order: Order, p: Protection) -> bool:
 
 
 __all__ = [
+    "FiredNotInBookYet",
     "Found",
     "GTTStrategy",
     "NotInBookYet",

@@ -24,7 +24,7 @@ from trailstop_gui.services.brokers.base import (
     OrderType,
     Position,
 )
-from trailstop_gui.services.brokers.errors import RejectedError, TemporaryError
+from trailstop_gui.services.brokers.errors import BrokerInputError, RejectedError, TemporaryError
 from trailstop_gui.services.safety_stop import (
     Decision,
     Move,
@@ -711,3 +711,48 @@ def test_a_twin_does_not_take_the_first_ones_fired_gtt_for_its_unrecorded_stop(
     store.update_safety(first.id, safety_order_id=None)
     assert manager(store, broker).prepare_exit(twin, broker, 10).proceed
     assert store.get(twin.id).safety_order_id is None
+
+
+class LaggingBookBroker(ScriptedBroker):
+    """The order book does not list ``hidden`` yet, and reading it fails ``misses`` times (Kite's lag)."""
+
+    def __init__(self, hidden: str, misses: int) -> None:
+        super().__init__()
+        self.hidden = hidden
+        self.misses = misses
+
+    def orders(self) -> list[Order]:
+        return [o for o in super().orders() if o.order_id != self.hidden]
+
+    def order(self, order_id: str) -> Order:
+        if order_id == self.hidden and self.misses > 0:
+            self.misses -= 1
+            self._call("order", order_id)
+            raise BrokerInputError("Couldn't find that `order_id`.")
+        return super().order(order_id)
+
+
+def test_a_gtt_seen_fired_before_its_order_is_in_the_book_is_the_exit(store: ProtectionStore) -> None:
+    """Found by the chaos-safety run (seed 30297): the safety worker read the Kite GTT as triggered, its
+    order not in the lagging book yet, and recorded nothing; TrailStop's own exit then deleted the GTT (Kite
+    forgets a deleted GTT, and with it the order it placed), found nothing, and sent a second sell (refused
+    there for lack of holdings; on an NRML position it would have gone). The GTT is now recorded FIRED at
+    once, so the exit keeps it and waits for its order."""
+    broker = LaggingBookBroker(hidden="O9", misses=1)
+    p = held(store, SafetyKind.GTT, "G1", Product.CNC)
+    broker.orders_by_id["O9"] = order("O9", OrderStatus.COMPLETE, order_type=OrderType.LIMIT, price=94.05)
+    broker.gtts_by_id["G1"] = Gtt(
+        "G1", GttStatus.TRIGGERED, "triggered", Side.SELL, 10, 96.0, 94.05, 408065, "INFY", "NSE", "O9"
+    )
+    safety = manager(store, broker)
+    try:
+        safety.verify(p)  # a reconcile asks for the broker stop to be read back
+        assert safety.wait_idle()
+    finally:
+        safety.shutdown()
+    now = store.get(p.id)
+    assert (now.status, now.safety_state, now.safety_order_id) == (Status.OPEN, SafetyState.FIRED, "G1")
+    p = store.transition(p.id, Status.TRIGGERED, reason="stop")
+    exit_plan = manager(store, broker).prepare_exit(p, broker, 10)
+    assert (exit_plan.order_id, exit_plan.fired) == ("O9", True)
+    assert not any(name == "delete_gtt" for name, _ in broker.calls)
