@@ -31,6 +31,11 @@ Threads and timing:
   (it is running: it is the one re-placing), and a crash in between is repaired at the next start.
 - TrailStop's own exit (``prepare_exit``, on the executor's thread) takes the same per-protection lock,
   so it never races a move.
+
+Where things are: ``decide`` (below, pure) says what to do; ``safety_strategies.py`` does it at the broker,
+one strategy per object (``SLOrderStrategy``, ``GTTStrategy``); ``safety_lifecycle.py`` is the table of the
+legal state changes, which every write here goes through; ``SafetyStopManager`` keeps one ``_Record`` per
+protection and orchestrates: when to look, what to persist before acting, how a fired stop is settled.
 """
 
 from __future__ import annotations
@@ -41,8 +46,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from trailstop_gui.models.domain import (
@@ -55,8 +59,6 @@ from trailstop_gui.models.domain import (
     Side,
     Status,
     check_safety_buffer,
-    round_down,
-    round_up,
     safety_buffer,
 )
 from trailstop_gui.models.lifecycle import IllegalTransition
@@ -64,15 +66,11 @@ from trailstop_gui.models.store import ConcurrentTransition, ProtectionStore
 from trailstop_gui.services.brokers.base import (
     Broker,
     Gtt,
-    GttBroker,
     GttNotFound,
-    GttRequest,
     GttStatus,
     Order,
-    OrderRequest,
     OrderStatus,
     OrderType,
-    as_gtt_broker,
 )
 from trailstop_gui.services.brokers.errors import (
     AmbiguousError,
@@ -84,6 +82,17 @@ from trailstop_gui.services.brokers.errors import (
 )
 from trailstop_gui.services.positions import allocate, exits_in_flight, open_quantity, position_key
 from trailstop_gui.services.retry import Backoff, call_with_retries
+from trailstop_gui.services.safety_lifecycle import SafetyEvent, next_state
+from trailstop_gui.services.safety_strategies import (
+    FiredNotInBookYet,
+    GTTStrategy,
+    NotInBookYet,
+    Reading,
+    SafetyStrategy,
+    SLOrderStrategy,
+    gtt_limit_price,
+    strategy_for,
+)
 
 log = logging.getLogger("trailstop.safety")
 
@@ -95,6 +104,8 @@ SAFETY_STOP_REASON = "safety stop"
 _ENDED = frozenset({Status.CLOSED, Status.REMOVED, Status.CANCELLED, Status.REJECTED})
 _LIVE_AT_BROKER = (SafetyState.PLACING, SafetyState.PLACED, SafetyState.MOVING, SafetyState.MISSING)
 _CHECKED = (SafetyState.PLACED, SafetyState.MOVING, SafetyState.FIRED)  # states with an order to read back
+# States that without an order id may hide one at the broker: placed (or moved) and the reply never stored.
+_UNRECORDED = (SafetyState.PLACING, SafetyState.MOVING, SafetyState.FIRED)
 
 
 # ============================================================================= configuration
@@ -191,13 +202,6 @@ def decide(
     return Decision(Move.MODIFY, wanted)
 
 
-def gtt_limit_price(exit_side: Side, trigger: float, percent: float, tick_size: float) -> float:
-    """A GTT's LIMIT price, ``percent`` through its trigger (lower for a sell), on the tick grid."""
-    if exit_side is Side.SELL:
-        return max(round_down(trigger * (1 - percent / 100.0), tick_size), round_up(tick_size, tick_size))
-    return round_up(trigger * (1 + percent / 100.0), tick_size)
-
-
 # Where the exchange offers no SL-M. NSE withdrew stop-loss market orders for index and stock options on
 # 27 September 2021 (the exchange answers "16052: Function not available"; the NSE circular as relayed by
 # brokers, e.g. SAS Online bulletin 388 "Pre-Trade risk controls for market order in Option Index &
@@ -276,6 +280,33 @@ class SafetyHooks:
 # ============================================================================= the manager
 
 
+@dataclass(slots=True)
+class _Record:
+    """What the manager keeps of one protection beside the database, which holds its ``SafetyState``.
+
+    Read and written under the manager's guard; ``lock`` serialises the protection's broker calls (the
+    account's worker and TrailStop's own exit on the executor's thread).
+    """
+
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    account_id: int | None = None  # set while tracked: stop moves and checks wake the account's worker
+    last_move: float | None = None  # when its broker stop last moved (``min_interval``)
+    failures: int = 0  # failed steps in a row (the retry backoff)
+    refusals: int = 0  # placements the broker refused in a row
+    suspect: bool = False  # may have an order we did not record (a crash, an ambiguous reply)
+    exiting: bool = False  # TrailStop's own exit owns the broker stop now
+    check: bool = False  # read the broker stop back before the next decision
+    replace: bool = False  # the broker refused a move of a live stop: cancel and place it again
+    loosen: bool = False  # the trader changed the buffer: the stop may move back, once
+    quote_first: bool = False  # the first look since it was tracked: judge "crossed" on a broker quote
+
+    def forget(self) -> None:
+        """It ended (or is gone): nothing to follow any more. ``suspect``/``exiting`` outlive this."""
+        self.account_id = self.last_move = None
+        self.failures = self.refusals = 0
+        self.check = self.replace = self.loosen = self.quote_first = False
+
+
 class _Worker:
     """One account's thread: runs due protections' steps, one at a time."""
 
@@ -285,6 +316,7 @@ class _Worker:
         self.due: dict[int, float] = {}
         self.cond = threading.Condition()
         self.stopping = False
+        self.busy = False
         self.thread = threading.Thread(target=self._run, name=f"safety-{account_id}", daemon=True)
         self.thread.start()
 
@@ -304,8 +336,7 @@ class _Worker:
     def idle(self) -> bool:
         with self.cond:
             now = self.manager.clock()
-            due = any(at <= now for at in self.due.values())
-        return not due and not self.manager._is_busy(self.account_id)
+            return not self.busy and not any(at <= now for at in self.due.values())
 
     def _run(self) -> None:
         while True:
@@ -321,7 +352,7 @@ class _Worker:
                     return
                 for pid in ready:
                     del self.due[pid]
-                self.manager._set_busy(self.account_id, True)
+                self.busy = True
             try:
                 for pid in ready:
                     try:
@@ -332,11 +363,17 @@ class _Worker:
                     if again is not None:
                         self.wake(pid, again)
             finally:
-                self.manager._set_busy(self.account_id, False)
+                with self.cond:
+                    self.busy = False
 
 
 class SafetyStopManager:
-    """Keeps each enabled protection's broker-held stop a buffer behind its trailed stop. Thread-safe."""
+    """Keeps each enabled protection's broker-held stop a buffer behind its trailed stop. Thread-safe.
+
+    Orchestration only: the decision is ``decide``, the broker calls are the kind's strategy
+    (safety_strategies.py), the legal state changes are safety_lifecycle.py's table, and what it keeps of
+    a protection between steps is one ``_Record``.
+    """
 
     def __init__(
         self,
@@ -354,17 +391,7 @@ class SafetyStopManager:
         self._sleep = sleep
         self._guard = threading.Lock()
         self._workers: dict[int, _Worker] = {}
-        self._locks: dict[int, threading.RLock] = {}
-        self._tracked: dict[int, int] = {}  # protection id -> account id
-        self._last_move: dict[int, float] = {}
-        self._failures: dict[int, int] = {}
-        self._refusals: dict[int, int] = {}  # placements refused in a row
-        self._suspect: set[int] = set()  # may have an order we did not record (a crash, an ambiguous reply)
-        self._exiting: set[int] = set()
-        self._check_next: set[int] = set()  # read the broker stop back before the next decision
-        self._replace_next: set[int] = set()  # the broker refused a move of a live stop: re-place it
-        self._loosen_next: set[int] = set()  # the trader changed the buffer: the stop may move back once
-        self._busy: set[int] = set()
+        self._records: dict[int, _Record] = {}
         self._closed = False
 
     # ----------------------------------------------------------------- public, any thread
@@ -374,17 +401,20 @@ class SafetyStopManager:
         if not p.safety_enabled and p.safety_state not in _LIVE_AT_BROKER:
             return
         with self._guard:
-            first = p.id not in self._tracked
-            self._tracked[p.id] = p.account_id
-            if first and p.safety_state in (SafetyState.PLACING, SafetyState.MOVING, SafetyState.MISSING):
-                self._suspect.add(p.id)  # from an earlier run: look for an order it may have left
-            self._exiting.discard(p.id)
+            rec = self._record(p.id)
+            if rec.account_id is None:
+                rec.quote_first = True
+                if p.safety_state in (SafetyState.PLACING, SafetyState.MOVING, SafetyState.MISSING):
+                    rec.suspect = True  # from an earlier run: look for an order it may have left
+            rec.account_id = p.account_id
+            rec.exiting = False
         self._wake(p.account_id, p.id)
 
     def on_stop_moved(self, pid: int) -> None:
         """The trailed stop moved (coalesced by the feed): look again soon. Never blocks."""
         with self._guard:
-            account_id = self._tracked.get(pid)
+            rec = self._records.get(pid)
+            account_id = rec.account_id if rec is not None else None
         if account_id is not None:
             self._wake(account_id, pid)
 
@@ -398,11 +428,24 @@ class SafetyStopManager:
         except KeyError:
             return
         with self._guard:
+            rec = self._record(pid)
             if buffer_changed:
-                self._loosen_next.add(pid)
+                rec.loosen = True
             if p.status is Status.OPEN and (p.safety_enabled or p.safety_state in _LIVE_AT_BROKER):
-                self._tracked[pid] = p.account_id
+                rec.account_id = p.account_id
         self._wake(p.account_id, pid)
+
+    def on_order_update(self, pid: int) -> None:
+        """The broker pushed a change of a safety SL-M order (tag: exit tag + "S"). Never blocks."""
+        self._check_soon(pid)
+
+    def verify(self, p: Protection) -> None:
+        """Reconcile: check soon that the broker stop is there, at its level and quantity; fix it if not.
+
+        The check runs on the account's safety worker, so that only that thread moves broker stops.
+        """
+        if p.status is Status.OPEN and (p.safety_enabled or p.safety_state in _LIVE_AT_BROKER):
+            self._check_soon(p.id)
 
     def wait_idle(self, timeout: float = 10.0) -> bool:
         """Tests: wait until no step is due or running."""
@@ -426,6 +469,25 @@ class SafetyStopManager:
 
     # ----------------------------------------------------------------- plumbing
 
+    def _record(self, pid: int) -> _Record:
+        """The protection's record (created on first use). The caller holds ``_guard``."""
+        rec = self._records.get(pid)
+        if rec is None:
+            rec = self._records[pid] = _Record()
+        return rec
+
+    def _flag(self, pid: int, name: str, value: bool = True) -> None:
+        with self._guard:
+            setattr(self._record(pid), name, value)
+
+    def _take_flag(self, pid: int, name: str) -> bool:
+        """Read a one-shot flag of the record and clear it."""
+        with self._guard:
+            rec = self._record(pid)
+            value = bool(getattr(rec, name))
+            setattr(rec, name, False)
+        return value
+
     def _wake(self, account_id: int, pid: int, at: float | None = None) -> None:
         with self._guard:
             if self._closed:
@@ -437,36 +499,53 @@ class SafetyStopManager:
 
     def _lock_for(self, pid: int) -> threading.RLock:
         with self._guard:
-            return self._locks.setdefault(pid, threading.RLock())
-
-    def _set_busy(self, account_id: int, busy: bool) -> None:
-        with self._guard:
-            (self._busy.add if busy else self._busy.discard)(account_id)
-
-    def _is_busy(self, account_id: int) -> bool:
-        with self._guard:
-            return account_id in self._busy
+            return self._record(pid).lock
 
     def _forget(self, pid: int) -> None:
         with self._guard:
-            self._tracked.pop(pid, None)
-            self._last_move.pop(pid, None)
-            self._failures.pop(pid, None)
-            self._refusals.pop(pid, None)
-            self._check_next.discard(pid)
-            self._replace_next.discard(pid)
-            self._loosen_next.discard(pid)
+            self._record(pid).forget()
 
     def _retry_later(self, pid: int) -> float:
         with self._guard:
-            n = self._failures.get(pid, 0)
-            self._failures[pid] = n + 1
+            rec = self._record(pid)
+            n, rec.failures = rec.failures, rec.failures + 1
         return self.clock() + Backoff(self.policy.retry_delay, self.policy.max_retry_delay).nth(n)
 
-    def _note(self, p: Protection, kind: str, message: str = "", **fields: object) -> Protection:
+    def _moved(self, pid: int) -> None:
+        with self._guard:
+            rec = self._record(pid)
+            rec.last_move = self.clock()
+            rec.failures = 0
+
+    def _note(
+        self,
+        p: Protection,
+        kind: str,
+        message: str = "",
+        *,
+        event: SafetyEvent | None = None,
+        notify: bool = True,
+        **fields: object,
+    ) -> Protection:
+        """Journal and store a change of the safety stop; ``event`` moves its state (the table's way)."""
+        if event is not None:
+            current = self.store.get(p.id).safety_state
+            fields["safety_state"] = next_state(current, event, p.id)
         p = self.store.update_safety(p.id, kind=kind, message=message, **fields)
-        self.hooks.changed(p.id)
+        if notify:
+            self.hooks.changed(p.id)
         return p
+
+    def _strategy(self, kind: SafetyKind, broker: Broker) -> SafetyStrategy | None:
+        return strategy_for(kind, broker, self.policy.limit_percent, self.policy.market_protection)
+
+    def _others_exits(self, p: Protection) -> set[str]:
+        """Orders that are other protections' exits: never the order this one's GTT fired into."""
+        return {
+            o.exit_order_id
+            for o in self.store.protections(account_id=p.account_id)
+            if o.id != p.id and o.exit_order_id
+        }
 
     # ----------------------------------------------------------------- the worker's step
 
@@ -478,46 +557,50 @@ class SafetyStopManager:
             except KeyError:
                 self._forget(pid)
                 return None
+            with self._guard:
+                exiting = self._record(pid).exiting
             if p.status in _ENDED:
                 self._forget(pid)
                 if p.safety_state not in _LIVE_AT_BROKER:
                     return None
-            elif p.status is not Status.OPEN or pid in self._exiting:
+            elif p.status is not Status.OPEN or exiting:
                 return None  # TRIGGERED, EXITING, EXIT_FAILED: the exit path owns the broker stop now
             broker = self.hooks.broker_for(p.account_id)
             if broker is None:
                 return self._retry_later(pid)  # logged out: the stop at the broker stays as it is
             kind = safety_kind_for(broker, p)
-            gtt = as_gtt_broker(broker)
             if p.status in _ENDED:
                 try:
-                    return self._clean_up(p, broker, gtt, kind)
+                    return self._clean_up(p, broker, kind)
                 except (AuthError, TemporaryError) as exc:
                     log.info("protection %s: taking the safety stop away failed (%s); retrying", pid, exc)
                     return self._retry_later(pid)
-            if kind is SafetyKind.NONE or (kind is SafetyKind.GTT and gtt is None):
+            strategy = self._strategy(kind, broker)
+            if strategy is None:
                 if p.safety_enabled and p.safety_state is not SafetyState.OFF:
-                    self._note(p, "safety_unsupported", "this broker or product has no safety stop")
-                    self.store.update_safety(pid, kind="safety_off", safety_state=SafetyState.OFF)
+                    self._note(
+                        p,
+                        "safety_unsupported",
+                        "this broker or product has no safety stop",
+                        event=SafetyEvent.SWITCH_OFF,
+                    )
                 return None
             try:
-                with self._guard:
-                    check = pid in self._check_next
-                    self._check_next.discard(pid)
-                if check and p.safety_order_id and p.safety_state in _CHECKED:
-                    again = self._check_held(p, broker, gtt)
+                if self._take_flag(pid, "check") and p.safety_order_id and p.safety_state in _CHECKED:
+                    again = self._check_held(p, broker)
                     if again is not None:
                         return again
                     p = self.store.get(pid)
                     if p.status is not Status.OPEN:
                         return None
-                return self._follow(p, broker, gtt, kind)
-            except _NotInBookYet as exc:
+                return self._follow(p, broker, strategy)
+            except NotInBookYet as exc:
                 # Our own order id, answered by the broker: it exists. Kite's book trails new orders and
                 # fills by 0.5-2 s (PROTOCOLS.md), so "Couldn't find that order_id" means "not yet".
                 log.info("protection %s: %s; reading it again later", pid, exc)
-                with self._guard:
-                    self._check_next.add(pid)
+                if isinstance(exc, FiredNotInBookYet):
+                    self._fired_unread(pid, exc.order_id)
+                self._flag(pid, "check")
                 return self._retry_later(pid)
             except AuthError as exc:
                 log.warning("protection %s: safety stop waits for a login (%s)", pid, exc)
@@ -526,13 +609,20 @@ class SafetyStopManager:
                 log.info("protection %s: safety stop call failed (%s); retrying", pid, exc)
                 if isinstance(exc, AmbiguousError):
                     with self._guard:
-                        self._suspect.add(pid)  # placed but not recorded? looked for first
-                        self._check_next.add(pid)  # moved or not? read back first
+                        rec = self._record(pid)
+                        rec.suspect = True  # placed but not recorded? looked for first
+                        rec.check = True  # moved or not? read back first
                 return self._retry_later(pid)
 
-    def _clean_up(
-        self, p: Protection, broker: Broker, gtt: GttBroker | None, kind: SafetyKind
-    ) -> float | None:
+    def _fired_unread(self, pid: int, order_id: str) -> None:
+        """The GTT fired into ``order_id``, which the book does not list yet: recorded FIRED now, so that
+        TrailStop's own exit keeps the GTT (Kite forgets a deleted one, and with it its order) and waits
+        for its order instead of sending a second exit. Found by the chaos-safety run (seed 30297)."""
+        p = self.store.get(pid)
+        if p.status is Status.OPEN and p.safety_state is not SafetyState.FIRED and p.safety_order_id:
+            self._note(p, "safety_fired", f"order {order_id} (not in the book yet)", event=SafetyEvent.FIRE)
+
+    def _clean_up(self, p: Protection, broker: Broker, kind: SafetyKind) -> float | None:
         """An ended protection whose broker stop may still be there: it goes, or it could open a position.
 
         It ended while its stop was being placed or moved, or the app stopped before taking it away; a
@@ -541,26 +631,26 @@ class SafetyStopManager:
         if not p.safety_order_id and p.safety_state in (SafetyState.PLACING, SafetyState.MOVING):
             held = p.safety_kind if p.safety_kind is not SafetyKind.NONE else kind
             if held is not SafetyKind.NONE:
-                p = self._look_for_orphan(p, broker, gtt, held)
+                p = self._look_for_orphan(p, broker, held)
         if p.safety_order_id and p.safety_state in _LIVE_AT_BROKER:
             return self._take_away(p, "the protection ended")
         if p.safety_state in _LIVE_AT_BROKER:
-            self._note(p, "safety_removed", "the protection ended", safety_state=SafetyState.REMOVED)
+            self._note(p, "safety_removed", "the protection ended", event=SafetyEvent.REMOVE)
         return None
 
-    def _follow(self, p: Protection, broker: Broker, gtt: GttBroker | None, kind: SafetyKind) -> float | None:
+    def _follow(self, p: Protection, broker: Broker, strategy: SafetyStrategy) -> float | None:
+        kind = strategy.kind
         if not p.safety_enabled:
             if p.safety_state in _LIVE_AT_BROKER and p.safety_order_id:
-                return self._take_away(p, "switched off", final=SafetyState.OFF)
+                return self._take_away(p, "switched off", final=SafetyEvent.SWITCH_OFF)
             if p.safety_state is not SafetyState.OFF:
-                self._note(p, "safety_off", safety_state=SafetyState.OFF)
+                self._note(p, "safety_off", event=SafetyEvent.SWITCH_OFF)
             return None
         with self._guard:
-            suspect = p.id in self._suspect
+            suspect = self._record(p.id).suspect
         if suspect:
-            p = self._look_for_orphan(p, broker, gtt, kind)
-            with self._guard:
-                self._suspect.discard(p.id)
+            p = self._look_for_orphan(p, broker, kind)
+            self._flag(p.id, "suspect", False)
             if p.status is not Status.OPEN:
                 return None
         if p.safety_state is SafetyState.FIRED:
@@ -584,10 +674,9 @@ class SafetyStopManager:
         if self.policy.max_modifications is not None:
             cap = self.policy.max_modifications if cap is None else min(cap, self.policy.max_modifications)
         with self._guard:
-            last = self._last_move.get(p.id)
-            force_replace = p.id in self._replace_next
-            loosen = p.id in self._loosen_next
-            self._loosen_next.discard(p.id)
+            rec = self._record(p.id)
+            last, force_replace, loosen = rec.last_move, rec.replace, rec.loosen
+            rec.loosen = False
         decision = decide(
             side=p.side,
             wanted=wanted,
@@ -615,16 +704,15 @@ class SafetyStopManager:
         if decision.move is Move.WAIT:
             return decision.at
         if decision.move is Move.REPLACE:
-            with self._guard:
-                self._replace_next.discard(p.id)
+            self._flag(p.id, "replace", False)
             again = self._take_away(p, "modification cap", replacing=True)
             p = self.store.get(p.id)
             if p.safety_state is not SafetyState.PLACING:
                 return again  # it fired, or the cancel failed: the next step looks again
             decision = Decision(Move.PLACE, wanted)
         if decision.move is Move.PLACE:
-            return self._place(p, broker, gtt, kind, wanted, quantity)
-        return self._modify(p, broker, gtt, kind, wanted, quantity)
+            return self._place(p, broker, strategy, wanted, quantity)
+        return self._modify(p, broker, strategy, wanted, quantity)
 
     def _share(self, p: Protection, broker: Broker) -> int:
         """The quantity its broker stop may hold: its share of the position (positions.allocate).
@@ -660,33 +748,24 @@ class SafetyStopManager:
     # ----------------------------------------------------------------- placing, moving, taking away
 
     def _last_price(self, p: Protection, broker: Broker) -> float | None:
-        price = self.hooks.last_price(p)
+        """The price "already crossed" is judged on: the feed's latest, except the first time after the
+        start (or after the protection was first tracked), when a quote is read from the broker: a price
+        the feed kept from before a restart or a reconnect can be far from the market, and a stop placed
+        through the market fires at once beside TrailStop's own exit."""
+        with self._guard:
+            fresh = self._record(p.id).quote_first
+        price = None if fresh else self.hooks.last_price(p)
         if price is not None and price > 0:
             return price
         key = p.instrument if "|" in p.instrument else f"{p.exchange}:{p.symbol}"
         try:
-            return broker.ltp([key]).get(key)
+            price = broker.ltp([key]).get(key)
         except BrokerError as exc:
             log.info("protection %s: no last price for the safety stop (%s)", p.id, exc)
             return None
-
-    def _gtt_request(
-        self, p: Protection, level: float, quantity: int, last: float, urgent: bool
-    ) -> GttRequest:
-        exit_side = p.side.exit_side
-        return GttRequest(
-            symbol=p.symbol,
-            exchange=p.exchange,
-            instrument=p.engine_instrument,
-            side=exit_side,
-            quantity=quantity,
-            product=p.product,
-            trigger_price=level,
-            last_price=last,
-            limit_price=gtt_limit_price(exit_side, level, self.policy.limit_percent, p.tick_size),
-            market_protection=self.policy.market_protection,
-            urgent=urgent,
-        )
+        if price is not None and price > 0:
+            self._flag(p.id, "quote_first", False)
+        return price
 
     def _crossed(self, p: Protection, level: float, last: float | None) -> bool:
         """The price is already at or through the level: a stop placed there would fire (or be refused)."""
@@ -695,16 +774,11 @@ class SafetyStopManager:
         return last <= level if p.side.is_long else last >= level
 
     def _place(
-        self,
-        p: Protection,
-        broker: Broker,
-        gtt: GttBroker | None,
-        kind: SafetyKind,
-        level: float,
-        quantity: int,
+        self, p: Protection, broker: Broker, strategy: SafetyStrategy, level: float, quantity: int
     ) -> float | None:
+        kind = strategy.kind
         last = self._last_price(p, broker)
-        if (kind is SafetyKind.GTT and last is None) or self._crossed(p, level, last):
+        if (strategy.needs_last_price and last is None) or self._crossed(p, level, last):
             # TrailStop's own stop (above the safety level) is about to fire, or the price is unknown.
             return self._retry_later(p.id)
         # Persist before acting: a crash after the broker took it is found again (tag, or GTT scan).
@@ -714,30 +788,23 @@ class SafetyStopManager:
             or p.safety_quantity != quantity
         ):
             # The quantity too: a stop sized to its share of a shared position is found by it after a crash.
-            p = self.store.update_safety(
-                p.id,
-                kind="safety_placing",
-                safety_state=SafetyState.PLACING,
+            p = self._note(
+                p,
+                "safety_placing",
+                event=SafetyEvent.PLACE,
+                notify=False,
                 safety_kind=kind,
                 safety_quantity=quantity,
             )
         try:
-            if kind.is_order:
-                stop_order = self._stop_order_request(p, kind, level, quantity)
-                order_id = broker.place_order(stop_order)
-                price = stop_order.price
-            else:
-                assert gtt is not None and last is not None
-                request = self._gtt_request(p, level, quantity, last, urgent=False)
-                order_id = gtt.place_gtt(request)
-                price = request.limit_price if broker.capabilities.gtt_limit_orders else None
+            order_id, price = strategy.place(p, level, quantity, last)
         except (RejectedError, BrokerInputError, ValueError) as exc:
             return self._refused(p, kind, str(exc))
         p = self._note(
             p,
             "safety_placed",
             f"{kind.value} {order_id}",
-            safety_state=SafetyState.PLACED,
+            event=SafetyEvent.ACCEPTED,
             safety_kind=kind,
             safety_order_id=order_id,
             safety_level=level,
@@ -754,12 +821,12 @@ class SafetyStopManager:
         if kind.is_order:
             # Recorded first, read back second: a failed read must not lead to a second order. Kite
             # may still reject an accepted order (margins, circuit limits): it is then missing.
-            order = self._own_order(broker, order_id)
+            order = strategy.own_order(order_id)
             if order.status in (OrderStatus.REJECTED, OrderStatus.CANCELLED):
                 why = order.status_message or order.raw_status
                 return self._refused(self.store.get(p.id), kind, why)
         with self._guard:
-            self._refusals.pop(p.id, None)
+            self._record(p.id).refusals = 0
         return None
 
     def _refused(self, p: Protection, kind: SafetyKind, why: str) -> float | None:
@@ -772,14 +839,16 @@ class SafetyStopManager:
                 p,
                 "safety_fallback",
                 f"SL-M refused ({why}); a stop-loss limit order instead",
-                safety_state=SafetyState.MISSING,
+                event=SafetyEvent.LOST,
                 safety_kind=SafetyKind.SL,
                 safety_order_id=None,
             )
             log.info("protection %s: SL-M refused by the exchange (%s); placing an SL order", p.id, why)
             return self.clock()
         with self._guard:
-            refusals = self._refusals[p.id] = self._refusals.get(p.id, 0) + 1
+            rec = self._record(p.id)
+            rec.refusals += 1
+            refusals = rec.refusals
         if type_refused or refusals >= self.policy.max_refusals:
             reason = f"the broker refused the {kind.value} safety stop: {why}"
             if not type_refused:
@@ -788,12 +857,12 @@ class SafetyStopManager:
                 p,
                 "safety_given_up",
                 reason[:300],
-                safety_state=SafetyState.OFF,
+                event=SafetyEvent.GIVE_UP,
                 safety_enabled=False,
                 safety_order_id=None,
             )
             with self._guard:
-                self._refusals.pop(p.id, None)
+                self._record(p.id).refusals = 0
             log.warning("protection %s: safety stop given up: %s", p.id, reason)
             self.hooks.gave_up(p.id, reason)
             return None
@@ -801,98 +870,47 @@ class SafetyStopManager:
             p,
             "safety_missing",
             f"the broker refused it: {why}",
-            safety_state=SafetyState.MISSING,
+            event=SafetyEvent.LOST,
             safety_order_id=None,
         )
         return self._retry_later(p.id)
 
-    def _stop_order_request(
-        self, p: Protection, kind: SafetyKind, level: float, quantity: int
-    ) -> OrderRequest:
-        """An SL-M, or an SL whose limit is ``limit_percent`` through the trigger: inside the exchange's
-        price band in all but a circuit-breaking move, so that it fills like a market order would."""
-        limited = kind is SafetyKind.SL
-        return OrderRequest(
-            symbol=p.symbol,
-            exchange=p.exchange,
-            instrument=p.engine_instrument,
-            side=p.side.exit_side,
-            quantity=quantity,
-            product=p.product,
-            order_type=OrderType.SL if limited else OrderType.SL_M,
-            trigger_price=level,
-            price=self._stop_limit(p, level) if limited else None,
-            tag=p.safety_tag,
-        )
-
-    def _stop_limit(self, p: Protection, level: float) -> float:
-        return gtt_limit_price(p.side.exit_side, level, self.policy.limit_percent, p.tick_size)
-
-    def _moved(self, pid: int) -> None:
-        with self._guard:
-            self._last_move[pid] = self.clock()
-            self._failures.pop(pid, None)
-
     def _modify(
-        self,
-        p: Protection,
-        broker: Broker,
-        gtt: GttBroker | None,
-        kind: SafetyKind,
-        level: float,
-        quantity: int,
+        self, p: Protection, broker: Broker, strategy: SafetyStrategy, level: float, quantity: int
     ) -> float | None:
         order_id = p.safety_order_id
         assert order_id is not None
         last = self._last_price(p, broker)
-        if self._crossed(p, level, last) or (kind is SafetyKind.GTT and last is None):
+        if self._crossed(p, level, last) or (strategy.needs_last_price and last is None):
             return self._retry_later(p.id)
-        self.store.update_safety(p.id, kind="safety_moving", safety_state=SafetyState.MOVING)
-        self.hooks.changed(p.id)
+        self._note(p, "safety_moving", event=SafetyEvent.MOVE)
         try:
-            if kind.is_order:
-                broker.modify_order(
-                    order_id,
-                    trigger_price=level,
-                    price=self._stop_limit(p, level) if kind is SafetyKind.SL else None,
-                    quantity=quantity if quantity != p.safety_quantity else None,
-                )
-            else:
-                assert gtt is not None and last is not None
-                gtt.modify_gtt(order_id, self._gtt_request(p, level, quantity, last, urgent=False))
+            price = strategy.modify(p, order_id, level, quantity, last)
         except (RejectedError, BrokerInputError) as exc:
             # Refused: it fired or was cancelled meanwhile, or the cap was reached. Look, then decide.
             log.info("protection %s: moving the safety stop was refused (%s)", p.id, exc)
-            p = self.store.update_safety(
-                p.id, kind="safety_move_refused", message=str(exc)[:200], safety_state=SafetyState.PLACED
-            )
-            return self._recheck(p, broker, gtt, exc)
+            p = self._note(p, "safety_move_refused", str(exc)[:200], event=SafetyEvent.SETTLED, notify=False)
+            return self._recheck(p, broker, exc)
         except TemporaryError:
-            self.store.update_safety(p.id, kind="safety_moving", safety_state=SafetyState.PLACED)
+            self._note(p, "safety_moving", event=SafetyEvent.SETTLED, notify=False)
             raise
-        priced = kind is SafetyKind.SL or (kind is SafetyKind.GTT and broker.capabilities.gtt_limit_orders)
-        price = self._stop_limit(p, level)
         self._note(
             p,
             "safety_moved",
             f"{p.safety_level} -> {level}",
-            safety_state=SafetyState.PLACED,
+            event=SafetyEvent.SETTLED,
             safety_level=level,
             safety_quantity=quantity,
-            safety_price=price if priced else None,
+            safety_price=price,
             safety_modifications=p.safety_modifications + 1,
         )
         self._moved(p.id)
         return None
 
-    def _recheck(
-        self, p: Protection, broker: Broker, gtt: GttBroker | None, exc: BrokerError
-    ) -> float | None:
-        state = self._broker_state(p, broker, gtt)
+    def _recheck(self, p: Protection, broker: Broker, exc: BrokerError) -> float | None:
+        state = self._broker_state(p, broker)
         if state is None:
-            self._note(
-                p, "safety_missing", str(exc)[:200], safety_state=SafetyState.MISSING, safety_order_id=None
-            )
+            self._note(p, "safety_missing", str(exc)[:200], event=SafetyEvent.LOST, safety_order_id=None)
             return self._retry_later(p.id)
         live, fired = state
         if fired is not None:
@@ -900,40 +918,40 @@ class SafetyStopManager:
             return None
         if live:
             # Still there and refused: the cap (or a limit we do not know). Cancel and re-place it.
-            with self._guard:
-                self._replace_next.add(p.id)
+            self._flag(p.id, "replace")
             return self.clock()
-        self._note(
-            p, "safety_missing", str(exc)[:200], safety_state=SafetyState.MISSING, safety_order_id=None
-        )
+        self._note(p, "safety_missing", str(exc)[:200], event=SafetyEvent.LOST, safety_order_id=None)
         return self._retry_later(p.id)
 
     def _take_away(
-        self, p: Protection, why: str, *, replacing: bool = False, final: SafetyState = SafetyState.REMOVED
+        self,
+        p: Protection,
+        why: str,
+        *,
+        replacing: bool = False,
+        final: SafetyEvent = SafetyEvent.REMOVE,
     ) -> float | None:
         """Cancel the SL-M or delete the GTT; ``replacing``: a new one is placed right after (PLACING)."""
         broker = self.hooks.broker_for(p.account_id)
         order_id = p.safety_order_id
         if broker is None or order_id is None:
             return self._retry_later(p.id) if order_id else None
-        gtt = as_gtt_broker(broker)
-        if not p.safety_kind.is_order and gtt is not None:
+        strategy = self._strategy(p.safety_kind, broker)
+        if isinstance(strategy, GTTStrategy):
             # A GTT that fired while nobody watched (the app was down, the feed missed the gap) is the exit,
             # not something to delete: Kite lets a triggered GTT be deleted and then forgets it, and the sale
             # it made was recorded as "closed outside" (found by make chaos-safety). Read it first.
-            state = self._broker_state(p, broker, gtt)
+            state = self._broker_state(p, broker)
             if state is not None and state[1] is not None:
                 self._settle_fired(self.store.get(p.id), state[1])
                 return None
-        self.store.update_safety(p.id, kind="safety_moving", safety_state=SafetyState.MOVING)
+        self._note(p, "safety_moving", event=SafetyEvent.MOVE, notify=False)
         try:
-            if p.safety_kind.is_order:
-                broker.cancel_order(order_id)
-            elif gtt is not None:
-                gtt.delete_gtt(order_id)
+            if strategy is not None:
+                strategy.cancel(order_id)
         except (RejectedError, BrokerInputError) as exc:
-            self.store.update_safety(p.id, kind="safety_moving", safety_state=SafetyState.PLACED)
-            state = self._broker_state(p, broker, gtt)
+            self._note(p, "safety_moving", event=SafetyEvent.SETTLED, notify=False)
+            state = self._broker_state(p, broker)
             if state is not None and state[1] is not None:
                 self._settle_fired(self.store.get(p.id), state[1])
                 return None
@@ -941,170 +959,105 @@ class SafetyStopManager:
                 log.warning("protection %s: the safety stop could not be taken away (%s)", p.id, exc)
                 return self._retry_later(p.id)
         except TemporaryError:
-            self.store.update_safety(p.id, kind="safety_moving", safety_state=SafetyState.PLACED)
+            self._note(p, "safety_moving", event=SafetyEvent.SETTLED, notify=False)
             raise
         if replacing:
             self._note(
                 p,
                 "safety_replacing",
                 why,
-                safety_state=SafetyState.PLACING,
+                event=SafetyEvent.REPLACE,
                 safety_order_id=None,
                 safety_modifications=0,
             )
         else:
-            self._note(p, "safety_removed", why, safety_state=final, safety_order_id=None)
+            self._note(p, "safety_removed", why, event=final, safety_order_id=None)
             log.info("protection %s: safety stop %s taken away (%s)", p.id, order_id, why)
         return None
 
     # ----------------------------------------------------------------- reading the broker
 
-    def _broker_state(
-        self, p: Protection, broker: Broker, gtt: GttBroker | None
-    ) -> tuple[bool, Order | None] | None:
+    def _read(self, p: Protection, broker: Broker) -> Reading | None:
+        """The recorded broker stop, read back (None: nothing recorded, or no way to reach it)."""
+        strategy = self._strategy(p.safety_kind, broker)
+        if not p.safety_order_id or strategy is None:
+            return None
+        return strategy.read(p, p.safety_order_id, lambda: self._others_exits(p))
+
+    def _broker_state(self, p: Protection, broker: Broker) -> tuple[bool, Order | None] | None:
         """(still live, the order it fired into) of the recorded broker stop; None when it is gone unfired."""
-        order_id = p.safety_order_id
-        if not order_id:
+        reading = self._read(p, broker)
+        if reading is None:
             return None
-        if p.safety_kind.is_order:
-            order = self._own_order(broker, order_id)
-            if order.status in (OrderStatus.TRIGGER_PENDING, OrderStatus.PENDING, OrderStatus.UNKNOWN):
-                return True, None
-            if order.status in (OrderStatus.OPEN, OrderStatus.COMPLETE):
-                return False, order
-            return None
-        if gtt is None:
-            return None
-        try:
-            g = gtt.gtt(order_id)
-        except GttNotFound:
-            fired = self._gtt_order_in_book(p, broker)
-            return None if fired is None else (False, fired)
-        if g.is_live:
+        if reading.live:
             return True, None
-        if g.status is GttStatus.TRIGGERED and g.order_id:
-            return False, broker.order(g.order_id)
-        return None
-
-    def _gtt_order_in_book(self, p: Protection, broker: Broker) -> Order | None:
-        """The order a just-deleted (or no longer listed) GTT placed, if it fired in the meantime.
-
-        A GTT's order carries no tag of ours; it is the untagged LIMIT order on our exit side, of our
-        instrument and quantity, at the GTT's LIMIT price where we set one (Kite). One that is already
-        another protection's exit is not ours: two protections on one position hold twin GTTs (same
-        level, price and quantity), and the chaos run saw the second one claim the first one's fired order
-        as its own exit, which would leave its share of the position unsold.
-        """
-        others = {
-            o.exit_order_id
-            for o in self.store.protections(account_id=p.account_id)
-            if o.id != p.id and o.exit_order_id
-        }
-        for order in reversed(broker.orders()):
-            if order.tag or order.side is not p.side.exit_side or order.order_type is not OrderType.LIMIT:
-                continue
-            if order.order_id in others:
-                continue
-            if order.quantity != p.safety_quantity or order.status in (
-                OrderStatus.CANCELLED,
-                OrderStatus.REJECTED,
-            ):
-                continue
-            same = str(order.instrument) == p.instrument or (
-                order.symbol == p.symbol and order.exchange == p.exchange
-            )
-            if not same:
-                continue
-            if p.safety_price is not None and abs(order.price - p.safety_price) > p.tick_size / 2:
-                continue
-            if _placed_before(order, p):
-                continue
-            return order
-        return None
+        return None if reading.fired is None else (False, reading.fired)
 
     def _look_for_orphan(
-        self, p: Protection, broker: Broker, gtt: GttBroker | None, kind: SafetyKind
+        self,
+        p: Protection,
+        broker: Broker,
+        kind: SafetyKind,
+        *,
+        read_order: Callable[[str], Order] | None = None,
+        settle: bool = True,
     ) -> Protection:
-        """After a crash or an ambiguous reply: a broker stop we placed but did not record is adopted."""
+        """After a crash or an ambiguous reply: a broker stop we placed but did not record is adopted.
+
+        Adopted means recorded (id, kind, level, quantity, journalled) first; one that fired is then
+        settled (``settle``; the reconciler settles it itself). ``read_order`` reads the order a GTT fired
+        into (default: the worker's read, which looks again later when the book does not list it yet).
+        """
         if p.safety_order_id and p.safety_state in (SafetyState.PLACED, SafetyState.MOVING):
-            state = self._broker_state(p, broker, gtt)
+            state = self._broker_state(p, broker)
             if state is None:
                 return self._note(
-                    p,
-                    "safety_missing",
-                    "not at the broker",
-                    safety_state=SafetyState.MISSING,
-                    safety_order_id=None,
+                    p, "safety_missing", "not at the broker", event=SafetyEvent.LOST, safety_order_id=None
                 )
             if state[1] is not None:
                 self._settle_fired(p, state[1])
                 return self.store.get(p.id)
-            return (
-                self.store.update_safety(p.id, kind="safety_checked", safety_state=SafetyState.PLACED)
-                if p.safety_state is SafetyState.MOVING
-                else p
-            )
-        if kind.is_order:
-            found = broker.find_order_by_tag(p.safety_tag)
-            if found is None or found.status in (OrderStatus.CANCELLED, OrderStatus.REJECTED):
-                return p
-            if found.status in (OrderStatus.OPEN, OrderStatus.COMPLETE):
-                self._settle_fired(p.with_changes(safety_order_id=found.order_id, safety_kind=kind), found)
-                return self.store.get(p.id)
-            modified = sum(
-                1 for o in broker.order_history(found.order_id) if o.raw_status.upper() == "MODIFIED"
-            )
-            return self._note(
-                p,
-                "safety_adopted",
-                f"{kind.value} {found.order_id} found by its tag",
-                safety_state=SafetyState.PLACED,
-                safety_kind=kind,
-                safety_order_id=found.order_id,
-                safety_level=found.trigger_price or None,
-                safety_price=found.price if kind is SafetyKind.SL and found.price else None,
-                safety_quantity=found.quantity,
-                safety_modifications=modified,
-            )
-        if gtt is None:
+            if p.safety_state is SafetyState.MOVING:
+                return self._note(p, "safety_checked", event=SafetyEvent.SETTLED, notify=False)
             return p
-        owned = {x.safety_order_id for x in self.store.live() if x.safety_order_id and x.id != p.id}
-        quantity = p.filled_quantity or p.quantity
-        for g in gtt.gtts():
-            fired = g.status is GttStatus.TRIGGERED and bool(g.order_id)
-            if not (g.is_live or fired) or g.gtt_id in owned:
-                continue
-            if g.side is not p.side.exit_side or g.quantity not in (quantity, p.safety_quantity):
-                continue
-            if str(g.instrument) != p.instrument and not (g.symbol == p.symbol and g.exchange == p.exchange):
-                continue
-            if g.limit_price is not None and g.trigger_price > 0:
-                ours = gtt_limit_price(
-                    p.side.exit_side, g.trigger_price, self.policy.limit_percent, p.tick_size
-                )
-                if abs(ours - g.limit_price) > p.tick_size / 2:
-                    continue  # not priced as we price ours: the trader's own GTT
-            if fired:
-                # It fired while nobody knew it was ours (placed, then a crash before it was recorded):
-                # its order is the exit, and no new stop must be placed for a position it closed.
-                assert g.order_id is not None
-                order = broker.order(g.order_id)
-                if _placed_before(order, p):
-                    continue  # an earlier protection's stop, fired before this one existed
-                log.warning("protection %s: unrecorded GTT %s found fired at the broker", p.id, g.gtt_id)
-                self._settle_fired(p.with_changes(safety_order_id=g.gtt_id, safety_kind=kind), order)
-                return self.store.get(p.id)
-            return self._note(
-                p,
-                "safety_adopted",
-                f"GTT {g.gtt_id} found at the broker",
-                safety_state=SafetyState.PLACED,
-                safety_kind=kind,
-                safety_order_id=g.gtt_id,
-                safety_level=g.trigger_price,
-                safety_price=g.limit_price,
-                safety_quantity=g.quantity,
-            )
+        strategy = self._strategy(kind, broker)
+        if strategy is None:
+            return p
+        # Not ours: a stop another protection holds or held (an ended one too: a twin on the same position
+        # closed by its GTT keeps that GTT's id), nor one that fired into another protection's exit. Found by
+        # the chaos run: a twin whose exit waited for the first one's took the first one's fired GTT (ended,
+        # so no longer "live") for its own unrecorded stop, and closed with the first one's order as its exit.
+        others = [x for x in self.store.protections(account_id=p.account_id) if x.id != p.id]
+        others += [x for x in self.store.live() if x.account_id != p.account_id]
+        found = strategy.find_unrecorded(
+            p,
+            {x.safety_order_id for x in others if x.safety_order_id},
+            read_order or strategy.own_order,
+            (p.filled_quantity or p.quantity, p.safety_quantity),
+            {x.exit_order_id for x in others if x.exit_order_id},
+        )
+        if found is None:
+            return p
+        if found.fired is not None and not kind.is_order:
+            log.warning("protection %s: unrecorded GTT %s found fired at the broker", p.id, found.order_id)
+        # Recorded before anything is settled: the journal and the row name the stop (and through it the
+        # order it fired into) as this protection's, whatever happens next. Found by make chaos-safety
+        # (seed 30300): settled unrecorded, it closed as "external", a GTT of unknown origin.
+        p = self._note(
+            p,
+            "safety_adopted",
+            found.message,
+            event=SafetyEvent.ACCEPTED,
+            safety_kind=kind,
+            safety_order_id=found.order_id,
+            safety_level=found.level,
+            safety_price=found.price,
+            safety_quantity=found.quantity,
+            safety_modifications=found.modifications,
+        )
+        if found.fired is not None and settle:
+            self._settle_fired(p, found.fired)
+            return self.store.get(p.id)
         return p
 
     # ----------------------------------------------------------------- the broker stop fired
@@ -1122,7 +1075,7 @@ class SafetyStopManager:
                     exit_order_id=order.order_id,
                     exit_price=order.average_price or None,
                     exit_quantity=order.filled_quantity or None,
-                    safety_state=SafetyState.FIRED,
+                    safety_state=next_state(self.store.get(p.id).safety_state, SafetyEvent.FIRE, p.id),
                 )
             except (ConcurrentTransition, IllegalTransition) as exc:
                 log.info("protection %s: safety fill not applied (%s)", p.id, exc)
@@ -1135,7 +1088,7 @@ class SafetyStopManager:
         if order.status in (OrderStatus.CANCELLED, OrderStatus.REJECTED):
             # It fired, but its order failed: nothing holds the position at the broker any more.
             why = f"its order {order.order_id} was {order.raw_status.lower()}: {order.status_message or ''}"
-            self._note(p, "safety_missing", why, safety_state=SafetyState.MISSING, safety_order_id=None)
+            self._note(p, "safety_missing", why, event=SafetyEvent.LOST, safety_order_id=None)
             self._wake(p.account_id, p.id)
             return
         if p.safety_state is not SafetyState.FIRED:
@@ -1143,21 +1096,17 @@ class SafetyStopManager:
                 p,
                 "safety_fired",
                 f"order {order.order_id} {order.raw_status}",
-                safety_state=SafetyState.FIRED,
+                event=SafetyEvent.FIRE,
+                safety_order_id=p.safety_order_id,
             )
         self.hooks.reconcile(p.account_id)
-
-    def on_order_update(self, pid: int) -> None:
-        """The broker pushed a change of a safety SL-M order (tag: exit tag + "S"). Never blocks."""
-        self._check_soon(pid)
 
     def _check_soon(self, pid: int) -> None:
         try:
             p = self.store.get(pid)
         except KeyError:
             return
-        with self._guard:
-            self._check_next.add(pid)
+        self._flag(pid, "check")
         self.track(p)
 
     # ----------------------------------------------------------------- the reconciler's questions
@@ -1168,89 +1117,44 @@ class SafetyStopManager:
         Raises the broker's error when the stop cannot be read: "it did not fire" would be a guess, and
         the protection would be recorded as closed outside TrailStop while its own stop closed it.
         """
-        if not p.safety_order_id and p.safety_state is not SafetyState.FIRED:
+        if not p.safety_order_id and p.safety_state not in _UNRECORDED:
             return None
         with self._lock_for(p.id):
             p = self.store.get(p.id)
-            state = self._broker_state(p, broker, as_gtt_broker(broker))
+            if not p.safety_order_id and p.safety_state in _UNRECORDED:
+                # Placed, then a crash before the reply was stored: it may be what closed the position.
+                held = p.safety_kind if p.safety_kind is not SafetyKind.NONE else safety_kind_for(broker, p)
+                if held is SafetyKind.NONE:
+                    return None
+                p = self._look_for_orphan(p, broker, held, settle=False)
+            state = self._broker_state(p, broker)
             if state is not None and state[1] is not None and state[1].status is OrderStatus.COMPLETE:
                 return state[1]
         return None
 
-    def verify(self, p: Protection) -> None:
-        """Reconcile: check soon that the broker stop is there, at its level and quantity; fix it if not.
-
-        The check runs on the account's safety worker, so that only that thread moves broker stops.
-        """
-        if p.status is Status.OPEN and (p.safety_enabled or p.safety_state in _LIVE_AT_BROKER):
-            self._check_soon(p.id)
-
-    def _check_held(self, p: Protection, broker: Broker, gtt: GttBroker | None) -> float | None:
+    def _check_held(self, p: Protection, broker: Broker) -> float | None:
         """Read the recorded broker stop back. Returns when to step again (None: go on following)."""
-        order_id = p.safety_order_id
-        assert order_id is not None
-        if p.safety_kind.is_order:
-            order = self._own_order(broker, order_id)
-            if order.status is OrderStatus.REJECTED and p.safety_state is SafetyState.PLACED:
-                # Accepted, then refused by the exchange (an SL-M on options or BSE: 16052), found by a
-                # later read because the book lagged the placement: handled as a refusal at placement.
-                return self._refused(p, p.safety_kind, order.status_message or order.raw_status)
-            if (
-                order.status in (OrderStatus.OPEN, OrderStatus.COMPLETE)
-                or p.safety_state is SafetyState.FIRED
-            ):
-                self._settle_fired(p, order)
-            elif order.is_final:
-                self._note(
-                    p,
-                    "safety_missing",
-                    f"the SL-M is {order.raw_status.lower()}",
-                    safety_state=SafetyState.MISSING,
-                    safety_order_id=None,
-                )
-            elif (order.trigger_price, order.quantity) != (p.safety_level, p.safety_quantity):
-                self._note(
-                    p,
-                    "safety_checked",
-                    "the broker holds another level or quantity",
-                    safety_level=order.trigger_price or None,
-                    safety_quantity=order.quantity,
-                )
+        reading = self._read(p, broker)
+        if reading is None:
             return None
-        if gtt is None:
-            return None
-        try:
-            g = gtt.gtt(order_id)
-        except GttNotFound:
-            fired = self._gtt_order_in_book(p, broker)
-            if fired is not None:
-                self._settle_fired(p, fired)
-            else:
-                self._note(
-                    p,
-                    "safety_missing",
-                    "the GTT is gone",
-                    safety_state=SafetyState.MISSING,
-                    safety_order_id=None,
-                )
-            return None
-        if g.status is GttStatus.TRIGGERED and g.order_id:
-            self._settle_fired(p, broker.order(g.order_id))
-        elif not g.is_live or p.safety_state is SafetyState.FIRED:
-            self._note(
-                p,
-                "safety_missing",
-                f"the GTT is {g.raw_status}",
-                safety_state=SafetyState.MISSING,
-                safety_order_id=None,
-            )
-        elif (g.trigger_price, g.quantity) != (p.safety_level, p.safety_quantity):
+        if reading.rejected is not None and p.safety_state is SafetyState.PLACED:
+            # Accepted, then refused by the exchange (an SL-M on options or BSE: 16052), found by a
+            # later read because the book lagged the placement: handled as a refusal at placement.
+            return self._refused(p, p.safety_kind, reading.rejected)
+        fired = reading.fired
+        if fired is None and p.safety_state is SafetyState.FIRED and reading.order is not None:
+            fired = reading.order  # a stop order known to have fired: its own order says how it ended
+        if fired is not None:
+            self._settle_fired(p, fired)
+        elif not reading.live or p.safety_state is SafetyState.FIRED:
+            self._note(p, "safety_missing", reading.status, event=SafetyEvent.LOST, safety_order_id=None)
+        elif (reading.level, reading.quantity) != (p.safety_level, p.safety_quantity):
             self._note(
                 p,
                 "safety_checked",
                 "the broker holds another level or quantity",
-                safety_level=g.trigger_price,
-                safety_quantity=g.quantity,
+                safety_level=reading.level,
+                safety_quantity=reading.quantity,
             )
         return None
 
@@ -1262,28 +1166,30 @@ class SafetyStopManager:
         SL-M: turned into the exit (modified to MARKET, and to ``quantity``). GTT: deleted first; if it has
         already fired, its order is the exit. Runs on the executor's thread, urgent, under the lock.
         """
-        if not p.safety_order_id and p.safety_state not in (
-            SafetyState.PLACING,
-            SafetyState.MOVING,
-            SafetyState.FIRED,
-        ):
+        if not p.safety_order_id and p.safety_state not in _UNRECORDED:
             return PROCEED
-        with self._guard:
-            self._exiting.add(p.id)
+        self._flag(p.id, "exiting")
         with self._lock_for(p.id):
             p = self.store.get(p.id)
-            gtt = as_gtt_broker(broker)
-            if not p.safety_order_id and p.safety_state in (SafetyState.PLACING, SafetyState.MOVING):
-                # Placed but not recorded (an ambiguous reply or a crash): find it before exiting.
+            if not p.safety_order_id and p.safety_state in _UNRECORDED:
+                # Placed but not recorded (an ambiguous reply or a crash; FIRED: found fired by a version
+                # that did not record its id): find it before exiting.
                 kind = safety_kind_for(broker, p)
-                p = self._exit_call(lambda: self._look_for_orphan(p, broker, gtt, kind))
+                p = self._exit_call(
+                    lambda: self._look_for_orphan(
+                        p, broker, kind, read_order=lambda oid: self._read_fired_order(broker, oid)
+                    )
+                )
                 if p.status is Status.CLOSED:
                     return ExitPlan(p.exit_order_id, fired=True)
             if not p.safety_order_id:
                 return PROCEED
-            if p.safety_kind.is_order:
-                return self._exit_via_slm(p, broker, quantity)
-            return self._exit_around_gtt(p, broker, gtt, quantity)
+            strategy = self._strategy(p.safety_kind, broker)
+            if isinstance(strategy, SLOrderStrategy):
+                return self._exit_via_stop_order(p, strategy, quantity)
+            if isinstance(strategy, GTTStrategy):
+                return self._exit_around_gtt(p, strategy)
+            return ExitPlan(blocked="the broker-held GTT cannot be reached through this account")
 
     def _exit_call(self, fn: Callable[[], T]) -> T:
         # An ambiguous reply is not retried blindly: the caller reads the order back first.
@@ -1295,7 +1201,8 @@ class SafetyStopManager:
             give_up=lambda exc: isinstance(exc, AmbiguousError),
         )
 
-    def _exit_via_slm(self, p: Protection, broker: Broker, quantity: int) -> ExitPlan:
+    def _exit_via_stop_order(self, p: Protection, strategy: SLOrderStrategy, quantity: int) -> ExitPlan:
+        broker = strategy.broker
         order_id = p.safety_order_id
         assert order_id is not None
         for _ in range(self.policy.exit_attempts):
@@ -1307,12 +1214,12 @@ class SafetyStopManager:
                     p,
                     "safety_removed",
                     f"the SL-M was {order.raw_status.lower()}",
-                    safety_state=SafetyState.REMOVED,
+                    event=SafetyEvent.REMOVE,
                     safety_order_id=None,
                 )
                 return PROCEED
             if quantity <= 0:
-                return self._cancel_for_exit(p, broker, order)
+                return self._cancel_for_exit(p, strategy, order)
             try:
                 broker.modify_order(
                     order_id,
@@ -1326,24 +1233,22 @@ class SafetyStopManager:
                 if again.status in (OrderStatus.OPEN, OrderStatus.COMPLETE) or again.is_final:
                     continue
                 log.warning("protection %s: the SL-M could not be turned into the exit (%s)", p.id, exc)
-                return self._cancel_for_exit(p, broker, again)
+                return self._cancel_for_exit(p, strategy, again)
             except AmbiguousError:
                 continue  # look at the order again: it may have been modified
             except TemporaryError:
                 self._sleep(self.policy.exit_retry_delay)
                 continue
-            self._note(
-                p, "safety_to_exit", f"SL-M {order_id} modified to MARKET", safety_state=SafetyState.EXIT
-            )
+            self._note(p, "safety_to_exit", f"SL-M {order_id} modified to MARKET", event=SafetyEvent.TO_EXIT)
             log.info("protection %s: exit by turning the safety SL-M %s into a MARKET order", p.id, order_id)
             return ExitPlan(order_id)
         return ExitPlan(blocked="the broker-held SL-M could not be turned into the exit")
 
-    def _cancel_for_exit(self, p: Protection, broker: Broker, order: Order) -> ExitPlan:
+    def _cancel_for_exit(self, p: Protection, strategy: SLOrderStrategy, order: Order) -> ExitPlan:
         try:
-            self._exit_call(lambda: broker.cancel_order(order.order_id, urgent=True))
+            self._exit_call(lambda: strategy.cancel(order.order_id, urgent=True))
         except (RejectedError, BrokerInputError):
-            again = self._read_after_refusal(broker, order.order_id, order.status)
+            again = self._read_after_refusal(strategy.broker, order.order_id, order.status)
             if again.status in (OrderStatus.OPEN, OrderStatus.COMPLETE):
                 return self._adopt(p, again, fired=True)
             if not again.is_final:
@@ -1354,24 +1259,21 @@ class SafetyStopManager:
             p,
             "safety_removed",
             "cancelled for TrailStop's own exit",
-            safety_state=SafetyState.REMOVED,
+            event=SafetyEvent.REMOVE,
             safety_order_id=None,
         )
         return PROCEED
 
-    def _exit_around_gtt(
-        self, p: Protection, broker: Broker, gtt: GttBroker | None, quantity: int
-    ) -> ExitPlan:
+    def _exit_around_gtt(self, p: Protection, strategy: GTTStrategy) -> ExitPlan:
         """Delete the GTT first; a GTT that fired (before, or just as it was deleted) is the exit."""
+        broker, gtt = strategy.broker, strategy.gtt
         gtt_id = p.safety_order_id
         assert gtt_id is not None
-        if gtt is None:
-            return ExitPlan(blocked="the broker-held GTT cannot be reached through this account")
         delete = p.safety_state is not SafetyState.FIRED
         for _ in range(self.policy.exit_attempts):
             if delete:
                 try:
-                    gtt.delete_gtt(gtt_id, urgent=True)
+                    strategy.cancel(gtt_id, urgent=True)
                 except (RejectedError, BrokerInputError) as exc:
                     log.info("protection %s: deleting the GTT was refused (%s)", p.id, exc)
                 except AmbiguousError:
@@ -1390,16 +1292,16 @@ class SafetyStopManager:
                 continue  # still active: the delete did not happen; try again
             if g is not None and g.order_id and g.status is not GttStatus.REJECTED:
                 return self._adopt(p, self._read_fired_order(broker, g.order_id), fired=True)
-            fired = None if g is not None else self._exit_call(lambda: self._gtt_order_in_book(p, broker))
+            fired = None if g is not None else self._exit_call(lambda: self._fired_in_book(p, strategy))
             if fired is None and g is None and self._may_have_fired(p, broker):
-                fired = self._wait_for_gtt_order(p, broker)
+                fired = self._wait_for_gtt_order(p, strategy)
             if fired is not None:
                 return self._adopt(p, fired, fired=True)
             self._note(
                 p,
                 "safety_removed",
                 "GTT deleted for TrailStop's own exit",
-                safety_state=SafetyState.REMOVED,
+                event=SafetyEvent.REMOVE,
                 safety_order_id=None,
             )
             return PROCEED
@@ -1413,16 +1315,6 @@ class SafetyStopManager:
             self._sleep(pause)
             waited += pause
             pause = min(pause * 2, 1.0)
-
-    def _own_order(self, broker: Broker, order_id: str) -> Order:
-        """An order the broker gave us the id of, read by the safety worker: a lagging book's "no such
-        order" raises _NotInBookYet (the step looks again later) instead of failing the step."""
-        try:
-            return broker.order(order_id)
-        except GttNotFound:
-            raise
-        except BrokerInputError as exc:
-            raise _NotInBookYet(f"order {order_id} not in the order book yet ({exc})") from exc
 
     def _read_after_refusal(self, broker: Broker, order_id: str, before: OrderStatus) -> Order:
         """The order after a modify or cancel was refused: the refusal says it moved on (it filled,
@@ -1465,17 +1357,20 @@ class SafetyStopManager:
             return True
         return any(x <= level if p.side is Side.BUY else x >= level for x in prices)
 
-    def _wait_for_gtt_order(self, p: Protection, broker: Broker) -> Order | None:
+    def _wait_for_gtt_order(self, p: Protection, strategy: GTTStrategy) -> Order | None:
         """Look for the order a crossed, now forgotten GTT placed, while the order book catches up.
 
         Found in a chaos run with the simulator's book_lag fault: the GTT fired as the price gapped through
         it, the delete went through, the book did not list the fired order yet, and a second exit went out.
         """
         for _ in self._lagging_reads():
-            fired = self._exit_call(lambda: self._gtt_order_in_book(p, broker))
+            fired = self._exit_call(lambda: self._fired_in_book(p, strategy))
             if fired is not None:
                 return fired
         return None
+
+    def _fired_in_book(self, p: Protection, strategy: GTTStrategy) -> Order | None:
+        return strategy.fired_in_book(p, self._others_exits(p))
 
     def _adopt(self, p: Protection, order: Order, *, fired: bool) -> ExitPlan:
         """The order the broker stop fired into becomes the exit; a resting LIMIT is pushed to MARKET."""
@@ -1490,12 +1385,11 @@ class SafetyStopManager:
                     broker.modify_order(order.order_id, order_type=OrderType.MARKET, urgent=True)
                 except BrokerError as exc:
                     log.info("protection %s: the fired order stays a LIMIT order (%s)", p.id, exc)
-        state = SafetyState.FIRED if fired else SafetyState.EXIT
         self._note(
             p,
             "safety_fired" if fired else "safety_to_exit",
             f"order {order.order_id} is the exit",
-            safety_state=state,
+            event=SafetyEvent.FIRE if fired else SafetyEvent.TO_EXIT,
         )
         return ExitPlan(order.order_id, fired=fired)
 
@@ -1517,23 +1411,3 @@ __all__ = [
     "slm_unavailable",
     "threshold_for",
 ]
-
-
-class _NotInBookYet(TemporaryError):
-    """An order id the broker gave us that its (lagging) order book does not list yet: look again later
-    (a temporary error: the exit path retries it and stays TRIGGERED, as for any other)."""
-
-
-def _local(moment: datetime) -> datetime:
-    """As naive local time, as the store keeps its timestamps (a broker's are aware, in IST)."""
-    return moment.astimezone().replace(tzinfo=None) if moment.tzinfo is not None else moment
-
-
-def _placed_before(order: Order, p: Protection) -> bool:
-    """The order reached the broker before the protection existed: it is not the protection's.
-
-    Brokers give whole seconds, the store microseconds: an order of the same second is not "before".
-    """
-    if order.placed_at is None:
-        return False
-    return _local(order.placed_at) + timedelta(seconds=1) <= _local(p.created_at)

@@ -24,7 +24,7 @@ from trailstop_gui.services.brokers.base import (
     OrderType,
     Position,
 )
-from trailstop_gui.services.brokers.errors import RejectedError, TemporaryError
+from trailstop_gui.services.brokers.errors import BrokerInputError, RejectedError, TemporaryError
 from trailstop_gui.services.safety_stop import (
     Decision,
     Move,
@@ -532,3 +532,227 @@ def test_a_protection_alone_on_its_position_reads_no_positions(store: Protection
     manager(store, broker)._step(p.id)
     assert [r.quantity for r in placed(broker)] == [10]
     assert not any(name == "positions" for name, _ in broker.calls)
+
+
+# ----------------------------------------------------------------------------- the price at start-up
+
+
+class QuoteBroker(ScriptedBroker):
+    """A ScriptedBroker whose LTP is set by the test; every quote read is recorded."""
+
+    def __init__(self, ltp: float) -> None:
+        super().__init__()
+        self.last = ltp
+
+    def ltp(self, keys: list[str]) -> dict[str, float]:
+        self._call("ltp", tuple(keys))
+        return dict.fromkeys(keys, self.last)
+
+
+def test_at_start_up_already_crossed_is_judged_on_a_fresh_broker_quote(store: ProtectionStore) -> None:
+    """The feed still holds a price from before the restart (120) while the market is at 95, through
+    the safety level (~97): a stop placed there would fire at once beside TrailStop's own exit."""
+    broker = QuoteBroker(ltp=95.0)
+    p = new_protection(store, safety_enabled=True)  # stop 98: its safety level is about 97
+    feed = {"ltp": 120.0}
+    safety = SafetyStopManager(
+        store,
+        SafetyHooks(broker_for=lambda _a: broker, last_price=lambda _p: feed["ltp"]),
+        SafetyPolicy(exit_retry_delay=0, retry_delay=60.0),
+        sleep=lambda _s: None,
+    )
+    try:
+        safety.track(p)  # what a start does for an armed protection
+        assert safety.wait_idle()
+    finally:
+        safety.shutdown()
+    assert [name for name, _ in broker.calls if name != "find_order_by_tag"] == ["ltp"]
+    assert placed(broker) == [] and store.get(p.id).safety_order_id is None
+    # Once a broker quote has been read, the feed's price serves again (it is live by then).
+    broker.last, feed["ltp"] = 50.0, 99.5
+    broker.calls.clear()
+    safety._step(p.id)
+    assert [name for name, _ in broker.calls] == ["place_order", "order"]
+    assert store.get(p.id).safety_state is SafetyState.PLACED
+
+
+# ------------------------------------------------ a stop placed, not recorded (a crash), found fired
+
+
+def unrecorded_fired_gtt(store: ProtectionStore, status: OrderStatus) -> tuple[ScriptedBroker, Protection]:
+    """A CNC protection whose GTT G7 reached the broker, was never recorded, and fired into O9."""
+    broker = ScriptedBroker()
+    p = new_protection(store, product=Product.CNC, safety_enabled=True)
+    p = store.update_safety(p.id, safety_state=SafetyState.PLACING, safety_kind=SafetyKind.GTT)
+    limit = gtt_limit_price(Side.SELL, 96.0, SafetyPolicy().limit_percent, 0.05)
+    broker.orders_by_id["O9"] = order("O9", status, order_type=OrderType.LIMIT, price=limit)
+    broker.gtts_by_id["G7"] = Gtt(
+        "G7", GttStatus.TRIGGERED, "triggered", Side.SELL, 10, 96.0, limit, 408065, "INFY", "NSE", "O9"
+    )
+    return broker, p
+
+
+def adopted(store: ProtectionStore, pid: int) -> list[str]:
+    return [e.new for e in store.events(protection_id=pid) if e.kind == "safety_adopted"]
+
+
+def test_an_unrecorded_gtt_whose_order_still_works_is_recorded_while_open(store: ProtectionStore) -> None:
+    """Its order is working (not filled yet): the protection stays OPEN, and now names the GTT."""
+    broker, p = unrecorded_fired_gtt(store, OrderStatus.OPEN)
+    safety = manager(store, broker)
+    try:
+        safety.track(p)
+        assert safety.wait_idle()
+    finally:
+        safety.shutdown()
+    now = store.get(p.id)
+    assert (now.status, now.safety_state) == (Status.OPEN, SafetyState.FIRED)
+    assert (now.safety_order_id, now.safety_kind, now.safety_level, now.safety_quantity) == (
+        "G7",
+        SafetyKind.GTT,
+        96.0,
+        10,
+    )
+    assert len(adopted(store, p.id)) == 1 and "G7" in adopted(store, p.id)[0]
+    assert not any(name in ("place_gtt", "place_order") for name, _ in broker.calls)
+
+
+def test_an_unrecorded_gtt_that_filled_is_recorded_before_the_close(store: ProtectionStore) -> None:
+    broker, p = unrecorded_fired_gtt(store, OrderStatus.COMPLETE)
+    safety = manager(store, broker)
+    try:
+        safety.track(p)
+        assert safety.wait_idle()
+    finally:
+        safety.shutdown()
+    done = store.get(p.id)
+    assert (done.status, done.reason, done.safety_order_id) == (Status.CLOSED, "safety stop", "G7")
+    events = [(e.kind, e.new) for e in store.events(protection_id=p.id)]
+    assert events.index(next(e for e in events if e[0] == "safety_adopted")) < events.index(
+        ("transition", "CLOSED")
+    )
+
+
+def test_own_exit_over_an_unrecorded_fired_gtt_sends_nothing(store: ProtectionStore) -> None:
+    """The latent double exit: TrailStop's own stop fired at the restart (the positions read still showing
+    the shares); the GTT it never recorded had sold them. Its order is the exit; nothing is sent."""
+    broker, p = unrecorded_fired_gtt(store, OrderStatus.COMPLETE)
+    p = store.transition(p.id, Status.TRIGGERED, reason="stop")
+    exit_plan = manager(store, broker).prepare_exit(p, broker, 10)
+    assert (exit_plan.order_id, exit_plan.fired) == ("O9", True)
+    assert store.get(p.id).safety_order_id == "G7"
+
+
+def test_the_reconciler_finds_an_unrecorded_fired_gtt(store: ProtectionStore) -> None:
+    """A flat position, its GTT never recorded: the order it fired into closed it (not "external")."""
+    broker, p = unrecorded_fired_gtt(store, OrderStatus.COMPLETE)
+    fired = manager(store, broker).fired_order(p, broker)
+    assert fired is not None and fired.order_id == "O9"
+    now = store.get(p.id)
+    assert (now.status, now.safety_order_id) == (Status.OPEN, "G7")  # the reconciler closes it
+
+
+def test_a_product_the_broker_holds_no_stop_for_switches_the_safety_stop_off(store: ProtectionStore) -> None:
+    """It used to write a journal event with no field changed, which the store refuses (ValueError): the
+    step failed, was retried every minute, and the stop stayed "placing" for ever."""
+    broker = ScriptedBroker()
+    broker.capabilities = replace(KITE_CAPABILITIES, safety_orders=())  # type: ignore[misc]
+    p = new_protection(store, safety_enabled=True)
+    manager(store, broker)._step(p.id)
+    assert store.get(p.id).safety_state is SafetyState.OFF
+    assert any(e.kind == "safety_unsupported" for e in store.events(protection_id=p.id))
+    assert broker.calls == []
+
+
+def test_an_slm_that_fired_then_was_switched_off_is_still_the_exit(store: ProtectionStore) -> None:
+    """Switched off after it fired, the stop keeps its order id; TrailStop's own exit adopts its order."""
+    broker = ScriptedBroker()
+    broker.orders_by_id["S1"] = order("S1", OrderStatus.COMPLETE)
+    p = held(store, SafetyKind.SL_M, "S1")
+    store.update_safety(p.id, safety_state=SafetyState.FIRED)
+    store.update_safety(p.id, safety_state=SafetyState.OFF, safety_enabled=False)
+    p = store.transition(p.id, Status.TRIGGERED, reason="stop")
+    exit_plan = manager(store, broker).prepare_exit(p, broker, 10)
+    assert (exit_plan.order_id, exit_plan.fired) == ("S1", True)
+    assert store.get(p.id).safety_state is SafetyState.FIRED
+
+
+def test_a_stop_recorded_fired_without_its_id_is_found_before_the_own_exit(store: ProtectionStore) -> None:
+    """A database written before the fix: the GTT was found fired with its order still working, and the
+    state FIRED was written without the GTT's id. TrailStop's own exit then sent a second sell; now the
+    GTT is found again, recorded, and its order is the exit."""
+    broker, p = unrecorded_fired_gtt(store, OrderStatus.COMPLETE)
+    store.update_safety(p.id, safety_state=SafetyState.FIRED)
+    p = store.transition(p.id, Status.TRIGGERED, reason="stop")
+    exit_plan = manager(store, broker).prepare_exit(p, broker, 10)
+    assert (exit_plan.order_id, exit_plan.fired) == ("O9", True)
+    assert store.get(p.id).safety_order_id == "G7"
+
+
+def test_a_twin_does_not_take_the_first_ones_fired_gtt_for_its_unrecorded_stop(
+    store: ProtectionStore,
+) -> None:
+    """Found by the chaos run (after the unrecorded-stop fix): two protections on one MARUTI long, the older
+    holding the GTT, the twin none (state still "placing"). Both stops fired; the first one's exit was its
+    fired GTT's order and it closed. The twin's exit then looked for an unrecorded stop of its own, found the
+    first one's GTT (ended, so not "live"), and closed with the first one's order as its exit."""
+    broker, first = unrecorded_fired_gtt(store, OrderStatus.COMPLETE)
+    store.update_safety(first.id, safety_order_id="G7", safety_state=SafetyState.FIRED)
+    store.transition(first.id, Status.TRIGGERED, reason="stop")
+    store.transition(first.id, Status.EXITING, exit_order_id="O9", exit_quantity=10, reason="safety stop")
+    store.transition(first.id, Status.CLOSED, reason="safety stop", exit_quantity=10)
+    twin = new_protection(store, account_id=first.account_id, product=Product.CNC, safety_enabled=True)
+    twin = store.update_safety(twin.id, safety_state=SafetyState.PLACING, safety_kind=SafetyKind.GTT)
+    twin = store.transition(twin.id, Status.TRIGGERED, reason="stop")
+    exit_plan = manager(store, broker).prepare_exit(twin, broker, 10)
+    assert exit_plan.proceed and exit_plan.order_id is None
+    assert store.get(twin.id).safety_order_id is None
+    # Also when only the exit names it (the first one's row no longer holds the GTT's id).
+    store.update_safety(first.id, safety_order_id=None)
+    assert manager(store, broker).prepare_exit(twin, broker, 10).proceed
+    assert store.get(twin.id).safety_order_id is None
+
+
+class LaggingBookBroker(ScriptedBroker):
+    """The order book does not list ``hidden`` yet, and reading it fails ``misses`` times (Kite's lag)."""
+
+    def __init__(self, hidden: str, misses: int) -> None:
+        super().__init__()
+        self.hidden = hidden
+        self.misses = misses
+
+    def orders(self) -> list[Order]:
+        return [o for o in super().orders() if o.order_id != self.hidden]
+
+    def order(self, order_id: str) -> Order:
+        if order_id == self.hidden and self.misses > 0:
+            self.misses -= 1
+            self._call("order", order_id)
+            raise BrokerInputError("Couldn't find that `order_id`.")
+        return super().order(order_id)
+
+
+def test_a_gtt_seen_fired_before_its_order_is_in_the_book_is_the_exit(store: ProtectionStore) -> None:
+    """Found by the chaos-safety run (seed 30297): the safety worker read the Kite GTT as triggered, its
+    order not in the lagging book yet, and recorded nothing; TrailStop's own exit then deleted the GTT (Kite
+    forgets a deleted GTT, and with it the order it placed), found nothing, and sent a second sell (refused
+    there for lack of holdings; on an NRML position it would have gone). The GTT is now recorded FIRED at
+    once, so the exit keeps it and waits for its order."""
+    broker = LaggingBookBroker(hidden="O9", misses=1)
+    p = held(store, SafetyKind.GTT, "G1", Product.CNC)
+    broker.orders_by_id["O9"] = order("O9", OrderStatus.COMPLETE, order_type=OrderType.LIMIT, price=94.05)
+    broker.gtts_by_id["G1"] = Gtt(
+        "G1", GttStatus.TRIGGERED, "triggered", Side.SELL, 10, 96.0, 94.05, 408065, "INFY", "NSE", "O9"
+    )
+    safety = manager(store, broker)
+    try:
+        safety.verify(p)  # a reconcile asks for the broker stop to be read back
+        assert safety.wait_idle()
+    finally:
+        safety.shutdown()
+    now = store.get(p.id)
+    assert (now.status, now.safety_state, now.safety_order_id) == (Status.OPEN, SafetyState.FIRED, "G1")
+    p = store.transition(p.id, Status.TRIGGERED, reason="stop")
+    exit_plan = manager(store, broker).prepare_exit(p, broker, 10)
+    assert (exit_plan.order_id, exit_plan.fired) == ("O9", True)
+    assert not any(name == "delete_gtt" for name, _ in broker.calls)
