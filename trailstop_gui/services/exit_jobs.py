@@ -68,6 +68,7 @@ from trailstop_gui.services.exit_decisions import (
 )
 from trailstop_gui.services.exit_watch import ExitWatch, FillWatcher
 from trailstop_gui.services.holdings import blocked_by_working_sales, delivery_shares
+from trailstop_gui.services.position_book import PositionBook
 from trailstop_gui.services.positions import PositionKey, exit_share, open_quantity, position_key
 from trailstop_gui.services.retry import Backoff, call_with_retries
 from trailstop_gui.services.safety_stop import SAFETY_STOP_REASON, SafetyStopManager
@@ -223,6 +224,9 @@ class ExitJobs:
         )
         # The broker-held safety stops, consulted before every exit (set by the ProtectionService).
         self.safety: SafetyStopManager | None = None
+        # Each account's live position book (services/position_book.py; set by the ProtectionService):
+        # an exit is sized from it when it vouches for the position, else from a positions read.
+        self.book_for: Callable[[int], PositionBook | None] = lambda _account_id: None
 
     # ----------------------------------------------------------------- public, any thread
 
@@ -390,7 +394,8 @@ class ExitJobs:
         if broker is not None:
             self._listen_for(p)
         try:
-            live = self._live_quantity(p, broker) if broker is not None else None
+            # Sized while TRIGGERED is being committed: from the book (no round trip) when it is fresh.
+            live = self._exit_quantity(p, broker) if broker is not None else None
             if not gate.wait():
                 return False  # the trigger was not committed: someone else owns this exit
             p = self.store.get(p.id)
@@ -432,6 +437,15 @@ class ExitJobs:
         holdings = self._call(p, broker.holdings, "read holdings") if p.product.value == "CNC" else []
         return open_quantity(p, positions, holdings, broker.capabilities)
 
+    def _exit_quantity(self, p: Protection, broker: Broker) -> int:
+        """The live open quantity for a first exit: the book's when it vouches for it, else REST's."""
+        book = self.book_for(p.account_id)
+        live = book.quantity(p) if book is not None else None
+        if live is not None:
+            log.debug("protection %s: sized from the position book: %d", p.id, live)
+            return live
+        return self._live_quantity(p, broker)
+
     def _exit_orders(self, p: Protection, broker: Broker) -> list[Order]:
         """Every usable order at the broker carrying the exit tag (a sliced exit has several)."""
         orders = self._call(p, broker.orders, "read the order book")
@@ -439,12 +453,17 @@ class ExitJobs:
 
     def _place(self, p: Protection, broker: Broker, live: int | None = None) -> bool:
         if live is None:
-            live = self._live_quantity(p, broker)
+            live = self._exit_quantity(p, broker)
         if live <= 0:
             # A positions endpoint may lag a fresh fill: "flat" (no exit sent, the safety stop taken away)
-            # only when a second read, some seconds on, agrees.
+            # only when a second read, some seconds on, agrees. A fresh book that saw the position go
+            # (a sale outside the app) is believed over a read that may still lag it: never a flip.
             self._sleep(self.policy.flat_confirm)
             live = self._live_quantity(p, broker)
+            book = self.book_for(p.account_id)
+            known = book.quantity(p) if book is not None else None
+            if known is not None:
+                live = min(live, known)
         # Its share of the position: other protections on it and exits on their way take theirs first.
         share = exit_share(p, self.store.live(p.account_id), live)
         if share is None:
@@ -519,6 +538,9 @@ class ExitJobs:
                     ids = [broker.place_order(request)]
             except AmbiguousError as exc:
                 log.warning("protection %s: exit attempt %d ambiguous (%s)", p.id, attempt, exc)
+                book = self.book_for(p.account_id)
+                if book is not None:
+                    book.suspect(p)
                 outcome, found, live_now = self._look_for_lost_exit(p, broker, live)
                 if self.stopping.is_set() and outcome is not Ambiguity.ADOPT:
                     self._unconfirmed.add(p.id)
@@ -579,6 +601,9 @@ class ExitJobs:
                 return None
             else:
                 self._unconfirmed.discard(p.id)
+                book = self.book_for(p.account_id)
+                if book is not None:
+                    book.exit_sent(ids, p)
                 return ids
             if attempt < policy.attempts:
                 if self.stopping.is_set():

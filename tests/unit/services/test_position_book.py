@@ -44,7 +44,9 @@ def prot(quantity: int = 10, **changes: Any) -> Protection:
     return replace(base, **changes)
 
 
-def pos(quantity: int, product: Product = Product.MIS, symbol: str = "INFY", exchange: str = "NSE") -> Position:
+def pos(
+    quantity: int, product: Product = Product.MIS, symbol: str = "INFY", exchange: str = "NSE"
+) -> Position:
     return Position(
         symbol=symbol,
         exchange=exchange,
@@ -85,7 +87,9 @@ def update(
     return OrderUpdate(order_id=order_id, status=status, filled_quantity=filled, raw=raw)
 
 
-def fresh_book(positions: list[Position], holdings: list[Holding] | None = None) -> tuple[PositionBook, Clock]:
+def fresh_book(
+    positions: list[Position], holdings: list[Holding] | None = None
+) -> tuple[PositionBook, Clock]:
     """A Kite book with its stream up and two agreeing reads behind it."""
     clock = Clock()
     book = PositionBook(KITE_CAPABILITIES, order_from_kite, clock=clock)
