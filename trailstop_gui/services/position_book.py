@@ -186,10 +186,11 @@ class PositionBook:
 
     # ----------------------------------------------------------------- corrections (reconciler thread)
 
-    def correct(self, positions: list[Position], holdings: list[Holding] | None, sent_at: float) -> None:
+    def correct(self, positions: list[Position], holdings: list[Holding] | None, sent_at: float) -> bool:
         """The reconciler's REST read, sent at ``sent_at`` (this book's clock): it sets every offset.
 
-        ``holdings`` None: not read this time; the last holdings read stays.
+        ``holdings`` None: not read this time; the last holdings read stays. Returns whether every position
+        is confirmed now (False: another read soon lets the book vouch for them again).
         """
         with self._lock:
             seen: dict[BookKey, Position] = {}
@@ -229,6 +230,7 @@ class PositionBook:
             self._sent = {o: s for o, s in self._sent.items() if s[1] > sent_at - SENT_GRACE}
             self._unreadable = 0
             self._suspect.clear()
+            return all(row.confirmed for row in self._rows.values())
 
     # ----------------------------------------------------------------- reading (exit threads)
 

@@ -13,6 +13,7 @@ Thread rules:
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -74,6 +75,9 @@ from trailstop_gui.settings import Settings, load_settings
 log = logging.getLogger("trailstop.protection")
 
 RECONCILE_INTERVAL_MS = 30_000
+# A positions read the position book could not confirm is followed by another this much later (a
+# positions endpoint trails a fill by a second or two).
+BOOK_RECHECK_SECONDS = 2.0
 # How each broker's pushed order updates read (its order-book parser): the position books use them.
 BOOK_PARSERS: dict[str, Callable[[Mapping[str, Any]], Order]] = {
     "kite": order_from_kite,
@@ -189,6 +193,8 @@ class ProtectionService(QObject):
         )
         # Each account's live position book: exits are sized from it when it is fresh (no round trip).
         self.books: dict[int, PositionBook] = {}
+        self._book_rechecks: dict[int, threading.Timer] = {}
+        self._book_lock = threading.Lock()
         self.position_book = position_book
         self.executor.book_for = lambda account_id: self.books.get(account_id) if self.position_book else None
         self.actions = QThreadPool()
@@ -280,6 +286,10 @@ class ProtectionService(QObject):
         """Stop feeds and pools; protections stay armed in the database for the next start."""
         self._started = False
         self._timer.stop()
+        with self._book_lock:
+            rechecks, self._book_rechecks = list(self._book_rechecks.values()), {}
+        for timer in rechecks:
+            timer.cancel()
         self.executor.stopping.set()
         for session in self.sessions.values():
             session.stop_feed()
@@ -507,8 +517,23 @@ class ProtectionService(QObject):
         self, account_id: int, positions: list[Position], holdings: list[Holding] | None, sent_at: float
     ) -> None:
         book = self.books.get(account_id)
-        if book is not None:
-            book.correct(positions, holdings, sent_at)
+        if book is None or book.correct(positions, holdings, sent_at):
+            return
+        # A first read, or REST and the stream disagree (one of them lags): the book vouches for those
+        # positions once a second read agrees. Read again soon rather than at the next periodic reconcile.
+        with self._book_lock:
+            if account_id in self._book_rechecks or not self._started:
+                return
+            timer = threading.Timer(BOOK_RECHECK_SECONDS, lambda: self._book_recheck(account_id))
+            timer.daemon = True
+            self._book_rechecks[account_id] = timer
+        timer.start()
+
+    def _book_recheck(self, account_id: int) -> None:
+        with self._book_lock:
+            self._book_rechecks.pop(account_id, None)
+        if self._started:
+            self.reconcile(account_id)
 
     # ----------------------------------------------------------------- hooks for the reconciler
 
