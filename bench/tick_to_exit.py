@@ -8,8 +8,9 @@ live-quantity check, and the order call. Every other instrument ticks meanwhile.
 
 The same run then repeats the rounds under the simulator's latency fault (LATENCY_MS of round trip: half on
 the feed frame, a whole one per REST call, half on the order's way in), twice: the exit sized by a positions
-read (the baseline), then from the account's live position book (services/position_book.py). Round trips are counted, not
-assumed: every HTTP request the app's threads send between the push and the exit's arrival is recorded,
+read (the baseline), then from the account's live position book (services/position_book.py). Round trips
+are counted, not assumed: every HTTP request the app's threads send between the push and the exit's arrival
+is recorded,
 and the path costs half a round trip for the tick, one per request that finished before the exit left, and
 half for the exit itself.
 """
@@ -240,8 +241,9 @@ def main() -> None:
             )
             print(
                 f"tick-to-exit at {LATENCY_MS} ms broker latency: "
-                f"p50 {statistics.median(slow_samples):.1f} ms, p99 {percentile(slow_samples, 99):.1f} ms ({trips:g} round trips, exit sized {how}: the "
-                f"tick's frame, {reads or 'no request'} before the exit, the exit's way in; max "
+                f"p50 {statistics.median(slow_samples):.1f} ms, p99 {percentile(slow_samples, 99):.1f} ms "
+                f"({trips:g} round trips, exit sized {how}: the tick's frame, "
+                f"{reads or 'no request'} before the exit, the exit's way in; max "
                 f"{max(slow_samples):.1f} ms, {min(slow_trips):g}-{max(slow_trips):g} round trips over "
                 f"{LATENCY_ROUNDS} exits, so a floor of {trips * LATENCY_MS:g} ms)",
                 flush=True,
