@@ -155,6 +155,10 @@ class TriggerGate:
     first. ``close()`` (the commit failed: another thread got there first) ends the job without an order.
     """
 
+    # Journalled in the TRIGGERED commit itself (TransitionRequest.events): the "an exit may be at the
+    # broker" marker that the job's first attempt would otherwise commit on its own, one fsync later.
+    commit_events = (("exit_sending", "attempt 1, marked with the trigger's commit"),)
+
     def __init__(self, protection: Protection) -> None:
         self.protection = protection
         self._event = threading.Event()
@@ -169,6 +173,21 @@ class TriggerGate:
 
     def wait(self, timeout: float = 10.0) -> bool:
         return self._event.wait(timeout) and self.committed
+
+
+@dataclass
+class _Prepared:
+    """An exit worked out while its trigger was being committed: its share and the order to send."""
+
+    share: int | None
+    request: OrderRequest | None
+
+
+@dataclass
+class _Marker:
+    """Whether an "exit_sending" marker is on disk that no attempt has used yet (the gate's commit)."""
+
+    pending: bool = False
 
 
 class _TagWatch:
@@ -393,18 +412,22 @@ class ExitJobs:
         broker = self.broker_for(p.account_id)
         if broker is not None:
             self._listen_for(p)
+        marker = _Marker()
         try:
-            # Sized while TRIGGERED is being committed: from the book (no round trip) when it is fresh.
+            # Worked out while TRIGGERED is being committed: the live quantity (from the position book, no
+            # round trip, when it is fresh), the share and the order itself. Nothing is sent before the gate.
             live = self._exit_quantity(p, broker) if broker is not None else None
+            prepared = self._prepare(p, live) if live is not None and live > 0 else None
             if not gate.wait():
                 return False  # the trigger was not committed: someone else owns this exit
+            marker.pending = True  # the commit carried the "exit_sending" marker
             p = self.store.get(p.id)
             if broker is None or live is None:
                 self.events.login_needed(p.account_id)
                 return False
             if p.status is not Status.TRIGGERED:
                 return False
-            return self._place(p, broker, live)
+            return self._place(p, broker, live, prepared=prepared, marker=marker)
         except TemporaryError as exc:
             gate.wait()
             if gate.committed:
@@ -414,7 +437,18 @@ class ExitJobs:
             if gate.wait() and gate.committed:
                 self.store.journal("exit_waiting_login", protection_id=p.id, message=str(exc))
             self.events.login_needed(p.account_id)
+        finally:
+            if marker.pending:
+                # The marker said an exit may be at the broker; none was sent: a later job need not look.
+                self.store.journal(
+                    "exit_not_sent", protection_id=p.id, message="nothing sent after the trigger"
+                )
         return False
+
+    def _prepare(self, p: Protection, live: int) -> _Prepared:
+        share = exit_share(p, self.store.live(p.account_id), live)
+        request = self._exit_request(p, share) if share is not None and share > 0 else None
+        return _Prepared(share, request)
 
     @staticmethod
     def _protected(p: Protection) -> int:
@@ -451,7 +485,15 @@ class ExitJobs:
         orders = self._call(p, broker.orders, "read the order book")
         return [o for o in orders if o.tag == p.exit_tag and usable_exit(o)]
 
-    def _place(self, p: Protection, broker: Broker, live: int | None = None) -> bool:
+    def _place(
+        self,
+        p: Protection,
+        broker: Broker,
+        live: int | None = None,
+        *,
+        prepared: _Prepared | None = None,
+        marker: _Marker | None = None,
+    ) -> bool:
         if live is None:
             live = self._exit_quantity(p, broker)
         if live <= 0:
@@ -465,7 +507,9 @@ class ExitJobs:
             if known is not None:
                 live = min(live, known)
         # Its share of the position: other protections on it and exits on their way take theirs first.
-        share = exit_share(p, self.store.live(p.account_id), live)
+        if prepared is None or live <= 0:
+            prepared = self._prepare(p, live)
+        share = prepared.share
         if share is None:
             log.info("protection %s: exits on their way take the position's %d; this exit waits", p.id, live)
             return False  # stays TRIGGERED: the reconciler resumes it once those exits are settled
@@ -485,7 +529,8 @@ class ExitJobs:
             log.info("protection %s: position already flat; no exit sent", p.id)
             self.events.closed_externally(p.id)
             return False
-        ids = self._send(p, broker, self._exit_request(p, quantity), live, recheck=True)
+        request = prepared.request if prepared.request is not None else self._exit_request(p, quantity)
+        ids = self._send(p, broker, request, live, recheck=True, marker=marker)
         if ids is None:
             return False
         if isinstance(ids, _Adopted):
@@ -515,6 +560,7 @@ class ExitJobs:
         *,
         sliced: bool = False,
         recheck: bool = False,
+        marker: _Marker | None = None,
     ) -> list[str] | _Adopted | None:
         """Place ``request`` with retries: the child order ids, the orders a lost reply left behind
         (``_Adopted``), or None when the protection is left as it is (failed, delayed or held).
@@ -525,12 +571,16 @@ class ExitJobs:
         for attempt in range(1, policy.attempts + 1):
             slicer = as_slicing_broker(broker) if sliced else None
             # Persist before acting: after a crash, this marker says an exit may be at the broker, so
-            # the restart looks for it (book lag and all) before sending anything.
-            self.store.journal(
-                "exit_sending",
-                protection_id=p.id,
-                message=f"attempt {attempt}, quantity {request.quantity}{', sliced' if slicer else ''}",
-            )
+            # the restart looks for it (book lag and all) before sending anything. The first attempt of a
+            # tick's exit has it on disk already, committed with TRIGGERED (TriggerGate.commit_events).
+            if marker is not None and marker.pending:
+                marker.pending = False
+            else:
+                self.store.journal(
+                    "exit_sending",
+                    protection_id=p.id,
+                    message=f"attempt {attempt}, quantity {request.quantity}{', sliced' if slicer else ''}",
+                )
             try:
                 if slicer is not None:
                     ids = slicer.place_sliced_order(request)

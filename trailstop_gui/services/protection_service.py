@@ -425,6 +425,7 @@ class ProtectionService(QObject):
                 reason=event.reason,
                 price=event.ltp,
                 fields={"stop": event.stop},
+                events=gate.commit_events if (gate := gates[pid]) is not None else (),
             )
             for pid, event in fired
         ]
