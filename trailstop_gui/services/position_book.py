@@ -24,7 +24,8 @@ Fresh, for one position (``quantity`` returns None otherwise, and the exit reads
   may come any moment: Kite forum 8676, "Orders Stages", an order in OPEN PENDING filled an hour later
   while the positions page showed nothing), none of this app's exits sent is unreported, no update the
   book could not read, and no lost reply (``suspect``) since the last correction.
-Resting orders (an OPEN limit, a TRIGGER PENDING stop) do not spoil it: their fills come on the same stream.
+Resting orders (an OPEN limit, a TRIGGER PENDING stop) do not spoil it: their fills come on the same stream;
+except a working delivery sale, which blocks the shares it will deliver before anything fills.
 
 Delivery (CNC) positions are counted by services/holdings.py's rules on the book's rows: holdings from the
 last correction that read them, today's CNC net from the book (a sale out of holdings outside the app is a
@@ -269,6 +270,11 @@ class PositionBook:
             return False
         listing = {(k[0], k[1]) for k in rows} | {(p.exchange, p.symbol)}
         busy = [o for o in self._orders.values() if o.in_flight]
+        if p.product is Product.CNC:
+            # A working delivery sale, even one resting, blocks the shares it will deliver (Upstox:
+            # cnc_used_quantity is "blocked towards open or completed order"; Kite refuses a second sale):
+            # only the order book tells how many (exit_jobs reads it), so the book does not vouch.
+            busy += [o for o in self._orders.values() if not o.final and o.key and o.key[2] is Product.CNC]
         if any(o.key is None or (o.key[0], o.key[1]) in listing for o in busy):
             return False
         return not any((k[0], k[1]) in listing for k, _at in self._sent.values())

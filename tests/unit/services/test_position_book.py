@@ -307,3 +307,13 @@ def test_upstox_delivery_sale_counts_as_used_and_a_buy_back_does_not_give_it_bac
     book.apply(upstox_update("u2", 2, "BUY"))
     # held 10, net -2, used 4: min(10 - 2, 10 - 4 + 0) = 6, as a REST read would give
     assert book.quantity(cnc) == 6
+
+
+def test_a_working_delivery_sale_blocks_its_shares_so_the_book_does_not_vouch() -> None:
+    book, _ = fresh_book([], [holding(10)])
+    cnc = prot(product=Product.CNC)
+    book.apply(update("d3", "OPEN", 0, side="SELL", quantity=4, product="CNC", order_type="LIMIT"))
+    assert book.quantity(cnc) is None  # the order book decides (services/holdings.blocked_by_working_sales)
+    assert book.quantity(prot()) == 0  # an intraday protection is not blocked by it
+    book.apply(update("d3", "CANCELLED", 0, side="SELL", quantity=4, product="CNC", order_type="LIMIT"))
+    assert book.quantity(cnc) == 10
