@@ -478,7 +478,22 @@ class ExitJobs:
         if live is not None:
             log.debug("protection %s: sized from the position book: %d", p.id, live)
             return live
-        return self._live_quantity(p, broker)
+        return self._bounded(p, self._live_quantity(p, broker))
+
+    def _bounded(self, p: Protection, live: int) -> int:
+        """A read's quantity, never above what the order stream says when it saw a fill the read may
+        still trail (a sale outside the app that positions do not show yet: the exit would flip it)."""
+        book = self.book_for(p.account_id)
+        bound = book.recent_fills_bound(p) if book is not None else None
+        if bound is not None and bound < live:
+            log.warning(
+                "protection %s: positions show %d, the order stream %d: exiting the smaller",
+                p.id,
+                live,
+                bound,
+            )
+            return bound
+        return live
 
     def _exit_orders(self, p: Protection, broker: Broker) -> list[Order]:
         """Every usable order at the broker carrying the exit tag (a sliced exit has several)."""
@@ -498,14 +513,10 @@ class ExitJobs:
             live = self._exit_quantity(p, broker)
         if live <= 0:
             # A positions endpoint may lag a fresh fill: "flat" (no exit sent, the safety stop taken away)
-            # only when a second read, some seconds on, agrees. A fresh book that saw the position go
-            # (a sale outside the app) is believed over a read that may still lag it: never a flip.
+            # only when a second read, some seconds on, agrees. A sale outside the app that the order stream
+            # saw is believed over a read that may still trail it: never a flip.
             self._sleep(self.policy.flat_confirm)
-            live = self._live_quantity(p, broker)
-            book = self.book_for(p.account_id)
-            known = book.quantity(p) if book is not None else None
-            if known is not None:
-                live = min(live, known)
+            live = self._bounded(p, self._live_quantity(p, broker))
         # Its share of the position: other protections on it and exits on their way take theirs first.
         if prepared is None or live <= 0:
             prepared = self._prepare(p, live)

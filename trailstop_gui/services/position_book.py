@@ -35,6 +35,7 @@ negative CNC net), and on Upstox each CNC sale since that read added to ``cnc_us
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -52,6 +53,10 @@ log = logging.getLogger("trailstop.book")
 
 BookKey = tuple[str, str, Product]
 """One net position as the book counts it: exchange, trading symbol, product."""
+
+# How far a positions read may trail the fills (PROTOCOLS: "the order book, trades and positions can lag a
+# fill by a moment"; the simulator's book_lag tests use 1.5 s): a read sent this long after a fill shows it.
+POSITIONS_LAG = 5.0
 
 # How long an exit we placed may go unreported by the stream before a REST read is trusted to show it.
 SENT_GRACE = 10.0
@@ -74,15 +79,21 @@ class _OrderSeen:
 
 @dataclass
 class _Row:
-    """One position: the stream's sum of fills, the offset REST gave, and whether two reads agreed on it."""
+    """One position: the stream's sum of fills and the offset REST reads agreed on (see ``correct``)."""
 
     instrument: InstrumentId
     quote_key: str
     stream: int = 0
-    offset: int = 0
-    confirmed: bool = False
-    stable: int | None = None  # the offset two reads in a row agreed on
+    stable: int | None = None  # the accepted offset: net = stable + stream
+    confirmed: bool = False  # the last read agreed with ``stable``
+    moved: int | None = None  # an offset the last read(s) showed instead, not accepted yet
+    moved_since: float = 0.0  # when the first read showing ``moved`` was sent
+    last_fill_at: float | None = None  # when the stream last changed ``stream``
     cnc_sold: int = 0  # CNC sales seen since the last holdings read (Upstox's used quantity grows by them)
+
+    @property
+    def net(self) -> int:
+        return (self.stable or 0) + self.stream
 
 
 @dataclass(frozen=True)
@@ -108,8 +119,10 @@ class PositionBook:
         parse: Callable[[Mapping[str, Any]], Order],
         *,
         clock: Callable[[], float] = time.monotonic,
+        lag: float = POSITIONS_LAG,
     ) -> None:
         self.capabilities = capabilities
+        self.lag = lag
         self._parse = parse
         self._clock = clock
         self._lock = threading.Lock()
@@ -163,6 +176,7 @@ class PositionBook:
                     row = self._row(key, order.instrument)
                     signed = grown if order.side is Side.BUY else -grown
                     row.stream += signed
+                    row.last_fill_at = self._clock()
                     if key[2] is Product.CNC and signed < 0:
                         row.cnc_sold += -signed
             seen.final = seen.final or order.is_final
@@ -202,36 +216,47 @@ class PositionBook:
                 if key in seen:  # one row per key from the broker; add up if it ever sends two
                     pos = replace(pos, quantity=pos.quantity + seen[key].quantity)
                 seen[key] = pos
-            first = not self._read_before
-            self._read_before = True
             for key, pos in seen.items():
                 self._row(key, pos.instrument, pos.quote_key)
+            self._read_before = True
             for key, row in self._rows.items():
-                rest = seen[key].quantity if key in seen else 0
-                offset = rest - row.stream
-                if first:
-                    row.confirmed = False
-                elif offset == row.offset or offset == row.stable:
-                    row.stable = offset
-                    row.confirmed = True
-                else:
-                    log.info("book %s %s %s: REST %d, stream %+d; unsure", *key, rest, row.stream)
-                    row.confirmed = False
-                row.offset = offset
+                self._settle(key, row, seen[key].quantity if key in seen else 0, sent_at)
                 if holdings is not None:
                     row.cnc_sold = 0
             if holdings is not None:
                 self._holdings = list(holdings)
             up = self._stream_up_since
-            if up is not None and up <= sent_at:
-                # Counted only when the stream was up before the read left: no fill fell between the two.
+            if up is not None and up + self.lag <= sent_at:
+                # Counted only when the stream was up a lag before the read left: the read shows every fill
+                # made while the stream was down (or before it first came up), the stream every one since.
                 self._corrected_at = sent_at
             # Our exits the stream never reported: after SENT_GRACE the read itself shows their fills
             # (a moved offset, confirmed by the read after it).
             self._sent = {o: s for o, s in self._sent.items() if s[1] > sent_at - SENT_GRACE}
             self._unreadable = 0
             self._suspect.clear()
-            return all(row.confirmed for row in self._rows.values())
+            return self._corrected_at == sent_at and all(row.confirmed for row in self._rows.values())
+
+    def _settle(self, key: BookKey, row: _Row, rest: int, sent_at: float) -> None:
+        """One row's REST quantity against the stream: agree, or a moved offset waiting to be accepted.
+
+        Agreeing with the accepted offset confirms it. A different offset is accepted once a second read
+        shows it too and the stream saw no fill on the row from a lag before the first such read: then
+        neither can be a read trailing the stream. Until then the book does not vouch for the row.
+        """
+        offset = rest - row.stream
+        if row.stable is not None and offset == row.stable:
+            row.confirmed, row.moved = True, None
+            return
+        quiet = row.last_fill_at is None or row.last_fill_at < row.moved_since - self.lag
+        if row.moved == offset and quiet:
+            row.stable, row.confirmed, row.moved = offset, True, None
+            return
+        if row.moved != offset:
+            row.moved, row.moved_since = offset, sent_at
+        if row.stable is not None:
+            log.info("book %s %s %s: REST %d, stream %d; not vouching yet", *key, rest, row.net)
+        row.confirmed = False
 
     # ----------------------------------------------------------------- reading (exit threads)
 
@@ -247,6 +272,33 @@ class PositionBook:
                 holdings = self._with_sales(holdings, positions)
         return open_quantity(p, positions, holdings, self.capabilities)
 
+    def recent_fills_bound(self, p: Protection) -> int | None:
+        """What the stream says ``p`` may close when a read may still trail a fill it saw; else None.
+
+        When the book cannot vouch because a read disagrees with fills the stream saw within the lag (a
+        sale outside the app that positions do not show yet), an exit takes the smaller of the read and
+        this: never a flip. Without such a recent fill the read is believed (a change the stream never
+        reports, such as a product conversion, shows only there).
+        """
+        key = (p.exchange, p.symbol, p.product)
+        with self._lock:
+            up, corrected = self._stream_up_since, self._corrected_at
+            if up is None or corrected is None or up > corrected or self._unreadable:
+                return None
+            if p.product is Product.CNC and self._holdings is None:
+                return None
+            rows = self._rows_of(p) or ([key] if key in self._rows else [])
+            if not rows or any(self._rows[k].stable is None for k in rows):
+                return None
+            recent = self._clock() - self.lag
+            if not any((self._rows[k].last_fill_at or -math.inf) >= recent for k in rows):
+                return None
+            holdings = list(self._holdings or [])
+            positions = [self._position(k, row) for k, row in self._rows.items() if k[2] is p.product]
+            if p.product is Product.CNC and self.capabilities.broker == "upstox":
+                holdings = self._with_sales(holdings, positions)
+        return open_quantity(p, positions, holdings, self.capabilities)
+
     def state(self) -> BookState:
         with self._lock:
             return BookState(
@@ -254,7 +306,7 @@ class PositionBook:
                 stream_up_since=self._stream_up_since,
                 in_flight=tuple(i for i, o in self._orders.items() if o.in_flight) + tuple(self._sent),
                 unreadable=self._unreadable,
-                rows={k: row.offset + row.stream for k, row in self._rows.items()},
+                rows={k: row.net for k, row in self._rows.items()},
             )
 
     # ----------------------------------------------------------------- inside the lock
@@ -297,14 +349,13 @@ class PositionBook:
     def _row(self, key: BookKey, instrument: InstrumentId | None, quote_key: str = "") -> _Row:
         row = self._rows.get(key)
         if row is None:
-            # A row first seen now was flat at the last read: its offset is 0, and agreed on when the book
-            # has been corrected before (both reads showed nothing for it).
-            agreed = self._corrected_at is not None
+            # A row first seen now was flat at every read so far (none listed it): offset 0 is accepted
+            # once a read has been made; before any, nothing is.
             row = self._rows[key] = _Row(
                 instrument if instrument is not None else f"{key[0]}:{key[1]}",
                 quote_key or f"{key[0]}:{key[1]}",
-                confirmed=agreed,
-                stable=0 if agreed else None,
+                stable=0 if self._read_before else None,
+                confirmed=self._read_before,
             )
         return row
 
@@ -315,7 +366,7 @@ class PositionBook:
             exchange=key[0],
             instrument=row.instrument,
             quote_key=row.quote_key,
-            quantity=row.offset + row.stream,
+            quantity=row.net,
             average_price=0.0,
             product=product,
             raw_product=self.capabilities.broker_product(product),

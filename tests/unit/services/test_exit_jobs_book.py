@@ -17,7 +17,7 @@ from trailstop_gui.models.store import ProtectionStore, TransitionRequest
 from trailstop_gui.services.brokers.base import KITE_CAPABILITIES, Position
 from trailstop_gui.services.brokers.kite import order_from_kite
 from trailstop_gui.services.exit_jobs import ExitJobs, RetryPolicy, ThreadRunner
-from trailstop_gui.services.position_book import PositionBook
+from trailstop_gui.services.position_book import POSITIONS_LAG, PositionBook
 
 
 class CountingBroker(Broker):
@@ -63,6 +63,7 @@ def fresh_book(net: int) -> PositionBook:
     clock = Clock()
     book = PositionBook(KITE_CAPABILITIES, order_from_kite, clock=clock)
     book.stream_up()
+    clock.now += POSITIONS_LAG
     rows = [Position("INFY", "NSE", 408065, "NSE:INFY", net, 1500.0, Product.MIS, "MIS")] if net else []
     for _ in range(2):
         clock.now += 1

@@ -10,7 +10,7 @@ from trailstop_gui.services.brokers.base import KITE_CAPABILITIES, UPSTOX_CAPABI
 from trailstop_gui.services.brokers.feed_loop import OrderUpdate
 from trailstop_gui.services.brokers.kite import order_from_kite
 from trailstop_gui.services.brokers.upstox import order_from_upstox
-from trailstop_gui.services.position_book import SENT_GRACE, PositionBook
+from trailstop_gui.services.position_book import POSITIONS_LAG, SENT_GRACE, PositionBook
 
 
 class Clock:
@@ -90,11 +90,11 @@ def update(
 def fresh_book(
     positions: list[Position], holdings: list[Holding] | None = None
 ) -> tuple[PositionBook, Clock]:
-    """A Kite book with its stream up and two agreeing reads behind it."""
+    """A Kite book with its stream up (for longer than a positions read may lag) and two agreeing reads."""
     clock = Clock()
     book = PositionBook(KITE_CAPABILITIES, order_from_kite, clock=clock)
     book.stream_up()
-    clock.now += 1
+    clock.now += POSITIONS_LAG + 1
     book.correct(positions, holdings, clock.now)
     clock.now += 1
     book.correct(positions, holdings, clock.now)
@@ -149,18 +149,25 @@ def test_never_corrected_or_stream_down_means_not_known() -> None:
     book.stream_up()
     clock.now += 1
     book.correct([pos(10)], None, clock.now)
-    assert book.quantity(prot()) is None  # one read: nothing agreed yet
+    # Sent within a lag of the stream coming up: a fill made just before it may be in neither.
+    assert book.quantity(prot()) is None
+    clock.now += POSITIONS_LAG
+    book.correct([pos(20)], None, clock.now)
+    assert book.quantity(prot()) is None  # the reads disagree (a fill made before the stream came up)
     clock.now += 1
-    book.correct([pos(10)], None, clock.now)
-    assert book.quantity(prot()) == 10
+    book.correct([pos(20)], None, clock.now)
+    assert book.quantity(prot(20)) == 20  # two reads agree, no fill on the stream meanwhile
     book.stream_down()
     assert book.quantity(prot()) is None
     clock.now += 1
     book.stream_up()
     assert book.quantity(prot()) is None  # updates sent while it was down are lost: a read first
     clock.now += 1
-    book.correct([pos(10)], None, clock.now)
-    assert book.quantity(prot()) == 10
+    book.correct([pos(20)], None, clock.now)
+    assert book.quantity(prot(20)) is None  # too soon after the stream came back
+    clock.now += POSITIONS_LAG
+    book.correct([pos(20)], None, clock.now)
+    assert book.quantity(prot(20)) == 20
 
 
 def test_a_read_sent_before_the_stream_came_back_does_not_count() -> None:
@@ -177,9 +184,11 @@ def test_a_lagging_read_does_not_undo_a_fill_the_stream_saw() -> None:
     book, clock = fresh_book([pos(10)])
     book.apply(update("w4", "COMPLETE", 10, side="SELL"))
     assert book.quantity(prot()) == 0
-    clock.now += 1
-    book.correct([pos(10)], None, clock.now)  # positions lag the fill
-    assert book.quantity(prot()) is None  # REST and stream disagree: REST decides for now
+    for _ in range(2):  # positions lag the fill, twice in a row: two agreeing reads prove nothing here
+        clock.now += 1
+        book.correct([pos(10)], None, clock.now)
+        assert book.quantity(prot()) is None  # REST and stream disagree: not vouched for
+        assert book.recent_fills_bound(prot()) == 0  # but an exit never sells more than the stream left
     clock.now += 1
     book.correct([], None, clock.now)  # the read caught up
     assert book.quantity(prot()) == 0
@@ -199,9 +208,12 @@ def test_a_read_ahead_of_the_stream_never_counts_a_fill_twice() -> None:
 
 def test_a_change_the_stream_never_reports_is_taken_once_two_reads_agree() -> None:
     book, clock = fresh_book([pos(10)])
-    for _ in range(2):  # converted to CNC outside the app: no order update for it
-        clock.now += 1
-        book.correct([pos(4)], None, clock.now)
+    clock.now += 1
+    book.correct([pos(4)], None, clock.now)  # 6 converted to CNC outside the app: no order update for it
+    assert book.quantity(prot()) is None
+    assert book.recent_fills_bound(prot()) is None  # no fill on the stream to explain it: the read holds
+    clock.now += 1
+    book.correct([pos(4)], None, clock.now)
     assert book.quantity(prot()) == 4
 
 
@@ -298,6 +310,7 @@ def test_upstox_delivery_sale_counts_as_used_and_a_buy_back_does_not_give_it_bac
     book = PositionBook(UPSTOX_CAPABILITIES, order_from_upstox, clock=clock)
     book.stream_up()
     held = replace(holding(10), instrument="NSE_EQ|INE009A01021", quote_key="NSE_EQ|INE009A01021")
+    clock.now += POSITIONS_LAG
     for _ in range(2):
         clock.now += 1
         book.correct([], [held], clock.now)
