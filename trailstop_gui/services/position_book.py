@@ -86,8 +86,7 @@ class _Row:
     stream: int = 0
     stable: int | None = None  # the accepted offset: net = stable + stream
     confirmed: bool = False  # the last read agreed with ``stable``
-    moved: int | None = None  # an offset the last read(s) showed instead, not accepted yet
-    moved_since: float = 0.0  # when the first read showing ``moved`` was sent
+    moved: int | None = None  # an offset the last read showed instead, not accepted yet
     last_fill_at: float | None = None  # when the stream last changed ``stream``
     cnc_sold: int = 0  # CNC sales seen since the last holdings read (Upstox's used quantity grows by them)
 
@@ -241,19 +240,19 @@ class PositionBook:
         """One row's REST quantity against the stream: agree, or a moved offset waiting to be accepted.
 
         Agreeing with the accepted offset confirms it. A different offset is accepted once a second read
-        shows it too and the stream saw no fill on the row from a lag before the first such read: then
-        neither can be a read trailing the stream. Until then the book does not vouch for the row.
+        shows it too, sent a lag after the stream's last fill on the row: that read cannot be trailing a
+        fill the stream saw, and two reads agreeing rule out a fill the stream has yet to report. Until
+        then the book does not vouch for the row.
         """
         offset = rest - row.stream
         if row.stable is not None and offset == row.stable:
             row.confirmed, row.moved = True, None
             return
-        quiet = row.last_fill_at is None or row.last_fill_at < row.moved_since - self.lag
+        quiet = row.last_fill_at is None or row.last_fill_at < sent_at - self.lag
         if row.moved == offset and quiet:
             row.stable, row.confirmed, row.moved = offset, True, None
             return
-        if row.moved != offset:
-            row.moved, row.moved_since = offset, sent_at
+        row.moved = offset
         if row.stable is not None:
             log.info("book %s %s %s: REST %d, stream %d; not vouching yet", *key, rest, row.net)
         row.confirmed = False

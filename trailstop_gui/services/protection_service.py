@@ -75,9 +75,10 @@ from trailstop_gui.settings import Settings, load_settings
 log = logging.getLogger("trailstop.protection")
 
 RECONCILE_INTERVAL_MS = 30_000
-# A positions read the position book could not confirm is followed by another this much later (a
-# positions endpoint trails a fill by a second or two).
+# A positions read that leaves the position book unsettled is followed by another this much later, at most
+# BOOK_RECHECKS times in a row (then the periodic reconcile): a positions endpoint trails a fill by seconds.
 BOOK_RECHECK_SECONDS = 2.0
+BOOK_RECHECKS = 5
 # How each broker's pushed order updates read (its order-book parser): the position books use them.
 BOOK_PARSERS: dict[str, Callable[[Mapping[str, Any]], Order]] = {
     "kite": order_from_kite,
@@ -194,6 +195,7 @@ class ProtectionService(QObject):
         # Each account's live position book: exits are sized from it when it is fresh (no round trip).
         self.books: dict[int, PositionBook] = {}
         self._book_rechecks: dict[int, threading.Timer] = {}
+        self._book_tries: dict[int, int] = {}  # rechecks since the account's book last settled
         self._book_lock = threading.Lock()
         self.position_book = position_book
         self.executor.book_for = lambda account_id: self.books.get(account_id) if self.position_book else None
@@ -518,13 +520,19 @@ class ProtectionService(QObject):
         self, account_id: int, positions: list[Position], holdings: list[Holding] | None, sent_at: float
     ) -> None:
         book = self.books.get(account_id)
-        if book is None or book.correct(positions, holdings, sent_at):
+        if book is None:
             return
-        # A first read, or REST and the stream disagree (one of them lags): the book vouches for those
-        # positions once a second read agrees. Read again soon rather than at the next periodic reconcile.
+        settled = book.correct(positions, holdings, sent_at)
         with self._book_lock:
-            if account_id in self._book_rechecks or not self._started:
+            if settled:
+                self._book_tries.pop(account_id, None)
                 return
+            # Too soon after the stream came up, or REST and the stream disagree (one of them trails): the
+            # book vouches again once a later read settles it. Read again soon (a few times), not in 30 s.
+            tries = self._book_tries.get(account_id, 0)
+            if account_id in self._book_rechecks or not self._started or tries >= BOOK_RECHECKS:
+                return
+            self._book_tries[account_id] = tries + 1
             timer = threading.Timer(BOOK_RECHECK_SECONDS, lambda: self._book_recheck(account_id))
             timer.daemon = True
             self._book_rechecks[account_id] = timer
