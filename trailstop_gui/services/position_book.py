@@ -241,7 +241,8 @@ class PositionBook:
 
         Agreeing with the accepted offset confirms it. A different offset is accepted once a second read
         shows it too, sent a lag after the stream's last fill on the row: that read cannot be trailing a
-        fill the stream saw, and two reads agreeing rule out a fill the stream has yet to report. Until
+        fill the stream saw, and two reads agreeing rule out a fill the stream has yet to report. (Reads
+        that trail by one fill give the same offset after every fill: only time tells them apart.) Until
         then the book does not vouch for the row.
         """
         offset = rest - row.stream

@@ -308,6 +308,8 @@ class ProtectionService(QObject):
             self.actions.start(
                 _Task(lambda: self._read_demat_consent(account_id, broker), f"profile of {account_id}")
             )
+        # Before the feed starts: its first reconcile (on connect) corrects the book.
+        book = self._book_of(account_id, broker)
         feed = session.start_feed(
             self.store,
             on_trigger=self._on_trigger,
@@ -316,7 +318,6 @@ class ProtectionService(QObject):
             on_triggers=self._on_triggers,
         )
         feed.engine_view = lambda p: self.engine_view(p)
-        book = self._book_of(account_id, broker)
         if book is not None:
 
             def stream_changed(up: bool, feed: FeedWorker = feed, book: PositionBook = book) -> None:

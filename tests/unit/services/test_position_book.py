@@ -330,3 +330,35 @@ def test_a_working_delivery_sale_blocks_its_shares_so_the_book_does_not_vouch() 
     assert book.quantity(prot()) == 0  # an intraday protection is not blocked by it
     book.apply(update("d3", "CANCELLED", 0, side="SELL", quantity=4, product="CNC", order_type="LIMIT"))
     assert book.quantity(cnc) == 10
+
+
+def test_a_row_first_seen_before_any_read_is_accepted_once_the_stream_is_quiet_for_a_lag() -> None:
+    clock = Clock()
+    book = PositionBook(KITE_CAPABILITIES, order_from_kite, clock=clock)
+    book.stream_up()
+    book.apply(update("b1", "COMPLETE", 1))  # before any read: nothing is known of this row
+    clock.now += 1
+    book.correct([pos(1)], None, clock.now)
+    clock.now += 1
+    book.correct([pos(1)], None, clock.now)
+    assert book.quantity(prot(1)) is None  # the reads agree, but could both trail b1
+    clock.now += POSITIONS_LAG
+    book.correct([pos(1)], None, clock.now)
+    assert book.quantity(prot(1)) == 1
+
+
+def test_reads_that_trail_every_fill_are_never_accepted_while_fills_keep_coming() -> None:
+    # Reads one fill behind give the same offset after every fill: were they believed, the book would be a
+    # share off for good (on sales: one more to sell than there is, a flip).
+    clock = Clock()
+    book = PositionBook(KITE_CAPABILITIES, order_from_kite, clock=clock)
+    book.stream_up()
+    book.apply(update("b1", "COMPLETE", 1))
+    clock.now += POSITIONS_LAG + 1
+    book.correct([], None, clock.now)  # trails b1
+    for n in range(2, 5):
+        clock.now += 1
+        book.apply(update(f"b{n}", "COMPLETE", 1))
+        clock.now += 1
+        book.correct([pos(n - 1)], None, clock.now)  # always one fill behind
+        assert book.quantity(prot(n)) is None
