@@ -478,6 +478,8 @@ class ExitJobs:
         if live is not None:
             log.debug("protection %s: sized from the position book: %d", p.id, live)
             return live
+        if book is not None:
+            log.info("protection %s: sized by a positions read: %s", p.id, book.why_not(p) or "changed")
         return self._bounded(p, self._live_quantity(p, broker))
 
     def _bounded(self, p: Protection, live: int) -> int:

@@ -245,6 +245,10 @@ class PositionBook:
         that trail by one fill give the same offset after every fill: only time tells them apart.) Until
         then the book does not vouch for the row.
         """
+        if row.last_fill_at is not None and row.last_fill_at >= sent_at:
+            # The stream saw a fill while the read was on its way: whether the read shows it cannot be
+            # told, so this read says nothing about the row (it keeps what it had).
+            return
         offset = rest - row.stream
         if row.stable is not None and offset == row.stable:
             row.confirmed, row.moved = True, None
@@ -312,14 +316,28 @@ class PositionBook:
     # ----------------------------------------------------------------- inside the lock
 
     def _fresh_for(self, p: Protection, key: BookKey) -> bool:
+        return not self._why_not(p, key)
+
+    def why_not(self, p: Protection) -> str:
+        """Why the book does not vouch for ``p``'s position now ("" when it does): for the exit's log."""
+        with self._lock:
+            return self._why_not(p, (p.exchange, p.symbol, p.product))
+
+    def _why_not(self, p: Protection, key: BookKey) -> str:
         up, corrected = self._stream_up_since, self._corrected_at
-        if up is None or corrected is None or up > corrected or self._unreadable:
-            return False
+        if up is None:
+            return "the order stream is down"
+        if corrected is None or up > corrected:
+            return "no positions read since the order stream came up"
+        if self._unreadable:
+            return "an order update could not be read"
         if p.product is Product.CNC and self._holdings is None:
-            return False
+            return "holdings never read"
         rows = self._rows_of(p)
-        if any(not self._rows[k].confirmed for k in rows) or key in self._suspect:
-            return False
+        if any(not self._rows[k].confirmed for k in rows):
+            return "the positions read and the order stream disagree"
+        if key in self._suspect:
+            return "a reply was lost"
         listing = {(k[0], k[1]) for k in rows} | {(p.exchange, p.symbol)}
         busy = [o for o in self._orders.values() if o.in_flight]
         if p.product is Product.CNC:
@@ -328,8 +346,10 @@ class PositionBook:
             # only the order book tells how many (exit_jobs reads it), so the book does not vouch.
             busy += [o for o in self._orders.values() if not o.final and o.key and o.key[2] is Product.CNC]
         if any(o.key is None or (o.key[0], o.key[1]) in listing for o in busy):
-            return False
-        return not any((k[0], k[1]) in listing for k, _at in self._sent.values())
+            return "an order on the instrument is on its way"
+        if any((k[0], k[1]) in listing for k, _at in self._sent.values()):
+            return "an exit of ours is not reported yet"
+        return ""
 
     def _rows_of(self, p: Protection) -> list[BookKey]:
         """The rows an exit of ``p`` is counted on: its own, and for delivery every listing of its ISIN."""

@@ -362,3 +362,14 @@ def test_reads_that_trail_every_fill_are_never_accepted_while_fills_keep_coming(
         clock.now += 1
         book.correct([pos(n - 1)], None, clock.now)  # always one fill behind
         assert book.quantity(prot(n)) is None
+
+
+def test_a_fill_while_the_read_was_on_its_way_leaves_the_row_as_it_was() -> None:
+    # The reconcile's read left before the exit filled and came back after the stream reported the fill:
+    # it was taken for a disagreement, and with fills every second the row never settled again.
+    book, clock = fresh_book([pos(1)])
+    sent = clock.now + 1
+    clock.now += 2
+    book.apply(update("x9", "COMPLETE", 1, side="SELL", quantity=1))
+    book.correct([pos(1)], None, sent)  # does not show the fill: it cannot
+    assert book.quantity(prot()) == 0
