@@ -42,8 +42,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from trailstop_gui.models.domain import InstrumentId, Product, Protection, Side
-from trailstop_gui.services.brokers.base import Capabilities, Holding, Order, OrderStatus, OrderType, Position
+from trailstop_gui.models.domain import InstrumentId, OrderType, Position, Product, Protection, Side
+from trailstop_gui.services.brokers.base import Capabilities, Holding, Order, OrderStatus
 from trailstop_gui.services.brokers.errors import BrokerError
 from trailstop_gui.services.brokers.feed_loop import OrderUpdate
 from trailstop_gui.services.holdings import isin_of
