@@ -83,6 +83,9 @@ class TransitionRequest:
     reason: str | None = None
     price: float | None = None
     fields: Mapping[str, Any] = field(default_factory=dict)
+    # Journal events (kind, message) written with the transition, in its savepoint: they commit with it
+    # or not at all (the exit path's "exit_sending" marker rides on the TRIGGERED commit: one fsync).
+    events: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -397,7 +400,7 @@ class ProtectionStore:
             for index, (move, fields, pending) in enumerate(zip(moves, checked, pendings, strict=True)):
                 try:
                     with self._db.atomic():  # a savepoint: a failed move leaves no trace
-                        self._transition_row(
+                        account_id = self._transition_row(
                             move.protection_id,
                             Status(move.target),
                             move.expected,
@@ -406,6 +409,8 @@ class ProtectionStore:
                             fields,
                             pending,
                         )
+                        for kind, message in move.events:
+                            self._journal(move.protection_id, account_id, kind, None, None, None, message)
                 except (ConcurrentTransition, IllegalTransition, KeyError) as exc:
                     failures[index] = exc
         return [failures.get(i) or self.get(m.protection_id) for i, m in enumerate(moves)]
@@ -419,8 +424,8 @@ class ProtectionStore:
         price: float | None,
         fields: dict[str, Any],
         pending: tuple[float, float, float | None] | None,
-    ) -> None:
-        """One compare-and-set transition inside the caller's transaction."""
+    ) -> int:
+        """One compare-and-set transition inside the caller's transaction; returns the account id."""
         row = db.ProtectionRow.get_or_none(db.ProtectionRow.id == protection_id)
         if row is None:
             raise KeyError(f"protection {protection_id} does not exist")
@@ -466,6 +471,7 @@ class ProtectionStore:
             price,
             reason or "",
         )
+        return int(row.account_id)
 
     def update(
         self, protection_id: int, *, kind: str = "updated", message: str = "", **fields: Any

@@ -68,6 +68,7 @@ from trailstop_gui.services.exit_decisions import (
 )
 from trailstop_gui.services.exit_watch import ExitWatch, FillWatcher
 from trailstop_gui.services.holdings import blocked_by_working_sales, delivery_shares
+from trailstop_gui.services.position_book import PositionBook
 from trailstop_gui.services.positions import PositionKey, exit_share, open_quantity, position_key
 from trailstop_gui.services.retry import Backoff, call_with_retries
 from trailstop_gui.services.safety_stop import SAFETY_STOP_REASON, SafetyStopManager
@@ -154,6 +155,10 @@ class TriggerGate:
     first. ``close()`` (the commit failed: another thread got there first) ends the job without an order.
     """
 
+    # Journalled in the TRIGGERED commit itself (TransitionRequest.events): the "an exit may be at the
+    # broker" marker that the job's first attempt would otherwise commit on its own, one fsync later.
+    commit_events = (("exit_sending", "attempt 1, marked with the trigger's commit"),)
+
     def __init__(self, protection: Protection) -> None:
         self.protection = protection
         self._event = threading.Event()
@@ -168,6 +173,21 @@ class TriggerGate:
 
     def wait(self, timeout: float = 10.0) -> bool:
         return self._event.wait(timeout) and self.committed
+
+
+@dataclass
+class _Prepared:
+    """An exit worked out while its trigger was being committed: its share and the order to send."""
+
+    share: int | None
+    request: OrderRequest | None
+
+
+@dataclass
+class _Marker:
+    """Whether an "exit_sending" marker is on disk that no attempt has used yet (the gate's commit)."""
+
+    pending: bool = False
 
 
 class _TagWatch:
@@ -223,6 +243,9 @@ class ExitJobs:
         )
         # The broker-held safety stops, consulted before every exit (set by the ProtectionService).
         self.safety: SafetyStopManager | None = None
+        # Each account's live position book (services/position_book.py; set by the ProtectionService):
+        # an exit is sized from it when it vouches for the position, else from a positions read.
+        self.book_for: Callable[[int], PositionBook | None] = lambda _account_id: None
 
     # ----------------------------------------------------------------- public, any thread
 
@@ -389,17 +412,22 @@ class ExitJobs:
         broker = self.broker_for(p.account_id)
         if broker is not None:
             self._listen_for(p)
+        marker = _Marker()
         try:
-            live = self._live_quantity(p, broker) if broker is not None else None
+            # Worked out while TRIGGERED is being committed: the live quantity (from the position book, no
+            # round trip, when it is fresh), the share and the order itself. Nothing is sent before the gate.
+            live = self._exit_quantity(p, broker) if broker is not None else None
+            prepared = self._prepare(p, live) if live is not None and live > 0 else None
             if not gate.wait():
                 return False  # the trigger was not committed: someone else owns this exit
+            marker.pending = True  # the commit carried the "exit_sending" marker
             p = self.store.get(p.id)
             if broker is None or live is None:
                 self.events.login_needed(p.account_id)
                 return False
             if p.status is not Status.TRIGGERED:
                 return False
-            return self._place(p, broker, live)
+            return self._place(p, broker, live, prepared=prepared, marker=marker)
         except TemporaryError as exc:
             gate.wait()
             if gate.committed:
@@ -409,7 +437,18 @@ class ExitJobs:
             if gate.wait() and gate.committed:
                 self.store.journal("exit_waiting_login", protection_id=p.id, message=str(exc))
             self.events.login_needed(p.account_id)
+        finally:
+            if marker.pending:
+                # The marker said an exit may be at the broker; none was sent: a later job need not look.
+                self.store.journal(
+                    "exit_not_sent", protection_id=p.id, message="nothing sent after the trigger"
+                )
         return False
+
+    def _prepare(self, p: Protection, live: int) -> _Prepared:
+        share = exit_share(p, self.store.live(p.account_id), live)
+        request = self._exit_request(p, share) if share is not None and share > 0 else None
+        return _Prepared(share, request)
 
     @staticmethod
     def _protected(p: Protection) -> int:
@@ -432,21 +471,58 @@ class ExitJobs:
         holdings = self._call(p, broker.holdings, "read holdings") if p.product.value == "CNC" else []
         return open_quantity(p, positions, holdings, broker.capabilities)
 
+    def _exit_quantity(self, p: Protection, broker: Broker) -> int:
+        """The live open quantity for a first exit: the book's when it vouches for it, else REST's."""
+        book = self.book_for(p.account_id)
+        live = book.quantity(p) if book is not None else None
+        if live is not None:
+            log.debug("protection %s: sized from the position book: %d", p.id, live)
+            return live
+        if book is not None:
+            log.info("protection %s: sized by a positions read: %s", p.id, book.why_not(p) or "changed")
+        return self._bounded(p, self._live_quantity(p, broker))
+
+    def _bounded(self, p: Protection, live: int) -> int:
+        """A read's quantity, never above what the order stream says when it saw a fill the read may
+        still trail (a sale outside the app that positions do not show yet: the exit would flip it)."""
+        book = self.book_for(p.account_id)
+        bound = book.recent_fills_bound(p) if book is not None else None
+        if bound is not None and bound < live:
+            log.warning(
+                "protection %s: positions show %d, the order stream %d: exiting the smaller",
+                p.id,
+                live,
+                bound,
+            )
+            return bound
+        return live
+
     def _exit_orders(self, p: Protection, broker: Broker) -> list[Order]:
         """Every usable order at the broker carrying the exit tag (a sliced exit has several)."""
         orders = self._call(p, broker.orders, "read the order book")
         return [o for o in orders if o.tag == p.exit_tag and usable_exit(o)]
 
-    def _place(self, p: Protection, broker: Broker, live: int | None = None) -> bool:
+    def _place(
+        self,
+        p: Protection,
+        broker: Broker,
+        live: int | None = None,
+        *,
+        prepared: _Prepared | None = None,
+        marker: _Marker | None = None,
+    ) -> bool:
         if live is None:
-            live = self._live_quantity(p, broker)
+            live = self._exit_quantity(p, broker)
         if live <= 0:
             # A positions endpoint may lag a fresh fill: "flat" (no exit sent, the safety stop taken away)
-            # only when a second read, some seconds on, agrees.
+            # only when a second read, some seconds on, agrees. A sale outside the app that the order stream
+            # saw is believed over a read that may still trail it: never a flip.
             self._sleep(self.policy.flat_confirm)
-            live = self._live_quantity(p, broker)
+            live = self._bounded(p, self._live_quantity(p, broker))
         # Its share of the position: other protections on it and exits on their way take theirs first.
-        share = exit_share(p, self.store.live(p.account_id), live)
+        if prepared is None or live <= 0:
+            prepared = self._prepare(p, live)
+        share = prepared.share
         if share is None:
             log.info("protection %s: exits on their way take the position's %d; this exit waits", p.id, live)
             return False  # stays TRIGGERED: the reconciler resumes it once those exits are settled
@@ -466,7 +542,8 @@ class ExitJobs:
             log.info("protection %s: position already flat; no exit sent", p.id)
             self.events.closed_externally(p.id)
             return False
-        ids = self._send(p, broker, self._exit_request(p, quantity), live, recheck=True)
+        request = prepared.request if prepared.request is not None else self._exit_request(p, quantity)
+        ids = self._send(p, broker, request, live, recheck=True, marker=marker)
         if ids is None:
             return False
         if isinstance(ids, _Adopted):
@@ -496,6 +573,7 @@ class ExitJobs:
         *,
         sliced: bool = False,
         recheck: bool = False,
+        marker: _Marker | None = None,
     ) -> list[str] | _Adopted | None:
         """Place ``request`` with retries: the child order ids, the orders a lost reply left behind
         (``_Adopted``), or None when the protection is left as it is (failed, delayed or held).
@@ -506,12 +584,16 @@ class ExitJobs:
         for attempt in range(1, policy.attempts + 1):
             slicer = as_slicing_broker(broker) if sliced else None
             # Persist before acting: after a crash, this marker says an exit may be at the broker, so
-            # the restart looks for it (book lag and all) before sending anything.
-            self.store.journal(
-                "exit_sending",
-                protection_id=p.id,
-                message=f"attempt {attempt}, quantity {request.quantity}{', sliced' if slicer else ''}",
-            )
+            # the restart looks for it (book lag and all) before sending anything. The first attempt of a
+            # tick's exit has it on disk already, committed with TRIGGERED (TriggerGate.commit_events).
+            if marker is not None and marker.pending:
+                marker.pending = False
+            else:
+                self.store.journal(
+                    "exit_sending",
+                    protection_id=p.id,
+                    message=f"attempt {attempt}, quantity {request.quantity}{', sliced' if slicer else ''}",
+                )
             try:
                 if slicer is not None:
                     ids = slicer.place_sliced_order(request)
@@ -519,6 +601,9 @@ class ExitJobs:
                     ids = [broker.place_order(request)]
             except AmbiguousError as exc:
                 log.warning("protection %s: exit attempt %d ambiguous (%s)", p.id, attempt, exc)
+                book = self.book_for(p.account_id)
+                if book is not None:
+                    book.suspect(p)
                 outcome, found, live_now = self._look_for_lost_exit(p, broker, live)
                 if self.stopping.is_set() and outcome is not Ambiguity.ADOPT:
                     self._unconfirmed.add(p.id)
@@ -579,6 +664,9 @@ class ExitJobs:
                 return None
             else:
                 self._unconfirmed.discard(p.id)
+                book = self.book_for(p.account_id)
+                if book is not None:
+                    book.exit_sent(ids, p)
                 return ids
             if attempt < policy.attempts:
                 if self.stopping.is_set():

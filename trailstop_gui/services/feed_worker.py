@@ -106,10 +106,13 @@ class FeedWorker(QThread):
         self._aloop: asyncio.AbstractEventLoop | None = None
         self._ready = threading.Event()
         self.ticks = 0
+        # Who hears whether the order-update stream is up (the account's position book), and its guard.
+        self._order_stream_listener: Callable[[bool], None] | None = None
+        self._order_stream_lock = threading.Lock()
         self.loop = FeedLoop(
             protocol,
             on_batch=self._on_batch,
-            on_state=lambda state, why: self.state_changed.emit(state.value, why),
+            on_state=self._on_feed_state if order_protocol is None else self._on_price_feed_state,
             on_connected=self._on_connected,
             watchdog=watchdog,
             backoff=backoff,
@@ -117,12 +120,38 @@ class FeedWorker(QThread):
         # A broker whose order updates come on a stream of their own (Upstox's portfolio feed) gets a second
         # loop in this thread; its updates take the same path as those of a combined feed (Kite's ticker).
         self.order_loop = (
-            FeedLoop(order_protocol, on_batch=self._on_batch, watchdog=watchdog, backoff=Backoff())
+            FeedLoop(
+                order_protocol,
+                on_batch=self._on_batch,
+                on_state=lambda state, _why: self._order_stream_state(state),
+                watchdog=watchdog,
+                backoff=Backoff(),
+            )
             if order_protocol is not None
             else None
         )
 
     # ----------------------------------------------------------------- any thread
+
+    def listen_order_stream(self, listener: Callable[[bool], None]) -> None:
+        """Tell ``listener`` now and at every change whether the stream carrying order updates is up."""
+        with self._order_stream_lock:
+            self._order_stream_listener = listener
+            carrier = self.order_loop or self.loop
+            listener(carrier.state is FeedState.LIVE)
+
+    def _order_stream_state(self, state: FeedState) -> None:
+        with self._order_stream_lock:
+            if self._order_stream_listener is not None:
+                self._order_stream_listener(state is FeedState.LIVE)
+
+    def _on_price_feed_state(self, state: FeedState, why: str) -> None:
+        self.state_changed.emit(state.value, why)
+
+    def _on_feed_state(self, state: FeedState, why: str) -> None:
+        """The one stream carries prices and order updates (Kite's ticker)."""
+        self._order_stream_state(state)
+        self.state_changed.emit(state.value, why)
 
     def arm(self, protections: Iterable[Protection]) -> None:
         """Arm (or re-arm) protections in the engine and subscribe to their instruments."""

@@ -13,8 +13,9 @@ Thread rules:
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -40,6 +41,8 @@ from trailstop_gui.models.store import ConcurrentTransition, ProtectionStore, Tr
 from trailstop_gui.services.adoption import adopt_position
 from trailstop_gui.services.brokers.base import (
     Broker,
+    Holding,
+    Order,
     OrderRequest,
     OrderType,
     Position,
@@ -47,7 +50,10 @@ from trailstop_gui.services.brokers.base import (
 )
 from trailstop_gui.services.brokers.errors import AmbiguousError, AuthError, BrokerError
 from trailstop_gui.services.brokers.feed_loop import OrderUpdate
+from trailstop_gui.services.brokers.kite import order_from_kite
+from trailstop_gui.services.brokers.upstox import order_from_upstox
 from trailstop_gui.services.exit_executor import ExitExecutor, RetryPolicy
+from trailstop_gui.services.feed_worker import FeedWorker
 from trailstop_gui.services.holdings import (
     CONSENT_WARNING,
     DEMAT_REFUSAL_ADVICE,
@@ -59,6 +65,7 @@ from trailstop_gui.services.holdings import (
 )
 from trailstop_gui.services.instruments import master_key
 from trailstop_gui.services.notifier import Alert, AlertKind, Notifier
+from trailstop_gui.services.position_book import PositionBook
 from trailstop_gui.services.positions import matching_position
 from trailstop_gui.services.reconciler import Hooks, Reconciler
 from trailstop_gui.services.safety_stop import SafetyConfig, SafetyHooks, SafetyPolicy, SafetyStopManager
@@ -68,6 +75,15 @@ from trailstop_gui.settings import Settings, load_settings
 log = logging.getLogger("trailstop.protection")
 
 RECONCILE_INTERVAL_MS = 30_000
+# A positions read that leaves the position book unsettled is followed by another this much later, at most
+# BOOK_RECHECKS times in a row (then the periodic reconcile): a positions endpoint trails a fill by seconds.
+BOOK_RECHECK_SECONDS = 2.0
+BOOK_RECHECKS = 5
+# How each broker's pushed order updates read (its order-book parser): the position books use them.
+BOOK_PARSERS: dict[str, Callable[[Mapping[str, Any]], Order]] = {
+    "kite": order_from_kite,
+    "upstox": order_from_upstox,
+}
 ENTRY_WATCH_SECONDS = 20.0
 ENTRY_POLL_SECONDS = 0.2
 DEFAULT_TICK_SIZE = 0.05  # NSE's and NFO's usual tick, for an instrument the master does not know
@@ -132,6 +148,7 @@ class ProtectionService(QObject):
         retry_policy: RetryPolicy | None = None,
         reconcile_interval_ms: int = RECONCILE_INTERVAL_MS,
         safety_policy: SafetyPolicy | None = None,
+        position_book: bool = True,
     ) -> None:
         super().__init__()
         self.store = store
@@ -172,8 +189,16 @@ class ProtectionService(QObject):
                 armed=self._armed_ids,
                 stop_refused=self._on_stop_refused,
                 engine_view=lambda p: self.engine_view(p),
+                positions_read=self._on_positions_read,
             ),
         )
+        # Each account's live position book: exits are sized from it when it is fresh (no round trip).
+        self.books: dict[int, PositionBook] = {}
+        self._book_rechecks: dict[int, threading.Timer] = {}
+        self._book_tries: dict[int, int] = {}  # rechecks since the account's book last settled
+        self._book_lock = threading.Lock()
+        self.position_book = position_book
+        self.executor.book_for = lambda account_id: self.books.get(account_id) if self.position_book else None
         self.actions = QThreadPool()
         self.actions.setMaxThreadCount(4)  # an entry is watched until it fills, for up to 20 s
         self.reconciles = QThreadPool()
@@ -263,6 +288,10 @@ class ProtectionService(QObject):
         """Stop feeds and pools; protections stay armed in the database for the next start."""
         self._started = False
         self._timer.stop()
+        with self._book_lock:
+            rechecks, self._book_rechecks = list(self._book_rechecks.values()), {}
+        for timer in rechecks:
+            timer.cancel()
         self.executor.stopping.set()
         for session in self.sessions.values():
             session.stop_feed()
@@ -279,6 +308,8 @@ class ProtectionService(QObject):
             self.actions.start(
                 _Task(lambda: self._read_demat_consent(account_id, broker), f"profile of {account_id}")
             )
+        # Before the feed starts: its first reconcile (on connect) corrects the book.
+        book = self._book_of(account_id, broker)
         feed = session.start_feed(
             self.store,
             on_trigger=self._on_trigger,
@@ -287,6 +318,17 @@ class ProtectionService(QObject):
             on_triggers=self._on_triggers,
         )
         feed.engine_view = lambda p: self.engine_view(p)
+        if book is not None:
+
+            def stream_changed(up: bool, feed: FeedWorker = feed, book: PositionBook = book) -> None:
+                if session.feed is not feed:
+                    return  # a feed being replaced: the new one speaks for the stream now
+                if up:
+                    book.stream_up()
+                else:
+                    book.stream_down()
+
+            feed.listen_order_stream(stream_changed)
         feed.snapshot_ready.connect(lambda snap: self.snapshot_ready.emit(dict(snap, account_id=account_id)))
         # Direct: a cheap, thread-safe notification from the feed thread (coalesced, at most 10 Hz).
         feed.stop_moved.connect(self._on_stop_moved, Qt.ConnectionType.DirectConnection)
@@ -386,6 +428,7 @@ class ProtectionService(QObject):
                 reason=event.reason,
                 price=event.ltp,
                 fields={"stop": event.stop},
+                events=gate.commit_events if (gate := gates[pid]) is not None else (),
             )
             for pid, event in fired
         ]
@@ -424,6 +467,9 @@ class ProtectionService(QObject):
         self.safety.on_stop_moved(pid)
 
     def _on_order_update(self, account_id: int, update: OrderUpdate) -> None:
+        book = self.books.get(account_id)
+        if book is not None:
+            book.apply(update)
         self.executor.on_order_update(update)
         owner, role = self._owner_of(update.tag)
         if owner is not None and role == "safety":
@@ -459,6 +505,45 @@ class ProtectionService(QObject):
         if p is not None and tag == p.safety_tag:
             return p, "safety"
         return None, ""
+
+    # ----------------------------------------------------------------- the live position books
+
+    def _book_of(self, account_id: int, broker: Broker | None) -> PositionBook | None:
+        """The account's book, made at its first start and kept across feed rebuilds; None for paper."""
+        book = self.books.get(account_id)
+        if book is None and broker is not None:
+            parse = BOOK_PARSERS.get(broker.capabilities.broker)
+            if parse is not None:
+                book = self.books[account_id] = PositionBook(broker.capabilities, parse)
+        return book
+
+    def _on_positions_read(
+        self, account_id: int, positions: list[Position], holdings: list[Holding] | None, sent_at: float
+    ) -> None:
+        book = self.books.get(account_id)
+        if book is None:
+            return
+        settled = book.correct(positions, holdings, sent_at)
+        with self._book_lock:
+            if settled:
+                self._book_tries.pop(account_id, None)
+                return
+            # Too soon after the stream came up, or REST and the stream disagree (one of them trails): the
+            # book vouches again once a later read settles it. Read again soon (a few times), not in 30 s.
+            tries = self._book_tries.get(account_id, 0)
+            if account_id in self._book_rechecks or not self._started or tries >= BOOK_RECHECKS:
+                return
+            self._book_tries[account_id] = tries + 1
+            timer = threading.Timer(BOOK_RECHECK_SECONDS, lambda: self._book_recheck(account_id))
+            timer.daemon = True
+            self._book_rechecks[account_id] = timer
+        timer.start()
+
+    def _book_recheck(self, account_id: int) -> None:
+        with self._book_lock:
+            self._book_rechecks.pop(account_id, None)
+        if self._started:
+            self.reconcile(account_id)
 
     # ----------------------------------------------------------------- hooks for the reconciler
 

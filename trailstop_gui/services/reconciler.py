@@ -112,6 +112,11 @@ class Hooks:
     stop_refused: Callable[[Protection], None] = lambda _p: None
     # How the engine sees a protection: itself, or on its underlying's prices (services/underlying.py).
     engine_view: Callable[[Protection], Protection] = lambda p: p
+    # Every positions read (and the holdings read with it, None when not read), with the monotonic time
+    # the read was sent: it corrects the account's live position book (services/position_book.py).
+    positions_read: Callable[[int, list[Position], list[Holding] | None, float], None] = (
+        lambda _account, _positions, _holdings, _sent_at: None
+    )
 
 
 class Reconciler:
@@ -157,9 +162,11 @@ class Reconciler:
             needs_orders = any(p.status is Status.PENDING for p in live)
             orders = broker.orders() if needs_orders else []
             read_at = datetime.now()
+            sent_at = time.monotonic()
             positions = broker.positions()
             needs_holdings = any(p.product is Product.CNC for p in live) or account_id in self.auto_protect
             holdings = broker.holdings() if needs_holdings else []
+            self.hooks.positions_read(account_id, positions, holdings if needs_holdings else None, sent_at)
             shares = self._shares(live, broker, positions, holdings)
             maybe_flat: list[Protection] = []
             for p in live:

@@ -27,6 +27,7 @@ from trailstop_gui.simulator.instruments import Instrument, InstrumentIndex, bui
 from trailstop_gui.simulator.ip_registry import IpRegistry
 from trailstop_gui.simulator.market import Market, Quote
 from trailstop_gui.simulator.sessions import Sessions
+from trailstop_gui.simulator.update_disorder import UpdateDisorder
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,10 @@ class UpstoxDemo:
 
 class SimListener:
     """Receives market ticks and order updates; override what you need. Called on the loop thread."""
+
+    # A stream to the trader's client (Kite ticker, Upstox portfolio feed): the update_disorder fault
+    # reorders what it gets. Other listeners (GTT books) always hear every change at once, in order.
+    streams_order_updates = False
 
     def on_ticks(self, quotes: list[Quote]) -> None:
         """Fresh snapshots of instruments whose book just changed."""
@@ -98,6 +103,7 @@ class Simulator:
         self.sessions = Sessions(clock)
         self.feeds = FeedRegistry()
         self.exchange = Exchange(self.market, self.faults, self, self._order_updated, fill_delay, clock)
+        self._disorder = UpdateDisorder()
         self.kite = KiteDemo(api_key="sim" + _lower_alnum(13), api_secret=_lower_alnum(32))
         self.upstox = UpstoxDemo(
             client_id=f"{_lower_alnum(8)}-{_lower_alnum(4)}-{_lower_alnum(4)}-{_lower_alnum(4)}-{_lower_alnum(12)}",
@@ -250,8 +256,10 @@ class Simulator:
             self._listeners.remove(listener)
 
     def _order_updated(self, order: Order) -> None:
+        streamed = self._disorder.pass_on(order, self.faults.update_disorder)
         for listener in list(self._listeners):
-            try:
-                listener.on_order_update(order)
-            except Exception:
-                log.exception("listener %r failed on an order update", listener)
+            for update in streamed if listener.streams_order_updates else [order]:
+                try:
+                    listener.on_order_update(update)
+                except Exception:
+                    log.exception("listener %r failed on an order update", listener)

@@ -27,6 +27,7 @@ LOST_REPLY = "lost_reply"
 BOOK_LAG = "book_lag"
 FREEZE_QUANTITY = "freeze_quantity"
 LATENCY = "latency"
+UPDATE_DISORDER = "update_disorder"
 CLEAR = "clear"
 KINDS = (
     HTTP_FAULT,
@@ -43,6 +44,7 @@ KINDS = (
     BOOK_LAG,
     FREEZE_QUANTITY,
     LATENCY,
+    UPDATE_DISORDER,
     CLEAR,
 )
 # How a malformed reply is malformed: its lists become null, a field goes missing, a number becomes a string.
@@ -113,6 +115,8 @@ class Faults:
         # The network's round trip (seconds): half on the way to the broker, half on the way back. Every
         # request and every feed frame pays it, as from a home line to the broker's servers.
         self.latency = 0.0
+        # Order updates on the streams repeated and out of order (simulator/update_disorder.py).
+        self.update_disorder = False
         self._stall_until: float | None = None
 
     # -- queries used by the server and the exchange ---------------------------------------------
@@ -200,6 +204,8 @@ class Faults:
             self.stall(spec.get("seconds"))
         elif kind == LATENCY:
             self.latency = spec["seconds"]
+        elif kind == UPDATE_DISORDER:
+            self.update_disorder = True
         else:
             raise FaultError(f"{kind} is an action, not a standing fault")
 
@@ -220,6 +226,8 @@ class Faults:
             self._stall_until = None
         if kind in (None, LATENCY):
             self.latency = 0.0
+        if kind in (None, UPDATE_DISORDER):
+            self.update_disorder = False
 
     def describe(self) -> dict[str, Any]:
         remaining = None
@@ -235,6 +243,7 @@ class Faults:
             "ws_stalled": self.ws_stalled,
             "ws_stall_remaining": remaining,
             "latency": self.latency,
+            "update_disorder": self.update_disorder,
         }
 
 

@@ -98,6 +98,8 @@ def encode_message(packets: list[bytes]) -> bytes:
 class KiteTickerHub(SimListener):
     """Accepts ticker connections and fans ticks, heartbeats and order updates out to them."""
 
+    streams_order_updates = True
+
     def __init__(self, sim: Simulator) -> None:
         self.sim = sim
         self._conns: set[FeedConnection] = set()

@@ -70,6 +70,8 @@ def _unauthorized() -> web.Response:
 class UpstoxFeeds(SimListener):
     """Both Upstox socket kinds; fans ticks and order updates out to them."""
 
+    streams_order_updates = True
+
     def __init__(self, sim: Simulator, api: UpstoxApi) -> None:
         self.sim = sim
         self.api = api
