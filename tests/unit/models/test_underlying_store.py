@@ -2,50 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
-from trailstop_gui.models.domain import Product, Side, Status, TrailRule
+from trailstop_gui.models.domain import Side
 from trailstop_gui.models.store import ProtectionStore
 from trailstop_gui.models.underlying import UnderlyingRule
 from trailstop_gui.models.underlying_store import UnderlyingStore
 
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[ProtectionStore]:
-    s = ProtectionStore(tmp_path / "u.db")
-    yield s
-    s.close()
-
-
-def protection(store: ProtectionStore) -> int:
-    account = store.add_account("kite", "k")
-    p = store.create_protection(
-        account_id=account.id,
-        broker="kite",
-        instrument=12345,
-        symbol="NIFTY26DEC24000CE",
-        exchange="NFO",
-        side=Side.BUY,
-        product=Product.NRML,
-        quantity=75,
-        filled_quantity=75,
-        entry_price=100.0,
-        tick_size=0.05,
-        rule=TrailRule.percent(2),
-        status=Status.OPEN,
-    )
-    return p.id
-
-
+OpenProtection = Callable[[ProtectionStore], int]
 NIFTY = UnderlyingRule("256265", "NIFTY 50", "NSE", Side.BUY, 0.05, 24000.0)
 
 
-def test_put_replaces_and_all_reads_back_every_field(store: ProtectionStore) -> None:
+def test_put_replaces_and_all_reads_back_every_field(
+    store: ProtectionStore, open_protection: OpenProtection
+) -> None:
     rules = UnderlyingStore()
-    pid = protection(store)
+    pid = open_protection(store)
     assert rules.all() == {}
     rules.put(pid, NIFTY)
     assert rules.all() == {pid: NIFTY}
@@ -55,9 +29,11 @@ def test_put_replaces_and_all_reads_back_every_field(store: ProtectionStore) -> 
     assert UnderlyingStore().all() == {pid: bank}  # durable, not a cache of this instance
 
 
-def test_a_failed_transaction_keeps_neither_the_rule_nor_the_stop(store: ProtectionStore) -> None:
+def test_a_failed_transaction_keeps_neither_the_rule_nor_the_stop(
+    store: ProtectionStore, open_protection: OpenProtection
+) -> None:
     rules = UnderlyingStore()
-    pid = protection(store)
+    pid = open_protection(store)
     before = store.get(pid).stop
     with pytest.raises(RuntimeError, match="after both writes"), rules.transaction():
         rules.put(pid, NIFTY)
