@@ -15,28 +15,12 @@ from pathlib import Path
 
 import peewee as pw
 
+from trailstop_gui.models.db_base import PRAGMAS as PRAGMAS
+from trailstop_gui.models.db_base import BaseModel as BaseModel
+from trailstop_gui.models.db_base import database as database
+from trailstop_gui.models.paper_db import PAPER_MODELS
+
 SCHEMA_VERSION = 4
-
-# Deferred: init_db() points it at a file. Peewee keeps one connection per thread, which is what the
-# threads design asks for (GUI, feed and executor threads each use their own connection).
-# IMMEDIATE: a transaction takes the write lock when it begins. A deferred one that reads, then writes,
-# fails at once with "database is locked" when another thread writes in between; this one waits instead.
-database = pw.SqliteDatabase(None, lock_type="IMMEDIATE")
-
-PRAGMAS = {
-    "journal_mode": "wal",
-    # FULL: a committed transition survives a power cut, not just a crash of the app. Stop moves are
-    # batched (write-behind), so the extra fsync is paid a few times a second at most.
-    "synchronous": 2,
-    "foreign_keys": 1,
-    "busy_timeout": 5000,
-}
-
-
-class BaseModel(pw.Model):
-    class Meta:
-        database = database
-        legacy_table_names = False
 
 
 class Meta(BaseModel):
@@ -221,9 +205,7 @@ Migration = Callable[[pw.SqliteDatabase], None]
 
 
 def all_models() -> list[type[BaseModel]]:
-    """Every table, the paper broker's included (its module imports this one, hence the late import)."""
-    from trailstop_gui.models.paper_db import PAPER_MODELS
-
+    """Every table, the paper broker's included."""
     return [*MODELS, *PAPER_MODELS]
 
 

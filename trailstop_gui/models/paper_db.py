@@ -1,7 +1,8 @@
 """Tables of the paper broker: its orders and its fills, in the app's database.
 
-Bound to :data:`trailstop_gui.models.db.database`, like every other table. The paper broker
-(``services/brokers/paper.py``) owns the logic; this module only describes what is stored. Positions are
+Bound to :data:`trailstop_gui.models.db_base.database`, like every other table (``db.py`` lists them all).
+The paper broker (``services/brokers/paper.py``) owns the logic and ``paper_store.py`` the queries; this
+module only describes what is stored. Positions are
 not stored: they are the sum of the trades, so they can never disagree with them.
 """
 
@@ -9,12 +10,12 @@ from __future__ import annotations
 
 import peewee as pw
 
-from trailstop_gui.models import db
+from trailstop_gui.models.db_base import BaseModel, database
 
 __all__ = ["PAPER_MODELS", "PaperOrder", "PaperTrade", "create_paper_tables"]
 
 
-class PaperOrder(db.BaseModel):
+class PaperOrder(BaseModel):
     """One paper order in its latest state; ``history`` holds every state it went through, as JSON."""
 
     id = pw.AutoField()
@@ -45,7 +46,7 @@ class PaperOrder(db.BaseModel):
         table_name = "paper_order"
 
 
-class PaperTrade(db.BaseModel):
+class PaperTrade(BaseModel):
     """One fill of a paper order."""
 
     id = pw.AutoField()
@@ -65,9 +66,9 @@ class PaperTrade(db.BaseModel):
         table_name = "paper_trade"
 
 
-PAPER_MODELS: list[type[db.BaseModel]] = [PaperOrder, PaperTrade]
+PAPER_MODELS: list[type[BaseModel]] = [PaperOrder, PaperTrade]
 
 
 def create_paper_tables() -> None:
     """Create the paper tables in the open database if they are missing (call after ``db.init_db``)."""
-    db.database.create_tables(PAPER_MODELS, safe=True)
+    database.create_tables(PAPER_MODELS, safe=True)

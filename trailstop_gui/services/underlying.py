@@ -15,9 +15,9 @@ import logging
 import threading
 import time
 
-from trailstop_gui.models import db
 from trailstop_gui.models.domain import InstrumentId, Protection, Side, Status
 from trailstop_gui.models.underlying import UnderlyingRule, engine_view, initial_stop
+from trailstop_gui.models.underlying_store import UnderlyingStore
 from trailstop_gui.services.protection_service import ProtectionService
 
 log = logging.getLogger("trailstop.underlying")
@@ -32,9 +32,8 @@ class UnderlyingService:
         self.service = service
         self.store = service.store
         self._lock = threading.Lock()
-        self._rules: dict[int, UnderlyingRule] = {
-            row.protection_id: _rule(row) for row in db.UnderlyingRow.select()
-        }
+        self.rules = UnderlyingStore()
+        self._rules: dict[int, UnderlyingRule] = self.rules.all()
         service.engine_view = self.view
 
     def rule(self, pid: int) -> UnderlyingRule | None:
@@ -83,16 +82,8 @@ class UnderlyingService:
             self.service.pause(pid)  # the engine must not trail the option with the underlying's stop
             self._wait_disarmed(p)
         self.store.flush()  # a stop move of the option still pending must land before the new stop
-        with db.database.atomic():
-            db.UnderlyingRow.insert(
-                protection=pid,
-                instrument=str(rule.instrument),
-                symbol=rule.symbol,
-                exchange=rule.exchange,
-                view=rule.view.value,
-                tick_size=rule.tick_size,
-                reference=rule.reference,
-            ).on_conflict_replace().execute()
+        with self.rules.transaction():
+            self.rules.put(pid, rule)
             self.store.update(
                 pid,
                 kind="underlying_set",
@@ -123,20 +114,12 @@ class UnderlyingService:
         return self.store.get(p.id)
 
     def _store_before_fill(self, p: Protection, rule: UnderlyingRule, stop: float) -> None:
-        with db.database.atomic():
+        with self.rules.transaction():
             fresh = self.store.get(p.id)
             if fresh.status is not Status.PENDING:
                 # Filled meanwhile: its stop is already the option's; set it as for any OPEN protection.
                 raise ValueError(f"underlying: protection {p.id} filled meanwhile; set the rule again")
-            db.UnderlyingRow.insert(
-                protection=p.id,
-                instrument=str(rule.instrument),
-                symbol=rule.symbol,
-                exchange=rule.exchange,
-                view=rule.view.value,
-                tick_size=rule.tick_size,
-                reference=rule.reference,
-            ).on_conflict_replace().execute()
+            self.rules.put(p.id, rule)
             with self._lock:
                 # Inside the transaction: a fill committed right after it already sees the rule.
                 self._rules[p.id] = rule
@@ -155,9 +138,3 @@ class UnderlyingService:
         deadline = time.monotonic() + DISARM_WAIT_SECONDS
         while p.id in feed.armed_ids() and time.monotonic() < deadline:
             time.sleep(0.01)
-
-
-def _rule(row: db.UnderlyingRow) -> UnderlyingRule:
-    return UnderlyingRule(
-        row.instrument, row.symbol, row.exchange, Side.parse(row.view), row.tick_size, row.reference
-    )

@@ -3,48 +3,22 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable
 from datetime import time
 from pathlib import Path
 
 import pytest
 
 from trailstop_gui.models import db
-from trailstop_gui.models.domain import Product, Side, Status, TrailRule
 from trailstop_gui.models.store import ProtectionStore
 from trailstop_gui.models.timed_exit_store import TimedExitStore
 
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[ProtectionStore]:
-    s = ProtectionStore(tmp_path / "t.db")
-    yield s
-    s.close()
+OpenProtection = Callable[[ProtectionStore], int]
 
 
-def protection(store: ProtectionStore) -> int:
-    account = store.add_account("kite", "k")
-    p = store.create_protection(
-        account_id=account.id,
-        broker="kite",
-        instrument=408065,
-        symbol="INFY",
-        exchange="NSE",
-        side=Side.BUY,
-        product=Product.MIS,
-        quantity=1,
-        filled_quantity=1,
-        entry_price=100.0,
-        tick_size=0.05,
-        rule=TrailRule.percent(2),
-        status=Status.OPEN,
-    )
-    return p.id
-
-
-def test_set_change_clear_and_journal(store: ProtectionStore) -> None:
+def test_set_change_clear_and_journal(store: ProtectionStore, open_protection: OpenProtection) -> None:
     times = TimedExitStore(store)
-    pid = protection(store)
+    pid = open_protection(store)
     assert times.get(pid) is None
     assert times.set(pid, "15:15") == time(15, 15)
     assert times.set(pid, "15:15") == time(15, 15)  # no change, no journal line
@@ -56,9 +30,11 @@ def test_set_change_clear_and_journal(store: ProtectionStore) -> None:
     assert events == [("", "15:15"), ("15:15", "14:00"), ("14:00", "")]
 
 
-def test_bad_input_names_the_field_and_keeps_what_is_stored(store: ProtectionStore) -> None:
+def test_bad_input_names_the_field_and_keeps_what_is_stored(
+    store: ProtectionStore, open_protection: OpenProtection
+) -> None:
     times = TimedExitStore(store)
-    pid = protection(store)
+    pid = open_protection(store)
     times.set(pid, "15:15")
     with pytest.raises(ValueError, match="exit time"):
         times.set(pid, "16:00")
@@ -67,10 +43,12 @@ def test_bad_input_names_the_field_and_keeps_what_is_stored(store: ProtectionSto
         times.set(pid + 100, "15:15")
 
 
-def test_a_version_3_file_gets_the_table_and_keeps_its_protections(tmp_path: Path) -> None:
+def test_a_version_3_file_gets_the_table_and_keeps_its_protections(
+    tmp_path: Path, open_protection: OpenProtection
+) -> None:
     path = tmp_path / "v3.db"
     with ProtectionStore(path) as store:
-        pid = protection(store)
+        pid = open_protection(store)
         before = store.get(pid)
     conn = sqlite3.connect(path)
     conn.executescript(

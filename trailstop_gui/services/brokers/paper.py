@@ -12,26 +12,23 @@ account's broker. Fills follow the simulator's rules, so a rehearsal there and h
 - SL and SL-M wait (TRIGGER PENDING) until the LTP reaches the trigger (buy: at or above, sell: at or
   below); then SL acts as a LIMIT at its price and SL-M as a MARKET order.
 
-Orders and fills are kept in the database (``models/paper_db.py``); positions are the sum of the fills,
+Orders and fills are kept in the database (``models/paper_store.py``); positions are the sum of the fills,
 so they survive a restart and can never disagree with them. Quantities always fill whole.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from trailstop_gui.models import db
 from trailstop_gui.models.domain import InstrumentId, Product, Side, Tick
-from trailstop_gui.models.paper_db import PaperOrder, PaperTrade
+from trailstop_gui.models.paper_store import PaperStore
 from trailstop_gui.services.brokers.base import (
     IST,
     KITE_CAPABILITIES,
@@ -145,7 +142,7 @@ class PaperBroker:
     instrument ticks carry; ``price_broker`` (a real account) is asked for the LTP when neither ``quote``
     nor the ticks seen have one. ``on_order_update`` hears every change of an order (placed, filled,
     triggered, modified, cancelled), outside any lock; ``feed_capabilities`` names the feed's broker.
-    The paper tables must exist (``models.paper_db.create_paper_tables``).
+    The paper tables must exist (``db.init_db`` creates them).
     """
 
     def __init__(
@@ -160,6 +157,7 @@ class PaperBroker:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._account = str(account)
+        self._store = PaperStore(self._account)
         self._quote = quote
         self._price_broker = price_broker
         self._listener = on_order_update
@@ -169,10 +167,8 @@ class PaperBroker:
         self._lock = threading.RLock()
         self._ticks: dict[str, _Price] = {}  # the latest price per instrument seen by on_tick
         self._live: dict[str, set[str]] = {}  # instrument -> ids of its orders still waiting
-        for row in PaperOrder.select(PaperOrder.order_id, PaperOrder.instrument).where(
-            (PaperOrder.account == self._account) & PaperOrder.status.in_(_LIVE)
-        ):
-            self._live.setdefault(str(row.instrument), set()).add(str(row.order_id))
+        for instrument, order_id in self._store.waiting(_LIVE):
+            self._live.setdefault(instrument, set()).add(order_id)
 
     @property
     def capabilities(self) -> Capabilities:
@@ -205,12 +201,7 @@ class PaperBroker:
         """Check every waiting order against the current prices (for use without a tick stream)."""
         with self._lock:
             ids = sorted(order_id for waiting in self._live.values() for order_id in waiting)
-            keys = {
-                str(row.instrument): str(row.quote_key)
-                for row in PaperOrder.select(PaperOrder.instrument, PaperOrder.quote_key).where(
-                    PaperOrder.order_id.in_(ids)
-                )
-            }
+            keys = self._store.quote_keys(ids)
         changed: list[Order] = []
         for instrument, quote_key in keys.items():
             price = self._current_price(instrument, quote_key)  # may ask the network: no lock held
@@ -266,33 +257,27 @@ class PaperBroker:
         else:
             status = _OPEN
         with self._lock:
-            with db.database.atomic():
-                row = PaperOrder.create(
-                    account=self._account,
-                    order_id=f"new-{uuid.uuid4().hex}",  # the real id derives from the row id
-                    tag=request.tag,
-                    instrument=instrument,
-                    quote_key=quote_key,
-                    symbol=request.symbol,
-                    exchange=request.exchange,
-                    side=request.side.value,
-                    product=request.product.value,
-                    order_type=request.order_type.value,
-                    validity=request.validity.value,
-                    quantity=request.quantity,
-                    price=float(request.price or 0.0) if request.order_type.needs_price else 0.0,
-                    trigger_price=(
-                        float(request.trigger_price or 0.0) if request.order_type.needs_trigger else 0.0
-                    ),
-                    status=status,
-                    status_message=reason,
-                    history="[]",
-                    placed_at=now,
-                    updated_at=now,
-                )
-                row.order_id = f"P{row.id:010d}"
-                _record(row, now)
-                row.save()
+            row = self._store.add_order(
+                now,
+                tag=request.tag,
+                instrument=instrument,
+                quote_key=quote_key,
+                symbol=request.symbol,
+                exchange=request.exchange,
+                side=request.side.value,
+                product=request.product.value,
+                order_type=request.order_type.value,
+                validity=request.validity.value,
+                quantity=request.quantity,
+                price=float(request.price or 0.0) if request.order_type.needs_price else 0.0,
+                trigger_price=(
+                    float(request.trigger_price or 0.0) if request.order_type.needs_trigger else 0.0
+                ),
+                status=status,
+                status_message=reason,
+                placed_at=now,
+                updated_at=now,
+            )
             order_id = str(row.order_id)
             changed = [_order(row)]
             if status != _REJECTED:
@@ -352,8 +337,7 @@ class PaperBroker:
                 row.status = _TRIGGER_PENDING
             now = self._clock()
             row.updated_at = now
-            _record(row, now)
-            row.save()
+            self._store.save(row, now)
             instrument = str(row.instrument)
             quote_key = str(row.quote_key)
         # The modified order may now cross: look at the market as a new order would.
@@ -375,8 +359,7 @@ class PaperBroker:
             now = self._clock()
             row.status = _CANCELLED
             row.updated_at = now
-            _record(row, now)
-            row.save()
+            self._store.save(row, now)
             self._forget(row)
             changed = [_order(row)]
         self._notify(changed)
@@ -389,27 +372,21 @@ class PaperBroker:
     def order_history(self, order_id: str) -> list[Order]:
         with self._lock:
             row = self._row(order_id, order_call=False)
-        return [_order(row, state) for state in json.loads(str(row.history))]
+        return [_order(row, state) for state in self._store.states(row)]
 
     def orders(self) -> list[Order]:
         """Every order of this paper account, oldest first."""
-        query = PaperOrder.select().where(PaperOrder.account == self._account).order_by(PaperOrder.id)
-        return [_order(row) for row in query]
+        return [_order(row) for row in self._store.orders()]
 
     def find_order_by_tag(self, tag: str) -> Order | None:
-        row = (
-            PaperOrder.select()
-            .where((PaperOrder.account == self._account) & (PaperOrder.tag == tag))
-            .order_by(PaperOrder.id.desc())
-            .first()
-        )
+        row = self._store.latest_by_tag(tag)
         return None if row is None else _order(row)
 
     # ------------------------------------------------------------------------- portfolio and market
 
     def positions(self) -> list[Position]:
         """Net positions from every fill of this account, flat ones included (quantity 0)."""
-        trades = PaperTrade.select().where(PaperTrade.account == self._account).order_by(PaperTrade.id)
+        trades = self._store.trades()
         books: dict[tuple[str, str], _Book] = {}
         for trade in trades:
             key = (str(trade.instrument), str(trade.product))
@@ -476,9 +453,7 @@ class PaperBroker:
     # ------------------------------------------------------------------------- plumbing
 
     def _row(self, order_id: str, *, order_call: bool) -> Any:
-        row = PaperOrder.get_or_none(
-            (PaperOrder.order_id == str(order_id)) & (PaperOrder.account == self._account)
-        )
+        row = self._store.order(order_id)
         if row is None:
             error = RejectedError if order_call else BrokerInputError
             raise error(f"paper: no order {order_id}")
@@ -487,19 +462,13 @@ class PaperBroker:
     def _instrument_for_key(self, key: str) -> str | None:
         if "|" in key:
             return key
-        row = (
-            PaperOrder.select(PaperOrder.instrument)
-            .where((PaperOrder.account == self._account) & (PaperOrder.quote_key == key))
-            .first()
-        )
-        return None if row is None else str(row.instrument)
+        return self._store.instrument_for_quote_key(key)
 
     def _match_instrument(self, instrument: str, price: _Price) -> list[Order]:
         """Match the instrument's waiting orders, oldest first. Called with the lock held."""
         ids = sorted(self._live.get(instrument, ()))
         changed: list[Order] = []
-        rows = PaperOrder.select().where(PaperOrder.order_id.in_(ids)).order_by(PaperOrder.id)
-        for row in rows:
+        for row in self._store.orders_by_id(ids):
             changed.extend(self._match(row, price, arriving=False))
         return changed
 
@@ -519,8 +488,7 @@ class PaperBroker:
                 return changed
             row.status = _OPEN
             row.updated_at = now
-            _record(row, now)
-            row.save()
+            self._store.save(row, now)
             changed.append(_order(row))
             arriving = True
         if str(row.status) != _OPEN:
@@ -536,27 +504,14 @@ class PaperBroker:
 
     def _fill(self, row: Any, price: float, now: float) -> Order:
         quantity = int(row.quantity) - int(row.filled_quantity)
-        with db.database.atomic():
-            PaperTrade.create(
-                account=self._account,
-                order=row,
-                instrument=row.instrument,
-                quote_key=row.quote_key,
-                symbol=row.symbol,
-                exchange=row.exchange,
-                side=row.side,
-                product=row.product,
-                quantity=quantity,
-                price=price,
-                ts=now,
-            )
+        with self._store.transaction():
+            self._store.add_trade(row, quantity, price, now)
             filled = int(row.filled_quantity)
             row.average_price = (float(row.average_price) * filled + price * quantity) / (filled + quantity)
             row.filled_quantity = filled + quantity
             row.status = _COMPLETE
             row.updated_at = now
-            _record(row, now)
-            row.save()
+            self._store.save(row, now)
         self._forget(row)
         return _order(row)
 
@@ -605,24 +560,6 @@ def _rejection(request: OrderRequest, price: _Price | None) -> str | None:
         if not buy and trigger >= price.ltp:
             return "Trigger price for stoploss sell orders should be lower than the last traded price."
     return None
-
-
-def _record(row: Any, now: float) -> None:
-    """Append the row's current state to its history."""
-    history = json.loads(str(row.history) or "[]")
-    history.append(
-        {
-            "status": str(row.status),
-            "ts": now,
-            "order_type": str(row.order_type),
-            "quantity": int(row.quantity),
-            "filled_quantity": int(row.filled_quantity),
-            "average_price": float(row.average_price),
-            "price": float(row.price),
-            "trigger_price": float(row.trigger_price),
-        }
-    )
-    row.history = json.dumps(history)
 
 
 def _time(value: float | None) -> datetime | None:
