@@ -287,9 +287,13 @@ class Checker:
         for o in exits:
             join(o.order_id, o.slice_parent)
         for ids in self.children.get(row["id"], []):
+            # The children of one placement are one exit whichever of them the broker refused (a refused
+            # first slice is not in ``exits``: join the others to each other, not through it).
             for i in ids:
                 join(i, row["exit_order_id"])
-                join(i, ids[0])
+            kept = [i for i in ids if i in root]
+            for i in kept[1:]:
+                join(i, kept[0])
         groups: dict[str, list[SimOrder]] = {}
         for o in exits:
             groups.setdefault(find(o.order_id), []).append(o)
@@ -414,7 +418,15 @@ class Checker:
                 )
         refused = [o for o in self.orders if o.tag == row["exit_tag"] and o.status == "REJECTED"]
         if status == "EXIT_FAILED":
-            if refused and all(o.status_message == INJECTED_REJECTION for o in refused) and not exits:
+            # Refused by an injected rejection: nothing sent, or (a sliced exit) the slices before the
+            # refused one filled and the rest is the trader's. A freeze-limit refusal that the app answered
+            # by slicing is no failure of its own.
+            injected = [o for o in refused if o.status_message == INJECTED_REJECTION]
+            others = [
+                o for o in refused if o not in injected and "freeze limit" not in (o.status_message or "")
+            ]
+            sliced = bool(injected) and len(refused) > len(injected)
+            if injected and not others and (not exits or sliced):
                 self.report.exits_refused += 1
             else:
                 self.violation("exit given up", f"{label}: EXIT_FAILED ({row['reason']})")

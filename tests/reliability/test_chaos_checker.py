@@ -12,6 +12,7 @@ from collections import Counter
 from typing import Any
 
 from bench.chaos import PROTECTION_COLUMNS, Checker, RunReport, SimOrder, SimTrade, Violation
+from bench.chaos.config import INJECTED_REJECTION
 from trailstop_gui.models.domain import Side, TrailRule
 from trailstop_gui.models.engine import initial_stop
 
@@ -294,3 +295,30 @@ def test_an_exit_refused_above_the_freeze_quantity_and_sent_again_sliced_is_one_
     # The same slices with nothing journalled: two exits, and the database names neither.
     kinds = check(rows, [refused, *slices], [gtt("G1", "deleted")])
     assert "more than one exit" in kinds
+
+
+def test_a_sliced_rest_whose_first_slice_was_refused_is_still_one_exit_and_a_refusal() -> None:
+    """Found by make chaos-safety (run 4, seed 30303): an exit of 29 refused above the freeze limit of 8,
+    the rest sent sliced (4 orders, journalled together); the injected rejection hit the first slice, the
+    other three filled 21 and the protection ended EXIT_FAILED. The checker joined the slices only through
+    the refused first one (not among the exits) and saw three exits, and counted the refusal as an exit
+    given up because some slices had filled."""
+    refused = order(
+        "U1",
+        TAG,
+        "REJECTED",
+        quantity=10,
+        filled=0,
+        status_message="Quantity 10 exceeds the freeze limit of 4",
+    )
+    first = order("U2", TAG, "REJECTED", quantity=4, filled=0, status_message=INJECTED_REJECTION)
+    slices = [order("U3", TAG, quantity=4, filled=4), order("U4", TAG, quantity=2, filled=2)]
+    journalled = {1: [["U2", "U3", "U4"]]}
+    failed = row(
+        exit_order_id="U1", status="EXIT_FAILED", reason=f"the broker rejected the exit: {INJECTED_REJECTION}"
+    )
+    assert check([failed], [refused, first, *slices], [gtt("G1", "deleted")], children=journalled) == []
+    # A refusal that was not injected is still an exit given up.
+    real = order("U2", TAG, "REJECTED", quantity=4, filled=0, status_message="RMS: something else")
+    kinds = check([failed], [refused, real, *slices], [gtt("G1", "deleted")], children=journalled)
+    assert kinds == ["exit given up"]
