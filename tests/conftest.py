@@ -1,5 +1,5 @@
 """Suite-wide set-up: Qt renders offscreen (no display in CI); an in-memory keyring for every test; the
-run fails if it opened a file beside the repository (a clone has nothing there)."""
+run fails if it opened a file beside the repository (a clone has nothing there), in every xdist worker too."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import keyring
 import keyring.backend
@@ -23,7 +24,17 @@ OUTSIDE_READS = OutsideReads.for_this_interpreter(Path(__file__).resolve().paren
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        # An xdist worker: its reads travel to the controller, which fails the run and names them.
+        workeroutput["outside_reads"] = sorted(OUTSIDE_READS.paths)
+        return
     OUTSIDE_READS.fail_session(session)
+
+
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: without xdist it is never called
+def pytest_testnodedown(node: Any, error: object) -> None:
+    OUTSIDE_READS.paths.update(getattr(node, "workeroutput", {}).get("outside_reads", ()))
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
