@@ -37,6 +37,17 @@ def pytest_testnodedown(node: Any, error: object) -> None:
     OUTSIDE_READS.paths.update(getattr(node, "workeroutput", {}).get("outside_reads", ()))
 
 
+# A test that takes one of pytest-qt's fixtures needs a QApplication: marked ``qt``, so that ``make unit``
+# (``-m "not qt"``) runs only what needs no Qt event loop.
+QT_FIXTURES = frozenset({"qtbot", "qapp", "qtmodeltester", "qtlog"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if QT_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.qt)
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     OUTSIDE_READS.write_summary(terminalreporter)
 
