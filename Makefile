@@ -30,10 +30,11 @@ lint: $(STAMP)
 # make test: lint, then the whole suite on pytest-xdist workers. Most of the suite waits (sockets, the
 # simulator, the headless app's subprocesses, the short chaos runs), so TEST_WORKERS=4 keep 2 cores busy.
 # --dist loadfile keeps each test module on one worker: module fixtures (the frozen bundle, a module's
-# simulator) are built once. TEST_WORKERS=0 runs it in this one process, as a bare `pytest` does.
+# simulator) are built once; --no-loadscope-reorder keeps tests/conftest.py's order, the longest modules
+# first. TEST_WORKERS=0 runs it in this one process, as a bare `pytest` does.
 TEST_WORKERS ?= 4
 test: lint
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 # make unit: the quick loop, tests/unit without the few that need a QApplication (marker qt); no simulator.
 UNIT_WORKERS ?= 2

@@ -42,10 +42,32 @@ def pytest_testnodedown(node: Any, error: object) -> None:
 QT_FIXTURES = frozenset({"qtbot", "qapp", "qtmodeltester", "qtlog"})
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if QT_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.qt)
+    if hasattr(config, "workerinput"):
+        _longest_modules_first(items)
+
+
+def _expected_seconds(item: pytest.Item) -> float:
+    """What a test's own marks say of its length: its timeout, else a guess for the slow tier."""
+    timeout = item.get_closest_marker("timeout")
+    if timeout is not None and timeout.args:
+        return float(timeout.args[0])
+    return 60.0 if item.get_closest_marker("slow") is not None else 0.0
+
+
+def _longest_modules_first(items: list[pytest.Item]) -> None:
+    """On xdist workers: the modules whose tests run longest first (the frozen bundle, the chaos runs),
+    each module kept whole. With ``--dist loadfile --no-loadscope-reorder`` the workers then start on them at
+    once; by default xdist orders modules by their number of tests, which left a one-test chaos run for last.
+    Every worker sorts the same collection the same way, as xdist requires."""
+    longest: dict[str, float] = {}
+    for item in items:
+        module = item.nodeid.split("::", 1)[0]
+        longest[module] = max(longest.get(module, 0.0), _expected_seconds(item))
+    items.sort(key=lambda item: -longest[item.nodeid.split("::", 1)[0]])  # stable: order within kept
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -23,7 +23,7 @@ def short_run_has_no_violations(tmp_path: Path, safety: bool) -> None:
     config = ChaosConfig(
         seed=int(os.environ.get("TRAILSTOP_CHAOS_SEED", "20240")) + (1 if safety else 0),
         runs=1,
-        duration=float(os.environ.get("TRAILSTOP_CHAOS_SECONDS", "75")),
+        duration=float(os.environ.get("TRAILSTOP_CHAOS_SECONDS", "35")),
         settle_timeout=60.0,
         safety=safety,
     )

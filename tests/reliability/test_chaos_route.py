@@ -26,7 +26,7 @@ def test_chaos_with_an_order_route_that_goes_off_and_on(tmp_path: Path) -> None:
     config = ChaosConfig(
         seed=int(os.environ.get("TRAILSTOP_CHAOS_SEED", "20240")) + 2,
         runs=1,
-        duration=float(os.environ.get("TRAILSTOP_CHAOS_ROUTE_SECONDS", "40")),
+        duration=float(os.environ.get("TRAILSTOP_CHAOS_ROUTE_SECONDS", "25")),
         settle_timeout=60.0,
         route_flaps=True,
         route_every=(4.0, 9.0),
