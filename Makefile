@@ -27,11 +27,21 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+# make test: lint, then the whole suite on pytest-xdist workers. Most of the suite waits (sockets, the
+# simulator, the headless app's subprocesses, the short chaos runs), so 3 workers keep 2 cores busy; 4 starved
+# the chaos runs' latency budgets and the timing tests on a shared 2-core machine.
+# --dist loadfile keeps each test module on one worker: module fixtures (the frozen bundle, a module's
+# simulator) are built once; --no-loadscope-reorder keeps tests/conftest.py's order, the longest modules
+# first. TEST_WORKERS=0 runs it in this one process, as a bare `pytest` does.
+TEST_WORKERS ?= 3
 test: lint
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
+# make unit: the quick loop, tests/unit without the few that need a QApplication (marker qt) and without the
+# Hypothesis fuzzers (marker fuzz: hundreds of examples each; make test runs them). No simulator.
+UNIT_WORKERS ?= 2
 unit: $(STAMP)
-	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests/unit -m "not qt and not fuzz" -n $(UNIT_WORKERS) $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
@@ -39,7 +49,7 @@ bench: $(STAMP)
 # ----------------------------------------------------------------- chaos: reliability under faults
 # The long chaos run (bench/chaos/): the headless app against the simulator under random faults, SIGKILLs
 # and restarts, invariants checked against the simulator's order log; ends with "N violations" (exit 1 if
-# any). `make test` runs a short one (tests/reliability/test_chaos.py). CHAOS_ARGS="--runs 1 --seed 7" etc.
+# any). `make test` runs short ones (tests/reliability/test_chaos*.py). CHAOS_ARGS="--runs 1 --seed 7" etc.
 # Baskets (every position of an account in one, its breach exits all) are in by default: CHAOS_ARGS=--no-baskets.
 chaos: $(STAMP)
 	$(BIN)/python -m bench.chaos $(CHAOS_ARGS)

@@ -1,5 +1,5 @@
 """Suite-wide set-up: Qt renders offscreen (no display in CI); an in-memory keyring for every test; the
-run fails if it opened a file beside the repository (a clone has nothing there)."""
+run fails if it opened a file beside the repository (a clone has nothing there), in every xdist worker too."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import keyring
 import keyring.backend
@@ -23,7 +24,50 @@ OUTSIDE_READS = OutsideReads.for_this_interpreter(Path(__file__).resolve().paren
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        # An xdist worker: its reads travel to the controller, which fails the run and names them.
+        workeroutput["outside_reads"] = sorted(OUTSIDE_READS.paths)
+        return
     OUTSIDE_READS.fail_session(session)
+
+
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: without xdist it is never called
+def pytest_testnodedown(node: Any, error: object) -> None:
+    OUTSIDE_READS.paths.update(getattr(node, "workeroutput", {}).get("outside_reads", ()))
+
+
+# A test that takes one of pytest-qt's fixtures needs a QApplication: marked ``qt``, so that ``make unit``
+# (``-m "not qt"``) runs only what needs no Qt event loop.
+QT_FIXTURES = frozenset({"qtbot", "qapp", "qtmodeltester", "qtlog"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if QT_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.qt)
+    if hasattr(config, "workerinput"):
+        _longest_modules_first(items)
+
+
+def _expected_seconds(item: pytest.Item) -> float:
+    """What a test's own marks say of its length: its timeout, else a guess for the slow tier."""
+    timeout = item.get_closest_marker("timeout")
+    if timeout is not None and timeout.args:
+        return float(timeout.args[0])
+    return 60.0 if item.get_closest_marker("slow") is not None else 0.0
+
+
+def _longest_modules_first(items: list[pytest.Item]) -> None:
+    """On xdist workers: the modules whose tests run longest first (the frozen bundle, the chaos runs),
+    each module kept whole. With ``--dist loadfile --no-loadscope-reorder`` the workers then start on them at
+    once; by default xdist orders modules by their number of tests, which left a one-test chaos run for last.
+    Every worker sorts the same collection the same way, as xdist requires."""
+    longest: dict[str, float] = {}
+    for item in items:
+        module = item.nodeid.split("::", 1)[0]
+        longest[module] = max(longest.get(module, 0.0), _expected_seconds(item))
+    items.sort(key=lambda item: -longest[item.nodeid.split("::", 1)[0]])  # stable: order within kept
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -42,7 +42,9 @@ class FakeBroker:
         return []
 
 
-def rig(tmp_path: Path) -> tuple[ProtectionStore, Reconciler, FakeBroker, int, list[int]]:
+def rig(
+    tmp_path: Path, waits: list[float] | None = None
+) -> tuple[ProtectionStore, Reconciler, FakeBroker, int, list[int]]:
     store = ProtectionStore(tmp_path / "growth.db")
     account = store.add_account("kite", "Zerodha")
     armed: list[int] = []
@@ -52,7 +54,8 @@ def rig(tmp_path: Path) -> tuple[ProtectionStore, Reconciler, FakeBroker, int, l
         resume_exit=lambda _pid: None,
         tick_size=lambda _account, _pos: 0.05,
     )
-    reconciler = Reconciler(store, hooks)
+    # The second look at a flat position is recorded, not waited for: the broker here never changes by itself.
+    reconciler = Reconciler(store, hooks, sleep=(waits if waits is not None else []).append)
     reconciler.auto_protect[account.id] = RULE
     return store, reconciler, FakeBroker(), account.id, armed
 
@@ -83,7 +86,8 @@ def test_a_position_that_grows_is_covered_in_full(tmp_path: Path) -> None:
 
 
 def test_a_reversed_position_is_not_grown_into(tmp_path: Path) -> None:
-    store, reconciler, broker, account_id, _armed = rig(tmp_path)
+    waits: list[float] = []
+    store, reconciler, broker, account_id, _armed = rig(tmp_path, waits)
     try:
         broker.net[("INFY", Product.MIS)] = -5
         (short,) = reconciler.reconcile(account_id, broker).adopted  # type: ignore[arg-type]
@@ -91,6 +95,7 @@ def test_a_reversed_position_is_not_grown_into(tmp_path: Path) -> None:
         broker.net[("INFY", Product.MIS)] = 9  # bought 14 outside: now long
         report = reconciler.reconcile(account_id, broker)  # type: ignore[arg-type]
         assert store.get(short).status is Status.CLOSED and report.closed_externally == [short]
+        assert waits == [reconciler.flat_confirm_seconds]  # the short was seen gone twice, apart
         (long,) = report.adopted
         assert store.get(long).side is Side.BUY and store.get(long).filled_quantity == 9
     finally:

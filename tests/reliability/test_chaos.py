@@ -16,15 +16,15 @@ from bench.chaos import ChaosConfig, run_chaos
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.timeout(420)
-@pytest.mark.parametrize("safety", [False, True], ids=["client-stops", "with-safety-stops"])
-def test_short_chaos_run_has_no_violations(tmp_path: Path, safety: bool) -> None:
-    """``with-safety-stops``: every protection also holds a broker-held stop (SL-M or GTT), which the
-    crossings sometimes reach while the app is down: the broker's order is then the one exit."""
+def short_run_has_no_violations(tmp_path: Path, safety: bool) -> None:
+    """The short run of ``make test``; ``safety``: every protection also holds a broker-held stop (SL-M or
+    GTT), which the crossings sometimes reach while the app is down: the broker's order is then the one
+    exit. (The safety run has its own module, test_chaos_safety.py: xdist runs the two side by side.)"""
     config = ChaosConfig(
         seed=int(os.environ.get("TRAILSTOP_CHAOS_SEED", "20240")) + (1 if safety else 0),
         runs=1,
-        duration=float(os.environ.get("TRAILSTOP_CHAOS_SECONDS", "75")),
+        # 40 s (60 with safety stops: a 35-second one once had no short among its 14 positions, seed 20241)
+        duration=float(os.environ.get("TRAILSTOP_CHAOS_SECONDS", "60" if safety else "40")),
         settle_timeout=60.0,
         safety=safety,
     )
@@ -46,24 +46,6 @@ def test_short_chaos_run_has_no_violations(tmp_path: Path, safety: bool) -> None
     assert report.violations == [], "\n".join(lines)
 
 
-@pytest.mark.timeout(300)
-def test_chaos_with_an_order_route_that_goes_off_and_on(tmp_path: Path) -> None:
-    """Orders only from registered IPs: the app's exits take a real SOCKS5 proxy on 127.0.0.2 that the chaos
-    cuts and restores, besides every other fault and kill. Nothing may be lost or sent twice."""
-    from tests.proxies import loopback_alias_works
-
-    if not loopback_alias_works("127.0.0.3"):
-        pytest.skip("needs 127.0.0.2 and 127.0.0.3 (Linux loopback)")
-    config = ChaosConfig(
-        seed=int(os.environ.get("TRAILSTOP_CHAOS_SEED", "20240")) + 2,
-        runs=1,
-        duration=float(os.environ.get("TRAILSTOP_CHAOS_ROUTE_SECONDS", "40")),
-        settle_timeout=60.0,
-        route_flaps=True,
-        route_every=(4.0, 9.0),
-    )
-    lines: list[str] = []
-    report = run_chaos(config, workdir=tmp_path, out=lines.append)
-    (run,) = report.runs
-    assert run.faults["route_off"] >= 2 and run.exits > 0
-    assert report.violations == [], "\n".join(lines)
+@pytest.mark.timeout(420)
+def test_short_chaos_run_has_no_violations(tmp_path: Path) -> None:
+    short_run_has_no_violations(tmp_path, safety=False)

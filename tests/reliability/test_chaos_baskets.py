@@ -18,7 +18,7 @@ def test_short_chaos_run_with_baskets_has_no_violations(tmp_path: Path) -> None:
     config = ChaosConfig(
         seed=int(os.environ.get("TRAILSTOP_CHAOS_SEED", "20240")) + 2,
         runs=1,
-        duration=float(os.environ.get("TRAILSTOP_CHAOS_BASKET_SECONDS", "60")),
+        duration=float(os.environ.get("TRAILSTOP_CHAOS_BASKET_SECONDS", "40")),
         settle_timeout=60.0,
         baskets=True,
         basket_max_loss=800.0,

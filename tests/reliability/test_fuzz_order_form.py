@@ -31,6 +31,9 @@ from trailstop_gui.services.protection_service import EntryRequest
 from trailstop_gui.settings import Settings
 from trailstop_gui.views.order_entry import OrderEntryPanel
 
+# Thousands of generated cases: make test runs them, make unit's quick loop leaves them out.
+pytestmark = pytest.mark.fuzz
+
 TODAY = date(2025, 7, 1)
 RECORDS = [
     InstrumentRecord("kite", "408065", "INFY", "NSE", "INFOSYS", 0.05, 1, "NSE", "EQ"),

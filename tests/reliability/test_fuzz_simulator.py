@@ -26,6 +26,9 @@ from tests.services.simulator.upstox_support import login as upstox_login
 from trailstop_gui.simulator.login_flow import kite_request_token
 from trailstop_gui.simulator.runner import SimulatorHandle, start_simulator
 
+# Thousands of generated cases: make test runs them, make unit's quick loop leaves them out.
+pytestmark = pytest.mark.fuzz
+
 FUZZ = settings(
     max_examples=500,
     deadline=None,

@@ -109,10 +109,10 @@ def _lay_out_suite(repo: Path, test_body: str) -> None:
     )
 
 
-def _run_pytest(repo: Path) -> subprocess.CompletedProcess[str]:
+def _run_pytest(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(repo), "QT_QPA_PLATFORM": "offscreen"}
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args, "tests"],
         cwd=repo,
         env=env,
         capture_output=True,
@@ -122,18 +122,26 @@ def _run_pytest(repo: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_a_run_that_reads_beside_the_repository_fails_naming_the_file(layout: tuple[Path, Path]) -> None:
+# ``make test`` runs the suite on xdist workers: a read in a worker must fail the run as well.
+WORKERS = pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["one process", "xdist workers"])
+
+
+@WORKERS
+def test_a_run_that_reads_beside_the_repository_fails_naming_the_file(
+    layout: tuple[Path, Path], workers: list[str]
+) -> None:
     repo, sibling = layout
     _lay_out_suite(repo, "assert Path('../shared/sample.json').read_text() == '{}'")
-    run = _run_pytest(repo)
+    run = _run_pytest(repo, *workers)
     assert run.returncode == pytest.ExitCode.TESTS_FAILED, run.stdout + run.stderr
     assert "1 passed" in run.stdout  # the test itself passed: the session check failed the run
     assert f"opened outside the repository: {sibling.resolve()}" in run.stdout
 
 
-def test_a_run_that_stays_inside_the_repository_passes(layout: tuple[Path, Path]) -> None:
+@WORKERS
+def test_a_run_that_stays_inside_the_repository_passes(layout: tuple[Path, Path], workers: list[str]) -> None:
     repo, _ = layout
     _lay_out_suite(repo, "assert Path('pytest.ini').read_text() == '[pytest]\\n'")
-    run = _run_pytest(repo)
+    run = _run_pytest(repo, *workers)
     assert run.returncode == pytest.ExitCode.OK, run.stdout + run.stderr
     assert "outside the repository" not in run.stdout

@@ -154,7 +154,13 @@ def test_recovers_and_resubscribes(
         # The stop still fires after recovery, exactly once.
         simulator.set_price("NSE:INFY", 1400.0, bid=1399.95, ask=1400.05)
         wait_until(lambda: bool(triggers), what="the trigger after recovery")
-        time.sleep(0.3)
+        # Exactly once: the fired protection has left the engine, and two later ticks that cross the stop
+        # again are read in order; once the second shows as the latest price, the first went through the
+        # engine too, and neither fired anything.
+        assert not feed.engine.is_armed(str(p.id))
+        simulator.set_price("NSE:INFY", 1390.0, bid=1389.95, ask=1390.05)
+        simulator.set_price("NSE:INFY", 1380.0, bid=1379.95, ask=1380.05)
+        wait_until(lambda: getattr(feed.latest_quote(INFY), "ltp", None) == 1380.0, what="the later ticks")
         assert len(triggers) == 1
         qtbot.waitUntil(lambda: bool(reconnects), timeout=3000)
     finally:
@@ -173,7 +179,8 @@ def test_expired_token_means_login_needed_without_a_storm(
         wait_until(lambda: feed.loop.state is FeedState.LOGIN_NEEDED, what="login needed")
         qtbot.waitUntil(lambda: session.state.value == "login needed", timeout=3000)
         connects = feed.loop.connects
-        time.sleep(1.5)
+        # No storm: the loop has ended for good (a new login builds a new feed), so it cannot reconnect.
+        assert feed.wait(5000), "the feed thread must end once the token is refused"
         assert feed.loop.connects == connects
         assert control(simulator, "feeds") == []
         assert not session.has_token()
@@ -232,9 +239,11 @@ def test_upstox_feed_quiet_market_stall_and_drop(
         feed.arm([p])
         wait_until(lambda: feed.loop.state is FeedState.LIVE, what="live")
         if fault is None:
-            # A quiet market sends nothing on Upstox (no heartbeats): that is no reason to reconnect.
-            time.sleep(4.0)
-            assert feed.loop.connects == 1
+            # A quiet market sends nothing on Upstox (no heartbeats): that is no reason to reconnect. An hour
+            # of it passes on the loop's clock, which its watchdog reads (see the unit test_feed_loop.py),
+            # instead of seconds of the test's time; the stop then fires on the first socket.
+            feed.loop.clock = lambda: time.monotonic() + 3600.0
+            assert not feed.loop.protocol.silence_means_dead
         else:
             control(simulator, "fault", fault)
             wait_until(lambda: feed.loop.connects > 1, timeout=15, what="a reconnect")
@@ -245,6 +254,8 @@ def test_upstox_feed_quiet_market_stall_and_drop(
         simulator.set_price("NSE:INFY", 1400.0, bid=1399.95, ask=1400.05)
         wait_until(lambda: bool(triggers), what="the trigger")
         assert [pid for pid, _ in triggers] == [p.id]
+        if fault is None:
+            assert feed.loop.connects == 1 and feed.loop.state is FeedState.LIVE
     finally:
         session.stop_feed()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -150,7 +151,10 @@ def test_exit_now_whose_commit_fails_leaves_the_protection_armed(
     with pytest.raises(OSError):
         rig.service.exit_now(pid)
     monkeypatch.setattr(rig.store, "transition", real)
-    rig.qtbot.wait(100)  # a disarm would have been queued to the feed thread by now
+    # A disarm would have been queued to the feed thread; a marker queued behind it runs only after it did.
+    handled = threading.Event()
+    feed._call(handled.set)
+    assert handled.wait(5)
     assert rig.status(pid) is Status.OPEN and feed.engine.is_armed(str(pid))
     rig.sim.set_price("NSE:INFY", 1400.0)  # still watched: the stop fires
     rig.wait_status(pid, Status.CLOSED)

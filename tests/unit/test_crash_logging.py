@@ -62,6 +62,7 @@ def test_an_uncaught_exception_in_a_thread_is_logged_masked(crash_log: Path) -> 
     assert TOKEN not in text
 
 
+@pytest.mark.qt
 def test_qt_messages_reach_the_log_masked(crash_log: Path) -> None:
     qWarning(f"QNetworkReply: token {TOKEN}")
     text = read(crash_log)

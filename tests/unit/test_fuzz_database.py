@@ -22,6 +22,9 @@ from trailstop_gui.models.db import DatabaseError
 from trailstop_gui.models.domain import Status, TrailRule
 from trailstop_gui.models.store import ProtectionStore
 
+# Thousands of generated cases: make test runs them, make unit's quick loop leaves them out.
+pytestmark = pytest.mark.fuzz
+
 PAGE = 4096
 _counter = itertools.count()
 

@@ -13,6 +13,7 @@ import math
 import struct
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from upstox_client.feeder.proto import MarketDataFeedV3_pb2 as pb
@@ -23,6 +24,9 @@ from trailstop_gui.services.brokers.feed_errors import FeedDecodeError
 from trailstop_gui.services.brokers.feed_loop import FeedBatch, FeedLoop, OrderUpdate
 from trailstop_gui.services.brokers.kite_feed import KiteFeed
 from trailstop_gui.services.brokers.upstox_feed import UpstoxFeed, UpstoxPortfolioFeed
+
+# Thousands of generated cases: make test runs them, make unit's quick loop leaves them out.
+pytestmark = pytest.mark.fuzz
 
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 KITE = KiteFeed("api_key", lambda: "token", "ws://127.0.0.1:1/kite-ws")

@@ -8,11 +8,15 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from trailstop_gui.models.store import ProtectionStore
 from trailstop_gui.settings import SETTINGS_KEY, Settings, load_settings, save_settings
+
+# Thousands of generated cases: make test runs them, make unit's quick loop leaves them out.
+pytestmark = pytest.mark.fuzz
 
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 FIELDS = [f.name for f in fields(Settings)]

@@ -221,6 +221,7 @@ def test_server_name_is_stable_per_folder_and_short_enough_for_a_unix_socket(tmp
     assert len(server_name(deep)) < 40 and "/" not in server_name(deep)
 
 
+@pytest.mark.qt  # starts the real (Qt) app twice in subprocesses
 def test_the_real_app_refuses_a_second_headless_start(tmp_path: Path) -> None:
     env = dict(_env(), PYTHONUNBUFFERED="1")
     command = [sys.executable, "-m", "trailstop_gui", "--headless", "--data-dir", str(tmp_path)]

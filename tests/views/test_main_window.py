@@ -374,8 +374,8 @@ def test_a_protection_nobody_watches_is_red_everywhere_and_exit_is_not_claimed(
     positions.act_exit.trigger()  # the trader asks for an exit while nothing can send it
     assert rig.questions[-1][0] == "Exit now"
     assert rig.service.executor.wait_idle(5.0)
-    qtbot.wait(50)  # the job's signals cross to the GUI thread
-    assert messages and not any(m.endswith("exit sent") for m in messages)
+    qtbot.waitUntil(lambda: bool(messages), timeout=5000)  # the job's signals cross to the GUI thread
+    assert not any(m.endswith("exit sent") for m in messages)
     assert "exit NOT sent yet (login needed)" in messages[0]
     assert rig.store.get(p.id).status is Status.TRIGGERED
     row = window.model.row_for(p.id)

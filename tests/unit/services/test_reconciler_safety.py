@@ -49,7 +49,8 @@ def test_a_flat_position_waits_until_its_safety_stop_can_be_read(tmp_path: Path)
             tick_size=lambda _account, _pos: 0.05,
             safety_fired=fired,
         )
-        reconciler = Reconciler(store, hooks)
+        waits: list[float] = []
+        reconciler = Reconciler(store, hooks, sleep=waits.append)  # the flat read's second look, untimed
         reconciler.auto_protect[account.id] = RULE
         broker = FakeBroker()
         broker.net[("INFY", Product.MIS)] = 7
@@ -57,9 +58,11 @@ def test_a_flat_position_waits_until_its_safety_stop_can_be_read(tmp_path: Path)
         broker.net[("INFY", Product.MIS)] = 0  # the broker-held stop sold it
         report = reconciler.reconcile(account.id, broker)  # type: ignore[arg-type]
         assert not report.changed() and store.get(pid).status is Status.OPEN and disarmed == []
+        assert waits == [reconciler.flat_confirm_seconds]  # flat twice, 2 s apart, before it is believed
         report = reconciler.reconcile(account.id, broker)  # type: ignore[arg-type]
         done = store.get(pid)
         assert report.safety_closed == [pid] and disarmed == [pid]
+        assert waits == [reconciler.flat_confirm_seconds] * 2
         assert (done.status, done.reason, done.exit_order_id) == (Status.CLOSED, "safety stop", "S1")
     finally:
         store.close()

@@ -142,8 +142,11 @@ class FeedLoop:
         on_connected: Callable[[bool], None] = lambda reconnect: None,
         watchdog: float = 5.0,
         backoff: Backoff | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.protocol = protocol
+        # What the watchdog measures silence with: a test jumps it ahead instead of waiting out the silence.
+        self.clock = clock
         self._on_batch = on_batch
         self._on_state = on_state
         self._on_connected = on_connected
@@ -252,7 +255,7 @@ class FeedLoop:
             await self._sync_subscriptions(socket)
             reconnect = self.connects > 0
             self.connects += 1
-            self.last_message_at = time.monotonic()
+            self.last_message_at = self.clock()
             self._set_state(FeedState.LIVE)
             self.backoff.reset()
             self._on_connected(reconnect)
@@ -265,7 +268,7 @@ class FeedLoop:
             ]
             handle = self._handle
             async for message in socket:
-                self.last_message_at = time.monotonic()
+                self.last_message_at = self.clock()
                 handle(message)
             if self._stopping.is_set():
                 return
@@ -283,7 +286,7 @@ class FeedLoop:
             return  # the protocol's WebSocket pings close a dead link; silence alone proves nothing
         while True:
             await asyncio.sleep(min(1.0, self.watchdog / 4))
-            silent = time.monotonic() - self.last_message_at
+            silent = self.clock() - self.last_message_at
             if silent > self.watchdog:
                 # Silent dead socket: open at the TCP level, but no data and no heartbeat.
                 self._stale = True

@@ -1,0 +1,308 @@
+"""ProtectionService without a network: the tick path's one commit and one exit, the trader's actions and
+their refusals, the order tags' owners, and the alerts it raises. The account's broker is a stand-in."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pytestqt.qtbot import QtBot
+
+from tests.unit.services.test_exit_jobs import Broker
+from trailstop_gui.models.domain import InstrumentId, Product, Protection, Side, Status, TrailRule
+from trailstop_gui.models.engine import StopTriggered
+from trailstop_gui.models.lifecycle import IllegalTransition
+from trailstop_gui.models.store import ConcurrentTransition, ProtectionStore
+from trailstop_gui.services import protection_service
+from trailstop_gui.services.brokers.base import OrderType
+from trailstop_gui.services.brokers.errors import AuthError
+from trailstop_gui.services.brokers.feed_loop import OrderUpdate
+from trailstop_gui.services.exit_executor import RetryPolicy
+from trailstop_gui.services.notifier import Alert, AlertKind
+from trailstop_gui.services.protection_service import EntryRequest, ProtectionService
+from trailstop_gui.services.secrets import SecretStore
+from trailstop_gui.services.session import AccountSession, SessionState
+
+
+class Rig:
+    """A ProtectionService with one Zerodha account whose orders go to ``broker`` (never started: no feed)."""
+
+    def __init__(self, store: ProtectionStore, qtbot: QtBot) -> None:
+        self.store, self.qtbot = store, qtbot
+        account = store.add_account("kite", "Zerodha", user_id="AB1234", api_key="key")
+        secrets = SecretStore()
+        secrets.set(account.id, "access_token", "token")
+        self.session = AccountSession(account, secrets)
+        self.broker = Broker()
+        self.session.broker = self.broker
+        self.session.rest.set_access_token = lambda _token: None  # no SDK client to tell
+        self.service = ProtectionService(store, retry_policy=RetryPolicy(poll_interval=0.01))
+        self.service.add_session(self.session)
+        self.alerts: list[Alert] = []
+        self.service.notifier.alerted.connect(self.alerts.append)
+        self.changed: list[int] = []
+        self.service.protection_changed.connect(self.changed.append)
+        self.failures: list[tuple[str, str]] = []
+        self.service.action_failed.connect(lambda what, why: self.failures.append((what, why)))
+
+    @property
+    def account_id(self) -> int:
+        return self.session.account_id
+
+    def protect(
+        self, side: Side = Side.BUY, *, symbol: str = "INFY", instrument: InstrumentId = 408065
+    ) -> Protection:
+        """3 shares at 1500.00 with a 2 % trail, OPEN (the stand-in broker holds 3 INFY long)."""
+        return self.store.create_protection(
+            account_id=self.account_id,
+            broker="kite",
+            instrument=instrument,
+            symbol=symbol,
+            exchange="NSE",
+            side=side,
+            product=Product.MIS,
+            quantity=3,
+            filled_quantity=3,
+            tick_size=0.05,
+            rule=TrailRule.percent(2.0),
+            entry_price=1500.0,
+            status=Status.OPEN,
+        )
+
+    def wait_status(self, pid: int, status: Status) -> None:
+        self.qtbot.waitUntil(lambda: self.store.get(pid).status is status, timeout=10_000)
+
+    def kinds(self) -> list[AlertKind]:
+        return [a.kind for a in self.alerts]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[ProtectionStore]:
+    s = ProtectionStore(tmp_path / "service.db")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def rig(store: ProtectionStore, qtbot: QtBot) -> Iterator[Rig]:
+    r = Rig(store, qtbot)
+    yield r
+    r.service.shutdown()
+
+
+def fired(p: Protection, ltp: float = 1469.0) -> tuple[int, StopTriggered]:
+    return p.id, StopTriggered(str(p.id), ltp=ltp, stop=1470.0)
+
+
+# ----------------------------------------------------------------- the tick path
+
+
+def test_a_fired_stop_is_committed_then_exited_once(rig: Rig) -> None:
+    p = rig.protect()
+    rig.service._on_triggers([fired(p)])
+    rig.wait_status(p.id, Status.CLOSED)
+    # The same stop reported again (a second tick before the disarm landed) finds it no longer OPEN.
+    rig.service._on_triggers([fired(p, 1468.0)])
+    assert rig.service.executor.wait_idle(5)
+    assert len(rig.broker.placed) == 1
+    exit_order = rig.broker.placed[0]
+    assert (exit_order.side, exit_order.quantity, exit_order.tag) == (Side.SELL, 3, p.exit_tag)
+    closed = rig.store.get(p.id)
+    assert closed.exit_price == 1460.0
+    triggered_at = [e.price for e in rig.store.events(protection_id=p.id) if e.new == "TRIGGERED"]
+    assert triggered_at == [1469.0]  # the tick's price, journalled once
+    rig.qtbot.waitUntil(lambda: AlertKind.EXIT_FILLED in rig.kinds(), timeout=5000)
+    assert rig.kinds().count(AlertKind.STOP_TRIGGERED) == 1
+    triggered = next(a for a in rig.alerts if a.kind is AlertKind.STOP_TRIGGERED)
+    assert triggered.message == "INFY: LTP 1469.00 crossed 1470.00; exiting 3"
+
+
+def test_a_trigger_that_cannot_be_committed_sends_nothing(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    p = rig.protect()
+
+    def disk_full(*_args: Any, **_kwargs: Any) -> Any:
+        raise OSError("database or disk is full")
+
+    monkeypatch.setattr(rig.store, "transition_many", disk_full)
+    with pytest.raises(OSError):
+        rig.service._on_triggers([fired(p)])
+    # The gated job was closed with the failed commit: it ends without a send (persist before you act).
+    assert rig.service.executor.wait_idle(5)
+    assert rig.broker.placed == []
+    assert rig.store.get(p.id).status is Status.OPEN
+    assert AlertKind.STOP_TRIGGERED not in rig.kinds()
+
+
+def test_one_tick_firing_a_live_and_an_ended_stop_exits_only_the_live_one(rig: Rig) -> None:
+    live = rig.protect()
+    ended = rig.protect(symbol="TCS", instrument=2953217)
+    rig.store.transition(ended.id, Status.REMOVED)
+    rig.service._on_triggers([fired(ended), fired(live)])
+    rig.wait_status(live.id, Status.CLOSED)
+    assert rig.service.executor.wait_idle(5)
+    assert [o.tag for o in rig.broker.placed] == [live.exit_tag]
+    assert rig.store.get(ended.id).status is Status.REMOVED
+
+
+# ----------------------------------------------------------------- the trader's actions
+
+
+def test_exit_now_commits_before_it_sends_and_refuses_a_second_exit(rig: Rig) -> None:
+    p = rig.protect()
+    statuses_at_send: list[Status] = []
+    place = rig.broker.place_order
+    rig.broker.place_order = lambda request: (  # type: ignore[method-assign]
+        statuses_at_send.append(rig.store.get(p.id).status) or place(request)
+    )
+    assert rig.service.exit_now(p.id).status is Status.TRIGGERED
+    rig.wait_status(p.id, Status.CLOSED)
+    assert statuses_at_send == [Status.TRIGGERED]
+    with pytest.raises((ConcurrentTransition, IllegalTransition)):
+        rig.service.exit_now(p.id)
+    assert rig.service.executor.wait_idle(5)
+    assert len(rig.broker.placed) == 1
+    assert rig.store.get(p.id).reason == "manual"
+
+
+def test_exit_all_goes_on_past_a_protection_it_cannot_commit(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stuck = rig.protect(symbol="TCS", instrument=2953217)
+    p = rig.protect()
+    real = rig.store.transition
+
+    def failing_for_tcs(pid: int, *args: Any, **kwargs: Any) -> Protection:
+        if pid == stuck.id:
+            raise OSError("disk I/O error")
+        return real(pid, *args, **kwargs)
+
+    monkeypatch.setattr(rig.store, "transition", failing_for_tcs)
+    assert rig.service.exit_all() == [p.id]
+    rig.wait_status(p.id, Status.CLOSED)
+    assert rig.store.get(stuck.id).status is Status.OPEN
+    assert rig.failures == [("Exit all", "TCS: disk I/O error")]
+    assert [o.tag for o in rig.broker.placed] == [p.exit_tag]
+
+
+def test_remove_sends_nothing_and_keeps_the_position(rig: Rig) -> None:
+    p = rig.protect()
+    assert rig.service.remove(p.id).status is Status.REMOVED
+    assert rig.service.executor.wait_idle(5)
+    assert rig.broker.placed == []
+    assert p.id in rig.changed
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"quantity": 0}, "quantity"),
+        ({"account_id": 999}, "account: no connected account 999"),
+        ({"product": Product.CNC, "side": Side.SELL}, "side: a CNC sell"),
+        ({"order_type": OrderType.LIMIT, "price": None}, "price"),
+        ({"order_type": OrderType.LIMIT, "price": 1.0, "rule": TrailRule.points(5.0)}, "stop"),
+    ],
+)
+def test_a_bad_entry_is_refused_naming_the_field_and_nothing_is_stored(
+    rig: Rig, change: dict[str, Any], match: str
+) -> None:
+    fields: dict[str, Any] = {
+        "account_id": rig.account_id,
+        "instrument": 408065,
+        "symbol": "INFY",
+        "exchange": "NSE",
+        "side": Side.BUY,
+        "quantity": 3,
+        "product": Product.MIS,
+        "tick_size": 0.05,
+        "rule": TrailRule.percent(2.0),
+    }
+    fields.update(change)
+    with pytest.raises(ValueError, match=match):
+        rig.service.place_entry(EntryRequest(**fields))
+    assert rig.store.protections() == []
+    assert rig.broker.placed == []
+
+
+@pytest.mark.parametrize(
+    ("side", "stop", "tick", "moved_to"),
+    [(Side.BUY, 1470.07, 0.1, 1470.0), (Side.SELL, 1530.02, 0.1, 1530.1)],
+)
+def test_a_new_tick_size_moves_the_stop_onto_its_grid_never_looser(
+    rig: Rig, side: Side, stop: float, tick: float, moved_to: float
+) -> None:
+    p = rig.protect(side)
+    rig.store.update(p.id, kind="test", stop=stop)
+    changed = rig.service.set_tick_size(p.id, tick)
+    assert changed.tick_size == tick
+    assert changed.stop == pytest.approx(moved_to)
+    with pytest.raises(ValueError, match="tick size"):
+        rig.service.set_tick_size(p.id, 0)
+    assert rig.store.get(p.id).tick_size == tick
+
+
+# ----------------------------------------------------------------- order updates and tags
+
+
+def test_order_tags_name_their_protection_and_role(rig: Rig) -> None:
+    p = rig.protect()
+    assert rig.service._owner_of(p.exit_tag) == (rig.store.get(p.id), "exit")
+    assert rig.service._owner_of(p.entry_tag) == (rig.store.get(p.id), "entry")
+    assert rig.service._owner_of(p.safety_tag) == (rig.store.get(p.id), "safety")
+    assert rig.service._owner_of("") == (None, "")
+    assert rig.service._owner_of("SOMEONEELSE") == (None, "")
+
+
+def test_a_fill_the_app_did_not_send_reconciles_at_once(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[int] = []
+    monkeypatch.setattr(rig.service, "reconcile", asked.append)
+    update = OrderUpdate(order_id="9", status="COMPLETE", tag="", filled_quantity=5, average_price=1.0)
+    rig.service._on_order_update(rig.account_id, update)
+    assert asked == [rig.account_id]
+    p = rig.protect()
+    ours = OrderUpdate(order_id="10", status="COMPLETE", tag=p.exit_tag, filled_quantity=3, average_price=1.0)
+    rig.service._on_order_update(rig.account_id, ours)
+    assert asked == [rig.account_id]  # our own exit's fill is the exit job's to read, not a surprise
+
+
+# ----------------------------------------------------------------- alerts
+
+
+def test_an_exit_fill_tells_the_realised_pnl(rig: Rig) -> None:
+    long = rig.protect()
+    short = rig.protect(Side.SELL, symbol="TCS", instrument=2953217)
+    rig.service._on_exit_filled(long.id, 1460.0)
+    rig.service._on_exit_filled(short.id, 1460.0)
+    filled = [a.message for a in rig.alerts if a.kind is AlertKind.EXIT_FILLED]
+    assert filled == [
+        "INFY at 1460.00; realised P&L -₹120.00 on 3",
+        "TCS at 1460.00; realised P&L +₹120.00 on 3",
+    ]
+
+
+def test_a_refused_token_in_a_reconcile_means_login_needed(rig: Rig) -> None:
+    rig.broker.positions_error = AuthError("Incorrect `api_key` or `access_token`.")
+    rig.service._reconcile_now(rig.account_id)
+    assert rig.session.state is SessionState.LOGIN_NEEDED
+    assert not rig.session.has_token()
+    assert AlertKind.LOGIN_NEEDED in rig.kinds()
+
+
+def test_a_feed_down_alert_comes_only_if_the_feed_stays_down(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(protection_service, "FEED_DOWN_ALERT_MS", 20)
+    states: list[tuple[int, str]] = []
+    rig.service.session_state_changed.connect(lambda a, s: states.append((a, s)))
+    # Down, then back before the alert is due: its timer is stopped, no alert can follow.
+    rig.session._on_feed_state("reconnecting", "")
+    timer = rig.service._feed_down[rig.account_id]
+    assert timer.isActive()
+    rig.session._on_feed_state("live", "")
+    assert not timer.isActive() and rig.account_id not in rig.service._feed_down
+    # Down and staying down: the alert comes.
+    rig.session._on_feed_state("reconnecting", "")
+    rig.qtbot.waitUntil(lambda: AlertKind.FEED_DOWN in rig.kinds(), timeout=5000)
+    assert rig.kinds().count(AlertKind.FEED_DOWN) == 1
+    assert states == [(rig.account_id, s) for s in ("reconnecting", "live", "reconnecting")]
