@@ -516,6 +516,37 @@ def test_a_gtt_that_fired_unseen_is_the_exit_not_something_to_delete(
     assert len(rig.sells()) == 1
 
 
+def test_an_unreadable_order_history_does_not_hold_the_sl_m_exit(
+    kite_mis_case: tuple[SafetyRig, Product],
+) -> None:
+    """Found by make chaos-safety: with the broker's order replies unreadable for a while (a malformed
+    fault), the exit waited on reading its own SL-M before turning it into the exit, retrying for
+    seconds; the position stayed open past the 10 s budget. The SL-M is now modified to MARKET at once
+    (the broker answers the modify whatever its reads say); the order is read after a refusal only."""
+    rig, product = kite_mis_case
+    pid = enter(rig, Side.BUY, product, TrailRule.percent(2.0))
+    rig.wait_held_at_target(pid)
+    p = rig.store.get(pid)
+    assert p.stop is not None and p.safety_kind is SafetyKind.SL_M
+    spoilt = {
+        "fault": "malformed",
+        "path": "/orders/",
+        "method": "GET",
+        "mode": "missing_field",
+        "count": 1000,
+    }
+    control(rig.sim, "fault", spoilt)
+    price(rig, p.stop - 1)
+    # Flat at the broker while the replies are still spoilt (it used to wait on them for seconds).
+    wait_until(lambda: [o["status"] for o in rig.sells()] == ["COMPLETE"], 8, "the exit to fill", rig.qtbot)
+    assert [o["order_id"] for o in rig.sells()] == [p.safety_order_id]
+    control(rig.sim, "fault", {"fault": "clear"})
+    rig.wait_status(pid, Status.CLOSED)  # and the app knows it once the book can be read
+    closed = rig.store.get(pid)
+    assert closed.exit_order_id == p.safety_order_id  # the SL-M became the exit
+    assert len(rig.sells()) == 1, rig.sells()
+
+
 def test_an_sl_m_placed_on_a_lagging_book_is_read_back_without_failing(
     kite_mis_case: tuple[SafetyRig, Product], caplog: pytest.LogCaptureFixture
 ) -> None:
