@@ -1312,11 +1312,18 @@ class SafetyStopManager:
                 continue  # still active: the delete did not happen; try again
             if g is not None and g.order_id and g.status is not GttStatus.REJECTED:
                 return self._adopt(p, self._read_fired_order(broker, g.order_id), fired=True)
+            known_fired = p.safety_state is SafetyState.FIRED
             fired = None if g is not None else self._exit_call(lambda: self._fired_in_book(p, strategy))
-            if fired is None and g is None and self._may_have_fired(p, broker):
+            if fired is None and g is None and (known_fired or self._may_have_fired(p, broker)):
                 fired = self._wait_for_gtt_order(p, strategy)
             if fired is not None:
                 return self._adopt(p, fired, fired=True)
+            if known_fired:
+                # It was read as triggered before: its order exists, the book just does not show it (or Kite
+                # no longer lists the GTT). Our own exit now could sell a second time (found by make
+                # chaos-safety: recorded "closed outside" after the GTT's sale, with a lagging book the
+                # latent double exit). The exit waits, TRIGGERED, and is tried again.
+                raise TemporaryError(f"the fired GTT {gtt_id}'s order is not listed yet")
             self._note(
                 p,
                 "safety_removed",

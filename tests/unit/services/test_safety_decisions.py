@@ -756,3 +756,20 @@ def test_a_gtt_seen_fired_before_its_order_is_in_the_book_is_the_exit(store: Pro
     exit_plan = manager(store, broker).prepare_exit(p, broker, 10)
     assert (exit_plan.order_id, exit_plan.fired) == ("O9", True)
     assert not any(name == "delete_gtt" for name, _ in broker.calls)
+
+
+def test_a_gtt_known_to_have_fired_is_never_taken_for_deleted(store: ProtectionStore) -> None:
+    """Found by make chaos-safety: the GTT was read as triggered (FIRED); at the exit Kite no longer listed
+    it and the lagging book did not show its order, the price had come back above the trigger, and the exit
+    concluded "deleted, not fired": its own exit (or, the position flat, "closed outside") followed. A GTT
+    known to have fired is the exit; until its order shows, the exit waits (a temporary error: TRIGGERED,
+    tried again), and nothing is deleted or sent."""
+    broker = ScriptedBroker()
+    p = held(store, SafetyKind.GTT, "G1", Product.CNC)
+    store.update_safety(p.id, safety_state=SafetyState.FIRED)
+    p = store.transition(p.id, Status.TRIGGERED, reason="stop")
+    with pytest.raises(TemporaryError, match="not listed yet"):
+        manager(store, broker).prepare_exit(p, broker, 10)
+    assert "delete_gtt" not in [name for name, _ in broker.calls]
+    now = store.get(p.id)
+    assert (now.safety_state, now.safety_order_id) == (SafetyState.FIRED, "G1")
