@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Protocol, TypeVar
 
 from trailstop_gui.models.domain import Product, Protection, Side, Status
@@ -394,9 +395,14 @@ class ExitJobs:
                     return self._adopt(p, broker, found)
                 if pid in self._unconfirmed or self._sent_since_trigger(pid):
                     # An exit may have gone out (a lost reply, or a crash just after sending) and the book
-                    # may not list it yet: look for it over the whole window before sending anything.
+                    # may not list it yet: look for it over the whole window before sending anything. The
+                    # window is the book's lag after a send, so the time since the marker counts: after a
+                    # restart that took longer than the window, one look at the book is enough.
                     live = self._live_quantity(p, broker)
-                    return self._resolve_ambiguous(p, broker, live, min(self._protected(p), live))
+                    already = 0.0 if pid in self._unconfirmed else self._since_last_marker(pid)
+                    return self._resolve_ambiguous(
+                        p, broker, live, min(self._protected(p), live), already=already
+                    )
             return self._place(p, broker)
         except TemporaryError as exc:
             self._delay(pid, f"the broker could not be reached: {exc}")
@@ -453,6 +459,13 @@ class ExitJobs:
     @staticmethod
     def _protected(p: Protection) -> int:
         return p.filled_quantity or p.quantity
+
+    def _since_last_marker(self, pid: int) -> float:
+        """Seconds since the last "exit_sending" marker was written (0 when there is none)."""
+        markers = list(self.store.events(protection_id=pid, kinds=["exit_sending"]))
+        if not markers:
+            return 0.0
+        return max((datetime.now() - markers[-1].ts).total_seconds(), 0.0)
 
     def _sent_since_trigger(self, pid: int) -> bool:
         """Whether the journal shows an exit attempt since the protection last became TRIGGERED whose
@@ -678,11 +691,12 @@ class ExitJobs:
         return None
 
     def _look_for_lost_exit(
-        self, p: Protection, broker: Broker, live_before: int
+        self, p: Protection, broker: Broker, live_before: int, *, already: float = 0.0
     ) -> tuple[Ambiguity, list[Order], int | None]:
-        """Look the tag up (book and stream) and re-read the position, with backoff, until decided."""
+        """Look the tag up (book and stream) and re-read the position, with backoff, until decided;
+        ``already``: seconds that passed since the possible send before this look-up began."""
         tag_watch = self._listen_for(p)
-        started = self._clock()
+        started = self._clock() - max(already, 0.0)
         backoff = self.policy.lookup_backoff
         pause = backoff.initial
         while True:
@@ -727,10 +741,12 @@ class ExitJobs:
                 orders.append(order)
         return orders
 
-    def _resolve_ambiguous(self, p: Protection, broker: Broker, live: int, quantity: int) -> bool:
+    def _resolve_ambiguous(
+        self, p: Protection, broker: Broker, live: int, quantity: int, *, already: float = 0.0
+    ) -> bool:
         if quantity <= 0:
             return self._place(p, broker, live)
-        outcome, found, _live_now = self._look_for_lost_exit(p, broker, live)
+        outcome, found, _live_now = self._look_for_lost_exit(p, broker, live, already=already)
         if outcome is Ambiguity.ADOPT:
             return self._adopt(p, broker, found)
         if self.stopping.is_set():

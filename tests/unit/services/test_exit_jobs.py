@@ -173,3 +173,75 @@ def test_a_crashing_job_reports_itself_and_frees_the_protection(store: Protectio
     pid, events, _ = run_exit(store, broker)
     assert events.seen == [("exit_failed", pid, "internal error: odd reply"), ("job_finished", pid)]
     assert store.get(pid).status is Status.TRIGGERED and broker.placed == []
+
+
+class CountingBroker(Broker):
+    def __init__(self) -> None:
+        super().__init__()
+        self.book_reads = 0
+
+    def orders(self) -> list[Order]:
+        self.book_reads += 1
+        return []
+
+
+def recover_after_marker(store: ProtectionStore, broker: Broker, seconds_ago: float) -> int:
+    """A crash after the "exit_sending" marker (no order found since), the restart ``seconds_ago`` later."""
+    from datetime import datetime, timedelta
+
+    from trailstop_gui.models import db
+
+    account = store.add_account("kite", "Zerodha")
+    p = store.create_protection(
+        account_id=account.id,
+        broker="kite",
+        instrument=408065,
+        symbol="INFY",
+        exchange="NSE",
+        side=Side.BUY,
+        product=Product.MIS,
+        quantity=3,
+        filled_quantity=3,
+        tick_size=0.05,
+        rule=TrailRule.percent(2.0),
+        entry_price=1500.0,
+        status=Status.OPEN,
+    )
+    store.transition(p.id, Status.TRIGGERED, reason="stop")
+    store.journal("exit_sending", protection_id=p.id, message="attempt 1, marked with the trigger's commit")
+    db.JournalEvent.update(ts=datetime.now() - timedelta(seconds=seconds_ago)).where(
+        db.JournalEvent.kind == "exit_sending"
+    ).execute()
+    jobs = ExitJobs(
+        store,
+        lambda _account: broker,  # type: ignore[arg-type, return-value]
+        events=Events(),
+        runner=ThreadRunner(2),
+        policy=RetryPolicy(poll_interval=0.01, lookup_window=0.6, lookup_delay=0.05),
+        sleep=lambda _s: None,
+    )
+    try:
+        assert jobs.submit(p.id, recover=True)
+        assert jobs.wait_idle(10)
+    finally:
+        jobs.stopping.set()
+        jobs.shutdown(5_000)
+    return p.id
+
+
+def test_a_restart_long_after_the_marker_looks_once_then_sends(store: ProtectionStore) -> None:
+    """Found by make chaos: with the marker in the TRIGGERED commit, every crash just after a crossing
+    made the restart look for a lost order over the whole window (the book's lag after a send) before
+    sending; the time the restart itself took counts toward that window. One look, then the exit."""
+    broker = CountingBroker()
+    pid = recover_after_marker(store, broker, seconds_ago=30.0)
+    assert [(r.side, r.quantity) for r in broker.placed] == [(Side.SELL, 3)]
+    assert broker.book_reads == 2  # the recovery's tag look-up, then the lost-exit look: one each
+    assert store.get(pid).status is Status.CLOSED
+
+
+def test_a_restart_right_after_the_marker_still_looks_over_the_window(store: ProtectionStore) -> None:
+    broker = CountingBroker()
+    recover_after_marker(store, broker, seconds_ago=0.0)
+    assert [(r.side, r.quantity) for r in broker.placed] == [(Side.SELL, 3)]
+    assert broker.book_reads >= 4  # looked again and again over the 0.6 s window before sending
