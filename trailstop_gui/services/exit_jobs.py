@@ -38,7 +38,6 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
-from datetime import datetime
 from typing import Protocol, TypeVar
 
 from trailstop_gui.models.domain import Product, Protection, Side, Status
@@ -395,14 +394,9 @@ class ExitJobs:
                     return self._adopt(p, broker, found)
                 if pid in self._unconfirmed or self._sent_since_trigger(pid):
                     # An exit may have gone out (a lost reply, or a crash just after sending) and the book
-                    # may not list it yet: look for it over the whole window before sending anything. The
-                    # window is the book's lag after a send, so the time since the marker counts: after a
-                    # restart that took longer than the window, one look at the book is enough.
+                    # may not list it yet: look for it over the whole window before sending anything.
                     live = self._live_quantity(p, broker)
-                    already = 0.0 if pid in self._unconfirmed else self._since_last_marker(pid)
-                    return self._resolve_ambiguous(
-                        p, broker, live, min(self._protected(p), live), already=already
-                    )
+                    return self._resolve_ambiguous(p, broker, live, min(self._protected(p), live))
             return self._place(p, broker)
         except TemporaryError as exc:
             self._delay(pid, f"the broker could not be reached: {exc}")
@@ -459,13 +453,6 @@ class ExitJobs:
     @staticmethod
     def _protected(p: Protection) -> int:
         return p.filled_quantity or p.quantity
-
-    def _since_last_marker(self, pid: int) -> float:
-        """Seconds since the last "exit_sending" marker was written (0 when there is none)."""
-        markers = list(self.store.events(protection_id=pid, kinds=["exit_sending"]))
-        if not markers:
-            return 0.0
-        return max((datetime.now() - markers[-1].ts).total_seconds(), 0.0)
 
     def _sent_since_trigger(self, pid: int) -> bool:
         """Whether the journal shows an exit attempt since the protection last became TRIGGERED whose
@@ -691,12 +678,11 @@ class ExitJobs:
         return None
 
     def _look_for_lost_exit(
-        self, p: Protection, broker: Broker, live_before: int, *, already: float = 0.0
+        self, p: Protection, broker: Broker, live_before: int
     ) -> tuple[Ambiguity, list[Order], int | None]:
-        """Look the tag up (book and stream) and re-read the position, with backoff, until decided;
-        ``already``: seconds that passed since the possible send before this look-up began."""
+        """Look the tag up (book and stream) and re-read the position, with backoff, until decided."""
         tag_watch = self._listen_for(p)
-        started = self._clock() - max(already, 0.0)
+        started = self._clock()
         backoff = self.policy.lookup_backoff
         pause = backoff.initial
         while True:
@@ -741,12 +727,10 @@ class ExitJobs:
                 orders.append(order)
         return orders
 
-    def _resolve_ambiguous(
-        self, p: Protection, broker: Broker, live: int, quantity: int, *, already: float = 0.0
-    ) -> bool:
+    def _resolve_ambiguous(self, p: Protection, broker: Broker, live: int, quantity: int) -> bool:
         if quantity <= 0:
             return self._place(p, broker, live)
-        outcome, found, _live_now = self._look_for_lost_exit(p, broker, live, already=already)
+        outcome, found, _live_now = self._look_for_lost_exit(p, broker, live)
         if outcome is Ambiguity.ADOPT:
             return self._adopt(p, broker, found)
         if self.stopping.is_set():
