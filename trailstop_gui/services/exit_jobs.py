@@ -654,7 +654,7 @@ class ExitJobs:
                     recheck = False  # once: a second refusal of fewer shares is final
                     left = self._resize_after_refusal(p, broker, request.quantity, exc.message)
                     if left is not None and left <= 0:
-                        self._no_shares_left(p, WatchStep(Step.FAIL, why=exc.message))
+                        self._no_shares_left(p)
                         return None
                     if left is not None:
                         request = replace(request, quantity=left)
@@ -953,12 +953,13 @@ class ExitJobs:
         holdings = self._call(p, broker.holdings, "read holdings")
         orders = self._call(p, broker.orders, "read the order book")
         shares = delivery_shares(p.instrument, p.symbol, p.exchange, positions, holdings)
-        ours = [o.exit_tag for o in self.store.live(p.account_id) if o.exit_tag]
+        live = self.store.live(p.account_id)
+        ours = [o.exit_tag for o in live if o.exit_tag]
         blocked = blocked_by_working_sales(
             p.instrument, p.symbol, p.exchange, orders, holdings, ignore_tags=ours
         )
         available = shares.sellable_besides(broker.capabilities.broker, blocked)
-        return exit_share(p, self.store.live(p.account_id), available) or 0
+        return exit_share(p, live, available) or 0
 
     def _resize_after_refusal(self, p: Protection, broker: Broker, tried: int, why: str) -> int | None:
         """How much to send again after a refused delivery sale: None to fail (the refusal is not about
@@ -986,7 +987,7 @@ class ExitJobs:
             self._fail(pid, step.why)
             return False
         if quantity <= 0:
-            self._no_shares_left(p, step)
+            self._no_shares_left(p, step.filled, step.price)
             return False
         ids = self._send(p, watch.broker, self._exit_request(p, quantity), quantity)
         if ids is None:
@@ -999,11 +1000,11 @@ class ExitJobs:
         self.watcher.watch(watch)
         return True
 
-    def _no_shares_left(self, p: Protection, step: WatchStep) -> None:
+    def _no_shares_left(self, p: Protection, filled: int = 0, price: float = 0.0) -> None:
         """The shares a refused delivery exit was to sell are gone (sold outside TrailStop, or held by
         the trader's own working sale): what filled is the exit; with nothing filled, closed outside."""
-        if step.filled > 0:
-            self._close(p.id, WatchStep(Step.CLOSE, quantity=step.filled, price=step.price))
+        if filled > 0:
+            self._close(p.id, WatchStep(Step.CLOSE, quantity=filled, price=price))
             return
         self.store.transition(p.id, Status.CLOSED, reason="external", price=None)
         log.info("protection %s: no delivery shares left to sell; closed outside TrailStop", p.id)

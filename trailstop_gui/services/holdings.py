@@ -31,7 +31,7 @@ from trailstop_gui.services.brokers.base import Holding, Order, Position
 EQUITY_EXCHANGES = ("NSE", "BSE")
 
 
-def _same_listing(instrument: object, symbol: str, exchange: str, other: Holding | Position) -> bool:
+def _same_listing(instrument: object, symbol: str, exchange: str, other: Holding | Position | Order) -> bool:
     if str(other.instrument) == str(instrument):
         return True
     return other.symbol == symbol and other.exchange == exchange
@@ -85,6 +85,26 @@ class DeliveryShares:
         return max(0, min(self.sellable(broker), self.held + self.net - blocked))
 
 
+def _same_stock(
+    isin: str | None,
+    instrument: object,
+    symbol: str,
+    exchange: str,
+    other: Holding | Position | Order,
+    holdings: list[Holding],
+) -> bool:
+    """Whether ``other`` (a holding, a position row, an order) is of the stock named: by ISIN where both
+    sides have one, else by listing."""
+    other_isin = (
+        other.isin
+        if isinstance(other, Holding)
+        else isin_of(other.instrument, other.symbol, other.exchange, holdings)
+    )
+    if isin is not None and other_isin is not None:
+        return other_isin == isin
+    return _same_listing(instrument, symbol, exchange, other)
+
+
 def delivery_shares(
     instrument: InstrumentId | object,
     symbol: str,
@@ -95,17 +115,11 @@ def delivery_shares(
     """The delivery shares of the stock ``instrument`` names, all its listings counted once."""
     rows = list(holdings)
     isin = isin_of(instrument, symbol, exchange, rows)
-
-    def ours(other: Holding | Position, other_isin: str | None) -> bool:
-        if isin is not None and other_isin is not None:
-            return other_isin == isin
-        return _same_listing(instrument, symbol, exchange, other)
-
-    mine = tuple(h for h in rows if ours(h, h.isin))
+    mine = tuple(h for h in rows if _same_stock(isin, instrument, symbol, exchange, h, rows))
     today = tuple(
         pos
         for pos in positions
-        if pos.product is Product.CNC and ours(pos, isin_of(pos.instrument, pos.symbol, pos.exchange, rows))
+        if pos.product is Product.CNC and _same_stock(isin, instrument, symbol, exchange, pos, rows)
     )
     return DeliveryShares(
         isin=isin,
@@ -302,12 +316,6 @@ def blocked_by_working_sales(
             continue
         if order.tag and order.tag in ignored:
             continue
-        other_isin = isin_of(order.instrument, order.symbol, order.exchange, rows)
-        same = other_isin == isin if isin is not None and other_isin is not None else None
-        if same is None:
-            same = str(order.instrument) == str(instrument) or (
-                order.symbol == symbol and order.exchange == exchange
-            )
-        if same:
+        if _same_stock(isin, instrument, symbol, exchange, order, rows):
             blocked += max(order.quantity - order.filled_quantity, 0)
     return blocked
