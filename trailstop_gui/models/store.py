@@ -54,6 +54,7 @@ __all__ = [
     "ConcurrentTransition",
     "InstrumentRecord",
     "JournalEntry",
+    "ProtectionEnded",
     "ProtectionStore",
     "TransitionRequest",
 ]
@@ -66,6 +67,14 @@ TAG_ID_WIDTH = 6  # base-36 digits of the protection id in an exit tag: two bill
 
 class ConcurrentTransition(RuntimeError):
     """Another thread moved the protection on first; the caller's view of it is stale."""
+
+
+class ProtectionEnded(ConcurrentTransition, ValueError):
+    """The protection is closed, cancelled or rejected: nothing about it can change any more.
+
+    A ValueError for a trader's edit of an ended row (the window shows the message); a
+    ConcurrentTransition for a service that read it live a moment ago (an exit closed it meanwhile).
+    """
 
 
 class AccountHasLiveProtections(RuntimeError):
@@ -474,9 +483,19 @@ class ProtectionStore:
         return int(row.account_id)
 
     def update(
-        self, protection_id: int, *, kind: str = "updated", message: str = "", **fields: Any
+        self,
+        protection_id: int,
+        *,
+        kind: str = "updated",
+        message: str = "",
+        expected: Status | None = None,
+        **fields: Any,
     ) -> Protection:
-        """Change fields without a state change (a rule, pause, a quantity), durably and journalled."""
+        """Change fields without a state change (a rule, pause, a quantity), durably and journalled.
+
+        Raises ProtectionEnded when it has ended, and ConcurrentTransition when ``expected`` is given
+        and the stored state is another (a reader's view of it is stale).
+        """
         self._check_fields(fields)
         if not fields:
             raise ValueError("update: nothing to change")
@@ -487,7 +506,13 @@ class ProtectionStore:
             if row is None:
                 raise KeyError(f"protection {protection_id} does not exist")
             if Status(row.status) in TERMINAL:
-                raise ValueError(f"protection {protection_id}: is {row.status}; it cannot change any more")
+                raise ProtectionEnded(
+                    f"protection {protection_id}: is {row.status}; it cannot change any more"
+                )
+            if expected is not None and Status(row.status) is not expected:
+                raise ConcurrentTransition(
+                    f"protection {protection_id}: is {row.status}, expected {expected.value}"
+                )
             values = self._db_values(fields)
             armed = Status(row.status) is Status.OPEN
             merged = pending if armed and "stop" not in fields else None

@@ -355,6 +355,7 @@ class Reconciler:
             p = self.store.update(
                 p.id,
                 kind="quantity_changed",
+                expected=Status.OPEN,  # a crossing may have taken it since `live` was read
                 message=f"position is {share}, was {protected}",
                 filled_quantity=share,
             )
@@ -436,7 +437,8 @@ class Reconciler:
                 and matching_position(p, [pos], broker.capabilities) is not None
             ]
             if covering:
-                self._cover_growth(covering, pos, report)
+                with self._isolated(covering[0], report):
+                    self._cover_growth(covering, pos, report)
                 continue
             try:
                 p = self._adopt(account_id, broker, rule, pos, "auto-protect")
@@ -484,7 +486,8 @@ class Reconciler:
         covering = [p for p in protected if covers_stock(p, stock, holdings)]
         if covering:
             if len(covering) == 1:
-                self._cover_delivery_growth(covering[0], stock, report)
+                with self._isolated(covering[0], report):
+                    self._cover_delivery_growth(covering[0], stock, report)
             return
         try:
             reason = "auto-protect (holding)" if stock.is_holding else "auto-protect"
@@ -513,6 +516,7 @@ class Reconciler:
         p = self.store.update(
             p.id,
             kind="quantity_changed",
+            expected=Status.OPEN,  # a crossing may have taken it since `live` was read
             message=f"delivery shares are {stock.quantity}, was {protected}",
             quantity=max(p.quantity, stock.quantity),
             filled_quantity=stock.quantity,
@@ -535,6 +539,7 @@ class Reconciler:
         p = self.store.update(
             p.id,
             kind="quantity_changed",
+            expected=Status.OPEN,  # a crossing may have taken it since `live` was read
             message=f"position is {live}, was {protected}",
             quantity=max(p.quantity, live),
             filled_quantity=live,

@@ -317,3 +317,43 @@ def test_an_entry_never_seen_at_the_broker_ends_after_minutes_not_seconds(store:
     assert reconciler.reconcile(account_id, broker).ended == [p.id]  # type: ignore[arg-type]
     assert store.get(p.id).status is Status.REJECTED
     assert store.get(p.id).reason == "entry order not found at the broker"
+
+
+# ------------------------------------------------------------------------- a crossing during the reconcile
+
+
+class ExitDuringRead(FakeBroker):
+    """The protection's stop is crossed while its positions are being read: ``during_read`` moves it on."""
+
+    def __init__(self, during_read: Callable[[], None]) -> None:
+        super().__init__()
+        self.during_read = during_read
+
+    def positions(self) -> list[Position]:
+        self.during_read()
+        return super().positions()
+
+
+@pytest.mark.parametrize("exit_filled", [True, False], ids=["closed", "triggered"])
+def test_a_protection_an_exit_took_during_the_read_is_not_resized(
+    store: ProtectionStore, exit_filled: bool
+) -> None:
+    """Found by the chaos run: the exit of protection 7 filled while the reconciler read positions; the
+    read showed the sale, and resizing the now CLOSED protection raised (an ERROR and a failed reconcile).
+    """
+    reconciler, _calls, account_id = rig(store)
+    p = open_long(store, account_id, 10)
+
+    def exit_now() -> None:
+        store.transition(p.id, Status.TRIGGERED)
+        if exit_filled:
+            store.transition(p.id, Status.EXITING, exit_order_id="X1", exit_quantity=10)
+            store.transition(p.id, Status.CLOSED, exit_price=1490.0)
+        broker.net = 4  # part of the sale shown, as a read racing the fill shows it
+
+    broker = ExitDuringRead(exit_now)
+    broker.net = 10
+    report = reconciler.reconcile(account_id, broker)  # type: ignore[arg-type]
+    assert report.failed == [] and report.resized == []
+    assert store.get(p.id).filled_quantity == 10
+    assert store.get(p.id).status is (Status.CLOSED if exit_filled else Status.TRIGGERED)
