@@ -387,7 +387,7 @@ class ProtectionStore:
         target = Status(target)
         self._check_fields(fields)
         with self._lock:
-            pending = self._pending.pop(protection_id, None)
+            pending = self._take_pending(protection_id)
         with self._db.atomic():
             self._transition_row(protection_id, target, expected, reason, price, fields, pending)
         return self.get(protection_id)
@@ -404,7 +404,7 @@ class ProtectionStore:
         for fields in checked:
             self._check_fields(fields)  # a bad field refuses the batch before anything is written
         with self._lock:
-            pendings = [self._pending.pop(m.protection_id, None) for m in moves]
+            pendings = [self._take_pending(m.protection_id) for m in moves]
         with self._db.atomic():
             for index, (move, fields, pending) in enumerate(zip(moves, checked, pendings, strict=True)):
                 try:
@@ -500,7 +500,7 @@ class ProtectionStore:
         if not fields:
             raise ValueError("update: nothing to change")
         with self._lock:
-            pending = self._pending.pop(protection_id, None)
+            pending = self._take_pending(protection_id)
         with self._db.atomic():
             row = db.ProtectionRow.get_or_none(db.ProtectionRow.id == protection_id)
             if row is None:
@@ -600,6 +600,16 @@ class ProtectionStore:
             first_old = previous[0] if previous is not None else math.nan
             self._pending[protection_id] = (first_old, stop, peak)
         self._wake.set()
+
+    def _take_pending(self, protection_id: int) -> tuple[float, float, float | None] | None:
+        """The newest stop move not yet on disk, for a write that carries it (call with the lock held).
+
+        Also a move the flusher holds but may not write: its write only lands on a row that is still armed,
+        so a transition committed first would lose it (found by a property test: a TRIGGERED row kept the
+        stop from before the last move; the trigger of a manual exit or a basket passes no stop of its own).
+        Writing a move the flusher did commit first writes the same value again.
+        """
+        return self._pending.pop(protection_id, None) or self._inflight.get(protection_id)
 
     def flush(self) -> int:
         """Write every pending stop move now. Returns how many protections were written."""

@@ -401,3 +401,18 @@ def test_reopen_mid_path_gives_same_stops(tmp_path_factory, seed: int, split: in
     a = raw_rows(base / "straight.db", "SELECT id, status, stop FROM protection ORDER BY id")
     b = raw_rows(base / "split.db", "SELECT id, status, stop FROM protection ORDER BY id")
     assert a == b
+
+
+def test_a_transition_carries_a_stop_move_the_flusher_holds_but_has_not_written(tmp_path: Path) -> None:
+    """Found by test_reopen_mid_path_gives_same_stops on a loaded machine: the flusher took the pending
+    move, the transition (a manual exit or a basket passes no stop) committed first, and the flusher's write
+    then found the row no longer armed: the TRIGGERED row kept the stop from before the move."""
+    with ProtectionStore(tmp_path / "race.db") as store:
+        p = new_protection(store, stop=100.0)
+        store.record_stop(p.id, 103.5, 104.0)
+        with store._lock:  # the flusher's first half: the batch taken, not written yet
+            store._inflight, store._pending = store._pending, {}
+        store.transition(p.id, Status.TRIGGERED, price=103.0)
+        assert store.get(p.id).stop == 103.5
+        moves = [(e.old, e.new) for e in store.events(protection_id=p.id, kinds=["stop_moved"])]
+        assert moves == [("100", "103.5")]  # journalled once, with the transition
