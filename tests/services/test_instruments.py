@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PySide6.QtCore import Qt
 from pytestqt.qtbot import QtBot
 
 from trailstop_gui.models.store import ProtectionStore
@@ -154,3 +155,25 @@ def test_last_price_arrives_as_a_signal(
         service.request_ltp(session, infy)
     assert failed.args[2] == "not logged in"
     service.wait_for_done()
+
+
+def test_a_download_is_over_before_anyone_hears_it_ended(
+    qtbot: QtBot, simulator: SimulatorHandle, store: ProtectionStore
+) -> None:
+    """Found on a loaded machine: master_loaded reached the test before the worker had marked the download
+    over, and the next day's ensure was told "already on its way". A listener on the worker's own thread
+    (a direct connection) asks at the very moment the signal is sent."""
+    clock = Clock()
+    service = InstrumentService(store, today=clock)
+    session = sim_session(simulator, store, "kite")
+    asked: list[bool] = []
+
+    def ask_again(_master: str, _count: int) -> None:
+        if not asked:
+            clock.day += timedelta(days=1)
+            asked.append(service.ensure(session))
+
+    service.master_loaded.connect(ask_again, Qt.ConnectionType.DirectConnection)
+    with qtbot.waitSignals([service.master_loaded, service.master_loaded], timeout=10_000):
+        assert service.ensure(session) is True
+    assert asked == [True]

@@ -169,17 +169,22 @@ class InstrumentService(QObject):
         return True
 
     def _download_job(self, session: AccountSession, master: str) -> None:
+        # No longer "loading" before anyone hears it ended: a listener that asks again at once (the next
+        # day's ensure) must not be told the download is still on its way (a race a loaded machine showed).
         try:
             count = self.download(session)
         except Exception as exc:
             why = str(exc) or type(exc).__name__
             log.warning("instrument master %s: download failed: %s", master, why)
+            self._loaded(master)
             self.master_failed.emit(master, why)
         else:
+            self._loaded(master)
             self.master_loaded.emit(master, count)
-        finally:
-            with self._lock:
-                self._loading.discard(master)
+
+    def _loaded(self, master: str) -> None:
+        with self._lock:
+            self._loading.discard(master)
 
     def download(self, session: AccountSession) -> int:
         """Fetch ``session``'s master and store it in one transaction. BLOCKING: not on the GUI thread."""
