@@ -464,6 +464,11 @@ class DemoFlow:
                 f"stop {p.stop:.2f} ({rule.value:g} %)",
             )
 
+        # Kite's ticker sends quote-mode packets (no bid) until the "full" mode asked for after the subscribe
+        # arrives; a price moved before that trails on the LTP (found on a loaded machine: 1528.80, not
+        # 1528.75). A trader's feed settles in a moment; the check waits for it, as the engine's rule is.
+        for broker, pid in pids.items():
+            self._wait_bid(broker, sessions[broker], store.get(pid).engine_instrument)
         first_stops = {broker: store.get(pid).stop for broker, pid in pids.items()}
         sim.set_price(SYMBOL, 1560.0, bid=1559.95, ask=1560.05)
         expected = 1528.75  # MIS long trails the bid: 1559.95 - 2 % = 1528.751, down to the tick
@@ -495,6 +500,15 @@ class DemoFlow:
             if exits[0]["status"] != "COMPLETE" or p.exit_price is None:
                 raise StepFailed(f"{broker}: exit order {exits[0]['status']}, exit price {p.exit_price}")
             report.ok("exit filled", f"{broker}: filled at {p.exit_price:.2f} -> CLOSED")
+
+    @staticmethod
+    def _wait_bid(broker: str, session: Any, instrument: Any, timeout: float = 10.0) -> None:
+        def has_bid() -> bool:
+            feed = session.feed
+            quote = feed.latest_quote(instrument) if feed is not None else None
+            return quote is not None and quote.bid is not None
+
+        wait_until(has_bid, timeout, lambda: f"{broker}: no quote with a bid from the feed")
 
     def _wait_stop(self, broker: str, pid: int, expected: float, timeout: float = 10.0) -> None:
         wait_until(
