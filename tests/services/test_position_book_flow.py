@@ -121,3 +121,42 @@ def test_a_lost_reply_with_the_book_vouching_sells_exactly_once(rig: Rig) -> Non
     assert [(o["transaction_type"], o["quantity"], o["status"]) for o in exits] == [("SELL", 3, "COMPLETE")]
     assert net_position(rig) == 0
     assert "exit_resent" not in kinds(rig, pid)
+
+
+def test_an_exit_sized_on_a_read_that_trailed_a_buy_exits_the_rest_too(rig: Rig) -> None:
+    """Found by make chaos-safety: a short grew to 30 (auto-protect followed it), the stop was crossed while
+    positions still showed 10, and the exit bought back 10: 20 stayed open and unwatched for a minute. With
+    no book to vouch (the REST path), the exit still sizes on the read, and then exits the rest."""
+    rig.sim.set_price("NSE:INFY", 1500.0, bid=1499.95, ask=1500.05)
+    pid = enter(rig, Side.BUY, Product.MIS, TrailRule.percent(2.0))
+    vouched(rig, pid, 3)
+    rig.service.books.pop(rig.account_id)  # sized by REST reads, as when the stream is down
+    bought_at = time.monotonic()
+    fault(rig, fault="book_lag", seconds=5.0)  # reads answer as 5 s ago: before the buy below
+    instrument, tradingsymbol = rig.instrument("NSE:INFY")
+    rig.session.broker.place_order(
+        OrderRequest(
+            symbol=tradingsymbol,
+            exchange="NSE",
+            instrument=instrument,
+            side=Side.BUY,
+            quantity=7,
+            product=Product.MIS,
+            order_type=OrderType.MARKET,
+        )
+    )
+    wait_until(lambda: net_position(rig) == 10, what="the buy outside to fill")
+    rig.store.update(pid, kind="quantity_changed", quantity=10, filled_quantity=10)  # as auto-protect does
+    assert time.monotonic() - bought_at < 4.0
+    rig.sim.set_price("NSE:INFY", 1400.0, bid=1399.95, ask=1400.05)
+    tag = rig.store.get(pid).exit_tag
+    wait_until(lambda: rig.sim_orders(tag), 10.0, "the exit", rig.qtbot)
+    fault(rig, fault="clear")
+    rig.wait_status(pid, Status.CLOSED, timeout=20)
+    exits = rig.sim_orders(tag)
+    assert [(o["transaction_type"], o["quantity"], o["status"]) for o in exits] == [
+        ("SELL", 3, "COMPLETE"),
+        ("SELL", 7, "COMPLETE"),
+    ]
+    assert net_position(rig) == 0
+    assert rig.store.get(pid).exit_quantity == 10 and "exit_topped_up" in kinds(rig, pid)

@@ -78,6 +78,10 @@ log = logging.getLogger("trailstop.exit")
 T = TypeVar("T")
 
 
+# How many times an exit that filled less than its protection covers is topped up (_short_of_protected).
+MAX_TOP_UPS = 2
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     attempts: int = 8
@@ -815,6 +819,9 @@ class ExitJobs:
     def _on_watch_step(self, watch: ExitWatch, step: WatchStep) -> None:
         pid = watch.protection_id
         if step.step is Step.CLOSE:
+            if self._short_of_protected(pid, step):
+                self._check_rest_later(watch, step, self.policy.lookup_window)
+                return
             self._close(pid, step)
             self._job_done(pid)
         elif step.step is Step.FAIL:
@@ -850,6 +857,104 @@ class ExitJobs:
         log.info("protection %s: exit filled at %.2f", pid, step.price)
         self.events.exit_filled(pid, step.price)
         self._resume_waiting(p)
+
+    # ----------------------------------------------------------------- an exit sized on a read that trailed
+
+    def _short_of_protected(self, pid: int, step: WatchStep) -> bool:
+        """The exit filled less than its protection covers, and may top it up (at most MAX_TOP_UPS times).
+
+        An exit is min(protected, live open): when the live quantity came from a read that trailed the
+        fills of the position's own entry (found by the chaos run: auto-protect grew a short to 30, a
+        lagging read still said 10, the exit bought back 10 and left 20 open and unwatched for a minute),
+        the rest of the position would be left naked. So the position is read again once the read can
+        show this exit's fill, and what is still open of this protection's part is exited as well.
+        """
+        p = self.store.get(pid)
+        if p.status is not Status.EXITING or not 0 < step.quantity < self._protected(p):
+            return False
+        done = self.store.events(protection_id=pid, kinds=["exit_topped_up", "exit_short"])
+        return sum(e.kind == "exit_topped_up" for e in done) < MAX_TOP_UPS
+
+    def _check_rest_later(
+        self, watch: ExitWatch, step: WatchStep, delay: float, first: int | None = None
+    ) -> None:
+        """Read the position again ``delay`` seconds on, off the pool (nothing holds a sender meanwhile)."""
+        pid = watch.protection_id
+        if first is None:
+            self.store.journal(
+                "exit_short",
+                protection_id=pid,
+                message=f"filled {step.quantity} of {self._protected(self.store.get(pid))}; the position "
+                f"is read again in {delay:.0f} s",
+            )
+
+        def check() -> None:
+            if not self.stopping.is_set():
+                self._start(pid, lambda: self._check_rest(watch, step, first))
+
+        timer = threading.Timer(delay, check)
+        timer.daemon = True
+        timer.start()
+
+    def _check_rest(self, watch: ExitWatch, step: WatchStep, first: int | None) -> bool:
+        """What is left of this protection's part, read once the read shows the exit's fill: exit it, or
+        close on what filled. Two reads ``flat_confirm`` apart must both show it (as for a flat position),
+        unless the position book, which saw the fill on the stream, vouches for the position."""
+        pid = watch.protection_id
+        p = self.store.get(pid)
+        if p.status is not Status.EXITING:
+            return False
+        book = self.book_for(p.account_id)
+        vouched = book.quantity(p) if book is not None else None
+        try:
+            if vouched is not None:
+                live = vouched
+            elif _delivery_sale(p):
+                live = self._delivery_sellable(p, watch.broker)  # a working sale's shares are not ours
+            else:
+                live = self._bounded(p, self._live_quantity(p, watch.broker))
+        except TemporaryError as exc:
+            log.info("protection %s: reading the position for the rest failed (%s)", pid, exc)
+            self._check_rest_later(watch, step, self.policy.flat_confirm, first)
+            return True
+        others = self.store.live(p.account_id)
+        share = min(self._protected(p) - step.quantity, exit_share(p, others, live) or 0)
+        if share > 0 and vouched is None and first is None:
+            self._check_rest_later(watch, step, self.policy.flat_confirm, share)
+            return True
+        rest = min(share, first) if first is not None and vouched is None else share
+        if rest <= 0:
+            self._close(pid, step)
+            return False
+        expected = step.quantity + rest
+        # Persist before acting: after a crash the watch expects the rest (and looks for it by its tag).
+        p = self.store.update(
+            pid,
+            kind="exit_topped_up",
+            exit_quantity=expected,
+            message=(
+                f"filled {step.quantity} of {self._protected(p)}; the position still holds {live}: "
+                f"exiting the rest, {rest}"
+            ),
+        )
+        log.warning(
+            "protection %s: exit filled %d, the position still holds %d; exiting %d more",
+            pid,
+            step.quantity,
+            live,
+            rest,
+        )
+        ids = self._send(p, watch.broker, self._exit_request(p, rest), live)
+        if ids is None:
+            return False
+        if isinstance(ids, _Adopted):
+            ids = [o.order_id for o in ids.orders]
+        watch.expected = expected
+        watch.deadline = self._clock() + self.policy.fill_timeout
+        watch.add(list(ids), self._clock())
+        self.store.journal("exit_children", protection_id=pid, message=f"rest placed: {','.join(ids)}")
+        self.watcher.watch(watch)
+        return True
 
     def _resume_waiting(self, p: Protection) -> None:
         """Exits that waited for this one (their share of the position was in its flight) go on now, not
@@ -949,17 +1054,22 @@ class ExitJobs:
         fills). So, one ``flat_confirm`` later, positions, holdings and the order book are read again.
         """
         self._sleep(self.policy.flat_confirm)
+        available = self._delivery_sellable(p, broker)
+        return exit_share(p, self.store.live(p.account_id), available) or 0
+
+    def _delivery_sellable(self, p: Protection, broker: Broker) -> int:
+        """The delivery shares of ``p``'s stock a sale may take now: positions and holdings, less what the
+        trader's own working sales block (neither positions nor Kite's holdings show those until they fill).
+        """
         positions = self._call(p, broker.positions, "read positions")
         holdings = self._call(p, broker.holdings, "read holdings")
         orders = self._call(p, broker.orders, "read the order book")
         shares = delivery_shares(p.instrument, p.symbol, p.exchange, positions, holdings)
-        live = self.store.live(p.account_id)
-        ours = [o.exit_tag for o in live if o.exit_tag]
+        ours = [o.exit_tag for o in self.store.live(p.account_id) if o.exit_tag]
         blocked = blocked_by_working_sales(
             p.instrument, p.symbol, p.exchange, orders, holdings, ignore_tags=ours
         )
-        available = shares.sellable_besides(broker.capabilities.broker, blocked)
-        return exit_share(p, live, available) or 0
+        return shares.sellable_besides(broker.capabilities.broker, blocked)
 
     def _resize_after_refusal(self, p: Protection, broker: Broker, tried: int, why: str) -> int | None:
         """How much to send again after a refused delivery sale: None to fail (the refusal is not about
