@@ -1142,13 +1142,19 @@ class ExitJobs:
         before TrailStop deleted it for its own exit; the exit was refused ("Insufficient holdings ...:
         available 0"), the fresh read found no shares left, and the GTT's sale was recorded as a sale
         from outside: wrong journal and P&L, and the stock could be protected and sold again. The broker's
-        errors propagate: "nothing of ours sold" would be a guess (the job is retried, TRIGGERED).
+        errors propagate (after the usual retries): "nothing of ours sold" would be a guess.
         """
-        tagged = [o for o in self._exit_orders(p, broker) if o.status is not OrderStatus.REJECTED]
-        sold = [o for o in tagged if o.filled_quantity > 0 or not o.is_final]
+        sold = [
+            o
+            for o in self._exit_orders(p, broker)
+            if o.status is OrderStatus.COMPLETE or o.filled_quantity > 0 or not o.is_final
+        ]
         if sold:
             return sold, p.reason or "stop"
-        stop = self.safety.sold_by_stop(p, broker) if self.safety is not None else None
+        safety = self.safety
+        if safety is None:
+            return None
+        stop = self._call(p, lambda: safety.sold_by_stop(p, broker), "read the safety stop's orders")
         if stop is not None:
             return [stop], SAFETY_STOP_REASON
         return None
