@@ -28,6 +28,9 @@ The path for one protection, already TRIGGERED and committed by whoever decided 
 - With a broker-held safety stop (services/safety_stop.py), the safety manager is asked first: an SL-M
   becomes the exit (modified to MARKET), a GTT is deleted first, and a stop that already fired is the
   exit. Never two exits for one position.
+- "Closed outside" (a flat position, or a refused delivery exit with no shares left) only when no order
+  of the protection's own sold it: an earlier send of its exit, or the order its safety stop fired into
+  (one already taken away too). Such an order is the exit: its fill is recorded, or it is watched.
 """
 
 from __future__ import annotations
