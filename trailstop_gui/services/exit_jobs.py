@@ -955,7 +955,7 @@ class ExitJobs:
             rest,
         )
         ids = self._send(p, watch.broker, self._exit_request(p, rest), live)
-        if ids is None:
+        if ids is None or isinstance(ids, _Watched):  # no recheck here: never _Watched
             return False
         if isinstance(ids, _Adopted):
             ids = [o.order_id for o in ids.orders]
