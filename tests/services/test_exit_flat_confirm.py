@@ -36,6 +36,10 @@ class LaggingBroker:
     def find_order_by_tag(self, _tag: str) -> None:
         return None
 
+    def orders(self) -> list[Order]:
+        """Nothing of ours in the book: a flat position is looked at for the protection's own sale."""
+        return []
+
     def place_order(self, request: OrderRequest) -> str:
         self.placed.append(request)
         return "X1"

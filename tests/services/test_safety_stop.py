@@ -4,6 +4,7 @@ and the rate limit, never makes a second exit, survives the app's death, and res
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -616,3 +617,90 @@ def test_a_twin_protection_waiting_for_the_first_exit_ends_with_its_gtt_gone(
         and o["status"] not in ("CANCELLED", "REJECTED")
     ]
     assert len(buys) == 1 and buys[0]["quantity"] == 3, buys  # one exit for the whole short
+
+
+def test_a_position_read_flat_after_its_gtt_fired_unseen_is_closed_by_that_gtt(
+    kite_gtt_case: tuple[SafetyRig, Product],
+) -> None:
+    """The position reads flat when the stop crosses (here the read lags even the day's buy; the order
+    stream may also have shown the sale), and the GTT, gapped through unseen by the feed, fired: TrailStop
+    deletes it for its own exit, Kite forgets it, the lagging book does not list its order yet, and the
+    prices say it could not have fired: the GTT's sale used to be recorded as "closed outside". A flat
+    position now waits for the GTT's order over the look-up window: it is the exit ("safety stop")."""
+    rig, product = kite_gtt_case
+    symbol = "NSE:RELIANCE"  # not among the demo account's holdings: the GTT sells the whole day's buy
+
+    def quote(ltp: float) -> None:
+        rig.sim.set_price(symbol, ltp, bid=round(ltp - 0.05, 2), ask=round(ltp + 0.05, 2))
+
+    quote(1300.0)
+    pid = enter(rig, Side.BUY, product, TrailRule.percent(2.0), symbol=symbol)
+    level = rig.wait_held_at_target(pid)
+    p = rig.store.get(pid)
+    assert p.stop is not None and level < p.stop and p.safety_kind is SafetyKind.GTT
+    control(rig.sim, "fault", {"fault": "stall_ws"})
+    control(rig.sim, "fault", {"fault": "book_lag", "seconds": 3.0})
+    quote(round(level * 0.99, 1))  # the gap: the GTT fires and fills (above its LIMIT price)
+    quote(round((p.stop + level) / 2, 1))  # back between the GTT and the stop
+    control(rig.sim, "fault", {"fault": "clear", "kind": "stall_ws"})
+    quote(round((p.stop + level) / 2 - 0.1, 1))  # the feed shows only this: the stop crossed
+    wait_until(lambda: rig.status(pid) is Status.CLOSED, 20, "the protection to close", rig.qtbot)
+    control(rig.sim, "fault", {"fault": "clear"})
+    sells = [
+        o for o in rig.sim_orders() if o["tradingsymbol"] == "RELIANCE" and o["transaction_type"] == "SELL"
+    ]
+    filled = [o for o in sells if o["status"] == "COMPLETE"]
+    assert len(filled) == 1 and not filled[0].get("tag"), sells  # the GTT's order, and nothing else sold
+    closed = rig.store.get(pid)
+    assert (closed.reason, closed.exit_order_id) == ("safety stop", filled[0]["order_id"]), closed
+    assert closed.exit_quantity == 3 and closed.exit_price == pytest.approx(filled[0]["average_price"])
+
+
+def test_a_delivery_exit_refused_because_its_gtt_sold_first_is_closed_by_that_gtt(
+    kite_gtt_case: tuple[SafetyRig, Product],
+) -> None:
+    """Found by make chaos-safety (c80044e, protection 44, Kite CNC with a GTT), reproduced step by step:
+    the price gaps through the GTT and comes back, unseen by the feed (stalled); the GTT fires and fills.
+    The stop crosses: TrailStop deletes the GTT (Kite forgets it; the lagging book does not list its order;
+    the prices say it could not have fired) and sends its own exit, sized on a positions read that trails
+    the GTT's fill. The broker refuses it ("Insufficient holdings ...: available 0"); the refusal's fresh
+    read finds no shares left, and the protection used to be recorded "closed outside" though its own GTT
+    had sold them. Now the GTT's order is the exit: its price and quantity, reason "safety stop"."""
+    rig, product = kite_gtt_case
+    symbol = "NSE:RELIANCE"  # not among the demo account's holdings: the GTT sells the whole day's buy
+    lag = 1.5
+
+    def quote(ltp: float) -> None:
+        rig.sim.set_price(symbol, ltp, bid=round(ltp - 0.05, 2), ask=round(ltp + 0.05, 2))
+
+    quote(1300.0)
+    pid = enter(rig, Side.BUY, product, TrailRule.percent(2.0), symbol=symbol)
+    level = rig.wait_held_at_target(pid)
+    p = rig.store.get(pid)
+    assert p.stop is not None and level < p.stop and p.safety_kind is SafetyKind.GTT
+    # The day's buy older than the lag: the lagging read shows it, only the GTT's fill is missing.
+    entry = p.entry_order_id
+    assert entry is not None
+    placed = next(o["received_at"] for o in rig.sim_orders() if o["order_id"] == entry)
+    wait_until(lambda: time.time() > placed + lag + 0.3, 5, "the entry to age past the lag", rig.qtbot)
+    control(rig.sim, "fault", {"fault": "stall_ws"})
+    control(rig.sim, "fault", {"fault": "book_lag", "seconds": lag})
+    quote(round(level * 0.99, 1))  # the gap: the GTT fires and fills (above its LIMIT price)
+    quote(round((p.stop + level) / 2, 1))  # back between the GTT and the stop
+    control(rig.sim, "fault", {"fault": "clear", "kind": "stall_ws"})
+    quote(round((p.stop + level) / 2 - 0.1, 1))  # the feed shows only this: the stop crossed
+    wait_until(lambda: rig.status(pid) is Status.CLOSED, 20, "the protection to close", rig.qtbot)
+    control(rig.sim, "fault", {"fault": "clear"})
+    sells = [
+        o for o in rig.sim_orders() if o["tradingsymbol"] == "RELIANCE" and o["transaction_type"] == "SELL"
+    ]
+    filled = [o for o in sells if o["status"] == "COMPLETE"]
+    assert len(filled) == 1 and not filled[0].get("tag"), sells  # the GTT's order, and nothing else sold
+    ours = rig.sim_orders(p.exit_tag)
+    assert [(o["status"], o["status_message"]) for o in ours] in (
+        [("REJECTED", "Insufficient holdings for RELIANCE: available 0.")],
+        [],  # a slow machine: the book listed the GTT's order before the exit was sent
+    ), ours
+    closed = rig.store.get(pid)
+    assert (closed.reason, closed.exit_order_id) == ("safety stop", filled[0]["order_id"]), closed
+    assert closed.exit_quantity == 3 and closed.exit_price == pytest.approx(filled[0]["average_price"])

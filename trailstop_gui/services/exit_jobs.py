@@ -28,6 +28,9 @@ The path for one protection, already TRIGGERED and committed by whoever decided 
 - With a broker-held safety stop (services/safety_stop.py), the safety manager is asked first: an SL-M
   becomes the exit (modified to MARKET), a GTT is deleted first, and a stop that already fired is the
   exit. Never two exits for one position.
+- "Closed outside" (a flat position, or a refused delivery exit with no shares left) only when no order
+  of the protection's own sold it: an earlier send of its exit, or the order its safety stop fired into
+  (one already taken away too). Such an order is the exit: its fill is recorded, or it is watched.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from trailstop_gui.services.brokers.base import (
     Broker,
     Order,
     OrderRequest,
+    OrderStatus,
     OrderType,
     as_slicing_broker,
     latest_with_tag,
@@ -64,6 +68,7 @@ from trailstop_gui.services.exit_decisions import (
     WatchStep,
     after_ambiguous,
     is_freeze_refusal,
+    totals,
     usable_exit,
 )
 from trailstop_gui.services.exit_watch import ExitWatch, FillWatcher
@@ -542,6 +547,9 @@ class ExitJobs:
                 p = self._to_exiting(p, plan.order_id, quantity if quantity > 0 else None, reason=reason)
                 return self._hand_to_watcher(p, broker, [plan.order_id], quantity or self._protected(p))
         if quantity <= 0:
+            own = self._own_sale(p, broker)
+            if own is not None:
+                return self._settle_own_sale(p, broker, *own)
             self.store.transition(p.id, Status.CLOSED, reason="external", price=None)
             log.info("protection %s: position already flat; no exit sent", p.id)
             self.events.closed_externally(p.id)
@@ -550,6 +558,8 @@ class ExitJobs:
         ids = self._send(p, broker, request, live, recheck=True, marker=marker)
         if ids is None:
             return False
+        if isinstance(ids, _Watched):
+            return True
         if isinstance(ids, _Adopted):
             return self._adopt(p, broker, ids.orders)
         p = self._to_exiting(p, ids[0], quantity)
@@ -578,9 +588,10 @@ class ExitJobs:
         sliced: bool = False,
         recheck: bool = False,
         marker: _Marker | None = None,
-    ) -> list[str] | _Adopted | None:
+    ) -> list[str] | _Adopted | _Watched | None:
         """Place ``request`` with retries: the child order ids, the orders a lost reply left behind
-        (``_Adopted``), or None when the protection is left as it is (failed, delayed or held).
+        (``_Adopted``), ``_Watched`` when an order of the protection's own, found after a refusal, is
+        watched instead, or None when the protection is left as it is (failed, delayed or held).
         ``recheck``: a refused delivery sale is sized again once on the shares still there."""
         policy = self.policy
         backoff = policy.backoff
@@ -658,8 +669,7 @@ class ExitJobs:
                     recheck = False  # once: a second refusal of fewer shares is final
                     left = self._resize_after_refusal(p, broker, request.quantity, exc.message)
                     if left is not None and left <= 0:
-                        self._no_shares_left(p)
-                        return None
+                        return _Watched() if self._no_shares_left(p, broker) else None
                     if left is not None:
                         request = replace(request, quantity=left)
                         live = left
@@ -945,7 +955,7 @@ class ExitJobs:
             rest,
         )
         ids = self._send(p, watch.broker, self._exit_request(p, rest), live)
-        if ids is None:
+        if ids is None or isinstance(ids, _Watched):  # no recheck here: never _Watched
             return False
         if isinstance(ids, _Adopted):
             ids = [o.order_id for o in ids.orders]
@@ -1033,7 +1043,7 @@ class ExitJobs:
             "exit_rest", protection_id=pid, message=f"placing the rest: {quantity} (live {live})"
         )
         ids = self._send(p, watch.broker, self._exit_request(p, quantity), live, sliced=step.sliced)
-        if ids is None:
+        if ids is None or isinstance(ids, _Watched):  # no recheck here: never _Watched
             self.watcher.forget(pid)
             return False
         if isinstance(ids, _Adopted):
@@ -1097,10 +1107,9 @@ class ExitJobs:
             self._fail(pid, step.why)
             return False
         if quantity <= 0:
-            self._no_shares_left(p, step.filled, step.price)
-            return False
+            return self._no_shares_left(p, watch.broker, step.filled, step.price)
         ids = self._send(p, watch.broker, self._exit_request(p, quantity), quantity)
-        if ids is None:
+        if ids is None or isinstance(ids, _Watched):  # no recheck here: never _Watched
             return False
         if isinstance(ids, _Adopted):
             ids = [o.order_id for o in ids.orders]
@@ -1110,15 +1119,80 @@ class ExitJobs:
         self.watcher.watch(watch)
         return True
 
-    def _no_shares_left(self, p: Protection, filled: int = 0, price: float = 0.0) -> None:
-        """The shares a refused delivery exit was to sell are gone (sold outside TrailStop, or held by
-        the trader's own working sale): what filled is the exit; with nothing filled, closed outside."""
+    def _no_shares_left(self, p: Protection, broker: Broker, filled: int = 0, price: float = 0.0) -> bool:
+        """The shares a refused delivery exit was to sell are gone: what filled is the exit; else an order
+        of the protection's own that sold them (:meth:`_own_sale`); with neither, closed outside.
+        Returns True when an order of its own still working was handed to the watcher."""
         if filled > 0:
             self._close(p.id, WatchStep(Step.CLOSE, quantity=filled, price=price))
-            return
+            return False
+        own = self._own_sale(p, broker)
+        if own is not None:
+            return self._settle_own_sale(p, broker, *own)
         self.store.transition(p.id, Status.CLOSED, reason="external", price=None)
         log.info("protection %s: no delivery shares left to sell; closed outside TrailStop", p.id)
         self.events.closed_externally(p.id)
+        return False
+
+    # ----------------------------------------------------------------- the protection's own sales
+
+    def _own_sale(self, p: Protection, broker: Broker) -> tuple[list[Order], str] | None:
+        """Before "closed outside": the orders of this protection's own that sold (or are selling) its
+        position, with the reason they close it with: an earlier send of its exit (its tag), or the order
+        its broker-held stop fired into, a stop already taken away too (safety_stop.sold_by_stop).
+
+        Found by make chaos-safety (c80044e, protection 44, Kite CNC with a GTT): the GTT fired unseen just
+        before TrailStop deleted it for its own exit; the exit was refused ("Insufficient holdings ...:
+        available 0"), the fresh read found no shares left, and the GTT's sale was recorded as a sale
+        from outside: wrong journal and P&L, and the stock could be protected and sold again. The broker's
+        errors propagate (after the usual retries): "nothing of ours sold" would be a guess.
+        """
+        sold = [
+            o
+            for o in self._exit_orders(p, broker)
+            if o.status is OrderStatus.COMPLETE or o.filled_quantity > 0 or not o.is_final
+        ]
+        if sold:
+            return sold, p.reason or "stop"
+        safety = self.safety
+        if safety is None:
+            return None
+        stop = self._call(p, lambda: safety.sold_by_stop(p, broker), "read the safety stop's orders")
+        if stop is not None:
+            return [stop], SAFETY_STOP_REASON
+        return None
+
+    def _settle_own_sale(self, p: Protection, broker: Broker, orders: list[Order], reason: str) -> bool:
+        """The protection's own orders are its exit: closed with their fill when final, else watched
+        (True: handed to the watcher)."""
+        ids = ", ".join(o.order_id for o in orders)
+        self.store.journal(
+            "exit_own_sale", protection_id=p.id, message=f"sold by its own order {ids} ({reason})"
+        )
+        log.warning("protection %s: its position was sold by its own order %s (%s)", p.id, ids, reason)
+        total = totals(orders)
+        first = orders[0]
+        if total.all_final:
+            self.store.transition(
+                p.id,
+                Status.CLOSED,
+                reason=reason,
+                price=total.average_price or None,
+                exit_order_id=first.order_id,
+                exit_price=total.average_price or None,
+                exit_quantity=total.filled or None,
+            )
+            log.info("protection %s: exit filled at %.2f", p.id, total.average_price)
+            self.events.exit_filled(p.id, total.average_price)
+            return False
+        expected = sum(o.quantity for o in orders)
+        if p.status is Status.TRIGGERED:
+            p = self._to_exiting(p, first.order_id, expected, reason=reason)
+        else:
+            p = self.store.update(
+                p.id, kind="exit_adopted", exit_order_id=first.order_id, exit_quantity=expected, reason=reason
+            )
+        return self._hand_to_watcher(p, broker, [o.order_id for o in orders], expected, known=orders)
 
     # ----------------------------------------------------------------- outcomes
 
@@ -1169,3 +1243,8 @@ class _Adopted:
     """The orders a lost reply turned out to have placed."""
 
     orders: list[Order]
+
+
+@dataclass(frozen=True)
+class _Watched:
+    """A refused exit's shares were being sold by an order of the protection's own: that one is watched."""

@@ -108,6 +108,15 @@ _CHECKED = (SafetyState.PLACED, SafetyState.MOVING, SafetyState.FIRED)  # states
 _UNRECORDED = (SafetyState.PLACING, SafetyState.MOVING, SafetyState.FIRED)
 
 
+def _taken_away(p: Protection) -> bool:
+    """A broker stop that was held (kind, quantity on record) and taken away: its id is no longer kept."""
+    return (
+        p.safety_state is SafetyState.REMOVED
+        and p.safety_kind is not SafetyKind.NONE
+        and bool(p.safety_quantity)
+    )
+
+
 # ============================================================================= configuration
 
 
@@ -1117,7 +1126,19 @@ class SafetyStopManager:
         Raises the broker's error when the stop cannot be read: "it did not fire" would be a guess, and
         the protection would be recorded as closed outside TrailStop while its own stop closed it.
         """
-        if not p.safety_order_id and p.safety_state not in _UNRECORDED:
+        order = self.sold_by_stop(p, broker)
+        return order if order is not None and order.status is OrderStatus.COMPLETE else None
+
+    def sold_by_stop(self, p: Protection, broker: Broker) -> Order | None:
+        """The order this protection's broker stop fired into (filled, or still working), if it did.
+
+        A stop already taken away counts too: a GTT deleted for TrailStop's own exit may have fired just
+        before the delete, unseen (the price gapped through it and came back, the book lagged). Kite then
+        forgets the GTT, and only its order, in the book, says so. Found by make chaos-safety (c80044e,
+        protection 44): that GTT sold the shares, the own exit was refused ("Insufficient holdings"), and
+        the protection was recorded as closed outside TrailStop. Raises the broker's error when unreadable.
+        """
+        if not p.safety_order_id and p.safety_state not in _UNRECORDED and not _taken_away(p):
             return None
         with self._lock_for(p.id):
             p = self.store.get(p.id)
@@ -1127,10 +1148,28 @@ class SafetyStopManager:
                 if held is SafetyKind.NONE:
                     return None
                 p = self._look_for_orphan(p, broker, held, settle=False)
+            if not p.safety_order_id:
+                return self._fired_before_removal(p, broker) if _taken_away(p) else None
             state = self._broker_state(p, broker)
-            if state is not None and state[1] is not None and state[1].status is OrderStatus.COMPLETE:
-                return state[1]
-        return None
+            return state[1] if state is not None else None
+
+    def _fired_before_removal(self, p: Protection, broker: Broker) -> Order | None:
+        """The order a stop taken away (no id recorded any more) fired into before it went, if it did."""
+        strategy = self._strategy(p.safety_kind, broker)
+        if isinstance(strategy, GTTStrategy):
+            # The untagged LIMIT order of the GTT's side, quantity and price, placed after the protection.
+            order = strategy.fired_in_book(p, self._others_exits(p))
+        elif isinstance(strategy, SLOrderStrategy):
+            order = broker.find_order_by_tag(p.safety_tag)  # cancelled after it filled (part of) it
+        else:
+            return None
+        if order is None or order.status is OrderStatus.REJECTED:
+            return None
+        if order.status is OrderStatus.CANCELLED and order.filled_quantity <= 0:
+            return None
+        if order.status is OrderStatus.TRIGGER_PENDING:
+            return None  # an SL-M still waiting is no sale (a cancelled one reads CANCELLED)
+        return order
 
     def _check_held(self, p: Protection, broker: Broker) -> float | None:
         """Read the recorded broker stop back. Returns when to step again (None: go on following)."""
@@ -1188,7 +1227,7 @@ class SafetyStopManager:
             if isinstance(strategy, SLOrderStrategy):
                 return self._exit_via_stop_order(p, strategy, quantity)
             if isinstance(strategy, GTTStrategy):
-                return self._exit_around_gtt(p, strategy)
+                return self._exit_around_gtt(p, strategy, quantity)
             return ExitPlan(blocked="the broker-held GTT cannot be reached through this account")
 
     def _exit_call(self, fn: Callable[[], T]) -> T:
@@ -1284,8 +1323,12 @@ class SafetyStopManager:
         )
         return PROCEED
 
-    def _exit_around_gtt(self, p: Protection, strategy: GTTStrategy) -> ExitPlan:
-        """Delete the GTT first; a GTT that fired (before, or just as it was deleted) is the exit."""
+    def _exit_around_gtt(self, p: Protection, strategy: GTTStrategy, quantity: int) -> ExitPlan:
+        """Delete the GTT first; a GTT that fired (before, or just as it was deleted) is the exit.
+
+        ``quantity`` 0 (the position already reads flat): something sold it, and the GTT is the likeliest,
+        whatever the prices say (a gap through it may have come back unseen): its order is looked for over
+        the whole window before the position is taken for closed outside TrailStop."""
         broker, gtt = strategy.broker, strategy.gtt
         gtt_id = p.safety_order_id
         assert gtt_id is not None
@@ -1314,7 +1357,8 @@ class SafetyStopManager:
                 return self._adopt(p, self._read_fired_order(broker, g.order_id), fired=True)
             known_fired = p.safety_state is SafetyState.FIRED
             fired = None if g is not None else self._exit_call(lambda: self._fired_in_book(p, strategy))
-            if fired is None and g is None and (known_fired or self._may_have_fired(p, broker)):
+            suspect = known_fired or quantity <= 0
+            if fired is None and g is None and (suspect or self._may_have_fired(p, broker)):
                 fired = self._wait_for_gtt_order(p, strategy)
             if fired is not None:
                 return self._adopt(p, fired, fired=True)

@@ -310,6 +310,52 @@ def test_gtt_that_fired_just_before_the_delete_is_the_exit(store: ProtectionStor
     assert ("modify_order", ("O9", {"order_type": OrderType.MARKET, "urgent": True})) in broker.calls
 
 
+def test_a_gtt_deleted_for_the_exit_that_had_fired_is_still_found_as_the_sale(store: ProtectionStore) -> None:
+    """Found by make chaos-safety (c80044e, protection 44): the GTT fired unseen just before its delete
+    (the book did not list the order yet, the price was back above the trigger); the own exit was refused
+    for want of shares. The GTT, taken away and no longer recorded, is still what sold them: its order, in
+    the book, is the sale, not a sale from outside (the exit's recheck and the reconciler ask this)."""
+    broker = ScriptedBroker()
+    p = held(store, SafetyKind.GTT, "G1", Product.CNC)
+    safety = manager(store, broker)
+    assert safety.prepare_exit(p, broker, 10).proceed  # price above the trigger, nothing in the book
+    removed = store.get(p.id)
+    assert removed.safety_state is SafetyState.REMOVED and not removed.safety_order_id
+    assert safety.fired_order(removed, broker) is None and safety.sold_by_stop(removed, broker) is None
+    sale = order("O9", OrderStatus.COMPLETE, order_type=OrderType.LIMIT, price=94.05, product=Product.CNC)
+    broker.orders_by_id["O9"] = sale  # the lagging book lists it now
+    broker.orders_by_id["T1"] = replace(sale, order_id="T1", tag="outside")  # the trader's: tagged
+    assert safety.fired_order(removed, broker) == sale
+    assert safety.sold_by_stop(removed, broker) == sale
+    working = replace(sale, status=OrderStatus.OPEN, raw_status="OPEN", filled_quantity=0)
+    broker.orders_by_id["O9"] = working
+    assert safety.fired_order(removed, broker) is None  # not filled: the reconciler does not close on it
+    assert safety.sold_by_stop(removed, broker) == working  # but it is the exit in progress
+
+
+def test_a_flat_position_waits_for_the_order_of_the_gtt_just_deleted(store: ProtectionStore) -> None:
+    """The position reads flat when the exit starts: the GTT is the likeliest seller, whatever the price
+    says (a gap through it may have come back unseen), so its order is looked for over the whole window
+    (the book lags) before "closed outside"."""
+    broker = ScriptedBroker()
+    p = held(store, SafetyKind.GTT, "G1", Product.CNC)
+    reads = 0
+    sale = order("O9", OrderStatus.COMPLETE, order_type=OrderType.LIMIT, price=94.05, product=Product.CNC)
+
+    read_book = broker.orders
+
+    def book_catches_up() -> list[Order]:
+        nonlocal reads
+        reads += 1
+        if reads == 3:  # the third read of the lagging book lists the order the GTT fired into
+            broker.orders_by_id["O9"] = sale
+        return read_book()
+
+    broker.orders = book_catches_up  # type: ignore[method-assign]
+    exit_plan = manager(store, broker).prepare_exit(p, broker, 0)
+    assert (exit_plan.order_id, exit_plan.fired) == ("O9", True)
+
+
 def test_gtt_delete_refused_because_it_fired(store: ProtectionStore) -> None:
     broker = ScriptedBroker()
     p = held(store, SafetyKind.GTT, "G1", Product.CNC)
