@@ -414,6 +414,11 @@ class ExitJobs:
                     # the window passed since the previous process's requests ended counts.
                     live = self._live_quantity(p, broker)
                     already = 0.0 if pid in self._unconfirmed else self._quiet_since(marker)
+                    log.info(
+                        "protection %s: an exit may be at the broker; looking for it %.1f s more",
+                        pid,
+                        max(self.policy.lookup_window - already, 0.0),
+                    )
                     return self._resolve_ambiguous(
                         p, broker, live, min(self._protected(p), live), already=already
                     )
