@@ -31,6 +31,7 @@ import logging
 import os
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,13 +52,18 @@ class SendState:
 
     def encode(self) -> bytes:
         text = f"{_VERSION} {self.in_flight} {self.ended_wall:.6f} {self.ended_mono:.6f}"
+        text = f"{text} {zlib.crc32(text.encode('ascii')):08x}"
         return text.ljust(_WIDTH - 1).encode("ascii") + b"\n"
 
     @staticmethod
     def decode(raw: bytes) -> SendState | None:
-        """The record, or None when it cannot be read (missing, torn, another version)."""
+        """The record, or None when it cannot be read (missing, torn, another version). The checksum
+        keeps a record half overwritten by the next one (a torn write) from reading as a valid, older one."""
         try:
-            version, in_flight, wall, mono = raw.decode("ascii").split()
+            *fields, checksum = raw.decode("ascii").split()
+            version, in_flight, wall, mono = fields
+            if int(checksum, 16) != zlib.crc32(" ".join(fields).encode("ascii")):
+                return None
             state = SendState(int(in_flight), float(wall), float(mono))
         except (UnicodeDecodeError, ValueError):
             return None

@@ -43,6 +43,17 @@ def test_a_record_reads_back_and_anything_else_is_unknown() -> None:
     assert len(raw) == len(SendState(0, 1e12, 1e9).encode())  # fixed size: no tail of a longer record
     for bad in (b"", b"unknown\n", raw[:20], raw.replace(b"v1", b"v9"), b"exit-sends-v1 -1 1.0 2.0", b"\xff"):
         assert SendState.decode(bad) is None
+    # Torn: the next record (the request ended, later) half written over this one. Without the checksum
+    # it would read as "nothing in the air since 1000000.5": too long ago, and the window cut short.
+    older = SendState(1, 1_000_000.5, 77.25).encode()
+    newer = SendState(0, 1_000_009.5, 86.25).encode()
+    for cut in range(1, len(newer)):
+        torn = newer[:cut] + older[cut:]
+        assert SendState.decode(torn) in (
+            None,
+            SendState(0, 1_000_009.5, 86.25),
+            SendState(1, 1_000_000.5, 77.25),
+        )
 
 
 def test_without_a_previous_record_the_whole_window_is_waited(tmp_path: Path) -> None:
