@@ -97,7 +97,7 @@ class ExitSendLog:
         self._in_flight = 0
         self._ended = (wall(), mono())
         # Owner-only, like the database and the log (the secrets audit checks the data folder's modes).
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o600)
         self._file = os.fdopen(fd, "r+b", buffering=0)
         self._write()
 
