@@ -296,7 +296,9 @@ def build_runtime(
     notifier = Notifier()
     service = ProtectionService(store, notifier)
     # Before anything is sent: the previous process's record is read, then this one's begins.
-    service.executor.send_log = ExitSendLog(directory / "exit-sends", first_event_id=store.last_event_id())
+    service.executor.send_log = ExitSendLog(
+        directory / "exit-sends", run=store.next_run(), first_event_id=store.last_event_id()
+    )
     routes = RouteMonitor(store, secrets, notifier)
     routes.watch(service.protection_changed)
     runtime = Runtime(directory, store, secrets, notifier, service, routes)

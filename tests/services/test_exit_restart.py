@@ -62,6 +62,7 @@ def restarted(rig: Rig, path: Path, later: float) -> ExitSendLog:
     """This process as the restart, ``later`` seconds after the previous one's record."""
     send_log = ExitSendLog(
         path,
+        run=2,
         first_event_id=rig.store.last_event_id(),
         wall=lambda: time.time() + later,
         mono=lambda: time.monotonic() + later,
@@ -72,7 +73,7 @@ def restarted(rig: Rig, path: Path, later: float) -> ExitSendLog:
 
 def test_a_crash_before_the_request_left_sends_at_once(rig: Rig, tmp_path: Path) -> None:
     path = tmp_path / "exit-sends"
-    ExitSendLog(path, first_event_id=0).close()  # the previous process: started, sent nothing, killed
+    ExitSendLog(path, run=1, first_event_id=0).close()  # the previous process: started, sent nothing, killed
     pid = crossed_and_marked(rig)
     send_log = restarted(rig, path, later=3.0)
     started = time.monotonic()
@@ -88,7 +89,7 @@ def test_a_crash_before_the_request_left_sends_at_once(rig: Rig, tmp_path: Path)
 
 def test_a_crash_with_the_request_in_the_air_finds_it_behind_the_lag(rig: Rig, tmp_path: Path) -> None:
     path = tmp_path / "exit-sends"
-    previous = ExitSendLog(path, first_event_id=0)
+    previous = ExitSendLog(path, run=1, first_event_id=0)
     pid = crossed_and_marked(rig)
     p = rig.store.get(pid)
     previous.sending()  # written before the request; the kill comes before the answer

@@ -14,6 +14,10 @@ before it may send, even when the app died before the request left. This log say
   or anything unreadable: unknown, the whole window from the restart, as before.
 - a process starts its file with ``ended`` = its own start: every request of the processes before it had
   ended by then (one instance at a time; a killed process's connections are closed by the kernel).
+- every record carries its process's run number (counted in the database at each start, before anything
+  is sent: ProtectionStore.next_run); the next start trusts only the record of the run just before its
+  own, so a process that could not write its record (the file could not be opened) leaves none to trust.
+  A record that could not be rewritten later is made unreadable, or removed.
 
 A crash between any two steps leaves the file conservative: before "+1", nothing was sent after ``ended``;
 between "+1" and "-1", ``in_flight > 0`` (unknown).
@@ -35,6 +39,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 log = logging.getLogger("trailstop.exit")
 
@@ -44,14 +49,16 @@ _WIDTH = 96  # every write is one fixed-size record over the last: never a short
 
 @dataclass(frozen=True)
 class SendState:
-    """One record: how many exit requests are in the air and when the last one ended (both clocks)."""
+    """One record: whose it is (the run), how many exit requests are in the air and when the last one
+    ended (both clocks)."""
 
+    run: int
     in_flight: int
     ended_wall: float
     ended_mono: float
 
     def encode(self) -> bytes:
-        text = f"{_VERSION} {self.in_flight} {self.ended_wall:.6f} {self.ended_mono:.6f}"
+        text = f"{_VERSION} {self.run} {self.in_flight} {self.ended_wall:.6f} {self.ended_mono:.6f}"
         text = f"{text} {zlib.crc32(text.encode('ascii')):08x}"
         return text.ljust(_WIDTH - 1).encode("ascii") + b"\n"
 
@@ -61,10 +68,10 @@ class SendState:
         keeps a record half overwritten by the next one (a torn write) from reading as a valid, older one."""
         try:
             *fields, checksum = raw.decode("ascii").split()
-            version, in_flight, wall, mono = fields
+            version, run, in_flight, wall, mono = fields
             if int(checksum, 16) != zlib.crc32(" ".join(fields).encode("ascii")):
                 return None
-            state = SendState(int(in_flight), float(wall), float(mono))
+            state = SendState(int(run), int(in_flight), float(wall), float(mono))
         except (UnicodeDecodeError, ValueError):
             return None
         if version != _VERSION or state.in_flight < 0:
@@ -79,13 +86,15 @@ class ExitSendLog:
         self,
         path: str | os.PathLike[str],
         *,
+        run: int,
         first_event_id: int,
         wall: Callable[[], float] = time.time,
         mono: Callable[[], float] = time.monotonic,
     ) -> None:
-        """``first_event_id``: the last journal entry written before this process started; markers up to
-        it are the previous processes'."""
+        """``run``: this start's number (ProtectionStore.next_run); ``first_event_id``: the last journal
+        entry written before this process started (markers up to it are the previous processes')."""
         self.path = Path(path)
+        self.run = run
         self.first_event_id = first_event_id
         self._wall = wall
         self._mono = mono
@@ -94,11 +103,22 @@ class ExitSendLog:
             self.previous = SendState.decode(self.path.read_bytes())
         except OSError:
             self.previous = None
+        if self.previous is not None and self.previous.run != run - 1:
+            self.previous = None  # not the last run's (it wrote none): says nothing about that run's sends
         self._in_flight = 0
         self._ended = (wall(), mono())
-        # Owner-only, like the database and the log (the secrets audit checks the data folder's modes).
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o600)
-        self._file = os.fdopen(fd, "r+b", buffering=0)
+        self._file: BinaryIO | None = None
+        try:
+            # Owner-only, like the database and the log (the secrets audit checks the data folder's modes).
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o600)
+            self._file = os.fdopen(fd, "r+b", buffering=0)
+        except OSError as exc:
+            # Exits go out all the same; the next start finds no record of this run and looks over the
+            # whole window.
+            log.error(
+                "exit send log %s cannot be opened (%s): restarts look over the whole window", path, exc
+            )
+            return
         self._write()
 
     def seconds_quiet(self) -> float | None:
@@ -125,10 +145,13 @@ class ExitSendLog:
 
     def close(self) -> None:
         with self._lock:
-            self._file.close()
+            if self._file is not None:
+                self._file.close()
 
     def _write(self) -> None:
-        state = SendState(self._in_flight, *self._ended)
+        if self._file is None:
+            return  # never opened: no record of this run on disk, none trusted
+        state = SendState(self.run, self._in_flight, *self._ended)
         try:
             self._file.seek(0)
             self._file.write(state.encode())

@@ -170,7 +170,7 @@ def stop(jobs: ExitJobs) -> None:
 def first_process(store: ProtectionStore, broker: LaggingBroker, path: Path, kill: Kill, kill_at: str) -> int:
     """The tick's exit, killed at ``kill_at``; returns the protection id. Disk as the kill left it."""
     pid = open_protection(store)
-    send_log = ExitSendLog(path, first_event_id=store.last_event_id())
+    send_log = ExitSendLog(path, run=1, first_event_id=store.last_event_id())
     jobs = kill.jobs = jobs_for(store, broker, send_log)
     if kill_at == "before the request":
         jobs._send = kill.here  # type: ignore[method-assign]
@@ -201,6 +201,7 @@ def restart(
     until its job was done and the book reads it made."""
     send_log = ExitSendLog(
         path,
+        run=2,
         first_event_id=store.last_event_id(),
         wall=lambda: time.time() + later,
         mono=lambda: time.monotonic() + later,
@@ -264,11 +265,12 @@ def test_a_marker_of_this_process_gets_the_whole_window(store: ProtectionStore, 
     """The previous process was quiet long ago, but the marker is this process's own (written after it
     started): its request may have just left; the previous process's record says nothing about it."""
     path = tmp_path / "exit-sends"
-    ExitSendLog(path, first_event_id=0).close()
+    ExitSendLog(path, run=1, first_event_id=0).close()
     broker = LaggingBroker()
     pid = open_protection(store)
     send_log = ExitSendLog(
         path,
+        run=2,
         first_event_id=store.last_event_id(),
         wall=lambda: time.time() + 60,
         mono=lambda: time.monotonic() + 60,
@@ -304,10 +306,10 @@ def test_a_lost_reply_in_this_process_still_looks_over_the_whole_window(
 ) -> None:
     """Unchanged in-process rule: after an ambiguous failure the window counts from that failure."""
     path = tmp_path / "exit-sends"
-    ExitSendLog(path, first_event_id=0).close()
+    ExitSendLog(path, run=1, first_event_id=0).close()
     broker = LaggingBroker()
     pid = open_protection(store)
-    send_log = ExitSendLog(path, first_event_id=store.last_event_id(), wall=lambda: time.time() + 60)
+    send_log = ExitSendLog(path, run=2, first_event_id=store.last_event_id(), wall=lambda: time.time() + 60)
     jobs = jobs_for(store, broker, send_log)
 
     def lost_reply() -> None:

@@ -20,6 +20,7 @@ class Clocks:
     def __init__(self, wall: float = 1_000_000.0, mono: float = 500.0) -> None:
         self.now_wall = wall
         self.now_mono = mono
+        self.runs = 0  # the app's starts on this data folder (ProtectionStore.next_run)
 
     def wall(self) -> float:
         return self.now_wall
@@ -32,28 +33,26 @@ class Clocks:
         self.now_mono += seconds
 
 
-def open_log(path: Path, clocks: Clocks, first_event_id: int = 0) -> ExitSendLog:
-    return ExitSendLog(path, first_event_id=first_event_id, wall=clocks.wall, mono=clocks.mono)
+def open_log(path: Path, clocks: Clocks) -> ExitSendLog:
+    """One more start of the app: the next run's log."""
+    clocks.runs += 1
+    return ExitSendLog(path, run=clocks.runs, first_event_id=0, wall=clocks.wall, mono=clocks.mono)
 
 
 def test_a_record_reads_back_and_anything_else_is_unknown() -> None:
-    state = SendState(2, 1_000_000.5, 77.25)
+    state = SendState(7, 2, 1_000_000.5, 77.25)
     raw = state.encode()
     assert SendState.decode(raw) == state
-    assert len(raw) == len(SendState(0, 1e12, 1e9).encode())  # fixed size: no tail of a longer record
+    assert len(raw) == len(SendState(10**9, 0, 1e12, 1e9).encode())  # fixed size: no tail of a longer record
     for bad in (b"", b"unknown\n", raw[:20], raw.replace(b"v1", b"v9"), b"exit-sends-v1 -1 1.0 2.0", b"\xff"):
         assert SendState.decode(bad) is None
     # Torn: the next record (the request ended, later) half written over this one. Without the checksum
     # it would read as "nothing in the air since 1000000.5": too long ago, and the window cut short.
-    older = SendState(1, 1_000_000.5, 77.25).encode()
-    newer = SendState(0, 1_000_009.5, 86.25).encode()
-    for cut in range(1, len(newer)):
-        torn = newer[:cut] + older[cut:]
-        assert SendState.decode(torn) in (
-            None,
-            SendState(0, 1_000_009.5, 86.25),
-            SendState(1, 1_000_000.5, 77.25),
-        )
+    older = SendState(3, 1, 1_000_000.5, 77.25)
+    newer = SendState(3, 0, 1_000_009.5, 86.25)
+    for cut in range(1, len(newer.encode())):
+        torn = newer.encode()[:cut] + older.encode()[cut:]
+        assert SendState.decode(torn) in (None, newer, older)
 
 
 def test_without_a_previous_record_the_whole_window_is_waited(tmp_path: Path) -> None:
@@ -114,6 +113,25 @@ def test_a_record_that_cannot_be_written_leaves_none_to_trust(tmp_path: Path) ->
     assert open_log(path, clocks).seconds_quiet() is None
 
 
+def test_only_the_record_of_the_run_just_before_counts(tmp_path: Path) -> None:
+    """A start that could not write its record (its file could not be opened) leaves the one before it:
+    that one says nothing about the sends of the start in between."""
+    path, clocks = tmp_path / "exit-sends", Clocks()
+    open_log(path, clocks)
+    clocks.runs += 1  # a run that wrote no record
+    clocks.advance(10.0)
+    assert open_log(path, clocks).seconds_quiet() is None
+
+
+def test_a_record_that_cannot_be_opened_stops_nothing(tmp_path: Path) -> None:
+    clocks = Clocks()
+    log = open_log(tmp_path / "missing-folder" / "exit-sends", clocks)
+    log.sending()
+    log.ended()
+    log.close()
+    assert log.seconds_quiet() is None and not (tmp_path / "missing-folder").exists()
+
+
 def test_the_record_is_owner_only(tmp_path: Path) -> None:
     open_log(tmp_path / "exit-sends", Clocks())
     if os.name == "posix":
@@ -123,7 +141,7 @@ def test_the_record_is_owner_only(tmp_path: Path) -> None:
 _CHILD = """
 import os, signal, sys, time
 from trailstop_gui.services.exit_send_log import ExitSendLog
-log = ExitSendLog(sys.argv[1], first_event_id=0)
+log = ExitSendLog(sys.argv[1], run=1, first_event_id=0)
 step = sys.argv[2]
 if step in ("in the air", "answered"):
     log.sending()
@@ -148,7 +166,7 @@ def test_a_sigkill_at_each_step_leaves_what_was_written(tmp_path: Path, step: st
     )
     assert out.returncode == -signal.SIGKILL, out.stderr
     killed_at = float(out.stdout.split()[0])
-    quiet = ExitSendLog(path, first_event_id=0).seconds_quiet()
+    quiet = ExitSendLog(path, run=2, first_event_id=0).seconds_quiet()
     if not known:
         assert quiet is None
     else:
