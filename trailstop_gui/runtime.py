@@ -20,6 +20,7 @@ from trailstop_gui.models.store import AccountRecord, ProtectionStore
 from trailstop_gui.services.basket_file import BasketSpec, RulesFile, apply_baskets
 from trailstop_gui.services.baskets import BasketService
 from trailstop_gui.services.brokers.errors import redact
+from trailstop_gui.services.exit_send_log import ExitSendLog
 from trailstop_gui.services.notifier import Notifier
 from trailstop_gui.services.protection_service import ProtectionService
 from trailstop_gui.services.route_monitor import RouteMonitor
@@ -220,6 +221,8 @@ class Runtime:
             self.baskets.shutdown()
         self.routes.shutdown()
         self.service.shutdown()
+        if self.service.executor.send_log is not None:
+            self.service.executor.send_log.close()
         self.store.close()
         if self.simulator is not None:
             self.simulator.stop()
@@ -292,6 +295,10 @@ def build_runtime(
     secrets = SecretStore()
     notifier = Notifier()
     service = ProtectionService(store, notifier)
+    # Before anything is sent: the previous process's record is read, then this one's begins.
+    service.executor.send_log = ExitSendLog(
+        directory / "exit-sends", run=store.next_run(), first_event_id=store.last_event_id()
+    )
     routes = RouteMonitor(store, secrets, notifier)
     routes.watch(service.protection_changed)
     runtime = Runtime(directory, store, secrets, notifier, service, routes)

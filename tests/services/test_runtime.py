@@ -104,3 +104,27 @@ def test_paper_without_a_simulator_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exited:
         main(["--headless", "--paper", "--data-dir", str(tmp_path)])
     assert exited.value.code == 2
+
+
+def test_the_next_start_reads_the_exit_send_log_of_the_last(tmp_path: Path, qtbot: QtBot) -> None:
+    """The restart's look-up (services/exit_send_log.py) needs the previous run's record and which journal
+    entries were written before it started."""
+    first = build_runtime(data_directory=str(tmp_path))
+    try:
+        send_log = first.service.executor.send_log
+        assert send_log is not None and send_log.previous is None
+        send_log.sending()
+        send_log.ended()
+        first.store.journal("exit_sending", message="a marker of the first run")
+        marker = first.store.last_event_id()
+    finally:
+        first.close()
+    second = build_runtime(data_directory=str(tmp_path))
+    try:
+        send_log = second.service.executor.send_log
+        assert send_log is not None and send_log.first_event_id >= marker
+        quiet = send_log.seconds_quiet()
+        assert quiet is not None and 0.0 <= quiet < 60.0
+        assert (data_dir(str(tmp_path)) / "exit-sends").stat().st_mode & 0o777 == 0o600
+    finally:
+        second.close()

@@ -18,6 +18,7 @@ EXIT_PATH = (
     "exit_executor",
     "exit_decisions",
     "exit_watch",
+    "exit_send_log",
     "retry",
     "reconciler",
     "positions",

@@ -699,6 +699,18 @@ class ProtectionStore:
         with self._db.atomic():
             self._journal(protection_id, account_id, kind, old, new, price, message)
 
+    def next_run(self) -> int:
+        """Count one more start of the app on this database, durably, and return its number."""
+        with self._db.atomic():
+            run = int(db._meta_get("run") or 0) + 1
+            db._meta_set("run", str(run))
+        return run
+
+    def last_event_id(self) -> int:
+        """The id of the newest journal entry (0 for none): later entries are written after this call."""
+        newest = db.JournalEvent.select(db.JournalEvent.id).order_by(db.JournalEvent.id.desc()).first()
+        return 0 if newest is None else int(newest.id)
+
     @staticmethod
     def _journal(
         protection_id: int | None,

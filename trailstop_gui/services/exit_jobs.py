@@ -45,13 +45,14 @@ from typing import Protocol, TypeVar
 
 from trailstop_gui.models.domain import Product, Protection, Side, Status
 from trailstop_gui.models.lifecycle import IllegalTransition
-from trailstop_gui.models.store import ConcurrentTransition, ProtectionStore
+from trailstop_gui.models.store import ConcurrentTransition, JournalEntry, ProtectionStore
 from trailstop_gui.services.brokers.base import (
     Broker,
     Order,
     OrderRequest,
     OrderStatus,
     OrderType,
+    SlicingBroker,
     as_slicing_broker,
     latest_with_tag,
 )
@@ -71,6 +72,7 @@ from trailstop_gui.services.exit_decisions import (
     totals,
     usable_exit,
 )
+from trailstop_gui.services.exit_send_log import ExitSendLog
 from trailstop_gui.services.exit_watch import ExitWatch, FillWatcher
 from trailstop_gui.services.holdings import blocked_by_working_sales, delivery_shares
 from trailstop_gui.services.position_book import PositionBook
@@ -255,6 +257,10 @@ class ExitJobs:
         # Each account's live position book (services/position_book.py; set by the ProtectionService):
         # an exit is sized from it when it vouches for the position, else from a positions read.
         self.book_for: Callable[[int], PositionBook | None] = lambda _account_id: None
+        # When this process's exit requests ended, for the next start (services/exit_send_log.py; set by
+        # the runtime): a restart whose previous process had no request in the air looks for a lost exit
+        # only over what is left of the window since its last request ended.
+        self.send_log: ExitSendLog | None = None
 
     # ----------------------------------------------------------------- public, any thread
 
@@ -401,11 +407,21 @@ class ExitJobs:
                 found = self._exit_orders(p, broker)
                 if found:
                     return self._adopt(p, broker, found)
-                if pid in self._unconfirmed or self._sent_since_trigger(pid):
+                marker = self._unresolved_marker(pid)
+                if pid in self._unconfirmed or marker is not None:
                     # An exit may have gone out (a lost reply, or a crash just after sending) and the book
-                    # may not list it yet: look for it over the whole window before sending anything.
+                    # may not list it yet: look for it over the window before sending anything; what of
+                    # the window passed since the previous process's requests ended counts.
                     live = self._live_quantity(p, broker)
-                    return self._resolve_ambiguous(p, broker, live, min(self._protected(p), live))
+                    already = 0.0 if pid in self._unconfirmed else self._quiet_since(marker)
+                    log.info(
+                        "protection %s: an exit may be at the broker; looking for it %.1f s more",
+                        pid,
+                        max(self.policy.lookup_window - already, 0.0),
+                    )
+                    return self._resolve_ambiguous(
+                        p, broker, live, min(self._protected(p), live), already=already
+                    )
             return self._place(p, broker)
         except TemporaryError as exc:
             self._delay(pid, f"the broker could not be reached: {exc}")
@@ -464,16 +480,29 @@ class ExitJobs:
         return p.filled_quantity or p.quantity
 
     def _sent_since_trigger(self, pid: int) -> bool:
-        """Whether the journal shows an exit attempt since the protection last became TRIGGERED whose
-        outcome is unknown (not followed by the broker's refusal: ``exit_not_sent``)."""
-        sent = False
+        return self._unresolved_marker(pid) is not None
+
+    def _unresolved_marker(self, pid: int) -> JournalEntry | None:
+        """The last "exit_sending" marker since the protection last became TRIGGERED whose outcome is
+        unknown (not followed by the broker's refusal or "nothing sent": ``exit_not_sent``), if any."""
+        marker: JournalEntry | None = None
         kinds = ["transition", "exit_sending", "exit_not_sent"]
         for event in self.store.events(protection_id=pid, kinds=kinds):
             if event.kind == "exit_sending":
-                sent = True
+                marker = event
             elif event.kind == "exit_not_sent" or event.new == Status.TRIGGERED.value:
-                sent = False
-        return sent
+                marker = None
+        return marker
+
+    def _quiet_since(self, marker: JournalEntry | None) -> float:
+        """Seconds of the lost-order window already behind us for ``marker``'s possible request: since
+        the previous process's last request ended, when the marker is that process's (or older) and it
+        had none in the air at the end; else 0 (the whole window from now, as after a lost reply)."""
+        send_log = self.send_log
+        if marker is None or send_log is None or marker.id > send_log.first_event_id:
+            return 0.0  # this process's own marker: its request is tracked in-process
+        quiet = send_log.seconds_quiet()
+        return 0.0 if quiet is None else quiet
 
     def _live_quantity(self, p: Protection, broker: Broker) -> int:
         positions = self._call(p, broker.positions, "read positions")
@@ -610,10 +639,7 @@ class ExitJobs:
                     message=f"attempt {attempt}, quantity {request.quantity}{', sliced' if slicer else ''}",
                 )
             try:
-                if slicer is not None:
-                    ids = slicer.place_sliced_order(request)
-                else:
-                    ids = [broker.place_order(request)]
+                ids = self._request(broker, request, slicer)
             except AmbiguousError as exc:
                 log.warning("protection %s: exit attempt %d ambiguous (%s)", p.id, attempt, exc)
                 book = self.book_for(p.account_id)
@@ -691,12 +717,26 @@ class ExitJobs:
         self._delay(p.id, f"the exit could not be sent after {policy.attempts} attempts")
         return None
 
+    def _request(self, broker: Broker, request: OrderRequest, slicer: SlicingBroker | None) -> list[str]:
+        """The exit request itself, bracketed in the send log (for the next start: when it ended)."""
+        send_log = self.send_log
+        if send_log is not None:
+            send_log.sending()
+        try:
+            if slicer is not None:
+                return slicer.place_sliced_order(request)
+            return [broker.place_order(request)]
+        finally:
+            if send_log is not None:
+                send_log.ended()
+
     def _look_for_lost_exit(
-        self, p: Protection, broker: Broker, live_before: int
+        self, p: Protection, broker: Broker, live_before: int, *, already: float = 0.0
     ) -> tuple[Ambiguity, list[Order], int | None]:
-        """Look the tag up (book and stream) and re-read the position, with backoff, until decided."""
+        """Look the tag up (book and stream) and re-read the position, with backoff, until decided;
+        ``already``: seconds of the window that passed since the request could last have been answered."""
         tag_watch = self._listen_for(p)
-        started = self._clock()
+        started = self._clock() - max(already, 0.0)
         backoff = self.policy.lookup_backoff
         pause = backoff.initial
         while True:
@@ -741,10 +781,12 @@ class ExitJobs:
                 orders.append(order)
         return orders
 
-    def _resolve_ambiguous(self, p: Protection, broker: Broker, live: int, quantity: int) -> bool:
+    def _resolve_ambiguous(
+        self, p: Protection, broker: Broker, live: int, quantity: int, *, already: float = 0.0
+    ) -> bool:
         if quantity <= 0:
             return self._place(p, broker, live)
-        outcome, found, _live_now = self._look_for_lost_exit(p, broker, live)
+        outcome, found, _live_now = self._look_for_lost_exit(p, broker, live, already=already)
         if outcome is Ambiguity.ADOPT:
             return self._adopt(p, broker, found)
         if self.stopping.is_set():

@@ -416,3 +416,21 @@ def test_a_transition_carries_a_stop_move_the_flusher_holds_but_has_not_written(
         assert store.get(p.id).stop == 103.5
         moves = [(e.old, e.new) for e in store.events(protection_id=p.id, kinds=["stop_moved"])]
         assert moves == [("100", "103.5")]  # journalled once, with the transition
+
+
+def test_runs_are_counted_durably_and_the_last_event_id_marks_a_start(tmp_path: Path) -> None:
+    """For the restart's look-up (services/exit_send_log.py): which start wrote a record, and which
+    journal entries came before this start."""
+    first = ProtectionStore(tmp_path / "runs.db")
+    assert first.last_event_id() == 0
+    assert first.next_run() == 1
+    p = new_protection(first)
+    first.journal("exit_sending", protection_id=p.id, message="attempt 1")
+    marker = first.events(kinds=["exit_sending"])[-1].id
+    assert first.last_event_id() == marker
+    first.close()
+    second = ProtectionStore(tmp_path / "runs.db")
+    try:
+        assert second.next_run() == 2 and second.last_event_id() == marker
+    finally:
+        second.close()
