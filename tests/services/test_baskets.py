@@ -19,13 +19,6 @@ from trailstop_gui.simulator.runner import SimulatorHandle
 WIDE = TrailRule.percent(20.0)  # the members' own stops stay out of the way unless a test wants them
 
 
-@pytest.fixture
-def store(tmp_path) -> Iterator[ProtectionStore]:  # type: ignore[no-untyped-def]
-    s = ProtectionStore(tmp_path / "baskets.db")
-    yield s
-    s.close()
-
-
 @pytest.fixture(params=BROKERS)
 def rig(
     request: pytest.FixtureRequest, simulator: SimulatorHandle, store: ProtectionStore, qtbot: QtBot

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from pytestqt.qtbot import QtBot
 
+from tests.factories import protection
 from tests.services.conftest import control
 from trailstop_gui.models.domain import Product, Protection, Side, Status, TrailRule
 from trailstop_gui.models.engine import StopTriggered
@@ -28,13 +27,6 @@ def wait_until(predicate, timeout: float = 10.0, what: str = "condition") -> Non
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.02)
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[ProtectionStore]:
-    s = ProtectionStore(tmp_path / "feed.db")
-    yield s
-    s.close()
 
 
 def kite_session(sim: SimulatorHandle, store: ProtectionStore, watchdog: float = 2.5) -> AccountSession:
@@ -57,21 +49,7 @@ def kite_session(sim: SimulatorHandle, store: ProtectionStore, watchdog: float =
 
 def protect(store: ProtectionStore, account_id: int, product: Product = Product.MIS) -> Protection:
     """A long at 1500.00 with a 2 % trail: its stop starts at 1470.00."""
-    return store.create_protection(
-        account_id=account_id,
-        broker="kite",
-        instrument=INFY,
-        symbol="INFY",
-        exchange="NSE",
-        side=Side.BUY,
-        product=product,
-        quantity=1,
-        filled_quantity=1,
-        tick_size=0.05,
-        rule=TrailRule.percent(2.0),
-        entry_price=1500.0,
-        status=Status.OPEN,
-    )
+    return protection(store, account_id, quantity=1, product=product, instrument=INFY)
 
 
 def subscribed_modes(sim: SimulatorHandle) -> list[str]:

@@ -18,13 +18,6 @@ from trailstop_gui.services.protection_service import EntryRequest
 from trailstop_gui.simulator.runner import SimulatorHandle
 
 
-@pytest.fixture
-def store(tmp_path) -> Iterator[ProtectionStore]:  # type: ignore[no-untyped-def]
-    s = ProtectionStore(tmp_path / "holdings.db")
-    yield s
-    s.close()
-
-
 @pytest.fixture(params=BROKERS)
 def rig(
     request: pytest.FixtureRequest, simulator: SimulatorHandle, store: ProtectionStore, qtbot: QtBot

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import date, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,13 +24,6 @@ class Clock:
 
     def __call__(self) -> date:
         return self.day
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[ProtectionStore]:
-    s = ProtectionStore(tmp_path / "inst.db")
-    yield s
-    s.close()
 
 
 def sim_session(

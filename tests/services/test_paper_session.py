@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from pytestqt.qtbot import QtBot
@@ -19,13 +17,6 @@ from trailstop_gui.services.protection_service import EntryRequest, ProtectionSe
 from trailstop_gui.services.secrets import SecretStore
 from trailstop_gui.services.session import AccountSession, Endpoints
 from trailstop_gui.simulator.runner import SimulatorHandle
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[ProtectionStore]:
-    s = ProtectionStore(tmp_path / "paper.db")
-    yield s
-    s.close()
 
 
 @pytest.mark.parametrize("broker", ["kite", "upstox"])

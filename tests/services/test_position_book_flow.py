@@ -29,13 +29,6 @@ def rig(
     r.close()
 
 
-@pytest.fixture
-def store(tmp_path: Any) -> Iterator[ProtectionStore]:
-    s = ProtectionStore(tmp_path / "book.db")
-    yield s
-    s.close()
-
-
 def fault(rig: Rig, **spec: Any) -> None:
     control(rig.sim, "fault", spec)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -109,13 +108,6 @@ class Rig:
 
     def close(self) -> None:
         self.service.shutdown()
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[ProtectionStore]:
-    s = ProtectionStore(tmp_path / "flow.db")
-    yield s
-    s.close()
 
 
 @pytest.fixture(params=BROKERS)

@@ -4,7 +4,6 @@ their refusals, the order tags' owners, and the alerts it raises. The account's 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -76,13 +75,6 @@ class Rig:
 
     def kinds(self) -> list[AlertKind]:
         return [a.kind for a in self.alerts]
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[ProtectionStore]:
-    s = ProtectionStore(tmp_path / "service.db")
-    yield s
-    s.close()
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ import pytest
 from pytestqt.qtbot import QtBot
 
 from tests.conftest import MemoryKeyring
+from tests.factories import protection
 from tests.proxies import ROUTE_ADDRESS, HttpProxy, Socks5Proxy, loopback_alias_works
-from trailstop_gui.models.domain import Product, Side, Status, TrailRule
 from trailstop_gui.models.store import AccountRecord, ProtectionStore
 from trailstop_gui.services.brokers.order_route import OrderRoute, RouteState, parse_route
 from trailstop_gui.services.notifier import Alert, AlertKind, Notifier
@@ -76,21 +76,7 @@ def login(qtbot: QtBot, routes: RouteMonitor, session: AccountSession, sim: Simu
 
 
 def live_protection(store: ProtectionStore, account_id: int, symbol: str = "INFY") -> int:
-    return store.create_protection(
-        account_id=account_id,
-        broker="kite",
-        instrument=408065,
-        symbol=symbol,
-        exchange="NSE",
-        side=Side.BUY,
-        product=Product.MIS,
-        quantity=1,
-        filled_quantity=1,
-        tick_size=0.05,
-        rule=TrailRule.percent(2),
-        entry_price=100.0,
-        status=Status.OPEN,
-    ).id
+    return protection(store, account_id, quantity=1, entry_price=100.0, symbol=symbol).id
 
 
 @pytest.mark.parametrize("broker", ["kite", "upstox"])

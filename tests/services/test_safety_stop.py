@@ -7,7 +7,6 @@ import logging
 import time
 from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -125,13 +124,6 @@ class SafetyRig(Rig):
             and o["transaction_type"] == "SELL"
             and o["status"] not in idle
         ]
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[ProtectionStore]:
-    s = ProtectionStore(tmp_path / "safety.db")
-    yield s
-    s.close()
 
 
 def _rig(

@@ -32,13 +32,6 @@ class Clock:
         return self.now
 
 
-@pytest.fixture
-def store(tmp_path) -> Iterator[ProtectionStore]:  # type: ignore[no-untyped-def]
-    s = ProtectionStore(tmp_path / "square.db")
-    yield s
-    s.close()
-
-
 @pytest.fixture(params=BROKERS)
 def rig(
     request: pytest.FixtureRequest, simulator: SimulatorHandle, store: ProtectionStore, qtbot: QtBot

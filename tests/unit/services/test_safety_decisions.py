@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -197,13 +195,6 @@ class ScriptedBroker:
 
     def modify_gtt(self, gtt_id: str, request: Any) -> str:
         raise AssertionError("not in these tests")
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[ProtectionStore]:
-    s = ProtectionStore(tmp_path / "safety.db")
-    yield s
-    s.close()
 
 
 def manager(store: ProtectionStore, broker: ScriptedBroker) -> SafetyStopManager:

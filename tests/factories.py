@@ -1,0 +1,166 @@
+"""What many tests build the same way: a store, an INFY protection in it, INFY orders and positions, and a
+stand-in broker that holds the position and fills its exit at once. Defaults are the suite's usual case
+(a kite long of 3 INFY MIS at 1500.00 with a 2 % trail); every test names what it needs different."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from trailstop_gui.models.domain import Product, Protection, Side, Status, TrailRule
+from trailstop_gui.models.store import ProtectionStore
+from trailstop_gui.services.brokers.base import KITE_CAPABILITIES, Order, OrderRequest, OrderStatus, Position
+from trailstop_gui.services.exit_jobs import ExitJobs, RetryPolicy, ThreadRunner
+
+INFY = 408065  # the Kite instrument token of NSE:INFY
+INFY_QUOTE = "NSE:INFY"
+
+
+def account_id(store: ProtectionStore, broker: str = "kite", name: str = "Zerodha", **kw: Any) -> int:
+    """A new account's id."""
+    return store.add_account(broker, name, **kw).id
+
+
+def protection(
+    store: ProtectionStore,
+    account: int | None = None,
+    *,
+    quantity: int = 3,
+    side: Side = Side.BUY,
+    product: Product = Product.MIS,
+    rule: TrailRule | None = None,
+    entry_price: float | None = 1500.0,
+    status: Status = Status.OPEN,
+    symbol: str = "INFY",
+    instrument: str | int = INFY,
+    broker: str = "kite",
+    **extra: Any,
+) -> Protection:
+    """A protection of INFY, OPEN and all of it filled unless ``status`` says otherwise (then nothing is
+    filled and there is no entry price); ``account`` None adds a kite account named Zerodha for it."""
+    if account is None:
+        account = account_id(store, broker)
+    opened = status is not Status.PENDING
+    return store.create_protection(
+        account_id=account,
+        broker=broker,
+        instrument=instrument,
+        symbol=symbol,
+        exchange="NSE",
+        side=side,
+        product=product,
+        quantity=quantity,
+        filled_quantity=quantity if opened else 0,
+        tick_size=0.05,
+        rule=rule if rule is not None else TrailRule.percent(2.0),
+        entry_price=entry_price if opened else None,
+        status=status,
+        **extra,
+    )
+
+
+def triggered(store: ProtectionStore, account: int | None = None, **kw: Any) -> Protection:
+    """An OPEN protection (as ``protection`` makes it) whose stop fired: TRIGGERED, reason "stop"."""
+    p = protection(store, account, **kw)
+    return store.transition(p.id, Status.TRIGGERED, reason="stop")
+
+
+def order(
+    order_id: str = "X1",
+    status: OrderStatus = OrderStatus.COMPLETE,
+    *,
+    quantity: int = 3,
+    filled: int | None = None,
+    **fields: Any,
+) -> Order:
+    """An INFY MIS sell of ``quantity``: all of it filled when COMPLETE, none otherwise, unless ``filled``
+    says; any other field of Order can be given."""
+    done = filled if filled is not None else (quantity if status is OrderStatus.COMPLETE else 0)
+    values: dict[str, Any] = dict(
+        order_id=order_id,
+        status=status,
+        raw_status=status.value,
+        side=Side.SELL,
+        order_type=None,
+        product=Product.MIS,
+        raw_product="MIS",
+        symbol="INFY",
+        exchange="NSE",
+        instrument=INFY,
+        quantity=quantity,
+        filled_quantity=done,
+        pending_quantity=quantity - done,
+        average_price=0.0,
+        price=0.0,
+        trigger_price=0.0,
+        tag=None,
+        status_message=None,
+        placed_at=None,
+        updated_at=None,
+    )
+    values.update(fields)
+    return Order(**values)
+
+
+def position(quantity: int = 3, average_price: float = 1500.0, product: Product = Product.MIS) -> Position:
+    """The net INFY position as the broker lists it (``quantity`` signed: negative is a short)."""
+    return Position("INFY", "NSE", INFY, INFY_QUOTE, quantity, average_price, product, product.value)
+
+
+class FakeBroker:
+    """Holds 3 INFY MIS; its exit fills at once at 1460. ``place_errors`` are raised by the first sends,
+    ``positions_error`` by every positions read."""
+
+    capabilities = KITE_CAPABILITIES
+
+    def __init__(self, place_errors: list[Exception] | None = None, positions_error: Exception | None = None):
+        self.place_errors = place_errors or []
+        self.positions_error = positions_error
+        self.placed: list[OrderRequest] = []
+
+    def positions(self) -> list[Position]:
+        if self.positions_error is not None:
+            raise self.positions_error
+        return [position(3)]
+
+    def holdings(self) -> list[Any]:
+        return []
+
+    def orders(self) -> list[Order]:
+        return []
+
+    def place_order(self, request: OrderRequest) -> str:
+        if self.place_errors:
+            raise self.place_errors.pop(0)
+        self.placed.append(request)
+        return f"X{len(self.placed)}"
+
+    def order(self, order_id: str) -> Order:
+        return order(order_id, OrderStatus.COMPLETE, quantity=3, average_price=1460.0)
+
+
+class Events:
+    """Records what exit jobs report, in order (the Qt adapter turns the same calls into signals)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[Any, ...]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args: self.seen.append((name, *args))
+
+    def kinds(self) -> list[str]:
+        return [e[0] for e in self.seen]
+
+
+def exit_jobs(store: ProtectionStore, broker: object, **policy: Any) -> tuple[ExitJobs, Events, list[float]]:
+    """ExitJobs on two plain threads, every account's broker ``broker``; what they report and the sleeps
+    they ask for are recorded, not slept. ``policy`` adjusts a RetryPolicy that polls every 10 ms."""
+    events, sleeps = Events(), []
+    jobs = ExitJobs(
+        store,
+        lambda _account: broker,  # type: ignore[arg-type, return-value]
+        events=events,
+        runner=ThreadRunner(2),
+        policy=RetryPolicy(poll_interval=0.01, **policy),
+        sleep=sleeps.append,
+    )
+    return jobs, events, sleeps
