@@ -7,9 +7,13 @@ from __future__ import annotations
 from typing import Any
 
 from trailstop_gui.models.domain import Product, Protection, Side, Status, TrailRule
-from trailstop_gui.models.store import ProtectionStore
+from trailstop_gui.models.store import AccountRecord, ProtectionStore
 from trailstop_gui.services.brokers.base import KITE_CAPABILITIES, Order, OrderRequest, OrderStatus, Position
+from trailstop_gui.services.brokers.feed_loop import Backoff
 from trailstop_gui.services.exit_jobs import ExitJobs, RetryPolicy, ThreadRunner
+from trailstop_gui.services.secrets import SecretStore
+from trailstop_gui.services.session import AccountSession, Endpoints
+from trailstop_gui.simulator.runner import SimulatorHandle
 
 INFY = 408065  # the Kite instrument token of NSE:INFY
 INFY_QUOTE = "NSE:INFY"
@@ -62,6 +66,32 @@ def triggered(store: ProtectionStore, account: int | None = None, **kw: Any) -> 
     """An OPEN protection (as ``protection`` makes it) whose stop fired: TRIGGERED, reason "stop"."""
     p = protection(store, account, **kw)
     return store.transition(p.id, Status.TRIGGERED, reason="stop")
+
+
+def unsaved_protection(quantity: int = 3, **changes: Any) -> Protection:
+    """An OPEN INFY long as the store would return it (id 1, stop 1470.00, peak 1500.00), never stored;
+    ``changes`` set any other field."""
+    fields: dict[str, Any] = dict(
+        id=1,
+        account_id=1,
+        broker="kite",
+        instrument=str(INFY),
+        symbol="INFY",
+        exchange="NSE",
+        side=Side.BUY,
+        product=Product.MIS,
+        quantity=quantity,
+        filled_quantity=quantity,
+        entry_price=1500.0,
+        tick_size=0.05,
+        rule=TrailRule.percent(2.0),
+        stop=1470.0,
+        peak=1500.0,
+        status=Status.OPEN,
+        exit_tag="TS1",
+    )
+    fields.update(changes)
+    return Protection(**fields)
 
 
 def order(
@@ -164,3 +194,53 @@ def exit_jobs(store: ProtectionStore, broker: object, **policy: Any) -> tuple[Ex
         sleep=sleeps.append,
     )
     return jobs, events, sleeps
+
+
+def sim_account(
+    store: ProtectionStore, sim: SimulatorHandle, broker: str = "kite", label: str = "", **fields: str
+) -> AccountRecord:
+    """A new account of ``store`` for the simulator's demo user of ``broker`` (kite or upstox), pointed at
+    ``sim``; ``label`` defaults to the broker's own name."""
+    section = sim.info[broker]
+    kite = broker == "kite"
+    return store.add_account(
+        broker,
+        label or ("Zerodha" if kite else "Upstox"),
+        user_id=section["user_id"],
+        api_key=section["api_key" if kite else "client_id"],
+        redirect_url=section["redirect_url" if kite else "redirect_uri"],
+        api_root=sim.url,
+        **fields,
+    )
+
+
+def sim_session(
+    store: ProtectionStore,
+    sim: SimulatorHandle,
+    broker: str = "kite",
+    *,
+    account: AccountRecord | None = None,
+    label: str = "",
+    login: bool = True,
+    secrets: SecretStore | None = None,
+    **options: Any,
+) -> AccountSession:
+    """An AccountSession on ``sim`` for ``account`` (a new ``sim_account`` when None), its API secret in
+    ``secrets`` (a new SecretStore when None), logged in through the real login form unless ``login`` is
+    False. ``options`` go to AccountSession (see ``quick_reconnects``)."""
+    section = sim.info[broker]
+    if account is None:
+        account = sim_account(store, sim, broker, label)
+    if secrets is None:
+        secrets = SecretStore()
+    secrets.set(account.id, "api_secret", section["api_secret" if broker == "kite" else "client_secret"])
+    session = AccountSession(account, secrets, Endpoints.for_simulator(sim.info, broker), **options)
+    if login:
+        session.login_with_password(section["user_id"], section["password"])
+    return session
+
+
+def quick_reconnects(watchdog: float = 2.5) -> dict[str, Any]:
+    """AccountSession options for tests: a silent feed is noticed in ``watchdog`` seconds and reconnected
+    within half a second."""
+    return {"watchdog": watchdog, "backoff": lambda: Backoff(initial=0.1, maximum=0.5)}

@@ -8,11 +8,10 @@ from typing import Any
 import pytest
 
 from tests.services.conftest import control
-from tests.services.test_protection_flow import (  # noqa: F401  (rig and store are fixtures)
+from tests.services.test_protection_flow import (  # noqa: F401  (rig is a fixture)
     Rig,
     enter,
     rig,
-    store,
     wait_until,
 )
 from trailstop_gui.models.domain import Product, Side, Status, TrailRule
