@@ -1,6 +1,8 @@
-"""What many tests build the same way: a store, an INFY protection in it, INFY orders and positions, and a
-stand-in broker that holds the position and fills its exit at once. Defaults are the suite's usual case
-(a kite long of 3 INFY MIS at 1500.00 with a 2 % trail); every test names what it needs different."""
+"""What many tests build the same way: an INFY protection (stored or not), INFY orders and positions, a
+stand-in broker that holds the position and fills its exit at once, the exit jobs on plain threads, and
+an account logged in to the simulator. Defaults are the suite's usual case (a kite long of 3 INFY MIS at
+1500.00 with a 2 % trail); a test names only what it needs different. The ``store`` fixture (a fresh
+ProtectionStore) is in tests/conftest.py."""
 
 from __future__ import annotations
 
@@ -39,8 +41,8 @@ def protection(
     broker: str = "kite",
     **extra: Any,
 ) -> Protection:
-    """A protection of INFY, OPEN and all of it filled unless ``status`` says otherwise (then nothing is
-    filled and there is no entry price); ``account`` None adds a kite account named Zerodha for it."""
+    """A stored protection of INFY, OPEN and all of it filled (PENDING: nothing filled, no entry price);
+    ``account`` None adds a kite account named Zerodha for it."""
     if account is None:
         account = account_id(store, broker)
     opened = status is not Status.PENDING

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from pytestqt.qtbot import QtBot
 
 from tests.factories import quick_reconnects, sim_session
+from tests.services.conftest import BROKERS as BROKERS  # re-exported: other modules import it from here
 from tests.services.conftest import control
 from trailstop_gui.models.domain import Product, Side, Status, TrailRule
 from trailstop_gui.models.store import ProtectionStore
@@ -19,8 +19,6 @@ from trailstop_gui.services.notifier import AlertKind
 from trailstop_gui.services.protection_service import EntryRequest, ProtectionService
 from trailstop_gui.services.secrets import SecretStore
 from trailstop_gui.simulator.runner import SimulatorHandle
-
-BROKERS = ["kite", "upstox"]
 
 
 def wait_until(predicate, timeout: float = 10.0, what: str = "condition", qtbot: QtBot | None = None) -> None:  # type: ignore[no-untyped-def]
@@ -89,15 +87,6 @@ class Rig:
 
     def close(self) -> None:
         self.service.shutdown()
-
-
-@pytest.fixture(params=BROKERS)
-def rig(
-    request: pytest.FixtureRequest, simulator: SimulatorHandle, store: ProtectionStore, qtbot: QtBot
-) -> Iterator[Rig]:
-    r = Rig(simulator, store, request.param, qtbot)
-    yield r
-    r.close()
 
 
 def enter(rig: Rig, side: Side, product: Product, rule: TrailRule, symbol: str = "NSE:INFY") -> int:
