@@ -7,7 +7,7 @@ import asyncio
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keyring
 import keyring.backend
@@ -15,6 +15,9 @@ import pytest
 from pytestqt.qt_compat import qt_api
 
 from tests.outside_reads import OutsideReads
+
+if TYPE_CHECKING:
+    from trailstop_gui.models.store import ProtectionStore
 
 # Before any Qt import: pytest-qt creates the QApplication lazily, so this is early enough.
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -101,6 +104,17 @@ def memory_keyring() -> Iterator[MemoryKeyring]:
     keyring.set_keyring(backend)
     yield backend
     keyring.set_keyring(previous)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[ProtectionStore]:
+    """A fresh store in the test's own folder, closed after the test."""
+    # Imported here, not at the top, so that the app's module-level file reads happen under the guard.
+    from trailstop_gui.models.store import ProtectionStore
+
+    s = ProtectionStore(tmp_path / "store.db")
+    yield s
+    s.close()
 
 
 @pytest.fixture

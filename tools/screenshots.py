@@ -1,8 +1,8 @@
-"""Screenshots of the main window for the README: `python tools/screenshots.py [OUT_DIR]`.
+"""Screenshots for the README: `python tools/screenshots.py [OUT_DIR] [--order-entry [--dark]]`.
 
-Starts its own Xvfb (1400x900) unless `--display` is given, runs the window against an in-process
-simulator with a few live protections whose prices move for real (the stops trail, one fires and closes,
-one is paused, one broker position is left unprotected), and writes:
+Starts its own Xvfb (1400x900) unless `--display` is given (then it draws on the current display), runs
+the window against an in-process simulator with a few live protections whose prices move for real (the
+stops trail, one fires and closes, one is paused, one broker position is left unprotected), and writes:
 
   first-run.png            the window with no account yet
   main-window.png          live positions with the total P&L line, the selected one's chart and journal
@@ -16,6 +16,11 @@ one is paused, one broker position is left unprotected), and writes:
   basket.png               the Baskets dock: a basket's MTM charted with its trailing lock, exited at the lock
 
 OUT_DIR defaults to docs/screenshots. Takes about a minute: the prices move in real time.
+
+`--order-entry` shoots the order form and the settings dialog instead, each state on its own (in the dark
+scheme with `--dark`), into OUT_DIR (default /tmp/trailstop-shots): order_entry_empty.png,
+order_entry_completion.png, order_entry_preview.png, order_entry_sell_options.png, order_entry_errors.png,
+order_entry_confirm.png, settings_dialog.png, settings_dialog_errors.png.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "docs" / "screenshots"
+ORDER_ENTRY_OUT = Path(tempfile.gettempdir()) / "trailstop-shots"
 SCREEN = (1400, 900)
 WALK_STEPS = 400
 WALK_INTERVAL_MS = 100
@@ -66,7 +72,7 @@ def free_display() -> int:
     raise RuntimeError("no free X display number between :99 and :159")
 
 
-def run_under_xvfb(out: Path) -> int:
+def run_under_xvfb(out: Path, flags: list[str]) -> int:
     n = free_display()
     xvfb = subprocess.Popen(
         ["Xvfb", f":{n}", "-screen", "0", f"{SCREEN[0]}x{SCREEN[1]}x24", "-nolisten", "tcp"],
@@ -80,7 +86,8 @@ def run_under_xvfb(out: Path) -> int:
                 raise RuntimeError("Xvfb did not start")
             time.sleep(0.05)
         env = dict(os.environ, DISPLAY=f":{n}", QT_QPA_PLATFORM="xcb", PYTHONPATH=str(ROOT))
-        return subprocess.call([sys.executable, __file__, "--display", str(out)], env=env, cwd=ROOT)
+        command = [sys.executable, __file__, "--display", *flags, str(out)]
+        return subprocess.call(command, env=env, cwd=ROOT)
     finally:
         xvfb.terminate()
         try:
@@ -92,9 +99,57 @@ def run_under_xvfb(out: Path) -> int:
 # ----------------------------------------------------------------- inner: the window, for real
 
 
+def settle(seconds: float = 0.4) -> None:
+    """Let Qt draw (and the simulator's ticks arrive) for ``seconds``."""
+    from PySide6.QtCore import QCoreApplication
+
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        QCoreApplication.processEvents()
+        time.sleep(0.01)
+
+
+def wait(predicate: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+    from PySide6.QtCore import QCoreApplication
+
+    end = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > end:
+            raise RuntimeError(f"timed out waiting for {what}")
+        QCoreApplication.processEvents()
+        time.sleep(0.02)
+
+
+def save(widget: Any, path: Path) -> None:
+    widget.grab().save(str(path))
+    print(path)
+
+
+def simulator_session(sim: Any, store: Any) -> tuple[Any, Any]:
+    """The simulator's kite demo user as a new account of ``store``, logged in through the real login
+    form; returns the account and its session."""
+    from trailstop_gui.services.secrets import SecretStore
+    from trailstop_gui.services.session import AccountSession, Endpoints
+
+    section = sim.info["kite"]
+    account = store.add_account(
+        "kite",
+        "Zerodha (simulator)",
+        user_id=section["user_id"],
+        api_key=section["api_key"],
+        redirect_url=section["redirect_url"],
+        api_root=sim.url,
+    )
+    secrets = SecretStore()
+    secrets.set(account.id, "api_secret", section["api_secret"])
+    session = AccountSession(account, secrets, Endpoints.for_simulator(sim.info, "kite"))
+    session.login_with_password(section["user_id"], section["password"])
+    return account, session
+
+
 def shoot(out: Path) -> None:
-    from PySide6.QtCore import QCoreApplication, QSettings, QTimer
-    from PySide6.QtWidgets import QApplication, QWidget
+    from PySide6.QtCore import QSettings, QTimer
+    from PySide6.QtWidgets import QApplication
 
     app = QApplication([sys.argv[0]])
     app.setApplicationName("TrailStop")
@@ -103,8 +158,6 @@ def shoot(out: Path) -> None:
     from trailstop_gui.services.brokers.base import OrderRequest, OrderType
     from trailstop_gui.services.notifier import Notifier
     from trailstop_gui.services.protection_service import EntryRequest, ProtectionService
-    from trailstop_gui.services.secrets import SecretStore
-    from trailstop_gui.services.session import AccountSession, Endpoints
     from trailstop_gui.settings import load_settings
     from trailstop_gui.simulator.runner import start_simulator
     from trailstop_gui.views import theme
@@ -115,24 +168,6 @@ def shoot(out: Path) -> None:
     app.setWindowIcon(theme.app_icon())
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="trailstop-shots-"))
-
-    def settle(seconds: float = 0.4) -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            QCoreApplication.processEvents()
-            time.sleep(0.01)
-
-    def wait(predicate: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-        end = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > end:
-                raise RuntimeError(f"timed out waiting for {what}")
-            QCoreApplication.processEvents()
-            time.sleep(0.02)
-
-    def save(widget: QWidget, name: str) -> None:
-        widget.grab().save(str(out / name))
-        print(out / name)
 
     def window_for(service: ProtectionService, store: ProtectionStore, notifier: Notifier) -> MainWindow:
         w = MainWindow(
@@ -153,7 +188,7 @@ def shoot(out: Path) -> None:
     first = window_for(ProtectionService(first_store, first_notifier), first_store, first_notifier)
     first.show()
     settle(0.8)
-    save(first, "first-run.png")
+    save(first, out / "first-run.png")
     first.prepare_quit()
     first.stop()
     first.hide()
@@ -162,19 +197,7 @@ def shoot(out: Path) -> None:
     # A live session against the simulator.
     sim = start_simulator(seed=7, auto=False, fill_delay=0.0)
     store = ProtectionStore(tmp / "live.db")
-    section = sim.info["kite"]
-    account = store.add_account(
-        "kite",
-        "Zerodha (simulator)",
-        user_id=section["user_id"],
-        api_key=section["api_key"],
-        redirect_url=section["redirect_url"],
-        api_root=sim.url,
-    )
-    secrets = SecretStore()
-    secrets.set(account.id, "api_secret", section["api_secret"])
-    session = AccountSession(account, secrets, Endpoints.for_simulator(sim.info, "kite"))
-    session.login_with_password(section["user_id"], section["password"])
+    account, session = simulator_session(sim, store)
     notifier = Notifier()
     service = ProtectionService(store, notifier)
     service.add_session(session)
@@ -263,7 +286,7 @@ def shoot(out: Path) -> None:
     window.banner.hide()  # the no-tray alert banner (Xvfb has no tray): dismissed, as a trader would
     window.detail.refresh_now()
     settle(1.0)
-    save(window, "main-window.png")
+    save(window, out / "main-window.png")
 
     if panel is not None:
         # A limit typed far from the market is flagged beside the price (and always confirmed).
@@ -275,7 +298,7 @@ def shoot(out: Path) -> None:
         panel.price.setValue(round(panel.price.value() * 0.47, 1))
         panel.quantity.setValue(10)
         settle(0.4)
-        save(panel, "order-entry-preview.png")
+        save(panel, out / "order-entry-preview.png")
         panel.clear()
 
     # Paused: the price stays live; through the stop, resuming would exit at once.
@@ -287,20 +310,20 @@ def shoot(out: Path) -> None:
     window.positions.select_pid(paused)
     window.detail.refresh_now()
     settle(0.8)
-    save(window, "paused.png")
+    save(window, out / "paused.png")
 
     ruled = next(pids[s] for s, *_r, role in BOOK if role == "rule")
     window.positions.select_pid(ruled)
     window.detail.refresh_now()
     settle(0.8)
-    save(window.detail, "detail-rule.png")
+    save(window.detail, out / "detail-rule.png")
     window.positions.select_pid(pids[BOOK[0][0]])
 
     theme.apply_theme(app, "dark")
     settle(0.6)
     window.detail.refresh_now()
     settle(0.4)
-    save(window, "main-window-dark.png")
+    save(window, out / "main-window-dark.png")
     theme.apply_theme(app, "light")
     settle(0.4)
 
@@ -308,7 +331,7 @@ def shoot(out: Path) -> None:
     journal.move(0, 0)
     journal.resize(1200, 640)
     settle(0.8)
-    save(journal, "journal.png")
+    save(journal, out / "journal.png")
     journal.hide()
 
     # The token expires: nothing watches the protections any more, and the window says so in red.
@@ -317,7 +340,7 @@ def shoot(out: Path) -> None:
     window.banner.hide()
     window.detail.refresh_now()
     settle(0.8)
-    save(window, "not-watched.png")
+    save(window, out / "not-watched.png")
 
     window.prepare_quit()
     window.stop()
@@ -326,16 +349,10 @@ def shoot(out: Path) -> None:
     store.close()
     sim.stop()
 
-    shoot_baskets(tmp, settle, wait, save, window_for)
+    shoot_baskets(tmp, out, window_for)
 
 
-def shoot_baskets(
-    tmp: Path,
-    settle: Callable[..., None],
-    wait: Callable[..., None],
-    save: Callable[[Any, str], None],
-    window_for: Callable[..., Any],
-) -> None:
+def shoot_baskets(tmp: Path, out: Path, window_for: Callable[..., Any]) -> None:
     """A long INFY and a short TCS in one basket (max loss ₹3,000; at ₹1,500 lock ₹600; every ₹300 more
     raise the lock ₹150): the order form attaching rules to a NIFTY call, then the prices walk up, the lock
     trails, and they fall back to it: the basket exits both."""
@@ -347,8 +364,6 @@ def shoot_baskets(
     from trailstop_gui.services.instruments import InstrumentService
     from trailstop_gui.services.notifier import Notifier
     from trailstop_gui.services.protection_service import EntryRequest, ProtectionService
-    from trailstop_gui.services.secrets import SecretStore
-    from trailstop_gui.services.session import AccountSession, Endpoints
     from trailstop_gui.services.square_off import SquareOffService
     from trailstop_gui.services.underlying import UnderlyingService
     from trailstop_gui.settings import load_settings
@@ -358,19 +373,7 @@ def shoot_baskets(
 
     sim = start_simulator(seed=4, auto=False, fill_delay=0.0)
     store = ProtectionStore(tmp / "baskets.db")
-    section = sim.info["kite"]
-    account = store.add_account(
-        "kite",
-        "Zerodha (simulator)",
-        user_id=section["user_id"],
-        api_key=section["api_key"],
-        redirect_url=section["redirect_url"],
-        api_root=sim.url,
-    )
-    secrets = SecretStore()
-    secrets.set(account.id, "api_secret", section["api_secret"])
-    session = AccountSession(account, secrets, Endpoints.for_simulator(sim.info, "kite"))
-    session.login_with_password(section["user_id"], section["password"])
+    account, session = simulator_session(sim, store)
     notifier = Notifier()
     service = ProtectionService(store, notifier)
     service.add_session(session)
@@ -445,7 +448,7 @@ def shoot_baskets(
     wait(lambda: "MTM" in panel.basket_value.text(), "the basket's MTM in the preview")
     wait(lambda: panel.underlying_value.text() != "—", "the stop on NIFTY 50 in the preview")
     settle(0.6)
-    save(panel.content, "order-entry-attach.png")  # the whole form, also the part scrolled out of view
+    save(panel.content, out / "order-entry-attach.png")  # the whole form, also the part scrolled out of view
     panel.clear()
 
     path = [8, 14, 22, 30, 38, 46, 52, 58, 50, 44, 40, 47, 55, 62, 57, 49, 41, 33, 27]
@@ -458,7 +461,7 @@ def shoot_baskets(
     settle(1.5)
     dock_panel.refresh()
     settle(0.4)
-    save(dock, "basket.png")
+    save(dock, out / "basket.png")
     window.prepare_quit()
     window.stop()
     baskets.shutdown()
@@ -466,6 +469,123 @@ def shoot_baskets(
     service.shutdown()
     store.close()
     sim.stop()
+
+
+def shoot_order_entry(out: Path, dark: bool) -> None:
+    """The order form on its own, state by state (empty, completing, a preview, a short's options, errors,
+    the confirmation), then the settings dialog and its errors."""
+    from PySide6.QtCore import QTimer
+    from PySide6.QtTest import QTest
+    from PySide6.QtWidgets import QApplication, QMessageBox
+
+    from trailstop_gui.models.domain import TrailRule
+    from trailstop_gui.models.store import ProtectionStore
+    from trailstop_gui.services.instruments import InstrumentService
+    from trailstop_gui.services.protection_service import ProtectionService
+    from trailstop_gui.settings import Settings
+    from trailstop_gui.simulator.runner import start_simulator
+    from trailstop_gui.views import theme
+    from trailstop_gui.views.order_entry import OrderEntryPanel
+    from trailstop_gui.views.settings_dialog import SettingsDialog
+
+    app = QApplication([sys.argv[0]])
+    theme.apply_theme(app, "dark" if dark else "light")
+    out.mkdir(parents=True, exist_ok=True)
+    sim = start_simulator(seed=3, auto=False, fill_delay=0.0)
+    tmp = tempfile.TemporaryDirectory()
+    store = ProtectionStore(Path(tmp.name) / "shots.db")
+    _account, session = simulator_session(sim, store)
+    service = ProtectionService(store)
+    service.add_session(session)
+    service.start()
+    instruments = InstrumentService(store)
+    try:
+        sim.set_price("NSE:INFY", 1500.0, bid=1499.95, ask=1500.05)
+        panel = OrderEntryPanel(service, store, Settings(), instruments)
+        panel.setWindowTitle("TrailStop: new order")
+        panel.resize(400, 640)
+        panel.show()
+        panel.activateWindow()
+        wait(lambda: store.instrument_count("kite@sim") > 0, "the instruments")
+        settle(0.3)
+        save(panel, out / "order_entry_empty.png")
+
+        panel.instrument.setFocus()
+        for ch in "tata":
+            QTest.keyClicks(panel.instrument, ch)
+            settle(0.05)
+        popup = panel.completer.popup()
+        wait(lambda: popup is not None and popup.isVisible(), "the completion list")
+        settle(0.3)
+        # The popup is a separate window: capture the screen area under the form.
+        geometry = panel.frameGeometry()
+        completion = out / "order_entry_completion.png"
+        app.primaryScreen().grabWindow(
+            0, geometry.x(), geometry.y(), geometry.width(), geometry.height()
+        ).save(str(completion))
+        print(completion)
+        if popup is not None:
+            popup.hide()
+
+        panel.instrument.clear()
+        QTest.keyClicks(panel.instrument, "INFY")
+        panel.instrument.editingFinished.emit()
+        panel.quantity.setValue(10)
+        wait(lambda: panel.preview() is not None, "the preview")
+        settle(0.3)
+        save(panel, out / "order_entry_preview.png")
+
+        panel.rule_editor.set_rule(TrailRule.percent(1.5, breakeven=1.0, target=4.0))
+        panel.sell.click()
+        settle(0.3)
+        save(panel, out / "order_entry_sell_options.png")
+
+        panel.clear()
+        QTest.keyClicks(panel.instrument, "NIFTY")
+        settle(0.2)
+        record = instruments.search("kite@sim", "NIFTY")[0]
+        if popup is not None:
+            popup.hide()
+        panel.select_instrument(record)
+        panel.quantity.setValue(60)
+        panel.order_type.setCurrentIndex(1)
+        panel.price.setValue(24500.03)
+        panel.submit()
+        settle(0.3)
+        save(panel, out / "order_entry_errors.png")
+
+        panel.clear()
+        panel.select_instrument(instruments.search("kite@sim", "INFY")[0])
+        panel.quantity.setValue(10)
+        wait(lambda: panel.preview() is not None, "the preview")
+
+        def capture_confirmation() -> None:
+            box = panel.confirm_box
+            if box is None or not box.isVisible():
+                QTimer.singleShot(20, capture_confirmation)
+                return
+            settle(0.3)
+            save(box, out / "order_entry_confirm.png")
+            next(b for b in box.buttons() if box.buttonRole(b) == QMessageBox.ButtonRole.RejectRole).click()
+
+        QTimer.singleShot(0, capture_confirmation)
+        panel.submit()
+
+        dialog = SettingsDialog(store, Settings(), tmp.name)
+        dialog.show()
+        settle(0.3)
+        save(dialog, out / "settings_dialog.png")
+        dialog.rule_value.setValue(0)
+        dialog.accept()
+        settle(0.3)
+        save(dialog, out / "settings_dialog_errors.png")
+        dialog.close()
+    finally:
+        service.shutdown()
+        instruments.wait_for_done()
+        store.close()
+        sim.stop()
+        tmp.cleanup()
 
 
 def order_panel(service: Any, store: Any, settings: Any) -> Any:
@@ -482,13 +602,17 @@ def order_panel(service: Any, store: Any, settings: Any) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    inner = "--display" in args
+    flags = [a for a in args if a.startswith("--") and a != "--display"]
     rest = [a for a in args if not a.startswith("--")]
-    out = Path(rest[0]) if rest else DEFAULT_OUT
-    if inner:
+    order_entry = "--order-entry" in flags
+    out = Path(rest[0]) if rest else ORDER_ENTRY_OUT if order_entry else DEFAULT_OUT
+    if "--display" not in args:
+        return run_under_xvfb(out, flags)
+    if order_entry:
+        shoot_order_entry(out, dark="--dark" in flags)
+    else:
         shoot(out)
-        return 0
-    return run_under_xvfb(out)
+    return 0
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import pytest
 import requests
 from kiteconnect import KiteConnect
 
+from tests.services.conftest import control
 from trailstop_gui.simulator.runner import SimulatorHandle, start_simulator
 
 pytestmark = pytest.mark.slow
@@ -27,18 +28,6 @@ def simulator() -> Iterator[SimulatorHandle]:
     handle = start_simulator(seed=3, auto=False, fill_delay=0.0)
     yield handle
     handle.stop()
-
-
-def control(sim: SimulatorHandle, path: str, body: dict[str, Any] | None = None) -> Any:
-    url = f"{sim.url}/_sim/{path}"
-    headers = sim.control_headers
-    response = (
-        requests.post(url, json=body, headers=headers, timeout=5)
-        if body is not None
-        else requests.get(url, headers=headers, timeout=5)
-    )
-    response.raise_for_status()
-    return response.json()
 
 
 class App:

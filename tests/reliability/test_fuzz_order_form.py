@@ -18,16 +18,15 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from PySide6.QtCore import QObject, Signal
 from pytestqt.qtbot import QtBot
 
+from tests.views.test_order_entry import FakeService
 from trailstop_gui.models.domain import Product, RuleKind
 from trailstop_gui.models.engine import initial_stop
 from trailstop_gui.models.store import AccountRecord, InstrumentRecord, ProtectionStore
 from trailstop_gui.services.brokers.base import OrderType
 from trailstop_gui.services.feed_worker import Quote
 from trailstop_gui.services.instruments import SETTING_PREFIX, InstrumentService
-from trailstop_gui.services.protection_service import EntryRequest
 from trailstop_gui.settings import Settings
 from trailstop_gui.views.order_entry import OrderEntryPanel
 
@@ -68,34 +67,6 @@ class FakeSession:
 
     def instruments(self) -> list[Any]:
         return []
-
-
-class FakeService(QObject):
-    """The service's face to the form; place_entry validates through the real store, as the real one does."""
-
-    protection_changed = Signal(int)
-    snapshot_ready = Signal(object)
-    action_failed = Signal(str, str)
-    session_state_changed = Signal(int, str)
-
-    def __init__(self, store: ProtectionStore) -> None:
-        super().__init__()
-        self.store = store
-        self.sessions: dict[int, FakeSession] = {}
-
-    def place_entry(self, request: EntryRequest) -> Any:
-        return self.store.create_protection(
-            account_id=request.account_id,
-            broker="kite",
-            instrument=request.instrument,
-            symbol=request.symbol,
-            exchange=request.exchange,
-            side=request.side,
-            product=request.product,
-            quantity=request.quantity,
-            tick_size=request.tick_size,
-            rule=request.rule,
-        )
 
 
 class Rig:

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import requests
 
+from trailstop_gui.services.exit_executor import RetryPolicy
 from trailstop_gui.simulator.runner import SimulatorHandle, start_simulator
+
+if TYPE_CHECKING:
+    from pytestqt.qtbot import QtBot
+
+    from tests.services.test_protection_flow import Rig
+    from trailstop_gui.models.store import ProtectionStore
+
+BROKERS = ["kite", "upstox"]
 
 
 @pytest.fixture
@@ -30,3 +39,25 @@ def control(sim: SimulatorHandle, path: str, body: dict[str, Any] | None = None)
     )
     response.raise_for_status()
     return response.json()
+
+
+@pytest.fixture
+def rig_policy() -> RetryPolicy | None:
+    """The ``rig`` service's retry policy (None: the Rig's own); a module overrides this fixture."""
+    return None
+
+
+@pytest.fixture(params=BROKERS)
+def rig(
+    request: pytest.FixtureRequest,
+    simulator: SimulatorHandle,
+    store: ProtectionStore,
+    qtbot: QtBot,
+    rig_policy: RetryPolicy | None,
+) -> Iterator[Rig]:
+    """The services logged in to the simulator (test_protection_flow.Rig), once per broker."""
+    from tests.services.test_protection_flow import Rig  # that module imports this one: not at the top
+
+    r = Rig(simulator, store, request.param, qtbot, policy=rig_policy)
+    yield r
+    r.close()

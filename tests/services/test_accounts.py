@@ -9,7 +9,8 @@ import pytest
 from pytestqt.qtbot import QtBot
 
 from tests.conftest import MemoryKeyring
-from trailstop_gui.models.domain import Product, Side, Status, TrailRule
+from tests.factories import protection
+from trailstop_gui.models.domain import Status
 from trailstop_gui.models.store import AccountRecord, ProtectionStore
 from trailstop_gui.services.accounts import (
     AccountInput,
@@ -217,21 +218,7 @@ def db_bytes(store: ProtectionStore) -> bytes:
 
 
 def open_protection(store: ProtectionStore, account_id: int) -> int:
-    return store.create_protection(
-        account_id=account_id,
-        broker="kite",
-        instrument=408065,
-        symbol="INFY",
-        exchange="NSE",
-        side=Side.BUY,
-        product=Product.MIS,
-        quantity=1,
-        filled_quantity=1,
-        tick_size=0.05,
-        rule=TrailRule.percent(2),
-        entry_price=100.0,
-        status=Status.OPEN,
-    ).id
+    return protection(store, account_id, quantity=1, entry_price=100.0).id
 
 
 def test_add_keeps_the_secret_in_the_keyring_only(rig, memory_keyring: MemoryKeyring) -> None:  # type: ignore[no-untyped-def]

@@ -5,34 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from pytestqt.qtbot import QtBot
 
 from tests.services.conftest import control
-from tests.services.test_protection_flow import BROKERS, Rig, enter, wait_until
+from tests.services.test_protection_flow import Rig, enter, wait_until
 from trailstop_gui.models.basket import BasketRules
 from trailstop_gui.models.basket_store import BasketStatus, BasketStore
 from trailstop_gui.models.domain import Product, Side, Status, TrailRule
-from trailstop_gui.models.store import ProtectionStore
 from trailstop_gui.services.baskets import BasketService
-from trailstop_gui.simulator.runner import SimulatorHandle
 
 WIDE = TrailRule.percent(20.0)  # the members' own stops stay out of the way unless a test wants them
-
-
-@pytest.fixture
-def store(tmp_path) -> Iterator[ProtectionStore]:  # type: ignore[no-untyped-def]
-    s = ProtectionStore(tmp_path / "baskets.db")
-    yield s
-    s.close()
-
-
-@pytest.fixture(params=BROKERS)
-def rig(
-    request: pytest.FixtureRequest, simulator: SimulatorHandle, store: ProtectionStore, qtbot: QtBot
-) -> Iterator[Rig]:
-    r = Rig(simulator, store, request.param, qtbot)
-    yield r
-    r.close()
 
 
 @pytest.fixture

@@ -6,21 +6,18 @@ exactly the exit quantity sold, never a position flipped, never an order nobody 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from pytestqt.qtbot import QtBot
 
 from tests.services.conftest import control
-from tests.services.test_protection_flow import BROKERS, Rig, enter, wait_until
+from tests.services.test_protection_flow import Rig, enter, wait_until
 from tests.unit.models.test_store import new_protection
 from trailstop_gui.models.domain import Product, Side, Status, TrailRule
 from trailstop_gui.models.store import ProtectionStore
 from trailstop_gui.services.brokers.base import OrderRequest
 from trailstop_gui.services.exit_executor import ExitExecutor, RetryPolicy
 from trailstop_gui.services.notifier import AlertKind
-from trailstop_gui.simulator.runner import SimulatorHandle
 
 POLICY = RetryPolicy(
     attempts=6,
@@ -33,20 +30,9 @@ POLICY = RetryPolicy(
 )
 
 
-@pytest.fixture(params=BROKERS)
-def rig(
-    request: pytest.FixtureRequest, simulator: SimulatorHandle, store: ProtectionStore, qtbot: QtBot
-) -> Iterator[Rig]:
-    r = Rig(simulator, store, request.param, qtbot, policy=POLICY)
-    yield r
-    r.close()
-
-
 @pytest.fixture
-def store(tmp_path: Any) -> Iterator[ProtectionStore]:
-    s = ProtectionStore(tmp_path / "bad-day.db")
-    yield s
-    s.close()
+def rig_policy() -> RetryPolicy:
+    return POLICY
 
 
 def fault(rig: Rig, **spec: Any) -> None:

@@ -3,49 +3,19 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 from pytestqt.qtbot import QtBot
 
-from tests.unit.services.test_exit_jobs import Broker
-from trailstop_gui.models.domain import Product, Side, Status, TrailRule
+from tests.factories import FakeBroker as Broker
+from tests.factories import triggered
+from trailstop_gui.models.domain import Status
 from trailstop_gui.models.store import ProtectionStore
 from trailstop_gui.services.brokers.errors import RejectedError
 from trailstop_gui.services.exit_executor import ExitExecutor, RetryPolicy
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[ProtectionStore]:
-    s = ProtectionStore(tmp_path / "executor.db")
-    yield s
-    s.close()
-
-
-def triggered(store: ProtectionStore) -> int:
-    account = store.add_account("kite", "Zerodha")
-    p = store.create_protection(
-        account_id=account.id,
-        broker="kite",
-        instrument=408065,
-        symbol="INFY",
-        exchange="NSE",
-        side=Side.BUY,
-        product=Product.MIS,
-        quantity=3,
-        filled_quantity=3,
-        tick_size=0.05,
-        rule=TrailRule.percent(2.0),
-        entry_price=1500.0,
-        status=Status.OPEN,
-    )
-    store.transition(p.id, Status.TRIGGERED, reason="stop")
-    return p.id
-
-
 def test_the_exit_is_sent_on_the_pool_and_reported_as_signals(qtbot: QtBot, store: ProtectionStore) -> None:
-    pid = triggered(store)
+    pid = triggered(store).id
     broker = Broker()
     senders: list[threading.Thread] = []
     place = broker.place_order
@@ -69,7 +39,7 @@ def test_the_exit_is_sent_on_the_pool_and_reported_as_signals(qtbot: QtBot, stor
 
 
 def test_a_refusal_arrives_as_exit_failed(qtbot: QtBot, store: ProtectionStore) -> None:
-    pid = triggered(store)
+    pid = triggered(store).id
     executor = ExitExecutor(store, lambda _a: Broker(place_errors=[RejectedError("margin")]))  # type: ignore[arg-type, return-value]
     try:
         with qtbot.waitSignal(executor.signals.exit_failed, timeout=10_000) as blocker:

@@ -2,97 +2,35 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
-
-import pytest
 from pytestqt.qtbot import QtBot
 
-from trailstop_gui.models.domain import Product, Side, Status, TrailRule
+from tests.factories import FakeBroker, protection
+from trailstop_gui.models.domain import Side, Status
 from trailstop_gui.models.store import ProtectionStore
-from trailstop_gui.services.brokers.base import KITE_CAPABILITIES, Order, OrderRequest, OrderStatus, Position
+from trailstop_gui.services.brokers.base import Position
 from trailstop_gui.services.exit_executor import ExitExecutor, RetryPolicy
 
 
-class LaggingBroker:
-    """Its positions read flat ``lag_reads`` times before they show the 3 held."""
-
-    capabilities = KITE_CAPABILITIES
+class LaggingBroker(FakeBroker):
+    """Its positions read flat ``lag_reads`` times before they show the 3 held. Its order book is empty
+    (FakeBroker's): a flat position is looked at for the protection's own sale, and none is there."""
 
     def __init__(self, lag_reads: int) -> None:
+        super().__init__()
         self.lag_reads = lag_reads
-        self.placed: list[OrderRequest] = []
 
     def positions(self) -> list[Position]:
         if self.lag_reads > 0:
             self.lag_reads -= 1
             return []
-        return [Position("INFY", "NSE", 408065, "NSE:INFY", 3, 1500.0, Product.MIS, "MIS")]
-
-    def holdings(self) -> list[Any]:
-        return []
+        return super().positions()
 
     def find_order_by_tag(self, _tag: str) -> None:
         return None
 
-    def orders(self) -> list[Order]:
-        """Nothing of ours in the book: a flat position is looked at for the protection's own sale."""
-        return []
-
-    def place_order(self, request: OrderRequest) -> str:
-        self.placed.append(request)
-        return "X1"
-
-    def order(self, order_id: str) -> Order:
-        return Order(
-            order_id=order_id,
-            status=OrderStatus.COMPLETE,
-            raw_status="COMPLETE",
-            side=Side.SELL,
-            order_type=None,
-            product=Product.MIS,
-            raw_product="MIS",
-            symbol="INFY",
-            exchange="NSE",
-            instrument=408065,
-            quantity=3,
-            filled_quantity=3,
-            pending_quantity=0,
-            average_price=1460.0,
-            price=0.0,
-            trigger_price=0.0,
-            tag=None,
-            status_message=None,
-            placed_at=None,
-            updated_at=None,
-        )
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[ProtectionStore]:
-    s = ProtectionStore(tmp_path / "exit.db")
-    yield s
-    s.close()
-
 
 def fire(store: ProtectionStore, broker: LaggingBroker) -> tuple[int, list[float]]:
-    account = store.add_account("kite", "Zerodha")
-    p = store.create_protection(
-        account_id=account.id,
-        broker="kite",
-        instrument=408065,
-        symbol="INFY",
-        exchange="NSE",
-        side=Side.BUY,
-        product=Product.MIS,
-        quantity=3,
-        filled_quantity=3,
-        tick_size=0.05,
-        rule=TrailRule.percent(2.0),
-        entry_price=1500.0,
-        status=Status.OPEN,
-    )
+    p = protection(store)
     sleeps: list[float] = []
     executor = ExitExecutor(
         store, lambda _account: broker, policy=RetryPolicy(poll_interval=0.01), sleep=sleeps.append

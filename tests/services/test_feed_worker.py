@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from pytestqt.qtbot import QtBot
 
+from tests.factories import protection, quick_reconnects, sim_session
 from tests.services.conftest import control
-from trailstop_gui.models.domain import Product, Protection, Side, Status, TrailRule
+from trailstop_gui.models.domain import Product, Protection, Side
 from trailstop_gui.models.engine import StopTriggered
 from trailstop_gui.models.store import ProtectionStore
-from trailstop_gui.services.brokers.feed_loop import Backoff, FeedState
+from trailstop_gui.services.brokers.feed_loop import FeedState
 from trailstop_gui.services.feed_worker import FeedWorker
-from trailstop_gui.services.secrets import SecretStore
-from trailstop_gui.services.session import AccountSession, Endpoints
+from trailstop_gui.services.session import AccountSession
 from trailstop_gui.simulator.runner import SimulatorHandle
 
 INFY = 408065
@@ -30,48 +28,13 @@ def wait_until(predicate, timeout: float = 10.0, what: str = "condition") -> Non
         time.sleep(0.02)
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[ProtectionStore]:
-    s = ProtectionStore(tmp_path / "feed.db")
-    yield s
-    s.close()
-
-
 def kite_session(sim: SimulatorHandle, store: ProtectionStore, watchdog: float = 2.5) -> AccountSession:
-    kite = sim.info["kite"]
-    account = store.add_account(
-        "kite", "Zerodha", user_id=kite["user_id"], api_key=kite["api_key"], api_root=sim.url
-    )
-    secrets = SecretStore()
-    secrets.set(account.id, "api_secret", kite["api_secret"])
-    session = AccountSession(
-        account,
-        secrets,
-        Endpoints.for_simulator(sim.info, "kite"),
-        watchdog=watchdog,
-        backoff=lambda: Backoff(initial=0.1, maximum=0.5),
-    )
-    session.login_with_password(kite["user_id"], kite["password"])
-    return session
+    return sim_session(store, sim, "kite", **quick_reconnects(watchdog))
 
 
 def protect(store: ProtectionStore, account_id: int, product: Product = Product.MIS) -> Protection:
     """A long at 1500.00 with a 2 % trail: its stop starts at 1470.00."""
-    return store.create_protection(
-        account_id=account_id,
-        broker="kite",
-        instrument=INFY,
-        symbol="INFY",
-        exchange="NSE",
-        side=Side.BUY,
-        product=product,
-        quantity=1,
-        filled_quantity=1,
-        tick_size=0.05,
-        rule=TrailRule.percent(2.0),
-        entry_price=1500.0,
-        status=Status.OPEN,
-    )
+    return protection(store, account_id, quantity=1, product=product, instrument=INFY)
 
 
 def subscribed_modes(sim: SimulatorHandle) -> list[str]:
@@ -189,26 +152,7 @@ def test_expired_token_means_login_needed_without_a_storm(
 
 
 def upstox_session(sim: SimulatorHandle, store: ProtectionStore) -> AccountSession:
-    up = sim.info["upstox"]
-    account = store.add_account(
-        "upstox",
-        "Upstox",
-        user_id=up["user_id"],
-        api_key=up["client_id"],
-        redirect_url=up["redirect_uri"],
-        api_root=sim.url,
-    )
-    secrets = SecretStore()
-    secrets.set(account.id, "api_secret", up["client_secret"])
-    session = AccountSession(
-        account,
-        secrets,
-        Endpoints.for_simulator(sim.info, "upstox"),
-        watchdog=2.5,
-        backoff=lambda: Backoff(initial=0.1, maximum=0.5),
-    )
-    session.login_with_password(up["user_id"], up["password"])
-    return session
+    return sim_session(store, sim, "upstox", **quick_reconnects())
 
 
 @pytest.mark.parametrize("fault", [None, {"fault": "drop_ws"}, {"fault": "stall_ws", "seconds": 6}])
@@ -218,21 +162,7 @@ def test_upstox_feed_quiet_market_stall_and_drop(
     simulator.set_price("NSE:INFY", 1500.0)
     session = upstox_session(simulator, store)
     key = next(i["upstox_key"] for i in control(simulator, "instruments") if i["symbol"] == "NSE:INFY")
-    p = store.create_protection(
-        account_id=session.account_id,
-        broker="upstox",
-        instrument=key,
-        symbol="INFY",
-        exchange="NSE",
-        side=Side.BUY,
-        product=Product.MIS,
-        quantity=1,
-        filled_quantity=1,
-        tick_size=0.05,
-        rule=TrailRule.percent(2.0),
-        entry_price=1500.0,
-        status=Status.OPEN,
-    )
+    p = protection(store, session.account_id, quantity=1, broker="upstox", instrument=key)
     triggers: list[tuple[int, StopTriggered]] = []
     feed = start(session, store, triggers)
     try:

@@ -9,7 +9,6 @@ from pytestqt.qtbot import QtBot
 from tests.services.test_feed_worker import (
     kite_session,
     protect,
-    store,  # noqa: F401  (fixture)
     subscribed_modes,
     wait_until,
 )
@@ -21,7 +20,7 @@ from trailstop_gui.simulator.runner import SimulatorHandle
 def test_a_stored_stop_below_zero_does_not_unarm_the_batch(
     qtbot: QtBot,
     simulator: SimulatorHandle,
-    store: ProtectionStore,  # noqa: F811
+    store: ProtectionStore,
 ) -> None:
     simulator.set_price("NSE:INFY", 1500.0)
     session = kite_session(simulator, store)
@@ -41,7 +40,7 @@ def test_a_stored_stop_below_zero_does_not_unarm_the_batch(
 def test_a_trigger_whose_commit_fails_is_armed_again_and_fires_again(
     qtbot: QtBot,
     simulator: SimulatorHandle,
-    store: ProtectionStore,  # noqa: F811
+    store: ProtectionStore,
 ) -> None:
     simulator.set_price("NSE:INFY", 1500.0)
     session = kite_session(simulator, store)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from pytestqt.qtbot import QtBot
 
-from tests.services.conftest import control
-from tests.services.test_protection_flow import BROKERS, Rig, wait_until
+from tests.services.conftest import BROKERS, control
+from tests.services.test_protection_flow import Rig, wait_until
 from trailstop_gui.models.domain import Product, Side, Status, TrailRule
 from trailstop_gui.models.store import ProtectionStore
 from trailstop_gui.services.brokers.base import OrderRequest, OrderType
@@ -16,22 +14,6 @@ from trailstop_gui.services.holdings import DEMAT_REFUSAL_ADVICE, DeliveryStock
 from trailstop_gui.services.notifier import AlertKind
 from trailstop_gui.services.protection_service import EntryRequest
 from trailstop_gui.simulator.runner import SimulatorHandle
-
-
-@pytest.fixture
-def store(tmp_path) -> Iterator[ProtectionStore]:  # type: ignore[no-untyped-def]
-    s = ProtectionStore(tmp_path / "holdings.db")
-    yield s
-    s.close()
-
-
-@pytest.fixture(params=BROKERS)
-def rig(
-    request: pytest.FixtureRequest, simulator: SimulatorHandle, store: ProtectionStore, qtbot: QtBot
-) -> Iterator[Rig]:
-    r = Rig(simulator, store, request.param, qtbot)
-    yield r
-    r.close()
 
 
 def trade_outside(rig: Rig, symbol: str, side: Side, quantity: int) -> None:

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import date, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 from PySide6.QtCore import Qt
 from pytestqt.qtbot import QtBot
 
+from tests import factories
 from trailstop_gui.models.store import ProtectionStore
 from trailstop_gui.services.brokers.base import Instrument
 from trailstop_gui.services.brokers.upstox import UpstoxBroker
 from trailstop_gui.services.instruments import InstrumentService, master_key
 from trailstop_gui.services.secrets import SecretStore
-from trailstop_gui.services.session import AccountSession, Endpoints
+from trailstop_gui.services.session import AccountSession
 from trailstop_gui.simulator.runner import SimulatorHandle
 
 
@@ -28,33 +27,10 @@ class Clock:
         return self.day
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[ProtectionStore]:
-    s = ProtectionStore(tmp_path / "inst.db")
-    yield s
-    s.close()
-
-
 def sim_session(
     sim: SimulatorHandle, store: ProtectionStore, broker: str, login: bool = True
 ) -> AccountSession:
-    section = sim.info[broker]
-    account = store.add_account(
-        broker,
-        f"{broker} sim",
-        user_id=section["user_id"],
-        api_key=section["api_key"] if broker == "kite" else section["client_id"],
-        redirect_url=section["redirect_url"] if broker == "kite" else section["redirect_uri"],
-        api_root=sim.url,
-    )
-    secrets = SecretStore()
-    secrets.set(
-        account.id, "api_secret", section["api_secret"] if broker == "kite" else section["client_secret"]
-    )
-    session = AccountSession(account, secrets, Endpoints.for_simulator(sim.info, broker))
-    if login:
-        session.login_with_password(section["user_id"], section["password"])
-    return session
+    return factories.sim_session(store, sim, broker, label=f"{broker} sim", login=login)
 
 
 def test_kite_master_downloads_once_a_day_off_the_gui_thread(

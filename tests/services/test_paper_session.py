@@ -3,58 +3,28 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from pytestqt.qtbot import QtBot
 
+from tests.factories import quick_reconnects, sim_account, sim_session
 from tests.services.conftest import control
 from trailstop_gui.models.domain import Product, Side, Status, TrailRule
 from trailstop_gui.models.store import ProtectionStore
-from trailstop_gui.services.brokers.feed_loop import Backoff
 from trailstop_gui.services.brokers.paper import PaperBroker
 from trailstop_gui.services.exit_executor import RetryPolicy
 from trailstop_gui.services.protection_service import EntryRequest, ProtectionService
-from trailstop_gui.services.secrets import SecretStore
-from trailstop_gui.services.session import AccountSession, Endpoints
 from trailstop_gui.simulator.runner import SimulatorHandle
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[ProtectionStore]:
-    s = ProtectionStore(tmp_path / "paper.db")
-    yield s
-    s.close()
 
 
 @pytest.mark.parametrize("broker", ["kite", "upstox"])
 def test_paper_account_trails_and_exits_without_sending_orders(
     qtbot: QtBot, simulator: SimulatorHandle, store: ProtectionStore, broker: str
 ) -> None:
-    section = simulator.info[broker]
-    api_key = section["api_key"] if broker == "kite" else section["client_id"]
-    secret = section["api_secret"] if broker == "kite" else section["client_secret"]
-    redirect = section["redirect_url"] if broker == "kite" else section["redirect_uri"]
-    account = store.add_account(
-        broker,
-        "paper",
-        user_id=section["user_id"],
-        api_key=api_key,
-        redirect_url=redirect,
-        api_root=simulator.url,
-        mode="paper",
-    )
-    secrets = SecretStore()
-    secrets.set(account.id, "api_secret", secret)
-    session = AccountSession(
-        account,
-        secrets,
-        Endpoints.for_simulator(simulator.info, broker),
-        watchdog=2.5,
-        backoff=lambda: Backoff(initial=0.1, maximum=0.5),
-    )
+    account = sim_account(store, simulator, broker, "paper", mode="paper")
+    session = sim_session(store, simulator, broker, account=account, login=False, **quick_reconnects())
     assert isinstance(session.broker, PaperBroker)
+    section = simulator.info[broker]
     session.login_with_password(section["user_id"], section["password"])
     service = ProtectionService(store, retry_policy=RetryPolicy(initial_delay=0.05, poll_interval=0.05))
     service.add_session(session)

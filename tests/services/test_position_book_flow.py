@@ -5,35 +5,21 @@ app with its updates repeated and out of order, a lost reply) still ending with 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from pytestqt.qtbot import QtBot
 
 from tests.services.conftest import control
 from tests.services.test_exit_bad_day import POLICY, kinds, net_position
-from tests.services.test_protection_flow import BROKERS, Rig, enter, wait_until
+from tests.services.test_protection_flow import Rig, enter, wait_until
 from trailstop_gui.models.domain import Product, Side, Status, TrailRule
-from trailstop_gui.models.store import ProtectionStore
 from trailstop_gui.services.brokers.base import OrderRequest, OrderType
-from trailstop_gui.simulator.runner import SimulatorHandle
-
-
-@pytest.fixture(params=BROKERS)
-def rig(
-    request: pytest.FixtureRequest, simulator: SimulatorHandle, store: ProtectionStore, qtbot: QtBot
-) -> Iterator[Rig]:
-    r = Rig(simulator, store, request.param, qtbot, policy=POLICY)
-    yield r
-    r.close()
+from trailstop_gui.services.exit_executor import RetryPolicy
 
 
 @pytest.fixture
-def store(tmp_path: Any) -> Iterator[ProtectionStore]:
-    s = ProtectionStore(tmp_path / "book.db")
-    yield s
-    s.close()
+def rig_policy() -> RetryPolicy:
+    return POLICY
 
 
 def fault(rig: Rig, **spec: Any) -> None:

@@ -8,13 +8,7 @@ from typing import Any
 import pytest
 
 from tests.services.conftest import control
-from tests.services.test_protection_flow import (  # noqa: F401  (rig and store are fixtures)
-    Rig,
-    enter,
-    rig,
-    store,
-    wait_until,
-)
+from tests.services.test_protection_flow import Rig, enter, wait_until
 from trailstop_gui.models.domain import Product, Side, Status, TrailRule
 from trailstop_gui.services.brokers.base import OrderRequest, OrderType
 from trailstop_gui.services.protection_service import EntryRequest
@@ -22,12 +16,12 @@ from trailstop_gui.services.protection_service import EntryRequest
 POSITIONS_PATH = {"kite": "/portfolio/positions", "upstox": "/v2/portfolio/short-term-positions"}
 
 
-def reconcile_now(rig: Rig) -> None:  # noqa: F811
+def reconcile_now(rig: Rig) -> None:
     rig.service.reconcile(rig.account_id)
     assert rig.service.reconciles.waitForDone(15_000)
 
 
-def outside_order(rig: Rig, side: Side, quantity: int) -> None:  # noqa: F811
+def outside_order(rig: Rig, side: Side, quantity: int) -> None:
     """The trader trades INFY MIS on the broker's own site; wait for the fill."""
     instrument, symbol = rig.instrument("NSE:INFY")
     broker = rig.session.broker
@@ -55,7 +49,7 @@ def outside_order(rig: Rig, side: Side, quantity: int) -> None:  # noqa: F811
     ids=["null-list", "missing-quantity", "text-quantity"],
 )
 def test_an_unreadable_positions_reply_never_closes_a_live_protection(
-    rig: Rig,  # noqa: F811
+    rig: Rig,
     spoilt: dict[str, Any],
 ) -> None:
     rig.sim.set_price("NSE:INFY", 1500.0)
@@ -76,7 +70,7 @@ def test_an_unreadable_positions_reply_never_closes_a_live_protection(
     assert [o["quantity"] for o in rig.sim_orders(p.exit_tag)] == [3]
 
 
-def test_two_protections_on_one_position_never_sell_more_than_it_holds(rig: Rig) -> None:  # noqa: F811
+def test_two_protections_on_one_position_never_sell_more_than_it_holds(rig: Rig) -> None:
     rig.sim.set_price("NSE:INFY", 1500.0)
     first = enter(rig, Side.BUY, Product.MIS, TrailRule.percent(2.0))
     second = enter(rig, Side.BUY, Product.MIS, TrailRule.percent(2.0))  # the same position: 6 held
@@ -97,7 +91,7 @@ def test_two_protections_on_one_position_never_sell_more_than_it_holds(rig: Rig)
     assert [p.quantity for p in positions] == [0]
 
 
-def test_an_entry_whose_reply_is_lost_stays_pending_and_is_found_by_its_tag(rig: Rig) -> None:  # noqa: F811
+def test_an_entry_whose_reply_is_lost_stays_pending_and_is_found_by_its_tag(rig: Rig) -> None:
     rig.sim.set_price("NSE:INFY", 1500.0)
     # The broker takes the entry, then the answer is a 504: a timeout, not a refusal.
     control(
@@ -134,7 +128,7 @@ def test_an_entry_whose_reply_is_lost_stays_pending_and_is_found_by_its_tag(rig:
 
 
 def test_exit_now_whose_commit_fails_leaves_the_protection_armed(
-    rig: Rig,  # noqa: F811
+    rig: Rig,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     rig.sim.set_price("NSE:INFY", 1500.0)
@@ -161,7 +155,7 @@ def test_exit_now_whose_commit_fails_leaves_the_protection_armed(
 
 
 def test_a_limit_entry_whose_stop_would_be_below_zero_is_refused_before_anything_is_stored(
-    rig: Rig,  # noqa: F811
+    rig: Rig,
 ) -> None:
     instrument, symbol = rig.instrument("NSE:INFY")
     with pytest.raises(ValueError, match="rule: a 200 pts distance from the entry price 150"):
@@ -183,7 +177,7 @@ def test_a_limit_entry_whose_stop_would_be_below_zero_is_refused_before_anything
     assert rig.store.live(rig.account_id) == [] and rig.sim_orders() == []
 
 
-def test_a_fill_whose_stop_would_be_below_zero_is_open_paused_and_alerted(rig: Rig) -> None:  # noqa: F811
+def test_a_fill_whose_stop_would_be_below_zero_is_open_paused_and_alerted(rig: Rig) -> None:
     rig.sim.set_price("NSE:INFY", 1500.0)
     instrument, symbol = rig.instrument("NSE:INFY")
     # A MARKET entry: its price is known only at the fill, where a 2000-point trail puts the stop at -500.
@@ -215,7 +209,7 @@ def test_a_fill_whose_stop_would_be_below_zero_is_open_paused_and_alerted(rig: R
 
 
 def test_exit_all_goes_on_past_one_that_cannot_be_committed(
-    rig: Rig,  # noqa: F811
+    rig: Rig,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     rig.sim.set_price("NSE:INFY", 1500.0)

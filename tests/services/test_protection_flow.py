@@ -3,26 +3,22 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from pytestqt.qtbot import QtBot
 
+from tests.factories import quick_reconnects, sim_session
+from tests.services.conftest import BROKERS as BROKERS  # re-exported: other modules import it from here
 from tests.services.conftest import control
 from trailstop_gui.models.domain import Product, Side, Status, TrailRule
 from trailstop_gui.models.store import ProtectionStore
 from trailstop_gui.services.brokers.base import OrderRequest, OrderType
-from trailstop_gui.services.brokers.feed_loop import Backoff
 from trailstop_gui.services.exit_executor import RetryPolicy
 from trailstop_gui.services.notifier import AlertKind
 from trailstop_gui.services.protection_service import EntryRequest, ProtectionService
 from trailstop_gui.services.secrets import SecretStore
-from trailstop_gui.services.session import AccountSession, Endpoints
 from trailstop_gui.simulator.runner import SimulatorHandle
-
-BROKERS = ["kite", "upstox"]
 
 
 def wait_until(predicate, timeout: float = 10.0, what: str = "condition", qtbot: QtBot | None = None) -> None:  # type: ignore[no-untyped-def]
@@ -48,28 +44,10 @@ class Rig:
         policy: RetryPolicy | None = None,
     ) -> None:
         self.sim, self.store, self.broker, self.qtbot = sim, store, broker, qtbot
-        section = sim.info[broker]
-        api_key = section["api_key"] if broker == "kite" else section["client_id"]
-        secret = section["api_secret"] if broker == "kite" else section["client_secret"]
-        redirect = section["redirect_url"] if broker == "kite" else section["redirect_uri"]
-        account = store.add_account(
-            broker,
-            broker,
-            user_id=section["user_id"],
-            api_key=api_key,
-            redirect_url=redirect,
-            api_root=sim.url,
-        )
         self.secrets = SecretStore()
-        self.secrets.set(account.id, "api_secret", secret)
-        self.session = AccountSession(
-            account,
-            self.secrets,
-            Endpoints.for_simulator(sim.info, broker),
-            watchdog=2.5,
-            backoff=lambda: Backoff(initial=0.1, maximum=0.5),
+        self.session = sim_session(
+            store, sim, broker, label=broker, secrets=self.secrets, **quick_reconnects()
         )
-        self.session.login_with_password(section["user_id"], section["password"])
         self.service = ProtectionService(
             store,
             retry_policy=policy
@@ -109,22 +87,6 @@ class Rig:
 
     def close(self) -> None:
         self.service.shutdown()
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[ProtectionStore]:
-    s = ProtectionStore(tmp_path / "flow.db")
-    yield s
-    s.close()
-
-
-@pytest.fixture(params=BROKERS)
-def rig(
-    request: pytest.FixtureRequest, simulator: SimulatorHandle, store: ProtectionStore, qtbot: QtBot
-) -> Iterator[Rig]:
-    r = Rig(simulator, store, request.param, qtbot)
-    yield r
-    r.close()
 
 
 def enter(rig: Rig, side: Side, product: Product, rule: TrailRule, symbol: str = "NSE:INFY") -> int:

@@ -4,13 +4,12 @@ their refusals, the order tags' owners, and the alerts it raises. The account's 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from pytestqt.qtbot import QtBot
 
-from tests.unit.services.test_exit_jobs import Broker
+from tests.factories import FakeBroker, protection
 from trailstop_gui.models.domain import InstrumentId, Product, Protection, Side, Status, TrailRule
 from trailstop_gui.models.engine import StopTriggered
 from trailstop_gui.models.lifecycle import IllegalTransition
@@ -35,7 +34,7 @@ class Rig:
         secrets = SecretStore()
         secrets.set(account.id, "access_token", "token")
         self.session = AccountSession(account, secrets)
-        self.broker = Broker()
+        self.broker = FakeBroker()
         self.session.broker = self.broker
         self.session.rest.set_access_token = lambda _token: None  # no SDK client to tell
         self.service = ProtectionService(store, retry_policy=RetryPolicy(poll_interval=0.01))
@@ -55,34 +54,13 @@ class Rig:
         self, side: Side = Side.BUY, *, symbol: str = "INFY", instrument: InstrumentId = 408065
     ) -> Protection:
         """3 shares at 1500.00 with a 2 % trail, OPEN (the stand-in broker holds 3 INFY long)."""
-        return self.store.create_protection(
-            account_id=self.account_id,
-            broker="kite",
-            instrument=instrument,
-            symbol=symbol,
-            exchange="NSE",
-            side=side,
-            product=Product.MIS,
-            quantity=3,
-            filled_quantity=3,
-            tick_size=0.05,
-            rule=TrailRule.percent(2.0),
-            entry_price=1500.0,
-            status=Status.OPEN,
-        )
+        return protection(self.store, self.account_id, side=side, symbol=symbol, instrument=instrument)
 
     def wait_status(self, pid: int, status: Status) -> None:
         self.qtbot.waitUntil(lambda: self.store.get(pid).status is status, timeout=10_000)
 
     def kinds(self) -> list[AlertKind]:
         return [a.kind for a in self.alerts]
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[ProtectionStore]:
-    s = ProtectionStore(tmp_path / "service.db")
-    yield s
-    s.close()
 
 
 @pytest.fixture

@@ -3,9 +3,7 @@ tick size comes from the instrument master and can be corrected."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 from pytestqt.qtbot import QtBot
@@ -17,13 +15,6 @@ from trailstop_gui.services.brokers.base import OrderRequest
 from trailstop_gui.services.instruments import master_key
 from trailstop_gui.settings import load_settings, save_settings
 from trailstop_gui.simulator.runner import SimulatorHandle
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[ProtectionStore]:
-    s = ProtectionStore(tmp_path / "settings.db")
-    yield s
-    s.close()
 
 
 def open_outside(rig: Rig, side: Side = Side.BUY, quantity: int = 4) -> int:

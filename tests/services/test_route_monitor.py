@@ -11,8 +11,8 @@ import pytest
 from pytestqt.qtbot import QtBot
 
 from tests.conftest import MemoryKeyring
+from tests.factories import protection, sim_account, sim_session
 from tests.proxies import ROUTE_ADDRESS, HttpProxy, Socks5Proxy, loopback_alias_works
-from trailstop_gui.models.domain import Product, Side, Status, TrailRule
 from trailstop_gui.models.store import AccountRecord, ProtectionStore
 from trailstop_gui.services.brokers.order_route import OrderRoute, RouteState, parse_route
 from trailstop_gui.services.notifier import Alert, AlertKind, Notifier
@@ -42,28 +42,11 @@ def rig(tmp_path: Path, simulator: SimulatorHandle) -> Iterator[Any]:
     store.close()
 
 
-def sim_account(store: ProtectionStore, sim: SimulatorHandle, broker: str) -> AccountRecord:
-    section = sim.info[broker]
-    return store.add_account(
-        broker,
-        f"{broker} sim",
-        user_id=section["user_id"],
-        api_key=section["api_key"] if broker == "kite" else section["client_id"],
-        redirect_url=section["redirect_url"] if broker == "kite" else section["redirect_uri"],
-        api_root=sim.url,
-    )
-
-
 def session_for(rig: Any, sim: SimulatorHandle, broker: str) -> tuple[AccountSession, AccountRecord]:
     store, secrets, _notifier, routes = rig
-    account = sim_account(store, sim, broker)
-    section = sim.info[broker]
-    secrets.set(
-        account.id, "api_secret", section["api_secret"] if broker == "kite" else section["client_secret"]
-    )
-    session = AccountSession(account, secrets, Endpoints.for_simulator(sim.info, broker))
+    session = sim_session(store, sim, broker, label=f"{broker} sim", login=False, secrets=secrets)
     routes.attach(session)
-    return session, account
+    return session, session.account
 
 
 def login(qtbot: QtBot, routes: RouteMonitor, session: AccountSession, sim: SimulatorHandle) -> Any:
@@ -76,21 +59,7 @@ def login(qtbot: QtBot, routes: RouteMonitor, session: AccountSession, sim: Simu
 
 
 def live_protection(store: ProtectionStore, account_id: int, symbol: str = "INFY") -> int:
-    return store.create_protection(
-        account_id=account_id,
-        broker="kite",
-        instrument=408065,
-        symbol=symbol,
-        exchange="NSE",
-        side=Side.BUY,
-        product=Product.MIS,
-        quantity=1,
-        filled_quantity=1,
-        tick_size=0.05,
-        rule=TrailRule.percent(2),
-        entry_price=100.0,
-        status=Status.OPEN,
-    ).id
+    return protection(store, account_id, quantity=1, entry_price=100.0, symbol=symbol).id
 
 
 @pytest.mark.parametrize("broker", ["kite", "upstox"])
@@ -116,7 +85,7 @@ def test_a_stored_route_is_applied_and_checked_ok(
 ) -> None:
     store, secrets, notifier, routes = rig
     with HttpProxy(credentials=("trader", "pa55-word-long")) as proxy:
-        account = sim_account(store, simulator, "kite")
+        account = sim_account(store, simulator, "kite", "kite sim")
         route = parse_route(f"http://trader@{ROUTE_ADDRESS}:{proxy.port}")
         save_route(store, secrets, account.id, route, "pa55-word-long")
         # Stored as a setting without the password; the password is in the keyring only.

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from trailstop_gui.models.domain import Product, Side, Status, TrailRule
+from tests.factories import protection
+from trailstop_gui.models.domain import Product
 from trailstop_gui.runtime import build_runtime
 
 
@@ -31,21 +32,7 @@ def test_each_demo_start_reuses_the_demo_account(tmp_path: Path, root_handlers: 
     first = build_runtime(data_directory=str(tmp_path), demo=True)
     try:
         [account] = first.store.accounts()
-        p = first.store.create_protection(
-            account_id=account.id,
-            broker="kite",
-            instrument=408065,
-            symbol="INFY",
-            exchange="NSE",
-            side=Side.BUY,
-            product=Product.CNC,
-            quantity=1,
-            filled_quantity=1,
-            tick_size=0.05,
-            rule=TrailRule.percent(2.0),
-            entry_price=1500.0,
-            status=Status.OPEN,
-        )
+        p = protection(first.store, account.id, quantity=1, product=Product.CNC)
         first_url = first.simulator.url
     finally:
         first.close()

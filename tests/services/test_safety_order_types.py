@@ -4,7 +4,6 @@ an SL order when the broker refuses an SL-M for its type, and no blind retries o
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,13 +20,6 @@ from trailstop_gui.services.safety_stop import SafetyConfig
 from trailstop_gui.simulator.runner import SimulatorHandle
 
 FUNCTION_NOT_AVAILABLE = "16052: Function not available"
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[ProtectionStore]:
-    s = ProtectionStore(tmp_path / "safety-types.db")
-    yield s
-    s.close()
 
 
 @pytest.fixture

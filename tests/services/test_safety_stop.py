@@ -7,23 +7,21 @@ import logging
 import time
 from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import pytest
 from pytestqt.qtbot import QtBot
 
+from tests.factories import quick_reconnects, sim_session
 from tests.services.conftest import control
 from tests.services.test_protection_flow import Rig, enter, wait_until
 from trailstop_gui.models.domain import Product, SafetyKind, SafetyState, Side, Status, TrailRule
 from trailstop_gui.models.store import AccountRecord, ProtectionStore
 from trailstop_gui.services.brokers.base import OrderRequest, OrderType
-from trailstop_gui.services.brokers.feed_loop import Backoff
 from trailstop_gui.services.exit_executor import RetryPolicy
 from trailstop_gui.services.protection_service import ProtectionService
 from trailstop_gui.services.safety_stop import SafetyConfig, SafetyPolicy
 from trailstop_gui.services.secrets import SecretStore
-from trailstop_gui.services.session import AccountSession, Endpoints
 from trailstop_gui.simulator.runner import SimulatorHandle
 
 POLICY = SafetyPolicy(min_interval=0.0, retry_delay=0.1, max_retry_delay=0.5, exit_retry_delay=0.02)
@@ -58,19 +56,10 @@ class SafetyRig(Rig):
         self, sim: SimulatorHandle, store: ProtectionStore, broker: str, qtbot: QtBot, account: AccountRecord
     ) -> None:
         self.sim, self.store, self.broker, self.qtbot = sim, store, broker, qtbot
-        section = sim.info[broker]
         self.secrets = SecretStore()
-        self.secrets.set(
-            account.id, "api_secret", section["api_secret" if broker == "kite" else "client_secret"]
+        self.session = sim_session(
+            store, sim, broker, account=account, secrets=self.secrets, **quick_reconnects()
         )
-        self.session = AccountSession(
-            account,
-            self.secrets,
-            Endpoints.for_simulator(sim.info, broker),
-            watchdog=2.5,
-            backoff=lambda: Backoff(initial=0.1, maximum=0.5),
-        )
-        self.session.login_with_password(section["user_id"], section["password"])
         self.service = ProtectionService(
             store,
             retry_policy=RetryPolicy(
@@ -125,13 +114,6 @@ class SafetyRig(Rig):
             and o["transaction_type"] == "SELL"
             and o["status"] not in idle
         ]
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[ProtectionStore]:
-    s = ProtectionStore(tmp_path / "safety.db")
-    yield s
-    s.close()
 
 
 def _rig(

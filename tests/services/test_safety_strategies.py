@@ -3,9 +3,6 @@ away, and what it looks like once it fired (a stop order fires into itself, a GT
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from pytestqt.qtbot import QtBot
 
@@ -18,6 +15,7 @@ from trailstop_gui.services.safety_strategies import (
     GTTStrategy,
     Reading,
     SafetyStrategy,
+    Search,
     SLOrderStrategy,
     gtt_limit_price,
     strategy_for,
@@ -31,13 +29,6 @@ CASES = [
     ("upstox", Product.MIS, SafetyKind.GTT),
 ]
 IDS = ["kite-SLM", "kite-SL", "kite-GTT", "upstox-GTT"]
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[ProtectionStore]:
-    s = ProtectionStore(tmp_path / "strategies.db")
-    yield s
-    s.close()
 
 
 def price(rig: Rig, ltp: float) -> None:
@@ -97,11 +88,11 @@ def test_a_strategy_places_reads_finds_moves_takes_away_and_fires(
         unrecorded = store.update_safety(
             pid, safety_state=SafetyState.PLACING, safety_kind=kind, safety_order_id=None, safety_quantity=3
         )
-        found = strategy.find_unrecorded(unrecorded, set(), strategy.own_order, (3,))
+        found = strategy.find_unrecorded(unrecorded, Search(set(), strategy.own_order, (3,)))
         assert found is not None and (found.order_id, found.level, found.quantity) == (order_id, 1450.0, 3)
         assert found.fired is None
         if not kind.is_order:  # a GTT another protection holds is not this one's (a stop order has our tag)
-            assert strategy.find_unrecorded(unrecorded, {order_id}, strategy.own_order, (3,)) is None
+            assert strategy.find_unrecorded(unrecorded, Search({order_id}, strategy.own_order, (3,))) is None
         p = record(store, p, kind, order_id, 1450.0, limit)
         held = read(p, order_id)
         assert held.live and (held.level, held.quantity) == (1450.0, 3)

@@ -8,9 +8,6 @@ beside the GTT's: a second sell of a position already sold.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from pytestqt.qtbot import QtBot
 
@@ -23,13 +20,6 @@ from trailstop_gui.services.brokers.base import GttRequest
 from trailstop_gui.simulator.runner import SimulatorHandle
 
 LAG = 3.0  # the positions (and the book) answer as they were this long ago
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[ProtectionStore]:
-    s = ProtectionStore(tmp_path / "unrecorded.db")
-    yield s
-    s.close()
 
 
 def test_a_gtt_placed_then_killed_before_its_reply_was_stored_fires_and_the_restart_sends_nothing(

@@ -3,9 +3,6 @@ the order-route check that never raises, and the market protection held to each 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from pytestqt.qtbot import QtBot
 
@@ -18,13 +15,6 @@ from trailstop_gui.services.brokers.order_route import OrderRoute, RouteCheck, R
 from trailstop_gui.services.brokers.paper import PaperBroker
 from trailstop_gui.services.secrets import SecretStore
 from trailstop_gui.services.session import AccountSession, Endpoints, SessionState, not_watched_reason
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[ProtectionStore]:
-    s = ProtectionStore(tmp_path / "session.db")
-    yield s
-    s.close()
 
 
 def make_session(

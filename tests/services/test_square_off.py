@@ -6,15 +6,12 @@ from collections.abc import Iterator
 from datetime import date, datetime, time
 
 import pytest
-from pytestqt.qtbot import QtBot
 
 from tests.services.conftest import control
-from tests.services.test_protection_flow import BROKERS, Rig, enter
+from tests.services.test_protection_flow import Rig, enter
 from trailstop_gui.models.domain import Product, Side, Status, TrailRule
 from trailstop_gui.models.square_off import IST
-from trailstop_gui.models.store import ProtectionStore
 from trailstop_gui.services.square_off import SquareOffService
-from trailstop_gui.simulator.runner import SimulatorHandle
 
 MONDAY = date(2026, 12, 7)
 TUESDAY = date(2026, 12, 8)
@@ -30,22 +27,6 @@ class Clock:
 
     def __call__(self) -> datetime:
         return self.now
-
-
-@pytest.fixture
-def store(tmp_path) -> Iterator[ProtectionStore]:  # type: ignore[no-untyped-def]
-    s = ProtectionStore(tmp_path / "square.db")
-    yield s
-    s.close()
-
-
-@pytest.fixture(params=BROKERS)
-def rig(
-    request: pytest.FixtureRequest, simulator: SimulatorHandle, store: ProtectionStore, qtbot: QtBot
-) -> Iterator[Rig]:
-    r = Rig(simulator, store, request.param, qtbot)
-    yield r
-    r.close()
 
 
 @pytest.fixture

@@ -3,35 +3,15 @@ and the exit goes to the option, once."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from pytestqt.qtbot import QtBot
 
 from tests.services.conftest import control
-from tests.services.test_protection_flow import BROKERS, Rig, wait_until
+from tests.services.test_protection_flow import Rig, wait_until
 from trailstop_gui.models.domain import Product, Side, Status, TrailRule
-from trailstop_gui.models.store import ProtectionStore
 from trailstop_gui.services.protection_service import EntryRequest
 from trailstop_gui.services.underlying import UnderlyingService
-from trailstop_gui.simulator.runner import SimulatorHandle
-
-
-@pytest.fixture
-def store(tmp_path) -> Iterator[ProtectionStore]:  # type: ignore[no-untyped-def]
-    s = ProtectionStore(tmp_path / "underlying.db")
-    yield s
-    s.close()
-
-
-@pytest.fixture(params=BROKERS)
-def rig(
-    request: pytest.FixtureRequest, simulator: SimulatorHandle, store: ProtectionStore, qtbot: QtBot
-) -> Iterator[Rig]:
-    r = Rig(simulator, store, request.param, qtbot)
-    yield r
-    r.close()
 
 
 def instrument(rig: Rig, predicate: Any) -> dict[str, Any]:

@@ -19,7 +19,8 @@ from PySide6.QtWidgets import QDialogButtonBox, QMessageBox
 from pytestqt.qtbot import QtBot
 
 from tests.conftest import MemoryKeyring
-from trailstop_gui.models.domain import Product, Side, Status, TrailRule
+from tests.factories import protection
+from trailstop_gui.models.domain import Status
 from trailstop_gui.models.store import ProtectionStore
 from trailstop_gui.services.protection_service import ProtectionService
 from trailstop_gui.services.secrets import SecretStore
@@ -192,21 +193,7 @@ def test_remove_refused_while_live_then_confirmed(
 ) -> None:
     store, _secrets, service = rig
     account_id = add_kite(qtbot, dialog)
-    pid = store.create_protection(
-        account_id=account_id,
-        broker="kite",
-        instrument=408065,
-        symbol="INFY",
-        exchange="NSE",
-        side=Side.BUY,
-        product=Product.MIS,
-        quantity=1,
-        filled_quantity=1,
-        tick_size=0.05,
-        rule=TrailRule.percent(2),
-        entry_price=100.0,
-        status=Status.OPEN,
-    ).id
+    pid = protection(store, account_id, quantity=1, entry_price=100.0).id
     warnings: list[str] = []
     questions: list[str] = []
     monkeypatch.setattr(QMessageBox, "warning", lambda _parent, _title, text, *a: warnings.append(text))

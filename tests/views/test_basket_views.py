@@ -31,13 +31,6 @@ def simulator() -> Iterator[SimulatorHandle]:
 
 
 @pytest.fixture
-def store(tmp_path) -> Iterator[ProtectionStore]:  # type: ignore[no-untyped-def]
-    s = ProtectionStore(tmp_path / "views.db")
-    yield s
-    s.close()
-
-
-@pytest.fixture
 def rig(simulator: SimulatorHandle, store: ProtectionStore, qtbot: QtBot) -> Iterator[Rig]:
     r = Rig(simulator, store, "kite", qtbot)
     yield r

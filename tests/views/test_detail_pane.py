@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 from PySide6.QtCore import Qt
 from pytestqt.qtbot import QtBot
 
-from trailstop_gui.models.domain import Product, SafetyKind, SafetyState, Side, Status, TrailRule
+from tests.factories import protection
+from trailstop_gui.models.domain import Product, SafetyKind, SafetyState, Status, TrailRule
 from trailstop_gui.models.store import ProtectionStore
 from trailstop_gui.services.feed_worker import Quote
 from trailstop_gui.views.detail_pane import ChartHistory, DetailPane, Series, stop_steps
@@ -51,34 +49,18 @@ def test_history_keys_prices_by_account_and_instrument() -> None:
     assert h.stops[3].points() == [(1.0, 95.0)]  # an unchanged stop adds no point
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[ProtectionStore]:
-    s = ProtectionStore(tmp_path / "d.db")
-    yield s
-    s.close()
-
-
-def test_pane_plots_price_stop_entry_target_and_the_trigger(qtbot: QtBot, store: ProtectionStore) -> None:
-    account = store.add_account("kite", "Zerodha")
-    p = store.create_protection(
-        account_id=account.id,
-        broker="kite",
-        instrument=408065,
-        symbol="INFY",
-        exchange="NSE",
-        side=Side.BUY,
-        product=Product.CNC,
-        quantity=3,
-        filled_quantity=3,
-        tick_size=0.05,
-        rule=TrailRule.points(20, target=100),
-        entry_price=1500.0,
-        status=Status.OPEN,
-    )
+def pane_over(qtbot: QtBot, store: ProtectionStore) -> tuple[PositionsModel, DetailPane]:
+    """A pane over a positions model loaded with what the store holds now."""
     model = PositionsModel()
     model.load(store.protections())
     pane = DetailPane(store, model)
     qtbot.addWidget(pane)
+    return model, pane
+
+
+def test_pane_plots_price_stop_entry_target_and_the_trigger(qtbot: QtBot, store: ProtectionStore) -> None:
+    p = protection(store, product=Product.CNC, rule=TrailRule.points(20, target=100))
+    model, pane = pane_over(qtbot, store)
     pane.resize(900, 320)
     pane.show()
     assert pane.stack.currentIndex() == 0  # nothing selected: the hint
@@ -87,7 +69,7 @@ def test_pane_plots_price_stop_entry_target_and_the_trigger(qtbot: QtBot, store:
     now = time.time()
     for k, price in enumerate((1500.0, 1510.0, 1530.0, 1525.0)):
         snap = {
-            "account_id": account.id,
+            "account_id": p.account_id,
             "quotes": {408065: Quote(408065, price, None, None, now + k * 2)},
             "stops": {p.id: max(1480.0, price - 20)},
         }
@@ -118,23 +100,7 @@ def test_pane_plots_price_stop_entry_target_and_the_trigger(qtbot: QtBot, store:
 def test_pane_draws_the_safety_stop_as_a_second_dashed_step_line(
     qtbot: QtBot, store: ProtectionStore
 ) -> None:
-    account = store.add_account("kite", "Zerodha")
-    p = store.create_protection(
-        account_id=account.id,
-        broker="kite",
-        instrument=408065,
-        symbol="INFY",
-        exchange="NSE",
-        side=Side.BUY,
-        product=Product.MIS,
-        quantity=3,
-        filled_quantity=3,
-        tick_size=0.05,
-        rule=TrailRule.points(20),
-        entry_price=1500.0,
-        status=Status.OPEN,
-        safety_enabled=True,
-    )
+    p = protection(store, rule=TrailRule.points(20), safety_enabled=True)
     store.update_safety(
         p.id,
         kind="safety_placed",
@@ -143,10 +109,7 @@ def test_pane_draws_the_safety_stop_as_a_second_dashed_step_line(
         safety_order_id="S1",
         safety_level=1465.2,
     )
-    model = PositionsModel()
-    model.load(store.protections())
-    pane = DetailPane(store, model)
-    qtbot.addWidget(pane)
+    model, pane = pane_over(qtbot, store)
     pane.resize(900, 320)
     pane.show()
     pane.show_protection(p.id)
@@ -181,26 +144,8 @@ def test_pane_draws_the_safety_stop_as_a_second_dashed_step_line(
 
 
 def test_a_protection_without_a_safety_stop_has_no_safety_line(qtbot: QtBot, store: ProtectionStore) -> None:
-    account = store.add_account("kite", "Zerodha")
-    p = store.create_protection(
-        account_id=account.id,
-        broker="kite",
-        instrument=408065,
-        symbol="INFY",
-        exchange="NSE",
-        side=Side.BUY,
-        product=Product.CNC,
-        quantity=3,
-        filled_quantity=3,
-        tick_size=0.05,
-        rule=TrailRule.points(20),
-        entry_price=1500.0,
-        status=Status.OPEN,
-    )
-    model = PositionsModel()
-    model.load(store.protections())
-    pane = DetailPane(store, model)
-    qtbot.addWidget(pane)
+    p = protection(store, product=Product.CNC, rule=TrailRule.points(20))
+    model, pane = pane_over(qtbot, store)
     pane.show_protection(p.id)
     assert pane.chart.stop.count() > 0
     assert pane.chart.safety.count() == 0 and not pane.chart.safety.isVisible()
@@ -208,26 +153,9 @@ def test_a_protection_without_a_safety_stop_has_no_safety_line(qtbot: QtBot, sto
 
 
 def test_the_pane_shows_the_whole_rule(qtbot: QtBot, store: ProtectionStore) -> None:
-    account = store.add_account("kite", "Zerodha")
-    p = store.create_protection(
-        account_id=account.id,
-        broker="kite",
-        instrument=408065,
-        symbol="INFY",
-        exchange="NSE",
-        side=Side.BUY,
-        product=Product.CNC,
-        quantity=3,
-        filled_quantity=3,
-        tick_size=0.05,
-        rule=TrailRule.points(20, activation=10, ladder_step=8, ladder_raise=4, breakeven=5, target=100),
-        entry_price=1500.0,
-        status=Status.OPEN,
-    )
-    model = PositionsModel()
-    model.load(store.protections())
-    pane = DetailPane(store, model)
-    qtbot.addWidget(pane)
+    rule = TrailRule.points(20, activation=10, ladder_step=8, ladder_raise=4, breakeven=5, target=100)
+    p = protection(store, product=Product.CNC, rule=rule)
+    model, pane = pane_over(qtbot, store)
     pane.show()
     pane.show_protection(p.id)
     pane.refresh_now()
@@ -240,30 +168,12 @@ def test_the_pane_shows_the_whole_rule(qtbot: QtBot, store: ProtectionStore) -> 
 def test_the_stop_line_starts_where_the_stop_started_not_at_its_first_move(
     qtbot: QtBot, store: ProtectionStore
 ) -> None:
-    account = store.add_account("kite", "Zerodha")
-    p = store.create_protection(
-        account_id=account.id,
-        broker="kite",
-        instrument=408065,
-        symbol="INFY",
-        exchange="NSE",
-        side=Side.BUY,
-        product=Product.CNC,
-        quantity=3,
-        filled_quantity=3,
-        tick_size=0.05,
-        rule=TrailRule.points(20),
-        entry_price=1500.0,
-        status=Status.OPEN,
-    )
+    p = protection(store, product=Product.CNC, rule=TrailRule.points(20))
     armed_at = p.created_at.timestamp()
-    model = PositionsModel()
-    model.load(store.protections())
-    pane = DetailPane(store, model)
-    qtbot.addWidget(pane)
+    model, pane = pane_over(qtbot, store)
     pane.show()
     # The first move arrives while another protection is selected: this run sees the stop from there on.
-    moved = {"account_id": account.id, "quotes": {408065: Quote(408065, 1510.0, None, None, armed_at + 30)}}
+    moved = {"account_id": p.account_id, "quotes": {408065: Quote(408065, 1510.0, None, None, armed_at + 30)}}
     snap = dict(moved, stops={p.id: 1490.0})
     model.apply_snapshot(snap)
     pane.history.record_snapshot(snap, now=armed_at + 30)

@@ -12,14 +12,12 @@ import requests
 from PySide6.QtCore import QSettings
 from pytestqt.qtbot import QtBot
 
+from tests.factories import quick_reconnects, sim_session
 from trailstop_gui.models.domain import Product, Side, Status, TrailRule
 from trailstop_gui.models.store import ProtectionStore
-from trailstop_gui.services.brokers.feed_loop import Backoff
 from trailstop_gui.services.exit_executor import RetryPolicy
 from trailstop_gui.services.notifier import AlertKind
 from trailstop_gui.services.protection_service import EntryRequest, ProtectionService
-from trailstop_gui.services.secrets import SecretStore
-from trailstop_gui.services.session import AccountSession, Endpoints
 from trailstop_gui.simulator.runner import SimulatorHandle, start_simulator
 from trailstop_gui.views.main_window import MainWindow
 from trailstop_gui.views.positions_model import RowState
@@ -39,25 +37,7 @@ class GuiRig:
     def __init__(self, sim: SimulatorHandle, tmp_path: Path, qtbot: QtBot) -> None:
         self.sim = sim
         self.store = ProtectionStore(tmp_path / "e2e.db")
-        section = sim.info["kite"]
-        account = self.store.add_account(
-            "kite",
-            "Zerodha (simulator)",
-            user_id=section["user_id"],
-            api_key=section["api_key"],
-            redirect_url=section["redirect_url"],
-            api_root=sim.url,
-        )
-        secrets = SecretStore()
-        secrets.set(account.id, "api_secret", section["api_secret"])
-        self.session = AccountSession(
-            account,
-            secrets,
-            Endpoints.for_simulator(sim.info, "kite"),
-            watchdog=2.5,
-            backoff=lambda: Backoff(initial=0.1, maximum=0.5),
-        )
-        self.session.login_with_password(section["user_id"], section["password"])
+        self.session = sim_session(self.store, sim, label="Zerodha (simulator)", **quick_reconnects())
         self.service = ProtectionService(
             self.store,
             retry_policy=RetryPolicy(

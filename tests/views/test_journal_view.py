@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from pytestqt.qtbot import QtBot
 
-from trailstop_gui.models.domain import Product, Side, Status, TrailRule
+from tests.factories import protection
+from trailstop_gui.models.domain import Side, Status, TrailRule
 from trailstop_gui.models.store import JournalEntry, ProtectionStore
 from trailstop_gui.views.journal_view import CSV_HEADER, JournalView, build_rows, describe_event, write_csv
 
@@ -21,21 +22,7 @@ def store(tmp_path: Path) -> Iterator[ProtectionStore]:
     kite = s.add_account("kite", "Zerodha", user_id="AB1234")
     upstox = s.add_account("upstox", "Upstox", user_id="UP9876")
     for account, symbol, instrument in ((kite, "INFY", 408065), (upstox, "TCS", "NSE_EQ|INE467B01029")):
-        p = s.create_protection(
-            account_id=account.id,
-            broker=account.broker,
-            instrument=instrument,
-            symbol=symbol,
-            exchange="NSE",
-            side=Side.BUY,
-            product=Product.MIS,
-            quantity=5,
-            filled_quantity=5,
-            tick_size=0.05,
-            rule=TrailRule.percent(2.0),
-            entry_price=1500.0,
-            status=Status.OPEN,
-        )
+        p = protection(s, account.id, quantity=5, broker=account.broker, symbol=symbol, instrument=instrument)
         s.record_stop(p.id, 1480.0, 1510.0)
         s.flush()
         s.transition(p.id, Status.TRIGGERED, reason="stop", price=1479.5)
@@ -128,20 +115,15 @@ def test_new_events_are_added_on_top_without_reloading_the_rest(qtbot: QtBot, st
     view.model.modelReset.connect(lambda: resets.append(True))
     infy = next(p.id for p in store.protections() if p.symbol == "INFY")
     store.transition(infy, Status.EXITING, exit_order_id="X1")
-    wipro = store.create_protection(
-        account_id=store.accounts()[0].id,
-        broker="kite",
-        instrument=969473,
-        symbol="WIPRO",
-        exchange="NSE",
-        side=Side.SELL,
-        product=Product.MIS,
+    wipro = protection(
+        store,
+        store.accounts()[0].id,
         quantity=2,
-        filled_quantity=2,
-        tick_size=0.05,
+        side=Side.SELL,
         rule=TrailRule.points(3.0),
         entry_price=250.0,
-        status=Status.OPEN,
+        symbol="WIPRO",
+        instrument=969473,
     )
     assert view.refresh_new() == 2 and view.refresh_new() == 0
     assert resets == [] and view.model.row_at(2) == first_row  # the old rows stayed where they were

@@ -14,6 +14,7 @@ from PySide6.QtCore import QSettings, Qt
 from PySide6.QtWidgets import QApplication, QLabel, QWidget
 from pytestqt.qtbot import QtBot
 
+from tests import factories
 from trailstop_gui.models.domain import Product, Protection, Side, Status, TrailRule
 from trailstop_gui.models.store import ProtectionStore
 from trailstop_gui.services.feed_worker import Quote
@@ -26,29 +27,17 @@ from trailstop_gui.views.main_window import CLOSE_HINT_KEY, MainWindow
 from trailstop_gui.views.tray import TrayController
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[ProtectionStore]:
-    s = ProtectionStore(tmp_path / "w.db")
-    yield s
-    s.close()
-
-
 def protect(store: ProtectionStore, symbol: str = "INFY", instrument: int = 408065) -> Protection:
     account = (store.accounts() or [store.add_account("kite", "Zerodha", user_id="AB1234")])[0]
-    return store.create_protection(
-        account_id=account.id,
-        broker="kite",
-        instrument=instrument,
-        symbol=symbol,
-        exchange="NSE",
+    return factories.protection(
+        store,
+        account.id,
+        quantity=5,
         side=Side.SELL,
         product=Product.CNC,
-        quantity=5,
-        filled_quantity=5,
-        tick_size=0.05,
         rule=TrailRule.points(5),
-        entry_price=1500.0,
-        status=Status.OPEN,
+        symbol=symbol,
+        instrument=instrument,
     )
 
 

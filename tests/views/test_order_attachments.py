@@ -39,13 +39,6 @@ def simulator() -> Iterator[SimulatorHandle]:
     handle.stop()
 
 
-@pytest.fixture
-def store(tmp_path) -> Iterator[ProtectionStore]:  # type: ignore[no-untyped-def]
-    s = ProtectionStore(tmp_path / "attach.db")
-    yield s
-    s.close()
-
-
 class Entry:
     """The order panel over the real services, logged in to the simulator (Kite)."""
 

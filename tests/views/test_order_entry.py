@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -140,13 +139,6 @@ class Form:
         assert self.service.requests == []
         field, message = failed.args
         return field, message
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[ProtectionStore]:
-    s = ProtectionStore(tmp_path / "form.db")
-    yield s
-    s.close()
 
 
 @pytest.fixture

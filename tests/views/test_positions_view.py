@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -13,6 +12,7 @@ import pytest
 from PySide6.QtCore import QObject, Qt, Signal
 from pytestqt.qtbot import QtBot
 
+from tests import factories
 from trailstop_gui.models.domain import Product, Protection, RuleKind, Side, Status, TrailRule
 from trailstop_gui.models.store import ProtectionStore
 from trailstop_gui.services.brokers.base import Position
@@ -78,30 +78,9 @@ class FakeService(QObject):
         return list(self.positions)
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[ProtectionStore]:
-    s = ProtectionStore(tmp_path / "v.db")
-    yield s
-    s.close()
-
-
 def protect(store: ProtectionStore, symbol: str = "INFY", instrument: int = 408065) -> Protection:
     account = (store.accounts() or [store.add_account("kite", "Zerodha", user_id="AB1234")])[0]
-    return store.create_protection(
-        account_id=account.id,
-        broker="kite",
-        instrument=instrument,
-        symbol=symbol,
-        exchange="NSE",
-        side=Side.BUY,
-        product=Product.MIS,
-        quantity=10,
-        filled_quantity=10,
-        tick_size=0.05,
-        rule=TrailRule.percent(2.0),
-        entry_price=1500.0,
-        status=Status.OPEN,
-    )
+    return factories.protection(store, account.id, quantity=10, symbol=symbol, instrument=instrument)
 
 
 @pytest.fixture

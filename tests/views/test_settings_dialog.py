@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,13 +12,6 @@ from trailstop_gui.models.store import ProtectionStore
 from trailstop_gui.settings import Settings, load_settings
 from trailstop_gui.views import settings_dialog
 from trailstop_gui.views.settings_dialog import SettingsDialog
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[ProtectionStore]:
-    s = ProtectionStore(tmp_path / "settings.db")
-    yield s
-    s.close()
 
 
 def make(

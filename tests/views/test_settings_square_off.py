@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from PySide6.QtCore import QTime
 from pytestqt.qtbot import QtBot
 
 from trailstop_gui.models.store import ProtectionStore
 from trailstop_gui.settings import Settings, load_settings
 from trailstop_gui.views.settings_dialog import SettingsDialog
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[ProtectionStore]:
-    s = ProtectionStore(tmp_path / "settings.db")
-    yield s
-    s.close()
 
 
 def test_off_suggesting_1515_then_saved(qtbot: QtBot, store: ProtectionStore, tmp_path: Path) -> None:

@@ -7,7 +7,8 @@ from typing import Any
 
 from PySide6.QtCore import Qt
 
-from trailstop_gui.models.domain import Product, Side, Status, TrailRule
+from tests.factories import protection
+from trailstop_gui.models.domain import Product, Status
 from trailstop_gui.models.store import ProtectionStore
 from trailstop_gui.services.brokers.base import Position
 from trailstop_gui.views.journal_view import JournalModel, build_rows
@@ -21,21 +22,7 @@ def test_the_journal_model(qtmodeltester: Any, tmp_path: Path) -> None:
     store = ProtectionStore(tmp_path / "t.db")
     try:
         account = store.add_account("kite", "Zerodha", user_id="AB1234")
-        p = store.create_protection(
-            account_id=account.id,
-            broker="kite",
-            instrument=408065,
-            symbol="INFY",
-            exchange="NSE",
-            side=Side.BUY,
-            product=Product.MIS,
-            quantity=5,
-            filled_quantity=5,
-            tick_size=0.05,
-            rule=TrailRule.percent(2.0),
-            entry_price=1500.0,
-            status=Status.OPEN,
-        )
+        p = protection(store, account.id, quantity=5)
         store.transition(p.id, Status.TRIGGERED, reason="stop", price=1479.5)
         model = JournalModel()
         model.set_rows(build_rows(store))

@@ -15,15 +15,15 @@ pass (at most a second), the option trails on its own price.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
-from PySide6.QtCore import QObject, QRunnable, QThreadPool, QTimer
+from PySide6.QtCore import QObject, QThreadPool, QTimer
 
 from trailstop_gui.models.domain import Protection, Status
 from trailstop_gui.models.store import AccountRecord
 from trailstop_gui.services.basket_file import RulesFile, TimedExitSpec, UnderlyingSpec, find_account
 from trailstop_gui.services.brokers.errors import BrokerError
 from trailstop_gui.services.instruments import InstrumentService, master_key
+from trailstop_gui.services.logged_task import LoggedTask
 from trailstop_gui.services.protection_service import ProtectionService
 from trailstop_gui.services.square_off import SquareOffService
 from trailstop_gui.services.underlying import UnderlyingService
@@ -32,18 +32,6 @@ log = logging.getLogger("trailstop.file_rules")
 
 CHECK_INTERVAL_MS = 1000
 INDEX_TICK = 0.05  # an index's master row has no tick size; its stops sit on NSE's usual grid
-
-
-class _Pass(QRunnable):
-    def __init__(self, fn: Callable[[], object]) -> None:
-        super().__init__()
-        self.fn = fn
-
-    def run(self) -> None:
-        try:
-            self.fn()
-        except Exception:
-            log.exception("applying the rules file failed")
 
 
 class FileRules(QObject):
@@ -100,7 +88,7 @@ class FileRules(QObject):
 
     def check_soon(self) -> None:
         if self.pool.activeThreadCount() == 0:
-            self.pool.start(_Pass(self.apply_now))
+            self.pool.start(LoggedTask(self.apply_now, "applying the rules file", log))
 
     def apply_now(self) -> list[tuple[str, int]]:
         """One pass; returns what it set, as (kind, protection id). Blocking: not on the event loop."""

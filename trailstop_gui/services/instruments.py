@@ -20,11 +20,12 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import date, datetime
 from typing import Any
 
-from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
+from PySide6.QtCore import QObject, QThreadPool, Signal
 
 from trailstop_gui.models.store import AccountRecord, InstrumentRecord, ProtectionStore
 from trailstop_gui.services.brokers.base import IST, Instrument
 from trailstop_gui.services.brokers.errors import AuthError, BrokerError
+from trailstop_gui.services.logged_task import LoggedTask
 from trailstop_gui.services.session import AccountSession
 
 log = logging.getLogger("trailstop.instruments")
@@ -103,18 +104,6 @@ def from_simulator(master: str, rows: Sequence[dict[str, Any]], broker: str) -> 
     return out
 
 
-class _Job(QRunnable):
-    def __init__(self, fn: Callable[[], None], what: str) -> None:
-        super().__init__()
-        self.fn, self.what = fn, what
-
-    def run(self) -> None:
-        try:
-            self.fn()
-        except Exception:  # a runnable must never die silently: the job reports its own failures
-            log.exception("%s failed", self.what)
-
-
 class InstrumentService(QObject):
     """Downloads each master at most once a day (off the GUI thread) and answers searches from SQLite."""
 
@@ -165,7 +154,9 @@ class InstrumentService(QObject):
             if master in self._loading:
                 return False
             self._loading.add(master)
-        self.downloads.start(_Job(lambda: self._download_job(session, master), f"instruments for {master}"))
+        self.downloads.start(
+            LoggedTask(lambda: self._download_job(session, master), f"instruments for {master}", log)
+        )
         return True
 
     def _download_job(self, session: AccountSession, master: str) -> None:
@@ -261,4 +252,4 @@ class InstrumentService(QObject):
                 return
             self.ltp_received.emit(account_id, record.token, float(price))
 
-        self.quotes.start(_Job(fetch, f"last price of {key}"))
+        self.quotes.start(LoggedTask(fetch, f"last price of {key}", log))

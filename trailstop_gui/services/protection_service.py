@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, QTimer, Signal
+from PySide6.QtCore import QObject, Qt, QThreadPool, QTimer, Signal
 
 from trailstop_gui.models.domain import (
     InstrumentId,
@@ -64,6 +64,7 @@ from trailstop_gui.services.holdings import (
     sells_need_authorisation,
 )
 from trailstop_gui.services.instruments import master_key
+from trailstop_gui.services.logged_task import LoggedTask
 from trailstop_gui.services.notifier import Alert, AlertKind, Notifier
 from trailstop_gui.services.position_book import PositionBook
 from trailstop_gui.services.positions import matching_position
@@ -109,19 +110,6 @@ class EntryRequest:
     safety: bool | None = None
     safety_buffer_percent: float | None = None
     safety_buffer_ticks: int | None = None
-
-
-class _Task(QRunnable):
-    def __init__(self, fn: Callable[[], None], what: str) -> None:
-        super().__init__()
-        self.fn = fn
-        self.what = what
-
-    def run(self) -> None:
-        try:
-            self.fn()
-        except Exception:
-            log.exception("%s failed", self.what)
 
 
 DELIVERY_SELL_REFUSED = (
@@ -306,7 +294,9 @@ class ProtectionService(QObject):
         broker = session.broker_if_ready()
         if broker is not None:
             self.actions.start(
-                _Task(lambda: self._read_demat_consent(account_id, broker), f"profile of {account_id}")
+                LoggedTask(
+                    lambda: self._read_demat_consent(account_id, broker), f"profile of {account_id}", log
+                )
             )
         # Before the feed starts: its first reconcile (on connect) corrects the book.
         book = self._book_of(account_id, broker)
@@ -352,7 +342,9 @@ class ProtectionService(QObject):
             self.reconcile(account_id)
 
     def reconcile(self, account_id: int) -> None:
-        self.reconciles.start(_Task(lambda: self._reconcile_now(account_id), f"reconcile {account_id}"))
+        self.reconciles.start(
+            LoggedTask(lambda: self._reconcile_now(account_id), f"reconcile {account_id}", log)
+        )
 
     def _reconcile_now(self, account_id: int) -> None:
         session = self.sessions.get(account_id)
@@ -671,7 +663,9 @@ class ProtectionService(QObject):
                 self.protection_changed.emit(p.id)
                 raise ValueError(str(exc).strip("'\"")) from None
             p = self.store.get(p.id)
-        self.actions.start(_Task(lambda: self._send_entry(p, request), f"entry for protection {p.id}"))
+        self.actions.start(
+            LoggedTask(lambda: self._send_entry(p, request), f"entry for protection {p.id}", log)
+        )
         self.protection_changed.emit(p.id)
         return p
 

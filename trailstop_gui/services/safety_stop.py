@@ -89,6 +89,7 @@ from trailstop_gui.services.safety_strategies import (
     NotInBookYet,
     Reading,
     SafetyStrategy,
+    Search,
     SLOrderStrategy,
     gtt_limit_price,
     strategy_for,
@@ -1038,13 +1039,13 @@ class SafetyStopManager:
         # so no longer "live") for its own unrecorded stop, and closed with the first one's order as its exit.
         others = [x for x in self.store.protections(account_id=p.account_id) if x.id != p.id]
         others += [x for x in self.store.live() if x.account_id != p.account_id]
-        found = strategy.find_unrecorded(
-            p,
-            {x.safety_order_id for x in others if x.safety_order_id},
-            read_order or strategy.own_order,
-            (p.filled_quantity or p.quantity, p.safety_quantity),
-            {x.exit_order_id for x in others if x.exit_order_id},
+        search = Search(
+            owned={x.safety_order_id for x in others if x.safety_order_id},
+            read_order=read_order or strategy.own_order,
+            quantities=(p.filled_quantity or p.quantity, p.safety_quantity),
+            others_exits={x.exit_order_id for x in others if x.exit_order_id},
         )
+        found = strategy.find_unrecorded(p, search)
         if found is None:
             return p
         if found.fired is not None and not kind.is_order:

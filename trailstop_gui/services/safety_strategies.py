@@ -87,6 +87,18 @@ class Found:
     fired: Order | None  # the order it fired into (its own order, for a stop order), if it fired
 
 
+@dataclass(frozen=True)
+class Search:
+    """What a look for an unrecorded stop is told. ``owned``: stop ids other protections hold or held;
+    ``read_order`` reads an order a fired stop placed; ``quantities``: the sizes ours could have;
+    ``others_exits``: orders that are other protections' exits, never what ours fired into."""
+
+    owned: Collection[str]
+    read_order: Callable[[str], Order]
+    quantities: Collection[int | None]
+    others_exits: Collection[str] = ()
+
+
 class SafetyStrategy(abc.ABC):
     """How one kind of broker object holds a safety stop. Stateless apart from the broker it talks to."""
 
@@ -139,16 +151,8 @@ class SafetyStrategy(abc.ABC):
         for only when a GTT is no longer listed and its order is looked for in the book)."""
 
     @abc.abstractmethod
-    def find_unrecorded(
-        self,
-        p: Protection,
-        owned: Collection[str],
-        read_order: Callable[[str], Order],
-        quantities: Collection[int | None],
-        others_exits: Collection[str] = (),
-    ) -> Found | None:
-        """One of ours at the broker that nobody recorded (``owned``: ids other protections hold or held;
-        ``others_exits``: orders that are other protections' exits, never what ours fired into)."""
+    def find_unrecorded(self, p: Protection, search: Search) -> Found | None:
+        """One of ours at the broker that nobody recorded, told apart from others' by ``search``."""
 
 
 class SLOrderStrategy(SafetyStrategy):
@@ -209,14 +213,7 @@ class SLOrderStrategy(SafetyStrategy):
         rejected = order.status_message or order.raw_status if order.status is OrderStatus.REJECTED else None
         return Reading(False, status, order=order, rejected=rejected)
 
-    def find_unrecorded(
-        self,
-        p: Protection,
-        owned: Collection[str],
-        read_order: Callable[[str], Order],
-        quantities: Collection[int | None],
-        others_exits: Collection[str] = (),
-    ) -> Found | None:
+    def find_unrecorded(self, p: Protection, search: Search) -> Found | None:
         found = self.broker.find_order_by_tag(p.safety_tag)
         if found is None or found.status in (OrderStatus.CANCELLED, OrderStatus.REJECTED):
             return None
@@ -333,19 +330,12 @@ class GTTStrategy(SafetyStrategy):
             return order
         return None
 
-    def find_unrecorded(
-        self,
-        p: Protection,
-        owned: Collection[str],
-        read_order: Callable[[str], Order],
-        quantities: Collection[int | None],
-        others_exits: Collection[str] = (),
-    ) -> Found | None:
+    def find_unrecorded(self, p: Protection, search: Search) -> Found | None:
         for g in self.gtt.gtts():
             fired = g.status is GttStatus.TRIGGERED and bool(g.order_id)
-            if not (g.is_live or fired) or g.gtt_id in owned:
+            if not (g.is_live or fired) or g.gtt_id in search.owned:
                 continue
-            if g.side is not p.side.exit_side or g.quantity not in quantities:
+            if g.side is not p.side.exit_side or g.quantity not in search.quantities:
                 continue
             if str(g.instrument) != p.instrument and not (g.symbol == p.symbol and g.exchange == p.exchange):
                 continue
@@ -360,9 +350,9 @@ class GTTStrategy(SafetyStrategy):
                 # It fired while nobody knew it was ours. The order book may not list its order yet (it
                 # lags fills by seconds): read_order waits or raises a temporary error, never "not ours".
                 assert g.order_id is not None
-                if g.order_id in others_exits:
+                if g.order_id in search.others_exits:
                     continue  # it fired into another protection's exit: that protection's GTT
-                order = read_order(g.order_id)
+                order = search.read_order(g.order_id)
                 if placed_before(order, p):
                     continue  # an earlier protection's stop, fired before this one existed
             return Found(
@@ -412,6 +402,7 @@ __all__ = [
     "Reading",
     "SLOrderStrategy",
     "SafetyStrategy",
+    "Search",
     "gtt_limit_price",
     "placed_before",
     "strategy_for",

@@ -20,7 +20,7 @@ import time as monotonic_time
 from collections.abc import Callable
 from datetime import date, datetime, time
 
-from PySide6.QtCore import QObject, QRunnable, QThreadPool, QTimer, Signal
+from PySide6.QtCore import QObject, QThreadPool, QTimer, Signal
 
 from trailstop_gui.models.basket_store import BasketStatus
 from trailstop_gui.models.domain import Product, Protection, Status
@@ -39,6 +39,7 @@ from trailstop_gui.models.timed_exit_store import TimedExitStore
 from trailstop_gui.services.baskets import BasketService
 from trailstop_gui.services.brokers.calendar import as_calendar_broker
 from trailstop_gui.services.brokers.errors import BrokerError
+from trailstop_gui.services.logged_task import LoggedTask
 from trailstop_gui.services.protection_service import ProtectionService
 from trailstop_gui.settings import load_settings
 
@@ -52,18 +53,6 @@ FALLBACK_EXCHANGE = {"NFO": "NSE", "BFO": "BSE"}
 
 def _now_ist() -> datetime:
     return datetime.now(IST)
-
-
-class _Check(QRunnable):
-    def __init__(self, fn: Callable[[], object]) -> None:
-        super().__init__()
-        self.fn = fn
-
-    def run(self) -> None:
-        try:
-            self.fn()
-        except Exception:
-            log.exception("square-off check failed")
 
 
 class SquareOffService(QObject):
@@ -133,7 +122,7 @@ class SquareOffService(QObject):
     def check_soon(self) -> None:
         """Run one check on the square-off thread (skipped while one is still running)."""
         if self.pool.activeThreadCount() == 0:
-            self.pool.start(_Check(self.check_now))
+            self.pool.start(LoggedTask(self.check_now, "square-off check", log))
 
     def check_now(self) -> list[int]:
         """Exit every protection whose square-off time has come; returns their ids. Blocking."""

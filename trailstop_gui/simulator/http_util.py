@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+import time
 from collections.abc import Callable
 
 from aiohttp import web
@@ -37,3 +39,27 @@ def render_error(app: web.Application, path: str, status: int, message: str) -> 
     if best is None:
         return web.json_response({"status": "error", "message": message}, status=status)
     return best[1](status, message)
+
+
+class OrderRateLimiter:
+    """A broker's per-user order limits across place, modify and cancel. ``limits`` gives (a second,
+    a minute) and is read on every order, so that a test can lift them by patching the facade's constants."""
+
+    def __init__(
+        self, limits: Callable[[], tuple[int, int]], clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._limits = limits
+        self._clock = clock
+        self._stamps: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
+
+    def allow(self, user_id: str) -> bool:
+        per_second, per_minute = self._limits()
+        now = self._clock()
+        stamps = self._stamps[user_id]
+        while stamps and now - stamps[0] >= 60.0:
+            stamps.popleft()
+        last_second = sum(1 for s in stamps if now - s < 1.0)
+        if last_second >= per_second or len(stamps) >= per_minute:
+            return False
+        stamps.append(now)
+        return True

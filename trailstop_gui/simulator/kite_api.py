@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import math
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -15,7 +13,7 @@ from multidict import MultiDictProxy
 from trailstop_gui.simulator import kite_format as fmt
 from trailstop_gui.simulator.core import Simulator
 from trailstop_gui.simulator.exchange import OrderInputError, OrderNotFound, OrderRequest
-from trailstop_gui.simulator.http_util import BrokerError, add_error_renderer
+from trailstop_gui.simulator.http_util import BrokerError, OrderRateLimiter, add_error_renderer
 from trailstop_gui.simulator.instruments import Instrument
 from trailstop_gui.simulator.sessions import Session
 
@@ -82,31 +80,13 @@ def ok(data: Any) -> web.Response:
     return web.json_response({"status": "success", "data": data})
 
 
-class OrderRateLimiter:
-    """Kite's per-user order limits: 10 a second and 200 a minute across place, modify and cancel."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
-        self._stamps: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
-
-    def allow(self, user_id: str) -> bool:
-        now = self._clock()
-        stamps = self._stamps[user_id]
-        while stamps and now - stamps[0] >= 60.0:
-            stamps.popleft()
-        last_second = sum(1 for s in stamps if now - s < 1.0)
-        if last_second >= ORDER_RATE_PER_SECOND or len(stamps) >= ORDER_RATE_PER_MINUTE:
-            return False
-        stamps.append(now)
-        return True
-
-
 class KiteApi:
     """Route handlers; each authenticates the request and answers in Kite's envelope."""
 
     def __init__(self, sim: Simulator) -> None:
         self.sim = sim
-        self.rate = OrderRateLimiter()
+        # Kite's per-user order limits, across place, modify and cancel.
+        self.rate = OrderRateLimiter(lambda: (ORDER_RATE_PER_SECOND, ORDER_RATE_PER_MINUTE))
 
     # -- plumbing --------------------------------------------------------------------------------
 

@@ -7,14 +7,12 @@ from Upstox's published tables where one fits; the few it does not publish are t
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import gzip
 import json
 import math
 import re
 import time
-from collections.abc import Callable
 from datetime import date
 from typing import Any
 
@@ -29,7 +27,7 @@ from trailstop_gui.simulator.exchange import (
     OrderRequest,
     OrderStateError,
 )
-from trailstop_gui.simulator.http_util import BrokerError, add_error_renderer
+from trailstop_gui.simulator.http_util import BrokerError, OrderRateLimiter, add_error_renderer
 from trailstop_gui.simulator.instruments import Instrument
 from trailstop_gui.simulator.sessions import Session
 
@@ -160,25 +158,6 @@ def authenticate(sim: Simulator, request: web.Request) -> Session:
     return session
 
 
-class OrderRateLimiter:
-    """Upstox's per-user order limits: 10 a second and 500 a minute across place, modify and cancel."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
-        self._stamps: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
-
-    def allow(self, user_id: str) -> bool:
-        now = self._clock()
-        stamps = self._stamps[user_id]
-        while stamps and now - stamps[0] >= 60.0:
-            stamps.popleft()
-        last_second = sum(1 for s in stamps if now - s < 1.0)
-        if last_second >= ORDER_RATE_PER_SECOND or len(stamps) >= ORDER_RATE_PER_MINUTE:
-            return False
-        stamps.append(now)
-        return True
-
-
 # -- request bodies --------------------------------------------------------------------------------
 
 
@@ -259,7 +238,8 @@ class UpstoxApi:
 
     def __init__(self, sim: Simulator) -> None:
         self.sim = sim
-        self.rate = OrderRateLimiter()
+        # Upstox's per-user order limits, across place, modify and cancel.
+        self.rate = OrderRateLimiter(lambda: (ORDER_RATE_PER_SECOND, ORDER_RATE_PER_MINUTE))
         self.mtf_orders: set[str] = set()  # orders placed with product MTF (the core books them as CNC)
 
     def product_of(self, order: Order) -> str:

@@ -106,6 +106,27 @@ def _broker_name(broker: str) -> str:
         return broker
 
 
+def add_field(
+    parent: QWidget, form: QFormLayout, name: str, label: str, placeholder: str
+) -> tuple[QLineEdit, QLabel]:
+    """A row of ``form``: a line edit named ``name`` with its error line under it (hidden until a check
+    fails, then red: the field's own message beside it)."""
+    edit = QLineEdit(parent)
+    edit.setObjectName(name)
+    edit.setPlaceholderText(placeholder)
+    error = QLabel(parent)
+    error.setObjectName(f"{name}_error")
+    error.setStyleSheet("color: #c62828;")
+    error.setWordWrap(True)
+    error.hide()
+    column = QVBoxLayout()
+    column.setSpacing(2)
+    column.addWidget(edit)
+    column.addWidget(error)
+    form.addRow(label, column)
+    return edit, error
+
+
 class AccountsModel(QAbstractTableModel):
     """Accounts with their session state; one row per account, keyed by account id."""
 
@@ -222,23 +243,11 @@ class AccountForm(QDialog):
             "user_id": "optional, e.g. AB1234 (filled in after the first login)",
         }
         for field in ("label", "api_key", "api_secret", "redirect_url", "user_id"):
-            edit = QLineEdit(self)
-            edit.setObjectName(field)
-            edit.setPlaceholderText(placeholders[field])
+            edit, error = add_field(self, form, field, field_label(broker, field), placeholders[field])
             edit.setClearButtonEnabled(field != "api_secret")
             if field == "api_secret":
                 edit.setEchoMode(QLineEdit.EchoMode.Password)
             edit.textEdited.connect(lambda _text, f=field: self._clear_error(f))
-            error = QLabel(self)
-            error.setObjectName(f"{field}_error")
-            error.setStyleSheet("color: #c62828;")
-            error.setWordWrap(True)
-            error.hide()
-            column = QVBoxLayout()
-            column.setSpacing(2)
-            column.addWidget(edit)
-            column.addWidget(error)
-            form.addRow(field_label(broker, field), column)
             self.edits[field], self.errors[field] = edit, error
         if account is not None:
             self.edits["label"].setText(account.label)
@@ -342,22 +351,10 @@ class RouteForm(QDialog):
             "password": "kept in the system keyring; leave empty to keep the stored one",
         }
         for field in self.FIELDS:
-            edit = QLineEdit(self)
-            edit.setObjectName(field)
-            edit.setPlaceholderText(placeholders[field])
+            edit, error = add_field(self, form, field, labels[field], placeholders[field])
             if field == "password":
                 edit.setEchoMode(QLineEdit.EchoMode.Password)
             edit.textEdited.connect(lambda _t, f=field: self.errors[f].hide())
-            error = QLabel(self)
-            error.setObjectName(f"{field}_error")
-            error.setStyleSheet("color: #c62828;")
-            error.setWordWrap(True)
-            error.hide()
-            column = QVBoxLayout()
-            column.setSpacing(2)
-            column.addWidget(edit)
-            column.addWidget(error)
-            form.addRow(labels[field], column)
             self.edits[field], self.errors[field] = edit, error
         if not route.is_direct:
             self.edits["host"].setText(route.host)

@@ -61,28 +61,35 @@ class _KeepsTyping:
             return None
         return self._typed_problem()
 
-    def _validate(self, state: QValidator.State, text: str, pos: int) -> tuple[QValidator.State, str, int]:
+    # The overrides below reach the Qt spin box through super(): it follows this mixin in the MRO.
+
+    def validate(self, text: str, pos: int) -> tuple[QValidator.State, str, int]:
+        base: Any = super()
+        state, text, pos = base.validate(text, pos)
         # Invalid would drop the keystroke: keep it, and let problem() name what is wrong.
         if state is QValidator.State.Invalid:
             return QValidator.State.Intermediate, text, pos
         return state, text, pos
 
-    def _keep_on_focus_out(self, event: QFocusEvent) -> bool:
-        """True when the base class must not run (it would put the previous value back)."""
+    def focusOutEvent(self, event: QFocusEvent) -> None:
         if self._typed_problem() is None:
-            return False
+            base: Any = super()
+            base.focusOutEvent(event)
+            return
         spin: Any = self
+        # The spin box's own handler would put the previous value back: the line edit and the widget
+        # only, then the form hears that editing finished.
         spin.lineEdit().event(event)
         QWidget.focusOutEvent(spin, event)
         spin.editingFinished.emit()
-        return True
 
-    def _pass_enter_on(self, event: QKeyEvent) -> bool:
-        """Enter on a bad number goes to the form (which refuses and says why), not back to the old value."""
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        # Enter on a bad number goes to the form (which refuses and says why), not back to the old value.
         if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and self._typed_problem() is not None:
             event.ignore()
-            return True
-        return False
+            return
+        base: Any = super()
+        base.keyPressEvent(event)
 
 
 class StrictDoubleSpinBox(_KeepsTyping, QDoubleSpinBox):
@@ -91,18 +98,6 @@ class StrictDoubleSpinBox(_KeepsTyping, QDoubleSpinBox):
     def _typed_problem(self) -> str | None:
         typed = _typed(self, self.prefix(), self.suffix())
         return _problem(typed, self.minimum(), self.maximum(), self.decimals(), self.specialValueText())
-
-    def validate(self, text: str, pos: int) -> tuple[QValidator.State, str, int]:
-        state, text, pos = super().validate(text, pos)
-        return self._validate(state, text, pos)
-
-    def focusOutEvent(self, event: QFocusEvent) -> None:
-        if not self._keep_on_focus_out(event):
-            super().focusOutEvent(event)
-
-    def keyPressEvent(self, event: QKeyEvent) -> None:
-        if not self._pass_enter_on(event):
-            super().keyPressEvent(event)
 
 
 class StrictSpinBox(_KeepsTyping, QSpinBox):
@@ -114,15 +109,3 @@ class StrictSpinBox(_KeepsTyping, QSpinBox):
         if problem is None and "." in typed:
             return "a whole number"
         return problem
-
-    def validate(self, text: str, pos: int) -> tuple[QValidator.State, str, int]:
-        state, text, pos = super().validate(text, pos)
-        return self._validate(state, text, pos)
-
-    def focusOutEvent(self, event: QFocusEvent) -> None:
-        if not self._keep_on_focus_out(event):
-            super().focusOutEvent(event)
-
-    def keyPressEvent(self, event: QKeyEvent) -> None:
-        if not self._pass_enter_on(event):
-            super().keyPressEvent(event)

@@ -134,68 +134,82 @@ def system_prefers_dark() -> bool:
     return scheme == Qt.ColorScheme.Dark
 
 
+def _palette(colours: dict[QPalette.ColorRole, str], disabled: dict[QPalette.ColorRole, str]) -> QPalette:
+    """``colours`` for the active and inactive groups alike, ``disabled`` for the disabled group."""
+    p = QPalette()
+    for group in (QPalette.ColorGroup.Active, QPalette.ColorGroup.Inactive):
+        for role, colour in colours.items():
+            p.setColor(group, role, QColor(colour))
+    for role, colour in disabled.items():
+        p.setColor(QPalette.ColorGroup.Disabled, role, QColor(colour))
+    return p
+
+
+_ROLE = QPalette.ColorRole
+
+
 def dark_palette() -> QPalette:
     """A calm dark palette for the Fusion style."""
-    p = QPalette()
-    window, base, alt, text = QColor("#1e2126"), QColor("#16181c"), QColor("#22262c"), QColor("#e6e8eb")
-    button, highlight = QColor("#2a2e35"), QColor("#2f6fd0")
-    groups = (QPalette.ColorGroup.Active, QPalette.ColorGroup.Inactive)
-    for group in groups:
-        p.setColor(group, QPalette.ColorRole.Window, window)
-        p.setColor(group, QPalette.ColorRole.WindowText, text)
-        p.setColor(group, QPalette.ColorRole.Base, base)
-        p.setColor(group, QPalette.ColorRole.AlternateBase, alt)
-        p.setColor(group, QPalette.ColorRole.ToolTipBase, QColor("#2a2e35"))
-        p.setColor(group, QPalette.ColorRole.ToolTipText, text)
-        p.setColor(group, QPalette.ColorRole.PlaceholderText, QColor("#8b929c"))
-        p.setColor(group, QPalette.ColorRole.Text, text)
-        p.setColor(group, QPalette.ColorRole.Button, button)
-        p.setColor(group, QPalette.ColorRole.ButtonText, text)
-        p.setColor(group, QPalette.ColorRole.BrightText, QColor("#ff6b6b"))
-        p.setColor(group, QPalette.ColorRole.Highlight, highlight)
-        p.setColor(group, QPalette.ColorRole.HighlightedText, QColor("#ffffff"))
-        p.setColor(group, QPalette.ColorRole.Link, QColor("#6aa8ff"))
-        p.setColor(group, QPalette.ColorRole.Mid, QColor("#3a3f47"))
-        p.setColor(group, QPalette.ColorRole.Midlight, QColor("#30353c"))
-        p.setColor(group, QPalette.ColorRole.Dark, QColor("#101215"))
-        p.setColor(group, QPalette.ColorRole.Shadow, QColor("#000000"))
-        p.setColor(group, QPalette.ColorRole.Light, QColor("#3f444c"))
-    disabled = QPalette.ColorGroup.Disabled
-    for role in (QPalette.ColorRole.WindowText, QPalette.ColorRole.Text, QPalette.ColorRole.ButtonText):
-        p.setColor(disabled, role, QColor("#6b717a"))
-    p.setColor(disabled, QPalette.ColorRole.Window, window)
-    p.setColor(disabled, QPalette.ColorRole.Base, window)
-    p.setColor(disabled, QPalette.ColorRole.Button, button)
-    p.setColor(disabled, QPalette.ColorRole.Highlight, QColor("#3a3f47"))
-    return p
+    window, text, button = "#1e2126", "#e6e8eb", "#2a2e35"
+    return _palette(
+        {
+            _ROLE.Window: window,
+            _ROLE.WindowText: text,
+            _ROLE.Base: "#16181c",
+            _ROLE.AlternateBase: "#22262c",
+            _ROLE.ToolTipBase: "#2a2e35",
+            _ROLE.ToolTipText: text,
+            _ROLE.PlaceholderText: "#8b929c",
+            _ROLE.Text: text,
+            _ROLE.Button: button,
+            _ROLE.ButtonText: text,
+            _ROLE.BrightText: "#ff6b6b",
+            _ROLE.Highlight: "#2f6fd0",
+            _ROLE.HighlightedText: "#ffffff",
+            _ROLE.Link: "#6aa8ff",
+            _ROLE.Mid: "#3a3f47",
+            _ROLE.Midlight: "#30353c",
+            _ROLE.Dark: "#101215",
+            _ROLE.Shadow: "#000000",
+            _ROLE.Light: "#3f444c",
+        },
+        {
+            _ROLE.WindowText: "#6b717a",
+            _ROLE.Text: "#6b717a",
+            _ROLE.ButtonText: "#6b717a",
+            _ROLE.Window: window,
+            _ROLE.Base: window,
+            _ROLE.Button: button,
+            _ROLE.Highlight: "#3a3f47",
+        },
+    )
 
 
 def light_palette() -> QPalette:
-    p = QPalette()
-    window, base, alt, text = QColor("#f4f5f7"), QColor("#ffffff"), QColor("#f6f7f9"), QColor("#1d2126")
-    for group in (QPalette.ColorGroup.Active, QPalette.ColorGroup.Inactive):
-        p.setColor(group, QPalette.ColorRole.Window, window)
-        p.setColor(group, QPalette.ColorRole.WindowText, text)
-        p.setColor(group, QPalette.ColorRole.Base, base)
-        p.setColor(group, QPalette.ColorRole.AlternateBase, alt)
-        p.setColor(group, QPalette.ColorRole.ToolTipBase, QColor("#ffffff"))
-        p.setColor(group, QPalette.ColorRole.ToolTipText, text)
-        p.setColor(group, QPalette.ColorRole.PlaceholderText, QColor("#7b818b"))
-        p.setColor(group, QPalette.ColorRole.Text, text)
-        p.setColor(group, QPalette.ColorRole.Button, QColor("#e9ebef"))
-        p.setColor(group, QPalette.ColorRole.ButtonText, text)
-        p.setColor(group, QPalette.ColorRole.BrightText, QColor("#c62828"))
-        p.setColor(group, QPalette.ColorRole.Highlight, QColor("#2f6fd0"))
-        p.setColor(group, QPalette.ColorRole.HighlightedText, QColor("#ffffff"))
-        p.setColor(group, QPalette.ColorRole.Link, QColor("#1f5fbf"))
-        p.setColor(group, QPalette.ColorRole.Mid, QColor("#c4c8cf"))
-        p.setColor(group, QPalette.ColorRole.Midlight, QColor("#e2e5ea"))
-        p.setColor(group, QPalette.ColorRole.Dark, QColor("#9aa0a8"))
-        p.setColor(group, QPalette.ColorRole.Light, QColor("#ffffff"))
-    disabled = QPalette.ColorGroup.Disabled
-    for role in (QPalette.ColorRole.WindowText, QPalette.ColorRole.Text, QPalette.ColorRole.ButtonText):
-        p.setColor(disabled, role, QColor("#a0a5ad"))
-    return p
+    text = "#1d2126"
+    return _palette(
+        {
+            _ROLE.Window: "#f4f5f7",
+            _ROLE.WindowText: text,
+            _ROLE.Base: "#ffffff",
+            _ROLE.AlternateBase: "#f6f7f9",
+            _ROLE.ToolTipBase: "#ffffff",
+            _ROLE.ToolTipText: text,
+            _ROLE.PlaceholderText: "#7b818b",
+            _ROLE.Text: text,
+            _ROLE.Button: "#e9ebef",
+            _ROLE.ButtonText: text,
+            _ROLE.BrightText: "#c62828",
+            _ROLE.Highlight: "#2f6fd0",
+            _ROLE.HighlightedText: "#ffffff",
+            _ROLE.Link: "#1f5fbf",
+            _ROLE.Mid: "#c4c8cf",
+            _ROLE.Midlight: "#e2e5ea",
+            _ROLE.Dark: "#9aa0a8",
+            _ROLE.Light: "#ffffff",
+        },
+        {_ROLE.WindowText: "#a0a5ad", _ROLE.Text: "#a0a5ad", _ROLE.ButtonText: "#a0a5ad"},
+    )
 
 
 class VisibleIndicatorStyle(QProxyStyle):

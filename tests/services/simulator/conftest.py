@@ -4,6 +4,8 @@
 fill on the next loop turn); ``kite_client``: the official KiteConnect, logged in through the HTML form;
 ``kite_login``: log in again (another session); ``wait_until``: poll a condition with a deadline;
 ``kite_mock``: load a sample from tests/data/kite-mocks; ``assert_kite_shape``: compare keys and types.
+``far_limit_buy(kite, **overrides)`` (a function to import): a limit buy of 1 SBIN at 500, far below the
+market, so that it rests.
 """
 
 from __future__ import annotations
@@ -29,6 +31,22 @@ def _wait_until(predicate: Callable[[], Any], timeout: float = 5.0, what: str = 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.005)
+
+
+def far_limit_buy(kite: KiteConnect, **overrides: Any) -> str:
+    """Place a LIMIT buy of 1 SBIN MIS at 500.00 (it rests: the market is far above); returns its id."""
+    spec: dict[str, Any] = {
+        "variety": "regular",
+        "exchange": "NSE",
+        "tradingsymbol": "SBIN",
+        "transaction_type": "BUY",
+        "quantity": 1,
+        "product": "MIS",
+        "order_type": "LIMIT",
+        "price": 500.0,
+    }
+    spec.update(overrides)
+    return str(kite.place_order(**spec))
 
 
 @pytest.fixture

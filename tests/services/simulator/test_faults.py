@@ -11,6 +11,7 @@ import requests
 from kiteconnect import KiteConnect
 from kiteconnect import exceptions as kex
 
+from tests.services.simulator.conftest import far_limit_buy
 from trailstop_gui.simulator.runner import SimulatorHandle
 
 
@@ -18,21 +19,6 @@ def _fault(handle: SimulatorHandle, **spec: Any) -> dict[str, Any]:
     response = requests.post(f"{handle.url}/_sim/fault", json=spec, headers=handle.control_headers, timeout=5)
     assert response.status_code == 200, response.text
     return response.json()  # type: ignore[no-any-return]
-
-
-def _limit(kite: KiteConnect, **overrides: Any) -> str:
-    spec: dict[str, Any] = {
-        "variety": "regular",
-        "exchange": "NSE",
-        "tradingsymbol": "SBIN",
-        "transaction_type": "BUY",
-        "quantity": 1,
-        "product": "MIS",
-        "order_type": "LIMIT",
-        "price": 500.0,
-    }
-    spec.update(overrides)
-    return str(kite.place_order(**spec))
 
 
 @pytest.mark.parametrize(
@@ -64,9 +50,9 @@ def test_http_errors_can_target_one_path_and_method(
     _fault(simulator, fault="http_error", status=503, path="/orders/", method="POST")
     assert kite_client.orders() == []  # GET /orders is untouched
     with pytest.raises(kex.NetworkException):
-        _limit(kite_client)
+        far_limit_buy(kite_client)
     assert kite_client.orders() == []  # a "before" error: the order never reached the exchange
-    _limit(kite_client)
+    far_limit_buy(kite_client)
     assert len(kite_client.orders()) == 1
 
 
@@ -75,7 +61,7 @@ def test_an_error_after_the_fact_leaves_the_order_placed(
 ) -> None:
     _fault(simulator, fault="http_error", status=502, path="/orders/regular", phase="after")
     with pytest.raises(kex.DataException):
-        _limit(kite_client, tag="amb1")
+        far_limit_buy(kite_client, tag="amb1")
     assert [o["tag"] for o in kite_client.orders()] == ["amb1"]
 
 
@@ -136,7 +122,7 @@ def test_slow_responses_time_the_client_out_after_placing(
     impatient = kite_login(simulator, timeout=0.2)
     _fault(simulator, fault="slow", seconds=0.6, path="/orders/regular")
     with pytest.raises(requests.exceptions.ReadTimeout):
-        _limit(impatient, tag="slow1")
+        far_limit_buy(impatient, tag="slow1")
     # The default phase is "after": the order exists, exactly the ambiguous failure an exit must survive.
     assert [o["tag"] for o in impatient.orders()] == ["slow1"]
 
@@ -153,11 +139,11 @@ def test_slow_before_delays_the_request_itself(simulator: SimulatorHandle, kite_
 
 def test_rejecting_the_next_orders(simulator: SimulatorHandle, kite_client: KiteConnect) -> None:
     _fault(simulator, fault="reject_orders", count=1, reason="RMS: simulated margin shortfall")
-    rejected = _limit(kite_client)
+    rejected = far_limit_buy(kite_client)
     history = kite_client.order_history(rejected)
     assert history[-1]["status"] == "REJECTED"
     assert history[-1]["status_message"] == "RMS: simulated margin shortfall"
-    accepted = _limit(kite_client)
+    accepted = far_limit_buy(kite_client)
     assert kite_client.order_history(accepted)[-1]["status"] == "OPEN"
 
 

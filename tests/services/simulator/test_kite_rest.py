@@ -14,6 +14,7 @@ import requests
 from kiteconnect import KiteConnect
 from kiteconnect import exceptions as kex
 
+from tests.services.simulator.conftest import far_limit_buy
 from trailstop_gui.simulator.login_flow import LoginFailed, kite_request_token, submit_login_form
 from trailstop_gui.simulator.runner import SimulatorHandle
 
@@ -30,21 +31,6 @@ class _Inputs(html.parser.HTMLParser):
             self.forms.append(a)
         if tag == "input":
             self.inputs[str(a.get("name"))] = str(a.get("type"))
-
-
-def _limit_far(kite: KiteConnect, **overrides: Any) -> str:
-    spec: dict[str, Any] = {
-        "variety": "regular",
-        "exchange": "NSE",
-        "tradingsymbol": "SBIN",
-        "transaction_type": "BUY",
-        "quantity": 1,
-        "product": "MIS",
-        "order_type": "LIMIT",
-        "price": 500.0,
-    }
-    spec.update(overrides)
-    return str(kite.place_order(**spec))
 
 
 def test_login_page_is_a_plain_form_and_redirects_with_a_request_token(simulator: SimulatorHandle) -> None:
@@ -146,7 +132,7 @@ def test_order_round_trip(
 
 
 def test_modify_and_cancel(kite_client: KiteConnect) -> None:
-    order_id = _limit_far(kite_client)
+    order_id = far_limit_buy(kite_client)
     assert kite_client.modify_order("regular", order_id, price=501.0, quantity=2) == order_id
     latest = kite_client.order_history(order_id)[-1]
     assert (latest["price"], latest["quantity"], latest["status"]) == (501.0, 2, "OPEN")
@@ -272,7 +258,7 @@ def test_more_than_ten_orders_a_second_get_429(kite_client: KiteConnect) -> None
     started = time.monotonic()
     with pytest.raises(kex.NetworkException) as caught:
         for _ in range(30):
-            _limit_far(kite_client)
+            far_limit_buy(kite_client)
             accepted += 1
     elapsed = time.monotonic() - started
     assert caught.value.code == 429

@@ -2,40 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
-from trailstop_gui.models.domain import Product, Side, Status, TrailRule
+from tests.factories import account_id, protection
 from trailstop_gui.models.store import ProtectionStore
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[ProtectionStore]:
-    s = ProtectionStore(tmp_path / "t.db")
-    yield s
-    s.close()
-
-
 def _open_protection(store: ProtectionStore) -> int:
-    account = store.add_account("kite", "k")
-    p = store.create_protection(
-        account_id=account.id,
-        broker="kite",
-        instrument=408065,
-        symbol="INFY",
-        exchange="NSE",
-        side=Side.BUY,
-        product=Product.MIS,
-        quantity=1,
-        filled_quantity=1,
-        entry_price=100.0,
-        tick_size=0.05,
-        rule=TrailRule.percent(2),
-        status=Status.OPEN,
-    )
-    return p.id
+    return protection(store, account_id(store, "kite", "k"), quantity=1, entry_price=100.0).id
 
 
 @pytest.fixture

@@ -2,38 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
-from trailstop_gui.models.domain import Product, Side, Status, TrailRule
+from tests.factories import protection
+from trailstop_gui.models.domain import Status
 from trailstop_gui.models.store import AccountHasLiveProtections, ProtectionStore
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[ProtectionStore]:
-    s = ProtectionStore(tmp_path / "accounts.db")
-    yield s
-    s.close()
-
-
 def protect(store: ProtectionStore, account_id: int) -> int:
-    return store.create_protection(
-        account_id=account_id,
-        broker="kite",
-        instrument=408065,
-        symbol="INFY",
-        exchange="NSE",
-        side=Side.BUY,
-        product=Product.MIS,
-        quantity=1,
-        filled_quantity=1,
-        tick_size=0.05,
-        rule=TrailRule.percent(2.0),
-        entry_price=1500.0,
-        status=Status.OPEN,
-    ).id
+    return protection(store, account_id, quantity=1).id
 
 
 def test_the_store_and_its_account_repository_see_the_same_rows(store: ProtectionStore) -> None:

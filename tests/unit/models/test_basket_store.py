@@ -2,43 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import date, datetime, time
-from pathlib import Path
 
 import pytest
 
+from tests import factories
 from trailstop_gui.models.basket import BasketRules
 from trailstop_gui.models.basket_store import BasketStatus, BasketStore, realised_today
-from trailstop_gui.models.domain import Product, Side, Status, TrailRule
+from trailstop_gui.models.domain import Side, Status
 from trailstop_gui.models.store import ConcurrentTransition, ProtectionStore
 
 RULES = BasketRules(max_loss=1000)
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[ProtectionStore]:
-    s = ProtectionStore(tmp_path / "b.db")
-    yield s
-    s.close()
-
-
 def protection(store: ProtectionStore, account_id: int, side: Side = Side.BUY) -> int:
-    return store.create_protection(
-        account_id=account_id,
-        broker="kite",
-        instrument=408065,
-        symbol="INFY",
-        exchange="NSE",
-        side=side,
-        product=Product.MIS,
-        quantity=10,
-        filled_quantity=10,
-        entry_price=100.0,
-        tick_size=0.05,
-        rule=TrailRule.percent(2),
-        status=Status.OPEN,
-    ).id
+    return factories.protection(store, account_id, quantity=10, entry_price=100.0, side=side).id
 
 
 def test_create_and_read_back(store: ProtectionStore) -> None:

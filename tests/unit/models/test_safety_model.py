@@ -70,13 +70,6 @@ def test_bad_buffers_are_refused(percent: object, ticks: object) -> None:
         check_safety_buffer(percent, ticks)
 
 
-@pytest.fixture
-def store(tmp_path: Path):  # type: ignore[no-untyped-def]
-    s = ProtectionStore(tmp_path / "safety.db")
-    yield s
-    s.close()
-
-
 def test_new_protections_have_no_safety_stop_unless_asked(store: ProtectionStore) -> None:
     off = new_protection(store)
     assert (off.safety_enabled, off.safety_state, off.safety_target) == (False, SafetyState.OFF, None)

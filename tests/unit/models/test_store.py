@@ -23,13 +23,6 @@ from trailstop_gui.models.store import ConcurrentTransition, ProtectionStore
 INFY = 408065
 
 
-@pytest.fixture
-def store(tmp_path: Path):  # type: ignore[no-untyped-def]
-    s = ProtectionStore(tmp_path / "trailstop.db")
-    yield s
-    s.close()
-
-
 def new_protection(store: ProtectionStore, account_id: int | None = None, **overrides: object):  # type: ignore[no-untyped-def]
     if account_id is None:
         account_id = store.add_account("kite", "Zerodha", user_id="AB1234").id

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -39,13 +37,6 @@ MASTER = [
     rec("1", "A_B", "UNDERSCORE"),
     rec("2", "AXB", "NOT AN UNDERSCORE"),
 ]
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[ProtectionStore]:
-    s = ProtectionStore(tmp_path / "i.db")
-    yield s
-    s.close()
 
 
 def symbols(records: list[InstrumentRecord]) -> list[str]:

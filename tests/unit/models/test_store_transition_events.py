@@ -2,21 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
-
 from tests.unit.models.test_store import new_protection
 from trailstop_gui.models.domain import Status
 from trailstop_gui.models.store import ConcurrentTransition, ProtectionStore, TransitionRequest
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[ProtectionStore]:
-    s = ProtectionStore(tmp_path / "events.db")
-    yield s
-    s.close()
 
 
 def test_events_ride_on_their_transition_and_vanish_with_a_refused_one(store: ProtectionStore) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from trailstop_gui.models.domain import Product, Protection, Side, Status, Tick, TrailRule
+from tests.factories import unsaved_protection
+from trailstop_gui.models.domain import Product, Protection, Side, Tick, TrailRule
 from trailstop_gui.models.engine import StopTriggered, TrailingEngine
 from trailstop_gui.models.underlying import UnderlyingRule, engine_view, initial_stop
 
@@ -16,23 +17,17 @@ POINTS_50 = TrailRule.points(50)
 
 
 def option(side: Side = Side.BUY, rule: TrailRule = POINTS_50) -> Protection:
-    return Protection(
-        id=1,
-        account_id=1,
-        broker="kite",
+    return unsaved_protection(
+        75,
         instrument=str(CALL),
         symbol="NIFTY24300CE",
         exchange="NFO",
         side=side,
         product=Product.NRML,
-        quantity=75,
-        filled_quantity=75,
         entry_price=200.0,
-        tick_size=0.05,
         rule=rule,
         stop=None,
         peak=None,
-        status=Status.OPEN,
         exit_tag="T1",
     )
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from trailstop_gui.models.domain import Product, Side
+from tests import factories
 from trailstop_gui.services.brokers.base import IST, Order, OrderStatus, OrderType
 from trailstop_gui.services.exit_decisions import (
     Ambiguity,
@@ -25,29 +25,14 @@ def order(
 ) -> Order:
     done = filled if filled is not None else (quantity if status is OrderStatus.COMPLETE else 0)
     fields: dict[str, Any] = dict(
-        order_id=order_id,
-        status=status,
-        raw_status=status.value,
-        side=Side.SELL,
         order_type=OrderType.LIMIT,
-        product=Product.MIS,
-        raw_product="MIS",
-        symbol="INFY",
-        exchange="NSE",
-        instrument=408065,
-        quantity=quantity,
-        filled_quantity=done,
-        pending_quantity=quantity - done,
         average_price=100.0 if done else 0.0,
         price=98.0,
-        trigger_price=0.0,
         tag="X1",
-        status_message=None,
         placed_at=datetime.now(IST),
-        updated_at=None,
     )
     fields.update(kw)
-    return Order(**fields)
+    return factories.order(order_id, status, quantity=quantity, filled=done, **fields)
 
 
 # ----------------------------------------------------------------------------- lost replies

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from trailstop_gui.models.domain import Product, Side, Status, TrailRule
+from tests.factories import Events, exit_jobs, triggered
+from tests.factories import FakeBroker as Broker
+from trailstop_gui.models.domain import Side, Status
 from trailstop_gui.models.store import ProtectionStore
-from trailstop_gui.services.brokers.base import KITE_CAPABILITIES, Order, OrderRequest, OrderStatus, Position
 from trailstop_gui.services.brokers.errors import RateLimitedError, RejectedError, TemporaryError
-from trailstop_gui.services.exit_jobs import ExitJobs, RetryPolicy, ThreadRunner
 
 
 def test_the_exit_path_logic_loads_without_qt() -> None:
@@ -27,105 +25,9 @@ def test_the_exit_path_logic_loads_without_qt() -> None:
     assert out.stdout.strip() == "[]"
 
 
-class Broker:
-    """Holds 3 INFY; its exit fills at once at 1460. ``place_errors`` are raised by the first sends."""
-
-    capabilities = KITE_CAPABILITIES
-
-    def __init__(self, place_errors: list[Exception] | None = None, positions_error: Exception | None = None):
-        self.place_errors = place_errors or []
-        self.positions_error = positions_error
-        self.placed: list[OrderRequest] = []
-
-    def positions(self) -> list[Position]:
-        if self.positions_error is not None:
-            raise self.positions_error
-        return [Position("INFY", "NSE", 408065, "NSE:INFY", 3, 1500.0, Product.MIS, "MIS")]
-
-    def holdings(self) -> list[Any]:
-        return []
-
-    def orders(self) -> list[Order]:
-        return []
-
-    def place_order(self, request: OrderRequest) -> str:
-        if self.place_errors:
-            raise self.place_errors.pop(0)
-        self.placed.append(request)
-        return f"X{len(self.placed)}"
-
-    def order(self, order_id: str) -> Order:
-        return Order(
-            order_id=order_id,
-            status=OrderStatus.COMPLETE,
-            raw_status="COMPLETE",
-            side=Side.SELL,
-            order_type=None,
-            product=Product.MIS,
-            raw_product="MIS",
-            symbol="INFY",
-            exchange="NSE",
-            instrument=408065,
-            quantity=3,
-            filled_quantity=3,
-            pending_quantity=0,
-            average_price=1460.0,
-            price=0.0,
-            trigger_price=0.0,
-            tag=None,
-            status_message=None,
-            placed_at=None,
-            updated_at=None,
-        )
-
-
-class Events:
-    """Records what the jobs report, in order (the Qt adapter turns the same calls into signals)."""
-
-    def __init__(self) -> None:
-        self.seen: list[tuple[Any, ...]] = []
-
-    def __getattr__(self, name: str) -> Any:
-        return lambda *args: self.seen.append((name, *args))
-
-    def kinds(self) -> list[str]:
-        return [e[0] for e in self.seen]
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[ProtectionStore]:
-    s = ProtectionStore(tmp_path / "jobs.db")
-    yield s
-    s.close()
-
-
 def run_exit(store: ProtectionStore, broker: Broker, **policy: Any) -> tuple[int, Events, list[float]]:
-    account = store.add_account("kite", "Zerodha")
-    p = store.create_protection(
-        account_id=account.id,
-        broker="kite",
-        instrument=408065,
-        symbol="INFY",
-        exchange="NSE",
-        side=Side.BUY,
-        product=Product.MIS,
-        quantity=3,
-        filled_quantity=3,
-        tick_size=0.05,
-        rule=TrailRule.percent(2.0),
-        entry_price=1500.0,
-        status=Status.OPEN,
-    )
-    store.transition(p.id, Status.TRIGGERED, reason="stop")
-    events, sleeps = Events(), []
-    jobs = ExitJobs(
-        store,
-        lambda _account: broker,  # type: ignore[arg-type, return-value]
-        events=events,
-        runner=ThreadRunner(2),
-        policy=RetryPolicy(poll_interval=0.01, **policy),
-        sleep=sleeps.append,
-    )
+    p = triggered(store)
+    jobs, events, sleeps = exit_jobs(store, broker, **policy)
     try:
         assert jobs.submit(p.id)
         assert jobs.wait_idle(10)

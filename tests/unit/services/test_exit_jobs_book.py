@@ -4,19 +4,17 @@ and the "exit_sending" marker committed with TRIGGERED (one fsync before the ord
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
-
-from tests.unit.services.test_exit_jobs import Broker, Events
+from tests.factories import Events, exit_jobs, position
+from tests.factories import FakeBroker as Broker
+from tests.factories import protection as open_protection
 from tests.unit.services.test_position_book import Clock, update
-from trailstop_gui.models.domain import Product, Protection, Side, Status, TrailRule
+from trailstop_gui.models.domain import Protection, Side, Status
 from trailstop_gui.models.store import ProtectionStore, TransitionRequest
 from trailstop_gui.services.brokers.base import KITE_CAPABILITIES, Position
 from trailstop_gui.services.brokers.kite import order_from_kite
-from trailstop_gui.services.exit_jobs import ExitJobs, RetryPolicy, ThreadRunner
+from trailstop_gui.services.exit_jobs import ExitJobs, ThreadRunner
 from trailstop_gui.services.position_book import POSITIONS_LAG, PositionBook
 
 
@@ -30,33 +28,7 @@ class CountingBroker(Broker):
 
     def positions(self) -> list[Position]:
         self.reads += 1
-        return [Position("INFY", "NSE", 408065, "NSE:INFY", self.rest, 1500.0, Product.MIS, "MIS")]
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[ProtectionStore]:
-    s = ProtectionStore(tmp_path / "jobs-book.db")
-    yield s
-    s.close()
-
-
-def open_protection(store: ProtectionStore) -> Protection:
-    account = store.add_account("kite", "Zerodha")
-    return store.create_protection(
-        account_id=account.id,
-        broker="kite",
-        instrument=408065,
-        symbol="INFY",
-        exchange="NSE",
-        side=Side.BUY,
-        product=Product.MIS,
-        quantity=3,
-        filled_quantity=3,
-        tick_size=0.05,
-        rule=TrailRule.percent(2.0),
-        entry_price=1500.0,
-        status=Status.OPEN,
-    )
+        return [position(self.rest)]
 
 
 def fresh_book(net: int) -> PositionBook:
@@ -64,7 +36,7 @@ def fresh_book(net: int) -> PositionBook:
     book = PositionBook(KITE_CAPABILITIES, order_from_kite, clock=clock)
     book.stream_up()
     clock.now += POSITIONS_LAG
-    rows = [Position("INFY", "NSE", 408065, "NSE:INFY", net, 1500.0, Product.MIS, "MIS")] if net else []
+    rows = [position(net)] if net else []
     for _ in range(2):
         clock.now += 1
         book.correct(rows, None, clock.now)
@@ -76,15 +48,7 @@ def trigger(
 ) -> tuple[Protection, Events, list[float]]:
     """What the feed thread does at a crossing: a gated job, TRIGGERED committed, the gate opened."""
     p = open_protection(store)
-    events, sleeps = Events(), []
-    jobs = ExitJobs(
-        store,
-        lambda _account: broker,  # type: ignore[arg-type, return-value]
-        events=events,
-        runner=ThreadRunner(2),
-        policy=RetryPolicy(poll_interval=0.01, **policy),
-        sleep=sleeps.append,
-    )
+    jobs, events, sleeps = exit_jobs(store, broker, **policy)
     jobs.book_for = lambda _account: book
     try:
         gate = jobs.submit_gated(p)

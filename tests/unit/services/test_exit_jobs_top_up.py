@@ -6,112 +6,36 @@ said 10 when the stop was crossed, the exit bought back 10 and the other 20 stay
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
-
-import pytest
-
-from trailstop_gui.models.domain import Product, Side, Status, TrailRule
+from tests.factories import FakeBroker, exit_jobs, order, position, triggered
+from trailstop_gui.models.domain import Side, Status
 from trailstop_gui.models.store import ProtectionStore
-from trailstop_gui.services.brokers.base import KITE_CAPABILITIES, Order, OrderRequest, OrderStatus, Position
-from trailstop_gui.services.exit_jobs import MAX_TOP_UPS, ExitJobs, RetryPolicy, ThreadRunner
+from trailstop_gui.services.brokers.base import Order, Position
+from trailstop_gui.services.exit_jobs import MAX_TOP_UPS
 
 
-class LaggingBroker:
+class LaggingBroker(FakeBroker):
     """INFY long; ``reads`` are the quantities successive positions reads show (the last one repeats).
 
     Every exit fills at once, whole, at 1460.
     """
 
-    capabilities = KITE_CAPABILITIES
-
     def __init__(self, reads: list[int]) -> None:
+        super().__init__()
         self.reads = list(reads)
-        self.placed: list[OrderRequest] = []
 
     def positions(self) -> list[Position]:
         net = self.reads.pop(0) if len(self.reads) > 1 else self.reads[0]
-        return [Position("INFY", "NSE", 408065, "NSE:INFY", net, 1500.0, Product.MIS, "MIS")]
-
-    def holdings(self) -> list[Any]:
-        return []
-
-    def orders(self) -> list[Order]:
-        return []
-
-    def place_order(self, request: OrderRequest) -> str:
-        self.placed.append(request)
-        return f"X{len(self.placed)}"
+        return [position(net)]
 
     def order(self, order_id: str) -> Order:
         quantity = self.placed[int(order_id[1:]) - 1].quantity
-        return Order(
-            order_id=order_id,
-            status=OrderStatus.COMPLETE,
-            raw_status="COMPLETE",
-            side=Side.SELL,
-            order_type=None,
-            product=Product.MIS,
-            raw_product="MIS",
-            symbol="INFY",
-            exchange="NSE",
-            instrument=408065,
-            quantity=quantity,
-            filled_quantity=quantity,
-            pending_quantity=0,
-            average_price=1460.0,
-            price=0.0,
-            trigger_price=0.0,
-            tag=None,
-            status_message=None,
-            placed_at=None,
-            updated_at=None,
-        )
-
-
-class Events:
-    def __init__(self) -> None:
-        self.seen: list[tuple[Any, ...]] = []
-
-    def __getattr__(self, name: str) -> Any:
-        return lambda *args: self.seen.append((name, *args))
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[ProtectionStore]:
-    s = ProtectionStore(tmp_path / "topup.db")
-    yield s
-    s.close()
+        return order(order_id, quantity=quantity, average_price=1460.0)
 
 
 def run_exit(store: ProtectionStore, broker: LaggingBroker, protected: int = 30) -> int:
-    account = store.add_account("kite", "Zerodha")
-    p = store.create_protection(
-        account_id=account.id,
-        broker="kite",
-        instrument=408065,
-        symbol="INFY",
-        exchange="NSE",
-        side=Side.BUY,
-        product=Product.MIS,
-        quantity=protected,
-        filled_quantity=protected,
-        tick_size=0.05,
-        rule=TrailRule.percent(2.0),
-        entry_price=1500.0,
-        status=Status.OPEN,
-    )
-    store.transition(p.id, Status.TRIGGERED, reason="stop")
-    jobs = ExitJobs(
-        store,
-        lambda _account: broker,  # type: ignore[arg-type, return-value]
-        events=Events(),
-        runner=ThreadRunner(2),
-        # The re-reads come from timers: short ones here, so that nothing waits in real time for long.
-        policy=RetryPolicy(poll_interval=0.01, lookup_window=0.02, flat_confirm=0.02),
-        sleep=lambda _s: None,
-    )
+    p = triggered(store, quantity=protected)
+    # The re-reads come from timers: short ones here, so that nothing waits in real time for long.
+    jobs, _events, _sleeps = exit_jobs(store, broker, lookup_window=0.02, flat_confirm=0.02)
     try:
         assert jobs.submit(p.id)
         assert jobs.wait_idle(10)

@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest
 
+from tests import factories
+from tests.factories import unsaved_protection
 from tests.kite_mocks import kite_mock_json
-from trailstop_gui.models.domain import Product, Protection, Side, Status, TrailRule
+from trailstop_gui.models.domain import Product, Protection, Side
 from trailstop_gui.services.brokers.base import (
     IST,
     KITE_CAPABILITIES,
@@ -80,20 +82,12 @@ def kite_holding(
 def protection(
     side: Side = Side.BUY, *, instrument: str = str(SBIN_NSE_TOKEN), symbol: str = "SBIN", quantity: int = 100
 ) -> Protection:
-    return Protection(
-        id=1,
-        account_id=1,
-        broker="kite",
+    return unsaved_protection(
+        quantity,
         instrument=instrument,
         symbol=symbol,
-        exchange="NSE",
         side=side,
         product=Product.CNC,
-        quantity=quantity,
-        filled_quantity=quantity,
-        tick_size=0.05,
-        rule=TrailRule.percent(2.0),
-        status=Status.OPEN,
         entry_price=700.0,
         stop=686.0,
         peak=700.0,
@@ -345,10 +339,11 @@ def working_sale(
     exchange: str = "NSE",
     tag: str | None = None,
 ) -> Order:
-    return Order(
-        order_id=f"{quantity}{exchange}{tag}",
-        status=status,
-        raw_status=status.value,
+    return factories.order(
+        f"{quantity}{exchange}{tag}",
+        status,
+        quantity=quantity,
+        filled=filled,
         side=side,
         order_type=OrderType.LIMIT,
         product=product,
@@ -356,16 +351,9 @@ def working_sale(
         symbol="SBIN",
         exchange=exchange,
         instrument=SBIN_NSE_TOKEN if exchange == "NSE" else 128028676,
-        quantity=quantity,
-        filled_quantity=filled,
-        pending_quantity=quantity - filled,
-        average_price=0.0,
         price=900.0,
-        trigger_price=0.0,
         tag=tag,
-        status_message=None,
         placed_at=datetime.now(IST),
-        updated_at=None,
     )
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from trailstop_gui.models.domain import Product, Protection, Side, Status, TrailRule
+from tests.factories import unsaved_protection
+from trailstop_gui.models.domain import Product, Protection, Side
 from trailstop_gui.services.brokers.base import KITE_CAPABILITIES, UPSTOX_CAPABILITIES, Holding, Position
 from trailstop_gui.services.brokers.feed_loop import OrderUpdate
 from trailstop_gui.services.brokers.kite import order_from_kite
@@ -22,26 +23,7 @@ class Clock:
 
 
 def prot(quantity: int = 10, **changes: Any) -> Protection:
-    base = Protection(
-        id=1,
-        account_id=1,
-        broker="kite",
-        instrument="408065",
-        symbol="INFY",
-        exchange="NSE",
-        side=Side.BUY,
-        product=Product.MIS,
-        quantity=quantity,
-        filled_quantity=quantity,
-        entry_price=1500.0,
-        tick_size=0.05,
-        rule=TrailRule.percent(2.0),
-        stop=1470.0,
-        peak=1500.0,
-        status=Status.OPEN,
-        exit_tag="TS1",
-    )
-    return replace(base, **changes)
+    return unsaved_protection(quantity, **changes)
 
 
 def pos(

@@ -4,31 +4,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from trailstop_gui.models.domain import Product, Protection, Side, Status, TrailRule
+from tests.factories import unsaved_protection
+from trailstop_gui.models.domain import Product, Protection, Side, Status
 from trailstop_gui.services.positions import allocate, exit_share, position_key
 
 
 def prot(pid: int, quantity: int, status: Status = Status.OPEN, **changes: object) -> Protection:
-    base = Protection(
-        id=pid,
-        account_id=1,
-        broker="kite",
-        instrument="408065",
-        symbol="INFY",
-        exchange="NSE",
-        side=Side.BUY,
-        product=Product.MIS,
-        quantity=quantity,
-        filled_quantity=quantity,
-        entry_price=1500.0,
-        tick_size=0.05,
-        rule=TrailRule.percent(2.0),
-        stop=1470.0,
-        peak=1500.0,
-        status=status,
-        exit_tag=f"TS{pid}",
-    )
-    return replace(base, **changes)  # type: ignore[arg-type]
+    return unsaved_protection(quantity, id=pid, status=status, exit_tag=f"TS{pid}", **changes)
 
 
 def test_two_protections_share_one_position_oldest_first() -> None:

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests import factories
 from trailstop_gui.models import db
-from trailstop_gui.models.domain import Product, Protection, Side, Status, TrailRule
+from trailstop_gui.models.domain import Protection, Side, Status, TrailRule
 from trailstop_gui.models.store import ProtectionStore
-from trailstop_gui.services.brokers.base import KITE_CAPABILITIES, Order, OrderStatus, Position
+from trailstop_gui.services.brokers.base import KITE_CAPABILITIES, Order, Position
 from trailstop_gui.services.brokers.errors import MalformedReplyError
 from trailstop_gui.services.reconciler import FLAT_CONFIRM_SECONDS, Hooks, Reconciler
 
@@ -35,7 +35,7 @@ class FakeBroker:
         self.reads += 1
         if self.fail_positions is not None:
             raise self.fail_positions
-        return [Position("INFY", "NSE", 408065, "NSE:INFY", self.net, 1500.0, Product.MIS, "MIS")]
+        return [factories.position(self.net)]
 
     def holdings(self) -> list[Any]:
         return []
@@ -50,13 +50,6 @@ class Calls:
     disarmed: list[int] = field(default_factory=list)
     sleeps: list[float] = field(default_factory=list)
     in_feed: set[int] | None = None
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[ProtectionStore]:
-    s = ProtectionStore(tmp_path / "r.db")
-    yield s
-    s.close()
 
 
 def rig(
@@ -85,63 +78,15 @@ def rig(
 
 
 def open_long(store: ProtectionStore, account_id: int, quantity: int, **kw: Any) -> Protection:
-    return store.create_protection(
-        account_id=account_id,
-        broker="kite",
-        instrument=408065,
-        symbol="INFY",
-        exchange="NSE",
-        side=Side.BUY,
-        product=Product.MIS,
-        quantity=quantity,
-        filled_quantity=quantity,
-        tick_size=0.05,
-        rule=kw.pop("rule", RULE),
-        entry_price=kw.pop("entry_price", 1500.0),
-        status=Status.OPEN,
-        **kw,
-    )
+    return factories.protection(store, account_id, quantity=quantity, **kw)
 
 
 def pending_long(store: ProtectionStore, account_id: int, quantity: int, **kw: Any) -> Protection:
-    return store.create_protection(
-        account_id=account_id,
-        broker="kite",
-        instrument=408065,
-        symbol="INFY",
-        exchange="NSE",
-        side=Side.BUY,
-        product=Product.MIS,
-        quantity=quantity,
-        tick_size=0.05,
-        rule=kw.pop("rule", RULE),
-        **kw,
-    )
+    return factories.protection(store, account_id, quantity=quantity, status=Status.PENDING, **kw)
 
 
 def entry_order(order_id: str, tag: str | None, filled: int, price: float) -> Order:
-    return Order(
-        order_id=order_id,
-        status=OrderStatus.COMPLETE,
-        raw_status="COMPLETE",
-        side=Side.BUY,
-        order_type=None,
-        product=Product.MIS,
-        raw_product="MIS",
-        symbol="INFY",
-        exchange="NSE",
-        instrument=408065,
-        quantity=filled,
-        filled_quantity=filled,
-        pending_quantity=0,
-        average_price=price,
-        price=0.0,
-        trigger_price=0.0,
-        tag=tag,
-        status_message=None,
-        placed_at=None,
-        updated_at=None,
-    )
+    return factories.order(order_id, quantity=filled, side=Side.BUY, tag=tag, average_price=price)
 
 
 # ----------------------------------------------------------------------------- item 2: shared positions

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests import factories
 from tests.unit.models.test_store import new_protection
 from trailstop_gui.models.domain import Product, Protection, SafetyKind, SafetyState, Side, Status
 from trailstop_gui.models.store import ProtectionStore
@@ -89,29 +88,16 @@ def test_threshold_and_limit_price() -> None:
 
 def order(order_id: str, status: OrderStatus, *, order_type: OrderType = OrderType.SL_M, **kw: Any) -> Order:
     fields: dict[str, Any] = dict(
-        order_id=order_id,
-        status=status,
         raw_status=status.value.replace("_", " "),
-        side=Side.SELL,
         order_type=order_type,
-        product=Product.MIS,
-        raw_product="MIS",
-        symbol="INFY",
-        exchange="NSE",
-        instrument=408065,
-        quantity=10,
-        filled_quantity=10 if status is OrderStatus.COMPLETE else 0,
         pending_quantity=0,
         average_price=97.0 if status is OrderStatus.COMPLETE else 0.0,
-        price=0.0,
         trigger_price=96.0,
-        tag=None,
-        status_message=None,
         placed_at=datetime.now(IST),
-        updated_at=None,
     )
     fields.update(kw)
-    return Order(**fields)
+    filled = 10 if status is OrderStatus.COMPLETE else 0
+    return factories.order(order_id, status, quantity=fields.pop("quantity", 10), filled=filled, **fields)
 
 
 class ScriptedBroker:
@@ -197,13 +183,6 @@ class ScriptedBroker:
 
     def modify_gtt(self, gtt_id: str, request: Any) -> str:
         raise AssertionError("not in these tests")
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[ProtectionStore]:
-    s = ProtectionStore(tmp_path / "safety.db")
-    yield s
-    s.close()
 
 
 def manager(store: ProtectionStore, broker: ScriptedBroker) -> SafetyStopManager:

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from tests import factories
 from trailstop_gui.models.domain import Product, Side
 from trailstop_gui.services.brokers import base
 from trailstop_gui.services.brokers.base import (
@@ -191,27 +192,13 @@ def test_capability_limiter_keeps_a_slot_for_exits() -> None:
 
 
 def make_order(order_id: str, tag: str | None, placed: str | None) -> Order:
-    return Order(
-        order_id=order_id,
-        status=OrderStatus.OPEN,
-        raw_status="OPEN",
-        side=Side.SELL,
-        order_type=OrderType.MARKET,
-        product=Product.MIS,
-        raw_product="MIS",
-        symbol="INFY",
-        exchange="NSE",
-        instrument=408065,
+    return factories.order(
+        order_id,
+        OrderStatus.OPEN,
         quantity=1,
-        filled_quantity=0,
-        pending_quantity=1,
-        average_price=0.0,
-        price=0.0,
-        trigger_price=0.0,
+        order_type=OrderType.MARKET,
         tag=tag,
-        status_message=None,
         placed_at=parse_ist(placed),
-        updated_at=None,
     )
 
 

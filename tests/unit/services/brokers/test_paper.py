@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.factories import unsaved_protection
 from trailstop_gui.models import db
 from trailstop_gui.models.domain import InstrumentId, Product, Side, Tick
 from trailstop_gui.models.paper_db import PaperOrder, PaperTrade, create_paper_tables
@@ -385,29 +386,10 @@ def test_positions_are_per_instrument_and_product(paper: PaperBroker, feed: Feed
 
 def test_an_exit_sized_from_paper_positions_never_flips_them(paper: PaperBroker) -> None:
     """The exit path reads the live quantity from positions(): it must see what paper fills made."""
-    from trailstop_gui.models.domain import Protection, Status, TrailRule
     from trailstop_gui.services.positions import open_quantity
 
     paper.place_order(buy(7))
-    protection = Protection(
-        id=1,
-        account_id=1,
-        broker="paper",
-        instrument=str(INFY),
-        symbol="INFY",
-        exchange="NSE",
-        side=Side.BUY,
-        product=Product.MIS,
-        quantity=10,
-        filled_quantity=10,
-        entry_price=1500.0,
-        tick_size=0.05,
-        rule=TrailRule.percent(2.0),
-        stop=1470.0,
-        peak=None,
-        status=Status.OPEN,
-        exit_tag="X1",
-    )
+    protection = unsaved_protection(10, broker="paper", instrument=str(INFY), peak=None, exit_tag="X1")
     assert open_quantity(protection, paper.positions(), paper.holdings(), paper.capabilities) == 7
 
 
