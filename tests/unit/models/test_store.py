@@ -427,3 +427,17 @@ def test_runs_are_counted_durably_and_the_last_event_id_marks_a_start(tmp_path: 
         assert second.next_run() == 2 and second.last_event_id() == marker
     finally:
         second.close()
+
+
+def test_a_stop_move_after_the_trigger_is_not_written_by_a_later_transition(tmp_path: Path) -> None:
+    """Found by the chaos run's checker: a basket's exit committed TRIGGERED while the engine still had the
+    protection armed; its next tick moved the stop, and TRIGGERED -> EXITING wrote that move with no journal
+    event (the stored stop no longer followed from the journal)."""
+    with ProtectionStore(tmp_path / "late.db") as store:
+        p = new_protection(store, stop=100.0)
+        store.transition(p.id, Status.TRIGGERED, reason="basket")
+        store.record_stop(p.id, 101.5, 102.0)  # the engine, before the disarm reached it
+        store.transition(p.id, Status.EXITING, exit_order_id="X1", exit_quantity=3)
+        store.flush()
+        assert store.get(p.id).stop == 100.0
+        assert store.events(protection_id=p.id, kinds=["stop_moved"]) == []
