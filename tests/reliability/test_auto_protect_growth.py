@@ -12,7 +12,7 @@ from typing import Any
 from trailstop_gui.models.domain import Product, Side, Status, TrailRule
 from trailstop_gui.models.store import ProtectionStore
 from trailstop_gui.services.brokers.base import KITE_CAPABILITIES, Position
-from trailstop_gui.services.reconciler import Hooks, Reconciler
+from trailstop_gui.services.reconciler import FLAT_CONFIRM_SECONDS, Hooks, Reconciler
 
 RULE = TrailRule.parse("percent:2")
 
@@ -42,8 +42,22 @@ class FakeBroker:
         return []
 
 
+class Clock:
+    """The reconciler's monotonic clock, moved on by the test (a change is applied once a read this long
+    after the first one still shows it)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def later(self) -> None:
+        self.now += FLAT_CONFIRM_SECONDS
+
+
 def rig(
-    tmp_path: Path, waits: list[float] | None = None
+    tmp_path: Path, waits: list[float] | None = None, clock: Clock | None = None
 ) -> tuple[ProtectionStore, Reconciler, FakeBroker, int, list[int]]:
     store = ProtectionStore(tmp_path / "growth.db")
     account = store.add_account("kite", "Zerodha")
@@ -55,19 +69,27 @@ def rig(
         tick_size=lambda _account, _pos: 0.05,
     )
     # The second look at a flat position is recorded, not waited for: the broker here never changes by itself.
-    reconciler = Reconciler(store, hooks, sleep=(waits if waits is not None else []).append)
+    reconciler = Reconciler(
+        store, hooks, sleep=(waits if waits is not None else []).append, clock=clock or Clock()
+    )
     reconciler.auto_protect[account.id] = RULE
     return store, reconciler, FakeBroker(), account.id, armed
 
 
 def test_a_position_that_grows_is_covered_in_full(tmp_path: Path) -> None:
-    store, reconciler, broker, account_id, _armed = rig(tmp_path)
+    clock = Clock()
+    store, reconciler, broker, account_id, _armed = rig(tmp_path, clock=clock)
     try:
         broker.net[("INFY", Product.MIS)] = 7  # the first part of an order for 17
         report = reconciler.reconcile(account_id, broker)  # type: ignore[arg-type]
         (pid,) = report.adopted
         stop = store.get(pid).stop
         broker.net[("INFY", Product.MIS)] = 17  # the rest filled
+        # Grown once a second read, FLAT_CONFIRM_SECONDS on, shows it too (one read may trail a sale).
+        report = reconciler.reconcile(account_id, broker)  # type: ignore[arg-type]
+        assert report.unconfirmed == [pid] and store.get(pid).filled_quantity == 7
+        assert report.recheck_in == FLAT_CONFIRM_SECONDS
+        clock.later()
         report = reconciler.reconcile(account_id, broker)  # type: ignore[arg-type]
         p = store.get(pid)
         assert report.resized == [pid] and not report.adopted
@@ -78,6 +100,9 @@ def test_a_position_that_grows_is_covered_in_full(tmp_path: Path) -> None:
         # Shrinking still follows the position down; and nothing changes while it stays the same.
         broker.net[("INFY", Product.MIS)] = 12
         reconciler.reconcile(account_id, broker)  # type: ignore[arg-type]
+        clock.later()
+        reconciler.reconcile(account_id, broker)  # type: ignore[arg-type]
+        clock.later()
         reconciler.reconcile(account_id, broker)  # type: ignore[arg-type]
         assert store.get(pid).filled_quantity == 12
         assert len(store.live(account_id)) == 1

@@ -359,6 +359,9 @@ class ProtectionService(QObject):
         except BrokerError as exc:
             log.warning("reconcile of account %s failed: %s", account_id, exc)
             return
+        if report.recheck_in is not None:
+            # A changed quantity seen once waits for a confirming read (reconciler): soon, not in 30 s.
+            self._reconcile_in(account_id, report.recheck_in)
         for pid in report.safety_closed:
             p = self.store.get(pid)
             self.notifier.notify(
@@ -527,6 +530,16 @@ class ProtectionService(QObject):
                 return
             self._book_tries[account_id] = tries + 1
             timer = threading.Timer(BOOK_RECHECK_SECONDS, lambda: self._book_recheck(account_id))
+            timer.daemon = True
+            self._book_rechecks[account_id] = timer
+        timer.start()
+
+    def _reconcile_in(self, account_id: int, seconds: float) -> None:
+        """One more reconcile of the account ``seconds`` from now (none if one is already due)."""
+        with self._book_lock:
+            if account_id in self._book_rechecks or not self._started:
+                return
+            timer = threading.Timer(seconds, lambda: self._book_recheck(account_id))
             timer.daemon = True
             self._book_rechecks[account_id] = timer
         timer.start()

@@ -7,9 +7,12 @@ Runs at start-up, after every reconnect and every 30 s, always off the GUI threa
 - OPEN: the position was closed outside the app (CLOSED, reason external, no exit sent), or shrank
   (the protected quantity follows it down). Several protections on one position share its live quantity,
   oldest first (positions.allocate). "Closed outside" needs two flat reads ``flat_confirm_seconds`` apart:
-  a positions endpoint may lag a fresh fill. A position with an exit on its way is left alone until that
-  exit is settled (its live quantity may or may not show the fill yet). Every OPEN, unpaused protection
-  is checked to be armed in its feed (re-armed when a failed trigger or exit left it unwatched).
+  a positions endpoint may lag a fresh fill. A shrink (and auto-protect's growth) needs two reads that far
+  apart too, but never waits inside a reconcile: the first sighting is remembered and a later reconcile
+  applies it (services/resize_confirmation.py); the report asks for that reconcile (``recheck_in``).
+  A position with an exit on its way is left alone until that exit is settled (its live quantity may or
+  may not show the fill yet). Every OPEN, unpaused protection is checked to be armed in its feed
+  (re-armed when a failed trigger or exit left it unwatched).
   A flat position whose broker-held safety stop fired (perhaps while TrailStop was away) is CLOSED with
   reason "safety stop", and nothing is sent. A broker-held stop is checked (there, at its level and
   quantity; re-created or fixed when not), and taken away once its position is flat.
@@ -53,6 +56,7 @@ from trailstop_gui.services.positions import (
     position_key,
     same_instrument,
 )
+from trailstop_gui.services.resize_confirmation import Change, ResizeConfirmation, covered
 from trailstop_gui.services.safety_stop import SAFETY_STOP_REASON, SafetyConfig
 
 log = logging.getLogger("trailstop.reconciler")
@@ -77,6 +81,9 @@ class ReconcileReport:
     rearmed: list[int] = field(default_factory=list)  # OPEN but not armed in the feed: armed again
     failed: list[int] = field(default_factory=list)  # could not be reconciled; the others went on
     stop_refused: list[int] = field(default_factory=list)  # filled, but its rule's stop would be <= 0
+    # A read showed a changed quantity that a read flat_confirm_seconds later must confirm before it applies.
+    unconfirmed: list[int] = field(default_factory=list)
+    recheck_in: float | None = None  # reconcile again this many seconds on: it may confirm them
 
     def changed(self) -> bool:
         return any(
@@ -129,11 +136,14 @@ class Reconciler:
         *,
         flat_confirm_seconds: float = FLAT_CONFIRM_SECONDS,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self.hooks = hooks
         self.flat_confirm_seconds = flat_confirm_seconds
         self._sleep = sleep
+        self._clock = clock  # when each positions read is sent (the position book's clock too)
+        self.resizes = ResizeConfirmation(flat_confirm_seconds)
         self._locks: dict[int, threading.Lock] = {}
         self._guard = threading.Lock()
         self.auto_protect: dict[int, TrailRule] = {}
@@ -162,7 +172,9 @@ class Reconciler:
             needs_orders = any(p.status is Status.PENDING for p in live)
             orders = broker.orders() if needs_orders else []
             read_at = datetime.now()
-            sent_at = time.monotonic()
+            # Sightings of protections no longer OPEN are of no use (they are sized again if they return).
+            self.resizes.keep_only(account_id, {p.id for p in live if p.status is Status.OPEN})
+            sent_at = self._clock()
             positions = broker.positions()
             needs_holdings = any(p.product is Product.CNC for p in live) or account_id in self.auto_protect
             holdings = broker.holdings() if needs_holdings else []
@@ -175,15 +187,25 @@ class Reconciler:
                         self._pending(p, orders, report)
                     elif p.status is Status.OPEN and p.id in shares:
                         if shares[p.id] <= 0:
+                            # A shrink seen too: a second read that finds part of it confirms that part.
+                            self.resizes.remember(p, Change.SHRINK, sent_at)
                             maybe_flat.append(p)
                         else:
-                            self._open(p, shares[p.id], report)
+                            self._open(p, shares[p.id], report, sent_at)
             if maybe_flat:
                 self._confirm_flat(account_id, broker, maybe_flat, report)
             self._check_armed(account_id, report)
             rule = self.auto_protect.get(account_id)
             if rule is not None:
-                self._adopt_unprotected(account_id, broker, rule, positions, holdings, report, read_at)
+                self._adopt_unprotected(
+                    account_id, broker, rule, positions, holdings, report, read_at, sent_at
+                )
+            report.unconfirmed = [
+                pid for pid in dict.fromkeys(report.unconfirmed) if self.resizes.pending(pid)
+            ]
+            due = self.resizes.confirmable_at(report.unconfirmed)
+            if due is not None:
+                report.recheck_in = max(due - self._clock(), 0.0)
             for p in self.store.safety_left_behind(account_id):
                 # Ended while its broker stop was on its way, or the app stopped before taking it away.
                 self.hooks.safety_release(p.id)
@@ -226,17 +248,28 @@ class Reconciler:
     def _confirm_flat(
         self, account_id: int, broker: Broker, maybe_flat: list[Protection], report: ReconcileReport
     ) -> None:
-        """Close as "closed outside" only what a second read, some seconds later, still finds flat."""
+        """Close as "closed outside" only what a second read, some seconds later, still finds flat.
+
+        That read also settles the shrinks the first one showed (``report.unconfirmed``): it was sent
+        ``flat_confirm_seconds`` after it.
+        """
         log.info(
             "protections %s: their positions look flat; reading again in %.0f s",
             [p.id for p in maybe_flat],
             self.flat_confirm_seconds,
         )
         self._sleep(self.flat_confirm_seconds)
+        shrunk = [self.store.get(pid) for pid in dict.fromkeys(report.unconfirmed)]
+        sent_at = self._clock()
         positions = broker.positions()
-        needs_holdings = any(p.product is Product.CNC for p in maybe_flat)
+        needs_holdings = any(p.product is Product.CNC for p in [*maybe_flat, *shrunk])
         holdings = broker.holdings() if needs_holdings else []
         shares = self._shares(self.store.live(account_id), broker, positions, holdings)
+        for p in shrunk:
+            with self._isolated(p, report):
+                share = shares.get(p.id)
+                if share is not None and share > 0:
+                    self._open(p, share, report, sent_at)  # flat now: the next reconcile looks again
         for p in maybe_flat:
             with self._isolated(p, report):
                 share = shares.get(p.id)
@@ -244,7 +277,7 @@ class Reconciler:
                     continue  # no longer OPEN, or an exit is on its way for its position
                 if share > 0:
                     log.info("protection %s: its position is there after all (%d)", p.id, share)
-                    self._open(self.store.get(p.id), share, report)
+                    self._open(self.store.get(p.id), share, report, sent_at)
                 else:
                     self._flat(p, broker, report)
 
@@ -348,10 +381,24 @@ class Reconciler:
             return p
         return None
 
-    def _open(self, p: Protection, share: int, report: ReconcileReport) -> None:
-        """An OPEN protection whose position still holds ``share`` for it (its part, oldest first)."""
-        protected = p.filled_quantity or p.quantity
-        if share < protected:
+    def _open(self, p: Protection, share: int, report: ReconcileReport, read_at: float) -> None:
+        """An OPEN protection whose position still holds ``share`` for it (its part, oldest first), by a
+        read sent at ``read_at``. Less than it covers: it shrinks once a later read confirms it."""
+        protected = covered(p)
+        if share >= protected:
+            self.resizes.unchanged(p.id, Change.SHRINK)
+        elif not self.resizes.seen(p, Change.SHRINK, read_at):
+            # Perhaps a read trailing a fill (the rest of a partly filled entry): confirmed or forgotten by
+            # a later read. Meanwhile an exit sells no more than the live quantity at send time.
+            log.info(
+                "protection %s: its position shows %d of %d; resized if a read %.0f s on agrees",
+                p.id,
+                share,
+                protected,
+                self.flat_confirm_seconds,
+            )
+            report.unconfirmed.append(p.id)
+        else:
             p = self.store.update(
                 p.id,
                 kind="quantity_changed",
@@ -401,6 +448,7 @@ class Reconciler:
         holdings: list[Holding],
         report: ReconcileReport,
         read_at: datetime,
+        sent_at: float,
     ) -> None:
         protected = self.store.live(account_id)
         # A protection that ended after the positions were read (its exit filled meanwhile) leaves a
@@ -410,7 +458,9 @@ class Reconciler:
         holdings_too = account_id in self.auto_protect_holdings
         if holdings_too:
             for stock in delivery_stocks(positions, holdings, broker.capabilities.broker):
-                self._adopt_delivery(account_id, broker, rule, stock, holdings, protected, just_ended, report)
+                self._adopt_delivery(
+                    account_id, broker, rule, stock, holdings, protected, just_ended, report, sent_at
+                )
         for pos in positions:
             if pos.quantity == 0 or pos.product is None or pos.side is None or pos.average_price <= 0:
                 continue
@@ -438,7 +488,7 @@ class Reconciler:
             ]
             if covering:
                 with self._isolated(covering[0], report):
-                    self._cover_growth(covering, pos, report)
+                    self._cover_growth(covering, pos, report, sent_at)
                 continue
             try:
                 p = self._adopt(account_id, broker, rule, pos, "auto-protect")
@@ -479,6 +529,7 @@ class Reconciler:
         protected: list[Protection],
         just_ended: list[Protection],
         report: ReconcileReport,
+        sent_at: float,
     ) -> None:
         """Auto-protect one stock's sellable delivery shares (holdings and today's buys) as one protection."""
         if any(covers_stock(p, stock, holdings) for p in just_ended):
@@ -487,7 +538,7 @@ class Reconciler:
         if covering:
             if len(covering) == 1:
                 with self._isolated(covering[0], report):
-                    self._cover_delivery_growth(covering[0], stock, report)
+                    self._cover_delivery_growth(covering[0], stock, report, sent_at)
             return
         try:
             reason = "auto-protect (holding)" if stock.is_holding else "auto-protect"
@@ -508,10 +559,18 @@ class Reconciler:
         report.adopted.append(p.id)
         protected.append(p)
 
-    def _cover_delivery_growth(self, p: Protection, stock: DeliveryStock, report: ReconcileReport) -> None:
-        """Auto-protect covers every sellable share: a buy outside the app (or a buy-back) grows it."""
-        protected = p.filled_quantity or p.quantity
-        if p.status is not Status.OPEN or stock.quantity <= protected:
+    def _cover_delivery_growth(
+        self, p: Protection, stock: DeliveryStock, report: ReconcileReport, read_at: float
+    ) -> None:
+        """Auto-protect covers every sellable share: a buy outside the app (or a buy-back) grows it, once
+        confirmed (positions and holdings are two replies: one may trail a sale the other shows)."""
+        protected = covered(p)
+        if p.status is not Status.OPEN:
+            return
+        if stock.quantity <= protected:
+            self.resizes.unchanged(p.id, Change.GROW)
+            return
+        if not self._growth_confirmed(p, stock.quantity, report, read_at):
             return
         p = self.store.update(
             p.id,
@@ -524,17 +583,42 @@ class Reconciler:
         self.hooks.safety_check(p)
         report.resized.append(p.id)
 
-    def _cover_growth(self, covering: list[Protection], pos: Position, report: ReconcileReport) -> None:
+    def _growth_confirmed(self, p: Protection, live: int, report: ReconcileReport, read_at: float) -> bool:
+        """Whether a growth to ``live`` seen by the read sent at ``read_at`` is confirmed by an earlier one.
+
+        A read that trails a sale shows more than is held: grown on it, the protection's broker-held stop
+        would hold (and, fired, sell) shares that are not there. The extra quantity waits one confirming
+        read (the report asks for it within ``flat_confirm_seconds``)."""
+        if self.resizes.seen(p, Change.GROW, read_at):
+            return True
+        log.info(
+            "protection %s: its position shows %d, more than its %d; grown if a read %.0f s on agrees",
+            p.id,
+            live,
+            covered(p),
+            self.flat_confirm_seconds,
+        )
+        report.unconfirmed.append(p.id)
+        return False
+
+    def _cover_growth(
+        self, covering: list[Protection], pos: Position, report: ReconcileReport, read_at: float
+    ) -> None:
         """Auto-protect covers the whole position: when it grew (the rest of a partly filled order, another
-        buy outside the app), its protection grows with it, keeping its stop. Without this the extra
-        quantity would be left unprotected, and the exit would leave it open.
+        buy outside the app), its protection grows with it, keeping its stop, once a second read confirms
+        it. Without this the extra quantity would be left unprotected, and the exit would leave it open.
         """
         if len(covering) != 1:
             return
         p = covering[0]
         live = abs(pos.quantity)
-        protected = p.filled_quantity or p.quantity
-        if p.status is not Status.OPEN or p.side is not pos.side or live <= protected:
+        protected = covered(p)
+        if p.status is not Status.OPEN or p.side is not pos.side:
+            return
+        if live <= protected:
+            self.resizes.unchanged(p.id, Change.GROW)
+            return
+        if not self._growth_confirmed(p, live, report, read_at):
             return
         p = self.store.update(
             p.id,

@@ -11,9 +11,9 @@ import pytest
 
 from tests import factories
 from trailstop_gui.models import db
-from trailstop_gui.models.domain import Protection, Side, Status, TrailRule
+from trailstop_gui.models.domain import Product, Protection, Side, Status, TrailRule
 from trailstop_gui.models.store import ProtectionStore
-from trailstop_gui.services.brokers.base import KITE_CAPABILITIES, Order, Position
+from trailstop_gui.services.brokers.base import KITE_CAPABILITIES, Holding, Order, Position
 from trailstop_gui.services.brokers.errors import MalformedReplyError
 from trailstop_gui.services.reconciler import FLAT_CONFIRM_SECONDS, Hooks, Reconciler
 
@@ -50,6 +50,10 @@ class Calls:
     disarmed: list[int] = field(default_factory=list)
     sleeps: list[float] = field(default_factory=list)
     in_feed: set[int] | None = None
+    now: float = 1000.0  # the reconciler's clock (monotonic seconds): a sleep moves it on
+
+    def later(self, seconds: float = FLAT_CONFIRM_SECONDS) -> None:
+        self.now += seconds
 
 
 def rig(
@@ -60,6 +64,7 @@ def rig(
 
     def sleep(seconds: float) -> None:
         calls.sleeps.append(seconds)
+        calls.later(seconds)
         during_sleep()
 
     reconciler = Reconciler(
@@ -73,6 +78,7 @@ def rig(
             **hooks,
         ),
         sleep=sleep,
+        clock=lambda: calls.now,
     )
     return reconciler, calls, account.id
 
@@ -93,11 +99,14 @@ def entry_order(order_id: str, tag: str | None, filled: int, price: float) -> Or
 
 
 def test_two_protections_on_one_position_share_it_oldest_first(store: ProtectionStore) -> None:
-    reconciler, _calls, account_id = rig(store)
+    reconciler, calls, account_id = rig(store)
     broker = FakeBroker()
     older = open_long(store, account_id, 60)
     newer = open_long(store, account_id, 60)
     broker.net = 100
+    # A shrink is applied once a second read, FLAT_CONFIRM_SECONDS on, still shows it.
+    assert reconciler.reconcile(account_id, broker).unconfirmed == [newer.id]  # type: ignore[arg-type]
+    calls.later()
     report = reconciler.reconcile(account_id, broker)  # type: ignore[arg-type]
     assert report.resized == [newer.id]
     assert (store.get(older.id).filled_quantity, store.get(newer.id).filled_quantity) == (60, 40)
@@ -143,6 +152,128 @@ def test_two_flat_reads_some_seconds_apart_close_it(store: ProtectionStore) -> N
     assert report.closed_externally == [p.id] and store.get(p.id).reason == "external"
     assert calls.sleeps == [FLAT_CONFIRM_SECONDS] and FLAT_CONFIRM_SECONDS >= 1.0
     assert calls.disarmed == [p.id]
+
+
+# ------------------------------------------------------------- item 3: a quantity changes on two reads, apart
+
+
+def test_one_read_trailing_a_partly_filled_entry_does_not_shrink_it(store: ProtectionStore) -> None:
+    """Found by the chaos run: an entry for 30 filled 10, then 20; a positions read that trailed the second
+    fill showed 10, the protection shrank 30 -> 10 on it, and its exit sold 10 and left 20 unprotected."""
+    reconciler, calls, account_id = rig(store)
+    broker = FakeBroker()
+    p = open_long(store, account_id, 30)
+    broker.net = 10  # the read trails the fill of the other 20
+    report = reconciler.reconcile(account_id, broker)  # type: ignore[arg-type]
+    assert store.get(p.id).filled_quantity == 30 and report.resized == []
+    assert report.unconfirmed == [p.id] and report.recheck_in == FLAT_CONFIRM_SECONDS
+    assert calls.sleeps == []  # nothing waits inside the reconcile
+    calls.later()
+    broker.net = 30  # the next read shows the fill: the sighting is forgotten
+    report = reconciler.reconcile(account_id, broker)  # type: ignore[arg-type]
+    assert report.unconfirmed == [] and report.recheck_in is None
+    assert reconciler.resizes.pending(p.id) == []
+    calls.later()
+    broker.net = 10  # a later lagging read is a first sighting again, not a confirmation
+    assert reconciler.reconcile(account_id, broker).unconfirmed == [p.id]  # type: ignore[arg-type]
+    assert store.get(p.id).filled_quantity == 30
+
+
+def test_a_shrink_still_seen_some_seconds_on_is_applied_with_the_newer_read(store: ProtectionStore) -> None:
+    reconciler, calls, account_id = rig(store)
+    broker = FakeBroker()
+    p = open_long(store, account_id, 30)
+    broker.net = 10  # sold 20 outside the app
+    assert reconciler.reconcile(account_id, broker).unconfirmed == [p.id]  # type: ignore[arg-type]
+    calls.later(FLAT_CONFIRM_SECONDS / 2)
+    report = reconciler.reconcile(account_id, broker)  # type: ignore[arg-type]
+    assert report.resized == [] and report.recheck_in == FLAT_CONFIRM_SECONDS / 2  # too soon
+    calls.later(FLAT_CONFIRM_SECONDS / 2)
+    broker.net = 12  # bought 2 back meanwhile: the newer read is the one applied
+    report = reconciler.reconcile(account_id, broker)  # type: ignore[arg-type]
+    assert report.resized == [p.id] and report.unconfirmed == [] and report.recheck_in is None
+    assert store.get(p.id).filled_quantity == 12
+    changes = store.events(protection_id=p.id, kinds=["quantity_changed"])
+    assert [e.message for e in changes] == ["position is 12, was 30"]
+
+
+def test_a_fill_between_the_reads_starts_the_sighting_over(store: ProtectionStore) -> None:
+    reconciler, calls, account_id = rig(store)
+    broker = FakeBroker()
+    p = open_long(store, account_id, 20)
+    broker.net = 10
+    reconciler.reconcile(account_id, broker)  # type: ignore[arg-type]
+    # More of the entry filled (an order update): the earlier read said nothing about this quantity.
+    store.update(p.id, kind="entry_fill", filled_quantity=30, quantity=30)
+    calls.later()
+    report = reconciler.reconcile(account_id, broker)  # type: ignore[arg-type]
+    assert report.resized == [] and report.unconfirmed == [p.id]
+    assert store.get(p.id).filled_quantity == 30
+    calls.later()
+    assert reconciler.reconcile(account_id, broker).resized == [p.id]  # type: ignore[arg-type]
+    assert store.get(p.id).filled_quantity == 10
+
+
+def test_the_flat_reads_second_look_confirms_a_partial_shrink(store: ProtectionStore) -> None:
+    """A first read flat, the second (FLAT_CONFIRM_SECONDS later) shows 10 of 30: two reads apart agree
+    that it is less, and the newer one is applied, as before."""
+    broker = FakeBroker()
+    reconciler, calls, account_id = rig(store, during_sleep=lambda: setattr(broker, "net", 10))
+    p = open_long(store, account_id, 30)
+    report = reconciler.reconcile(account_id, broker)  # type: ignore[arg-type]
+    assert calls.sleeps == [FLAT_CONFIRM_SECONDS] and report.closed_externally == []
+    assert report.resized == [p.id] and store.get(p.id).filled_quantity == 10
+    assert report.unconfirmed == [] and report.recheck_in is None
+
+
+class DeliveryBroker(FakeBroker):
+    """100 ITC held; today's CNC net (``cnc``) is set by the test: -40 after a sale out of holdings."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cnc = 0
+
+    def positions(self) -> list[Position]:
+        self.reads += 1
+        if not self.cnc:
+            return []
+        return [Position("ITC", "NSE", 424961, "NSE:ITC", self.cnc, 410.0, Product.CNC, "CNC")]
+
+    def holdings(self) -> list[Holding]:
+        return [Holding("ITC", "NSE", 424961, "NSE:ITC", "INE154A01025", 100, 0, 380.0, 420.0)]
+
+
+def test_delivery_growth_on_one_read_that_trails_a_sale_waits_for_a_second(store: ProtectionStore) -> None:
+    """Auto-protected holdings shrank 100 -> 60 after a sale of 40; a positions read that trails the sale
+    (no CNC row yet) makes 100 sellable again. Grown on it, the protection and its broker-held stop would
+    claim 40 shares that are gone; only a second read some seconds on may grow it."""
+    reconciler, calls, account_id = rig(store)
+    reconciler.auto_protect[account_id] = RULE
+    reconciler.auto_protect_holdings.add(account_id)
+    broker = DeliveryBroker()
+    (pid,) = reconciler.reconcile(account_id, broker).adopted  # type: ignore[arg-type]
+    assert store.get(pid).filled_quantity == 100
+    broker.cnc = -40  # sold 40 out of holdings outside the app
+    calls.later()
+    reconciler.reconcile(account_id, broker)  # type: ignore[arg-type]
+    calls.later()
+    assert reconciler.reconcile(account_id, broker).resized == [pid]  # type: ignore[arg-type]
+    assert store.get(pid).filled_quantity == 60
+    calls.later()
+    broker.cnc = 0  # one read trailing the sale
+    report = reconciler.reconcile(account_id, broker)  # type: ignore[arg-type]
+    assert report.resized == [] and report.unconfirmed == [pid] and store.get(pid).filled_quantity == 60
+    calls.later()
+    broker.cnc = -40  # the next read shows it again: nothing grew
+    report = reconciler.reconcile(account_id, broker)  # type: ignore[arg-type]
+    assert report.resized == [] and report.unconfirmed == [] and store.get(pid).filled_quantity == 60
+    # A real buy outside the app (40 more held today) is covered once a second read shows it too.
+    broker.cnc = 40
+    calls.later()
+    assert reconciler.reconcile(account_id, broker).unconfirmed == [pid]  # type: ignore[arg-type]
+    calls.later()
+    assert reconciler.reconcile(account_id, broker).resized == [pid]  # type: ignore[arg-type]
+    assert store.get(pid).filled_quantity == 140
 
 
 def test_an_unreadable_positions_reply_is_an_error_and_closes_nothing(store: ProtectionStore) -> None:
