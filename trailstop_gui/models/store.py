@@ -162,6 +162,9 @@ class ProtectionStore:
         self.settings_repo = SettingsRepository(self._db)
         self.instruments_repo = InstrumentRepository(self._db)
         self._lock = threading.Lock()
+        # One flush at a time: close()'s last flush racing the flusher's wrote an older move after a newer
+        # one (found by make chaos-safety: a SIGTERM mid-trail, "stop moved against the trader").
+        self._flush_lock = threading.Lock()
         # protection id -> (stop before the first unflushed move, latest stop, latest peak)
         self._pending: dict[int, tuple[float, float, float | None]] = {}
         # The batch a flush is writing right now: readers still see it until it is committed (without
@@ -616,9 +619,16 @@ class ProtectionStore:
 
     def flush(self) -> int:
         """Write every pending stop move now. Returns how many protections were written."""
+        with self._flush_lock:
+            return self._write_batch(self._take_batch())
+
+    def _take_batch(self) -> dict[int, tuple[float, float, float | None]]:
         with self._lock:
             batch, self._pending = self._pending, {}
             self._inflight = batch
+        return batch
+
+    def _write_batch(self, batch: dict[int, tuple[float, float, float | None]]) -> int:
         if not batch:
             return 0
         written = 0
@@ -627,7 +637,10 @@ class ProtectionStore:
                 rows = {
                     row.id: row
                     for row in db.ProtectionRow.select(
-                        db.ProtectionRow.id, db.ProtectionRow.stop, db.ProtectionRow.account
+                        db.ProtectionRow.id,
+                        db.ProtectionRow.stop,
+                        db.ProtectionRow.account,
+                        db.ProtectionRow.side,
                     ).where(db.ProtectionRow.id.in_(list(batch)))
                 }
                 now = datetime.now()
@@ -637,10 +650,18 @@ class ProtectionStore:
                         continue
                     old = row.stop if math.isnan(first_old) else first_old
                     # Only an armed protection trails: a stop move that loses the race with a transition
-                    # must not overwrite the stop the transition recorded.
+                    # must not overwrite the stop the transition recorded. And a trailing stop only moves
+                    # the trader's way: a move an update() or transition already overtook with a newer one
+                    # (it took the newer pending move while this batch was on its way) is not written back.
+                    column = db.ProtectionRow.stop
+                    ahead = column < stop if row.side == Side.BUY.value else column > stop
                     changed = (
                         db.ProtectionRow.update(stop=stop, peak=peak, updated_at=now)
-                        .where((db.ProtectionRow.id == pid) & (db.ProtectionRow.status == Status.OPEN.value))
+                        .where(
+                            (db.ProtectionRow.id == pid)
+                            & (db.ProtectionRow.status == Status.OPEN.value)
+                            & (column.is_null() | ahead)
+                        )
                         .execute()
                     )
                     if changed:

@@ -441,3 +441,23 @@ def test_a_stop_move_after_the_trigger_is_not_written_by_a_later_transition(tmp_
         store.flush()
         assert store.get(p.id).stop == 100.0
         assert store.events(protection_id=p.id, kinds=["stop_moved"]) == []
+
+
+def test_a_flush_never_writes_a_stop_the_row_is_already_past(tmp_path: Path) -> None:
+    """Found by make chaos-safety: the flusher held a move while a newer one reached the row another way
+    (an update or a transition takes the newer pending move), then wrote its older move over it: "stop
+    moved against the trader". A trailing stop only ever moves the trader's way, whoever writes last."""
+    with ProtectionStore(tmp_path / "order.db") as store:
+        long = new_protection(store, stop=100.0)
+        short = new_protection(store, long.account_id, side=Side.SELL, stop=110.0)
+        store.record_stop(long.id, 101.5, 103.0)
+        store.record_stop(short.id, 108.5, 106.0)
+        batch = store._take_batch()  # the flusher's first half
+        store.record_stop(long.id, 102.0, 104.0)
+        store.record_stop(short.id, 108.0, 105.0)
+        store.update(long.id, kind="quantity_changed", filled_quantity=3)  # carries the newer moves
+        store.update(short.id, kind="quantity_changed", filled_quantity=3)
+        store._write_batch(batch)  # the flusher's second half, late
+        assert (store.get(long.id).stop, store.get(short.id).stop) == (102.0, 108.0)
+        chain = [(e.old, e.new) for e in store.events(kinds=["stop_moved"])]
+        assert sorted(chain) == [("100", "102"), ("110", "108")]
