@@ -610,9 +610,16 @@ class ExitJobs:
         book = self.book_for(p.account_id)
         figure = book.figure(p) if book is not None else None
         if figure is not None:
-            log.debug("protection %s: sized from the position book: %d", p.id, figure.quantity)
             as_of = self._now() - timedelta(seconds=figure.read_age)
-            return LiveQuantity(figure.quantity, as_of, figure.fills)
+            live = LiveQuantity(figure.quantity, as_of, figure.fills)
+            settling = self._settling(p, live)
+            if not settling:
+                log.debug("protection %s: sized from the position book: %d", p.id, figure.quantity)
+                return live
+            # A twin's exit the stream did not count, after the book's last read: the book cannot show
+            # it until the next reconcile's read (up to 30 s); a positions read can, a lag after it.
+            log.info("protection %s: the book does not show the exits of %s", p.id, [o.id for o in settling])
+            return self._bounded(p, self._read_live(p, broker))
         if book is not None:
             log.info("protection %s: sized by a positions read: %s", p.id, book.why_not(p) or "changed")
         return self._bounded(p, self._read_live(p, broker))
