@@ -607,22 +607,31 @@ class ExitJobs:
 
     def _exit_quantity(self, p: Protection, broker: Broker) -> LiveQuantity:
         """The live open quantity for a first exit: the book's when it vouches for it, else REST's."""
+        live = self._book_live(p)
+        if live is not None:
+            log.debug("protection %s: sized from the position book: %d", p.id, live.quantity)
+            return live
+        return self._bounded(p, self._read_live(p, broker))
+
+    def _book_live(self, p: Protection) -> LiveQuantity | None:
+        """The position book's figure for ``p`` when it vouches for it and shows every twin's exit that
+        filled a moment ago; else None (a positions read)."""
         book = self.book_for(p.account_id)
-        figure = book.figure(p) if book is not None else None
-        if figure is not None:
-            as_of = self._now() - timedelta(seconds=figure.read_age)
-            live = LiveQuantity(figure.quantity, as_of, figure.fills)
-            settling = self._settling(p, live)
-            if not settling:
-                log.debug("protection %s: sized from the position book: %d", p.id, figure.quantity)
-                return live
+        if book is None:
+            return None
+        figure = book.figure(p)
+        if figure is None:
+            log.info("protection %s: sized by a positions read: %s", p.id, book.why_not(p) or "changed")
+            return None
+        as_of = self._now() - timedelta(seconds=figure.read_age)
+        live = LiveQuantity(figure.quantity, as_of, figure.fills)
+        settling = self._settling(p, live)
+        if settling:
             # A twin's exit the stream did not count, after the book's last read: the book cannot show
             # it until the next reconcile's read (up to 30 s); a positions read can, a lag after it.
             log.info("protection %s: the book does not show the exits of %s", p.id, [o.id for o in settling])
-            return self._bounded(p, self._read_live(p, broker))
-        if book is not None:
-            log.info("protection %s: sized by a positions read: %s", p.id, book.why_not(p) or "changed")
-        return self._bounded(p, self._read_live(p, broker))
+            return None
+        return live
 
     def _bounded(self, p: Protection, live: LiveQuantity) -> LiveQuantity:
         """A read's quantity, never above what the order stream says when it saw a fill the read may
@@ -1068,21 +1077,22 @@ class ExitJobs:
         p = self.store.get(pid)
         if p.status is not Status.EXITING:
             return False
-        book = self.book_for(p.account_id)
-        vouched = book.quantity(p) if book is not None else None
+        vouched = self._book_live(p)
         try:
             if vouched is not None:
                 live = vouched
             elif _delivery_sale(p):
-                live = self._delivery_sellable(p, watch.broker)  # a working sale's shares are not ours
+                as_of = self._now()  # a working sale's shares are not ours
+                live = LiveQuantity(self._delivery_sellable(p, watch.broker), as_of)
             else:
-                live = self._bounded(p, self._live_quantity(p, watch.broker))
+                live = self._bounded(p, self._read_live(p, watch.broker))
         except TemporaryError as exc:
             log.info("protection %s: reading the position for the rest failed (%s)", pid, exc)
             self._check_rest_later(watch, step, self.policy.flat_confirm, first)
             return True
-        others = self.store.live(p.account_id)
-        share = min(self._protected(p) - step.quantity, exit_share(p, others, live) or 0)
+        # A twin's exit that filled a moment ago takes its quantity until the read shows it (None: the
+        # share depends on whether it does; nothing more is sent, as when other exits are on their way).
+        share = min(self._protected(p) - step.quantity, self._prepare(p, live).share or 0)
         if share > 0 and vouched is None and first is None:
             self._check_rest_later(watch, step, self.policy.flat_confirm, share)
             return True
@@ -1097,7 +1107,7 @@ class ExitJobs:
             kind="exit_topped_up",
             exit_quantity=expected,
             message=(
-                f"filled {step.quantity} of {self._protected(p)}; the position still holds {live}: "
+                f"filled {step.quantity} of {self._protected(p)}; the position still holds {live.quantity}: "
                 f"exiting the rest, {rest}"
             ),
         )
@@ -1105,10 +1115,10 @@ class ExitJobs:
             "protection %s: exit filled %d, the position still holds %d; exiting %d more",
             pid,
             step.quantity,
-            live,
+            live.quantity,
             rest,
         )
-        ids = self._send(p, watch.broker, self._exit_request(p, rest), live)
+        ids = self._send(p, watch.broker, self._exit_request(p, rest), live.quantity)
         if ids is None or isinstance(ids, _Watched):  # no recheck here: never _Watched
             return False
         if isinstance(ids, _Adopted):
