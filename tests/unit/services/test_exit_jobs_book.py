@@ -16,7 +16,7 @@ from tests.factories import protection as open_protection
 from tests.unit.services.test_position_book import Clock, update
 from trailstop_gui.models.domain import Protection, Side, Status
 from trailstop_gui.models.store import ProtectionStore, TransitionRequest
-from trailstop_gui.services.brokers.base import KITE_CAPABILITIES, Position
+from trailstop_gui.services.brokers.base import KITE_CAPABILITIES, OrderRequest, Position
 from trailstop_gui.services.brokers.kite import order_from_kite
 from trailstop_gui.services.exit_jobs import ExitJobs, RetryPolicy, ThreadRunner
 from trailstop_gui.services.position_book import POSITIONS_LAG, PositionBook
@@ -209,3 +209,73 @@ def test_a_twins_fill_the_stream_counted_lets_the_book_size_at_once(store: Prote
     assert broker.placed == []
     assert store.get(second.id).status is Status.CLOSED
     assert "exit_waiting" not in kinds(store, second.id)
+
+
+class TrailingBroker(CountingBroker):
+    """Positions that show an exit's fill only ``lag`` seconds after it was placed (the exit fills at
+    once: ``order`` reads COMPLETE): the positions endpoint trailing the order book."""
+
+    def __init__(self, rest: int, lag: float) -> None:
+        super().__init__(rest)
+        self.lag = lag
+        self.placed_at: list[float] = []
+
+    def place_order(self, request: OrderRequest) -> str:
+        self.placed_at.append(time.monotonic())
+        return super().place_order(request)
+
+    def positions(self) -> list[Position]:
+        shown = sum(
+            r.quantity
+            for r, at in zip(self.placed, self.placed_at, strict=False)
+            if at + self.lag <= time.monotonic()
+        )
+        self.reads += 1
+        return [Position("INFY", "NSE", 408065, "NSE:INFY", self.rest - shown, 1500.0, Product.MIS, "MIS")]
+
+
+def test_members_of_a_basket_on_one_position_exit_it_once(store: ProtectionStore) -> None:
+    """A basket's breach exits its members at once (exit_now, then submit): two on one 3-share long. The
+    second waits while the first is at the broker, is resumed when it fills, and reads positions that still
+    show the 3 (they trail the fill by 0.25 s): it waits for a read that shows it, then ends with nothing
+    sold. It used to be resumed a look-up window after the fill and sold the 3 again."""
+    first = open_protection(store)
+    second = store.create_protection(
+        account_id=first.account_id,
+        broker="kite",
+        instrument=408065,
+        symbol="INFY",
+        exchange="NSE",
+        side=Side.BUY,
+        product=Product.MIS,
+        quantity=3,
+        filled_quantity=3,
+        tick_size=0.05,
+        rule=TrailRule.percent(2.0),
+        entry_price=1500.0,
+        status=Status.OPEN,
+    )
+    for p in (first, second):
+        store.transition(p.id, Status.TRIGGERED, reason="basket")
+    broker = TrailingBroker(rest=3, lag=0.25)
+    jobs = ExitJobs(
+        store,
+        lambda _account: broker,  # type: ignore[arg-type, return-value]
+        events=Events(),
+        runner=ThreadRunner(2),
+        policy=RetryPolicy(poll_interval=0.01, lookup_window=0.02, positions_lag=0.3),
+        sleep=lambda _seconds: None,
+    )
+    try:
+        assert jobs.submit(first.id) and jobs.submit(second.id)
+        deadline = time.monotonic() + 10
+        while store.get(second.id).status is not Status.CLOSED:  # its own timer resumes it
+            assert time.monotonic() < deadline, "the waiting member was never resumed"
+            time.sleep(0.02)
+        assert jobs.wait_idle(10)
+    finally:
+        jobs.stopping.set()
+        jobs.shutdown(5_000)
+    assert [r.quantity for r in broker.placed] == [3]
+    assert store.get(first.id).status is Status.CLOSED
+    assert store.get(second.id).reason == "external"
