@@ -231,7 +231,7 @@ class TrailingBroker(CountingBroker):
             if at + self.lag <= time.monotonic()
         )
         self.reads += 1
-        return [Position("INFY", "NSE", 408065, "NSE:INFY", self.rest - shown, 1500.0, Product.MIS, "MIS")]
+        return [position(self.rest - shown)]
 
 
 def test_members_of_a_basket_on_one_position_exit_it_once(store: ProtectionStore) -> None:
@@ -240,21 +240,7 @@ def test_members_of_a_basket_on_one_position_exit_it_once(store: ProtectionStore
     show the 3 (they trail the fill by 0.25 s): it waits for a read that shows it, then ends with nothing
     sold. It used to be resumed a look-up window after the fill and sold the 3 again."""
     first = open_protection(store)
-    second = store.create_protection(
-        account_id=first.account_id,
-        broker="kite",
-        instrument=408065,
-        symbol="INFY",
-        exchange="NSE",
-        side=Side.BUY,
-        product=Product.MIS,
-        quantity=3,
-        filled_quantity=3,
-        tick_size=0.05,
-        rule=TrailRule.percent(2.0),
-        entry_price=1500.0,
-        status=Status.OPEN,
-    )
+    second = open_protection(store, first.account_id)
     for p in (first, second):
         store.transition(p.id, Status.TRIGGERED, reason="basket")
     broker = TrailingBroker(rest=3, lag=0.25)
