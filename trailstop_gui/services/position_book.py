@@ -285,7 +285,8 @@ class PositionBook:
         """``quantity`` with what it is known to show (an exit twin's fill: positions.shows_exit)."""
         key = (p.exchange, p.symbol, p.product)
         with self._lock:
-            if not self._fresh_for(p, key):
+            corrected = self._corrected_at
+            if corrected is None or not self._fresh_for(p, key):
                 return None
             holdings = list(self._holdings or [])
             positions = [self._position(k, row) for k, row in self._rows.items() if k[2] is p.product]
@@ -297,8 +298,7 @@ class PositionBook:
                 for order_id, o in self._orders.items()
                 if o.filled and o.key is not None and o.key[1] in symbols
             }
-            assert self._corrected_at is not None  # fresh: corrected since the stream came up
-            read_age = self._clock() - self._corrected_at
+            read_age = self._clock() - corrected
         return BookFigure(open_quantity(p, positions, holdings, self.capabilities), read_age, fills)
 
     def recent_fills_bound(self, p: Protection) -> int | None:
