@@ -201,6 +201,10 @@ class Faults:
         elif kind == "book_lag":
             # The order book, trades and positions trail the fills (Kite: 0.5-2 s); the streams do not.
             spec["seconds"] = round(rng.uniform(0.5, 2.0), 2)
+            if rng.random() < 0.4:
+                # Only positions trail; the order book is current: an exit reads COMPLETE while positions
+                # still show what it closed (a twin's exit sized then would flip the position).
+                spec["orders"] = 0
             self.clears.append((now + rng.uniform(2.0, 8.0), "book_lag"))
         elif kind == "freeze_quantity":
             # A position above the exchange's freeze quantity: its exit is refused unless sliced (Kite:

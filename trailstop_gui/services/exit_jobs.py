@@ -19,8 +19,10 @@ The path for one protection, already TRIGGERED and committed by whoever decided 
   is the last resort, journalled as such (decisions: services/exit_decisions.py).
 - The exit quantity is the protection's share of the live open quantity (positions.exit_share: other
   protections on the position and exits already sent take theirs first; one sending job per position at a
-  time): an exit never flips a position. A flat position (read twice, some seconds apart: positions lag a
-  fresh fill) closes the protection (reason external) without sending anything.
+  time): an exit never flips a position. A twin whose exit filled a moment ago still takes its quantity
+  until the figure is known to show that fill (positions.settling_exits); an exit whose share depends on
+  it waits, and goes on by itself once a read would show it. A flat position (read twice, some seconds
+  apart: positions lag a fresh fill) closes the protection (reason external) without sending anything.
 - An exit above the exchange's freeze quantity is refused: it is sent again sliced by the broker (Kite
   autoslice, Upstox ``slice``), and every child order is watched; the exit is filled when all are.
 - A market-protected exit can fill partly and leave the rest OPEN: the watcher re-prices the rest (modify
@@ -40,7 +42,8 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from typing import Protocol, TypeVar
 
 from trailstop_gui.models.domain import Product, Protection, Side, Status
@@ -75,8 +78,16 @@ from trailstop_gui.services.exit_decisions import (
 from trailstop_gui.services.exit_send_log import ExitSendLog
 from trailstop_gui.services.exit_watch import ExitWatch, FillWatcher
 from trailstop_gui.services.holdings import blocked_by_working_sales, delivery_shares
-from trailstop_gui.services.position_book import PositionBook
-from trailstop_gui.services.positions import PositionKey, exit_share, open_quantity, position_key
+from trailstop_gui.services.position_book import POSITIONS_LAG, PositionBook
+from trailstop_gui.services.positions import (
+    LiveQuantity,
+    PositionKey,
+    exit_claim,
+    exit_share,
+    open_quantity,
+    position_key,
+    settling_exits,
+)
 from trailstop_gui.services.retry import Backoff, call_with_retries
 from trailstop_gui.services.safety_stop import SAFETY_STOP_REASON, SafetyStopManager
 
@@ -103,6 +114,9 @@ class RetryPolicy:
     lookup_delay: float = 0.25
     # A partly filled exit whose rest shows no progress this long is re-priced, then cancelled and replaced.
     rest_timeout: float = 3.0
+    # How far a positions read may trail a fill (position_book.POSITIONS_LAG): a twin's exit that filled
+    # less than this before a read may be missing from it (positions.settling_exits).
+    positions_lag: float = POSITIONS_LAG
 
     @property
     def backoff(self) -> Backoff:
@@ -188,10 +202,12 @@ class TriggerGate:
 
 @dataclass
 class _Prepared:
-    """An exit worked out while its trigger was being committed: its share and the order to send."""
+    """An exit worked out while its trigger was being committed: its share and the order to send, and
+    the twins' exits that filled a moment ago whose fills the live figure may not show yet."""
 
     share: int | None
     request: OrderRequest | None
+    settling: list[Protection] = field(default_factory=list)
 
 
 @dataclass
@@ -226,6 +242,7 @@ class ExitJobs:
         policy: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] = datetime.now,
     ) -> None:
         self.store = store
         self.broker_for = broker_for
@@ -236,8 +253,13 @@ class ExitJobs:
         self.runner = runner
         self._sleep = sleep
         self._clock = clock
+        self._now = now  # wall clock, as the store's closed_at (a twin's exit fill: settling_exits)
         self._lock = threading.Lock()
         self._in_flight: set[int] = set()
+        # Waiting exits to send again later (due on ``clock``, timer), and ones to run again as soon as
+        # their running job ends (a resume that came while it ran).
+        self._resumes: dict[int, tuple[float, threading.Timer]] = {}
+        self._rerun: set[int] = set()
         self._position_locks: dict[PositionKey, threading.Lock] = {}
         self._tags: dict[str, _TagWatch] = {}  # exit tags of the jobs running now
         self._tag_owner: dict[str, int] = {}  # exit tag -> protection id
@@ -376,7 +398,40 @@ class ExitJobs:
             for tag in [t for t, owner in self._tag_owner.items() if owner == protection_id]:
                 self._tags.pop(tag, None)
                 self._tag_owner.pop(tag, None)
+            rerun = protection_id in self._rerun
+            self._rerun.discard(protection_id)
         self.events.job_finished(protection_id)
+        if rerun:
+            self._resume_now(protection_id)
+
+    def _resume_now(self, protection_id: int) -> None:
+        """Send a waiting (TRIGGERED) exit again: at once, or when the job running for it ends (it may
+        have sized itself before what it waited for happened)."""
+        with self._lock:
+            self._resumes.pop(protection_id, None)
+            if self.stopping.is_set():
+                return
+            if protection_id in self._in_flight:
+                self._rerun.add(protection_id)
+                return
+        if self.store.get(protection_id).status is Status.TRIGGERED:
+            self.submit(protection_id, recover=True)
+
+    def _resume_later(self, protection_id: int, delay: float) -> None:
+        """Send a waiting exit again ``delay`` seconds from now (the earliest of the times asked for)."""
+        due = self._clock() + delay
+        with self._lock:
+            if self.stopping.is_set():
+                return
+            pending = self._resumes.get(protection_id)
+            if pending is not None:
+                if pending[0] <= due:
+                    return
+                pending[1].cancel()
+            timer = threading.Timer(delay, lambda: self._resume_now(protection_id))
+            timer.daemon = True
+            self._resumes[protection_id] = (due, timer)
+        timer.start()
 
     def _listen_for(self, p: Protection) -> _TagWatch:
         """Collect the stream's updates carrying this exit's tag while its job and watch run."""
@@ -412,7 +467,7 @@ class ExitJobs:
                     # An exit may have gone out (a lost reply, or a crash just after sending) and the book
                     # may not list it yet: look for it over the window before sending anything; what of
                     # the window passed since the previous process's requests ended counts.
-                    live = self._live_quantity(p, broker)
+                    live = self._read_live(p, broker)
                     already = 0.0 if pid in self._unconfirmed else self._quiet_since(marker)
                     log.info(
                         "protection %s: an exit may be at the broker; looking for it %.1f s more",
@@ -420,7 +475,7 @@ class ExitJobs:
                         max(self.policy.lookup_window - already, 0.0),
                     )
                     return self._resolve_ambiguous(
-                        p, broker, live, min(self._protected(p), live), already=already
+                        p, broker, live, min(self._protected(p), live.quantity), already=already
                     )
             return self._place(p, broker)
         except TemporaryError as exc:
@@ -442,7 +497,7 @@ class ExitJobs:
             # Worked out while TRIGGERED is being committed: the live quantity (from the position book, no
             # round trip, when it is fresh), the share and the order itself. Nothing is sent before the gate.
             live = self._exit_quantity(p, broker) if broker is not None else None
-            prepared = self._prepare(p, live) if live is not None and live > 0 else None
+            prepared = self._prepare(p, live) if live is not None and live.quantity > 0 else None
             if not gate.wait():
                 return False  # the trigger was not committed: someone else owns this exit
             marker.pending = True  # the commit carried the "exit_sending" marker
@@ -470,10 +525,45 @@ class ExitJobs:
                 )
         return False
 
-    def _prepare(self, p: Protection, live: int) -> _Prepared:
-        share = exit_share(p, self.store.live(p.account_id), live)
+    def _prepare(self, p: Protection, live: LiveQuantity) -> _Prepared:
+        # Live protections first, then the ended ones: a twin that closes in between is counted twice
+        # (in flight, then settling: this exit waits), never missed.
+        others = self.store.live(p.account_id)
+        settling = self._settling(p, live)
+        taken = sum(exit_claim(o) for o in settling)
+        share = exit_share(p, others, live.quantity, settling=taken)
         request = self._exit_request(p, share) if share is not None and share > 0 else None
-        return _Prepared(share, request)
+        return _Prepared(share, request, settling)
+
+    def _settling(self, p: Protection, live: LiveQuantity) -> list[Protection]:
+        """Twins whose exits filled so recently that ``live`` may not show it (positions.settling_exits)."""
+        lag = self.policy.positions_lag
+        ended = self.store.ended_since(p.account_id, live.as_of - timedelta(seconds=lag))
+        return settling_exits(p, ended, live, lag)
+
+    def _wait_for_settling(self, p: Protection, settling: list[Protection], live: int) -> None:
+        """This exit waits until a read shows its twins' fills; then it goes on by itself."""
+        lag = self.policy.positions_lag
+        closed = [o.closed_at for o in settling if o.closed_at is not None]
+        shown_at = max(closed, default=self._now()) + timedelta(seconds=lag)
+        # Never longer than one lag from now (a wall clock set back must not hold it for long); a little
+        # after the moment, so that the read is sent past it.
+        delay = min(max((shown_at - self._now()).total_seconds(), 0.0), lag) + 0.05
+        log.info(
+            "protection %s: the position shows %d, but the exits of %s filled a moment ago and may not show"
+            " yet; this exit waits %.1f s for a read that shows them",
+            p.id,
+            live,
+            [o.id for o in settling],
+            delay,
+        )
+        self.store.journal(
+            "exit_waiting",
+            protection_id=p.id,
+            message=f"position {live}; waiting for the fills of {','.join(str(o.id) for o in settling)}"
+            " to show",
+        )
+        self._resume_later(p.id, delay)
 
     @staticmethod
     def _protected(p: Protection) -> int:
@@ -505,34 +595,57 @@ class ExitJobs:
         return 0.0 if quiet is None else quiet
 
     def _live_quantity(self, p: Protection, broker: Broker) -> int:
+        return self._read_live(p, broker).quantity
+
+    def _read_live(self, p: Protection, broker: Broker) -> LiveQuantity:
+        """A positions read (holdings too for delivery shares), as of when it was sent: the first attempt's
+        moment, which is never later than the answer's."""
+        as_of = self._now()
         positions = self._call(p, broker.positions, "read positions")
         holdings = self._call(p, broker.holdings, "read holdings") if p.product.value == "CNC" else []
-        return open_quantity(p, positions, holdings, broker.capabilities)
+        return LiveQuantity(open_quantity(p, positions, holdings, broker.capabilities), as_of)
 
-    def _exit_quantity(self, p: Protection, broker: Broker) -> int:
+    def _exit_quantity(self, p: Protection, broker: Broker) -> LiveQuantity:
         """The live open quantity for a first exit: the book's when it vouches for it, else REST's."""
-        book = self.book_for(p.account_id)
-        live = book.quantity(p) if book is not None else None
+        live = self._book_live(p)
         if live is not None:
-            log.debug("protection %s: sized from the position book: %d", p.id, live)
+            log.debug("protection %s: sized from the position book: %d", p.id, live.quantity)
             return live
-        if book is not None:
-            log.info("protection %s: sized by a positions read: %s", p.id, book.why_not(p) or "changed")
-        return self._bounded(p, self._live_quantity(p, broker))
+        return self._bounded(p, self._read_live(p, broker))
 
-    def _bounded(self, p: Protection, live: int) -> int:
+    def _book_live(self, p: Protection) -> LiveQuantity | None:
+        """The position book's figure for ``p`` when it vouches for it and shows every twin's exit that
+        filled a moment ago; else None (a positions read)."""
+        book = self.book_for(p.account_id)
+        if book is None:
+            return None
+        figure = book.figure(p)
+        if figure is None:
+            log.info("protection %s: sized by a positions read: %s", p.id, book.why_not(p) or "changed")
+            return None
+        as_of = self._now() - timedelta(seconds=figure.read_age)
+        live = LiveQuantity(figure.quantity, as_of, figure.fills)
+        settling = self._settling(p, live)
+        if settling:
+            # A twin's exit the stream did not count, after the book's last read: the book cannot show
+            # it until the next reconcile's read (up to 30 s); a positions read can, a lag after it.
+            log.info("protection %s: the book does not show the exits of %s", p.id, [o.id for o in settling])
+            return None
+        return live
+
+    def _bounded(self, p: Protection, live: LiveQuantity) -> LiveQuantity:
         """A read's quantity, never above what the order stream says when it saw a fill the read may
         still trail (a sale outside the app that positions do not show yet: the exit would flip it)."""
         book = self.book_for(p.account_id)
         bound = book.recent_fills_bound(p) if book is not None else None
-        if bound is not None and bound < live:
+        if bound is not None and bound < live.quantity:
             log.warning(
                 "protection %s: positions show %d, the order stream %d: exiting the smaller",
                 p.id,
-                live,
+                live.quantity,
                 bound,
             )
-            return bound
+            return live.with_quantity(bound)
         return live
 
     def _exit_orders(self, p: Protection, broker: Broker) -> list[Order]:
@@ -544,26 +657,34 @@ class ExitJobs:
         self,
         p: Protection,
         broker: Broker,
-        live: int | None = None,
+        live: LiveQuantity | None = None,
         *,
         prepared: _Prepared | None = None,
         marker: _Marker | None = None,
     ) -> bool:
         if live is None:
             live = self._exit_quantity(p, broker)
-        if live <= 0:
+        if live.quantity <= 0:
             # A positions endpoint may lag a fresh fill: "flat" (no exit sent, the safety stop taken away)
             # only when a second read, some seconds on, agrees. A sale outside the app that the order stream
             # saw is believed over a read that may still trail it: never a flip.
             self._sleep(self.policy.flat_confirm)
-            live = self._bounded(p, self._live_quantity(p, broker))
+            live = self._bounded(p, self._read_live(p, broker))
         # Its share of the position: other protections on it and exits on their way take theirs first.
-        if prepared is None or live <= 0:
+        if prepared is None or live.quantity <= 0:
             prepared = self._prepare(p, live)
         share = prepared.share
         if share is None:
-            log.info("protection %s: exits on their way take the position's %d; this exit waits", p.id, live)
-            return False  # stays TRIGGERED: the reconciler resumes it once those exits are settled
+            if prepared.settling:
+                self._wait_for_settling(p, prepared.settling, live.quantity)
+                return False  # stays TRIGGERED; a timer sends it again
+            log.info(
+                "protection %s: exits on their way take the position's %d; this exit waits",
+                p.id,
+                live.quantity,
+            )
+            # Stays TRIGGERED: it goes on when those exits fill (_resume_waiting), or at a reconcile.
+            return False
         quantity = share
         if self.safety is not None:
             plan = self.safety.prepare_exit(p, broker, max(quantity, 0))
@@ -584,7 +705,7 @@ class ExitJobs:
             self.events.closed_externally(p.id)
             return False
         request = prepared.request if prepared.request is not None else self._exit_request(p, quantity)
-        ids = self._send(p, broker, request, live, recheck=True, marker=marker)
+        ids = self._send(p, broker, request, live.quantity, recheck=True, marker=marker)
         if ids is None:
             return False
         if isinstance(ids, _Watched):
@@ -657,22 +778,22 @@ class ExitJobs:
                 if outcome is Ambiguity.HOLD:
                     self._hold(p, "the position shows the exit although no order is listed yet")
                     return None
-                if live_now is None or live_now <= 0:
+                if live_now is None or live_now.quantity <= 0:
                     self._hold(p, "the live position could not be read after a lost reply")
                     return None
                 # The last resort: nothing anywhere after the whole window, and the position as it was.
-                quantity = exit_share(p, self.store.live(p.account_id), live_now) or 0
+                quantity = self._prepare(p, live_now).share or 0
                 if quantity <= 0:
                     self._hold(p, "other exits on the position take what is left")
                     return None
                 request = replace(request, quantity=quantity)
-                live = live_now
+                live = live_now.quantity
                 log.warning("protection %s: exit not found after a lost reply; sending it again", p.id)
                 self.store.journal(
                     "exit_resent",
                     protection_id=p.id,
                     message=f"no order with tag {p.exit_tag} after {policy.lookup_window:.0f} s and the "
-                    f"position still {live_now}: sent again (last resort), quantity {quantity}",
+                    f"position still {live_now.quantity}: sent again (last resort), quantity {quantity}",
                 )
                 continue  # the look-up already waited
             except TemporaryError as exc:
@@ -732,7 +853,7 @@ class ExitJobs:
 
     def _look_for_lost_exit(
         self, p: Protection, broker: Broker, live_before: int, *, already: float = 0.0
-    ) -> tuple[Ambiguity, list[Order], int | None]:
+    ) -> tuple[Ambiguity, list[Order], LiveQuantity | None]:
         """Look the tag up (book and stream) and re-read the position, with backoff, until decided;
         ``already``: seconds of the window that passed since the request could last have been answered."""
         tag_watch = self._listen_for(p)
@@ -747,13 +868,13 @@ class ExitJobs:
             if not found:
                 found = self._from_stream(p, broker, tag_watch)
             try:
-                live_now: int | None = self._live_quantity(p, broker)
+                live_now: LiveQuantity | None = self._read_live(p, broker)
             except TemporaryError:
                 live_now = None
             outcome = after_ambiguous(
                 found[0] if found else None,
                 live_before=live_before,
-                live_now=live_now,
+                live_now=live_now.quantity if live_now is not None else None,
                 elapsed=self._clock() - started,
                 window=self.policy.lookup_window,
             )
@@ -782,11 +903,11 @@ class ExitJobs:
         return orders
 
     def _resolve_ambiguous(
-        self, p: Protection, broker: Broker, live: int, quantity: int, *, already: float = 0.0
+        self, p: Protection, broker: Broker, live: LiveQuantity, quantity: int, *, already: float = 0.0
     ) -> bool:
         if quantity <= 0:
             return self._place(p, broker, live)
-        outcome, found, _live_now = self._look_for_lost_exit(p, broker, live, already=already)
+        outcome, found, _live_now = self._look_for_lost_exit(p, broker, live.quantity, already=already)
         if outcome is Ambiguity.ADOPT:
             return self._adopt(p, broker, found)
         if self.stopping.is_set():
@@ -956,21 +1077,22 @@ class ExitJobs:
         p = self.store.get(pid)
         if p.status is not Status.EXITING:
             return False
-        book = self.book_for(p.account_id)
-        vouched = book.quantity(p) if book is not None else None
+        vouched = self._book_live(p)
         try:
             if vouched is not None:
                 live = vouched
             elif _delivery_sale(p):
-                live = self._delivery_sellable(p, watch.broker)  # a working sale's shares are not ours
+                as_of = self._now()  # a working sale's shares are not ours
+                live = LiveQuantity(self._delivery_sellable(p, watch.broker), as_of)
             else:
-                live = self._bounded(p, self._live_quantity(p, watch.broker))
+                live = self._bounded(p, self._read_live(p, watch.broker))
         except TemporaryError as exc:
             log.info("protection %s: reading the position for the rest failed (%s)", pid, exc)
             self._check_rest_later(watch, step, self.policy.flat_confirm, first)
             return True
-        others = self.store.live(p.account_id)
-        share = min(self._protected(p) - step.quantity, exit_share(p, others, live) or 0)
+        # A twin's exit that filled a moment ago takes its quantity until the read shows it (None: the
+        # share depends on whether it does; nothing more is sent, as when other exits are on their way).
+        share = min(self._protected(p) - step.quantity, self._prepare(p, live).share or 0)
         if share > 0 and vouched is None and first is None:
             self._check_rest_later(watch, step, self.policy.flat_confirm, share)
             return True
@@ -985,7 +1107,7 @@ class ExitJobs:
             kind="exit_topped_up",
             exit_quantity=expected,
             message=(
-                f"filled {step.quantity} of {self._protected(p)}; the position still holds {live}: "
+                f"filled {step.quantity} of {self._protected(p)}; the position still holds {live.quantity}: "
                 f"exiting the rest, {rest}"
             ),
         )
@@ -993,10 +1115,10 @@ class ExitJobs:
             "protection %s: exit filled %d, the position still holds %d; exiting %d more",
             pid,
             step.quantity,
-            live,
+            live.quantity,
             rest,
         )
-        ids = self._send(p, watch.broker, self._exit_request(p, rest), live)
+        ids = self._send(p, watch.broker, self._exit_request(p, rest), live.quantity)
         if ids is None or isinstance(ids, _Watched):  # no recheck here: never _Watched
             return False
         if isinstance(ids, _Adopted):
@@ -1011,25 +1133,17 @@ class ExitJobs:
     def _resume_waiting(self, p: Protection) -> None:
         """Exits that waited for this one (their share of the position was in its flight) go on now, not
         at the next reconcile (up to 30 s): until then their broker-held stops stayed live on a position
-        that may be flat (found by the chaos run: a short's GTT left on it after its twin's exit). They go
-        one look-up window later, so that a lagging positions read shows this exit's fills first."""
+        that may be flat (found by the chaos run: a short's GTT left on it after its twin's exit). A read
+        that may not show this exit's fills yet does not size them: this one is CLOSED a moment ago, so it
+        still takes its quantity (positions.settling_exits), and they wait for a read that shows it."""
         key = position_key(p)
         waiting = [
             o.id
             for o in self.store.live(p.account_id)
             if o.id != p.id and o.status is Status.TRIGGERED and position_key(o) == key
         ]
-        if not waiting or self.stopping.is_set():
-            return
-
-        def resume() -> None:
-            for pid in waiting:
-                if not self.stopping.is_set():
-                    self.submit(pid, recover=True)
-
-        timer = threading.Timer(self.policy.lookup_window, resume)
-        timer.daemon = True
-        timer.start()
+        for pid in waiting:
+            self._resume_now(pid)
 
     def _reprice(self, watch: ExitWatch, order_id: str) -> bool:
         """The rest of a protected exit rests at its old protection price: make it MARKET again."""

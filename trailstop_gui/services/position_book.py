@@ -72,6 +72,7 @@ class _OrderSeen:
     key: BookKey | None
     instrument: InstrumentId | None
     side: Side
+    tag: str | None = None
     filled: int = 0
     final: bool = False
     in_flight: bool = False  # on its way (see the module docstring): a fill may come at any moment
@@ -104,6 +105,16 @@ class BookState:
     in_flight: tuple[str, ...] = ()
     unreadable: int = 0
     rows: Mapping[BookKey, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BookFigure:
+    """What an exit may close by the book, and what the figure shows: the fills the stream counted in
+    it (order id -> (tag, filled)), and how long ago the read that last corrected the book was sent."""
+
+    quantity: int
+    read_age: float
+    fills: Mapping[str, tuple[str | None, int]] = field(default_factory=dict)
 
 
 class PositionBook:
@@ -163,7 +174,8 @@ class PositionBook:
             self._sent.pop(update.order_id, None)
             seen = self._orders.get(update.order_id)
             if seen is None:
-                seen = self._orders[update.order_id] = _OrderSeen(key, order.instrument, order.side)
+                tag = update.tag or order.tag or None
+                seen = self._orders[update.order_id] = _OrderSeen(key, order.instrument, order.side, tag)
             if seen.final and not order.is_final:
                 return  # an older update arriving late (OPEN after COMPLETE): nothing to learn
             grown = order.filled_quantity - seen.filled
@@ -266,15 +278,28 @@ class PositionBook:
 
     def quantity(self, p: Protection) -> int | None:
         """What an exit of ``p`` may close without a flip (positions.open_quantity), or None: not known."""
+        figure = self.figure(p)
+        return figure.quantity if figure is not None else None
+
+    def figure(self, p: Protection) -> BookFigure | None:
+        """``quantity`` with what it is known to show (an exit twin's fill: positions.shows_exit)."""
         key = (p.exchange, p.symbol, p.product)
         with self._lock:
-            if not self._fresh_for(p, key):
+            corrected = self._corrected_at
+            if corrected is None or not self._fresh_for(p, key):
                 return None
             holdings = list(self._holdings or [])
             positions = [self._position(k, row) for k, row in self._rows.items() if k[2] is p.product]
             if p.product is Product.CNC and self.capabilities.broker == "upstox":
                 holdings = self._with_sales(holdings, positions)
-        return open_quantity(p, positions, holdings, self.capabilities)
+            symbols = {k[1] for k in self._rows_of(p)} | {p.symbol}
+            fills = {
+                order_id: (o.tag, o.filled)
+                for order_id, o in self._orders.items()
+                if o.filled and o.key is not None and o.key[1] in symbols
+            }
+            read_age = self._clock() - corrected
+        return BookFigure(open_quantity(p, positions, holdings, self.capabilities), read_age, fills)
 
     def recent_fills_bound(self, p: Protection) -> int | None:
         """What the stream says ``p`` may close when a read may still trail a fill it saw; else None.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from trailstop_gui.models.domain import Product, Protection, Side, Status
 from trailstop_gui.services.brokers.base import Capabilities, Holding, Position
@@ -109,19 +111,83 @@ def allocate(
     return shares
 
 
-def exit_share(p: Protection, others: Iterable[Protection], live: int) -> int | None:
+@dataclass(frozen=True)
+class LiveQuantity:
+    """A live open quantity an exit is sized on, and which fills it is known to show.
+
+    ``as_of``: every fill made a positions lag before it is in the figure (a REST read: when it was sent;
+    the position book: when the read that last corrected it was sent). ``fills``: the fills the order
+    stream had counted in it when it was taken (the position book), order id -> (tag, filled quantity).
+    """
+
+    quantity: int
+    as_of: datetime
+    fills: Mapping[str, tuple[str | None, int]] = field(default_factory=dict)
+
+    def with_quantity(self, quantity: int) -> LiveQuantity:
+        return LiveQuantity(quantity, self.as_of, self.fills)
+
+
+def shows_exit(twin: Protection, live: LiveQuantity, lag: float) -> bool:
+    """Whether ``live`` is known to show the fill of ``twin``'s exit (CLOSED at ``twin.closed_at``).
+
+    The exit was reported filled before ``closed_at`` was written, so a read sent a positions lag after it
+    shows it; so does a figure whose order stream counted that exit's orders (its tag, or the order it
+    was recorded with, as a fired broker-held stop is) for the whole quantity.
+    """
+    if twin.closed_at is None or twin.closed_at + timedelta(seconds=lag) <= live.as_of:
+        return True
+    counted = sum(
+        filled
+        for order_id, (tag, filled) in live.fills.items()
+        if order_id == twin.exit_order_id or (tag and tag == twin.exit_tag)
+    )
+    return counted >= exit_claim(twin)
+
+
+def settling_exits(
+    p: Protection, ended: Iterable[Protection], live: LiveQuantity, lag: float
+) -> list[Protection]:
+    """The twins of ``p`` (protections on its position) that an exit CLOSED a moment ago, whose fills
+    ``live`` may not show yet: each still takes its exit quantity (``exit_share``'s ``settling``).
+
+    Found by the chaos run: two protections on one 8-share Upstox short; the second exit waited while the
+    first was in flight, then was sent a second after the first filled, sized on a positions read that did
+    not show that fill yet, and bought 8 more: the short became a long (PROTOCOLS: positions can lag a
+    fill). A protection that closed with no exit of its own (reason "external": its position was already
+    flat) took nothing.
+    """
+    key = position_key(p)
+    return [
+        o
+        for o in ended
+        if o.id != p.id
+        and o.status is Status.CLOSED
+        and o.reason != "external"
+        and position_key(o) == key
+        and not shows_exit(o, live, lag)
+    ]
+
+
+def exit_share(p: Protection, others: Iterable[Protection], live: int, *, settling: int = 0) -> int | None:
     """How much the exit of ``p`` may sell of its position's ``live`` quantity; None: wait.
 
     Its share after the exit orders already at the broker (``others`` EXITING) and the older protections
     on the same position that are still OPEN or TRIGGERED (not sent yet). None when the exit orders at the
     broker take all that is left: whether ``live`` already shows their fills cannot be told, so this exit
     waits for them to settle.
+
+    ``settling``: what exits that filled a moment ago took from the position, when ``live`` may not show
+    it yet (``settling_exits``). The share must be the same whether ``live`` shows those fills or not;
+    when it is not, None: the exit waits for a figure known to show them (never a flip on a lagging read).
     """
     key = position_key(p)
     same = [o for o in others if o.id != p.id and position_key(o) == key]
     in_flight = exits_in_flight(same)
     group = [p, *(o for o in same if o.status in (Status.OPEN, Status.TRIGGERED))]
     share = allocate(group, {key: live}, in_flight)[p.id]
+    if settling > 0 and allocate(group, {key: live - settling}, in_flight)[p.id] != share:
+        return None
     if share <= 0 < live and in_flight.get(key, 0) > 0:
         return None
     return share

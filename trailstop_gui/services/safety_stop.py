@@ -47,6 +47,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TypeVar
 
 from trailstop_gui.models.domain import (
@@ -80,7 +81,16 @@ from trailstop_gui.services.brokers.errors import (
     RejectedError,
     TemporaryError,
 )
-from trailstop_gui.services.positions import allocate, exits_in_flight, open_quantity, position_key
+from trailstop_gui.services.position_book import POSITIONS_LAG
+from trailstop_gui.services.positions import (
+    LiveQuantity,
+    allocate,
+    exit_claim,
+    exits_in_flight,
+    open_quantity,
+    position_key,
+    settling_exits,
+)
 from trailstop_gui.services.retry import Backoff, call_with_retries
 from trailstop_gui.services.safety_lifecycle import SafetyEvent, next_state
 from trailstop_gui.services.safety_strategies import (
@@ -733,17 +743,32 @@ class SafetyStopManager:
         is not there to arbitrate, so the stops of the protections sharing one position must never add up
         to more than it: older protections (and exits on their way) take theirs first, as exits do.
         Alone on its position (the usual case) it holds its own quantity, and nothing is read.
+
+        Not alone either once a twin's exit sold from the position since this protection was made: it may
+        have sold all of it (the twin came first), and a stop for ``own`` on a flat position would open one
+        nobody asked for. A read that may not show that exit's fill yet (positions.settling_exits) counts
+        it as gone: the stop never holds more than may be left.
         """
         own = p.filled_quantity or p.quantity
         key = position_key(p)
         same = [o for o in self.store.live(p.account_id) if o.id != p.id and position_key(o) == key]
-        if not same:
+        exited = [
+            o
+            for o in self.store.ended_since(p.account_id, p.created_at)
+            if o.id != p.id
+            and o.status is Status.CLOSED
+            and o.reason != "external"
+            and position_key(o) == key
+        ]
+        if not same and not exited:
             return own
+        as_of = datetime.now()
         positions = broker.positions()
         holdings = broker.holdings() if p.product is Product.CNC else []
         live = open_quantity(p, positions, holdings, broker.capabilities)
+        gone = sum(exit_claim(o) for o in settling_exits(p, exited, LiveQuantity(live, as_of), POSITIONS_LAG))
         group = [p, *(o for o in same if o.status in (Status.OPEN, Status.TRIGGERED))]
-        share = allocate(group, {key: live}, exits_in_flight(same)).get(p.id, 0)
+        share = allocate(group, {key: live - gone}, exits_in_flight(same)).get(p.id, 0)
         if share < own:
             log.info(
                 "protection %s: its safety stop holds %d of %d (position %d, shared with %s)",

@@ -355,7 +355,7 @@ class Exchange:
     # stream is not late. Kite's forum: the order book, trades and positions can trail a fill by a moment.
 
     def orders(self, broker: str, user_id: str) -> list[Order]:
-        cutoff = self._lag_cutoff()
+        cutoff = self._lag_cutoff(self.faults.orders_lag)
         orders = self.account(broker, user_id).orders.values()
         if cutoff is None:
             return list(orders)
@@ -363,7 +363,7 @@ class Exchange:
 
     def order(self, broker: str, user_id: str, order_id: str) -> Order:
         order = self._own_order(broker, user_id, order_id)
-        cutoff = self._lag_cutoff()
+        cutoff = self._lag_cutoff(self.faults.orders_lag)
         if cutoff is None:
             return order
         lagged = _as_of(order, cutoff)
@@ -372,7 +372,7 @@ class Exchange:
         return lagged
 
     def trades(self, broker: str, user_id: str, order_id: str | None = None) -> list[Trade]:
-        cutoff = self._lag_cutoff()
+        cutoff = self._lag_cutoff(self.faults.orders_lag)
         trades = self.account(broker, user_id).trades
         return [
             t
@@ -392,8 +392,11 @@ class Exchange:
         """The exchange's largest quantity for one order of ``inst`` (a fault may lower it)."""
         return self.faults.freeze.get(inst.symbol, inst.freeze_quantity)
 
-    def _lag_cutoff(self) -> datetime | None:
-        lag = self.faults.book_lag
+    def _lag_cutoff(self, own: float | None = None) -> datetime | None:
+        """The moment the lagging reads answer as of; ``own``: the order book's own lag, when it has one
+        (the positions endpoint can trail fills that the order book already shows: Kite forum 8676, where
+        the positions page showed nothing of an order the order book listed)."""
+        lag = self.faults.book_lag if own is None else own
         if not lag:
             return None
         return datetime.fromtimestamp(self._clock() - lag, IST)

@@ -109,8 +109,10 @@ class Faults:
         self.rejections: list[OrderRejection] = []
         self.partials: list[PartialFill] = []
         self.fill_delay: float | None = None
-        # Orders, trades and positions as they were this many seconds ago (order updates are not late).
+        # Orders, trades and positions as they were this many seconds ago (order updates are not late);
+        # ``orders_lag``: the order book, order history and trades by a lag of their own (None: the same).
         self.book_lag: float | None = None
+        self.orders_lag: float | None = None
         self.freeze: dict[str, int] = {}  # symbol ("NSE:INFY") -> freeze quantity, over the listed one
         # The network's round trip (seconds): half on the way to the broker, half on the way back. Every
         # request and every feed frame pays it, as from a home line to the broker's servers.
@@ -198,6 +200,7 @@ class Faults:
             self.fill_delay = spec["seconds"]
         elif kind == BOOK_LAG:
             self.book_lag = spec["seconds"]
+            self.orders_lag = spec.get("orders")
         elif kind == FREEZE_QUANTITY:
             self.freeze[spec["symbol"]] = spec["quantity"]
         elif kind == STALL_WS:
@@ -220,6 +223,7 @@ class Faults:
             self.fill_delay = None
         if kind in (None, BOOK_LAG):
             self.book_lag = None
+            self.orders_lag = None
         if kind in (None, FREEZE_QUANTITY):
             self.freeze.clear()
         if kind in (None, STALL_WS):
@@ -239,6 +243,7 @@ class Faults:
             "partial_fill": [asdict(p) for p in self.partials],
             "fill_delay": self.fill_delay,
             "book_lag": self.book_lag,
+            "orders_lag": self.orders_lag,
             "freeze_quantity": dict(self.freeze),
             "ws_stalled": self.ws_stalled,
             "ws_stall_remaining": remaining,
@@ -308,6 +313,8 @@ def parse_fault(body: object) -> dict[str, Any]:
         spec["rest_after"] = _number(body, "rest_after", low=0.0, high=600.0)
     elif kind in (FILL_DELAY, BOOK_LAG):
         spec["seconds"] = _number(body, "seconds", required=True, low=0.0, high=600.0)
+        if kind == BOOK_LAG:
+            spec["orders"] = _number(body, "orders", low=0.0, high=600.0)
     elif kind == FREEZE_QUANTITY:
         spec["symbol"] = _str(body, "symbol", required=True)
         spec["quantity"] = _int(body, "quantity", required=True, low=1)

@@ -72,6 +72,27 @@ def test_the_book_and_positions_lag_fills_but_the_stream_does_not(
     assert requests.get(f"{simulator.url}/_sim/orders", timeout=5).json()[0]["status"] == "COMPLETE"
 
 
+def test_positions_can_lag_fills_the_order_book_already_shows(
+    simulator: SimulatorHandle, kite_client: KiteConnect, wait_until: Callable[..., Any]
+) -> None:
+    """``orders``: the order book's own lag (0: current) while positions trail the fills: an exit whose
+    order reads COMPLETE while the positions still show what it closed (a twin's exit sized then flips)."""
+    _fault(simulator, fault="book_lag", seconds=0.8, orders=0)
+    placed = time.monotonic()
+    order_id = _market(kite_client, 3, tag="lag2")
+    wait_until(lambda: kite_client.order_history(order_id)[-1]["status"] == "COMPLETE", what="the fill")
+    assert [o["filled_quantity"] for o in kite_client.orders()] == [3]
+    net = kite_client.positions()["net"]
+    if time.monotonic() - placed < 0.8:
+        assert not net or net[0]["quantity"] == 0
+    wait_until(lambda: kite_client.positions()["net"][0]["quantity"] == 3, what="the lagging positions")
+    assert time.monotonic() - placed >= 0.8
+    bad = requests.post(
+        f"{simulator.url}/_sim/fault", json={"fault": "book_lag", "seconds": 1, "orders": -1}, timeout=5
+    )
+    assert bad.status_code == 400
+
+
 def test_freeze_quantity_refusal_in_kites_words(simulator: SimulatorHandle, kite_client: KiteConnect) -> None:
     _fault(simulator, fault="freeze_quantity", symbol="NSE:ITC", quantity=10)
     with pytest.raises(kex.InputException) as caught:

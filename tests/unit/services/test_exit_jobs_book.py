@@ -4,7 +4,11 @@ and the "exit_sending" marker committed with TRIGGERED (one fsync before the ord
 
 from __future__ import annotations
 
+import time
+from dataclasses import replace
 from typing import Any
+
+import pytest
 
 from tests.factories import Events, exit_jobs, position
 from tests.factories import FakeBroker as Broker
@@ -12,9 +16,9 @@ from tests.factories import protection as open_protection
 from tests.unit.services.test_position_book import Clock, update
 from trailstop_gui.models.domain import Protection, Side, Status
 from trailstop_gui.models.store import ProtectionStore, TransitionRequest
-from trailstop_gui.services.brokers.base import KITE_CAPABILITIES, Position
+from trailstop_gui.services.brokers.base import KITE_CAPABILITIES, OrderRequest, Position
 from trailstop_gui.services.brokers.kite import order_from_kite
-from trailstop_gui.services.exit_jobs import ExitJobs, ThreadRunner
+from trailstop_gui.services.exit_jobs import ExitJobs, RetryPolicy, ThreadRunner
 from trailstop_gui.services.position_book import POSITIONS_LAG, PositionBook
 
 
@@ -118,3 +122,146 @@ def test_a_trigger_that_sends_nothing_clears_its_marker(store: ProtectionStore) 
     assert kinds(store, p.id)[-2:] == ["exit_sending", "exit_not_sent"]
     jobs.withdraw(p.id)  # refused while an exit may be at the broker; allowed here
     assert store.get(p.id).status is Status.EXIT_FAILED
+
+
+# ----------------------------------------------------------------------------- twins (issue 13 item 2)
+
+
+def twins_one_closed(store: ProtectionStore) -> tuple[Protection, Protection]:
+    """Two protections on the 3 INFY: the first one's exit sold the 3 and was reported filled just now;
+    the second one fired meanwhile and waits (TRIGGERED) to be sized."""
+    first = open_protection(store)
+    second = open_protection(store, first.account_id)
+    store.transition(first.id, Status.TRIGGERED, reason="stop")
+    store.transition(first.id, Status.EXITING, exit_order_id="X1", exit_quantity=3)
+    first = store.transition(first.id, Status.CLOSED, reason="stop", exit_quantity=3, exit_price=1460.0)
+    second = store.transition(second.id, Status.TRIGGERED, reason="stop")
+    return first, second
+
+
+def resume_jobs(store: ProtectionStore, broker: Broker, book: PositionBook | None) -> tuple[ExitJobs, Events]:
+    events = Events()
+    jobs = ExitJobs(
+        store,
+        lambda _account: broker,  # type: ignore[arg-type, return-value]
+        events=events,
+        runner=ThreadRunner(2),
+        policy=RetryPolicy(poll_interval=0.01, positions_lag=0.3),
+        sleep=lambda _seconds: None,
+    )
+    jobs.book_for = lambda _account: book
+    return jobs, events
+
+
+def live_book(net: int) -> PositionBook:
+    """A book on the real clock (no lag of its own), stream up, corrected twice: it vouches for ``net``."""
+    book = PositionBook(KITE_CAPABILITIES, order_from_kite, lag=0.0)
+    book.stream_up()
+    rows = [position(net)]
+    for _ in range(2):
+        book.correct(rows, None, time.monotonic())
+    return book
+
+
+@pytest.mark.parametrize("with_book", [True, False], ids=["book-missed-the-fill", "no-book"])
+def test_a_twin_resumed_on_a_figure_without_the_others_fill_waits_and_goes_on_by_itself(
+    store: ProtectionStore, with_book: bool
+) -> None:
+    """The chaos run's flip, as the reconciler's resume (or a restart) meets it: the figure still shows the
+    3 that the first exit just sold (a lagging positions read; a book corrected before that fill, whose
+    stream never counted it). The second exit used to sell those 3 again: the long became a short."""
+    first, second = twins_one_closed(store)
+    broker = CountingBroker(rest=3)
+    jobs, events = resume_jobs(store, broker, live_book(3) if with_book else None)
+    try:
+        assert jobs.submit(second.id, recover=True)
+        assert jobs.wait_idle(10)
+        assert broker.placed == []
+        assert store.get(second.id).status is Status.TRIGGERED
+        assert "exit_waiting" in kinds(store, second.id)
+        broker.rest = 0  # the positions endpoint catches up with the first exit's fill
+        deadline = time.monotonic() + 10
+        while store.get(second.id).status is not Status.CLOSED:  # resumed by its timer, nobody else
+            assert time.monotonic() < deadline, "the waiting exit was never resumed"
+            time.sleep(0.02)
+    finally:
+        jobs.stopping.set()
+        jobs.shutdown(5_000)
+    assert broker.placed == []
+    assert store.get(second.id).reason == "external"
+    assert store.get(first.id).exit_quantity == 3
+
+
+def test_a_twins_fill_the_stream_counted_lets_the_book_size_at_once(store: ProtectionStore) -> None:
+    first, second = twins_one_closed(store)
+    book = live_book(3)
+    sold = update("X1", "COMPLETE", 3, side="SELL", quantity=3)
+    book.apply(replace(sold, tag=first.exit_tag))
+    broker = CountingBroker(rest=0)
+    jobs, _events = resume_jobs(store, broker, book)
+    try:
+        assert jobs.submit(second.id, recover=True)
+        assert jobs.wait_idle(10)
+    finally:
+        jobs.stopping.set()
+        jobs.shutdown(5_000)
+    # The book shows the fill: flat at once (confirmed by one positions read), nothing waited for.
+    assert broker.placed == []
+    assert store.get(second.id).status is Status.CLOSED
+    assert "exit_waiting" not in kinds(store, second.id)
+
+
+class TrailingBroker(CountingBroker):
+    """Positions that show an exit's fill only ``lag`` seconds after it was placed (the exit fills at
+    once: ``order`` reads COMPLETE): the positions endpoint trailing the order book."""
+
+    def __init__(self, rest: int, lag: float) -> None:
+        super().__init__(rest)
+        self.lag = lag
+        self.placed_at: list[float] = []
+
+    def place_order(self, request: OrderRequest) -> str:
+        self.placed_at.append(time.monotonic())
+        return super().place_order(request)
+
+    def positions(self) -> list[Position]:
+        shown = sum(
+            r.quantity
+            for r, at in zip(self.placed, self.placed_at, strict=False)
+            if at + self.lag <= time.monotonic()
+        )
+        self.reads += 1
+        return [position(self.rest - shown)]
+
+
+def test_members_of_a_basket_on_one_position_exit_it_once(store: ProtectionStore) -> None:
+    """A basket's breach exits its members at once (exit_now, then submit): two on one 3-share long. The
+    second waits while the first is at the broker, is resumed when it fills, and reads positions that still
+    show the 3 (they trail the fill by 0.25 s): it waits for a read that shows it, then ends with nothing
+    sold. It used to be resumed a look-up window after the fill and sold the 3 again."""
+    first = open_protection(store)
+    second = open_protection(store, first.account_id)
+    for p in (first, second):
+        store.transition(p.id, Status.TRIGGERED, reason="basket")
+    broker = TrailingBroker(rest=3, lag=0.25)
+    jobs = ExitJobs(
+        store,
+        lambda _account: broker,  # type: ignore[arg-type, return-value]
+        events=Events(),
+        runner=ThreadRunner(2),
+        policy=RetryPolicy(poll_interval=0.01, lookup_window=0.02, positions_lag=0.3),
+        sleep=lambda _seconds: None,
+    )
+    try:
+        assert jobs.submit(first.id) and jobs.submit(second.id)
+        deadline = time.monotonic() + 10
+        while store.get(second.id).status is not Status.CLOSED:  # its own timer resumes it
+            assert time.monotonic() < deadline, "the waiting member was never resumed"
+            time.sleep(0.02)
+        assert jobs.wait_idle(10)
+    finally:
+        jobs.stopping.set()
+        jobs.shutdown(5_000)
+    assert [r.quantity for r in broker.placed] == [3]
+    assert store.get(first.id).status is Status.CLOSED
+    assert store.get(second.id).reason == "external"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from tests.factories import FakeBroker, exit_jobs, order, position, triggered
 from trailstop_gui.models.domain import Side, Status
 from trailstop_gui.models.store import ProtectionStore
-from trailstop_gui.services.brokers.base import Order, Position
+from trailstop_gui.services.brokers.base import Order, OrderRequest, Position
 from trailstop_gui.services.exit_jobs import MAX_TOP_UPS
 
 
@@ -83,3 +83,32 @@ def test_top_ups_are_bounded(store: ProtectionStore) -> None:
     assert len(broker.placed) == 1 + MAX_TOP_UPS
     assert sum(o.quantity for o in broker.placed) <= 30
     assert store.get(pid).status is Status.CLOSED
+
+
+def test_a_twins_exit_that_filled_a_moment_ago_is_not_topped_up_again(store: ProtectionStore) -> None:
+    """Two protections on a 30-share long: the older one's exit of 20 is at the broker when this one's
+    stop is crossed, so this one sells the 10 left. The older one's exit then fills (CLOSED); the re-reads
+    still trail it (20: this exit's 10 shown, the twin's 20 not yet). Taken as this exit's rest, those 20
+    were sold again: the long became a short of 20."""
+    twin = triggered(store, quantity=20)
+    store.transition(twin.id, Status.EXITING, exit_order_id="T1", exit_quantity=20)
+    p = triggered(store, twin.account_id, quantity=30)
+
+    class TwinFillsBroker(LaggingBroker):
+        def place_order(self, request: OrderRequest) -> str:
+            order_id = super().place_order(request)
+            if len(self.placed) == 1:  # the twin's exit fills as this one goes out
+                store.transition(twin.id, Status.CLOSED, reason="stop", exit_quantity=20, exit_price=1460.0)
+            return order_id
+
+    broker = TwinFillsBroker([30, 20])
+    jobs, _events, _sleeps = exit_jobs(store, broker, lookup_window=0.02, flat_confirm=0.02)
+    try:
+        assert jobs.submit(p.id)
+        assert jobs.wait_idle(10)
+    finally:
+        jobs.stopping.set()
+        jobs.shutdown(5_000)
+    assert [o.quantity for o in broker.placed] == [10]
+    done = store.get(p.id)
+    assert done.status is Status.CLOSED and done.exit_quantity == 10

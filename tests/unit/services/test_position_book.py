@@ -107,6 +107,19 @@ def test_complete_before_open_is_final_and_not_in_flight() -> None:
     assert book.quantity(prot()) == 7
 
 
+def test_a_figure_names_the_fills_the_stream_counted_in_it_and_the_age_of_its_read() -> None:
+    """What an exit needs to tell whether the figure shows a twin's exit that filled a moment ago
+    (positions.shows_exit): that exit's orders by id and tag, and how old the correcting read is."""
+    book, clock = fresh_book([pos(10)])
+    book.apply(replace(update("x1", "COMPLETE", 4, side="SELL", quantity=4), tag="TSTWIN1"))
+    book.apply(update("i1", "COMPLETE", 2, side="SELL", quantity=2, symbol="ITC"))  # another stock
+    clock.now += 2.5
+    figure = book.figure(prot())
+    assert figure is not None
+    assert (figure.quantity, figure.read_age) == (6, 2.5)
+    assert dict(figure.fills) == {"x1": ("TSTWIN1", 4)}
+
+
 def test_an_order_on_its_way_on_the_instrument_sends_the_exit_to_rest() -> None:
     book, _ = fresh_book([pos(10)])
     book.apply(update("w3", "OPEN PENDING", 0, side="SELL", quantity=4))

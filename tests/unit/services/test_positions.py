@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import datetime, timedelta
 
 from tests.factories import unsaved_protection
 from trailstop_gui.models.domain import Product, Protection, Side, Status
-from trailstop_gui.services.positions import allocate, exit_share, position_key
+from trailstop_gui.services.positions import (
+    LiveQuantity,
+    allocate,
+    exit_claim,
+    exit_share,
+    position_key,
+    settling_exits,
+)
 
 
 def prot(pid: int, quantity: int, status: Status = Status.OPEN, **changes: object) -> Protection:
@@ -73,3 +81,78 @@ def test_delivery_protections_on_either_listing_share_one_demat() -> None:
     assert position_key(upstox_nse) == position_key(upstox_bse)
     # Intraday rows of the two listings are two positions, as the brokers report them.
     assert position_key(replace(nse, product=Product.MIS)) != position_key(replace(bse, product=Product.MIS))
+
+
+# ----------------------------------------------------------------------------- twins whose exit just filled
+
+NOW = datetime(2026, 12, 6, 11, 37, 13)
+LAG = 5.0
+
+
+def closed_twin(pid: int, quantity: int, seconds_ago: float, **changes: object) -> Protection:
+    """A twin whose exit of ``quantity`` was reported filled (CLOSED) ``seconds_ago`` before NOW."""
+    fields: dict[str, object] = {
+        "reason": "stop",
+        "exit_order_id": f"X{pid}",
+        "exit_quantity": quantity,
+        "closed_at": NOW - timedelta(seconds=seconds_ago),
+    }
+    return prot(pid, quantity, Status.CLOSED, **{**fields, **changes})
+
+
+def test_a_read_sent_a_lag_after_a_twins_exit_filled_shows_it() -> None:
+    """The chaos run's flip: a twin's exit of 8 filled at 11:37:12.2; the other's, held back meanwhile,
+    was sized on a read of 11:37:13.0 that still showed the 8-share short, and bought 8 more."""
+    waiting = prot(84, 8, Status.TRIGGERED, side=Side.SELL)
+    twin = closed_twin(83, 8, seconds_ago=0.8, side=Side.SELL)
+    read = LiveQuantity(8, NOW)
+    assert settling_exits(waiting, [twin], read, LAG) == [twin]
+    taken = exit_claim(twin)
+    # Shown or not, the answer differs (8 or 0): wait. The old rule answered 8: a flip.
+    assert exit_share(waiting, [], read.quantity) == 8
+    assert exit_share(waiting, [], read.quantity, settling=taken) is None
+    # A read that already shows the fill (flat): 0 whichever way: nothing to wait for.
+    assert exit_share(waiting, [], 0, settling=taken) == 0
+    # A read sent a lag after the close shows it: believed as it is.
+    later = LiveQuantity(0, NOW + timedelta(seconds=LAG))
+    assert settling_exits(waiting, [twin], later, LAG) == []
+
+
+def test_a_twins_fill_the_order_stream_counted_is_in_the_books_figure() -> None:
+    waiting = prot(2, 8, Status.TRIGGERED)
+    twin = closed_twin(1, 8, seconds_ago=0.5)
+    by_tag = LiveQuantity(
+        0, NOW - timedelta(seconds=30), {"S1": (twin.exit_tag, 5), "S2": (twin.exit_tag, 3)}
+    )
+    assert settling_exits(waiting, [twin], by_tag, LAG) == []
+    by_order = LiveQuantity(0, NOW - timedelta(seconds=30), {"X1": (None, 8)})  # a fired broker stop's order
+    assert settling_exits(waiting, [twin], by_order, LAG) == []
+    part = LiveQuantity(0, NOW - timedelta(seconds=30), {"S1": (twin.exit_tag, 5)})  # one slice of two
+    assert settling_exits(waiting, [twin], part, LAG) == [twin]
+
+
+def test_what_a_settling_twin_takes_only_matters_where_it_changes_the_share() -> None:
+    waiting = prot(2, 10, Status.TRIGGERED)
+    # 100 held before the twin sold 8: 100 or 92, this exit's 10 either way: it goes at once.
+    assert exit_share(waiting, [], 100, settling=8) == 10
+    # 15 or 7: it waits rather than sell 10 of 7 (a flip) or 7 of 15 (too little).
+    assert exit_share(waiting, [], 15, settling=8) is None
+    # An older twin still OPEN takes its share first, on either figure.
+    older = prot(1, 5)
+    assert exit_share(waiting, [older], 30, settling=8) == 10
+    assert exit_share(waiting, [older], 18, settling=8) is None
+
+
+def test_only_twins_closed_by_an_exit_of_the_same_position_settle() -> None:
+    waiting = prot(9, 8, Status.TRIGGERED)
+    read = LiveQuantity(8, NOW)
+    others = [
+        closed_twin(1, 8, 0.5, reason="external", exit_order_id=None, exit_quantity=None),  # no exit sent
+        closed_twin(2, 8, 0.5, side=Side.SELL),  # another position
+        closed_twin(3, 8, 0.5, account_id=2),
+        replace(closed_twin(4, 8, 0.5), status=Status.REMOVED),
+        closed_twin(5, 8, LAG + 0.1),  # long enough ago
+    ]
+    assert settling_exits(waiting, others, read, LAG) == []
+    fired = closed_twin(6, 8, 0.5, reason="safety stop", exit_quantity=None)  # a broker stop fired
+    assert settling_exits(waiting, [fired], read, LAG) == [fired] and exit_claim(fired) == 8

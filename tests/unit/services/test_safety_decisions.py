@@ -798,3 +798,22 @@ def test_a_gtt_known_to_have_fired_is_never_taken_for_deleted(store: ProtectionS
     assert "delete_gtt" not in [name for name, _ in broker.calls]
     now = store.get(p.id)
     assert (now.safety_state, now.safety_order_id) == (SafetyState.FIRED, "G1")
+
+
+@pytest.mark.parametrize("net", [10, 0], ids=["read-lags-the-fill", "read-shows-it"])
+def test_a_twin_left_after_the_others_exit_sold_the_position_holds_no_stop_for_it(
+    store: ProtectionStore, net: int
+) -> None:
+    """Two protections of 10 on a 10-share long: the older one's exit sold the 10 a moment ago. The
+    younger, still OPEN, was "alone" again, and its stop was refreshed for its whole 10 on a flat position
+    (a stop that fires there opens a short nobody asked for): on a read that still shows the 10 (positions
+    lag the exit's fill) as on one that shows the position flat."""
+    broker = PositionBroker(net=net)
+    first = new_protection(store, safety_enabled=True)
+    twin = new_protection(store, account_id=first.account_id, safety_enabled=True)
+    store.transition(first.id, Status.TRIGGERED, reason="stop")
+    store.transition(first.id, Status.EXITING, exit_order_id="X1", exit_quantity=10)
+    store.transition(first.id, Status.CLOSED, reason="stop", exit_quantity=10, exit_price=97.0)
+    manager(store, broker)._step(twin.id)
+    assert placed(broker) == []
+    assert store.get(twin.id).safety_order_id is None
