@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
 from pytestqt.qtbot import QtBot
 
 from tests.services.test_feed_worker import (
@@ -63,5 +65,39 @@ def test_a_trigger_whose_commit_fails_is_armed_again_and_fires_again(
         simulator.set_price("NSE:INFY", 1459.0, bid=1458.95, ask=1459.05)
         wait_until(lambda: len(handled) == 2, what="the second trigger")
         assert [pid for pid, _ in handled] == [-p.id, p.id]
+    finally:
+        session.stop_feed()
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["one trigger", "the tick's triggers"])
+def test_a_stop_being_committed_still_counts_as_armed(
+    qtbot: QtBot,
+    simulator: SimulatorHandle,
+    store: ProtectionStore,  # noqa: F811
+    batched: bool,
+) -> None:
+    """Found by a chaos run (seed 31001): the reconciler's "OPEN but not armed" look fell between the engine
+    letting go of a fired stop and the commit of TRIGGERED; it armed the protection again, which fired a
+    second time after its exit had closed it. Until its handler returns, a fired stop counts as armed."""
+    simulator.set_price("NSE:INFY", 1500.0)
+    session = kite_session(simulator, store)
+    seen_while_committing: list[frozenset[int]] = []
+
+    def on_triggers(fired: list[tuple[int, StopTriggered]]) -> None:
+        seen_while_committing.append(feed.armed_ids())  # what a reconcile on another thread reads now
+
+    feed = session.start_feed(
+        store,
+        on_trigger=lambda pid, event: on_triggers([(pid, event)]),
+        on_triggers=on_triggers if batched else None,
+    )
+    try:
+        p = protect(store, session.account_id)
+        feed.arm([p])
+        wait_until(lambda: feed.engine.is_armed(str(p.id)), what="armed")
+        simulator.set_price("NSE:INFY", 1460.0, bid=1459.95, ask=1460.05)
+        wait_until(lambda: bool(seen_while_committing), what="the trigger")
+        assert seen_while_committing == [frozenset({p.id})]
+        wait_until(lambda: feed.armed_ids() == frozenset(), what="let go once handled")
     finally:
         session.stop_feed()

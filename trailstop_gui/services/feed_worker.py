@@ -317,8 +317,11 @@ class FeedWorker(QThread):
         for event in self.engine.on_tick(tick):
             pid = int(event.key)
             if isinstance(event, StopTriggered):
+                # Still counted in armed_ids (the reconciler's "OPEN but not armed" look) until its handler
+                # has committed TRIGGERED: in between it is OPEN in the store and gone from the engine, and a
+                # reconcile looking then armed it again (chaos seed 31001: re-armed mid-commit, it fired a
+                # second time after its exit had closed it).
                 self._protections.pop(pid, None)
-                self._armed_ids = frozenset(self._protections)
                 if self._on_triggers is not None:
                     fired.append((pid, event))
                     continue
@@ -329,6 +332,7 @@ class FeedWorker(QThread):
                     # leave the protection OPEN and unwatched (the engine already let go of it).
                     log.exception("protection %s: handling the trigger failed", pid)
                     self._rearm_after_failed_trigger(pid)
+                self._armed_ids = frozenset(self._protections)
             elif isinstance(event, StopMoved):
                 self.store.record_stop(pid, event.new, self.engine.peak(event.key))
                 first_old = self._dirty_stops.get(pid, (event.old, event.new))[0]
@@ -341,6 +345,7 @@ class FeedWorker(QThread):
                 log.exception("protections %s: handling the triggers failed", [pid for pid, _ in fired])
                 for pid, _event in fired:
                     self._rearm_after_failed_trigger(pid)
+            self._armed_ids = frozenset(self._protections)
 
     async def _publish_snapshots(self) -> None:
         while True:
