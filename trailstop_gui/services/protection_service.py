@@ -475,10 +475,11 @@ class ProtectionService(QObject):
             self.reconcile(account_id)
         # A pushed entry fill arms the stop without waiting for a reconcile.
         if owner is not None and role == "entry" and owner.status in (Status.PENDING, Status.OPEN):
-            if owner.entry_order_id is None and update.order_id:
-                # The entry's own reply was lost (a timeout): the update names its order.
-                owner = self.store.update(owner.id, kind="entry_placed", entry_order_id=update.order_id)
             try:
+                if owner.entry_order_id is None and update.order_id:
+                    # The entry's own reply was lost (a timeout): the update names its order. (Inside the
+                    # try: it may have ended since it was read, and this runs on the feed thread.)
+                    owner = self.store.update(owner.id, kind="entry_placed", entry_order_id=update.order_id)
                 changed = self.reconciler.apply_entry_state(
                     owner, normalize_order_status(update.status), update.filled_quantity, update.average_price
                 )
