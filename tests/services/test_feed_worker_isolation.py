@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-
 from pytestqt.qtbot import QtBot
 
 from tests.services.test_feed_worker import (

@@ -37,7 +37,12 @@ from trailstop_gui.models.domain import (
 )
 from trailstop_gui.models.engine import StopTriggered, checked_initial_stop
 from trailstop_gui.models.lifecycle import IllegalTransition
-from trailstop_gui.models.store import ConcurrentTransition, ProtectionStore, TransitionRequest
+from trailstop_gui.models.store import (
+    ConcurrentTransition,
+    ProtectionEnded,
+    ProtectionStore,
+    TransitionRequest,
+)
 from trailstop_gui.services.adoption import adopt_position
 from trailstop_gui.services.brokers.base import (
     Broker,
@@ -720,7 +725,15 @@ class ProtectionService(QObject):
             if isinstance(exc, AuthError):
                 self.sessions[p.account_id].mark_login_needed(str(exc))
             return
-        self.store.update(p.id, kind="entry_placed", entry_order_id=order_id)
+        try:
+            self.store.update(p.id, kind="entry_placed", entry_order_id=order_id)
+        except ProtectionEnded as exc:
+            # An order id is no promise: the broker's RMS may reject the order a moment later (Kite forum,
+            # discussion 9410), and the pushed REJECTED update (or the trader's cancel) can end the
+            # protection before this reply is read. Nothing is left to watch.
+            log.info("protection %s: entry %s placed, but it has ended meanwhile (%s)", p.id, order_id, exc)
+            self.protection_changed.emit(p.id)
+            return
         self.protection_changed.emit(p.id)
         self._watch_entry(p.id, broker, order_id)
 
