@@ -13,6 +13,7 @@ from tests.services.test_feed_worker import (
     subscribed_modes,
     wait_until,
 )
+from trailstop_gui.models.domain import Status
 from trailstop_gui.models.engine import StopTriggered
 from trailstop_gui.models.store import ProtectionStore
 from trailstop_gui.simulator.runner import SimulatorHandle
@@ -98,5 +99,27 @@ def test_a_stop_being_committed_still_counts_as_armed(
         wait_until(lambda: bool(seen_while_committing), what="the trigger")
         assert seen_while_committing == [frozenset({p.id})]
         wait_until(lambda: feed.armed_ids() == frozenset(), what="let go once handled")
+    finally:
+        session.stop_feed()
+
+
+def test_an_arm_that_arrives_after_the_stop_fired_is_not_armed(
+    qtbot: QtBot,
+    simulator: SimulatorHandle,
+    store: ProtectionStore,  # noqa: F811
+) -> None:
+    """A thread read the protection OPEN and asked for it to be armed (a reconcile's entry fill, a rule or
+    tick size changed); its stop fired before the feed thread got to the request: arming that snapshot would
+    let it fire a second time, with its exit already on its way."""
+    simulator.set_price("NSE:INFY", 1500.0)
+    session = kite_session(simulator, store)
+    feed = session.start_feed(store, on_trigger=lambda _pid, _event: None)
+    try:
+        fired, other = protect(store, session.account_id), protect(store, session.account_id)
+        store.transition(fired.id, Status.TRIGGERED, expected=Status.OPEN, reason="stop")
+        feed.arm([fired])  # the snapshot still says OPEN
+        feed.arm([other])  # handled after it, in order, on the feed thread
+        wait_until(lambda: feed.engine.is_armed(str(other.id)), what="the later one armed")
+        assert not feed.engine.is_armed(str(fired.id)) and feed.armed_ids() == {other.id}
     finally:
         session.stop_feed()

@@ -245,6 +245,8 @@ class FeedWorker(QThread):
     def _arm(self, protections: list[Protection]) -> None:
         try:
             for stored in protections:
+                if not self._still_open(stored.id):
+                    continue
                 try:
                     p = self.engine_view(stored)
                 except Exception as exc:
@@ -262,6 +264,23 @@ class FeedWorker(QThread):
                 self._watched.pop(p.id, None)
         finally:
             self._resubscribe()
+
+    def _still_open(self, protection_id: int) -> bool:
+        """An arm asked for on another thread can arrive after the stop fired (or an exit started): this
+        thread commits its own triggers, so the store tells. Armed again, it would fire a second time."""
+        try:
+            status = self.store.get(protection_id).status
+        except KeyError:
+            return False
+        except Exception as exc:
+            # Unread, it is armed as asked: a second fire is refused by the trigger's compare-and-set,
+            # a protection left unwatched is not.
+            log.warning("protection %s: its state could not be read (%s); armed as asked", protection_id, exc)
+            return True
+        if status is not Status.OPEN:
+            log.info("protection %s: not armed: it is %s now", protection_id, status.value)
+            return False
+        return True
 
     def _watch(self, protections: list[Protection]) -> None:
         for p in protections:
