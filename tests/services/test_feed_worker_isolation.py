@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 
 import pytest
@@ -121,5 +122,58 @@ def test_an_arm_that_arrives_after_the_stop_fired_is_not_armed(
         feed.arm([other])  # handled after it, in order, on the feed thread
         wait_until(lambda: feed.engine.is_armed(str(other.id)), what="the later one armed")
         assert not feed.engine.is_armed(str(fired.id)) and feed.armed_ids() == {other.id}
+    finally:
+        session.stop_feed()
+
+
+def test_an_arm_on_its_way_to_the_feed_thread_counts_as_armed(
+    qtbot: QtBot,
+    simulator: SimulatorHandle,
+    store: ProtectionStore,  # noqa: F811
+) -> None:
+    """Found by chaos seed 31031: a reconcile 40 ms after an adoption found it "OPEN but not armed" (its arm
+    still queued for the feed thread) and armed it a second time, from a staler snapshot."""
+    simulator.set_price("NSE:INFY", 1500.0)
+    session = kite_session(simulator, store)
+    feed = session.start_feed(store, on_trigger=lambda _pid, _event: None)
+    busy, release = threading.Event(), threading.Event()
+    try:
+        wait_until(lambda: feed._aloop is not None, what="the feed thread's loop")
+        p = protect(store, session.account_id)
+        feed._call(lambda: (busy.set(), release.wait(10)))  # the feed thread is busy elsewhere
+        assert busy.wait(10)
+        feed.arm([p])
+        assert p.id in feed.armed_ids() and not feed.engine.is_armed(str(p.id))
+        release.set()
+        wait_until(lambda: feed.engine.is_armed(str(p.id)), what="armed")
+        assert feed.armed_ids() == {p.id}
+    finally:
+        release.set()
+        session.stop_feed()
+
+
+def test_a_stale_snapshot_armed_again_never_takes_the_stop_back(
+    qtbot: QtBot,
+    simulator: SimulatorHandle,
+    store: ProtectionStore,  # noqa: F811
+) -> None:
+    """The engine trailed the stop up; a re-arm from a snapshot read before that (the store's stop lags the
+    engine's by up to a flush) used to put the stop back where the snapshot had it: against the trader."""
+    simulator.set_price("NSE:INFY", 1500.0)
+    session = kite_session(simulator, store)
+    feed = session.start_feed(store, on_trigger=lambda _pid, _event: None)
+    try:
+        stale = protect(store, session.account_id)
+        feed.arm([stale])
+        wait_until(lambda: feed.engine.is_armed(str(stale.id)), what="armed")
+        first = feed.engine.stop(str(stale.id))
+        simulator.set_price("NSE:INFY", 1560.0, bid=1559.95, ask=1560.05)
+        wait_until(lambda: feed.engine.stop(str(stale.id)) > first, what="the stop trailed up")
+        trailed = feed.engine.stop(str(stale.id))
+        other = protect(store, session.account_id)
+        feed.arm([stale])
+        feed.arm([other])  # handled after it, in order, on the feed thread
+        wait_until(lambda: feed.engine.is_armed(str(other.id)), what="the later one armed")
+        assert feed.engine.stop(str(stale.id)) >= trailed > stale.stop  # type: ignore[operator]
     finally:
         session.stop_feed()

@@ -97,6 +97,10 @@ class FeedWorker(QThread):
         self.engine_view: Callable[[Protection], Protection] = _as_it_is
         # What is armed, readable from any thread (replaced, never changed in place): the reconciler's check.
         self._armed_ids: frozenset[int] = frozenset()
+        # Arms asked for and not yet done by the feed thread (id -> how many): they count as armed, or a
+        # reconcile looking right after an adoption arms it a second time from a staler snapshot.
+        self._arming: dict[int, int] = {}
+        self._arming_lock = threading.Lock()
         # Paused protections: their prices keep coming (the trader sees where the market is) but the
         # engine does not hold them, so nothing trails or fires.
         self._watched: dict[int, Protection] = {}
@@ -156,14 +160,20 @@ class FeedWorker(QThread):
     def arm(self, protections: Iterable[Protection]) -> None:
         """Arm (or re-arm) protections in the engine and subscribe to their instruments."""
         items = list(protections)
+        with self._arming_lock:
+            for p in items:
+                self._arming[p.id] = self._arming.get(p.id, 0) + 1
         self._call(lambda: self._arm(items))
 
     def disarm(self, protection_id: int) -> None:
         self._call(lambda: self._disarm(protection_id))
 
     def armed_ids(self) -> frozenset[int]:
-        """The protections armed in the engine and subscribed to, as of the feed thread's last change."""
-        return self._armed_ids
+        """The protections armed in the engine and subscribed to, as of the feed thread's last change, and
+        those whose arm is on its way to it (chaos seed 31031: a reconcile 40 ms after an adoption found
+        the adopted one "OPEN but not armed", its arm still queued, and armed it again)."""
+        with self._arming_lock:
+            return self._armed_ids | self._arming.keys()
 
     def watch(self, protections: Iterable[Protection]) -> None:
         """Keep the prices of (paused) protections coming without arming them."""
@@ -255,7 +265,7 @@ class FeedWorker(QThread):
                 if p.entry_price is None:
                     continue
                 try:
-                    self.engine.arm_protection(p)
+                    self.engine.arm_protection(self._no_looser_than_armed(p))
                 except Exception as exc:
                     # One bad protection (a stored stop <= 0) must not leave the rest of the batch unarmed.
                     log.error("protection %s: cannot be armed: %s", p.id, exc)
@@ -264,6 +274,24 @@ class FeedWorker(QThread):
                 self._watched.pop(p.id, None)
         finally:
             self._resubscribe()
+            with self._arming_lock:
+                for stored in protections:
+                    left = self._arming.get(stored.id, 0) - 1
+                    if left > 0:
+                        self._arming[stored.id] = left
+                    else:
+                        self._arming.pop(stored.id, None)
+
+    def _no_looser_than_armed(self, p: Protection) -> Protection:
+        """A re-arm from a snapshot read before the engine trailed on (the write-behind store lags it by up
+        to a flush) must not take the stop back: it keeps the engine's stop and peak where they are better."""
+        key = str(p.id)
+        if p.stop is None or not self.engine.is_armed(key):
+            return p
+        armed_stop, armed_peak = self.engine.stop(key), self.engine.peak(key)
+        better = max if p.side.is_long else min
+        peak = None if p.peak is None else better(p.peak, armed_peak)
+        return p.with_changes(stop=better(p.stop, armed_stop), peak=peak)
 
     def _still_open(self, protection_id: int) -> bool:
         """An arm asked for on another thread can arrive after the stop fired (or an exit started): this
