@@ -285,9 +285,11 @@ class FeedWorker(QThread):
     def _no_looser_than_armed(self, p: Protection) -> Protection:
         """A re-arm from a snapshot read before the engine trailed on (the write-behind store lags it by up
         to a flush) must not take the stop back: it keeps the engine's stop and peak where they are better."""
-        key = str(p.id)
-        if p.stop is None or not self.engine.is_armed(key):
+        key, armed = str(p.id), self._protections.get(p.id)
+        if p.stop is None or armed is None or not self.engine.is_armed(key):
             return p
+        if (armed.engine_instrument, armed.side) != (p.engine_instrument, p.side):
+            return p  # another view of it (a stop on the underlying): its prices are not comparable
         armed_stop, armed_peak = self.engine.stop(key), self.engine.peak(key)
         better = max if p.side.is_long else min
         peak = None if p.peak is None else better(p.peak, armed_peak)
