@@ -74,7 +74,7 @@ def test_a_trigger_whose_commit_fails_is_armed_again_and_fires_again(
 def test_a_stop_being_committed_still_counts_as_armed(
     qtbot: QtBot,
     simulator: SimulatorHandle,
-    store: ProtectionStore,  # noqa: F811
+    store: ProtectionStore,
     batched: bool,
 ) -> None:
     """Found by a chaos run (seed 31001): the reconciler's "OPEN but not armed" look fell between the engine
@@ -107,7 +107,7 @@ def test_a_stop_being_committed_still_counts_as_armed(
 def test_an_arm_that_arrives_after_the_stop_fired_is_not_armed(
     qtbot: QtBot,
     simulator: SimulatorHandle,
-    store: ProtectionStore,  # noqa: F811
+    store: ProtectionStore,
 ) -> None:
     """A thread read the protection OPEN and asked for it to be armed (a reconcile's entry fill, a rule or
     tick size changed); its stop fired before the feed thread got to the request: arming that snapshot would
@@ -129,7 +129,7 @@ def test_an_arm_that_arrives_after_the_stop_fired_is_not_armed(
 def test_an_arm_on_its_way_to_the_feed_thread_counts_as_armed(
     qtbot: QtBot,
     simulator: SimulatorHandle,
-    store: ProtectionStore,  # noqa: F811
+    store: ProtectionStore,
 ) -> None:
     """Found by chaos seed 31031: a reconcile 40 ms after an adoption found it "OPEN but not armed" (its arm
     still queued for the feed thread) and armed it a second time, from a staler snapshot."""
@@ -155,7 +155,7 @@ def test_an_arm_on_its_way_to_the_feed_thread_counts_as_armed(
 def test_a_stale_snapshot_armed_again_never_takes_the_stop_back(
     qtbot: QtBot,
     simulator: SimulatorHandle,
-    store: ProtectionStore,  # noqa: F811
+    store: ProtectionStore,
 ) -> None:
     """The engine trailed the stop up; a re-arm from a snapshot read before that (the store's stop lags the
     engine's by up to a flush) used to put the stop back where the snapshot had it: against the trader."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.unit.services.test_exit_jobs_own_sale import Broker, Safety, order, run_exit, store  # noqa: F401
+from tests.unit.services.test_exit_jobs_own_sale import Broker, Safety, order, run_exit
 from trailstop_gui.models.domain import Status
 from trailstop_gui.models.store import ProtectionStore
 from trailstop_gui.services.brokers.base import OrderStatus, Position
@@ -35,7 +35,7 @@ class ReadsFailAfterTheSend(Broker):
     ids=["token expired", "broker unreachable"],
 )
 def test_a_refused_delivery_exit_whose_recheck_fails_is_left_to_the_reconciler(
-    store: ProtectionStore,  # noqa: F811
+    store: ProtectionStore,
     failure: Exception,
     reported: str,
 ) -> None:

@@ -13,7 +13,7 @@ from tests import factories
 from trailstop_gui.models import db
 from trailstop_gui.models.domain import Product, Protection, Side, Status, TrailRule
 from trailstop_gui.models.store import ProtectionStore
-from trailstop_gui.services.brokers.base import KITE_CAPABILITIES, Holding, Order, Position
+from trailstop_gui.services.brokers.base import KITE_CAPABILITIES, Holding, Order, OrderStatus, Position
 from trailstop_gui.services.brokers.errors import MalformedReplyError
 from trailstop_gui.services.reconciler import FLAT_CONFIRM_SECONDS, Hooks, Reconciler
 
