@@ -154,7 +154,15 @@ class Holdings:
             for member in group:
                 row = self.play_row(member)
                 if row is None or row[1] != "OPEN":
-                    member.problem = f"protection was {row[1] if row else 'gone'} before its stop was crossed"
+                    if row is not None and self.basket_took(member):
+                        # Looked at above for the play advanced, but not for its sibling, nor for a breach
+                        # since (seed 31023: the Upstox play crossed SBIN for both; the Kite holding's
+                        # basket had breached and exited it: no problem, as for the play itself).
+                        member.outcome = "exited by a basket"
+                    else:
+                        member.problem = (
+                            f"protection was {row[1] if row else 'gone'} before its stop was crossed"
+                        )
                     member.state = "done"
                     continue
                 stops.append(float(row[2]))

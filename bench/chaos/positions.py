@@ -204,7 +204,8 @@ class Positions:
                 ep.next_check = now + 0.3
 
     def cross(self, ep: Episode) -> None:
-        rows = self.protection_row(ep)
+        # From the one being trailed on: not one a basket exited before the rest of the entry filled.
+        rows = [r for r in self.protection_row(ep) if int(r[0]) >= (ep.protection_id or 0)]
         if not rows or rows[0][1] != "OPEN":
             if not (rows and self.exited_by_basket(rows[0][0])):  # a basket's exit came first: no problem
                 ep.problem = f"protection was {rows[0][1] if rows else 'gone'} before its stop was crossed"
@@ -281,6 +282,13 @@ class Positions:
         if net == 0 and all(row[1] in TERMINAL for row in rows):
             self.finish(ep, "flat", now)
             return
+        if ep.outcome == "exited by a basket" and net != 0 and self.adopted_after_the_basket(rows):
+            # A breach exits its members as they were then (README, Baskets); the rest of a partly filled
+            # entry that filled after it is a new position, auto-protected with its own stop (seed 31005:
+            # 6 of 16 adopted, the basket breached, its exit sold those 6, the other 10 were adopted as a
+            # new protection that nobody crossed). That one is trailed and crossed as any other.
+            ep.outcome, ep.state, ep.entered_at = "", "protecting", now
+            return
         since = ep.crossed_at if ep.crossed_at is not None else ep.entered_at
         if self.tracker.available(ep.broker, since, now) > self.config.give_up_after:
             ep.problem = ep.problem or f"still open after {self.config.give_up_after:g} s of working feed"
@@ -304,6 +312,11 @@ class Positions:
             " ORDER BY id",
             (ep.broker, ep.instrument, ep.product),
         )
+
+    @staticmethod
+    def adopted_after_the_basket(rows: list[tuple[Any, ...]]) -> bool:
+        """The position's newest protection is OPEN and every older one has ended (the basket's exit)."""
+        return bool(rows) and rows[-1][1] == "OPEN" and all(row[1] in TERMINAL for row in rows[:-1])
 
     def exited_by_basket(self, pid: object) -> bool:
         """With --baskets: the protection was exited by a basket's breach (its TRIGGERED says so)."""

@@ -284,3 +284,73 @@ def test_a_feed_down_alert_comes_only_if_the_feed_stays_down(
     rig.qtbot.waitUntil(lambda: AlertKind.FEED_DOWN in rig.kinds(), timeout=5000)
     assert rig.kinds().count(AlertKind.FEED_DOWN) == 1
     assert states == [(rig.account_id, s) for s in ("reconnecting", "live", "reconnecting")]
+
+
+def pending_entry(rig: Rig) -> Protection:
+    """3 INFY to buy at market with a 2 % trail: PENDING, its entry not sent yet."""
+    return rig.store.create_protection(
+        account_id=rig.account_id,
+        broker="kite",
+        instrument=408065,
+        symbol="INFY",
+        exchange="NSE",
+        side=Side.BUY,
+        product=Product.MIS,
+        quantity=3,
+        tick_size=0.05,
+        rule=TrailRule.percent(2.0),
+    )
+
+
+def test_an_entry_update_for_an_entry_ended_meanwhile_is_not_an_exception(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first update of an entry whose reply was lost names its order; the protection was read PENDING,
+    then ended on another thread (the trader's cancel, a reconcile) before the order id was written: it
+    used to raise into the feed thread's order-update handling."""
+    p = pending_entry(rig)
+    owner_of = rig.service._owner_of
+
+    def read_then_cancelled(tag: str) -> tuple[Protection | None, str]:
+        found = owner_of(tag)
+        rig.store.transition(p.id, Status.CANCELLED, expected=Status.PENDING, reason="entry cancelled")
+        return found
+
+    monkeypatch.setattr(rig.service, "_owner_of", read_then_cancelled)
+    update = OrderUpdate(order_id="E1", status="OPEN", tag=p.entry_tag, filled_quantity=0, average_price=0.0)
+    rig.service._on_order_update(rig.account_id, update)
+    assert rig.store.get(p.id).status is Status.CANCELLED and rig.store.get(p.id).entry_order_id is None
+
+
+def test_an_entry_rejected_before_its_reply_is_read_is_not_an_exception(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kite answers a placed order with its id, then its RMS may reject it (Kite forum, discussion 9410: "the
+    200 response ... doesn't guarantee the execution"); the pushed REJECTED update can end the protection
+    before the reply is read. Writing the order id then raised in the entry task (logged as an ERROR)."""
+    p = pending_entry(rig)
+    place = rig.broker.place_order
+
+    def accepted_then_rejected(request: Any) -> str:
+        order_id = place(request)
+        rig.store.transition(p.id, Status.REJECTED, expected=Status.PENDING, reason="entry rejected")
+        return order_id
+
+    monkeypatch.setattr(rig.broker, "place_order", accepted_then_rejected)
+    watched: list[str] = []
+    monkeypatch.setattr(rig.service, "_watch_entry", lambda _pid, _broker, order_id: watched.append(order_id))
+    request = EntryRequest(
+        account_id=rig.account_id,
+        instrument=408065,
+        symbol="INFY",
+        exchange="NSE",
+        side=Side.BUY,
+        quantity=3,
+        product=Product.MIS,
+        tick_size=0.05,
+        rule=TrailRule.percent(2.0),
+    )
+    rig.service._send_entry(p, request)
+    ended = rig.store.get(p.id)
+    assert (ended.status, ended.reason) == (Status.REJECTED, "entry rejected")
+    assert len(rig.broker.placed) == 1 and watched == []

@@ -373,6 +373,17 @@ class ExitJobs:
             # (an exit handed to the watcher counts as in flight: positions.exit_share).
             with self._position_lock(protection_id):
                 handed_off = work()
+        except TemporaryError as exc:
+            # A follow-up of a watched exit (a refused delivery sale sized again, the rest of a partly
+            # filled one) could not reach the broker; the first send's job handles its own. The protection
+            # stays as it is: every reconcile resumes an exit in flight, its tag looked up first.
+            self._delay(protection_id, f"the broker could not be reached: {exc}")
+        except AuthError as exc:
+            # The same with the token expired (chaos seed 31021: a refused delivery exit's fresh positions
+            # read met an expired token and the job "crashed"): it is finished after the next login.
+            log.warning("protection %s: exit waits for a new login (%s)", protection_id, exc)
+            self.store.journal("exit_waiting_login", protection_id=protection_id, message=str(exc))
+            self.events.login_needed(self.store.get(protection_id).account_id)
         except Exception as exc:
             log.exception("protection %s: exit job crashed", protection_id)
             self.events.exit_failed(protection_id, f"internal error: {exc}")

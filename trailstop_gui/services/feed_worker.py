@@ -97,6 +97,10 @@ class FeedWorker(QThread):
         self.engine_view: Callable[[Protection], Protection] = _as_it_is
         # What is armed, readable from any thread (replaced, never changed in place): the reconciler's check.
         self._armed_ids: frozenset[int] = frozenset()
+        # Arms asked for and not yet done by the feed thread (id -> how many): they count as armed, or a
+        # reconcile looking right after an adoption arms it a second time from a staler snapshot.
+        self._arming: dict[int, int] = {}
+        self._arming_lock = threading.Lock()
         # Paused protections: their prices keep coming (the trader sees where the market is) but the
         # engine does not hold them, so nothing trails or fires.
         self._watched: dict[int, Protection] = {}
@@ -156,14 +160,20 @@ class FeedWorker(QThread):
     def arm(self, protections: Iterable[Protection]) -> None:
         """Arm (or re-arm) protections in the engine and subscribe to their instruments."""
         items = list(protections)
+        with self._arming_lock:
+            for p in items:
+                self._arming[p.id] = self._arming.get(p.id, 0) + 1
         self._call(lambda: self._arm(items))
 
     def disarm(self, protection_id: int) -> None:
         self._call(lambda: self._disarm(protection_id))
 
     def armed_ids(self) -> frozenset[int]:
-        """The protections armed in the engine and subscribed to, as of the feed thread's last change."""
-        return self._armed_ids
+        """The protections armed in the engine and subscribed to, as of the feed thread's last change, and
+        those whose arm is on its way to it (chaos seed 31031: a reconcile 40 ms after an adoption found
+        the adopted one "OPEN but not armed", its arm still queued, and armed it again)."""
+        with self._arming_lock:
+            return self._armed_ids | self._arming.keys()
 
     def watch(self, protections: Iterable[Protection]) -> None:
         """Keep the prices of (paused) protections coming without arming them."""
@@ -245,6 +255,8 @@ class FeedWorker(QThread):
     def _arm(self, protections: list[Protection]) -> None:
         try:
             for stored in protections:
+                if not self._still_open(stored.id):
+                    continue
                 try:
                     p = self.engine_view(stored)
                 except Exception as exc:
@@ -253,7 +265,7 @@ class FeedWorker(QThread):
                 if p.entry_price is None:
                     continue
                 try:
-                    self.engine.arm_protection(p)
+                    self.engine.arm_protection(self._no_looser_than_armed(p))
                 except Exception as exc:
                     # One bad protection (a stored stop <= 0) must not leave the rest of the batch unarmed.
                     log.error("protection %s: cannot be armed: %s", p.id, exc)
@@ -262,6 +274,43 @@ class FeedWorker(QThread):
                 self._watched.pop(p.id, None)
         finally:
             self._resubscribe()
+            with self._arming_lock:
+                for stored in protections:
+                    left = self._arming.get(stored.id, 0) - 1
+                    if left > 0:
+                        self._arming[stored.id] = left
+                    else:
+                        self._arming.pop(stored.id, None)
+
+    def _no_looser_than_armed(self, p: Protection) -> Protection:
+        """A re-arm from a snapshot read before the engine trailed on (the write-behind store lags it by up
+        to a flush) must not take the stop back: it keeps the engine's stop and peak where they are better."""
+        key, armed = str(p.id), self._protections.get(p.id)
+        if p.stop is None or armed is None or not self.engine.is_armed(key):
+            return p
+        if (armed.engine_instrument, armed.side) != (p.engine_instrument, p.side):
+            return p  # another view of it (a stop on the underlying): its prices are not comparable
+        armed_stop, armed_peak = self.engine.stop(key), self.engine.peak(key)
+        better = max if p.side.is_long else min
+        peak = None if p.peak is None else better(p.peak, armed_peak)
+        return p.with_changes(stop=better(p.stop, armed_stop), peak=peak)
+
+    def _still_open(self, protection_id: int) -> bool:
+        """An arm asked for on another thread can arrive after the stop fired (or an exit started): this
+        thread commits its own triggers, so the store tells. Armed again, it would fire a second time."""
+        try:
+            status = self.store.get(protection_id).status
+        except KeyError:
+            return False
+        except Exception as exc:
+            # Unread, it is armed as asked: a second fire is refused by the trigger's compare-and-set,
+            # a protection left unwatched is not.
+            log.warning("protection %s: its state could not be read (%s); armed as asked", protection_id, exc)
+            return True
+        if status is not Status.OPEN:
+            log.info("protection %s: not armed: it is %s now", protection_id, status.value)
+            return False
+        return True
 
     def _watch(self, protections: list[Protection]) -> None:
         for p in protections:
@@ -317,8 +366,11 @@ class FeedWorker(QThread):
         for event in self.engine.on_tick(tick):
             pid = int(event.key)
             if isinstance(event, StopTriggered):
+                # Still counted in armed_ids (the reconciler's "OPEN but not armed" look) until its handler
+                # has committed TRIGGERED: in between it is OPEN in the store and gone from the engine, and a
+                # reconcile looking then armed it again (chaos seed 31001: re-armed mid-commit, it fired a
+                # second time after its exit had closed it).
                 self._protections.pop(pid, None)
-                self._armed_ids = frozenset(self._protections)
                 if self._on_triggers is not None:
                     fired.append((pid, event))
                     continue
@@ -329,6 +381,7 @@ class FeedWorker(QThread):
                     # leave the protection OPEN and unwatched (the engine already let go of it).
                     log.exception("protection %s: handling the trigger failed", pid)
                     self._rearm_after_failed_trigger(pid)
+                self._armed_ids = frozenset(self._protections)
             elif isinstance(event, StopMoved):
                 self.store.record_stop(pid, event.new, self.engine.peak(event.key))
                 first_old = self._dirty_stops.get(pid, (event.old, event.new))[0]
@@ -341,6 +394,7 @@ class FeedWorker(QThread):
                 log.exception("protections %s: handling the triggers failed", [pid for pid, _ in fired])
                 for pid, _event in fired:
                     self._rearm_after_failed_trigger(pid)
+            self._armed_ids = frozenset(self._protections)
 
     async def _publish_snapshots(self) -> None:
         while True:

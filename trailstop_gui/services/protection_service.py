@@ -37,7 +37,12 @@ from trailstop_gui.models.domain import (
 )
 from trailstop_gui.models.engine import StopTriggered, checked_initial_stop
 from trailstop_gui.models.lifecycle import IllegalTransition
-from trailstop_gui.models.store import ConcurrentTransition, ProtectionStore, TransitionRequest
+from trailstop_gui.models.store import (
+    ConcurrentTransition,
+    ProtectionEnded,
+    ProtectionStore,
+    TransitionRequest,
+)
 from trailstop_gui.services.adoption import adopt_position
 from trailstop_gui.services.brokers.base import (
     Broker,
@@ -475,10 +480,11 @@ class ProtectionService(QObject):
             self.reconcile(account_id)
         # A pushed entry fill arms the stop without waiting for a reconcile.
         if owner is not None and role == "entry" and owner.status in (Status.PENDING, Status.OPEN):
-            if owner.entry_order_id is None and update.order_id:
-                # The entry's own reply was lost (a timeout): the update names its order.
-                owner = self.store.update(owner.id, kind="entry_placed", entry_order_id=update.order_id)
             try:
+                if owner.entry_order_id is None and update.order_id:
+                    # The entry's own reply was lost (a timeout): the update names its order. (Inside the
+                    # try: it may have ended since it was read, and this runs on the feed thread.)
+                    owner = self.store.update(owner.id, kind="entry_placed", entry_order_id=update.order_id)
                 changed = self.reconciler.apply_entry_state(
                     owner, normalize_order_status(update.status), update.filled_quantity, update.average_price
                 )
@@ -719,7 +725,15 @@ class ProtectionService(QObject):
             if isinstance(exc, AuthError):
                 self.sessions[p.account_id].mark_login_needed(str(exc))
             return
-        self.store.update(p.id, kind="entry_placed", entry_order_id=order_id)
+        try:
+            self.store.update(p.id, kind="entry_placed", entry_order_id=order_id)
+        except ProtectionEnded as exc:
+            # An order id is no promise: the broker's RMS may reject the order a moment later (Kite forum,
+            # discussion 9410), and the pushed REJECTED update (or the trader's cancel) can end the
+            # protection before this reply is read. Nothing is left to watch.
+            log.info("protection %s: entry %s placed, but it has ended meanwhile (%s)", p.id, order_id, exc)
+            self.protection_changed.emit(p.id)
+            return
         self.protection_changed.emit(p.id)
         self._watch_entry(p.id, broker, order_id)
 

@@ -367,7 +367,10 @@ class Reconciler:
                 )
             else:
                 return None
-            self.hooks.arm(p)
+            if p.status is Status.OPEN:
+                # Not when its stop fired while the fill was being written (the feed thread does not wait
+                # for us): armed again, it would fire a second time and its safety stop would follow it.
+                self.hooks.arm(p)
             if report is not None:
                 report.filled.append(p.id)
             return p

@@ -13,7 +13,7 @@ from tests import factories
 from trailstop_gui.models import db
 from trailstop_gui.models.domain import Product, Protection, Side, Status, TrailRule
 from trailstop_gui.models.store import ProtectionStore
-from trailstop_gui.services.brokers.base import KITE_CAPABILITIES, Holding, Order, Position
+from trailstop_gui.services.brokers.base import KITE_CAPABILITIES, Holding, Order, OrderStatus, Position
 from trailstop_gui.services.brokers.errors import MalformedReplyError
 from trailstop_gui.services.reconciler import FLAT_CONFIRM_SECONDS, Hooks, Reconciler
 
@@ -433,3 +433,20 @@ def test_a_protection_an_exit_took_during_the_read_is_not_resized(
     assert report.failed == [] and report.resized == []
     assert store.get(p.id).filled_quantity == 10
     assert store.get(p.id).status is (Status.CLOSED if exit_filled else Status.TRIGGERED)
+
+
+def test_the_rest_of_an_entry_filling_after_the_stop_fired_does_not_arm_it_again(
+    store: ProtectionStore,
+) -> None:
+    """An entry's order update (or book read) saw it OPEN and partly filled; its stop fired on the feed
+    thread before the rest of the fill was written: the fill is recorded, but the protection is exiting
+    and is not armed again (it would fire a second time, and its safety stop would follow it again)."""
+    reconciler, calls, account_id = rig(store)
+    p = pending_long(store, account_id, 10)
+    seen = store.transition(
+        p.id, Status.OPEN, expected=Status.PENDING, entry_price=1500.0, filled_quantity=4, stop=1470.0
+    )
+    store.transition(p.id, Status.TRIGGERED, expected=Status.OPEN, reason="stop")
+    reconciler.apply_entry_state(seen, OrderStatus.COMPLETE, 10, 1500.0)
+    assert calls.armed == []
+    assert store.get(p.id).status is Status.TRIGGERED and store.get(p.id).filled_quantity == 10
