@@ -20,7 +20,7 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -372,6 +372,32 @@ class ProtectionStore:
         """Protections that still need attention: what a restart resumes."""
         return self.protections(LIVE, account_id)
 
+    def live_like(
+        self, account_id: int, product: str, side: str, *, instrument: str, name: str
+    ) -> list[Protection]:
+        """The account's live protections of this product and side on ``instrument``, or named ``name``
+        (a trading symbol, or the ISIN that ends an instrument id such as "NSE_EQ|INE..."): a superset of
+        the protections on one position, which the caller narrows. An exit job reads this while TRIGGERED
+        commits on the feed thread: every row it builds holds the interpreter, and ``live()`` builds them
+        all (60 protections: 2-10 ms that the commit then waited for, bench/tick_to_exit_stages.py)."""
+        row = db.ProtectionRow
+        query = (
+            row.select()
+            .where(
+                (row.account == account_id)
+                & row.status.in_([s.value for s in LIVE])
+                & (row.product == product)
+                & (row.side == side)
+                & (
+                    (row.instrument == instrument)
+                    | (row.symbol == name)
+                    | row.instrument.endswith(f"|{name}")
+                )
+            )
+            .order_by(row.id)
+        )
+        return [self._with_pending(self._protection(r)) for r in query]
+
     def transition(
         self,
         protection_id: int,
@@ -395,12 +421,20 @@ class ProtectionStore:
             self._transition_row(protection_id, target, expected, reason, price, fields, pending)
         return self.get(protection_id)
 
-    def transition_many(self, moves: Sequence[TransitionRequest]) -> list[Protection | Exception]:
+    def transition_many(
+        self,
+        moves: Sequence[TransitionRequest],
+        *,
+        committed: Callable[[list[Exception | None]], None] | None = None,
+    ) -> list[Protection | Exception]:
         """Several transitions committed in ONE transaction (the triggers of one tick: one fsync, not N).
 
         Each move is checked as :meth:`transition` checks it; a move that fails (ConcurrentTransition,
         IllegalTransition, KeyError) is rolled back alone (a savepoint) and reported in its place in the
         result, the others commit. An error of the database itself fails the whole batch.
+
+        ``committed`` hears each move's failure (None: it is on disk) as soon as the commit returns, before
+        the rows are read back for the result: the tick path lets its exit orders go there.
         """
         failures: dict[int, Exception] = {}
         checked = [dict(m.fields) for m in moves]
@@ -425,6 +459,8 @@ class ProtectionStore:
                             self._journal(move.protection_id, account_id, kind, None, None, None, message)
                 except (ConcurrentTransition, IllegalTransition, KeyError) as exc:
                     failures[index] = exc
+        if committed is not None:
+            committed([failures.get(i) for i in range(len(moves))])
         return [failures.get(i) or self.get(m.protection_id) for i, m in enumerate(moves)]
 
     def _transition_row(

@@ -427,23 +427,29 @@ class ProtectionService(QObject):
             )
             for pid, event in fired
         ]
+
+        def let_go(failures: list[Exception | None]) -> None:
+            # Right after the commit, before the rows are read back: each exit leaves once its TRIGGERED
+            # is on disk, and not a read later (bench/tick_to_exit_stages.py).
+            for (pid, _event), failure in zip(fired, failures, strict=True):
+                gate = gates[pid]
+                if gate is not None and failure is None:
+                    gate.open()
+                elif gate is not None:
+                    gate.close()
+
         try:
-            results = self.store.transition_many(moves)
+            results = self.store.transition_many(moves, committed=let_go)
         except Exception:
             for gate in gates.values():
                 if gate is not None:
                     gate.close()
             raise
         for (pid, event), result in zip(fired, results, strict=True):
-            gate = gates[pid]
             if isinstance(result, Exception):
-                if gate is not None:
-                    gate.close()
                 log.info("protection %s: trigger ignored (%s)", pid, result)
                 continue
-            if gate is not None:
-                gate.open()
-            else:
+            if gates[pid] is None:
                 self.executor.submit(pid)
             what = "Target reached" if event.reason == "target" else "Stop triggered"
             self.notifier.notify(
