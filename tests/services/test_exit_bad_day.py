@@ -94,9 +94,9 @@ def test_stops_of_one_tick_reach_the_broker_together_despite_slow_fills(rig: Rig
     batches: list[int] = []
     transition_many = rig.store.transition_many
 
-    def recording(moves: Any) -> Any:
+    def recording(moves: Any, **kwargs: Any) -> Any:
         batches.append(len(moves))
-        return transition_many(moves)
+        return transition_many(moves, **kwargs)
 
     rig.store.transition_many = recording  # type: ignore[method-assign]
     fault(rig, fault="fill_delay", seconds=3.0)
