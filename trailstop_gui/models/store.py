@@ -20,7 +20,7 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -421,21 +421,20 @@ class ProtectionStore:
             self._transition_row(protection_id, target, expected, reason, price, fields, pending)
         return self.get(protection_id)
 
-    def transition_many(
-        self,
-        moves: Sequence[TransitionRequest],
-        *,
-        committed: Callable[[list[Exception | None]], None] | None = None,
-    ) -> list[Protection | Exception]:
+    def transition_many(self, moves: Sequence[TransitionRequest]) -> list[Protection | Exception]:
         """Several transitions committed in ONE transaction (the triggers of one tick: one fsync, not N).
 
         Each move is checked as :meth:`transition` checks it; a move that fails (ConcurrentTransition,
         IllegalTransition, KeyError) is rolled back alone (a savepoint) and reported in its place in the
         result, the others commit. An error of the database itself fails the whole batch.
-
-        ``committed`` hears each move's failure (None: it is on disk) as soon as the commit returns, before
-        the rows are read back for the result: the tick path lets its exit orders go there.
         """
+        failures = self.commit_transitions(moves)
+        return [f or self.get(m.protection_id) for f, m in zip(failures, moves, strict=True)]
+
+    def commit_transitions(self, moves: Sequence[TransitionRequest]) -> list[Exception | None]:
+        """:meth:`transition_many` without reading the rows back: each move's failure, None once it is on
+        disk. The tick path's: its exit orders go as this returns, and a read-back on the feed thread then
+        held the interpreter the exit threads were waiting for (bench/tick_to_exit_stages.py)."""
         failures: dict[int, Exception] = {}
         checked = [dict(m.fields) for m in moves]
         for fields in checked:
@@ -459,9 +458,7 @@ class ProtectionStore:
                             self._journal(move.protection_id, account_id, kind, None, None, None, message)
                 except (ConcurrentTransition, IllegalTransition, KeyError) as exc:
                     failures[index] = exc
-        if committed is not None:
-            committed([failures.get(i) for i in range(len(moves))])
-        return [failures.get(i) or self.get(m.protection_id) for i, m in enumerate(moves)]
+        return [failures.get(i) for i in range(len(moves))]
 
     def _transition_row(
         self,
