@@ -84,7 +84,8 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-def main() -> None:
+def main(probe: Any = None) -> None:
+    """``probe``: bench/tick_to_exit_stages.py's per-stage timer (begin/end each exit, report at the end)."""
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from PySide6.QtCore import QCoreApplication, Qt
 
@@ -175,7 +176,7 @@ def main() -> None:
         service.executor.signals.exit_placed.connect(on_placed, Qt.ConnectionType.DirectConnection)
         trader = KiteBroker(kite["api_key"], access_token=session.token(), root=info["http"])
 
-        def measure(rounds: int) -> tuple[list[float], list[float], Counter[str]]:
+        def measure(rounds: int, phase: str) -> tuple[list[float], list[float], Counter[str]]:
             """Exit latencies (ms), round trips on each exit's path, the requests made before the exits."""
             samples: list[float] = []
             trips: list[float] = []
@@ -193,6 +194,8 @@ def main() -> None:
                 key, tag, pid = str(protection.id), protection.exit_tag, protection.id
                 pump(lambda key=key: feed.engine.is_armed(key))
                 placed.clear()
+                if probe is not None:
+                    probe.begin(phase)
                 pushed_at = control(
                     "price", {"symbol": SYMBOL, "ltp": 1300.0, "bid": 1299.95, "ask": 1300.05}
                 )["pushed_at"]
@@ -204,6 +207,8 @@ def main() -> None:
                 exit_order = next(o for o in control("orders") if o.get("tag") == tag)
                 received_at = exit_order["received_at"]
                 samples.append((received_at - pushed_at) * 1000)
+                if probe is not None:
+                    probe.end(phase, pushed_at, received_at)
                 # Requests that finished before the exit reached the broker each cost a round trip; the
                 # exit itself (and anything still under way beside it) costs its way in.
                 # Only the exit job's own thread counts (a periodic reconcile read is not on the path).
@@ -217,14 +222,14 @@ def main() -> None:
                 pump(lambda pid=pid: store.get(pid).status is Status.CLOSED)
             return samples, trips, paths
 
-        samples, _, _ = measure(ROUNDS)
+        samples, _, _ = measure(ROUNDS, "loopback")
         control("fault", {"fault": "latency", "seconds": LATENCY_MS / 1000})
         # Today's path first (the exit sized by a positions read), then the live position book's, in one
         # run under the same latency: the book's figure stands beside its baseline.
         service.position_book = False
-        read_samples, read_trips, read_paths = measure(LATENCY_ROUNDS)
+        read_samples, read_trips, read_paths = measure(LATENCY_ROUNDS, "read")
         service.position_book = True
-        book_samples, book_trips, book_paths = measure(LATENCY_ROUNDS)
+        book_samples, book_trips, book_paths = measure(LATENCY_ROUNDS, "book")
         control("fault", {"fault": "clear", "kind": "latency"})
         background = feed.ticks - ticks_before
         service.shutdown()
@@ -253,6 +258,8 @@ def main() -> None:
                 f"{LATENCY_ROUNDS} exits, so a floor of {trips * LATENCY_MS:g} ms)",
                 flush=True,
             )
+        if probe is not None:
+            probe.report()
     finally:
         store.close()
         proc.terminate()

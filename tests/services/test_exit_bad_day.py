@@ -92,13 +92,13 @@ def test_stops_of_one_tick_reach_the_broker_together_despite_slow_fills(rig: Rig
     rig.sim.set_price("NSE:INFY", 1500.0, bid=1499.95, ask=1500.05)
     pids = [enter(rig, Side.BUY, Product.MIS, TrailRule.percent(2.0)) for _ in range(6)]
     batches: list[int] = []
-    transition_many = rig.store.transition_many
+    commit_transitions = rig.store.commit_transitions
 
     def recording(moves: Any) -> Any:
         batches.append(len(moves))
-        return transition_many(moves)
+        return commit_transitions(moves)
 
-    rig.store.transition_many = recording  # type: ignore[method-assign]
+    rig.store.commit_transitions = recording  # type: ignore[method-assign]
     fault(rig, fault="fill_delay", seconds=3.0)
     pushed = control(rig.sim, "price", {"symbol": "NSE:INFY", "ltp": 1400.0})["pushed_at"]
     tags = {rig.store.get(pid).exit_tag for pid in pids}

@@ -3,6 +3,7 @@ their refusals, the order tags' owners, and the alerts it raises. The account's 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,7 +19,7 @@ from trailstop_gui.services import protection_service
 from trailstop_gui.services.brokers.base import OrderType
 from trailstop_gui.services.brokers.errors import AuthError
 from trailstop_gui.services.brokers.feed_loop import OrderUpdate
-from trailstop_gui.services.exit_executor import RetryPolicy
+from trailstop_gui.services.exit_executor import RetryPolicy, TriggerGate
 from trailstop_gui.services.notifier import Alert, AlertKind
 from trailstop_gui.services.protection_service import EntryRequest, ProtectionService
 from trailstop_gui.services.secrets import SecretStore
@@ -103,7 +104,7 @@ def test_a_trigger_that_cannot_be_committed_sends_nothing(rig: Rig, monkeypatch:
     def disk_full(*_args: Any, **_kwargs: Any) -> Any:
         raise OSError("database or disk is full")
 
-    monkeypatch.setattr(rig.store, "transition_many", disk_full)
+    monkeypatch.setattr(rig.store, "commit_transitions", disk_full)
     with pytest.raises(OSError):
         rig.service._on_triggers([fired(p)])
     # The gated job was closed with the failed commit: it ends without a send (persist before you act).
@@ -122,6 +123,42 @@ def test_one_tick_firing_a_live_and_an_ended_stop_exits_only_the_live_one(rig: R
     assert rig.service.executor.wait_idle(5)
     assert [o.tag for o in rig.broker.placed] == [live.exit_tag]
     assert rig.store.get(ended.id).status is Status.REMOVED
+
+
+def test_the_exit_is_let_go_when_triggered_commits_and_nothing_is_read_back(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The gate opened only once transition_many had read every row back: a read (and the interpreter it
+    # holds) between TRIGGERED on disk and the order leaving. Now it opens as the commit returns, and the
+    # feed thread reads nothing more while the exit thread needs the interpreter.
+    p = rig.protect()
+    feed_thread = threading.get_ident()
+    seen: list[str] = []  # what the feed thread does inside _on_triggers, in order
+    database, store_get, gate_open = rig.store._db, rig.store.get, TriggerGate.open
+
+    def commit() -> None:
+        type(database).commit(database)
+        if threading.get_ident() == feed_thread:
+            seen.append("commit")
+
+    def get(pid: int) -> Protection:
+        if threading.get_ident() == feed_thread:
+            seen.append("read")
+        return store_get(pid)
+
+    def open_gate(gate: TriggerGate) -> None:
+        seen.append("open")
+        gate_open(gate)
+
+    monkeypatch.setattr(database, "commit", commit)
+    monkeypatch.setattr(rig.store, "get", get)
+    monkeypatch.setattr(TriggerGate, "open", open_gate)
+    rig.service._on_triggers([fired(p)])
+    during = list(seen)
+    rig.wait_status(p.id, Status.CLOSED)
+    assert during[during.index("commit") + 1 :] == ["open"]
+    assert len(rig.broker.placed) == 1
+    assert rig.kinds().count(AlertKind.STOP_TRIGGERED) == 1
 
 
 # ----------------------------------------------------------------- the trader's actions

@@ -372,6 +372,32 @@ class ProtectionStore:
         """Protections that still need attention: what a restart resumes."""
         return self.protections(LIVE, account_id)
 
+    def live_like(
+        self, account_id: int, product: str, side: str, *, instrument: str, name: str
+    ) -> list[Protection]:
+        """The account's live protections of this product and side on ``instrument``, or named ``name``
+        (a trading symbol, or the ISIN that ends an instrument id such as "NSE_EQ|INE..."): a superset of
+        the protections on one position, which the caller narrows. An exit job reads this while TRIGGERED
+        commits on the feed thread: every row it builds holds the interpreter, and ``live()`` builds them
+        all (60 protections: 2-10 ms that the commit then waited for, bench/tick_to_exit_stages.py)."""
+        row = db.ProtectionRow
+        query = (
+            row.select()
+            .where(
+                (row.account == account_id)
+                & row.status.in_([s.value for s in LIVE])
+                & (row.product == product)
+                & (row.side == side)
+                & (
+                    (row.instrument == instrument)
+                    | (row.symbol == name)
+                    | row.instrument.endswith(f"|{name}")
+                )
+            )
+            .order_by(row.id)
+        )
+        return [self._with_pending(self._protection(r)) for r in query]
+
     def transition(
         self,
         protection_id: int,
@@ -402,6 +428,13 @@ class ProtectionStore:
         IllegalTransition, KeyError) is rolled back alone (a savepoint) and reported in its place in the
         result, the others commit. An error of the database itself fails the whole batch.
         """
+        failures = self.commit_transitions(moves)
+        return [f or self.get(m.protection_id) for f, m in zip(failures, moves, strict=True)]
+
+    def commit_transitions(self, moves: Sequence[TransitionRequest]) -> list[Exception | None]:
+        """:meth:`transition_many` without reading the rows back: each move's failure, None once it is on
+        disk. The tick path's: its exit orders go as this returns, and a read-back on the feed thread then
+        held the interpreter the exit threads were waiting for (bench/tick_to_exit_stages.py)."""
         failures: dict[int, Exception] = {}
         checked = [dict(m.fields) for m in moves]
         for fields in checked:
@@ -425,7 +458,7 @@ class ProtectionStore:
                             self._journal(move.protection_id, account_id, kind, None, None, None, message)
                 except (ConcurrentTransition, IllegalTransition, KeyError) as exc:
                     failures[index] = exc
-        return [failures.get(i) or self.get(m.protection_id) for i, m in enumerate(moves)]
+        return [failures.get(i) for i in range(len(moves))]
 
     def _transition_row(
         self,

@@ -86,6 +86,7 @@ from trailstop_gui.services.positions import (
     exit_share,
     open_quantity,
     position_key,
+    position_name,
     settling_exits,
 )
 from trailstop_gui.services.retry import Backoff, call_with_retries
@@ -538,8 +539,12 @@ class ExitJobs:
 
     def _prepare(self, p: Protection, live: LiveQuantity) -> _Prepared:
         # Live protections first, then the ended ones: a twin that closes in between is counted twice
-        # (in flight, then settling: this exit waits), never missed.
-        others = self.store.live(p.account_id)
+        # (in flight, then settling: this exit waits), never missed. Only those that may share the
+        # position (exit_share narrows them to it): this runs while the feed thread commits TRIGGERED,
+        # and every row read here holds the interpreter that commit needs.
+        others = self.store.live_like(
+            p.account_id, p.product.value, p.side.value, instrument=p.instrument, name=position_name(p)
+        )
         settling = self._settling(p, live)
         taken = sum(exit_claim(o) for o in settling)
         share = exit_share(p, others, live.quantity, settling=taken)

@@ -66,9 +66,15 @@ def position_key(p: Protection) -> PositionKey:
     trading symbol (Kite lists a stock under the same symbol on both exchanges; one that differs keeps a
     key of its own, as before). Without it each protection counted the whole demat as its own."""
     if p.product is Product.CNC and p.exchange in EQUITY_EXCHANGES:
-        _segment, bar, isin = p.instrument.partition("|")
-        return (p.account_id, f"EQ:{isin if bar else p.symbol}", p.product, p.side)
+        return (p.account_id, f"EQ:{position_name(p)}", p.product, p.side)
     return (p.account_id, p.instrument, p.product, p.side)
+
+
+def position_name(p: Protection) -> str:
+    """The name a delivery position goes by in :func:`position_key` (the ISIN ending the instrument id,
+    else the trading symbol): with the instrument, what ``ProtectionStore.live_like`` matches on."""
+    _segment, bar, isin = p.instrument.partition("|")
+    return isin if bar else p.symbol
 
 
 def exit_claim(p: Protection) -> int:

@@ -419,7 +419,8 @@ class ProtectionService(QObject):
         until the commit is done (gate.open), so the durable-before-act rule holds at no latency cost. One
         transaction for the tick, not one per stop: eight stops on one tick wait for one fsync, not eight.
         """
-        gates = {pid: self.executor.submit_gated(self.store.get(pid)) for pid, _ in fired}
+        triggered = {pid: self.store.get(pid) for pid, _ in fired}
+        gates = {pid: self.executor.submit_gated(p) for pid, p in triggered.items()}
         moves = [
             TransitionRequest(
                 pid,
@@ -433,23 +434,27 @@ class ProtectionService(QObject):
             for pid, event in fired
         ]
         try:
-            results = self.store.transition_many(moves)
+            # No read-back: each exit leaves as its TRIGGERED is on disk, and a read here would hold the
+            # interpreter its exit thread is waiting for (bench/tick_to_exit_stages.py).
+            failures = self.store.commit_transitions(moves)
         except Exception:
             for gate in gates.values():
                 if gate is not None:
                     gate.close()
             raise
-        for (pid, event), result in zip(fired, results, strict=True):
+        for (pid, _event), failure in zip(fired, failures, strict=True):
             gate = gates[pid]
-            if isinstance(result, Exception):
-                if gate is not None:
-                    gate.close()
-                log.info("protection %s: trigger ignored (%s)", pid, result)
-                continue
-            if gate is not None:
+            if gate is not None and failure is None:
                 gate.open()
-            else:
+            elif gate is not None:
+                gate.close()
+        for (pid, event), failure in zip(fired, failures, strict=True):
+            if failure is not None:
+                log.info("protection %s: trigger ignored (%s)", pid, failure)
+                continue
+            if gates[pid] is None:
                 self.executor.submit(pid)
+            result = triggered[pid]  # what the alert names is the same after the move
             what = "Target reached" if event.reason == "target" else "Stop triggered"
             self.notifier.notify(
                 Alert(

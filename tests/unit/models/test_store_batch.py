@@ -71,3 +71,16 @@ def test_a_bad_field_refuses_the_whole_batch_before_writing(store: ProtectionSto
             [trigger(pids[0]), TransitionRequest(pids[1], Status.TRIGGERED, fields={"x": 1})]
         )
     assert [store.get(pid).status for pid in pids] == [Status.OPEN, Status.OPEN]
+
+
+def test_commit_transitions_reports_failures_only_and_the_moves_are_on_disk(
+    store: ProtectionStore, tmp_path: Path
+) -> None:
+    # The tick path's commit: no rows read back (the exits go as it returns), only what failed.
+    account = store.add_account("kite", "Zerodha", user_id="AB1234").id
+    moved, taken = (new_protection(store, account).id for _ in range(2))
+    store.transition(taken, Status.TRIGGERED, expected=Status.OPEN)
+    failures = store.commit_transitions([trigger(moved), trigger(taken)])
+    assert failures[0] is None and isinstance(failures[1], ConcurrentTransition)
+    on_disk = raw_rows(tmp_path / "batch.db", f"SELECT status, stop FROM protection WHERE id = {moved}")
+    assert on_disk == [("TRIGGERED", 97.5)]
