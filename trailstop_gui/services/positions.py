@@ -161,7 +161,11 @@ def settling_exits(
     first was in flight, then was sent a second after the first filled, sized on a positions read that did
     not show that fill yet, and bought 8 more: the short became a long (PROTOCOLS: positions can lag a
     fill). A protection that closed with no exit of its own (reason "external": its position was already
-    flat) took nothing.
+    flat) took nothing. Nor did one that closed before ``p`` was created when ``p`` has an entry order of
+    its own: its shares were bought after that exit had filled, so a read either shows both or neither,
+    and ``p`` never sells more than it bought (a trader stopped out, re-entering at once and stopped out
+    again within the lag would otherwise wait for a read that shows the first exit; found by the
+    tick-to-exit bench).
     """
     key = position_key(p)
     return [
@@ -171,8 +175,14 @@ def settling_exits(
         and o.status is Status.CLOSED
         and o.reason != "external"
         and position_key(o) == key
+        and not _ended_before_entry(o, p)
         and not shows_exit(o, live, lag)
     ]
+
+
+def _ended_before_entry(twin: Protection, p: Protection) -> bool:
+    """``twin`` closed before ``p``, an entry of its own (not an adopted position), was created."""
+    return p.entry_order_id is not None and twin.closed_at is not None and twin.closed_at <= p.created_at
 
 
 def exit_share(p: Protection, others: Iterable[Protection], live: int, *, settling: int = 0) -> int | None:

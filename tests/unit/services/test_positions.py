@@ -156,3 +156,19 @@ def test_only_twins_closed_by_an_exit_of_the_same_position_settle() -> None:
     assert settling_exits(waiting, others, read, LAG) == []
     fired = closed_twin(6, 8, 0.5, reason="safety stop", exit_quantity=None)  # a broker stop fired
     assert settling_exits(waiting, [fired], read, LAG) == [fired] and exit_claim(fired) == 8
+
+
+def test_a_twin_that_closed_before_a_new_entry_was_placed_takes_nothing_from_it() -> None:
+    """Found by the tick-to-exit bench: stopped out, re-entered at once and stopped out again within the
+    lag, the new entry's exit waited ~5 s for a read that showed the first exit's fill. Its own entry's
+    shares came after that fill: a read shows both or neither, and min(protected, live) never flips."""
+    twin = closed_twin(83, 8, seconds_ago=1.0)
+    reentry = prot(84, 8, Status.TRIGGERED, entry_order_id="E84", created_at=NOW - timedelta(seconds=0.5))
+    read = LiveQuantity(8, NOW)
+    assert settling_exits(reentry, [twin], read, LAG) == []
+    # Created before the twin closed (the two shared the position), or adopted from a read (which may
+    # have shown the twin's shares): the twin still settles.
+    shared = replace(reentry, created_at=NOW - timedelta(seconds=2.0))
+    adopted = replace(reentry, entry_order_id=None)
+    assert settling_exits(shared, [twin], read, LAG) == [twin]
+    assert settling_exits(adopted, [twin], read, LAG) == [twin]
