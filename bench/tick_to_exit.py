@@ -34,7 +34,20 @@ import requests
 ROUNDS = 90
 LATENCY_ROUNDS = 60
 LATENCY_MS = 25
-SYMBOL = "NSE:INFY"
+# The rounds trade these in turn. Each is traded again only some seconds after its last exit filled: a
+# protection adopted less than the positions lag (position_book.POSITIONS_LAG) after another one's exit on
+# the same position closed waits for a read that shows that fill (positions.settling_exits), which is a
+# twin's rule, not the path measured here.
+SYMBOLS = (
+    "NSE:INFY",
+    "NSE:TCS",
+    "NSE:SBIN",
+    "NSE:ITC",
+    "NSE:HDFCBANK",
+    "NSE:RELIANCE",
+    "NSE:AXISBANK",
+    "NSE:LT",
+)
 
 
 class RequestLog:
@@ -135,7 +148,11 @@ def main(probe: Any = None) -> None:
         service.start()
         feed = session.feed
         assert feed is not None
-        instruments = [i for i in control("instruments") if i.get("tradable") and i["symbol"] != SYMBOL]
+        listed = {i["symbol"] for i in control("instruments")}
+        missing = [s for s in SYMBOLS if s not in listed]
+        if missing:
+            raise RuntimeError(f"the simulator lists no {', '.join(missing)}")
+        instruments = [i for i in control("instruments") if i.get("tradable") and i["symbol"] not in SYMBOLS]
         # Every other instrument is watched too (a wide CNC protection each), so its ticks go through
         # decode and the engine while we measure.
         for inst in instruments:
@@ -158,7 +175,7 @@ def main(probe: Any = None) -> None:
         feed.arm(store.protections([Status.OPEN], account.id))
         pump(lambda: len(feed.engine) >= len(instruments))
         # The account's position book has had its first positions read (a lag after the order stream came
-        # up), as it has a few seconds after any start: the rounds below trade INFY every second or so, and
+        # up), as it has a few seconds after any start: the rounds below trade every second or so, and
         # a position the book first sees before any read waits for a quiet moment to be vouched for.
         book = service.books[account.id]
         pump(lambda: book.state().corrected_at is not None, timeout=30)
@@ -176,20 +193,29 @@ def main(probe: Any = None) -> None:
         service.executor.signals.exit_placed.connect(on_placed, Qt.ConnectionType.DirectConnection)
         trader = KiteBroker(kite["api_key"], access_token=session.token(), root=info["http"])
 
+        turn = [0]
+
         def measure(rounds: int, phase: str) -> tuple[list[float], list[float], Counter[str]]:
             """Exit latencies (ms), round trips on each exit's path, the requests made before the exits."""
             samples: list[float] = []
             trips: list[float] = []
             paths: Counter[str] = Counter()
             for _ in range(rounds):
+                symbol = SYMBOLS[turn[0] % len(SYMBOLS)]  # in turn across the phases too
+                turn[0] += 1
+                exchange, tradingsymbol = symbol.split(":")
                 time.sleep(0.6)  # two orders a round: stay under the broker's 10/s and 200/min per user
-                control("price", {"symbol": SYMBOL, "ltp": 1500.0, "bid": 1499.95, "ask": 1500.05})
+                control("price", {"symbol": symbol, "ltp": 1500.0, "bid": 1499.95, "ask": 1500.05})
                 trader.place_order(
                     OrderRequest(
-                        symbol="INFY", exchange="NSE", side=Side.BUY, quantity=1, product=Product.MIS
+                        symbol=tradingsymbol,
+                        exchange=exchange,
+                        side=Side.BUY,
+                        quantity=1,
+                        product=Product.MIS,
                     )
                 )
-                position = next(p for p in trader.positions() if p.symbol == "INFY" and p.quantity > 0)
+                position = next(p for p in trader.positions() if p.symbol == tradingsymbol and p.quantity > 0)
                 protection = service.adopt(account.id, position, TrailRule.percent(10.0))
                 key, tag, pid = str(protection.id), protection.exit_tag, protection.id
                 pump(lambda key=key: feed.engine.is_armed(key))
@@ -197,7 +223,7 @@ def main(probe: Any = None) -> None:
                 if probe is not None:
                     probe.begin(phase)
                 pushed_at = control(
-                    "price", {"symbol": SYMBOL, "ltp": 1300.0, "bid": 1299.95, "ask": 1300.05}
+                    "price", {"symbol": symbol, "ltp": 1300.0, "bid": 1299.95, "ask": 1300.05}
                 )["pushed_at"]
                 # Block on an event the executor sets from its own thread: polling anything meanwhile (the
                 # simulator, or even our database) would take the CPU and the interpreter from the path
