@@ -187,7 +187,16 @@ class Positions:
                 return
             ep.flattens += 1
             if ep.flattens > 6:
-                ep.problem = ep.problem or f"the trader could not close it ({net} left)"
+                # What the last attempt came to, so that a run's report explains itself (the simulator's
+                # state is gone once the run ends).
+                verdict = "not placed"
+                if ep.future is not None and ep.future.done():
+                    verdict = repr(ep.future.exception()) if ep.future.exception() else ep.future.result()
+                status, filled = self.workload.order_state(ep.broker, ep.flatten_tag)
+                ep.problem = ep.problem or (
+                    f"the trader could not close it ({net} left; last order {ep.flatten_tag}: {verdict}, "
+                    f"{status} {filled} filled; {self.workload.refusal(ep.broker, ep.flatten_tag)})"
+                )
                 self.finish(ep, "left open", now)
                 return
             ep.flatten_tag = f"CX{self.run.index}N{ep.number}F{ep.flattens}"

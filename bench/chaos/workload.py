@@ -103,6 +103,18 @@ class Workload:
 
         return self.run.sim.call(read)
 
+    def refusal(self, broker: str, tag: str) -> str:
+        """Why the broker refused the order carrying ``tag``, if it did ("" otherwise)."""
+        exchange = self.run.sim.exchange
+
+        def read() -> str:
+            for order in truth(exchange, broker).orders.values():
+                if order.tag == tag:
+                    return order.state.status_message or ""
+            return "not at the broker"
+
+        return self.run.sim.call(read)
+
     def push(self, item: Priced, ltp: float) -> None:
         """A new price for the item's stock, a tick either side of it for bid and ask."""
         ltp = round_tick(ltp, item.tick, up=False)
