@@ -66,6 +66,11 @@ def test_a_strategy_places_reads_finds_moves_takes_away_and_fires(
         pid = enter(rig, Side.BUY, product, TrailRule.percent(10.0))
         p = store.get(pid)
         assert not p.safety_enabled
+        # The strategy alone moves this protection's broker stop here. The app's own safety manager,
+        # asked by a reconcile to verify a protection whose stop the test records (safety off, a stop at
+        # the broker), takes that stop away: in CI a reconcile landed mid-test and the SL-M read back as
+        # cancelled. Shut down, it wakes no worker.
+        rig.service.safety.shutdown()
         strategy = strategy_for(kind, rig.session.broker, 2.0, None)
         assert isinstance(strategy, SLOrderStrategy if kind.is_order else GTTStrategy)
         assert strategy.kind is kind and strategy.needs_last_price is (kind is SafetyKind.GTT)
