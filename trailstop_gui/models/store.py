@@ -417,9 +417,24 @@ class ProtectionStore:
         self._check_fields(fields)
         with self._lock:
             pending = self._take_pending(protection_id)
-        with self._db.atomic():
-            self._transition_row(protection_id, target, expected, reason, price, fields, pending)
+        try:
+            with self._db.atomic():
+                self._transition_row(protection_id, target, expected, reason, price, fields, pending)
+        except BaseException:
+            self._give_back(protection_id, pending)
+            raise
         return self.get(protection_id)
+
+    def _give_back(self, protection_id: int, pending: tuple[float, float, float | None] | None) -> None:
+        """A write that took the pending stop move failed: the move is pending again (unless a newer one
+        came meanwhile). Found by a flaky test: the reconciler's PENDING -> OPEN, refused because the order
+        stream had already opened it, took the first trailed stop with it, and the store kept the initial
+        stop while the engine trailed on (the window showed a stop that was not the one watched)."""
+        if pending is None:
+            return
+        with self._lock:
+            self._pending.setdefault(protection_id, pending)
+        self._wake.set()
 
     def transition_many(self, moves: Sequence[TransitionRequest]) -> list[Protection | Exception]:
         """Several transitions committed in ONE transaction (the triggers of one tick: one fsync, not N).
@@ -458,6 +473,7 @@ class ProtectionStore:
                             self._journal(move.protection_id, account_id, kind, None, None, None, message)
                 except (ConcurrentTransition, IllegalTransition, KeyError) as exc:
                     failures[index] = exc
+                    self._give_back(move.protection_id, pending)
         return [failures.get(i) for i in range(len(moves))]
 
     def _transition_row(
@@ -540,6 +556,21 @@ class ProtectionStore:
             raise ValueError("update: nothing to change")
         with self._lock:
             pending = self._take_pending(protection_id)
+        try:
+            return self._update_row(protection_id, kind, message, expected, fields, pending)
+        except BaseException:
+            self._give_back(protection_id, pending)
+            raise
+
+    def _update_row(
+        self,
+        protection_id: int,
+        kind: str,
+        message: str,
+        expected: Status | None,
+        fields: dict[str, Any],
+        pending: tuple[float, float, float | None] | None,
+    ) -> Protection:
         with self._db.atomic():
             row = db.ProtectionRow.get_or_none(db.ProtectionRow.id == protection_id)
             if row is None:

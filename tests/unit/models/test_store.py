@@ -18,7 +18,7 @@ from trailstop_gui.models import db
 from trailstop_gui.models.domain import Product, Side, Status, Tick, TrailRule
 from trailstop_gui.models.engine import StopMoved, StopTriggered, TrailingEngine
 from trailstop_gui.models.lifecycle import IllegalTransition
-from trailstop_gui.models.store import ConcurrentTransition, ProtectionStore
+from trailstop_gui.models.store import ConcurrentTransition, ProtectionStore, TransitionRequest
 
 INFY = 408065
 
@@ -461,3 +461,25 @@ def test_a_flush_never_writes_a_stop_the_row_is_already_past(tmp_path: Path) -> 
         assert (store.get(long.id).stop, store.get(short.id).stop) == (102.0, 108.0)
         chain = [(e.old, e.new) for e in store.events(kinds=["stop_moved"])]
         assert sorted(chain) == [("100", "102"), ("110", "108")]
+
+
+def test_a_refused_transition_leaves_the_pending_stop_move_pending(tmp_path: Path) -> None:
+    """Found by a flaky test: the reconciler's PENDING -> OPEN, refused because the order stream had opened
+    the protection first, took the first trailed stop move with it; the store kept the initial stop while
+    the engine trailed on."""
+    with ProtectionStore(tmp_path / "refused.db") as store:
+        p = new_protection(store, stop=100.0)
+        store.record_stop(p.id, 103.5, 104.0)
+        with pytest.raises(ConcurrentTransition):
+            store.transition(p.id, Status.OPEN, expected=Status.PENDING, stop=100.0)
+        with pytest.raises(ConcurrentTransition):
+            store.update(p.id, kind="quantity_changed", expected=Status.PENDING, filled_quantity=2)
+        assert (
+            store.commit_transitions(
+                [TransitionRequest(p.id, Status.OPEN, expected=Status.PENDING, fields={"stop": 100.0})]
+            )[0]
+            is not None
+        )
+        assert store.get(p.id).stop == 103.5
+        store.flush()
+        assert store.get(p.id).stop == 103.5 and store.pending_stops() == {}
