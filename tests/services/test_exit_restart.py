@@ -8,39 +8,25 @@ wait the whole lost-order window when the log shows no request was in the air.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from pytestqt.qtbot import QtBot
 
 from tests.services.conftest import control
 from tests.services.test_exit_bad_day import POLICY, net_position
-from tests.services.test_protection_flow import BROKERS, Rig, enter, wait_until
+from tests.services.test_protection_flow import Rig, enter, wait_until
 from trailstop_gui.models.domain import Product, Side, Status, TrailRule
-from trailstop_gui.models.store import ProtectionStore
 from trailstop_gui.services.brokers.base import OrderRequest
+from trailstop_gui.services.exit_jobs import RetryPolicy
 from trailstop_gui.services.exit_send_log import ExitSendLog
-from trailstop_gui.simulator.runner import SimulatorHandle
 
 LAG = 1.5  # the book's lag; POLICY's look-up window is 4 s
 
 
-@pytest.fixture(params=BROKERS)
-def rig(
-    request: pytest.FixtureRequest, simulator: SimulatorHandle, store: ProtectionStore, qtbot: QtBot
-) -> Iterator[Rig]:
-    r = Rig(simulator, store, request.param, qtbot, policy=POLICY)
-    yield r
-    r.close()
-
-
 @pytest.fixture
-def store(tmp_path: Any) -> Iterator[ProtectionStore]:
-    s = ProtectionStore(tmp_path / "restart.db")
-    yield s
-    s.close()
+def rig_policy() -> RetryPolicy:
+    """The shared ``rig`` (tests/services/conftest.py) with this module's retry policy."""
+    return POLICY
 
 
 def crossed_and_marked(rig: Rig) -> int:

@@ -8,18 +8,14 @@ still showed the short, and bought 8 more: the short became a long.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from pytestqt.qtbot import QtBot
 
 from tests.services.conftest import control
-from tests.services.test_protection_flow import BROKERS, Rig, enter, wait_until
+from tests.services.test_protection_flow import Rig, enter, wait_until
 from trailstop_gui.models.domain import Product, Side, Status, TrailRule
-from trailstop_gui.models.store import ProtectionStore
 from trailstop_gui.services.exit_executor import RetryPolicy
-from trailstop_gui.simulator.runner import SimulatorHandle
 
 BOOK_LAG = 2.5  # the simulator's positions trail the fills by this much
 POLICY = RetryPolicy(
@@ -33,20 +29,10 @@ POLICY = RetryPolicy(
 )
 
 
-@pytest.fixture(params=BROKERS)
-def rig(
-    request: pytest.FixtureRequest, simulator: SimulatorHandle, store: ProtectionStore, qtbot: QtBot
-) -> Iterator[Rig]:
-    r = Rig(simulator, store, request.param, qtbot, policy=POLICY)
-    yield r
-    r.close()
-
-
 @pytest.fixture
-def store(tmp_path: Any) -> Iterator[ProtectionStore]:
-    s = ProtectionStore(tmp_path / "twins.db")
-    yield s
-    s.close()
+def rig_policy() -> RetryPolicy:
+    """The shared ``rig`` (tests/services/conftest.py) with this module's retry policy."""
+    return POLICY
 
 
 def price(rig: Rig, ltp: float) -> None:
