@@ -225,6 +225,9 @@ class Faults:
             spec.update(
                 symbol=symbol, quantity=lot * rng.randint(max(1, math.ceil(lots / 10)), max(1, lots - 1))
             )
+            if rng.random() < 0.3:
+                # The limit is revised back after one refusal: the sliced exit hears "needs no slicing".
+                spec["refusals"] = 1
             self.clears.append((now + rng.uniform(3.0, 10.0), "freeze_quantity"))
         elif kind == "lost_reply":
             # The broker takes the order and the answer never comes (issue 13): the exit must be found by

@@ -169,6 +169,26 @@ def test_an_exit_above_the_freeze_quantity_is_sliced_and_every_child_tracked(rig
     assert "exit_children" in kinds(rig, pid)
 
 
+def test_an_exit_refused_above_a_freeze_limit_that_is_then_revised_goes_out_plain_once(rig: Rig) -> None:
+    """Found by CI's chaos run: the plain exit was refused above a lowered freeze limit, the limit was back
+    by the time the sliced exit went out, and Kite refused that as needing no slicing ("Quantity should be
+    greater than or equal to N for order slicing"): the exit failed with the position open."""
+    rig.sim.set_price("NSE:INFY", 1500.0, bid=1499.95, ask=1500.05)
+    pid = enter(rig, Side.BUY, Product.MIS, TrailRule.percent(2.0))
+    fault(rig, fault="freeze_quantity", symbol="NSE:INFY", quantity=1, refusals=1)
+    rig.sim.set_price("NSE:INFY", 1400.0, bid=1399.95, ask=1400.05)
+    rig.wait_status(pid, Status.CLOSED, timeout=15)
+    done = rig.store.get(pid)
+    filled = [o for o in rig.sim_orders(done.exit_tag) if o["status"] == "COMPLETE"]
+    assert sum(o["filled_quantity"] for o in filled) == 3 == done.exit_quantity
+    assert all(o["transaction_type"] == "SELL" for o in filled)
+    assert net_position(rig) == 0
+    if rig.broker == "kite":
+        # Refused at the door plain, then sliced: sent plain again, once.
+        assert kinds(rig, pid).count("exit_unsliced") == 1
+        assert [o["quantity"] for o in rig.sim_orders(done.exit_tag)] == [3]
+
+
 def test_a_restart_just_after_sending_finds_the_exit_before_sending_again(rig: Rig) -> None:
     rig.sim.set_price("NSE:INFY", 1500.0, bid=1499.95, ask=1500.05)
     pid = enter(rig, Side.BUY, Product.MIS, TrailRule.percent(2.0))

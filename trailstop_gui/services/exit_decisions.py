@@ -78,6 +78,18 @@ def is_freeze_refusal(text: str | None) -> bool:
     return bool(text) and any(pattern.search(text or "") for pattern in _FREEZE_TEXTS)
 
 
+# Kite refuses an autoslice order that needs no slicing, at the door (Kite forum, "Wrong Documentation for
+# autoslice order", comment 53037): "Quantity should be greater than or equal to 1801 for order slicing".
+# It happens when the freeze limit that refused the plain order is not the one the sliced order meets
+# (the exchanges revise freeze limits; Kite's check and the exchange's can differ): nothing was placed.
+_NO_SLICING_TEXT = re.compile(r"greater than or equal to \d+ for order slicing", re.IGNORECASE)
+
+
+def is_no_slicing_refusal(text: str | None) -> bool:
+    """Whether a refusal of a sliced order says the quantity needs no slicing (send it plain instead)."""
+    return bool(text) and _NO_SLICING_TEXT.search(text or "") is not None
+
+
 class Step(enum.Enum):
     WAIT = "wait"
     CLOSE = "close"  # every child final, the whole quantity filled

@@ -72,6 +72,7 @@ from trailstop_gui.services.exit_decisions import (
     WatchStep,
     after_ambiguous,
     is_freeze_refusal,
+    is_no_slicing_refusal,
     totals,
     usable_exit,
 )
@@ -762,6 +763,7 @@ class ExitJobs:
         policy = self.policy
         backoff = policy.backoff
         delay = backoff.initial
+        unsliced = False  # sent plain again after "needs no slicing": no more switching
         for attempt in range(1, policy.attempts + 1):
             slicer = as_slicing_broker(broker) if sliced else None
             # Persist before acting: after a crash, this marker says an exit may be at the broker, so
@@ -822,11 +824,23 @@ class ExitJobs:
                 raise
             except BrokerError as exc:
                 self.store.journal("exit_not_sent", protection_id=p.id, message=exc.message[:200])
-                if not sliced and is_freeze_refusal(exc.message) and as_slicing_broker(broker) is not None:
+                if (
+                    not sliced
+                    and not unsliced
+                    and is_freeze_refusal(exc.message)
+                    and as_slicing_broker(broker) is not None
+                ):
                     # Above the exchange's freeze quantity: the broker slices it (at most 10 slices).
                     log.info("protection %s: exit above the freeze quantity; sending it sliced", p.id)
                     self.store.journal("exit_sliced", protection_id=p.id, message=exc.message[:200])
                     sliced = True
+                    continue
+                if sliced and not unsliced and is_no_slicing_refusal(exc.message):
+                    # The freeze limit that refused the plain order no longer holds: nothing was placed,
+                    # so the exit goes plain again, once (a second freeze refusal is then final).
+                    log.info("protection %s: exit needs no slicing now; sending it plain", p.id)
+                    self.store.journal("exit_unsliced", protection_id=p.id, message=exc.message[:200])
+                    sliced, unsliced = False, True
                     continue
                 if recheck and _delivery_sale(p) and not sliced:
                     recheck = False  # once: a second refusal of fewer shares is final

@@ -745,6 +745,7 @@ class Exchange:
         if state.quantity > freeze:
             # The exchange's own refusal (NSE NNF error 16327, "order quantity greater than the limit");
             # Kite refuses such an order at the door instead (kite_api.py).
+            self.faults.freeze_refused(inst.symbol)
             return f"Quantity {state.quantity} exceeds the freeze limit of {freeze} for this instrument."
         if state.order_type == "SL-M" and slm_withdrawn(inst.exchange, inst.instrument_type):
             return SLM_WITHDRAWN_MESSAGE

@@ -114,6 +114,8 @@ class Faults:
         self.book_lag: float | None = None
         self.orders_lag: float | None = None
         self.freeze: dict[str, int] = {}  # symbol ("NSE:INFY") -> freeze quantity, over the listed one
+        # symbol -> refusals left before the lowered freeze quantity is revised back to the listed one
+        self.freeze_refusals: dict[str, int] = {}
         # The network's round trip (seconds): half on the way to the broker, half on the way back. Every
         # request and every feed frame pays it, as from a home line to the broker's servers.
         self.latency = 0.0
@@ -122,6 +124,20 @@ class Faults:
         self._stall_until: float | None = None
 
     # -- queries used by the server and the exchange ---------------------------------------------
+
+    def freeze_refused(self, symbol: str) -> None:
+        """An order of ``symbol`` was refused above its lowered freeze quantity. With ``refusals`` the
+        limit is revised back to the listed one after that many refusals: the exchanges revise freeze
+        limits, and a limit one check applied may no longer hold for the next (what the app then hears
+        is Kite's "Quantity should be greater than or equal to N for order slicing")."""
+        left = self.freeze_refusals.get(symbol)
+        if left is None:
+            return
+        if left <= 1:
+            self.freeze_refusals.pop(symbol, None)
+            self.freeze.pop(symbol, None)
+        else:
+            self.freeze_refusals[symbol] = left - 1
 
     def take_request_fault(self, kind: str, method: str, path: str) -> RequestFault | None:
         for fault in self.request_faults:
@@ -203,6 +219,9 @@ class Faults:
             self.orders_lag = spec.get("orders")
         elif kind == FREEZE_QUANTITY:
             self.freeze[spec["symbol"]] = spec["quantity"]
+            self.freeze_refusals.pop(spec["symbol"], None)
+            if spec.get("refusals") is not None:
+                self.freeze_refusals[spec["symbol"]] = spec["refusals"]
         elif kind == STALL_WS:
             self.stall(spec.get("seconds"))
         elif kind == LATENCY:
@@ -226,6 +245,7 @@ class Faults:
             self.orders_lag = None
         if kind in (None, FREEZE_QUANTITY):
             self.freeze.clear()
+            self.freeze_refusals.clear()
         if kind in (None, STALL_WS):
             self._stall_until = None
         if kind in (None, LATENCY):
@@ -318,6 +338,7 @@ def parse_fault(body: object) -> dict[str, Any]:
     elif kind == FREEZE_QUANTITY:
         spec["symbol"] = _str(body, "symbol", required=True)
         spec["quantity"] = _int(body, "quantity", required=True, low=1)
+        spec["refusals"] = _int(body, "refusals", low=1)
     elif kind == STALL_WS:
         spec["seconds"] = _number(body, "seconds", low=0.0, high=3600.0)
     elif kind == LATENCY:

@@ -155,6 +155,7 @@ class KiteApi:
         if request_obj.quantity > freeze:
             # Kite refuses it at the door (InputException), in these words (Kite forum, "Iceberg order
             # error", comment 42709); place_autoslice_order or an iceberg order splits it.
+            self.sim.exchange.faults.freeze_refused(inst.symbol)
             raise input_error(
                 f"The order quantity {request_obj.quantity} ({request_obj.quantity // lot} lots) is higher "
                 f"than the maximum quantity of {freeze} ({freeze // lot} lots) allowed by the exchanges. "

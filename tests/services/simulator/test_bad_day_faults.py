@@ -105,6 +105,21 @@ def test_freeze_quantity_refusal_in_kites_words(simulator: SimulatorHandle, kite
     _market(kite_client, 10)  # at the freeze quantity: fine
 
 
+def test_a_freeze_limit_with_refusals_is_revised_back_after_them(
+    simulator: SimulatorHandle, kite_client: KiteConnect
+) -> None:
+    _fault(simulator, fault="freeze_quantity", symbol="NSE:ITC", quantity=10, refusals=1)
+    with pytest.raises(kex.InputException, match="maximum quantity of 10"):
+        _market(kite_client, 25)
+    # The limit is the listed one again: the autoslice the refusal suggested needs no slicing now.
+    with pytest.raises(kex.InputException, match="greater than or equal to 100001 for order slicing"):
+        kite_client.place_autoslice_order(
+            "regular", "NSE", "ITC", "BUY", 25, "MIS", "MARKET", market_protection=-1
+        )
+    _market(kite_client, 25)
+    assert [o["quantity"] for o in kite_client.orders()] == [25]
+
+
 def test_autoslice_splits_into_tracked_children(
     simulator: SimulatorHandle, kite_client: KiteConnect, wait_until: Callable[..., Any]
 ) -> None:

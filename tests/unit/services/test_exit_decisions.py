@@ -14,6 +14,7 @@ from trailstop_gui.services.exit_decisions import (
     Step,
     after_ambiguous,
     is_freeze_refusal,
+    is_no_slicing_refusal,
     next_watch_step,
     totals,
     usable_exit,
@@ -156,6 +157,23 @@ def test_a_refusal_fails_but_a_freeze_refusal_is_sliced() -> None:
 )
 def test_freeze_refusals_are_recognised(text: str | None, freeze: bool) -> None:
     assert is_freeze_refusal(text) is freeze
+
+
+@pytest.mark.parametrize(
+    ("text", "no_slicing"),
+    [
+        ("Quantity should be greater than or equal to 1801 for order slicing.", True),
+        (
+            "The order quantity 1000 (40 lots) is higher than the maximum quantity of 900 (36 lots) allowed "
+            "by the exchanges. Please reduce the order quantity or use iceberg orders.",
+            False,
+        ),
+        ("The order would be sliced into more than 10 orders.", False),
+        (None, False),
+    ],
+)
+def test_a_sliced_order_that_needs_no_slicing_is_recognised(text: str | None, no_slicing: bool) -> None:
+    assert is_no_slicing_refusal(text) is no_slicing
 
 
 def test_a_refused_rest_says_what_was_refused_and_what_filled_before() -> None:
