@@ -24,6 +24,17 @@ import pytest
 WATCHED_EVENTS = frozenset({"open", "os.listdir", "os.scandir"})
 
 
+# Entries of the temporary folder that belong to pytest's and tempfile's own machinery, whenever made.
+TEMP_OWNED_PREFIXES = ("pytest-of-",)
+
+
+def _names_in(folder: str) -> list[str]:
+    try:
+        return os.listdir(folder)
+    except OSError:
+        return []
+
+
 def _is_within(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
@@ -36,9 +47,18 @@ class OutsideReads:
     ) -> None:
         self.repo = os.path.realpath(repo)
         self.parent = os.path.dirname(self.repo)
-        # A folder that holds the repository (a temporary folder with the clone in it) excuses nothing.
-        resolved = (os.path.realpath(a) for a in allowed)
+        # A folder that holds the repository (a temporary folder with the clone in it) excuses nothing
+        # beside the repository as a whole...
+        resolved = [os.path.realpath(a) for a in allowed]
         self.allowed = tuple(a for a in resolved if not _is_within(self.repo, a))
+        # ...but a clone made straight in it (``git clone ... /tmp/x``) has the run's own temporary files
+        # beside it: what the run creates there (``tmp*``, pytest's ``pytest-of-<user>``) is not data a
+        # clone lacks. Only what was already there when the run began counts.
+        self.before: frozenset[str] | None = None
+        if self.parent in resolved:
+            self.before = frozenset(
+                name for name in _names_in(self.parent) if not name.startswith(TEMP_OWNED_PREFIXES)
+            )
         self.home = os.path.realpath(home) if home is not None else None
         self.paths: set[str] = set()
         self._inside_hook = threading.local()
@@ -55,6 +75,12 @@ class OutsideReads:
             return False
         if any(_is_within(path, folder) for folder in self.allowed):
             return False
+        if self.before is not None:
+            # The repository sits straight in the temporary folder: listing that folder is the temporary
+            # files' machinery, and only an entry that was there before the run is beside the repository.
+            if path == self.parent:
+                return False
+            return os.path.relpath(path, self.parent).split(os.sep, 1)[0] in self.before
         if self.parent == self.home:
             # A repository cloned straight into the home folder: the dot-folders there are tools' own
             # per-user settings (keyring looks for ~/.config/python_keyring/keyringrc.cfg wherever the

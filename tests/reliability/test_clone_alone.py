@@ -25,6 +25,7 @@ SAMPLE_TESTS = (
     "tests/services/simulator/test_kite_shapes.py",
     "tests/services/simulator/test_kite_ticker.py",
     "tests/services/simulator/test_market.py",
+    "tests/unit/services/test_holdings.py",
     "tests/reliability/test_self_contained.py",
 )
 # Which files the copy's interpreter imports: the copy's, not this checkout's (nor an editable install's).

@@ -74,6 +74,26 @@ def test_only_paths_beside_the_repository_count(layout: tuple[Path, Path], tmp_p
     assert not reads.is_outside("/usr/lib/python3.11/os.py")
 
 
+def test_a_clone_straight_in_the_temporary_folder_excuses_only_what_the_run_made_there(
+    tmp_path: Path,
+) -> None:
+    """``git clone ... /tmp/x && make test`` (issue 20's own words): the run's temporary files land beside
+    the clone; only what was there before the run is beside the repository."""
+    temp = tmp_path / "tmp"
+    repo = temp / "x"
+    (repo / "tests").mkdir(parents=True)
+    (temp / "shared").mkdir()
+    (temp / "pytest-of-root").mkdir()  # left by an earlier run: pytest's own
+    reads = OutsideReads(repo, allowed=[temp])
+    (temp / "tmpab12cd").mkdir()  # made by the run (tempfile, a test's own folder)
+    assert not reads.is_outside(str(temp))  # listing the temporary folder itself
+    assert not reads.is_outside(str(temp / "tmpab12cd" / "db.sqlite"))
+    assert not reads.is_outside(str(temp / "pytest-of-root" / "pytest-3" / "test_x0" / "data"))
+    assert reads.is_outside(str(temp / "shared" / "sample.json"))
+    assert not reads.is_outside(str(repo / "tests" / "data" / "x.json"))
+    assert not reads.is_outside("/usr/lib/python3.11/os.py")
+
+
 def test_a_home_folder_parent_excuses_only_its_dot_folders(tmp_path: Path) -> None:
     home = tmp_path / "home"
     reads = OutsideReads(home / "trailstop", home=home)
@@ -109,8 +129,10 @@ def _lay_out_suite(repo: Path, test_body: str) -> None:
     )
 
 
-def _run_pytest(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _run_pytest(repo: Path, *args: str, temp: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(repo), "QT_QPA_PLATFORM": "offscreen"}
+    if temp is not None:
+        env["TMPDIR"] = str(temp)  # tempfile's folder, and pytest's basetemp under it
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args, "tests"],
         cwd=repo,
@@ -145,3 +167,24 @@ def test_a_run_that_stays_inside_the_repository_passes(layout: tuple[Path, Path]
     run = _run_pytest(repo, *workers)
     assert run.returncode == pytest.ExitCode.OK, run.stdout + run.stderr
     assert "outside the repository" not in run.stdout
+
+
+@WORKERS
+def test_a_clone_straight_in_the_temporary_folder_passes_and_still_catches_a_sibling(
+    tmp_path: Path, workers: list[str]
+) -> None:
+    """``git clone <repo> /tmp/x && make test``: the run's temporary files beside the clone are its own."""
+    temp = tmp_path / "tmp"
+    repo = temp / "x"
+    (repo / "tests").mkdir(parents=True)
+    (temp / "shared").mkdir()
+    (temp / "shared" / "sample.json").write_text("{}")
+    own = "import os, tempfile; d = Path(tempfile.mkdtemp()); (d / 'a').write_text('1'); os.listdir(d.parent)"
+    _lay_out_suite(repo, own)
+    run = _run_pytest(repo, *workers, "--basetemp", str(temp / "pytest-of-me"), temp=temp)
+    assert run.returncode == pytest.ExitCode.OK, run.stdout + run.stderr
+    assert "outside the repository" not in run.stdout
+    _lay_out_suite(repo, f"{own}; assert Path('../shared/sample.json').read_text() == '{{}}'")
+    run = _run_pytest(repo, *workers, temp=temp)
+    assert run.returncode == pytest.ExitCode.TESTS_FAILED, run.stdout + run.stderr
+    assert f"opened outside the repository: {(temp / 'shared' / 'sample.json').resolve()}" in run.stdout
