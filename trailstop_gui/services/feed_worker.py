@@ -104,6 +104,9 @@ class FeedWorker(QThread):
         # Paused protections: their prices keep coming (the trader sees where the market is) but the
         # engine does not hold them, so nothing trails or fires.
         self._watched: dict[int, Protection] = {}
+        # Instruments whose prices someone needs though no protection is watched on them here (a basket's
+        # member armed on its underlying: the basket's MTM needs the option's own price); set by its owner.
+        self._watched_instruments: frozenset[InstrumentId] = frozenset()
         self._quotes: dict[InstrumentId, Quote] = {}
         self._dirty_quotes: set[InstrumentId] = set()
         self._dirty_stops: dict[int, tuple[float, float]] = {}
@@ -179,6 +182,11 @@ class FeedWorker(QThread):
         """Keep the prices of (paused) protections coming without arming them."""
         items = list(protections)
         self._call(lambda: self._watch(items))
+
+    def watch_instruments(self, instruments: Iterable[InstrumentId]) -> None:
+        """Keep these instruments' prices coming (quotes only, nothing armed); replaces the last set given."""
+        wanted = frozenset(instruments)
+        self._call(lambda: self._watch_instruments(wanted))
 
     def latest_quote(self, instrument: InstrumentId) -> Quote | None:
         return self._quotes.get(instrument)
@@ -319,6 +327,11 @@ class FeedWorker(QThread):
             self._watched[p.id] = p
         self._resubscribe()
 
+    def _watch_instruments(self, instruments: frozenset[InstrumentId]) -> None:
+        if instruments != self._watched_instruments:  # asked again every second: no churn on the socket
+            self._watched_instruments = instruments
+            self._resubscribe()
+
     def _disarm(self, protection_id: int) -> None:
         self.engine.disarm(str(protection_id))
         self._protections.pop(protection_id, None)
@@ -343,6 +356,8 @@ class FeedWorker(QThread):
             depth = Depth.DEPTH if p.product.trails_on_quote else Depth.LTP
             if wanted.get(p.engine_instrument) is not Depth.DEPTH:
                 wanted[p.engine_instrument] = depth
+        for instrument in self._watched_instruments:
+            wanted.setdefault(instrument, Depth.LTP)
         self.loop.set_instruments(wanted)
 
     def _on_batch(self, batch: FeedBatch) -> None:
