@@ -167,7 +167,14 @@ def test_exit_time_and_underlying_from_the_window(qtbot: QtBot, rig: Rig, basket
     dialog.buttons.button(QDialogButtonBox.StandardButton.Save).click()
     assert "not in the account's instrument list" in dialog.error_label.text()
     assert underlying.rule(p.id) is None
+    assert square_off.times.get(p.id) is None  # a refused Save stores nothing, the exit time neither
     dialog.underlying_symbol.setText("NSE:NIFTY 50")
+    dialog.reference.setText("about 24350")
+    dialog.buttons.button(QDialogButtonBox.StandardButton.Save).click()
+    assert dialog.error_label.text() == "underlying price: a number, its price now"
+    assert underlying.rule(p.id) is None and square_off.times.get(p.id) is None
+    assert dialog.isVisible()  # still open: the trader corrects the field
+    dialog.reference.setText("24350")
     with qtbot.waitSignal(dialog.accepted):
         dialog.buttons.button(QDialogButtonBox.StandardButton.Save).click()
     rule = underlying.rule(p.id)
