@@ -3,6 +3,7 @@ preview of the MTM, the lock, the loss limit and the distance to the nearer of t
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from PySide6.QtCore import Qt, QTime, QTimer
@@ -45,16 +46,24 @@ def _rupees(value: float | None) -> str:
 
 
 class BasketDialog(QDialog):
-    """A new basket for one account, or (``basket``) an existing one's rules, members and square-off."""
+    """A new basket for one account, or (``basket``) an existing one's rules, members and square-off.
+
+    ``selected``: protections the trader picked in the positions table, ticked (and their account chosen)."""
 
     def __init__(
-        self, baskets: BasketService, basket: Basket | None = None, parent: QWidget | None = None
+        self,
+        baskets: BasketService,
+        basket: Basket | None = None,
+        parent: QWidget | None = None,
+        *,
+        selected: Iterable[int] = (),
     ) -> None:
         super().__init__(parent)
         self.baskets = baskets
         self.service = baskets.service
         self.store = baskets.store
         self.basket = basket
+        self.selected = set(selected)
         self.saved: Basket | None = None
         self.setWindowTitle("Edit basket" if basket else "New basket")
 
@@ -112,6 +121,9 @@ class BasketDialog(QDialog):
         self.buttons.rejected.connect(self.reject)
         if basket is not None:
             self._show(basket)
+        elif self.selected:
+            account_id = self.store.get(min(self.selected)).account_id
+            self.account.setCurrentIndex(max(self.account.findData(account_id), 0))
         self._load_members()
         self._timer = QTimer(self)
         self._timer.setInterval(PREVIEW_MS)
@@ -149,7 +161,8 @@ class BasketDialog(QDialog):
             )
             item.setData(Qt.ItemDataRole.UserRole, p.id)
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-            item.setCheckState(Qt.CheckState.Checked if p.id in chosen else Qt.CheckState.Unchecked)
+            ticked = p.id in chosen or p.id in self.selected
+            item.setCheckState(Qt.CheckState.Checked if ticked else Qt.CheckState.Unchecked)
             if p.id in chosen:
                 item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEnabled)  # members stay members
             self.members.addItem(item)
