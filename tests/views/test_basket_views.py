@@ -219,6 +219,7 @@ def test_the_positions_table_puts_its_rows_in_baskets_and_gives_exit_times(
         dialog = view.basket_dialog
         assert dialog.account.currentData() == rig.account_id
         assert sorted(dialog.checked_members()) == [long, short]
+        assert "protected position" in dialog.whole.text() and "not included" in dialog.whole.text()
         dialog.name.setText("pair")
         dialog.rules["max_loss"].setText("500")
         with qtbot.waitSignal(dialog.accepted):

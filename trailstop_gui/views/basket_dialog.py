@@ -72,7 +72,11 @@ class BasketDialog(QDialog):
             self.account.addItem(session.account.label, account_id)
         self.name = QLineEdit()
         self.name.setPlaceholderText("e.g. NIFTY strangle")
-        self.whole = QCheckBox("Everything in this account (positions protected later join too)")
+        # Only protections join (a broker position TrailStop does not protect has no exit path here): say so.
+        self.whole = QCheckBox(
+            "Every protected position in this account, those protected later too\n"
+            "(broker positions TrailStop does not protect are not included)"
+        )
         self.members = QListWidget()
         self.members.setMinimumHeight(120)
         self.rules: dict[str, QLineEdit] = {}
