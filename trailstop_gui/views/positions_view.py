@@ -934,7 +934,7 @@ class PositionsView(QWidget):
             return None
         if candidates is None:
             if len({r.account_id for r in map(self.model.row_for, self.selected_pids()) if r}) > 1:
-                self.message_posted.emit("A basket holds the positions of one account: select one account's")
+                self.message_posted.emit("A basket holds one account's positions: select rows of one account")
             return None
         _account_id, pids = candidates
         basket = None if basket_id is None else self._baskets.baskets.get(basket_id)
