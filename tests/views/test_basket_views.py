@@ -254,3 +254,25 @@ def test_the_positions_table_puts_its_rows_in_baskets_and_gives_exit_times(
         assert square_off.times.get(long) is None
     finally:
         view.stop()
+
+
+def test_the_preview_prices_an_option_whose_stop_is_on_nifty(
+    qtbot: QtBot, rig: Rig, baskets: BasketService
+) -> None:
+    """Its engine watches NIFTY; before the basket is saved nobody asked for the option's own price, and the
+    preview said "no prices yet" for as long as the dialog stayed open."""
+    from tests.services.test_underlying import buy_option, on_index
+    from trailstop_gui.services.underlying import UnderlyingService
+
+    pid, opt = buy_option(rig, "CE")
+    on_index(rig, UnderlyingService(rig.service), pid, Side.BUY)
+    lot, entry = opt["lot_size"], rig.store.get(pid).entry_price or 0
+    rig.sim.set_price(opt["symbol"], entry + 10, bid=entry + 9.95, ask=entry + 10.05)
+    dialog = BasketDialog(baskets, selected=[pid])
+    qtbot.addWidget(dialog)
+    expected = f"MTM ₹{10 * lot:,.2f}"
+    qtbot.waitUntil(lambda: expected in dialog.preview.text(), timeout=5000)
+    feed = rig.session.feed
+    assert feed is not None
+    dialog.reject()
+    qtbot.waitUntil(lambda: dialog._owner not in feed._watched_instruments, timeout=5000)  # let go

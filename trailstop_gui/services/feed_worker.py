@@ -105,8 +105,8 @@ class FeedWorker(QThread):
         # engine does not hold them, so nothing trails or fires.
         self._watched: dict[int, Protection] = {}
         # Instruments whose prices someone needs though no protection is watched on them here (a basket's
-        # member armed on its underlying: the basket's MTM needs the option's own price); set by its owner.
-        self._watched_instruments: frozenset[InstrumentId] = frozenset()
+        # member armed on its underlying: the basket's MTM needs the option's own price), per who asked.
+        self._watched_instruments: dict[str, frozenset[InstrumentId]] = {}
         self._quotes: dict[InstrumentId, Quote] = {}
         self._dirty_quotes: set[InstrumentId] = set()
         self._dirty_stops: dict[int, tuple[float, float]] = {}
@@ -183,10 +183,11 @@ class FeedWorker(QThread):
         items = list(protections)
         self._call(lambda: self._watch(items))
 
-    def watch_instruments(self, instruments: Iterable[InstrumentId]) -> None:
-        """Keep these instruments' prices coming (quotes only, nothing armed); replaces the last set given."""
+    def watch_instruments(self, instruments: Iterable[InstrumentId], owner: str = "baskets") -> None:
+        """Keep these instruments' prices coming (quotes only, nothing armed); replaces what ``owner`` asked
+        for before (an empty set lets them go)."""
         wanted = frozenset(instruments)
-        self._call(lambda: self._watch_instruments(wanted))
+        self._call(lambda: self._watch_instruments(owner, wanted))
 
     def latest_quote(self, instrument: InstrumentId) -> Quote | None:
         return self._quotes.get(instrument)
@@ -327,9 +328,12 @@ class FeedWorker(QThread):
             self._watched[p.id] = p
         self._resubscribe()
 
-    def _watch_instruments(self, instruments: frozenset[InstrumentId]) -> None:
-        if instruments != self._watched_instruments:  # asked again every second: no churn on the socket
-            self._watched_instruments = instruments
+    def _watch_instruments(self, owner: str, instruments: frozenset[InstrumentId]) -> None:
+        if instruments != self._watched_instruments.get(owner, frozenset()):  # asked every second: no churn
+            if instruments:
+                self._watched_instruments[owner] = instruments
+            else:
+                self._watched_instruments.pop(owner, None)
             self._resubscribe()
 
     def _disarm(self, protection_id: int) -> None:
@@ -356,8 +360,9 @@ class FeedWorker(QThread):
             depth = Depth.DEPTH if p.product.trails_on_quote else Depth.LTP
             if wanted.get(p.engine_instrument) is not Depth.DEPTH:
                 wanted[p.engine_instrument] = depth
-        for instrument in self._watched_instruments:
-            wanted.setdefault(instrument, Depth.LTP)
+        for instruments in self._watched_instruments.values():
+            for instrument in instruments:
+                wanted.setdefault(instrument, Depth.LTP)
         self.loop.set_instruments(wanted)
 
     def _on_batch(self, batch: FeedBatch) -> None:

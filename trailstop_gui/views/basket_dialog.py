@@ -27,6 +27,7 @@ from trailstop_gui.models.basket import BasketRules, Leg, mtm
 from trailstop_gui.models.basket_store import Basket, BasketStatus, realised_today
 from trailstop_gui.models.domain import InstrumentId, Protection, Status
 from trailstop_gui.services.baskets import BasketService
+from trailstop_gui.services.feed_worker import FeedWorker
 from trailstop_gui.views import theme
 
 PREVIEW_MS = 250
@@ -64,6 +65,8 @@ class BasketDialog(QDialog):
         self.store = baskets.store
         self.basket = basket
         self.selected = set(selected)
+        self._owner = f"basket dialog {id(self)}"  # the feed's name for what this preview watches
+        self._watching: tuple[FeedWorker, set[InstrumentId]] | None = None
         self.saved: Basket | None = None
         self.setWindowTitle("Edit basket" if basket else "New basket")
 
@@ -225,21 +228,37 @@ class BasketDialog(QDialog):
         session = self.service.sessions.get(account_id) if account_id is not None else None
         feed = session.feed if session is not None else None
         members = self._preview_members(account_id)
+        legs = [
+            Leg(p.id, p.engine_instrument, p.side, p.filled_quantity, p.entry_price)
+            for p in members
+            if p.status is Status.OPEN and p.entry_price
+        ]
+        self._watch({leg.instrument for leg in legs}, feed)
         if not members:
             return None
         prices: dict[InstrumentId, float] = {}
-        legs = []
-        for p in members:
-            if p.status is not Status.OPEN or not p.entry_price:
-                continue
-            legs.append(Leg(p.id, p.engine_instrument, p.side, p.filled_quantity, p.entry_price))
-            quote = feed.latest_quote(p.engine_instrument) if feed is not None else None
+        for leg in legs:
+            quote = feed.latest_quote(leg.instrument) if feed is not None else None
             if quote is not None:
-                prices[p.engine_instrument] = quote.ltp
+                prices[leg.instrument] = quote.ltp
         if legs and not all(leg.instrument in prices for leg in legs):
             return None
         today = self.baskets.today()
         return mtm(legs, prices, realised=sum(realised_today(p, today) for p in members))
+
+    def _watch(self, instruments: set[InstrumentId], feed: FeedWorker | None) -> None:
+        """The positions' own prices, for the preview: one whose stop is on the underlying is watched there,
+        and its own instrument comes only for a saved basket (BasketService asks for those)."""
+        if self._watching is not None and (self._watching[0] is not feed or not instruments):
+            self._watching[0].watch_instruments((), owner=self._owner)  # another account now, or none
+            self._watching = None
+        if feed is not None and instruments and (self._watching is None or self._watching[1] != instruments):
+            feed.watch_instruments(instruments, owner=self._owner)
+            self._watching = (feed, set(instruments))
+
+    def _stop_watching(self) -> None:
+        self._timer.stop()
+        self._watch(set(), None)
 
     def _preview_members(self, account_id: int | None) -> list[Protection]:
         if account_id is None:
@@ -279,9 +298,9 @@ class BasketDialog(QDialog):
             self.error_label.setText(str(exc))
             return
         self.saved = basket
-        self._timer.stop()
+        self._stop_watching()
         super().accept()
 
     def reject(self) -> None:
-        self._timer.stop()
+        self._stop_watching()
         super().reject()
