@@ -367,6 +367,7 @@ def run_window(args: argparse.Namespace, instance: SingleInstance | None = None)
         prompter = ReloginPrompter(service, main)
         if runtime.baskets is not None:
             add_basket_dock(main, runtime.baskets, runtime.square_off, runtime.underlying)
+            main.positions.set_basket_tools(runtime.baskets, runtime.square_off, runtime.underlying)
         if runtime.underlying is not None:
             # A stop on the underlying is a price of the underlying: the table measures it there.
             main.positions.model.set_underlying_rules(runtime.underlying.rule)

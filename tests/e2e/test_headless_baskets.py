@@ -23,7 +23,8 @@ def simulator() -> Iterator[SimulatorHandle]:
     handle.stop()
 
 
-def basket_file(tmp_path: Path, max_loss: float) -> Path:
+def basket_file(tmp_path: Path, max_loss: float | None, **lock: float) -> Path:
+    rules = {"max_loss": max_loss} if max_loss is not None else {}
     path = tmp_path / "baskets.json"
     path.write_text(
         json.dumps(
@@ -36,7 +37,7 @@ def basket_file(tmp_path: Path, max_loss: float) -> Path:
                             {"exchange": "NSE", "symbol": "INFY"},
                             {"exchange": "NSE", "symbol": "TCS"},
                         ],
-                        "rules": {"max_loss": max_loss},
+                        "rules": {**rules, **lock},
                     }
                 ]
             }
@@ -133,6 +134,45 @@ def test_a_kill_mid_basket_exit_is_finished_after_the_restart(
         assert db_rows(tmp_path, "SELECT count(*) FROM basket") == [(1,)]  # the file did not add a second
     finally:
         assert restarted.stop() == 0
+
+
+def test_lock_and_trail_from_a_file_exits_each_member_once_on_the_way_back(
+    simulator: SimulatorHandle, tmp_path: Path
+) -> None:
+    """MTM reaches 300: 100 locked; every 100 more raises the lock by 50; the fall through it exits both."""
+    simulator.set_price("NSE:INFY", 1500.0, bid=1499.95, ask=1500.05)
+    simulator.set_price("NSE:TCS", 3000.0, bid=2999.95, ask=3000.05)
+    path = basket_file(tmp_path, None, lock_at=300, lock_profit=100, trail_every=100, trail_by=50)
+    app = App(simulator, tmp_path, "--auto-protect", "percent:20", "--baskets", str(path))
+    try:
+        app.wait_for("kite feed: live")
+        open_pair(simulator)
+        app.wait_for("auto-protected NSE TCS x5")
+        app.wait_for("auto-protected NSE INFY x5")
+        entries = dict(db_rows(tmp_path, "SELECT symbol, entry_price FROM protection"))
+
+        def mtm(infy: float) -> float:  # TCS stays at 3000
+            return (infy - entries["INFY"]) * 5 + (entries["TCS"] - 3000.0) * 5
+
+        simulator.set_price("NSE:INFY", 1570.0, bid=1569.95, ask=1570.05)  # MTM ~ 350: lock 100
+        wait_rows(tmp_path, "SELECT status, lock FROM basket", [("ACTIVE", 100.0)])
+        simulator.set_price("NSE:INFY", 1630.0, bid=1629.95, ask=1630.05)  # ~ 650: 100 + 3 x 50
+        wait_rows(tmp_path, "SELECT status, lock FROM basket", [("ACTIVE", 250.0)])
+        simulator.set_price("NSE:INFY", 1590.0, bid=1589.95, ask=1590.05)  # ~ 450: above the lock
+        simulator.set_price("NSE:INFY", 1545.0, bid=1544.95, ask=1545.05)  # ~ 225: through it
+        app.wait_for("breached: lock")
+        wait_rows(tmp_path, "SELECT status FROM basket", [("EXITED",)])
+        ((lock, breach_mtm, reason),) = db_rows(tmp_path, "SELECT lock, breach_mtm, reason FROM basket")
+        assert lock == 250.0  # it never went down on the way back
+        assert breach_mtm == pytest.approx(mtm(1545.0), abs=1.0) and "250.00" in reason
+        exits = member_exits(simulator, tmp_path)
+        assert [len(exits["INFY"]), len(exits["TCS"])] == [1, 1]
+        assert exits["INFY"][0]["transaction_type"] == "SELL" and exits["INFY"][0]["quantity"] == 5
+        assert exits["TCS"][0]["transaction_type"] == "BUY" and exits["TCS"][0]["quantity"] == 5
+        locks = db_rows(tmp_path, "SELECT new FROM journal_event WHERE kind = 'basket_lock' ORDER BY id")
+        assert [float(new) for (new,) in locks] == [100.0, 250.0]
+    finally:
+        assert app.stop() == 0
 
 
 def test_a_bad_file_is_refused_naming_the_field(tmp_path: Path) -> None:

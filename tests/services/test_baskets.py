@@ -208,3 +208,71 @@ def test_a_position_already_exiting_never_joins_and_breaks_no_refresh(
     assert later not in BasketStore(rig.store).get(everything.id).members
     step_until(rig, baskets, lambda: baskets.preview(pair.id) is not None, "the pair armed")
     assert baskets.preview(everything.id) is not None
+
+
+def test_a_member_stopped_on_nifty_is_judged_on_its_own_price(rig: Rig, baskets: BasketService) -> None:
+    """A bought call whose stop is on NIFTY 50: its engine watches the index, yet the basket's MTM is the
+    call's. Once, the feed subscribed only the index for it: the call's quote froze at the rule's setting
+    (NIFTY +100 moved the simulator's call +50 and the app's not at all) and the basket never locked."""
+    from tests.services.test_underlying import buy_option, on_index
+    from trailstop_gui.services.underlying import UnderlyingService
+
+    pid, opt = buy_option(rig, "CE")
+    reference = on_index(rig, UnderlyingService(rig.service), pid, Side.BUY)  # stop at NIFTY - 50
+    lot, entry = opt["lot_size"], rig.store.get(pid).entry_price or 0
+    rules = BasketRules(lock_at=30 * lot, lock_profit=20 * lot)
+    basket = baskets.create(rig.account_id, "call on nifty", rules, [pid])
+    control(rig.sim, "price", {"symbol": "NSE:NIFTY 50", "ltp": reference + 100})  # the call ~ +50
+    step_until(rig, baskets, lambda: BasketStore(rig.store).get(basket.id).lock is not None, "the lock")
+    assert BasketStore(rig.store).get(basket.id).lock == pytest.approx(20 * lot)
+    assert rig.status(pid) is Status.OPEN  # its own stop trails on NIFTY, far below
+    # The call alone falls back (NIFTY stays): the basket sees it and exits the call, once.
+    rig.sim.set_price(opt["symbol"], entry + 5, bid=entry + 4.95, ask=entry + 5.05)
+    step_until(
+        rig,
+        baskets,
+        lambda: BasketStore(rig.store).get(basket.id).status is not BasketStatus.ACTIVE,
+        "breach",
+    )
+    closed(rig, baskets, pid)
+    assert "lock" in BasketStore(rig.store).get(basket.id).reason
+    (exit_order,) = exits(rig, pid)
+    assert exit_order["tradingsymbol"] == opt["tradingsymbol"] and exit_order["quantity"] == lot
+
+
+@pytest.mark.parametrize("rig", ["kite"], indirect=True)
+def test_a_member_stopped_on_nifty_from_the_order_form_gets_a_price(rig: Rig, baskets: BasketService) -> None:
+    """The rule attached before the fill: the call was never watched on its own instrument at all."""
+    from tests.services.test_underlying import index_ltp, instrument, key, option_request
+    from trailstop_gui.services.underlying import UnderlyingService
+
+    underlying = UnderlyingService(rig.service)
+    index = instrument(rig, lambda i: i["symbol"] == "NSE:NIFTY 50")
+    reference = index_ltp(rig)
+    request, opt = option_request(rig, "CE")
+
+    def attach(p: object) -> None:
+        underlying.set_underlying(
+            p.id,  # type: ignore[attr-defined]
+            instrument=key(rig, index),
+            symbol="NIFTY 50",
+            exchange="NSE",
+            view=Side.BUY,
+            tick_size=0.05,
+            reference=reference,
+        )
+
+    p = rig.service.place_entry(request, attach=attach)
+    rig.wait_status(p.id, Status.OPEN)
+    lot, entry = opt["lot_size"], rig.store.get(p.id).entry_price or 0
+    basket = baskets.create(rig.account_id, "call", BasketRules(max_loss=10 * lot), [p.id])
+    rig.sim.set_price(opt["symbol"], entry - 20, bid=entry - 20.05, ask=entry - 19.95)  # NIFTY stays
+    step_until(
+        rig,
+        baskets,
+        lambda: BasketStore(rig.store).get(basket.id).status is not BasketStatus.ACTIVE,
+        "breach",
+    )
+    closed(rig, baskets, p.id)
+    assert "max loss" in BasketStore(rig.store).get(basket.id).reason
+    assert len(exits(rig, p.id)) == 1

@@ -89,6 +89,29 @@ def test_cnc_subscribes_without_depth(
         session.stop_feed()
 
 
+def test_watched_instruments_bring_quotes_and_arm_nothing(
+    qtbot: QtBot, simulator: SimulatorHandle, store: ProtectionStore
+) -> None:
+    """A basket's member armed on its underlying still needs its own price: watched, never armed."""
+    simulator.set_price("NSE:INFY", 1500.0)
+    session = kite_session(simulator, store)
+    feed = start(session, store, [])
+    try:
+        feed.watch_instruments([INFY])
+        wait_until(lambda: subscribed_modes(simulator) == ["ltp"], what="an ltp-mode subscription")
+        simulator.set_price("NSE:INFY", 1512.0)
+        wait_until(lambda: (q := feed.latest_quote(INFY)) is not None and q.ltp == 1512.0, what="its quote")
+        assert feed.armed_ids() == frozenset() and len(feed.engine) == 0
+        p = protect(store, session.account_id)
+        feed.arm([p])  # an MIS on it as well: depth wins
+        wait_until(lambda: subscribed_modes(simulator) == ["full"], what="a full-mode subscription")
+        feed.watch_instruments([])
+        feed.disarm(p.id)
+        wait_until(lambda: subscribed_modes(simulator) == [], what="no subscription left")
+    finally:
+        session.stop_feed()
+
+
 @pytest.mark.parametrize("fault", [{"fault": "drop_ws"}, {"fault": "stall_ws", "seconds": 3.5}])
 def test_recovers_and_resubscribes(
     qtbot: QtBot, simulator: SimulatorHandle, store: ProtectionStore, fault: dict[str, object]

@@ -185,3 +185,23 @@ def test_an_attachment_refused_sends_no_entry(rig: Rig) -> None:
     assert underlying.rule(p.id) is None
     assert rig.service.actions.waitForDone(5000)  # nothing was handed to the pool: nothing to wait for
     assert rig.sim_orders(p.entry_tag) == []
+
+
+def test_the_options_own_price_keeps_coming(rig: Rig) -> None:
+    """Armed on NIFTY, the call's row still shows the call's price: the feed keeps the call subscribed (it
+    used to subscribe the index alone, and the call's LTP and P&L froze where the rule was set)."""
+    underlying = UnderlyingService(rig.service)
+    pid, opt = buy_option(rig, "CE")
+    reference = on_index(rig, underlying, pid, Side.BUY)
+    feed = rig.session.feed
+    assert feed is not None
+    before = float(control(rig.sim, f"quote?symbol={opt['symbol']}")["ltp"])
+    control(rig.sim, "price", {"symbol": "NSE:NIFTY 50", "ltp": reference + 100})  # the call ~ +50
+    wait_until(
+        lambda: (
+            (q := feed.latest_quote(key(rig, opt))) is not None
+            and q.ltp == pytest.approx(before + 50, abs=0.1)
+        ),
+        what="the call's own price",
+        qtbot=rig.qtbot,
+    )

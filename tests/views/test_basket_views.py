@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QDialogButtonBox, QMainWindow
+from PySide6.QtCore import QItemSelectionModel, Qt
+from PySide6.QtWidgets import QDialogButtonBox, QMainWindow, QMenu
 from pytestqt.qtbot import QtBot
 
 from tests.services.test_protection_flow import Rig, enter
@@ -19,6 +19,7 @@ from trailstop_gui.services.baskets import BasketService
 from trailstop_gui.simulator.runner import SimulatorHandle, start_simulator
 from trailstop_gui.views.basket_dialog import BasketDialog
 from trailstop_gui.views.basket_panel import BasketPanel, add_basket_dock
+from trailstop_gui.views.positions_view import PositionsView
 
 WIDE = TrailRule.percent(20.0)
 
@@ -167,10 +168,111 @@ def test_exit_time_and_underlying_from_the_window(qtbot: QtBot, rig: Rig, basket
     dialog.buttons.button(QDialogButtonBox.StandardButton.Save).click()
     assert "not in the account's instrument list" in dialog.error_label.text()
     assert underlying.rule(p.id) is None
+    assert square_off.times.get(p.id) is None  # a refused Save stores nothing, the exit time neither
     dialog.underlying_symbol.setText("NSE:NIFTY 50")
+    dialog.reference.setText("about 24350")
+    dialog.buttons.button(QDialogButtonBox.StandardButton.Save).click()
+    assert dialog.error_label.text() == "underlying price: a number, its price now"
+    assert underlying.rule(p.id) is None and square_off.times.get(p.id) is None
+    assert dialog.isVisible()  # still open: the trader corrects the field
+    dialog.reference.setText("24350")
     with qtbot.waitSignal(dialog.accepted):
         dialog.buttons.button(QDialogButtonBox.StandardButton.Save).click()
     rule = underlying.rule(p.id)
     assert rule is not None and rule.reference == 24350.0 and rule.view is Side.BUY
     assert str(square_off.times.get(p.id)) == "15:15:00"
     assert rig.store.get(p.id).stop == pytest.approx(24300.0)
+
+
+def select_rows(view: PositionsView, *pids: int) -> None:
+    """Select these rows together, as a Ctrl+click on each would."""
+    view.table.clearSelection()
+    flags = QItemSelectionModel.SelectionFlag.Select | QItemSelectionModel.SelectionFlag.Rows
+    for pid in pids:
+        row = view.model.row_number(pid)
+        assert row is not None
+        view.table.selectionModel().select(view.proxy.mapFromSource(view.model.index(row, 0)), flags)
+
+
+def test_the_positions_table_puts_its_rows_in_baskets_and_gives_exit_times(
+    qtbot: QtBot, rig: Rig, baskets: BasketService
+) -> None:
+    from trailstop_gui.services.square_off import SquareOffService
+    from trailstop_gui.services.underlying import UnderlyingService
+
+    long, short = pair(rig)
+    third = enter(rig, Side.BUY, Product.MIS, WIDE, "NSE:INFY")
+    view = PositionsView(rig.service, rig.store)
+    qtbot.addWidget(view)
+    try:
+        view.reload_all()
+        assert not view.act_basket.isVisible()  # no basket service behind the window: not offered
+        square_off = SquareOffService(rig.service)
+        view.set_basket_tools(baskets, square_off, UnderlyingService(rig.service))
+        assert view.act_basket.isVisible() and view.act_protection_rules.isVisible()
+
+        select_rows(view, long, short)
+        assert sorted(view.selected_pids()) == [long, short]
+        assert view.act_basket.isEnabled()
+        assert not view.act_exit.isEnabled() and not view.act_protection_rules.isEnabled()  # one row each
+        view.act_basket.trigger()
+        dialog = view.basket_dialog
+        assert dialog.account.currentData() == rig.account_id
+        assert sorted(dialog.checked_members()) == [long, short]
+        assert "protected position" in dialog.whole.text() and "not included" in dialog.whole.text()
+        dialog.name.setText("pair")
+        dialog.rules["max_loss"].setText("500")
+        with qtbot.waitSignal(dialog.accepted):
+            dialog.buttons.button(QDialogButtonBox.StandardButton.Save).click()
+        assert dialog.saved is not None
+        created = BasketStore(rig.store).get(dialog.saved.id)
+        assert sorted(created.members) == [long, short] and created.rules.max_loss == 500
+
+        # A later position joins it from the row's menu: Add to basket ▸ pair.
+        assert view.select_pid(third)
+        menu = QMenu()
+        view._add_to_basket_menu(menu)
+        (submenu,) = [a.menu() for a in menu.actions() if a.text() == "Add to basket"]
+        (join,) = [a for a in submenu.actions() if a.text() == "pair"]
+        join.trigger()
+        dialog = view.basket_dialog
+        assert dialog.basket is not None and dialog.basket.id == created.id
+        assert sorted(dialog.checked_members()) == [long, short, third]
+        with qtbot.waitSignal(dialog.accepted):
+            dialog.buttons.button(QDialogButtonBox.StandardButton.Save).click()
+        assert sorted(BasketStore(rig.store).get(created.id).members) == [long, short, third]
+
+        # The exit time of one row, from the table.
+        assert view.act_protection_rules.isEnabled()
+        view.act_protection_rules.trigger()
+        rules = view.rules_dialog
+        assert rules.protection.currentData() == third
+        rules.exit_at.setChecked(True)
+        with qtbot.waitSignal(rules.accepted):
+            rules.buttons.button(QDialogButtonBox.StandardButton.Save).click()
+        assert str(square_off.times.get(third)) == "15:15:00"
+        assert square_off.times.get(long) is None
+    finally:
+        view.stop()
+
+
+def test_the_preview_prices_an_option_whose_stop_is_on_nifty(
+    qtbot: QtBot, rig: Rig, baskets: BasketService
+) -> None:
+    """Its engine watches NIFTY; before the basket is saved nobody asked for the option's own price, and the
+    preview said "no prices yet" for as long as the dialog stayed open."""
+    from tests.services.test_underlying import buy_option, on_index
+    from trailstop_gui.services.underlying import UnderlyingService
+
+    pid, opt = buy_option(rig, "CE")
+    on_index(rig, UnderlyingService(rig.service), pid, Side.BUY)
+    lot, entry = opt["lot_size"], rig.store.get(pid).entry_price or 0
+    rig.sim.set_price(opt["symbol"], entry + 10, bid=entry + 9.95, ask=entry + 10.05)
+    dialog = BasketDialog(baskets, selected=[pid])
+    qtbot.addWidget(dialog)
+    expected = f"MTM ₹{10 * lot:,.2f}"
+    qtbot.waitUntil(lambda: expected in dialog.preview.text(), timeout=5000)
+    feed = rig.session.feed
+    assert feed is not None
+    dialog.reject()
+    qtbot.waitUntil(lambda: dialog._owner not in feed._watched_instruments, timeout=5000)  # let go

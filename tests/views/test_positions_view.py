@@ -500,3 +500,25 @@ def test_a_failing_order_route_shows_on_the_rows_an_exit_would_fail(
     view.set_route_state(p.account_id, "unreachable")
     row = view.model.row_for(p.id)
     assert row is not None and row.status_text == "Not watched: login needed"
+
+
+def test_a_basket_takes_one_accounts_rows(view: PositionsView, store: ProtectionStore, qtbot: QtBot) -> None:
+    """Rows of two accounts cannot share a basket (its MTM is one account's money): refused, with a word."""
+    from PySide6.QtCore import QItemSelectionModel
+
+    first = protect(store)
+    upstox = store.add_account("upstox", "Upstox", user_id="U1")
+    other = factories.protection(store, upstox.id, symbol="TCS", instrument=2953217, broker="upstox")
+    view.reload_all()
+    view.set_basket_tools(SimpleNamespace(), None, None)  # type: ignore[arg-type]  # never reached
+    assert view.act_basket.isVisible() and not view.act_protection_rules.isVisible()
+    flags = QItemSelectionModel.SelectionFlag.Select | QItemSelectionModel.SelectionFlag.Rows
+    for pid in (first.id, other.id):
+        row = view.model.row_number(pid)
+        assert row is not None
+        view.table.selectionModel().select(view.proxy.mapFromSource(view.model.index(row, 0)), flags)
+    assert sorted(view.selected_pids()) == [first.id, other.id] and view.selected_pid() is None
+    assert not view.act_basket.isEnabled() and not view.act_modify.isEnabled()
+    with qtbot.waitSignal(view.message_posted) as said:
+        assert view.basket_selected() is None
+    assert said.args == ["A basket holds one account's positions: select rows of one account"]

@@ -315,6 +315,12 @@ class BasketService(QObject):
                     # One basket that cannot be read or armed must not leave the others unwatched.
                     log.exception("basket %s: cannot be armed; trying again at the next refresh", basket.id)
             self._instruments = instruments
+            # Each member's own instrument, watched on its account's feed: the feed subscribes what its engine
+            # watches, and a member whose stop is on the underlying is watched there on the index, so without
+            # this its own price would never come (or freeze at its last quote) and the MTM with it.
+            for account_id, session in list(self.service.sessions.items()):
+                if session.feed is not None:
+                    session.feed.watch_instruments(instruments.get(account_id, set()))
             # Prices already known are applied by arm(); a quote read before still counts as seen.
             for (account_id, instrument), _at in list(self._seen.items()):
                 if instrument not in instruments.get(account_id, set()):

@@ -104,6 +104,12 @@ class FeedWorker(QThread):
         # Paused protections: their prices keep coming (the trader sees where the market is) but the
         # engine does not hold them, so nothing trails or fires.
         self._watched: dict[int, Protection] = {}
+        # Instruments whose prices someone needs though no protection is watched on them here (a basket's
+        # member armed on its underlying: the basket's MTM needs the option's own price), per who asked.
+        self._watched_instruments: dict[str, frozenset[InstrumentId]] = {}
+        # An armed protection watched on another instrument (a stop on the underlying) -> its own instrument:
+        # its row's price and P&L (and a basket's MTM) are the option's, so that stays subscribed too.
+        self._own_instruments: dict[int, InstrumentId] = {}
         self._quotes: dict[InstrumentId, Quote] = {}
         self._dirty_quotes: set[InstrumentId] = set()
         self._dirty_stops: dict[int, tuple[float, float]] = {}
@@ -179,6 +185,12 @@ class FeedWorker(QThread):
         """Keep the prices of (paused) protections coming without arming them."""
         items = list(protections)
         self._call(lambda: self._watch(items))
+
+    def watch_instruments(self, instruments: Iterable[InstrumentId], owner: str = "baskets") -> None:
+        """Keep these instruments' prices coming (quotes only, nothing armed); replaces what ``owner`` asked
+        for before (an empty set lets them go)."""
+        wanted = frozenset(instruments)
+        self._call(lambda: self._watch_instruments(owner, wanted))
 
     def latest_quote(self, instrument: InstrumentId) -> Quote | None:
         return self._quotes.get(instrument)
@@ -272,6 +284,10 @@ class FeedWorker(QThread):
                     continue
                 self._protections[p.id] = p
                 self._watched.pop(p.id, None)
+                if p.engine_instrument != stored.engine_instrument:
+                    self._own_instruments[p.id] = stored.engine_instrument
+                else:
+                    self._own_instruments.pop(p.id, None)
         finally:
             self._resubscribe()
             with self._arming_lock:
@@ -316,12 +332,22 @@ class FeedWorker(QThread):
         for p in protections:
             self.engine.disarm(str(p.id))
             self._protections.pop(p.id, None)
+            self._own_instruments.pop(p.id, None)
             self._watched[p.id] = p
         self._resubscribe()
+
+    def _watch_instruments(self, owner: str, instruments: frozenset[InstrumentId]) -> None:
+        if instruments != self._watched_instruments.get(owner, frozenset()):  # asked every second: no churn
+            if instruments:
+                self._watched_instruments[owner] = instruments
+            else:
+                self._watched_instruments.pop(owner, None)
+            self._resubscribe()
 
     def _disarm(self, protection_id: int) -> None:
         self.engine.disarm(str(protection_id))
         self._protections.pop(protection_id, None)
+        self._own_instruments.pop(protection_id, None)
         self._watched.pop(protection_id, None)
         self._resubscribe()
 
@@ -343,6 +369,13 @@ class FeedWorker(QThread):
             depth = Depth.DEPTH if p.product.trails_on_quote else Depth.LTP
             if wanted.get(p.engine_instrument) is not Depth.DEPTH:
                 wanted[p.engine_instrument] = depth
+        for pid in [pid for pid in self._own_instruments if pid not in self._protections]:
+            del self._own_instruments[pid]  # fired since: let go at this change
+        for instrument in self._own_instruments.values():
+            wanted.setdefault(instrument, Depth.LTP)
+        for instruments in self._watched_instruments.values():
+            for instrument in instruments:
+                wanted.setdefault(instrument, Depth.LTP)
         self.loop.set_instruments(wanted)
 
     def _on_batch(self, batch: FeedBatch) -> None:

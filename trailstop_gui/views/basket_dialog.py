@@ -3,6 +3,7 @@ preview of the MTM, the lock, the loss limit and the distance to the nearer of t
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from PySide6.QtCore import Qt, QTime, QTimer
@@ -26,6 +27,7 @@ from trailstop_gui.models.basket import BasketRules, Leg, mtm
 from trailstop_gui.models.basket_store import Basket, BasketStatus, realised_today
 from trailstop_gui.models.domain import InstrumentId, Protection, Status
 from trailstop_gui.services.baskets import BasketService
+from trailstop_gui.services.feed_worker import FeedWorker
 from trailstop_gui.views import theme
 
 PREVIEW_MS = 250
@@ -45,16 +47,26 @@ def _rupees(value: float | None) -> str:
 
 
 class BasketDialog(QDialog):
-    """A new basket for one account, or (``basket``) an existing one's rules, members and square-off."""
+    """A new basket for one account, or (``basket``) an existing one's rules, members and square-off.
+
+    ``selected``: protections the trader picked in the positions table, ticked (and their account chosen)."""
 
     def __init__(
-        self, baskets: BasketService, basket: Basket | None = None, parent: QWidget | None = None
+        self,
+        baskets: BasketService,
+        basket: Basket | None = None,
+        parent: QWidget | None = None,
+        *,
+        selected: Iterable[int] = (),
     ) -> None:
         super().__init__(parent)
         self.baskets = baskets
         self.service = baskets.service
         self.store = baskets.store
         self.basket = basket
+        self.selected = set(selected)
+        self._owner = f"basket dialog {id(self)}"  # the feed's name for what this preview watches
+        self._watching: tuple[FeedWorker, set[InstrumentId]] | None = None
         self.saved: Basket | None = None
         self.setWindowTitle("Edit basket" if basket else "New basket")
 
@@ -63,7 +75,11 @@ class BasketDialog(QDialog):
             self.account.addItem(session.account.label, account_id)
         self.name = QLineEdit()
         self.name.setPlaceholderText("e.g. NIFTY strangle")
-        self.whole = QCheckBox("Everything in this account (positions protected later join too)")
+        # Only protections join (a broker position TrailStop does not protect has no exit path here): say so.
+        self.whole = QCheckBox(
+            "Every protected position in this account, those protected later too\n"
+            "(broker positions TrailStop does not protect are not included)"
+        )
         self.members = QListWidget()
         self.members.setMinimumHeight(120)
         self.rules: dict[str, QLineEdit] = {}
@@ -112,6 +128,9 @@ class BasketDialog(QDialog):
         self.buttons.rejected.connect(self.reject)
         if basket is not None:
             self._show(basket)
+        elif self.selected:
+            account_id = self.store.get(min(self.selected)).account_id
+            self.account.setCurrentIndex(max(self.account.findData(account_id), 0))
         self._load_members()
         self._timer = QTimer(self)
         self._timer.setInterval(PREVIEW_MS)
@@ -149,7 +168,8 @@ class BasketDialog(QDialog):
             )
             item.setData(Qt.ItemDataRole.UserRole, p.id)
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-            item.setCheckState(Qt.CheckState.Checked if p.id in chosen else Qt.CheckState.Unchecked)
+            ticked = p.id in chosen or p.id in self.selected
+            item.setCheckState(Qt.CheckState.Checked if ticked else Qt.CheckState.Unchecked)
             if p.id in chosen:
                 item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEnabled)  # members stay members
             self.members.addItem(item)
@@ -208,21 +228,37 @@ class BasketDialog(QDialog):
         session = self.service.sessions.get(account_id) if account_id is not None else None
         feed = session.feed if session is not None else None
         members = self._preview_members(account_id)
+        legs = [
+            Leg(p.id, p.engine_instrument, p.side, p.filled_quantity, p.entry_price)
+            for p in members
+            if p.status is Status.OPEN and p.entry_price
+        ]
+        self._watch({leg.instrument for leg in legs}, feed)
         if not members:
             return None
         prices: dict[InstrumentId, float] = {}
-        legs = []
-        for p in members:
-            if p.status is not Status.OPEN or not p.entry_price:
-                continue
-            legs.append(Leg(p.id, p.engine_instrument, p.side, p.filled_quantity, p.entry_price))
-            quote = feed.latest_quote(p.engine_instrument) if feed is not None else None
+        for leg in legs:
+            quote = feed.latest_quote(leg.instrument) if feed is not None else None
             if quote is not None:
-                prices[p.engine_instrument] = quote.ltp
+                prices[leg.instrument] = quote.ltp
         if legs and not all(leg.instrument in prices for leg in legs):
             return None
         today = self.baskets.today()
         return mtm(legs, prices, realised=sum(realised_today(p, today) for p in members))
+
+    def _watch(self, instruments: set[InstrumentId], feed: FeedWorker | None) -> None:
+        """The positions' own prices, for the preview: one whose stop is on the underlying is watched there,
+        and its own instrument comes only for a saved basket (BasketService asks for those)."""
+        if self._watching is not None and (self._watching[0] is not feed or not instruments):
+            self._watching[0].watch_instruments((), owner=self._owner)  # another account now, or none
+            self._watching = None
+        if feed is not None and instruments and (self._watching is None or self._watching[1] != instruments):
+            feed.watch_instruments(instruments, owner=self._owner)
+            self._watching = (feed, set(instruments))
+
+    def _stop_watching(self) -> None:
+        self._timer.stop()
+        self._watch(set(), None)
 
     def _preview_members(self, account_id: int | None) -> list[Protection]:
         if account_id is None:
@@ -262,9 +298,9 @@ class BasketDialog(QDialog):
             self.error_label.setText(str(exc))
             return
         self.saved = basket
-        self._timer.stop()
+        self._stop_watching()
         super().accept()
 
     def reject(self) -> None:
-        self._timer.stop()
+        self._stop_watching()
         super().reject()

@@ -248,6 +248,9 @@ class MainWindow(QMainWindow):
         for act in self.positions.row_actions:
             positions_menu.addAction(act)
         positions_menu.addSeparator()
+        for act in self.positions.group_actions:  # shown once the window has baskets
+            positions_menu.addAction(act)
+        positions_menu.addSeparator()
         positions_menu.addAction(self.act_exit_all)
         positions_menu.addSeparator()
         positions_menu.addAction(self.positions.act_protect)

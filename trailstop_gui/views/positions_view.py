@@ -42,16 +42,21 @@ from PySide6.QtWidgets import (
 )
 from qasync import asyncWrap
 
+from trailstop_gui.models.basket_store import BasketStatus
 from trailstop_gui.models.domain import Position, RuleKind, Side, Status, TrailRule
 from trailstop_gui.models.engine import initial_stop
 from trailstop_gui.models.lifecycle import TERMINAL
 from trailstop_gui.models.store import ProtectionStore
 from trailstop_gui.services.async_calls import BlockingCalls
+from trailstop_gui.services.baskets import BasketService
 from trailstop_gui.services.holdings import DeliveryStock
 from trailstop_gui.services.protection_service import ProtectionService
 from trailstop_gui.services.session import not_watched_reason
+from trailstop_gui.services.square_off import SquareOffService
+from trailstop_gui.services.underlying import UnderlyingService
 from trailstop_gui.settings import load_settings
 from trailstop_gui.views import theme
+from trailstop_gui.views.basket_dialog import BasketDialog
 from trailstop_gui.views.positions_model import (
     PID_ROLE,
     ROUTE_PROBLEMS,
@@ -61,6 +66,7 @@ from trailstop_gui.views.positions_model import (
     PositionsProxy,
     RowState,
 )
+from trailstop_gui.views.protection_rules_dialog import ProtectionRulesDialog
 from trailstop_gui.views.rule_editor import RuleEditor, describe_in_full
 from trailstop_gui.views.table_model import RowsTableModel
 
@@ -474,6 +480,9 @@ class PositionsView(QWidget):
         self._colors = theme.colors(self.palette())
         self._feed_problems: dict[int, str] = {}  # account id -> why its feed does not watch ("" if it does)
         self._route_problems: dict[int, str] = {}  # account id -> why its orders would not go out
+        self._baskets: BasketService | None = None
+        self._square_off: SquareOffService | None = None
+        self._underlying: UnderlyingService | None = None
         self._build_actions()
         self._build_ui()
 
@@ -503,7 +512,7 @@ class PositionsView(QWidget):
     # ----------------------------------------------------------------- building
 
     def _build_actions(self) -> None:
-        def action(text: str, shortcut: str | None, tip: str, slot: Callable[[], None]) -> QAction:
+        def action(text: str, shortcut: str | None, tip: str, slot: Callable[[], object]) -> QAction:
             act = QAction(text, self)
             if shortcut:
                 act.setShortcut(QKeySequence(shortcut))
@@ -532,6 +541,22 @@ class PositionsView(QWidget):
         self.act_refresh = action(
             "Re&fresh broker positions", "F5", "Ask the broker for its positions", self.refresh_unprotected
         )
+        # Grouping and timing, shown once the window has the services behind them (set_basket_tools).
+        self.act_basket = action(
+            "Put in a &basket…",
+            "Ctrl+B",
+            "Watch the selected positions' MTM together: max loss, lock and trail",
+            lambda: self.basket_selected(),  # not the slot itself: `checked` would arrive as a basket id
+        )
+        self.act_protection_rules = action(
+            "Exit &time and underlying…",
+            "Ctrl+T",
+            "Exit this position at a time (IST), or trail and trigger it on another instrument",
+            lambda: self.protection_rules_selected(),
+        )
+        self.group_actions = [self.act_basket, self.act_protection_rules]
+        for act in self.group_actions:
+            act.setVisible(False)
         self.act_show_closed = QAction("Show &closed", self)
         self.act_show_closed.setCheckable(True)
         self.act_show_closed.setShortcut(QKeySequence("Ctrl+H"))
@@ -540,7 +565,7 @@ class PositionsView(QWidget):
         self.row_actions = [self.act_modify, self.act_pause, self.act_exit, self.act_retry, self.act_remove]
         for act in (self.act_refresh, self.act_show_closed):
             act.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
-        for act in [*self.row_actions, self.act_refresh, self.act_show_closed]:
+        for act in [*self.row_actions, *self.group_actions, self.act_refresh, self.act_show_closed]:
             self.addAction(act)
 
     def _build_ui(self) -> None:
@@ -581,7 +606,8 @@ class PositionsView(QWidget):
         theme.draw_cells_in_cpp(self.table)  # repainted ten times a second while prices move
         self.table.setModel(self.proxy)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        # Several rows at once go into a basket; the row actions answer only to one row.
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setAlternatingRowColors(True)
         self.table.setShowGrid(False)
@@ -784,11 +810,14 @@ class PositionsView(QWidget):
     # ----------------------------------------------------------------- selection
 
     def selected_pid(self) -> int | None:
-        indexes = self.table.selectionModel().selectedRows()
-        if not indexes:
-            return None
-        pid = indexes[0].data(PID_ROLE)
-        return int(pid) if pid is not None else None
+        """The protection of the one selected row (None for none, or for several)."""
+        pids = self.selected_pids()
+        return pids[0] if len(pids) == 1 else None
+
+    def selected_pids(self) -> list[int]:
+        """Every selected row's protection, top to bottom."""
+        indexes = sorted(self.table.selectionModel().selectedRows(), key=lambda index: index.row())
+        return [int(pid) for pid in (index.data(PID_ROLE) for index in indexes) if pid is not None]
 
     def selected_row(self) -> PositionRow | None:
         pid = self.selected_pid()
@@ -826,6 +855,10 @@ class PositionsView(QWidget):
             status in (Status.OPEN, Status.PENDING, Status.EXIT_FAILED, Status.TRIGGERED)
         )
         self.act_protect.setEnabled(bool(self.unprotected_table.selectionModel().selectedRows()))
+        self.act_basket.setEnabled(self._baskets is not None and self._basket_candidates() is not None)
+        self.act_protection_rules.setEnabled(
+            self._square_off is not None and status in (Status.OPEN, Status.PENDING)
+        )
 
     def _show_context_menu(self, point: QPoint) -> None:
         index = self.table.indexAt(point)
@@ -834,9 +867,30 @@ class PositionsView(QWidget):
         menu = QMenu(self)
         for act in self.row_actions:
             menu.addAction(act)
+        if self._baskets is not None:
+            menu.addSeparator()
+            menu.addAction(self.act_basket)
+            self._add_to_basket_menu(menu)
+            menu.addAction(self.act_protection_rules)
         menu.addSeparator()
         menu.addAction(self.act_show_closed)
         menu.popup(self.table.viewport().mapToGlobal(point))
+
+    def _add_to_basket_menu(self, menu: QMenu) -> None:
+        """ "Add to basket ▸" with the selection's account's ACTIVE baskets (none: left out)."""
+        candidates = self._basket_candidates()
+        if self._baskets is None or candidates is None:
+            return
+        account_id, pids = candidates
+        active = [
+            b for b in self._baskets.baskets.baskets([BasketStatus.ACTIVE]) if b.account_id == account_id
+        ]
+        if not active:
+            return
+        submenu = menu.addMenu("Add to basket")
+        for basket in active:
+            act = submenu.addAction(basket.name)
+            act.triggered.connect(lambda _checked=False, b=basket.id: self.basket_selected(b))
 
     def _show_unprotected_menu(self, point: QPoint) -> None:
         index = self.unprotected_table.indexAt(point)
@@ -848,6 +902,62 @@ class PositionsView(QWidget):
         menu.popup(self.unprotected_table.viewport().mapToGlobal(point))
 
     # ----------------------------------------------------------------- actions
+
+    def set_basket_tools(
+        self,
+        baskets: BasketService | None,
+        square_off: SquareOffService | None = None,
+        underlying: UnderlyingService | None = None,
+    ) -> None:
+        """Let the table put its rows into baskets and give them an exit time or a stop on the underlying."""
+        self._baskets = baskets
+        self._square_off = square_off if underlying is not None else None
+        self._underlying = underlying
+        self.act_basket.setVisible(baskets is not None)
+        self.act_protection_rules.setVisible(self._square_off is not None)
+        self._update_actions()
+
+    def _basket_candidates(self) -> tuple[int, list[int]] | None:
+        """(account, protections) when the selection can join a basket: live rows of one account."""
+        rows = [self.model.row_for(pid) for pid in self.selected_pids()]
+        if not rows or any(r is None or r.status not in (Status.OPEN, Status.PENDING) for r in rows):
+            return None
+        accounts = {r.account_id for r in rows if r is not None}
+        if len(accounts) != 1:
+            return None  # a basket is one account's: its MTM is that account's money
+        return accounts.pop(), [r.pid for r in rows if r is not None]
+
+    def basket_selected(self, basket_id: int | None = None) -> BasketDialog | None:
+        """The basket dialog with the selected rows ticked: a new basket, or (``basket_id``) that one."""
+        candidates = self._basket_candidates()
+        if self._baskets is None:
+            return None
+        if candidates is None:
+            if len({r.account_id for r in map(self.model.row_for, self.selected_pids()) if r}) > 1:
+                self.message_posted.emit("A basket holds one account's positions: select rows of one account")
+            return None
+        _account_id, pids = candidates
+        basket = None if basket_id is None else self._baskets.baskets.get(basket_id)
+        dialog = BasketDialog(self._baskets, basket, self, selected=pids)
+        self.basket_dialog = dialog
+
+        def saved() -> None:
+            if dialog.saved is not None:
+                self.message_posted.emit(f"Basket {dialog.saved.name}: {dialog.saved.rules.describe()}")
+
+        dialog.accepted.connect(saved)
+        dialog.open()
+        return dialog
+
+    def protection_rules_selected(self) -> ProtectionRulesDialog | None:
+        """The exit time and stop on the underlying of the selected row."""
+        pid = self.selected_pid()
+        if self._square_off is None or self._underlying is None or pid is None:
+            return None
+        dialog = ProtectionRulesDialog(self._square_off, self._underlying, pid, self)
+        self.rules_dialog = dialog
+        dialog.open()
+        return dialog
 
     def _act(self, what: str, fn: Callable[[], object]) -> bool:
         try:

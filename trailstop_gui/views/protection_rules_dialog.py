@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
 )
 
 from trailstop_gui.models.domain import Side, Status
+from trailstop_gui.models.square_off import parse_exit_time
 from trailstop_gui.services.instruments import master_key
 from trailstop_gui.services.square_off import SquareOffService
 from trailstop_gui.services.underlying import UnderlyingService
@@ -139,20 +140,19 @@ class ProtectionRulesDialog(QDialog):
             self.reference.setText(f"{quote.ltp:g}")
 
     def accept(self) -> None:
+        """Check every field first and store only then: a refused Save stores nothing (the exit time too)."""
         pid = self.protection.currentData()
         if pid is None:
             self.error_label.setText("protection: there is no live protection")
             return
         try:
             at = self.exit_time.time().toString("HH:mm") if self.exit_at.isChecked() else None
-            self.square_off.set_exit_time(int(pid), at)
-            if self.on_underlying.isChecked() and self.on_underlying.isEnabled():
-                exchange, symbol, key, tick = self._instrument()
-                try:
-                    reference = float(self.reference.text().strip())
-                except ValueError:
-                    raise ValueError("underlying price: a number, its price now") from None
-                self.underlying.set_underlying(
+            if at is not None:
+                parse_exit_time(at)
+            asked = self._underlying_asked() if self.on_underlying.isEnabled() else None
+            if asked is not None:
+                exchange, symbol, key, tick, reference = asked
+                self.underlying.set_underlying(  # its own refusals come before it writes
                     int(pid),
                     instrument=key,  # type: ignore[arg-type]
                     symbol=symbol,
@@ -161,7 +161,19 @@ class ProtectionRulesDialog(QDialog):
                     tick_size=tick,
                     reference=reference,
                 )
+            self.square_off.set_exit_time(int(pid), at)
         except (ValueError, KeyError) as exc:
             self.error_label.setText(str(exc))
             return
         super().accept()
+
+    def _underlying_asked(self) -> tuple[str, str, object, float, float] | None:
+        """The underlying the form asks for (exchange, symbol, key, tick size, price), checked, or None."""
+        if not self.on_underlying.isChecked():
+            return None
+        exchange, symbol, key, tick = self._instrument()
+        try:
+            reference = float(self.reference.text().strip())
+        except ValueError:
+            raise ValueError("underlying price: a number, its price now") from None
+        return exchange, symbol, key, tick, reference
