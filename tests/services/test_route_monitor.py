@@ -4,6 +4,7 @@ protections raises an urgent alert. Against the simulator (which registers 127.0
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,12 @@ from pytestqt.qtbot import QtBot
 from tests.conftest import MemoryKeyring
 from tests.factories import protection, sim_account, sim_session
 from tests.proxies import ROUTE_ADDRESS, HttpProxy, Socks5Proxy, loopback_alias_works
+from tests.services.brokers.test_kite_adapter_sim import order_request
+from tests.services.brokers.test_order_route_sim import upstox_buy
+from tests.services.conftest import control
 from trailstop_gui.models.store import AccountRecord, ProtectionStore
+from trailstop_gui.services.brokers.base import OrderRequest
+from trailstop_gui.services.brokers.errors import UnregisteredIPError
 from trailstop_gui.services.brokers.order_route import OrderRoute, RouteState, parse_route
 from trailstop_gui.services.notifier import Alert, AlertKind, Notifier
 from trailstop_gui.services.route_monitor import RouteMonitor, load_route, save_route
@@ -56,6 +62,10 @@ def login(qtbot: QtBot, routes: RouteMonitor, session: AccountSession, sim: Simu
     account_id, check = blocker.args
     assert account_id == session.account_id
     return check
+
+
+def buy(broker: str) -> OrderRequest:
+    return order_request(tag="entry1") if broker == "kite" else upstox_buy()
 
 
 def live_protection(store: ProtectionStore, account_id: int, symbol: str = "INFY") -> int:
@@ -149,3 +159,43 @@ def test_a_login_still_valid_at_start_is_checked_at_once(
     with qtbot.waitSignal(routes.route_checked, timeout=10_000) as blocker:
         routes.attach(restarted)
     assert blocker.args[0] == account.id and blocker.args[1].state is RouteState.REFUSED
+
+
+@pytest.mark.parametrize("broker", ["kite", "upstox"])
+def test_a_refused_order_call_marks_the_route_refused_rechecks_it_and_an_accepted_one_clears_it(
+    qtbot: QtBot, rig: Any, simulator: SimulatorHandle, broker: str
+) -> None:
+    # The check passed at login; the registered IP moved later in the day: the next order call (an exit,
+    # a safety stop) is the first to know, and the account bar, the rows and the tray must show it.
+    store, _secrets, notifier, routes = rig
+    session, account = session_for(rig, simulator, broker)
+    control(simulator, "ips", {"broker": broker, "ips": ["127.0.0.1"]})
+    assert login(qtbot, routes, session, simulator).state is RouteState.OK
+    live_protection(store, account.id)
+    alerts: list[Alert] = []
+    notifier.alerted.connect(alerts.append)
+    control(simulator, "ips", {"broker": broker, "ips": [ROUTE_ADDRESS]})
+    simulator.set_price("NSE:INFY", 1500.0, bid=1499.95, ask=1500.05)
+    name = "Zerodha" if broker == "kite" else "Upstox"
+    refused = f"orders from this IP are refused by {name}: register it or set an order route"
+    answers: list[tuple[int, Any]] = []
+    routes.route_checked.connect(lambda aid, check: answers.append((aid, check)))
+    with ThreadPoolExecutor(1) as pool:  # order calls come from the exit and safety threads
+        for _attempt in range(3):
+            with pytest.raises(UnregisteredIPError):
+                pool.submit(session.broker.place_order, buy(broker)).result()
+        # Marked at once, then the re-check (one, however many refusals) says the same.
+        qtbot.waitUntil(lambda: len(answers) == 2, timeout=10_000)
+        assert [(aid, check.state) for aid, check in answers] == [(account.id, RouteState.REFUSED)] * 2
+        assert refused in answers[0][1].message and "an order was refused" in answers[0][1].message
+        assert routes.checks[account.id].state is RouteState.REFUSED
+        route_alerts = [a for a in alerts if a.kind is AlertKind.ROUTE_FAILED]
+        assert len(route_alerts) == 1 and "INFY" in route_alerts[0].message
+        assert refused in route_alerts[0].message
+        control(simulator, "ips", {"broker": broker, "ips": ["127.0.0.1"]})  # registered again
+        with qtbot.waitSignal(routes.route_checked, timeout=10_000) as blocker:
+            pool.submit(session.broker.place_order, buy(broker)).result()
+    assert blocker.args[0] == account.id and blocker.args[1].state is RouteState.OK
+    assert f"{name} accepted an order sent from this machine" == blocker.args[1].message
+    assert routes.checks[account.id].state is RouteState.OK
+    assert len(answers) == 3  # a working route is not reported again on every accepted order
