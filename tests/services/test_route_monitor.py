@@ -199,3 +199,50 @@ def test_a_refused_order_call_marks_the_route_refused_rechecks_it_and_an_accepte
     assert f"{name} accepted an order sent from this machine" == blocker.args[1].message
     assert routes.checks[account.id].state is RouteState.OK
     assert len(answers) == 3  # a working route is not reported again on every accepted order
+
+
+def test_a_proxy_route_that_dies_later_is_found_by_the_periodic_check_while_protections_are_live(
+    qtbot: QtBot, rig: Any, simulator: SimulatorHandle
+) -> None:
+    store, _secrets, notifier, routes = rig
+    assert routes.periodic.isActive() and routes.periodic.interval() == 5 * 60_000
+    session, account = session_for(rig, simulator, "kite")
+    with Socks5Proxy() as proxy:
+        routes.set_route(account.id, parse_route(proxy.url))
+        assert login(qtbot, routes, session, simulator).state is RouteState.OK
+        proxy.pause()  # the SSH tunnel died an hour after the check
+        assert routes.wait(5000)
+        routes.check_due()
+        assert not routes.calls.busy  # nothing live on the account: nothing to check for
+        live_protection(store, account.id)
+        alerts: list[Alert] = []
+        notifier.alerted.connect(alerts.append)
+        with qtbot.waitSignal(routes.route_checked, timeout=10_000) as blocker:
+            routes.check_due()
+        assert blocker.args[1].state is RouteState.UNREACHABLE
+        assert [a.kind for a in alerts] == [AlertKind.ROUTE_FAILED]
+        proxy.resume()  # the trader restarted the tunnel: the next periodic check turns it green
+        with qtbot.waitSignal(routes.route_checked, timeout=10_000) as blocker:
+            routes.check_due()
+        assert blocker.args[1].state is RouteState.OK
+
+
+def test_a_direct_route_is_checked_again_periodically_only_while_it_fails(
+    qtbot: QtBot, rig: Any, simulator: SimulatorHandle
+) -> None:
+    store, _secrets, _notifier, routes = rig
+    session, account = session_for(rig, simulator, "upstox")
+    control(simulator, "ips", {"broker": "upstox", "ips": ["127.0.0.1"]})
+    assert login(qtbot, routes, session, simulator).state is RouteState.OK
+    live_protection(store, account.id)
+    assert routes.wait(5000)
+    routes.check_due()
+    assert not routes.calls.busy  # a direct route that works needs no periodic probe
+    control(simulator, "ips", {"broker": "upstox", "ips": [ROUTE_ADDRESS]})
+    with qtbot.waitSignal(routes.route_checked, timeout=10_000) as blocker:
+        routes.check(account.id)
+    assert blocker.args[1].state is RouteState.REFUSED
+    control(simulator, "ips", {"broker": "upstox", "ips": ["127.0.0.1"]})  # the trader registered it
+    with qtbot.waitSignal(routes.route_checked, timeout=10_000) as blocker:
+        routes.check_due()
+    assert blocker.args[1].state is RouteState.OK

@@ -10,6 +10,8 @@ any stop fires into a refusal.
 A route can break after its check (the IP changed mid-day, a tunnel died): every real order call tells
 what it found (``AccountSession.order_route_answered``). A refusal of the IP marks the route refused at
 once, as a failed check would, and starts a re-check; an accepted order call marks it working again.
+And while an account has live protections, a proxy route (a tunnel that can die) and a route whose last
+check failed (one the trader may have fixed) are checked again every few minutes, before a stop needs them.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from PySide6.QtCore import QObject, Signal, SignalInstance
+from PySide6.QtCore import QObject, QTimer, Signal, SignalInstance
 
 from trailstop_gui.models.domain import Protection
 from trailstop_gui.models.store import ProtectionStore
@@ -58,6 +60,10 @@ log = logging.getLogger("trailstop.routes")
 # At most one re-check per account this often (seconds) for the refusals of real order calls: an exit
 # refused for its IP is retried 8 times in some seconds, and again at every reconcile.
 RECHECK_GAP = 30.0
+
+# How often a proxy route, or a route whose last check failed, is checked again while its account has
+# live protections (milliseconds): an SSH tunnel dies quietly, and a fixed route should turn green.
+PERIODIC_CHECK_MS = 5 * 60_000
 
 SETTING_PREFIX = "order_route."
 
@@ -97,6 +103,7 @@ class RouteMonitor(QObject):
         notifier: Notifier,
         *,
         clock: Callable[[], float] = time.monotonic,
+        periodic_check_ms: int = PERIODIC_CHECK_MS,
     ) -> None:
         super().__init__()
         self.store, self.secrets, self.notifier = store, secrets, notifier
@@ -109,6 +116,10 @@ class RouteMonitor(QObject):
         self._checking: set[int] = set()  # accounts whose check is running
         self._check_again: set[int] = set()  # ... and must be checked again once it ends
         self._rechecked: dict[int, float] = {}  # account -> when a refused order call last re-checked it
+        self.periodic = QTimer(self)
+        self.periodic.setInterval(periodic_check_ms)
+        self.periodic.timeout.connect(self.check_due)
+        self.periodic.start()
 
     def attach(self, session: AccountSession) -> None:
         """Apply the stored route now; check it after every login, and now if a stored login is valid."""
@@ -161,10 +172,24 @@ class RouteMonitor(QObject):
             self.check(account_id)
         return check
 
+    def check_due(self) -> None:
+        """The periodic check: every logged-in account with live protections whose route is a proxy, or
+        whose last check failed (the probe runs on a pool thread, as every check's)."""
+        for account_id, session in list(self._sessions.items()):
+            if session.account.is_paper or not session.has_token() or account_id in self._checking:
+                continue
+            with self._lock:
+                last = self.checks.get(account_id)
+            if session.order_route.is_direct and (last is None or not last.failed):
+                continue
+            if self.store.live(account_id):
+                self.check(account_id)
+
     def wait(self, timeout_ms: int = 30_000) -> bool:
         return self.calls.wait(timeout_ms)
 
     def shutdown(self) -> None:
+        self.periodic.stop()
         self.calls.shutdown()
 
     def _on_order_route_answered(self, account_id: int, check: RouteCheck) -> None:
