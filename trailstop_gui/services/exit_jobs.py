@@ -826,7 +826,10 @@ class ExitJobs:
                 last_error = exc
                 if isinstance(exc, UnregisteredIPError) and self._first_ip_refusal(p.id):
                     # The trader must act now (register the IP or set a route), not after every attempt.
-                    self._delay(p.id, f"the exit was not sent: {exc.alert_text}")
+                    why = f"the exit was not sent: {exc.alert_text}"
+                    log.warning("protection %s: %s; retrying", p.id, why)
+                    self.store.journal("exit_delayed", protection_id=p.id, message=why[:200])
+                    self.events.exit_delayed(p.id, why)
             except AuthError:
                 raise
             except BrokerError as exc:
