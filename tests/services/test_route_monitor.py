@@ -20,9 +20,9 @@ from tests.services.conftest import control
 from trailstop_gui.models.store import AccountRecord, ProtectionStore
 from trailstop_gui.services.brokers.base import OrderRequest
 from trailstop_gui.services.brokers.errors import UnregisteredIPError
-from trailstop_gui.services.brokers.order_route import OrderRoute, RouteState, parse_route
+from trailstop_gui.services.brokers.order_route import OrderRoute, RouteCheck, RouteState, parse_route
 from trailstop_gui.services.notifier import Alert, AlertKind, Notifier
-from trailstop_gui.services.route_monitor import RouteMonitor, load_route, save_route
+from trailstop_gui.services.route_monitor import RECHECK_GAP, RouteMonitor, load_route, save_route
 from trailstop_gui.services.secrets import SecretStore
 from trailstop_gui.services.session import AccountSession, Endpoints
 from trailstop_gui.simulator.runner import SimulatorHandle, start_simulator
@@ -246,3 +246,33 @@ def test_a_direct_route_is_checked_again_periodically_only_while_it_fails(
     with qtbot.waitSignal(routes.route_checked, timeout=10_000) as blocker:
         routes.check_due()
     assert blocker.args[1].state is RouteState.OK
+
+
+def test_refused_order_calls_recheck_the_route_at_most_once_per_gap(
+    qtbot: QtBot, rig: Any, simulator: SimulatorHandle
+) -> None:
+    store, secrets, notifier, _routes = rig
+    now = [1000.0]
+    routes = RouteMonitor(store, secrets, notifier, clock=lambda: now[0])
+    try:
+        session = sim_session(store, simulator, "kite", label="kite sim", login=False, secrets=secrets)
+        routes.attach(session)
+        assert login(qtbot, routes, session, simulator).state is RouteState.REFUSED
+        assert routes.wait(5000)
+        checked: list[float] = []
+
+        def probe() -> RouteCheck:
+            checked.append(now[0])
+            return RouteCheck(RouteState.REFUSED, "refused (probe)")
+
+        session.check_order_route = probe  # type: ignore[method-assign]
+        refusal = RouteCheck(RouteState.REFUSED, "refused (an order was refused)")
+        for _attempt in range(4):  # an exit's attempts, seconds apart
+            session.order_route_answered.emit(session.account_id, refusal)
+            now[0] += 5.0
+        assert routes.wait(5000) and len(checked) == 1
+        now[0] += RECHECK_GAP
+        session.order_route_answered.emit(session.account_id, refusal)  # the next reconcile's exit job
+        assert routes.wait(5000) and len(checked) == 2
+    finally:
+        routes.shutdown()

@@ -211,15 +211,16 @@ class RouteMonitor(QObject):
         self._recheck(account_id)
 
     def _recheck(self, account_id: int) -> None:
-        """Check the route again after a refused order call: at once, at most once per RECHECK_GAP."""
-        if account_id in self._checking:
-            self._check_again.add(account_id)
-            return
+        """Check the route again after a refused order call, at most once per RECHECK_GAP: at once, or
+        when the check running now ends (its probe may have gone out before the refusal)."""
         now = self._clock()
         if now - self._rechecked.get(account_id, -math.inf) < RECHECK_GAP:
             return
         self._rechecked[account_id] = now
-        self.check(account_id)
+        if account_id in self._checking:
+            self._check_again.add(account_id)
+        else:
+            self.check(account_id)
 
     def _on_protection_changed(self, protection_id: int) -> None:
         try:
