@@ -381,7 +381,7 @@ class ExitJobs:
             # A follow-up of a watched exit (a refused delivery sale sized again, the rest of a partly
             # filled one) could not reach the broker; the first send's job handles its own. The protection
             # stays as it is: every reconcile resumes an exit in flight, its tag looked up first.
-            self._delay_for(protection_id, exc)
+            self._delay_for(protection_id, exc, "a follow-up order of the exit was not sent")
         except AuthError as exc:
             # The same with the token expired (chaos seed 31021: a refused delivery exit's fresh positions
             # read met an expired token and the job "crashed"): it is finished after the next login.
@@ -1414,11 +1414,11 @@ class ExitJobs:
         if alert:
             self.events.exit_delayed(pid, why)
 
-    def _delay_for(self, pid: int, exc: TemporaryError) -> None:
+    def _delay_for(self, pid: int, exc: TemporaryError, what: str = "the exit was not sent") -> None:
         """A job (or its follow-up) ended on a temporary error: delayed, a refusal of the IP named."""
         if isinstance(exc, UnregisteredIPError):
             alert = self._first_ip_refusal(pid)
-            self._delay(pid, f"the exit was not sent: {exc.alert_text}", alert=alert)
+            self._delay(pid, f"{what}: {exc.alert_text}", alert=alert)
         else:
             self._delay(pid, f"the broker could not be reached: {exc}")
 

@@ -118,6 +118,30 @@ def test_an_exit_refused_for_the_ip_past_the_attempts_is_alerted_once_per_exit(
         jobs.shutdown(5_000)
 
 
+class RefusedSafetyStop:
+    """A broker-held SL-M that the exit would modify to MARKET: the modify is refused for the IP."""
+
+    def prepare_exit(self, p: Any, broker: Any, quantity: int) -> Any:
+        raise ip_refusal()
+
+
+def test_a_safety_stop_exit_refused_for_the_ip_is_named_once_per_exit(store: ProtectionStore) -> None:
+    broker = Broker()
+    p = triggered(store)
+    jobs, events, _sleeps = exit_jobs(store, broker)
+    jobs.safety = RefusedSafetyStop()  # type: ignore[assignment]
+    try:
+        for _job in range(2):  # the job, then the reconciler's resume of it
+            assert jobs.submit(p.id, recover=True)
+            assert jobs.wait_idle(10)
+    finally:
+        jobs.stopping.set()
+        jobs.shutdown(5_000)
+    assert events.kinds() == ["exit_delayed", "job_finished", "job_finished"]
+    assert events.seen[0][2] == f"the exit was not sent: {REFUSED_IP}"
+    assert broker.placed == [] and store.get(p.id).status is Status.TRIGGERED
+
+
 def test_a_crashing_job_reports_itself_and_frees_the_protection(store: ProtectionStore) -> None:
     broker = Broker(positions_error=RuntimeError("odd reply"))
     pid, events, _ = run_exit(store, broker)
