@@ -64,6 +64,7 @@ from trailstop_gui.services.brokers.errors import (
     AuthError,
     BrokerError,
     TemporaryError,
+    UnregisteredIPError,
 )
 from trailstop_gui.services.brokers.feed_loop import OrderUpdate
 from trailstop_gui.services.exit_decisions import (
@@ -266,6 +267,7 @@ class ExitJobs:
         self._tags: dict[str, _TagWatch] = {}  # exit tags of the jobs running now
         self._tag_owner: dict[str, int] = {}  # exit tag -> protection id
         self._unconfirmed: set[int] = set()  # a reply was lost and the order never showed up (yet)
+        self._ip_refused: set[int] = set()  # exits whose "this IP is refused" alert went out already
         # Set at shutdown: jobs stop waiting for fills (the reconciler finishes them at the next start).
         self.stopping = threading.Event()
         self.watcher = FillWatcher(
@@ -379,7 +381,7 @@ class ExitJobs:
             # A follow-up of a watched exit (a refused delivery sale sized again, the rest of a partly
             # filled one) could not reach the broker; the first send's job handles its own. The protection
             # stays as it is: every reconcile resumes an exit in flight, its tag looked up first.
-            self._delay(protection_id, f"the broker could not be reached: {exc}")
+            self._delay_for(protection_id, exc, "a follow-up order of the exit was not sent")
         except AuthError as exc:
             # The same with the token expired (chaos seed 31021: a refused delivery exit's fresh positions
             # read met an expired token and the job "crashed"): it is finished after the next login.
@@ -492,7 +494,7 @@ class ExitJobs:
                     )
             return self._place(p, broker)
         except TemporaryError as exc:
-            self._delay(pid, f"the broker could not be reached: {exc}")
+            self._delay_for(pid, exc)
         except AuthError as exc:
             # The exit stays TRIGGERED: the reconciler finishes it after the next login.
             log.warning("protection %s: exit waits for a new login (%s)", pid, exc)
@@ -524,7 +526,7 @@ class ExitJobs:
         except TemporaryError as exc:
             gate.wait()
             if gate.committed:
-                self._delay(p.id, f"the broker could not be reached: {exc}")
+                self._delay_for(p.id, exc)
         except AuthError as exc:
             log.warning("protection %s: exit waits for a new login (%s)", p.id, exc)
             if gate.wait() and gate.committed:
@@ -764,6 +766,7 @@ class ExitJobs:
         backoff = policy.backoff
         delay = backoff.initial
         unsliced = False  # sent plain again after "needs no slicing": no more switching
+        last_error: TemporaryError | None = None
         for attempt in range(1, policy.attempts + 1):
             slicer = as_slicing_broker(broker) if sliced else None
             # Persist before acting: after a crash, this marker says an exit may be at the broker, so
@@ -820,6 +823,13 @@ class ExitJobs:
                 self.store.journal("exit_not_sent", protection_id=p.id, message=str(exc)[:200])
                 # A 429's Retry-After lengthens the pause, never past max_delay (issue 13 item 10).
                 delay = backoff.honour(delay, exc)
+                last_error = exc
+                if isinstance(exc, UnregisteredIPError) and self._first_ip_refusal(p.id):
+                    # The trader must act now (register the IP or set a route), not after every attempt.
+                    why = f"the exit was not sent: {exc.alert_text}"
+                    log.warning("protection %s: %s; retrying", p.id, why)
+                    self.store.journal("exit_delayed", protection_id=p.id, message=why[:200])
+                    self.events.exit_delayed(p.id, why)
             except AuthError:
                 raise
             except BrokerError as exc:
@@ -855,6 +865,7 @@ class ExitJobs:
                 return None
             else:
                 self._unconfirmed.discard(p.id)
+                self._ip_refused.discard(p.id)
                 book = self.book_for(p.account_id)
                 if book is not None:
                     book.exit_sent(ids, p)
@@ -865,7 +876,12 @@ class ExitJobs:
                     return None
                 self._sleep(delay)
                 delay = backoff.next(delay)
-        self._delay(p.id, f"the exit could not be sent after {policy.attempts} attempts")
+        why = f"the exit could not be sent after {policy.attempts} attempts"
+        if isinstance(last_error, UnregisteredIPError):
+            # Alerted at its first refusal already: logged and journalled only, not one alert per job.
+            self._delay(p.id, f"{why}: {last_error.alert_text}", alert=False)
+        else:
+            self._delay(p.id, why)
         return None
 
     def _request(self, broker: Broker, request: OrderRequest, slicer: SlicingBroker | None) -> list[str]:
@@ -1391,11 +1407,28 @@ class ExitJobs:
         log.error("protection %s: %s", pid, why)
         self.events.exit_failed(pid, why)
 
-    def _delay(self, pid: int, why: str) -> None:
+    def _delay(self, pid: int, why: str, *, alert: bool = True) -> None:
         """A temporary failure: the protection stays TRIGGERED and the reconciler sends it again."""
         log.warning("protection %s: exit delayed: %s; the reconciler resumes it", pid, why)
         self.store.journal("exit_delayed", protection_id=pid, message=why[:200])
-        self.events.exit_delayed(pid, why)
+        if alert:
+            self.events.exit_delayed(pid, why)
+
+    def _delay_for(self, pid: int, exc: TemporaryError, what: str = "the exit was not sent") -> None:
+        """A job (or its follow-up) ended on a temporary error: delayed, a refusal of the IP named."""
+        if isinstance(exc, UnregisteredIPError):
+            alert = self._first_ip_refusal(pid)
+            self._delay(pid, f"{what}: {exc.alert_text}", alert=alert)
+        else:
+            self._delay(pid, f"the broker could not be reached: {exc}")
+
+    def _first_ip_refusal(self, pid: int) -> bool:
+        """Whether this is the first refusal of this exit for the IP it came from (until it is sent): its
+        alert goes out once, not once per attempt or per job (the reconciler resumes it every 30 s)."""
+        with self._lock:
+            first = pid not in self._ip_refused
+            self._ip_refused.add(pid)
+        return first
 
     def _hold(self, p: Protection, why: str) -> None:
         """After a lost reply the exit may have happened: send nothing; the reconciler looks again."""

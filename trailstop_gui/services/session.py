@@ -24,7 +24,12 @@ from trailstop_gui.services.brokers.feed_loop import Backoff, FeedProtocol, Feed
 from trailstop_gui.services.brokers.form_login import submit_login_form
 from trailstop_gui.services.brokers.kite import KiteBroker
 from trailstop_gui.services.brokers.kite_feed import KITE_WS_URL, KiteFeed
-from trailstop_gui.services.brokers.order_route import OrderRoute, RouteCheck, RouteState
+from trailstop_gui.services.brokers.order_route import (
+    OrderRoute,
+    RouteCheck,
+    RouteState,
+    order_call_check,
+)
 from trailstop_gui.services.brokers.upstox import UpstoxBroker
 from trailstop_gui.services.brokers.upstox_feed import UpstoxFeed, UpstoxPortfolioFeed
 from trailstop_gui.services.feed_worker import FeedWorker, TriggerHandler, TriggersHandler
@@ -86,6 +91,9 @@ class AccountSession(QObject):
 
     state_changed = Signal(int, str)  # account id, SessionState value
     logged_in = Signal(int)
+    # What a real order call (an exit, a safety stop, an entry) found about the route, from any thread:
+    # the IP refused, or the call accepted (the route works). The route monitor shows it.
+    order_route_answered = Signal(int, object)  # account id, RouteCheck
 
     def __init__(
         self,
@@ -126,17 +134,21 @@ class AccountSession(QObject):
 
     def _make_broker(self, token: str | None) -> Broker:
         e = self.endpoints
+        rest: KiteBroker | UpstoxBroker
         if self.account.broker == "kite":
-            return KiteBroker(
+            rest = KiteBroker(
                 self.account.api_key, access_token=token, root=e.api_root, login_uri=e.login_url
             )
-        return UpstoxBroker(
-            self.account.api_key,
-            access_token=token,
-            api_root=e.api_root,
-            order_root=e.order_root,
-            dialog_url=e.login_url,
-        )
+        else:
+            rest = UpstoxBroker(
+                self.account.api_key,
+                access_token=token,
+                api_root=e.api_root,
+                order_root=e.order_root,
+                dialog_url=e.login_url,
+            )
+        rest.order_route_observer = self._on_order_route_answer
+        return rest
 
     def _make_paper(self) -> Broker:
         from trailstop_gui.services.brokers.paper import PaperBroker
@@ -230,6 +242,11 @@ class AccountSession(QObject):
         self.rest.set_order_route(route, password)
         self.order_route = route
         log.info("%s: order route %s", self.account.label, route.describe())
+
+    def _on_order_route_answer(self, refusal: Any | None) -> None:
+        """On the thread that made the order call: a refusal of the IP, or None (the call was accepted)."""
+        check = order_call_check(self.rest.display_name, self.order_route, refusal)
+        self.order_route_answered.emit(self.account.id, check)
 
     def check_order_route(self) -> RouteCheck:
         """Exercise an order endpoint harmlessly through the route. Blocking: never on the GUI thread."""

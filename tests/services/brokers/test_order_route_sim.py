@@ -134,3 +134,28 @@ def test_registering_an_ip_through_the_control_api(simulator: SimulatorHandle) -
     with pytest.raises(requests.HTTPError) as caught:
         control(simulator, "ips", {"ips": ["127.0.0.1", "127.0.0.2", "127.0.0.3"]})
     assert caught.value.response.status_code == 400
+
+
+@pytest.mark.parametrize("broker", ["kite", "upstox"])
+def test_every_order_call_tells_the_route_observer_and_the_check_does_not(
+    simulator: SimulatorHandle, broker: str
+) -> None:
+    client: Any = kite_login(simulator) if broker == "kite" else upstox_login(simulator)
+    heard: list[UnregisteredIPError | None] = []
+    client.order_route_observer = heard.append
+
+    def place() -> None:
+        client.place_order(order_request(tag="seen1") if broker == "kite" else upstox_buy())
+
+    with pytest.raises(UnregisteredIPError) as caught:
+        place()
+    assert heard == [caught.value]  # the refusal of a real order call, the same error the caller got
+    with pytest.raises(UnregisteredIPError) as cancel:
+        client.cancel_order("240101000000001", urgent=True)  # a safety stop taken away: refused alike
+    assert heard == [caught.value, cancel.value]
+    assert client.check_order_route().state is RouteState.REFUSED
+    client.positions()
+    assert len(heard) == 2  # neither the route's own check nor a read reports anything
+    control(simulator, "ips", {"broker": broker, "ips": ["127.0.0.1"]})  # the IP registered again
+    place()
+    assert heard[2:] == [None]  # accepted: the route works

@@ -10,6 +10,7 @@ the order, position and holding rows both brokers send are in ``reply_rows.py``.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, TypeVar
@@ -32,6 +33,7 @@ from trailstop_gui.services.brokers.errors import (
     BrokerError,
     BrokerInputError,
     RateLimitedError,
+    UnregisteredIPError,
     login_error,
 )
 from trailstop_gui.services.brokers.order_route import (
@@ -42,9 +44,13 @@ from trailstop_gui.services.brokers.order_route import (
 )
 from trailstop_gui.services.brokers.rate_limit import RateLimiter
 
-__all__ = ["ExceptionMapper", "OrderChange", "RestAdapter"]
+__all__ = ["ExceptionMapper", "OrderChange", "RestAdapter", "RouteObserver"]
 
 T = TypeVar("T")
+
+# Told what every order call found about the route, on the calling thread: the refusal of the IP, or None
+# when the broker accepted the call. The route monitor shows it (a route that broke since its check).
+RouteObserver = Callable[[UnregisteredIPError | None], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +100,8 @@ class RestAdapter:
         self._market_protection = market_protection
         self._route = OrderRoute()
         self._route_password: str | None = None
+        self.order_route_observer: RouteObserver | None = None
+        self._probing = threading.local()  # the route's own check reports its answer itself
 
     # ------------------------------------------------------------------------- what subclasses fill in
 
@@ -165,7 +173,13 @@ class RestAdapter:
 
     def check_order_route(self) -> RouteCheck:
         """A harmless order call (cancel an order that cannot exist) through the route, and its answer."""
-        return probe_order_route(lambda: self.cancel_order(PROBE_ORDER_ID), self.display_name, self._route)
+        self._probing.active = True
+        try:
+            return probe_order_route(
+                lambda: self.cancel_order(PROBE_ORDER_ID), self.display_name, self._route
+            )
+        finally:
+            self._probing.active = False
 
     # ------------------------------------------------------------------------- orders
 
@@ -258,8 +272,23 @@ class RestAdapter:
         except Exception as exc:
             error = self._call_error(exc, what, order_call)
             self._log.debug("%s %s failed: %s: %s", self.name, what, type(error).__name__, error)
+            if order_call and isinstance(error, UnregisteredIPError):
+                self._route_answered(error)
             raise error from exc
-        return self._unwrap(reply, what, order_call)
+        payload = self._unwrap(reply, what, order_call)
+        if order_call:
+            self._route_answered(None)
+        return payload
+
+    def _route_answered(self, refusal: UnregisteredIPError | None) -> None:
+        """Tell the observer what an order call found: the IP refused, or the call accepted."""
+        observer = self.order_route_observer
+        if observer is None or getattr(self._probing, "active", False):
+            return
+        try:
+            observer(refusal)
+        except Exception:  # the order's own outcome matters more than the report of its route
+            self._log.exception("%s: reporting the order route's answer failed", self.name)
 
     def _secrets(self) -> tuple[str | None, ...]:
         """What must never appear in a message: the access token, the route's password."""

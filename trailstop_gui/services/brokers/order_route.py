@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-__all__ = ["OrderRoute", "RouteKind", "RouteValidationError", "parse_route"]
+__all__ = ["OrderRoute", "RouteKind", "RouteValidationError", "order_call_check", "parse_route"]
 
 
 class RouteKind(enum.StrEnum):
@@ -230,6 +230,16 @@ def probe_order_route(cancel_missing_order: Any, broker_name: str, route: OrderR
         return RouteCheck(RouteState.UNKNOWN, f"unclear answer from {broker_name}: {exc.message}")
     # Cancelling order 0 "worked": not an answer we can trust either way.
     return RouteCheck(RouteState.UNKNOWN, f"{broker_name} accepted a cancel of an order that cannot exist")
+
+
+def order_call_check(broker_name: str, route: OrderRoute, refusal: Any | None) -> RouteCheck:
+    """The route's state as a real order call just found it: ``refusal`` (an UnregisteredIPError) says
+    the broker refused the IP, None that it accepted the call (so the route works)."""
+    if refusal is not None:
+        return RouteCheck(
+            RouteState.REFUSED, f"{refusal.alert_text} (an order was refused; route: {route.describe()})"
+        )
+    return RouteCheck(RouteState.OK, f"{broker_name} accepted an order sent {_through(route)}")
 
 
 def _through(route: OrderRoute) -> str:
