@@ -112,6 +112,28 @@ T = TypeVar("T")
 SAFETY_STOP_REASON = "safety stop"
 """The reason a protection closes with when the broker-held stop fired."""
 
+
+def close_by_safety_stop(store: ProtectionStore, protection_id: int, order: Order) -> Protection:
+    """CLOSED (reason "safety stop") on ``order``, the filled order its broker-held stop fired into.
+
+    The one writer of that close: the manager settling a stop it read as filled, and the reconciler finding
+    the position flat, both come here; the safety state moves by the table (SafetyEvent.FILLED). Raises
+    ConcurrentTransition or IllegalTransition when the protection is no longer OPEN.
+    """
+    state = store.get(protection_id).safety_state
+    return store.transition(
+        protection_id,
+        Status.CLOSED,
+        expected=Status.OPEN,
+        reason=SAFETY_STOP_REASON,
+        price=order.average_price or None,
+        exit_order_id=order.order_id,
+        exit_price=order.average_price or None,
+        exit_quantity=order.filled_quantity or None,
+        safety_state=next_state(state, SafetyEvent.FILLED, protection_id),
+    )
+
+
 _ENDED = frozenset({Status.CLOSED, Status.REMOVED, Status.CANCELLED, Status.REJECTED})
 _LIVE_AT_BROKER = (SafetyState.PLACING, SafetyState.PLACED, SafetyState.MOVING, SafetyState.MISSING)
 _CHECKED = (SafetyState.PLACED, SafetyState.MOVING, SafetyState.FIRED)  # states with an order to read back
@@ -1101,17 +1123,7 @@ class SafetyStopManager:
         """The broker stop fired into ``order``: CLOSED (reason "safety stop") once it filled; else FIRED."""
         if order.status is OrderStatus.COMPLETE and p.status is Status.OPEN:
             try:
-                self.store.transition(
-                    p.id,
-                    Status.CLOSED,
-                    expected=Status.OPEN,
-                    reason=SAFETY_STOP_REASON,
-                    price=order.average_price or None,
-                    exit_order_id=order.order_id,
-                    exit_price=order.average_price or None,
-                    exit_quantity=order.filled_quantity or None,
-                    safety_state=next_state(self.store.get(p.id).safety_state, SafetyEvent.FIRE, p.id),
-                )
+                close_by_safety_stop(self.store, p.id, order)
             except (ConcurrentTransition, IllegalTransition) as exc:
                 log.info("protection %s: safety fill not applied (%s)", p.id, exc)
                 return
