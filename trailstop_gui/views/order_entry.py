@@ -555,8 +555,9 @@ class OrderEntryPanel(QWidget):
         finish when the form is cleared, another order is placed or the window closes, and the headless
         self-test places entries the same way. What the broker says comes back as the protection's row
         (protection_changed, shown in the status line by _on_protection_changed; a refusal also as
-        action_failed, which the main window shows), which the positions table follows too. A coroutine here would await only the send and
-        leave the watch a runnable: one flow split in two places, and the form held for nothing.
+        action_failed, which the main window shows), which the positions table follows too. A coroutine
+        here would await only the send and leave the watch a runnable: one flow split in two places,
+        and the form held for nothing.
         """
         if self._cooling_down:
             return None
