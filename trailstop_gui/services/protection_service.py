@@ -630,7 +630,8 @@ class ProtectionService(QObject):
         session = self.sessions.get(account_id)
         if session is not None:
             master = master_key(session.account)
-            record = self.store.instrument(master, pos.instrument) or self.store.find_instrument(
+            instruments = self.store.instruments_repo
+            record = instruments.get(master, pos.instrument) or instruments.find(
                 master, pos.exchange, pos.symbol
             )
             if record is not None and record.tick_size > 0:
