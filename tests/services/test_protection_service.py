@@ -17,7 +17,7 @@ from trailstop_gui.models.engine import StopTriggered
 from trailstop_gui.models.lifecycle import IllegalTransition
 from trailstop_gui.models.store import ConcurrentTransition, ProtectionStore
 from trailstop_gui.services import protection_service
-from trailstop_gui.services.brokers.base import OrderType
+from trailstop_gui.services.brokers.base import OrderStatus, OrderType
 from trailstop_gui.services.brokers.errors import AuthError
 from trailstop_gui.services.brokers.feed_loop import OrderUpdate
 from trailstop_gui.services.exit_executor import RetryPolicy, TriggerGate
@@ -430,5 +430,38 @@ def test_an_entry_looked_up_by_its_tag_backs_off_by_the_one_retry_policy(
         assert service._find_entry(p.id, never) is None  # type: ignore[arg-type]
         assert sum(pauses) >= protection_service.ENTRY_WATCH_SECONDS > sum(pauses[:-1])
         assert max(pauses) == 2.0 and never.looks == len(pauses)
+    finally:
+        service.shutdown()
+
+
+def test_a_placed_entry_is_watched_every_poll_over_the_window_without_real_time(
+    store: ProtectionStore, qtbot: QtBot
+) -> None:
+    """A resting entry is read every ENTRY_POLL_SECONDS until the watch window ends (then order updates
+    and the reconcile take over), on the injected clock: 20 s of watching pass here in no time."""
+    now = [0.0]
+    pauses: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+        now[0] += seconds
+
+    class Resting:
+        reads = 0
+
+        def order(self, order_id: str) -> Any:
+            self.reads += 1
+            return factories_order(order_id, OrderStatus.OPEN, filled=0)
+
+    service = ProtectionService(store, sleep=sleep, clock=lambda: now[0])
+    service.start()  # no account logged in: nothing else runs
+    try:
+        p = protection(store, status=Status.PENDING)
+        book = Resting()
+        service._watch_entry(p.id, book, "E1")  # type: ignore[arg-type]
+        polls = round(protection_service.ENTRY_WATCH_SECONDS / protection_service.ENTRY_POLL_SECONDS)
+        assert set(pauses) == {protection_service.ENTRY_POLL_SECONDS}
+        assert book.reads == len(pauses) and abs(len(pauses) - polls) <= 1
+        assert store.get(p.id).status is Status.PENDING
     finally:
         service.shutdown()
