@@ -173,7 +173,7 @@ def _coerce(type_name: object, value: Any) -> Any:
 
 def load_settings(store: ProtectionStore) -> Settings:
     try:
-        stored = store.get_setting(SETTINGS_KEY, {})
+        stored = store.settings_repo.get(SETTINGS_KEY, {})
     except ValueError:
         # Not JSON (edited by hand, or damaged): start with the defaults rather than not start at all.
         log.warning("settings: the stored settings cannot be read; using defaults")
@@ -182,4 +182,4 @@ def load_settings(store: ProtectionStore) -> Settings:
 
 
 def save_settings(store: ProtectionStore, settings: Settings) -> None:
-    store.set_setting(SETTINGS_KEY, settings.to_dict())
+    store.settings_repo.set(SETTINGS_KEY, settings.to_dict())

@@ -11,12 +11,13 @@ import pytest
 from pytestqt.qtbot import QtBot
 
 from tests.factories import FakeBroker, protection
+from tests.factories import order as factories_order
 from trailstop_gui.models.domain import InstrumentId, Product, Protection, Side, Status, TrailRule
 from trailstop_gui.models.engine import StopTriggered
 from trailstop_gui.models.lifecycle import IllegalTransition
 from trailstop_gui.models.store import ConcurrentTransition, ProtectionStore
 from trailstop_gui.services import protection_service
-from trailstop_gui.services.brokers.base import OrderType
+from trailstop_gui.services.brokers.base import OrderStatus, OrderType
 from trailstop_gui.services.brokers.errors import AuthError
 from trailstop_gui.services.brokers.feed_loop import OrderUpdate
 from trailstop_gui.services.exit_executor import RetryPolicy, TriggerGate
@@ -391,3 +392,76 @@ def test_an_entry_rejected_before_its_reply_is_read_is_not_an_exception(
     ended = rig.store.get(p.id)
     assert (ended.status, ended.reason) == (Status.REJECTED, "entry rejected")
     assert len(rig.broker.placed) == 1 and watched == []
+
+
+class TagBook:
+    """An order book that lists an order by its tag only after ``hidden`` look-ups (a lagging book)."""
+
+    def __init__(self, hidden: int) -> None:
+        self.hidden, self.looks = hidden, 0
+
+    def find_order_by_tag(self, tag: str) -> Any:
+        self.looks += 1
+        if self.looks <= self.hidden:
+            return None
+        return factories_order("E1", tag=tag)
+
+
+def test_an_entry_looked_up_by_its_tag_backs_off_by_the_one_retry_policy(
+    store: ProtectionStore, qtbot: QtBot
+) -> None:
+    """After a lost reply the entry is looked up by its tag at 0.2 s, doubling to 2 s, over the watch
+    window, on the service's injected clock and sleep (services/retry.py): no real time passes here."""
+    now = [0.0]
+    pauses: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+        now[0] += seconds
+
+    service = ProtectionService(store, sleep=sleep, clock=lambda: now[0])
+    service.start()  # no account logged in: nothing else runs
+    try:
+        p = protection(store, status=Status.PENDING)
+        assert service._find_entry(p.id, TagBook(hidden=5)) == "E1"  # type: ignore[arg-type]
+        assert pauses == pytest.approx([0.2, 0.4, 0.8, 1.6, 2.0])
+        pauses.clear()
+        never = TagBook(hidden=10_000)
+        assert service._find_entry(p.id, never) is None  # type: ignore[arg-type]
+        assert sum(pauses) >= protection_service.ENTRY_WATCH_SECONDS > sum(pauses[:-1])
+        assert max(pauses) == 2.0 and never.looks == len(pauses)
+    finally:
+        service.shutdown()
+
+
+def test_a_placed_entry_is_watched_every_poll_over_the_window_without_real_time(
+    store: ProtectionStore, qtbot: QtBot
+) -> None:
+    """A resting entry is read every ENTRY_POLL_SECONDS until the watch window ends (then order updates
+    and the reconcile take over), on the injected clock: 20 s of watching pass here in no time."""
+    now = [0.0]
+    pauses: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+        now[0] += seconds
+
+    class Resting:
+        reads = 0
+
+        def order(self, order_id: str) -> Any:
+            self.reads += 1
+            return factories_order(order_id, OrderStatus.OPEN, filled=0)
+
+    service = ProtectionService(store, sleep=sleep, clock=lambda: now[0])
+    service.start()  # no account logged in: nothing else runs
+    try:
+        p = protection(store, status=Status.PENDING)
+        book = Resting()
+        service._watch_entry(p.id, book, "E1")  # type: ignore[arg-type]
+        polls = round(protection_service.ENTRY_WATCH_SECONDS / protection_service.ENTRY_POLL_SECONDS)
+        assert set(pauses) == {protection_service.ENTRY_POLL_SECONDS}
+        assert book.reads == len(pauses) and abs(len(pauses) - polls) <= 1
+        assert store.get(p.id).status is Status.PENDING
+    finally:
+        service.shutdown()

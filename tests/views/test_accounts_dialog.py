@@ -28,6 +28,7 @@ from trailstop_gui.services.session import AccountSession, Endpoints, SessionSta
 from trailstop_gui.simulator.runner import start_simulator
 from trailstop_gui.views.accounts_dialog import AccountForm, AccountsDialog, AccountsModel
 from trailstop_gui.views.login_view import LoginDialog
+from trailstop_gui.views.table_model import RowsTableModel
 
 KITE_SECRET = "kitesecret0123456789abcdefghijkl"
 UPSTOX_SECRET = "upxsecret9"
@@ -247,7 +248,9 @@ def test_model_and_state_colours(qtbot: QtBot, dialog: AccountsDialog, rig: Any,
     assert model.headerData(3, Qt.Orientation.Horizontal, Qt.ItemDataRole.DisplayRole) == "State"
     assert dialog.login_button(first) is not None and dialog.login_button(first).isEnabled()  # type: ignore[union-attr]
     qtmodeltester.check(model, force_py=True)
-    assert isinstance(model, AccountsModel)
+    assert isinstance(model, AccountsModel) and isinstance(model, RowsTableModel)
+    assert model.headerData(3, Qt.Orientation.Horizontal, Qt.ItemDataRole.TextAlignmentRole) is None
+    assert model.index(5, 0).data() is None and model.index(0, 0).data(Qt.ItemDataRole.EditRole) is None
 
 
 def test_log_in_button_opens_the_login_dialog(qtbot: QtBot, tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ MTM with its lock, and a breach seen in the window."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from PySide6.QtCore import QItemSelectionModel, Qt
@@ -20,6 +21,7 @@ from trailstop_gui.simulator.runner import SimulatorHandle, start_simulator
 from trailstop_gui.views.basket_dialog import BasketDialog
 from trailstop_gui.views.basket_panel import BasketPanel, add_basket_dock
 from trailstop_gui.views.positions_view import PositionsView
+from trailstop_gui.views.table_model import RowsTableModel
 
 WIDE = TrailRule.percent(20.0)
 
@@ -89,7 +91,7 @@ def test_new_basket_with_a_live_preview_and_named_mistakes(
 
 
 def test_the_panel_charts_mtm_with_its_lock_and_shows_the_breach(
-    qtbot: QtBot, rig: Rig, baskets: BasketService
+    qtbot: QtBot, rig: Rig, baskets: BasketService, qtmodeltester: Any
 ) -> None:
     long, short = pair(rig)
     basket = baskets.create(rig.account_id, "pair", BasketRules(lock_at=100, lock_profit=40), [long, short])
@@ -103,6 +105,16 @@ def test_the_panel_charts_mtm_with_its_lock_and_shows_the_breach(
     qtbot.waitUntil(lambda: BasketStore(rig.store).get(basket.id).lock == 40, timeout=5000)
     qtbot.wait(600)  # a second chart point
     panel.refresh()
+    assert panel.selected() is not None and panel.selected().id == basket.id  # type: ignore[union-attr]
+    # The shared table base (views/table_model.py): rows, headers, flags as Qt's checker wants them.
+    assert isinstance(panel.model, RowsTableModel)
+    qtmodeltester.check(panel.model, force_py=True)
+    assert [panel.model.headerData(c, Qt.Orientation.Horizontal) for c in range(3)] == [
+        "Basket",
+        "State",
+        "MTM",
+    ]
+    assert panel.model.headerData(0, Qt.Orientation.Horizontal, Qt.ItemDataRole.TextAlignmentRole) is None
     assert panel.chart.price.count() >= 1  # MTM
     assert panel.chart.stop.count() >= 2  # the lock, as a step line
     assert panel.model.data(panel.model.index(0, 3)) == "₹40.00"

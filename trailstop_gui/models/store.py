@@ -195,6 +195,9 @@ class ProtectionStore:
         self.close()
 
     # ----------------------------------------------------------------- accounts (account_store.py)
+    # This and the settings and instruments sections below only forward to the repositories: services call
+    # ``accounts_repo``, ``settings_repo`` and ``instruments_repo`` themselves; views, runtime and tests
+    # still use these short names.
 
     def add_account(self, broker: str, label: str, **fields: str) -> AccountRecord:
         """A new account; ``fields`` as AccountRepository.add takes them (user_id, api_key, mode...)."""
@@ -221,7 +224,8 @@ class ProtectionStore:
         with self._db.atomic():
             if self.live(account_id):
                 raise AccountHasLiveProtections(f"account {account_id} has live protections")
-            # Protections refer to their account (RESTRICT): they go first, with their journal.
+            # Protections refer to their account (RESTRICT): they go first, with their journal (both this
+            # store's own tables), then the account's row through its repository, in the one transaction.
             db.JournalEvent.delete().where(db.JournalEvent.account_id == account_id).execute()
             db.ProtectionRow.delete().where(db.ProtectionRow.account == account_id).execute()
             self.accounts_repo.delete(account_id)

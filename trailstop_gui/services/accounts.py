@@ -318,7 +318,7 @@ class AccountManager:
     def add(self, data: AccountInput) -> AccountRecord:
         """Validate, store the account (no secret), put the secret in the keyring, add its session."""
         clean = validate(data, require_secret=True)
-        account = self.store.add_account(
+        account = self.store.accounts_repo.add(
             clean.broker,
             clean.label,
             user_id=clean.user_id,
@@ -333,7 +333,7 @@ class AccountManager:
     def update(self, account_id: int, data: AccountInput) -> AccountRecord:
         """Change an account. A new API key or redirect URL ends the current login (the token belongs to
         the old app), so it is refused while protections are live; the label and secret change any time."""
-        current = self.store.account(account_id)
+        current = self.store.accounts_repo.get(account_id)
         if data.broker != current.broker:
             raise ValidationError("broker", "Broker: cannot change; add a new account instead")
         clean = validate(data, require_secret=False)
@@ -347,7 +347,7 @@ class AccountManager:
                     f"{field_label(current.broker, field)}: cannot change while "
                     f"{_protections(live)} {'is' if live == 1 else 'are'} live; close or remove them first",
                 )
-        account = self.store.update_account(
+        account = self.store.accounts_repo.update(
             account_id,
             label=clean.label,
             api_key=clean.api_key,
@@ -369,10 +369,10 @@ class AccountManager:
 
     def record_login(self, account_id: int, user_id: str) -> AccountRecord:
         """After a login: remember the broker's user id if the account did not know it yet."""
-        account = self.store.account(account_id)
+        account = self.store.accounts_repo.get(account_id)
         user = user_id.strip().upper()
         if user and not account.user_id and _USER_ID.fullmatch(user):
-            account = self.store.update_account(account_id, user_id=user)
+            account = self.store.accounts_repo.update(account_id, user_id=user)
             session = self.session(account_id)
             if session is not None:
                 session.account = account
@@ -388,14 +388,14 @@ class AccountManager:
 
         Refused (AccountInUse) while any of its protections is live: nothing would watch them any more.
         """
-        account = self.store.account(account_id)
+        account = self.store.accounts_repo.get(account_id)
         live = len(self.store.live(account_id))
         if live:
             raise AccountInUse(
                 f"{account_title(account)} has {_protections(live, 'live')}: exit or remove "
                 f"{'it' if live == 1 else 'them'} first, then remove the account"
             )
-        self.store.set_setting(f"order_route.{account_id}", None)
+        self.store.settings_repo.set(f"order_route.{account_id}", None)
         try:
             # One transaction, live protections checked again inside it: all or nothing.
             self.store.remove_account(account_id)

@@ -129,7 +129,7 @@ class FileRules(QObject):
         broker = session.broker_if_ready() if session is not None else None
         if session is None or broker is None:
             return False  # not logged in yet: the next pass
-        record = self.store.find_instrument(
+        record = self.store.instruments_repo.find(
             master_key(session.account), rule.underlying_exchange, rule.underlying_symbol
         )
         if record is None:

@@ -134,7 +134,7 @@ class InstrumentService(QObject):
 
     def loaded_on(self, master: str) -> date | None:
         """The day ``master`` was last downloaded, if it still has rows."""
-        meta = self.store.get_setting(SETTING_PREFIX + master)
+        meta = self.store.settings_repo.get(SETTING_PREFIX + master)
         if not isinstance(meta, dict) or not meta.get("count"):
             return None
         try:
@@ -143,7 +143,7 @@ class InstrumentService(QObject):
             return None
 
     def is_current(self, master: str) -> bool:
-        return self.loaded_on(master) == self._today() and self.store.instrument_count(master) > 0
+        return self.loaded_on(master) == self._today() and self.store.instruments_repo.count(master) > 0
 
     def ensure(self, session: AccountSession, *, force: bool = False) -> bool:
         """Download ``session``'s master in the background unless today's is stored. True if started."""
@@ -195,8 +195,9 @@ class InstrumentService(QObject):
         if not records:
             # Never replace a good master with an empty one (a broker hiccup before the morning dump).
             raise BrokerError(f"{master}: the broker sent an empty instrument list")
-        count = self.store.upsert_instruments(master, records, replace=True)
-        self.store.set_setting(SETTING_PREFIX + master, {"date": self._today().isoformat(), "count": count})
+        count = self.store.instruments_repo.upsert(master, records, replace=True)
+        meta = {"date": self._today().isoformat(), "count": count}
+        self.store.settings_repo.set(SETTING_PREFIX + master, meta)
         log.info("instrument master %s: %d instruments stored", master, count)
         return count
 
@@ -206,10 +207,10 @@ class InstrumentService(QObject):
     # ----------------------------------------------------------------- lookups (fast; any thread)
 
     def search(self, master: str, text: str, limit: int = 20) -> list[InstrumentRecord]:
-        return self.store.search_instruments(master, text, limit)
+        return self.store.instruments_repo.search(master, text, limit)
 
     def find(self, master: str, token: str | int) -> InstrumentRecord | None:
-        return self.store.instrument(master, token)
+        return self.store.instruments_repo.get(master, token)
 
     def resolve(self, master: str, text: str) -> InstrumentRecord | None:
         """What a trader typed without picking from the list: "INFY" or "NSE:INFY", if it names one."""
@@ -218,7 +219,7 @@ class InstrumentService(QObject):
             return None
         if ":" in text:
             exchange, _, symbol = text.partition(":")
-            return self.store.find_instrument(master, exchange, symbol)
+            return self.store.instruments_repo.find(master, exchange, symbol)
         exact = [r for r in self.search(master, text, limit=10) if r.symbol.upper() == text]
         # The same symbol on NSE and BSE: prefer NSE, where the liquidity is.
         exact.sort(key=lambda r: (r.exchange != "NSE", r.exchange))

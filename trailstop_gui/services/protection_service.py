@@ -74,6 +74,7 @@ from trailstop_gui.services.notifier import Alert, AlertKind, Notifier
 from trailstop_gui.services.position_book import PositionBook
 from trailstop_gui.services.positions import matching_position
 from trailstop_gui.services.reconciler import Hooks, Reconciler
+from trailstop_gui.services.retry import Backoff, polls
 from trailstop_gui.services.safety_stop import SafetyConfig, SafetyHooks, SafetyPolicy, SafetyStopManager
 from trailstop_gui.services.session import AccountSession, SessionState
 from trailstop_gui.settings import Settings, load_settings
@@ -92,6 +93,10 @@ BOOK_PARSERS: dict[str, Callable[[Mapping[str, Any]], Order]] = {
 }
 ENTRY_WATCH_SECONDS = 20.0
 ENTRY_POLL_SECONDS = 0.2
+# An entry whose reply was lost is looked up by its tag at 0.2 s, doubling to 2 s (the book may lag);
+# a placed entry is read every 0.2 s until it is final (its fill arms the stop).
+ENTRY_LOOKUP_BACKOFF = Backoff(ENTRY_POLL_SECONDS, 2.0)
+ENTRY_WATCH_PACE = Backoff(ENTRY_POLL_SECONDS, ENTRY_POLL_SECONDS)
 DEFAULT_TICK_SIZE = 0.05  # NSE's and NFO's usual tick, for an instrument the master does not know
 FEED_DOWN_ALERT_MS = 10_000
 
@@ -142,9 +147,14 @@ class ProtectionService(QObject):
         reconcile_interval_ms: int = RECONCILE_INTERVAL_MS,
         safety_policy: SafetyPolicy | None = None,
         position_book: bool = True,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__()
         self.store = store
+        # The entry's look-up and watch pause and measure their window by these (tests inject them).
+        self._sleep = sleep
+        self._clock = clock
         self.notifier = notifier or Notifier()
         self.sessions: dict[int, AccountSession] = {}
         settings = load_settings(store)
@@ -620,7 +630,8 @@ class ProtectionService(QObject):
         session = self.sessions.get(account_id)
         if session is not None:
             master = master_key(session.account)
-            record = self.store.instrument(master, pos.instrument) or self.store.find_instrument(
+            instruments = self.store.instruments_repo
+            record = instruments.get(master, pos.instrument) or instruments.find(
                 master, pos.exchange, pos.symbol
             )
             if record is not None and record.tick_size > 0:
@@ -749,9 +760,9 @@ class ProtectionService(QObject):
         goes on looking by the tag).
         """
         tag = self.store.get(pid).entry_tag
-        deadline = time.monotonic() + ENTRY_WATCH_SECONDS
-        delay = ENTRY_POLL_SECONDS
-        while time.monotonic() < deadline and self._started:
+        for _ in polls(ENTRY_LOOKUP_BACKOFF, ENTRY_WATCH_SECONDS, sleep=self._sleep, clock=self._clock):
+            if not self._started:
+                return None
             try:
                 order = broker.find_order_by_tag(tag)
             except AuthError as exc:
@@ -765,8 +776,6 @@ class ProtectionService(QObject):
                 return order.order_id
             if self.store.get(pid).status is not Status.PENDING:
                 return None  # found meanwhile (a reconcile, an order update), or removed
-            time.sleep(delay)
-            delay = min(delay * 2, 2.0)
         return None
 
     def _watch_entry(self, pid: int, broker: Broker, order_id: str) -> None:
@@ -776,8 +785,9 @@ class ProtectionService(QObject):
         lost, and a paper account has none; a resting LIMIT entry is left to order updates and the periodic
         reconcile once ``ENTRY_WATCH_SECONDS`` have passed.
         """
-        deadline = time.monotonic() + ENTRY_WATCH_SECONDS
-        while time.monotonic() < deadline and self._started:  # shutdown must not wait on a watch
+        for _ in polls(ENTRY_WATCH_PACE, ENTRY_WATCH_SECONDS, sleep=self._sleep, clock=self._clock):
+            if not self._started:
+                return  # shutdown must not wait on a watch
             try:
                 order = broker.order(order_id)
             except AuthError as exc:
@@ -800,7 +810,6 @@ class ProtectionService(QObject):
                     self.protection_changed.emit(pid)
                 if order.is_final:
                     return
-            time.sleep(ENTRY_POLL_SECONDS)
 
     def adopt(
         self,

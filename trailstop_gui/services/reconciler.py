@@ -32,7 +32,7 @@ from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from trailstop_gui.models.domain import Product, Protection, SafetyState, Status, TrailRule
+from trailstop_gui.models.domain import Product, Protection, Status, TrailRule
 from trailstop_gui.models.engine import checked_initial_stop
 from trailstop_gui.models.lifecycle import IllegalTransition
 from trailstop_gui.models.store import ConcurrentTransition, ProtectionStore
@@ -57,7 +57,7 @@ from trailstop_gui.services.positions import (
     same_instrument,
 )
 from trailstop_gui.services.resize_confirmation import Change, ResizeConfirmation, covered
-from trailstop_gui.services.safety_stop import SAFETY_STOP_REASON, SafetyConfig
+from trailstop_gui.services.safety_stop import SafetyConfig, close_by_safety_stop
 
 log = logging.getLogger("trailstop.reconciler")
 
@@ -424,17 +424,7 @@ class Reconciler:
         self.hooks.disarm(p.id)
         if fired is not None:
             # The broker-held stop closed it (perhaps while TrailStop was away): no exit to send.
-            self.store.transition(
-                p.id,
-                Status.CLOSED,
-                expected=Status.OPEN,
-                reason=SAFETY_STOP_REASON,
-                price=fired.average_price or None,
-                exit_order_id=fired.order_id,
-                exit_price=fired.average_price or None,
-                exit_quantity=fired.filled_quantity or None,
-                safety_state=SafetyState.FIRED,
-            )
+            close_by_safety_stop(self.store, p.id, fired)
             report.safety_closed.append(p.id)
         else:
             self.store.transition(p.id, Status.CLOSED, expected=Status.OPEN, reason="external")

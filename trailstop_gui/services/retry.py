@@ -1,16 +1,18 @@
 """One retry policy for the exit path: exponential backoff with a ceiling, and a 429's Retry-After.
 
-Used by the exit jobs (sending an exit, the reads around it, the look-up after a lost reply) and by the
-safety stop (its calls on the exit path and its per-protection retries), so that every loop waits by the
-same rule. Why not tenacity: these loops do work between attempts that decides what the next attempt is
-(journal "exit_sending" before each send, look a lost order up, switch to a sliced order, give up at once
-on an ambiguous reply), and they sleep through an injected ``sleep`` so tests never wait; tenacity would
-wrap each of those in a callback and hide the loop. The rule itself is a few lines, here.
+Used by the exit jobs (sending an exit, the reads around it, the look-up after a lost reply), by the
+safety stop (its calls on the exit path, its per-protection retries, its reads of a lagging book) and by
+the entry's look-up and watch (protection_service.py), so that every loop waits by the same rule.
+
+Why not tenacity: these loops do work between attempts that decides what the next attempt is (journal
+"exit_sending" before each send, look a lost order up, switch to a sliced order, give up at once on an
+ambiguous reply), and they sleep through an injected ``sleep`` so tests never wait; tenacity would wrap
+each of those in a callback and hide the loop. The rule itself is a few lines, here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -75,3 +77,25 @@ def call_with_retries(
             sleep(pause)
             pause = backoff.next(pause)
     raise ValueError(f"attempts must be at least 1, not {attempts}")
+
+
+def polls(
+    backoff: Backoff,
+    window: float,
+    *,
+    sleep: Callable[[float], None],
+    clock: Callable[[], float] | None = None,
+) -> Iterator[int]:
+    """Looks 0, 1, 2, ... until ``window`` seconds have passed, a ``backoff`` pause after each look: for a
+    loop that reads until the broker shows something (an entry's fill, an order a lagging book hides).
+
+    ``clock`` None: the window counts the pauses alone (a look's own time is not counted).
+    """
+    start = clock() if clock is not None else 0.0
+    waited, pause, look = 0.0, backoff.initial, 0
+    while (clock() - start if clock is not None else waited) < window:
+        yield look
+        look += 1
+        sleep(pause)
+        waited += pause
+        pause = backoff.next(pause)

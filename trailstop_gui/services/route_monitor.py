@@ -73,7 +73,7 @@ def route_setting_key(account_id: int) -> str:
 
 
 def load_route(store: ProtectionStore, account_id: int) -> OrderRoute:
-    return OrderRoute.from_setting(store.get_setting(route_setting_key(account_id)))
+    return OrderRoute.from_setting(store.settings_repo.get(route_setting_key(account_id)))
 
 
 def save_route(
@@ -84,7 +84,7 @@ def save_route(
     password: str | None = None,
 ) -> None:
     """Store ``route``. ``password``: None keeps the stored one, "" forgets it; a direct route forgets it."""
-    store.set_setting(route_setting_key(account_id), route.as_setting())
+    store.settings_repo.set(route_setting_key(account_id), route.as_setting())
     if route.is_direct or not route.username or password == "":
         secrets.delete(account_id, "route_password")
     elif password:

@@ -10,6 +10,7 @@ raises instead of being written::
                                    PLACING --refused--> MISSING --place--> PLACING ...
     MOVING --replace--> PLACING (cancelled near the modification cap, placed again at once)
     PLACED|MOVING --fire--> FIRED (its order is the exit)     PLACED|MOVING --to_exit--> EXIT (SL-M to MARKET)
+    any --filled--> FIRED (the order it fired into filled: the protection is CLOSED on it)
     any held state --remove--> REMOVED     any --switch_off--> OFF     PLACED|MISSING --give_up--> OFF
 
 Two writers outside the manager set the state directly, as they did before this table: the store when a
@@ -34,6 +35,7 @@ class SafetyEvent(enum.StrEnum):
     REPLACE = "replace"  # cancelled near the modification cap: placed again right after
     LOST = "lost"  # it should be at the broker and is not (refused, cancelled outside, its order failed)
     FIRE = "fire"  # the broker's stop triggered: its order is (or becomes) the exit
+    FILLED = "filled"  # the order it fired into filled the position: the protection closes on it
     TO_EXIT = "to_exit"  # turned into TrailStop's own exit (an SL-M modified to MARKET)
     REMOVE = "remove"  # taken away: the protection ended, or TrailStop's own exit took over
     SWITCH_OFF = "switch_off"  # the trader switched it off, or the broker or product has none
@@ -61,6 +63,10 @@ _TABLE: dict[tuple[SafetyState, SafetyEvent], SafetyState] = {
     # exit path adopts the order of a stop already known to have fired, and OFF too (switched off after it
     # fired: the order id stays, and its order is still the exit). Never from REMOVED: it names none.
     **{(s, SafetyEvent.FIRE): _S.FIRED for s in _NAMES_AN_ORDER},
+    # Filled: the broker sold through the stop, whatever the record thought; REMOVED too, a stop taken
+    # away after it sold unseen (SafetyStopManager.sold_by_stop: a Kite GTT deleted for TrailStop's own
+    # exit had fired just before, chaos-safety c80044e). Written only by safety_stop.close_by_safety_stop.
+    **{(s, SafetyEvent.FILLED): _S.FIRED for s in _S},
     **{(s, SafetyEvent.TO_EXIT): _S.EXIT for s in _NAMES_AN_ORDER},
     **{(s, SafetyEvent.REMOVE): _S.REMOVED for s in _NAMES_AN_ORDER},
     **{(s, SafetyEvent.SWITCH_OFF): _S.OFF for s in _S},

@@ -91,7 +91,7 @@ from trailstop_gui.services.positions import (
     position_key,
     settling_exits,
 )
-from trailstop_gui.services.retry import Backoff, call_with_retries
+from trailstop_gui.services.retry import Backoff, call_with_retries, polls
 from trailstop_gui.services.safety_lifecycle import SafetyEvent, next_state
 from trailstop_gui.services.safety_strategies import (
     FiredNotInBookYet,
@@ -111,6 +111,28 @@ T = TypeVar("T")
 
 SAFETY_STOP_REASON = "safety stop"
 """The reason a protection closes with when the broker-held stop fired."""
+
+
+def close_by_safety_stop(store: ProtectionStore, protection_id: int, order: Order) -> Protection:
+    """CLOSED (reason "safety stop") on ``order``, the filled order its broker-held stop fired into.
+
+    The one writer of that close: the manager settling a stop it read as filled, and the reconciler finding
+    the position flat, both come here; the safety state moves by the table (SafetyEvent.FILLED). Raises
+    ConcurrentTransition or IllegalTransition when the protection is no longer OPEN.
+    """
+    state = store.get(protection_id).safety_state
+    return store.transition(
+        protection_id,
+        Status.CLOSED,
+        expected=Status.OPEN,
+        reason=SAFETY_STOP_REASON,
+        price=order.average_price or None,
+        exit_order_id=order.order_id,
+        exit_price=order.average_price or None,
+        exit_quantity=order.filled_quantity or None,
+        safety_state=next_state(state, SafetyEvent.FILLED, protection_id),
+    )
+
 
 _ENDED = frozenset({Status.CLOSED, Status.REMOVED, Status.CANCELLED, Status.REJECTED})
 _LIVE_AT_BROKER = (SafetyState.PLACING, SafetyState.PLACED, SafetyState.MOVING, SafetyState.MISSING)
@@ -1101,17 +1123,7 @@ class SafetyStopManager:
         """The broker stop fired into ``order``: CLOSED (reason "safety stop") once it filled; else FIRED."""
         if order.status is OrderStatus.COMPLETE and p.status is Status.OPEN:
             try:
-                self.store.transition(
-                    p.id,
-                    Status.CLOSED,
-                    expected=Status.OPEN,
-                    reason=SAFETY_STOP_REASON,
-                    price=order.average_price or None,
-                    exit_order_id=order.order_id,
-                    exit_price=order.average_price or None,
-                    exit_quantity=order.filled_quantity or None,
-                    safety_state=next_state(self.store.get(p.id).safety_state, SafetyEvent.FIRE, p.id),
-                )
+                close_by_safety_stop(self.store, p.id, order)
             except (ConcurrentTransition, IllegalTransition) as exc:
                 log.info("protection %s: safety fill not applied (%s)", p.id, exc)
                 return
@@ -1256,12 +1268,17 @@ class SafetyStopManager:
                 return self._exit_around_gtt(p, strategy, quantity)
             return ExitPlan(blocked="the broker-held GTT cannot be reached through this account")
 
+    @property
+    def _exit_backoff(self) -> Backoff:
+        """The pauses between broker calls on the exit path: short, doubling, at most 2 s."""
+        return Backoff(self.policy.exit_retry_delay, 2.0)
+
     def _exit_call(self, fn: Callable[[], T]) -> T:
         # An ambiguous reply is not retried blindly: the caller reads the order back first.
         return call_with_retries(
             fn,
             attempts=self.policy.exit_attempts,
-            backoff=Backoff(self.policy.exit_retry_delay, 2.0),
+            backoff=self._exit_backoff,
             sleep=self._sleep,
             give_up=lambda exc: isinstance(exc, AmbiguousError),
             # Said in the log: a burst of 5xx replies can hold an exit here for seconds (seen in a chaos
@@ -1273,6 +1290,7 @@ class SafetyStopManager:
         broker = strategy.broker
         order_id = p.safety_order_id
         assert order_id is not None
+        failures = 0  # temporary errors in a row: each waits longer (the exit path's backoff)
         for attempt in range(self.policy.exit_attempts):
             # The first look is one read: if the book cannot say (unreadable, lagging), the SL-M is modified
             # to MARKET at once, since the broker answers a modify of our own order whatever its reads say
@@ -1314,7 +1332,8 @@ class SafetyStopManager:
             except AmbiguousError:
                 continue  # look at the order again: it may have been modified
             except TemporaryError:
-                self._sleep(self.policy.exit_retry_delay)
+                self._sleep(self._exit_backoff.nth(failures))
+                failures += 1
                 continue
             self._note(p, "safety_to_exit", f"SL-M {order_id} modified to MARKET", event=SafetyEvent.TO_EXIT)
             log.info("protection %s: exit by turning the safety SL-M %s into a MARKET order", p.id, order_id)
@@ -1359,6 +1378,7 @@ class SafetyStopManager:
         gtt_id = p.safety_order_id
         assert gtt_id is not None
         delete = p.safety_state is not SafetyState.FIRED
+        failures = 0  # temporary errors in a row: each waits longer (the exit path's backoff)
         for _ in range(self.policy.exit_attempts):
             if delete:
                 try:
@@ -1368,7 +1388,8 @@ class SafetyStopManager:
                 except AmbiguousError:
                     pass  # it may be deleted: the read below says
                 except TemporaryError:
-                    self._sleep(self.policy.exit_retry_delay)
+                    self._sleep(self._exit_backoff.nth(failures))
+                    failures += 1
                     continue
             # Read it back. A broker that keeps deleted GTTs says whether it fired first; for one that
             # forgets them (Kite), the order a GTT placed just before the delete would be in the book.
@@ -1406,12 +1427,8 @@ class SafetyStopManager:
 
     def _lagging_reads(self) -> Iterator[None]:
         """Pauses (backing off) over ``fired_lookup_window``: the order book can trail a fill by seconds."""
-        waited, pause = 0.0, 0.2
-        while waited < self.policy.fired_lookup_window:
+        for _ in polls(Backoff(0.2, 1.0), self.policy.fired_lookup_window, sleep=self._sleep):
             yield
-            self._sleep(pause)
-            waited += pause
-            pause = min(pause * 2, 1.0)
 
     def _read_after_refusal(self, broker: Broker, order_id: str, before: OrderStatus) -> Order:
         """The order after a modify or cancel was refused: the refusal says it moved on (it filled,

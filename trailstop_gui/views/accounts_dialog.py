@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import shiboken6
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -54,6 +54,7 @@ from trailstop_gui.services.secrets import SecretStore
 from trailstop_gui.services.session import SessionState
 from trailstop_gui.views.async_slot import async_slot
 from trailstop_gui.views.login_view import LoginDialog
+from trailstop_gui.views.table_model import RowsTableModel
 
 log = logging.getLogger("trailstop.views.accounts")
 
@@ -127,15 +128,14 @@ def add_field(
     return edit, error
 
 
-class AccountsModel(QAbstractTableModel):
+class AccountsModel(RowsTableModel[AccountRecord]):
     """Accounts with their session state; one row per account, keyed by account id."""
 
-    COLUMNS = ("Broker", "Label", "User", "State", "")
+    HEADERS = ("Broker", "Label", "User", "State", "")
     LOGIN_COLUMN = 4
 
     def __init__(self, parent: Any = None) -> None:
         super().__init__(parent)
-        self._rows: list[AccountRecord] = []
         self._states: dict[int, str] = {}
         self._index: dict[int, int] = {}
 
@@ -163,22 +163,8 @@ class AccountsModel(QAbstractTableModel):
     def state_of(self, account_id: int) -> str:
         return self._states.get(account_id, NO_SESSION)
 
-    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self._rows)
-
-    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.COLUMNS)
-
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = 0) -> Any:
-        horizontal = orientation == Qt.Orientation.Horizontal and 0 <= section < len(self.COLUMNS)
-        return self.COLUMNS[section] if role == Qt.ItemDataRole.DisplayRole and horizontal else None
-
-    def data(self, index: QModelIndex | QPersistentModelIndex, role: int = 0) -> Any:
-        if not index.isValid() or not 0 <= index.row() < len(self._rows):
-            return None
-        account = self._rows[index.row()]
+    def _cell(self, account: AccountRecord, column: int, role: int) -> Any:
         state = self.state_of(account.id)
-        column = index.column()
         if role == Qt.ItemDataRole.DisplayRole:
             if column == 0:
                 return _broker_name(account.broker) + (" simulator" if account.api_root else "")

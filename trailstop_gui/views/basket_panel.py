@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, QTimer, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QDockWidget,
@@ -27,8 +27,8 @@ from trailstop_gui.services.underlying import UnderlyingService
 from trailstop_gui.views.basket_dialog import BasketDialog
 from trailstop_gui.views.detail_pane import PriceChart
 from trailstop_gui.views.protection_rules_dialog import ProtectionRulesDialog
+from trailstop_gui.views.table_model import RowsTableModel
 
-AnyIndex = QModelIndex | QPersistentModelIndex
 REFRESH_MS = 500
 COLUMNS = ("Basket", "State", "MTM", "Lock", "Loss limit", "Distance", "Rules")
 
@@ -39,34 +39,23 @@ def _money(value: object) -> str:
     return f"-₹{-value:,.2f}" if value < 0 else f"₹{value:,.2f}"
 
 
-class BasketTableModel(QAbstractTableModel):
+class BasketTableModel(RowsTableModel[tuple[Basket, dict[str, float | None] | None]]):
     """One row per basket: its stored state and, while armed, the live figures."""
+
+    HEADERS = COLUMNS
 
     def __init__(self, baskets: BasketService, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.baskets = baskets
-        self.rows: list[tuple[Basket, dict[str, float | None] | None]] = []
 
-    def rowCount(self, parent: AnyIndex = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.rows)
-
-    def columnCount(self, parent: AnyIndex = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(COLUMNS)
-
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = 0) -> Any:
-        if role == Qt.ItemDataRole.DisplayRole and orientation is Qt.Orientation.Horizontal:
-            return COLUMNS[section]
-        return None
-
-    def data(self, index: AnyIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if not index.isValid() or role not in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole):
-            return None
-        basket, live = self.rows[index.row()]
+    def _cell(self, row: tuple[Basket, dict[str, float | None] | None], column: int, role: int) -> Any:
+        basket, live = row
         live = live or {}
-        column = index.column()
         if role == Qt.ItemDataRole.ToolTipRole:
             # The whole reason ("lock: MTM 1,616.00 reached 1,650.00"); the cell names only its kind.
             return f"{basket.status.value}: {basket.reason}" if column == 1 and basket.reason else None
+        if role != Qt.ItemDataRole.DisplayRole:
+            return None
         if column == 0:
             return basket.name
         if column == 1:
@@ -84,11 +73,14 @@ class BasketTableModel(QAbstractTableModel):
 
     def reload(self) -> None:
         self.beginResetModel()
-        self.rows = [(b, self.baskets.preview(b.id)) for b in self.baskets.baskets.baskets()]
+        self._rows = [(b, self.baskets.preview(b.id)) for b in self.baskets.baskets.baskets()]
         self.endResetModel()
 
     def basket_at(self, row: int) -> Basket | None:
-        return self.rows[row][0] if 0 <= row < len(self.rows) else None
+        return self._rows[row][0] if 0 <= row < len(self._rows) else None
+
+    def row_of(self, basket_id: int | None) -> int | None:
+        return next((row for row, (b, _live) in enumerate(self._rows) if b.id == basket_id), None)
 
 
 class BasketPanel(QWidget):
@@ -159,9 +151,9 @@ class BasketPanel(QWidget):
         current = self.selected()
         keep = self._selected if current is None else current.id
         self.model.reload()
-        for row, (stored, _live) in enumerate(self.model.rows):
-            if stored.id == keep:
-                self.table.selectRow(row)
+        row = self.model.row_of(keep)
+        if row is not None:
+            self.table.selectRow(row)
         basket = self.selected()
         self._selected = None if basket is None else basket.id
         self.edit_button.setEnabled(basket is not None and basket.status is BasketStatus.ACTIVE)

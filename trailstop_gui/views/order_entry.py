@@ -545,7 +545,20 @@ class OrderEntryPanel(QWidget):
         )
 
     def submit(self) -> int | None:
-        """Validate, confirm (unless settings say not to), then hand the order to the service."""
+        """Validate, confirm (unless settings say not to), then hand the order to the service.
+
+        Not an async slot, unlike the login exchange, Check order route, refresh and Protect (issue 16
+        asks for one where a flow reads better so): this flow has no broker reply to await. place_entry
+        writes the PENDING protection (SQLite, milliseconds) and returns; the send, the look-up by tag
+        after a lost reply and the watch until the fill (up to ENTRY_WATCH_SECONDS) belong to that
+        protection, not to this form, and run on the service's pool (ProtectionService.actions): they must
+        finish when the form is cleared, another order is placed or the window closes, and the headless
+        self-test places entries the same way. What the broker says comes back as the protection's row
+        (protection_changed, shown in the status line by _on_protection_changed; a refusal also as
+        action_failed, which the main window shows), which the positions table follows too. A coroutine
+        here would await only the send and leave the watch a runnable: one flow split in two places,
+        and the form held for nothing.
+        """
         if self._cooling_down:
             return None
         self._resolve_typed_instrument()

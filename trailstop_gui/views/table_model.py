@@ -1,4 +1,5 @@
-"""RowsTableModel: what the table models here share (a flat list of rows, fixed headers).
+"""RowsTableModel: what the table models here share (a flat list of rows, fixed headers): the journal,
+the unprotected positions, the baskets and the accounts.
 
 PositionsModel keeps its own: its data() is on the repaint path ten times a second while prices move,
 where an extra Python call per cell costs more than the lines it would save.
@@ -18,7 +19,8 @@ class RowsTableModel(QAbstractTableModel, Generic[R]):
     """A flat, read-only table over ``self._rows``; subclasses name their headers and say each cell.
 
     ``HEADERS`` gives the columns; ``_cell(row, column, role)`` answers every role for a valid index;
-    ``_alignment`` and ``_header_tip`` shape the header (and are free for cells to use too).
+    ``_alignment`` and ``_header_tip`` shape the header (and are free for cells to use too); None leaves
+    it to Qt.
     """
 
     HEADERS: tuple[str, ...] = ()
@@ -57,8 +59,8 @@ class RowsTableModel(QAbstractTableModel, Generic[R]):
     def _cell(self, row: R, column: int, role: int) -> Any:
         raise NotImplementedError
 
-    def _alignment(self, column: int) -> int:
-        return int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
+    def _alignment(self, column: int) -> int | None:
+        return None  # Qt's own (a header centred)
 
     def _header_tip(self, column: int) -> str | None:
         return None

@@ -12,7 +12,7 @@ from trailstop_gui.services.brokers.errors import (
     RejectedError,
     TemporaryError,
 )
-from trailstop_gui.services.retry import Backoff, call_with_retries
+from trailstop_gui.services.retry import Backoff, call_with_retries, polls
 
 
 def test_backoff_doubles_up_to_its_ceiling() -> None:
@@ -93,3 +93,34 @@ def test_give_up_stops_at_once_and_other_errors_are_never_retried() -> None:
     with pytest.raises(RejectedError):
         call_with_retries(fn, attempts=5, backoff=Backoff(0.1, 1.0), sleep=sleeps.append)
     assert len(calls) == 1 and sleeps == []
+
+
+def test_polls_pause_by_the_backoff_until_the_window_has_passed_on_the_clock() -> None:
+    now = [0.0]
+    pauses: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+        now[0] += seconds + 0.5  # each look takes 0.5 s of its own: the clock counts it
+
+    looks = list(polls(Backoff(0.2, 1.0), 3.0, sleep=sleep, clock=lambda: now[0]))
+    # Looks at 0, 0.7, 1.6 and 2.9 s; the next would be at 4.4 s, past the window. Pauses alone (2.4 s)
+    # would have allowed a fifth.
+    assert looks == [0, 1, 2, 3]
+    assert pauses == pytest.approx([0.2, 0.4, 0.8, 1.0])
+
+
+def test_polls_without_a_clock_count_the_pauses_alone() -> None:
+    pauses: list[float] = []
+    looks = list(polls(Backoff(0.2, 1.0), 4.0, sleep=pauses.append))
+    # 0.2 + 0.4 + 0.8 + 1.0 + 1.0 = 3.4 < 4.0: a sixth look, then 4.4 >= 4.0 ends it.
+    assert pauses == pytest.approx([0.2, 0.4, 0.8, 1.0, 1.0, 1.0])
+    assert looks == [0, 1, 2, 3, 4, 5]
+
+
+def test_polls_stop_when_the_caller_breaks_without_another_pause() -> None:
+    pauses: list[float] = []
+    for look in polls(Backoff(0.2, 2.0), 20.0, sleep=pauses.append):
+        if look == 2:
+            break
+    assert pauses == pytest.approx([0.2, 0.4])

@@ -817,3 +817,26 @@ def test_a_twin_left_after_the_others_exit_sold_the_position_holds_no_stop_for_i
     manager(store, broker)._step(twin.id)
     assert placed(broker) == []
     assert store.get(twin.id).safety_order_id is None
+
+
+def test_the_stops_own_exit_calls_back_off_on_temporary_errors(store: ProtectionStore) -> None:
+    """Turning an SL-M into the exit, or deleting a GTT for it, waits longer after each temporary error
+    (the exit path's backoff, services/retry.py), not a fixed 0.2 s every time."""
+    for kind, call, product in (
+        (SafetyKind.SL_M, "modify_order", Product.MIS),
+        (SafetyKind.GTT, "delete_gtt", Product.CNC),
+    ):
+        broker = ScriptedBroker()
+        broker.orders_by_id["S1"] = order("S1", OrderStatus.TRIGGER_PENDING)
+        broker.fail[call] = [TemporaryError("HTTP 503")] * 3
+        pauses: list[float] = []
+        stops = SafetyStopManager(
+            store, SafetyHooks(broker_for=lambda _a, b=broker: b), SafetyPolicy(), sleep=pauses.append
+        )
+        p = held(store, kind, "S1" if kind is SafetyKind.SL_M else "G1", product)
+        exit_plan = stops.prepare_exit(p, broker, 10)
+        if kind is SafetyKind.SL_M:
+            assert exit_plan.order_id == "S1"  # modified to MARKET at the fourth try
+        else:
+            assert exit_plan.proceed  # deleted at the fourth try: TrailStop's own exit goes
+        assert pauses == pytest.approx([0.2, 0.4, 0.8]), kind

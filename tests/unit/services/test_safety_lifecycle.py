@@ -35,6 +35,8 @@ EXPECTED: dict[tuple[SafetyState, SafetyEvent], SafetyState] = {
     (MOVING, E.REPLACE): PLACING,
     **{(s, E.LOST): MISSING for s in (PLACING, PLACED, MOVING, MISSING, FIRED)},
     **{(s, E.FIRE): FIRED for s in (PLACING, PLACED, MOVING, MISSING, FIRED, EXIT, OFF)},
+    # REMOVED too: a stop taken away may have sold just before it went (the reconciler finds it so).
+    **{(s, E.FILLED): FIRED for s in SafetyState},
     **{(s, E.TO_EXIT): EXIT for s in (PLACING, PLACED, MOVING, MISSING, FIRED, EXIT, OFF)},
     **{(s, E.REMOVE): REMOVED for s in (PLACING, PLACED, MOVING, MISSING, FIRED, EXIT, OFF)},
     **{(s, E.SWITCH_OFF): OFF for s in SafetyState},
