@@ -301,6 +301,7 @@ def build_runtime(
     )
     routes = RouteMonitor(store, secrets, notifier)
     routes.watch(service.protection_changed)
+    routes.route_restored.connect(service.reconcile)  # the held-back exits go out now, not in 30 s
     runtime = Runtime(directory, store, secrets, notifier, service, routes)
     runtime.underlying = UnderlyingService(service)
     runtime.baskets = BasketService(service)

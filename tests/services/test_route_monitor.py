@@ -180,6 +180,8 @@ def test_a_refused_order_call_marks_the_route_refused_rechecks_it_and_an_accepte
     refused = f"orders from this IP are refused by {name}: register it or set an order route"
     answers: list[tuple[int, Any]] = []
     routes.route_checked.connect(lambda aid, check: answers.append((aid, check)))
+    restored: list[int] = []
+    routes.route_restored.connect(restored.append)
     with ThreadPoolExecutor(1) as pool:  # order calls come from the exit and safety threads
         for _attempt in range(3):
             with pytest.raises(UnregisteredIPError):
@@ -189,6 +191,7 @@ def test_a_refused_order_call_marks_the_route_refused_rechecks_it_and_an_accepte
         assert [(aid, check.state) for aid, check in answers] == [(account.id, RouteState.REFUSED)] * 2
         assert refused in answers[0][1].message and "an order was refused" in answers[0][1].message
         assert routes.checks[account.id].state is RouteState.REFUSED
+        assert restored == []
         route_alerts = [a for a in alerts if a.kind is AlertKind.ROUTE_FAILED]
         assert len(route_alerts) == 1 and "INFY" in route_alerts[0].message
         assert refused in route_alerts[0].message
@@ -199,6 +202,7 @@ def test_a_refused_order_call_marks_the_route_refused_rechecks_it_and_an_accepte
     assert f"{name} accepted an order sent from this machine" == blocker.args[1].message
     assert routes.checks[account.id].state is RouteState.OK
     assert len(answers) == 3  # a working route is not reported again on every accepted order
+    assert restored == [account.id]  # the runtime reconciles it: held-back exits go out at once
 
 
 def test_a_proxy_route_that_dies_later_is_found_by_the_periodic_check_while_protections_are_live(

@@ -128,3 +128,18 @@ def test_the_next_start_reads_the_exit_send_log_of_the_last(tmp_path: Path, qtbo
         assert (data_dir(str(tmp_path)) / "exit-sends").stat().st_mode & 0o777 == 0o600
     finally:
         second.close()
+
+
+def test_a_route_that_works_again_reconciles_its_account_at_once(
+    tmp_path: Path, qtbot: QtBot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The exits an IP refusal held back go out when the route is restored, not at the next 30 s reconcile."""
+    real = a_real_account(tmp_path)
+    runtime = build_runtime(data_directory=str(tmp_path))
+    try:
+        asked: list[int] = []
+        monkeypatch.setattr(runtime.service, "_reconcile_now", asked.append)
+        runtime.routes.route_restored.emit(real)
+        qtbot.waitUntil(lambda: asked == [real], timeout=5_000)
+    finally:
+        runtime.close()

@@ -95,6 +95,9 @@ class RouteMonitor(QObject):
     """Applies each account's stored route to its session and reports every check."""
 
     route_checked = Signal(int, object)  # account id, RouteCheck
+    # account id: its route failed and works again. The exits a refusal held back wait for the next
+    # reconcile (up to 30 s); the runtime reconciles the account at once instead.
+    route_restored = Signal(int)
 
     def __init__(
         self,
@@ -247,6 +250,8 @@ class RouteMonitor(QObject):
             if live:
                 self._warn(account_id, check, live)
         self.route_checked.emit(account_id, check)
+        if previous is not None and previous.failed and not check.failed:
+            self.route_restored.emit(account_id)
 
     def _warn(self, account_id: int, check: RouteCheck, live: list[Protection]) -> None:
         self._warned.update(p.id for p in live)
