@@ -491,3 +491,24 @@ def test_a_protection_of_an_account_not_loaded_this_run_is_not_watched_everywher
     assert window.counts_label.text() == "2 armed"
     assert window.tick_label.text() == "Feed live"
     assert not window.tray.attention and "All protections are being watched" in window.tray.tooltip
+
+
+def test_exit_all_on_an_offline_account_says_requested_and_which_account_is_not_watched(
+    rig: Rig, qtbot: QtBot
+) -> None:
+    p = protect(rig.store)
+    offline_capable_session(rig, SessionState.LOGIN_NEEDED)
+    rig.service.session_state_changed.emit(p.account_id, "login needed")
+    messages: list[str] = []
+    rig.window.positions.message_posted.connect(messages.append)
+    assert rig.window.exit_all() == [p.id]
+    said = rig.window.statusBar().currentMessage()
+    assert "Exit sent" not in said and "exit sent" not in said
+    assert said.startswith("Exit requested for 1 of 1 position")
+    assert "NOT sent yet for 1" in said and "Zerodha: login needed (1)" in said
+    assert rig.service.executor.wait_idle(5.0)
+    qtbot.wait(50)  # let any queued change reach the window: still nothing was sent
+    assert rig.store.get(p.id).status is Status.TRIGGERED and rig.store.get(p.id).exit_order_id is None
+    assert not any("exit sent" in m for m in messages)
+    row = rig.window.model.row_for(p.id)
+    assert row is not None and row.status_text == "Exit not sent: login needed"

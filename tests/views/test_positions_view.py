@@ -533,3 +533,22 @@ def test_a_basket_takes_one_accounts_rows(view: PositionsView, store: Protection
     with qtbot.waitSignal(view.message_posted) as said:
         assert view.basket_selected() is None
     assert said.args == ["A basket holds one account's positions: select rows of one account"]
+
+
+def test_exit_now_on_an_account_not_loaded_says_when_it_can_go_out(
+    view: PositionsView, service: FakeService, store: ProtectionStore
+) -> None:
+    p = protect(store)  # its account has no session this run
+    view.reload_all()
+    row = view.model.row_for(p.id)
+    assert row is not None and row.status_text == "Not watched: account not loaded this run"
+    view.select_pid(p.id)
+    install(view, Answers(confirm=True))
+    messages: list[str] = []
+    view.message_posted.connect(messages.append)
+    view.act_exit.trigger()
+    assert service.calls == [("exit_now", p.id)]
+    assert messages == [
+        "INFY: exit NOT sent yet (account not loaded this run); it goes out once a run of TrailStop loads"
+        " the account"
+    ]

@@ -377,12 +377,30 @@ class MainWindow(QMainWindow):
         if load_settings(self.store).confirm_exit_all and not self.confirm("Exit all", text, f"Exit all {n}"):
             return []
         try:
-            done = self.service.exit_all()
+            # Each exit is reported as Exit now reports it: "exit sent (order ...)" once the broker took it.
+            done = self.positions.ask_exits(armed, self.service.exit_all)
         except Exception as exc:
             self._on_action_failed("Exit all", str(exc))
             return []
-        self.statusBar().showMessage(f"Exit sent for {len(done)} of {n} {noun}.", 10000)
+        self.statusBar().showMessage(self._exit_all_summary(armed, done), 15000)
         return done
+
+    def _exit_all_summary(self, armed: list[Any], done: list[int]) -> str:
+        """What is true right after Exit all: the exits are requested, not sent; which cannot go out now."""
+        n = len(armed)
+        noun = "position" if n == 1 else "positions"
+        text = f"Exit requested for {len(done)} of {n} {noun}; each is reported once the broker takes it."
+        stuck: dict[int, int] = {}
+        for p in armed:
+            if p.id in done and self.model.not_watched(p.account_id):
+                stuck[p.account_id] = stuck.get(p.account_id, 0) + 1
+        if stuck:
+            accounts = "; ".join(
+                f"{self._account_label(a)}: {self.model.not_watched(a)} ({count})"
+                for a, count in stuck.items()
+            )
+            text += f" NOT sent yet for {sum(stuck.values())}, its account not watched: {accounts}."
+        return text
 
     def active_protections(self) -> int:
         return len(self.store.live())

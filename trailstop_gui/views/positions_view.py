@@ -1061,11 +1061,30 @@ class PositionsView(QWidget):
             return  # already reported by the change it caused
         why = self.model.not_watched(row.account_id)
         if why:
-            self.message_posted.emit(
-                f"{row.symbol}: exit NOT sent yet ({why}); it goes out once the account is live again"
+            when = (
+                "a run of TrailStop loads the account"
+                if why == ACCOUNT_NOT_LOADED
+                else "the account is live again"
             )
+            self.message_posted.emit(f"{row.symbol}: exit NOT sent yet ({why}); it goes out once {when}")
         else:
             self.message_posted.emit(f"{row.symbol}: exit requested; waiting for the broker to take it")
+
+    def ask_exits(self, protections: list[Any], fn: Callable[[], list[int]]) -> list[int]:
+        """Several exits the trader asked for at once (Exit all; ``fn`` returns the ids it exited): each
+        is reported as Exit now's is, "exit sent" only once the broker took its order."""
+        for p in protections:
+            self._exits_asked[p.id] = p.symbol
+        try:
+            done = fn()
+        except BaseException:
+            for p in protections:
+                self._exits_asked.pop(p.id, None)
+            raise
+        for p in protections:
+            if p.id not in done:
+                self._exits_asked.pop(p.id, None)
+        return done
 
     def retry_selected(self) -> None:
         row = self.selected_row()
