@@ -180,7 +180,7 @@ def test_switching_points_and_percent_clears_the_distance_and_asks_for_it_again(
     assert dialog.rule_value.problem() == "enter a number"
     assert (
         dialog.unit_note.isVisible()
-        and "enter the trailing distance again, in percent" in dialog.unit_note.text()
+        and dialog.unit_note.text() == "Switched to percent: enter the distance again."
     )
     dialog.buttons.button(QDialogButtonBox.StandardButton.Save).click()
     assert dialog.saved is None and load_settings(store) == Settings()

@@ -144,7 +144,6 @@ class SettingsDialog(QDialog):
         }
         self.unit_note = QLabel("")
         self.unit_note.setObjectName("hint")
-        self.unit_note.setWordWrap(True)
         self.unit_note.setVisible(False)
         self._kind_shown: str | None = None
         self._checked = False  # Save was pressed: problems are shown, and updated as they are fixed
@@ -318,7 +317,7 @@ class SettingsDialog(QDialog):
             self.rule_value.clear()
             self.rule_value.blockSignals(False)
             unit = "percent" if percent else "points"
-            _show(self.unit_note, f"Switched to {unit}: enter the trailing distance again, in {unit}.")
+            _show(self.unit_note, f"Switched to {unit}: enter the distance again.")
         self._kind_shown = kind
         self._on_value_changed()
 
@@ -345,7 +344,7 @@ class SettingsDialog(QDialog):
 def _error_label() -> QLabel:
     label = QLabel("")
     label.setStyleSheet(f"color: {ERROR_COLOUR};")
-    label.setWordWrap(True)
+    # One short line: a wrapped label in a form row is given one line's height and cut.
     label.setVisible(False)
     return label
 
