@@ -17,8 +17,13 @@ from trailstop_gui.models.domain import TrailRule
 from trailstop_gui.settings import APP_NAME
 
 if TYPE_CHECKING:
+    from PySide6.QtWidgets import QApplication
+
+    from trailstop_gui.runtime import Runtime
     from trailstop_gui.services.basket_file import RulesFile
+    from trailstop_gui.settings import Settings
     from trailstop_gui.single_instance import SingleInstance
+    from trailstop_gui.views.main_window import MainWindow
 
 log = logging.getLogger("trailstop")
 
@@ -276,24 +281,126 @@ def _offer_demo() -> str | None:
     return box.choice()
 
 
-def run_window(args: argparse.Namespace, instance: SingleInstance | None = None) -> int:
+def open_window(app: QApplication, runtime: Runtime, settings: Settings, first_run: str | None) -> MainWindow:
+    """The window and its dialogs wired to the services, the services started and the window shown; after a
+    first-run "Add my account" (``first_run`` "kite" or "upstox"), the Accounts window with that broker's
+    add-account form open in it."""
+    from trailstop_gui.views.main_window import MainWindow
+
+    window = MainWindow(runtime.service, runtime.store, runtime.notifier, str(runtime.directory))
+    try:
+        _wire_window(app, runtime, settings, first_run, window)
+    except BaseException:
+        window.stop()  # its timers and background fetches, before the services shut down
+        raise
+    return window
+
+
+def _wire_window(
+    app: QApplication, runtime: Runtime, settings: Settings, first_run: str | None, main: MainWindow
+) -> None:
     import threading
 
-    _prepare_web_engine()
-    from PySide6.QtCore import QTimer
-    from PySide6.QtWidgets import QApplication
-
-    from trailstop_gui.event_loop import close_event_loop, install_event_loop, run_event_loop
-    from trailstop_gui.runtime import build_runtime, install_crash_logging
     from trailstop_gui.services.instruments import InstrumentService
     from trailstop_gui.settings import load_settings
     from trailstop_gui.views import theme
     from trailstop_gui.views.accounts_dialog import AccountsDialog
     from trailstop_gui.views.basket_panel import add_basket_dock
     from trailstop_gui.views.login_view import LoginDialog, ReloginPrompter
-    from trailstop_gui.views.main_window import MainWindow
     from trailstop_gui.views.order_entry import OrderEntryPanel
     from trailstop_gui.views.settings_dialog import SettingsDialog
+
+    service, store = runtime.service, runtime.store
+    window = main
+    instruments = InstrumentService(store)
+    panel = OrderEntryPanel(
+        service,
+        store,
+        settings,
+        instruments,
+        baskets=runtime.baskets,
+        square_off=runtime.square_off,
+        underlying=runtime.underlying,
+    )
+    window.set_order_entry(panel)
+    window.quit_requested.connect(app.quit)
+    runtime.routes.route_checked.connect(
+        lambda account_id, check: main.account_bar.set_route(account_id, check.state.value, check.message)
+    )
+    runtime.routes.route_checked.connect(
+        lambda account_id, check: main.positions.set_route_state(account_id, check.state.value)
+    )
+    prompter = ReloginPrompter(service, main)
+    if runtime.baskets is not None:
+        add_basket_dock(main, runtime.baskets, runtime.square_off, runtime.underlying)
+        main.positions.set_basket_tools(runtime.baskets, runtime.square_off, runtime.underlying)
+    if runtime.underlying is not None:
+        # A stop on the underlying is a price of the underlying: the table measures it there.
+        main.positions.model.set_underlying_rules(runtime.underlying.rule)
+
+    def on_logged_in(account_id: int) -> None:
+        session = service.sessions.get(account_id)
+        if session is not None:
+            instruments.ensure(session)  # the instrument master, at most once a day, in the background
+        panel.refresh_accounts()
+        main.refresh_accounts()
+
+    for session in service.sessions.values():
+        session.logged_in.connect(on_logged_in)
+        if session.has_token():
+            instruments.ensure(session)
+
+    def accounts_changed(_account_id: int) -> None:
+        panel.refresh_accounts()
+        main.refresh_accounts()
+
+    def open_accounts(add: str | None = None) -> AccountsDialog:
+        dialog = AccountsDialog(store, runtime.secrets, service, main, routes=runtime.routes)
+        for changed in (dialog.account_added, dialog.account_changed, dialog.account_removed):
+            changed.connect(accounts_changed)
+        dialog.logged_in.connect(on_logged_in)
+        dialog.open()
+        if add is not None:
+            dialog.add_account(add)  # "Add my account" on the first-run question: the form itself
+        return dialog
+
+    def open_settings() -> None:
+        dialog = SettingsDialog(store, load_settings(store), str(runtime.directory), main)
+        dialog.settings_saved.connect(panel.apply_settings)
+        dialog.settings_saved.connect(service.apply_settings)
+        square_off = runtime.square_off
+        if square_off is not None:
+            dialog.settings_saved.connect(lambda saved: square_off.set_mis_default(saved.mis_square_off))
+        dialog.settings_saved.connect(main.tray.apply_settings)
+        dialog.settings_saved.connect(lambda saved: theme.apply_theme(app, saved.theme))
+        dialog.open()
+
+    window.accounts_requested.connect(lambda: open_accounts())
+    window.settings_requested.connect(open_settings)
+    window.login_requested.connect(
+        lambda account_id: LoginDialog.open_for(service.sessions[account_id], main)
+    )
+    pending = {s.account_id for s, _, _ in runtime.sim_logins}
+    service.start(pending_logins=pending)
+    runtime.start_rules()
+    # Simulator logins talk to the network: never on the GUI thread. Each login's logged_in signal
+    # starts that account's feed on the GUI side.
+    threading.Thread(target=runtime.login_simulator_accounts, name="sim-login", daemon=True).start()
+    window.show()
+    if first_run in ("kite", "upstox"):
+        open_accounts(add=first_run)
+    del prompter  # kept alive by its parent, the window
+
+
+def run_window(args: argparse.Namespace, instance: SingleInstance | None = None) -> int:
+    _prepare_web_engine()
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from trailstop_gui.event_loop import close_event_loop, install_event_loop, run_event_loop
+    from trailstop_gui.runtime import build_runtime, install_crash_logging
+    from trailstop_gui.settings import load_settings
+    from trailstop_gui.views import theme
 
     app = QApplication(sys.argv[:1])
     app.setApplicationName(APP_NAME)
@@ -331,7 +438,6 @@ def run_window(args: argparse.Namespace, instance: SingleInstance | None = None)
         runtime = build(True)
     if getattr(args, "safety_stop", False):
         runtime.service.set_safety_defaults(replace(runtime.service.safety_defaults, enabled=True))
-    service, store = runtime.service, runtime.store
     window: MainWindow | None = None
 
     def quit_now() -> None:
@@ -345,85 +451,7 @@ def run_window(args: argparse.Namespace, instance: SingleInstance | None = None)
     wake.start(200)
     wake.timeout.connect(lambda: None)
     try:
-        instruments = InstrumentService(store)
-        window = main = MainWindow(service, store, runtime.notifier, str(runtime.directory))
-        panel = OrderEntryPanel(
-            service,
-            store,
-            settings,
-            instruments,
-            baskets=runtime.baskets,
-            square_off=runtime.square_off,
-            underlying=runtime.underlying,
-        )
-        window.set_order_entry(panel)
-        window.quit_requested.connect(app.quit)
-        runtime.routes.route_checked.connect(
-            lambda account_id, check: main.account_bar.set_route(account_id, check.state.value, check.message)
-        )
-        runtime.routes.route_checked.connect(
-            lambda account_id, check: main.positions.set_route_state(account_id, check.state.value)
-        )
-        prompter = ReloginPrompter(service, main)
-        if runtime.baskets is not None:
-            add_basket_dock(main, runtime.baskets, runtime.square_off, runtime.underlying)
-            main.positions.set_basket_tools(runtime.baskets, runtime.square_off, runtime.underlying)
-        if runtime.underlying is not None:
-            # A stop on the underlying is a price of the underlying: the table measures it there.
-            main.positions.model.set_underlying_rules(runtime.underlying.rule)
-
-        def on_logged_in(account_id: int) -> None:
-            session = service.sessions.get(account_id)
-            if session is not None:
-                instruments.ensure(session)  # the instrument master, at most once a day, in the background
-            panel.refresh_accounts()
-            main.refresh_accounts()
-
-        for session in service.sessions.values():
-            session.logged_in.connect(on_logged_in)
-            if session.has_token():
-                instruments.ensure(session)
-
-        def accounts_changed(_account_id: int) -> None:
-            panel.refresh_accounts()
-            main.refresh_accounts()
-
-        def open_accounts(add: str | None = None) -> AccountsDialog:
-            dialog = AccountsDialog(store, runtime.secrets, service, main, routes=runtime.routes)
-            for changed in (dialog.account_added, dialog.account_changed, dialog.account_removed):
-                changed.connect(accounts_changed)
-            dialog.logged_in.connect(on_logged_in)
-            dialog.open()
-            if add is not None:
-                dialog.add_account(add)  # "Add my account" on the first-run question: the form itself
-            return dialog
-
-        def open_settings() -> None:
-            dialog = SettingsDialog(store, load_settings(store), str(runtime.directory), main)
-            dialog.settings_saved.connect(panel.apply_settings)
-            dialog.settings_saved.connect(service.apply_settings)
-            square_off = runtime.square_off
-            if square_off is not None:
-                dialog.settings_saved.connect(lambda saved: square_off.set_mis_default(saved.mis_square_off))
-            dialog.settings_saved.connect(main.tray.apply_settings)
-            dialog.settings_saved.connect(lambda saved: theme.apply_theme(app, saved.theme))
-            dialog.open()
-
-        window.accounts_requested.connect(lambda: open_accounts())
-        window.settings_requested.connect(open_settings)
-        window.login_requested.connect(
-            lambda account_id: LoginDialog.open_for(service.sessions[account_id], main)
-        )
-        pending = {s.account_id for s, _, _ in runtime.sim_logins}
-        service.start(pending_logins=pending)
-        runtime.start_rules()
-        # Simulator logins talk to the network: never on the GUI thread. Each login's logged_in signal
-        # starts that account's feed on the GUI side.
-        threading.Thread(target=runtime.login_simulator_accounts, name="sim-login", daemon=True).start()
-        window.show()
-        if first_run in ("kite", "upstox"):
-            open_accounts(add=first_run)
-        del prompter  # kept alive by its parent, the window
+        window = open_window(app, runtime, settings, first_run)
         log.info("TrailStop %s started; data in %s", __version__, runtime.directory)
         QTimer.singleShot(0, settle_heap)  # once the loop runs: the first paint does not wait for it
         _quit_when_running_if_signalled(signals, quit_now)

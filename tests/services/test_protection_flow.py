@@ -355,3 +355,13 @@ def test_a_paused_protection_keeps_its_live_price(rig: Rig) -> None:
     rig.sim.set_price("NSE:INFY", 1400.0)  # through the stop while paused: shown, but no exit
     wait_until(lambda: 1400.0 in prices, what="the paused row's price", qtbot=rig.qtbot)
     assert rig.status(pid) is Status.OPEN and rig.sim_orders(rig.store.get(pid).exit_tag) == []
+
+
+def test_the_entry_order_is_journalled_once(rig: Rig) -> None:
+    # The placing reply and the pushed order update both name the entry's order: one "Entry placed".
+    rig.sim.set_price("NSE:INFY", 1500.0, bid=1499.95, ask=1500.05)
+    pid = enter(rig, Side.BUY, Product.MIS, TrailRule.percent(2.0))
+    order_id = rig.store.get(pid).entry_order_id
+    rig.service.reconcile_all()
+    placed = [e.new for e in rig.store.events(protection_id=pid, kinds=["entry_placed"])]
+    assert placed == [f"entry_order_id={order_id}"]

@@ -130,3 +130,59 @@ def test_row_trails_triggers_and_closes_with_tray_alerts(gui: GuiRig, qtbot: QtB
     # The ended protection stays in view, greyed, with its realised P&L.
     assert gui.window.positions.selected_pid() == p.id
     assert gui.window.positions.proxy.index(0, 9).data() == "Closed"
+
+
+def enter_infy(gui: GuiRig, qtbot: QtBot) -> int:
+    account_id = gui.session.account_id
+    qtbot.waitUntil(lambda: gui.window.account_bar.state(account_id) == "live", timeout=10_000)
+    instruments = requests.get(f"{gui.sim.url}/_sim/instruments", timeout=5).json()
+    infy = next(i for i in instruments if i["symbol"] == "NSE:INFY")
+    gui.sim.set_price("NSE:INFY", 1500.0, bid=1499.95, ask=1500.05)
+    p = gui.service.place_entry(
+        EntryRequest(
+            account_id=account_id,
+            instrument=infy["kite_token"],
+            symbol=infy["tradingsymbol"],
+            exchange="NSE",
+            side=Side.BUY,
+            quantity=3,
+            product=Product.CNC,
+            tick_size=0.05,
+            rule=TrailRule.percent(2.0),
+        )
+    )
+    qtbot.waitUntil(
+        lambda: getattr(gui.window.model.row_for(p.id), "state", None) is RowState.ARMED, timeout=10_000
+    )
+    return p.id
+
+
+def test_exit_now_on_a_live_account_says_exit_sent_with_its_order(gui: GuiRig, qtbot: QtBot) -> None:
+    pid = enter_infy(gui, qtbot)
+    positions = gui.window.positions
+    positions.confirm = gui.window.confirm = lambda *_: True
+    messages: list[str] = []
+    positions.message_posted.connect(messages.append)
+    qtbot.waitUntil(lambda: positions.select_pid(pid), timeout=5000)
+    positions.act_exit.trigger()
+    qtbot.waitUntil(lambda: gui.store.get(pid).exit_order_id is not None, timeout=10_000)
+    order = gui.store.get(pid).exit_order_id
+    qtbot.waitUntil(lambda: f"INFY: exit sent (order {order})" in messages, timeout=5000)
+    assert messages[0] == "INFY: exit requested; waiting for the broker to take it"
+    qtbot.waitUntil(lambda: gui.store.get(pid).status is Status.CLOSED, timeout=10_000)
+    assert messages.count(f"INFY: exit sent (order {order})") == 1  # said once, not again at the fill
+
+
+def test_exit_all_on_a_live_account_reports_each_exit_as_it_is_sent(gui: GuiRig, qtbot: QtBot) -> None:
+    pid = enter_infy(gui, qtbot)
+    gui.window.confirm = lambda *_: True
+    messages: list[str] = []
+    gui.window.positions.message_posted.connect(messages.append)
+    assert gui.window.exit_all() == [pid]
+    said = gui.window.statusBar().currentMessage()
+    assert said == "Exit requested for 1 of 1 position; each is reported once the broker takes it."
+    qtbot.waitUntil(lambda: gui.store.get(pid).exit_order_id is not None, timeout=10_000)
+    order = gui.store.get(pid).exit_order_id
+    qtbot.waitUntil(lambda: messages == [f"INFY: exit sent (order {order})"], timeout=5000)
+    qtbot.waitUntil(lambda: gui.store.get(pid).status is Status.CLOSED, timeout=10_000)
+    assert messages == [f"INFY: exit sent (order {order})"]

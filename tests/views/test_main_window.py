@@ -24,6 +24,7 @@ from trailstop_gui.services.session import SessionState
 from trailstop_gui.settings import Settings, save_settings
 from trailstop_gui.views import theme
 from trailstop_gui.views.main_window import CLOSE_HINT_KEY, MainWindow
+from trailstop_gui.views.positions_model import Column, RowState
 from trailstop_gui.views.tray import TrayController
 
 
@@ -98,8 +99,9 @@ def test_window_shows_protections_menus_and_toolbar(
     assert w.act_exit_all.shortcut().toString() == "Ctrl+Shift+X"
     assert w.act_journal.shortcut().toString() == "Ctrl+J"
     assert not w.act_quit.shortcut().isEmpty()
-    assert w.counts_label.text() == "1 armed"
-    assert w.tick_label.text() == "No account connected"  # not "No prices yet": nothing could send one
+    # Its account has no session this run (no account is loaded): nothing watches it, and the window says so.
+    assert w.counts_label.text() == "1 NOT WATCHED"
+    assert w.tick_label.text() == "Zerodha: account not loaded this run"  # not "No prices yet"
     assert not w.order_area.isVisible()  # no empty column before the order panel arrives
     r.close()
 
@@ -213,6 +215,7 @@ def test_geometry_and_splitters_are_remembered(qtbot: QtBot, store: ProtectionSt
 
 def test_status_bar_shows_the_last_tick_and_counts(rig: Rig, qtbot: QtBot) -> None:
     p = protect(rig.store)
+    offline_capable_session(rig, SessionState.LIVE)
     rig.window.positions.reload_all()
     at = time.time()
     rig.service.snapshot_ready.emit(
@@ -435,3 +438,77 @@ def test_help_has_getting_started_linking_to_readme(rig: Rig, qtbot: QtBot) -> N
     for heading in ("## Getting started", "## How a stop trails", "## Broker-held safety stop"):
         assert heading in readme
     box.close()
+
+
+def test_a_protection_of_an_account_not_loaded_this_run_is_not_watched_everywhere(
+    rig: Rig, qtbot: QtBot
+) -> None:
+    # A --demo run loads only the simulator's account: the real account's protection (from an earlier run)
+    # has no session, no feed and no route. It must not read green "Armed".
+    real = protect(rig.store)
+    demo_account = rig.store.add_account("kite", "Zerodha simulator", user_id="DEMO1")
+    demo = factories.protection(rig.store, demo_account.id, quantity=1, symbol="SBIN", instrument=779521)
+    rig.service.sessions[demo_account.id] = SimpleNamespace(
+        account=demo_account,
+        account_id=demo_account.id,
+        label="Zerodha simulator",
+        state=SessionState.LIVE,
+        feed=None,
+        broker_if_ready=lambda: None,
+    )
+    rig.window.stop()  # the window of this run opens with the sessions the run loaded
+    rig.window = window = rig.open()
+    failed = theme.colors(window.palette()).failed
+    row = window.model.row_for(real.id)
+    assert row is not None and row.state is RowState.NOT_WATCHED
+    assert row.status_text == "Not watched: account not loaded this run"
+    assert window.positions.select_pid(real.id)
+    source = window.model.index(window.model.row_number(real.id) or 0, Column.STATUS)
+    status_cell = window.positions.proxy.mapFromSource(source)
+    assert status_cell.data() == "Not watched: account not loaded this run"
+    assert status_cell.data(Qt.ItemDataRole.ForegroundRole).color() == failed
+    window.detail.refresh_now()
+    assert "Not watched" in window.detail.status_pill.text()
+    assert window.counts_label.text() == "1 NOT WATCHED · 1 armed"
+    assert window.tick_label.text() == "Zerodha: account not loaded this run"
+    assert failed.name() in window.tick_label.styleSheet()
+    assert window.tray.attention and "1 protection is NOT watched" in window.tray.tooltip
+    assert "All protections are being watched" not in window.tray.tooltip
+    demo_row = window.model.row_for(demo.id)
+    assert demo_row is not None and demo_row.status_text == "Armed"  # the loaded account's row is watched
+
+    # Its account is loaded later (added in Accounts): the row is watched again, everywhere.
+    rig.service.sessions[real.account_id] = SimpleNamespace(
+        account=rig.store.account(real.account_id),
+        account_id=real.account_id,
+        label="Zerodha (AB1234)",
+        state=SessionState.LIVE,
+        feed=None,
+        broker_if_ready=lambda: None,
+    )
+    window.refresh_accounts()
+    assert window.model.row_for(real.id).status_text == "Armed"  # type: ignore[union-attr]
+    assert window.counts_label.text() == "2 armed"
+    assert window.tick_label.text() == "Feed live"
+    assert not window.tray.attention and "All protections are being watched" in window.tray.tooltip
+
+
+def test_exit_all_on_an_offline_account_says_requested_and_which_account_is_not_watched(
+    rig: Rig, qtbot: QtBot
+) -> None:
+    p = protect(rig.store)
+    offline_capable_session(rig, SessionState.LOGIN_NEEDED)
+    rig.service.session_state_changed.emit(p.account_id, "login needed")
+    messages: list[str] = []
+    rig.window.positions.message_posted.connect(messages.append)
+    assert rig.window.exit_all() == [p.id]
+    said = rig.window.statusBar().currentMessage()
+    assert "Exit sent" not in said and "exit sent" not in said
+    assert said.startswith("Exit requested for 1 of 1 position")
+    assert "NOT sent yet for 1" in said and "Zerodha: login needed (1)" in said
+    assert rig.service.executor.wait_idle(5.0)
+    qtbot.wait(50)  # let any queued change reach the window: still nothing was sent
+    assert rig.store.get(p.id).status is Status.TRIGGERED and rig.store.get(p.id).exit_order_id is None
+    assert not any("exit sent" in m for m in messages)
+    row = rig.window.model.row_for(p.id)
+    assert row is not None and row.status_text == "Exit not sent: login needed"

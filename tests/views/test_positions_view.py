@@ -83,6 +83,14 @@ def protect(store: ProtectionStore, symbol: str = "INFY", instrument: int = 4080
     return factories.protection(store, account.id, quantity=10, symbol=symbol, instrument=instrument)
 
 
+def loaded(service: FakeService, p: Protection) -> None:
+    """The protection's account has a session this run (offline for positions: nothing fetched)."""
+    account = service.store.account(p.account_id)
+    service.sessions[account.id] = SimpleNamespace(
+        account=account, account_id=account.id, broker_if_ready=lambda: None
+    )
+
+
 @pytest.fixture
 def service(store: ProtectionStore) -> FakeService:
     return FakeService(store)
@@ -193,6 +201,7 @@ def test_modify_rule_uses_the_dialogs_rule(
 
 def test_pause_then_resume(view: PositionsView, service: FakeService, store: ProtectionStore) -> None:
     p = protect(store)
+    loaded(service, p)
     view.reload_all()
     view.select_pid(p.id)
     answers = install(view, Answers(confirm=True))
@@ -399,6 +408,7 @@ def test_a_paused_row_shows_the_live_price_and_resume_says_it_will_exit(
     view: PositionsView, service: FakeService, store: ProtectionStore
 ) -> None:
     p = protect(store)
+    loaded(service, p)
     store.update(p.id, kind="stop_moved", stop=1470.0)
     view.reload_all()
     view.select_pid(p.id)
@@ -485,9 +495,10 @@ def test_the_status_is_in_view_without_scrolling_sideways(
 
 
 def test_a_failing_order_route_shows_on_the_rows_an_exit_would_fail(
-    view: PositionsView, store: ProtectionStore
+    view: PositionsView, service: FakeService, store: ProtectionStore
 ) -> None:
     p = protect(store)
+    loaded(service, p)
     view.reload_all()
     view.set_route_state(p.account_id, "refused")  # the route monitor's check: the IP is not registered
     row = view.model.row_for(p.id)
@@ -522,3 +533,22 @@ def test_a_basket_takes_one_accounts_rows(view: PositionsView, store: Protection
     with qtbot.waitSignal(view.message_posted) as said:
         assert view.basket_selected() is None
     assert said.args == ["A basket holds one account's positions: select rows of one account"]
+
+
+def test_exit_now_on_an_account_not_loaded_says_when_it_can_go_out(
+    view: PositionsView, service: FakeService, store: ProtectionStore
+) -> None:
+    p = protect(store)  # its account has no session this run
+    view.reload_all()
+    row = view.model.row_for(p.id)
+    assert row is not None and row.status_text == "Not watched: account not loaded this run"
+    view.select_pid(p.id)
+    install(view, Answers(confirm=True))
+    messages: list[str] = []
+    view.message_posted.connect(messages.append)
+    view.act_exit.trigger()
+    assert service.calls == [("exit_now", p.id)]
+    assert messages == [
+        "INFY: exit NOT sent yet (account not loaded this run); it goes out once a run of TrailStop loads"
+        " the account"
+    ]

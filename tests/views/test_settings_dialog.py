@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PySide6.QtWidgets import QDialogButtonBox
@@ -71,8 +72,10 @@ def test_bad_values_name_the_field_and_nothing_is_saved(
     assert "Default trailing stop: a percentage must be below 100" in dialog.error_label.text()
     assert dialog.errors()[1] == ("Default quantity", "must be at least 1")
     assert load_settings(store) == Settings()
-    # Points have no 100 cap; fixing the quantity clears the errors as you type.
+    # Points have no 100 cap (the switch clears the number, to be entered in points); fixing the fields
+    # clears the errors as you type.
     dialog.rule_kind.setCurrentIndex(dialog.rule_kind.findData("points"))
+    dialog.rule_value.setValue(100)
     dialog.quantity.setValue(2)
     assert not dialog.error_label.isVisible()
     dialog.accept()
@@ -120,3 +123,70 @@ def test_the_broker_held_safety_stop_default_is_set_here(qtbot: QtBot, tmp_path:
         assert load_settings(store).safety_stop
     finally:
         store.close()
+
+
+def type_into(qtbot: QtBot, spin: Any, text: str) -> None:
+    """Select the field's number and type over it, as a trader does."""
+    spin.setFocus()
+    spin.selectAll()
+    qtbot.keyClicks(spin, text)
+
+
+@pytest.mark.parametrize(
+    ("field", "typed", "name", "why"),
+    [
+        ("quantity", "1o", "Default quantity", "'1o' is not a number"),
+        ("rule_value", "2x", "Default trailing stop", "'2x' is not a number"),
+        ("market_protection", "5o", "Market protection", "'5o' is not a number"),
+        ("quantity", "-5", "Default quantity", "-5 is negative; enter a positive number"),
+    ],
+)
+def test_a_number_typed_wrong_blocks_save_and_says_why_beside_the_field(
+    qtbot: QtBot, store: ProtectionStore, tmp_path: Path, field: str, typed: str, name: str, why: str
+) -> None:
+    dialog = make(qtbot, store, tmp_path)
+    spin = getattr(dialog, field)
+    type_into(qtbot, spin, typed)
+    assert spin.lineEdit().text().replace(" %", "") == typed  # kept as typed, not "1"
+    dialog.theme.setFocus()
+    dialog.buttons.button(QDialogButtonBox.StandardButton.Save).click()
+    assert dialog.isVisible() and dialog.saved is None
+    assert load_settings(store) == Settings()  # nothing stored is lost
+    beside = dialog.field_errors[name]
+    assert beside.isVisible() and beside.text() == why
+    assert f"{name}: {why}" in dialog.error_label.text()
+    assert dialog.focusWidget() in (spin, spin.lineEdit())  # the field to fix, not Save
+    # Fixed as typed: the message goes, and Save stores the number that was typed.
+    type_into(qtbot, spin, "3")
+    assert not beside.isVisible()
+    dialog.buttons.button(QDialogButtonBox.StandardButton.Save).click()
+    assert dialog.saved is not None and getattr(dialog.saved, _SAVED[field]) == 3
+
+
+_SAVED = {
+    "quantity": "default_quantity",
+    "rule_value": "default_rule_value",
+    "market_protection": "market_protection",
+}
+
+
+def test_switching_points_and_percent_clears_the_distance_and_asks_for_it_again(
+    qtbot: QtBot, store: ProtectionStore, tmp_path: Path
+) -> None:
+    dialog = make(qtbot, store, tmp_path, Settings(default_rule_kind="points", default_rule_value=10.0))
+    assert dialog.rule_value.text() == "10.00 pts" and not dialog.unit_note.isVisible()
+    dialog.rule_kind.setCurrentIndex(dialog.rule_kind.findData("percent"))
+    # 10 points must not become 10 %: a default has no price to convert at, so the number is cleared.
+    assert dialog.rule_value.problem() == "enter a number"
+    assert (
+        dialog.unit_note.isVisible()
+        and dialog.unit_note.text() == "Switched to percent: enter the distance again."
+    )
+    dialog.buttons.button(QDialogButtonBox.StandardButton.Save).click()
+    assert dialog.saved is None and load_settings(store) == Settings()
+    assert dialog.field_errors["Default trailing stop"].text() == "enter a number"
+    type_into(qtbot, dialog.rule_value, "1.5")
+    assert not dialog.unit_note.isVisible()
+    dialog.buttons.button(QDialogButtonBox.StandardButton.Save).click()
+    assert dialog.saved is not None
+    assert (dialog.saved.default_rule_kind, dialog.saved.default_rule_value) == ("percent", 1.5)

@@ -4,12 +4,14 @@ where there is no system tray (as here, offscreen)."""
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
+import pytest
 from pytestqt.qtbot import QtBot
 
 from trailstop_gui.services.notifier import Alert, AlertKind, Notifier
 from trailstop_gui.settings import Settings
-from trailstop_gui.views.tray import NOTIFY, TrayController
+from trailstop_gui.views.tray import NOTIFY, TrayController, notify_desktop
 
 
 def test_without_a_tray_alerts_are_still_reported(qtbot: QtBot) -> None:
@@ -106,3 +108,91 @@ def test_without_a_tray_alerts_reach_the_desktop_and_urgent_ones_beep(qtbot: QtB
     assert sent == [("Exit filled", "INFY at 1470.00", False), ("Exit failed", "INFY: rejected", True)]
     assert beeps == [True]  # the urgent one only
     assert tray.icon is None
+
+
+class FakeRunner:
+    """Stands in for QProcess.startDetached: records the program and its argument list."""
+
+    def __init__(self, started: bool = True) -> None:
+        self.started = started
+        self.calls: list[tuple[str, list[str]]] = []
+
+    def __call__(self, program: str, args: list[str]) -> bool:
+        self.calls.append((program, list(args)))
+        return self.started
+
+
+def notify_with(runner: FakeRunner, tools: set[str], **kw: Any) -> bool:
+    options: dict[str, Any] = {
+        "run": runner,
+        "which": lambda name: f"/usr/bin/{name}" if name in tools else None,
+        "platform": "linux",
+        "desktop": "xcb",
+        "environ": {"DBUS_SESSION_BUS_ADDRESS": "unix:path=/run/user/1000/bus"},
+    }
+    options.update(kw)
+    return notify_desktop("Exit failed", "INFY: rejected", True, **options)
+
+
+@pytest.mark.parametrize(("urgent", "urgency"), [(True, "critical"), (False, "normal")])
+def test_notify_send_gets_the_app_name_the_urgency_the_title_and_the_text(urgent: bool, urgency: str) -> None:
+    runner = FakeRunner()
+    shown = notify_desktop(
+        "Exit failed",
+        "INFY: rejected",
+        urgent,
+        run=runner,
+        which=lambda name: "/usr/bin/notify-send" if name == "notify-send" else "/usr/bin/gdbus",
+        platform="linux",
+        desktop="wayland",
+        environ={"DBUS_SESSION_BUS_ADDRESS": "unix:path=/run/user/1000/bus"},
+    )
+    assert shown
+    # notify-send(1): -a app name, -u low|normal|critical; critical stays until dismissed.
+    assert runner.calls == [
+        ("/usr/bin/notify-send", ["-a", "TrailStop", "-u", urgency, "Exit failed", "INFY: rejected"])
+    ]
+
+
+def test_without_notify_send_gdbus_calls_the_freedesktop_notify_method() -> None:
+    runner = FakeRunner()
+    assert notify_with(runner, {"gdbus"})
+    # org.freedesktop.Notifications.Notify(app_name s, replaces_id u, app_icon s, summary s, body s,
+    # actions as, hints a{sv}, expire_timeout i): -1 lets the server decide, after "--" so it is no option.
+    assert runner.calls == [
+        (
+            "/usr/bin/gdbus",
+            [
+                "call", "--session", "--dest", "org.freedesktop.Notifications",
+                "--object-path", "/org/freedesktop/Notifications",
+                "--method", "org.freedesktop.Notifications.Notify",
+                "--",
+                "TrailStop", "0", "trailstop", "Exit failed", "INFY: rejected", "[]", "{}", "-1",
+            ],
+        )
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        {"platform": "win32"},
+        {"platform": "darwin"},
+        {"desktop": "offscreen"},
+        {"desktop": "minimal"},
+        {"environ": {}},  # no session bus
+    ],
+)
+def test_no_desktop_notification_where_there_is_no_service_to_reach(where: dict[str, Any]) -> None:
+    runner = FakeRunner()
+    assert not notify_with(runner, {"notify-send", "gdbus"}, **where)
+    assert runner.calls == []
+
+
+def test_no_tool_or_a_tool_that_does_not_start_is_not_a_notification_shown() -> None:
+    runner = FakeRunner()
+    assert not notify_with(runner, set())
+    assert runner.calls == []
+    failing = FakeRunner(started=False)
+    assert not notify_with(failing, {"notify-send"})
+    assert len(failing.calls) == 1

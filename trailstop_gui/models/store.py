@@ -602,6 +602,41 @@ class ProtectionStore:
             self._journal(protection_id, row.account_id, kind, "", described, None, message)
         return self.get(protection_id)
 
+    def record_entry_order(self, protection_id: int, order_id: str) -> Protection | None:
+        """Store the entry's order id, journalled ("entry_placed") once: the placing reply, the pushed order
+        update and a reconcile's lookup by tag each name it, in any order (the pushed update often comes
+        first). Returns None when that id was stored already; raises ProtectionEnded once it has ended."""
+        row_t = db.ProtectionRow
+        with self._db.atomic():
+            # One conditional UPDATE: two threads naming the same order cannot both see it missing.
+            changed = (
+                row_t.update(entry_order_id=order_id, updated_at=datetime.now())
+                .where(
+                    (row_t.id == protection_id)
+                    & row_t.status.not_in([s.value for s in TERMINAL])
+                    & (row_t.entry_order_id.is_null() | (row_t.entry_order_id != order_id))
+                )
+                .execute()
+            )
+            row = row_t.get_or_none(row_t.id == protection_id)
+            if row is None:
+                raise KeyError(f"protection {protection_id} does not exist")
+            if not changed:
+                if row.entry_order_id == order_id:
+                    return None
+                raise ProtectionEnded(
+                    f"protection {protection_id}: is {row.status}; it cannot change any more"
+                )
+            self._journal(
+                protection_id,
+                row.account_id,
+                "entry_placed",
+                "",
+                f"entry_order_id={_describe(order_id)}",
+                None,
+            )
+        return self.get(protection_id)
+
     def update_safety(
         self, protection_id: int, *, kind: str = "safety", message: str = "", **fields: Any
     ) -> Protection:

@@ -499,7 +499,9 @@ class ProtectionService(QObject):
                 if owner.entry_order_id is None and update.order_id:
                     # The entry's own reply was lost (a timeout): the update names its order. (Inside the
                     # try: it may have ended since it was read, and this runs on the feed thread.)
-                    owner = self.store.update(owner.id, kind="entry_placed", entry_order_id=update.order_id)
+                    owner = self.store.record_entry_order(owner.id, update.order_id) or self.store.get(
+                        owner.id
+                    )
                 changed = self.reconciler.apply_entry_state(
                     owner, normalize_order_status(update.status), update.filled_quantity, update.average_price
                 )
@@ -742,7 +744,7 @@ class ProtectionService(QObject):
                 self.sessions[p.account_id].mark_login_needed(str(exc))
             return
         try:
-            self.store.update(p.id, kind="entry_placed", entry_order_id=order_id)
+            self.store.record_entry_order(p.id, order_id)  # the pushed order update may have stored it
         except ProtectionEnded as exc:
             # An order id is no promise: the broker's RMS may reject the order a moment later (Kite forum,
             # discussion 9410), and the pushed REJECTED update (or the trader's cancel) can end the

@@ -316,7 +316,7 @@ class Reconciler:
                     report.ended.append(p.id)
                 return
             log.info("protection %s: entry %s found by its tag", p.id, order.order_id)
-            p = self.store.update(p.id, kind="entry_placed", entry_order_id=order.order_id)
+            p = self.store.record_entry_order(p.id, order.order_id) or self.store.get(p.id)
         if order is None:
             return
         self.apply_entry_state(p, order.status, order.filled_quantity, order.average_price, report)

@@ -38,7 +38,7 @@ from trailstop_gui.views import theme
 from trailstop_gui.views.account_bar import AccountBar
 from trailstop_gui.views.detail_pane import ChartHistory, DetailPane
 from trailstop_gui.views.journal_view import JournalView
-from trailstop_gui.views.positions_model import RowState
+from trailstop_gui.views.positions_model import ACCOUNT_NOT_LOADED, RowState
 from trailstop_gui.views.positions_view import PositionsView, ask_confirmation, place_safety_beside_stop
 from trailstop_gui.views.tray import TrayController
 
@@ -331,7 +331,11 @@ class MainWindow(QMainWindow):
     def refresh_accounts(self) -> None:
         """Show the service's accounts again (after one was added or removed)."""
         self.account_bar.set_sessions(list(self.service.sessions.values()))
+        self.positions.refresh_watch()
         self.positions.refresh_unprotected()
+        self._update_counts()
+        self._update_attention()
+        self._update_tick_label()
 
     def show_and_raise(self) -> None:
         self.show()
@@ -373,12 +377,30 @@ class MainWindow(QMainWindow):
         if load_settings(self.store).confirm_exit_all and not self.confirm("Exit all", text, f"Exit all {n}"):
             return []
         try:
-            done = self.service.exit_all()
+            # Each exit is reported as Exit now reports it: "exit sent (order ...)" once the broker took it.
+            done = self.positions.ask_exits(armed, self.service.exit_all)
         except Exception as exc:
             self._on_action_failed("Exit all", str(exc))
             return []
-        self.statusBar().showMessage(f"Exit sent for {len(done)} of {n} {noun}.", 10000)
+        self.statusBar().showMessage(self._exit_all_summary(armed, done), 15000)
         return done
+
+    def _exit_all_summary(self, armed: list[Any], done: list[int]) -> str:
+        """What is true right after Exit all: the exits are requested, not sent; which cannot go out now."""
+        n = len(armed)
+        noun = "position" if n == 1 else "positions"
+        text = f"Exit requested for {len(done)} of {n} {noun}; each is reported once the broker takes it."
+        stuck: dict[int, int] = {}
+        for p in armed:
+            if p.id in done and self.model.not_watched(p.account_id):
+                stuck[p.account_id] = stuck.get(p.account_id, 0) + 1
+        if stuck:
+            accounts = "; ".join(
+                f"{self._account_label(a)}: {self.model.not_watched(a)} ({count})"
+                for a, count in stuck.items()
+            )
+            text += f" NOT sent yet for {sum(stuck.values())}, its account not watched: {accounts}."
+        return text
 
     def active_protections(self) -> int:
         return len(self.store.live())
@@ -599,6 +621,8 @@ class MainWindow(QMainWindow):
             why = not_watched_reason(getattr(session, "state", SessionState.LIVE))
             if why:
                 down.append(f"{getattr(session, 'label', 'account')}: {why}")
+        for account_id in sorted(self._accounts_not_loaded()):
+            down.append(f"{self._account_label(account_id)}: {ACCOUNT_NOT_LOADED}")
         at = self.model.last_tick_at
         if down:
             self.tick_label.setText(" · ".join(down))
@@ -611,6 +635,20 @@ class MainWindow(QMainWindow):
             self.tick_label.setText("Feed live")
         else:
             self.tick_label.setText("No account connected")
+
+    def _accounts_not_loaded(self) -> set[int]:
+        """Accounts with live protections in the table and no session this run."""
+        return {
+            row.account_id
+            for row in self.model.rows_view()
+            if row.state is RowState.NOT_WATCHED and row.not_watched == ACCOUNT_NOT_LOADED
+        }
+
+    def _account_label(self, account_id: int) -> str:
+        try:
+            return self.store.account(account_id).label
+        except KeyError:
+            return f"account {account_id}"
 
     def _update_attention(self) -> None:
         reasons = self.account_bar.troubled()

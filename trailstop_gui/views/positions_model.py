@@ -116,6 +116,10 @@ ROUTE_PROBLEMS = {
 }
 ROUTE_PROBLEM_WORDS = frozenset(ROUTE_PROBLEMS.values())
 
+# A protection whose account has no session this run (a --demo run loads only the simulator's accounts; an
+# earlier run's simulator account is not loaded again): nothing watches it, nothing can send its exit.
+ACCOUNT_NOT_LOADED = "account not loaded this run"
+
 # States that need a live feed (or a connected broker) to do their job: without one they are "not watched".
 WATCH_NEEDED = frozenset({Status.PENDING, Status.OPEN, Status.TRIGGERED, Status.EXITING})
 

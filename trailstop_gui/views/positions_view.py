@@ -58,6 +58,7 @@ from trailstop_gui.settings import load_settings
 from trailstop_gui.views import theme
 from trailstop_gui.views.basket_dialog import BasketDialog
 from trailstop_gui.views.positions_model import (
+    ACCOUNT_NOT_LOADED,
     PID_ROLE,
     ROUTE_PROBLEMS,
     Column,
@@ -505,7 +506,6 @@ class PositionsView(QWidget):
             state = getattr(session, "state", None)
             if state is not None:
                 self._feed_problems[account_id] = not_watched_reason(state) or ""
-                self.model.set_not_watched(account_id, self._feed_problems[account_id] or None)
         self.reload_all()
         self.refresh_unprotected()
 
@@ -706,6 +706,8 @@ class PositionsView(QWidget):
             for p in self.store.protections()
             if p.status not in TERMINAL or (p.closed_at is not None and p.closed_at.date() == today)
         ]
+        for account_id in {p.account_id for p in protections} | set(self._feed_problems):
+            self.model.set_not_watched(account_id, self._watch_problem(account_id))
         self.model.load(protections)
         self._fit_columns()
         self._update_safety_column()
@@ -718,6 +720,7 @@ class PositionsView(QWidget):
             p = self.store.get(pid)
         except KeyError:
             return
+        self.model.set_not_watched(p.account_id, self._watch_problem(p.account_id))  # a row of a new account
         self.model.upsert(p)
         if before is None or before.status_text != (self.model.row_for(pid) or before).status_text:
             self._fit_columns()
@@ -736,13 +739,23 @@ class PositionsView(QWidget):
         self._route_problems[account_id] = ROUTE_PROBLEMS.get(route_state, "")
         self._show_watch(account_id)
 
-    def _show_watch(self, account_id: int) -> None:
+    def _watch_problem(self, account_id: int) -> str | None:
+        """Why the account's protections are not watched now, or None while they are."""
+        if account_id not in self.service.sessions:
+            return ACCOUNT_NOT_LOADED  # no session at all: no feed, no engine, no route for its exits
         # No feed is the deeper trouble (nothing fires at all); a failing route comes next.
-        why = self._feed_problems.get(account_id) or self._route_problems.get(account_id) or None
-        self.model.set_not_watched(account_id, why)
+        return self._feed_problems.get(account_id) or self._route_problems.get(account_id) or None
+
+    def _show_watch(self, account_id: int) -> None:
+        self.model.set_not_watched(account_id, self._watch_problem(account_id))
         self._fit_columns()
         self._update_counts()
         self._update_actions()
+
+    def refresh_watch(self) -> None:
+        """Mark again which rows are watched, after accounts were added or removed."""
+        for account_id in {row.account_id for row in self.model.rows_view()}:
+            self._show_watch(account_id)
 
     def _on_session_state_changed(self, account_id: int, state: str) -> None:
         self._feed_problems[account_id] = not_watched_reason(state) or ""
@@ -1048,11 +1061,30 @@ class PositionsView(QWidget):
             return  # already reported by the change it caused
         why = self.model.not_watched(row.account_id)
         if why:
-            self.message_posted.emit(
-                f"{row.symbol}: exit NOT sent yet ({why}); it goes out once the account is live again"
+            when = (
+                "a run of TrailStop loads the account"
+                if why == ACCOUNT_NOT_LOADED
+                else "the account is live again"
             )
+            self.message_posted.emit(f"{row.symbol}: exit NOT sent yet ({why}); it goes out once {when}")
         else:
             self.message_posted.emit(f"{row.symbol}: exit requested; waiting for the broker to take it")
+
+    def ask_exits(self, protections: list[Any], fn: Callable[[], list[int]]) -> list[int]:
+        """Several exits the trader asked for at once (Exit all; ``fn`` returns the ids it exited): each
+        is reported as Exit now's is, "exit sent" only once the broker took its order."""
+        for p in protections:
+            self._exits_asked[p.id] = p.symbol
+        try:
+            done = fn()
+        except BaseException:
+            for p in protections:
+                self._exits_asked.pop(p.id, None)
+            raise
+        for p in protections:
+            if p.id not in done:
+                self._exits_asked.pop(p.id, None)
+        return done
 
     def retry_selected(self) -> None:
         row = self.selected_row()

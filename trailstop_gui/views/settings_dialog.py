@@ -13,14 +13,12 @@ from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
     QDialogButtonBox,
-    QDoubleSpinBox,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QPushButton,
-    QSpinBox,
     QTimeEdit,
     QVBoxLayout,
     QWidget,
@@ -29,6 +27,7 @@ from PySide6.QtWidgets import (
 from trailstop_gui.models.domain import Product, RuleKind
 from trailstop_gui.models.store import ProtectionStore
 from trailstop_gui.settings import Settings, save_settings
+from trailstop_gui.views.number_field import StrictDoubleSpinBox, StrictSpinBox
 
 ERROR_COLOUR = "#d32f2f"
 
@@ -67,7 +66,8 @@ class SettingsDialog(QDialog):
         self.rule_kind = QComboBox()
         self.rule_kind.addItem("Percent (%)", RuleKind.PERCENT.value)
         self.rule_kind.addItem("Points (₹)", RuleKind.POINTS.value)
-        self.rule_value = QDoubleSpinBox()
+        # Strict fields, as in the order form: "1o" is refused beside the field, never saved as 1.
+        self.rule_value = StrictDoubleSpinBox()
         self.rule_value.setRange(0.0, 1_000_000.0)
         self.rule_value.setDecimals(2)
         self.rule_value.setSingleStep(0.25)
@@ -79,7 +79,7 @@ class SettingsDialog(QDialog):
             (Product.NRML, "NRML (F&O overnight)"),
         ):
             self.product.addItem(text, product.value)
-        self.quantity = QSpinBox()
+        self.quantity = StrictSpinBox()
         self.quantity.setRange(0, 10_000_000)
         self.quantity.setAlignment(Qt.AlignmentFlag.AlignRight)
         self.quantity.setToolTip("For F&O the form rounds this up to whole lots")
@@ -93,7 +93,7 @@ class SettingsDialog(QDialog):
             "stop and moved with it: the loss stays bounded while TrailStop is closed or offline.\n"
             "The order form can still switch it per order."
         )
-        self.market_protection = QSpinBox()
+        self.market_protection = StrictSpinBox()
         self.market_protection.setRange(0, 100)
         self.market_protection.setSpecialValueText("Automatic (the broker decides)")
         self.market_protection.setSuffix(" %")
@@ -135,6 +135,19 @@ class SettingsDialog(QDialog):
         self.open_button = QPushButton("Open folder")
         self.open_button.setAutoDefault(False)
 
+        # Beside each typed field: what is wrong with it (shown once Save was pressed, then as it is fixed),
+        # and, for the trail, that switching Percent and Points cleared the number.
+        self.field_errors = {
+            FIELD_RULE: _error_label(),
+            FIELD_QUANTITY: _error_label(),
+            FIELD_MARKET_PROTECTION: _error_label(),
+        }
+        self.unit_note = QLabel("")
+        self.unit_note.setObjectName("hint")
+        self.unit_note.setVisible(False)
+        self._kind_shown: str | None = None
+        self._checked = False  # Save was pressed: problems are shown, and updated as they are fixed
+
         self.error_label = QLabel("")
         self.error_label.setStyleSheet(f"color: {ERROR_COLOUR};")
         self.error_label.setWordWrap(True)
@@ -150,8 +163,11 @@ class SettingsDialog(QDialog):
         rule_row.addWidget(self.rule_kind, 1)
         rule_row.addWidget(self.rule_value, 1)
         form.addRow("Trailing stop", rule_row)
+        form.addRow("", self.unit_note)
+        form.addRow("", self.field_errors[FIELD_RULE])
         form.addRow("Product", self.product)
         form.addRow("Quantity", self.quantity)
+        form.addRow("", self.field_errors[FIELD_QUANTITY])
         form.addRow(self.confirm_orders)
 
         protection = QGroupBox("Protection")
@@ -159,6 +175,7 @@ class SettingsDialog(QDialog):
         form.addRow(self.confirm_exit_all)
         form.addRow(self.safety_stop)
         form.addRow("Market exits", self.market_protection)
+        form.addRow("", self.field_errors[FIELD_MARKET_PROTECTION])
         form.addRow(self.auto_protect_holdings)
         square_off_row = QHBoxLayout()
         square_off_row.addWidget(self.mis_square_off)
@@ -193,6 +210,8 @@ class SettingsDialog(QDialog):
         self.mis_square_off.toggled.connect(self.mis_square_off_time.setEnabled)
         for spin in (self.rule_value, self.quantity, self.market_protection):
             spin.valueChanged.connect(self._on_value_changed)
+            # A bad keystroke changes no value: the text is checked as typed.
+            spin.lineEdit().textEdited.connect(self._on_value_changed)
         self.open_button.clicked.connect(self._on_open_clicked)
         self.buttons.accepted.connect(self.accept)
         self.buttons.rejected.connect(self.reject)
@@ -201,7 +220,10 @@ class SettingsDialog(QDialog):
     # ----------------------------------------------------------------- values in and out
 
     def show_settings(self, s: Settings) -> None:
+        self.rule_kind.blockSignals(True)
         self.rule_kind.setCurrentIndex(self.rule_kind.findData(s.default_rule_kind))
+        self.rule_kind.blockSignals(False)
+        self._kind_shown = str(self.rule_kind.currentData())
         self.rule_value.setValue(s.default_rule_value)
         self.product.setCurrentIndex(self.product.findData(s.default_product))
         self.quantity.setValue(s.default_quantity)
@@ -222,14 +244,24 @@ class SettingsDialog(QDialog):
         self._on_kind_changed(self.rule_kind.currentIndex())
 
     def errors(self) -> list[tuple[str, str]]:
+        """Every problem, as (field, message), in the order the fields appear."""
         out: list[tuple[str, str]] = []
         value = self.rule_value.value()
-        if value <= 0:
+        typed = self.rule_value.problem()
+        if typed is not None:
+            out.append((FIELD_RULE, typed))
+        elif value <= 0:
             out.append((FIELD_RULE, "must be greater than 0"))
         elif self.rule_kind.currentData() == RuleKind.PERCENT.value and value >= 100:
             out.append((FIELD_RULE, "a percentage must be below 100"))
-        if self.quantity.value() <= 0:
+        typed = self.quantity.problem()
+        if typed is not None:
+            out.append((FIELD_QUANTITY, typed))
+        elif self.quantity.value() <= 0:
             out.append((FIELD_QUANTITY, "must be at least 1"))
+        typed = self.market_protection.problem()
+        if typed is not None:
+            out.append((FIELD_MARKET_PROTECTION, typed))
         return out
 
     def values(self) -> Settings:
@@ -260,11 +292,13 @@ class SettingsDialog(QDialog):
         )
 
     def accept(self) -> None:
-        try:
-            settings = self.values()
-        except ValueError as exc:
-            self._show_errors([str(exc)])
+        problems = self.errors()
+        if problems:
+            self._checked = True
+            self._show_errors(problems)
+            self._field_widget(problems[0][0]).setFocus(Qt.FocusReason.OtherFocusReason)
             return
+        settings = self.values()
         save_settings(self.store, settings)
         self.saved = settings
         self.settings_saved.emit(settings)
@@ -273,17 +307,48 @@ class SettingsDialog(QDialog):
     # ----------------------------------------------------------------- slots
 
     def _on_kind_changed(self, _index: int) -> None:
-        percent = self.rule_kind.currentData() == RuleKind.PERCENT.value
+        kind = str(self.rule_kind.currentData())
+        percent = kind == RuleKind.PERCENT.value
         self.rule_value.setSuffix(" %" if percent else " pts")
+        if self._kind_shown is not None and kind != self._kind_shown:
+            # 10 points must not silently become 10 %, and a default has no price to convert at: cleared,
+            # to be entered again in the new unit (Save says so until it is).
+            self.rule_value.blockSignals(True)
+            self.rule_value.clear()
+            self.rule_value.blockSignals(False)
+            unit = "percent" if percent else "points"
+            _show(self.unit_note, f"Switched to {unit}: enter the distance again.")
+        self._kind_shown = kind
         self._on_value_changed()
 
     def _on_value_changed(self, *_args: object) -> None:
-        if self.error_label.isVisible():
-            self._show_errors([f"{field}: {message}" for field, message in self.errors()])
+        if self.sender() is self.rule_value or self.sender() is self.rule_value.lineEdit():
+            _show(self.unit_note, "")
+        if self._checked:
+            self._show_errors(self.errors())
 
     def _on_open_clicked(self) -> None:
         open_folder(self.data_folder)
 
-    def _show_errors(self, lines: list[str]) -> None:
+    def _field_widget(self, field: str) -> QWidget:
+        return {FIELD_RULE: self.rule_value, FIELD_QUANTITY: self.quantity}.get(field, self.market_protection)
+
+    def _show_errors(self, problems: list[tuple[str, str]]) -> None:
+        for field, label in self.field_errors.items():
+            _show(label, next((message for f, message in problems if f == field), ""))
+        lines = [f"{field}: {message}" for field, message in problems]
         self.error_label.setText("\n".join(lines))
         self.error_label.setVisible(bool(lines))
+
+
+def _error_label() -> QLabel:
+    label = QLabel("")
+    label.setStyleSheet(f"color: {ERROR_COLOUR};")
+    # One short line: a wrapped label in a form row is given one line's height and cut.
+    label.setVisible(False)
+    return label
+
+
+def _show(label: QLabel, text: str) -> None:
+    label.setText(text)
+    label.setVisible(bool(text))

@@ -12,7 +12,7 @@ import logging
 import os
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from PySide6.QtCore import QObject, QProcess, Signal
 from PySide6.QtGui import QAction, QGuiApplication, QIcon
@@ -45,22 +45,40 @@ URGENT_MESSAGE_MS = 20000
 DesktopNotify = Callable[[str, str, bool], bool]  # title, text, urgent -> shown
 
 
-def notify_desktop(title: str, text: str, urgent: bool) -> bool:
+def start_detached(program: str, args: list[str]) -> bool:
+    """Start ``program`` with ``args`` and do not wait for it (nothing on the GUI thread waits)."""
+    return bool(QProcess.startDetached(program, args)[0])
+
+
+def notify_desktop(
+    title: str,
+    text: str,
+    urgent: bool,
+    *,
+    run: Callable[[str, list[str]], bool] = start_detached,
+    which: Callable[[str], str | None] = shutil.which,
+    platform: str | None = None,
+    desktop: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> bool:
     """A notification through the desktop's notification service (freedesktop Notify over D-Bus, sent by
-    ``notify-send`` or ``gdbus``, started detached so that nothing waits); False where there is neither."""
-    if sys.platform in ("win32", "darwin"):
+    ``notify-send`` or ``gdbus``, started detached so that nothing waits); False where there is neither.
+
+    The keywords are the outside world (tests give their own): the runner, the PATH lookup, ``sys.platform``,
+    Qt's platform plugin and the environment.
+    """
+    if (platform or sys.platform) in ("win32", "darwin"):
         return False  # both have a tray; nothing to fall back to here
-    if QGuiApplication.platformName() in ("offscreen", "minimal"):
+    if (desktop or QGuiApplication.platformName()) in ("offscreen", "minimal"):
         return False  # no desktop on screen to notify
-    if not os.environ.get("DBUS_SESSION_BUS_ADDRESS"):
+    if not (os.environ if environ is None else environ).get("DBUS_SESSION_BUS_ADDRESS"):
         return False  # no session bus: no notification service to reach
-    notify_send = shutil.which("notify-send")
+    notify_send = which("notify-send")
     if notify_send is not None:
         # Critical urgency stays on screen until dismissed (Desktop Notifications Specification).
         urgency = "critical" if urgent else "normal"
-        args = ["-a", "TrailStop", "-u", urgency, title, text]
-        return bool(QProcess.startDetached(notify_send, args)[0])
-    gdbus = shutil.which("gdbus")
+        return run(notify_send, ["-a", "TrailStop", "-u", urgency, title, text])
+    gdbus = which("gdbus")
     if gdbus is not None:
         args = [
             "call", "--session", "--dest", "org.freedesktop.Notifications",
@@ -69,7 +87,7 @@ def notify_desktop(title: str, text: str, urgent: bool) -> bool:
             "--",  # the -1 timeout below is an argument, not an option
             "TrailStop", "0", "trailstop", title, text, "[]", "{}", "-1",
         ]  # fmt: skip
-        return bool(QProcess.startDetached(gdbus, args)[0])
+        return run(gdbus, args)
     return False
 
 

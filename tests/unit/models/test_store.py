@@ -18,7 +18,12 @@ from trailstop_gui.models import db
 from trailstop_gui.models.domain import Product, Side, Status, Tick, TrailRule
 from trailstop_gui.models.engine import StopMoved, StopTriggered, TrailingEngine
 from trailstop_gui.models.lifecycle import IllegalTransition
-from trailstop_gui.models.store import ConcurrentTransition, ProtectionStore, TransitionRequest
+from trailstop_gui.models.store import (
+    ConcurrentTransition,
+    ProtectionEnded,
+    ProtectionStore,
+    TransitionRequest,
+)
 
 INFY = 408065
 
@@ -265,6 +270,41 @@ def test_update_is_journalled(store: ProtectionStore) -> None:
     updated = store.update(p.id, kind="paused", paused=True)
     assert updated.paused
     assert store.events(protection_id=p.id, kinds=["paused"])[0].new == "paused=True"
+
+
+def test_the_entry_order_is_journalled_once_whoever_names_it_first(store: ProtectionStore) -> None:
+    # The pushed order update and the placing reply both name the entry's order (every screenshot's
+    # journal showed "Entry placed" twice with the same id).
+    p = new_protection(store, status=Status.PENDING, stop=None, entry_price=None, filled_quantity=0)
+    recorded = store.record_entry_order(p.id, "E1")
+    assert recorded is not None and recorded.entry_order_id == "E1"
+    assert store.record_entry_order(p.id, "E1") is None
+    assert [e.new for e in store.events(protection_id=p.id, kinds=["entry_placed"])] == ["entry_order_id=E1"]
+
+
+def test_the_entry_order_named_by_two_threads_at_once_is_journalled_once(store: ProtectionStore) -> None:
+    p = new_protection(store, status=Status.PENDING, stop=None, entry_price=None, filled_quantity=0)
+    start = threading.Barrier(4)
+
+    def name_it() -> None:
+        start.wait()
+        store.record_entry_order(p.id, "E7")
+
+    threads = [threading.Thread(target=name_it) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(store.events(protection_id=p.id, kinds=["entry_placed"])) == 1
+    assert store.get(p.id).entry_order_id == "E7"
+
+
+def test_an_ended_protection_takes_no_entry_order(store: ProtectionStore) -> None:
+    p = new_protection(store, status=Status.PENDING, stop=None, entry_price=None, filled_quantity=0)
+    store.transition(p.id, Status.CANCELLED, reason="cancelled")
+    with pytest.raises(ProtectionEnded):
+        store.record_entry_order(p.id, "E2")
+    assert store.get(p.id).entry_order_id is None
 
 
 def test_settings_round_trip(store: ProtectionStore) -> None:
