@@ -151,7 +151,7 @@ def shoot(out: Path) -> None:
     from PySide6.QtCore import QSettings, QTimer
     from PySide6.QtWidgets import QApplication
 
-    app = QApplication([sys.argv[0]])
+    app = QApplication.instance() or QApplication([sys.argv[0]])
     app.setApplicationName("TrailStop")
     from trailstop_gui.models.domain import Product, RuleKind, Side, Status, TrailRule
     from trailstop_gui.models.store import ProtectionStore
@@ -488,7 +488,7 @@ def shoot_order_entry(out: Path, dark: bool) -> None:
     from trailstop_gui.views.order_entry import OrderEntryPanel
     from trailstop_gui.views.settings_dialog import SettingsDialog
 
-    app = QApplication([sys.argv[0]])
+    app = QApplication.instance() or QApplication([sys.argv[0]])
     theme.apply_theme(app, "dark" if dark else "light")
     out.mkdir(parents=True, exist_ok=True)
     sim = start_simulator(seed=3, auto=False, fill_delay=0.0)
@@ -608,10 +608,18 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(rest[0]) if rest else ORDER_ENTRY_OUT if order_entry else DEFAULT_OUT
     if "--display" not in args:
         return run_under_xvfb(out, flags)
-    if order_entry:
-        shoot_order_entry(out, dark="--dark" in flags)
-    else:
-        shoot(out)
+    from PySide6.QtWidgets import QApplication
+
+    from trailstop_gui.event_loop import caller_driven_event_loop
+
+    # The window's broker questions (positions without protection, Protect) are async flows on qasync's
+    # loop, as in the app; this tool spins Qt itself (processEvents), which runs them inside this block.
+    app = QApplication([sys.argv[0]])
+    with caller_driven_event_loop(app):
+        if order_entry:
+            shoot_order_entry(out, dark="--dark" in flags)
+        else:
+            shoot(out)
     return 0
 
 
