@@ -68,7 +68,7 @@ def transitions(data_dir: Path, pid: int) -> list[tuple[str, str, str, str]]:
     """The protection's journalled transitions: (time, from, to, reason)."""
     return db_rows(
         data_dir,
-        "SELECT ts, old, new, message FROM journalevent"
+        "SELECT ts, old, new, message FROM journal_event"
         f" WHERE protection_id = {pid} AND kind = 'transition' ORDER BY id",
     )
 
