@@ -135,6 +135,43 @@ def test_the_panel_charts_mtm_with_its_lock_and_shows_the_breach(
     assert panel.table.columnWidth(1) > width
 
 
+def test_a_trail_step_set_in_the_window_raises_the_lock_and_the_raised_lock_exits(
+    qtbot: QtBot, rig: Rig, baskets: BasketService
+) -> None:
+    long, short = pair(rig)
+    dialog = BasketDialog(baskets)
+    qtbot.addWidget(dialog)
+    dialog.name.setText("trailed")
+    for row in range(dialog.members.count()):
+        dialog.members.item(row).setCheckState(dialog.members.item(row).checkState().Checked)
+    for name, value in (("lock_at", "100"), ("lock_profit", "40"), ("trail_every", "50"), ("trail_by", "25")):
+        dialog.rules[name].setText(value)
+    with qtbot.waitSignal(dialog.accepted):
+        dialog.buttons.button(QDialogButtonBox.StandardButton.Save).click()
+    (basket,) = BasketStore(rig.store).baskets()
+    window = QMainWindow()
+    qtbot.addWidget(window)
+    panel = add_basket_dock(window, baskets)
+    assert isinstance(panel, BasketPanel)
+    entry = rig.store.get(long).entry_price or 0
+    # ~ +180 (the short TCS leg is about flat): 80 above the lock's 100, one step of 50: 40 + 25.
+    rig.sim.set_price("NSE:INFY", entry + 60)
+    qtbot.waitUntil(lambda: BasketStore(rig.store).get(basket.id).lock == 65, timeout=5000)
+    panel.refresh()
+    assert panel.model.data(panel.model.index(0, 3)) == "₹65.00"
+    # ~ +60: above the untrailed lock (40), below the trailed one (65): only the step makes this an exit.
+    rig.sim.set_price("NSE:INFY", entry + 20)
+    qtbot.waitUntil(
+        lambda: BasketStore(rig.store).get(basket.id).status is BasketStatus.EXITED, timeout=15000
+    )
+    rig.wait_status(long, Status.CLOSED)
+    rig.wait_status(short, Status.CLOSED)
+    assert len(rig.sim_orders(rig.store.get(long).exit_tag)) == 1
+    assert len(rig.sim_orders(rig.store.get(short).exit_tag)) == 1
+    panel.refresh()
+    assert panel.model.data(panel.model.index(0, 1)) == "EXITED (lock)"
+
+
 def test_exit_time_and_underlying_from_the_window(qtbot: QtBot, rig: Rig, baskets: BasketService) -> None:
     from tests.services.conftest import control
     from trailstop_gui.models.store import InstrumentRecord

@@ -15,6 +15,7 @@ pass (at most a second), the option trails on its own price.
 from __future__ import annotations
 
 import logging
+from datetime import time
 
 from PySide6.QtCore import QObject, QThreadPool, QTimer
 
@@ -61,6 +62,8 @@ class FileRules(QObject):
         self._timer = QTimer(self)
         self._timer.setInterval(interval_ms)
         self._timer.timeout.connect(self.check_soon)
+        if square_off is not None:
+            square_off.pending_time = self.pending_exit_time
 
     def check_accounts(self) -> None:
         """Every entry names a loaded account; ValueError (naming it) before anything is applied."""
@@ -104,14 +107,38 @@ class FileRules(QObject):
                     applied.append(("underlying", p.id))
         return applied
 
+    def pending_exit_time(self, p: Protection) -> time | None:
+        """The file's time for a protection its passes have not reached yet (None once they have).
+
+        A protection appears (adopted by --auto-protect) up to a pass before its time is stored; a
+        square-off check in between must take this time, not the MIS setting's: with the setting at 15:00
+        and the file at 15:25, a position adopted at 15:10 would otherwise be exited at once.
+        """
+        if ("exit", p.id) in self._done:
+            return None  # stored, or found with a time of its own: that (or the trader's change) holds
+        accounts = self._accounts()
+        for spec in self.rules.timed_exits:
+            if (p.exchange.upper(), p.symbol.upper()) != (spec.exchange, spec.symbol):
+                continue
+            try:
+                account = find_account(spec.account, accounts, f"{spec.exchange}:{spec.symbol}")
+            except ValueError:
+                continue  # told by the pass
+            if account.id == p.account_id:
+                return spec.at
+        return None
+
     # ----------------------------------------------------------------- each kind
 
     def _set_exit_time(self, p: Protection, spec: TimedExitSpec) -> bool:
         assert self.square_off is not None
-        self._done.add(("exit", p.id))
-        if self.square_off.times.get(p.id) is not None:
-            return False  # its own time, set before (by the trader, or by this file before a restart)
-        self.square_off.set_exit_time(p.id, spec.at)
+        try:
+            if self.square_off.times.get(p.id) is not None:
+                return False  # its own time, set before (by the trader, or by this file before a restart)
+            self.square_off.set_exit_time(p.id, spec.at)
+        finally:
+            # Only now: until the time is stored, pending_exit_time answers it for the square-off checks.
+            self._done.add(("exit", p.id))
         log.info("protection %s (%s:%s): exits at %s IST (rules file)", p.id, p.exchange, p.symbol, spec.at)
         return True
 

@@ -77,6 +77,9 @@ class SquareOffService(QObject):
         self._calendar_failed_at: dict[date, float] = {}
         self._lock = threading.Lock()
         self.baskets: BasketService | None = None  # baskets with a square-off time, when wired
+        # A time the protection is about to get (the --baskets file's, before its next pass stores it):
+        # it counts as the protection's own, so that the MIS setting never exits it first.
+        self.pending_time: Callable[[Protection], time | None] | None = None
         self.pool = QThreadPool()
         self.pool.setMaxThreadCount(1)  # checks never overlap
         self._timer = QTimer(self)
@@ -103,8 +106,11 @@ class SquareOffService(QObject):
         self.mis_time = None if at in (None, "") else parse_exit_time(at, "MIS square-off time")
 
     def exit_time(self, p: Protection, own: dict[int, time] | None = None) -> time | None:
-        """The protection's square-off time: its own, else the MIS setting for an MIS protection."""
+        """The protection's square-off time: its own (stored, or pending from the rules file), else the MIS
+        setting for an MIS protection."""
         mine = own.get(p.id) if own is not None else self.times.get(p.id)
+        if mine is None and self.pending_time is not None:
+            mine = self.pending_time(p)
         if mine is not None:
             return mine
         return self.mis_time if p.product is Product.MIS else None

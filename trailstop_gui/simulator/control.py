@@ -15,6 +15,7 @@ from aiohttp import web
 
 from trailstop_gui.simulator import faults as fault_kinds
 from trailstop_gui.simulator import kite_format
+from trailstop_gui.simulator.calendar import EXCHANGES
 from trailstop_gui.simulator.core import Simulator
 from trailstop_gui.simulator.exchange import Order, format_ist
 from trailstop_gui.simulator.faults import FaultError, parse_fault
@@ -245,14 +246,22 @@ class Control:
 
     async def calendar(self, request: web.Request) -> web.Response:
         """Close a day (``{"date": "2026-12-25", "closed": true}``) or give it other hours
-        (``{"date": ..., "open": "18:15", "close": "19:15"}``): Upstox's market timings then say so."""
+        (``{"date": ..., "open": "18:15", "close": "19:15"}``), on every exchange or only on those named
+        (``"exchanges": ["NFO"]``): Upstox's market timings then say so."""
         body = await self._body(request)
         try:
             day = dt.date.fromisoformat(str(body.get("date")))
         except ValueError:
             raise bad_request("`date` must be YYYY-MM-DD") from None
+        exchanges = body.get("exchanges", list(EXCHANGES))
+        if (
+            not isinstance(exchanges, list)
+            or not exchanges
+            or any(exchange not in EXCHANGES for exchange in exchanges)
+        ):
+            raise bad_request(f"`exchanges` must be a non-empty list of {', '.join(EXCHANGES)}")
         if body.get("closed") is True:
-            self.sim.calendar.set_day(day, None)
+            self.sim.calendar.set_day(day, None, exchanges)
         else:
             try:
                 opens = dt.time.fromisoformat(str(body.get("open")))
@@ -261,7 +270,7 @@ class Control:
                 raise bad_request("give `closed: true`, or `open` and `close` as HH:MM") from None
             if closes <= opens:
                 raise bad_request("`close` must be after `open`")
-            self.sim.calendar.set_day(day, (opens, closes))
+            self.sim.calendar.set_day(day, (opens, closes), exchanges)
         return web.json_response({"date": day.isoformat(), "timings": self.sim.calendar.timings(day)})
 
     async def orders(self, request: web.Request) -> web.Response:
