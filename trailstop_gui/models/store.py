@@ -21,6 +21,7 @@ import math
 import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -143,6 +144,12 @@ _MUTABLE = frozenset(
 # The safety stop's own fields: ``update_safety`` may change them even after the protection has ended
 # (a broker-held stop is cleaned up after its protection closed).
 _SAFETY_FIELDS = frozenset(name for name in _MUTABLE if name.startswith("safety_"))
+
+
+def kept_connection() -> AbstractContextManager[None]:
+    """For a pool task: its OS thread's connection, kept from the task before it for the next one
+    (``SerialWriteDatabase.kept_connection``)."""
+    return db.database.kept_connection()
 
 
 def _text(value: object) -> str:
