@@ -32,6 +32,8 @@ import time
 from collections import defaultdict
 from typing import Any
 
+import peewee
+
 # The steps reported, each from one stage to the next (both must have been seen in the round).
 STEPS = (
     ("push", "rx"),
@@ -61,6 +63,7 @@ class StageProbe:
         self.stages: dict[str, int] = {}
         self.rows: dict[str, list[dict[str, float]]] = defaultdict(list)
         self.connects: dict[str, int] = defaultdict(int)
+        self.db_connects: dict[str, int] = defaultdict(int)  # new SQLite connections on the exit thread
         self.offset = 0  # time.time_ns() - perf_counter_ns()
         self.last_rx = 0
         self.message_rx = 0
@@ -107,6 +110,7 @@ class StageProbe:
                     flush=True,
                 )
             print(f"  new TCP connections from the exit thread: {self.connects[phase]}", flush=True)
+            print(f"  new SQLite connections from the exit thread: {self.db_connects[phase]}", flush=True)
             behind = sorted(self.behind_flush[phase])
             if behind:
                 print(
@@ -210,6 +214,13 @@ def install(probe: StageProbe) -> None:
             probe.connects[probe.phase] += 1
 
     _wrap(http.client.HTTPConnection, "connect", before=on_connect)
+
+    def on_db_connect(*_: Any) -> None:
+        # A pool thread's connection used to be opened anew for every job (db_base.kept_connection).
+        if probe.active and probe.exit_thread == threading.get_ident():
+            probe.db_connects[probe.phase] += 1
+
+    _wrap(peewee.SqliteDatabase, "_connect", before=on_db_connect)
 
 
 def main() -> None:

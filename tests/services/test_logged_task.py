@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 
 import pytest
 from PySide6.QtCore import QThreadPool
 
+from tests.factories import protection
+from trailstop_gui.models import db
+from trailstop_gui.models.store import ProtectionStore
 from trailstop_gui.services.logged_task import LoggedTask
 
 
@@ -31,3 +35,26 @@ def test_work_that_succeeds_logs_nothing(caplog: pytest.LogCaptureFixture) -> No
         pool.start(LoggedTask(lambda: done.append(1), "nothing", logging.getLogger("trailstop.test")))
         assert pool.waitForDone(5_000)
     assert done == [1] and caplog.records == []
+
+
+def test_tasks_on_one_pool_thread_keep_one_sqlite_connection(store: ProtectionStore) -> None:
+    # A pool thread gets a new Python thread state (and threading.local) for every task: without
+    # kept_connection peewee opened a new SQLite connection each time (bench/tick_to_exit_stages.py).
+    pid = protection(store).id
+    connections: list[object] = []
+    pool = QThreadPool()
+    pool.setMaxThreadCount(1)
+    log = logging.getLogger("trailstop.test")
+
+    def read() -> None:
+        store.get(pid)
+        connections.append(db.database.connection())
+
+    for _ in range(3):
+        pool.start(LoggedTask(read, "read", log))
+        assert pool.waitForDone(5_000)
+    assert len(connections) == 3 and connections[0] is connections[1] is connections[2]
+    assert connections[0] is not db.database.connection()  # the pool thread's own, not this thread's
+    store.close()  # closes the parked one too: the last connection to close folds the WAL back in
+    with pytest.raises(sqlite3.ProgrammingError):
+        connections[0].execute("SELECT 1")  # type: ignore[attr-defined]

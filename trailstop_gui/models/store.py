@@ -21,13 +21,14 @@ import math
 import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import peewee as pw
 
-from trailstop_gui.models import db
+from trailstop_gui.models import db, prepared_sql
 from trailstop_gui.models.account_store import AccountRecord, AccountRepository
 from trailstop_gui.models.domain import (
     SAFETY_BUFFER_PERCENT,
@@ -143,6 +144,12 @@ _MUTABLE = frozenset(
 # The safety stop's own fields: ``update_safety`` may change them even after the protection has ended
 # (a broker-held stop is cleaned up after its protection closed).
 _SAFETY_FIELDS = frozenset(name for name in _MUTABLE if name.startswith("safety_"))
+
+
+def kept_connection() -> AbstractContextManager[None]:
+    """For a pool task: its OS thread's connection, kept from the task before it for the next one
+    (``SerialWriteDatabase.kept_connection``)."""
+    return db.database.kept_connection()
 
 
 def _text(value: object) -> str:
@@ -333,7 +340,7 @@ class ProtectionStore:
         return tag
 
     def get(self, protection_id: int) -> Protection:
-        row = db.ProtectionRow.get_or_none(db.ProtectionRow.id == protection_id)
+        row = prepared_sql.by_id(self._db, protection_id)  # on the tick path: its SQL written once
         if row is None:
             raise KeyError(f"protection {protection_id} does not exist")
         return self._with_pending(self._protection(row))
@@ -365,12 +372,14 @@ class ProtectionStore:
 
     def ended_since(self, account_id: int, since: datetime) -> list[Protection]:
         """The account's protections that ended at or after ``since`` (local time, as stored)."""
-        query = db.ProtectionRow.select().where(
-            (db.ProtectionRow.account == account_id)
-            & db.ProtectionRow.status.in_([s.value for s in TERMINAL])
-            & (db.ProtectionRow.closed_at >= since)
+        ended = [s.value for s in TERMINAL]
+        rows = prepared_sql.select(
+            self._db,
+            f'"account_id" = ? AND "status" IN ({", ".join("?" * len(ended))}) AND "closed_at" >= ?'
+            ' ORDER BY "id"',
+            (account_id, *ended, prepared_sql.db_value(db.ProtectionRow.closed_at, since)),
         )
-        return [self._with_pending(self._protection(row)) for row in query.order_by(db.ProtectionRow.id)]
+        return [self._with_pending(self._protection(row)) for row in rows]
 
     def live(self, account_id: int | None = None) -> list[Protection]:
         """Protections that still need attention: what a restart resumes."""
@@ -384,23 +393,15 @@ class ProtectionStore:
         the protections on one position, which the caller narrows. An exit job reads this while TRIGGERED
         commits on the feed thread: every row it builds holds the interpreter, and ``live()`` builds them
         all (60 protections: 2-10 ms that the commit then waited for, bench/tick_to_exit_stages.py)."""
-        row = db.ProtectionRow
-        query = (
-            row.select()
-            .where(
-                (row.account == account_id)
-                & row.status.in_([s.value for s in LIVE])
-                & (row.product == product)
-                & (row.side == side)
-                & (
-                    (row.instrument == instrument)
-                    | (row.symbol == name)
-                    | row.instrument.endswith(f"|{name}")
-                )
-            )
-            .order_by(row.id)
+        live = [s.value for s in LIVE]
+        rows = prepared_sql.select(
+            self._db,
+            f'"account_id" = ? AND "status" IN ({", ".join("?" * len(live))}) AND "product" = ?'
+            ' AND "side" = ? AND ("instrument" = ? OR "symbol" = ? OR "instrument" LIKE ? ESCAPE ?)'
+            ' ORDER BY "id"',
+            (account_id, *live, product, side, instrument, name, prepared_sql.like_pattern(f"|{name}"), "\\"),
         )
-        return [self._with_pending(self._protection(r)) for r in query]
+        return [self._with_pending(self._protection(r)) for r in rows]
 
     def transition(
         self,
@@ -491,7 +492,7 @@ class ProtectionStore:
         pending: tuple[float, float, float | None] | None,
     ) -> int:
         """One compare-and-set transition inside the caller's transaction; returns the account id."""
-        row = db.ProtectionRow.get_or_none(db.ProtectionRow.id == protection_id)
+        row = prepared_sql.by_id(self._db, protection_id)  # the tick path's commit: SQL written once
         if row is None:
             raise KeyError(f"protection {protection_id} does not exist")
         current = Status(row.status)
@@ -516,11 +517,7 @@ class ProtectionStore:
         if target in TERMINAL:
             values["closed_at"] = values["updated_at"]
         # Compare-and-set on the status: two threads racing OPEN -> TRIGGERED cannot both win.
-        changed = (
-            db.ProtectionRow.update(**values)
-            .where((db.ProtectionRow.id == protection_id) & (db.ProtectionRow.status == current.value))
-            .execute()
-        )
+        changed = prepared_sql.update(self._db, protection_id, values, status=current.value)
         if changed != 1:
             raise ConcurrentTransition(f"protection {protection_id}: changed by another thread")
         # Every write of the stop is journalled, so that the journal's chain of stops has no gap: the
@@ -848,8 +845,9 @@ class ProtectionStore:
         price: float | None,
         message: str = "",
     ) -> None:
-        db.JournalEvent.create(
-            protection=protection_id,
+        prepared_sql.insert_event(
+            db.database,
+            protection_id=protection_id,
             account_id=account_id,
             kind=kind,
             old=_describe(old),

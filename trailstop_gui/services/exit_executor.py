@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 
-from trailstop_gui.models.store import ProtectionStore
+from trailstop_gui.models.store import ProtectionStore, kept_connection
 from trailstop_gui.services.brokers.base import Broker
 from trailstop_gui.services.exit_jobs import ExitJobs, RetryPolicy, TriggerGate
 
@@ -68,7 +68,8 @@ class _Task(QRunnable):
         self.work = work
 
     def run(self) -> None:
-        self.work()
+        with kept_connection():  # not a new SQLite connection for every exit job
+            self.work()
 
 
 class _PoolRunner:

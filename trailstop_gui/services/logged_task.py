@@ -8,6 +8,8 @@ from collections.abc import Callable
 
 from PySide6.QtCore import QRunnable
 
+from trailstop_gui.models.store import kept_connection
+
 
 class LoggedTask(QRunnable):
     """Runs ``fn`` on a pool; an exception is logged to ``log`` as "<what> failed", with its traceback."""
@@ -18,6 +20,7 @@ class LoggedTask(QRunnable):
 
     def run(self) -> None:
         try:
-            self.fn()
+            with kept_connection():  # not a new SQLite connection for every task (a reconcile's)
+                self.fn()
         except Exception:
             self.log.exception("%s failed", self.what)
