@@ -87,7 +87,10 @@ class SafetyRig(Rig):
         assert len(held) == 1, held
         return float(held[0].get("trigger_price") or held[0].get("trigger"))
 
-    def wait_held_at_target(self, pid: int, timeout: float = 10.0) -> float:
+    def wait_held_at_target(self, pid: int, timeout: float = 10.0, near: float | None = None) -> float:
+        """The broker stop's level once it is held at its target; ``near``: a target the stop has moved
+        to (the manager may not have taken up the stop's latest move yet, and the old target is met)."""
+
         def ok() -> bool:
             p = self.store.get(pid)
             return (
@@ -95,6 +98,7 @@ class SafetyRig(Rig):
                 and p.safety_target is not None
                 and p.safety_level == p.safety_target
                 and self.held_level(pid) == p.safety_level
+                and (near is None or abs(p.safety_target - near) <= 0.051)
             )
 
         wait_until(ok, timeout, f"protection {pid}'s safety stop at its target", self.qtbot)
@@ -165,7 +169,11 @@ def trail_to(rig: SafetyRig, pid: int, ltp: float) -> float:
     before = rig.store.get(pid).stop
     price(rig, ltp)
     wait_until(lambda: rig.store.get(pid).stop != before, what="the stop to trail", qtbot=rig.qtbot)
-    return rig.wait_held_at_target(pid)
+    stop = rig.store.get(pid).stop
+    assert stop is not None
+    # 1 % below the stop, on the grid (as the first level); found under load in CI: right after the stop
+    # trailed, the manager still held its previous target, which the old wait took for the new one.
+    return rig.wait_held_at_target(pid, near=stop - max(stop * 0.01, 5 * 0.05))
 
 
 def test_safety_follows_the_trail_past_the_threshold_and_not_faster_than_the_interval(
