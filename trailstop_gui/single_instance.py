@@ -160,10 +160,19 @@ class SingleInstance(QObject):
     def _on_new_connection(self) -> None:
         assert self._server is not None
         while (socket := self._server.nextPendingConnection()) is not None:
-            socket.readyRead.connect(lambda s=socket: self._on_request(s))
+            # A bound slot, not a lambda holding ``self``: such a lambda, kept by the connection of this
+            # object's own grandchild, kept this object alive until the socket was deleted, and then its
+            # last reference went inside the socket's destructor, deleting its ancestors mid-destructor (a
+            # segfault in processEvents, seen once in the test suite).
+            socket.readyRead.connect(self._on_ready_read)
             socket.disconnected.connect(socket.deleteLater)
             if socket.bytesAvailable():
                 self._on_request(socket)
+
+    def _on_ready_read(self) -> None:
+        socket = self.sender()
+        if isinstance(socket, QLocalSocket):
+            self._on_request(socket)
 
     def _on_request(self, socket: QLocalSocket) -> None:
         if not socket.canReadLine():

@@ -6,15 +6,18 @@ instance and keeps its event loop turning (qtbot.waitUntil) so it can answer.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import subprocess
 import sys
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from PySide6.QtNetwork import QLocalServer, QLocalSocket
 from PySide6.QtWidgets import QMainWindow
 from pytestqt.qtbot import QtBot
 
@@ -141,6 +144,32 @@ def test_a_window_start_beside_a_headless_instance_does_not_open_a_second_one(
         instance.release()
     assert code == ALREADY_RUNNING
     assert "--headless" in lines[1]
+
+
+def test_an_instance_released_with_a_connection_open_is_freed_at_once(qtbot: QtBot, tmp_path: Path) -> None:
+    """Nothing of its own keeps the running instance alive: a slot holding it, kept by a connected socket's
+    connection, freed it only when that socket was deleted, from inside the socket's destructor, deleting
+    its ancestors there (a worker's segfault in processEvents)."""
+    instance = SingleInstance(tmp_path, headless=True)
+    assert instance.claim(patience=0)
+    instance.listen()
+    server = instance._server
+    assert server is not None
+    client = QLocalSocket()
+    client.connectToServer(instance.name)
+    assert client.waitForConnected(2000)
+
+    def accepted(server: QLocalServer = server) -> bool:
+        return len(server.findChildren(QLocalSocket)) == 1 and not server.hasPendingConnections()
+
+    qtbot.waitUntil(accepted)
+    instance.release()
+    gone = weakref.ref(instance)
+    del instance, server
+    gc.collect()
+    assert gone() is None
+    client.disconnectFromServer()
+    qtbot.wait(100)  # the other end's disconnect reaches nothing
 
 
 def test_after_release_the_next_start_runs(qtbot: QtBot, tmp_path: Path) -> None:
