@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +17,9 @@ import requests
 from kiteconnect import KiteConnect
 
 from tests.services.conftest import control
-from trailstop_gui.simulator.runner import SimulatorHandle, start_simulator
+from trailstop_gui.simulator.runner import SimulatorHandle
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def simulator() -> Iterator[SimulatorHandle]:
-    handle = start_simulator(seed=3, auto=False, fill_delay=0.0)
-    yield handle
-    handle.stop()
 
 
 class App:
@@ -110,6 +102,14 @@ def db_rows(data_dir: Path, sql: str) -> list[tuple[Any, ...]]:
         return conn.execute(sql).fetchall()
     finally:
         conn.close()
+
+
+def wait_rows(data_dir: Path, sql: str, expected: list[tuple[object, ...]], timeout: float = 20.0) -> None:
+    """Until the rows ``sql`` reads from the app's database, sorted, are ``expected``."""
+    deadline = time.monotonic() + timeout
+    while sorted(db_rows(data_dir, sql)) != expected:
+        assert time.monotonic() < deadline, db_rows(data_dir, sql)
+        time.sleep(0.05)
 
 
 def exits_with_tags(sim: SimulatorHandle, tags: set[str]) -> list[dict[str, Any]]:

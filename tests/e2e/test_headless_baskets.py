@@ -4,23 +4,14 @@ from __future__ import annotations
 
 import json
 import signal
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_headless import App, control, db_rows, exits_with_tags, kite_client
-from trailstop_gui.simulator.runner import SimulatorHandle, start_simulator
+from tests.e2e.test_headless import App, control, db_rows, exits_with_tags, kite_client, wait_rows
+from trailstop_gui.simulator.runner import SimulatorHandle
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def simulator() -> Iterator[SimulatorHandle]:
-    handle = start_simulator(seed=3, auto=False, fill_delay=0.0)
-    yield handle
-    handle.stop()
 
 
 def basket_file(tmp_path: Path, max_loss: float | None, **lock: float) -> Path:
@@ -65,13 +56,6 @@ def open_pair(sim: SimulatorHandle) -> None:
 def member_exits(sim: SimulatorHandle, data_dir: Path) -> dict[str, list[dict[str, object]]]:
     rows = db_rows(data_dir, "SELECT symbol, exit_tag FROM protection")
     return {symbol: exits_with_tags(sim, {tag}) for symbol, tag in rows}
-
-
-def wait_rows(data_dir: Path, sql: str, expected: list[tuple[object, ...]], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while sorted(db_rows(data_dir, sql)) != expected:
-        assert time.monotonic() < deadline, db_rows(data_dir, sql)
-        time.sleep(0.05)
 
 
 def test_a_basket_from_a_file_exits_both_members_once(simulator: SimulatorHandle, tmp_path: Path) -> None:

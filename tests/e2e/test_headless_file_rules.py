@@ -4,32 +4,16 @@ simulator: both reach the positions auto-protect adopts, and the option exits on
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_headless import App, control, db_rows, exits_with_tags, kite_client
-from trailstop_gui.simulator.runner import SimulatorHandle, start_simulator
+from tests.e2e.test_headless import App, control, db_rows, exits_with_tags, kite_client, wait_rows
+from trailstop_gui.simulator.runner import SimulatorHandle
 
 pytestmark = pytest.mark.slow
 
 UNDERLYING_JOIN = "FROM underlying_rule u JOIN protection p ON p.id = u.protection_id"
-
-
-@pytest.fixture
-def simulator() -> Iterator[SimulatorHandle]:
-    handle = start_simulator(seed=3, auto=False, fill_delay=0.0)
-    yield handle
-    handle.stop()
-
-
-def wait_rows(data_dir: Path, sql: str, expected: list[tuple[object, ...]], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while sorted(db_rows(data_dir, sql)) != expected:
-        assert time.monotonic() < deadline, db_rows(data_dir, sql)
-        time.sleep(0.05)
 
 
 def test_timed_exits_and_a_stop_on_the_underlying_from_the_file(

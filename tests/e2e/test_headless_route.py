@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_headless import App, buy_outside, control, db_rows, exits_with_tags, simulator  # noqa: F401
+from tests.e2e.test_headless import App, buy_outside, control, db_rows, exits_with_tags
 from tests.proxies import ROUTE_ADDRESS, HttpProxy, loopback_alias_works
 from trailstop_gui.models.store import ProtectionStore
 from trailstop_gui.runtime import _sim_account
@@ -36,7 +36,7 @@ def position_then_register(sim: SimulatorHandle) -> None:
     control(sim, "ips", {"ips": [ROUTE_ADDRESS]})
 
 
-def test_headless_exits_through_the_stored_route(simulator: SimulatorHandle, tmp_path: Path) -> None:  # noqa: F811
+def test_headless_exits_through_the_stored_route(simulator: SimulatorHandle, tmp_path: Path) -> None:
     position_then_register(simulator)
     with HttpProxy() as proxy:
         store_route(tmp_path, simulator, parse_route(proxy.url))
@@ -56,7 +56,7 @@ def test_headless_exits_through_the_stored_route(simulator: SimulatorHandle, tmp
 
 
 def test_headless_direct_from_an_unregistered_ip_names_the_refusal(
-    simulator: SimulatorHandle,  # noqa: F811
+    simulator: SimulatorHandle,
     tmp_path: Path,
 ) -> None:
     position_then_register(simulator)
@@ -78,7 +78,7 @@ def test_headless_direct_from_an_unregistered_ip_names_the_refusal(
 
 
 def test_headless_exit_refused_after_the_ip_moved_is_named_shown_and_fills_once_it_is_back(
-    simulator: SimulatorHandle,  # noqa: F811
+    simulator: SimulatorHandle,
     tmp_path: Path,
 ) -> None:
     # The check passes at start (this machine's IP is registered); later in the day the registered IP

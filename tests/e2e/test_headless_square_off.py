@@ -11,34 +11,18 @@ ends a little later: the option's square-off comes some seconds into the test, a
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_headless import App, control, db_rows, exits_with_tags, kite_client
+from tests.e2e.test_headless import App, control, db_rows, exits_with_tags, kite_client, wait_rows
 from trailstop_gui.models.square_off import IST, LEAD_BEFORE_CLOSE
 from trailstop_gui.models.store import ProtectionStore
 from trailstop_gui.settings import Settings, save_settings
-from trailstop_gui.simulator.runner import SimulatorHandle, start_simulator
+from trailstop_gui.simulator.runner import SimulatorHandle
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def simulator() -> Iterator[SimulatorHandle]:
-    handle = start_simulator(seed=3, auto=False, fill_delay=0.0)
-    yield handle
-    handle.stop()
-
-
-def wait_rows(data_dir: Path, sql: str, expected: list[tuple[object, ...]], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while sorted(db_rows(data_dir, sql)) != expected:
-        assert time.monotonic() < deadline, db_rows(data_dir, sql)
-        time.sleep(0.05)
 
 
 def sessions_for_today(simulator: SimulatorHandle, nfo_delay: timedelta) -> datetime:

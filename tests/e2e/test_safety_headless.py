@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_headless import App, buy_outside, control, db_rows, exits_with_tags, simulator  # noqa: F401
+from tests.e2e.test_headless import App, buy_outside, control, db_rows, exits_with_tags
 from trailstop_gui.simulator.runner import SimulatorHandle
 
 pytestmark = pytest.mark.slow
@@ -24,7 +24,7 @@ def wait_rows(data_dir: Path, sql: str, expected: list[tuple[object, ...]], time
 
 @pytest.mark.parametrize("product", ["MIS", "CNC"])
 def test_sigkill_then_the_broker_held_stop_fills_and_restart_sends_nothing(
-    simulator: SimulatorHandle,  # noqa: F811
+    simulator: SimulatorHandle,
     tmp_path: Path,
     product: str,
 ) -> None:
