@@ -74,36 +74,18 @@ def gui(simulator: SimulatorHandle, tmp_path: Path, qtbot: QtBot) -> Iterator[Gu
 
 
 def test_row_trails_triggers_and_closes_with_tray_alerts(gui: GuiRig, qtbot: QtBot) -> None:
-    account_id = gui.session.account_id
-    qtbot.waitUntil(lambda: gui.window.account_bar.state(account_id) == "live", timeout=10_000)
-    instruments = requests.get(f"{gui.sim.url}/_sim/instruments", timeout=5).json()
-    infy = next(i for i in instruments if i["symbol"] == "NSE:INFY")
-    gui.sim.set_price("NSE:INFY", 1500.0, bid=1499.95, ask=1500.05)
-
-    p = gui.service.place_entry(
-        EntryRequest(
-            account_id=account_id,
-            instrument=infy["kite_token"],
-            symbol=infy["tradingsymbol"],
-            exchange="NSE",
-            side=Side.BUY,
-            quantity=3,
-            product=Product.CNC,
-            tick_size=0.05,
-            rule=TrailRule.percent(2.0),
-        )
-    )
+    pid = enter_infy(gui, qtbot)
     model = gui.window.model
 
     def row() -> Any:
-        r = model.row_for(p.id)
+        r = model.row_for(pid)
         assert r is not None
         return r
 
     qtbot.waitUntil(lambda: row().state is RowState.ARMED, timeout=10_000)
     assert row().entry == pytest.approx(1500.0, abs=0.1)
-    assert gui.window.positions.select_pid(p.id)
-    assert gui.window.detail.pid == p.id
+    assert gui.window.positions.select_pid(pid)
+    assert gui.window.detail.pid == pid
     first_stop = row().stop
 
     gui.sim.set_price("NSE:INFY", 1560.0, bid=1559.95, ask=1560.05)
@@ -128,7 +110,7 @@ def test_row_trails_triggers_and_closes_with_tray_alerts(gui: GuiRig, qtbot: QtB
     assert gui.window.detail.chart.trigger.at(0).y() == pytest.approx(1520.0)
     assert gui.window.counts_label.text() == "No active protections"
     # The ended protection stays in view, greyed, with its realised P&L.
-    assert gui.window.positions.selected_pid() == p.id
+    assert gui.window.positions.selected_pid() == pid
     assert gui.window.positions.proxy.index(0, 9).data() == "Closed"
 
 

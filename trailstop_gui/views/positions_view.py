@@ -706,8 +706,7 @@ class PositionsView(QWidget):
             for p in self.store.protections()
             if p.status not in TERMINAL or (p.closed_at is not None and p.closed_at.date() == today)
         ]
-        for account_id in {p.account_id for p in protections} | set(self._feed_problems):
-            self.model.set_not_watched(account_id, self._watch_problem(account_id))
+        self._mark_watch({p.account_id for p in protections} | set(self._feed_problems))
         self.model.load(protections)
         self._fit_columns()
         self._update_safety_column()
@@ -754,8 +753,14 @@ class PositionsView(QWidget):
 
     def refresh_watch(self) -> None:
         """Mark again which rows are watched, after accounts were added or removed."""
-        for account_id in {row.account_id for row in self.model.rows_view()}:
-            self._show_watch(account_id)
+        self._mark_watch({row.account_id for row in self.model.rows_view()})
+        self._fit_columns()
+        self._update_counts()
+        self._update_actions()
+
+    def _mark_watch(self, account_ids: set[int]) -> None:
+        for account_id in account_ids:
+            self.model.set_not_watched(account_id, self._watch_problem(account_id))
 
     def _on_session_state_changed(self, account_id: int, state: str) -> None:
         self._feed_problems[account_id] = not_watched_reason(state) or ""
