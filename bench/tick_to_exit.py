@@ -248,8 +248,21 @@ def main(probe: Any = None) -> None:
                 pump(lambda pid=pid: store.get(pid).status is Status.CLOSED)
             return samples, trips, paths
 
+        def bare_round_trips(rounds: int = 40) -> list[float]:
+            """Round trips (ms) of a request the simulator answers at once (an unknown path's 404): what
+            the latency fault itself costs, the instrument's own error beside its nominal figure."""
+            times = []
+            for _ in range(rounds):
+                started = time.perf_counter()
+                http.get(f"{info['http']}/latency-probe", timeout=5)
+                times.append((time.perf_counter() - started) * 1000)
+                time.sleep(0.01)
+            return times
+
         samples, _, _ = measure(ROUNDS, "loopback")
+        bare = bare_round_trips()
         control("fault", {"fault": "latency", "seconds": LATENCY_MS / 1000})
+        bare_late = bare_round_trips()
         # Today's path first (the exit sized by a positions read), then the live position book's, in one
         # run under the same latency: the book's figure stands beside its baseline.
         service.position_book = False
@@ -284,6 +297,12 @@ def main(probe: Any = None) -> None:
                 f"{LATENCY_ROUNDS} exits, so a floor of {trips * LATENCY_MS:g} ms)",
                 flush=True,
             )
+        print(
+            f"the latency fault alone: a request's round trip p50 {statistics.median(bare_late):.1f} ms, "
+            f"p99 {percentile(bare_late, 99):.1f} ms (nominal {LATENCY_MS} ms; on loopback p50 "
+            f"{statistics.median(bare):.1f} ms, p99 {percentile(bare, 99):.1f} ms)",
+            flush=True,
+        )
         if probe is not None:
             probe.report()
     finally:

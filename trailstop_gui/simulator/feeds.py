@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 
 from aiohttp import WSMsgType, web
 
+from trailstop_gui.simulator import wire_delay
+
 if TYPE_CHECKING:
     from trailstop_gui.simulator.faults import Faults
 
@@ -81,9 +83,8 @@ class FeedConnection:
                 return
             frame, due = item
             # A fixed delay per frame, not a rate: frames queued behind it are already due when it leaves.
-            wait = due - self._faults.now() if due else 0.0
-            if wait > 0:
-                await asyncio.sleep(wait)
+            if due and due > self._faults.now():
+                await wire_delay.wait_until(due, self._faults.now)
                 if self.ws.closed:
                     return
             try:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from trailstop_gui.simulator import control, kite, static_ip, upstox
+from trailstop_gui.simulator import control, kite, static_ip, upstox, wire_delay
 from trailstop_gui.simulator.core import Simulator
 from trailstop_gui.simulator.faults import HTTP_FAULT, LOST_REPLY, MALFORMED, SLOW, RequestFault, malform
 from trailstop_gui.simulator.http_util import SIM_KEY, BrokerError, render_error
@@ -64,7 +64,7 @@ async def _faults(request: web.Request, handler: Callable[[web.Request], object]
     # and the answer takes the other half to come back. Read once, so a request pays what it started with.
     one_way = faults.one_way
     if one_way:
-        await asyncio.sleep(one_way)
+        await wire_delay.delay(one_way)
     slow = faults.take_request_fault(SLOW, request.method, request.path)
     error = faults.take_request_fault(HTTP_FAULT, request.method, request.path)
     malformed = faults.take_request_fault(MALFORMED, request.method, request.path)
@@ -74,7 +74,12 @@ async def _faults(request: web.Request, handler: Callable[[web.Request], object]
     if error is not None and error.phase == "before":
         await _way_back(one_way)
         return _fault_response(request, error)
-    response: web.StreamResponse = await handler(request)  # type: ignore[misc]
+    try:
+        response: web.StreamResponse = await handler(request)  # type: ignore[misc]
+    except Exception:
+        # A refusal raised by the handler (a BrokerError, a 404) is an answer too: it takes the way back.
+        await _way_back(one_way)
+        raise
     if isinstance(response, web.WebSocketResponse):
         return response
     if slow is not None and slow.phase == "after":
@@ -94,7 +99,7 @@ async def _faults(request: web.Request, handler: Callable[[web.Request], object]
 
 async def _way_back(one_way: float) -> None:
     if one_way:
-        await asyncio.sleep(one_way)
+        await wire_delay.delay(one_way)
 
 
 def _malformed_response(response: web.StreamResponse, fault: RequestFault) -> web.StreamResponse:

@@ -90,6 +90,15 @@ def test_an_injected_error_pays_the_round_trip_too(
     assert time.monotonic() - started >= LATENCY
 
 
+def test_a_refusal_the_broker_raises_pays_the_round_trip_too(simulator: SimulatorHandle) -> None:
+    """An answer raised by the handler (here a 404 for a path no API has) comes back the same way."""
+    _fault(simulator, fault="latency", seconds=LATENCY)
+    started = time.monotonic()
+    response = requests.get(f"{simulator.url}/no-such-path", timeout=5)
+    assert response.status_code == 404
+    assert time.monotonic() - started >= LATENCY
+
+
 def test_clearing_the_fault_makes_the_line_fast_again(
     simulator: SimulatorHandle, kite_client: KiteConnect
 ) -> None:
