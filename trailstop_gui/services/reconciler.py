@@ -285,13 +285,19 @@ class Reconciler:
         """Every OPEN, unpaused protection must be armed in its feed: re-arm any that is not.
 
         A trigger or a manual exit whose commit failed used to leave its protection OPEN and unwatched.
+        One that became OPEN (or changed) after the feed's armed set was read is left to the next reconcile:
+        whoever opened it arms it, and an adoption made between that read and the store's was being "armed
+        again" (a warning in every bench.tick_to_exit run, which adopts a position a second).
         """
+        checked_at = datetime.now()  # the store's clock for updated_at
         armed = self.hooks.armed(account_id)
         if armed is None:
             return
         settled = {*report.filled, *report.adopted}
         for p in self.store.protections([Status.OPEN], account_id):
             if p.paused or p.entry_price is None or p.id in armed or p.id in settled:
+                continue
+            if p.updated_at > checked_at:
                 continue
             with self._isolated(p, report):
                 log.warning("protection %s: OPEN but not armed in its feed; arming it again", p.id)

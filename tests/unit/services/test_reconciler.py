@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -304,6 +304,28 @@ def test_an_open_protection_missing_from_the_feed_is_armed_again(store: Protecti
     assert report.rearmed == [lost.id] and calls.armed == [lost.id]
     calls.in_feed = {watched.id, lost.id}
     assert reconciler.reconcile(account_id, broker).rearmed == []  # type: ignore[arg-type]
+
+
+def test_a_protection_opened_after_the_feed_was_read_is_left_to_whoever_opened_it(
+    store: ProtectionStore,
+) -> None:
+    """An adoption between the reconciler's read of the armed set and its read of the store: the adoption
+    arms it itself; the reconciler must not arm it a second time (nor warn that it was lost)."""
+    reconciler, calls, account_id = rig(store)
+    adopted: list[Protection] = []
+
+    def armed_then_adopted(_account: int) -> set[int]:
+        adopted.append(open_long(store, account_id, 5))
+        return set()
+
+    reconciler.hooks = replace(reconciler.hooks, armed=armed_then_adopted)
+    broker = FakeBroker()
+    broker.net = 5
+    report = reconciler.reconcile(account_id, broker)  # type: ignore[arg-type]
+    assert len(adopted) == 1 and report.rearmed == [] and calls.armed == []
+    # Still not armed at the next reconcile (its arm really was lost): armed again then.
+    reconciler.hooks = replace(reconciler.hooks, armed=lambda _account: set())
+    assert reconciler.reconcile(account_id, broker).rearmed == [adopted[0].id]  # type: ignore[arg-type]
 
 
 # ----------------------------------------------------------------------------- item 5: one bad protection
