@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from PySide6.QtCore import QCoreApplication, QEvent, QTimer
 from pytestqt.qtbot import QtBot
 
 from tests.factories import FakeBroker, protection
@@ -322,6 +323,24 @@ def test_a_feed_down_alert_comes_only_if_the_feed_stays_down(
     rig.qtbot.waitUntil(lambda: AlertKind.FEED_DOWN in rig.kinds(), timeout=5000)
     assert rig.kinds().count(AlertKind.FEED_DOWN) == 1
     assert states == [(rig.account_id, s) for s in ("reconnecting", "live", "reconnecting")]
+
+
+def test_feed_drops_leave_no_timers_behind(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each drop starts a timer for its alert; a day of reconnects must not pile them up in the service."""
+    monkeypatch.setattr(protection_service, "FEED_DOWN_ALERT_MS", 20)
+
+    def timers() -> int:
+        QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+        return len(rig.service.findChildren(QTimer))
+
+    before = timers()
+    for _ in range(5):  # back before the alert is due
+        rig.session._on_feed_state("reconnecting", "")
+        rig.session._on_feed_state("live", "")
+    rig.session._on_feed_state("reconnecting", "")  # and once long enough for the alert
+    rig.qtbot.waitUntil(lambda: AlertKind.FEED_DOWN in rig.kinds(), timeout=5000)
+    rig.session._on_feed_state("live", "")
+    assert timers() == before
 
 
 def pending_entry(rig: Rig) -> Protection:

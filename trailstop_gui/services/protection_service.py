@@ -1082,10 +1082,14 @@ class ProtectionService(QObject):
                 timer.start(FEED_DOWN_ALERT_MS)
                 self._feed_down[account_id] = timer
         elif state == SessionState.LIVE.value and account_id in self._feed_down:
-            self._feed_down.pop(account_id).stop()
+            timer = self._feed_down.pop(account_id)
+            timer.stop()
+            timer.deleteLater()  # a child of the service: kept for the app's life otherwise, one per drop
 
     def _feed_still_down(self, account_id: int) -> None:
-        self._feed_down.pop(account_id, None)
+        timer = self._feed_down.pop(account_id, None)
+        if timer is not None:
+            timer.deleteLater()
         session = self.sessions[account_id]
         if session.state in (SessionState.RECONNECTING, SessionState.STALE):
             self.notifier.notify(
