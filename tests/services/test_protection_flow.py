@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -16,7 +17,9 @@ from trailstop_gui.models.store import ProtectionStore
 from trailstop_gui.services.brokers.base import OrderRequest, OrderType
 from trailstop_gui.services.exit_executor import RetryPolicy
 from trailstop_gui.services.notifier import AlertKind
-from trailstop_gui.services.protection_service import EntryRequest, ProtectionService
+from trailstop_gui.services.position_book import POSITIONS_LAG
+from trailstop_gui.services.protection_service import BOOK_RECHECK_SECONDS, EntryRequest, ProtectionService
+from trailstop_gui.services.reconciler import FLAT_CONFIRM_SECONDS
 from trailstop_gui.services.secrets import SecretStore
 from trailstop_gui.simulator.runner import SimulatorHandle
 
@@ -30,6 +33,28 @@ def wait_until(predicate, timeout: float = 10.0, what: str = "condition", qtbot:
             qtbot.wait(20)
         else:
             time.sleep(0.02)
+
+
+# The app's flat confirmation (a flat read is read again 2 s on: RetryPolicy.flat_confirm and
+# reconciler.FLAT_CONFIRM_SECONDS) at a quarter of its size: most tests only wait it out.
+FLAT_CONFIRM = 0.5
+RIG_POLICY = RetryPolicy(
+    attempts=6,
+    initial_delay=0.05,
+    max_delay=0.2,
+    poll_interval=0.05,
+    lookup_window=1.5,
+    flat_confirm=FLAT_CONFIRM,
+)
+# A test whose simulator positions trail the fills by 1.5 s keeps the app's 2 s: the second read must
+# outwait that lag, and the lag must outlast the first read even on a loaded machine.
+BOOK_LAG_POLICY = replace(RIG_POLICY, flat_confirm=FLAT_CONFIRM_SECONDS)
+app_flat_confirm = pytest.mark.parametrize("rig_policy", [BOOK_LAG_POLICY], ids=["app-flat-confirm"])
+
+
+def book_recheck(policy: RetryPolicy) -> float:
+    """The book's re-read delay in the proportion to the positions lag that the app keeps (2 s of 5 s)."""
+    return BOOK_RECHECK_SECONDS * policy.positions_lag / POSITIONS_LAG
 
 
 class Rig:
@@ -48,12 +73,9 @@ class Rig:
         self.session = sim_session(
             store, sim, broker, label=broker, secrets=self.secrets, **quick_reconnects()
         )
+        policy = policy or RIG_POLICY
         self.service = ProtectionService(
-            store,
-            retry_policy=policy
-            or RetryPolicy(
-                attempts=6, initial_delay=0.05, max_delay=0.2, poll_interval=0.05, lookup_window=1.5
-            ),
+            store, retry_policy=policy, book_recheck_seconds=book_recheck(policy)
         )
         self.alerts: list[Any] = []
         self.service.notifier.alerted.connect(self.alerts.append)

@@ -14,7 +14,14 @@ from pytestqt.qtbot import QtBot
 
 from tests.factories import quick_reconnects, sim_session
 from tests.services.conftest import control
-from tests.services.test_protection_flow import Rig, enter, wait_until
+from tests.services.test_protection_flow import (
+    RIG_POLICY,
+    Rig,
+    app_flat_confirm,
+    book_recheck,
+    enter,
+    wait_until,
+)
 from trailstop_gui.models.domain import Product, SafetyKind, SafetyState, Side, Status, TrailRule
 from trailstop_gui.models.store import AccountRecord, ProtectionStore
 from trailstop_gui.services.brokers.base import OrderRequest, OrderType
@@ -44,9 +51,10 @@ class SafetyRig(Rig):
         broker: str,
         qtbot: QtBot,
         account: AccountRecord | None = None,
+        policy: RetryPolicy | None = None,
     ) -> None:
         if account is None:
-            super().__init__(sim, store, broker, qtbot)
+            super().__init__(sim, store, broker, qtbot, policy=policy)
         else:
             self._start_on(sim, store, broker, qtbot, account)
         self.service.safety.policy = POLICY
@@ -62,10 +70,9 @@ class SafetyRig(Rig):
         )
         self.service = ProtectionService(
             store,
-            retry_policy=RetryPolicy(
-                attempts=6, initial_delay=0.05, max_delay=0.2, poll_interval=0.05, lookup_window=1.5
-            ),
+            retry_policy=RIG_POLICY,
             safety_policy=POLICY,
+            book_recheck_seconds=book_recheck(RIG_POLICY),
         )
         self.alerts: list[Any] = []
         self.service.notifier.alerted.connect(self.alerts.append)
@@ -121,43 +128,64 @@ class SafetyRig(Rig):
 
 
 def _rig(
-    request: pytest.FixtureRequest, simulator: SimulatorHandle, store: ProtectionStore, qtbot: QtBot
+    request: pytest.FixtureRequest,
+    simulator: SimulatorHandle,
+    store: ProtectionStore,
+    qtbot: QtBot,
+    rig_policy: RetryPolicy | None,
 ) -> Iterator[tuple[SafetyRig, Product]]:
     broker, product = request.param
     simulator.set_price("NSE:INFY", 1500.0, bid=1499.95, ask=1500.05)
-    rig = SafetyRig(simulator, store, broker, qtbot)
+    # conftest's rig_policy: a lagging-book test takes the app's flat confirmation (@app_flat_confirm).
+    rig = SafetyRig(simulator, store, broker, qtbot, policy=rig_policy)
     yield rig, product
     rig.close()
 
 
 @pytest.fixture(params=CASES, ids=IDS)
 def case(
-    request: pytest.FixtureRequest, simulator: SimulatorHandle, store: ProtectionStore, qtbot: QtBot
+    request: pytest.FixtureRequest,
+    simulator: SimulatorHandle,
+    store: ProtectionStore,
+    qtbot: QtBot,
+    rig_policy: RetryPolicy | None,
 ) -> Iterator[tuple[SafetyRig, Product]]:
-    yield from _rig(request, simulator, store, qtbot)
+    yield from _rig(request, simulator, store, qtbot, rig_policy)
 
 
 # Intraday only: shorts (CNC cannot be sold short), and closing outside (the demo account holds INFY,
 # so selling today's CNC buy would leave the holding, still protected).
 @pytest.fixture(params=[c for c in CASES if c[1] is Product.MIS], ids=[i for i in IDS if "MIS" in i])
 def mis_case(
-    request: pytest.FixtureRequest, simulator: SimulatorHandle, store: ProtectionStore, qtbot: QtBot
+    request: pytest.FixtureRequest,
+    simulator: SimulatorHandle,
+    store: ProtectionStore,
+    qtbot: QtBot,
+    rig_policy: RetryPolicy | None,
 ) -> Iterator[tuple[SafetyRig, Product]]:
-    yield from _rig(request, simulator, store, qtbot)
+    yield from _rig(request, simulator, store, qtbot, rig_policy)
 
 
 @pytest.fixture(params=[CASES[0]], ids=[IDS[0]])
 def kite_mis_case(
-    request: pytest.FixtureRequest, simulator: SimulatorHandle, store: ProtectionStore, qtbot: QtBot
+    request: pytest.FixtureRequest,
+    simulator: SimulatorHandle,
+    store: ProtectionStore,
+    qtbot: QtBot,
+    rig_policy: RetryPolicy | None,
 ) -> Iterator[tuple[SafetyRig, Product]]:
-    yield from _rig(request, simulator, store, qtbot)
+    yield from _rig(request, simulator, store, qtbot, rig_policy)
 
 
 @pytest.fixture(params=[CASES[2]], ids=[IDS[2]])
 def upstox_mis_case(
-    request: pytest.FixtureRequest, simulator: SimulatorHandle, store: ProtectionStore, qtbot: QtBot
+    request: pytest.FixtureRequest,
+    simulator: SimulatorHandle,
+    store: ProtectionStore,
+    qtbot: QtBot,
+    rig_policy: RetryPolicy | None,
 ) -> Iterator[tuple[SafetyRig, Product]]:
-    yield from _rig(request, simulator, store, qtbot)
+    yield from _rig(request, simulator, store, qtbot, rig_policy)
 
 
 def price(rig: Rig, ltp: float) -> None:
@@ -415,6 +443,7 @@ def test_short_position_safety_sits_above_the_stop(mis_case: tuple[SafetyRig, Pr
     assert len(buys) == 1 and len(rig.sells()) == 1  # the entry, and exactly one exit
 
 
+@app_flat_confirm
 def test_a_gap_through_both_stops_with_a_lagging_book_exits_once(case: tuple[SafetyRig, Product]) -> None:
     """Found by the chaos run with book_lag. Kite GTT: fired by the gap and deleted (Kite then forgets it)
     before the lagging book listed its order, so TrailStop sent its own exit as well (two sells). SL-M: the
@@ -443,11 +472,16 @@ def test_a_gap_through_both_stops_with_a_lagging_book_exits_once(case: tuple[Saf
 
 @pytest.fixture(params=[CASES[1]], ids=[IDS[1]])
 def kite_gtt_case(
-    request: pytest.FixtureRequest, simulator: SimulatorHandle, store: ProtectionStore, qtbot: QtBot
+    request: pytest.FixtureRequest,
+    simulator: SimulatorHandle,
+    store: ProtectionStore,
+    qtbot: QtBot,
+    rig_policy: RetryPolicy | None,
 ) -> Iterator[tuple[SafetyRig, Product]]:
-    yield from _rig(request, simulator, store, qtbot)
+    yield from _rig(request, simulator, store, qtbot, rig_policy)
 
 
+@app_flat_confirm
 def test_a_gtt_fired_by_a_gap_the_feed_has_not_shown_is_the_exit(
     kite_gtt_case: tuple[SafetyRig, Product],
 ) -> None:
@@ -538,6 +572,7 @@ def test_an_unreadable_order_history_does_not_hold_the_sl_m_exit(
     assert len(rig.sells()) == 1, rig.sells()
 
 
+@app_flat_confirm
 def test_an_sl_m_placed_on_a_lagging_book_is_read_back_without_failing(
     kite_mis_case: tuple[SafetyRig, Product], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -609,6 +644,7 @@ def test_a_twin_protection_waiting_for_the_first_exit_ends_with_its_gtt_gone(
     assert len(buys) == 1 and buys[0]["quantity"] == 3, buys  # one exit for the whole short
 
 
+@app_flat_confirm
 def test_a_position_read_flat_after_its_gtt_fired_unseen_is_closed_by_that_gtt(
     kite_gtt_case: tuple[SafetyRig, Product],
 ) -> None:
@@ -646,6 +682,7 @@ def test_a_position_read_flat_after_its_gtt_fired_unseen_is_closed_by_that_gtt(
     assert closed.exit_quantity == 3 and closed.exit_price == pytest.approx(filled[0]["average_price"])
 
 
+@app_flat_confirm
 def test_a_delivery_exit_refused_because_its_gtt_sold_first_is_closed_by_that_gtt(
     kite_gtt_case: tuple[SafetyRig, Product],
 ) -> None:
