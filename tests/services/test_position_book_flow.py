@@ -5,6 +5,7 @@ app with its updates repeated and out of order, a lost reply) still ending with 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -16,10 +17,22 @@ from trailstop_gui.models.domain import Product, Side, Status, TrailRule
 from trailstop_gui.services.brokers.base import OrderRequest, OrderType
 from trailstop_gui.services.exit_executor import RetryPolicy
 
+# test_exit_bad_day's policy and the app's POSITIONS_LAG (5 s; the book vouches once the stream was up that
+# long before a read, read again every 2 s until then) at half scale, with the simulator's lags: every wait
+# keeps its order (a lost exit's 4 s look-up outlasts a 1.5 s lag, a read a flat_confirm later follows it).
+SCALE = 0.5
+POSITIONS_LAG = 5.0 * SCALE
+BOOK_POLICY = replace(
+    POLICY,
+    positions_lag=POSITIONS_LAG,
+    lookup_window=POLICY.lookup_window * SCALE,
+    flat_confirm=POLICY.flat_confirm * SCALE,
+)
+
 
 @pytest.fixture
 def rig_policy() -> RetryPolicy:
-    return POLICY
+    return BOOK_POLICY
 
 
 def fault(rig: Rig, **spec: Any) -> None:
@@ -27,7 +40,8 @@ def fault(rig: Rig, **spec: Any) -> None:
 
 
 def vouched(rig: Rig, pid: int, quantity: int) -> None:
-    """Wait until the account's book vouches for the protection's position (reads settle it within ~10 s)."""
+    """Wait until the account's book vouches for the protection's position (reads settle it within ~2
+    POSITIONS_LAG)."""
     book = rig.service.books[rig.account_id]
     wait_until(lambda: book.quantity(rig.store.get(pid)) == quantity, 25.0, "the book to vouch", rig.qtbot)
 
@@ -59,7 +73,7 @@ def test_an_exit_is_sized_from_the_book_while_positions_still_show_it_flat(rig: 
     vouched(rig, pid, 3)
     # Positions answer as they were before the entry filled: sized by a read, the exit saw a flat position
     # and sent nothing. The book has the fill from the stream: the exit sells the 3.
-    fault(rig, fault="book_lag", seconds=time.monotonic() - entered + 5)
+    fault(rig, fault="book_lag", seconds=time.monotonic() - entered + POSITIONS_LAG)
     assert all(p.quantity == 0 for p in rig.session.broker.positions() if p.symbol == "INFY")
     rig.sim.set_price("NSE:INFY", 1400.0, bid=1399.95, ask=1400.05)
     tag = rig.store.get(pid).exit_tag
@@ -99,7 +113,7 @@ def test_a_lost_reply_with_the_book_vouching_sells_exactly_once(rig: Rig) -> Non
     rig.sim.set_price("NSE:INFY", 1500.0, bid=1499.95, ask=1500.05)
     pid = enter(rig, Side.BUY, Product.MIS, TrailRule.percent(2.0))
     vouched(rig, pid, 3)
-    fault(rig, fault="book_lag", seconds=1.5)
+    fault(rig, fault="book_lag", seconds=1.5 * SCALE)
     fault(rig, fault="lost_reply", path=rig.order_path, method="POST")
     rig.sim.set_price("NSE:INFY", 1400.0, bid=1399.95, ask=1400.05)
     rig.wait_status(pid, Status.CLOSED, timeout=15)
@@ -118,7 +132,8 @@ def test_an_exit_sized_on_a_read_that_trailed_a_buy_exits_the_rest_too(rig: Rig)
     vouched(rig, pid, 3)
     rig.service.books.pop(rig.account_id)  # sized by REST reads, as when the stream is down
     bought_at = time.monotonic()
-    fault(rig, fault="book_lag", seconds=5.0)  # reads answer as 5 s ago: before the buy below
+    # Reads answer as the app's whole bound ago: before the buy below.
+    fault(rig, fault="book_lag", seconds=POSITIONS_LAG)
     instrument, tradingsymbol = rig.instrument("NSE:INFY")
     rig.session.broker.place_order(
         OrderRequest(
@@ -133,7 +148,7 @@ def test_an_exit_sized_on_a_read_that_trailed_a_buy_exits_the_rest_too(rig: Rig)
     )
     wait_until(lambda: net_position(rig) == 10, what="the buy outside to fill")
     rig.store.update(pid, kind="quantity_changed", quantity=10, filled_quantity=10)  # as auto-protect does
-    assert time.monotonic() - bought_at < 4.0
+    assert time.monotonic() - bought_at < 0.8 * POSITIONS_LAG
     rig.sim.set_price("NSE:INFY", 1400.0, bid=1399.95, ask=1400.05)
     tag = rig.store.get(pid).exit_tag
     wait_until(lambda: rig.sim_orders(tag), 10.0, "the exit", rig.qtbot)
