@@ -5,34 +5,26 @@ app with its updates repeated and out of order, a lost reply) still ending with 
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from tests.services.conftest import control
-from tests.services.test_exit_bad_day import POLICY, kinds, net_position
+from tests.services.test_exit_bad_day import POLICY, SCALE, kinds, net_position
 from tests.services.test_protection_flow import Rig, enter, wait_until
 from trailstop_gui.models.domain import Product, Side, Status, TrailRule
 from trailstop_gui.services.brokers.base import OrderRequest, OrderType
 from trailstop_gui.services.exit_executor import RetryPolicy
 
-# test_exit_bad_day's policy and the app's POSITIONS_LAG (5 s; the book vouches once the stream was up that
-# long before a read, read again every 2 s until then) at half scale, with the simulator's lags: every wait
-# keeps its order (a lost exit's 4 s look-up outlasts a 1.5 s lag, a read a flat_confirm later follows it).
-SCALE = 0.5
-POSITIONS_LAG = 5.0 * SCALE
-BOOK_POLICY = replace(
-    POLICY,
-    positions_lag=POSITIONS_LAG,
-    lookup_window=POLICY.lookup_window * SCALE,
-    flat_confirm=POLICY.flat_confirm * SCALE,
-)
+# test_exit_bad_day's policy: the app's waits at half scale (SCALE), the book's positions lag too (the app's
+# POSITIONS_LAG, 5 s: the book vouches once the stream was up that long before a read, read again every
+# 2 s until then), and the simulator's lags here with them.
+POSITIONS_LAG = POLICY.positions_lag
 
 
 @pytest.fixture
 def rig_policy() -> RetryPolicy:
-    return BOOK_POLICY
+    return POLICY
 
 
 def fault(rig: Rig, **spec: Any) -> None:
