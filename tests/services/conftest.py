@@ -47,6 +47,12 @@ def rig_policy() -> RetryPolicy | None:
     return None
 
 
+@pytest.fixture
+def rig_flat_confirm() -> float | None:
+    """The ``rig`` reconciler's flat confirmation (None: its retry policy's); a module overrides this."""
+    return None
+
+
 @pytest.fixture(params=BROKERS)
 def rig(
     request: pytest.FixtureRequest,
@@ -54,10 +60,11 @@ def rig(
     store: ProtectionStore,
     qtbot: QtBot,
     rig_policy: RetryPolicy | None,
+    rig_flat_confirm: float | None,
 ) -> Iterator[Rig]:
     """The services logged in to the simulator (test_protection_flow.Rig), once per broker."""
     from tests.services.test_protection_flow import Rig  # that module imports this one: not at the top
 
-    r = Rig(simulator, store, request.param, qtbot, policy=rig_policy)
+    r = Rig(simulator, store, request.param, qtbot, policy=rig_policy, flat_confirm=rig_flat_confirm)
     yield r
     r.close()

@@ -67,7 +67,9 @@ class Rig:
         broker: str,
         qtbot: QtBot,
         policy: RetryPolicy | None = None,
+        flat_confirm: float | None = None,
     ) -> None:
+        """``flat_confirm``: the reconciler's (None: the policy's, as in the app)."""
         self.sim, self.store, self.broker, self.qtbot = sim, store, broker, qtbot
         self.secrets = SecretStore()
         self.session = sim_session(
@@ -75,7 +77,10 @@ class Rig:
         )
         policy = policy or RIG_POLICY
         self.service = ProtectionService(
-            store, retry_policy=policy, book_recheck_seconds=book_recheck(policy)
+            store,
+            retry_policy=policy,
+            book_recheck_seconds=book_recheck(policy),
+            flat_confirm_seconds=flat_confirm,
         )
         self.alerts: list[Any] = []
         self.service.notifier.alerted.connect(self.alerts.append)

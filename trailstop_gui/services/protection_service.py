@@ -148,6 +148,7 @@ class ProtectionService(QObject):
         safety_policy: SafetyPolicy | None = None,
         position_book: bool = True,
         book_recheck_seconds: float = BOOK_RECHECK_SECONDS,
+        flat_confirm_seconds: float | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -179,7 +180,9 @@ class ProtectionService(QObject):
         )
         self.executor = ExitExecutor(store, self._broker_for, policy=retry_policy)
         self.executor.safety = self.safety
-        policy = self.executor.policy
+        policy = self.executor.policy  # the app's: RetryPolicy() unless a test scales it down
+        # "Read a flat position again this much later": the exits' figure unless told otherwise.
+        flat_confirm = policy.flat_confirm if flat_confirm_seconds is None else flat_confirm_seconds
         self.reconciler = Reconciler(
             store,
             Hooks(
@@ -196,8 +199,7 @@ class ProtectionService(QObject):
                 engine_view=lambda p: self.engine_view(p),
                 positions_read=self._on_positions_read,
             ),
-            # One figure for "read a flat position again this much later", whoever reads it.
-            flat_confirm_seconds=policy.flat_confirm,
+            flat_confirm_seconds=flat_confirm,
         )
         # Each account's live position book: exits are sized from it when it is fresh (no round trip).
         self.books: dict[int, PositionBook] = {}
