@@ -21,6 +21,7 @@ from trailstop_gui.services.position_book import POSITIONS_LAG
 from trailstop_gui.services.protection_service import BOOK_RECHECK_SECONDS, EntryRequest, ProtectionService
 from trailstop_gui.services.reconciler import FLAT_CONFIRM_SECONDS
 from trailstop_gui.services.secrets import SecretStore
+from trailstop_gui.services.session import REQUEST_TIMEOUT
 from trailstop_gui.simulator.runner import SimulatorHandle
 
 
@@ -68,12 +69,19 @@ class Rig:
         qtbot: QtBot,
         policy: RetryPolicy | None = None,
         flat_confirm: float | None = None,
+        request_timeout: float = REQUEST_TIMEOUT,
     ) -> None:
         """``flat_confirm``: the reconciler's (None: the policy's, as in the app)."""
         self.sim, self.store, self.broker, self.qtbot = sim, store, broker, qtbot
         self.secrets = SecretStore()
         self.session = sim_session(
-            store, sim, broker, label=broker, secrets=self.secrets, **quick_reconnects()
+            store,
+            sim,
+            broker,
+            label=broker,
+            secrets=self.secrets,
+            request_timeout=request_timeout,
+            **quick_reconnects(),
         )
         policy = policy or RIG_POLICY
         self.service = ProtectionService(
@@ -246,15 +254,16 @@ def test_an_absurd_retry_after_does_not_hold_the_exit(rig: Rig, retry_after: str
     assert len(rig.sim_orders(rig.store.get(pid).exit_tag)) == 1
 
 
+@pytest.mark.parametrize("rig_request_timeout", [REQUEST_TIMEOUT / 4], ids=["timeout-1.75s"])
 def test_exit_that_timed_out_but_was_placed_is_not_sent_twice(rig: Rig) -> None:
     rig.sim.set_price("NSE:INFY", 1500.0)
     pid = enter(rig, Side.BUY, Product.CNC, TrailRule.percent(2.0))
-    # The order is carried out, then the answer comes too late: the client times out (7 s) and must
-    # find the order by its tag instead of sending another.
+    # The order is carried out, then the answer comes too late: the client times out (7 s in the app, a
+    # quarter here) and must find the order by its tag instead of sending another.
     control(
         rig.sim,
         "fault",
-        {"fault": "slow", "seconds": 8, "count": 1, "path": rig.order_path, "method": "POST"},
+        {"fault": "slow", "seconds": 8 / 4, "count": 1, "path": rig.order_path, "method": "POST"},
     )
     rig.sim.set_price("NSE:INFY", 1400.0)
     rig.wait_status(pid, Status.CLOSED, timeout=20)
