@@ -36,20 +36,22 @@ def wait_until(predicate, timeout: float = 10.0, what: str = "condition", qtbot:
             time.sleep(0.02)
 
 
-# The app's flat confirmation (a flat read is read again 2 s on: RetryPolicy.flat_confirm and
-# reconciler.FLAT_CONFIRM_SECONDS) at a quarter of its size: most tests only wait it out.
-FLAT_CONFIRM = 0.5
+# The app's waits after a flat read (read again 2 s on: RetryPolicy.flat_confirm and
+# reconciler.FLAT_CONFIRM_SECONDS) and after a lost reply (the order looked for over RetryPolicy's 3 s
+# lookup_window) at a quarter of their size: most tests only wait them out.
+FLAT_CONFIRM = FLAT_CONFIRM_SECONDS / 4
 RIG_POLICY = RetryPolicy(
     attempts=6,
     initial_delay=0.05,
     max_delay=0.2,
     poll_interval=0.05,
-    lookup_window=1.5,
+    lookup_window=RetryPolicy().lookup_window / 4,
     flat_confirm=FLAT_CONFIRM,
 )
-# A test whose simulator positions trail the fills by 1.5 s keeps the app's 2 s: the second read must
-# outwait that lag, and the lag must outlast the first read even on a loaded machine.
-BOOK_LAG_POLICY = replace(RIG_POLICY, flat_confirm=FLAT_CONFIRM_SECONDS)
+# A test whose simulator positions trail the fills by 1.5 s keeps the app's flat confirmation and half its
+# look-up window: the second read must outwait that lag, and the lag must outlast the first read even on a
+# loaded machine.
+BOOK_LAG_POLICY = replace(RIG_POLICY, flat_confirm=FLAT_CONFIRM_SECONDS, lookup_window=1.5)
 app_flat_confirm = pytest.mark.parametrize("rig_policy", [BOOK_LAG_POLICY], ids=["app-flat-confirm"])
 
 
