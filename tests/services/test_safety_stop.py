@@ -15,6 +15,7 @@ from pytestqt.qtbot import QtBot
 from tests.factories import quick_reconnects, sim_session
 from tests.services.conftest import control
 from tests.services.test_protection_flow import (
+    BOOK_LAG_POLICY,
     RIG_POLICY,
     Rig,
     app_flat_confirm,
@@ -31,6 +32,15 @@ from trailstop_gui.services.safety_stop import SafetyConfig, SafetyPolicy
 from trailstop_gui.services.secrets import SecretStore
 from trailstop_gui.simulator.runner import SimulatorHandle
 
+# The lagging-book cases (found by the chaos runs) at half their size: the simulator's lag, its slow and
+# stalled replies, and the app's flat confirmation and look-up window with them, each wait in its order.
+HALF = 0.5
+HALF_SCALE_POLICY = replace(
+    BOOK_LAG_POLICY,
+    flat_confirm=BOOK_LAG_POLICY.flat_confirm * HALF,
+    lookup_window=BOOK_LAG_POLICY.lookup_window * HALF,
+)
+half_scale = pytest.mark.parametrize("rig_policy", [HALF_SCALE_POLICY], ids=["half-scale"])
 POLICY = SafetyPolicy(min_interval=0.0, retry_delay=0.1, max_retry_delay=0.5, exit_retry_delay=0.02)
 
 # (broker, product): Kite MIS holds an SL-M, Kite CNC and Upstox a GTT.
@@ -136,7 +146,7 @@ def _rig(
 ) -> Iterator[tuple[SafetyRig, Product]]:
     broker, product = request.param
     simulator.set_price("NSE:INFY", 1500.0, bid=1499.95, ask=1500.05)
-    # conftest's rig_policy: a lagging-book test takes the app's flat confirmation (@app_flat_confirm).
+    # conftest's rig_policy: a lagging-book test takes @app_flat_confirm or @half_scale.
     rig = SafetyRig(simulator, store, broker, qtbot, policy=rig_policy)
     yield rig, product
     rig.close()
@@ -443,7 +453,7 @@ def test_short_position_safety_sits_above_the_stop(mis_case: tuple[SafetyRig, Pr
     assert len(buys) == 1 and len(rig.sells()) == 1  # the entry, and exactly one exit
 
 
-@app_flat_confirm
+@half_scale
 def test_a_gap_through_both_stops_with_a_lagging_book_exits_once(case: tuple[SafetyRig, Product]) -> None:
     """Found by the chaos run with book_lag. Kite GTT: fired by the gap and deleted (Kite then forgets it)
     before the lagging book listed its order, so TrailStop sent its own exit as well (two sells). SL-M: the
@@ -452,7 +462,7 @@ def test_a_gap_through_both_stops_with_a_lagging_book_exits_once(case: tuple[Saf
     rig, product = case
     pid = enter(rig, Side.BUY, product, TrailRule.percent(2.0))
     rig.wait_held_at_target(pid)
-    control(rig.sim, "fault", {"fault": "book_lag", "seconds": 1.5})
+    control(rig.sim, "fault", {"fault": "book_lag", "seconds": 1.5 * HALF})
     wait_until(
         lambda: any(x.quantity == 3 for x in rig.session.broker.positions() if x.symbol == "INFY"),
         what="the entry in the lagging positions",
@@ -481,7 +491,7 @@ def kite_gtt_case(
     yield from _rig(request, simulator, store, qtbot, rig_policy)
 
 
-@app_flat_confirm
+@half_scale
 def test_a_gtt_fired_by_a_gap_the_feed_has_not_shown_is_the_exit(
     kite_gtt_case: tuple[SafetyRig, Product],
 ) -> None:
@@ -495,15 +505,22 @@ def test_a_gtt_fired_by_a_gap_the_feed_has_not_shown_is_the_exit(
     level = rig.wait_held_at_target(pid)
     p = rig.store.get(pid)
     assert p.stop is not None and level < p.stop
-    control(rig.sim, "fault", {"fault": "book_lag", "seconds": 1.5})
+    control(rig.sim, "fault", {"fault": "book_lag", "seconds": 1.5 * HALF})
     control(
         rig.sim,
         "fault",
-        {"fault": "slow", "seconds": 0.6, "path": "/gtt/triggers", "method": "DELETE", "phase": "before"},
+        {
+            "fault": "slow",
+            "seconds": 0.6 * HALF,
+            "path": "/gtt/triggers",
+            "method": "DELETE",
+            "phase": "before",
+        },
     )
     price(rig, round((p.stop + level) / 2, 1))  # through the stop, above the GTT: the exit starts
     rig.wait_status(pid, Status.TRIGGERED, 5.0)
-    control(rig.sim, "fault", {"fault": "stall_ws", "seconds": 3})  # the feed does not show what follows
+    # The feed does not show what follows.
+    control(rig.sim, "fault", {"fault": "stall_ws", "seconds": 3 * HALF})
     price(rig, round(level * 0.97, 1))  # the gap: the GTT fires while its delete is on its way
     wait_until(
         lambda: rig.status(pid) is Status.CLOSED and all(o["status"] == "COMPLETE" for o in rig.sells()),
@@ -644,7 +661,7 @@ def test_a_twin_protection_waiting_for_the_first_exit_ends_with_its_gtt_gone(
     assert len(buys) == 1 and buys[0]["quantity"] == 3, buys  # one exit for the whole short
 
 
-@app_flat_confirm
+@half_scale
 def test_a_position_read_flat_after_its_gtt_fired_unseen_is_closed_by_that_gtt(
     kite_gtt_case: tuple[SafetyRig, Product],
 ) -> None:
@@ -665,7 +682,7 @@ def test_a_position_read_flat_after_its_gtt_fired_unseen_is_closed_by_that_gtt(
     p = rig.store.get(pid)
     assert p.stop is not None and level < p.stop and p.safety_kind is SafetyKind.GTT
     control(rig.sim, "fault", {"fault": "stall_ws"})
-    control(rig.sim, "fault", {"fault": "book_lag", "seconds": 3.0})
+    control(rig.sim, "fault", {"fault": "book_lag", "seconds": 3.0 * HALF})
     quote(round(level * 0.99, 1))  # the gap: the GTT fires and fills (above its LIMIT price)
     quote(round((p.stop + level) / 2, 1))  # back between the GTT and the stop
     control(rig.sim, "fault", {"fault": "clear", "kind": "stall_ws"})
@@ -682,7 +699,7 @@ def test_a_position_read_flat_after_its_gtt_fired_unseen_is_closed_by_that_gtt(
     assert closed.exit_quantity == 3 and closed.exit_price == pytest.approx(filled[0]["average_price"])
 
 
-@app_flat_confirm
+@half_scale
 def test_a_delivery_exit_refused_because_its_gtt_sold_first_is_closed_by_that_gtt(
     kite_gtt_case: tuple[SafetyRig, Product],
 ) -> None:
@@ -695,7 +712,7 @@ def test_a_delivery_exit_refused_because_its_gtt_sold_first_is_closed_by_that_gt
     had sold them. Now the GTT's order is the exit: its price and quantity, reason "safety stop"."""
     rig, product = kite_gtt_case
     symbol = "NSE:RELIANCE"  # not among the demo account's holdings: the GTT sells the whole day's buy
-    lag = 1.5
+    lag = 1.5 * HALF
 
     def quote(ltp: float) -> None:
         rig.sim.set_price(symbol, ltp, bid=round(ltp - 0.05, 2), ask=round(ltp + 0.05, 2))
@@ -709,7 +726,7 @@ def test_a_delivery_exit_refused_because_its_gtt_sold_first_is_closed_by_that_gt
     entry = p.entry_order_id
     assert entry is not None
     placed = next(o["received_at"] for o in rig.sim_orders() if o["order_id"] == entry)
-    wait_until(lambda: time.time() > placed + lag + 0.3, 5, "the entry to age past the lag", rig.qtbot)
+    wait_until(lambda: time.time() > placed + lag + 0.3 * HALF, 5, "the entry to age past the lag", rig.qtbot)
     control(rig.sim, "fault", {"fault": "stall_ws"})
     control(rig.sim, "fault", {"fault": "book_lag", "seconds": lag})
     quote(round(level * 0.99, 1))  # the gap: the GTT fires and fills (above its LIMIT price)
