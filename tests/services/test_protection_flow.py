@@ -53,6 +53,15 @@ RIG_POLICY = RetryPolicy(
 # loaded machine.
 BOOK_LAG_POLICY = replace(RIG_POLICY, flat_confirm=FLAT_CONFIRM_SECONDS, lookup_window=1.5)
 app_flat_confirm = pytest.mark.parametrize("rig_policy", [BOOK_LAG_POLICY], ids=["app-flat-confirm"])
+# Such a test at half its size: the simulator's lag (and its slow or stalled replies) times HALF, with the
+# flat confirmation and look-up window above at half their size too, each wait in its order.
+HALF = 0.5
+HALF_SCALE_POLICY = replace(
+    BOOK_LAG_POLICY,
+    flat_confirm=BOOK_LAG_POLICY.flat_confirm * HALF,
+    lookup_window=BOOK_LAG_POLICY.lookup_window * HALF,
+)
+half_scale = pytest.mark.parametrize("rig_policy", [HALF_SCALE_POLICY], ids=["half-scale"])
 
 
 def book_recheck(policy: RetryPolicy) -> float:

@@ -15,12 +15,13 @@ from pytestqt.qtbot import QtBot
 from tests.factories import quick_reconnects, sim_session
 from tests.services.conftest import control
 from tests.services.test_protection_flow import (
-    BOOK_LAG_POLICY,
+    HALF,
     RIG_POLICY,
     Rig,
     app_flat_confirm,
     book_recheck,
     enter,
+    half_scale,
     wait_until,
 )
 from trailstop_gui.models.domain import Product, SafetyKind, SafetyState, Side, Status, TrailRule
@@ -32,15 +33,6 @@ from trailstop_gui.services.safety_stop import SafetyConfig, SafetyPolicy
 from trailstop_gui.services.secrets import SecretStore
 from trailstop_gui.simulator.runner import SimulatorHandle
 
-# The lagging-book cases (found by the chaos runs) at half their size: the simulator's lag, its slow and
-# stalled replies, and the app's flat confirmation and look-up window with them, each wait in its order.
-HALF = 0.5
-HALF_SCALE_POLICY = replace(
-    BOOK_LAG_POLICY,
-    flat_confirm=BOOK_LAG_POLICY.flat_confirm * HALF,
-    lookup_window=BOOK_LAG_POLICY.lookup_window * HALF,
-)
-half_scale = pytest.mark.parametrize("rig_policy", [HALF_SCALE_POLICY], ids=["half-scale"])
 POLICY = SafetyPolicy(min_interval=0.0, retry_delay=0.1, max_retry_delay=0.5, exit_retry_delay=0.02)
 
 # (broker, product): Kite MIS holds an SL-M, Kite CNC and Upstox a GTT.
