@@ -9,6 +9,7 @@ import pytest
 import requests
 
 from trailstop_gui.services.exit_executor import RetryPolicy
+from trailstop_gui.services.session import REQUEST_TIMEOUT
 from trailstop_gui.simulator.runner import SimulatorHandle, start_simulator
 
 if TYPE_CHECKING:
@@ -47,6 +48,18 @@ def rig_policy() -> RetryPolicy | None:
     return None
 
 
+@pytest.fixture
+def rig_flat_confirm() -> float | None:
+    """The ``rig`` reconciler's flat confirmation (None: its retry policy's); a module overrides this."""
+    return None
+
+
+@pytest.fixture
+def rig_request_timeout() -> float:
+    """How long the ``rig`` session's REST calls may take (the app's); a test may parametrize this."""
+    return REQUEST_TIMEOUT
+
+
 @pytest.fixture(params=BROKERS)
 def rig(
     request: pytest.FixtureRequest,
@@ -54,10 +67,20 @@ def rig(
     store: ProtectionStore,
     qtbot: QtBot,
     rig_policy: RetryPolicy | None,
+    rig_flat_confirm: float | None,
+    rig_request_timeout: float,
 ) -> Iterator[Rig]:
     """The services logged in to the simulator (test_protection_flow.Rig), once per broker."""
     from tests.services.test_protection_flow import Rig  # that module imports this one: not at the top
 
-    r = Rig(simulator, store, request.param, qtbot, policy=rig_policy)
+    r = Rig(
+        simulator,
+        store,
+        request.param,
+        qtbot,
+        policy=rig_policy,
+        flat_confirm=rig_flat_confirm,
+        request_timeout=rig_request_timeout,
+    )
     yield r
     r.close()

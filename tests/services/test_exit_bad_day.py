@@ -18,15 +18,24 @@ from trailstop_gui.models.store import ProtectionStore
 from trailstop_gui.services.brokers.base import OrderRequest
 from trailstop_gui.services.exit_executor import ExitExecutor, RetryPolicy
 from trailstop_gui.services.notifier import AlertKind
+from trailstop_gui.services.position_book import POSITIONS_LAG
+from trailstop_gui.services.reconciler import FLAT_CONFIRM_SECONDS
 
+# The app's waits around a lost or lagging reply at half scale, and the simulator's lag with them, so that
+# each keeps its order: a lost exit is looked for over 4 s (the book trails by 1.5 s), a flat read is read
+# again 2 s on, a read may trail a fill by POSITIONS_LAG (5 s).
+SCALE = 0.5
+BOOK_LAG = 1.5 * SCALE
 POLICY = RetryPolicy(
     attempts=6,
     initial_delay=0.05,
     max_delay=0.2,
     poll_interval=0.05,
-    lookup_window=4.0,
+    lookup_window=4.0 * SCALE,
     lookup_delay=0.1,
     rest_timeout=0.6,
+    flat_confirm=FLAT_CONFIRM_SECONDS * SCALE,
+    positions_lag=POSITIONS_LAG * SCALE,
 )
 
 
@@ -57,9 +66,9 @@ def kinds(rig: Rig, pid: int) -> list[str]:
 def test_a_lost_reply_with_a_lagging_book_sells_exactly_once(rig: Rig) -> None:
     rig.sim.set_price("NSE:INFY", 1500.0, bid=1499.95, ask=1500.05)
     pid = enter(rig, Side.BUY, Product.MIS, TrailRule.percent(2.0))
-    # The broker takes the exit, the answer never comes, and its book and positions trail by 1.5 s: the
+    # The broker takes the exit, the answer never comes, and its book and positions trail (BOOK_LAG): the
     # old executor looked the tag up once, at once, found nothing and sold again (an MIS long went short).
-    fault(rig, fault="book_lag", seconds=1.5)
+    fault(rig, fault="book_lag", seconds=BOOK_LAG)
     # The entry's fill must have reached the lagging positions first (a flat read is item 3's business).
     wait_until(lambda: any(p.quantity == 3 for p in rig.session.broker.positions()), what="lagged entry")
     fault(rig, fault="lost_reply", path=rig.order_path, method="POST")
@@ -192,7 +201,7 @@ def test_an_exit_refused_above_a_freeze_limit_that_is_then_revised_goes_out_plai
 def test_a_restart_just_after_sending_finds_the_exit_before_sending_again(rig: Rig) -> None:
     rig.sim.set_price("NSE:INFY", 1500.0, bid=1499.95, ask=1500.05)
     pid = enter(rig, Side.BUY, Product.MIS, TrailRule.percent(2.0))
-    fault(rig, fault="book_lag", seconds=1.5)
+    fault(rig, fault="book_lag", seconds=BOOK_LAG)
     wait_until(lambda: any(p.quantity == 3 for p in rig.session.broker.positions()), what="lagged entry")
     # The app committed TRIGGERED, journalled the send, sent the exit and died before the answer.
     assert rig.session.feed is not None

@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 
 from tests.services.conftest import control
-from tests.services.test_exit_bad_day import POLICY, net_position
+from tests.services.test_exit_bad_day import BOOK_LAG, POLICY, net_position
 from tests.services.test_protection_flow import Rig, enter, wait_until
 from trailstop_gui.models.domain import Product, Side, Status, TrailRule
 from trailstop_gui.services.brokers.base import OrderRequest
 from trailstop_gui.services.exit_jobs import RetryPolicy
 from trailstop_gui.services.exit_send_log import ExitSendLog
 
-LAG = 1.5  # the book's lag; POLICY's look-up window is 4 s
+LAG = BOOK_LAG  # the book's lag (1.5 s at POLICY's half scale); POLICY's look-up window is 4 s at that scale
 
 
 @pytest.fixture
@@ -68,7 +68,7 @@ def test_a_crash_before_the_request_left_sends_at_once(rig: Rig, tmp_path: Path)
     took = time.monotonic() - started
     rig.wait_status(pid, Status.CLOSED, timeout=15)
     send_log.close()
-    assert took < POLICY.lookup_window / 2  # the old code looked for the whole 4 s window first
+    assert took < POLICY.lookup_window / 2  # the old code looked for the whole window first
     assert len(rig.sim_orders(rig.store.get(pid).exit_tag)) == 1
     wait_until(lambda: net_position(rig) == 0, what="flat")
 

@@ -16,6 +16,7 @@ from tests.services.conftest import control
 from tests.services.test_protection_flow import Rig, enter, wait_until
 from trailstop_gui.models.domain import Product, Side, Status, TrailRule
 from trailstop_gui.services.exit_executor import RetryPolicy
+from trailstop_gui.services.reconciler import FLAT_CONFIRM_SECONDS
 
 BOOK_LAG = 2.5  # the simulator's positions trail the fills by this much
 POLICY = RetryPolicy(
@@ -33,6 +34,12 @@ POLICY = RetryPolicy(
 def rig_policy() -> RetryPolicy:
     """The shared ``rig`` (tests/services/conftest.py) with this module's retry policy."""
     return POLICY
+
+
+@pytest.fixture
+def rig_flat_confirm() -> float:
+    """The reconciler keeps the app's 2 s: only the exits' own second read comes sooner here."""
+    return FLAT_CONFIRM_SECONDS
 
 
 def price(rig: Rig, ltp: float) -> None:

@@ -6,7 +6,7 @@ import pytest
 from pytestqt.qtbot import QtBot
 
 from tests.services.conftest import BROKERS, control
-from tests.services.test_protection_flow import Rig, wait_until
+from tests.services.test_protection_flow import HALF, Rig, half_scale, wait_until
 from trailstop_gui.models.domain import Product, Side, Status, TrailRule
 from trailstop_gui.models.store import ProtectionStore
 from trailstop_gui.services.brokers.base import OrderRequest, OrderType
@@ -176,12 +176,13 @@ def test_a_working_outside_sale_of_some_shares_leaves_the_stop_the_rest(rig: Rig
     assert buys_of(rig, "ITC") == []
 
 
+@half_scale
 def test_a_sale_the_positions_do_not_show_yet_is_not_sold_again(rig: Rig) -> None:
     """Found by make chaos-safety: the trader sold 40 outside, and positions trailed the fill when the stop
     crossed a moment later. The exit of 100 was refused ("available 60") and the protection ended
     EXIT_FAILED with 60 shares unprotected. Now the refusal is followed by a fresh read: 60 are sold."""
     pid = protect_itc(rig)
-    control(rig.sim, "fault", {"fault": "book_lag", "seconds": 1.5})
+    control(rig.sim, "fault", {"fault": "book_lag", "seconds": 1.5 * HALF})
     instrument, tradingsymbol = rig.instrument("NSE:ITC")
     sale = OrderRequest(
         symbol=tradingsymbol,

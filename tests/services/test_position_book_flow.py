@@ -10,11 +10,16 @@ from typing import Any
 import pytest
 
 from tests.services.conftest import control
-from tests.services.test_exit_bad_day import POLICY, kinds, net_position
+from tests.services.test_exit_bad_day import POLICY, SCALE, kinds, net_position
 from tests.services.test_protection_flow import Rig, enter, wait_until
 from trailstop_gui.models.domain import Product, Side, Status, TrailRule
 from trailstop_gui.services.brokers.base import OrderRequest, OrderType
 from trailstop_gui.services.exit_executor import RetryPolicy
+
+# test_exit_bad_day's policy: the app's waits at half scale (SCALE), the book's positions lag too (the app's
+# POSITIONS_LAG, 5 s: the book vouches once the stream was up that long before a read, read again every
+# 2 s until then), and the simulator's lags here with them.
+POSITIONS_LAG = POLICY.positions_lag
 
 
 @pytest.fixture
@@ -27,7 +32,8 @@ def fault(rig: Rig, **spec: Any) -> None:
 
 
 def vouched(rig: Rig, pid: int, quantity: int) -> None:
-    """Wait until the account's book vouches for the protection's position (reads settle it within ~10 s)."""
+    """Wait until the account's book vouches for the protection's position (reads settle it within ~2
+    POSITIONS_LAG)."""
     book = rig.service.books[rig.account_id]
     wait_until(lambda: book.quantity(rig.store.get(pid)) == quantity, 25.0, "the book to vouch", rig.qtbot)
 
@@ -59,7 +65,7 @@ def test_an_exit_is_sized_from_the_book_while_positions_still_show_it_flat(rig: 
     vouched(rig, pid, 3)
     # Positions answer as they were before the entry filled: sized by a read, the exit saw a flat position
     # and sent nothing. The book has the fill from the stream: the exit sells the 3.
-    fault(rig, fault="book_lag", seconds=time.monotonic() - entered + 5)
+    fault(rig, fault="book_lag", seconds=time.monotonic() - entered + POSITIONS_LAG)
     assert all(p.quantity == 0 for p in rig.session.broker.positions() if p.symbol == "INFY")
     rig.sim.set_price("NSE:INFY", 1400.0, bid=1399.95, ask=1400.05)
     tag = rig.store.get(pid).exit_tag
@@ -99,7 +105,7 @@ def test_a_lost_reply_with_the_book_vouching_sells_exactly_once(rig: Rig) -> Non
     rig.sim.set_price("NSE:INFY", 1500.0, bid=1499.95, ask=1500.05)
     pid = enter(rig, Side.BUY, Product.MIS, TrailRule.percent(2.0))
     vouched(rig, pid, 3)
-    fault(rig, fault="book_lag", seconds=1.5)
+    fault(rig, fault="book_lag", seconds=1.5 * SCALE)
     fault(rig, fault="lost_reply", path=rig.order_path, method="POST")
     rig.sim.set_price("NSE:INFY", 1400.0, bid=1399.95, ask=1400.05)
     rig.wait_status(pid, Status.CLOSED, timeout=15)
@@ -118,7 +124,8 @@ def test_an_exit_sized_on_a_read_that_trailed_a_buy_exits_the_rest_too(rig: Rig)
     vouched(rig, pid, 3)
     rig.service.books.pop(rig.account_id)  # sized by REST reads, as when the stream is down
     bought_at = time.monotonic()
-    fault(rig, fault="book_lag", seconds=5.0)  # reads answer as 5 s ago: before the buy below
+    # Reads answer as the app's whole bound ago: before the buy below.
+    fault(rig, fault="book_lag", seconds=POSITIONS_LAG)
     instrument, tradingsymbol = rig.instrument("NSE:INFY")
     rig.session.broker.place_order(
         OrderRequest(
@@ -133,7 +140,7 @@ def test_an_exit_sized_on_a_read_that_trailed_a_buy_exits_the_rest_too(rig: Rig)
     )
     wait_until(lambda: net_position(rig) == 10, what="the buy outside to fill")
     rig.store.update(pid, kind="quantity_changed", quantity=10, filled_quantity=10)  # as auto-protect does
-    assert time.monotonic() - bought_at < 4.0
+    assert time.monotonic() - bought_at < 0.8 * POSITIONS_LAG
     rig.sim.set_price("NSE:INFY", 1400.0, bid=1399.95, ask=1400.05)
     tag = rig.store.get(pid).exit_tag
     wait_until(lambda: rig.sim_orders(tag), 10.0, "the exit", rig.qtbot)

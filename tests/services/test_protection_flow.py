@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -16,8 +17,11 @@ from trailstop_gui.models.store import ProtectionStore
 from trailstop_gui.services.brokers.base import OrderRequest, OrderType
 from trailstop_gui.services.exit_executor import RetryPolicy
 from trailstop_gui.services.notifier import AlertKind
-from trailstop_gui.services.protection_service import EntryRequest, ProtectionService
+from trailstop_gui.services.position_book import POSITIONS_LAG
+from trailstop_gui.services.protection_service import BOOK_RECHECK_SECONDS, EntryRequest, ProtectionService
+from trailstop_gui.services.reconciler import FLAT_CONFIRM_SECONDS
 from trailstop_gui.services.secrets import SecretStore
+from trailstop_gui.services.session import REQUEST_TIMEOUT
 from trailstop_gui.simulator.runner import SimulatorHandle
 
 
@@ -32,6 +36,39 @@ def wait_until(predicate, timeout: float = 10.0, what: str = "condition", qtbot:
             time.sleep(0.02)
 
 
+# The app's waits after a flat read (read again 2 s on: RetryPolicy.flat_confirm and
+# reconciler.FLAT_CONFIRM_SECONDS) and after a lost reply (the order looked for over RetryPolicy's 3 s
+# lookup_window) at a quarter of their size: most tests only wait them out.
+FLAT_CONFIRM = FLAT_CONFIRM_SECONDS / 4
+RIG_POLICY = RetryPolicy(
+    attempts=6,
+    initial_delay=0.05,
+    max_delay=0.2,
+    poll_interval=0.05,
+    lookup_window=RetryPolicy().lookup_window / 4,
+    flat_confirm=FLAT_CONFIRM,
+)
+# A test whose simulator positions trail the fills by 1.5 s keeps the app's flat confirmation and half its
+# look-up window: the second read must outwait that lag, and the lag must outlast the first read even on a
+# loaded machine.
+BOOK_LAG_POLICY = replace(RIG_POLICY, flat_confirm=FLAT_CONFIRM_SECONDS, lookup_window=1.5)
+app_flat_confirm = pytest.mark.parametrize("rig_policy", [BOOK_LAG_POLICY], ids=["app-flat-confirm"])
+# Such a test at half its size: the simulator's lag (and its slow or stalled replies) times HALF, with the
+# flat confirmation and look-up window above at half their size too, each wait in its order.
+HALF = 0.5
+HALF_SCALE_POLICY = replace(
+    BOOK_LAG_POLICY,
+    flat_confirm=BOOK_LAG_POLICY.flat_confirm * HALF,
+    lookup_window=BOOK_LAG_POLICY.lookup_window * HALF,
+)
+half_scale = pytest.mark.parametrize("rig_policy", [HALF_SCALE_POLICY], ids=["half-scale"])
+
+
+def book_recheck(policy: RetryPolicy) -> float:
+    """The book's re-read delay in the proportion to the positions lag that the app keeps (2 s of 5 s)."""
+    return BOOK_RECHECK_SECONDS * policy.positions_lag / POSITIONS_LAG
+
+
 class Rig:
     """A ProtectionService with one account logged in to the simulator."""
 
@@ -42,18 +79,27 @@ class Rig:
         broker: str,
         qtbot: QtBot,
         policy: RetryPolicy | None = None,
+        flat_confirm: float | None = None,
+        request_timeout: float = REQUEST_TIMEOUT,
     ) -> None:
+        """``flat_confirm``: the reconciler's (None: the policy's, as in the app)."""
         self.sim, self.store, self.broker, self.qtbot = sim, store, broker, qtbot
         self.secrets = SecretStore()
         self.session = sim_session(
-            store, sim, broker, label=broker, secrets=self.secrets, **quick_reconnects()
+            store,
+            sim,
+            broker,
+            label=broker,
+            secrets=self.secrets,
+            request_timeout=request_timeout,
+            **quick_reconnects(),
         )
+        policy = policy or RIG_POLICY
         self.service = ProtectionService(
             store,
-            retry_policy=policy
-            or RetryPolicy(
-                attempts=6, initial_delay=0.05, max_delay=0.2, poll_interval=0.05, lookup_window=1.5
-            ),
+            retry_policy=policy,
+            book_recheck_seconds=book_recheck(policy),
+            flat_confirm_seconds=flat_confirm,
         )
         self.alerts: list[Any] = []
         self.service.notifier.alerted.connect(self.alerts.append)
@@ -219,15 +265,16 @@ def test_an_absurd_retry_after_does_not_hold_the_exit(rig: Rig, retry_after: str
     assert len(rig.sim_orders(rig.store.get(pid).exit_tag)) == 1
 
 
+@pytest.mark.parametrize("rig_request_timeout", [REQUEST_TIMEOUT / 4], ids=["timeout-1.75s"])
 def test_exit_that_timed_out_but_was_placed_is_not_sent_twice(rig: Rig) -> None:
     rig.sim.set_price("NSE:INFY", 1500.0)
     pid = enter(rig, Side.BUY, Product.CNC, TrailRule.percent(2.0))
-    # The order is carried out, then the answer comes too late: the client times out (7 s) and must
-    # find the order by its tag instead of sending another.
+    # The order is carried out, then the answer comes too late: the client times out (7 s in the app, a
+    # quarter here) and must find the order by its tag instead of sending another.
     control(
         rig.sim,
         "fault",
-        {"fault": "slow", "seconds": 8, "count": 1, "path": rig.order_path, "method": "POST"},
+        {"fault": "slow", "seconds": 8 / 4, "count": 1, "path": rig.order_path, "method": "POST"},
     )
     rig.sim.set_price("NSE:INFY", 1400.0)
     rig.wait_status(pid, Status.CLOSED, timeout=20)

@@ -17,7 +17,7 @@ from trailstop_gui.models.domain import InstrumentId, Product, Protection, Side,
 from trailstop_gui.models.engine import StopTriggered
 from trailstop_gui.models.lifecycle import IllegalTransition
 from trailstop_gui.models.store import ConcurrentTransition, ProtectionStore
-from trailstop_gui.services import protection_service
+from trailstop_gui.services import position_book, protection_service, reconciler, session
 from trailstop_gui.services.brokers.base import OrderStatus, OrderType
 from trailstop_gui.services.brokers.errors import AuthError
 from trailstop_gui.services.brokers.feed_loop import OrderUpdate
@@ -484,3 +484,33 @@ def test_a_placed_entry_is_watched_every_poll_over_the_window_without_real_time(
         assert store.get(p.id).status is Status.PENDING
     finally:
         service.shutdown()
+
+
+def test_the_waits_after_a_flat_read_and_for_a_trailing_read_are_the_app_s_unless_a_test_scales_them(
+    store: ProtectionStore, qtbot: QtBot
+) -> None:
+    """The reconciler reads a flat position again after the retry policy's flat_confirm (the app's 2 s), the
+    position books trust a read the policy's positions_lag after the stream came up (5 s), and the session's
+    REST calls give up after 7 s: the figures the simulator tests scale down through these same arguments."""
+    app = ProtectionService(store)
+    try:
+        assert (
+            app.reconciler.flat_confirm_seconds
+            == reconciler.FLAT_CONFIRM_SECONDS
+            == RetryPolicy().flat_confirm
+        )
+        assert app._book_of(1, FakeBroker()).lag == position_book.POSITIONS_LAG  # type: ignore[union-attr]
+    finally:
+        app.shutdown()
+    scaled = ProtectionService(store, retry_policy=RetryPolicy(flat_confirm=0.5, positions_lag=1.25))
+    apart = ProtectionService(store, retry_policy=RetryPolicy(flat_confirm=0.5), flat_confirm_seconds=2.0)
+    try:
+        assert scaled.reconciler.flat_confirm_seconds == 0.5
+        assert scaled._book_of(1, FakeBroker()).lag == 1.25  # type: ignore[union-attr]
+        assert apart.reconciler.flat_confirm_seconds == 2.0 and apart.executor.policy.flat_confirm == 0.5
+    finally:
+        scaled.shutdown()
+        apart.shutdown()
+    account = store.add_account("kite", "Zerodha", user_id="AB1234", api_key="key")
+    assert AccountSession(account, SecretStore()).rest._timeout == session.REQUEST_TIMEOUT == 7.0
+    assert AccountSession(account, SecretStore(), request_timeout=1.5).rest._timeout == 1.5

@@ -7,18 +7,33 @@ trails a fill never shrinks it, and an exit meanwhile is sized from the live qua
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
+
+import pytest
 
 from tests.services.conftest import control
 from tests.services.test_exit_bad_day import net_position
-from tests.services.test_protection_flow import Rig, enter, wait_until
+from tests.services.test_protection_flow import RIG_POLICY, Rig, enter, wait_until
 from trailstop_gui.models.domain import Product, Side, Status, TrailRule
 from trailstop_gui.services.brokers.base import OrderRequest, OrderType
+from trailstop_gui.services.exit_executor import RetryPolicy
+from trailstop_gui.services.position_book import POSITIONS_LAG
 from trailstop_gui.services.protection_service import EntryRequest
 from trailstop_gui.services.reconciler import FLAT_CONFIRM_SECONDS
 from trailstop_gui.services.resize_confirmation import Change
 
-LAG = 1.5  # how far the positions (and order book) trail the fills: within FLAT_CONFIRM_SECONDS
+# The app's reconcile waits at half scale: two reads FLAT_CONFIRM apart (2 s in the app:
+# FLAT_CONFIRM_SECONDS), a positions read trusted POSITIONS_LAG after a fill (5 s: position_book).
+SCALE = 0.5
+FLAT_CONFIRM = FLAT_CONFIRM_SECONDS * SCALE
+POLICY = replace(RIG_POLICY, flat_confirm=FLAT_CONFIRM, positions_lag=POSITIONS_LAG * SCALE)
+LAG = 1.5 * SCALE  # how far the positions (and order book) trail the fills: within FLAT_CONFIRM
+
+
+@pytest.fixture
+def rig_policy() -> RetryPolicy:
+    return POLICY
 
 
 def fault(rig: Rig, **spec: Any) -> None:
@@ -51,7 +66,7 @@ def sell_outside(rig: Rig, quantity: int) -> float:
 
 def book_settled(rig: Rig) -> None:
     """Wait until the position book vouches for the account (the stream up long enough before a read) and
-    its own rechecks, which read positions again every 2 s until then, have stopped."""
+    its own rechecks, which read positions again (every 2 s in the app) until then, have stopped."""
     book = rig.service.books[rig.account_id]
 
     def settled() -> bool:
@@ -67,7 +82,7 @@ def test_a_read_trailing_the_rest_of_a_partly_filled_entry_does_not_shrink_it(ri
     second fill shrank the protection 30 -> 10, and its exit sold 10 and left 20 open and unprotected."""
     rig.sim.set_price("NSE:INFY", 1500.0, bid=1499.95, ask=1500.05)
     fault(rig, fault="book_lag", seconds=LAG)
-    fault(rig, fault="partial_fill", ratio=1 / 3, count=1, rest_after=LAG + 1.0)
+    fault(rig, fault="partial_fill", ratio=1 / 3, count=1, rest_after=LAG + 1.0 * SCALE)
     instrument, symbol = rig.instrument("NSE:INFY")
     pid = rig.service.place_entry(
         EntryRequest(
@@ -122,18 +137,18 @@ def test_an_exit_before_a_shrink_is_confirmed_sells_only_what_is_held(rig: Rig) 
 
 def test_a_sale_outside_is_followed_by_a_second_read_seconds_later(rig: Rig) -> None:
     """No reconcile is asked for here: the service's own (on the outside fill) sees the sale once and
-    reconciles again FLAT_CONFIRM_SECONDS later, not at the 30 s timer."""
+    reconciles again FLAT_CONFIRM later, not at the 30 s timer."""
     rig.sim.set_price("NSE:INFY", 1500.0, bid=1499.95, ask=1500.05)
     pid = enter(rig, Side.BUY, Product.MIS, TrailRule.percent(2.0))
     book_settled(rig)
     sold_at = sell_outside(rig, 2)
     wait_until(
         lambda: rig.store.get(pid).filled_quantity == 1,
-        timeout=FLAT_CONFIRM_SECONDS + 8,
+        timeout=FLAT_CONFIRM + 8,
         what="the protection to follow the sale",
         qtbot=rig.qtbot,
     )
-    assert time.monotonic() - sold_at >= FLAT_CONFIRM_SECONDS - 0.5  # two reads apart, not one
+    assert time.monotonic() - sold_at >= FLAT_CONFIRM * 0.75  # two reads apart, not one
     (change,) = rig.store.events(protection_id=pid, kinds=["quantity_changed"])
     assert change.message == "position is 1, was 3"
     assert rig.status(pid) is Status.OPEN

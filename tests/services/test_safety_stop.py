@@ -14,7 +14,16 @@ from pytestqt.qtbot import QtBot
 
 from tests.factories import quick_reconnects, sim_session
 from tests.services.conftest import control
-from tests.services.test_protection_flow import Rig, enter, wait_until
+from tests.services.test_protection_flow import (
+    HALF,
+    RIG_POLICY,
+    Rig,
+    app_flat_confirm,
+    book_recheck,
+    enter,
+    half_scale,
+    wait_until,
+)
 from trailstop_gui.models.domain import Product, SafetyKind, SafetyState, Side, Status, TrailRule
 from trailstop_gui.models.store import AccountRecord, ProtectionStore
 from trailstop_gui.services.brokers.base import OrderRequest, OrderType
@@ -44,9 +53,10 @@ class SafetyRig(Rig):
         broker: str,
         qtbot: QtBot,
         account: AccountRecord | None = None,
+        policy: RetryPolicy | None = None,
     ) -> None:
         if account is None:
-            super().__init__(sim, store, broker, qtbot)
+            super().__init__(sim, store, broker, qtbot, policy=policy)
         else:
             self._start_on(sim, store, broker, qtbot, account)
         self.service.safety.policy = POLICY
@@ -62,10 +72,9 @@ class SafetyRig(Rig):
         )
         self.service = ProtectionService(
             store,
-            retry_policy=RetryPolicy(
-                attempts=6, initial_delay=0.05, max_delay=0.2, poll_interval=0.05, lookup_window=1.5
-            ),
+            retry_policy=RIG_POLICY,
             safety_policy=POLICY,
+            book_recheck_seconds=book_recheck(RIG_POLICY),
         )
         self.alerts: list[Any] = []
         self.service.notifier.alerted.connect(self.alerts.append)
@@ -121,43 +130,64 @@ class SafetyRig(Rig):
 
 
 def _rig(
-    request: pytest.FixtureRequest, simulator: SimulatorHandle, store: ProtectionStore, qtbot: QtBot
+    request: pytest.FixtureRequest,
+    simulator: SimulatorHandle,
+    store: ProtectionStore,
+    qtbot: QtBot,
+    rig_policy: RetryPolicy | None,
 ) -> Iterator[tuple[SafetyRig, Product]]:
     broker, product = request.param
     simulator.set_price("NSE:INFY", 1500.0, bid=1499.95, ask=1500.05)
-    rig = SafetyRig(simulator, store, broker, qtbot)
+    # conftest's rig_policy: a lagging-book test takes @app_flat_confirm or @half_scale.
+    rig = SafetyRig(simulator, store, broker, qtbot, policy=rig_policy)
     yield rig, product
     rig.close()
 
 
 @pytest.fixture(params=CASES, ids=IDS)
 def case(
-    request: pytest.FixtureRequest, simulator: SimulatorHandle, store: ProtectionStore, qtbot: QtBot
+    request: pytest.FixtureRequest,
+    simulator: SimulatorHandle,
+    store: ProtectionStore,
+    qtbot: QtBot,
+    rig_policy: RetryPolicy | None,
 ) -> Iterator[tuple[SafetyRig, Product]]:
-    yield from _rig(request, simulator, store, qtbot)
+    yield from _rig(request, simulator, store, qtbot, rig_policy)
 
 
 # Intraday only: shorts (CNC cannot be sold short), and closing outside (the demo account holds INFY,
 # so selling today's CNC buy would leave the holding, still protected).
 @pytest.fixture(params=[c for c in CASES if c[1] is Product.MIS], ids=[i for i in IDS if "MIS" in i])
 def mis_case(
-    request: pytest.FixtureRequest, simulator: SimulatorHandle, store: ProtectionStore, qtbot: QtBot
+    request: pytest.FixtureRequest,
+    simulator: SimulatorHandle,
+    store: ProtectionStore,
+    qtbot: QtBot,
+    rig_policy: RetryPolicy | None,
 ) -> Iterator[tuple[SafetyRig, Product]]:
-    yield from _rig(request, simulator, store, qtbot)
+    yield from _rig(request, simulator, store, qtbot, rig_policy)
 
 
 @pytest.fixture(params=[CASES[0]], ids=[IDS[0]])
 def kite_mis_case(
-    request: pytest.FixtureRequest, simulator: SimulatorHandle, store: ProtectionStore, qtbot: QtBot
+    request: pytest.FixtureRequest,
+    simulator: SimulatorHandle,
+    store: ProtectionStore,
+    qtbot: QtBot,
+    rig_policy: RetryPolicy | None,
 ) -> Iterator[tuple[SafetyRig, Product]]:
-    yield from _rig(request, simulator, store, qtbot)
+    yield from _rig(request, simulator, store, qtbot, rig_policy)
 
 
 @pytest.fixture(params=[CASES[2]], ids=[IDS[2]])
 def upstox_mis_case(
-    request: pytest.FixtureRequest, simulator: SimulatorHandle, store: ProtectionStore, qtbot: QtBot
+    request: pytest.FixtureRequest,
+    simulator: SimulatorHandle,
+    store: ProtectionStore,
+    qtbot: QtBot,
+    rig_policy: RetryPolicy | None,
 ) -> Iterator[tuple[SafetyRig, Product]]:
-    yield from _rig(request, simulator, store, qtbot)
+    yield from _rig(request, simulator, store, qtbot, rig_policy)
 
 
 def price(rig: Rig, ltp: float) -> None:
@@ -180,7 +210,7 @@ def test_safety_follows_the_trail_past_the_threshold_and_not_faster_than_the_int
     case: tuple[SafetyRig, Product],
 ) -> None:
     rig, product = case
-    rig.service.safety.policy = replace(POLICY, min_interval=1.0)
+    rig.service.safety.policy = replace(POLICY, min_interval=0.5)
     pid = enter(rig, Side.BUY, product, TrailRule.percent(2.0))
     first = rig.wait_held_at_target(pid)
     p = rig.store.get(pid)
@@ -199,7 +229,7 @@ def test_safety_follows_the_trail_past_the_threshold_and_not_faster_than_the_int
     assert third > second
     moves = [e for e in rig.store.events(protection_id=pid) if e.kind == "safety_moved"]
     assert len(moves) == 2 and rig.store.get(pid).safety_modifications == 2
-    assert (moves[1].ts - moves[0].ts).total_seconds() >= 0.95
+    assert (moves[1].ts - moves[0].ts).total_seconds() >= 0.45
     assert [e.price for e in moves] == [second, third]
 
 
@@ -415,6 +445,7 @@ def test_short_position_safety_sits_above_the_stop(mis_case: tuple[SafetyRig, Pr
     assert len(buys) == 1 and len(rig.sells()) == 1  # the entry, and exactly one exit
 
 
+@half_scale
 def test_a_gap_through_both_stops_with_a_lagging_book_exits_once(case: tuple[SafetyRig, Product]) -> None:
     """Found by the chaos run with book_lag. Kite GTT: fired by the gap and deleted (Kite then forgets it)
     before the lagging book listed its order, so TrailStop sent its own exit as well (two sells). SL-M: the
@@ -423,7 +454,7 @@ def test_a_gap_through_both_stops_with_a_lagging_book_exits_once(case: tuple[Saf
     rig, product = case
     pid = enter(rig, Side.BUY, product, TrailRule.percent(2.0))
     rig.wait_held_at_target(pid)
-    control(rig.sim, "fault", {"fault": "book_lag", "seconds": 1.5})
+    control(rig.sim, "fault", {"fault": "book_lag", "seconds": 1.5 * HALF})
     wait_until(
         lambda: any(x.quantity == 3 for x in rig.session.broker.positions() if x.symbol == "INFY"),
         what="the entry in the lagging positions",
@@ -443,11 +474,16 @@ def test_a_gap_through_both_stops_with_a_lagging_book_exits_once(case: tuple[Saf
 
 @pytest.fixture(params=[CASES[1]], ids=[IDS[1]])
 def kite_gtt_case(
-    request: pytest.FixtureRequest, simulator: SimulatorHandle, store: ProtectionStore, qtbot: QtBot
+    request: pytest.FixtureRequest,
+    simulator: SimulatorHandle,
+    store: ProtectionStore,
+    qtbot: QtBot,
+    rig_policy: RetryPolicy | None,
 ) -> Iterator[tuple[SafetyRig, Product]]:
-    yield from _rig(request, simulator, store, qtbot)
+    yield from _rig(request, simulator, store, qtbot, rig_policy)
 
 
+@half_scale
 def test_a_gtt_fired_by_a_gap_the_feed_has_not_shown_is_the_exit(
     kite_gtt_case: tuple[SafetyRig, Product],
 ) -> None:
@@ -461,15 +497,22 @@ def test_a_gtt_fired_by_a_gap_the_feed_has_not_shown_is_the_exit(
     level = rig.wait_held_at_target(pid)
     p = rig.store.get(pid)
     assert p.stop is not None and level < p.stop
-    control(rig.sim, "fault", {"fault": "book_lag", "seconds": 1.5})
+    control(rig.sim, "fault", {"fault": "book_lag", "seconds": 1.5 * HALF})
     control(
         rig.sim,
         "fault",
-        {"fault": "slow", "seconds": 0.6, "path": "/gtt/triggers", "method": "DELETE", "phase": "before"},
+        {
+            "fault": "slow",
+            "seconds": 0.6 * HALF,
+            "path": "/gtt/triggers",
+            "method": "DELETE",
+            "phase": "before",
+        },
     )
     price(rig, round((p.stop + level) / 2, 1))  # through the stop, above the GTT: the exit starts
     rig.wait_status(pid, Status.TRIGGERED, 5.0)
-    control(rig.sim, "fault", {"fault": "stall_ws", "seconds": 3})  # the feed does not show what follows
+    # The feed does not show what follows.
+    control(rig.sim, "fault", {"fault": "stall_ws", "seconds": 3 * HALF})
     price(rig, round(level * 0.97, 1))  # the gap: the GTT fires while its delete is on its way
     wait_until(
         lambda: rig.status(pid) is Status.CLOSED and all(o["status"] == "COMPLETE" for o in rig.sells()),
@@ -538,6 +581,7 @@ def test_an_unreadable_order_history_does_not_hold_the_sl_m_exit(
     assert len(rig.sells()) == 1, rig.sells()
 
 
+@app_flat_confirm
 def test_an_sl_m_placed_on_a_lagging_book_is_read_back_without_failing(
     kite_mis_case: tuple[SafetyRig, Product], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -609,6 +653,7 @@ def test_a_twin_protection_waiting_for_the_first_exit_ends_with_its_gtt_gone(
     assert len(buys) == 1 and buys[0]["quantity"] == 3, buys  # one exit for the whole short
 
 
+@half_scale
 def test_a_position_read_flat_after_its_gtt_fired_unseen_is_closed_by_that_gtt(
     kite_gtt_case: tuple[SafetyRig, Product],
 ) -> None:
@@ -629,7 +674,7 @@ def test_a_position_read_flat_after_its_gtt_fired_unseen_is_closed_by_that_gtt(
     p = rig.store.get(pid)
     assert p.stop is not None and level < p.stop and p.safety_kind is SafetyKind.GTT
     control(rig.sim, "fault", {"fault": "stall_ws"})
-    control(rig.sim, "fault", {"fault": "book_lag", "seconds": 3.0})
+    control(rig.sim, "fault", {"fault": "book_lag", "seconds": 3.0 * HALF})
     quote(round(level * 0.99, 1))  # the gap: the GTT fires and fills (above its LIMIT price)
     quote(round((p.stop + level) / 2, 1))  # back between the GTT and the stop
     control(rig.sim, "fault", {"fault": "clear", "kind": "stall_ws"})
@@ -646,6 +691,7 @@ def test_a_position_read_flat_after_its_gtt_fired_unseen_is_closed_by_that_gtt(
     assert closed.exit_quantity == 3 and closed.exit_price == pytest.approx(filled[0]["average_price"])
 
 
+@half_scale
 def test_a_delivery_exit_refused_because_its_gtt_sold_first_is_closed_by_that_gtt(
     kite_gtt_case: tuple[SafetyRig, Product],
 ) -> None:
@@ -658,7 +704,7 @@ def test_a_delivery_exit_refused_because_its_gtt_sold_first_is_closed_by_that_gt
     had sold them. Now the GTT's order is the exit: its price and quantity, reason "safety stop"."""
     rig, product = kite_gtt_case
     symbol = "NSE:RELIANCE"  # not among the demo account's holdings: the GTT sells the whole day's buy
-    lag = 1.5
+    lag = 1.5 * HALF
 
     def quote(ltp: float) -> None:
         rig.sim.set_price(symbol, ltp, bid=round(ltp - 0.05, 2), ask=round(ltp + 0.05, 2))
@@ -672,7 +718,7 @@ def test_a_delivery_exit_refused_because_its_gtt_sold_first_is_closed_by_that_gt
     entry = p.entry_order_id
     assert entry is not None
     placed = next(o["received_at"] for o in rig.sim_orders() if o["order_id"] == entry)
-    wait_until(lambda: time.time() > placed + lag + 0.3, 5, "the entry to age past the lag", rig.qtbot)
+    wait_until(lambda: time.time() > placed + lag + 0.3 * HALF, 5, "the entry to age past the lag", rig.qtbot)
     control(rig.sim, "fault", {"fault": "stall_ws"})
     control(rig.sim, "fault", {"fault": "book_lag", "seconds": lag})
     quote(round(level * 0.99, 1))  # the gap: the GTT fires and fills (above its LIMIT price)

@@ -147,6 +147,8 @@ class ProtectionService(QObject):
         reconcile_interval_ms: int = RECONCILE_INTERVAL_MS,
         safety_policy: SafetyPolicy | None = None,
         position_book: bool = True,
+        book_recheck_seconds: float = BOOK_RECHECK_SECONDS,
+        flat_confirm_seconds: float | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -178,6 +180,9 @@ class ProtectionService(QObject):
         )
         self.executor = ExitExecutor(store, self._broker_for, policy=retry_policy)
         self.executor.safety = self.safety
+        policy = self.executor.policy  # the app's: RetryPolicy() unless a test scales it down
+        # "Read a flat position again this much later": the exits' figure unless told otherwise.
+        flat_confirm = policy.flat_confirm if flat_confirm_seconds is None else flat_confirm_seconds
         self.reconciler = Reconciler(
             store,
             Hooks(
@@ -194,12 +199,14 @@ class ProtectionService(QObject):
                 engine_view=lambda p: self.engine_view(p),
                 positions_read=self._on_positions_read,
             ),
+            flat_confirm_seconds=flat_confirm,
         )
         # Each account's live position book: exits are sized from it when it is fresh (no round trip).
         self.books: dict[int, PositionBook] = {}
         self._book_rechecks: dict[int, threading.Timer] = {}
         self._book_tries: dict[int, int] = {}  # rechecks since the account's book last settled
         self._book_lock = threading.Lock()
+        self._book_recheck_seconds = book_recheck_seconds
         self.position_book = position_book
         self.executor.book_for = lambda account_id: self.books.get(account_id) if self.position_book else None
         self.actions = QThreadPool()
@@ -532,7 +539,10 @@ class ProtectionService(QObject):
         if book is None and broker is not None:
             parse = BOOK_PARSERS.get(broker.capabilities.broker)
             if parse is not None:
-                book = self.books[account_id] = PositionBook(broker.capabilities, parse)
+                # The book trusts a read sent this long after the stream came up, the bound the exits
+                # use for a positions read trailing a fill.
+                lag = self.executor.policy.positions_lag
+                book = self.books[account_id] = PositionBook(broker.capabilities, parse, lag=lag)
         return book
 
     def _on_positions_read(
@@ -552,7 +562,7 @@ class ProtectionService(QObject):
             if account_id in self._book_rechecks or not self._started or tries >= BOOK_RECHECKS:
                 return
             self._book_tries[account_id] = tries + 1
-            timer = threading.Timer(BOOK_RECHECK_SECONDS, lambda: self._book_recheck(account_id))
+            timer = threading.Timer(self._book_recheck_seconds, lambda: self._book_recheck(account_id))
             timer.daemon = True
             self._book_rechecks[account_id] = timer
         timer.start()

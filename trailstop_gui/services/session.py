@@ -37,6 +37,10 @@ from trailstop_gui.services.secrets import SecretStore
 
 log = logging.getLogger("trailstop.session")
 
+# How long a REST call may take before the client gives up (the adapters' default): an order whose answer
+# comes later may still have been placed, and the exit looks it up by its tag.
+REQUEST_TIMEOUT = 7.0
+
 
 class SessionState(enum.StrEnum):
     LOGGED_OUT = "logged out"
@@ -103,6 +107,7 @@ class AccountSession(QObject):
         *,
         watchdog: float = 5.0,
         backoff: Callable[[], Backoff] = Backoff,
+        request_timeout: float = REQUEST_TIMEOUT,
     ) -> None:
         super().__init__()
         if account.broker not in ("kite", "upstox"):
@@ -114,6 +119,7 @@ class AccountSession(QObject):
         self.feed: FeedWorker | None = None
         self._watchdog = watchdog
         self._backoff = backoff
+        self._request_timeout = request_timeout
         self._lock = threading.Lock()
         token = secrets.get(account.id, "access_token")
         # ``rest`` is the real broker account: login, token, feed. ``broker`` is where orders go: the same
@@ -135,9 +141,14 @@ class AccountSession(QObject):
     def _make_broker(self, token: str | None) -> Broker:
         e = self.endpoints
         rest: KiteBroker | UpstoxBroker
+        timeout = self._request_timeout
         if self.account.broker == "kite":
             rest = KiteBroker(
-                self.account.api_key, access_token=token, root=e.api_root, login_uri=e.login_url
+                self.account.api_key,
+                access_token=token,
+                root=e.api_root,
+                login_uri=e.login_url,
+                timeout=timeout,
             )
         else:
             rest = UpstoxBroker(
@@ -146,6 +157,7 @@ class AccountSession(QObject):
                 api_root=e.api_root,
                 order_root=e.order_root,
                 dialog_url=e.login_url,
+                timeout=timeout,
             )
         rest.order_route_observer = self._on_order_route_answer
         return rest
