@@ -14,7 +14,7 @@ from datetime import date, datetime, time
 from trailstop_gui.models import db
 from trailstop_gui.models.basket import BasketRules
 from trailstop_gui.models.domain import Protection, Status
-from trailstop_gui.models.square_off import format_exit_time, parse_exit_time
+from trailstop_gui.models.square_off import format_exit_time, parse_exit_time, to_ist
 from trailstop_gui.models.store import ConcurrentTransition, ProtectionStore
 
 ALL_POSITIONS = "all"
@@ -46,9 +46,13 @@ class Basket:
 
 
 def realised_today(p: Protection, today: date) -> float:
-    """Rupees a member's own exit realised today (0 without a known exit price: closed outside)."""
+    """Rupees a member's own exit realised today (0 without a known exit price: closed outside).
+
+    ``today`` is the trading day in IST; ``closed_at`` is the machine's local time (a VPS keeps UTC, where an
+    exit at 00:15 IST on the 7th is stamped 18:45 on the 6th), so it is taken to IST before the dates meet.
+    """
     closed = p.closed_at
-    if p.status is not Status.CLOSED or closed is None or closed.date() != today:
+    if p.status is not Status.CLOSED or closed is None or to_ist(closed).date() != today:
         return 0.0
     if p.exit_price is None or p.entry_price is None or not p.exit_quantity:
         return 0.0

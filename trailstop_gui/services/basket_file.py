@@ -31,14 +31,14 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from datetime import time
+from datetime import date, time
 from pathlib import Path
 from typing import Any
 
 from trailstop_gui.models.basket import BasketRules
 from trailstop_gui.models.basket_store import Basket, BasketStatus
 from trailstop_gui.models.domain import Side, TrailRule
-from trailstop_gui.models.square_off import parse_exit_time
+from trailstop_gui.models.square_off import parse_exit_time, to_ist
 from trailstop_gui.models.store import AccountRecord
 from trailstop_gui.services.baskets import BasketService
 
@@ -257,6 +257,12 @@ def find_account(account: str | int, accounts: list[AccountRecord], what: str) -
     return found[0]
 
 
+def made_on(baskets: list[Basket], day: date) -> bool:
+    """Whether one of ``baskets`` was made on the IST trading day ``day``. ``created_at`` is the machine's
+    local time: a VPS on UTC is on the day before from 18:30 to midnight, IST's 00:00 to 05:30."""
+    return any(b.created_at is not None and to_ist(b.created_at).date() == day for b in baskets)
+
+
 def apply_baskets(
     specs: list[BasketSpec], baskets: BasketService, accounts: list[AccountRecord]
 ) -> list[Basket]:
@@ -271,7 +277,7 @@ def apply_baskets(
             basket = live[-1]
             if basket.status is BasketStatus.ACTIVE and basket.rules != spec.rules:
                 basket = baskets.set_rules(basket.id, spec.rules)
-        elif any(b.created_at is not None and b.created_at.date() == today for b in existing):
+        elif made_on(existing, today):
             log.info("basket %r of account %s already ended today: not armed again", spec.name, account.id)
             continue
         else:

@@ -77,3 +77,38 @@ def test_realised_today_of_longs_and_shorts(store: ProtectionStore) -> None:
     assert realised_today(done, date(2026, 12, 8)) == 0.0
     assert realised_today(done.with_changes(exit_price=None), date(2026, 12, 7)) == 0.0
     assert realised_today(short, date(2026, 12, 7)) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("zone", "closed_local", "trading_day"),
+    [
+        # A VPS on UTC: 18:45 on the 6th is 00:15 IST on the 7th, that trading day's realised rupees.
+        ("UTC", datetime(2026, 12, 6, 18, 45), date(2026, 12, 7)),
+        # A trader's own machine in India: local time is IST.
+        ("Asia/Kolkata", datetime(2026, 12, 7, 0, 15), date(2026, 12, 7)),
+    ],
+)
+def test_realised_today_is_the_ist_trading_day_whatever_the_machine_zone(
+    store: ProtectionStore,
+    monkeypatch: pytest.MonkeyPatch,
+    zone: str,
+    closed_local: datetime,
+    trading_day: date,
+) -> None:
+    """Found at 00:15 IST on a UTC machine: a member's own exit was stamped 'yesterday' and its loss left
+    out of the basket's MTM, so the basket never breached."""
+    import time as clock
+
+    monkeypatch.setenv("TZ", zone)
+    clock.tzset()
+    try:
+        account = store.add_account("kite", "k").id
+        short = store.get(protection(store, account, Side.SELL))
+        done = short.with_changes(
+            status=Status.CLOSED, exit_price=95.0, exit_quantity=10, closed_at=closed_local
+        )
+        assert realised_today(done, trading_day) == pytest.approx(50.0)
+        assert realised_today(done, date(2026, 12, 6)) == 0.0  # the day before, in IST
+    finally:
+        monkeypatch.undo()
+        clock.tzset()

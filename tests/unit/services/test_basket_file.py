@@ -159,3 +159,33 @@ def test_timed_exit_and_underlying_mistakes_are_named(tmp_path: Path, data: obje
 
     with pytest.raises(ValueError, match=message):
         read_rules_file(write(tmp_path, data))
+
+
+def test_a_basket_made_late_evening_utc_was_made_on_the_next_ist_trading_day(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On a VPS on UTC, a file's basket that ended at 00:15 IST (18:45 UTC the day before) is one of that
+    IST day: the next start must not arm it again as if it were yesterday's."""
+    import time as clock
+    from datetime import date, datetime
+
+    from trailstop_gui.models.basket_store import Basket, BasketStatus
+    from trailstop_gui.services.basket_file import made_on
+
+    monkeypatch.setenv("TZ", "UTC")
+    clock.tzset()
+    try:
+        ended = Basket(
+            1,
+            1,
+            "pair",
+            BasketRules(max_loss=100),
+            BasketStatus.EXITED,
+            (1, 2),
+            created_at=datetime(2026, 12, 6, 18, 45),
+        )
+        assert made_on([ended], date(2026, 12, 7))
+        assert not made_on([ended], date(2026, 12, 6))
+    finally:
+        monkeypatch.undo()
+        clock.tzset()
