@@ -46,6 +46,7 @@ from trailstop_gui.services.brokers.errors import (
     BrokerInputError,
     map_kite_exception,
 )
+from trailstop_gui.services.brokers.http_session import HostEnvironmentSession
 from trailstop_gui.services.brokers.order_route import OrderRoute
 from trailstop_gui.services.brokers.rate_limit import RateLimiter
 from trailstop_gui.services.brokers.reply_rows import (
@@ -99,11 +100,10 @@ class KiteBroker(RestAdapter):
             market_protection=_kite_market_protection(market_protection),
             map_exception=map_kite_exception,
         )
-        self._kite: Any = KiteConnect(api_key, access_token=access_token, root=root, timeout=timeout)
+        self._kite: Any = _client(api_key, access_token=access_token, root=root, timeout=timeout)
         if login_uri:
             # The constructor has no parameter for it; login_url() reads this attribute.
             self._kite._default_login_uri = login_uri
-        self._kite.reqsession.hooks["response"].append(_screen_response)
         self._root, self._timeout = root, timeout
         self._orders: Any = self._kite
         self.set_order_route(order_route or OrderRoute(), route_password)
@@ -148,14 +148,13 @@ class KiteBroker(RestAdapter):
         if route.is_direct:
             orders: Any = self._kite
         else:
-            orders = KiteConnect(
+            orders = _client(
                 self._kite.api_key,
                 access_token=self._kite.access_token,
                 root=self._root,
                 timeout=self._timeout,
                 proxies=route.requests_proxies(password),
             )
-            orders.reqsession.hooks["response"].append(_screen_response)
         self._orders, self._route, self._route_password = orders, route, password
 
     # ------------------------------------------------------------------------- orders
@@ -366,6 +365,15 @@ class KiteBroker(RestAdapter):
             # UnboundLocalError on a null order book (kiteconnect 5.x connect.py). Unreadable: ask again.
             return malformed_reply(f"kite {what}", f"the SDK could not read it: {type(exc).__name__}")
         return error
+
+
+def _client(api_key: str, **kwargs: Any) -> Any:
+    """A ``KiteConnect`` whose session reads the environment once per host (http_session.py) and turns
+    replies the SDK would misread into errors (``_screen_response``)."""
+    client = KiteConnect(api_key, **kwargs)
+    client.reqsession = HostEnvironmentSession()
+    client.reqsession.hooks["response"].append(_screen_response)
+    return client
 
 
 def _kite_market_protection(value: float) -> float:
