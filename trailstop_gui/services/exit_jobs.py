@@ -56,6 +56,7 @@ from trailstop_gui.services.brokers.base import (
     OrderStatus,
     OrderType,
     SlicingBroker,
+    as_preparing_broker,
     as_slicing_broker,
     latest_with_tag,
 )
@@ -516,7 +517,8 @@ class ExitJobs:
             # Worked out while TRIGGERED is being committed: the live quantity (from the position book, no
             # round trip, when it is fresh), the share and the order itself. Nothing is sent before the gate.
             live = self._exit_quantity(p, broker) if broker is not None else None
-            prepared = self._prepare(p, live) if live is not None and live.quantity > 0 else None
+            # (the order down to its request bytes, where the broker can: PreparingBroker)
+            prepared = self._prepare(p, live, broker) if live is not None and live.quantity > 0 else None
             if not gate.wait():
                 return False  # the trigger was not committed: someone else owns this exit
             marker.pending = True  # the commit carried the "exit_sending" marker
@@ -544,7 +546,10 @@ class ExitJobs:
                 )
         return False
 
-    def _prepare(self, p: Protection, live: LiveQuantity) -> _Prepared:
+    def _prepare(self, p: Protection, live: LiveQuantity, broker: Broker | None = None) -> _Prepared:
+        """The exit's share and order; with ``broker`` (a tick's exit, before its gate opens), the order
+        is also worked out down to its request, so that only the sending is left once TRIGGERED is on
+        disk (a broker that cannot does it all in place_order)."""
         # Live protections first, then the ended ones: a twin that closes in between is counted twice
         # (in flight, then settling: this exit waits), never missed. Only those that may share the
         # position (exit_share narrows them to it): this runs while the feed thread commits TRIGGERED,
@@ -556,6 +561,9 @@ class ExitJobs:
         taken = sum(exit_claim(o) for o in settling)
         share = exit_share(p, others, live.quantity, settling=taken)
         request = self._exit_request(p, share) if share is not None and share > 0 else None
+        preparing = as_preparing_broker(broker) if request is not None else None
+        if preparing is not None and request is not None:
+            preparing.prepare_order(request)
         return _Prepared(share, request, settling)
 
     def _settling(self, p: Protection, live: LiveQuantity) -> list[Protection]:
