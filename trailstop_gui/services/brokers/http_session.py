@@ -52,10 +52,9 @@ class PreparedCall:
 class _Captured(Exception):
     """Not an error: the way out of the SDK's call, carrying the request it would have sent."""
 
-    def __init__(self, prepared: requests.PreparedRequest, send_settings: dict[str, Any]) -> None:
+    def __init__(self, call: PreparedCall) -> None:
         super().__init__("captured")
-        self.prepared = prepared
-        self.send_settings = send_settings
+        self.call = call
 
 
 class HostEnvironmentSession(requests.Session):
@@ -73,14 +72,13 @@ class HostEnvironmentSession(requests.Session):
     def capture(self, call: Callable[[], object]) -> PreparedCall | None:
         """Run ``call`` (an SDK call making one request through this session) up to the moment the request
         would be sent, and return what it would have sent; None when it made no request."""
-        self._local.capturing = []
+        self._local.capturing = True
         try:
             call()
         except _Captured as captured:
-            [(method, url, arguments)] = self._local.capturing
-            return PreparedCall(self, method, url, arguments, captured.prepared, captured.send_settings)
+            return captured.call
         finally:
-            self._local.capturing = None
+            self._local.capturing = False
         return None
 
     @contextmanager
@@ -95,9 +93,8 @@ class HostEnvironmentSession(requests.Session):
             self._local.ready = None
 
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
-        capturing = getattr(self._local, "capturing", None)
-        if capturing is not None and not args:
-            capturing.append((method, url, _copied(kwargs)))
+        if getattr(self._local, "capturing", False) and not args:
+            raise _Captured(self._prepare_call(str(method), str(url), kwargs))
         ready: PreparedCall | None = getattr(self._local, "ready", None)
         if ready is not None:
             self._local.ready = None
@@ -105,10 +102,30 @@ class HostEnvironmentSession(requests.Session):
                 return self.send(ready.prepared, **ready.send_settings)
         return super().request(method, url, *args, **kwargs)
 
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
-        if getattr(self._local, "capturing", None) is not None:
-            raise _Captured(request, dict(kwargs))
-        return super().send(request, **kwargs)
+    def _prepare_call(self, method: str, url: str, arguments: dict[str, Any]) -> PreparedCall:
+        """What ``requests.Session.request`` (requests 2.x) does before it sends, and nothing else: a
+        capture is no request, so it goes through nothing that sends or counts requests."""
+        copied = _copied(arguments)  # before requests adds the environment's proxies to the caller's dict
+        a = arguments
+        request = requests.Request(
+            method=method.upper(),
+            url=url,
+            headers=a.get("headers"),
+            files=a.get("files"),
+            data=a.get("data") or {},
+            json=a.get("json"),
+            params=a.get("params") or {},
+            auth=a.get("auth"),
+            cookies=a.get("cookies"),
+            hooks=a.get("hooks"),
+        )
+        prepared = self.prepare_request(request)
+        settings = self.merge_environment_settings(
+            prepared.url, a.get("proxies") or {}, a.get("stream"), a.get("verify"), a.get("cert")
+        )
+        send_settings = {"timeout": a.get("timeout"), "allow_redirects": a.get("allow_redirects", True)}
+        send_settings.update(settings)
+        return PreparedCall(self, method, url, copied, prepared, send_settings)
 
     def merge_environment_settings(
         self,

@@ -83,3 +83,37 @@ def test_both_kite_clients_use_it_and_screen_replies() -> None:
         assert isinstance(client.reqsession, HostEnvironmentSession)
         assert client.reqsession.hooks["response"] == [_screen_response]
     assert broker._orders is not broker._kite
+
+
+def test_a_capture_is_no_request_and_its_call_is_sent_only_for_the_same_arguments(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What requests would have sent, worked out without going through ``Session.request`` (nothing that
+    counts or sends requests sees a capture); sent as prepared only when the SDK asks for the same."""
+    session = HostEnvironmentSession()
+    through: list[str] = []
+    sent: list[requests.PreparedRequest] = []
+    original = requests.Session.request
+
+    def counted(self: requests.Session, method: str, url: str, *args: object, **kwargs: object) -> object:
+        through.append(url)
+        return original(self, method, url, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(requests.Session, "request", counted)
+    monkeypatch.setattr(session, "send", lambda prepared, **_: sent.append(prepared) or "reply")
+    arguments: dict[str, object] = dict(
+        data={"quantity": 3, "tag": "TS42"}, headers={"Authorization": "token k:t"}, timeout=7.0, proxies={}
+    )
+    call = session.capture(lambda: session.request("POST", ORDERS, **arguments))
+    assert call is not None and through == [] and sent == []
+    reference = requests.Session().prepare_request(
+        requests.Request("POST", ORDERS, data=arguments["data"], headers=arguments["headers"])  # type: ignore[arg-type]
+    )
+    assert (call.prepared.method, call.prepared.url, call.prepared.body) == ("POST", ORDERS, reference.body)
+    assert call.prepared.headers == reference.headers
+    with session.sending(call):
+        assert session.request("POST", ORDERS, **arguments) == "reply"
+    assert sent == [call.prepared] and through == []
+    with session.sending(call):  # another body: prepared anew, through requests as usual
+        session.request("POST", ORDERS, **dict(arguments, data={"quantity": 2, "tag": "TS42"}))
+    assert through == [ORDERS] and sent[-1] is not call.prepared
