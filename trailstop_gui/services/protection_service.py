@@ -465,7 +465,8 @@ class ProtectionService(QObject):
         try:
             # No read-back: each exit leaves as its TRIGGERED is on disk, and a read here would hold the
             # interpreter its exit thread is waiting for (bench/tick_to_exit_stages.py).
-            failures = self.store.commit_transitions(moves, before_commit=start_jobs)
+            with self.store.before_commit(start_jobs):
+                failures = self.store.commit_transitions(moves)
         except Exception:
             for gate in gates.values():
                 if gate is not None:
