@@ -441,14 +441,13 @@ class ProtectionService(QObject):
         """
         triggered = {pid: self.store.get(pid) for pid, _ in fired}
         gates = {pid: self.executor.claim_gated(p) for pid, p in triggered.items()}
-        started = False
+        # Every gate claimed is started exactly once: before the COMMIT, or after a failure on its closed
+        # gate (its job then ends at once and frees the protection); never left claimed.
+        unstarted = [gate for gate in gates.values() if gate is not None]
 
         def start_jobs() -> None:
-            nonlocal started
-            started = True
-            for gate in gates.values():
-                if gate is not None:
-                    self.executor.start_gated(gate)
+            while unstarted:
+                self.executor.start_gated(unstarted.pop(0))
 
         moves = [
             TransitionRequest(
@@ -471,8 +470,7 @@ class ProtectionService(QObject):
             for gate in gates.values():
                 if gate is not None:
                     gate.close()
-            if not started:
-                start_jobs()  # on closed gates: each job ends at once and frees its protection
+            start_jobs()  # those not started yet, on closed gates
             raise
         for (pid, _event), failure in zip(fired, failures, strict=True):
             gate = gates[pid]
@@ -480,8 +478,7 @@ class ProtectionService(QObject):
                 gate.open()
             elif gate is not None:
                 gate.close()
-        if not started:
-            start_jobs()  # the tick's one move was refused before its COMMIT: its gate is closed
+        start_jobs()  # none left, unless the tick's one move was refused before its COMMIT (gate closed)
         for (pid, event), failure in zip(fired, failures, strict=True):
             if failure is not None:
                 log.info("protection %s: trigger ignored (%s)", pid, failure)
