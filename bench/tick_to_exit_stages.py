@@ -7,8 +7,7 @@ and takes ``time.perf_counter_ns()`` (CLOCK_MONOTONIC, the same clock in every p
     rx          the socket data carrying that tick reaches the feed thread's WebSocket (data_received)
     decode      the feed loop starts decoding that message
     fired       the engine fired: ProtectionService._on_triggers starts
-    submitted   the exit job is handed to the pool (submit_gated or start_gated returns; later versions start
-                it inside TRIGGERED's transaction, after its writes, just before the COMMIT)
+    submitted   the exit job is handed to the pool (submit_gated returns)
     commit      TRIGGERED's transaction begins (store.transition_many / commit_transitions is called)
     opened      gate.open() on the feed thread: the commit (its fsync included) has returned
     job         the pool thread starts the job; sized / prepared: the book read and the order worked out
@@ -189,8 +188,6 @@ def install(probe: StageProbe) -> None:
     _wrap(FeedLoop, "_handle", before=on_handle)
     _wrap(ProtectionService, "_on_triggers", before=on_fired)
     _wrap(ExitJobs, "submit_gated", after=lambda *_: probe.mark("submitted"))
-    if hasattr(ExitJobs, "start_gated"):  # later versions start the job inside the commit, before COMMIT
-        _wrap(ExitJobs, "start_gated", after=lambda *_: probe.mark("submitted"))
     _wrap(ProtectionStore, "transition_many", before=on_commit)
     if hasattr(ProtectionStore, "commit_transitions"):  # the tick path's commit on later versions
         _wrap(ProtectionStore, "commit_transitions", before=on_commit)

@@ -116,48 +116,6 @@ def test_a_trigger_that_cannot_be_committed_sends_nothing(rig: Rig, monkeypatch:
     assert AlertKind.STOP_TRIGGERED not in rig.kinds()
 
 
-def test_the_exit_job_starts_once_triggered_is_written_just_before_its_commit(
-    rig: Rig, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Started before the feed thread's writes, the pool thread took the interpreter at once and worked
-    # its order out first; the writes waited for it, and the fsync then had nothing to overlap with.
-    p = rig.protect()
-    feed_thread = threading.get_ident()
-    seen: list[str] = []
-    database, start_gated = rig.store._db, rig.service.executor.start_gated
-
-    def commit() -> None:
-        if threading.get_ident() == feed_thread:
-            seen.append("commit")
-        type(database).commit(database)
-
-    def start(gate: TriggerGate) -> None:
-        # In the feed thread's transaction, the row is TRIGGERED already; on disk it is not yet.
-        [(status,)] = database.execute_sql("SELECT status FROM protection WHERE id = ?", (p.id,)).fetchall()
-        seen.append(f"start ({status})")
-        start_gated(gate)
-
-    monkeypatch.setattr(database, "commit", commit)
-    monkeypatch.setattr(rig.service.executor, "start_gated", start)
-    rig.service._on_triggers([fired(p)])
-    assert seen[:2] == ["start (TRIGGERED)", "commit"]
-    rig.wait_status(p.id, Status.CLOSED)
-    assert len(rig.broker.placed) == 1
-
-
-def test_a_trigger_refused_before_its_commit_leaves_its_exit_to_its_owner(rig: Rig) -> None:
-    # Another path (a manual exit) committed TRIGGERED first and owns the exit: the tick's job, claimed
-    # before the refusal, is started on a closed gate and frees the protection without sending anything.
-    p = rig.protect()
-    rig.store.transition(p.id, Status.TRIGGERED, expected=Status.OPEN, reason="manual")
-    rig.service._on_triggers([fired(p)])
-    assert rig.service.executor.wait_idle(5)
-    assert rig.broker.placed == []
-    assert rig.service.executor.submit(p.id)  # the owner's job is not refused as "already running"
-    rig.wait_status(p.id, Status.CLOSED)
-    assert len(rig.broker.placed) == 1
-
-
 def test_one_tick_firing_a_live_and_an_ended_stop_exits_only_the_live_one(rig: Rig) -> None:
     live = rig.protect()
     ended = rig.protect(symbol="TCS", instrument=2953217)

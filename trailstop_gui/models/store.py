@@ -20,8 +20,8 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -169,7 +169,6 @@ class ProtectionStore:
         self.settings_repo = SettingsRepository(self._db)
         self.instruments_repo = InstrumentRepository(self._db)
         self._lock = threading.Lock()
-        self._hooks = threading.local()  # per thread: the hook of a before_commit block
         # One flush at a time: close()'s last flush racing the flusher's wrote an older move after a newer
         # one (found by make chaos-safety: a SIGTERM mid-trail, "stop moved against the trader").
         self._flush_lock = threading.Lock()
@@ -480,24 +479,10 @@ class ProtectionStore:
         failures = self.commit_transitions(moves)
         return [f or self.get(m.protection_id) for f, m in zip(failures, moves, strict=True)]
 
-    @contextmanager
-    def before_commit(self, hook: Callable[[], None]) -> Iterator[None]:
-        """Within this block, this thread's next :meth:`commit_transitions` calls ``hook`` once every move
-        is written, just before the COMMIT (not when the batch fails before it; an exception from it fails
-        the batch). The tick path starts its exit jobs there, so that their work runs while the feed
-        thread waits for the disk instead of before its writes (bench/tick_to_exit_stages.py)."""
-        self._hooks.before_commit = hook
-        try:
-            yield
-        finally:
-            self._hooks.before_commit = None
-
     def commit_transitions(self, moves: Sequence[TransitionRequest]) -> list[Exception | None]:
         """:meth:`transition_many` without reading the rows back: each move's failure, None once it is on
         disk. The tick path's: its exit orders go as this returns, and a read-back on the feed thread then
         held the interpreter the exit threads were waiting for (bench/tick_to_exit_stages.py)."""
-        before_commit: Callable[[], None] | None = getattr(self._hooks, "before_commit", None)
-        self._hooks.before_commit = None
         failures: dict[int, Exception] = {}
         checked = [dict(m.fields) for m in moves]
         for fields in checked:
@@ -510,8 +495,6 @@ class ProtectionStore:
             try:
                 with self._db.atomic():
                     self._move_row(moves[0], checked[0], pendings[0])
-                    if before_commit is not None:
-                        before_commit()
             except (ConcurrentTransition, IllegalTransition, KeyError) as exc:
                 self._give_back(moves[0].protection_id, pendings[0])
                 return [exc]
@@ -524,8 +507,6 @@ class ProtectionStore:
                 except (ConcurrentTransition, IllegalTransition, KeyError) as exc:
                     failures[index] = exc
                     self._give_back(move.protection_id, pending)
-            if before_commit is not None:
-                before_commit()
         return [failures.get(i) for i in range(len(moves))]
 
     def _move_row(

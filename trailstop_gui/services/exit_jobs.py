@@ -203,11 +203,6 @@ class TriggerGate:
     def wait(self, timeout: float = 10.0) -> bool:
         return self._event.wait(timeout) and self.committed
 
-    @property
-    def refused(self) -> bool:
-        """Closed already: the trigger was not committed (the job need not work anything out)."""
-        return self._event.is_set() and not self.committed
-
 
 @dataclass
 class _Prepared:
@@ -313,24 +308,13 @@ class ExitJobs:
         The job reads the live position while the caller commits; it places the order only after the
         caller's ``gate.open()``. Returns None when a job for it is already running.
         """
-        gate = self.claim_gated(protection)
-        if gate is not None:
-            self.start_gated(gate)
-        return gate
-
-    def claim_gated(self, protection: Protection) -> TriggerGate | None:
-        """:meth:`submit_gated` in two steps: the protection is claimed now (None: a job for it is already
-        running), and its job starts at :meth:`start_gated`. Every gate claimed must be started, opened or
-        closed: a job started on a closed gate sends nothing and frees the protection."""
+        gate = TriggerGate(protection)
         if not self._claim(protection.id):
             return None
-        return TriggerGate(protection)
-
-    def start_gated(self, gate: TriggerGate) -> None:
-        """Start a claimed gate's job (:meth:`claim_gated`)."""
         # Its position from the row in hand: the job takes the position's lock without reading it again.
-        key = position_key(gate.protection)
-        self._start(gate.protection.id, lambda: self._run_gated_job(gate), key)
+        key = position_key(protection)
+        self._start(protection.id, lambda: self._run_gated_job(gate), key)
+        return gate
 
     def retry(self, protection_id: int) -> bool:
         """The trader's retry of an EXIT_FAILED protection: back to TRIGGERED, then the usual path."""
@@ -525,8 +509,6 @@ class ExitJobs:
 
     def _run_gated_job(self, gate: TriggerGate) -> bool:
         p = gate.protection
-        if gate.refused:
-            return False  # started on a closed gate (claim_gated): someone else owns this exit
         broker = self.broker_for(p.account_id)
         if broker is not None:
             self._listen_for(p)

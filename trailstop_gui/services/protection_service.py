@@ -432,23 +432,12 @@ class ProtectionService(QObject):
     def _on_triggers(self, fired: list[tuple[int, StopTriggered]]) -> None:
         """Every stop one tick fired: TRIGGERED for all of them in one commit, then their exits.
 
-        Each exit job works its order out (the live position, its share, the request) while TRIGGERED is
-        committed here; it sends nothing until the commit is done (gate.open), so the durable-before-act
-        rule holds at no latency cost. One transaction for the tick, not one per stop: eight stops on one
-        tick wait for one fsync, not eight. The jobs start once the rows are written, just before the
-        COMMIT: a pool thread takes the interpreter the moment it starts, and started earlier its work ran
-        before this thread's writes instead of during the fsync (bench/tick_to_exit_stages.py).
+        Each exit job starts reading the live position while TRIGGERED is committed here; it sends nothing
+        until the commit is done (gate.open), so the durable-before-act rule holds at no latency cost. One
+        transaction for the tick, not one per stop: eight stops on one tick wait for one fsync, not eight.
         """
         triggered = {pid: self.store.get(pid) for pid, _ in fired}
-        gates = {pid: self.executor.claim_gated(p) for pid, p in triggered.items()}
-        # Every gate claimed is started exactly once: before the COMMIT, or after a failure on its closed
-        # gate (its job then ends at once and frees the protection); never left claimed.
-        unstarted = [gate for gate in gates.values() if gate is not None]
-
-        def start_jobs() -> None:
-            while unstarted:
-                self.executor.start_gated(unstarted.pop(0))
-
+        gates = {pid: self.executor.submit_gated(p) for pid, p in triggered.items()}
         moves = [
             TransitionRequest(
                 pid,
@@ -464,13 +453,11 @@ class ProtectionService(QObject):
         try:
             # No read-back: each exit leaves as its TRIGGERED is on disk, and a read here would hold the
             # interpreter its exit thread is waiting for (bench/tick_to_exit_stages.py).
-            with self.store.before_commit(start_jobs):
-                failures = self.store.commit_transitions(moves)
+            failures = self.store.commit_transitions(moves)
         except Exception:
             for gate in gates.values():
                 if gate is not None:
                     gate.close()
-            start_jobs()  # those not started yet, on closed gates
             raise
         for (pid, _event), failure in zip(fired, failures, strict=True):
             gate = gates[pid]
@@ -478,7 +465,6 @@ class ProtectionService(QObject):
                 gate.open()
             elif gate is not None:
                 gate.close()
-        start_jobs()  # none left, unless the tick's one move was refused before its COMMIT (gate closed)
         for (pid, event), failure in zip(fired, failures, strict=True):
             if failure is not None:
                 log.info("protection %s: trigger ignored (%s)", pid, failure)

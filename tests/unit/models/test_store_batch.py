@@ -135,30 +135,3 @@ def test_a_one_move_commit_rolls_back_what_it_wrote_when_the_write_fails(
     assert store.get(pid).status is Status.OPEN
     assert store.get(pid).stop == 98.0
     assert not store.events(protection_id=pid, kinds=["transition"])
-
-
-def test_before_commit_runs_once_the_moves_are_written_and_before_they_are_on_disk(
-    store: ProtectionStore, tmp_path: Path
-) -> None:
-    account = store.add_account("kite", "Zerodha", user_id="AB1234").id
-    pids = [new_protection(store, account).id for _ in range(3)]
-    store.transition(pids[2], Status.REMOVED)
-    seen: list[tuple[object, ...]] = []
-
-    def hook() -> None:
-        mine = store._db.execute_sql("SELECT status FROM protection ORDER BY id").fetchall()
-        on_disk = raw_rows(tmp_path / "batch.db", "SELECT status FROM protection ORDER BY id")
-        seen.append((tuple(mine), tuple(on_disk)))
-
-    with store.before_commit(hook):
-        failures = store.commit_transitions([trigger(pids[0]), trigger(pids[2])])
-        assert store.commit_transitions([trigger(pids[1])]) == [None]  # the hook was this batch's only
-    assert failures[0] is None and failures[1] is not None
-    assert seen == [
-        ((("TRIGGERED",), ("OPEN",), ("REMOVED",)), (("OPEN",), ("OPEN",), ("REMOVED",))),
-    ]
-    with store.before_commit(hook):
-        [refused] = store.commit_transitions([trigger(pids[2])])  # refused before its COMMIT: not called
-    assert isinstance(refused, ConcurrentTransition | IllegalTransition) and len(seen) == 1
-    store.commit_transitions([trigger(new_protection(store, account).id)])  # outside a block: not called
-    assert len(seen) == 1
