@@ -56,6 +56,7 @@ from trailstop_gui.services.brokers.base import (
     OrderStatus,
     OrderType,
     SlicingBroker,
+    as_preparing_broker,
     as_slicing_broker,
     latest_with_tag,
 )
@@ -310,7 +311,9 @@ class ExitJobs:
         gate = TriggerGate(protection)
         if not self._claim(protection.id):
             return None
-        self._start(protection.id, lambda: self._run_gated_job(gate))
+        # Its position from the row in hand: the job takes the position's lock without reading it again.
+        key = position_key(protection)
+        self._start(protection.id, lambda: self._run_gated_job(gate), key)
         return gate
 
     def retry(self, protection_id: int) -> bool:
@@ -366,16 +369,17 @@ class ExitJobs:
 
     # ----------------------------------------------------------------- bookkeeping
 
-    def _start(self, protection_id: int, work: Callable[[], bool]) -> None:
-        self.runner.start(lambda: self._run_task(protection_id, work))
+    def _start(self, protection_id: int, work: Callable[[], bool], key: PositionKey | None = None) -> None:
+        self.runner.start(lambda: self._run_task(protection_id, work, key))
 
-    def _run_task(self, protection_id: int, work: Callable[[], bool]) -> None:
-        """One unit of sending work; catches its own exceptions (nothing dies silently in a pool)."""
+    def _run_task(self, protection_id: int, work: Callable[[], bool], key: PositionKey | None = None) -> None:
+        """One unit of sending work; catches its own exceptions (nothing dies silently in a pool).
+        ``key``: the protection's position when the caller knows it (else it is read)."""
         handed_off = False
         try:
             # One sending job per position at a time: the next one sizes itself on what the last one left
             # (an exit handed to the watcher counts as in flight: positions.exit_share).
-            with self._position_lock(protection_id):
+            with self._position_lock(protection_id, key):
                 handed_off = work()
         except TemporaryError as exc:
             # A follow-up of a watched exit (a refused delivery sale sized again, the rest of a partly
@@ -402,8 +406,9 @@ class ExitJobs:
             self._in_flight.add(protection_id)
             return True
 
-    def _position_lock(self, protection_id: int) -> threading.Lock:
-        key = position_key(self.store.get(protection_id))
+    def _position_lock(self, protection_id: int, key: PositionKey | None = None) -> threading.Lock:
+        if key is None:
+            key = position_key(self.store.get(protection_id))
         with self._lock:
             return self._position_locks.setdefault(key, threading.Lock())
 
@@ -512,7 +517,8 @@ class ExitJobs:
             # Worked out while TRIGGERED is being committed: the live quantity (from the position book, no
             # round trip, when it is fresh), the share and the order itself. Nothing is sent before the gate.
             live = self._exit_quantity(p, broker) if broker is not None else None
-            prepared = self._prepare(p, live) if live is not None and live.quantity > 0 else None
+            # (the order down to its request bytes, where the broker can: PreparingBroker)
+            prepared = self._prepare(p, live, broker) if live is not None and live.quantity > 0 else None
             if not gate.wait():
                 return False  # the trigger was not committed: someone else owns this exit
             marker.pending = True  # the commit carried the "exit_sending" marker
@@ -540,7 +546,10 @@ class ExitJobs:
                 )
         return False
 
-    def _prepare(self, p: Protection, live: LiveQuantity) -> _Prepared:
+    def _prepare(self, p: Protection, live: LiveQuantity, broker: Broker | None = None) -> _Prepared:
+        """The exit's share and order; with ``broker`` (a tick's exit, before its gate opens), the order
+        is also worked out down to its request, so that only the sending is left once TRIGGERED is on
+        disk (a broker that cannot does it all in place_order)."""
         # Live protections first, then the ended ones: a twin that closes in between is counted twice
         # (in flight, then settling: this exit waits), never missed. Only those that may share the
         # position (exit_share narrows them to it): this runs while the feed thread commits TRIGGERED,
@@ -552,12 +561,24 @@ class ExitJobs:
         taken = sum(exit_claim(o) for o in settling)
         share = exit_share(p, others, live.quantity, settling=taken)
         request = self._exit_request(p, share) if share is not None and share > 0 else None
+        preparing = as_preparing_broker(broker) if request is not None else None
+        if preparing is not None and request is not None:
+            preparing.prepare_order(request)
         return _Prepared(share, request, settling)
 
     def _settling(self, p: Protection, live: LiveQuantity) -> list[Protection]:
         """Twins whose exits filled so recently that ``live`` may not show it (positions.settling_exits)."""
         lag = self.policy.positions_lag
-        ended = self.store.ended_since(p.account_id, live.as_of - timedelta(seconds=lag))
+        # Only the rows that may share the position (settling_exits narrows them to it), as _prepare's
+        # live_like: this runs twice before a tick's exit leaves, while the feed thread commits TRIGGERED.
+        ended = self.store.ended_like(
+            p.account_id,
+            live.as_of - timedelta(seconds=lag),
+            p.product.value,
+            p.side.value,
+            instrument=p.instrument,
+            name=position_name(p),
+        )
         return settling_exits(p, ended, live, lag)
 
     def _wait_for_settling(self, p: Protection, settling: list[Protection], live: int) -> None:

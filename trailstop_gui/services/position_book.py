@@ -137,6 +137,11 @@ class PositionBook:
         self._clock = clock
         self._lock = threading.Lock()
         self._orders: dict[str, _OrderSeen] = {}
+        # Views of ``_orders`` kept as updates come, so that an exit's read scans only what it needs, not
+        # every order of the day (an exit reads the book while TRIGGERED commits on the feed thread, and
+        # both need the interpreter): the orders not final yet, and those with a fill, by trading symbol.
+        self._open: dict[str, _OrderSeen] = {}
+        self._filled_by_symbol: dict[str, dict[str, _OrderSeen]] = {}
         self._rows: dict[BookKey, _Row] = {}
         self._holdings: list[Holding] | None = None
         self._corrected_at: float | None = None  # when the last counted correction's read was sent
@@ -194,6 +199,12 @@ class PositionBook:
             seen.in_flight = not seen.final and (
                 order.status not in _RESTING or order.order_type is OrderType.MARKET
             )
+            if seen.final:
+                self._open.pop(update.order_id, None)
+            else:
+                self._open[update.order_id] = seen
+            if seen.filled and seen.key is not None:
+                self._filled_by_symbol.setdefault(seen.key[1], {})[update.order_id] = seen
 
     # ----------------------------------------------------------------- this app's exits (exit threads)
 
@@ -295,8 +306,8 @@ class PositionBook:
             symbols = {k[1] for k in self._rows_of(p)} | {p.symbol}
             fills = {
                 order_id: (o.tag, o.filled)
-                for order_id, o in self._orders.items()
-                if o.filled and o.key is not None and o.key[1] in symbols
+                for symbol in symbols
+                for order_id, o in self._filled_by_symbol.get(symbol, {}).items()
             }
             read_age = self._clock() - corrected
         return BookFigure(open_quantity(p, positions, holdings, self.capabilities), read_age, fills)
@@ -333,7 +344,7 @@ class PositionBook:
             return BookState(
                 corrected_at=self._corrected_at,
                 stream_up_since=self._stream_up_since,
-                in_flight=tuple(i for i, o in self._orders.items() if o.in_flight) + tuple(self._sent),
+                in_flight=tuple(i for i, o in self._open.items() if o.in_flight) + tuple(self._sent),
                 unreadable=self._unreadable,
                 rows={k: row.net for k, row in self._rows.items()},
             )
@@ -364,12 +375,12 @@ class PositionBook:
         if key in self._suspect:
             return "a reply was lost"
         listing = {(k[0], k[1]) for k in rows} | {(p.exchange, p.symbol)}
-        busy = [o for o in self._orders.values() if o.in_flight]
+        busy = [o for o in self._open.values() if o.in_flight]  # in flight: never final
         if p.product is Product.CNC:
             # A working delivery sale, even one resting, blocks the shares it will deliver (Upstox:
             # cnc_used_quantity is "blocked towards open or completed order"; Kite refuses a second sale):
             # only the order book tells how many (exit_jobs reads it), so the book does not vouch.
-            busy += [o for o in self._orders.values() if not o.final and o.key and o.key[2] is Product.CNC]
+            busy += [o for o in self._open.values() if o.key and o.key[2] is Product.CNC]
         if any(o.key is None or (o.key[0], o.key[1]) in listing for o in busy):
             return "an order on the instrument is on its way"
         if any((k[0], k[1]) in listing for k, _at in self._sent.values()):

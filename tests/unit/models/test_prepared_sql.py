@@ -210,3 +210,59 @@ def test_a_journal_event_is_stored_as_peewee_stored_it(tmp_path: Path) -> None:
             assert mine[2:] == theirs[2:]
         stamped = store.events(account_id=account, kinds=["exit_sending"])
         assert all(isinstance(e.ts, datetime) for e in stamped)
+
+
+def test_ended_like_finds_what_peewee_found_for_each_position(tmp_path: Path) -> None:
+    """The settling twins' read (ExitJobs._settling): ended since ``since`` and on the position, by
+    instrument, symbol or the ISIN ending the instrument (another listing of the same delivery shares)."""
+    with ProtectionStore(tmp_path / "rows.db") as store:
+        ids = _varied(store)
+        account = store.get(ids[0]).account_id
+        nse_isin = store.get(ids[4])
+        bse = new_protection(
+            store,
+            account,
+            instrument="BSE_EQ|INE062A01020",
+            symbol="SBIN",
+            exchange="BSE",
+            product=Product.CNC,
+        )
+        for pid in (ids[3], bse.id):  # the lower-case ISIN's listing, and the BSE one, end
+            store.transition(pid, Status.TRIGGERED)
+            store.transition(pid, Status.EXITING, exit_order_id="2", exit_quantity=10)
+            store.transition(pid, Status.CLOSED, exit_price=99.0)
+        since = store.get(ids[8]).closed_at - timedelta(seconds=1)
+        row = db.ProtectionRow
+        for pid in [*ids, bse.id]:
+            p = store.get(pid)
+            name = position_name(p)
+            reference = (
+                row.select()
+                .where(
+                    (row.account == p.account_id)
+                    & row.status.in_([s.value for s in TERMINAL])
+                    & (row.closed_at >= since)
+                    & (row.product == p.product.value)
+                    & (row.side == p.side.value)
+                    & (
+                        (row.instrument == p.instrument)
+                        | (row.symbol == name)
+                        | row.instrument.endswith(f"|{name}")
+                    )
+                )
+                .order_by(row.id)
+            )
+            found = store.ended_like(
+                p.account_id, since, p.product.value, p.side.value, instrument=p.instrument, name=name
+            )
+            assert found == _by_peewee(store, reference)
+        found = store.ended_like(
+            account, since, "CNC", "BUY", instrument=nse_isin.instrument, name=position_name(nse_isin)
+        )
+        assert [p.id for p in found] == [ids[3], bse.id]  # both listings of the ISIN, either case
+        assert store.ended_like(
+            account, since, "MIS", "BUY", instrument=store.get(ids[0]).instrument, name="INFY"
+        )
+        assert not store.ended_like(account, since, "MIS", "SELL", instrument="-", name="INFY")
+        later = datetime.now() + timedelta(hours=1)
+        assert not store.ended_like(account, later, "CNC", "BUY", instrument="-", name="INE062A01020")

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.unit.models.test_store import new_protection, raw_rows
+from trailstop_gui.models import prepared_sql
 from trailstop_gui.models.domain import Status
 from trailstop_gui.models.lifecycle import IllegalTransition
 from trailstop_gui.models.store import ConcurrentTransition, ProtectionStore, TransitionRequest
@@ -84,3 +85,53 @@ def test_commit_transitions_reports_failures_only_and_the_moves_are_on_disk(
     assert failures[0] is None and isinstance(failures[1], ConcurrentTransition)
     on_disk = raw_rows(tmp_path / "batch.db", f"SELECT status, stop FROM protection WHERE id = {moved}")
     assert on_disk == [("TRIGGERED", 97.5)]
+
+
+def test_one_move_commits_without_a_savepoint_and_a_failed_one_leaves_no_trace(
+    store: ProtectionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tick's single trigger is its transaction's only move: no SAVEPOINT/RELEASE before the exit
+    leaves; a refused one is rolled back whole, its marker with it."""
+    account = store.add_account("kite", "Zerodha", user_id="AB1234").id
+    pid, taken = new_protection(store, account).id, new_protection(store, account).id
+    store.transition(taken, Status.TRIGGERED, expected=Status.OPEN)  # another thread got there first
+    executed: list[str] = []
+    original = store._db.execute_sql
+
+    def recorded(sql: str, *args: object, **kwargs: object) -> object:
+        executed.append(sql)
+        return original(sql, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store._db, "execute_sql", recorded)
+    marker = (("exit_sending", "attempt 1"),)
+    move = TransitionRequest(
+        pid, Status.TRIGGERED, expected=Status.OPEN, fields={"stop": 97.5}, events=marker
+    )
+    assert store.commit_transitions([move]) == [None]
+    assert not [sql for sql in executed if "SAVEPOINT" in sql.upper()]
+    assert [e.kind for e in store.events(protection_id=pid)][-2:] == ["transition", "exit_sending"]
+    refused = TransitionRequest(taken, Status.TRIGGERED, expected=Status.OPEN, events=marker)
+    failures = store.commit_transitions([refused])
+    assert isinstance(failures[0], ConcurrentTransition)
+    assert not store.events(protection_id=taken, kinds=["exit_sending"])
+
+
+def test_a_one_move_commit_rolls_back_what_it_wrote_when_the_write_fails(
+    store: ProtectionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a savepoint, the move's own transaction is what a refusal after the row's update undoes."""
+    account = store.add_account("kite", "Zerodha", user_id="AB1234").id
+    pid = new_protection(store, account).id
+    original = prepared_sql.update
+
+    def lost(*args: object, **kwargs: object) -> int:
+        original(*args, **kwargs)  # type: ignore[arg-type]
+        return 0  # as if another writer had changed it: the update's effect must not stay
+
+    monkeypatch.setattr(prepared_sql, "update", lost)
+    failures = store.commit_transitions([trigger(pid)])
+    assert isinstance(failures[0], ConcurrentTransition)
+    monkeypatch.undo()
+    assert store.get(pid).status is Status.OPEN
+    assert store.get(pid).stop == 98.0
+    assert not store.events(protection_id=pid, kinds=["transition"])

@@ -303,3 +303,39 @@ def test_the_share_is_worked_out_without_reading_every_live_protection(
     assert [(r.side, r.quantity) for r in broker.placed] == [(Side.SELL, 3)]
     assert p.status is Status.CLOSED
     assert 0 not in orders_sent_at_each_read  # after the exit (the watcher's bookkeeping): not on the path
+
+
+class PreparingBroker(CountingBroker):
+    """A broker that prepares orders ahead (as KiteBroker does); ``calls`` in the order they came."""
+
+    def __init__(self, rest: int = 3) -> None:
+        super().__init__(rest)
+        self.calls: list[tuple[str, OrderRequest]] = []
+
+    def prepare_order(self, request: OrderRequest) -> None:
+        self.calls.append(("prepare", request))
+
+    def place_order(self, request: OrderRequest) -> str:
+        self.calls.append(("place", request))
+        return super().place_order(request)
+
+
+def test_a_ticks_exit_is_prepared_before_its_gate_and_the_same_order_is_placed(
+    store: ProtectionStore,
+) -> None:
+    """The order is worked out down to its request before the gate (while TRIGGERED commits); the one
+    placed once the gate opens is that very one (KiteBroker sends its prepared bytes only for an equal
+    request: tests/unit/services/brokers/test_kite_adapter.py)."""
+    broker = PreparingBroker()
+    p, _, _ = trigger(store, broker, fresh_book(3))
+    assert p.status is Status.CLOSED
+    [(first, prepared), (then, placed)] = broker.calls
+    assert (first, then) == ("prepare", "place")
+    assert placed == prepared and (placed.side, placed.quantity, placed.tag) == (Side.SELL, 3, p.exit_tag)
+
+
+def test_an_exit_with_nothing_to_sell_prepares_nothing(store: ProtectionStore) -> None:
+    broker = PreparingBroker(rest=0)
+    p, _, _ = trigger(store, broker, fresh_book(0), flat_confirm=0.0)
+    assert broker.calls == []
+    assert p.status is Status.CLOSED and p.reason == "external"

@@ -368,3 +368,30 @@ def test_a_fill_while_the_read_was_on_its_way_leaves_the_row_as_it_was() -> None
     book.apply(update("x9", "COMPLETE", 1, side="SELL", quantity=1))
     book.correct([pos(1)], None, sent)  # does not show the fill: it cannot
     assert book.quantity(prot()) == 0
+
+
+def test_its_views_of_the_days_orders_follow_every_update() -> None:
+    """The book keeps the orders not final yet and the filled ones by symbol (an exit reads those, not
+    every order of the day): an order seen before its fill shows its fill once it comes, one that ends
+    is no longer on its way, and a late update of an ended order puts nothing back."""
+    book, _ = fresh_book([pos(10)], [holding(5)])
+    for n in range(50):  # a busy day on other stocks: filled and final
+        book.apply(update(f"o{n}", "COMPLETE", 1, symbol="ITC", quantity=1))
+    book.apply(replace(update("e1", "OPEN PENDING", 0, side="SELL", quantity=4), tag="TSTWIN1"))
+    assert book.figure(prot()) is None
+    assert book.state().in_flight == ("e1",)
+    book.apply(replace(update("e1", "OPEN", 3, side="SELL", quantity=4, order_type="LIMIT"), tag="TSTWIN1"))
+    figure = book.figure(prot())
+    assert figure is not None and figure.quantity == 7  # resting with a fill: it no longer spoils the book
+    assert dict(figure.fills) == {"e1": ("TSTWIN1", 3)}
+    book.apply(replace(update("e1", "COMPLETE", 4, side="SELL", quantity=4), tag="TSTWIN1"))
+    book.apply(replace(update("e1", "OPEN PENDING", 0, side="SELL", quantity=4), tag="TSTWIN1"))  # late
+    figure = book.figure(prot())
+    assert figure is not None and (figure.quantity, dict(figure.fills)) == (6, {"e1": ("TSTWIN1", 4)})
+    assert book.state().in_flight == ()
+    cnc = prot(product=Product.CNC)
+    assert book.quantity(cnc) == 5
+    book.apply(update("d1", "OPEN", 0, side="SELL", quantity=2, product="CNC", order_type="LIMIT"))
+    assert book.quantity(cnc) is None  # a working delivery sale, resting: still open, so it blocks
+    book.apply(update("d1", "COMPLETE", 2, side="SELL", quantity=2, product="CNC", order_type="LIMIT"))
+    assert book.quantity(cnc) == 3

@@ -601,6 +601,21 @@ def as_slicing_broker(broker: object) -> SlicingBroker | None:
     return broker if isinstance(broker, SlicingBroker) else None
 
 
+@runtime_checkable
+class PreparingBroker(Protocol):
+    """A broker that can work an order out down to its request bytes before it is sent (Kite)."""
+
+    def prepare_order(self, request: OrderRequest) -> None:
+        """Prepare ``request`` now for this thread's next ``place_order`` of an equal request: that call
+        then only sends it. Never raises (what fails here fails again, as usual, in ``place_order``)."""
+        ...
+
+
+def as_preparing_broker(broker: object) -> PreparingBroker | None:
+    """``broker`` as a PreparingBroker when it can prepare orders ahead, else None."""
+    return broker if isinstance(broker, PreparingBroker) else None
+
+
 def profile_from_reply(data: object, default_broker: str, what: str) -> Profile:
     """A user-profile reply (Kite and Upstox send the same field names) as a Profile."""
     if not isinstance(data, Mapping):

@@ -8,7 +8,9 @@ exception leaves this module as a ``BrokerError`` (see errors.py); tokens never 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from datetime import date
 from typing import Any
 
@@ -46,6 +48,7 @@ from trailstop_gui.services.brokers.errors import (
     BrokerInputError,
     map_kite_exception,
 )
+from trailstop_gui.services.brokers.http_session import HostEnvironmentSession
 from trailstop_gui.services.brokers.order_route import OrderRoute
 from trailstop_gui.services.brokers.rate_limit import RateLimiter
 from trailstop_gui.services.brokers.reply_rows import (
@@ -99,14 +102,14 @@ class KiteBroker(RestAdapter):
             market_protection=_kite_market_protection(market_protection),
             map_exception=map_kite_exception,
         )
-        self._kite: Any = KiteConnect(api_key, access_token=access_token, root=root, timeout=timeout)
+        self._kite: Any = _client(api_key, access_token=access_token, root=root, timeout=timeout)
         if login_uri:
             # The constructor has no parameter for it; login_url() reads this attribute.
             self._kite._default_login_uri = login_uri
-        self._kite.reqsession.hooks["response"].append(_screen_response)
         self._root, self._timeout = root, timeout
         self._orders: Any = self._kite
         self.set_order_route(order_route or OrderRoute(), route_password)
+        self._ready = threading.local()  # per thread: (an order request, its PreparedCall) from prepare_order
         self._variety = variety
 
     def set_market_protection(self, market_protection: float) -> None:
@@ -148,14 +151,13 @@ class KiteBroker(RestAdapter):
         if route.is_direct:
             orders: Any = self._kite
         else:
-            orders = KiteConnect(
+            orders = _client(
                 self._kite.api_key,
                 access_token=self._kite.access_token,
                 root=self._root,
                 timeout=self._timeout,
                 proxies=route.requests_proxies(password),
             )
-            orders.reqsession.hooks["response"].append(_screen_response)
         self._orders, self._route, self._route_password = orders, route, password
 
     # ------------------------------------------------------------------------- orders
@@ -173,10 +175,34 @@ class KiteBroker(RestAdapter):
             **self._market_protection_field(request.order_type),
         }
 
+    def prepare_order(self, request: OrderRequest) -> None:
+        """Work ``request`` out down to its HTTP request now (the SDK's own call, stopped before sending),
+        for this thread's next ``place_order`` of an equal request: an exit is prepared while its trigger
+        is committed, and only sent once it is on disk (http_session.py)."""
+        self._ready.order = None
+        orders = self._orders
+        session = orders.reqsession
+        if not isinstance(session, HostEnvironmentSession):
+            return
+        try:
+            params = self._order_params(request)
+            call = session.capture(lambda: orders.place_order(**params))
+        except Exception as exc:  # place_order meets it again and reports it as usual
+            log.debug("kite: order not prepared ahead (%s)", type(exc).__name__)
+            return
+        self._ready.order = (request, call)
+
     def place_order(self, request: OrderRequest) -> str:
         params = self._order_params(request)
+        ready = getattr(self._ready, "order", None)
+        self._ready.order = None
+        call = ready[1] if ready is not None and ready[0] == request else None
         self._pace(request.urgent)
-        order_id = str(self._call("place_order", self._orders.place_order, order_call=True, **params))
+        orders = self._orders
+        # The request prepared ahead is sent only if the SDK asks for exactly that one again (the same
+        # token, route, body and settings); anything else is prepared anew, as always.
+        with orders.reqsession.sending(call) if call is not None else nullcontext():
+            order_id = str(self._call("place_order", orders.place_order, order_call=True, **params))
         self._log_placed("order", order_id, request, f"{request.exchange}:{request.symbol}")
         return order_id
 
@@ -366,6 +392,15 @@ class KiteBroker(RestAdapter):
             # UnboundLocalError on a null order book (kiteconnect 5.x connect.py). Unreadable: ask again.
             return malformed_reply(f"kite {what}", f"the SDK could not read it: {type(exc).__name__}")
         return error
+
+
+def _client(api_key: str, **kwargs: Any) -> Any:
+    """A ``KiteConnect`` whose session reads the environment once per host (http_session.py) and turns
+    replies the SDK would misread into errors (``_screen_response``)."""
+    client = KiteConnect(api_key, **kwargs)
+    client.reqsession = HostEnvironmentSession()
+    client.reqsession.hooks["response"].append(_screen_response)
+    return client
 
 
 def _kite_market_protection(value: float) -> float:

@@ -546,3 +546,73 @@ def test_connection_refused_is_temporary_not_ambiguous() -> None:
     with pytest.raises(TemporaryError) as caught:
         kite.place_order(market_sell())
     assert type(caught.value) is TemporaryError
+
+
+# ----------------------------------------------------------------------------- prepared ahead (an exit)
+
+
+def count_preparations(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    from trailstop_gui.services.brokers.http_session import HostEnvironmentSession
+
+    made: list[str] = []
+    original = HostEnvironmentSession.prepare_request
+
+    def prepare_request(session: HostEnvironmentSession, request: Any) -> Any:
+        made.append(request.url)
+        return original(session, request)
+
+    monkeypatch.setattr(HostEnvironmentSession, "prepare_request", prepare_request)
+    return made
+
+
+def test_an_order_prepared_ahead_sends_the_same_request_and_only_sends_it(
+    server: StubServer, kite: KiteBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server.reply("POST", "/orders/regular", ok("order_response.json"))
+    assert kite.place_order(market_sell())
+    made = count_preparations(monkeypatch)
+    kite.prepare_order(market_sell())
+    assert len(made) == 1 and len(server.seen) == 1  # worked out, nothing sent
+    order_id = kite.place_order(market_sell())
+    assert order_id == mock_json("order_response.json")["data"]["order_id"]
+    assert len(made) == 1  # placing only sent it
+    plain, ahead = server.seen
+    assert (ahead.method, ahead.path, ahead.form()) == (plain.method, plain.path, plain.form())
+    assert {k: v for k, v in ahead.headers.items()} == {k: v for k, v in plain.headers.items()}
+    kite.place_order(market_sell())  # used once: the next one is prepared as usual
+    assert len(made) == 2 and len(server.seen) == 3
+
+
+def test_an_order_prepared_ahead_is_not_sent_for_another_request_or_token(
+    server: StubServer, kite: KiteBroker
+) -> None:
+    server.reply("POST", "/orders/regular", ok("order_response.json"))
+    kite.prepare_order(market_sell())
+    kite.place_order(market_sell(quantity=2))  # another order: its own body
+    kite.prepare_order(market_sell())
+    kite.set_access_token("newtoken01")  # a new login in between: the new token goes out
+    kite.place_order(market_sell())
+    first, second = server.seen
+    assert first.form()["quantity"] == "2"
+    assert second.headers["authorization"] == f"token {API_KEY}:newtoken01"
+
+
+def test_an_order_prepared_on_one_thread_is_not_sent_from_another(
+    server: StubServer, kite: KiteBroker
+) -> None:
+    server.reply("POST", "/orders/regular", ok("order_response.json"))
+    kite.prepare_order(market_sell())
+    other = threading.Thread(target=lambda: kite.place_order(market_sell(quantity=5)))
+    other.start()
+    other.join(5)
+    kite.place_order(market_sell())
+    assert [s.form()["quantity"] for s in server.seen] == ["5", "3"]
+
+
+def test_an_order_that_cannot_be_prepared_fails_as_usual_when_placed(
+    server: StubServer, kite: KiteBroker
+) -> None:
+    kite.prepare_order(market_sell(tag="not a tag!"))  # never raises
+    with pytest.raises(BrokerInputError):
+        kite.place_order(market_sell(tag="not a tag!"))
+    assert server.seen == []
