@@ -163,6 +163,21 @@ def test_damaged_file_is_refused_with_a_backup_or_opens_clean(
         store.close()
 
 
+def test_a_damaged_file_whose_check_reports_text_that_is_not_utf8_is_refused(
+    reference: bytes, fresh_dir: Path
+) -> None:
+    """Found by the fuzzer above (one flipped bit in a page of text): SQLite's quick_check quoted the damaged
+    bytes, the check's reply could not be decoded, and a UnicodeDecodeError left the store instead of the
+    trader's message."""
+    mutated = apply(reference, [("flip", 66765, 128)])
+    path = place(fresh_dir, mutated)
+    store, error = open_or_explain(path)
+    if store is not None:
+        store.close()
+    assert error is not None
+    assert_kept_or_backed_up(path, mutated, error)
+
+
 @pytest.mark.parametrize(
     "content",
     [

@@ -289,6 +289,12 @@ def _check_before_opening(path: Path) -> None:
         return
     try:
         rows = conn.execute("PRAGMA quick_check").fetchall()
+    except UnicodeDecodeError as exc:
+        # SQLite's answer quoted the damaged bytes themselves (a flipped bit in a page of text), which Python
+        # cannot decode: it is damage all the same (tests/unit/test_fuzz_database.py found it).
+        raise sqlite3.DatabaseError(
+            f"integrity check failed: unreadable text in the file ({exc.reason})"
+        ) from exc
     except sqlite3.OperationalError as exc:
         text = str(exc).lower()
         if any(words in text for words in (*_LOCKED_WORDS, *_CORRUPT_WORDS)):
