@@ -390,22 +390,12 @@ class ProtectionStore:
         last read (up to half a minute of exits) cost the interpreter that commit needs, for the one or
         two that can share the position (bench/tick_to_exit_stages.py)."""
         ended = [s.value for s in TERMINAL]
+        where, params = _on_position(product, side, instrument, name)
         rows = prepared_sql.select(
             self._db,
             f'"account_id" = ? AND "status" IN ({", ".join("?" * len(ended))}) AND "closed_at" >= ?'
-            ' AND "product" = ? AND "side" = ?'
-            ' AND ("instrument" = ? OR "symbol" = ? OR "instrument" LIKE ? ESCAPE ?) ORDER BY "id"',
-            (
-                account_id,
-                *ended,
-                prepared_sql.db_value(db.ProtectionRow.closed_at, since),
-                product,
-                side,
-                instrument,
-                name,
-                prepared_sql.like_pattern(f"|{name}"),
-                "\\",
-            ),
+            f' AND {where} ORDER BY "id"',
+            (account_id, *ended, prepared_sql.db_value(db.ProtectionRow.closed_at, since), *params),
         )
         return [self._with_pending(self._protection(row)) for row in rows]
 
@@ -422,12 +412,11 @@ class ProtectionStore:
         commits on the feed thread: every row it builds holds the interpreter, and ``live()`` builds them
         all (60 protections: 2-10 ms that the commit then waited for, bench/tick_to_exit_stages.py)."""
         live = [s.value for s in LIVE]
+        where, params = _on_position(product, side, instrument, name)
         rows = prepared_sql.select(
             self._db,
-            f'"account_id" = ? AND "status" IN ({", ".join("?" * len(live))}) AND "product" = ?'
-            ' AND "side" = ? AND ("instrument" = ? OR "symbol" = ? OR "instrument" LIKE ? ESCAPE ?)'
-            ' ORDER BY "id"',
-            (account_id, *live, product, side, instrument, name, prepared_sql.like_pattern(f"|{name}"), "\\"),
+            f'"account_id" = ? AND "status" IN ({", ".join("?" * len(live))}) AND {where} ORDER BY "id"',
+            (account_id, *live, *params),
         )
         return [self._with_pending(self._protection(r)) for r in rows]
 
@@ -1026,3 +1015,12 @@ def _base36(number: int) -> str:
         out = digits[rem] + out
         if number == 0:
             return out
+
+
+def _on_position(product: str, side: str, instrument: str, name: str) -> tuple[str, tuple[str, ...]]:
+    """The SQL condition (and its parameters) for rows of this product and side on ``instrument``, or named
+    ``name`` (a trading symbol, or the ISIN that ends an instrument id such as "NSE_EQ|INE...")."""
+    where = (
+        '"product" = ? AND "side" = ? AND ("instrument" = ? OR "symbol" = ? OR "instrument" LIKE ? ESCAPE ?)'
+    )
+    return where, (product, side, instrument, name, prepared_sql.like_pattern(f"|{name}"), "\\")
