@@ -14,7 +14,7 @@ import pytest
 
 from tests.unit.models.test_store import new_protection
 from trailstop_gui.models import db, prepared_sql
-from trailstop_gui.models.domain import Product, SafetyKind, SafetyState, Side, Status, TrailRule
+from trailstop_gui.models.domain import Product, Protection, SafetyKind, SafetyState, Side, Status, TrailRule
 from trailstop_gui.models.lifecycle import LIVE, TERMINAL
 from trailstop_gui.models.store import ProtectionStore, TransitionRequest
 from trailstop_gui.services.positions import position_name
@@ -69,6 +69,16 @@ def test_a_row_by_id_reads_as_peewee_read_it(tmp_path: Path) -> None:
             store.get(10_000)
 
 
+def _on_position(p: Protection, name: str) -> Any:
+    """Peewee's condition for the rows of ``p``'s position: what live_like and ended_like must match."""
+    row = db.ProtectionRow
+    return (
+        (row.product == p.product.value)
+        & (row.side == p.side.value)
+        & ((row.instrument == p.instrument) | (row.symbol == name) | row.instrument.endswith(f"|{name}"))
+    )
+
+
 def test_live_like_finds_what_peewee_found_wildcards_and_case_included(tmp_path: Path) -> None:
     with ProtectionStore(tmp_path / "rows.db") as store:
         ids = _varied(store)
@@ -81,13 +91,7 @@ def test_live_like_finds_what_peewee_found_wildcards_and_case_included(tmp_path:
                 .where(
                     (row.account == p.account_id)
                     & row.status.in_([s.value for s in LIVE])
-                    & (row.product == p.product.value)
-                    & (row.side == p.side.value)
-                    & (
-                        (row.instrument == p.instrument)
-                        | (row.symbol == name)
-                        | row.instrument.endswith(f"|{name}")
-                    )
+                    & _on_position(p, name)
                 )
                 .order_by(row.id)
             )
@@ -242,13 +246,7 @@ def test_ended_like_finds_what_peewee_found_for_each_position(tmp_path: Path) ->
                     (row.account == p.account_id)
                     & row.status.in_([s.value for s in TERMINAL])
                     & (row.closed_at >= since)
-                    & (row.product == p.product.value)
-                    & (row.side == p.side.value)
-                    & (
-                        (row.instrument == p.instrument)
-                        | (row.symbol == name)
-                        | row.instrument.endswith(f"|{name}")
-                    )
+                    & _on_position(p, name)
                 )
                 .order_by(row.id)
             )
