@@ -33,7 +33,7 @@ lint: $(STAMP)
 # --dist loadfile keeps each test module on one worker: module fixtures (the frozen bundle, a module's
 # simulator) are built once; --no-loadscope-reorder keeps tests/conftest.py's order, the longest modules
 # first. TEST_WORKERS=0 runs it in this one process, as a bare `pytest` does.
-TEST_WORKERS ?= 3
+TEST_WORKERS ?= 4
 test: lint
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 

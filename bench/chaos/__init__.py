@@ -11,8 +11,9 @@ and the app is killed with SIGKILL (sometimes SIGTERM) at random moments, some o
 was crossed, and restarted. The demo account's delivery holdings (INFY, ITC, SBIN on NSE and BSE, TCS) are
 protected too (``--auto-protect-holdings``) and traded outside the app while their protections watch them:
 part sold, all sold, or part sold and bought back, then the stop crossed. Some positions are protected
-twice (a second adoption written while the app is down, as the window's Protect stores it): the two
-share the position. NIFTY options are traded too (the exchange has no SL-M for them).
+twice (a second protection of the whole position written while the app is down, as a Protect that
+raced auto-protect stores it): the two share the position. NIFTY options are traded too (the exchange
+has no SL-M for them).
 
 After every run the invariants are checked against the simulator's own order log and trades:
 

@@ -351,9 +351,11 @@ class Positions:
         return self.run.sim.call(read)
 
     def protect_twice(self) -> None:
-        """A second protection of a position already protected, stored as the window's Protect (adopt)
-        stores one: the whole position, OPEN, its entry price, the safety default. Written while the app
-        is down (one writer at a time); the next start must share the position between the two."""
+        """A second protection of a position already protected: the whole position, OPEN, its entry price,
+        the safety default. The window's Protect refuses this now (ProtectionService.adopt protects only
+        what no protection covers); it still comes from a Protect that raced auto-protect, or a database
+        an older version wrote. Written while the app is down (one writer at a time); the next start must
+        share the position between the two."""
         from trailstop_gui.models.domain import Status
         from trailstop_gui.models.store import ProtectionStore
 

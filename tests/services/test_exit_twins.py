@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.services.conftest import control
-from tests.services.test_protection_flow import Rig, enter, wait_until
+from tests.services.test_protection_flow import Rig, enter, protect_whole_again, wait_until
 from trailstop_gui.models.domain import Product, Side, Status, TrailRule
 from trailstop_gui.services.exit_executor import RetryPolicy
 from trailstop_gui.services.reconciler import FLAT_CONFIRM_SECONDS
@@ -47,14 +47,14 @@ def price(rig: Rig, ltp: float) -> None:
 
 
 def short_protected_twice(rig: Rig, second_percent: float) -> tuple[int, int]:
-    """A 3-share INFY MIS short with two protections (the second adopted), positions lagging the fills."""
+    """A 3-share INFY MIS short with two protections of all of it, positions lagging the fills."""
     price(rig, 1500.0)
     first = enter(rig, Side.SELL, Product.MIS, TrailRule.percent(2.0))
     position = next(
         x for x in rig.session.broker.positions() if x.symbol == "INFY" and x.product is Product.MIS
     )
     assert position.quantity == -3
-    second = rig.service.adopt(rig.account_id, position, TrailRule.percent(second_percent)).id
+    second = protect_whole_again(rig, position, TrailRule.percent(second_percent))
     wait_until(lambda: rig.store.get(second).stop is not None, what="the twin armed", qtbot=rig.qtbot)
     # Positions trail the fills; the order book does not (its exits read COMPLETE at once).
     control(rig.sim, "fault", {"fault": "book_lag", "seconds": BOOK_LAG, "orders": 0})

@@ -14,7 +14,8 @@ from tests.services.conftest import BROKERS as BROKERS  # re-exported: other mod
 from tests.services.conftest import control
 from trailstop_gui.models.domain import Product, Side, Status, TrailRule
 from trailstop_gui.models.store import ProtectionStore
-from trailstop_gui.services.brokers.base import OrderRequest, OrderType
+from trailstop_gui.services.adoption import adopt_position
+from trailstop_gui.services.brokers.base import OrderRequest, OrderType, Position
 from trailstop_gui.services.exit_executor import RetryPolicy
 from trailstop_gui.services.notifier import AlertKind
 from trailstop_gui.services.position_book import POSITIONS_LAG
@@ -151,6 +152,28 @@ def enter(rig: Rig, side: Side, product: Product, rule: TrailRule, symbol: str =
         )
     )
     rig.wait_status(p.id, Status.OPEN)
+    return p.id
+
+
+def protect_whole_again(rig: Rig, position: Position, rule: TrailRule) -> int:
+    """A second protection of a position already protected whole, stored as auto-protect stores one
+    (``adoption.adopt_position``) and armed as a start arms what it finds. The window's Protect refuses one
+    (``ProtectionService.adopt``), but it still comes from a Protect that raced auto-protect and from a
+    database an older version wrote: the exits' sharing of one position must hold for it (the chaos
+    run's ``protect_twice`` writes the same)."""
+    p = adopt_position(
+        rig.store,
+        account_id=rig.account_id,
+        broker=rig.broker,
+        position=position,
+        rule=rule,
+        tick_size=0.05,
+        safety=rig.service.safety_defaults,
+        reason="adopted",
+    )
+    assert rig.session.feed is not None
+    rig.session.feed.arm([p])
+    rig.service.safety.track(p)
     return p.id
 
 

@@ -13,6 +13,7 @@ from pytestqt.qtbot import QtBot
 
 from tests.factories import FakeBroker, protection
 from tests.factories import order as factories_order
+from tests.factories import position as factories_position
 from trailstop_gui.models.domain import InstrumentId, Product, Protection, Side, Status, TrailRule
 from trailstop_gui.models.engine import StopTriggered
 from trailstop_gui.models.lifecycle import IllegalTransition
@@ -209,6 +210,37 @@ def test_remove_sends_nothing_and_keeps_the_position(rig: Rig) -> None:
     assert rig.service.executor.wait_idle(5)
     assert rig.broker.placed == []
     assert p.id in rig.changed
+
+
+def test_protect_on_a_position_already_protected_whole_is_refused_naming_the_protection(rig: Rig) -> None:
+    """A Protect clicked twice before the list refreshed: the second protection would own none of the
+    position (the older one's share comes first), and the reconciler would end it as "Position closed
+    outside TrailStop" while the trader still holds every share."""
+    first = rig.protect()
+    with pytest.raises(
+        ValueError, match=rf"^position: all 3 of INFY are already protected \(#{first.id} covers 3\)"
+    ):
+        rig.service.adopt(rig.account_id, factories_position(3), TrailRule.percent(2.0), 0.05)
+    assert [p.id for p in rig.store.protections()] == [first.id]
+    # Another product or side of the same stock is another position: still protected on its own.
+    short = rig.service.adopt(
+        rig.account_id, factories_position(-2, product=Product.NRML), TrailRule.percent(2.0), 0.05
+    )
+    assert (short.side, short.quantity) == (Side.SELL, 2)
+
+
+def test_protect_on_a_position_protected_in_part_protects_only_the_rest(rig: Rig) -> None:
+    """3 INFY protected, 2 more bought outside the app: Protect covers those 2, not all 5 (which the exits'
+    sharing would have cut to 2 anyway, showing the trader a protection of 5 that protects 2)."""
+    first = rig.protect()
+    rest = rig.service.adopt(rig.account_id, factories_position(5), TrailRule.percent(3.0), 0.05)
+    assert (rest.quantity, rest.filled_quantity, rest.status) == (2, 2, Status.OPEN)
+    with pytest.raises(ValueError, match=rf"#{first.id} covers 3, #{rest.id} covers 2"):
+        rig.service.adopt(rig.account_id, factories_position(5), TrailRule.percent(3.0), 0.05)
+    # Once the first one has ended, its shares are free to protect again.
+    rig.service.remove(first.id)
+    again = rig.service.adopt(rig.account_id, factories_position(5), TrailRule.percent(3.0), 0.05)
+    assert again.quantity == 3
 
 
 @pytest.mark.parametrize(

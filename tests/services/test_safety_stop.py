@@ -22,6 +22,7 @@ from tests.services.test_protection_flow import (
     book_recheck,
     enter,
     half_scale,
+    protect_whole_again,
     wait_until,
 )
 from trailstop_gui.models.domain import Product, SafetyKind, SafetyState, Side, Status, TrailRule
@@ -620,7 +621,7 @@ def test_a_twin_protection_waiting_for_the_first_exit_ends_with_its_gtt_gone(
     rig.wait_held_at_target(first)
     position = next(x for x in rig.session.broker.positions() if x.symbol == "INFY" and x.product is product)
     assert position.quantity == -3
-    second = rig.service.adopt(rig.account_id, position, TrailRule.percent(2.0)).id
+    second = protect_whole_again(rig, position, TrailRule.percent(2.0))
     wait_until(lambda: rig.store.get(second).stop is not None, 10, "the twin's stop", rig.qtbot)
     assert rig.service.safety.wait_idle()
     # The first one's GTT holds the whole short: the twin holds none (two would buy back 6 of a 3 short).

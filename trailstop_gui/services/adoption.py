@@ -23,12 +23,16 @@ def adopt_position(
     tick_size: float,
     safety: SafetyConfig,
     reason: str,
+    quantity: int | None = None,
 ) -> Protection:
-    """Store an OPEN protection of the position's whole open quantity, entered at its average price
-    (a delivery stock's reference price). Arming it is the caller's next step: persist before you act.
+    """Store an OPEN protection of the position's whole open quantity (or ``quantity`` of it: the part no
+    other protection covers), entered at its average price (a delivery stock's reference price). Arming it
+    is the caller's next step: persist before you act.
     """
     if position.side is None or position.product is None:
         raise ValueError("position: flat, or of a product the app does not trade")
+    if quantity is not None and not 0 < quantity <= abs(position.quantity):
+        raise ValueError(f"quantity: {quantity} is not a part of the position's {abs(position.quantity)}")
     return store.create_protection(
         safety_enabled=safety.enabled,
         safety_buffer_percent=safety.buffer_percent,
@@ -40,8 +44,8 @@ def adopt_position(
         exchange=position.exchange,
         side=position.side,
         product=position.product,
-        quantity=abs(position.quantity),
-        filled_quantity=abs(position.quantity),
+        quantity=abs(position.quantity) if quantity is None else quantity,
+        filled_quantity=abs(position.quantity) if quantity is None else quantity,
         tick_size=tick_size,
         rule=rule,
         entry_price=(

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 from trailstop_gui.models.domain import Product, Protection, Side, Status
 from trailstop_gui.services.brokers.base import Capabilities, Holding, Position
-from trailstop_gui.services.holdings import delivery_shares
+from trailstop_gui.services.holdings import DeliveryStock, delivery_shares
 
 
 def same_instrument(p: Protection, instrument: object, symbol: str, exchange: str) -> bool:
@@ -68,6 +68,25 @@ def position_key(p: Protection) -> PositionKey:
     if p.product is Product.CNC and p.exchange in EQUITY_EXCHANGES:
         return (p.account_id, f"EQ:{position_name(p)}", p.product, p.side)
     return (p.account_id, p.instrument, p.product, p.side)
+
+
+def covers_position(p: Protection, account_id: int, position: Position | DeliveryStock) -> bool:
+    """Whether ``p`` protects shares of ``position`` (by :func:`position_key`'s rule): a broker position, or
+    a stock's delivery shares in any listing."""
+    if p.account_id != account_id or p.product is not position.product or p.side is not position.side:
+        return False
+    if p.product is Product.CNC and p.exchange in EQUITY_EXCHANGES:
+        _segment, bar, isin = str(position.instrument).partition("|")
+        return position_name(p) == (isin if bar else position.symbol)
+    return same_instrument(p, position.instrument, position.symbol, position.exchange)
+
+
+def covered_quantity(p: Protection) -> int:
+    """How many shares of its position ``p`` protects now: what it holds once filled; a PENDING entry only
+    what has filled of it (the rest is not in the position yet)."""
+    if p.status is Status.PENDING:
+        return p.filled_quantity
+    return p.filled_quantity or p.quantity
 
 
 def position_name(p: Protection) -> str:

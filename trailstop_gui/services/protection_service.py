@@ -72,7 +72,7 @@ from trailstop_gui.services.instruments import master_key
 from trailstop_gui.services.logged_task import LoggedTask
 from trailstop_gui.services.notifier import Alert, AlertKind, Notifier
 from trailstop_gui.services.position_book import PositionBook
-from trailstop_gui.services.positions import matching_position
+from trailstop_gui.services.positions import covered_quantity, covers_position, matching_position
 from trailstop_gui.services.reconciler import Hooks, Reconciler
 from trailstop_gui.services.retry import Backoff, polls
 from trailstop_gui.services.safety_stop import SafetyConfig, SafetyHooks, SafetyPolicy, SafetyStopManager
@@ -836,11 +836,17 @@ class ProtectionService(QObject):
         default; ``tick_size``: None takes the instrument master's).
 
         A ``DeliveryStock`` protects every sellable share of that stock (holdings and today's buys).
+        Shares another live protection already covers are left to it: a position protected whole is
+        refused (naming that protection), one protected in part gets a protection of the rest. A second
+        protection of the whole would own nothing (its position's shares go to the older one first,
+        ``positions.allocate``), and the reconciler would end it as "closed outside TrailStop" while the
+        position is still held (a Protect clicked twice before the list refreshed).
         """
         if position.side is None or position.product is None:
             raise ValueError("position: it is flat, or its product is unknown")
         if position.product is Product.CNC and position.side is Side.SELL:
             raise ValueError(DELIVERY_SELL_REFUSED)
+        quantity = self._unprotected_part(account_id, position)
         config = self._safety_for(safety, None, None)
         p = adopt_position(
             self.store,
@@ -851,10 +857,24 @@ class ProtectionService(QObject):
             tick_size=self.tick_size_for(account_id, position) if tick_size is None else tick_size,
             safety=config,
             reason="adopted",
+            quantity=quantity,
         )
         self._arm(p)
         self.protection_changed.emit(p.id)
         return p
+
+    def _unprotected_part(self, account_id: int, position: Position | DeliveryStock) -> int:
+        """The shares of ``position`` no live protection covers; ValueError naming those that cover it all."""
+        covering = [p for p in self.store.live(account_id) if covers_position(p, account_id, position)]
+        held = abs(position.quantity)
+        rest = held - sum(covered_quantity(p) for p in covering)
+        if rest <= 0:
+            names = ", ".join(f"#{p.id} covers {covered_quantity(p)}" for p in covering)
+            raise ValueError(
+                f"position: all {held} of {position.symbol} are already protected ({names}); "
+                "change that protection's rule instead"
+            )
+        return rest
 
     def unprotected_positions(self, account_id: int) -> list[Position | DeliveryStock]:
         """Open broker positions and delivery holdings with no live protection. Blocking: off the GUI thread.

@@ -5,11 +5,14 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime, timedelta
 
-from tests.factories import unsaved_protection
+from tests.factories import position, unsaved_protection
 from trailstop_gui.models.domain import Product, Protection, Side, Status
+from trailstop_gui.services.holdings import DeliveryStock
 from trailstop_gui.services.positions import (
     LiveQuantity,
     allocate,
+    covered_quantity,
+    covers_position,
     exit_claim,
     exit_share,
     position_key,
@@ -81,6 +84,31 @@ def test_delivery_protections_on_either_listing_share_one_demat() -> None:
     assert position_key(upstox_nse) == position_key(upstox_bse)
     # Intraday rows of the two listings are two positions, as the brokers report them.
     assert position_key(replace(nse, product=Product.MIS)) != position_key(replace(bse, product=Product.MIS))
+
+
+def test_what_a_protection_covers_of_a_position_it_may_be_adopted_beside() -> None:
+    long = prot(1, 3)
+    assert covers_position(long, 1, position(5))
+    assert not covers_position(long, 2, position(5))  # another account
+    assert not covers_position(long, 1, position(-5))  # a short of it
+    assert not covers_position(long, 1, position(5, product=Product.NRML))
+    assert covered_quantity(long) == 3
+    # A PENDING entry covers only what has filled of it: the rest is not in the position yet.
+    assert covered_quantity(prot(2, 10, Status.PENDING, filled_quantity=4)) == 4
+    assert covered_quantity(prot(3, 10, Status.PENDING, filled_quantity=0)) == 0
+
+
+def test_a_delivery_protection_covers_the_stock_in_either_listing() -> None:
+    stock = DeliveryStock("SBIN", "NSE", "779521", "NSE:SBIN", "INE062A01020", 10, 600.0, 10)
+    bse = prot(1, 6, product=Product.CNC, instrument="128028676", symbol="SBIN", exchange="BSE")
+    assert covers_position(bse, 1, stock)
+    assert not covers_position(replace(bse, symbol="SBICARD"), 1, stock)
+    upstox = DeliveryStock(
+        "SBIN", "NSE", "NSE_EQ|INE062A01020", "NSE_EQ|INE062A01020", "INE062A01020", 10, 600.0, 10
+    )
+    listed_on_bse = prot(2, 6, product=Product.CNC, instrument="BSE_EQ|INE062A01020", exchange="BSE")
+    assert covers_position(listed_on_bse, 1, upstox)
+    assert not covers_position(replace(listed_on_bse, instrument="BSE_EQ|INE040A01034"), 1, upstox)
 
 
 # ----------------------------------------------------------------------------- twins whose exit just filled
