@@ -28,8 +28,9 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 
 # make test: lint, then the whole suite on pytest-xdist workers. Most of the suite waits (sockets, the
-# simulator, the headless app's subprocesses, the short chaos runs), so 3 workers keep 2 cores busy; 4 starved
-# the chaos runs' latency budgets and the timing tests on a shared 2-core machine.
+# simulator, the headless app's subprocesses), so 4 workers keep 2 cores busy. The four short chaos runs go
+# one after another on one of them (tests/conftest.py, CHAOS_RUNS): three side by side took most of both
+# cores and strained their latency budgets.
 # --dist loadfile keeps each test module on one worker: module fixtures (the frozen bundle, a module's
 # simulator) are built once; --no-loadscope-reorder keeps tests/conftest.py's order, the longest modules
 # first. TEST_WORKERS=0 runs it in this one process, as a bare `pytest` does.

@@ -146,8 +146,12 @@ def _run_pytest(repo: Path, *args: str, temp: Path | None = None) -> subprocess.
 
 # ``make test`` runs the suite on xdist workers: a read in a worker must fail the run as well.
 WORKERS = pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["one process", "xdist workers"])
+# Each of these runs pytest (one or two more interpreters, 1-6 s of CPU): ``slow``, so the lonely copy
+# (test_clone_alone.py, ``-m "not slow"``) does not run them a second time, nested inside its own run.
+NESTED_RUN = pytest.mark.slow
 
 
+@NESTED_RUN
 @WORKERS
 def test_a_run_that_reads_beside_the_repository_fails_naming_the_file(
     layout: tuple[Path, Path], workers: list[str]
@@ -160,6 +164,7 @@ def test_a_run_that_reads_beside_the_repository_fails_naming_the_file(
     assert f"opened outside the repository: {sibling.resolve()}" in run.stdout
 
 
+@NESTED_RUN
 @WORKERS
 def test_a_run_that_stays_inside_the_repository_passes(layout: tuple[Path, Path], workers: list[str]) -> None:
     repo, _ = layout
@@ -169,6 +174,7 @@ def test_a_run_that_stays_inside_the_repository_passes(layout: tuple[Path, Path]
     assert "outside the repository" not in run.stdout
 
 
+@NESTED_RUN
 @WORKERS
 def test_a_clone_straight_in_the_temporary_folder_passes_and_still_catches_a_sibling(
     tmp_path: Path, workers: list[str]
