@@ -109,6 +109,11 @@ class StageProbe:
                     f"  (n={len(values)})",
                     flush=True,
                 )
+            # The slowest exits step by step: a tail's cause shows in one step, which medians hide.
+            slowest = sorted((r for r in rows if "push>received" in r), key=lambda r: -r["push>received"])[:3]
+            for r in slowest:
+                steps = ", ".join(f"{a}>{b} {r[f'{a}>{b}']:.2f}" for a, b in STEPS[:-2] if f"{a}>{b}" in r)
+                print(f"  slow exit, {r['push>received']:.2f} ms: {steps}", flush=True)
             print(f"  new TCP connections from the exit thread: {self.connects[phase]}", flush=True)
             print(f"  new SQLite connections from the exit thread: {self.db_connects[phase]}", flush=True)
             behind = sorted(self.behind_flush[phase])

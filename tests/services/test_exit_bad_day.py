@@ -103,9 +103,9 @@ def test_stops_of_one_tick_reach_the_broker_together_despite_slow_fills(rig: Rig
     batches: list[int] = []
     commit_transitions = rig.store.commit_transitions
 
-    def recording(moves: Any) -> Any:
+    def recording(moves: Any, **kwargs: Any) -> Any:
         batches.append(len(moves))
-        return commit_transitions(moves)
+        return commit_transitions(moves, **kwargs)
 
     rig.store.commit_transitions = recording  # type: ignore[method-assign]
     fault(rig, fault="fill_delay", seconds=3.0)

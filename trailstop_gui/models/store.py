@@ -20,7 +20,7 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -468,10 +468,15 @@ class ProtectionStore:
         failures = self.commit_transitions(moves)
         return [f or self.get(m.protection_id) for f, m in zip(failures, moves, strict=True)]
 
-    def commit_transitions(self, moves: Sequence[TransitionRequest]) -> list[Exception | None]:
+    def commit_transitions(
+        self, moves: Sequence[TransitionRequest], before_commit: Callable[[], None] | None = None
+    ) -> list[Exception | None]:
         """:meth:`transition_many` without reading the rows back: each move's failure, None once it is on
         disk. The tick path's: its exit orders go as this returns, and a read-back on the feed thread then
-        held the interpreter the exit threads were waiting for (bench/tick_to_exit_stages.py)."""
+        held the interpreter the exit threads were waiting for (bench/tick_to_exit_stages.py).
+
+        ``before_commit`` is called once every row is written, just before the COMMIT (its fsync, during
+        which this thread holds no interpreter lock); not called when the batch is refused first."""
         failures: dict[int, Exception] = {}
         checked = [dict(m.fields) for m in moves]
         for fields in checked:
@@ -484,6 +489,8 @@ class ProtectionStore:
             try:
                 with self._db.atomic():
                     self._move_row(moves[0], checked[0], pendings[0])
+                    if before_commit is not None:
+                        before_commit()
             except (ConcurrentTransition, IllegalTransition, KeyError) as exc:
                 self._give_back(moves[0].protection_id, pendings[0])
                 return [exc]
@@ -496,6 +503,8 @@ class ProtectionStore:
                 except (ConcurrentTransition, IllegalTransition, KeyError) as exc:
                     failures[index] = exc
                     self._give_back(move.protection_id, pending)
+            if before_commit is not None:
+                before_commit()
         return [failures.get(i) for i in range(len(moves))]
 
     def _move_row(

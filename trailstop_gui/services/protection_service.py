@@ -57,7 +57,7 @@ from trailstop_gui.services.brokers.errors import AmbiguousError, AuthError, Bro
 from trailstop_gui.services.brokers.feed_loop import OrderUpdate
 from trailstop_gui.services.brokers.kite import order_from_kite
 from trailstop_gui.services.brokers.upstox import order_from_upstox
-from trailstop_gui.services.exit_executor import ExitExecutor, RetryPolicy
+from trailstop_gui.services.exit_executor import ExitExecutor, RetryPolicy, TriggerGate
 from trailstop_gui.services.feed_worker import FeedWorker
 from trailstop_gui.services.holdings import (
     CONSENT_WARNING,
@@ -453,7 +453,7 @@ class ProtectionService(QObject):
         try:
             # No read-back: each exit leaves as its TRIGGERED is on disk, and a read here would hold the
             # interpreter its exit thread is waiting for (bench/tick_to_exit_stages.py).
-            failures = self.store.commit_transitions(moves)
+            failures = self.store.commit_transitions(moves, before_commit=lambda: _committing(gates))
         except Exception:
             for gate in gates.values():
                 if gate is not None:
@@ -1131,3 +1131,10 @@ class ProtectionService(QObject):
                     account_id,
                 )
             )
+
+
+def _committing(gates: Mapping[int, TriggerGate | None]) -> None:
+    """TRIGGERED's rows are written and its COMMIT comes next: the exit jobs may work their exits out."""
+    for gate in gates.values():
+        if gate is not None:
+            gate.committing()

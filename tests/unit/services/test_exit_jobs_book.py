@@ -4,6 +4,7 @@ and the "exit_sending" marker committed with TRIGGERED (one fsync before the ord
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import replace
 from typing import Any
@@ -18,7 +19,7 @@ from trailstop_gui.models.domain import Product, Protection, Side, Status, Trail
 from trailstop_gui.models.store import ProtectionStore, TransitionRequest
 from trailstop_gui.services.brokers.base import KITE_CAPABILITIES, OrderRequest, Position
 from trailstop_gui.services.brokers.kite import order_from_kite
-from trailstop_gui.services.exit_jobs import ExitJobs, RetryPolicy, ThreadRunner
+from trailstop_gui.services.exit_jobs import ExitJobs, RetryPolicy, ThreadRunner, TriggerGate
 from trailstop_gui.services.position_book import POSITIONS_LAG, PositionBook
 
 
@@ -105,6 +106,64 @@ def test_a_sale_outside_the_app_seen_on_the_stream_is_never_sold_again(store: Pr
     assert broker.placed == []
     assert p.status is Status.CLOSED and p.reason == "external"
     assert "closed_externally" in events.kinds()
+
+
+def test_a_gated_job_works_its_exit_out_only_once_the_commit_is_under_way(
+    store: ProtectionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sized before the commit, the job held the interpreter the commit needed (1-2 ms of the tick path in
+    one exit of three); it now waits for ``committing()``, then sizes while the commit waits for the disk."""
+    steps: list[str] = []
+    parked = threading.Event()
+    original = TriggerGate.wait_committing
+
+    def wait_committing(gate: TriggerGate, timeout: float = 10.0) -> None:
+        steps.append("job waits")
+        parked.set()
+        original(gate, timeout)
+
+    monkeypatch.setattr(TriggerGate, "wait_committing", wait_committing)
+    broker = CountingBroker(rest=3)
+    positions = broker.positions
+
+    def read() -> list[Position]:
+        steps.append("job sizes")
+        return positions()
+
+    broker.positions = read  # type: ignore[method-assign]
+    p = open_protection(store)
+    jobs, _events, _sleeps = exit_jobs(store, broker)
+    try:
+        gate = jobs.submit_gated(p)
+        assert gate is not None
+        assert parked.wait(10), "the job never waited for the commit"
+        committing = jobs.store.commit_transitions(
+            [TransitionRequest(p.id, Status.TRIGGERED, expected=Status.OPEN, events=gate.commit_events)],
+            before_commit=lambda: (steps.append("rows written"), gate.committing()),
+        )
+        assert committing == [None]
+        gate.open()
+        assert jobs.wait_idle(10)
+    finally:
+        jobs.stopping.set()
+        jobs.shutdown(5_000)
+    assert steps[:3] == ["job waits", "rows written", "job sizes"]
+    assert [r.quantity for r in broker.placed] == [3]
+
+
+def test_a_gate_closed_before_its_commit_began_lets_the_job_end_at_once(store: ProtectionStore) -> None:
+    broker = CountingBroker()
+    p = open_protection(store)
+    jobs, _events, _sleeps = exit_jobs(store, broker)
+    try:
+        gate = jobs.submit_gated(p)
+        assert gate is not None
+        gate.close()  # the batch was refused before any row was written: no committing() comes
+        assert jobs.wait_idle(5)
+    finally:
+        jobs.stopping.set()
+        jobs.shutdown(5_000)
+    assert broker.placed == []
 
 
 def test_a_trigger_that_sends_nothing_clears_its_marker(store: ProtectionStore) -> None:
