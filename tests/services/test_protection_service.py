@@ -32,7 +32,7 @@ from trailstop_gui.services.session import AccountSession, SessionState
 class Rig:
     """A ProtectionService with one Zerodha account whose orders go to ``broker`` (never started: no feed)."""
 
-    def __init__(self, store: ProtectionStore, qtbot: QtBot) -> None:
+    def __init__(self, store: ProtectionStore, qtbot: QtBot, **service: Any) -> None:
         self.store, self.qtbot = store, qtbot
         account = store.add_account("kite", "Zerodha", user_id="AB1234", api_key="key")
         secrets = SecretStore()
@@ -41,7 +41,7 @@ class Rig:
         self.broker = FakeBroker()
         self.session.broker = self.broker
         self.session.rest.set_access_token = lambda _token: None  # no SDK client to tell
-        self.service = ProtectionService(store, retry_policy=RetryPolicy(poll_interval=0.01))
+        self.service = ProtectionService(store, retry_policy=RetryPolicy(poll_interval=0.01), **service)
         self.service.add_session(self.session)
         self.alerts: list[Alert] = []
         self.service.notifier.alerted.connect(self.alerts.append)
@@ -316,6 +316,25 @@ def test_a_fill_the_app_did_not_send_reconciles_at_once(rig: Rig, monkeypatch: p
 
 
 # ----------------------------------------------------------------- alerts
+
+
+def test_a_protection_whose_position_others_cover_ends_without_a_closed_outside_alert(
+    store: ProtectionStore, qtbot: QtBot
+) -> None:
+    """Two protections of all 3 INFY (a Protect that raced auto-protect): the newer owns none of them and
+    ends, but the position is held: "Position closed outside TrailStop" would be false."""
+    rig = Rig(store, qtbot, flat_confirm_seconds=0.01)
+    try:
+        older, newer = rig.protect(), rig.protect()
+        rig.service._reconcile_now(rig.account_id)
+        assert [store.get(p.id).status for p in (older, newer)] == [Status.OPEN, Status.CLOSED]
+        assert AlertKind.CLOSED_EXTERNALLY not in rig.kinds()
+        (alert,) = [a for a in rig.alerts if a.protection_id == newer.id]
+        assert alert.title == "Protection ended: position protected by another"
+        assert "cover all of it" in alert.message and "no exit sent" in alert.message
+        assert rig.broker.placed == []
+    finally:
+        rig.service.shutdown()
 
 
 def test_an_exit_fill_tells_the_realised_pnl(rig: Rig) -> None:

@@ -413,10 +413,23 @@ class ProtectionService(QObject):
                     account_id,
                 )
             )
+        for pid in report.covered_by_others:
+            p = self.store.get(pid)
+            self.notifier.notify(
+                Alert(
+                    AlertKind.INFO,
+                    "Protection ended: position protected by another",
+                    f"{p.symbol}: older protections of this position cover all of it; this one ended, "
+                    "no exit sent",
+                    pid,
+                    account_id,
+                )
+            )
         for pid in [
             *report.filled,
             *report.ended,
             *report.closed_externally,
+            *report.covered_by_others,
             *report.resized,
             *report.adopted,
             *report.safety_closed,

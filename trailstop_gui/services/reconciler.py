@@ -74,6 +74,9 @@ class ReconcileReport:
     filled: list[int] = field(default_factory=list)
     ended: list[int] = field(default_factory=list)
     closed_externally: list[int] = field(default_factory=list)
+    # Ended with no exit, its position still held: older protections of that position cover all of it (a
+    # second protection of a whole position: a Protect that raced auto-protect, or an older version's).
+    covered_by_others: list[int] = field(default_factory=list)
     resized: list[int] = field(default_factory=list)
     exits_resumed: list[int] = field(default_factory=list)
     adopted: list[int] = field(default_factory=list)
@@ -91,6 +94,7 @@ class ReconcileReport:
                 self.filled,
                 self.ended,
                 self.closed_externally,
+                self.covered_by_others,
                 self.resized,
                 self.adopted,
                 self.safety_closed,
@@ -279,7 +283,8 @@ class Reconciler:
                     log.info("protection %s: its position is there after all (%d)", p.id, share)
                     self._open(self.store.get(p.id), share, report, sent_at)
                 else:
-                    self._flat(p, broker, report)
+                    held = open_quantity(p, positions, holdings, broker.capabilities)
+                    self._flat(p, broker, report, held=held)
 
     def _check_armed(self, account_id: int, report: ReconcileReport) -> None:
         """Every OPEN, unpaused protection must be armed in its feed: re-arm any that is not.
@@ -418,8 +423,9 @@ class Reconciler:
             report.resized.append(p.id)
         self.hooks.safety_check(p)
 
-    def _flat(self, p: Protection, broker: Broker, report: ReconcileReport) -> None:
-        """Its position is flat (read twice): closed by its broker-held stop, or outside the app."""
+    def _flat(self, p: Protection, broker: Broker, report: ReconcileReport, *, held: int = 0) -> None:
+        """Nothing of its position is left for it (read twice): closed by its broker-held stop, or outside
+        the app; or, with ``held`` > 0, still held but all of it covered by older protections."""
         try:
             fired = self.hooks.safety_fired(p, broker)
         except BrokerError as exc:
@@ -433,8 +439,9 @@ class Reconciler:
             close_by_safety_stop(self.store, p.id, fired)
             report.safety_closed.append(p.id)
         else:
+            # "external" either way: it ended without an exit of its own and took nothing from the position.
             self.store.transition(p.id, Status.CLOSED, expected=Status.OPEN, reason="external")
-            report.closed_externally.append(p.id)
+            (report.covered_by_others if held > 0 else report.closed_externally).append(p.id)
         # A stop left at the broker for a flat position would open a new one: it goes.
         self.hooks.safety_release(p.id)
 
@@ -452,7 +459,12 @@ class Reconciler:
         protected = self.store.live(account_id)
         # A protection that ended after the positions were read (its exit filled meanwhile) leaves a
         # position that only looks open: adopting it would protect, and hold a stop for, a flat position.
-        ended_here = {*report.closed_externally, *report.safety_closed, *report.ended}
+        ended_here = {
+            *report.closed_externally,
+            *report.covered_by_others,
+            *report.safety_closed,
+            *report.ended,
+        }
         just_ended = [p for p in self.store.ended_since(account_id, read_at) if p.id not in ended_here]
         holdings_too = account_id in self.auto_protect_holdings
         if holdings_too:

@@ -110,11 +110,17 @@ def test_two_protections_on_one_position_share_it_oldest_first(store: Protection
     report = reconciler.reconcile(account_id, broker)  # type: ignore[arg-type]
     assert report.resized == [newer.id]
     assert (store.get(older.id).filled_quantity, store.get(newer.id).filled_quantity) == (60, 40)
-    # Sold down to 50 outside: the older keeps 50, the newer covers nothing and ends (read twice).
+    # Sold down to 50 outside: the older keeps 50, the newer covers nothing and ends (read twice). The
+    # position is still held: it did not close outside TrailStop, the older protection covers all of it.
     broker.net = 50
     report = reconciler.reconcile(account_id, broker)  # type: ignore[arg-type]
     assert store.get(older.id).filled_quantity == 50
-    assert report.closed_externally == [newer.id] and store.get(newer.id).status is Status.CLOSED
+    assert report.covered_by_others == [newer.id] and report.closed_externally == []
+    assert (store.get(newer.id).status, store.get(newer.id).reason) == (Status.CLOSED, "external")
+    # Then sold out: the older one's position is flat, and that is closed outside.
+    broker.net = 0
+    report = reconciler.reconcile(account_id, broker)  # type: ignore[arg-type]
+    assert report.closed_externally == [older.id] and report.covered_by_others == []
 
 
 def test_a_position_with_an_exit_at_the_broker_is_left_alone(store: ProtectionStore) -> None:
