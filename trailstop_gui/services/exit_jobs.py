@@ -90,6 +90,7 @@ from trailstop_gui.services.positions import (
     open_quantity,
     position_key,
     position_name,
+    same_instrument,
     settling_exits,
 )
 from trailstop_gui.services.retry import Backoff, call_with_retries
@@ -1132,6 +1133,44 @@ class ExitJobs:
         done = self.store.events(protection_id=pid, kinds=["exit_topped_up", "exit_short"])
         return sum(e.kind == "exit_topped_up" for e in done) < MAX_TOP_UPS
 
+    @staticmethod
+    def _added_since_exit(p: Protection, broker: Broker) -> int | None:
+        """What the trader's own orders added to the position after this exit left: a long's buys (a
+        short's sells) whose last update (their fill) is later than the exit's first order, by the broker's
+        own clock on both sides. Never the rest of a position the exit's read trailed: those shares were
+        there before it left.
+
+        Found by the chaos run (make test, baskets): a basket exited a delivery holding the trader had sold
+        part of and was buying back; the exit sold the 2 left, the buy-back of 3 filled after it, and the
+        top-up sold those 3 as well: shares bought after the exit, which nobody asked TrailStop to sell.
+        The brokers' order times have whole seconds: a fill in the exit's own second counts as before it
+        (the top-up's own case, a read trailing a fill just before the crossing), and one of unknown time
+        as after. None: the order book does not list this exit's orders (yet), or not when.
+        """
+        orders = broker.orders()
+        sent = [t for o in orders if o.tag == p.exit_tag and (t := o.placed_at or o.updated_at) is not None]
+        if not sent:
+            return None
+        left_at = min(sent)
+        delivery = p.product is Product.CNC
+        added = 0
+        for o in orders:
+            if (
+                o.side is not p.side
+                or o.tag == p.exit_tag
+                or o.filled_quantity <= 0
+                or o.product is not p.product
+            ):
+                continue
+            if not (
+                o.symbol == p.symbol if delivery else same_instrument(p, o.instrument, o.symbol, o.exchange)
+            ):
+                continue
+            filled_at = o.updated_at or o.placed_at
+            if filled_at is None or filled_at > left_at:
+                added += o.filled_quantity
+        return added
+
     def _check_rest_later(
         self, watch: ExitWatch, step: WatchStep, delay: float, first: int | None = None
     ) -> None:
@@ -1181,6 +1220,18 @@ class ExitJobs:
             self._check_rest_later(watch, step, self.policy.flat_confirm, share)
             return True
         rest = min(share, first) if first is not None and vouched is None else share
+        if rest > 0:
+            try:
+                added = self._added_since_exit(p, watch.broker)
+            except TemporaryError as exc:
+                log.info("protection %s: reading the orders for the rest failed (%s)", pid, exc)
+                added = None
+            if added is None:  # the book does not list this exit yet: what came after it cannot be told
+                self._check_rest_later(watch, step, self.policy.flat_confirm, first)
+                return True
+            if added > 0:
+                log.info("protection %s: %d bought outside since its exit left; not sold", pid, added)
+            rest = min(rest, live.quantity - added)
         if rest <= 0:
             self._close(pid, step)
             return False

@@ -6,6 +6,9 @@ said 10 when the stop was crossed, the exit bought back 10 and the other 20 stay
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import datetime, timedelta
+
 from tests.factories import FakeBroker, exit_jobs, order, position, triggered
 from trailstop_gui.models.domain import Side, Status
 from trailstop_gui.models.store import ProtectionStore
@@ -16,20 +19,34 @@ from trailstop_gui.services.exit_jobs import MAX_TOP_UPS
 class LaggingBroker(FakeBroker):
     """INFY long; ``reads`` are the quantities successive positions reads show (the last one repeats).
 
-    Every exit fills at once, whole, at 1460.
+    Every exit fills at once, whole, at 1460. The order book lists them, each placed a minute after the
+    one before (the broker's clock), and then ``outside``: the trader's own orders.
     """
 
-    def __init__(self, reads: list[int]) -> None:
+    def __init__(self, reads: list[int], outside: list[Order] | None = None) -> None:
         super().__init__()
         self.reads = list(reads)
+        self.outside = outside or []
 
     def positions(self) -> list[Position]:
         net = self.reads.pop(0) if len(self.reads) > 1 else self.reads[0]
         return [position(net)]
 
     def order(self, order_id: str) -> Order:
-        quantity = self.placed[int(order_id[1:]) - 1].quantity
-        return order(order_id, quantity=quantity, average_price=1460.0)
+        request = self.placed[int(order_id[1:]) - 1]
+        return order(
+            order_id,
+            quantity=request.quantity,
+            average_price=1460.0,
+            tag=request.tag,
+            placed_at=EXIT_LEFT_AT + timedelta(minutes=int(order_id[1:]) - 1),
+        )
+
+    def orders(self) -> list[Order]:
+        return [*(self.order(f"X{i}") for i in range(1, len(self.placed) + 1)), *self.outside]
+
+
+EXIT_LEFT_AT = datetime(2026, 12, 7, 10, 15, 0)  # the broker's clock (IST), as its order book gives it
 
 
 def run_exit(store: ProtectionStore, broker: LaggingBroker, protected: int = 30) -> int:
@@ -56,6 +73,38 @@ def test_the_rest_a_trailing_read_hid_is_exited_once_the_reads_show_it(store: Pr
     assert p.status is Status.CLOSED and p.exit_quantity == 30 and p.exit_price == 1460.0
     kinds = [e.kind for e in store.events(protection_id=pid)]
     assert kinds.count("exit_short") == 1 and kinds.count("exit_topped_up") == 1
+
+
+def test_shares_the_trader_bought_after_the_exit_left_are_not_topped_up(store: ProtectionStore) -> None:
+    """Found by the chaos run: a basket exited a holding the trader was buying back; the exit sold the 10
+    left, the trader's buy of 20 filled a moment later, and the top-up sold those 20 too. Shares bought
+    before the exit left (a read trailing them) are still exited: only the later ones are the trader's."""
+    # Placed a second before the exit, filled two seconds after it (the chaos run's fill delay).
+    later = order(
+        "T1",
+        side=Side.BUY,
+        quantity=20,
+        placed_at=EXIT_LEFT_AT - timedelta(seconds=1),
+        updated_at=EXIT_LEFT_AT + timedelta(seconds=2),
+    )
+    broker = LaggingBroker([10, 20, 20, 20], outside=[later])
+    pid = run_exit(store, broker)
+    assert [o.quantity for o in broker.placed] == [10]
+    assert store.get(pid).status is Status.CLOSED and store.get(pid).exit_quantity == 10
+    # The same buy filled before the exit left: its 20 were hidden by a trailing read, and are exited.
+    earlier = replace(later, updated_at=EXIT_LEFT_AT)  # filled in the exit's own (whole) second
+    broker2 = LaggingBroker([10, 20, 20, 0], outside=[earlier])
+    pid2 = run_exit(store, broker2)
+    assert [o.quantity for o in broker2.placed] == [10, 20]
+    assert store.get(pid2).exit_quantity == 30
+    # A buy whose time the book does not give is taken for a later one: its 5 are never sold.
+    unknown = replace(
+        later, placed_at=None, updated_at=None, quantity=5, filled_quantity=5, pending_quantity=0
+    )
+    broker3 = LaggingBroker([10, 20, 20, 5], outside=[unknown])
+    pid3 = run_exit(store, broker3)
+    assert [o.quantity for o in broker3.placed] == [10, 15]
+    assert store.get(pid3).exit_quantity == 25
 
 
 def test_a_position_sold_down_outside_is_not_topped_up(store: ProtectionStore) -> None:
