@@ -1134,7 +1134,7 @@ class ExitJobs:
         return sum(e.kind == "exit_topped_up" for e in done) < MAX_TOP_UPS
 
     @staticmethod
-    def _added_since_exit(p: Protection, broker: Broker) -> int | None:
+    def _added_since_exit(p: Protection, broker: Broker) -> int:
         """What the trader's own orders added to the position after this exit left: a long's buys (a
         short's sells) whose last update (their fill) is later than the exit's first order, by the broker's
         own clock on both sides. Never the rest of a position the exit's read trailed: those shares were
@@ -1145,13 +1145,11 @@ class ExitJobs:
         top-up sold those 3 as well: shares bought after the exit, which nobody asked TrailStop to sell.
         The brokers' order times have whole seconds: a fill in the exit's own second counts as before it
         (the top-up's own case, a read trailing a fill just before the crossing), and one of unknown time
-        as after. None: the order book does not list this exit's orders (yet), or not when.
+        as after; so does every fill when the book does not list this exit (yet), or not when it left.
         """
         orders = broker.orders()
         sent = [t for o in orders if o.tag == p.exit_tag and (t := o.placed_at or o.updated_at) is not None]
-        if not sent:
-            return None
-        left_at = min(sent)
+        left_at = min(sent) if sent else None
         delivery = p.product is Product.CNC
         added = 0
         for o in orders:
@@ -1167,7 +1165,7 @@ class ExitJobs:
             ):
                 continue
             filled_at = o.updated_at or o.placed_at
-            if filled_at is None or filled_at > left_at:
+            if filled_at is None or left_at is None or filled_at > left_at:
                 added += o.filled_quantity
         return added
 
@@ -1225,8 +1223,6 @@ class ExitJobs:
                 added = self._added_since_exit(p, watch.broker)
             except TemporaryError as exc:
                 log.info("protection %s: reading the orders for the rest failed (%s)", pid, exc)
-                added = None
-            if added is None:  # the book does not list this exit yet: what came after it cannot be told
                 self._check_rest_later(watch, step, self.policy.flat_confirm, first)
                 return True
             if added > 0:

@@ -107,6 +107,28 @@ def test_shares_the_trader_bought_after_the_exit_left_are_not_topped_up(store: P
     assert store.get(pid3).exit_quantity == 25
 
 
+class UnlistedBroker(LaggingBroker):
+    """An order book that does not list the exit (a lagging book): when it left cannot be told."""
+
+    def orders(self) -> list[Order]:
+        return list(self.outside)
+
+
+def test_without_the_exit_in_the_order_book_no_fill_of_the_trader_is_taken_for_a_hidden_one(
+    store: ProtectionStore,
+) -> None:
+    earlier = order("T1", side=Side.BUY, quantity=20, updated_at=EXIT_LEFT_AT - timedelta(minutes=5))
+    broker = UnlistedBroker([10, 20, 20, 20], outside=[earlier])
+    pid = run_exit(store, broker)
+    assert [o.quantity for o in broker.placed] == [10]  # never stuck waiting: it closes on what filled
+    assert store.get(pid).status is Status.CLOSED and store.get(pid).exit_quantity == 10
+    # With no such order at all, the rest a trailing read hid is exited as before.
+    plain = UnlistedBroker([10, 20, 20, 0])
+    pid2 = run_exit(store, plain)
+    assert store.get(pid2).exit_quantity == 30
+    assert [o.quantity for o in plain.placed] == [10, 20]
+
+
 def test_a_position_sold_down_outside_is_not_topped_up(store: ProtectionStore) -> None:
     # The trader sold 20 outside: the read at the crossing was right, and after the exit it is flat.
     broker = LaggingBroker([10, 0])
