@@ -1146,6 +1146,9 @@ class ExitJobs:
         The brokers' order times have whole seconds: a fill in the exit's own second counts as before it
         (the top-up's own case, a read trailing a fill just before the crossing), and one of unknown time
         as after; so does every fill when the book does not list this exit (yet), or not when it left.
+        By the times, not by the list's order: Kite does not promise GET /orders in time order (Kite forum,
+        kite.trade/forum/discussion/comment/51372); its order_timestamp and exchange_update_timestamp
+        ("Kite Connect 3.1 - Changes") are "YYYY-MM-DD HH:MM:SS", IST.
         """
         orders = broker.orders()
         sent = [t for o in orders if o.tag == p.exit_tag and (t := o.placed_at or o.updated_at) is not None]

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from trailstop_gui.models.domain import Product, Protection, Side, Status
 from trailstop_gui.services.brokers.base import Capabilities, Holding, Position
 from trailstop_gui.services.holdings import DeliveryStock, delivery_shares
+from trailstop_gui.services.resize_confirmation import covered
 
 
 def same_instrument(p: Protection, instrument: object, symbol: str, exchange: str) -> bool:
@@ -84,9 +85,7 @@ def covers_position(p: Protection, account_id: int, position: Position | Deliver
 def covered_quantity(p: Protection) -> int:
     """How many shares of its position ``p`` protects now: what it holds once filled; a PENDING entry only
     what has filled of it (the rest is not in the position yet)."""
-    if p.status is Status.PENDING:
-        return p.filled_quantity
-    return p.filled_quantity or p.quantity
+    return p.filled_quantity if p.status is Status.PENDING else covered(p)
 
 
 def position_name(p: Protection) -> str:

@@ -368,6 +368,18 @@ class ProtectionService(QObject):
             LoggedTask(lambda: self._reconcile_now(account_id), f"reconcile {account_id}", log)
         )
 
+    def _alert_each(
+        self,
+        account_id: int,
+        pids: list[int],
+        kind: AlertKind,
+        title: str,
+        message: Callable[[Protection], str],
+    ) -> None:
+        """One alert per protection the reconciler reported, its message from the protection as stored."""
+        for pid in pids:
+            self.notifier.notify(Alert(kind, title, message(self.store.get(pid)), pid, account_id))
+
     def _reconcile_now(self, account_id: int) -> None:
         session = self.sessions.get(account_id)
         broker = session.broker_if_ready() if session else None
@@ -384,17 +396,13 @@ class ProtectionService(QObject):
         if report.recheck_in is not None:
             # A changed quantity seen once waits for a confirming read (reconciler): soon, not in 30 s.
             self._reconcile_in(account_id, report.recheck_in)
-        for pid in report.safety_closed:
-            p = self.store.get(pid)
-            self.notifier.notify(
-                Alert(
-                    AlertKind.EXIT_FILLED,
-                    "Safety stop filled",
-                    f"{p.symbol}: the broker-held stop closed the position at {p.exit_price or 0:.2f}",
-                    pid,
-                    account_id,
-                )
-            )
+        self._alert_each(
+            account_id,
+            report.safety_closed,
+            AlertKind.EXIT_FILLED,
+            "Safety stop filled",
+            lambda p: f"{p.symbol}: the broker-held stop closed the position at {p.exit_price or 0:.2f}",
+        )
         adopted_delivery = [pid for pid in report.adopted if self.store.get(pid).product is Product.CNC]
         warning = self.demat_warning(account_id)
         if adopted_delivery and warning and account_id not in self._consent_warned:
@@ -402,29 +410,23 @@ class ProtectionService(QObject):
             self.notifier.notify(
                 Alert(AlertKind.INFO, "Delivery shares protected", warning, adopted_delivery[0], account_id)
             )
-        for pid in report.closed_externally:
-            p = self.store.get(pid)
-            self.notifier.notify(
-                Alert(
-                    AlertKind.CLOSED_EXTERNALLY,
-                    "Position closed outside TrailStop",
-                    f"{p.symbol}: protection ended, no exit sent",
-                    pid,
-                    account_id,
-                )
-            )
-        for pid in report.covered_by_others:
-            p = self.store.get(pid)
-            self.notifier.notify(
-                Alert(
-                    AlertKind.INFO,
-                    "Protection ended: position protected by another",
-                    f"{p.symbol}: older protections of this position cover all of it; this one ended, "
-                    "no exit sent",
-                    pid,
-                    account_id,
-                )
-            )
+        self._alert_each(
+            account_id,
+            report.closed_externally,
+            AlertKind.CLOSED_EXTERNALLY,
+            "Position closed outside TrailStop",
+            lambda p: f"{p.symbol}: protection ended, no exit sent",
+        )
+        self._alert_each(
+            account_id,
+            report.covered_by_others,
+            AlertKind.INFO,
+            "Protection ended: position protected by another",
+            lambda p: (
+                f"{p.symbol}: older protections of this position cover all of it; this one ended, "
+                "no exit sent"
+            ),
+        )
         for pid in [
             *report.filled,
             *report.ended,
